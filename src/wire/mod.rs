@@ -1,0 +1,18 @@
+//! The wire: the prost types generated from `proto/` and the byte-stream codec.
+//!
+//! A frame is one [`Frame`] message. Message transports (WebSocket, QUIC
+//! datagrams, an in-memory channel) carry one frame per message; byte streams
+//! (TCP, Unix sockets) carry a 4-byte big-endian length before each frame, see
+//! [`FrameDecoder`] and [`write_length_prefixed`].
+
+mod codec;
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+#[rustfmt::skip]
+mod generated;
+
+pub use codec::{
+    decode_frame, encode_frame, write_length_prefixed, FrameDecoder, LENGTH_PREFIX_LEN,
+    PROTOCOL_VERSION,
+};
+pub use generated::frame::Body;
+pub use generated::*;
