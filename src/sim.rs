@@ -331,7 +331,11 @@ impl Sim {
             self.pump_server();
         }
         for i in 0..self.clients.len() {
-            if self.clients[i].session.poll_timeout().is_some_and(|t| t <= now) {
+            if self.clients[i]
+                .session
+                .poll_timeout()
+                .is_some_and(|t| t <= now)
+            {
                 self.clients[i].session.handle_timeout(now);
                 self.pump_client(i);
             }

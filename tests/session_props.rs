@@ -42,6 +42,7 @@ fn server_body() -> impl Strategy<Value = Body> {
                 p2p_gap: None,
                 is_anonymous: false,
                 resumed,
+                p2p_replay_truncated_at: 0,
             })
         }),
         Just(Body::Ok(wire::Empty {})),
@@ -49,11 +50,13 @@ fn server_body() -> impl Strategy<Value = Body> {
             channel,
             seq,
             gap: None,
-            member_offline: false
+            member_offline: false,
+            replay_truncated_at: seq % 4,
         })),
         (seq.clone(), 0u64..3).prop_map(|(through_seq, g)| Body::FetchReply(wire::FetchReply {
             through_seq,
-            gap: (g > 0).then_some(wire::SeqGap { from: g, to: g + 1 })
+            gap: (g > 0).then_some(wire::SeqGap { from: g, to: g + 1 }),
+            more: through_seq % 3 == 0,
         })),
         (any::<u32>(), ".{0,8}").prop_map(|(code, message)| Body::Error(wire::ErrorReply {
             code: code % 6000,

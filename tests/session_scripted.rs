@@ -109,6 +109,7 @@ impl Script {
             p2p_gap: None,
             is_anonymous: true,
             resumed: false,
+            ..Default::default()
         }
     }
 
@@ -138,6 +139,7 @@ impl Script {
                 seq,
                 gap: None,
                 member_offline: false,
+                replay_truncated_at: 0,
             }),
         );
         assert_eq!(self.completion(RequestId(join.request_id)), Ok(Reply::Done));
@@ -1124,6 +1126,7 @@ fn link_loss_fails_in_flight_requests_with_1007_and_reconnects_with_resume() {
             seq: 1,
             gap: None,
             member_offline: false,
+            replay_truncated_at: 0,
         }),
     );
     // Replayed and new messages under the new number; a duplicate is dropped.
@@ -1154,6 +1157,7 @@ fn a_rejoin_after_the_grace_period_reports_room_member_offline() {
             seq: 0,
             gap: None,
             member_offline: true,
+            replay_truncated_at: 0,
         }),
     );
     assert!(t
@@ -1218,6 +1222,7 @@ fn a_gap_is_fetched_and_what_cannot_be_fetched_is_reported_once() {
         Body::FetchReply(wire::FetchReply {
             through_seq: 5,
             gap: Some(wire::SeqGap { from: 3, to: 3 }),
+            more: false,
         }),
     );
     let events = t.take_events();

@@ -63,6 +63,7 @@ fn body(push: Push) -> Body {
             p2p_gap: None,
             is_anonymous: false,
             resumed,
+            ..Default::default()
         }),
         Push::Ok => Body::Ok(wire::Empty {}),
         Push::Join { channel, seq, gap: g, offline } => Body::JoinReply(wire::JoinReply {
@@ -70,8 +71,9 @@ fn body(push: Push) -> Body {
             seq: seq.into(),
             gap: gap(g),
             member_offline: offline,
+            replay_truncated_at: 0,
         }),
-        Push::Fetch { through, gap: g } => Body::FetchReply(wire::FetchReply { through_seq: through.into(), gap: gap(g) }),
+        Push::Fetch { through, gap: g } => Body::FetchReply(wire::FetchReply { through_seq: through.into(), gap: gap(g), more: through % 3 == 0 }),
         Push::Error { code } => Body::Error(wire::ErrorReply { code: code.into(), message: String::new() }),
         Push::User { seq } => Body::UserMessage(wire::UserMessagePush { from_uid: 2, message: None, timestamp_ms: 0, seq: seq.into() }),
         Push::Channel { channel, seq } => Body::ChannelMessage(wire::ChannelMessagePush {
