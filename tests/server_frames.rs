@@ -1602,3 +1602,33 @@ mod props {
         }
     }
 }
+
+#[test]
+fn poll_ready_reports_each_connection_once_until_drained() {
+    let t = Instant::now();
+    let mut s = Server::new(ServerConfig::demo(), t, 0);
+    let c = s.accept(t);
+    let ping = |n| {
+        encode_frame(&Frame {
+            request_id: n,
+            body: Some(Body::Ping(wire::Ping { nonce: n })),
+        })
+    };
+    s.handle_frame(t, c, ping(1));
+    s.handle_frame(t, c, ping(2));
+    assert_eq!(s.poll_ready(), Some(c));
+    s.handle_frame(t, c, ping(3));
+    assert_eq!(s.poll_ready(), None, "reported already, not drained");
+    assert!(s.poll_transmit(c).is_some());
+    s.handle_frame(t, c, ping(4));
+    assert_eq!(s.poll_ready(), None, "still not drained");
+    let mut n = 0;
+    while s.poll_transmit(c).is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 3);
+    assert_eq!(s.queued_bytes(c), 0);
+    s.handle_frame(t, c, ping(5));
+    assert_eq!(s.poll_ready(), Some(c), "reported again after the drain");
+    assert_eq!(s.poll_ready(), None);
+}

@@ -263,16 +263,14 @@ impl Server {
     /// A connection with queued output. Each is reported once, until
     /// [`Server::poll_transmit`] has drained its queue.
     pub fn poll_ready(&mut self) -> Option<ConnId> {
-        while let Some(c) = self.ready.pop_front() {
-            if self
-                .conns
-                .get(&c)
-                .is_some_and(|conn| conn.in_ready && !conn.queue.is_empty())
-            {
-                return Some(c);
-            }
-            if let Some(conn) = self.conns.get_mut(&c) {
-                conn.in_ready = false;
+        while let Some(id) = self.ready.pop_front() {
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            c.in_ready_list = false;
+            if !c.reported && !c.queue.is_empty() {
+                c.reported = true;
+                return Some(id);
             }
         }
         None
@@ -283,7 +281,7 @@ impl Server {
         let c = self.conns.get_mut(&conn)?;
         let f = c.pop();
         if c.queue.is_empty() {
-            c.in_ready = false;
+            c.reported = false;
         }
         f
     }
@@ -501,10 +499,7 @@ impl Server {
             return;
         }
         if c.push(frame, max) {
-            if !c.in_ready {
-                c.in_ready = true;
-                self.ready.push_back(conn);
-            }
+            mark_ready(&mut self.ready, conn, c);
             return;
         }
         c.clear();
@@ -556,10 +551,7 @@ impl Server {
             });
             c.queued_bytes = c.queued_bytes.saturating_add(f.len());
             c.queue.push_back(f);
-            if !c.in_ready {
-                c.in_ready = true;
-                self.ready.push_back(conn);
-            }
+            mark_ready(&mut self.ready, conn, c);
         }
         c.closing = true;
         let inst = c.instance.take();
@@ -571,6 +563,14 @@ impl Server {
                 self.lose_link(inst);
             }
         }
+    }
+}
+
+/// Puts `id` on the ready list unless it is there or reported already.
+fn mark_ready(ready: &mut VecDeque<ConnId>, id: ConnId, c: &mut Conn) {
+    if !c.reported && !c.in_ready_list {
+        c.in_ready_list = true;
+        ready.push_back(id);
     }
 }
 
