@@ -1330,10 +1330,16 @@ fn reads_counts_info_region_token_logout() {
     }
     let now_s = T0_UNIX_MS / 1000;
     let refresh = |t: String| Body::RefreshToken(wire::RefreshTokenRequest { token: t });
-    n.ok(
+    match n.req(
         a,
         refresh(mint_token(DEMO_SECRET, DEMO_APPID, 3, now_s + 60)),
-    );
+    ) {
+        Body::RefreshTokenReply(r) => {
+            assert_eq!(r.token_expires_at_ms, (now_s + 60) * 1000);
+            assert_eq!(r.server_time_ms, T0_UNIX_MS);
+        }
+        other => panic!("expected the new expiry, got {other:?}"),
+    }
     assert_eq!(
         n.err(
             a,
