@@ -5,7 +5,8 @@
 //! Links behave like TCP: frames in one direction arrive in order, after a
 //! latency; a close is seen after the frames sent before it. Faults:
 //! [`Sim::drop_link`] (both ends see the link close), [`Sim::partition`]
-//! (frames silently vanish for a while, so only heartbeats notice),
+//! (nothing gets through for a while: frames wait, as TCP would retransmit
+//! them, dials fail, and only the timers notice),
 //! [`Sim::set_slow`] (the client stops reading: the server's queue for it
 //! grows), [`Sim::restart_server`] (all server state lost).
 //!
@@ -255,8 +256,9 @@ impl Sim {
         self.pump_server();
     }
 
-    /// For `d`, every frame to or from the client vanishes and its dials
-    /// fail; the link is not closed, so only the timers notice.
+    /// For `d`, nothing gets through to or from the client: frames are held
+    /// until the partition heals (a byte stream retransmits), dials fail,
+    /// and the link is not closed, so only the timers notice.
     pub fn partition(&mut self, c: ClientId, d: Duration) {
         self.clients[c.0].partitioned_until = Some(self.now + d);
     }
@@ -414,8 +416,9 @@ impl Sim {
         } else {
             &mut client.last_down
         };
-        // In order per direction, like a byte stream.
-        let at = (self.now + latency).max(*last);
+        // In order per direction, like a byte stream; held by a partition.
+        let healed = client.partitioned_until.unwrap_or(self.now);
+        let at = (self.now + latency).max(*last).max(healed);
         *last = at;
         let link = client.link;
         self.order += 1;
@@ -471,10 +474,8 @@ impl Sim {
             moved = true;
             let client = &self.clients[i];
             if let (true, Some(conn)) = (client.open, client.conn) {
-                if !self.partitioned(i) {
-                    let incarnation = self.restarts;
-                    self.schedule(i, true, What::ToServer(conn, incarnation, frame));
-                }
+                let incarnation = self.restarts;
+                self.schedule(i, true, What::ToServer(conn, incarnation, frame));
             }
         }
         moved
@@ -483,9 +484,7 @@ impl Sim {
     /// Moves the server's queued frames for `conn` onto client `i`'s link.
     fn pull(&mut self, i: usize, conn: ConnId) {
         while let Some(frame) = self.server.poll_transmit(conn) {
-            if !self.partitioned(i) {
-                self.schedule(i, false, What::ToClient(frame));
-            }
+            self.schedule(i, false, What::ToClient(frame));
         }
     }
 

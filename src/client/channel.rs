@@ -28,9 +28,10 @@ pub(crate) struct Channel {
     /// The server's number for this channel in pushes (from the join reply).
     pub(crate) number: Option<u32>,
     pub(crate) stream: SeqStream,
-    /// A join was in flight when the link broke: the server may hold a
-    /// membership the application does not know of.
-    pub(crate) uncertain_join: bool,
+    /// A join or leave ended without its reply (timeout, lost link): the
+    /// server may hold a membership the application does not know of, so a
+    /// leave follows it.
+    pub(crate) uncertain: bool,
 }
 
 #[derive(Debug, Default)]
@@ -52,7 +53,7 @@ impl Channels {
             membership: Membership::Out,
             number: None,
             stream: SeqStream::default(),
-            uncertain_join: false,
+            uncertain: false,
         });
         h
     }

@@ -252,7 +252,7 @@ impl Session {
         )?;
         if let Some(c) = self.channels.get_mut(channel) {
             c.membership = Membership::Joining;
-            c.uncertain_join = false;
+            c.uncertain = false;
         }
         Ok(id)
     }

@@ -80,6 +80,7 @@ impl Session {
                 self.on_join_reply(now, id, channel, user, reply)
             }
             PendingKind::Fetch(stream) => self.on_fetch_reply(now, stream, reply),
+            PendingKind::Unjoin => {}
             PendingKind::Logout => {
                 self.finish_logout();
                 self.complete(id, reply.map(|_| Reply::Done));
@@ -206,8 +207,9 @@ impl Session {
             Err(e) => return self.on_login_refused(id, user, e),
         };
         let epoch_changed = self.server_epoch != 0 && self.server_epoch != r.server_epoch;
-        if epoch_changed && self.p2p.last > 0 && r.p2p_gap.is_none() {
-            // The server restarted: what it held for us is gone.
+        if epoch_changed && r.p2p_gap.is_none() {
+            // The server restarted: whatever it held for us is gone, even if
+            // we had seen nothing yet.
             self.emit_lost(LostStream::User, self.p2p.last + 1, None);
         }
         self.server_epoch = r.server_epoch;
@@ -260,16 +262,12 @@ impl Session {
             let Some(c) = self.channels.get_mut(h) else {
                 continue;
             };
-            if c.uncertain_join && c.membership == Membership::Out {
+            if c.uncertain && c.membership == Membership::Out {
                 // A join whose reply was lost may have taken effect on the
                 // taken-over instance: undo it so server and client agree.
-                c.uncertain_join = false;
+                c.uncertain = false;
                 if resumed {
-                    let body = Body::Leave(wire::LeaveRequest {
-                        channel: Some(c.key.to_wire()),
-                        extra: Default::default(),
-                    });
-                    self.send(now, 0, body);
+                    self.send_unwanted_leave(now, h);
                 }
                 continue;
             }
@@ -278,7 +276,7 @@ impl Session {
             }
             let last = c.stream.last;
             let key = c.key.to_wire();
-            if epoch_changed && last > 0 {
+            if epoch_changed {
                 c.stream.reset(0);
                 self.emit_lost(LostStream::Channel(h), last + 1, None);
             }
@@ -299,6 +297,24 @@ impl Session {
             });
             self.send(now, id.0, body);
         }
+    }
+
+    /// A leave nobody waits for (its reply is ignored).
+    fn send_unwanted_leave(&mut self, now: Instant, channel: ChannelHandle) {
+        let Some(c) = self.channels.get(channel) else {
+            return;
+        };
+        if self.link != super::session::Link::Up {
+            return; // the uncertain flag undoes it after a resume
+        }
+        let body = Body::Leave(wire::LeaveRequest {
+            channel: Some(c.key.to_wire()),
+            extra: Default::default(),
+        });
+        let id = self
+            .requests
+            .insert(now, &self.config.timing, PendingKind::Unjoin);
+        self.send(now, id.0, body);
     }
 
     fn on_join_reply(
@@ -597,22 +613,28 @@ impl Session {
             PendingKind::Login { user: false }
             | PendingKind::Join { user: false, .. }
             | PendingKind::Fetch(_) => self.link_lost(now, true),
+            // A join or leave without reply may still take effect: the
+            // channel is out, and a leave queued behind the join makes the
+            // server agree whatever the join did.
             PendingKind::Join {
                 channel,
                 user: true,
             } => {
-                if let Some(c) = self.channels.get_mut(channel) {
-                    c.uncertain_join = true;
-                }
                 self.channels.set_out(channel);
+                if let Some(c) = self.channels.get_mut(channel) {
+                    c.uncertain = true;
+                }
+                self.send_unwanted_leave(now, channel);
                 self.complete(id, Err(timeout()));
             }
             PendingKind::Leave { channel } => {
+                self.channels.set_out(channel);
                 if let Some(c) = self.channels.get_mut(channel) {
-                    c.membership = Membership::Joined;
+                    c.uncertain = true;
                 }
                 self.complete(id, Err(timeout()));
             }
+            PendingKind::Unjoin => {}
             _ => self.complete(id, Err(timeout())),
         }
     }

@@ -42,6 +42,9 @@ pub(crate) enum PendingKind {
     Done,
     /// The Session's own gap fetch.
     Fetch(LostStream),
+    /// The Session's own leave of a channel whose join or leave outcome it
+    /// does not know; its reply changes nothing.
+    Unjoin,
 }
 
 impl PendingKind {
@@ -52,6 +55,7 @@ impl PendingKind {
             PendingKind::Login { user: false }
                 | PendingKind::Join { user: false, .. }
                 | PendingKind::Fetch(_)
+                | PendingKind::Unjoin
         )
     }
 

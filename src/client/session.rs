@@ -494,11 +494,10 @@ impl Session {
         for h in self.channels.handles().collect::<Vec<_>>() {
             if let Some(c) = self.channels.get_mut(h) {
                 match c.membership {
-                    Membership::Joined | Membership::Leaving => {
-                        c.membership = Membership::Rejoining
-                    }
-                    Membership::Joining => {
-                        c.uncertain_join = true;
+                    Membership::Joined => c.membership = Membership::Rejoining,
+                    // Its outcome is unknown: out, and undone after a resume.
+                    Membership::Joining | Membership::Leaving => {
+                        c.uncertain = true;
                         self.channels.set_out(h);
                     }
                     Membership::Out | Membership::Rejoining => {}
@@ -575,7 +574,7 @@ impl Session {
         for h in self.channels.handles().collect::<Vec<_>>() {
             self.channels.set_out(h);
             if let Some(c) = self.channels.get_mut(h) {
-                c.uncertain_join = false;
+                c.uncertain = false;
             }
         }
         self.credentials = None;
