@@ -78,9 +78,9 @@ struct Run {
     issued: Vec<BTreeSet<RequestId>>,
     /// Per client: everything it reported, in order, with the step it came in.
     events: Vec<Vec<(usize, Event)>>,
-    /// Per client: the step at which its join completed, and at which it
-    /// issued a leave (membership windows for required delivery).
-    joined_at: Vec<Vec<(usize, Option<usize>)>>,
+    /// Per client: membership windows for required delivery: the step at
+    /// which its join completed, and the step and request of its leave.
+    joined_at: Vec<Vec<(usize, Option<(usize, RequestId)>)>>,
     pending_join: Vec<Option<RequestId>>,
     step: usize,
 }
@@ -173,7 +173,7 @@ impl Run {
                 }) {
                     self.issued[i].insert(id);
                     if let Some(w) = self.joined_at[i].last_mut() {
-                        w.1.get_or_insert(self.step);
+                        w.1.get_or_insert((self.step, id));
                     }
                 }
             }
@@ -348,10 +348,26 @@ impl Run {
                     Some(uid) => {
                         receiver_uid == uid && sent.step > login_step && !self.lost(i, false)
                     }
+                    // A window counts where the client certainly stayed a
+                    // member: it is still joined, or its leave succeeded (a
+                    // leave that timed out may have dropped what was on its way).
                     None => {
                         !self.lost(i, true)
                             && self.joined_at[i].iter().any(|&(from, until)| {
-                                from < sent.step && until.is_none_or(|u| sent.step < u)
+                                from < sent.step
+                                    && match until {
+                                        None => self
+                                            .sim
+                                            .session(self.clients[i])
+                                            .is_joined(self.channels[i]),
+                                        Some((u, leave)) => {
+                                            sent.step < u
+                                                && matches!(
+                                                    self.completion(i, leave).as_slice(),
+                                                    [Ok(_)]
+                                                )
+                                        }
+                                    }
                             })
                     }
                 };
