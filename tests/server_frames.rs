@@ -1691,3 +1691,160 @@ fn retained_bytes_are_capped_server_wide() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A model client that drops and resumes its link at random: every reliable
+/// P2P and channel message must reach it exactly once, in order, with no gap.
+mod reliability {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        SendP2p { reliable: bool },
+        SendChannel { reliable: bool },
+        Drop,
+        Resume,
+        Deliver,
+        Ack,
+        Jump { secs: u64 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => any::<bool>().prop_map(|reliable| Op::SendP2p { reliable }),
+            4 => any::<bool>().prop_map(|reliable| Op::SendChannel { reliable }),
+            1 => Just(Op::Drop),
+            2 => Just(Op::Resume),
+            3 => Just(Op::Deliver),
+            1 => Just(Op::Ack),
+            1 => (0..40u64).prop_map(|secs| Op::Jump { secs }),
+        ]
+    }
+
+    struct Model {
+        conn: Option<ConnId>,
+        instance: u64,
+        epoch: u64,
+        p2p: u64,
+        ch: u64,
+    }
+
+    fn frame(rid: u64, body: Body) -> Bytes {
+        encode_frame(&Frame {
+            request_id: rid,
+            body: Some(body),
+        })
+    }
+
+    /// Takes what the server queued for the model's connection, checking
+    /// that sequence numbers continue exactly where the model is.
+    fn deliver(s: &mut Server, m: &mut Model) -> Result<(), TestCaseError> {
+        let Some(c) = m.conn else { return Ok(()) };
+        while let Some(b) = s.poll_transmit(c) {
+            match decode_frame(b, MAX).unwrap().body {
+                Some(Body::LoginReply(r)) => {
+                    prop_assert_eq!(r.p2p_gap, None);
+                    prop_assert_eq!(r.p2p_seq, m.p2p);
+                    m.instance = r.instance_id;
+                    m.epoch = r.server_epoch;
+                }
+                Some(Body::JoinReply(j)) => {
+                    prop_assert_eq!(j.gap, None);
+                    prop_assert_eq!(j.seq, m.ch);
+                }
+                Some(Body::UserMessage(u)) if u.seq != 0 => {
+                    prop_assert_eq!(u.seq, m.p2p + 1);
+                    m.p2p = u.seq;
+                }
+                Some(Body::ChannelMessage(u)) if u.seq != 0 => {
+                    prop_assert_eq!(u.seq, m.ch + 1);
+                    m.ch = u.seq;
+                }
+                Some(Body::Error(e)) => prop_assert!(false, "error {:?}", e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn reliable_messages_arrive_exactly_once_in_order(ops in prop::collection::vec(op(), 1..150)) {
+            let mut now = Instant::now();
+            let config = ServerConfig {
+                idle_timeout: Duration::from_secs(86_400),
+                login_timeout: Duration::from_secs(86_400),
+                rate_limit_sends: 1_000_000,
+                inbox_max_messages: 100_000,
+                channel_retention_messages: 100_000,
+                ..ServerConfig::demo()
+            };
+            let mut s = Server::new(config, now, T0_UNIX_MS);
+            let a = s.accept(now);
+            s.handle_frame(now, a, frame(1, Body::Login(login_req(1))));
+            s.handle_frame(now, a, frame(2, join("room")));
+            let b = s.accept(now);
+            s.handle_frame(now, b, frame(1, Body::Login(login_req(2))));
+            s.handle_frame(now, b, frame(2, join("room")));
+            let mut m = Model { conn: Some(b), instance: 0, epoch: 0, p2p: 0, ch: 0 };
+            deliver(&mut s, &mut m)?;
+            let (mut sent_p2p, mut sent_ch, mut rid) = (0u64, 0u64, 10u64);
+            for op in ops {
+                rid += 1;
+                match op {
+                    Op::SendP2p { reliable } => {
+                        s.handle_frame(now, a, frame(rid, to_user(2, "p", !reliable)));
+                        sent_p2p += u64::from(reliable);
+                    }
+                    Op::SendChannel { reliable } => {
+                        s.handle_frame(now, a, frame(rid, to_channel("room", "c", !reliable)));
+                        sent_ch += u64::from(reliable);
+                    }
+                    Op::Drop => {
+                        if let Some(c) = m.conn.take() {
+                            s.handle_closed(now, c);
+                        }
+                    }
+                    Op::Resume => {
+                        if m.conn.is_none() {
+                            let c = s.accept(now);
+                            m.conn = Some(c);
+                            let resume = wire::Resume { server_epoch: m.epoch, instance_id: m.instance, p2p_seq: m.p2p };
+                            s.handle_frame(now, c, frame(rid, Body::Login(wire::LoginRequest { resume: Some(resume), ..login_req(2) })));
+                            // The Session re-joins right after its login reply.
+                            deliver(&mut s, &mut m)?;
+                            s.handle_frame(now, c, frame(rid + 1_000_000, join_resume("room", m.ch, true)));
+                        }
+                    }
+                    Op::Deliver => deliver(&mut s, &mut m)?,
+                    Op::Ack => {
+                        if let Some(c) = m.conn {
+                            s.handle_frame(now, c, frame(0, Body::Ack(wire::Ack { p2p_seq: m.p2p })));
+                        }
+                    }
+                    Op::Jump { secs } => {
+                        now += Duration::from_secs(secs);
+                        s.handle_timeout(now);
+                    }
+                }
+                // A's own output is not under test.
+                while s.poll_transmit(a).is_some() {}
+                while s.poll_close().is_some() {}
+                while s.poll_ready().is_some() {}
+            }
+            if m.conn.is_none() {
+                let c = s.accept(now);
+                m.conn = Some(c);
+                let resume = wire::Resume { server_epoch: m.epoch, instance_id: m.instance, p2p_seq: m.p2p };
+                s.handle_frame(now, c, frame(1, Body::Login(wire::LoginRequest { resume: Some(resume), ..login_req(2) })));
+                deliver(&mut s, &mut m)?;
+                s.handle_frame(now, c, frame(2, join_resume("room", m.ch, true)));
+            }
+            deliver(&mut s, &mut m)?;
+            prop_assert_eq!(m.p2p, sent_p2p);
+            prop_assert_eq!(m.ch, sent_ch);
+        }
+    }
+}

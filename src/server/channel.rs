@@ -206,7 +206,9 @@ impl Server {
             ));
         };
         ch.log.prune(now, age);
-        let replay = if req.resume_seq == 0 {
+        // A rejoin replays even from 0: a session that joined an empty
+        // channel and lost its link has seen nothing and must miss nothing.
+        let replay = if req.resume_seq == 0 && !req.rejoin {
             Replay {
                 start: ch.log.head,
                 through: ch.log.head,
