@@ -1727,6 +1727,9 @@ mod reliability {
         epoch: u64,
         p2p: u64,
         ch: u64,
+        /// Messages handed to the application, and those reported lost (gaps).
+        got: u64,
+        lost: u64,
     }
 
     fn frame(rid: u64, body: Body) -> Bytes {
@@ -1743,22 +1746,37 @@ mod reliability {
         while let Some(b) = s.poll_transmit(c) {
             match decode_frame(b, MAX).unwrap().body {
                 Some(Body::LoginReply(r)) => {
-                    prop_assert_eq!(r.p2p_gap, None);
-                    prop_assert_eq!(r.p2p_seq, m.p2p);
+                    match r.p2p_gap {
+                        None => prop_assert_eq!(r.p2p_seq, m.p2p),
+                        Some(g) => {
+                            // Evicted: reported once, exactly the missing range.
+                            prop_assert_eq!(g.from, m.p2p + 1);
+                            prop_assert_eq!(g.to, r.p2p_seq);
+                            m.lost += g.to - g.from + 1;
+                            m.p2p = r.p2p_seq;
+                        }
+                    }
                     m.instance = r.instance_id;
                     m.epoch = r.server_epoch;
                 }
-                Some(Body::JoinReply(j)) => {
-                    prop_assert_eq!(j.gap, None);
-                    prop_assert_eq!(j.seq, m.ch);
-                }
+                Some(Body::JoinReply(j)) => match j.gap {
+                    None => prop_assert_eq!(j.seq, m.ch),
+                    Some(g) => {
+                        prop_assert_eq!(g.from, m.ch + 1);
+                        prop_assert_eq!(g.to, j.seq);
+                        m.lost += g.to - g.from + 1;
+                        m.ch = j.seq;
+                    }
+                },
                 Some(Body::UserMessage(u)) if u.seq != 0 => {
                     prop_assert_eq!(u.seq, m.p2p + 1);
                     m.p2p = u.seq;
+                    m.got += 1;
                 }
                 Some(Body::ChannelMessage(u)) if u.seq != 0 => {
                     prop_assert_eq!(u.seq, m.ch + 1);
                     m.ch = u.seq;
+                    m.got += 1;
                 }
                 Some(Body::Error(e)) => prop_assert!(false, "error {:?}", e),
                 _ => {}
@@ -1771,14 +1789,17 @@ mod reliability {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
         #[test]
-        fn reliable_messages_arrive_exactly_once_in_order(ops in prop::collection::vec(op(), 1..150)) {
+        fn reliable_messages_arrive_exactly_once_in_order(
+            ops in prop::collection::vec(op(), 1..150),
+            keep in prop_oneof![1..8usize, Just(100_000usize)],
+        ) {
             let mut now = Instant::now();
             let config = ServerConfig {
                 idle_timeout: Duration::from_secs(86_400),
                 login_timeout: Duration::from_secs(86_400),
                 rate_limit_sends: 1_000_000,
-                inbox_max_messages: 100_000,
-                channel_retention_messages: 100_000,
+                inbox_max_messages: keep,
+                channel_retention_messages: keep,
                 ..ServerConfig::demo()
             };
             let mut s = Server::new(config, now, T0_UNIX_MS);
@@ -1788,7 +1809,7 @@ mod reliability {
             let b = s.accept(now);
             s.handle_frame(now, b, frame(1, Body::Login(login_req(2))));
             s.handle_frame(now, b, frame(2, join("room")));
-            let mut m = Model { conn: Some(b), instance: 0, epoch: 0, p2p: 0, ch: 0 };
+            let mut m = Model { conn: Some(b), instance: 0, epoch: 0, p2p: 0, ch: 0, got: 0, lost: 0 };
             deliver(&mut s, &mut m)?;
             let (mut sent_p2p, mut sent_ch, mut rid) = (0u64, 0u64, 10u64);
             for op in ops {
@@ -1845,6 +1866,10 @@ mod reliability {
             deliver(&mut s, &mut m)?;
             prop_assert_eq!(m.p2p, sent_p2p);
             prop_assert_eq!(m.ch, sent_ch);
+            prop_assert_eq!(m.got + m.lost, sent_p2p + sent_ch);
+            if keep == 100_000 {
+                prop_assert_eq!(m.lost, 0);
+            }
         }
     }
 }
