@@ -1873,3 +1873,31 @@ mod reliability {
         }
     }
 }
+
+#[test]
+fn client_close_frame_and_instance_bound() {
+    let mut n = Net::new(ServerConfig {
+        max_instances_per_uid: 2,
+        ..ServerConfig::demo()
+    });
+    let (a, _) = n.login(1);
+    n.raw(
+        a,
+        encode_frame(&Frame {
+            request_id: 0,
+            body: Some(Body::Close(wire::Close {
+                code: 0,
+                reason: "bye".into(),
+            })),
+        }),
+    );
+    assert!(n.closed.contains(&(a, CloseReason::ClosedByPeer)));
+    assert!(n.frames(a).is_empty(), "no Close frame back");
+    // Instance 1 is a lost link now; two more logins: the lost one makes room.
+    let (_b, _) = n.login(1);
+    let (_c, _) = n.login(1);
+    assert_eq!(n.s.instance_count(), 2);
+    // Both connected: a third is refused.
+    let d = n.accept();
+    assert!(matches!(n.login_with(d, login_req(1)), Body::Error(e) if e.code == 4003));
+}
