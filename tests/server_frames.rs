@@ -1901,3 +1901,27 @@ fn client_close_frame_and_instance_bound() {
     let d = n.accept();
     assert!(matches!(n.login_with(d, login_req(1)), Body::Error(e) if e.code == 4003));
 }
+
+#[test]
+fn inboxes_are_bounded_and_offline_ones_evicted_first() {
+    let mut n = Net::new(ServerConfig {
+        max_inbox_users: 10,
+        rate_limit_sends: 10_000,
+        ..ServerConfig::demo()
+    });
+    let (a, _) = n.login(1);
+    let (_online, _) = n.login(500);
+    n.req(a, to_user(500, "kept", false));
+    for uid in 1000..1100 {
+        n.req(a, to_user(uid, "x", false));
+        n.advance(Duration::from_millis(1));
+        assert!(n.s.inbox_count() <= 11, "{}", n.s.inbox_count());
+    }
+    // The online uid's inbox survived, the latest offline one too, the
+    // oldest offline one is gone.
+    for (uid, expect) in [(500, 1), (1099, 1), (1000, 0)] {
+        let c = n.accept();
+        n.send(c, Body::Login(login_req(uid)));
+        assert_eq!(user_msgs(&n.bodies(c)).len(), expect, "uid {uid}");
+    }
+}
