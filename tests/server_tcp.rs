@@ -313,3 +313,48 @@ fn slow_reader_is_disconnected_and_others_carry_on() {
     );
     handle.shutdown();
 }
+
+#[test]
+fn binary_token_subcommand_mints_a_token_the_server_accepts() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hummer-server"))
+        .args([
+            "token",
+            "--appid",
+            "10000",
+            "--uid",
+            "77",
+            "--secret",
+            hummer_channel::server::DEMO_SECRET,
+            "--ttl-secs",
+            "600",
+        ])
+        .output()
+        .expect("run hummer-server token");
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let (_child, addr) = start_binary();
+    let mut c = Client::connect(addr);
+    let reply = c.req(Body::Login(wire::LoginRequest {
+        protocol_version: wire::PROTOCOL_VERSION,
+        appid: DEMO_APPID,
+        uid: 77,
+        token,
+        ..Default::default()
+    }));
+    let Body::LoginReply(r) = reply else {
+        panic!("token refused: {reply:?}")
+    };
+    assert!(!r.is_anonymous);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(r.token_expires_at_ms > now_ms && r.token_expires_at_ms <= now_ms + 601_000);
+    // Unknown options are refused with a usage message.
+    let bad = Command::new(env!("CARGO_BIN_EXE_hummer-server"))
+        .arg("--no-such-flag")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown option --no-such-flag"));
+}
