@@ -1925,3 +1925,39 @@ fn inboxes_are_bounded_and_offline_ones_evicted_first() {
         assert_eq!(user_msgs(&n.bodies(c)).len(), expect, "uid {uid}");
     }
 }
+
+#[test]
+fn big_lists_are_split_or_cut_to_fit_a_frame() {
+    let mut config = ServerConfig::demo();
+    config.limits.max_frame_size = 1064; // 100 uids per frame, 50 per notice list
+    let mut n = Net::new(config);
+    let (a, _) = n.login(u64::MAX);
+    n.ok_join(a, "room");
+    n.advance(Duration::from_secs(1));
+    n.frames(a);
+    for uid in 1..=120 {
+        let (c, _) = n.login(uid);
+        n.ok_join(c, "room");
+    }
+    n.advance(Duration::from_secs(1));
+    let bodies = n.bodies(a);
+    let joined: Vec<u64> = bodies
+        .iter()
+        .filter_map(|b| match b {
+            Body::Membership(m) => Some(m.joined.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(joined, (1..=120).collect::<Vec<_>>());
+    assert_eq!(bodies.len(), 4, "three notices, then one count");
+    assert!(matches!(bodies.last(), Some(Body::UserCountChanged(u)) if u.count == 121));
+    for (raw, _) in n.out.values().flatten() {
+        assert!(raw.len() <= 1064);
+    }
+    let rid = n.send(a, Body::GetUserList(key("room")));
+    let (raw, f) = n.out.get_mut(&a).unwrap().pop_back().unwrap();
+    assert_eq!(f.request_id, rid);
+    assert!(raw.len() <= 1064);
+    assert!(matches!(f.body, Some(Body::UserList(l)) if l.uids == (1..=100).collect::<Vec<_>>()));
+}
