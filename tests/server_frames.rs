@@ -1697,3 +1697,273 @@ fn retained_bytes_are_capped_server_wide() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A model client that drops and resumes its link at random: every reliable
+/// P2P and channel message must reach it exactly once, in order, with no gap.
+mod reliability {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        SendP2p { reliable: bool },
+        SendChannel { reliable: bool },
+        Drop,
+        Resume,
+        Deliver,
+        Ack,
+        Jump { secs: u64 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => any::<bool>().prop_map(|reliable| Op::SendP2p { reliable }),
+            4 => any::<bool>().prop_map(|reliable| Op::SendChannel { reliable }),
+            1 => Just(Op::Drop),
+            2 => Just(Op::Resume),
+            3 => Just(Op::Deliver),
+            1 => Just(Op::Ack),
+            1 => (0..40u64).prop_map(|secs| Op::Jump { secs }),
+        ]
+    }
+
+    struct Model {
+        conn: Option<ConnId>,
+        instance: u64,
+        epoch: u64,
+        p2p: u64,
+        ch: u64,
+        /// Messages handed to the application, and those reported lost (gaps).
+        got: u64,
+        lost: u64,
+    }
+
+    fn frame(rid: u64, body: Body) -> Bytes {
+        encode_frame(&Frame {
+            request_id: rid,
+            body: Some(body),
+        })
+    }
+
+    /// Takes what the server queued for the model's connection, checking
+    /// that sequence numbers continue exactly where the model is.
+    fn deliver(s: &mut Server, m: &mut Model) -> Result<(), TestCaseError> {
+        let Some(c) = m.conn else { return Ok(()) };
+        while let Some(b) = s.poll_transmit(c) {
+            match decode_frame(b, MAX).unwrap().body {
+                Some(Body::LoginReply(r)) => {
+                    match r.p2p_gap {
+                        None => prop_assert_eq!(r.p2p_seq, m.p2p),
+                        Some(g) => {
+                            // Evicted: reported once, exactly the missing range.
+                            prop_assert_eq!(g.from, m.p2p + 1);
+                            prop_assert_eq!(g.to, r.p2p_seq);
+                            m.lost += g.to - g.from + 1;
+                            m.p2p = r.p2p_seq;
+                        }
+                    }
+                    m.instance = r.instance_id;
+                    m.epoch = r.server_epoch;
+                }
+                Some(Body::JoinReply(j)) => match j.gap {
+                    None => prop_assert_eq!(j.seq, m.ch),
+                    Some(g) => {
+                        prop_assert_eq!(g.from, m.ch + 1);
+                        prop_assert_eq!(g.to, j.seq);
+                        m.lost += g.to - g.from + 1;
+                        m.ch = j.seq;
+                    }
+                },
+                Some(Body::UserMessage(u)) if u.seq != 0 => {
+                    prop_assert_eq!(u.seq, m.p2p + 1);
+                    m.p2p = u.seq;
+                    m.got += 1;
+                }
+                Some(Body::ChannelMessage(u)) if u.seq != 0 => {
+                    prop_assert_eq!(u.seq, m.ch + 1);
+                    m.ch = u.seq;
+                    m.got += 1;
+                }
+                Some(Body::Error(e)) => prop_assert!(false, "error {:?}", e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn reliable_messages_arrive_exactly_once_in_order(
+            ops in prop::collection::vec(op(), 1..150),
+            keep in prop_oneof![1..8usize, Just(100_000usize)],
+        ) {
+            let mut now = Instant::now();
+            let config = ServerConfig {
+                idle_timeout: Duration::from_secs(86_400),
+                login_timeout: Duration::from_secs(86_400),
+                rate_limit_sends: 1_000_000,
+                inbox_max_messages: keep,
+                channel_retention_messages: keep,
+                ..ServerConfig::demo()
+            };
+            let mut s = Server::new(config, now, T0_UNIX_MS);
+            let a = s.accept(now);
+            s.handle_frame(now, a, frame(1, Body::Login(login_req(1))));
+            s.handle_frame(now, a, frame(2, join("room")));
+            let b = s.accept(now);
+            s.handle_frame(now, b, frame(1, Body::Login(login_req(2))));
+            s.handle_frame(now, b, frame(2, join("room")));
+            let mut m = Model { conn: Some(b), instance: 0, epoch: 0, p2p: 0, ch: 0, got: 0, lost: 0 };
+            deliver(&mut s, &mut m)?;
+            let (mut sent_p2p, mut sent_ch, mut rid) = (0u64, 0u64, 10u64);
+            for op in ops {
+                rid += 1;
+                match op {
+                    Op::SendP2p { reliable } => {
+                        s.handle_frame(now, a, frame(rid, to_user(2, "p", !reliable)));
+                        sent_p2p += u64::from(reliable);
+                    }
+                    Op::SendChannel { reliable } => {
+                        s.handle_frame(now, a, frame(rid, to_channel("room", "c", !reliable)));
+                        sent_ch += u64::from(reliable);
+                    }
+                    Op::Drop => {
+                        if let Some(c) = m.conn.take() {
+                            s.handle_closed(now, c);
+                        }
+                    }
+                    Op::Resume => {
+                        if m.conn.is_none() {
+                            let c = s.accept(now);
+                            m.conn = Some(c);
+                            let resume = wire::Resume { server_epoch: m.epoch, instance_id: m.instance, p2p_seq: m.p2p };
+                            s.handle_frame(now, c, frame(rid, Body::Login(wire::LoginRequest { resume: Some(resume), ..login_req(2) })));
+                            // The Session re-joins right after its login reply.
+                            deliver(&mut s, &mut m)?;
+                            s.handle_frame(now, c, frame(rid + 1_000_000, join_resume("room", m.ch, true)));
+                        }
+                    }
+                    Op::Deliver => deliver(&mut s, &mut m)?,
+                    Op::Ack => {
+                        if let Some(c) = m.conn {
+                            s.handle_frame(now, c, frame(0, Body::Ack(wire::Ack { p2p_seq: m.p2p })));
+                        }
+                    }
+                    Op::Jump { secs } => {
+                        now += Duration::from_secs(secs);
+                        s.handle_timeout(now);
+                    }
+                }
+                // A's own output is not under test.
+                while s.poll_transmit(a).is_some() {}
+                while s.poll_close().is_some() {}
+                while s.poll_ready().is_some() {}
+            }
+            if m.conn.is_none() {
+                let c = s.accept(now);
+                m.conn = Some(c);
+                let resume = wire::Resume { server_epoch: m.epoch, instance_id: m.instance, p2p_seq: m.p2p };
+                s.handle_frame(now, c, frame(1, Body::Login(wire::LoginRequest { resume: Some(resume), ..login_req(2) })));
+                deliver(&mut s, &mut m)?;
+                s.handle_frame(now, c, frame(2, join_resume("room", m.ch, true)));
+            }
+            deliver(&mut s, &mut m)?;
+            prop_assert_eq!(m.p2p, sent_p2p);
+            prop_assert_eq!(m.ch, sent_ch);
+            prop_assert_eq!(m.got + m.lost, sent_p2p + sent_ch);
+            if keep == 100_000 {
+                prop_assert_eq!(m.lost, 0);
+            }
+        }
+    }
+}
+
+#[test]
+fn client_close_frame_and_instance_bound() {
+    let mut n = Net::new(ServerConfig {
+        max_instances_per_uid: 2,
+        ..ServerConfig::demo()
+    });
+    let (a, _) = n.login(1);
+    n.raw(
+        a,
+        encode_frame(&Frame {
+            request_id: 0,
+            body: Some(Body::Close(wire::Close {
+                code: 0,
+                reason: "bye".into(),
+            })),
+        }),
+    );
+    assert!(n.closed.contains(&(a, CloseReason::ClosedByPeer)));
+    assert!(n.frames(a).is_empty(), "no Close frame back");
+    // Instance 1 is a lost link now; two more logins: the lost one makes room.
+    let (_b, _) = n.login(1);
+    let (_c, _) = n.login(1);
+    assert_eq!(n.s.instance_count(), 2);
+    // Both connected: a third is refused.
+    let d = n.accept();
+    assert!(matches!(n.login_with(d, login_req(1)), Body::Error(e) if e.code == 4003));
+}
+
+#[test]
+fn inboxes_are_bounded_and_offline_ones_evicted_first() {
+    let mut n = Net::new(ServerConfig {
+        max_inbox_users: 10,
+        rate_limit_sends: 10_000,
+        ..ServerConfig::demo()
+    });
+    let (a, _) = n.login(1);
+    let (_online, _) = n.login(500);
+    n.req(a, to_user(500, "kept", false));
+    for uid in 1000..1100 {
+        n.req(a, to_user(uid, "x", false));
+        n.advance(Duration::from_millis(1));
+        assert!(n.s.inbox_count() <= 11, "{}", n.s.inbox_count());
+    }
+    // The online uid's inbox survived, the latest offline one too, the
+    // oldest offline one is gone.
+    for (uid, expect) in [(500, 1), (1099, 1), (1000, 0)] {
+        let c = n.accept();
+        n.send(c, Body::Login(login_req(uid)));
+        assert_eq!(user_msgs(&n.bodies(c)).len(), expect, "uid {uid}");
+    }
+}
+
+#[test]
+fn big_lists_are_split_or_cut_to_fit_a_frame() {
+    let mut config = ServerConfig::demo();
+    config.limits.max_frame_size = 1064; // 100 uids per frame, 50 per notice list
+    let mut n = Net::new(config);
+    let (a, _) = n.login(u64::MAX);
+    n.ok_join(a, "room");
+    n.advance(Duration::from_secs(1));
+    n.frames(a);
+    for uid in 1..=120 {
+        let (c, _) = n.login(uid);
+        n.ok_join(c, "room");
+    }
+    n.advance(Duration::from_secs(1));
+    let bodies = n.bodies(a);
+    let joined: Vec<u64> = bodies
+        .iter()
+        .filter_map(|b| match b {
+            Body::Membership(m) => Some(m.joined.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(joined, (1..=120).collect::<Vec<_>>());
+    assert_eq!(bodies.len(), 4, "three notices, then one count");
+    assert!(matches!(bodies.last(), Some(Body::UserCountChanged(u)) if u.count == 121));
+    for (raw, _) in n.out.values().flatten() {
+        assert!(raw.len() <= 1064);
+    }
+    let rid = n.send(a, Body::GetUserList(key("room")));
+    let (raw, f) = n.out.get_mut(&a).unwrap().pop_back().unwrap();
+    assert_eq!(f.request_id, rid);
+    assert!(raw.len() <= 1064);
+    assert!(matches!(f.body, Some(Body::UserList(l)) if l.uids == (1..=100).collect::<Vec<_>>()));
+}

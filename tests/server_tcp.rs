@@ -264,3 +264,97 @@ fn handle_drop_connections_then_resume() {
     handle.shutdown();
     assert!(a2.next().is_none(), "shutdown closes connections");
 }
+
+#[test]
+fn slow_reader_is_disconnected_and_others_carry_on() {
+    let config = ServerConfig {
+        max_queued_bytes: 256 * 1024,
+        rate_limit_sends: 1_000_000,
+        ..ServerConfig::demo()
+    };
+    let handle = ServerHandle::spawn(config, "127.0.0.1:0".parse().unwrap()).expect("spawn");
+    let addr = handle.local_addr();
+    let mut a = Client::connect(addr);
+    let mut slow = Client::connect(addr);
+    a.login(1, None);
+    slow.login(2, None);
+    for c in [&mut a, &mut slow] {
+        assert!(matches!(
+            c.req(Body::Join(wire::JoinRequest {
+                channel: Some(room()),
+                ..Default::default()
+            })),
+            Body::JoinReply(_)
+        ));
+    }
+    // `slow` reads nothing while 32 MiB are broadcast (more than any socket
+    // buffers hold); `a` reads its echoes and replies.
+    let big = "x".repeat(16 * 1024);
+    let started = Instant::now();
+    for _ in 0..2048 {
+        let Body::SendReply(_) = a.req(Body::SendToChannel(wire::SendToChannelRequest {
+            channel: Some(room()),
+            message: chat(&big),
+            unreliable: true,
+        })) else {
+            panic!("send refused")
+        };
+        assert!(started.elapsed() < Duration::from_secs(60));
+    }
+    // The slow reader finds the end of its stream (after whatever the socket
+    // buffers held), not an endless one.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while slow.next().is_some() {
+        assert!(Instant::now() < deadline, "slow reader never disconnected");
+    }
+    assert_eq!(
+        a.req(Body::Ping(wire::Ping { nonce: 3 })),
+        Body::Pong(wire::Pong { nonce: 3 })
+    );
+    handle.shutdown();
+}
+
+#[test]
+fn binary_token_subcommand_mints_a_token_the_server_accepts() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hummer-server"))
+        .args([
+            "token",
+            "--appid",
+            "10000",
+            "--uid",
+            "77",
+            "--secret",
+            hummer_channel::server::DEMO_SECRET,
+            "--ttl-secs",
+            "600",
+        ])
+        .output()
+        .expect("run hummer-server token");
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let (_child, addr) = start_binary();
+    let mut c = Client::connect(addr);
+    let reply = c.req(Body::Login(wire::LoginRequest {
+        protocol_version: wire::PROTOCOL_VERSION,
+        appid: DEMO_APPID,
+        uid: 77,
+        token,
+        ..Default::default()
+    }));
+    let Body::LoginReply(r) = reply else {
+        panic!("token refused: {reply:?}")
+    };
+    assert!(!r.is_anonymous);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(r.token_expires_at_ms > now_ms && r.token_expires_at_ms <= now_ms + 601_000);
+    // Unknown options are refused with a usage message.
+    let bad = Command::new(env!("CARGO_BIN_EXE_hummer-server"))
+        .arg("--no-such-flag")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown option --no-such-flag"));
+}

@@ -46,6 +46,10 @@ macro_rules! log {
 const WRITE_BATCH: usize = 256 * 1024;
 /// A peer that accepts no bytes for this long is dead: its connection goes.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The same once the server has closed the connection (a slow consumer).
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a stalled write checks the timeouts.
+const WRITE_TICK: Duration = Duration::from_millis(250);
 /// Bytes read from a socket at once.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -269,12 +273,7 @@ async fn write_loop(
             (exhausted, closing.load(Ordering::SeqCst))
         };
         if !buf.is_empty() {
-            let write = async { stream.write_all(&buf).await.is_ok() };
-            let timeout = async {
-                Timer::after(WRITE_TIMEOUT).await;
-                false
-            };
-            if !write.or(timeout).await {
+            if !write_out(&mut stream, &buf, &closing).await {
                 return;
             }
             buf.clear();
@@ -292,6 +291,42 @@ async fn write_loop(
             return;
         }
     }
+}
+
+/// Writes `buf` whole; `false` when the connection must end: a write error,
+/// no progress for `WRITE_TIMEOUT`, or, once the server closes the
+/// connection, no progress for `CLOSE_FLUSH_TIMEOUT` (a slow consumer that
+/// cannot take its Close frame is not waited for).
+async fn write_out(stream: &mut TcpStream, buf: &[u8], closing: &AtomicBool) -> bool {
+    let mut off = 0;
+    let mut stalled = Duration::ZERO;
+    while let Some(rest) = buf.get(off..).filter(|r| !r.is_empty()) {
+        let write = async { Some(stream.write(rest).await) };
+        let tick = async {
+            Timer::after(WRITE_TICK).await;
+            None
+        };
+        // Dropping a pending write is cancel-safe: nothing was written.
+        match write.or(tick).await {
+            Some(Ok(0) | Err(_)) => return false,
+            Some(Ok(n)) => {
+                off = off.saturating_add(n);
+                stalled = Duration::ZERO;
+            }
+            None => {
+                stalled = stalled.saturating_add(WRITE_TICK);
+                let limit = if closing.load(Ordering::SeqCst) {
+                    CLOSE_FLUSH_TIMEOUT
+                } else {
+                    WRITE_TIMEOUT
+                };
+                if stalled >= limit {
+                    return false;
+                }
+            }
+        }
+    }
+    true
 }
 
 async fn timer_task(shared: Arc<Shared>, wake: Receiver<()>) {

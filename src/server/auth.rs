@@ -91,6 +91,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn claims_have_the_documented_shape() {
+        let t = mint_token("k", 10000, u64::MAX, 1234);
+        let claims: Value = jsonwebtoken::dangerous::insecure_decode_claims(&t).unwrap();
+        assert_eq!(
+            claims,
+            serde_json::json!({"appid": 10000, "uid": u64::MAX.to_string(), "exp": 1234})
+        );
+        let header = jsonwebtoken::decode_header(&t).unwrap();
+        assert_eq!(header.alg, Algorithm::HS256);
+    }
+
+    #[test]
+    fn foreign_tokens_with_a_numeric_uid_and_no_exp_are_accepted() {
+        // As PyJWT or npm jsonwebtoken might mint them.
+        let claims = serde_json::json!({"appid": "7", "uid": 99});
+        let t = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"k"),
+        )
+        .unwrap();
+        assert_eq!(verify_token(Some("k"), &t, 7, 99, u64::MAX), Ok(None));
+    }
+
+    #[test]
     fn round_trip_and_every_refusal() {
         let t = mint_token("k", 7, 99, 1000);
         assert_eq!(verify_token(Some("k"), &t, 7, 99, 999), Ok(Some(1000)));

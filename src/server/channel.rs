@@ -206,7 +206,8 @@ impl Server {
             ));
         };
         ch.log.prune(now, age);
-        // A rejoin resumes even from 0 (it saw no message yet); a fresh join starts at the head.
+        // A rejoin replays even from 0: a session that joined an empty
+        // channel and lost its link has seen nothing and must miss nothing.
         let replay = if req.resume_seq == 0 && !req.rejoin {
             Replay {
                 start: ch.log.head,
@@ -305,6 +306,8 @@ impl Server {
 
     /// Sends the batched `MembershipPush` and then the `UserCountPush`.
     pub(super) fn flush_notices(&mut self, num: u32) {
+        // Several pushes when the lists would not fit in one frame.
+        let per_frame = (self.max_uids_per_frame() / 2).max(1);
         let Some(ch) = self.channels.get_mut(&num) else {
             return;
         };
@@ -312,17 +315,35 @@ impl Server {
         if ch.joined.is_empty() && ch.left.is_empty() {
             return;
         }
-        let membership = encode_push(Body::Membership(wire::MembershipPush {
-            channel: num,
-            joined: std::mem::take(&mut ch.joined).into_iter().collect(),
-            left: std::mem::take(&mut ch.left).into_iter().collect(),
-        }));
+        let joined: Vec<u64> = std::mem::take(&mut ch.joined).into_iter().collect();
+        let left: Vec<u64> = std::mem::take(&mut ch.left).into_iter().collect();
         let count = encode_push(Body::UserCountChanged(wire::UserCountPush {
             channel: num,
             count: ch.member_count(),
         }));
-        self.broadcast(num, &membership);
+        let mut joined = joined.chunks(per_frame);
+        let mut left = left.chunks(per_frame);
+        loop {
+            let (j, l) = (joined.next(), left.next());
+            if j.is_none() && l.is_none() {
+                break;
+            }
+            let membership = encode_push(Body::Membership(wire::MembershipPush {
+                channel: num,
+                joined: j.unwrap_or_default().to_vec(),
+                left: l.unwrap_or_default().to_vec(),
+            }));
+            self.broadcast(num, &membership);
+        }
         self.broadcast(num, &count);
+    }
+
+    /// How many uids a list in one frame may hold: a varint uid takes at
+    /// most 10 bytes, and the frame has a few bytes of its own. Longer user
+    /// lists are cut to this (the lowest uids), so a reply never exceeds
+    /// the frame size a client accepts.
+    fn max_uids_per_frame(&self) -> usize {
+        (self.config.limits.max_frame_size.saturating_sub(64) / 10).max(1)
     }
 
     pub(super) fn send_to_channel(
@@ -458,10 +479,11 @@ impl Server {
 
     pub(super) fn user_list(&mut self, inst: u64, key: Option<wire::ChannelKey>) -> Outcome {
         let num = self.member_channel(inst, key.as_ref())?;
+        let cap = self.max_uids_per_frame();
         let uids = self
             .channels
             .get(&num)
-            .map(|ch| ch.members.keys().copied().collect())
+            .map(|ch| ch.members.keys().copied().take(cap).collect())
             .unwrap_or_default();
         Ok((Body::UserList(wire::UserListReply { uids }), Vec::new()))
     }
@@ -521,12 +543,14 @@ impl Server {
     ) -> Outcome {
         self.config.limits.check_key(&req.key)?;
         let num = self.member_channel(inst, req.channel.as_ref())?;
+        let cap = self.max_uids_per_frame();
         let ch = self.channels.get(&num).ok_or_else(not_found)?;
         let uids = ch
             .user_attrs
             .iter()
             .filter(|(_, a)| a.get(&req.key) == Some(&req.value))
             .map(|(u, _)| *u)
+            .take(cap)
             .collect();
         Ok((Body::UserList(wire::UserListReply { uids }), Vec::new()))
     }

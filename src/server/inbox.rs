@@ -139,19 +139,26 @@ impl Server {
         }
     }
 
-    /// The inbox of `key`, made if needed. Past `max_inbox_users` the inbox
-    /// of an offline uid whose newest message is oldest is forgotten first.
+    /// The inbox of `key`, made if needed. Past `max_inbox_users` the
+    /// inboxes of offline uids idle longest are forgotten, a tenth of the
+    /// bound at a time so that the scan is amortised.
     fn inbox_mut(&mut self, key: (u32, u64)) -> &mut Inbox {
-        if !self.inboxes.contains_key(&key) && self.inboxes.len() >= self.config.max_inbox_users {
+        let max = self.config.max_inbox_users;
+        if !self.inboxes.contains_key(&key) && self.inboxes.len() >= max {
             let users = &self.users;
-            let victim = self
+            let mut idle: Vec<_> = self
                 .inboxes
                 .iter()
                 .filter(|(k, _)| !users.contains_key(k))
-                .min_by_key(|(_, b)| b.log.newest_at())
-                .map(|(k, _)| *k);
-            if let Some(v) = victim {
-                self.inboxes.remove(&v);
+                .map(|(k, b)| (b.log.newest_at(), *k))
+                .collect();
+            let n = (max / 10).clamp(1, idle.len().max(1));
+            if idle.len() > n {
+                idle.select_nth_unstable(n);
+                idle.truncate(n);
+            }
+            for (_, k) in idle {
+                self.inboxes.remove(&k);
             }
         }
         self.inboxes.entry(key).or_default()
