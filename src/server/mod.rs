@@ -152,7 +152,9 @@ impl Server {
     /// read `unix_ms_at_now` (unix milliseconds). Wall-clock time afterwards
     /// is `unix_ms_at_now + (now - start)`.
     pub fn new(config: ServerConfig, now: Instant, unix_ms_at_now: u64) -> Server {
-        let mut rng = config.seed ^ 0x9e37_79b9_7f4a_7c15;
+        // The start time is mixed in so that a restart with the same seed
+        // still gets a new epoch: clients must see that the history is gone.
+        let mut rng = config.seed ^ 0x9e37_79b9_7f4a_7c15 ^ unix_ms_at_now.rotate_left(29);
         let mut epoch = 0;
         while epoch == 0 {
             epoch = splitmix64(&mut rng);
