@@ -83,6 +83,8 @@ struct Run {
     joined_at: Vec<Vec<(usize, Option<(usize, RequestId)>)>>,
     pending_join: Vec<Option<RequestId>>,
     step: usize,
+    /// The server restarted at some point (losses are then legitimate).
+    restarted: bool,
 }
 
 impl Run {
@@ -113,6 +115,7 @@ impl Run {
             joined_at: vec![Vec::new(); 4],
             pending_join: vec![None; 4],
             step: 0,
+            restarted: false,
         };
         for (i, &uid) in UIDS.iter().enumerate() {
             let c = run.clients[i];
@@ -185,7 +188,10 @@ impl Run {
                 self.settle(Duration::from_secs(s));
                 self.sim.set_slow(self.clients[i], false);
             }
-            Op::RestartServer => self.sim.restart_server(),
+            Op::RestartServer => {
+                self.restarted = true;
+                self.sim.restart_server();
+            }
         }
         self.settle(Duration::from_millis(50));
     }
@@ -248,6 +254,9 @@ impl Run {
             .collect()
     }
 
+    /// Whether the client was told that messages of a stream were lost.
+    /// Nothing here exceeds the server's retention, so only a restart may
+    /// lose messages (checked in `check`).
     fn lost(&self, i: usize, channel: bool) -> bool {
         self.events[i].iter().any(|(_, e)| match e {
             Event::MessagesLost {
@@ -298,6 +307,22 @@ impl Run {
                 "client {}: completions of unknown ids",
                 i
             );
+        }
+
+        // Losses are reported only where history was really lost.
+        if !self.restarted {
+            for i in 0..4 {
+                let lost: Vec<_> = self.events[i]
+                    .iter()
+                    .filter(|(_, e)| matches!(e, Event::MessagesLost { .. }))
+                    .collect();
+                prop_assert!(
+                    lost.is_empty(),
+                    "client {} reported a loss without a restart: {:?}",
+                    i,
+                    lost
+                );
+            }
         }
 
         // 2. Deliveries: never duplicated, never of a refused send, in order.
