@@ -56,6 +56,10 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A membership: the step its join completed, and the step and request of
+/// the leave that ended it.
+type Window = (usize, Option<(usize, RequestId)>);
+
 /// One send, as the test issued it.
 #[derive(Debug)]
 struct Sent {
@@ -80,7 +84,7 @@ struct Run {
     events: Vec<Vec<(usize, Event)>>,
     /// Per client: membership windows for required delivery: the step at
     /// which its join completed, and the step and request of its leave.
-    joined_at: Vec<Vec<(usize, Option<(usize, RequestId)>)>>,
+    joined_at: Vec<Vec<Window>>,
     pending_join: Vec<Option<RequestId>>,
     step: usize,
     /// The server restarted at some point (losses are then legitimate).
