@@ -36,6 +36,7 @@ serve options (environment equivalent in brackets):
   --presence-grace-secs N    how long a lost link stays present [HUMMER_PRESENCE_GRACE_SECS] (default 30)
   --idle-timeout-secs N      close connections silent this long [HUMMER_IDLE_TIMEOUT_SECS] (default 45)
   --max-queued-bytes N       per-connection output bound [HUMMER_MAX_QUEUED_BYTES] (default 4194304)
+  --rate-limit-sends N       sends per instance per 3 s [HUMMER_RATE_LIMIT_SENDS] (default 180)
   --seed N                   seed of ids and the server epoch [HUMMER_SEED] (default: from the clock)
   --log LEVEL                error|warn|info|debug|trace [HUMMER_LOG] (default info)
 ";
@@ -130,6 +131,7 @@ fn serve_flags(args: &[String]) -> Result<Vec<(String, String)>, String> {
         ("HUMMER_PRESENCE_GRACE_SECS", "presence-grace-secs"),
         ("HUMMER_IDLE_TIMEOUT_SECS", "idle-timeout-secs"),
         ("HUMMER_MAX_QUEUED_BYTES", "max-queued-bytes"),
+        ("HUMMER_RATE_LIMIT_SENDS", "rate-limit-sends"),
         ("HUMMER_SEED", "seed"),
         ("HUMMER_LOG", "log"),
     ] {
@@ -152,6 +154,7 @@ fn serve_flags(args: &[String]) -> Result<Vec<(String, String)>, String> {
             "presence-grace-secs",
             "idle-timeout-secs",
             "max-queued-bytes",
+            "rate-limit-sends",
             "seed",
             "log",
         ],
@@ -190,6 +193,7 @@ fn run(args: &[String]) -> Result<(), String> {
             }
             "idle-timeout-secs" => config.idle_timeout = Duration::from_secs(number(&name, &v)?),
             "max-queued-bytes" => config.max_queued_bytes = number(&name, &v)?,
+            "rate-limit-sends" => config.rate_limit_sends = number(&name, &v)?,
             "seed" => config.seed = number(&name, &v)?,
             "log" => {
                 level = v
