@@ -1,239 +1,625 @@
-//! The Session (skeleton: API only).
-#![allow(unused_variables, missing_docs)]
+//! The Session: its state, its inputs and outputs, and the link's lifecycle
+//! (login, heartbeats, loss, backoff, re-login). Commands live in
+//! `commands.rs`, incoming frames in `incoming.rs`.
 
-use std::time::Instant;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::*;
-use crate::error::{CommandError, WireError};
-use crate::types::{Attributes, ChannelKey, Message, Region, Uid};
+use super::channel::{Channels, Membership};
+use super::event::{
+    ChannelHandle, ConnectionReason, ConnectionState, Event, LostStream, RequestId, TransportAction,
+};
+use super::requests::{PendingKind, Requests};
+use super::rng::Rng;
+use super::seq::SeqStream;
+use super::timer::{Timer, TimerTable};
+use super::SessionConfig;
+use crate::error::{CommandError, ErrorCode, ServiceError, WireError};
+use crate::types::{ChannelKey, Region, Uid};
+use crate::wire::{self, Body, Frame};
 
-/// The client state machine.
+/// The client state machine of one Hummer Channel login: no I/O, no clock,
+/// no threads. See the [crate docs](crate) for the run loop.
+///
+/// Feed it with `handle_*` (transport events, frames, timeouts), give it
+/// commands (one method per operation of the service), and after every call
+/// drain `poll_transport`, `poll_transmit` and `poll_event`, then wait until
+/// `poll_timeout`.
+///
+/// ```
+/// use std::time::Instant;
+/// use hummer_channel::client::{Session, SessionConfig, TransportAction, Event,
+///     ConnectionState, ConnectionReason};
+/// use hummer_channel::Uid;
+///
+/// let now = Instant::now();
+/// let mut session = Session::new(SessionConfig::new(10000), now);
+/// let login = session.login(now, Uid(1), None, None).unwrap();
+/// // The Session asks for a transport, and says it is connecting.
+/// assert_eq!(session.poll_transport(), Some(TransportAction::Connect));
+/// assert_eq!(session.poll_event(), Some(Event::ConnectionStateChanged {
+///     state: ConnectionState::Connecting, reason: ConnectionReason::Login }));
+/// // Once the transport is open, the login request goes out.
+/// session.handle_connected(now);
+/// assert!(session.poll_transmit().is_some());
+/// # let _ = login;
+/// ```
 #[derive(Debug)]
-pub struct Session {}
+pub struct Session {
+    pub(super) config: SessionConfig,
+    rng: Rng,
+    /// The latest `now` seen: time never goes backwards inside.
+    clock: Instant,
+    state: ConnectionState,
+    reason: ConnectionReason,
+    pub(super) link: Link,
+    /// The server accepted a login on the current link.
+    pub(super) logged_in: bool,
+    /// Token expired during a re-login: wait for `refresh_token`.
+    pub(super) paused: bool,
+    pub(super) credentials: Option<Credentials>,
+    /// The application's login request, while it is pending.
+    pub(super) login_request: Option<RequestId>,
+    pub(super) instance_id: Option<u64>,
+    pub(super) server_epoch: u64,
+    pub(super) token_expires_at_ms: Option<u64>,
+    pub(super) p2p: SeqStream,
+    pub(super) acked_p2p: u64,
+    pub(super) channels: Channels,
+    pub(super) requests: Requests,
+    pub(super) timers: TimerTable,
+    backoff_attempt: u32,
+    last_sent: Instant,
+    last_received: Instant,
+    ping_nonce: u64,
+    outgoing: VecDeque<Bytes>,
+    events: VecDeque<Event>,
+    transport: VecDeque<TransportAction>,
+    /// A command was refused for lack of room; emit `Writable` once there is.
+    blocked: bool,
+}
 
-type Cmd = Result<RequestId, CommandError>;
+/// Where the transport is.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(super) enum Link {
+    Down,
+    Dialing,
+    Up,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Credentials {
+    pub(super) uid: Uid,
+    pub(super) token: Option<String>,
+    pub(super) region: Option<Region>,
+}
 
 impl Session {
+    /// A Session in state DISCONNECTED/INIT. Nothing happens until `login`.
     pub fn new(config: SessionConfig, now: Instant) -> Session {
-        todo!()
+        Session {
+            rng: Rng::new(config.seed),
+            config,
+            clock: now,
+            state: ConnectionState::Disconnected,
+            reason: ConnectionReason::Init,
+            link: Link::Down,
+            logged_in: false,
+            paused: false,
+            credentials: None,
+            login_request: None,
+            instance_id: None,
+            server_epoch: 0,
+            token_expires_at_ms: None,
+            p2p: SeqStream::default(),
+            acked_p2p: 0,
+            channels: Channels::default(),
+            requests: Requests::default(),
+            timers: TimerTable::default(),
+            backoff_attempt: 0,
+            last_sent: now,
+            last_received: now,
+            ping_nonce: 0,
+            outgoing: VecDeque::new(),
+            events: VecDeque::new(),
+            transport: VecDeque::new(),
+            blocked: false,
+        }
     }
+
+    // ---- inputs -------------------------------------------------------------
+
+    /// The transport asked for by [`TransportAction::Connect`] is open.
     pub fn handle_connected(&mut self, now: Instant) {
-        todo!()
+        let now = self.tick(now);
+        if self.link != Link::Dialing {
+            return;
+        }
+        self.link = Link::Up;
+        self.last_received = now;
+        self.send_login(now);
     }
+
+    /// The transport could not be opened, or broke. Requests in flight fail
+    /// with 1007 and the Session reconnects by itself (see `poll_transport`).
     pub fn handle_disconnected(&mut self, now: Instant) {
-        todo!()
+        let now = self.tick(now);
+        if self.link != Link::Down {
+            self.link_lost(now, false);
+        }
     }
+
+    /// One whole frame from the server. A malformed frame is returned as an
+    /// error, and the Session drops the link (it asks for `Close`, then
+    /// reconnects): a stream that carried garbage cannot be trusted.
     pub fn handle_frame(&mut self, now: Instant, frame: Bytes) -> Result<(), WireError> {
-        todo!()
+        let now = self.tick(now);
+        if self.link != Link::Up {
+            return Ok(());
+        }
+        self.last_received = now;
+        self.arm_link_deadline(now);
+        let result = wire::decode_frame(frame, self.config.limits.max_frame_size)
+            .and_then(|frame| self.on_frame(now, frame));
+        if result.is_err() {
+            self.link_lost(now, true);
+        }
+        result
     }
+
+    /// Time has passed: call when `poll_timeout` is reached (early or late is fine).
     pub fn handle_timeout(&mut self, now: Instant) {
-        todo!()
+        let now = self.tick(now);
+        while let Some((id, kind)) = self.requests.pop_expired(now) {
+            self.on_request_timeout(now, id, kind);
+        }
+        let due: Vec<Timer> = self.timers.expire(now).collect();
+        for timer in due {
+            match timer {
+                Timer::Heartbeat => self.send_ping(now),
+                Timer::LinkDeadline => self.link_lost(now, true),
+                Timer::Reconnect => self.dial(now),
+                Timer::Ack => self.send_ack(now),
+                Timer::TokenWarning => {
+                    if let Some(at) = self.token_expires_at_ms {
+                        self.events
+                            .push_back(Event::TokenWillExpire { expires_at_ms: at });
+                    }
+                }
+            }
+        }
+        self.arm_heartbeat();
     }
+
+    // ---- outputs ------------------------------------------------------------
+
+    /// The next encoded frame to send (on byte streams, with a length prefix:
+    /// see [`wire::write_length_prefixed`]).
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        todo!()
+        let frame = self.outgoing.pop_front()?;
+        self.signal_room();
+        Some(frame)
     }
+
+    /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
-        todo!()
+        self.events.pop_front()
     }
+
+    /// When to call `handle_timeout` next. Cheap: a minimum over a fixed table.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        match (self.timers.earliest(), self.requests.earliest()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
+
+    /// What to do with the transport: open one, or close it.
     pub fn poll_transport(&mut self) -> Option<TransportAction> {
-        todo!()
+        self.transport.pop_front()
     }
+
+    // ---- state --------------------------------------------------------------
+
+    /// The connection state and the reason of its last change.
     pub fn connection_state(&self) -> (ConnectionState, ConnectionReason) {
-        todo!()
+        (self.state, self.reason)
     }
+
+    /// The uid given to `login`, until `logout`.
     pub fn uid(&self) -> Option<Uid> {
-        todo!()
+        self.credentials.as_ref().map(|c| c.uid)
     }
+
+    /// The server's id for this instance, once logged in.
     pub fn instance_id(&self) -> Option<u64> {
-        todo!()
+        self.instance_id
     }
+
+    /// The configuration.
     pub fn config(&self) -> &SessionConfig {
-        todo!()
+        &self.config
     }
 
-    pub fn login(
-        &mut self,
-        now: Instant,
-        uid: Uid,
-        token: Option<String>,
-        region: Option<Region>,
-    ) -> Cmd {
-        todo!()
-    }
-    pub fn logout(&mut self, now: Instant) -> Cmd {
-        todo!()
-    }
-    pub fn refresh_token(&mut self, now: Instant, token: String) -> Cmd {
-        todo!()
-    }
-    pub fn set_user_region(&mut self, now: Instant, region: Region) -> Cmd {
-        todo!()
-    }
-    pub fn get_instance_info(&mut self, now: Instant) -> Cmd {
-        todo!()
-    }
-    pub fn send_message_to_user(
-        &mut self,
-        now: Instant,
-        receiver: Uid,
-        message: Message,
-        options: SendOptions,
-    ) -> Cmd {
-        todo!()
-    }
-    pub fn query_users_online_status(&mut self, now: Instant, uids: &[Uid]) -> Cmd {
-        todo!()
-    }
-
-    pub fn create_channel(
-        &mut self,
-        region: Region,
-        channel_id: &str,
-    ) -> Result<ChannelHandle, CommandError> {
-        todo!()
-    }
+    /// The key of a channel handle.
     pub fn channel_key(&self, channel: ChannelHandle) -> Option<&ChannelKey> {
-        todo!()
+        self.channels.get(channel).map(|c| &c.key)
     }
+
+    /// Whether the channel is joined (a re-join in progress after a lost
+    /// link counts as joined).
     pub fn is_joined(&self, channel: ChannelHandle) -> bool {
-        todo!()
+        self.channels.get(channel).is_some_and(|c| {
+            matches!(
+                c.membership,
+                Membership::Joined | Membership::Rejoining | Membership::Leaving
+            )
+        })
     }
-    pub fn join_channel(&mut self, now: Instant, channel: ChannelHandle, extra: Attributes) -> Cmd {
-        todo!()
+
+    /// Frames waiting in the outgoing queue.
+    pub fn queued_frames(&self) -> usize {
+        self.outgoing.len()
     }
-    pub fn leave_channel(
+
+    /// Requests in flight.
+    pub fn pending_requests(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Reliable messages held after a gap (across all streams).
+    pub fn held_messages(&self) -> usize {
+        self.p2p.held()
+            + self
+                .channels
+                .handles()
+                .filter_map(|h| self.channels.get(h))
+                .map(|c| c.stream.held())
+                .sum::<usize>()
+    }
+
+    // ---- internals shared by commands and incoming frames --------------------
+
+    fn tick(&mut self, now: Instant) -> Instant {
+        if now > self.clock {
+            self.clock = now;
+        }
+        self.clock
+    }
+
+    pub(super) fn clock_now(&self) -> Instant {
+        self.clock
+    }
+
+    pub(super) fn now_checked(&mut self, now: Instant) -> Instant {
+        self.tick(now)
+    }
+
+    pub(super) fn set_state(&mut self, state: ConnectionState, reason: ConnectionReason) {
+        if (self.state, self.reason) == (state, reason) {
+            return;
+        }
+        self.state = state;
+        self.reason = reason;
+        self.events
+            .push_back(Event::ConnectionStateChanged { state, reason });
+    }
+
+    pub(super) fn state(&self) -> ConnectionState {
+        self.state
+    }
+
+    pub(super) fn emit(&mut self, event: Event) {
+        self.events.push_back(event);
+    }
+
+    pub(super) fn complete(&mut self, id: RequestId, result: Result<super::Reply, ServiceError>) {
+        self.events.push_back(Event::Completed {
+            request: id,
+            result,
+        });
+        self.signal_room();
+    }
+
+    /// Queues a frame. Commands check `admit` first; the Session's own frames
+    /// (login, pings, acks, re-joins) are few and bounded by their own logic.
+    pub(super) fn send(&mut self, now: Instant, request_id: u64, body: Body) {
+        let frame = Frame {
+            request_id,
+            body: Some(body),
+        };
+        self.outgoing.push_back(wire::encode_frame(&frame));
+        self.last_sent = now;
+        self.arm_heartbeat();
+    }
+
+    /// Whether a command may queue one more request; refuses with
+    /// `QueueFull` otherwise.
+    pub(super) fn admit(&mut self) -> Result<(), CommandError> {
+        if self.outgoing.len() >= self.config.max_outgoing_frames
+            || self.requests.len() >= self.config.max_pending_requests
+        {
+            self.blocked = true;
+            return Err(CommandError::QueueFull { message: None });
+        }
+        Ok(())
+    }
+
+    fn signal_room(&mut self) {
+        if self.blocked
+            && self.outgoing.len() < self.config.max_outgoing_frames
+            && self.requests.len() < self.config.max_pending_requests
+        {
+            self.blocked = false;
+            self.events.push_back(Event::Writable);
+        }
+    }
+
+    /// Checks that commands may go out now.
+    pub(super) fn require_logged_in(&self) -> Result<(), CommandError> {
+        match self.state {
+            ConnectionState::Disconnected => Err(CommandError::NotLoggedIn),
+            ConnectionState::Connected if self.logged_in => Ok(()),
+            _ => Err(CommandError::NotConnected),
+        }
+    }
+
+    // ---- the link -----------------------------------------------------------
+
+    pub(super) fn dial(&mut self, now: Instant) {
+        if self.link != Link::Down || self.credentials.is_none() || self.paused {
+            return;
+        }
+        self.link = Link::Dialing;
+        self.transport.push_back(TransportAction::Connect);
+        self.timers
+            .set(Timer::LinkDeadline, now + self.config.timing.login_timeout);
+    }
+
+    fn send_login(&mut self, now: Instant) {
+        let Some(creds) = self.credentials.clone() else {
+            return;
+        };
+        let id = match self.login_request {
+            Some(id) => id,
+            None => {
+                self.requests
+                    .insert(now, &self.config.timing, PendingKind::Login { user: false })
+            }
+        };
+        let resume = self.instance_id.map(|instance_id| wire::Resume {
+            server_epoch: self.server_epoch,
+            instance_id,
+            p2p_seq: self.p2p.last,
+        });
+        let body = Body::Login(wire::LoginRequest {
+            protocol_version: wire::PROTOCOL_VERSION,
+            appid: self.config.appid,
+            uid: creds.uid.0,
+            token: creds.token.unwrap_or_default(),
+            region: creds.region.map_or(0, Region::to_wire),
+            resume,
+        });
+        self.send(now, id.0, body);
+        self.arm_link_deadline(now);
+    }
+
+    fn send_ping(&mut self, now: Instant) {
+        if self.link != Link::Up {
+            return;
+        }
+        self.ping_nonce += 1;
+        let nonce = self.ping_nonce;
+        self.send(now, 0, Body::Ping(wire::Ping { nonce }));
+    }
+
+    pub(super) fn send_ack(&mut self, now: Instant) {
+        if self.link == Link::Up && self.logged_in && self.p2p.last > self.acked_p2p {
+            self.acked_p2p = self.p2p.last;
+            let p2p_seq = self.p2p.last;
+            self.send(now, 0, Body::Ack(wire::Ack { p2p_seq }));
+        }
+    }
+
+    pub(super) fn schedule_ack(&mut self, now: Instant) {
+        if self.timers.get(Timer::Ack).is_none() {
+            self.timers
+                .set(Timer::Ack, now + self.config.timing.ack_delay);
+        }
+    }
+
+    fn arm_heartbeat(&mut self) {
+        if self.link == Link::Up {
+            self.timers.set(
+                Timer::Heartbeat,
+                self.last_sent + self.config.timing.heartbeat_interval,
+            );
+        } else {
+            self.timers.stop(Timer::Heartbeat);
+        }
+    }
+
+    fn arm_link_deadline(&mut self, now: Instant) {
+        // While waiting for the login reply the login timeout rules; after,
+        // silence longer than the idle timeout means the link is dead.
+        let limit = if self.logged_in {
+            self.config.timing.idle_timeout
+        } else {
+            self.config.timing.login_timeout
+        };
+        let from = if self.logged_in {
+            self.last_received
+        } else {
+            now
+        };
+        let at = from + limit;
+        if !self.logged_in {
+            if let Some(existing) = self.timers.get(Timer::LinkDeadline) {
+                if existing <= at {
+                    return;
+                }
+            }
+        }
+        self.timers.set(Timer::LinkDeadline, at);
+    }
+
+    pub(super) fn after_login(&mut self, now: Instant) {
+        self.logged_in = true;
+        self.backoff_attempt = 0;
+        self.arm_link_deadline(now);
+    }
+
+    /// The link is gone (or must go): fail what was in flight, then reconnect
+    /// where a login is wanted.
+    pub(super) fn link_lost(&mut self, now: Instant, close_transport: bool) {
+        if close_transport && self.link != Link::Down {
+            self.transport.push_back(TransportAction::Close);
+        }
+        self.link = Link::Down;
+        self.logged_in = false;
+        self.outgoing.clear();
+        self.timers.stop(Timer::Heartbeat);
+        self.timers.stop(Timer::LinkDeadline);
+        self.timers.stop(Timer::Ack);
+        self.channels.forget_numbers();
+        // The application's login keeps its own deadline across retries.
+        let failed = self
+            .requests
+            .drain_where(|k| *k != PendingKind::Login { user: true });
+        for (id, kind) in failed {
+            self.fail_on_link_loss(id, kind);
+        }
+        for h in self.channels.handles().collect::<Vec<_>>() {
+            if let Some(c) = self.channels.get_mut(h) {
+                match c.membership {
+                    Membership::Joined | Membership::Leaving => {
+                        c.membership = Membership::Rejoining
+                    }
+                    Membership::Joining => {
+                        c.uncertain_join = true;
+                        self.channels.set_out(h);
+                    }
+                    Membership::Out | Membership::Rejoining => {}
+                }
+            }
+        }
+        match self.state {
+            ConnectionState::Connected => {
+                self.set_state(ConnectionState::Reconnecting, ConnectionReason::Interrupted);
+                self.schedule_reconnect(now);
+            }
+            ConnectionState::Connecting | ConnectionState::Reconnecting => {
+                self.schedule_reconnect(now)
+            }
+            ConnectionState::Disconnected => {}
+        }
+        self.signal_room();
+    }
+
+    fn fail_on_link_loss(&mut self, id: RequestId, kind: PendingKind) {
+        if kind.is_user() {
+            self.complete(
+                id,
+                Err(ServiceError::new(
+                    ErrorCode::ConnectionException,
+                    "the link was lost with the request in flight",
+                )),
+            );
+        }
+        if kind == PendingKind::Logout {
+            self.finish_logout();
+        }
+    }
+
+    fn schedule_reconnect(&mut self, now: Instant) {
+        if self.paused || self.credentials.is_none() {
+            return;
+        }
+        let timing = &self.config.timing;
+        let base = timing
+            .reconnect_min
+            .saturating_mul(1u32 << self.backoff_attempt.min(16))
+            .min(timing.reconnect_max);
+        let half = base / 2;
+        let jitter = self.rng.below_or_eq(half.as_millis() as u64);
+        let delay = half + Duration::from_millis(jitter);
+        self.backoff_attempt = self.backoff_attempt.saturating_add(1);
+        self.timers.set(Timer::Reconnect, now + delay);
+    }
+
+    /// Back to DISCONNECTED: everything about the login is forgotten.
+    pub(super) fn reset(&mut self, reason: ConnectionReason) {
+        if self.link != Link::Down {
+            self.transport.push_back(TransportAction::Close);
+        }
+        self.link = Link::Down;
+        self.logged_in = false;
+        self.paused = false;
+        self.outgoing.clear();
+        self.timers.stop_all();
+        for (id, kind) in self.requests.drain_where(|_| true) {
+            if kind.is_user() && kind != PendingKind::Logout {
+                self.complete(
+                    id,
+                    Err(ServiceError::new(
+                        ErrorCode::ConnectionException,
+                        "the session was closed",
+                    )),
+                );
+            }
+        }
+        for h in self.channels.handles().collect::<Vec<_>>() {
+            self.channels.set_out(h);
+            if let Some(c) = self.channels.get_mut(h) {
+                c.uncertain_join = false;
+            }
+        }
+        self.credentials = None;
+        self.login_request = None;
+        self.instance_id = None;
+        self.server_epoch = 0;
+        self.p2p.reset(0);
+        self.acked_p2p = 0;
+        self.token_expires_at_ms = None;
+        self.backoff_attempt = 0;
+        self.set_state(ConnectionState::Disconnected, reason);
+        self.signal_room();
+    }
+
+    pub(super) fn finish_logout(&mut self) {
+        self.reset(ConnectionReason::Logout);
+    }
+
+    pub(super) fn emit_lost(&mut self, stream: LostStream, from_seq: u64, to_seq: Option<u64>) {
+        self.events.push_back(Event::MessagesLost {
+            stream,
+            from_seq,
+            to_seq,
+        });
+    }
+
+    pub(super) fn set_token_expiry(
         &mut self,
         now: Instant,
-        channel: ChannelHandle,
-        extra: Attributes,
-    ) -> Cmd {
-        todo!()
+        expires_at_ms: u64,
+        server_time_ms: u64,
+    ) {
+        if expires_at_ms == 0 {
+            self.token_expires_at_ms = None;
+            self.timers.stop(Timer::TokenWarning);
+            return;
+        }
+        self.token_expires_at_ms = Some(expires_at_ms);
+        let left = Duration::from_millis(expires_at_ms.saturating_sub(server_time_ms));
+        let warn_in = left.saturating_sub(self.config.timing.token_warning);
+        self.timers.set(Timer::TokenWarning, now + warn_in);
     }
-    pub fn send_message_to_channel(
-        &mut self,
-        now: Instant,
-        channel: ChannelHandle,
-        message: Message,
-        options: SendOptions,
-    ) -> Cmd {
-        todo!()
-    }
-    pub fn set_local_user_attributes(
-        &mut self,
-        now: Instant,
-        channel: ChannelHandle,
-        attributes: Attributes,
-        options: AttributeOptions,
-    ) -> Cmd {
-        todo!()
-    }
-    pub fn delete_local_user_attributes_by_keys(
-        &mut self,
-        now: Instant,
-        channel: ChannelHandle,
-        keys: Vec<String>,
-        options: AttributeOptions,
-    ) -> Cmd {
-        todo!()
-    }
-    pub fn add_or_update_local_user_attributes(
-        &mut self,
-        now: Instant,
-        channel: ChannelHandle,
-        attributes: Attributes,
-        options: AttributeOptions,
-    ) -> Cmd {
-        todo!()
-    }
-    pub fn clear_local_user_attributes(
-        &mut self,
-        now: Instant,
-        channel: ChannelHandle,
-        options: AttributeOptions,
-    ) -> Cmd {
-        todo!()
-    }
-    pub fn get_channel_user_list(&mut self, now: Instant, channel: ChannelHandle) -> Cmd {
-        todo!()
-    }
-    pub fn get_user_attributes(&mut self, now: Instant, channel: ChannelHandle, uid: Uid) -> Cmd {
-        todo!()
-    }
-    pub fn get_user_attributes_by_keys(
-        &mut self,
-        now: Instant,
-        channel: ChannelHandle,
-        uid: Uid,
-        keys: Vec<String>,
-    ) -> Cmd {
-        todo!()
-    }
-    pub fn set_channel_attributes(
-        &mut self,
-        now: Instant,
-        channel: ChannelHandle,
-        attributes: Attributes,
-        options: AttributeOptions,
-    ) -> Cmd {
-        todo!()
-    }
-    pub fn delete_channel_attributes_by_keys(
-        &mut self,
-        now: Instant,
-        channel: ChannelHandle,
-        keys: Vec<String>,
-        options: AttributeOptions,
-    ) -> Cmd {
-        todo!()
-    }
-    pub fn add_or_update_channel_attributes(
-        &mut self,
-        now: Instant,
-        channel: ChannelHandle,
-        attributes: Attributes,
-        options: AttributeOptions,
-    ) -> Cmd {
-        todo!()
-    }
-    pub fn clear_channel_attributes(
-        &mut self,
-        now: Instant,
-        channel: ChannelHandle,
-        options: AttributeOptions,
-    ) -> Cmd {
-        todo!()
-    }
-    pub fn get_channel_attributes(&mut self, now: Instant, channel: ChannelHandle) -> Cmd {
-        todo!()
-    }
-    pub fn get_channel_attributes_by_keys(
-        &mut self,
-        now: Instant,
-        channel: ChannelHandle,
-        keys: Vec<String>,
-    ) -> Cmd {
-        todo!()
-    }
-    pub fn get_channel_user_count(
-        &mut self,
-        now: Instant,
-        channel: ChannelHandle,
-        channel_ids: Vec<String>,
-    ) -> Cmd {
-        todo!()
-    }
-    pub fn get_channel_user_list_by_attribute(
-        &mut self,
-        now: Instant,
-        channel: ChannelHandle,
-        key: String,
-        value: String,
-    ) -> Cmd {
-        todo!()
+
+    pub(super) fn resume_dialing(&mut self, now: Instant) {
+        self.paused = false;
+        self.backoff_attempt = 0;
+        self.dial(now);
     }
 }

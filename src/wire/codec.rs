@@ -3,7 +3,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message as _;
 
-use super::{Body, Frame};
+use super::Frame;
 use crate::error::WireError;
 
 /// The protocol version this crate speaks, sent in the login request.
@@ -156,7 +156,7 @@ impl FrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{ChatMessage, Ping, SendToUserRequest};
+    use crate::wire::{Body, ChatMessage, Ping, SendToUserRequest};
     use proptest::prelude::*;
 
     fn ping(n: u64) -> Bytes {

@@ -5,7 +5,7 @@ pub struct Frame {
     pub request_id: u64,
     #[prost(
         oneof = "frame::Body",
-        tags = "2, 3, 4, 5, 6, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 60, 61, 62, 63, 64, 65"
+        tags = "2, 3, 4, 5, 6, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 60, 61, 62, 63, 64, 65"
     )]
     pub body: ::core::option::Option<frame::Body>,
 }
@@ -82,6 +82,8 @@ pub mod frame {
         JoinReply(super::JoinReply),
         #[prost(message, tag = "49")]
         FetchReply(super::FetchReply),
+        #[prost(message, tag = "50")]
+        RefreshTokenReply(super::RefreshTokenReply),
         /// Pushes (server -> client), request_id = 0.
         #[prost(message, tag = "60")]
         UserMessage(super::UserMessagePush),
@@ -224,6 +226,14 @@ pub struct LoginReply {
 pub struct RefreshTokenRequest {
     #[prost(string, tag = "1")]
     pub token: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RefreshTokenReply {
+    /// Unix milliseconds; 0 when the token does not expire.
+    #[prost(uint64, tag = "1")]
+    pub token_expires_at_ms: u64,
+    #[prost(uint64, tag = "2")]
+    pub server_time_ms: u64,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct SetUserRegionRequest {

@@ -1,0 +1,113 @@
+//! The Session's channel table: handles, keys, push numbers and membership state.
+
+use std::collections::HashMap;
+
+use super::event::ChannelHandle;
+use super::seq::SeqStream;
+use crate::types::ChannelKey;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Membership {
+    /// Not a member.
+    Out,
+    /// The application's join is in flight.
+    Joining,
+    /// A member.
+    Joined,
+    /// A member whose link was lost; the Session's re-join is in flight (or
+    /// will be, once re-logged-in).
+    Rejoining,
+    /// The application's leave is in flight (still a member until it ends).
+    Leaving,
+}
+
+#[derive(Debug)]
+pub(crate) struct Channel {
+    pub(crate) key: ChannelKey,
+    pub(crate) membership: Membership,
+    /// The server's number for this channel in pushes (from the join reply).
+    pub(crate) number: Option<u32>,
+    pub(crate) stream: SeqStream,
+    /// A join was in flight when the link broke: the server may hold a
+    /// membership the application does not know of.
+    pub(crate) uncertain_join: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Channels {
+    list: Vec<Channel>,
+    by_key: HashMap<ChannelKey, ChannelHandle>,
+    by_number: HashMap<u32, ChannelHandle>,
+}
+
+impl Channels {
+    pub(crate) fn handle_for(&mut self, key: ChannelKey) -> ChannelHandle {
+        if let Some(h) = self.by_key.get(&key) {
+            return *h;
+        }
+        let h = ChannelHandle(self.list.len() as u32);
+        self.by_key.insert(key.clone(), h);
+        self.list.push(Channel {
+            key,
+            membership: Membership::Out,
+            number: None,
+            stream: SeqStream::default(),
+            uncertain_join: false,
+        });
+        h
+    }
+
+    pub(crate) fn get(&self, h: ChannelHandle) -> Option<&Channel> {
+        self.list.get(h.0 as usize)
+    }
+
+    pub(crate) fn get_mut(&mut self, h: ChannelHandle) -> Option<&mut Channel> {
+        self.list.get_mut(h.0 as usize)
+    }
+
+    pub(crate) fn by_number(&self, number: u32) -> Option<ChannelHandle> {
+        self.by_number.get(&number).copied()
+    }
+
+    pub(crate) fn handles(&self) -> impl Iterator<Item = ChannelHandle> {
+        (0..self.list.len() as u32).map(ChannelHandle)
+    }
+
+    /// Channels counted against the joined limit (members, or about to be).
+    pub(crate) fn joined_count(&self) -> usize {
+        self.list
+            .iter()
+            .filter(|c| c.membership != Membership::Out)
+            .count()
+    }
+
+    pub(crate) fn set_number(&mut self, h: ChannelHandle, number: u32) {
+        let Some(c) = self.list.get_mut(h.0 as usize) else {
+            return;
+        };
+        if let Some(old) = c.number.replace(number) {
+            self.by_number.remove(&old);
+        }
+        self.by_number.insert(number, h);
+    }
+
+    /// Not a member any more: forget its push number and its stream.
+    pub(crate) fn set_out(&mut self, h: ChannelHandle) {
+        let Some(c) = self.list.get_mut(h.0 as usize) else {
+            return;
+        };
+        c.membership = Membership::Out;
+        c.stream.reset(0);
+        if let Some(n) = c.number.take() {
+            self.by_number.remove(&n);
+        }
+    }
+
+    /// Push numbers are valid for one login only.
+    pub(crate) fn forget_numbers(&mut self) {
+        self.by_number.clear();
+        for c in &mut self.list {
+            c.number = None;
+        }
+    }
+}

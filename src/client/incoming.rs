@@ -1,0 +1,582 @@
+//! Frames from the server: replies complete requests, pushes become events.
+//! Each frame is decoded once, then moved (not copied) into its event.
+
+use std::time::Instant;
+
+use super::channel::Membership;
+use super::event::{
+    AttributesReply, ChannelHandle, ConnectionReason, ConnectionState, Event, InstanceInfo,
+    LoginInfo, LostStream, MessageSent, Reply, RequestId, UserCount, UserList,
+};
+use super::requests::PendingKind;
+use super::seq::{Accept, SeqStream};
+use super::session::Session;
+use crate::error::{ErrorCode, ServiceError, WireError};
+use crate::types::{ChannelKey, Region, Uid};
+use crate::wire::{self, AttributeOp, Body, Frame};
+
+impl Session {
+    pub(super) fn on_frame(&mut self, now: Instant, frame: Frame) -> Result<(), WireError> {
+        let Some(body) = frame.body else {
+            return Err(WireError::MissingBody);
+        };
+        match body {
+            Body::Ping(p) => {
+                let body = Body::Pong(wire::Pong { nonce: p.nonce });
+                self.send(now, frame.request_id, body);
+            }
+            Body::Pong(_) => {}
+            Body::Close(close) => self.on_close(now, close),
+            Body::UserMessage(push) => self.on_user_message(now, push),
+            Body::ChannelMessage(push) => self.on_channel_message(now, push),
+            Body::Membership(push) => self.on_membership(push),
+            Body::UserAttributesChanged(push) => self.on_user_attributes(push),
+            Body::ChannelAttributesChanged(push) => self.on_channel_attributes(push),
+            Body::UserCountChanged(push) => {
+                if let Some(channel) = self.channels.by_number(push.channel) {
+                    self.emit(Event::NotifyUserCountChange {
+                        channel,
+                        count: push.count,
+                    });
+                }
+            }
+            Body::Error(e) => {
+                let error = ServiceError::new(ErrorCode::from_code(e.code), e.message);
+                self.on_reply(now, frame.request_id, Err(error));
+            }
+            reply @ (Body::LoginReply(_)
+            | Body::Ok(_)
+            | Body::InstanceInfo(_)
+            | Body::SendReply(_)
+            | Body::OnlineStatus(_)
+            | Body::UserList(_)
+            | Body::Attributes(_)
+            | Body::UserCount(_)
+            | Body::JoinReply(_)
+            | Body::FetchReply(_)
+            | Body::RefreshTokenReply(_)) => self.on_reply(now, frame.request_id, Ok(reply)),
+            _ => return Err(WireError::Unexpected("a request frame sent to a client")),
+        }
+        Ok(())
+    }
+
+    fn on_close(&mut self, now: Instant, close: wire::Close) {
+        if close.code == ErrorCode::LoginKickOut.code() {
+            self.reset(ConnectionReason::RemoteLogin);
+        } else {
+            self.link_lost(now, true);
+        }
+    }
+
+    fn on_reply(&mut self, now: Instant, request_id: u64, reply: Result<Body, ServiceError>) {
+        // A late reply to a request that already timed out is dropped.
+        let Some(kind) = self.requests.remove(request_id) else {
+            return;
+        };
+        let id = RequestId(request_id);
+        match kind {
+            PendingKind::Login { user } => self.on_login_reply(now, id, user, reply),
+            PendingKind::Join { channel, user } => self.on_join_reply(id, channel, user, reply),
+            PendingKind::Fetch(stream) => self.on_fetch_reply(now, stream, reply),
+            PendingKind::Logout => {
+                self.finish_logout();
+                self.complete(id, reply.map(|_| Reply::Done));
+            }
+            PendingKind::Leave { channel } => {
+                let result = reply.map(|_| Reply::Done);
+                match &result {
+                    Err(e) if e.code != ErrorCode::UserNotInChannel => {
+                        if let Some(c) = self.channels.get_mut(channel) {
+                            c.membership = Membership::Joined;
+                        }
+                    }
+                    _ => self.channels.set_out(channel),
+                }
+                self.complete(id, result);
+            }
+            other => {
+                let result = reply.and_then(|body| self.typed_reply(now, &other, body));
+                self.complete(id, result);
+            }
+        }
+    }
+
+    /// Turns a reply body into the typed reply the request expects.
+    fn typed_reply(
+        &mut self,
+        now: Instant,
+        kind: &PendingKind,
+        body: Body,
+    ) -> Result<Reply, ServiceError> {
+        let appid = self.config.appid;
+        let channel_id = |s: &Self, h: &ChannelHandle| {
+            s.channels
+                .get(*h)
+                .map(|c| c.key.channel_id.clone())
+                .unwrap_or_default()
+        };
+        Ok(match (kind, body) {
+            (
+                PendingKind::RefreshToken(token),
+                body @ (Body::Ok(_) | Body::RefreshTokenReply(_)),
+            ) => {
+                if let Some(c) = self.credentials.as_mut() {
+                    c.token = Some(token.clone());
+                }
+                if let Body::RefreshTokenReply(r) = body {
+                    self.set_token_expiry(now, r.token_expires_at_ms, r.server_time_ms);
+                }
+                Reply::Done
+            }
+            (PendingKind::SetRegion(region), Body::Ok(_)) => {
+                if let Some(c) = self.credentials.as_mut() {
+                    c.region = Some(*region);
+                }
+                Reply::Done
+            }
+            (PendingKind::Done, Body::Ok(_)) => Reply::Done,
+            (PendingKind::InstanceInfo, Body::InstanceInfo(i)) => {
+                Reply::InstanceInfo(InstanceInfo {
+                    appid: i.appid,
+                    uid: Uid(i.uid),
+                    instance_id: i.instance_id,
+                    is_anonymous: i.is_anonymous,
+                    region: Region::from_wire(i.region),
+                    channels: i
+                        .channels
+                        .into_iter()
+                        .filter_map(|k| {
+                            Some(ChannelKey::new(Region::from_wire(k.region)?, k.channel_id))
+                        })
+                        .collect(),
+                })
+            }
+            (PendingKind::Send, Body::SendReply(r)) => Reply::MessageSent(MessageSent {
+                timestamp_ms: r.timestamp_ms,
+                delivered_online: r.delivered_online,
+            }),
+            (PendingKind::OnlineStatus, Body::OnlineStatus(r)) => {
+                Reply::OnlineStatus(r.status.into_iter().map(|(u, on)| (Uid(u), on)).collect())
+            }
+            (PendingKind::UserList { channel }, Body::UserList(r)) => Reply::UserList(UserList {
+                appid,
+                channel_id: channel_id(self, channel),
+                users: r.uids.into_iter().map(Uid).collect(),
+            }),
+            (PendingKind::Attributes { channel }, Body::Attributes(r)) => {
+                Reply::Attributes(AttributesReply {
+                    appid,
+                    channel_id: channel_id(self, channel),
+                    attributes: r.attributes,
+                    last_update_uid: (r.last_update_uid != 0).then_some(Uid(r.last_update_uid)),
+                    last_update_ts: r.last_update_ts,
+                })
+            }
+            (PendingKind::UserCount, Body::UserCount(r)) => Reply::UserCount(UserCount {
+                appid,
+                user_count: r.counts,
+            }),
+            _ => {
+                return Err(ServiceError::new(
+                    ErrorCode::Unknown,
+                    "the server replied with an unexpected frame type",
+                ))
+            }
+        })
+    }
+
+    fn on_login_reply(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        user: bool,
+        reply: Result<Body, ServiceError>,
+    ) {
+        if user {
+            self.login_request = None;
+        }
+        let r = match reply {
+            Ok(Body::LoginReply(r)) => r,
+            Ok(_) => {
+                let e = ServiceError::new(ErrorCode::Unknown, "unexpected login reply");
+                return self.on_login_refused(id, user, e);
+            }
+            Err(e) => return self.on_login_refused(id, user, e),
+        };
+        let epoch_changed = self.server_epoch != 0 && self.server_epoch != r.server_epoch;
+        if epoch_changed && self.p2p.last > 0 && r.p2p_gap.is_none() {
+            // The server restarted: what it held for us is gone.
+            self.emit_lost(LostStream::User, self.p2p.last + 1, None);
+        }
+        self.server_epoch = r.server_epoch;
+        self.instance_id = Some(r.instance_id);
+        self.p2p.reset(r.p2p_seq);
+        self.acked_p2p = r.p2p_seq;
+        if let Some(gap) = r.p2p_gap {
+            self.emit_lost(LostStream::User, gap.from, (gap.to != 0).then_some(gap.to));
+        }
+        self.set_token_expiry(now, r.token_expires_at_ms, r.server_time_ms);
+        self.after_login(now);
+        self.set_state(ConnectionState::Connected, ConnectionReason::LoginSuccess);
+        if user {
+            self.complete(
+                id,
+                Ok(Reply::Login(LoginInfo {
+                    instance_id: r.instance_id,
+                    token_expires_at_ms: (r.token_expires_at_ms != 0)
+                        .then_some(r.token_expires_at_ms),
+                    server_time_ms: r.server_time_ms,
+                    is_anonymous: r.is_anonymous,
+                })),
+            );
+        }
+        self.rejoin_channels(now, epoch_changed, r.resumed);
+    }
+
+    fn on_login_refused(&mut self, id: RequestId, user: bool, e: ServiceError) {
+        if user {
+            self.complete(id, Err(e));
+            self.reset(ConnectionReason::LoginFailure);
+        } else if e.code == ErrorCode::ExpiredToken {
+            // Keep the channels: refresh_token resumes the reconnect.
+            self.paused = true;
+            self.emit(Event::TokenExpired);
+            let now = self.clock_now();
+            self.link_lost(now, true);
+        } else {
+            self.reset(ConnectionReason::LoginFailure);
+        }
+    }
+
+    /// After a re-login: join again every channel the application had joined,
+    /// resuming each stream where it stopped.
+    fn rejoin_channels(&mut self, now: Instant, epoch_changed: bool, resumed: bool) {
+        for h in self.channels.handles().collect::<Vec<_>>() {
+            let Some(c) = self.channels.get_mut(h) else {
+                continue;
+            };
+            if c.uncertain_join && c.membership == Membership::Out {
+                // A join whose reply was lost may have taken effect on the
+                // taken-over instance: undo it so server and client agree.
+                c.uncertain_join = false;
+                if resumed {
+                    let body = Body::Leave(wire::LeaveRequest {
+                        channel: Some(c.key.to_wire()),
+                        extra: Default::default(),
+                    });
+                    self.send(now, 0, body);
+                }
+                continue;
+            }
+            if c.membership != Membership::Rejoining {
+                continue;
+            }
+            let last = c.stream.last;
+            let key = c.key.to_wire();
+            if epoch_changed && last > 0 {
+                c.stream.reset(0);
+                self.emit_lost(LostStream::Channel(h), last + 1, None);
+            }
+            let resume_seq = if epoch_changed { 0 } else { last };
+            let id = self.requests.insert(
+                now,
+                &self.config.timing,
+                PendingKind::Join {
+                    channel: h,
+                    user: false,
+                },
+            );
+            let body = Body::Join(wire::JoinRequest {
+                channel: Some(key),
+                extra: Default::default(),
+                resume_seq,
+                rejoin: true,
+            });
+            self.send(now, id.0, body);
+        }
+    }
+
+    fn on_join_reply(
+        &mut self,
+        id: RequestId,
+        channel: ChannelHandle,
+        user: bool,
+        reply: Result<Body, ServiceError>,
+    ) {
+        let r = match reply {
+            Ok(Body::JoinReply(r)) => r,
+            other => {
+                let e = match other {
+                    Err(e) => e,
+                    Ok(_) => ServiceError::new(ErrorCode::Unknown, "unexpected join reply"),
+                };
+                // A refused re-join leaves the channel: tell the application.
+                self.channels.set_out(channel);
+                if user {
+                    self.complete(id, Err(e));
+                } else {
+                    self.emit(Event::RoomMemberOffline { channel });
+                }
+                return;
+            }
+        };
+        self.channels.set_number(channel, r.channel);
+        let Some(c) = self.channels.get_mut(channel) else {
+            return;
+        };
+        c.membership = Membership::Joined;
+        if user {
+            c.stream.reset(r.seq);
+        } else {
+            // Replayed pushes follow this reply; a skipped range comes as `gap`.
+            c.stream.fetching = false;
+            c.stream.last = c.stream.last.max(r.seq);
+        }
+        if let Some(gap) = r.gap {
+            self.emit_lost(
+                LostStream::Channel(channel),
+                gap.from,
+                (gap.to != 0).then_some(gap.to),
+            );
+        }
+        if r.member_offline {
+            self.emit(Event::RoomMemberOffline { channel });
+        }
+        if user {
+            self.complete(id, Ok(Reply::Done));
+        }
+    }
+
+    fn on_fetch_reply(
+        &mut self,
+        now: Instant,
+        stream: LostStream,
+        reply: Result<Body, ServiceError>,
+    ) {
+        let (through, gap) = match reply {
+            Ok(Body::FetchReply(r)) => (r.through_seq, r.gap),
+            // Could not fetch: the link is suspect; a reconnect resumes.
+            _ => return self.link_lost(now, true),
+        };
+        let Some(s) = self.stream_mut(stream) else {
+            return;
+        };
+        let mut lost = Vec::new();
+        if let Some(g) = gap {
+            if let Some(r) = s.skip(g.from, if g.to == 0 { through } else { g.to }) {
+                lost.push(r);
+            }
+        }
+        lost.extend(s.fetch_done(through));
+        let mut ready = Vec::new();
+        s.drain_ready(&mut |e| ready.push(e));
+        for (from, to) in lost {
+            self.emit_lost(stream, from, Some(to));
+        }
+        self.deliver_all(now, stream, ready);
+    }
+
+    fn stream_mut(&mut self, stream: LostStream) -> Option<&mut SeqStream> {
+        match stream {
+            LostStream::User => Some(&mut self.p2p),
+            LostStream::Channel(h) => self.channels.get_mut(h).map(|c| &mut c.stream),
+        }
+    }
+
+    fn deliver_all(&mut self, now: Instant, stream: LostStream, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        for e in events {
+            self.emit(e);
+        }
+        if stream == LostStream::User {
+            self.schedule_ack(now);
+        }
+    }
+
+    /// A reliable push: deliver in order, drop duplicates, fetch gaps.
+    fn sequenced(&mut self, now: Instant, stream: LostStream, seq: u64, event: Event) {
+        if seq == 0 {
+            // Unreliable: never stored, never replayed, so never duplicated.
+            return self.emit(event);
+        }
+        let max_held = self.config.max_reorder_buffer;
+        let Some(s) = self.stream_mut(stream) else {
+            return;
+        };
+        let (accept, event) = s.accept(seq, event, max_held);
+        let after = s.last;
+        let mut ready: Vec<Event> = event.into_iter().collect();
+        s.drain_ready(&mut |e| ready.push(e));
+        if let Accept::Held { fetch: true } | Accept::Dropped { fetch: true } = accept {
+            let channel = match stream {
+                LostStream::User => None,
+                LostStream::Channel(h) => self.channels.get(h).map(|c| c.key.to_wire()),
+            };
+            let id = self
+                .requests
+                .insert(now, &self.config.timing, PendingKind::Fetch(stream));
+            let body = Body::Fetch(wire::FetchRequest {
+                channel,
+                after_seq: after,
+            });
+            self.send(now, id.0, body);
+        }
+        self.deliver_all(now, stream, ready);
+    }
+
+    fn on_user_message(&mut self, now: Instant, push: wire::UserMessagePush) {
+        let event = Event::MessageFromUser {
+            from_uid: Uid(push.from_uid),
+            message: push.message.unwrap_or_default().into(),
+            timestamp_ms: push.timestamp_ms,
+        };
+        self.sequenced(now, LostStream::User, push.seq, event);
+    }
+
+    fn on_channel_message(&mut self, now: Instant, push: wire::ChannelMessagePush) {
+        let Some(channel) = self.channels.by_number(push.channel) else {
+            return;
+        };
+        let event = Event::ChannelMessage {
+            channel,
+            from_uid: Uid(push.from_uid),
+            message: push.message.unwrap_or_default().into(),
+            timestamp_ms: push.timestamp_ms,
+        };
+        self.sequenced(now, LostStream::Channel(channel), push.seq, event);
+    }
+
+    fn on_membership(&mut self, push: wire::MembershipPush) {
+        let Some(channel) = self.channels.by_number(push.channel) else {
+            return;
+        };
+        // The server tells every member, this user included; the JS SDK
+        // reports only the others.
+        let me = self.uid().map_or(0, |u| u.0);
+        let others = |uids: Vec<u64>| -> Vec<Uid> {
+            uids.into_iter().filter(|&u| u != me).map(Uid).collect()
+        };
+        let joined = others(push.joined);
+        let left = others(push.left);
+        if !joined.is_empty() {
+            self.emit(Event::NotifyJoinChannel {
+                channel,
+                uids: joined,
+            });
+        }
+        if !left.is_empty() {
+            self.emit(Event::NotifyLeaveChannel {
+                channel,
+                uids: left,
+            });
+        }
+    }
+
+    fn on_user_attributes(&mut self, push: wire::UserAttributesPush) {
+        let Some(channel) = self.channels.by_number(push.channel) else {
+            return;
+        };
+        let uid = Uid(push.uid);
+        let last_update_ts = push.timestamp_ms;
+        let event = match AttributeOp::try_from(push.op) {
+            Ok(AttributeOp::Set) => Event::NotifyUserAttributesSet {
+                channel,
+                uid,
+                attributes: push.attributes,
+                last_update_ts,
+            },
+            Ok(AttributeOp::Delete) => Event::NotifyUserAttributesDelete {
+                channel,
+                uid,
+                keys: push.keys,
+                last_update_ts,
+            },
+            Ok(AttributeOp::AddOrUpdate) => Event::NotifyUserAttributesAddOrUpdate {
+                channel,
+                uid,
+                attributes: push.attributes,
+                last_update_ts,
+            },
+            Ok(AttributeOp::Clear) => Event::NotifyUserAttributesClear {
+                channel,
+                uid,
+                last_update_ts,
+            },
+            _ => return,
+        };
+        self.emit(event);
+    }
+
+    fn on_channel_attributes(&mut self, push: wire::ChannelAttributesPush) {
+        let Some(channel) = self.channels.by_number(push.channel) else {
+            return;
+        };
+        let last_update_uid = Uid(push.last_update_uid);
+        let last_update_ts = push.timestamp_ms;
+        let event = match AttributeOp::try_from(push.op) {
+            Ok(AttributeOp::Set) => Event::NotifyChannelAttributesSet {
+                channel,
+                last_update_uid,
+                last_update_ts,
+                attributes: push.attributes,
+            },
+            Ok(AttributeOp::Delete) => Event::NotifyChannelAttributesDelete {
+                channel,
+                last_update_uid,
+                last_update_ts,
+                keys: push.keys,
+            },
+            Ok(AttributeOp::AddOrUpdate) => Event::NotifyChannelAttributesAddOrUpdate {
+                channel,
+                last_update_uid,
+                last_update_ts,
+                attributes: push.attributes,
+            },
+            Ok(AttributeOp::Clear) => Event::NotifyChannelAttributesClear {
+                channel,
+                last_update_uid,
+                last_update_ts,
+            },
+            _ => return,
+        };
+        self.emit(event);
+    }
+
+    pub(super) fn on_request_timeout(&mut self, now: Instant, id: RequestId, kind: PendingKind) {
+        let timeout = || ServiceError::new(ErrorCode::OperationTimeout, "no response in time");
+        match kind {
+            PendingKind::Login { user: true } => {
+                self.login_request = None;
+                self.complete(id, Err(timeout()));
+                self.reset(ConnectionReason::LoginTimeout);
+            }
+            PendingKind::Logout => {
+                self.complete(id, Err(timeout()));
+                self.finish_logout();
+            }
+            // The Session's own requests unanswered: the link is dead.
+            PendingKind::Login { user: false }
+            | PendingKind::Join { user: false, .. }
+            | PendingKind::Fetch(_) => self.link_lost(now, true),
+            PendingKind::Join {
+                channel,
+                user: true,
+            } => {
+                if let Some(c) = self.channels.get_mut(channel) {
+                    c.uncertain_join = true;
+                }
+                self.channels.set_out(channel);
+                self.complete(id, Err(timeout()));
+            }
+            PendingKind::Leave { channel } => {
+                if let Some(c) = self.channels.get_mut(channel) {
+                    c.membership = Membership::Joined;
+                }
+                self.complete(id, Err(timeout()));
+            }
+            _ => self.complete(id, Err(timeout())),
+        }
+    }
+}

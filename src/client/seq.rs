@@ -1,0 +1,140 @@
+//! One reliable stream's sequence tracking: drop duplicates, hold messages
+//! that arrive after a gap while the gap is fetched, and give up on a gap in
+//! one explicit step.
+
+use std::collections::BTreeMap;
+
+use super::event::Event;
+
+/// What to do with a pushed sequence number.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Accept {
+    /// In order: deliver it (and then whatever `drain_ready` releases).
+    Deliver,
+    /// Seen before: drop it.
+    Duplicate,
+    /// After a gap: held; `fetch` says whether to ask for the gap now.
+    Held { fetch: bool },
+    /// After a gap, and the hold buffer is full: dropped (it will be
+    /// fetched again with the gap).
+    Dropped { fetch: bool },
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct SeqStream {
+    /// The last sequence number delivered in order (0: none yet).
+    pub(crate) last: u64,
+    /// A fetch of the gap after `last` is in flight.
+    pub(crate) fetching: bool,
+    held: BTreeMap<u64, Event>,
+}
+
+impl SeqStream {
+    pub(crate) fn reset(&mut self, last: u64) {
+        self.last = last;
+        self.fetching = false;
+        self.held.clear();
+    }
+
+    pub(crate) fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    pub(crate) fn accept(
+        &mut self,
+        seq: u64,
+        event: Event,
+        max_held: usize,
+    ) -> (Accept, Option<Event>) {
+        if seq <= self.last || self.held.contains_key(&seq) {
+            return (Accept::Duplicate, None);
+        }
+        if seq == self.last + 1 {
+            self.last = seq;
+            return (Accept::Deliver, Some(event));
+        }
+        let fetch = !self.fetching;
+        self.fetching = true;
+        if self.held.len() >= max_held {
+            return (Accept::Dropped { fetch }, None);
+        }
+        self.held.insert(seq, event);
+        (Accept::Held { fetch }, None)
+    }
+
+    /// The held messages that are now in order, removed.
+    pub(crate) fn drain_ready(&mut self, out: &mut impl FnMut(Event)) {
+        while let Some(entry) = self.held.first_entry() {
+            if *entry.key() <= self.last {
+                entry.remove();
+            } else if *entry.key() == self.last + 1 {
+                self.last += 1;
+                out(entry.remove());
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Marks `from..=to` as lost (never to arrive). Returns the lost range
+    /// actually beyond what was delivered, if any.
+    pub(crate) fn skip(&mut self, from: u64, to: u64) -> Option<(u64, u64)> {
+        let from = from.max(self.last + 1);
+        if to < from {
+            return None;
+        }
+        self.last = to;
+        Some((from, to))
+    }
+
+    /// After a fetch completed through `through`: anything still missing
+    /// before the first held message will not come. Returns that range.
+    pub(crate) fn fetch_done(&mut self, through: u64) -> Option<(u64, u64)> {
+        self.fetching = false;
+        let first_held = self.held.keys().next().copied();
+        let missing_to = match first_held {
+            Some(first) => first - 1,
+            None if through > self.last => through,
+            None => return None,
+        };
+        self.skip(self.last + 1, missing_to)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(n: u64) -> Event {
+        Event::TokenWillExpire { expires_at_ms: n }
+    }
+
+    #[test]
+    fn in_order_duplicates_and_gaps() {
+        let mut s = SeqStream::default();
+        assert_eq!(s.accept(1, ev(1), 4).0, Accept::Deliver);
+        assert_eq!(s.accept(1, ev(1), 4).0, Accept::Duplicate);
+        assert_eq!(s.accept(3, ev(3), 4).0, Accept::Held { fetch: true });
+        assert_eq!(s.accept(3, ev(3), 4).0, Accept::Duplicate);
+        assert_eq!(s.accept(4, ev(4), 4).0, Accept::Held { fetch: false });
+        let mut out = Vec::new();
+        s.drain_ready(&mut |e| out.push(e));
+        assert!(out.is_empty());
+        assert_eq!(s.accept(2, ev(2), 4).0, Accept::Deliver);
+        s.drain_ready(&mut |e| out.push(e));
+        assert_eq!(out, vec![ev(3), ev(4)]);
+        assert_eq!(s.last, 4);
+    }
+
+    #[test]
+    fn a_fetch_that_cannot_fill_the_gap_skips_it_once() {
+        let mut s = SeqStream::default();
+        s.reset(5);
+        s.accept(9, ev(9), 4);
+        assert_eq!(s.fetch_done(9), Some((6, 8)));
+        let mut out = Vec::new();
+        s.drain_ready(&mut |e| out.push(e));
+        assert_eq!(out, vec![ev(9)]);
+        assert_eq!(s.fetch_done(9), None);
+    }
+}
