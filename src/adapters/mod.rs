@@ -21,3 +21,6 @@ pub use driver::{ClientError, DEFAULT_EVENT_CAPACITY};
 pub mod blocking;
 #[cfg(feature = "smol")]
 pub mod smol;
+
+#[cfg(all(feature = "server", feature = "smol"))]
+pub mod server_tcp;

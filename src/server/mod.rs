@@ -1,1 +1,607 @@
-//! The reference server.
+//! The reference server: a Sans-IO state machine for many connections.
+//!
+//! [`Server`] does no I/O, reads no clock and spawns nothing: the caller
+//! accepts connections, hands it whole frames with [`Server::handle_frame`],
+//! tells it about closed links and time passing, and pulls what to send with
+//! [`Server::poll_ready`] / [`Server::poll_transmit`], what to close with
+//! [`Server::poll_close`] and when to call again with [`Server::poll_timeout`].
+//! [`crate::adapters::server_tcp`] runs it on TCP; `hummer-server` is the binary.
+//!
+//! Output is pulled per connection, so a slow reader shows up as a growing
+//! queue inside the server: past `max_queued_bytes` the queue is dropped, a
+//! `Close{code: 4003, reason: "slow consumer"}` is queued and the connection
+//! is reported by `poll_close`. The client resumes from its sequence numbers.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use hummer_channel::server::{Server, ServerConfig, DEMO_APPID};
+//! use hummer_channel::wire::{self, decode_frame, encode_frame, Body, Frame, LoginRequest};
+//!
+//! let t0 = Instant::now();
+//! let mut server = Server::new(ServerConfig::demo(), t0, 1_700_000_000_000);
+//! let conn = server.accept(t0);
+//! let login = Frame {
+//!     request_id: 1,
+//!     body: Some(Body::Login(LoginRequest {
+//!         protocol_version: wire::PROTOCOL_VERSION,
+//!         appid: DEMO_APPID,
+//!         uid: 42,
+//!         ..Default::default()
+//!     })),
+//! };
+//! server.handle_frame(t0, conn, encode_frame(&login));
+//! assert_eq!(server.poll_ready(), Some(conn));
+//! let reply = decode_frame(server.poll_transmit(conn).unwrap(), 64 * 1024).unwrap();
+//! assert_eq!(reply.request_id, 1);
+//! assert!(matches!(reply.body, Some(Body::LoginReply(r)) if r.is_anonymous));
+//! // Nothing happens before the next deadline (the idle timeout here).
+//! assert!(server.poll_timeout().unwrap() > t0 + Duration::from_secs(1));
+//! ```
+
+mod auth;
+mod channel;
+mod config;
+mod conn;
+mod inbox;
+mod presence;
+mod rate;
+mod retention;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::error::{ErrorCode, ServiceError, WireError};
+use crate::types::Region;
+use crate::wire::{self, decode_frame, encode_frame, Body, Frame};
+
+pub use auth::mint_token;
+pub use config::{AppConfig, ServerConfig, DEMO_APPID, DEMO_SECRET};
+pub use conn::{CloseReason, ConnId};
+
+use channel::Channel;
+use conn::Conn;
+use inbox::Inbox;
+use presence::Instance;
+
+/// How long a closing connection's record (and what is still queued for it)
+/// is kept when the transport never reports it closed.
+const CLOSE_LINGER: Duration = Duration::from_secs(10);
+
+/// What a deadline is for. Deadlines are checked lazily when they fire (the
+/// state they refer to may have moved on), so each kind needs no cancelling.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Idle(ConnId),
+    Login(ConnId),
+    Linger(ConnId),
+    Grace(u64),
+    Notice(u32),
+    Sweep,
+}
+
+/// A request's outcome: the reply body and the pushes that must follow it.
+type Outcome = Result<(Body, Vec<Bytes>), ServiceError>;
+
+/// The reference server state machine. See the [module docs](self).
+#[derive(Debug)]
+pub struct Server {
+    config: ServerConfig,
+    start: Instant,
+    unix_ms_at_start: u64,
+    /// The latest `now` seen: time going backwards is ignored.
+    now: Instant,
+    epoch: u64,
+    rng: u64,
+    conns: HashMap<ConnId, Conn>,
+    next_conn: u64,
+    ready: VecDeque<ConnId>,
+    closes: VecDeque<(ConnId, CloseReason)>,
+    instances: HashMap<u64, Instance>,
+    /// Live instances of each (appid, uid), oldest login first.
+    users: HashMap<(u32, u64), Vec<u64>>,
+    channels: HashMap<u32, Channel>,
+    channel_index: HashMap<(u32, Region, String), u32>,
+    next_channel: u32,
+    inboxes: HashMap<(u32, u64), Inbox>,
+    timers: BTreeSet<(Instant, Timer)>,
+}
+
+impl Server {
+    /// A server configured by `config`, started at `now`, when the wall clock
+    /// read `unix_ms_at_now` (unix milliseconds). Wall-clock time afterwards
+    /// is `unix_ms_at_now + (now - start)`.
+    pub fn new(config: ServerConfig, now: Instant, unix_ms_at_now: u64) -> Server {
+        let mut rng = config.seed ^ 0x9e37_79b9_7f4a_7c15;
+        let mut epoch = 0;
+        while epoch == 0 {
+            epoch = splitmix64(&mut rng);
+        }
+        let mut timers = BTreeSet::new();
+        timers.insert((add(now, config.sweep_interval), Timer::Sweep));
+        Server {
+            config,
+            start: now,
+            unix_ms_at_start: unix_ms_at_now,
+            now,
+            epoch,
+            rng,
+            conns: HashMap::new(),
+            next_conn: 1,
+            ready: VecDeque::new(),
+            closes: VecDeque::new(),
+            instances: HashMap::new(),
+            users: HashMap::new(),
+            channels: HashMap::new(),
+            channel_index: HashMap::new(),
+            next_channel: 1,
+            inboxes: HashMap::new(),
+            timers,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// This server's epoch (nonzero, fixed for its life), sent in every
+    /// `LoginReply`: a client resuming with another epoch knows the history
+    /// it had is gone.
+    pub fn server_epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// A new connection. It must log in within `login_timeout`.
+    pub fn accept(&mut self, now: Instant) -> ConnId {
+        let now = self.tick(now);
+        let id = ConnId(self.next_conn);
+        self.next_conn = self.next_conn.saturating_add(1);
+        self.conns.insert(id, Conn::new(now));
+        self.timers
+            .insert((add(now, self.config.idle_timeout), Timer::Idle(id)));
+        self.timers
+            .insert((add(now, self.config.login_timeout), Timer::Login(id)));
+        id
+    }
+
+    /// One whole frame (no length prefix) received on `conn`. Unknown or
+    /// closing connections are ignored.
+    pub fn handle_frame(&mut self, now: Instant, conn: ConnId, frame: Bytes) {
+        let now = self.tick(now);
+        let max = self.config.limits.max_frame_size;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        c.last_recv = now;
+        let frame = match decode_frame(frame, max) {
+            Ok(f) => f,
+            Err(e) => return self.protocol_error(conn, e),
+        };
+        let rid = frame.request_id;
+        let Some(body) = frame.body else {
+            return self.protocol_error(conn, WireError::MissingBody);
+        };
+        match body {
+            Body::Ping(p) => self.reply(conn, rid, Body::Pong(wire::Pong { nonce: p.nonce })),
+            Body::Pong(_) => {}
+            Body::Ack(a) => self.handle_ack(conn, a.p2p_seq),
+            Body::Close(_) => self.close_conn(conn, CloseReason::ClosedByPeer),
+            Body::Error(_)
+            | Body::LoginReply(_)
+            | Body::Ok(_)
+            | Body::InstanceInfo(_)
+            | Body::SendReply(_)
+            | Body::OnlineStatus(_)
+            | Body::UserList(_)
+            | Body::Attributes(_)
+            | Body::UserCount(_)
+            | Body::JoinReply(_)
+            | Body::FetchReply(_)
+            | Body::UserMessage(_)
+            | Body::ChannelMessage(_)
+            | Body::Membership(_)
+            | Body::UserAttributesChanged(_)
+            | Body::ChannelAttributesChanged(_)
+            | Body::UserCountChanged(_) => self.protocol_error(
+                conn,
+                WireError::Unexpected("a reply or push sent to the server"),
+            ),
+            request if rid == 0 => {
+                let _ = request;
+                self.protocol_error(
+                    conn,
+                    WireError::InvalidField {
+                        field: "request_id",
+                        reason: "a request needs a non-zero request_id",
+                    },
+                )
+            }
+            request => self.handle_request(conn, rid, request),
+        }
+    }
+
+    /// A byte-stream error before any frame could be cut out (an oversized or
+    /// zero length prefix): closes `conn` as a protocol error, like a
+    /// malformed frame.
+    pub fn handle_stream_error(&mut self, now: Instant, conn: ConnId, error: WireError) {
+        self.tick(now);
+        if self.conns.get(&conn).is_some_and(|c| !c.closing) {
+            self.protocol_error(conn, error);
+        }
+    }
+
+    /// The transport of `conn` closed (not a logout): its instance stays a
+    /// member of its channels and counts as online for `presence_grace`,
+    /// waiting for a resume. Forgets the connection and its queue.
+    pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
+        self.tick(now);
+        if let Some(mut c) = self.conns.remove(&conn) {
+            if let Some(inst) = c.instance.take() {
+                self.lose_link(inst);
+            }
+        }
+    }
+
+    /// Time passed: fires every deadline up to `now` (idle and login
+    /// timeouts, grace ends, batched notices, retention sweeps).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.tick(now);
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            self.fire(now, timer);
+        }
+    }
+
+    /// A connection with queued output. Each is reported once, until
+    /// [`Server::poll_transmit`] has drained its queue.
+    pub fn poll_ready(&mut self) -> Option<ConnId> {
+        while let Some(c) = self.ready.pop_front() {
+            if self
+                .conns
+                .get(&c)
+                .is_some_and(|conn| conn.in_ready && !conn.queue.is_empty())
+            {
+                return Some(c);
+            }
+            if let Some(conn) = self.conns.get_mut(&c) {
+                conn.in_ready = false;
+            }
+        }
+        None
+    }
+
+    /// The next frame (no length prefix) to send on `conn`.
+    pub fn poll_transmit(&mut self, conn: ConnId) -> Option<Bytes> {
+        let c = self.conns.get_mut(&conn)?;
+        let f = c.pop();
+        if c.queue.is_empty() {
+            c.in_ready = false;
+        }
+        f
+    }
+
+    /// A connection to close, and why: send what [`Server::poll_transmit`]
+    /// still holds for it (a `Close` frame, mostly), then close it and call
+    /// [`Server::handle_closed`].
+    pub fn poll_close(&mut self) -> Option<(ConnId, CloseReason)> {
+        self.closes.pop_front()
+    }
+
+    /// When [`Server::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    /// Open connections (accepted, not closed, not being closed).
+    pub fn connection_count(&self) -> usize {
+        self.conns.values().filter(|c| !c.closing).count()
+    }
+
+    /// Bytes queued for `conn` (0 for an unknown connection).
+    pub fn queued_bytes(&self, conn: ConnId) -> usize {
+        self.conns.get(&conn).map_or(0, |c| c.queued_bytes)
+    }
+
+    /// Live instances (connected or within their grace period).
+    pub fn instance_count(&self) -> usize {
+        self.instances.len()
+    }
+
+    /// Channels the server keeps (with members, or with retained messages).
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Uids with a P2P inbox.
+    pub fn inbox_count(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    // ----- internals -----
+
+    fn tick(&mut self, now: Instant) -> Instant {
+        if now > self.now {
+            self.now = now;
+        }
+        self.now
+    }
+
+    /// Wall-clock unix milliseconds now.
+    fn unix_ms(&self) -> u64 {
+        let since = self.now.saturating_duration_since(self.start).as_millis();
+        self.unix_ms_at_start
+            .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    }
+
+    fn random_nonzero(&mut self) -> u64 {
+        loop {
+            let v = splitmix64(&mut self.rng);
+            if v != 0 {
+                return v;
+            }
+        }
+    }
+
+    fn fire(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Idle(id) => {
+                let Some(c) = self.conns.get(&id) else { return };
+                if c.closing {
+                    return;
+                }
+                let due = add(c.last_recv, self.config.idle_timeout);
+                if due <= now {
+                    self.close_conn(id, CloseReason::IdleTimeout);
+                } else {
+                    self.timers.insert((due, Timer::Idle(id)));
+                }
+            }
+            Timer::Login(id) => {
+                if self
+                    .conns
+                    .get(&id)
+                    .is_some_and(|c| !c.closing && !c.logged_in_once)
+                {
+                    self.close_conn(id, CloseReason::LoginTimeout);
+                }
+            }
+            Timer::Linger(id) => {
+                if self.conns.get(&id).is_some_and(|c| c.closing) {
+                    self.conns.remove(&id);
+                }
+            }
+            Timer::Grace(inst) => self.grace_check(now, inst),
+            Timer::Notice(ch) => self.flush_notices(ch),
+            Timer::Sweep => {
+                self.sweep(now);
+                self.timers.insert((
+                    add(
+                        now,
+                        self.config.sweep_interval.max(Duration::from_millis(1)),
+                    ),
+                    Timer::Sweep,
+                ));
+            }
+        }
+    }
+
+    /// Forgets aged-out messages, and the channels and inboxes left with
+    /// nothing to keep.
+    fn sweep(&mut self, now: Instant) {
+        let age = self.config.channel_retention_age;
+        self.channels.retain(|_, ch| {
+            ch.log.prune(now, age);
+            !ch.is_forgettable()
+        });
+        let channels = &self.channels;
+        self.channel_index
+            .retain(|_, num| channels.contains_key(num));
+        let age = self.config.inbox_max_age;
+        let users = &self.users;
+        self.inboxes.retain(|key, inbox| {
+            inbox.log.prune(now, age);
+            !inbox.log.is_empty() || users.contains_key(key)
+        });
+    }
+
+    fn handle_request(&mut self, conn: ConnId, rid: u64, body: Body) {
+        let outcome = if let Body::Login(req) = body {
+            if req.protocol_version != wire::PROTOCOL_VERSION {
+                // The reason goes out first, then the link is closed: an
+                // unknown version gets a clear error, not a hang.
+                self.error(
+                    conn,
+                    rid,
+                    ServiceError::new(
+                        ErrorCode::InvalidParameter,
+                        format!(
+                            "protocol version {} is not supported; this server speaks version {}",
+                            req.protocol_version,
+                            wire::PROTOCOL_VERSION
+                        ),
+                    ),
+                );
+                return self.protocol_error(
+                    conn,
+                    WireError::InvalidField {
+                        field: "protocol_version",
+                        reason: "unsupported protocol version",
+                    },
+                );
+            }
+            self.login(conn, req)
+        } else {
+            let Some(inst) = self.conns.get(&conn).and_then(|c| c.instance) else {
+                self.error(
+                    conn,
+                    rid,
+                    ServiceError::new(ErrorCode::Unauthorized, "not logged in: log in first"),
+                );
+                return;
+            };
+            self.dispatch(conn, inst, body)
+        };
+        match outcome {
+            Ok((body, after)) => {
+                self.reply(conn, rid, body);
+                for f in after {
+                    self.send(conn, f);
+                }
+            }
+            Err(e) => self.error(conn, rid, e),
+        }
+    }
+
+    fn dispatch(&mut self, conn: ConnId, inst: u64, body: Body) -> Outcome {
+        match body {
+            Body::Logout(_) => self.logout(conn, inst),
+            Body::RefreshToken(r) => self.refresh_token(inst, &r.token),
+            Body::SetUserRegion(r) => self.set_user_region(inst, r.region),
+            Body::GetInstanceInfo(_) => self.instance_info(inst),
+            Body::SendToUser(r) => self.send_to_user(inst, r),
+            Body::QueryOnline(r) => self.query_online(inst, &r.uids),
+            Body::Join(r) => self.join(inst, r),
+            Body::Leave(r) => self.leave(inst, r.channel),
+            Body::SendToChannel(r) => self.send_to_channel(inst, r),
+            Body::WriteUserAttributes(r) => self.write_attributes(inst, r, false),
+            Body::WriteChannelAttributes(r) => self.write_attributes(inst, r, true),
+            Body::GetUserList(k) => self.user_list(inst, Some(k)),
+            Body::GetUserAttributes(r) => self.user_attributes(inst, r),
+            Body::GetChannelAttributes(r) => self.channel_attributes(inst, r),
+            Body::GetUserCount(r) => self.user_count(inst, r),
+            Body::GetUserListByAttribute(r) => self.user_list_by_attribute(inst, r),
+            Body::Fetch(r) => self.fetch(conn, inst, r),
+            Body::Login(_) => Err(ServiceError::new(
+                ErrorCode::InvalidParameter,
+                "already logged in on this connection",
+            )),
+            _ => Err(ServiceError::new(
+                ErrorCode::InvalidParameter,
+                "not a request",
+            )),
+        }
+    }
+
+    /// Queues `frame` for `conn`; past `max_queued_bytes` the connection is
+    /// closed as a slow consumer instead.
+    fn send(&mut self, conn: ConnId, frame: Bytes) {
+        let max = self.config.max_queued_bytes;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        if c.push(frame, max) {
+            if !c.in_ready {
+                c.in_ready = true;
+                self.ready.push_back(conn);
+            }
+            return;
+        }
+        c.clear();
+        self.close_conn(conn, CloseReason::SlowConsumer);
+    }
+
+    fn reply(&mut self, conn: ConnId, request_id: u64, body: Body) {
+        let f = encode_frame(&Frame {
+            request_id,
+            body: Some(body),
+        });
+        self.send(conn, f);
+    }
+
+    fn error(&mut self, conn: ConnId, request_id: u64, e: ServiceError) {
+        self.reply(
+            conn,
+            request_id,
+            Body::Error(wire::ErrorReply {
+                code: e.code.code(),
+                message: e.message,
+            }),
+        );
+    }
+
+    fn protocol_error(&mut self, conn: ConnId, e: WireError) {
+        self.close_conn(conn, CloseReason::ProtocolError(e));
+    }
+
+    /// Marks `conn` closing: queues the `Close` frame its reason calls for
+    /// (past the queue bound: it is the last frame), reports it to
+    /// `poll_close` and detaches its instance (a lost link, except when the
+    /// instance was kicked or taken over, which the caller handles).
+    fn close_conn(&mut self, conn: ConnId, reason: CloseReason) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        if reason.code() != 0 {
+            let f = encode_frame(&Frame {
+                request_id: 0,
+                body: Some(Body::Close(wire::Close {
+                    code: reason.code(),
+                    reason: reason.to_string(),
+                })),
+            });
+            c.queued_bytes = c.queued_bytes.saturating_add(f.len());
+            c.queue.push_back(f);
+            if !c.in_ready {
+                c.in_ready = true;
+                self.ready.push_back(conn);
+            }
+        }
+        c.closing = true;
+        let inst = c.instance.take();
+        self.closes.push_back((conn, reason.clone()));
+        self.timers
+            .insert((add(now, CLOSE_LINGER), Timer::Linger(conn)));
+        if let Some(inst) = inst {
+            if !matches!(reason, CloseReason::Kicked | CloseReason::Replaced) {
+                self.lose_link(inst);
+            }
+        }
+    }
+}
+
+/// `t + d`, or `t` itself if that is not representable (absurd durations).
+fn add(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d).unwrap_or(t)
+}
+
+/// SplitMix64: a tiny, good-enough PRNG for ids, seeded from the config.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A wire channel key checked: a known region and a valid channel id (2001).
+fn checked_key(
+    limits: &crate::Limits,
+    key: Option<&wire::ChannelKey>,
+) -> Result<(Region, String), ServiceError> {
+    let key =
+        key.ok_or_else(|| ServiceError::new(ErrorCode::InvalidParameter, "channel missing"))?;
+    let region = checked_region(key.region)?;
+    limits.check_channel_id(&key.channel_id)?;
+    Ok((region, key.channel_id.clone()))
+}
+
+fn checked_region(v: i32) -> Result<Region, ServiceError> {
+    Region::from_wire(v).ok_or_else(|| {
+        ServiceError::new(ErrorCode::InvalidParameter, "unknown or unspecified region")
+    })
+}

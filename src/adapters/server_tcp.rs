@@ -1,0 +1,1 @@
+//! Runs the [`Server`](crate::server::Server) on TCP with smol.

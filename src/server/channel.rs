@@ -1,0 +1,592 @@
+//! Channels: members and per-uid presence, batched join/leave notices,
+//! broadcast with retention, user and channel attributes, and the reads.
+//!
+//! Lifecycle: a channel exists from its first join. Channel attributes live
+//! while it has members and are dropped when its last member leaves; a
+//! member's user attributes are dropped when its uid's last instance leaves.
+//! An empty channel is forgotten once its retained messages have aged out
+//! (so a quick re-join still gets its replay); a later join makes a new one,
+//! with a new number.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+
+use super::inbox::encode_push;
+use super::retention::{Replay, SeqLog};
+use super::{add, checked_key, checked_region, ConnId, Outcome, Server, Timer};
+use crate::error::{ErrorCode, ServiceError};
+use crate::limits::{AttributeScope, LimitError, Limits};
+use crate::types::{Attributes, Message, Region};
+use crate::wire::{self, AttributeOp, Body};
+
+/// One channel, keyed (appid, region, id) and numbered for pushes.
+#[derive(Debug)]
+pub(crate) struct Channel {
+    pub appid: u32,
+    pub region: Region,
+    pub id: String,
+    /// Member uids and, for each, its member instances.
+    pub members: BTreeMap<u64, BTreeSet<u64>>,
+    pub user_attrs: BTreeMap<u64, Attributes>,
+    pub attrs: Attributes,
+    pub attrs_uid: u64,
+    pub attrs_ts: u64,
+    pub log: SeqLog,
+    /// Net membership changes since the last notice.
+    pub joined: BTreeSet<u64>,
+    pub left: BTreeSet<u64>,
+    /// A notice flush is scheduled.
+    pub notice_pending: bool,
+}
+
+impl Channel {
+    fn new(appid: u32, region: Region, id: String) -> Self {
+        Channel {
+            appid,
+            region,
+            id,
+            members: BTreeMap::new(),
+            user_attrs: BTreeMap::new(),
+            attrs: Attributes::new(),
+            attrs_uid: 0,
+            attrs_ts: 0,
+            log: SeqLog::default(),
+            joined: BTreeSet::new(),
+            left: BTreeSet::new(),
+            notice_pending: false,
+        }
+    }
+
+    /// Nothing left worth keeping: no members, no retained messages.
+    pub fn is_forgettable(&self) -> bool {
+        self.members.is_empty() && self.log.is_empty()
+    }
+
+    fn member_count(&self) -> u32 {
+        u32::try_from(self.members.len()).unwrap_or(u32::MAX)
+    }
+}
+
+/// The attribute set after `op`, checked against the limits.
+fn apply_op(
+    limits: &Limits,
+    scope: AttributeScope,
+    current: &Attributes,
+    op: AttributeOp,
+    attributes: &Attributes,
+    keys: &[String],
+) -> Result<Attributes, ServiceError> {
+    let new = match op {
+        AttributeOp::Set => {
+            limits.check_attribute_entries(scope, attributes)?;
+            attributes.clone()
+        }
+        AttributeOp::AddOrUpdate => {
+            if attributes.is_empty() {
+                return Err(LimitError::Empty("attributes").into());
+            }
+            limits.check_attribute_entries(scope, attributes)?;
+            let mut new = current.clone();
+            new.extend(attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
+            new
+        }
+        AttributeOp::Delete => {
+            limits.check_keys(keys)?;
+            let mut new = current.clone();
+            for k in keys {
+                new.remove(k);
+            }
+            new
+        }
+        AttributeOp::Clear => Attributes::new(),
+        AttributeOp::Unspecified => {
+            return Err(ServiceError::new(
+                ErrorCode::InvalidParameter,
+                "attribute op unspecified",
+            ))
+        }
+    };
+    limits.check_attribute_set(scope, &new)?;
+    Ok(new)
+}
+
+impl Server {
+    /// The number of a channel the instance is a member of (5101 otherwise).
+    fn member_channel(
+        &self,
+        inst: u64,
+        key: Option<&wire::ChannelKey>,
+    ) -> Result<u32, ServiceError> {
+        let (region, id) = checked_key(&self.config.limits, key)?;
+        let i = self.instance(inst)?;
+        self.channel_index
+            .get(&(i.appid, region, id))
+            .copied()
+            .filter(|n| i.channels.contains(n))
+            .ok_or_else(|| {
+                ServiceError::new(ErrorCode::UserNotInChannel, "not a member of this channel")
+            })
+    }
+
+    /// The connections of every connected member instance.
+    fn member_conns(&self, num: u32) -> Vec<ConnId> {
+        let Some(ch) = self.channels.get(&num) else {
+            return Vec::new();
+        };
+        ch.members
+            .values()
+            .flatten()
+            .filter_map(|i| self.instances.get(i).and_then(|x| x.conn))
+            .collect()
+    }
+
+    /// Queues one encoded frame to every connected member (a refcount each).
+    fn broadcast(&mut self, num: u32, frame: &Bytes) {
+        for c in self.member_conns(num) {
+            self.send(c, frame.clone());
+        }
+    }
+
+    pub(super) fn join(&mut self, inst: u64, req: wire::JoinRequest) -> Outcome {
+        let (region, id) = checked_key(&self.config.limits, req.channel.as_ref())?;
+        let i = self.instance(inst)?;
+        let (appid, uid, joined) = (i.appid, i.uid, i.channels.len());
+        let existing = self
+            .channel_index
+            .get(&(appid, region, id.clone()))
+            .copied();
+        let was_member = existing.is_some_and(|n| i.channels.contains(&n));
+        if !was_member {
+            self.config.limits.check_join(joined)?;
+            let max = self.config.max_channel_members;
+            let full = match existing.and_then(|n| self.channels.get(&n)) {
+                Some(ch) => !ch.members.contains_key(&uid) && ch.members.len() >= max,
+                None => max == 0,
+            };
+            if full {
+                return Err(ServiceError::new(
+                    ErrorCode::ChannelUserLimitExceeded,
+                    "the channel is full",
+                ));
+            }
+        }
+        let num = match existing {
+            Some(n) => n,
+            None => {
+                let n = self.new_channel_number();
+                self.channels
+                    .insert(n, Channel::new(appid, region, id.clone()));
+                self.channel_index.insert((appid, region, id), n);
+                n
+            }
+        };
+        if !was_member {
+            if let Some(i) = self.instances.get_mut(&inst) {
+                i.channels.insert(num);
+            }
+            let first = self.channels.get_mut(&num).is_some_and(|ch| {
+                let set = ch.members.entry(uid).or_default();
+                set.insert(inst);
+                set.len() == 1
+            });
+            if first {
+                self.note_membership(num, uid, true);
+            }
+        }
+        let (now, age, budget) = (
+            self.now,
+            self.config.channel_retention_age,
+            self.config.max_queued_bytes / 2,
+        );
+        let Some(ch) = self.channels.get_mut(&num) else {
+            return Err(ServiceError::new(
+                ErrorCode::InternalServerError,
+                "channel vanished",
+            ));
+        };
+        ch.log.prune(now, age);
+        let replay = if req.resume_seq == 0 {
+            Replay {
+                start: ch.log.head,
+                through: ch.log.head,
+                ..Replay::default()
+            }
+        } else {
+            ch.log.replay(req.resume_seq, budget)
+        };
+        Ok((
+            Body::JoinReply(wire::JoinReply {
+                channel: num,
+                seq: replay.start,
+                gap: replay.gap,
+                member_offline: req.rejoin && !was_member,
+            }),
+            replay.frames,
+        ))
+    }
+
+    /// A nonzero channel number never used before while this server lives
+    /// (short of 2^32 channels, where in-use numbers are still skipped).
+    fn new_channel_number(&mut self) -> u32 {
+        loop {
+            let n = self.next_channel;
+            self.next_channel = self.next_channel.wrapping_add(1);
+            if n != 0 && !self.channels.contains_key(&n) {
+                return n;
+            }
+        }
+    }
+
+    pub(super) fn leave(&mut self, inst: u64, key: Option<wire::ChannelKey>) -> Outcome {
+        let num = self.member_channel(inst, key.as_ref())?;
+        let uid = match self.instances.get_mut(&inst) {
+            Some(i) => {
+                i.channels.remove(&num);
+                i.uid
+            }
+            None => return Err(ServiceError::new(ErrorCode::Unauthorized, "not logged in")),
+        };
+        self.remove_member(num, uid, inst);
+        Ok((Body::Ok(wire::Empty {}), Vec::new()))
+    }
+
+    /// Removes instance `inst` of `uid` from channel `num` (the instance's
+    /// own channel set is the caller's business).
+    pub(super) fn remove_member(&mut self, num: u32, uid: u64, inst: u64) {
+        let Some(ch) = self.channels.get_mut(&num) else {
+            return;
+        };
+        let Some(set) = ch.members.get_mut(&uid) else {
+            return;
+        };
+        set.remove(&inst);
+        if !set.is_empty() {
+            return;
+        }
+        ch.members.remove(&uid);
+        ch.user_attrs.remove(&uid);
+        if ch.members.is_empty() {
+            ch.attrs.clear();
+            ch.attrs_uid = 0;
+            ch.attrs_ts = 0;
+        }
+        let forget = ch.is_forgettable();
+        if forget {
+            let key = (ch.appid, ch.region, ch.id.clone());
+            self.channels.remove(&num);
+            self.channel_index.remove(&key);
+        } else {
+            self.note_membership(num, uid, false);
+        }
+    }
+
+    /// Records a uid joining or leaving, netting out changes within one
+    /// batch window, and schedules the flush.
+    fn note_membership(&mut self, num: u32, uid: u64, joined: bool) {
+        let at = add(self.now, self.config.notice_batch_window);
+        let Some(ch) = self.channels.get_mut(&num) else {
+            return;
+        };
+        if joined {
+            if !ch.left.remove(&uid) {
+                ch.joined.insert(uid);
+            }
+        } else if !ch.joined.remove(&uid) {
+            ch.left.insert(uid);
+        }
+        if !ch.notice_pending {
+            ch.notice_pending = true;
+            self.timers.insert((at, Timer::Notice(num)));
+        }
+    }
+
+    /// Sends the batched `MembershipPush` and then the `UserCountPush`.
+    pub(super) fn flush_notices(&mut self, num: u32) {
+        let Some(ch) = self.channels.get_mut(&num) else {
+            return;
+        };
+        ch.notice_pending = false;
+        if ch.joined.is_empty() && ch.left.is_empty() {
+            return;
+        }
+        let membership = encode_push(Body::Membership(wire::MembershipPush {
+            channel: num,
+            joined: std::mem::take(&mut ch.joined).into_iter().collect(),
+            left: std::mem::take(&mut ch.left).into_iter().collect(),
+        }));
+        let count = encode_push(Body::UserCountChanged(wire::UserCountPush {
+            channel: num,
+            count: ch.member_count(),
+        }));
+        self.broadcast(num, &membership);
+        self.broadcast(num, &count);
+    }
+
+    pub(super) fn send_to_channel(
+        &mut self,
+        inst: u64,
+        req: wire::SendToChannelRequest,
+    ) -> Outcome {
+        let num = self.member_channel(inst, req.channel.as_ref())?;
+        let message = Message::from(req.message.unwrap_or_default());
+        self.config.limits.check_message(&message)?;
+        self.rate_check(inst)?;
+        let from_uid = self.instance(inst)?.uid;
+        let ts = self.unix_ms();
+        let (now, max, age) = (
+            self.now,
+            self.config.channel_retention_messages,
+            self.config.channel_retention_age,
+        );
+        let Some(ch) = self.channels.get_mut(&num) else {
+            return Err(ServiceError::new(
+                ErrorCode::InternalServerError,
+                "channel vanished",
+            ));
+        };
+        let mut push = wire::ChannelMessagePush {
+            channel: num,
+            from_uid,
+            message: Some(message.into()),
+            timestamp_ms: ts,
+            seq: 0,
+        };
+        let frame = if req.unreliable {
+            encode_push(Body::ChannelMessage(push))
+        } else {
+            push.seq = ch.log.next_seq();
+            let seq = push.seq;
+            let frame = encode_push(Body::ChannelMessage(push));
+            ch.log.prune(now, age);
+            ch.log.append(seq, now, frame.clone(), max);
+            frame
+        };
+        let seq = if req.unreliable { 0 } else { ch.log.head };
+        self.broadcast(num, &frame);
+        Ok((
+            Body::SendReply(wire::SendReply {
+                timestamp_ms: ts,
+                delivered_online: true,
+                seq,
+            }),
+            Vec::new(),
+        ))
+    }
+
+    pub(super) fn write_attributes(
+        &mut self,
+        inst: u64,
+        req: wire::AttributesWrite,
+        channel_scope: bool,
+    ) -> Outcome {
+        let num = self.member_channel(inst, req.channel.as_ref())?;
+        let uid = self.instance(inst)?.uid;
+        let op = AttributeOp::try_from(req.op)
+            .map_err(|_| ServiceError::new(ErrorCode::InvalidParameter, "unknown attribute op"))?;
+        let ts = self.unix_ms();
+        let limits = &self.config.limits;
+        let Some(ch) = self.channels.get_mut(&num) else {
+            return Err(ServiceError::new(
+                ErrorCode::InternalServerError,
+                "channel vanished",
+            ));
+        };
+        let empty = Attributes::new();
+        let (scope, current) = if channel_scope {
+            if matches!(op, AttributeOp::Delete | AttributeOp::Clear) && ch.attrs.is_empty() {
+                return Err(ServiceError::new(
+                    ErrorCode::ChannelAttributesNotExist,
+                    "the channel has no attributes",
+                ));
+            }
+            (AttributeScope::Channel, &ch.attrs)
+        } else {
+            (
+                AttributeScope::User,
+                ch.user_attrs.get(&uid).unwrap_or(&empty),
+            )
+        };
+        let new = apply_op(limits, scope, current, op, &req.attributes, &req.keys)?;
+        let pushed_attrs = match op {
+            AttributeOp::Set => new.clone(),
+            AttributeOp::AddOrUpdate => req.attributes,
+            _ => Attributes::new(),
+        };
+        let pushed_keys = if op == AttributeOp::Delete {
+            req.keys
+        } else {
+            Vec::new()
+        };
+        let body = if channel_scope {
+            ch.attrs = new;
+            ch.attrs_uid = uid;
+            ch.attrs_ts = ts;
+            Body::ChannelAttributesChanged(wire::ChannelAttributesPush {
+                channel: num,
+                last_update_uid: uid,
+                op: op as i32,
+                attributes: pushed_attrs,
+                keys: pushed_keys,
+                timestamp_ms: ts,
+            })
+        } else {
+            if new.is_empty() {
+                ch.user_attrs.remove(&uid);
+            } else {
+                ch.user_attrs.insert(uid, new);
+            }
+            Body::UserAttributesChanged(wire::UserAttributesPush {
+                channel: num,
+                uid,
+                op: op as i32,
+                attributes: pushed_attrs,
+                keys: pushed_keys,
+                timestamp_ms: ts,
+            })
+        };
+        if req.enable_notification {
+            self.broadcast(num, &encode_push(body));
+        }
+        Ok((Body::Ok(wire::Empty {}), Vec::new()))
+    }
+
+    pub(super) fn user_list(&mut self, inst: u64, key: Option<wire::ChannelKey>) -> Outcome {
+        let num = self.member_channel(inst, key.as_ref())?;
+        let uids = self
+            .channels
+            .get(&num)
+            .map(|ch| ch.members.keys().copied().collect())
+            .unwrap_or_default();
+        Ok((Body::UserList(wire::UserListReply { uids }), Vec::new()))
+    }
+
+    pub(super) fn user_attributes(
+        &mut self,
+        inst: u64,
+        req: wire::GetUserAttributesRequest,
+    ) -> Outcome {
+        let num = self.member_channel(inst, req.channel.as_ref())?;
+        if !req.keys.is_empty() {
+            self.config.limits.check_keys(&req.keys)?;
+        }
+        let ch = self.channels.get(&num).ok_or_else(not_found)?;
+        if !ch.members.contains_key(&req.uid) {
+            return Err(ServiceError::new(
+                ErrorCode::ResourceNotFound,
+                "that uid is not in the channel",
+            ));
+        }
+        let empty = Attributes::new();
+        let all = ch.user_attrs.get(&req.uid).unwrap_or(&empty);
+        Ok((
+            Body::Attributes(wire::AttributesReply {
+                attributes: select(all, &req.keys),
+                last_update_uid: 0,
+                last_update_ts: 0,
+            }),
+            Vec::new(),
+        ))
+    }
+
+    pub(super) fn channel_attributes(
+        &mut self,
+        inst: u64,
+        req: wire::GetChannelAttributesRequest,
+    ) -> Outcome {
+        let num = self.member_channel(inst, req.channel.as_ref())?;
+        if !req.keys.is_empty() {
+            self.config.limits.check_keys(&req.keys)?;
+        }
+        let ch = self.channels.get(&num).ok_or_else(not_found)?;
+        Ok((
+            Body::Attributes(wire::AttributesReply {
+                attributes: select(&ch.attrs, &req.keys),
+                last_update_uid: ch.attrs_uid,
+                last_update_ts: ch.attrs_ts,
+            }),
+            Vec::new(),
+        ))
+    }
+
+    pub(super) fn user_list_by_attribute(
+        &mut self,
+        inst: u64,
+        req: wire::GetUserListByAttributeRequest,
+    ) -> Outcome {
+        self.config.limits.check_key(&req.key)?;
+        let num = self.member_channel(inst, req.channel.as_ref())?;
+        let ch = self.channels.get(&num).ok_or_else(not_found)?;
+        let uids = ch
+            .user_attrs
+            .iter()
+            .filter(|(_, a)| a.get(&req.key) == Some(&req.value))
+            .map(|(u, _)| *u)
+            .collect();
+        Ok((Body::UserList(wire::UserListReply { uids }), Vec::new()))
+    }
+
+    pub(super) fn user_count(&mut self, inst: u64, req: wire::GetUserCountRequest) -> Outcome {
+        let region = checked_region(req.region)?;
+        self.config
+            .limits
+            .check_channel_id_query(&req.channel_ids)?;
+        let appid = self.instance(inst)?.appid;
+        let counts = req
+            .channel_ids
+            .into_iter()
+            .map(|id| {
+                let n = self
+                    .channel_index
+                    .get(&(appid, region, id.clone()))
+                    .and_then(|n| self.channels.get(n))
+                    .map_or(0, Channel::member_count);
+                (id, n)
+            })
+            .collect();
+        Ok((Body::UserCount(wire::UserCountReply { counts }), Vec::new()))
+    }
+
+    /// `Fetch`: the retained pushes after `after_seq` (queued before the
+    /// reply), then `FetchReply{through_seq, gap}`. A replay cut short by the
+    /// byte budget says so with a `through_seq` below the head.
+    pub(super) fn fetch(&mut self, conn: ConnId, inst: u64, req: wire::FetchRequest) -> Outcome {
+        let replay = match req.channel {
+            None => self.p2p_replay(inst, req.after_seq),
+            Some(key) => {
+                let num = self.member_channel(inst, Some(&key))?;
+                let (now, age, budget) = (
+                    self.now,
+                    self.config.channel_retention_age,
+                    self.config.max_queued_bytes / 2,
+                );
+                let ch = self.channels.get_mut(&num).ok_or_else(not_found)?;
+                ch.log.prune(now, age);
+                ch.log.replay(req.after_seq, budget)
+            }
+        };
+        for f in replay.frames {
+            self.send(conn, f);
+        }
+        Ok((
+            Body::FetchReply(wire::FetchReply {
+                through_seq: replay.through,
+                gap: replay.gap,
+            }),
+            Vec::new(),
+        ))
+    }
+}
+
+fn select(all: &Attributes, keys: &[String]) -> Attributes {
+    if keys.is_empty() {
+        return all.clone();
+    }
+    keys.iter()
+        .filter_map(|k| all.get(k).map(|v| (k.clone(), v.clone())))
+        .collect()
+}
+
+fn not_found() -> ServiceError {
+    ServiceError::new(ErrorCode::ResourceNotFound, "no such channel")
+}

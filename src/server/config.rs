@@ -1,0 +1,154 @@
+//! Server configuration: the apps it serves, the limits, timings and bounds.
+
+use std::time::Duration;
+
+use crate::limits::Limits;
+
+/// The appid of [`ServerConfig::demo`].
+pub const DEMO_APPID: u32 = 10000;
+
+/// The HS256 token secret of the demo app in [`ServerConfig::demo`].
+pub const DEMO_SECRET: &str = "hummer-demo-secret";
+
+/// One application served by the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppConfig {
+    /// The application id.
+    pub appid: u32,
+    /// The HS256 key tokens of this app are signed with. `None`: token logins
+    /// are refused (2002), only appid mode can work.
+    pub secret: Option<String>,
+    /// Whether a login without a token (appid mode, anonymous) is accepted.
+    pub allow_appid_mode: bool,
+    /// Whether a new login of a uid closes that uid's other instances
+    /// (they get `Close{code: 100}`) instead of living beside them.
+    pub kick_older_logins: bool,
+}
+
+impl AppConfig {
+    /// An app that accepts tokens signed with `secret` and nothing else.
+    pub fn with_secret(appid: u32, secret: impl Into<String>) -> Self {
+        AppConfig {
+            appid,
+            secret: Some(secret.into()),
+            allow_appid_mode: false,
+            kick_older_logins: false,
+        }
+    }
+}
+
+/// Everything the [`Server`](super::Server) is configured with. Every field
+/// is public; start from [`ServerConfig::default`] (no apps) or
+/// [`ServerConfig::demo`] and change what you need.
+///
+/// ```
+/// use std::time::Duration;
+/// use hummer_channel::server::{AppConfig, ServerConfig};
+///
+/// let mut config = ServerConfig::default();
+/// config.apps.push(AppConfig::with_secret(42, "s3cret"));
+/// config.presence_grace = Duration::from_secs(10);
+/// assert_eq!(config.max_channel_members, 100_000);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The apps served. A login for any other appid gets 2018.
+    pub apps: Vec<AppConfig>,
+    /// The limits enforced (the same numbers the client checks).
+    pub limits: Limits,
+    /// Seed of every random choice (server epoch, instance ids).
+    pub seed: u64,
+    /// How long an instance whose link is lost stays a member of its channels
+    /// and counts as online. Default 30 s.
+    pub presence_grace: Duration,
+    /// Join/leave notices of a channel are collected for this long and sent
+    /// as one `MembershipPush`. Default 100 ms.
+    pub notice_batch_window: Duration,
+    /// A connection that sent nothing for this long is closed (clients ping
+    /// every 10 s). Default 45 s.
+    pub idle_timeout: Duration,
+    /// A connection that has not logged in this long after it was accepted is
+    /// closed. Default 15 s.
+    pub login_timeout: Duration,
+    /// Reliable channel messages kept per channel for replay. Default 1024.
+    pub channel_retention_messages: usize,
+    /// How long reliable channel messages are kept. Default 5 min. An empty
+    /// channel is forgotten once its retained messages have aged out.
+    pub channel_retention_age: Duration,
+    /// Reliable P2P messages kept per receiver uid. Default 200.
+    pub inbox_max_messages: usize,
+    /// How long reliable P2P messages are kept. Default 7 days.
+    pub inbox_max_age: Duration,
+    /// Bound on the number of uids with a P2P inbox; past it the inbox of an
+    /// offline uid that was idle longest is forgotten. Default 100_000.
+    pub max_inbox_users: usize,
+    /// Bytes queued for one connection before it is closed as a slow
+    /// consumer. Default 4 MiB.
+    pub max_queued_bytes: usize,
+    /// Sends (P2P + channel) allowed per instance per `rate_limit_window`
+    /// (4003 beyond). Default 180.
+    pub rate_limit_sends: usize,
+    /// The rate limit's sliding window. Default 3 s.
+    pub rate_limit_window: Duration,
+    /// Distinct uids in one channel (5102 beyond). Default 100_000.
+    pub max_channel_members: usize,
+    /// Live instances (connected or in grace) of one uid; a login past it
+    /// drops that uid's oldest disconnected instance, or is refused with 4003
+    /// when all are connected. Default 64.
+    pub max_instances_per_uid: usize,
+    /// How often aged-out messages and idle records are swept. Default 30 s.
+    pub sweep_interval: Duration,
+}
+
+impl Default for ServerConfig {
+    /// No apps; every limit, timing and bound at its documented default.
+    fn default() -> Self {
+        ServerConfig {
+            apps: Vec::new(),
+            limits: Limits::default(),
+            seed: 0x5eed_u64,
+            presence_grace: Duration::from_secs(30),
+            notice_batch_window: Duration::from_millis(100),
+            idle_timeout: Duration::from_secs(45),
+            login_timeout: Duration::from_secs(15),
+            channel_retention_messages: 1024,
+            channel_retention_age: Duration::from_secs(5 * 60),
+            inbox_max_messages: 200,
+            inbox_max_age: Duration::from_secs(7 * 24 * 3600),
+            max_inbox_users: 100_000,
+            max_queued_bytes: 4 * 1024 * 1024,
+            rate_limit_sends: 180,
+            rate_limit_window: Duration::from_secs(3),
+            max_channel_members: 100_000,
+            max_instances_per_uid: 64,
+            sweep_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The defaults plus one app, [`DEMO_APPID`], that accepts both appid mode
+    /// (no token) and tokens signed with [`DEMO_SECRET`].
+    ///
+    /// ```
+    /// use hummer_channel::server::{ServerConfig, DEMO_APPID};
+    /// let config = ServerConfig::demo();
+    /// assert_eq!(config.apps[0].appid, DEMO_APPID);
+    /// assert!(config.apps[0].allow_appid_mode);
+    /// ```
+    pub fn demo() -> Self {
+        ServerConfig {
+            apps: vec![AppConfig {
+                appid: DEMO_APPID,
+                secret: Some(DEMO_SECRET.to_owned()),
+                allow_appid_mode: true,
+                kick_older_logins: false,
+            }],
+            ..ServerConfig::default()
+        }
+    }
+
+    pub(crate) fn app(&self, appid: u32) -> Option<&AppConfig> {
+        self.apps.iter().find(|a| a.appid == appid)
+    }
+}

@@ -1,0 +1,133 @@
+//! Per-connection state: the bounded outgoing queue and what the connection
+//! is logged in as.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::error::WireError;
+
+/// A connection of the server, chosen by [`Server::accept`](super::Server::accept).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn#{}", self.0)
+    }
+}
+
+/// Why the server wants a connection closed (see
+/// [`Server::poll_close`](super::Server::poll_close)). Except for
+/// [`CloseReason::Kicked`] and [`CloseReason::Replaced`], the instance logged
+/// in on the connection survives as a lost link for the presence grace period,
+/// so the client can reconnect and resume.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Another login of the same uid took over (app set to kick older
+    /// logins). A `Close{code: 100}` frame was queued.
+    Kicked,
+    /// The connection's outgoing queue passed `max_queued_bytes`: the queue
+    /// was dropped and a `Close{code: 4003, reason: "slow consumer"}` queued.
+    SlowConsumer,
+    /// A malformed or unexpected frame, or an unsupported protocol version.
+    /// A `Close{code: 2001}` frame was queued (for a version mismatch, after
+    /// the `ErrorReply`).
+    ProtocolError(WireError),
+    /// Nothing received for `idle_timeout`. `Close{code: 1005}` queued.
+    IdleTimeout,
+    /// No successful login within `login_timeout`. `Close{code: 1005}` queued.
+    LoginTimeout,
+    /// A resumed login on another connection took this connection's instance
+    /// over (this one was presumably dead). No frame queued.
+    Replaced,
+    /// The client sent a `Close` frame. No frame queued.
+    ClosedByPeer,
+}
+
+impl CloseReason {
+    /// The code of the `Close` frame queued for this reason (0: none).
+    pub fn code(&self) -> u32 {
+        match self {
+            CloseReason::Kicked => 100,
+            CloseReason::SlowConsumer => 4003,
+            CloseReason::ProtocolError(_) => 2001,
+            CloseReason::IdleTimeout | CloseReason::LoginTimeout => 1005,
+            CloseReason::Replaced | CloseReason::ClosedByPeer => 0,
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Kicked => f.write_str("kicked by a newer login"),
+            CloseReason::SlowConsumer => f.write_str("slow consumer"),
+            CloseReason::ProtocolError(e) => write!(f, "protocol error: {e}"),
+            CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::LoginTimeout => f.write_str("login timeout"),
+            CloseReason::Replaced => f.write_str("instance resumed on another connection"),
+            CloseReason::ClosedByPeer => f.write_str("closed by peer"),
+        }
+    }
+}
+
+/// What the server keeps per connection.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    /// Frames waiting for `poll_transmit`.
+    pub queue: VecDeque<Bytes>,
+    /// Bytes in `queue`.
+    pub queued_bytes: usize,
+    /// Reported by `poll_ready` and not drained since.
+    pub in_ready: bool,
+    /// When the last frame arrived (for the idle timeout).
+    pub last_recv: Instant,
+    /// The instance logged in on this connection.
+    pub instance: Option<u64>,
+    /// Ever logged in (for the login timeout).
+    pub logged_in_once: bool,
+    /// Set once the server decided to close it: input is ignored from then on.
+    pub closing: bool,
+}
+
+impl Conn {
+    pub fn new(now: Instant) -> Self {
+        Conn {
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            in_ready: false,
+            last_recv: now,
+            instance: None,
+            logged_in_once: false,
+            closing: false,
+        }
+    }
+
+    /// Queues `frame` unless that passes `max`; `false` when it would.
+    pub fn push(&mut self, frame: Bytes, max: usize) -> bool {
+        let after = self.queued_bytes.saturating_add(frame.len());
+        if after > max {
+            return false;
+        }
+        self.queued_bytes = after;
+        self.queue.push_back(frame);
+        true
+    }
+
+    /// Drops everything queued (a slow consumer loses its backlog; it resumes
+    /// from its sequence numbers).
+    pub fn clear(&mut self) {
+        self.queue.clear();
+        self.queued_bytes = 0;
+    }
+
+    pub fn pop(&mut self) -> Option<Bytes> {
+        let f = self.queue.pop_front()?;
+        self.queued_bytes = self.queued_bytes.saturating_sub(f.len());
+        Some(f)
+    }
+}

@@ -1,0 +1,302 @@
+//! Instances (logins) and their presence: login and resume, lost links and
+//! the grace period, logout and kick, and the instance-level requests.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use super::auth::verify_token;
+use super::rate::RateLimiter;
+use super::{add, checked_region, CloseReason, ConnId, Outcome, Server, Timer};
+use crate::error::{ErrorCode, ServiceError};
+use crate::types::Region;
+use crate::wire::{self, Body};
+
+/// One logged-in client. It outlives its connection by the grace period.
+#[derive(Debug)]
+pub(crate) struct Instance {
+    pub appid: u32,
+    pub uid: u64,
+    /// The connection it is attached to; `None` while its link is lost.
+    pub conn: Option<ConnId>,
+    /// When its link was lost (grace runs from here).
+    pub lost_at: Option<Instant>,
+    pub region: Option<Region>,
+    pub is_anonymous: bool,
+    /// The channels it is a member of, by number.
+    pub channels: BTreeSet<u32>,
+    pub rate: RateLimiter,
+}
+
+impl Server {
+    pub(super) fn login(&mut self, conn: ConnId, req: wire::LoginRequest) -> Outcome {
+        if self.conns.get(&conn).is_some_and(|c| c.instance.is_some()) {
+            return Err(ServiceError::new(
+                ErrorCode::InvalidParameter,
+                "already logged in on this connection",
+            ));
+        }
+        let app = self
+            .config
+            .app(req.appid)
+            .cloned()
+            .ok_or_else(|| ServiceError::new(ErrorCode::AppidUnavailable, "unknown appid"))?;
+        self.config.limits.check_uid(req.uid)?;
+        let region = match req.region {
+            0 => None,
+            v => Some(checked_region(v)?),
+        };
+        let now_s = self.unix_ms() / 1000;
+        let (is_anonymous, exp) = if req.token.is_empty() {
+            if !app.allow_appid_mode {
+                return Err(ServiceError::new(
+                    ErrorCode::InvalidToken,
+                    "this app requires a token",
+                ));
+            }
+            (true, None)
+        } else {
+            let exp = verify_token(app.secret.as_deref(), &req.token, req.appid, req.uid, now_s)?;
+            (false, exp)
+        };
+        let key = (req.appid, req.uid);
+
+        // Take over the instance named by `resume` if it is still alive.
+        let resumed = req.resume.as_ref().and_then(|r| {
+            let i = self.instances.get(&r.instance_id)?;
+            (i.appid == req.appid && i.uid == req.uid).then_some(r.instance_id)
+        });
+        if let Some(id) = resumed {
+            // Still attached to an older connection we have not seen die yet.
+            if let Some(old) = self.instances.get(&id).and_then(|i| i.conn) {
+                if old != conn {
+                    self.close_conn(old, CloseReason::Replaced);
+                }
+            }
+        } else {
+            let live = self.users.get(&key).map_or(0, Vec::len);
+            if live >= self.config.max_instances_per_uid.max(1) {
+                let oldest_lost = self.users.get(&key).and_then(|ids| {
+                    ids.iter()
+                        .copied()
+                        .find(|i| self.instances.get(i).is_some_and(|x| x.conn.is_none()))
+                });
+                match oldest_lost {
+                    Some(i) => self.remove_instance(i),
+                    None if !app.kick_older_logins => {
+                        return Err(ServiceError::new(
+                            ErrorCode::OperationTooOften,
+                            "too many live logins of this uid",
+                        ))
+                    }
+                    None => {}
+                }
+            }
+        }
+        if app.kick_older_logins {
+            let others: Vec<u64> = self
+                .users
+                .get(&key)
+                .map(|ids| {
+                    ids.iter()
+                        .copied()
+                        .filter(|&i| Some(i) != resumed)
+                        .collect()
+                })
+                .unwrap_or_default();
+            for other in others {
+                if let Some(c) = self.instances.get(&other).and_then(|i| i.conn) {
+                    self.close_conn(c, CloseReason::Kicked);
+                }
+                self.remove_instance(other);
+            }
+        }
+
+        let id = match resumed {
+            Some(id) => {
+                if let Some(i) = self.instances.get_mut(&id) {
+                    i.conn = Some(conn);
+                    i.lost_at = None;
+                    i.is_anonymous = is_anonymous;
+                    if region.is_some() {
+                        i.region = region;
+                    }
+                }
+                id
+            }
+            None => {
+                let mut id = self.random_nonzero();
+                while self.instances.contains_key(&id) {
+                    id = self.random_nonzero();
+                }
+                self.instances.insert(
+                    id,
+                    Instance {
+                        appid: req.appid,
+                        uid: req.uid,
+                        conn: Some(conn),
+                        lost_at: None,
+                        region,
+                        is_anonymous,
+                        channels: BTreeSet::new(),
+                        rate: RateLimiter::default(),
+                    },
+                );
+                self.users.entry(key).or_default().push(id);
+                id
+            }
+        };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.instance = Some(id);
+            c.logged_in_once = true;
+        }
+
+        let (replay, epoch_gap) = self.p2p_resume_point(key, req.resume.as_ref());
+        let reply = wire::LoginReply {
+            instance_id: id,
+            token_expires_at_ms: exp.map_or(0, |e| e.saturating_mul(1000)),
+            server_time_ms: self.unix_ms(),
+            server_epoch: self.epoch,
+            p2p_seq: replay.start,
+            p2p_gap: epoch_gap.or(replay.gap),
+            is_anonymous,
+            resumed: resumed.is_some(),
+        };
+        Ok((Body::LoginReply(reply), replay.frames))
+    }
+
+    /// The instance's link is lost: it stays for the grace period.
+    pub(super) fn lose_link(&mut self, inst: u64) {
+        let now = self.now;
+        if let Some(i) = self.instances.get_mut(&inst) {
+            i.conn = None;
+            i.lost_at = Some(now);
+            self.timers
+                .insert((add(now, self.config.presence_grace), Timer::Grace(inst)));
+        }
+    }
+
+    pub(super) fn grace_check(&mut self, now: Instant, inst: u64) {
+        let grace = self.config.presence_grace;
+        let expired = self
+            .instances
+            .get(&inst)
+            .is_some_and(|i| i.conn.is_none() && i.lost_at.is_some_and(|t| add(t, grace) <= now));
+        if expired {
+            self.remove_instance(inst);
+        }
+    }
+
+    /// Forgets an instance at once: it leaves every channel (notices go out).
+    pub(super) fn remove_instance(&mut self, inst: u64) {
+        let Some(i) = self.instances.remove(&inst) else {
+            return;
+        };
+        let key = (i.appid, i.uid);
+        if let Some(ids) = self.users.get_mut(&key) {
+            ids.retain(|&x| x != inst);
+            if ids.is_empty() {
+                self.users.remove(&key);
+            }
+        }
+        if let Some(c) = i.conn.and_then(|c| self.conns.get_mut(&c)) {
+            if c.instance == Some(inst) {
+                c.instance = None;
+            }
+        }
+        for ch in i.channels {
+            self.remove_member(ch, i.uid, inst);
+        }
+    }
+
+    pub(super) fn logout(&mut self, conn: ConnId, inst: u64) -> Outcome {
+        self.remove_instance(inst);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.instance = None;
+        }
+        Ok((Body::Ok(wire::Empty {}), Vec::new()))
+    }
+
+    pub(super) fn refresh_token(&mut self, inst: u64, token: &str) -> Outcome {
+        let now_s = self.unix_ms() / 1000;
+        let i = self.instance(inst)?;
+        let (appid, uid) = (i.appid, i.uid);
+        let secret = self.config.app(appid).and_then(|a| a.secret.clone());
+        if token.is_empty() {
+            return Err(ServiceError::new(ErrorCode::InvalidToken, "empty token"));
+        }
+        verify_token(secret.as_deref(), token, appid, uid, now_s)?;
+        if let Some(i) = self.instances.get_mut(&inst) {
+            i.is_anonymous = false;
+        }
+        Ok((Body::Ok(wire::Empty {}), Vec::new()))
+    }
+
+    pub(super) fn set_user_region(&mut self, inst: u64, region: i32) -> Outcome {
+        let region = checked_region(region)?;
+        if let Some(i) = self.instances.get_mut(&inst) {
+            i.region = Some(region);
+        }
+        Ok((Body::Ok(wire::Empty {}), Vec::new()))
+    }
+
+    pub(super) fn instance_info(&mut self, inst: u64) -> Outcome {
+        let i = self.instance(inst)?;
+        let channels = i
+            .channels
+            .iter()
+            .filter_map(|n| self.channels.get(n))
+            .map(|ch| crate::types::ChannelKey::new(ch.region, ch.id.clone()).to_wire())
+            .collect();
+        Ok((
+            Body::InstanceInfo(wire::InstanceInfoReply {
+                appid: i.appid,
+                uid: i.uid,
+                instance_id: inst,
+                is_anonymous: i.is_anonymous,
+                region: i.region.map_or(0, Region::to_wire),
+                channels,
+            }),
+            Vec::new(),
+        ))
+    }
+
+    pub(super) fn query_online(&mut self, inst: u64, uids: &[u64]) -> Outcome {
+        self.config.limits.check_uid_query(uids)?;
+        let appid = self.instance(inst)?.appid;
+        let status = uids
+            .iter()
+            .map(|&u| (u, self.users.contains_key(&(appid, u))))
+            .collect();
+        Ok((
+            Body::OnlineStatus(wire::OnlineStatusReply { status }),
+            Vec::new(),
+        ))
+    }
+
+    pub(super) fn instance(&self, inst: u64) -> Result<&Instance, ServiceError> {
+        self.instances
+            .get(&inst)
+            .ok_or_else(|| ServiceError::new(ErrorCode::Unauthorized, "not logged in"))
+    }
+
+    /// Counts one send against the instance's rate limit (4003 past it).
+    pub(super) fn rate_check(&mut self, inst: u64) -> Result<(), ServiceError> {
+        let (now, limit, window) = (
+            self.now,
+            self.config.rate_limit_sends,
+            self.config.rate_limit_window,
+        );
+        let i = self
+            .instances
+            .get_mut(&inst)
+            .ok_or_else(|| ServiceError::new(ErrorCode::Unauthorized, "not logged in"))?;
+        if i.rate.allow(now, limit, window) {
+            Ok(())
+        } else {
+            Err(ServiceError::new(
+                ErrorCode::OperationTooOften,
+                "too many sends: slow down",
+            ))
+        }
+    }
+}

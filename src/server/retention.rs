@@ -1,0 +1,164 @@
+//! A bounded log of encoded reliable pushes keyed by sequence number: the P2P
+//! inbox of a uid and the history of a channel both keep one, and replay
+//! from it after a reconnect.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::wire::SeqGap;
+
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    at: Instant,
+    frame: Bytes,
+}
+
+/// The last sequence number given and the retained pushes (oldest first).
+#[derive(Debug, Default)]
+pub(crate) struct SeqLog {
+    /// The last sequence number given (0: none yet).
+    pub head: u64,
+    entries: VecDeque<Entry>,
+}
+
+/// What to replay after a sequence number.
+#[derive(Debug, Default)]
+pub(crate) struct Replay {
+    /// The sequence number the replayed pushes follow (the reply's `seq`).
+    pub start: u64,
+    /// The evicted part, if any.
+    pub gap: Option<SeqGap>,
+    /// The pushes, in order.
+    pub frames: Vec<Bytes>,
+    /// The last sequence number replayed (or `start`): less than `head` when
+    /// the byte budget cut the replay short.
+    pub through: u64,
+}
+
+impl SeqLog {
+    /// The sequence number the next message gets.
+    pub fn next_seq(&self) -> u64 {
+        self.head.saturating_add(1)
+    }
+
+    /// Records the push of message `seq` (from [`SeqLog::next_seq`]) and
+    /// evicts past `max_messages`.
+    pub fn append(&mut self, seq: u64, at: Instant, frame: Bytes, max_messages: usize) {
+        self.head = seq;
+        if max_messages == 0 {
+            return;
+        }
+        while self.entries.len() >= max_messages {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(Entry { seq, at, frame });
+    }
+
+    /// Evicts the pushes older than `max_age` at `now`.
+    pub fn prune(&mut self, now: Instant, max_age: Duration) {
+        while let Some(e) = self.entries.front() {
+            if now.saturating_duration_since(e.at) < max_age {
+                break;
+            }
+            self.entries.pop_front();
+        }
+    }
+
+    /// Nothing retained.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// When the newest retained push was recorded.
+    pub fn newest_at(&self) -> Option<Instant> {
+        self.entries.back().map(|e| e.at)
+    }
+
+    /// What follows `after`: the evicted range as a gap, then the retained
+    /// pushes up to `budget` bytes (at least one when any). `after` past the
+    /// head (a stale client) is clamped to the head.
+    pub fn replay(&self, after: u64, budget: usize) -> Replay {
+        let after = after.min(self.head);
+        let mut r = Replay {
+            start: after,
+            through: after,
+            ..Replay::default()
+        };
+        if after == self.head {
+            return r;
+        }
+        let first_missing = after.saturating_add(1);
+        match self.entries.front() {
+            None => {
+                r.gap = Some(SeqGap {
+                    from: first_missing,
+                    to: self.head,
+                });
+                r.start = self.head;
+                r.through = self.head;
+                return r;
+            }
+            Some(oldest) if oldest.seq > first_missing => {
+                r.gap = Some(SeqGap {
+                    from: first_missing,
+                    to: oldest.seq.saturating_sub(1),
+                });
+                r.start = oldest.seq.saturating_sub(1);
+                r.through = r.start;
+            }
+            Some(_) => {}
+        }
+        let mut used = 0usize;
+        for e in self.entries.iter().filter(|e| e.seq > r.start) {
+            if !r.frames.is_empty() && used.saturating_add(e.frame.len()) > budget {
+                break;
+            }
+            used = used.saturating_add(e.frame.len());
+            r.frames.push(e.frame.clone());
+            r.through = e.seq;
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(n: u64, keep: usize) -> (SeqLog, Instant) {
+        let t = Instant::now();
+        let mut l = SeqLog::default();
+        for _ in 0..n {
+            let s = l.next_seq();
+            l.append(s, t, Bytes::from(vec![s as u8; 10]), keep);
+        }
+        (l, t)
+    }
+
+    #[test]
+    fn replay_reports_evicted_part_as_gap() {
+        let (l, _) = log(10, 4);
+        let r = l.replay(2, usize::MAX);
+        assert_eq!(r.gap, Some(SeqGap { from: 3, to: 6 }));
+        assert_eq!((r.start, r.through, r.frames.len()), (6, 10, 4));
+        let r = l.replay(8, usize::MAX);
+        assert_eq!((r.gap, r.start, r.frames.len()), (None, 8, 2));
+        let r = l.replay(50, usize::MAX);
+        assert_eq!((r.gap, r.start, r.frames.len()), (None, 10, 0));
+    }
+
+    #[test]
+    fn aged_out_log_gaps_to_head_and_budget_cuts() {
+        let (mut l, t) = log(5, 10);
+        assert_eq!(l.replay(0, 25).frames.len(), 2);
+        assert_eq!(l.replay(0, 25).through, 2);
+        l.prune(t + Duration::from_secs(1), Duration::from_secs(1));
+        assert!(l.is_empty());
+        let r = l.replay(1, usize::MAX);
+        assert_eq!(r.gap, Some(SeqGap { from: 2, to: 5 }));
+        assert_eq!(r.start, 5);
+    }
+}
