@@ -1,0 +1,65 @@
+//! The blocking adapter over loopback TCP against the reference server.
+#![cfg(all(feature = "blocking", feature = "server", feature = "smol"))]
+
+#[macro_use]
+mod adapters_support;
+
+use std::time::Duration;
+
+use adapters_support::*;
+use hummer_channel::adapters::blocking::Client;
+use hummer_channel::client::Event;
+
+#[path = "adapters_support/tmp_server.rs"]
+mod tmp_server;
+use tmp_server::ServerHandle;
+
+macro_rules! wait {
+    ($e:expr) => {
+        $e
+    };
+}
+
+macro_rules! sleep {
+    ($d:expr) => {
+        std::thread::sleep($d)
+    };
+}
+
+fn next_event(client: &Client) -> Option<Event> {
+    client.recv_event(EVENT_WAIT)
+}
+
+fn guard() {
+    watchdog(Duration::from_secs(60));
+}
+
+#[test]
+fn every_operation_and_notice() {
+    guard();
+    scenario_every_operation!();
+}
+
+#[test]
+fn reconnects_rejoins_and_resumes_exactly_once() {
+    guard();
+    scenario_reconnect!();
+}
+
+#[test]
+fn request_in_flight_fails_with_1007() {
+    guard();
+    scenario_in_flight_fails_1007!();
+}
+
+#[test]
+fn idle_client_sleeps() {
+    guard();
+    scenario_idle!();
+}
+
+#[test]
+fn unread_events_are_kept_not_dropped() {
+    guard();
+    scenario_backpressure!();
+}

@@ -1,0 +1,69 @@
+//! The smol adapter over loopback TCP against the reference server.
+#![cfg(all(feature = "smol", feature = "server"))]
+
+#[macro_use]
+mod adapters_support;
+
+use std::time::Duration;
+
+use adapters_support::*;
+use hummer_channel::adapters::smol::Client;
+use hummer_channel::client::Event;
+use smol::future::FutureExt as _;
+use smol::Timer;
+
+#[path = "adapters_support/tmp_server.rs"]
+mod tmp_server;
+use tmp_server::ServerHandle;
+
+macro_rules! wait {
+    ($e:expr) => {
+        $e.await
+    };
+}
+
+macro_rules! sleep {
+    ($d:expr) => {
+        Timer::after($d).await
+    };
+}
+
+async fn next_event(client: &Client) -> Option<Event> {
+    client
+        .next_event()
+        .or(async {
+            Timer::after(EVENT_WAIT).await;
+            None
+        })
+        .await
+}
+
+fn run(test: impl std::future::Future<Output = ()>) {
+    watchdog(Duration::from_secs(60));
+    smol::block_on(test);
+}
+
+#[test]
+fn every_operation_and_notice() {
+    run(async { scenario_every_operation!() });
+}
+
+#[test]
+fn reconnects_rejoins_and_resumes_exactly_once() {
+    run(async { scenario_reconnect!() });
+}
+
+#[test]
+fn request_in_flight_fails_with_1007() {
+    run(async { scenario_in_flight_fails_1007!() });
+}
+
+#[test]
+fn idle_client_sleeps() {
+    run(async { scenario_idle!() });
+}
+
+#[test]
+fn unread_events_are_kept_not_dropped() {
+    run(async { scenario_backpressure!() });
+}
