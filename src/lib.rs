@@ -1,15 +1,139 @@
-//! placeholder crate docs
+//! # hummer-channel
+//!
+//! A Sans-IO implementation of the Hummer Channel real-time signalling
+//! service: login with tokens, peer-to-peer messages, online status, channels
+//! with broadcast, user and channel attributes, member lists and counts, and
+//! the notifications for all of them.
+//!
+//! The heart is [`client::Session`], a state machine with no I/O, no clock
+//! and no threads: you hand it what happened (a frame arrived, the transport
+//! opened or broke, time passed) and commands (one method per operation of
+//! the service), and you take from it what to do (frames to send, a transport
+//! to open or close, when to wake it next) and what happened (typed events).
+//! That makes it embeddable in any runtime, and testable, fuzzable and
+//! simulatable with a fake clock. [`server::Server`] is the reference server,
+//! built the same way; [`adapters`] holds thin optional drivers for smol and
+//! for blocking std sockets.
+//!
+//! ## The run loop
+//!
+//! Everything a driver does fits in one loop:
+//!
+//! 1. feed the Session an input: `handle_connected`, `handle_disconnected`,
+//!    `handle_frame(now, frame)` or `handle_timeout(now)`; or give it a
+//!    command such as `send_message_to_user(now, ..)`, which returns a
+//!    [`client::RequestId`];
+//! 2. drain its outputs: `poll_transport()` (open or close the transport),
+//!    `poll_transmit()` (frames to write), `poll_event()` (events, including
+//!    one `Completed` per request id);
+//! 3. sleep until a frame arrives or `poll_timeout()` passes, then go to 1.
+//!
+//! Here the loop runs over an in-memory "transport" to the reference server,
+//! with a fake clock that jumps to the next deadline:
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use hummer_channel::client::{Event, Reply, SendOptions, Session, SessionConfig, TransportAction};
+//! use hummer_channel::server::{Server, ServerConfig, DEMO_APPID};
+//! use hummer_channel::{Message, Region, Uid};
+//!
+//! let mut now = Instant::now();
+//! let mut server = Server::new(ServerConfig::demo(), now, 1_700_000_000_000);
+//! let mut alice = Session::new(SessionConfig::new(DEMO_APPID), now);
+//! let mut conn = None; // the server's id for alice's transport
+//! let mut events = Vec::new();
+//!
+//! // One pass of the loop: move frames both ways until nothing moves.
+//! let mut pump = |alice: &mut Session, server: &mut Server, now: Instant, events: &mut Vec<Event>| loop {
+//!     let mut moved = false;
+//!     while let Some(action) = alice.poll_transport() {
+//!         match action {
+//!             TransportAction::Connect => {
+//!                 conn = Some(server.accept(now));
+//!                 alice.handle_connected(now);
+//!             }
+//!             TransportAction::Close => {
+//!                 if let Some(c) = conn.take() { server.handle_closed(now, c) }
+//!             }
+//!         }
+//!         moved = true;
+//!     }
+//!     while let Some(frame) = alice.poll_transmit() {
+//!         if let Some(c) = conn { server.handle_frame(now, c, frame) }
+//!         moved = true;
+//!     }
+//!     while let Some(c) = server.poll_ready() {
+//!         while let Some(frame) = server.poll_transmit(c) {
+//!             alice.handle_frame(now, frame).expect("the server sends valid frames");
+//!             moved = true;
+//!         }
+//!     }
+//!     while let Some(e) = alice.poll_event() {
+//!         events.push(e);
+//!     }
+//!     if !moved { break }
+//! };
+//!
+//! alice.login(now, Uid(1), None, Some(Region::Cn)).unwrap();
+//! pump(&mut alice, &mut server, now, &mut events);
+//! let send = alice
+//!     .send_message_to_user(now, Uid(1), Message::new("text", "hello, me"), SendOptions::default())
+//!     .unwrap();
+//! pump(&mut alice, &mut server, now, &mut events);
+//!
+//! // Step 3: nothing to read, so sleep until the next deadline (here: jump).
+//! let wake = alice.poll_timeout().unwrap().min(server.poll_timeout().unwrap_or(now + Duration::from_secs(60)));
+//! now = wake;
+//! alice.handle_timeout(now);
+//! server.handle_timeout(now);
+//! pump(&mut alice, &mut server, now, &mut events);
+//!
+//! assert!(events.iter().any(|e| matches!(e,
+//!     Event::Completed { request, result: Ok(Reply::MessageSent(_)) } if *request == send)));
+//! assert!(events.iter().any(|e| matches!(e,
+//!     Event::MessageFromUser { from_uid: Uid(1), message, .. } if message.content == "hello, me")));
+//! ```
+//!
+//! A real driver replaces the closures with a socket: on a byte stream, each
+//! frame is preceded by its length ([`wire::write_length_prefixed`],
+//! [`wire::FrameDecoder`]). The [`adapters`] do exactly this for TCP.
+//!
+//! ## Contract
+//!
+//! - Every command returns a [`client::RequestId`] or a [`CommandError`]
+//!   (nothing was sent). Every id ends in exactly one `Event::Completed`:
+//!   the reply, the service's error code, 1005 (timeout) or 1007 (link lost).
+//! - The Session owns reconnection: after a lost link it asks for a new
+//!   transport after an exponential backoff with jitter (seeded), logs in
+//!   again, re-joins its channels and resumes every reliable stream, so the
+//!   application sees no gap; a gap that cannot be filled is reported once,
+//!   as `Event::MessagesLost`.
+//! - Time is an argument. Time going backwards is ignored.
+//! - The outgoing queue is bounded: a full queue refuses commands with
+//!   `CommandError::QueueFull` (handing a message back) and `Event::Writable`
+//!   says when there is room.
+//!
+//! ## Features
+//!
+//! - `serde`: serde derives on events and public types (JSON names follow the JS SDK).
+//! - `server`: [`server::Server`] and JWT checking.
+//! - `smol`: the async adapter; `blocking`: the std adapter.
+//! - `sim`: [`sim::Sim`], a deterministic simulated network with faults.
+//!
+//! All are on by default; `default-features = false` leaves the pure core.
 #![warn(missing_docs)]
 
+pub mod adapters;
+pub mod client;
 pub mod error;
 pub mod limits;
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod types;
 pub mod wire;
 
 pub use error::{CommandError, ErrorCode, ServiceError, WireError};
 pub use limits::Limits;
 pub use types::{AppId, Attributes, ChannelKey, Message, Region, Uid};
-pub mod adapters;
-pub mod client;
-#[cfg(feature = "server")]
-pub mod server;

@@ -9,7 +9,7 @@ use super::event::{
     LoginInfo, LostStream, MessageSent, Reply, RequestId, UserCount, UserList,
 };
 use super::requests::PendingKind;
-use super::seq::{Accept, SeqStream};
+use super::seq::{Accept, FetchOutcome, SeqStream};
 use super::session::Session;
 use crate::error::{ErrorCode, ServiceError, WireError};
 use crate::types::{ChannelKey, Region, Uid};
@@ -76,7 +76,9 @@ impl Session {
         let id = RequestId(request_id);
         match kind {
             PendingKind::Login { user } => self.on_login_reply(now, id, user, reply),
-            PendingKind::Join { channel, user } => self.on_join_reply(id, channel, user, reply),
+            PendingKind::Join { channel, user } => {
+                self.on_join_reply(now, id, channel, user, reply)
+            }
             PendingKind::Fetch(stream) => self.on_fetch_reply(now, stream, reply),
             PendingKind::Logout => {
                 self.finish_logout();
@@ -217,6 +219,9 @@ impl Session {
         }
         self.set_token_expiry(now, r.token_expires_at_ms, r.server_time_ms);
         self.after_login(now);
+        if r.p2p_replay_truncated_at != 0 {
+            self.start_fetch(now, LostStream::User, r.p2p_replay_truncated_at);
+        }
         self.set_state(ConnectionState::Connected, ConnectionReason::LoginSuccess);
         if user {
             self.complete(
@@ -298,6 +303,7 @@ impl Session {
 
     fn on_join_reply(
         &mut self,
+        now: Instant,
         id: RequestId,
         channel: ChannelHandle,
         user: bool,
@@ -342,6 +348,9 @@ impl Session {
         if r.member_offline {
             self.emit(Event::RoomMemberOffline { channel });
         }
+        if r.replay_truncated_at != 0 {
+            self.start_fetch(now, LostStream::Channel(channel), r.replay_truncated_at);
+        }
         if user {
             self.complete(id, Ok(Reply::Done));
         }
@@ -353,8 +362,8 @@ impl Session {
         stream: LostStream,
         reply: Result<Body, ServiceError>,
     ) {
-        let (through, gap) = match reply {
-            Ok(Body::FetchReply(r)) => (r.through_seq, r.gap),
+        let (through, gap, more) = match reply {
+            Ok(Body::FetchReply(r)) => (r.through_seq, r.gap, r.more),
             // Could not fetch: the link is suspect; a reconnect resumes.
             _ => return self.link_lost(now, true),
         };
@@ -367,13 +376,52 @@ impl Session {
                 lost.push(r);
             }
         }
-        lost.extend(s.fetch_done(through));
+        let again = if more {
+            s.fetching = false;
+            true
+        } else {
+            match s.fetch_done(through) {
+                FetchOutcome::Complete => false,
+                FetchOutcome::FetchAgain => true,
+                FetchOutcome::Lost(from, to) => {
+                    lost.push((from, to));
+                    false
+                }
+            }
+        };
         let mut ready = Vec::new();
         s.drain_ready(&mut |e| ready.push(e));
+        let after = if more { through } else { s.last };
         for (from, to) in lost {
             self.emit_lost(stream, from, Some(to));
         }
         self.deliver_all(now, stream, ready);
+        if again {
+            self.start_fetch(now, stream, after);
+        }
+    }
+
+    /// Asks the server to push again what follows `after` on `stream`.
+    fn start_fetch(&mut self, now: Instant, stream: LostStream, after: u64) {
+        let channel = match stream {
+            LostStream::User => None,
+            LostStream::Channel(h) => match self.channels.get(h) {
+                Some(c) => Some(c.key.to_wire()),
+                None => return,
+            },
+        };
+        match self.stream_mut(stream) {
+            Some(s) if !s.fetching => s.start_fetch(),
+            _ => return,
+        }
+        let id = self
+            .requests
+            .insert(now, &self.config.timing, PendingKind::Fetch(stream));
+        let body = Body::Fetch(wire::FetchRequest {
+            channel,
+            after_seq: after,
+        });
+        self.send(now, id.0, body);
     }
 
     fn stream_mut(&mut self, stream: LostStream) -> Option<&mut SeqStream> {
@@ -409,21 +457,10 @@ impl Session {
         let after = s.last;
         let mut ready: Vec<Event> = event.into_iter().collect();
         s.drain_ready(&mut |e| ready.push(e));
-        if let Accept::Held { fetch: true } | Accept::Dropped { fetch: true } = accept {
-            let channel = match stream {
-                LostStream::User => None,
-                LostStream::Channel(h) => self.channels.get(h).map(|c| c.key.to_wire()),
-            };
-            let id = self
-                .requests
-                .insert(now, &self.config.timing, PendingKind::Fetch(stream));
-            let body = Body::Fetch(wire::FetchRequest {
-                channel,
-                after_seq: after,
-            });
-            self.send(now, id.0, body);
-        }
         self.deliver_all(now, stream, ready);
+        if let Accept::Held { fetch: true } | Accept::Dropped { fetch: true } = accept {
+            self.start_fetch(now, stream, after);
+        }
     }
 
     fn on_user_message(&mut self, now: Instant, push: wire::UserMessagePush) {

@@ -26,10 +26,19 @@ pub(crate) struct SeqStream {
     pub(crate) last: u64,
     /// A fetch of the gap after `last` is in flight.
     pub(crate) fetching: bool,
+    /// `last` when the fetch started: a fetch that brought nothing new ends
+    /// the wait (what is still missing is lost).
+    fetch_from: u64,
     held: BTreeMap<u64, Event>,
 }
 
 impl SeqStream {
+    /// Notes that a fetch starts now (its request goes out).
+    pub(crate) fn start_fetch(&mut self) {
+        self.fetching = true;
+        self.fetch_from = self.last;
+    }
+
     pub(crate) fn reset(&mut self, last: u64) {
         self.last = last;
         self.fetching = false;
@@ -54,7 +63,6 @@ impl SeqStream {
             return (Accept::Deliver, Some(event));
         }
         let fetch = !self.fetching;
-        self.fetching = true;
         if self.held.len() >= max_held {
             return (Accept::Dropped { fetch }, None);
         }
@@ -87,18 +95,36 @@ impl SeqStream {
         Some((from, to))
     }
 
-    /// After a fetch completed through `through`: anything still missing
-    /// before the first held message will not come. Returns that range.
-    pub(crate) fn fetch_done(&mut self, through: u64) -> Option<(u64, u64)> {
+    /// After a complete fetch through `through` (everything the server had
+    /// up to there was pushed before its reply): a hole left below `through`
+    /// or before a held message was dropped by the full hold buffer, so fetch
+    /// again if this fetch made progress; otherwise the hole is lost.
+    pub(crate) fn fetch_done(&mut self, through: u64) -> FetchOutcome {
         self.fetching = false;
-        let first_held = self.held.keys().next().copied();
-        let missing_to = match first_held {
-            Some(first) => first - 1,
+        let hole_end = match self.held.keys().next() {
+            Some(&first) => first - 1,
             None if through > self.last => through,
-            None => return None,
+            None => return FetchOutcome::Complete,
         };
-        self.skip(self.last + 1, missing_to)
+        if self.last > self.fetch_from {
+            return FetchOutcome::FetchAgain;
+        }
+        match self.skip(self.last + 1, hole_end) {
+            Some((from, to)) => FetchOutcome::Lost(from, to),
+            None => FetchOutcome::Complete,
+        }
     }
+}
+
+/// What a finished fetch leaves to do.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum FetchOutcome {
+    /// Nothing missing.
+    Complete,
+    /// Progress was made but a hole remains: fetch after `last` again.
+    FetchAgain,
+    /// This range will not come.
+    Lost(u64, u64),
 }
 
 #[cfg(test)]
@@ -115,6 +141,7 @@ mod tests {
         assert_eq!(s.accept(1, ev(1), 4).0, Accept::Deliver);
         assert_eq!(s.accept(1, ev(1), 4).0, Accept::Duplicate);
         assert_eq!(s.accept(3, ev(3), 4).0, Accept::Held { fetch: true });
+        s.start_fetch();
         assert_eq!(s.accept(3, ev(3), 4).0, Accept::Duplicate);
         assert_eq!(s.accept(4, ev(4), 4).0, Accept::Held { fetch: false });
         let mut out = Vec::new();
@@ -131,10 +158,25 @@ mod tests {
         let mut s = SeqStream::default();
         s.reset(5);
         s.accept(9, ev(9), 4);
-        assert_eq!(s.fetch_done(9), Some((6, 8)));
+        s.start_fetch();
+        assert_eq!(s.fetch_done(9), FetchOutcome::Lost(6, 8));
         let mut out = Vec::new();
         s.drain_ready(&mut |e| out.push(e));
         assert_eq!(out, vec![ev(9)]);
-        assert_eq!(s.fetch_done(9), None);
+        assert_eq!(s.fetch_done(9), FetchOutcome::Complete);
+    }
+
+    #[test]
+    fn a_fetch_that_made_progress_is_repeated_for_what_the_buffer_dropped() {
+        let mut s = SeqStream::default();
+        s.accept(3, ev(3), 1);
+        assert_eq!(s.accept(4, ev(4), 1).0, Accept::Dropped { fetch: true });
+        s.start_fetch();
+        // The fetch replays 1 and 2; 4 was dropped, so a hole remains.
+        assert_eq!(s.accept(1, ev(1), 1).0, Accept::Deliver);
+        assert_eq!(s.accept(2, ev(2), 1).0, Accept::Deliver);
+        s.drain_ready(&mut |_| {});
+        assert_eq!(s.last, 3);
+        assert_eq!(s.fetch_done(4), FetchOutcome::FetchAgain);
     }
 }

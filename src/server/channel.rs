@@ -206,7 +206,8 @@ impl Server {
             ));
         };
         ch.log.prune(now, age);
-        let replay = if req.resume_seq == 0 {
+        // A rejoin resumes even from 0 (it saw no message yet); a fresh join starts at the head.
+        let replay = if req.resume_seq == 0 && !req.rejoin {
             Replay {
                 start: ch.log.head,
                 through: ch.log.head,
@@ -221,6 +222,7 @@ impl Server {
                 seq: replay.start,
                 gap: replay.gap,
                 member_offline: req.rejoin && !was_member,
+                replay_truncated_at: replay.truncated_at(),
             }),
             replay.frames,
         ))
@@ -572,6 +574,7 @@ impl Server {
             Body::FetchReply(wire::FetchReply {
                 through_seq: replay.through,
                 gap: replay.gap,
+                more: replay.more,
             }),
             Vec::new(),
         ))

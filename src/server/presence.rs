@@ -160,6 +160,7 @@ impl Server {
             p2p_gap: epoch_gap.or(replay.gap),
             is_anonymous,
             resumed: resumed.is_some(),
+            p2p_replay_truncated_at: replay.truncated_at(),
         };
         Ok((Body::LoginReply(reply), replay.frames))
     }

@@ -36,6 +36,20 @@ pub(crate) struct Replay {
     /// The last sequence number replayed (or `start`): less than `head` when
     /// the byte budget cut the replay short.
     pub through: u64,
+    /// The byte budget stopped the replay before the head.
+    pub more: bool,
+}
+
+impl Replay {
+    /// Where the replay stops short of the head (0 when it reaches it), for
+    /// the `*_truncated_at` reply fields: the client fetches what follows.
+    pub fn truncated_at(&self) -> u64 {
+        if self.more {
+            self.through
+        } else {
+            0
+        }
+    }
 }
 
 impl SeqLog {
@@ -120,6 +134,7 @@ impl SeqLog {
             r.frames.push(e.frame.clone());
             r.through = e.seq;
         }
+        r.more = r.through < self.head;
         r
     }
 }

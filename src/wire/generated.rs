@@ -221,6 +221,10 @@ pub struct LoginReply {
     /// (channels, attributes and presence kept).
     #[prost(bool, tag = "8")]
     pub resumed: bool,
+    /// Non-zero when the replay after this reply stops early (the server's
+    /// byte budget): pushes end at this sequence number; fetch what follows.
+    #[prost(uint64, tag = "9")]
+    pub p2p_replay_truncated_at: u64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RefreshTokenRequest {
@@ -295,8 +299,9 @@ pub struct JoinRequest {
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,
-    /// Non-zero when re-joining after a reconnect: the last contiguous channel
-    /// sequence number seen. The server replays what follows it.
+    /// With `rejoin`: the last contiguous channel sequence number seen (0 if
+    /// none yet). The server replays what follows it. Ignored without `rejoin`
+    /// unless non-zero.
     #[prost(uint64, tag = "3")]
     pub resume_seq: u64,
     /// True when the Session re-joins on its own after a reconnect.
@@ -317,6 +322,10 @@ pub struct JoinReply {
     /// stayed down past the grace period (others saw it leave).
     #[prost(bool, tag = "4")]
     pub member_offline: bool,
+    /// Non-zero when the replay after this reply stops early: pushes end at this
+    /// sequence number; fetch what follows.
+    #[prost(uint64, tag = "5")]
+    pub replay_truncated_at: u64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct LeaveRequest {
@@ -406,6 +415,10 @@ pub struct FetchReply {
     pub through_seq: u64,
     #[prost(message, optional, tag = "2")]
     pub gap: ::core::option::Option<SeqGap>,
+    /// The replay stopped early (the server's byte budget): fetch again after
+    /// `through_seq`.
+    #[prost(bool, tag = "3")]
+    pub more: bool,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct UserListReply {

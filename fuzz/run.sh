@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS each (default 60) with the nightly
+# toolchain, installing cargo-fuzz first if it is missing.
+#   fuzz/run.sh [SECONDS] [TARGET...]
+# Seeds: fuzz/seeds/<target>/ (committed, from real exchanges) are copied into
+# the working corpus fuzz/corpus/<target>/ (not committed) before each run.
+set -euo pipefail
+cd "$(dirname "$0")"
+seconds=${1:-60}
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(frame_codec session server)
+
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  echo "installing cargo-fuzz"
+  cargo +nightly install cargo-fuzz --locked
+fi
+
+for t in "${targets[@]}"; do
+  mkdir -p "corpus/$t"
+  if [ -d "seeds/$t" ]; then cp -n seeds/"$t"/* "corpus/$t/" 2>/dev/null || true; fi
+  echo "== fuzz $t for ${seconds}s"
+  cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 2>&1 \
+    | grep -E "^(#[0-9]+ *DONE|stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb|SUMMARY|==[0-9]+==|panicked|Done)" || true
+  # grep hides the noise; the exit status of the fuzzer is what counts.
+  test "${PIPESTATUS[0]}" -eq 0
+done

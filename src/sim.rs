@@ -1,0 +1,523 @@
+//! A deterministic in-memory network: many [`Session`]s and one [`Server`],
+//! a fake clock that jumps to the next thing due, latency and faults, all
+//! randomness from one seed. A run is reproducible from its seed.
+//!
+//! Links behave like TCP: frames in one direction arrive in order, after a
+//! latency; a close is seen after the frames sent before it. Faults:
+//! [`Sim::drop_link`] (both ends see the link close), [`Sim::partition`]
+//! (frames silently vanish for a while, so only heartbeats notice),
+//! [`Sim::set_slow`] (the client stops reading: the server's queue for it
+//! grows), [`Sim::restart_server`] (all server state lost).
+//!
+//! ```
+//! use std::time::Duration;
+//! use hummer_channel::client::{Event, SendOptions, SessionConfig};
+//! use hummer_channel::server::{ServerConfig, DEMO_APPID};
+//! use hummer_channel::sim::{Sim, SimConfig};
+//! use hummer_channel::{Message, Uid};
+//!
+//! let mut sim = Sim::new(SimConfig::new(7, ServerConfig::demo()));
+//! let alice = sim.add_client(SessionConfig::new(DEMO_APPID));
+//! let bob = sim.add_client(SessionConfig::new(DEMO_APPID));
+//! sim.command(alice, |s, now| s.login(now, Uid(1), None, None)).unwrap();
+//! sim.command(bob, |s, now| s.login(now, Uid(2), None, None)).unwrap();
+//! sim.run_for(Duration::from_secs(1));
+//!
+//! sim.drop_link(bob); // bob reconnects by himself...
+//! sim.command(alice, |s, now| {
+//!     s.send_message_to_user(now, Uid(2), Message::new("t", "hi"), SendOptions::default())
+//! }).unwrap();
+//! sim.run_for(Duration::from_secs(5));
+//! // ...and gets the reliable message exactly once.
+//! let got = sim.take_events(bob).into_iter()
+//!     .filter(|e| matches!(e, Event::MessageFromUser { .. }))
+//!     .count();
+//! assert_eq!(got, 1);
+//! ```
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::client::{Event, RequestId, Session, SessionConfig, TransportAction};
+use crate::error::CommandError;
+use crate::server::{ConnId, Server, ServerConfig};
+
+/// Names a client of the simulation.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub usize);
+
+/// The simulation's settings.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Every random choice comes from it.
+    pub seed: u64,
+    /// The server's configuration (its seed is derived from `seed`).
+    pub server: ServerConfig,
+    /// One-way latency, drawn uniformly from this range for each frame.
+    pub latency: (Duration, Duration),
+    /// Unix time at the start, in ms.
+    pub start_unix_ms: u64,
+}
+
+impl SimConfig {
+    /// Latency 1..=20 ms, the given seed and server.
+    pub fn new(seed: u64, server: ServerConfig) -> Self {
+        SimConfig {
+            seed,
+            server,
+            latency: (Duration::from_millis(1), Duration::from_millis(20)),
+            start_unix_ms: 1_700_000_000_000,
+        }
+    }
+}
+
+/// What arrives. Server-bound things name the connection (and the server
+/// incarnation) they were sent on; client-bound things the client's link.
+#[derive(Debug)]
+enum What {
+    /// A frame for the server.
+    ToServer(ConnId, u64, Bytes),
+    /// The client closed its end: the server sees it.
+    ClientClosed(ConnId, u64),
+    /// A frame for a client.
+    ToClient(Bytes),
+    /// The client's dial completes (or fails when partitioned).
+    Connected,
+    /// The server closed: the client sees it.
+    ServerClosed,
+}
+
+#[derive(Debug)]
+struct Delivery {
+    at: Instant,
+    order: u64,
+    client: usize,
+    /// The client's link incarnation, for client-bound deliveries.
+    link: u64,
+    what: What,
+}
+
+impl PartialEq for Delivery {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.order) == (other.at, other.order)
+    }
+}
+impl Eq for Delivery {}
+impl PartialOrd for Delivery {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Delivery {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.order).cmp(&(other.at, other.order))
+    }
+}
+
+#[derive(Debug)]
+struct Client {
+    session: Session,
+    /// The server's connection for the current link, once accepted.
+    conn: Option<ConnId>,
+    /// Incremented for every new link.
+    link: u64,
+    /// The link is open at the client end.
+    open: bool,
+    partitioned_until: Option<Instant>,
+    slow: bool,
+    /// The last arrival time scheduled in each direction (keeps order).
+    last_up: Instant,
+    last_down: Instant,
+    events: Vec<Event>,
+}
+
+/// The simulated network. See the [module docs](self).
+#[derive(Debug)]
+pub struct Sim {
+    config: SimConfig,
+    rng: u64,
+    now: Instant,
+    start: Instant,
+    server: Server,
+    restarts: u64,
+    clients: Vec<Client>,
+    queue: BinaryHeap<Reverse<Delivery>>,
+    order: u64,
+}
+
+impl Sim {
+    /// A network with a server and no clients, at an arbitrary fixed start.
+    pub fn new(config: SimConfig) -> Sim {
+        let now = Instant::now();
+        let mut server_config = config.server.clone();
+        server_config.seed = config.seed ^ 0x5e_5e_5e;
+        let server = Server::new(server_config, now, config.start_unix_ms);
+        Sim {
+            rng: config.seed,
+            config,
+            now,
+            start: now,
+            server,
+            restarts: 0,
+            clients: Vec::new(),
+            queue: BinaryHeap::new(),
+            order: 0,
+        }
+    }
+
+    /// The simulated clock.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The server.
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// Adds a client whose Session gets `config` (its seed derived from the
+    /// simulation's).
+    pub fn add_client(&mut self, mut config: SessionConfig) -> ClientId {
+        config.seed = self.next_u64();
+        let id = self.clients.len();
+        self.clients.push(Client {
+            session: Session::new(config, self.now),
+            conn: None,
+            link: 0,
+            open: false,
+            partitioned_until: None,
+            slow: false,
+            last_up: self.now,
+            last_down: self.now,
+            events: Vec::new(),
+        });
+        ClientId(id)
+    }
+
+    /// The client's Session, to read its state.
+    pub fn session(&self, c: ClientId) -> &Session {
+        &self.clients[c.0].session
+    }
+
+    /// Runs a command on the client's Session at the current time, then
+    /// moves what it produced into the network.
+    pub fn command<T>(
+        &mut self,
+        c: ClientId,
+        f: impl FnOnce(&mut Session, Instant) -> Result<T, CommandError>,
+    ) -> Result<T, CommandError> {
+        let now = self.now;
+        let r = f(&mut self.clients[c.0].session, now);
+        self.pump_client(c.0);
+        r
+    }
+
+    /// The events the client has produced since the last call.
+    pub fn take_events(&mut self, c: ClientId) -> Vec<Event> {
+        std::mem::take(&mut self.clients[c.0].events)
+    }
+
+    /// The completion of `request` among the client's events, if it has come
+    /// (removed from the events).
+    pub fn take_completion(
+        &mut self,
+        c: ClientId,
+        request: RequestId,
+    ) -> Option<Result<crate::client::Reply, crate::error::ServiceError>> {
+        let events = &mut self.clients[c.0].events;
+        let pos = events
+            .iter()
+            .position(|e| matches!(e, Event::Completed { request: r, .. } if *r == request))?;
+        match events.remove(pos) {
+            Event::Completed { result, .. } => Some(result),
+            _ => None,
+        }
+    }
+
+    // ---- faults ----------------------------------------------------------------
+
+    /// Breaks the client's link now: both ends see it close.
+    pub fn drop_link(&mut self, c: ClientId) {
+        let client = &mut self.clients[c.0];
+        if !client.open {
+            return;
+        }
+        client.open = false;
+        client.link += 1;
+        if let Some(conn) = client.conn.take() {
+            self.server.handle_closed(self.now, conn);
+        }
+        client.session.handle_disconnected(self.now);
+        self.pump_client(c.0);
+        self.pump_server();
+    }
+
+    /// For `d`, every frame to or from the client vanishes and its dials
+    /// fail; the link is not closed, so only the timers notice.
+    pub fn partition(&mut self, c: ClientId, d: Duration) {
+        self.clients[c.0].partitioned_until = Some(self.now + d);
+    }
+
+    /// A slow client stops reading: the server's queue for it grows.
+    pub fn set_slow(&mut self, c: ClientId, slow: bool) {
+        self.clients[c.0].slow = slow;
+        if let (false, Some(conn)) = (slow, self.clients[c.0].conn) {
+            self.pull(c.0, conn);
+            self.pump_server();
+        }
+    }
+
+    /// The server restarts with all its state lost; every link breaks.
+    pub fn restart_server(&mut self) {
+        self.restarts += 1;
+        let mut config = self.config.server.clone();
+        config.seed = self.config.seed ^ 0x5e_5e_5e ^ (self.restarts << 32);
+        let unix =
+            self.config.start_unix_ms + self.now.duration_since(self.start).as_millis() as u64;
+        self.server = Server::new(config, self.now, unix);
+        for i in 0..self.clients.len() {
+            let client = &mut self.clients[i];
+            client.conn = None;
+            if client.open {
+                client.open = false;
+                client.link += 1;
+                client.session.handle_disconnected(self.now);
+                self.pump_client(i);
+            }
+        }
+    }
+
+    // ---- running ----------------------------------------------------------------
+
+    /// Runs until `d` has passed on the simulated clock.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while let Some(next) = self.next_due() {
+            if next > end {
+                break;
+            }
+            self.advance_to(next);
+            self.step();
+        }
+        self.advance_to(end);
+        self.step();
+    }
+
+    fn advance_to(&mut self, t: Instant) {
+        self.now = self.now.max(t);
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        let deliveries = self.queue.peek().map(|Reverse(d)| d.at);
+        let sessions = self.clients.iter().filter_map(|c| c.session.poll_timeout());
+        let server = self.server.poll_timeout();
+        deliveries.into_iter().chain(sessions).chain(server).min()
+    }
+
+    /// Handles everything due now.
+    fn step(&mut self) {
+        let now = self.now;
+        while self.queue.peek().is_some_and(|Reverse(d)| d.at <= now) {
+            let Some(Reverse(d)) = self.queue.pop() else {
+                break;
+            };
+            self.deliver(d);
+        }
+        if self.server.poll_timeout().is_some_and(|t| t <= now) {
+            self.server.handle_timeout(now);
+            self.pump_server();
+        }
+        for i in 0..self.clients.len() {
+            if self.clients[i]
+                .session
+                .poll_timeout()
+                .is_some_and(|t| t <= now)
+            {
+                self.clients[i].session.handle_timeout(now);
+                self.pump_client(i);
+            }
+        }
+    }
+
+    fn partitioned(&self, i: usize) -> bool {
+        self.clients[i]
+            .partitioned_until
+            .is_some_and(|until| self.now < until)
+    }
+
+    fn deliver(&mut self, d: Delivery) {
+        let now = self.now;
+        let i = d.client;
+        let server_bound = matches!(d.what, What::ToServer(..) | What::ClientClosed(..));
+        if !server_bound && d.link != self.clients[i].link {
+            return; // for a link the client has closed
+        }
+        match d.what {
+            What::Connected => {
+                if self.partitioned(i) {
+                    self.clients[i].session.handle_disconnected(now);
+                } else {
+                    let conn = self.server.accept(now);
+                    let client = &mut self.clients[i];
+                    client.conn = Some(conn);
+                    client.open = true;
+                    client.session.handle_connected(now);
+                }
+                self.pump_client(i);
+            }
+            What::ToServer(conn, incarnation, frame) => {
+                if incarnation == self.restarts {
+                    self.server.handle_frame(now, conn, frame);
+                    self.pump_server();
+                }
+            }
+            What::ToClient(frame) => {
+                if self.clients[i].open {
+                    // A frame the Session refuses makes it drop the link itself.
+                    let _ = self.clients[i].session.handle_frame(now, frame);
+                    self.pump_client(i);
+                }
+            }
+            What::ClientClosed(conn, incarnation) => {
+                if incarnation == self.restarts {
+                    self.server.handle_closed(now, conn);
+                    self.pump_server();
+                }
+            }
+            What::ServerClosed => {
+                let client = &mut self.clients[i];
+                if client.open {
+                    client.open = false;
+                    client.link += 1;
+                    client.conn = None;
+                    client.session.handle_disconnected(now);
+                    self.pump_client(i);
+                }
+            }
+        }
+    }
+
+    fn latency(&mut self) -> Duration {
+        let (lo, hi) = self.config.latency;
+        let span = hi.saturating_sub(lo).as_micros() as u64;
+        lo + Duration::from_micros(self.next_u64() % (span + 1))
+    }
+
+    fn schedule(&mut self, i: usize, up: bool, what: What) {
+        let latency = self.latency();
+        let client = &mut self.clients[i];
+        let last = if up {
+            &mut client.last_up
+        } else {
+            &mut client.last_down
+        };
+        // In order per direction, like a byte stream.
+        let at = (self.now + latency).max(*last);
+        *last = at;
+        let link = client.link;
+        self.order += 1;
+        self.queue.push(Reverse(Delivery {
+            at,
+            order: self.order,
+            client: i,
+            link,
+            what,
+        }));
+    }
+
+    fn pump_client(&mut self, i: usize) {
+        loop {
+            let client = &mut self.clients[i];
+            let mut moved = false;
+            while let Some(e) = client.session.poll_event() {
+                client.events.push(e);
+            }
+            if let Some(action) = self.clients[i].session.poll_transport() {
+                moved = true;
+                match action {
+                    TransportAction::Connect => {
+                        let client = &mut self.clients[i];
+                        client.link += 1;
+                        client.open = false;
+                        client.conn = None;
+                        self.schedule(i, true, What::Connected);
+                    }
+                    TransportAction::Close => {
+                        // Frames still queued go out before the close.
+                        self.flush_client(i);
+                        let client = &mut self.clients[i];
+                        client.open = false;
+                        client.link += 1;
+                        if let Some(conn) = client.conn.take() {
+                            let incarnation = self.restarts;
+                            self.schedule(i, true, What::ClientClosed(conn, incarnation));
+                        }
+                    }
+                }
+            }
+            moved |= self.flush_client(i);
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn flush_client(&mut self, i: usize) -> bool {
+        let mut moved = false;
+        while let Some(frame) = self.clients[i].session.poll_transmit() {
+            moved = true;
+            let client = &self.clients[i];
+            if let (true, Some(conn)) = (client.open, client.conn) {
+                if !self.partitioned(i) {
+                    let incarnation = self.restarts;
+                    self.schedule(i, true, What::ToServer(conn, incarnation, frame));
+                }
+            }
+        }
+        moved
+    }
+
+    /// Moves the server's queued frames for `conn` onto client `i`'s link.
+    fn pull(&mut self, i: usize, conn: ConnId) {
+        while let Some(frame) = self.server.poll_transmit(conn) {
+            if !self.partitioned(i) {
+                self.schedule(i, false, What::ToClient(frame));
+            }
+        }
+    }
+
+    fn client_of(&self, conn: ConnId) -> Option<usize> {
+        self.clients.iter().position(|c| c.conn == Some(conn))
+    }
+
+    fn pump_server(&mut self) {
+        while let Some(conn) = self.server.poll_ready() {
+            match self.client_of(conn) {
+                // A slow client leaves its frames queued in the server.
+                Some(i) if self.clients[i].slow => {}
+                Some(i) => self.pull(i, conn),
+                None => while self.server.poll_transmit(conn).is_some() {},
+            }
+        }
+        while let Some((conn, _reason)) = self.server.poll_close() {
+            if let Some(i) = self.client_of(conn) {
+                if !self.clients[i].slow {
+                    self.pull(i, conn);
+                }
+                self.schedule(i, false, What::ServerClosed);
+                self.clients[i].conn = None;
+            }
+        }
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}

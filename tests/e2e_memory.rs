@@ -1,0 +1,780 @@
+//! Real Sessions against the real Server over the simulated network: every
+//! operation and event end to end, auth failures, several instances of one
+//! uid, the grace period, offline messages, resume without loss or duplicates.
+
+use std::time::Duration;
+
+use hummer_channel::client::{
+    AttributeOptions, ChannelHandle, ConnectionReason as R, ConnectionState as S, Event,
+    LostStream, Reply, RequestId, SendOptions, Session, SessionConfig,
+};
+use hummer_channel::server::{mint_token, AppConfig, ServerConfig, DEMO_APPID, DEMO_SECRET};
+use hummer_channel::sim::{ClientId, Sim, SimConfig};
+use hummer_channel::{Attributes, CommandError, ErrorCode, Message, Region, ServiceError, Uid};
+
+const UNIX_S: u64 = 1_700_000_000;
+
+fn sim(seed: u64) -> Sim {
+    Sim::new(SimConfig::new(seed, ServerConfig::demo()))
+}
+
+/// Runs `cmd` and the network until its completion arrives (at most 30 s).
+fn call(
+    sim: &mut Sim,
+    c: ClientId,
+    cmd: impl FnOnce(&mut Session, std::time::Instant) -> Result<RequestId, CommandError>,
+) -> Result<Reply, ServiceError> {
+    let id = sim.command(c, cmd).expect("command accepted");
+    for _ in 0..3000 {
+        if let Some(r) = sim.take_completion(c, id) {
+            return r;
+        }
+        sim.run_for(Duration::from_millis(10));
+    }
+    panic!("no completion for {id:?}");
+}
+
+fn ok(
+    sim: &mut Sim,
+    c: ClientId,
+    cmd: impl FnOnce(&mut Session, std::time::Instant) -> Result<RequestId, CommandError>,
+) -> Reply {
+    call(sim, c, cmd).expect("success")
+}
+
+fn login(sim: &mut Sim, uid: u64) -> ClientId {
+    let c = sim.add_client(SessionConfig::new(DEMO_APPID));
+    let r = ok(sim, c, |s, now| {
+        s.login(now, Uid(uid), None, Some(Region::Cn))
+    });
+    assert!(matches!(r, Reply::Login(_)));
+    c
+}
+
+fn join(sim: &mut Sim, c: ClientId, id: &str) -> ChannelHandle {
+    let ch = sim
+        .command(c, |s, _| s.create_channel(Region::Cn, id))
+        .unwrap();
+    assert_eq!(
+        ok(sim, c, |s, now| s.join_channel(now, ch, Attributes::new())),
+        Reply::Done
+    );
+    ch
+}
+
+fn texts(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::MessageFromUser { message, .. } | Event::ChannelMessage { message, .. } => {
+                Some(String::from_utf8_lossy(&message.content).into_owned())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn attrs(pairs: &[(&str, &str)]) -> Attributes {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn msg(text: &str) -> Message {
+    Message::new("text", text.to_string())
+}
+
+#[test]
+fn the_whole_access_flow_end_to_end() {
+    let mut sim = sim(1);
+    let alice = login(&mut sim, 1);
+    let bob = login(&mut sim, 2);
+    assert_eq!(
+        ok(&mut sim, alice, |s, now| s.set_user_region(now, Region::Us)),
+        Reply::Done
+    );
+
+    // P2P: send, receive, online status.
+    let r = ok(&mut sim, alice, |s, now| {
+        s.send_message_to_user(now, Uid(2), msg("hi bob"), SendOptions::default())
+    });
+    assert!(matches!(r, Reply::MessageSent(m) if m.delivered_online));
+    sim.run_for(Duration::from_millis(100));
+    let ev = sim.take_events(bob);
+    assert!(ev.iter().any(|e| matches!(e, Event::MessageFromUser { from_uid: Uid(1), message, .. } if message.content == "hi bob")));
+    let r = ok(&mut sim, alice, |s, now| {
+        s.query_users_online_status(now, &[Uid(2), Uid(3)])
+    });
+    assert_eq!(
+        r,
+        Reply::OnlineStatus([(Uid(2), true), (Uid(3), false)].into())
+    );
+
+    // Channels: join, notices, broadcast with echo.
+    let ca = join(&mut sim, alice, "lobby");
+    sim.take_events(alice);
+    let cb = join(&mut sim, bob, "lobby");
+    sim.run_for(Duration::from_millis(500));
+    let ev = sim.take_events(alice);
+    assert!(
+        ev.contains(&Event::NotifyJoinChannel {
+            channel: ca,
+            uids: vec![Uid(2)]
+        }),
+        "{ev:?}"
+    );
+    assert!(
+        ev.contains(&Event::NotifyUserCountChange {
+            channel: ca,
+            count: 2
+        }),
+        "{ev:?}"
+    );
+    ok(&mut sim, alice, |s, now| {
+        s.send_message_to_channel(now, ca, msg("hello all"), SendOptions::default())
+    });
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(
+        texts(&sim.take_events(alice)),
+        vec!["hello all"],
+        "the sender gets its echo"
+    );
+    assert_eq!(texts(&sim.take_events(bob)), vec!["hello all"]);
+
+    // User attributes, with notifications (the default).
+    ok(&mut sim, bob, |s, now| {
+        s.set_local_user_attributes(
+            now,
+            cb,
+            attrs(&[("role", "guest"), ("mic", "on")]),
+            AttributeOptions::default(),
+        )
+    });
+    ok(&mut sim, bob, |s, now| {
+        s.delete_local_user_attributes_by_keys(
+            now,
+            cb,
+            vec!["mic".into()],
+            AttributeOptions::default(),
+        )
+    });
+    ok(&mut sim, bob, |s, now| {
+        s.add_or_update_local_user_attributes(
+            now,
+            cb,
+            attrs(&[("cam", "off")]),
+            AttributeOptions::default(),
+        )
+    });
+    sim.run_for(Duration::from_millis(100));
+    let ev = sim.take_events(alice);
+    assert!(ev.iter().any(|e| matches!(e, Event::NotifyUserAttributesSet { uid: Uid(2), attributes, .. } if *attributes == attrs(&[("role", "guest"), ("mic", "on")]))), "{ev:?}");
+    assert!(ev.iter().any(|e| matches!(e, Event::NotifyUserAttributesDelete { uid: Uid(2), keys, .. } if keys == &vec!["mic".to_string()])), "{ev:?}");
+    assert!(ev.iter().any(|e| matches!(e, Event::NotifyUserAttributesAddOrUpdate { uid: Uid(2), attributes, .. } if *attributes == attrs(&[("cam", "off")]))), "{ev:?}");
+
+    // Reads.
+    let Reply::UserList(list) = ok(&mut sim, alice, |s, now| s.get_channel_user_list(now, ca))
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (list.appid, list.channel_id.as_str(), list.users),
+        (DEMO_APPID, "lobby", vec![Uid(1), Uid(2)])
+    );
+    let Reply::Attributes(a) = ok(&mut sim, alice, |s, now| {
+        s.get_user_attributes(now, ca, Uid(2))
+    }) else {
+        panic!()
+    };
+    assert_eq!(a.attributes, attrs(&[("cam", "off"), ("role", "guest")]));
+    let Reply::Attributes(a) = ok(&mut sim, alice, |s, now| {
+        s.get_user_attributes_by_keys(now, ca, Uid(2), vec!["role".into(), "nope".into()])
+    }) else {
+        panic!()
+    };
+    assert_eq!(a.attributes, attrs(&[("role", "guest")]));
+    let Reply::UserList(by) = ok(&mut sim, alice, |s, now| {
+        s.get_channel_user_list_by_attribute(now, ca, "role".into(), "guest".into())
+    }) else {
+        panic!()
+    };
+    assert_eq!(by.users, vec![Uid(2)]);
+    let Reply::UserCount(count) = ok(&mut sim, alice, |s, now| {
+        s.get_channel_user_count(now, ca, vec!["lobby".into(), "empty".into()])
+    }) else {
+        panic!()
+    };
+    assert_eq!(
+        count.user_count,
+        [("lobby".to_string(), 2), ("empty".to_string(), 0)].into()
+    );
+
+    // Channel attributes.
+    ok(&mut sim, alice, |s, now| {
+        s.set_channel_attributes(
+            now,
+            ca,
+            attrs(&[("topic", "rust"), ("lang", "en")]),
+            AttributeOptions::default(),
+        )
+    });
+    ok(&mut sim, alice, |s, now| {
+        s.add_or_update_channel_attributes(
+            now,
+            ca,
+            attrs(&[("lang", "zh")]),
+            AttributeOptions::default(),
+        )
+    });
+    ok(&mut sim, alice, |s, now| {
+        s.delete_channel_attributes_by_keys(
+            now,
+            ca,
+            vec!["topic".into()],
+            AttributeOptions::default(),
+        )
+    });
+    let Reply::Attributes(a) = ok(&mut sim, bob, |s, now| s.get_channel_attributes(now, cb)) else {
+        panic!()
+    };
+    assert_eq!(
+        (a.attributes, a.last_update_uid),
+        (attrs(&[("lang", "zh")]), Some(Uid(1)))
+    );
+    assert!(a.last_update_ts >= 1_700_000_000_000);
+    let Reply::Attributes(a) = ok(&mut sim, bob, |s, now| {
+        s.get_channel_attributes_by_keys(now, cb, vec!["lang".into()])
+    }) else {
+        panic!()
+    };
+    assert_eq!(a.attributes, attrs(&[("lang", "zh")]));
+    ok(&mut sim, alice, |s, now| {
+        s.clear_channel_attributes(now, ca, AttributeOptions::default())
+    });
+    ok(&mut sim, bob, |s, now| {
+        s.clear_local_user_attributes(now, cb, AttributeOptions::default())
+    });
+    sim.run_for(Duration::from_millis(100));
+    let ev = sim.take_events(bob);
+    for want in ["set", "add", "del", "clear"] {
+        assert!(
+            ev.iter().any(|e| match (want, e) {
+                (
+                    "set",
+                    Event::NotifyChannelAttributesSet {
+                        last_update_uid: Uid(1),
+                        ..
+                    },
+                ) => true,
+                ("add", Event::NotifyChannelAttributesAddOrUpdate { attributes, .. }) =>
+                    *attributes == attrs(&[("lang", "zh")]),
+                ("del", Event::NotifyChannelAttributesDelete { keys, .. }) =>
+                    keys == &vec!["topic".to_string()],
+                ("clear", Event::NotifyChannelAttributesClear { .. }) => true,
+                _ => false,
+            }),
+            "{want} in {ev:?}"
+        );
+    }
+    assert!(sim
+        .take_events(alice)
+        .iter()
+        .any(|e| matches!(e, Event::NotifyUserAttributesClear { uid: Uid(2), .. })));
+
+    // Leave: notices and count; bob's attributes are gone.
+    ok(&mut sim, bob, |s, now| {
+        s.add_or_update_local_user_attributes(
+            now,
+            cb,
+            attrs(&[("x", "1")]),
+            AttributeOptions::default(),
+        )
+    });
+    assert_eq!(
+        ok(&mut sim, bob, |s, now| s.leave_channel(
+            now,
+            cb,
+            Attributes::new()
+        )),
+        Reply::Done
+    );
+    sim.run_for(Duration::from_millis(500));
+    let ev = sim.take_events(alice);
+    assert!(
+        ev.contains(&Event::NotifyLeaveChannel {
+            channel: ca,
+            uids: vec![Uid(2)]
+        }),
+        "{ev:?}"
+    );
+    assert!(
+        ev.contains(&Event::NotifyUserCountChange {
+            channel: ca,
+            count: 1
+        }),
+        "{ev:?}"
+    );
+    let e = call(&mut sim, alice, |s, now| {
+        s.get_user_attributes(now, ca, Uid(2))
+    })
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ResourceNotFound);
+
+    // Instance level: info, refresh token, logout.
+    let Reply::InstanceInfo(info) = ok(&mut sim, alice, |s, now| s.get_instance_info(now)) else {
+        panic!()
+    };
+    assert_eq!(
+        (info.appid, info.uid, info.is_anonymous),
+        (DEMO_APPID, Uid(1), true)
+    );
+    assert_eq!(info.region, Some(Region::Us));
+    assert_eq!(
+        info.channels,
+        vec![hummer_channel::ChannelKey::new(Region::Cn, "lobby")]
+    );
+    let token = mint_token(DEMO_SECRET, DEMO_APPID, 1, UNIX_S + 3600);
+    assert_eq!(
+        ok(&mut sim, alice, |s, now| s.refresh_token(now, token)),
+        Reply::Done
+    );
+    let bad = mint_token("wrong", DEMO_APPID, 1, UNIX_S + 3600);
+    assert_eq!(
+        call(&mut sim, alice, |s, now| s.refresh_token(now, bad))
+            .unwrap_err()
+            .code,
+        ErrorCode::InvalidToken
+    );
+    assert_eq!(ok(&mut sim, alice, |s, now| s.logout(now)), Reply::Done);
+    assert_eq!(
+        sim.session(alice).connection_state(),
+        (S::Disconnected, R::Logout)
+    );
+    let r = ok(&mut sim, bob, |s, now| {
+        s.query_users_online_status(now, &[Uid(1)])
+    });
+    assert_eq!(r, Reply::OnlineStatus([(Uid(1), false)].into()));
+}
+
+#[test]
+fn notifications_follow_enable_notification() {
+    let mut sim = sim(2);
+    let alice = login(&mut sim, 1);
+    let bob = login(&mut sim, 2);
+    let ca = join(&mut sim, alice, "room");
+    let _cb = join(&mut sim, bob, "room");
+    sim.run_for(Duration::from_millis(500));
+    sim.take_events(bob);
+    let quiet = AttributeOptions {
+        enable_notification: false,
+    };
+    ok(&mut sim, alice, |s, now| {
+        s.set_local_user_attributes(now, ca, attrs(&[("a", "1")]), quiet)
+    });
+    ok(&mut sim, alice, |s, now| {
+        s.set_channel_attributes(now, ca, attrs(&[("b", "2")]), quiet)
+    });
+    sim.run_for(Duration::from_millis(200));
+    let ev = sim.take_events(bob);
+    assert!(
+        !ev.iter().any(|e| format!("{e:?}").starts_with("Notify")),
+        "{ev:?}"
+    );
+    ok(&mut sim, alice, |s, now| {
+        s.add_or_update_local_user_attributes(
+            now,
+            ca,
+            attrs(&[("a", "3")]),
+            AttributeOptions::default(),
+        )
+    });
+    sim.run_for(Duration::from_millis(200));
+    assert!(sim
+        .take_events(bob)
+        .iter()
+        .any(|e| matches!(e, Event::NotifyUserAttributesAddOrUpdate { .. })));
+}
+
+#[test]
+fn token_logins_and_their_failures() {
+    let mut config = ServerConfig::default();
+    config.apps.push(AppConfig::with_secret(42, "s3cret"));
+    let mut sim = Sim::new(SimConfig::new(3, config));
+    let try_login = |sim: &mut Sim, appid: u32, token: Option<String>| {
+        let c = sim.add_client(SessionConfig::new(appid));
+        let r = call(sim, c, |s, now| s.login(now, Uid(5), token, None));
+        (c, r)
+    };
+    let (c, r) = try_login(
+        &mut sim,
+        42,
+        Some(mint_token("s3cret", 42, 5, UNIX_S + 3600)),
+    );
+    let Ok(Reply::Login(info)) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(info.token_expires_at_ms, Some((UNIX_S + 3600) * 1000));
+    assert!(!info.is_anonymous);
+    assert_eq!(
+        sim.session(c).connection_state(),
+        (S::Connected, R::LoginSuccess)
+    );
+    for (appid, token, code) in [
+        (
+            42,
+            Some(mint_token("other", 42, 5, UNIX_S + 3600)),
+            ErrorCode::InvalidToken,
+        ),
+        (
+            42,
+            Some(mint_token("s3cret", 42, 6, UNIX_S + 3600)),
+            ErrorCode::InvalidToken,
+        ),
+        (
+            42,
+            Some(mint_token("s3cret", 43, 5, UNIX_S + 3600)),
+            ErrorCode::InvalidToken,
+        ),
+        (42, Some("garbage".to_string()), ErrorCode::InvalidToken),
+        (
+            42,
+            Some(mint_token("s3cret", 42, 5, UNIX_S - 10)),
+            ErrorCode::ExpiredToken,
+        ),
+        (42, None, ErrorCode::InvalidToken),
+        (77, None, ErrorCode::AppidUnavailable),
+    ] {
+        let (c, r) = try_login(&mut sim, appid, token);
+        assert_eq!(r.unwrap_err().code, code);
+        assert_eq!(
+            sim.session(c).connection_state(),
+            (S::Disconnected, R::LoginFailure)
+        );
+    }
+}
+
+#[test]
+fn token_will_expire_then_refresh() {
+    let mut sim = sim(4);
+    let c = sim.add_client(SessionConfig::new(DEMO_APPID));
+    let token = mint_token(DEMO_SECRET, DEMO_APPID, 9, UNIX_S + 60);
+    ok(&mut sim, c, |s, now| {
+        s.login(now, Uid(9), Some(token), None)
+    });
+    sim.run_for(Duration::from_secs(25));
+    assert!(!sim
+        .take_events(c)
+        .iter()
+        .any(|e| matches!(e, Event::TokenWillExpire { .. })));
+    sim.run_for(Duration::from_secs(10));
+    assert!(sim.take_events(c).contains(&Event::TokenWillExpire {
+        expires_at_ms: (UNIX_S + 60) * 1000
+    }));
+    let fresh = mint_token(DEMO_SECRET, DEMO_APPID, 9, UNIX_S + 3600);
+    assert_eq!(
+        ok(&mut sim, c, |s, now| s.refresh_token(now, fresh)),
+        Reply::Done
+    );
+}
+
+#[test]
+fn offline_messages_arrive_at_the_next_login_in_order() {
+    let mut sim = sim(5);
+    let alice = login(&mut sim, 1);
+    let bob = login(&mut sim, 2);
+    ok(&mut sim, bob, |s, now| s.logout(now));
+    for i in 0..3 {
+        let r = ok(&mut sim, alice, |s, now| {
+            s.send_message_to_user(now, Uid(2), msg(&format!("m{i}")), SendOptions::default())
+        });
+        assert!(matches!(r, Reply::MessageSent(m) if !m.delivered_online));
+    }
+    // Unreliable messages to an offline user are not kept.
+    ok(&mut sim, alice, |s, now| {
+        s.send_message_to_user(now, Uid(2), msg("lost"), SendOptions { reliable: false })
+    });
+    sim.take_events(bob);
+    let bob2 = login(&mut sim, 2);
+    sim.run_for(Duration::from_millis(200));
+    assert_eq!(texts(&sim.take_events(bob2)), vec!["m0", "m1", "m2"]);
+    // A later login of the same uid does not get them again (acknowledged).
+    sim.run_for(Duration::from_secs(1));
+    let bob3 = login(&mut sim, 2);
+    sim.run_for(Duration::from_millis(200));
+    assert!(texts(&sim.take_events(bob3)).is_empty());
+}
+
+#[test]
+fn a_dropped_link_resumes_without_loss_duplicates_or_flapping() {
+    let mut sim = sim(6);
+    let alice = login(&mut sim, 1);
+    let bob = login(&mut sim, 2);
+    let ca = join(&mut sim, alice, "room");
+    let cb = join(&mut sim, bob, "room");
+    sim.run_for(Duration::from_millis(500));
+    sim.take_events(alice);
+    sim.take_events(bob);
+    sim.drop_link(bob);
+    for i in 0..5 {
+        sim.command(alice, |s, now| {
+            s.send_message_to_channel(now, ca, msg(&format!("c{i}")), SendOptions::default())
+        })
+        .unwrap();
+        sim.command(alice, |s, now| {
+            s.send_message_to_user(now, Uid(2), msg(&format!("p{i}")), SendOptions::default())
+        })
+        .unwrap();
+    }
+    sim.run_for(Duration::from_secs(5));
+    let ev = sim.take_events(bob);
+    assert!(ev.contains(&Event::ConnectionStateChanged {
+        state: S::Reconnecting,
+        reason: R::Interrupted
+    }));
+    assert!(ev.contains(&Event::ConnectionStateChanged {
+        state: S::Connected,
+        reason: R::LoginSuccess
+    }));
+    let got = texts(&ev);
+    let channel: Vec<_> = got.iter().filter(|t| t.starts_with('c')).cloned().collect();
+    let p2p: Vec<_> = got.iter().filter(|t| t.starts_with('p')).cloned().collect();
+    assert_eq!(channel, vec!["c0", "c1", "c2", "c3", "c4"]);
+    assert_eq!(p2p, vec!["p0", "p1", "p2", "p3", "p4"]);
+    assert!(sim.session(bob).is_joined(cb));
+    assert!(!ev.iter().any(|e| matches!(
+        e,
+        Event::MessagesLost { .. } | Event::RoomMemberOffline { .. }
+    )));
+    let ev = sim.take_events(alice);
+    assert!(
+        !ev.iter().any(|e| matches!(
+            e,
+            Event::NotifyLeaveChannel { .. } | Event::NotifyJoinChannel { .. }
+        )),
+        "no flapping: {ev:?}"
+    );
+}
+
+#[test]
+fn a_link_down_past_the_grace_period_leaves_and_rejoins() {
+    let mut sim = sim(7);
+    let alice = login(&mut sim, 1);
+    let bob = login(&mut sim, 2);
+    let ca = join(&mut sim, alice, "room");
+    let cb = join(&mut sim, bob, "room");
+    sim.run_for(Duration::from_millis(500));
+    sim.take_events(alice);
+    sim.partition(bob, Duration::from_secs(70));
+    sim.run_for(Duration::from_secs(90));
+    let ev = sim.take_events(alice);
+    let leave = ev.iter().position(|e| {
+        *e == Event::NotifyLeaveChannel {
+            channel: ca,
+            uids: vec![Uid(2)],
+        }
+    });
+    let rejoin = ev.iter().position(|e| {
+        *e == Event::NotifyJoinChannel {
+            channel: ca,
+            uids: vec![Uid(2)],
+        }
+    });
+    assert!(
+        matches!((leave, rejoin), (Some(l), Some(j)) if l < j),
+        "{ev:?}"
+    );
+    let ev = sim.take_events(bob);
+    assert!(
+        ev.contains(&Event::RoomMemberOffline { channel: cb }),
+        "{ev:?}"
+    );
+    assert!(sim.session(bob).is_joined(cb));
+    assert_eq!(
+        sim.session(bob).connection_state(),
+        (S::Connected, R::LoginSuccess)
+    );
+}
+
+#[test]
+fn a_server_restart_is_reported_and_the_session_recovers() {
+    let mut sim = sim(8);
+    let alice = login(&mut sim, 1);
+    let ca = join(&mut sim, alice, "room");
+    ok(&mut sim, alice, |s, now| {
+        s.send_message_to_channel(now, ca, msg("before"), SendOptions::default())
+    });
+    sim.run_for(Duration::from_millis(100));
+    sim.take_events(alice);
+    sim.restart_server();
+    sim.run_for(Duration::from_secs(5));
+    let ev = sim.take_events(alice);
+    assert!(
+        ev.contains(&Event::MessagesLost {
+            stream: LostStream::Channel(ca),
+            from_seq: 2,
+            to_seq: None
+        }),
+        "{ev:?}"
+    );
+    assert!(sim.session(alice).is_joined(ca));
+    ok(&mut sim, alice, |s, now| {
+        s.send_message_to_channel(now, ca, msg("after"), SendOptions::default())
+    });
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(texts(&sim.take_events(alice)), vec!["after"]);
+}
+
+#[test]
+fn several_instances_of_one_uid() {
+    let mut sim = sim(9);
+    let phone = login(&mut sim, 2);
+    let laptop = login(&mut sim, 2);
+    let alice = login(&mut sim, 1);
+    ok(&mut sim, alice, |s, now| {
+        s.send_message_to_user(now, Uid(2), msg("both"), SendOptions::default())
+    });
+    sim.run_for(Duration::from_millis(200));
+    assert_eq!(texts(&sim.take_events(phone)), vec!["both"]);
+    assert_eq!(texts(&sim.take_events(laptop)), vec!["both"]);
+    // Presence is per uid: one instance leaving keeps the uid a member.
+    let ca = join(&mut sim, alice, "room");
+    let cp = join(&mut sim, phone, "room");
+    let cl = join(&mut sim, laptop, "room");
+    sim.run_for(Duration::from_millis(500));
+    sim.take_events(alice);
+    ok(&mut sim, phone, |s, now| {
+        s.leave_channel(now, cp, Attributes::new())
+    });
+    sim.run_for(Duration::from_millis(500));
+    assert!(!sim
+        .take_events(alice)
+        .iter()
+        .any(|e| matches!(e, Event::NotifyLeaveChannel { .. })));
+    let Reply::UserList(l) = ok(&mut sim, alice, |s, now| s.get_channel_user_list(now, ca)) else {
+        panic!()
+    };
+    assert_eq!(l.users, vec![Uid(1), Uid(2)]);
+    ok(&mut sim, laptop, |s, now| {
+        s.leave_channel(now, cl, Attributes::new())
+    });
+    sim.run_for(Duration::from_millis(500));
+    assert!(sim.take_events(alice).contains(&Event::NotifyLeaveChannel {
+        channel: ca,
+        uids: vec![Uid(2)]
+    }));
+}
+
+#[test]
+fn a_newer_login_kicks_older_ones_where_configured() {
+    let mut config = ServerConfig::demo();
+    config.apps[0].kick_older_logins = true;
+    let mut sim = Sim::new(SimConfig::new(10, config));
+    let first = login(&mut sim, 2);
+    let _second = login(&mut sim, 2);
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(
+        sim.session(first).connection_state(),
+        (S::Disconnected, R::RemoteLogin)
+    );
+    sim.run_for(Duration::from_secs(30));
+    assert_eq!(
+        sim.session(first).connection_state(),
+        (S::Disconnected, R::RemoteLogin),
+        "no reconnect after a kick"
+    );
+}
+
+#[test]
+fn server_limits_reach_the_application_as_codes() {
+    let mut config = ServerConfig::demo();
+    config.max_channel_members = 1;
+    config.rate_limit_sends = 5;
+    let mut sim = Sim::new(SimConfig::new(11, config));
+    let alice = login(&mut sim, 1);
+    let bob = login(&mut sim, 2);
+    let ca = join(&mut sim, alice, "small");
+    let cb = sim
+        .command(bob, |s, _| s.create_channel(Region::Cn, "small"))
+        .unwrap();
+    assert_eq!(
+        call(&mut sim, bob, |s, now| s.join_channel(
+            now,
+            cb,
+            Attributes::new()
+        ))
+        .unwrap_err()
+        .code,
+        ErrorCode::ChannelUserLimitExceeded
+    );
+    assert!(!sim.session(bob).is_joined(cb));
+    let codes: Vec<_> = (0..7)
+        .map(|_| {
+            call(&mut sim, alice, |s, now| {
+                s.send_message_to_channel(now, ca, msg("x"), SendOptions::default())
+            })
+            .err()
+            .map(|e| e.code)
+        })
+        .collect();
+    assert_eq!(
+        codes
+            .iter()
+            .filter(|c| **c == Some(ErrorCode::OperationTooOften))
+            .count(),
+        2,
+        "{codes:?}"
+    );
+    assert_eq!(
+        call(&mut sim, alice, |s, now| s
+            .delete_channel_attributes_by_keys(
+                now,
+                ca,
+                vec!["k".into()],
+                AttributeOptions::default()
+            ))
+        .unwrap_err()
+        .code,
+        ErrorCode::ChannelAttributesNotExist
+    );
+}
+
+#[test]
+fn a_slow_consumer_is_disconnected_and_resumes_without_loss() {
+    let mut config = ServerConfig::demo();
+    config.max_queued_bytes = 4096;
+    config.rate_limit_sends = 10_000;
+    let mut sim = Sim::new(SimConfig::new(12, config));
+    let alice = login(&mut sim, 1);
+    let bob = login(&mut sim, 2);
+    let ca = join(&mut sim, alice, "room");
+    let _cb = join(&mut sim, bob, "room");
+    sim.run_for(Duration::from_millis(500));
+    sim.take_events(bob);
+    sim.set_slow(bob, true);
+    for i in 0..60 {
+        sim.command(alice, |s, now| {
+            s.send_message_to_channel(
+                now,
+                ca,
+                Message::new("t", format!("{i:03}{}", "x".repeat(100))),
+                SendOptions::default(),
+            )
+        })
+        .unwrap();
+        sim.run_for(Duration::from_millis(20));
+    }
+    sim.set_slow(bob, false);
+    sim.run_for(Duration::from_secs(5));
+    let ev = sim.take_events(bob);
+    assert!(
+        ev.contains(&Event::ConnectionStateChanged {
+            state: S::Reconnecting,
+            reason: R::Interrupted
+        }),
+        "it was disconnected"
+    );
+    let got: Vec<String> = texts(&ev).into_iter().map(|t| t[..3].to_string()).collect();
+    let want: Vec<String> = (0..60).map(|i| format!("{i:03}")).collect();
+    assert_eq!(got, want, "every message once, in order");
+}

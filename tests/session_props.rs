@@ -1,0 +1,206 @@
+//! Arbitrary frames, transport events, commands and clock jumps into the
+//! Session: it never panics, keeps its queues bounded, and completes every
+//! request exactly once.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hummer_channel::client::{AttributeOptions, Event, SendOptions, Session, SessionConfig};
+use hummer_channel::wire::{self, encode_frame, Body, Frame};
+use hummer_channel::{Attributes, Message, Region, Uid};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Step {
+    Connected,
+    Disconnected,
+    Advance(u32),
+    Garbage(Vec<u8>),
+    Server(u64, Body),
+    Login,
+    Join(u8),
+    Leave(u8),
+    SendUser(u8),
+    SendChannel(u8),
+    WriteAttrs(u8),
+    Query,
+    Logout,
+}
+
+fn server_body() -> impl Strategy<Value = Body> {
+    let seq = 0u64..12;
+    let number = 0u32..4;
+    prop_oneof![
+        (any::<u64>(), 0u64..6, any::<bool>()).prop_map(|(epoch, p2p_seq, resumed)| {
+            Body::LoginReply(wire::LoginReply {
+                instance_id: 1,
+                token_expires_at_ms: 0,
+                server_time_ms: 0,
+                server_epoch: epoch % 3,
+                p2p_seq,
+                p2p_gap: None,
+                is_anonymous: false,
+                resumed,
+                p2p_replay_truncated_at: 0,
+            })
+        }),
+        Just(Body::Ok(wire::Empty {})),
+        (number.clone(), seq.clone()).prop_map(|(channel, seq)| Body::JoinReply(wire::JoinReply {
+            channel,
+            seq,
+            gap: None,
+            member_offline: false,
+            replay_truncated_at: seq % 4,
+        })),
+        (seq.clone(), 0u64..3).prop_map(|(through_seq, g)| Body::FetchReply(wire::FetchReply {
+            through_seq,
+            gap: (g > 0).then_some(wire::SeqGap { from: g, to: g + 1 }),
+            more: through_seq % 3 == 0,
+        })),
+        (any::<u32>(), ".{0,8}").prop_map(|(code, message)| Body::Error(wire::ErrorReply {
+            code: code % 6000,
+            message
+        })),
+        seq.clone()
+            .prop_map(|seq| Body::UserMessage(wire::UserMessagePush {
+                from_uid: 2,
+                message: None,
+                timestamp_ms: 0,
+                seq
+            })),
+        (number.clone(), seq).prop_map(|(channel, seq)| Body::ChannelMessage(
+            wire::ChannelMessagePush {
+                channel,
+                from_uid: 2,
+                message: None,
+                timestamp_ms: 0,
+                seq
+            }
+        )),
+        number
+            .clone()
+            .prop_map(|channel| Body::Membership(wire::MembershipPush {
+                channel,
+                joined: vec![1, 2],
+                left: vec![3]
+            })),
+        (number, any::<i32>()).prop_map(|(channel, op)| Body::UserAttributesChanged(
+            wire::UserAttributesPush {
+                channel,
+                uid: 2,
+                op: op % 6,
+                attributes: Default::default(),
+                keys: vec![],
+                timestamp_ms: 0
+            }
+        )),
+        (any::<u32>(), ".{0,4}").prop_map(|(code, reason)| Body::Close(wire::Close {
+            code: if code % 2 == 0 { 100 } else { code },
+            reason
+        })),
+        Just(Body::Ping(wire::Ping { nonce: 1 })),
+        Just(Body::Logout(wire::Empty {})),
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        2 => Just(Step::Connected),
+        1 => Just(Step::Disconnected),
+        3 => (0u32..20_000).prop_map(Step::Advance),
+        1 => prop::collection::vec(any::<u8>(), 0..24).prop_map(Step::Garbage),
+        // Replies name recent request ids; the Session numbers them from 1.
+        6 => (0u64..40, server_body()).prop_map(|(id, b)| Step::Server(id, b)),
+        2 => Just(Step::Login),
+        2 => (0u8..3).prop_map(Step::Join),
+        1 => (0u8..3).prop_map(Step::Leave),
+        2 => any::<u8>().prop_map(Step::SendUser),
+        2 => (0u8..3).prop_map(Step::SendChannel),
+        1 => (0u8..3).prop_map(Step::WriteAttrs),
+        1 => Just(Step::Query),
+        1 => Just(Step::Logout),
+    ]
+}
+
+struct Harness {
+    s: Session,
+    now: Instant,
+    issued: HashSet<u64>,
+    completed: HashSet<u64>,
+}
+
+impl Harness {
+    fn drain(&mut self) -> Result<(), TestCaseError> {
+        while self.s.poll_transport().is_some() {}
+        while self.s.poll_transmit().is_some() {}
+        while let Some(e) = self.s.poll_event() {
+            if let Event::Completed { request, .. } = e {
+                prop_assert!(
+                    self.issued.contains(&request.0),
+                    "completion of an unknown id {request:?}"
+                );
+                prop_assert!(
+                    self.completed.insert(request.0),
+                    "{request:?} completed twice"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("HUMMER_PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(256),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn the_session_survives_anything(steps in prop::collection::vec(step(), 1..80)) {
+        let mut config = SessionConfig::new(1);
+        config.max_outgoing_frames = 16;
+        config.max_pending_requests = 16;
+        config.max_reorder_buffer = 4;
+        let now = Instant::now();
+        let mut h = Harness { s: Session::new(config, now), now, issued: HashSet::new(), completed: HashSet::new() };
+        let channels: Vec<_> = (0..3).map(|i| h.s.create_channel(Region::Cn, &format!("c{i}")).unwrap()).collect();
+        for step in steps {
+            let now = h.now;
+            let issued = match step {
+                Step::Connected => { h.s.handle_connected(now); None }
+                Step::Disconnected => { h.s.handle_disconnected(now); None }
+                Step::Advance(ms) => {
+                    h.now += Duration::from_millis(ms.into());
+                    h.s.handle_timeout(h.now);
+                    None
+                }
+                Step::Garbage(bytes) => { let _ = h.s.handle_frame(now, Bytes::from(bytes)); None }
+                Step::Server(request_id, body) => {
+                    let _ = h.s.handle_frame(now, encode_frame(&Frame { request_id, body: Some(body) }));
+                    None
+                }
+                Step::Login => h.s.login(now, Uid(1), None, None).ok(),
+                Step::Join(i) => h.s.join_channel(now, channels[i as usize], Attributes::new()).ok(),
+                Step::Leave(i) => h.s.leave_channel(now, channels[i as usize], Attributes::new()).ok(),
+                Step::SendUser(n) => h.s.send_message_to_user(now, Uid(2), Message::new("t", vec![n]), SendOptions::default()).ok(),
+                Step::SendChannel(i) => h.s.send_message_to_channel(now, channels[i as usize], Message::new("t", "x"), SendOptions { reliable: i % 2 == 0 }).ok(),
+                Step::WriteAttrs(i) => h.s.add_or_update_channel_attributes(now, channels[i as usize], [("k".to_string(), "v".to_string())].into(), AttributeOptions::default()).ok(),
+                Step::Query => h.s.query_users_online_status(now, &[Uid(2)]).ok(),
+                Step::Logout => h.s.logout(now).ok(),
+            };
+            if let Some(id) = issued {
+                prop_assert!(h.issued.insert(id.0));
+            }
+            h.drain()?;
+            prop_assert!(h.s.queued_frames() == 0, "drained");
+            prop_assert!(h.s.pending_requests() <= 16 + 3 + 2, "pending {}", h.s.pending_requests());
+            prop_assert!(h.s.held_messages() <= 4 * 4, "held {}", h.s.held_messages());
+        }
+        // Everything issued ends, at the latest with its timeout.
+        h.now += Duration::from_secs(60);
+        h.s.handle_timeout(h.now);
+        h.drain()?;
+        prop_assert_eq!(&h.issued, &h.completed, "every request completes exactly once");
+    }
+}
