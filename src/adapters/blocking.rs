@@ -28,44 +28,6 @@
 //! resumes after reconnecting without losing reliable messages. While
 //! reading is paused, replies are not read either: a call made then fails
 //! with 1005 (timeout) if the application does not read its events.
-//!
-//! # Example
-//!
-//! ```
-//! # #[cfg(all(feature = "server", feature = "smol"))] {
-//! use std::time::Duration;
-//! use hummer_channel::adapters::blocking::Client;
-//! use hummer_channel::adapters::server_tcp::ServerHandle;
-//! use hummer_channel::client::{Event, SendOptions, SessionConfig};
-//! use hummer_channel::server::{ServerConfig, DEMO_APPID};
-//! use hummer_channel::{Message, Region, Uid};
-//!
-//! let server = ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
-//! let alice = Client::connect(server.local_addr(), SessionConfig::new(DEMO_APPID));
-//! let bob = Client::connect(server.local_addr(), SessionConfig::new(DEMO_APPID));
-//! alice.login(Uid(1), None, Some(Region::Cn)).unwrap();
-//! bob.login(Uid(2), None, Some(Region::Cn)).unwrap();
-//!
-//! let sent = alice
-//!     .send_message_to_user(Uid(2), Message::new("text", "hi bob"), SendOptions::default())
-//!     .unwrap();
-//! assert!(sent.delivered_online);
-//! loop {
-//!     match bob.recv_event(Duration::from_secs(5)) {
-//!         Some(Event::MessageFromUser { from_uid, message, .. }) => {
-//!             assert_eq!(from_uid, Uid(1));
-//!             assert_eq!(&message.content[..], b"hi bob");
-//!             break;
-//!         }
-//!         Some(_) => continue,
-//!         None => panic!("no message"),
-//!     }
-//! }
-//! alice.close();
-//! bob.close();
-//! server.shutdown();
-//! # }
-//! ```
 
 use std::collections::BTreeMap;
 use std::io::{self, Read as _, Write as _};
@@ -95,7 +57,43 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// stops when the last clone is dropped (without logging out: call
 /// [`close`](Self::close) for a clean end).
 ///
-/// See the [module docs](self) for an example.
+/// # Example
+///
+/// ```
+/// # #[cfg(all(feature = "server", feature = "smol"))] {
+/// use std::time::Duration;
+/// use hummer_channel::adapters::blocking::Client;
+/// use hummer_channel::adapters::server_tcp::ServerHandle;
+/// use hummer_channel::client::{Event, SendOptions, SessionConfig};
+/// use hummer_channel::server::{ServerConfig, DEMO_APPID};
+/// use hummer_channel::{Message, Region, Uid};
+///
+/// let server = ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
+/// let alice = Client::connect(server.local_addr(), SessionConfig::new(DEMO_APPID));
+/// let bob = Client::connect(server.local_addr(), SessionConfig::new(DEMO_APPID));
+/// alice.login(Uid(1), None, Some(Region::Cn)).unwrap();
+/// bob.login(Uid(2), None, Some(Region::Cn)).unwrap();
+///
+/// let sent = alice
+///     .send_message_to_user(Uid(2), Message::new("text", "hi bob"), SendOptions::default())
+///     .unwrap();
+/// assert!(sent.delivered_online);
+/// loop {
+///     match bob.recv_event(Duration::from_secs(5)) {
+///         Some(Event::MessageFromUser { from_uid, message, .. }) => {
+///             assert_eq!(from_uid, Uid(1));
+///             assert_eq!(&message.content[..], b"hi bob");
+///             break;
+///         }
+///         Some(_) => continue,
+///         None => panic!("no message"),
+///     }
+/// }
+/// alice.close();
+/// bob.close();
+/// server.shutdown();
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,

@@ -13,7 +13,20 @@ use crate::client::{Event, Reply, RequestId, Session, SessionConfig, TransportAc
 use crate::error::{CommandError, ErrorCode, ServiceError, WireError};
 use crate::wire::{write_length_prefixed, FrameDecoder};
 
-/// The failure of a client call.
+/// The failure of a client call (of either adapter).
+///
+/// Every failure that has one carries the service's numeric code:
+///
+/// ```
+/// use hummer_channel::adapters::ClientError;
+/// use hummer_channel::{CommandError, ErrorCode, ServiceError};
+///
+/// let refused = ClientError::Command(CommandError::NotLoggedIn);
+/// assert_eq!(refused.code(), Some(ErrorCode::Uninitialized));
+/// let lost = ClientError::Service(ServiceError::new(ErrorCode::ConnectionException, "link lost"));
+/// assert_eq!(lost.code().map(ErrorCode::code), Some(1007));
+/// assert_eq!(ClientError::Closed.code(), None);
+/// ```
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {

@@ -22,45 +22,6 @@
 //! Session resumes after reconnecting without losing reliable messages.
 //! While reading is paused, replies are not read either: a call made then
 //! fails with 1005 (timeout) if the application does not read its events.
-//!
-//! # Example
-//!
-//! ```
-//! # #[cfg(feature = "server")] {
-//! use hummer_channel::adapters::server_tcp::ServerHandle;
-//! use hummer_channel::adapters::smol::Client;
-//! use hummer_channel::client::{Event, SendOptions, SessionConfig};
-//! use hummer_channel::server::{ServerConfig, DEMO_APPID};
-//! use hummer_channel::{Message, Region, Uid};
-//!
-//! let server = ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
-//! smol::block_on(async {
-//!     let client = Client::connect(server.local_addr(), SessionConfig::new(DEMO_APPID));
-//!     let info = client.login(Uid(7), None, Some(Region::Cn)).await.unwrap();
-//!     println!("logged in as instance {}", info.instance_id);
-//!
-//!     let room = client.create_channel(Region::Cn, "lobby").unwrap();
-//!     client.join_channel(room, Default::default()).await.unwrap();
-//!     client
-//!         .send_message_to_channel(room, Message::new("text", "hello"), SendOptions::default())
-//!         .await
-//!         .unwrap();
-//!     // The broadcast comes back to its sender too.
-//!     loop {
-//!         match client.next_event().await {
-//!             Some(Event::ChannelMessage { message, .. }) => {
-//!                 assert_eq!(&message.content[..], b"hello");
-//!                 break;
-//!             }
-//!             Some(_) => continue,
-//!             None => panic!("closed"),
-//!         }
-//!     }
-//!     client.close().await;
-//! });
-//! server.shutdown();
-//! # }
-//! ```
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -92,7 +53,44 @@ use crate::wire::FrameDecoder;
 /// Session); the driver stops when the last clone is dropped (without
 /// logging out: call [`close`](Self::close) for a clean end).
 ///
-/// See the [module docs](self) for an example.
+/// # Example
+///
+/// ```
+/// # #[cfg(feature = "server")] {
+/// use hummer_channel::adapters::server_tcp::ServerHandle;
+/// use hummer_channel::adapters::smol::Client;
+/// use hummer_channel::client::{Event, SendOptions, SessionConfig};
+/// use hummer_channel::server::{ServerConfig, DEMO_APPID};
+/// use hummer_channel::{Message, Region, Uid};
+///
+/// let server = ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
+/// smol::block_on(async {
+///     let client = Client::connect(server.local_addr(), SessionConfig::new(DEMO_APPID));
+///     let info = client.login(Uid(7), None, Some(Region::Cn)).await.unwrap();
+///     println!("logged in as instance {}", info.instance_id);
+///
+///     let room = client.create_channel(Region::Cn, "lobby").unwrap();
+///     client.join_channel(room, Default::default()).await.unwrap();
+///     client
+///         .send_message_to_channel(room, Message::new("text", "hello"), SendOptions::default())
+///         .await
+///         .unwrap();
+///     // The broadcast comes back to its sender too.
+///     loop {
+///         match client.next_event().await {
+///             Some(Event::ChannelMessage { message, .. }) => {
+///                 assert_eq!(&message.content[..], b"hello");
+///                 break;
+///             }
+///             Some(_) => continue,
+///             None => panic!("closed"),
+///         }
+///     }
+///     client.close().await;
+/// });
+/// server.shutdown();
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
