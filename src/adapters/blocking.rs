@@ -372,15 +372,18 @@ fn drive(shared: &Arc<Shared>) {
             shared.drop_link(&mut core);
             start_dial(shared, &mut core);
         }
+        // Frames belong to the link they were drained for: without one
+        // (the Session never queues then) they are dropped.
         if !out.is_empty() {
-            if let Some(link) = &mut core.transport.link {
-                let written = link.write_all(&out);
-                out.clear();
-                if written.is_err() {
-                    shared.drop_link(&mut core);
-                    core.link_lost();
-                    continue;
-                }
+            let written = match &mut core.transport.link {
+                Some(link) => link.write_all(&out),
+                None => Ok(()),
+            };
+            out.clear();
+            if written.is_err() {
+                shared.drop_link(&mut core);
+                core.link_lost();
+                continue;
             }
         }
 

@@ -323,15 +323,18 @@ async fn drive(shared: Arc<Shared>, addr: SocketAddr, wake: Receiver<()>, done: 
             link = None;
             dialing = Some(Box::pin(TcpStream::connect(addr)));
         }
-        if let Some(l) = &mut link {
-            if !out.is_empty() {
-                let written = l.stream.write_all(&out).await;
-                out.clear();
-                if written.is_err() {
-                    link = None;
-                    lock(&shared.core).link_lost();
-                    continue;
-                }
+        // Frames belong to the link they were drained for: without one
+        // (the Session never queues then) they are dropped.
+        if !out.is_empty() {
+            let written = match &mut link {
+                Some(l) => l.stream.write_all(&out).await,
+                None => Ok(()),
+            };
+            out.clear();
+            if written.is_err() {
+                link = None;
+                lock(&shared.core).link_lost();
+                continue;
             }
         }
 
