@@ -30,6 +30,24 @@ fn next_event(client: &Client) -> Option<Event> {
     client.recv_event(EVENT_WAIT)
 }
 
+/// Runs `$body` for `0..$n` on threads of their own; their results.
+macro_rules! spawn_all {
+    ($client:ident, $n:expr, |$i:ident| $body:block) => {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..$n)
+                .map(|$i| {
+                    let $client = &$client;
+                    scope.spawn(move || $body)
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        })
+    };
+}
+
 fn guard() {
     watchdog(Duration::from_secs(60));
 }
@@ -62,4 +80,16 @@ fn idle_client_sleeps() {
 fn unread_events_are_kept_not_dropped() {
     guard();
     scenario_backpressure!();
+}
+
+#[test]
+fn dial_failures_end_in_login_timeout() {
+    guard();
+    scenario_dial_failure!();
+}
+
+#[test]
+fn concurrent_calls_from_threads() {
+    guard();
+    scenario_concurrent_calls!(spawn_all);
 }

@@ -38,6 +38,43 @@ async fn next_event(client: &Client) -> Option<Event> {
         .await
 }
 
+/// Runs `$body` for `0..$n` as concurrent futures; their results.
+macro_rules! spawn_all {
+    ($client:ident, $n:expr, |$i:ident| $body:block) => {{
+        let client = &$client;
+        let futures: Vec<_> = (0..$n)
+            .map(|$i| {
+                let $client = client;
+                Box::pin(async move { $body })
+            })
+            .collect();
+        let mut results = Vec::new();
+        // Poll them all together: every call is in flight at once.
+        let mut pending: Vec<_> = futures.into_iter().map(Some).collect();
+        smol::future::poll_fn(|cx| {
+            let mut done = true;
+            for slot in pending.iter_mut() {
+                if let Some(f) = slot {
+                    match std::future::Future::poll(f.as_mut(), cx) {
+                        std::task::Poll::Ready(v) => {
+                            results.push(v);
+                            *slot = None;
+                        }
+                        std::task::Poll::Pending => done = false,
+                    }
+                }
+            }
+            if done {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        results
+    }};
+}
+
 fn run(test: impl std::future::Future<Output = ()>) {
     watchdog(Duration::from_secs(60));
     smol::block_on(test);
@@ -66,4 +103,14 @@ fn idle_client_sleeps() {
 #[test]
 fn unread_events_are_kept_not_dropped() {
     run(async { scenario_backpressure!() });
+}
+
+#[test]
+fn dial_failures_end_in_login_timeout() {
+    run(async { scenario_dial_failure!() });
+}
+
+#[test]
+fn concurrent_calls_from_tasks() {
+    run(async { scenario_concurrent_calls!(spawn_all) });
 }

@@ -443,3 +443,77 @@ macro_rules! scenario_backpressure {
         server.shutdown();
     }};
 }
+
+/// A server that is not there: dials fail, are retried with backoff, and the
+/// login ends with 1005 and DISCONNECTED/LOGIN_TIMEOUT; the client stays usable.
+macro_rules! scenario_dial_failure {
+    () => {{
+        use hummer_channel::client::{ConnectionReason, ConnectionState};
+        use hummer_channel::{ErrorCode, Uid};
+
+        let addr = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        }; // closed again: nothing listens there now
+        let mut config = fast_config();
+        config.timing.login_timeout = std::time::Duration::from_millis(600);
+        let client = Client::connect(addr, config);
+        let err = wait!(client.login(Uid(3), None, None)).unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::OperationTimeout), "{err:?}");
+        assert_eq!(
+            client.connection_state(),
+            (
+                ConnectionState::Disconnected,
+                ConnectionReason::LoginTimeout
+            )
+        );
+        // Retried with backoff, not in a busy loop.
+        let wakeups = client.driver_wakeups();
+        assert!(wakeups < 100, "{wakeups} driver passes for a 0.6 s login");
+        wait!(client.close());
+    }};
+}
+
+/// Many calls in flight at once each get their own reply; a client dropped
+/// without `close` goes away quietly.
+macro_rules! scenario_concurrent_calls {
+    ($spawn_all:ident) => {{
+        use hummer_channel::client::SendOptions;
+        use hummer_channel::server::ServerConfig;
+        use hummer_channel::{Message, Uid};
+
+        let server =
+            ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
+        let alice = Client::connect(server.local_addr(), fast_config());
+        let bob = Client::connect(server.local_addr(), fast_config());
+        wait!(alice.login(Uid(1), None, None)).unwrap();
+        wait!(bob.login(Uid(2), None, None)).unwrap();
+        // 4 callers x 10 sends, concurrently.
+        let results = $spawn_all!(alice, 4, |i| {
+            let mut sent = Vec::new();
+            for j in 0..10 {
+                let m = Message::new("t", format!("{i}-{j}"));
+                sent.push(
+                    wait!(alice.send_message_to_user(Uid(2), m, SendOptions::default()))
+                        .unwrap()
+                        .timestamp_ms,
+                );
+            }
+            sent
+        });
+        assert_eq!(results.iter().map(Vec::len).sum::<usize>(), 40);
+        let mut got = std::collections::BTreeSet::new();
+        while got.len() < 40 {
+            match wait!(next_event(&bob)) {
+                Some(hummer_channel::client::Event::MessageFromUser { message, .. }) => {
+                    assert!(got.insert(message.content.clone()), "a duplicate");
+                }
+                Some(_) => {}
+                None => panic!("only {} of 40 messages came", got.len()),
+            }
+        }
+        drop(alice);
+        wait!(bob.close());
+        server.shutdown();
+    }};
+}
