@@ -1,1 +1,245 @@
-fn main() {}
+//! `hummer-server`: the reference Hummer Channel server on TCP.
+//!
+//! ```text
+//! hummer-server [serve] [--listen ADDR] [--app APPID:SECRET]... [--appid-mode]
+//!               [--kick-older-logins] [--max-members N] [--presence-grace-secs N]
+//!               [--idle-timeout-secs N] [--max-queued-bytes N] [--seed N] [--log LEVEL]
+//! hummer-server token --appid A --uid U --secret S [--ttl-secs 3600]
+//! ```
+//!
+//! Every serve flag has an environment equivalent (HUMMER_LISTEN, HUMMER_APPS
+//! as comma-separated APPID:SECRET, HUMMER_APPID_MODE, HUMMER_KICK_OLDER_LOGINS,
+//! HUMMER_MAX_MEMBERS, HUMMER_PRESENCE_GRACE_SECS, HUMMER_IDLE_TIMEOUT_SECS,
+//! HUMMER_MAX_QUEUED_BYTES, HUMMER_SEED, HUMMER_LOG); flags win. With none,
+//! it serves the demo app on 127.0.0.1:7300.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hummer_channel::adapters::server_tcp::serve;
+use hummer_channel::server::{mint_token, AppConfig, ServerConfig, DEMO_APPID, DEMO_SECRET};
+
+const USAGE: &str = "\
+usage:
+  hummer-server [serve] [options]     run the server (defaults: 127.0.0.1:7300, demo app)
+  hummer-server token --appid A --uid U --secret S [--ttl-secs 3600]
+                                      print a login token (JWT HS256)
+
+serve options (environment equivalent in brackets):
+  --listen ADDR              address to listen on [HUMMER_LISTEN] (default 127.0.0.1:7300)
+  --app APPID:SECRET         serve this app, tokens signed with SECRET; repeatable
+                             [HUMMER_APPS=A:S,A:S] (default: the demo app 10000)
+  --appid-mode               also accept logins without a token for --app apps [HUMMER_APPID_MODE=1]
+  --kick-older-logins        a new login of a uid closes its other instances [HUMMER_KICK_OLDER_LOGINS=1]
+  --max-members N            distinct uids per channel [HUMMER_MAX_MEMBERS] (default 100000)
+  --presence-grace-secs N    how long a lost link stays present [HUMMER_PRESENCE_GRACE_SECS] (default 30)
+  --idle-timeout-secs N      close connections silent this long [HUMMER_IDLE_TIMEOUT_SECS] (default 45)
+  --max-queued-bytes N       per-connection output bound [HUMMER_MAX_QUEUED_BYTES] (default 4194304)
+  --seed N                   seed of ids and the server epoch [HUMMER_SEED] (default: from the clock)
+  --log LEVEL                error|warn|info|debug|trace [HUMMER_LOG] (default info)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("token") => token(&args[1..]),
+        Some("serve") => run(&args[1..]),
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        _ => run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hummer-server: {e}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Flags as (name, value) pairs; boolean flags get an empty value.
+fn parse_flags(args: &[String], booleans: &[&str]) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let Some(name) = a.strip_prefix("--") else {
+            return Err(format!("unexpected argument {a:?}"));
+        };
+        if let Some((n, v)) = name.split_once('=') {
+            out.push((n.to_owned(), v.to_owned()));
+        } else if booleans.contains(&name) {
+            out.push((name.to_owned(), String::new()));
+        } else {
+            let v = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
+            out.push((name.to_owned(), v.clone()));
+        }
+    }
+    Ok(out)
+}
+
+fn number<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String> {
+    v.parse()
+        .map_err(|_| format!("--{name}: {v:?} is not a valid number"))
+}
+
+fn truthy(v: &str) -> bool {
+    matches!(v, "" | "1" | "true" | "yes" | "on")
+}
+
+fn token(args: &[String]) -> Result<(), String> {
+    let (mut appid, mut uid, mut secret, mut ttl) = (None, None, None, 3600u64);
+    for (name, v) in parse_flags(args, &[])? {
+        match name.as_str() {
+            "appid" => appid = Some(number::<u32>(&name, &v)?),
+            "uid" => uid = Some(number::<u64>(&name, &v)?),
+            "secret" => secret = Some(v),
+            "ttl-secs" => ttl = number(&name, &v)?,
+            _ => return Err(format!("unknown option --{name}")),
+        }
+    }
+    let appid = appid.ok_or("--appid is required")?;
+    let uid = uid.ok_or("--uid is required")?;
+    let secret = secret.ok_or("--secret is required")?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    println!(
+        "{}",
+        mint_token(&secret, appid, uid, now.saturating_add(ttl))
+    );
+    Ok(())
+}
+
+/// The serve flags, environment first so that flags override it.
+fn serve_flags(args: &[String]) -> Result<Vec<(String, String)>, String> {
+    let mut flags = Vec::new();
+    for (env, name) in [
+        ("HUMMER_LISTEN", "listen"),
+        ("HUMMER_APPID_MODE", "appid-mode"),
+        ("HUMMER_KICK_OLDER_LOGINS", "kick-older-logins"),
+        ("HUMMER_MAX_MEMBERS", "max-members"),
+        ("HUMMER_PRESENCE_GRACE_SECS", "presence-grace-secs"),
+        ("HUMMER_IDLE_TIMEOUT_SECS", "idle-timeout-secs"),
+        ("HUMMER_MAX_QUEUED_BYTES", "max-queued-bytes"),
+        ("HUMMER_SEED", "seed"),
+        ("HUMMER_LOG", "log"),
+    ] {
+        if let Ok(v) = std::env::var(env) {
+            flags.push((name.to_owned(), v));
+        }
+    }
+    if let Ok(apps) = std::env::var("HUMMER_APPS") {
+        for a in apps.split(',').filter(|a| !a.is_empty()) {
+            flags.push(("app".to_owned(), a.to_owned()));
+        }
+    }
+    flags.extend(parse_flags(args, &["appid-mode", "kick-older-logins"])?);
+    Ok(flags)
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let mut listen: SocketAddr = "127.0.0.1:7300".parse().map_err(|_| "bad default")?;
+    let mut config = ServerConfig::demo();
+    let mut apps = Vec::new();
+    let (mut appid_mode, mut kick) = (false, false);
+    let mut level = tracing::Level::INFO;
+    config.seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id()).rotate_left(32);
+    for (name, v) in serve_flags(args)? {
+        match name.as_str() {
+            "listen" => {
+                listen = v
+                    .parse()
+                    .map_err(|_| format!("--listen: {v:?} is not an address like 127.0.0.1:7300"))?
+            }
+            "app" => {
+                let (id, secret) = v
+                    .split_once(':')
+                    .ok_or_else(|| format!("--app: {v:?} is not APPID:SECRET"))?;
+                apps.push(AppConfig::with_secret(number(&name, id)?, secret));
+            }
+            "appid-mode" => appid_mode = truthy(&v),
+            "kick-older-logins" => kick = truthy(&v),
+            "max-members" => config.max_channel_members = number(&name, &v)?,
+            "presence-grace-secs" => {
+                config.presence_grace = Duration::from_secs(number(&name, &v)?)
+            }
+            "idle-timeout-secs" => config.idle_timeout = Duration::from_secs(number(&name, &v)?),
+            "max-queued-bytes" => config.max_queued_bytes = number(&name, &v)?,
+            "seed" => config.seed = number(&name, &v)?,
+            "log" => {
+                level = v
+                    .parse()
+                    .map_err(|_| format!("--log: {v:?} is not a log level"))?
+            }
+            _ => return Err(format!("unknown option --{name}")),
+        }
+    }
+    let demo = apps.is_empty();
+    if !demo {
+        for a in &mut apps {
+            a.allow_appid_mode = appid_mode;
+        }
+        config.apps = apps;
+    }
+    for a in &mut config.apps {
+        a.kick_older_logins = kick;
+    }
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
+
+    smol::block_on(async {
+        let listener = smol::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        println!("hummer-server listening on {addr}");
+        if demo {
+            println!(
+                "demo app: appid {DEMO_APPID}, logins without a token allowed, \
+                 tokens signed with {DEMO_SECRET:?}"
+            );
+        } else {
+            for a in &config.apps {
+                println!("app {} (appid mode: {})", a.appid, a.allow_appid_mode);
+            }
+        }
+        println!("connect: cargo run --example chat -- --server {addr}");
+        println!(
+            "token:   hummer-server token --appid {DEMO_APPID} --uid 42 --secret {DEMO_SECRET}"
+        );
+        tracing::info!(%addr, "serving");
+        serve(listener, config, shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use async_signal::{Signal, Signals};
+        use smol::stream::StreamExt;
+        match Signals::new([Signal::Int, Signal::Term]) {
+            Ok(mut s) => {
+                let _ = s.next().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no signal handling: stop the process to end");
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await;
+}

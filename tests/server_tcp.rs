@@ -1,0 +1,266 @@
+//! The real `hummer-server` binary, and the in-process `ServerHandle`, over
+//! TCP with raw length-prefixed frames. Every wait is bounded.
+#![cfg(all(feature = "server", feature = "smol"))]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use hummer_channel::adapters::server_tcp::ServerHandle;
+use hummer_channel::server::{ServerConfig, DEMO_APPID};
+use hummer_channel::wire::{
+    self, decode_frame, encode_frame, write_length_prefixed, Body, Frame, FrameDecoder,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Client {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    rid: u64,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Client {
+            stream,
+            decoder: FrameDecoder::new(64 * 1024),
+            rid: 0,
+        }
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    fn send(&mut self, body: Body) -> u64 {
+        self.rid += 1;
+        let frame = encode_frame(&Frame {
+            request_id: self.rid,
+            body: Some(body),
+        });
+        let mut buf = BytesMut::new();
+        write_length_prefixed(&frame, &mut buf);
+        self.send_raw(&buf);
+        self.rid
+    }
+
+    /// The next frame, `None` on EOF; panics after `WAIT`.
+    fn next(&mut self) -> Option<Frame> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(f) = self
+                .decoder
+                .next_frame()
+                .expect("server stream is well-formed")
+            {
+                return Some(decode_frame(f, 64 * 1024).expect("server frame decodes"));
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for a frame");
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.decoder.extend(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Frames until one matches, skipping the others.
+    fn until(&mut self, mut pred: impl FnMut(&Frame) -> bool) -> Frame {
+        loop {
+            let f = self.next().expect("connection closed while waiting");
+            if pred(&f) {
+                return f;
+            }
+        }
+    }
+
+    fn req(&mut self, body: Body) -> Body {
+        let rid = self.send(body);
+        self.until(|f| f.request_id == rid).body.unwrap()
+    }
+
+    fn login(&mut self, uid: u64, resume: Option<wire::Resume>) -> wire::LoginReply {
+        match self.req(Body::Login(wire::LoginRequest {
+            protocol_version: wire::PROTOCOL_VERSION,
+            appid: DEMO_APPID,
+            uid,
+            resume,
+            ..Default::default()
+        })) {
+            Body::LoginReply(r) => r,
+            other => panic!("login failed: {other:?}"),
+        }
+    }
+}
+
+fn room() -> wire::ChannelKey {
+    wire::ChannelKey {
+        region: wire::Region::Cn as i32,
+        channel_id: "room".into(),
+    }
+}
+
+fn chat(text: &str) -> Option<wire::ChatMessage> {
+    Some(wire::ChatMessage {
+        r#type: "text".into(),
+        content: Bytes::from(text.to_owned()),
+        ..Default::default()
+    })
+}
+
+/// The child is killed even when an assertion fails.
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_binary() -> (Kill, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hummer-server"))
+        .args(["--listen", "127.0.0.1:0", "--log", "warn"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start hummer-server");
+    let stdout = child.stdout.take().unwrap();
+    let child = Kill(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.strip_prefix("hummer-server listening on ") {
+                let _ = tx.send(addr.trim().to_owned());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(WAIT)
+        .expect("the server prints its address")
+        .parse()
+        .unwrap();
+    (child, addr)
+}
+
+#[test]
+fn binary_serves_p2p_and_broadcast_and_drops_garbage() {
+    let (_child, addr) = start_binary();
+    let mut a = Client::connect(addr);
+    let mut b = Client::connect(addr);
+    a.login(1, None);
+    b.login(2, None);
+
+    // P2P.
+    let Body::SendReply(r) = a.req(Body::SendToUser(wire::SendToUserRequest {
+        receiver: 2,
+        message: chat("hello b"),
+        unreliable: false,
+    })) else {
+        panic!("no send reply")
+    };
+    assert!(r.delivered_online);
+    assert_eq!(r.seq, 1);
+    let push = b.until(|f| matches!(f.body, Some(Body::UserMessage(_))));
+    assert!(
+        matches!(push.body, Some(Body::UserMessage(m)) if m.from_uid == 1 && m.seq == 1
+        && m.message.as_ref().unwrap().content == "hello b")
+    );
+
+    // Channel broadcast, echoed to the sender.
+    for c in [&mut a, &mut b] {
+        assert!(matches!(
+            c.req(Body::Join(wire::JoinRequest {
+                channel: Some(room()),
+                ..Default::default()
+            })),
+            Body::JoinReply(_)
+        ));
+    }
+    a.send(Body::SendToChannel(wire::SendToChannelRequest {
+        channel: Some(room()),
+        message: chat("to all"),
+        unreliable: false,
+    }));
+    for c in [&mut a, &mut b] {
+        let f = c.until(|f| matches!(f.body, Some(Body::ChannelMessage(_))));
+        assert!(matches!(f.body, Some(Body::ChannelMessage(m)) if m.from_uid == 1 && m.seq == 1));
+    }
+
+    // Garbage: a Close frame, then EOF.
+    let mut g = Client::connect(addr);
+    g.send_raw(&[0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    let f = g.next().expect("a Close frame before EOF");
+    assert!(matches!(f.body, Some(Body::Close(c)) if c.code == 2001));
+    assert!(g.next().is_none(), "EOF after the Close frame");
+    // An oversized length prefix too.
+    let mut g2 = Client::connect(addr);
+    g2.send_raw(&(1u32 << 30).to_be_bytes());
+    assert!(matches!(g2.next().and_then(|f| f.body), Some(Body::Close(c)) if c.code == 2001));
+    assert!(g2.next().is_none());
+
+    // The others carry on.
+    assert_eq!(
+        a.req(Body::Ping(wire::Ping { nonce: 9 })),
+        Body::Pong(wire::Pong { nonce: 9 })
+    );
+    b.send(Body::SendToChannel(wire::SendToChannelRequest {
+        channel: Some(room()),
+        message: chat("still here"),
+        unreliable: false,
+    }));
+    let f = a.until(|f| matches!(f.body, Some(Body::ChannelMessage(_))));
+    assert!(matches!(f.body, Some(Body::ChannelMessage(m)) if m.from_uid == 2 && m.seq == 2));
+}
+
+#[test]
+fn handle_drop_connections_then_resume() {
+    let handle =
+        ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).expect("spawn");
+    let addr = handle.local_addr();
+    let mut a = Client::connect(addr);
+    let mut b = Client::connect(addr);
+    let ra = a.login(1, None);
+    b.login(2, None);
+    handle.drop_connections();
+    assert!(a.next().is_none(), "socket closed by fault injection");
+    assert!(b.next().is_none());
+    // Within grace, the instance is still there to take over.
+    let mut a2 = Client::connect(addr);
+    let r = a2.login(
+        1,
+        Some(wire::Resume {
+            server_epoch: ra.server_epoch,
+            instance_id: ra.instance_id,
+            p2p_seq: 0,
+        }),
+    );
+    assert!(r.resumed);
+    assert_eq!(r.instance_id, ra.instance_id);
+    let Body::OnlineStatus(s) = a2.req(Body::QueryOnline(wire::QueryOnlineRequest {
+        uids: vec![2],
+    })) else {
+        panic!("no online status")
+    };
+    assert_eq!(
+        s.status.get(&2),
+        Some(&true),
+        "uid 2 within its grace period"
+    );
+    handle.shutdown();
+    assert!(a2.next().is_none(), "shutdown closes connections");
+}
