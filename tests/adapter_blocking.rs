@@ -10,9 +10,7 @@ use adapters_support::*;
 use hummer_channel::adapters::blocking::Client;
 use hummer_channel::client::Event;
 
-#[path = "adapters_support/tmp_server.rs"]
-mod tmp_server;
-use tmp_server::ServerHandle;
+use hummer_channel::adapters::server_tcp::ServerHandle;
 
 macro_rules! wait {
     ($e:expr) => {

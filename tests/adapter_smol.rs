@@ -12,9 +12,7 @@ use hummer_channel::client::Event;
 use smol::future::FutureExt as _;
 use smol::Timer;
 
-#[path = "adapters_support/tmp_server.rs"]
-mod tmp_server;
-use tmp_server::ServerHandle;
+use hummer_channel::adapters::server_tcp::ServerHandle;
 
 macro_rules! wait {
     ($e:expr) => {
