@@ -3,8 +3,8 @@
 //! Start a server (`cargo run --bin hummer-server`), then in two terminals:
 //!
 //! ```text
-//! cargo run --example chat -- --server 127.0.0.1:7100 --uid 1 --channel lobby
-//! cargo run --example chat -- --server 127.0.0.1:7100 --uid 2 --channel lobby
+//! cargo run --example chat -- --server 127.0.0.1:7300 --uid 1 --channel lobby
+//! cargo run --example chat -- --server 127.0.0.1:7300 --uid 2 --channel lobby
 //! ```
 //!
 //! Lines typed are broadcast to the channel; messages, joins and leaves are
@@ -114,6 +114,8 @@ async fn chat(args: Args) -> Result<(), String> {
         args.uid, info.instance_id, args.channel, members.users
     );
     println!("* type a line to send it, /quit to leave");
+    // What happened before (connecting, the members' joins) is told above.
+    while client.try_next_event().is_some() {}
 
     // Events are shown by a task of their own while this one reads lines.
     let printer = {
