@@ -100,6 +100,7 @@ pub(crate) struct Core<T> {
     /// The driver has stopped: no more events, every call fails with `Closed`.
     pub closed: bool,
     /// The adapter's own state (its link, wake flags...).
+    #[cfg_attr(not(feature = "blocking"), allow(dead_code))]
     pub transport: T,
 }
 
