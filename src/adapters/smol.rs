@@ -187,19 +187,12 @@ impl Client {
     /// queued event was taken.
     pub async fn next_event(&self) -> Option<Event> {
         loop {
+            if let Some(event) = self.try_next_event() {
+                return Some(event);
+            }
             {
-                let mut core = self.core();
-                if let Some((event, was_full)) = core.pop_event() {
-                    if was_full {
-                        self.wake();
-                    }
-                    if core.has_events() {
-                        // Another reader may be waiting.
-                        let _ = self.inner.shared.events_ready.0.try_send(());
-                    }
-                    return Some(event);
-                }
-                if core.closed {
+                let core = self.core();
+                if core.closed && !core.has_events() {
                     return None;
                 }
             }
@@ -210,9 +203,15 @@ impl Client {
 
     /// An event if one is queued, without waiting.
     pub fn try_next_event(&self) -> Option<Event> {
-        let (event, was_full) = self.core().pop_event()?;
+        let mut core = self.core();
+        let (event, was_full) = core.pop_event()?;
         if was_full {
+            // The driver paused reading: there is room again.
             self.wake();
+        }
+        if core.has_events() {
+            // Another reader may be waiting.
+            let _ = self.inner.shared.events_ready.0.try_send(());
         }
         Some(event)
     }
