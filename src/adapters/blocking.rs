@@ -112,12 +112,19 @@ struct Inner {
     driver: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
+impl Inner {
+    /// Stops the driver thread and waits for it to end.
+    fn stop(&self) {
         self.shared.stop_driver();
         if let Some(driver) = lock(&self.driver).take() {
             let _ = driver.join();
         }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -285,10 +292,7 @@ impl Client {
         if self.core().is_logged_in() {
             let _ = self.request_within(|s, now| s.logout(now), Some(CLOSE_LOGOUT_WAIT));
         }
-        self.inner.shared.stop_driver();
-        if let Some(driver) = lock(&self.inner.driver).take() {
-            let _ = driver.join();
-        }
+        self.inner.stop();
     }
 
     /// Passes of the driver loop so far (to test that an idle client sleeps).
