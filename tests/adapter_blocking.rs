@@ -91,3 +91,9 @@ fn concurrent_calls_from_threads() {
     guard();
     scenario_concurrent_calls!(spawn_all);
 }
+
+#[test]
+fn bad_frames_and_streams_drop_the_link_and_redial() {
+    guard();
+    scenario_bad_stream!();
+}

@@ -112,3 +112,8 @@ fn dial_failures_end_in_login_timeout() {
 fn concurrent_calls_from_tasks() {
     run(async { scenario_concurrent_calls!(spawn_all) });
 }
+
+#[test]
+fn bad_frames_and_streams_drop_the_link_and_redial() {
+    run(async { scenario_bad_stream!() });
+}

@@ -5,6 +5,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -60,22 +62,34 @@ pub fn attrs(pairs: &[(&str, &str)]) -> Attributes {
         .collect()
 }
 
-/// A fake server on loopback: it answers the login, reads one more request,
-/// then closes the link without answering it (the request was in flight).
-/// Later connections are accepted and left silent.
-pub fn fake_server_dropping_second_request() -> SocketAddr {
+/// What the fake server does once it has answered the first login.
+#[derive(Copy, Clone, Debug)]
+pub enum AfterLogin {
+    /// Reads one more request and closes the link without answering it.
+    DropOnNextRequest,
+    /// Sends a frame that is not protobuf (the Session rejects it).
+    SendGarbageFrame,
+    /// Sends a length prefix beyond the frame size limit (the stream
+    /// decoder rejects it).
+    SendOversizedPrefix,
+}
+
+/// A fake server on loopback: it answers the first login, then misbehaves as
+/// `after` says. Later connections are accepted and left silent. Returns its
+/// address and a counter of the connections it accepted.
+pub fn fake_server(after: AfterLogin) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
     thread::spawn(move || {
-        let mut first = true;
         let mut parked = Vec::new();
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
-            if !first {
+            if count.fetch_add(1, Ordering::SeqCst) > 0 {
                 parked.push(stream);
                 continue;
             }
-            first = false;
             let mut decoder = FrameDecoder::new(64 * 1024);
             let login = read_frame(&mut stream, &mut decoder);
             let reply = Frame {
@@ -90,12 +104,26 @@ pub fn fake_server_dropping_second_request() -> SocketAddr {
             };
             let mut out = BytesMut::new();
             wire::write_length_prefixed(&wire::encode_frame(&reply), &mut out);
-            stream.write_all(&out).unwrap();
-            let _ = read_frame(&mut stream, &mut decoder);
-            drop(stream);
+            match after {
+                AfterLogin::DropOnNextRequest => {
+                    stream.write_all(&out).unwrap();
+                    let _ = read_frame(&mut stream, &mut decoder);
+                    drop(stream);
+                }
+                AfterLogin::SendGarbageFrame => {
+                    wire::write_length_prefixed(&[0xff; 8], &mut out);
+                    stream.write_all(&out).unwrap();
+                    parked.push(stream);
+                }
+                AfterLogin::SendOversizedPrefix => {
+                    out.extend_from_slice(&u32::MAX.to_be_bytes());
+                    stream.write_all(&out).unwrap();
+                    parked.push(stream);
+                }
+            }
         }
     });
-    addr
+    (addr, accepted)
 }
 
 fn read_frame(stream: &mut TcpStream, decoder: &mut FrameDecoder) -> Frame {
@@ -360,7 +388,7 @@ macro_rules! scenario_in_flight_fails_1007 {
         use hummer_channel::client::{ConnectionState, Event};
         use hummer_channel::{ErrorCode, Uid};
 
-        let addr = fake_server_dropping_second_request();
+        let (addr, _) = fake_server(AfterLogin::DropOnNextRequest);
         let client = Client::connect(addr, fast_config());
         wait!(client.login(Uid(9), None, None)).unwrap();
         let err = wait!(client.get_instance_info()).unwrap_err();
@@ -515,5 +543,38 @@ macro_rules! scenario_concurrent_calls {
         drop(alice);
         wait!(bob.close());
         server.shutdown();
+    }};
+}
+
+/// A malformed frame, or a stream the decoder cannot cut into frames: the
+/// link is dropped and the client dials again by itself, without panicking.
+macro_rules! scenario_bad_stream {
+    () => {{
+        use hummer_channel::client::{ConnectionReason, ConnectionState, Event};
+        use hummer_channel::Uid;
+
+        for after in [
+            AfterLogin::SendGarbageFrame,
+            AfterLogin::SendOversizedPrefix,
+        ] {
+            let (addr, accepted) = fake_server(after);
+            let client = Client::connect(addr, fast_config());
+            wait!(client.login(Uid(9), None, None)).unwrap();
+            expect_event!(
+                client,
+                Event::ConnectionStateChanged {
+                    state: ConnectionState::Reconnecting,
+                    reason: ConnectionReason::Interrupted,
+                }
+            );
+            // The redial reaches the (now silent) server.
+            let mut tries = 0;
+            while accepted.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+                tries += 1;
+                assert!(tries < 500, "{after:?}: no redial");
+                sleep!(std::time::Duration::from_millis(10));
+            }
+            wait!(client.close());
+        }
     }};
 }
