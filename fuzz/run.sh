@@ -20,8 +20,14 @@ for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   if [ -d "seeds/$t" ]; then cp -n seeds/"$t"/* "corpus/$t/" 2>/dev/null || true; fi
   echo "== fuzz $t for ${seconds}s"
-  cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 2>&1 \
-    | grep -E "^(#[0-9]+ *DONE|stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb|SUMMARY|==[0-9]+==|panicked|Done)" || true
-  # grep hides the noise; the exit status of the fuzzer is what counts.
-  test "${PIPESTATUS[0]}" -eq 0
+  log="$(mktemp)"
+  status=0
+  cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1 || status=$?
+  grep -E "^(Done|stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb|SUMMARY)|panicked at|assertion" "$log" || true
+  if [ "$status" -ne 0 ]; then
+    echo "fuzz target $t failed (exit $status); last lines of its log:"
+    tail -40 "$log"
+    exit "$status"
+  fi
+  rm -f "$log"
 done

@@ -1330,10 +1330,16 @@ fn reads_counts_info_region_token_logout() {
     }
     let now_s = T0_UNIX_MS / 1000;
     let refresh = |t: String| Body::RefreshToken(wire::RefreshTokenRequest { token: t });
-    n.ok(
+    match n.req(
         a,
         refresh(mint_token(DEMO_SECRET, DEMO_APPID, 3, now_s + 60)),
-    );
+    ) {
+        Body::RefreshTokenReply(r) => {
+            assert_eq!(r.token_expires_at_ms, (now_s + 60) * 1000);
+            assert_eq!(r.server_time_ms, T0_UNIX_MS);
+        }
+        other => panic!("expected the new expiry, got {other:?}"),
+    }
     assert_eq!(
         n.err(
             a,
@@ -1539,7 +1545,7 @@ mod props {
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
-            6 => (0..4usize, 1..4u64, 0..3u8, any::<u64>(), 0..3u64).prop_map(|(conn, uid, ch, n, rid)| Step::Frame { conn, uid, ch, n, rid }),
+            6 => (0..4usize, 1..4u64, 0..3u8, any::<u64>(), 0..8u64).prop_map(|(conn, uid, ch, n, rid)| Step::Frame { conn, uid, ch, n, rid }),
             1 => (0..4usize, prop::collection::vec(any::<u8>(), 0..40)).prop_map(|(conn, bytes)| Step::Garbage { conn, bytes }),
             1 => (0..4usize).prop_map(|conn| Step::Close { conn }),
             2 => (0..4usize).prop_map(|conn| Step::Drain { conn }),
@@ -1582,7 +1588,11 @@ mod props {
                         s.handle_closed(now, conns[conn]);
                         conns[conn] = s.accept(now);
                     }
-                    Step::Drain { conn } => while s.poll_transmit(conns[conn]).is_some() {},
+                    Step::Drain { conn } => {
+                        while let Some(f) = s.poll_transmit(conns[conn]) {
+                            prop_assert!(decode_frame(f, MAX).is_ok());
+                        }
+                    }
                     Step::Jump { ms } => {
                         now += Duration::from_millis(ms);
                         s.handle_timeout(now);
@@ -1593,12 +1603,97 @@ mod props {
                     prop_assert!(s.queued_bytes(*c) <= max_q + 64);
                 }
                 while s.poll_ready().is_some() {}
-                while s.poll_close().is_some() {}
+                // A closed connection is replaced, as a client would reconnect.
+                while let Some((closed, _)) = s.poll_close() {
+                    if let Some(slot) = conns.iter_mut().find(|c| **c == closed) {
+                        s.handle_closed(now, closed);
+                        *slot = s.accept(now);
+                    }
+                }
                 if let Some(t) = s.poll_timeout() {
                     prop_assert!(t + Duration::from_secs(3600 * 24 * 8) > now);
                 }
                 prop_assert!(s.instance_count() <= 64);
             }
         }
+    }
+}
+
+#[test]
+fn poll_ready_reports_each_connection_once_until_drained() {
+    let t = Instant::now();
+    let mut s = Server::new(ServerConfig::demo(), t, 0);
+    let c = s.accept(t);
+    let ping = |n| {
+        encode_frame(&Frame {
+            request_id: n,
+            body: Some(Body::Ping(wire::Ping { nonce: n })),
+        })
+    };
+    s.handle_frame(t, c, ping(1));
+    s.handle_frame(t, c, ping(2));
+    assert_eq!(s.poll_ready(), Some(c));
+    s.handle_frame(t, c, ping(3));
+    assert_eq!(s.poll_ready(), None, "reported already, not drained");
+    assert!(s.poll_transmit(c).is_some());
+    s.handle_frame(t, c, ping(4));
+    assert_eq!(s.poll_ready(), None, "still not drained");
+    let mut n = 0;
+    while s.poll_transmit(c).is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 3);
+    assert_eq!(s.queued_bytes(c), 0);
+    s.handle_frame(t, c, ping(5));
+    assert_eq!(s.poll_ready(), Some(c), "reported again after the drain");
+    assert_eq!(s.poll_ready(), None);
+}
+
+#[test]
+fn retained_bytes_are_capped_server_wide() {
+    let mut n = Net::new(ServerConfig {
+        max_retained_bytes: 3000,
+        rate_limit_sends: 10_000,
+        ..ServerConfig::demo()
+    });
+    let (a, _) = n.login(1);
+    n.ok_join(a, "room");
+    for i in 0..60 {
+        n.req(
+            a,
+            to_user(2, &format!("offline message {i:03} with padding"), false),
+        );
+        n.req(
+            a,
+            to_channel("room", &format!("channel message {i:03} padding"), false),
+        );
+    }
+    n.frames(a);
+    let b = n.accept();
+    n.send(b, Body::Login(login_req(2)));
+    let frames: Vec<(Bytes, Frame)> = n.out.remove(&b).unwrap().into();
+    let Some(Body::LoginReply(r)) = &frames[0].1.body else {
+        panic!("no login reply")
+    };
+    // The oldest were evicted: a gap from 1, then a contiguous tail to 60.
+    let gap = r.p2p_gap.expect("a gap");
+    assert_eq!(gap.from, 1);
+    assert_eq!(r.p2p_seq, gap.to);
+    let replayed: usize = frames[1..].iter().map(|(raw, _)| raw.len()).sum();
+    assert!(replayed <= 3000, "{replayed}");
+    let seqs: Vec<u64> = user_msgs(
+        &frames[1..]
+            .iter()
+            .filter_map(|(_, f)| f.body.clone())
+            .collect::<Vec<_>>(),
+    )
+    .into_iter()
+    .map(|(s, _)| s)
+    .collect();
+    assert_eq!(seqs, ((gap.to + 1)..=60).collect::<Vec<_>>());
+    // The channel's history was cut the same way.
+    match n.req(a, join_resume("room", 1, false)) {
+        Body::JoinReply(j) => assert!(j.gap.is_some()),
+        other => panic!("{other:?}"),
     }
 }

@@ -1376,3 +1376,19 @@ fn a_full_queue_hands_the_message_back_and_signals_room() {
     assert!(t.s.poll_transmit().is_some());
     assert_eq!(t.s.poll_event(), Some(Event::Writable));
 }
+
+#[test]
+fn a_second_logout_in_flight_also_completes() {
+    // Found by the `session` fuzz target: a reset completed only the logout
+    // that caused it and lost a second one.
+    let mut t = Script::logged_in();
+    let first = t.s.logout(t.now).unwrap();
+    let second = t.s.logout(t.now).unwrap();
+    t.run_for(Duration::from_secs(6));
+    assert_eq!(
+        t.completion(first).unwrap_err().code,
+        ErrorCode::OperationTimeout
+    );
+    assert!(t.completion(second).is_err());
+    assert_eq!(t.s.connection_state(), (S::Disconnected, R::Logout));
+}

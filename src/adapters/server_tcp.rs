@@ -251,15 +251,23 @@ async fn write_loop(
 ) {
     let mut buf = BytesMut::new();
     loop {
-        {
+        // Read the close flag under the server lock, after draining: it is
+        // set under the same lock once the Close frame is queued, so a set
+        // flag with an exhausted queue means everything has been taken.
+        let (exhausted, closing_now) = {
             let mut s = shared.server();
+            let mut exhausted = false;
             while buf.len() < WRITE_BATCH {
                 match s.poll_transmit(conn) {
                     Some(f) => write_length_prefixed(&f, &mut buf),
-                    None => break,
+                    None => {
+                        exhausted = true;
+                        break;
+                    }
                 }
             }
-        }
+            (exhausted, closing.load(Ordering::SeqCst))
+        };
         if !buf.is_empty() {
             let write = async { stream.write_all(&buf).await.is_ok() };
             let timeout = async {
@@ -270,12 +278,16 @@ async fn write_loop(
                 return;
             }
             buf.clear();
+        }
+        if !exhausted {
             continue;
         }
-        if closing.load(Ordering::SeqCst) {
+        if closing_now {
             let _ = stream.flush().await;
             return;
         }
+        // Wakes coalesce in a one-slot channel, and the queue was drained
+        // before waiting: no output can be missed.
         if wake.recv().await.is_err() {
             return;
         }

@@ -61,7 +61,11 @@ fn main() -> ExitCode {
 }
 
 /// Flags as (name, value) pairs; boolean flags get an empty value.
-fn parse_flags(args: &[String], booleans: &[&str]) -> Result<Vec<(String, String)>, String> {
+fn parse_flags(
+    args: &[String],
+    booleans: &[&str],
+    valued: &[&str],
+) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -72,6 +76,8 @@ fn parse_flags(args: &[String], booleans: &[&str]) -> Result<Vec<(String, String
             out.push((n.to_owned(), v.to_owned()));
         } else if booleans.contains(&name) {
             out.push((name.to_owned(), String::new()));
+        } else if !valued.contains(&name) {
+            return Err(format!("unknown option --{name}"));
         } else {
             let v = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
             out.push((name.to_owned(), v.clone()));
@@ -91,7 +97,7 @@ fn truthy(v: &str) -> bool {
 
 fn token(args: &[String]) -> Result<(), String> {
     let (mut appid, mut uid, mut secret, mut ttl) = (None, None, None, 3600u64);
-    for (name, v) in parse_flags(args, &[])? {
+    for (name, v) in parse_flags(args, &[], &["appid", "uid", "secret", "ttl-secs"])? {
         match name.as_str() {
             "appid" => appid = Some(number::<u32>(&name, &v)?),
             "uid" => uid = Some(number::<u64>(&name, &v)?),
@@ -136,7 +142,20 @@ fn serve_flags(args: &[String]) -> Result<Vec<(String, String)>, String> {
             flags.push(("app".to_owned(), a.to_owned()));
         }
     }
-    flags.extend(parse_flags(args, &["appid-mode", "kick-older-logins"])?);
+    flags.extend(parse_flags(
+        args,
+        &["appid-mode", "kick-older-logins"],
+        &[
+            "listen",
+            "app",
+            "max-members",
+            "presence-grace-secs",
+            "idle-timeout-secs",
+            "max-queued-bytes",
+            "seed",
+            "log",
+        ],
+    )?);
     Ok(flags)
 }
 

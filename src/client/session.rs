@@ -559,8 +559,10 @@ impl Session {
         self.paused = false;
         self.outgoing.clear();
         self.timers.stop_all();
+        // The request that caused the reset (a logout, the login) was removed
+        // by the caller; everything else still pending ends here.
         for (id, kind) in self.requests.drain_where(|_| true) {
-            if kind.is_user() && kind != PendingKind::Logout {
+            if kind.is_user() {
                 self.complete(
                     id,
                     Err(ServiceError::new(

@@ -365,6 +365,9 @@ impl Server {
             frame
         };
         let seq = if req.unreliable { 0 } else { ch.log.head };
+        if !req.unreliable {
+            self.retained(frame.len());
+        }
         self.broadcast(num, &frame);
         Ok((
             Body::SendReply(wire::SendReply {

@@ -82,6 +82,10 @@ pub struct ServerConfig {
     /// Bound on the number of uids with a P2P inbox; past it the inbox of an
     /// offline uid that was idle longest is forgotten. Default 100_000.
     pub max_inbox_users: usize,
+    /// Bytes of retained reliable messages (P2P inboxes and channel
+    /// histories together); past it the oldest messages server-wide are
+    /// evicted (clients see them as a gap). Default 256 MiB.
+    pub max_retained_bytes: usize,
     /// Bytes queued for one connection before it is closed as a slow
     /// consumer. Default 4 MiB.
     pub max_queued_bytes: usize,
@@ -116,6 +120,7 @@ impl Default for ServerConfig {
             inbox_max_messages: 200,
             inbox_max_age: Duration::from_secs(7 * 24 * 3600),
             max_inbox_users: 100_000,
+            max_retained_bytes: 256 * 1024 * 1024,
             max_queued_bytes: 4 * 1024 * 1024,
             rate_limit_sends: 180,
             rate_limit_window: Duration::from_secs(3),

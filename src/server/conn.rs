@@ -82,8 +82,10 @@ pub(crate) struct Conn {
     pub queue: VecDeque<Bytes>,
     /// Bytes in `queue`.
     pub queued_bytes: usize,
+    /// Its id is in the server's ready list.
+    pub in_ready_list: bool,
     /// Reported by `poll_ready` and not drained since.
-    pub in_ready: bool,
+    pub reported: bool,
     /// When the last frame arrived (for the idle timeout).
     pub last_recv: Instant,
     /// The instance logged in on this connection.
@@ -99,7 +101,8 @@ impl Conn {
         Conn {
             queue: VecDeque::new(),
             queued_bytes: 0,
-            in_ready: false,
+            in_ready_list: false,
+            reported: false,
             last_recv: now,
             instance: None,
             logged_in_once: false,

@@ -52,6 +52,7 @@ impl Server {
             let frame = encode_push(Body::UserMessage(push.clone()));
             inbox.log.prune(now, age);
             inbox.log.append(push.seq, now, frame.clone(), max);
+            self.retained(frame.len());
             frame
         };
         for c in &conns {

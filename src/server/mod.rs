@@ -12,31 +12,30 @@
 //! `Close{code: 4003, reason: "slow consumer"}` is queued and the connection
 //! is reported by `poll_close`. The client resumes from its sequence numbers.
 //!
-//! ```
-//! use std::time::{Duration, Instant};
-//! use hummer_channel::server::{Server, ServerConfig, DEMO_APPID};
-//! use hummer_channel::wire::{self, decode_frame, encode_frame, Body, Frame, LoginRequest};
+//! See [`Server`] for the run loop in code.
 //!
-//! let t0 = Instant::now();
-//! let mut server = Server::new(ServerConfig::demo(), t0, 1_700_000_000_000);
-//! let conn = server.accept(t0);
-//! let login = Frame {
-//!     request_id: 1,
-//!     body: Some(Body::Login(LoginRequest {
-//!         protocol_version: wire::PROTOCOL_VERSION,
-//!         appid: DEMO_APPID,
-//!         uid: 42,
-//!         ..Default::default()
-//!     })),
-//! };
-//! server.handle_frame(t0, conn, encode_frame(&login));
-//! assert_eq!(server.poll_ready(), Some(conn));
-//! let reply = decode_frame(server.poll_transmit(conn).unwrap(), 64 * 1024).unwrap();
-//! assert_eq!(reply.request_id, 1);
-//! assert!(matches!(reply.body, Some(Body::LoginReply(r)) if r.is_anonymous));
-//! // Nothing happens before the next deadline (the idle timeout here).
-//! assert!(server.poll_timeout().unwrap() > t0 + Duration::from_secs(1));
-//! ```
+//! # Semantics worth knowing
+//!
+//! - Presence is per uid: a uid joins a channel with its first instance and
+//!   leaves with its last. Join/leave notices are batched per channel over
+//!   `notice_batch_window` (net effect only), each flush followed by a
+//!   `UserCountPush` (distinct uids).
+//! - A lost link (transport closed, idle timeout, slow consumer, protocol
+//!   error) keeps the instance present for `presence_grace`; a login with
+//!   `resume.instance_id` takes it over with no notices. Logout and kicks
+//!   remove it at once.
+//! - Channel attributes live while the channel has members and are dropped
+//!   when its last member leaves; a uid's user attributes in a channel are
+//!   dropped when its last instance leaves. Writes notify members only when
+//!   `enable_notification` is set (the wire default, false, is silent).
+//! - Reliable messages are retained per receiver uid (P2P, 200 / 7 days) and
+//!   per channel (1024 / 5 min), and in all at most `max_retained_bytes`;
+//!   evicted ranges are reported as gaps. One replay (after a login, a join
+//!   or a fetch) queues at most half of `max_queued_bytes`: a cut-short
+//!   replay shows as a `FetchReply.through_seq` below the head, or as a jump
+//!   in sequence numbers that the client fills with a fetch.
+//! - `Close` codes: 100 kicked by a newer login (do not reconnect), 2001
+//!   protocol error, 4003 slow consumer, 1005 idle or login timeout.
 
 mod auth;
 mod channel;
@@ -47,7 +46,8 @@ mod presence;
 mod rate;
 mod retention;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -85,6 +85,36 @@ enum Timer {
 type Outcome = Result<(Body, Vec<Bytes>), ServiceError>;
 
 /// The reference server state machine. See the [module docs](self).
+///
+/// One connection logging in, driven by hand (a transport does this in a
+/// loop: feed frames, drain `poll_ready`/`poll_transmit`/`poll_close`,
+/// sleep until `poll_timeout`):
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use hummer_channel::server::{Server, ServerConfig, DEMO_APPID};
+/// use hummer_channel::wire::{self, decode_frame, encode_frame, Body, Frame, LoginRequest};
+///
+/// let t0 = Instant::now();
+/// let mut server = Server::new(ServerConfig::demo(), t0, 1_700_000_000_000);
+/// let conn = server.accept(t0);
+/// let login = Frame {
+///     request_id: 1,
+///     body: Some(Body::Login(LoginRequest {
+///         protocol_version: wire::PROTOCOL_VERSION,
+///         appid: DEMO_APPID,
+///         uid: 42,
+///         ..Default::default()
+///     })),
+/// };
+/// server.handle_frame(t0, conn, encode_frame(&login));
+/// assert_eq!(server.poll_ready(), Some(conn));
+/// let reply = decode_frame(server.poll_transmit(conn).unwrap(), 64 * 1024).unwrap();
+/// assert_eq!(reply.request_id, 1);
+/// assert!(matches!(reply.body, Some(Body::LoginReply(r)) if r.is_anonymous));
+/// // Nothing happens before the next deadline (the idle timeout here).
+/// assert!(server.poll_timeout().unwrap() > t0 + Duration::from_secs(1));
+/// ```
 #[derive(Debug)]
 pub struct Server {
     config: ServerConfig,
@@ -106,6 +136,15 @@ pub struct Server {
     next_channel: u32,
     inboxes: HashMap<(u32, u64), Inbox>,
     timers: BTreeSet<(Instant, Timer)>,
+    /// An upper bound of the retained bytes (exact after each enforcement).
+    retained_estimate: usize,
+}
+
+/// A retention log: a channel's or a uid's inbox.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum LogId {
+    Channel(u32),
+    Inbox(u32, u64),
 }
 
 impl Server {
@@ -138,6 +177,7 @@ impl Server {
             next_channel: 1,
             inboxes: HashMap::new(),
             timers,
+            retained_estimate: 0,
         }
     }
 
@@ -263,16 +303,14 @@ impl Server {
     /// A connection with queued output. Each is reported once, until
     /// [`Server::poll_transmit`] has drained its queue.
     pub fn poll_ready(&mut self) -> Option<ConnId> {
-        while let Some(c) = self.ready.pop_front() {
-            if self
-                .conns
-                .get(&c)
-                .is_some_and(|conn| conn.in_ready && !conn.queue.is_empty())
-            {
-                return Some(c);
-            }
-            if let Some(conn) = self.conns.get_mut(&c) {
-                conn.in_ready = false;
+        while let Some(id) = self.ready.pop_front() {
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            c.in_ready_list = false;
+            if !c.reported && !c.queue.is_empty() {
+                c.reported = true;
+                return Some(id);
             }
         }
         None
@@ -283,7 +321,7 @@ impl Server {
         let c = self.conns.get_mut(&conn)?;
         let f = c.pop();
         if c.queue.is_empty() {
-            c.in_ready = false;
+            c.reported = false;
         }
         f
     }
@@ -412,6 +450,49 @@ impl Server {
         });
     }
 
+    /// Counts `bytes` newly retained and, past `max_retained_bytes`, evicts
+    /// the oldest messages server-wide down to 90% of it. The exact total is
+    /// only computed then, so the cost is amortised over a tenth of the cap.
+    fn retained(&mut self, bytes: usize) {
+        self.retained_estimate = self.retained_estimate.saturating_add(bytes);
+        let cap = self.config.max_retained_bytes;
+        if self.retained_estimate <= cap {
+            return;
+        }
+        let mut total: usize = self
+            .channels
+            .values()
+            .map(|c| c.log.bytes())
+            .chain(self.inboxes.values().map(|b| b.log.bytes()))
+            .fold(0, usize::saturating_add);
+        let target = cap / 10 * 9;
+        let mut heap: BinaryHeap<Reverse<(Instant, LogId)>> = self
+            .channels
+            .iter()
+            .filter_map(|(n, c)| Some(Reverse((c.log.oldest_at()?, LogId::Channel(*n)))))
+            .chain(self.inboxes.iter().filter_map(|((a, u), b)| {
+                Some(Reverse((b.log.oldest_at()?, LogId::Inbox(*a, *u))))
+            }))
+            .collect();
+        while total > target {
+            let Some(Reverse((_, id))) = heap.pop() else {
+                break;
+            };
+            let log = match id {
+                LogId::Channel(n) => self.channels.get_mut(&n).map(|c| &mut c.log),
+                LogId::Inbox(a, u) => self.inboxes.get_mut(&(a, u)).map(|b| &mut b.log),
+            };
+            let Some(log) = log else { continue };
+            if let Some(freed) = log.pop_oldest() {
+                total = total.saturating_sub(freed);
+            }
+            if let Some(at) = log.oldest_at() {
+                heap.push(Reverse((at, id)));
+            }
+        }
+        self.retained_estimate = total;
+    }
+
     fn handle_request(&mut self, conn: ConnId, rid: u64, body: Body) {
         let outcome = if let Body::Login(req) = body {
             if req.protocol_version != wire::PROTOCOL_VERSION {
@@ -501,10 +582,7 @@ impl Server {
             return;
         }
         if c.push(frame, max) {
-            if !c.in_ready {
-                c.in_ready = true;
-                self.ready.push_back(conn);
-            }
+            mark_ready(&mut self.ready, conn, c);
             return;
         }
         c.clear();
@@ -556,10 +634,7 @@ impl Server {
             });
             c.queued_bytes = c.queued_bytes.saturating_add(f.len());
             c.queue.push_back(f);
-            if !c.in_ready {
-                c.in_ready = true;
-                self.ready.push_back(conn);
-            }
+            mark_ready(&mut self.ready, conn, c);
         }
         c.closing = true;
         let inst = c.instance.take();
@@ -571,6 +646,14 @@ impl Server {
                 self.lose_link(inst);
             }
         }
+    }
+}
+
+/// Puts `id` on the ready list unless it is there or reported already.
+fn mark_ready(ready: &mut VecDeque<ConnId>, id: ConnId, c: &mut Conn) {
+    if !c.reported && !c.in_ready_list {
+        c.in_ready_list = true;
+        ready.push_back(id);
     }
 }
 

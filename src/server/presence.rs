@@ -225,11 +225,16 @@ impl Server {
         if token.is_empty() {
             return Err(ServiceError::new(ErrorCode::InvalidToken, "empty token"));
         }
-        verify_token(secret.as_deref(), token, appid, uid, now_s)?;
+        let exp = verify_token(secret.as_deref(), token, appid, uid, now_s)?;
         if let Some(i) = self.instances.get_mut(&inst) {
             i.is_anonymous = false;
         }
-        Ok((Body::Ok(wire::Empty {}), Vec::new()))
+        // The new expiry goes back so the client re-arms its warning.
+        let reply = wire::RefreshTokenReply {
+            token_expires_at_ms: exp.map_or(0, |e| e.saturating_mul(1000)),
+            server_time_ms: self.unix_ms(),
+        };
+        Ok((Body::RefreshTokenReply(reply), Vec::new()))
     }
 
     pub(super) fn set_user_region(&mut self, inst: u64, region: i32) -> Outcome {

@@ -22,6 +22,8 @@ pub(crate) struct SeqLog {
     /// The last sequence number given (0: none yet).
     pub head: u64,
     entries: VecDeque<Entry>,
+    /// Bytes of the retained frames.
+    bytes: usize,
 }
 
 /// What to replay after a sequence number.
@@ -66,9 +68,27 @@ impl SeqLog {
             return;
         }
         while self.entries.len() >= max_messages {
-            self.entries.pop_front();
+            self.pop_oldest();
         }
+        self.bytes = self.bytes.saturating_add(frame.len());
         self.entries.push_back(Entry { seq, at, frame });
+    }
+
+    /// Evicts the oldest retained push; its size in bytes.
+    pub fn pop_oldest(&mut self) -> Option<usize> {
+        let e = self.entries.pop_front()?;
+        self.bytes = self.bytes.saturating_sub(e.frame.len());
+        Some(e.frame.len())
+    }
+
+    /// When the oldest retained push was recorded.
+    pub fn oldest_at(&self) -> Option<Instant> {
+        self.entries.front().map(|e| e.at)
+    }
+
+    /// Bytes of the retained pushes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Evicts the pushes older than `max_age` at `now`.
@@ -77,7 +97,7 @@ impl SeqLog {
             if now.saturating_duration_since(e.at) < max_age {
                 break;
             }
-            self.entries.pop_front();
+            self.pop_oldest();
         }
     }
 
