@@ -1,7 +1,7 @@
 //! A blocking client over `std::net::TcpStream`: no async runtime.
 //!
-//! [`Client`] has the same operations as the
-//! [smol client](super::smol::Client), as methods that block until their reply.
+//! [`Client`] has the same operations as the smol client
+//! (`adapters::smol::Client`), as methods that block until their reply.
 //! Events come out of [`Client::recv_event`].
 //!
 //! # Threads
@@ -12,8 +12,9 @@
 //! finished), then drains the Session and writes what it produced. Each link
 //! has a reader thread blocked in `read` that feeds the Session the frames it
 //! finds and wakes the driver; each dial runs on a short-lived thread, so
-//! the driver never blocks on the network. Calls from any thread lock the
-//! Session, issue their command, wake the driver and wait on a channel of
+//! the driver never waits for a dial. The driver writes without holding the
+//! lock (a write stalled for 10 s breaks the link). Calls from any thread
+//! lock the Session, issue their command, wake the driver and wait on a channel of
 //! their own for the completion. Nothing polls: an idle client sleeps until
 //! its heartbeat.
 //!
@@ -149,7 +150,7 @@ struct Transport {
     /// stale and ignored.
     generation: u64,
     /// The open link (the driver writes to it; its reader has a clone).
-    link: Option<TcpStream>,
+    link: Option<Arc<TcpStream>>,
     /// A finished dial: its generation and result.
     dialed: Option<(u64, io::Result<TcpStream>)>,
 }
@@ -340,7 +341,7 @@ fn drive(shared: &Arc<Shared>) {
                 match result.and_then(|s| s.set_nodelay(true).map(|()| s)) {
                     Ok(stream) => match start_reader(shared, &stream, generation) {
                         Ok(()) => {
-                            core.transport.link = Some(stream);
+                            core.transport.link = Some(Arc::new(stream));
                             core.link_up();
                         }
                         Err(_) => core.link_lost(),
@@ -362,9 +363,9 @@ fn drive(shared: &Arc<Shared>) {
             shared.events_cv.notify_all();
         }
         if request.close || core.shutdown {
-            if let Some(link) = &mut core.transport.link {
+            if let Some(link) = &core.transport.link {
                 // Best effort: the Session asked to close anyway.
-                let _ = link.write_all(&out);
+                let _ = (&**link).write_all(&out);
             }
             out.clear();
             shared.drop_link(&mut core);
@@ -378,18 +379,26 @@ fn drive(shared: &Arc<Shared>) {
         }
         // Frames belong to the link they were drained for: without one
         // (the Session never queues then) they are dropped.
-        if !out.is_empty() {
-            let written = match &mut core.transport.link {
-                Some(link) => link.write_all(&out),
-                None => Ok(()),
-            };
-            out.clear();
-            if written.is_err() {
+        let link = match out.is_empty() {
+            true => None,
+            false => core.transport.link.clone(),
+        };
+        if let Some(link) = link {
+            // Written without the lock, so that the reader (which may have
+            // to drain the socket for the server to read ours) and callers
+            // are never held up by a slow write. Only this thread writes.
+            let generation = core.transport.generation;
+            drop(core);
+            let written = (&*link).write_all(&out);
+            core = lock(&shared.core);
+            if written.is_err() && core.transport.generation == generation {
                 shared.drop_link(&mut core);
                 core.link_lost();
+                out.clear();
                 continue;
             }
         }
+        out.clear();
 
         if core.transport.wake {
             continue;
