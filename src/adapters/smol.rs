@@ -4,8 +4,9 @@
 //! in the style of quinn's `ConnectionDriver`: it drains what the Session has
 //! to say (frames to write, completions, events, transport actions), re-arms
 //! its timer from `poll_timeout` on every pass, then sleeps until the socket
-//! is readable, the timer fires or a call wakes it. An idle client costs
-//! nothing but its heartbeat.
+//! is readable (or writable, while frames wait to go out: reading never stops
+//! for a slow write), the timer fires or a call wakes it. An idle client
+//! costs nothing but its heartbeat.
 //!
 //! Every operation is an `async fn` that sends its request and waits for its
 //! typed reply. Everything else the Session reports (messages, notices,
@@ -30,9 +31,9 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf as _, BytesMut};
 use smol::channel::{self, Receiver, Sender};
 use smol::future::{self, FutureExt as _};
 use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -267,9 +268,14 @@ macro_rules! async_operations {
 }
 driver::with_operations!(async_operations);
 
-/// An open link.
+/// How long closing waits to flush what is queued.
+const CLOSE_FLUSH_WAIT: Duration = Duration::from_secs(2);
+
+/// An open link: two handles on one socket, so that reading and writing
+/// can wait at the same time.
 struct Link {
-    stream: TcpStream,
+    reader: TcpStream,
+    writer: TcpStream,
     decoder: FrameDecoder,
 }
 
@@ -281,6 +287,7 @@ enum Wake {
     Call,
     Stopped,
     Read(io::Result<usize>),
+    Wrote(io::Result<usize>),
     Dialed(io::Result<TcpStream>),
 }
 
@@ -306,11 +313,18 @@ async fn drive(shared: Arc<Shared>, addr: SocketAddr, wake: Receiver<()>, done: 
             )
         };
         if request.close || shutdown {
-            if let Some(mut l) = link.take() {
-                // Best effort: the Session asked to close anyway.
-                let _ = l.stream.write_all(&out).await;
-                let _ = l.stream.flush().await;
-                let _ = l.stream.shutdown(std::net::Shutdown::Both);
+            if let Some(l) = link.take() {
+                // Best effort, and bounded: the Session asked to close anyway.
+                let mut stream = l.writer;
+                let flush = async {
+                    let _ = stream.write_all(&out).await;
+                    let _ = stream.flush().await;
+                };
+                let give_up = async {
+                    Timer::after(CLOSE_FLUSH_WAIT).await;
+                };
+                flush.or(give_up).await;
+                let _ = l.reader.shutdown(std::net::Shutdown::Both);
             }
             out.clear();
             dialing = None;
@@ -324,17 +338,8 @@ async fn drive(shared: Arc<Shared>, addr: SocketAddr, wake: Receiver<()>, done: 
         }
         // Frames belong to the link they were drained for: without one
         // (the Session never queues then) they are dropped.
-        if !out.is_empty() {
-            let written = match &mut link {
-                Some(l) => l.stream.write_all(&out).await,
-                None => Ok(()),
-            };
+        if link.is_none() {
             out.clear();
-            if written.is_err() {
-                link = None;
-                lock(&shared.core).link_lost();
-                continue;
-            }
         }
 
         let timer = async {
@@ -352,9 +357,21 @@ async fn drive(shared: Arc<Shared>, addr: SocketAddr, wake: Receiver<()>, done: 
                 Err(_) => Wake::Stopped,
             }
         };
+        // Reading goes on while a write is pending: a peer blocked on
+        // writing to us must be read for it to read what we write.
+        let (reader, writer) = match &mut link {
+            Some(l) => (Some(&mut l.reader), Some(&mut l.writer)),
+            None => (None, None),
+        };
         let read = async {
-            match &mut link {
-                Some(l) if !paused => Wake::Read(l.stream.read(&mut buf).await),
+            match reader {
+                Some(r) if !paused => Wake::Read(r.read(&mut buf).await),
+                _ => future::pending().await,
+            }
+        };
+        let write = async {
+            match writer {
+                Some(w) if !out.is_empty() => Wake::Wrote(w.write(&out).await),
                 _ => future::pending().await,
             }
         };
@@ -364,7 +381,7 @@ async fn drive(shared: Arc<Shared>, addr: SocketAddr, wake: Receiver<()>, done: 
                 None => future::pending().await,
             }
         };
-        let woke = timer.or(call).or(read).or(dial).await;
+        let woke = timer.or(call).or(read).or(write).or(dial).await;
 
         let mut core = lock(&shared.core);
         match woke {
@@ -378,9 +395,11 @@ async fn drive(shared: Arc<Shared>, addr: SocketAddr, wake: Receiver<()>, done: 
                     core.link_lost();
                 }
             }
-            Wake::Read(_) => {
+            Wake::Wrote(Ok(n)) if n > 0 => out.advance(n),
+            Wake::Read(_) | Wake::Wrote(_) => {
                 // End of stream or an error: the link is gone.
                 link = None;
+                out.clear();
                 core.link_lost();
             }
             Wake::Dialed(result) => {
@@ -389,7 +408,8 @@ async fn drive(shared: Arc<Shared>, addr: SocketAddr, wake: Receiver<()>, done: 
                     Ok(stream) => {
                         let _ = stream.set_nodelay(true);
                         link = Some(Link {
-                            stream,
+                            writer: stream.clone(),
+                            reader: stream,
                             decoder: core.decoder(),
                         });
                         core.link_up();
