@@ -46,6 +46,18 @@ macro_rules! spawn_all {
     };
 }
 
+/// Runs two blocks at once, on threads of their own.
+macro_rules! both {
+    ($a:block, $b:block) => {
+        std::thread::scope(|scope| {
+            let a = scope.spawn(|| $a);
+            let b = scope.spawn(|| $b);
+            a.join().unwrap();
+            b.join().unwrap();
+        })
+    };
+}
+
 fn guard() {
     watchdog(Duration::from_secs(60));
 }
@@ -96,4 +108,10 @@ fn concurrent_calls_from_threads() {
 fn bad_frames_and_streams_drop_the_link_and_redial() {
     guard();
     scenario_bad_stream!();
+}
+
+#[test]
+fn bulk_traffic_both_ways_at_once() {
+    guard();
+    scenario_bulk_both_ways!(both);
 }

@@ -73,6 +73,13 @@ macro_rules! spawn_all {
     }};
 }
 
+/// Runs two blocks at once, as concurrent futures.
+macro_rules! both {
+    ($a:block, $b:block) => {
+        smol::future::zip(async { $a }, async { $b }).await
+    };
+}
+
 fn run(test: impl std::future::Future<Output = ()>) {
     watchdog(Duration::from_secs(60));
     smol::block_on(test);
@@ -116,4 +123,9 @@ fn concurrent_calls_from_tasks() {
 #[test]
 fn bad_frames_and_streams_drop_the_link_and_redial() {
     run(async { scenario_bad_stream!() });
+}
+
+#[test]
+fn bulk_traffic_both_ways_at_once() {
+    run(async { scenario_bulk_both_ways!(both) });
 }

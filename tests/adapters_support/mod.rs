@@ -578,3 +578,64 @@ macro_rules! scenario_bad_stream {
         }
     }};
 }
+
+/// Two clients broadcast large messages at the same time, so that both
+/// directions of both links are busy: nothing stalls, everything arrives.
+macro_rules! scenario_bulk_both_ways {
+    ($both:ident) => {{
+        use hummer_channel::client::{Event, SendOptions};
+        use hummer_channel::server::ServerConfig;
+        use hummer_channel::{Message, Region, Uid};
+
+        const EACH: usize = 60;
+        let server =
+            ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
+        let alice = Client::connect(server.local_addr(), fast_config());
+        let bob = Client::connect(server.local_addr(), fast_config());
+        wait!(alice.login(Uid(1), None, None)).unwrap();
+        wait!(bob.login(Uid(2), None, None)).unwrap();
+        let ra = alice.create_channel(Region::Cn, "bulk").unwrap();
+        let rb = bob.create_channel(Region::Cn, "bulk").unwrap();
+        wait!(alice.join_channel(ra, attrs(&[]))).unwrap();
+        wait!(bob.join_channel(rb, attrs(&[]))).unwrap();
+        let big = vec![b'x'; 30 * 1024];
+        $both!(
+            {
+                for i in 0..EACH {
+                    let mut m = Message::new("a", big.clone());
+                    m.app_extras.insert("i".into(), i.to_string());
+                    wait!(alice.send_message_to_channel(ra, m, SendOptions::default())).unwrap();
+                }
+            },
+            {
+                for i in 0..EACH {
+                    let mut m = Message::new("b", big.clone());
+                    m.app_extras.insert("i".into(), i.to_string());
+                    wait!(bob.send_message_to_channel(rb, m, SendOptions::default())).unwrap();
+                }
+            }
+        );
+        for (name, client) in [("alice", &alice), ("bob", &bob)] {
+            let (mut from_a, mut from_b) = (0, 0);
+            while from_a + from_b < 2 * EACH {
+                match wait!(next_event(client)) {
+                    Some(Event::ChannelMessage { message, .. }) => {
+                        assert_eq!(message.content.len(), 30 * 1024);
+                        let n = if message.kind == "a" {
+                            &mut from_a
+                        } else {
+                            &mut from_b
+                        };
+                        assert_eq!(message.app_extras["i"], n.to_string(), "{name}: order");
+                        *n += 1;
+                    }
+                    Some(_) => {}
+                    None => panic!("{name} got {from_a} + {from_b} of {} messages", 2 * EACH),
+                }
+            }
+        }
+        wait!(alice.close());
+        wait!(bob.close());
+        server.shutdown();
+    }};
+}
