@@ -1,4 +1,26 @@
-//! Transport adapters.
+//! Transport adapters: ready-made run loops that drive a
+//! [`Session`](crate::client::Session) over TCP.
+//!
+//! - [`smol`] (feature `smol`): an async [`Client`](smol::Client) on smol /
+//!   async-io, one driver task per client.
+//! - [`blocking`] (feature `blocking`): a blocking
+//!   [`Client`](blocking::Client) on `std::net`, with a driver thread.
+//!
+//! Both have the same operations (generated from one list), the same error
+//! type [`ClientError`] and the same event backpressure (nothing is dropped:
+//! a full event queue pauses reading from the server). For another runtime,
+//! write the loop yourself: see `examples/custom_transport.rs`.
+
+#[cfg(any(feature = "smol", feature = "blocking"))]
+mod driver;
+
+#[cfg(any(feature = "smol", feature = "blocking"))]
+pub use driver::{ClientError, DEFAULT_EVENT_CAPACITY};
+
+#[cfg(feature = "blocking")]
+pub mod blocking;
+#[cfg(feature = "smol")]
+pub mod smol;
 
 #[cfg(all(feature = "server", feature = "smol"))]
 pub mod server_tcp;

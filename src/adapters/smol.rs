@@ -1,0 +1,425 @@
+//! An async client over TCP on [smol](https://docs.rs/smol) (async-io).
+//!
+//! [`Client`] wraps a [`Session`] and a driver task. The driver is one loop,
+//! in the style of quinn's `ConnectionDriver`: it drains what the Session has
+//! to say (frames to write, completions, events, transport actions), re-arms
+//! its timer from `poll_timeout` on every pass, then sleeps until the socket
+//! is readable (or writable, while frames wait to go out: reading never stops
+//! for a slow write), the timer fires or a call wakes it. An idle client
+//! costs nothing but its heartbeat.
+//!
+//! Every operation is an `async fn` that sends its request and waits for its
+//! typed reply. Everything else the Session reports (messages, notices,
+//! connection states) comes out of [`Client::next_event`].
+//!
+//! # Backpressure
+//!
+//! Unread events wait in a queue of `event_capacity` entries
+//! ([`DEFAULT_EVENT_CAPACITY`] unless set with
+//! [`Client::connect_with_event_capacity`]). Nothing is ever dropped: when the
+//! queue is full, the driver stops reading from the server (timers and
+//! writes go on) until the application takes events again. TCP then pushes
+//! back on the server, which may disconnect a consumer too slow for it; the
+//! Session resumes after reconnecting without losing reliable messages.
+//! While reading is paused, replies are not read either: a call made then
+//! fails with 1005 (timeout) if the application does not read its events.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf as _, BytesMut};
+use smol::channel::{self, Receiver, Sender};
+use smol::future::{self, FutureExt as _};
+use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use smol::net::TcpStream;
+use smol::{Task, Timer};
+
+use super::driver::{self, lock, Cmd, Core, CLOSE_LOGOUT_WAIT, READ_CHUNK};
+pub use super::driver::{ClientError, DEFAULT_EVENT_CAPACITY};
+use crate::client::{
+    AttributeOptions, AttributesReply, ChannelHandle, ConnectionReason, ConnectionState, Event,
+    InstanceInfo, LoginInfo, MessageSent, Reply, SendOptions, Session, SessionConfig, UserCount,
+    UserList,
+};
+use crate::types::{Attributes, ChannelKey, Message, Region, Uid};
+use crate::wire::FrameDecoder;
+
+/// An async Hummer client over TCP. Cheap to clone (clones share one
+/// Session); the driver stops when the last clone is dropped (without
+/// logging out: call [`close`](Self::close) for a clean end).
+///
+/// # Example
+///
+/// ```
+/// # #[cfg(feature = "server")] {
+/// use hummer_channel::adapters::server_tcp::ServerHandle;
+/// use hummer_channel::adapters::smol::Client;
+/// use hummer_channel::client::{Event, SendOptions, SessionConfig};
+/// use hummer_channel::server::{ServerConfig, DEMO_APPID};
+/// use hummer_channel::{Message, Region, Uid};
+///
+/// let server = ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
+/// smol::block_on(async {
+///     let client = Client::connect(server.local_addr(), SessionConfig::new(DEMO_APPID));
+///     let info = client.login(Uid(7), None, Some(Region::Cn)).await.unwrap();
+///     println!("logged in as instance {}", info.instance_id);
+///
+///     let room = client.create_channel(Region::Cn, "lobby").unwrap();
+///     client.join_channel(room, Default::default()).await.unwrap();
+///     client
+///         .send_message_to_channel(room, Message::new("text", "hello"), SendOptions::default())
+///         .await
+///         .unwrap();
+///     // The broadcast comes back to its sender too.
+///     loop {
+///         match client.next_event().await {
+///             Some(Event::ChannelMessage { message, .. }) => {
+///                 assert_eq!(&message.content[..], b"hello");
+///                 break;
+///             }
+///             Some(_) => continue,
+///             None => panic!("closed"),
+///         }
+///     }
+///     client.close().await;
+/// });
+/// server.shutdown();
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("state", &self.connection_state())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    /// Wakes the driver (bounded to one: a pending wake is enough).
+    wake: Sender<()>,
+    /// Closed by the driver when it stops.
+    done: Receiver<()>,
+    /// Dropping it cancels the driver (which closes the socket).
+    _task: Task<()>,
+}
+
+struct Shared {
+    core: Mutex<Core<()>>,
+    /// Says "events are queued" to `next_event` (bounded to one).
+    events_ready: (Sender<()>, Receiver<()>),
+    /// Passes of the driver loop (for tests of idleness).
+    wakeups: AtomicU64,
+}
+
+impl Client {
+    /// A client for the server at `addr`. Nothing happens on the network
+    /// until [`login`](Self::login). Spawns the driver on smol's global
+    /// executor.
+    pub fn connect(addr: SocketAddr, config: SessionConfig) -> Client {
+        Client::connect_with_event_capacity(addr, config, DEFAULT_EVENT_CAPACITY)
+    }
+
+    /// [`connect`](Self::connect) with a bound on unread events other than
+    /// [`DEFAULT_EVENT_CAPACITY`] (see the module docs on backpressure).
+    pub fn connect_with_event_capacity(
+        addr: SocketAddr,
+        config: SessionConfig,
+        event_capacity: usize,
+    ) -> Client {
+        let shared = Arc::new(Shared {
+            core: Mutex::new(Core::new(config, event_capacity, ())),
+            events_ready: channel::bounded(1),
+            wakeups: AtomicU64::new(0),
+        });
+        let (wake_tx, wake_rx) = channel::bounded(1);
+        let (done_tx, done_rx) = channel::bounded(1);
+        let task = smol::spawn(drive(shared.clone(), addr, wake_rx, done_tx));
+        Client {
+            inner: Arc::new(Inner {
+                shared,
+                wake: wake_tx,
+                done: done_rx,
+                _task: task,
+            }),
+        }
+    }
+
+    fn core(&self) -> MutexGuard<'_, Core<()>> {
+        lock(&self.inner.shared.core)
+    }
+
+    fn wake(&self) {
+        let _ = self.inner.wake.try_send(());
+    }
+
+    /// Runs one command and waits for its completion.
+    async fn request(
+        &self,
+        op: impl FnOnce(&mut Session, Instant) -> Cmd,
+    ) -> Result<Reply, ClientError> {
+        let (tx, rx) = channel::bounded(1);
+        self.core().command(
+            op,
+            Box::new(move |result| {
+                let _ = tx.try_send(result);
+            }),
+        )?;
+        self.wake();
+        rx.recv()
+            .await
+            .map_err(|_| ClientError::Closed)?
+            .map_err(ClientError::Service)
+    }
+
+    /// The next event (messages, notices, connection states; completions of
+    /// calls are not among them). `None` once the client is closed and every
+    /// queued event was taken.
+    pub async fn next_event(&self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.try_next_event() {
+                return Some(event);
+            }
+            {
+                let core = self.core();
+                if core.closed && !core.has_events() {
+                    return None;
+                }
+            }
+            // Closed (Err) only once the driver stopped: the loop then ends.
+            let _ = self.inner.shared.events_ready.1.recv().await;
+        }
+    }
+
+    /// An event if one is queued, without waiting.
+    pub fn try_next_event(&self) -> Option<Event> {
+        let mut core = self.core();
+        let (event, was_full) = core.pop_event()?;
+        if was_full {
+            // The driver paused reading: there is room again.
+            self.wake();
+        }
+        if core.has_events() {
+            // Another reader may be waiting.
+            let _ = self.inner.shared.events_ready.0.try_send(());
+        }
+        Some(event)
+    }
+
+    /// Ends the client cleanly: logs out if logged in (waiting up to 2 s for
+    /// the reply), closes the socket and stops the driver. Calls made after
+    /// (or still waiting) fail with [`ClientError::Closed`]; queued events
+    /// can still be taken.
+    pub async fn close(&self) {
+        if self.core().is_logged_in() {
+            let _ = self
+                .logout()
+                .or(async {
+                    Timer::after(CLOSE_LOGOUT_WAIT).await;
+                    Err(ClientError::Closed)
+                })
+                .await;
+        }
+        self.core().shutdown = true;
+        self.wake();
+        let _ = self.inner.done.recv().await;
+    }
+
+    /// Passes of the driver loop so far (to test that an idle client sleeps).
+    #[doc(hidden)]
+    pub fn driver_wakeups(&self) -> u64 {
+        self.inner.shared.wakeups.load(Ordering::Relaxed)
+    }
+
+    driver::local_operations!();
+}
+
+macro_rules! async_operations {
+    ($(
+        $(#[$doc:meta])*
+        fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $call:expr;
+        $pat:pat => $out:expr;
+    )*) => {
+        impl Client {
+            $(
+                $(#[$doc])*
+                pub async fn $name(&self, $($arg: $ty),*) -> Result<$ret, ClientError> {
+                    #[allow(clippy::unused_unit)]
+                    match self.request($call).await? {
+                        $pat => Ok($out),
+                        #[allow(unreachable_patterns)]
+                        _ => Err(ClientError::UnexpectedReply),
+                    }
+                }
+            )*
+        }
+    };
+}
+driver::with_operations!(async_operations);
+
+/// How long closing waits to flush what is queued.
+const CLOSE_FLUSH_WAIT: Duration = Duration::from_secs(2);
+
+/// An open link: two handles on one socket, so that reading and writing
+/// can wait at the same time.
+struct Link {
+    reader: TcpStream,
+    writer: TcpStream,
+    decoder: FrameDecoder,
+}
+
+type Dial = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
+
+/// What woke the driver.
+enum Wake {
+    Timer,
+    Call,
+    Stopped,
+    Read(io::Result<usize>),
+    Wrote(io::Result<usize>),
+    Dialed(io::Result<TcpStream>),
+}
+
+async fn drive(shared: Arc<Shared>, addr: SocketAddr, wake: Receiver<()>, done: Sender<()>) {
+    let mut link: Option<Link> = None;
+    let mut dialing: Option<Dial> = None;
+    let mut out = BytesMut::new();
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        shared.wakeups.fetch_add(1, Ordering::Relaxed);
+        // Drain, and read the timer and the queue bound, on every pass.
+        let (request, deadline, paused, shutdown) = {
+            let mut core = lock(&shared.core);
+            let request = core.drain(&mut out);
+            if core.has_events() {
+                let _ = shared.events_ready.0.try_send(());
+            }
+            (
+                request,
+                core.session.poll_timeout(),
+                core.events_full(),
+                core.shutdown,
+            )
+        };
+        if request.close || shutdown {
+            if let Some(l) = link.take() {
+                // Best effort, and bounded: the Session asked to close anyway.
+                let mut stream = l.writer;
+                let flush = async {
+                    let _ = stream.write_all(&out).await;
+                    let _ = stream.flush().await;
+                };
+                let give_up = async {
+                    Timer::after(CLOSE_FLUSH_WAIT).await;
+                };
+                flush.or(give_up).await;
+                let _ = l.reader.shutdown(std::net::Shutdown::Both);
+            }
+            out.clear();
+            dialing = None;
+        }
+        if shutdown {
+            break;
+        }
+        if request.connect {
+            link = None;
+            dialing = Some(Box::pin(TcpStream::connect(addr)));
+        }
+        // Frames belong to the link they were drained for: without one
+        // (the Session never queues then) they are dropped.
+        if link.is_none() {
+            out.clear();
+        }
+
+        let timer = async {
+            match deadline {
+                Some(at) => {
+                    Timer::at(at).await;
+                }
+                None => future::pending::<()>().await,
+            }
+            Wake::Timer
+        };
+        let call = async {
+            match wake.recv().await {
+                Ok(()) => Wake::Call,
+                Err(_) => Wake::Stopped,
+            }
+        };
+        // Reading goes on while a write is pending: a peer blocked on
+        // writing to us must be read for it to read what we write.
+        let (reader, writer) = match &mut link {
+            Some(l) => (Some(&mut l.reader), Some(&mut l.writer)),
+            None => (None, None),
+        };
+        let read = async {
+            match reader {
+                Some(r) if !paused => Wake::Read(r.read(&mut buf).await),
+                _ => future::pending().await,
+            }
+        };
+        let write = async {
+            match writer {
+                Some(w) if !out.is_empty() => Wake::Wrote(w.write(&out).await),
+                _ => future::pending().await,
+            }
+        };
+        let dial = async {
+            match &mut dialing {
+                Some(d) => Wake::Dialed(d.await),
+                None => future::pending().await,
+            }
+        };
+        let woke = timer.or(call).or(read).or(write).or(dial).await;
+
+        let mut core = lock(&shared.core);
+        match woke {
+            Wake::Timer => core.timeout(),
+            Wake::Call => {}
+            Wake::Stopped => break,
+            Wake::Read(Ok(n)) if n > 0 => {
+                let l = link.as_mut().expect("read from a link");
+                if core.on_bytes(&mut l.decoder, &buf[..n]).is_err() {
+                    link = None;
+                    core.link_lost();
+                }
+            }
+            Wake::Wrote(Ok(n)) if n > 0 => out.advance(n),
+            Wake::Read(_) | Wake::Wrote(_) => {
+                // End of stream or an error: the link is gone.
+                link = None;
+                out.clear();
+                core.link_lost();
+            }
+            Wake::Dialed(result) => {
+                dialing = None;
+                match result {
+                    Ok(stream) => {
+                        let _ = stream.set_nodelay(true);
+                        link = Some(Link {
+                            writer: stream.clone(),
+                            reader: stream,
+                            decoder: core.decoder(),
+                        });
+                        core.link_up();
+                    }
+                    Err(_) => core.link_lost(),
+                }
+            }
+        }
+    }
+    lock(&shared.core).stop();
+    shared.events_ready.0.close();
+    drop(done);
+}

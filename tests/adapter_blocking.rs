@@ -1,0 +1,177 @@
+//! The blocking adapter over loopback TCP against the reference server.
+#![cfg(all(feature = "blocking", feature = "server", feature = "smol"))]
+
+#[macro_use]
+mod adapters_support;
+
+use std::time::Duration;
+
+use adapters_support::*;
+use hummer_channel::adapters::blocking::Client;
+use hummer_channel::client::Event;
+
+use hummer_channel::adapters::server_tcp::ServerHandle;
+
+macro_rules! wait {
+    ($e:expr) => {
+        $e
+    };
+}
+
+macro_rules! sleep {
+    ($d:expr) => {
+        std::thread::sleep($d)
+    };
+}
+
+fn next_event(client: &Client) -> Option<Event> {
+    client.recv_event(EVENT_WAIT)
+}
+
+/// Runs `$body` for `0..$n` on threads of their own; their results.
+macro_rules! spawn_all {
+    ($client:ident, $n:expr, |$i:ident| $body:block) => {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..$n)
+                .map(|$i| {
+                    let $client = &$client;
+                    scope.spawn(move || $body)
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        })
+    };
+}
+
+/// Runs two blocks at once, on threads of their own.
+macro_rules! both {
+    ($a:block, $b:block) => {
+        std::thread::scope(|scope| {
+            let a = scope.spawn(|| $a);
+            let b = scope.spawn(|| $b);
+            a.join().unwrap();
+            b.join().unwrap();
+        })
+    };
+}
+
+fn guard() {
+    watchdog(Duration::from_secs(60));
+}
+
+#[test]
+fn every_operation_and_notice() {
+    guard();
+    scenario_every_operation!();
+}
+
+#[test]
+fn reconnects_rejoins_and_resumes_exactly_once() {
+    guard();
+    scenario_reconnect!();
+}
+
+#[test]
+fn request_in_flight_fails_with_1007() {
+    guard();
+    scenario_in_flight_fails_1007!();
+}
+
+#[test]
+fn idle_client_sleeps() {
+    guard();
+    scenario_idle!();
+}
+
+#[test]
+fn unread_events_are_kept_not_dropped() {
+    guard();
+    scenario_backpressure!();
+}
+
+#[test]
+fn dial_failures_end_in_login_timeout() {
+    guard();
+    scenario_dial_failure!();
+}
+
+#[test]
+fn concurrent_calls_from_threads() {
+    guard();
+    scenario_concurrent_calls!(spawn_all);
+}
+
+#[test]
+fn bad_frames_and_streams_drop_the_link_and_redial() {
+    guard();
+    scenario_bad_stream!();
+}
+
+#[test]
+fn bulk_traffic_both_ways_at_once() {
+    guard();
+    scenario_bulk_both_ways!(both);
+}
+
+/// Known bug, outside the adapters (see the test's ignore reason): a server
+/// restarted with the same `ServerConfig::seed` has the same epoch, so the
+/// Session keeps its channel sequence numbers across the restart and drops
+/// the new server's first messages as duplicates, with no `MessagesLost`.
+#[test]
+#[ignore = "known Session/Server bug: same-seed restart drops channel messages silently"]
+fn restarted_server_with_the_same_seed_loses_nothing_silently() {
+    use hummer_channel::client::{ConnectionState, SendOptions};
+    use hummer_channel::server::ServerConfig;
+    use hummer_channel::{Message, Region, Uid};
+
+    guard();
+    let server = ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addr();
+    let alice = Client::connect(addr, fast_config());
+    let bob = Client::connect(addr, fast_config());
+    alice.login(Uid(1), None, None).unwrap();
+    bob.login(Uid(2), None, None).unwrap();
+    let ra = alice.create_channel(Region::Cn, "restart").unwrap();
+    let rb = bob.create_channel(Region::Cn, "restart").unwrap();
+    alice.join_channel(ra, attrs(&[])).unwrap();
+    bob.join_channel(rb, attrs(&[])).unwrap();
+    for i in 0..3 {
+        let m = Message::new("t", format!("old{i}"));
+        bob.send_message_to_channel(rb, m, SendOptions::default())
+            .unwrap();
+        expect_event!(alice, Event::ChannelMessage { .. });
+    }
+    server.shutdown();
+    let server = ServerHandle::spawn(ServerConfig::demo(), addr).unwrap();
+    expect_event!(
+        alice,
+        Event::ConnectionStateChanged {
+            state: ConnectionState::Connected,
+            ..
+        }
+    );
+    let mut tries = 0;
+    while let Err(e) =
+        bob.send_message_to_channel(rb, Message::new("t", "new0"), SendOptions::default())
+    {
+        tries += 1;
+        assert!(tries < 500, "{e}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Either the message arrives, or the loss is reported.
+    let event = expect_event!(
+        alice,
+        Event::ChannelMessage { .. } | Event::MessagesLost { .. }
+    );
+    if let Event::ChannelMessage { message, .. } = &event {
+        assert_eq!(
+            &message.content[..],
+            b"new0",
+            "earlier messages were dropped"
+        );
+    }
+    drop(server);
+}

@@ -1,0 +1,131 @@
+//! The smol adapter over loopback TCP against the reference server.
+#![cfg(all(feature = "smol", feature = "server"))]
+
+#[macro_use]
+mod adapters_support;
+
+use std::time::Duration;
+
+use adapters_support::*;
+use hummer_channel::adapters::smol::Client;
+use hummer_channel::client::Event;
+use smol::future::FutureExt as _;
+use smol::Timer;
+
+use hummer_channel::adapters::server_tcp::ServerHandle;
+
+macro_rules! wait {
+    ($e:expr) => {
+        $e.await
+    };
+}
+
+macro_rules! sleep {
+    ($d:expr) => {
+        Timer::after($d).await
+    };
+}
+
+async fn next_event(client: &Client) -> Option<Event> {
+    client
+        .next_event()
+        .or(async {
+            Timer::after(EVENT_WAIT).await;
+            None
+        })
+        .await
+}
+
+/// Runs `$body` for `0..$n` as concurrent futures; their results.
+macro_rules! spawn_all {
+    ($client:ident, $n:expr, |$i:ident| $body:block) => {{
+        let client = &$client;
+        let futures: Vec<_> = (0..$n)
+            .map(|$i| {
+                let $client = client;
+                Box::pin(async move { $body })
+            })
+            .collect();
+        let mut results = Vec::new();
+        // Poll them all together: every call is in flight at once.
+        let mut pending: Vec<_> = futures.into_iter().map(Some).collect();
+        smol::future::poll_fn(|cx| {
+            let mut done = true;
+            for slot in pending.iter_mut() {
+                if let Some(f) = slot {
+                    match std::future::Future::poll(f.as_mut(), cx) {
+                        std::task::Poll::Ready(v) => {
+                            results.push(v);
+                            *slot = None;
+                        }
+                        std::task::Poll::Pending => done = false,
+                    }
+                }
+            }
+            if done {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        results
+    }};
+}
+
+/// Runs two blocks at once, as concurrent futures.
+macro_rules! both {
+    ($a:block, $b:block) => {
+        smol::future::zip(async { $a }, async { $b }).await
+    };
+}
+
+fn run(test: impl std::future::Future<Output = ()>) {
+    watchdog(Duration::from_secs(60));
+    smol::block_on(test);
+}
+
+#[test]
+fn every_operation_and_notice() {
+    run(async { scenario_every_operation!() });
+}
+
+#[test]
+fn reconnects_rejoins_and_resumes_exactly_once() {
+    run(async { scenario_reconnect!() });
+}
+
+#[test]
+fn request_in_flight_fails_with_1007() {
+    run(async { scenario_in_flight_fails_1007!() });
+}
+
+#[test]
+fn idle_client_sleeps() {
+    run(async { scenario_idle!() });
+}
+
+#[test]
+fn unread_events_are_kept_not_dropped() {
+    run(async { scenario_backpressure!() });
+}
+
+#[test]
+fn dial_failures_end_in_login_timeout() {
+    run(async { scenario_dial_failure!() });
+}
+
+#[test]
+fn concurrent_calls_from_tasks() {
+    run(async { scenario_concurrent_calls!(spawn_all) });
+}
+
+#[test]
+fn bad_frames_and_streams_drop_the_link_and_redial() {
+    run(async { scenario_bad_stream!() });
+}
+
+#[test]
+fn bulk_traffic_both_ways_at_once() {
+    run(async { scenario_bulk_both_ways!(both) });
+}
