@@ -116,12 +116,11 @@ fn bulk_traffic_both_ways_at_once() {
     scenario_bulk_both_ways!(both);
 }
 
-/// Known bug, outside the adapters (see the test's ignore reason): a server
-/// restarted with the same `ServerConfig::seed` has the same epoch, so the
-/// Session keeps its channel sequence numbers across the restart and drops
-/// the new server's first messages as duplicates, with no `MessagesLost`.
+/// A server restarted with the same `ServerConfig::seed` once had the same
+/// epoch, so the Session kept its channel sequence numbers across the restart
+/// and dropped the new server's first messages as duplicates, with no
+/// `MessagesLost` (fixed: the start time is part of the epoch).
 #[test]
-#[ignore = "known Session/Server bug: same-seed restart drops channel messages silently"]
 fn restarted_server_with_the_same_seed_loses_nothing_silently() {
     use hummer_channel::client::{ConnectionState, SendOptions};
     use hummer_channel::server::ServerConfig;
