@@ -38,8 +38,9 @@ impl Session {
             .ok_or(CommandError::UnknownChannel)?;
         self.require_logged_in()?;
         match c.membership {
-            Membership::Joined => Ok(c.key.to_wire()),
-            Membership::Rejoining => Err(CommandError::NotConnected),
+            // A re-join is already on the wire ahead of this command, and
+            // the server takes frames in order: the command may go.
+            Membership::Joined | Membership::Rejoining => Ok(c.key.to_wire()),
             Membership::Out | Membership::Joining | Membership::Leaving => {
                 Err(CommandError::NotInChannel)
             }
