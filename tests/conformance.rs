@@ -239,6 +239,14 @@ impl Run {
             .collect()
     }
 
+    /// The step at which the completion of `id` came back to client `i`.
+    fn completed_at(&self, i: usize, id: RequestId) -> Option<usize> {
+        self.events[i].iter().find_map(|(step, e)| match e {
+            Event::Completed { request, .. } if *request == id => Some(*step),
+            _ => None,
+        })
+    }
+
     /// Message numbers delivered to client `i`: (number, from_uid, channel or not, step).
     fn delivered(&self, i: usize) -> Vec<(u64, bool)> {
         self.events[i]
@@ -389,8 +397,11 @@ impl Run {
                                             .sim
                                             .session(self.clients[i])
                                             .is_joined(self.channels[i]),
+                                        // Accepted (its reply back) before the
+                                        // leave was even issued.
                                         Some((u, leave)) => {
-                                            sent.step < u
+                                            self.completed_at(sent.from, sent.request)
+                                                .is_some_and(|done| done < u)
                                                 && matches!(
                                                     self.completion(i, leave).as_slice(),
                                                     [Ok(_)]
