@@ -472,14 +472,22 @@ impl Run {
             );
         }
 
-        // 5. Join and leave notices alternate per uid, for an observer whose
-        // own link never dropped (notices are not replayed across a gap).
+        // 5. Join and leave notices alternate per uid, within each membership
+        // of an observer whose own link never dropped (notices are not
+        // replayed across a gap, nor sent to a non-member).
         for i in 0..4 {
             if self.saw_link_loss(i) {
                 continue;
             }
+            let starts: BTreeSet<usize> = self.joined_at[i].iter().map(|w| w.0).collect();
             let mut state: HashMap<Uid, bool> = HashMap::new();
-            for (_, e) in &self.events[i] {
+            let mut membership = None;
+            for (step, e) in &self.events[i] {
+                let current = starts.range(..=*step).next_back();
+                if current != membership {
+                    membership = current;
+                    state.clear();
+                }
                 let (uids, joined) = match e {
                     Event::NotifyJoinChannel { uids, .. } => (uids, true),
                     Event::NotifyLeaveChannel { uids, .. } => (uids, false),

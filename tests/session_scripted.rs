@@ -1392,3 +1392,283 @@ fn a_second_logout_in_flight_also_completes() {
     assert!(t.completion(second).is_err());
     assert_eq!(t.s.connection_state(), (S::Disconnected, R::Logout));
 }
+
+// ---- found in review: hostile numbers, cut-short replays, stale tokens ----
+
+/// Reconnects after a dropped link; returns the re-login frame.
+fn relogin(t: &mut Script) -> Frame {
+    t.s.handle_disconnected(t.now);
+    t.drain();
+    t.run_for(Duration::from_secs(2));
+    t.s.handle_connected(t.now);
+    t.last_sent()
+}
+
+fn cfg_buffer(n: usize) -> SessionConfig {
+    let mut c = SessionConfig::new(10000);
+    c.max_reorder_buffer = n;
+    c
+}
+
+fn fetch_after(f: &Frame) -> u64 {
+    match &f.body {
+        Some(Body::Fetch(r)) => r.after_seq,
+        other => panic!("not a fetch: {other:?}"),
+    }
+}
+
+/// Peer-controlled sequence number u64::MAX + epoch change: `p2p.last + 1` overflows.
+#[test]
+fn a_sequence_number_at_u64_max_does_not_overflow_on_restart_p2p() {
+    let mut t = Script::new();
+    t.s.login(t.now, Uid(ME), None, None).unwrap();
+    t.s.handle_connected(t.now);
+    let login = t.last_sent();
+    t.feed(
+        login.request_id,
+        Body::LoginReply(Script::login_reply(9, u64::MAX)),
+    );
+    let re = relogin(&mut t);
+    // A restarted server (epoch 10) with no p2p_gap.
+    t.feed(re.request_id, Body::LoginReply(Script::login_reply(10, 0)));
+}
+
+/// Same with a channel: join reply seq = u64::MAX, then an epoch change.
+#[test]
+fn a_sequence_number_at_u64_max_does_not_overflow_on_restart_channel() {
+    let mut t = Script::logged_in();
+    t.joined("a", 1, u64::MAX);
+    let re = relogin(&mut t);
+    t.feed(re.request_id, Body::LoginReply(Script::login_reply(10, 0)));
+}
+
+/// Same through a fetch reply's gap: skip() computes `self.last + 1`.
+#[test]
+fn a_fetch_gap_at_u64_max_does_not_overflow() {
+    let mut t = Script::new();
+    t.s.login(t.now, Uid(ME), None, None).unwrap();
+    t.s.handle_connected(t.now);
+    let login = t.last_sent();
+    let mut r = Script::login_reply(9, u64::MAX);
+    r.p2p_replay_truncated_at = 3;
+    t.feed(login.request_id, Body::LoginReply(r));
+    let fetch = t.last_sent();
+    t.feed(
+        fetch.request_id,
+        Body::FetchReply(wire::FetchReply {
+            through_seq: 5,
+            gap: Some(wire::SeqGap { from: 1, to: 2 }),
+            more: false,
+        }),
+    );
+}
+
+/// A truncated fetch (more = true) whose pushes overflowed the hold buffer:
+/// the next fetch starts after `through`, not after what was delivered, so
+/// retained messages are reported lost or never delivered.
+#[test]
+fn a_cut_short_fetch_refetches_what_the_hold_buffer_dropped() {
+    let mut t = Script::with(cfg_buffer(2));
+    t.s.login(t.now, Uid(ME), None, None).unwrap();
+    t.s.handle_connected(t.now);
+    let login = t.last_sent();
+    t.feed(
+        login.request_id,
+        Body::LoginReply(Script::login_reply(9, 0)),
+    );
+    t.take_events();
+    t.take_sent();
+    // A live jump: 5 arrives with 1..4 missing -> held, fetch after 0.
+    t.push(user_push(5, "5"));
+    let f1 = t.last_sent();
+    assert_eq!(fetch_after(&f1), 0);
+    // The server evicted 1..2; it replays 3.. (before its reply), budget-cut at 7.
+    for s in [3, 4, 5, 6, 7] {
+        t.push(user_push(s, &s.to_string()));
+    }
+    t.feed(
+        f1.request_id,
+        Body::FetchReply(wire::FetchReply {
+            through_seq: 7,
+            gap: Some(wire::SeqGap { from: 1, to: 2 }),
+            more: true,
+        }),
+    );
+    let f2 = t.last_sent();
+    // An honest server answers the fetch it was sent: what follows after_seq.
+    let after = fetch_after(&f2);
+    for s in (after + 1)..=8 {
+        t.push(user_push(s, &s.to_string()));
+    }
+    t.feed(
+        f2.request_id,
+        Body::FetchReply(wire::FetchReply {
+            through_seq: 8,
+            gap: None,
+            more: false,
+        }),
+    );
+    // Anything further the Session asks for, the server serves too.
+    for _ in 0..5 {
+        let sent = t.take_sent();
+        let Some(f) = sent
+            .into_iter()
+            .find(|f| matches!(f.body, Some(Body::Fetch(_))))
+        else {
+            break;
+        };
+        for s in (fetch_after(&f) + 1)..=8 {
+            t.push(user_push(s, &s.to_string()));
+        }
+        t.feed(
+            f.request_id,
+            Body::FetchReply(wire::FetchReply {
+                through_seq: 8,
+                gap: None,
+                more: false,
+            }),
+        );
+    }
+    let events = t.take_events();
+    let lost: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, Event::MessagesLost { .. }))
+        .collect();
+    assert_eq!(
+        lost,
+        vec![&Event::MessagesLost {
+            stream: LostStream::User,
+            from_seq: 1,
+            to_seq: Some(2)
+        }],
+        "only what the server evicted is lost"
+    );
+    assert_eq!(
+        texts(&events),
+        vec!["3", "4", "5", "6", "7", "8"],
+        "3..=8 were retained by the server"
+    );
+}
+
+/// Leave right after a reconnect whose re-join replay was truncated: the
+/// Session's fetch goes out behind the leave, the server answers 5101, and
+/// the Session tears the whole link down.
+#[test]
+fn leaving_during_a_cut_short_rejoin_keeps_the_link() {
+    let mut t = Script::logged_in();
+    let ch = t.joined("a", 1, 0);
+    t.push(channel_push(1, 1, "m1"));
+    let re = relogin(&mut t);
+    let mut reply = Script::login_reply(9, 0);
+    reply.resumed = true;
+    t.feed(re.request_id, Body::LoginReply(reply));
+    let rejoin = t.last_sent();
+    t.take_events();
+    t.actions.clear();
+    // The application leaves at once (allowed: Rejoining).
+    let leave = t.s.leave_channel(t.now, ch, Attributes::new()).unwrap();
+    t.take_sent();
+    t.feed(
+        rejoin.request_id,
+        Body::JoinReply(wire::JoinReply {
+            channel: 2,
+            seq: 1,
+            gap: None,
+            member_offline: false,
+            replay_truncated_at: 2,
+        }),
+    );
+    // The re-join reply must not turn the leaving channel back into a joined one.
+    assert_eq!(
+        t.s.leave_channel(t.now, ch, Attributes::new()),
+        Err(CommandError::NotInChannel)
+    );
+    let fetch = t
+        .take_sent()
+        .into_iter()
+        .find(|f| matches!(f.body, Some(Body::Fetch(_))))
+        .expect("fetch");
+    t.push(channel_push(2, 2, "m2"));
+    // Server order: leave reply (the leave came first), then the fetch's error.
+    t.feed(leave.0, Body::Ok(wire::Empty {}));
+    t.feed(
+        fetch.request_id,
+        Body::Error(wire::ErrorReply {
+            code: 5101,
+            message: "not in channel".into(),
+        }),
+    );
+    let events = t.take_events();
+    assert!(
+        events.contains(&Event::Completed {
+            request: leave,
+            result: Ok(Reply::Done)
+        }),
+        "{events:?}"
+    );
+    assert!(
+        !t.actions.contains(&TransportAction::Close),
+        "a healthy link was closed"
+    );
+    assert_eq!(t.s.connection_state(), (S::Connected, R::LoginSuccess));
+}
+
+/// A re-join reply whose seq is below what the Session saw (the channel was
+/// forgotten by the server and created again): new messages are dropped as
+/// duplicates, silently.
+#[test]
+fn a_rejoin_into_a_recreated_channel_delivers_its_new_messages() {
+    let mut t = Script::logged_in();
+    t.joined("a", 1, 0);
+    for s in 1..=5 {
+        t.push(channel_push(1, s, &format!("old{s}")));
+    }
+    let re = relogin(&mut t);
+    t.feed(re.request_id, Body::LoginReply(Script::login_reply(9, 0)));
+    let rejoin = t.last_sent();
+    t.take_events();
+    t.feed(
+        rejoin.request_id,
+        Body::JoinReply(wire::JoinReply {
+            channel: 3,
+            seq: 2,
+            gap: None,
+            member_offline: true,
+            replay_truncated_at: 0,
+        }),
+    );
+    t.push(channel_push(3, 3, "new3"));
+    t.push(channel_push(3, 4, "new4"));
+    t.push(channel_push(3, 6, "new6"));
+    let events = t.take_events();
+    assert_eq!(texts(&events), vec!["new3", "new4"]);
+}
+
+/// refresh_token during a re-login that is then refused as expired (it
+/// carried the old token): the Session pauses and emits TokenExpired although
+/// the application already gave it a fresh token.
+#[test]
+fn a_refresh_during_a_relogin_refused_as_expired_retries_with_the_new_token() {
+    let mut t = Script::logged_in();
+    let re = relogin(&mut t);
+    t.take_events();
+    t.actions.clear();
+    let id = t.s.refresh_token(t.now, "fresh".into()).unwrap();
+    assert_eq!(t.completion(id), Ok(Reply::Done));
+    t.feed(
+        re.request_id,
+        Body::Error(wire::ErrorReply {
+            code: 2003,
+            message: "expired".into(),
+        }),
+    );
+    t.run_for(Duration::from_secs(120));
+    assert!(
+        !t.events.contains(&Event::TokenExpired),
+        "the token was already refreshed"
+    );
+    assert!(
+        t.actions.contains(&TransportAction::Connect),
+        "it should dial again with the new token"
+    );
+}

@@ -89,7 +89,14 @@ impl Channels {
         if let Some(old) = c.number.replace(number) {
             self.by_number.remove(&old);
         }
-        self.by_number.insert(number, h);
+        // A number moves to its newest holder; the old holder's is stale.
+        if let Some(prev) = self.by_number.insert(number, h) {
+            if prev != h {
+                if let Some(p) = self.list.get_mut(prev.0 as usize) {
+                    p.number = None;
+                }
+            }
+        }
     }
 
     /// Not a member any more: forget its push number and its stream.

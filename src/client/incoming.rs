@@ -210,7 +210,7 @@ impl Session {
         if epoch_changed && r.p2p_gap.is_none() {
             // The server restarted: whatever it held for us is gone, even if
             // we had seen nothing yet.
-            self.emit_lost(LostStream::User, self.p2p.last + 1, None);
+            self.emit_lost(LostStream::User, self.p2p.last.saturating_add(1), None);
         }
         self.server_epoch = r.server_epoch;
         self.instance_id = Some(r.instance_id);
@@ -244,6 +244,12 @@ impl Session {
         if user {
             self.complete(id, Err(e));
             self.reset(ConnectionReason::LoginFailure);
+        } else if e.code == ErrorCode::ExpiredToken
+            && self.credentials.as_ref().and_then(|c| c.token.as_ref()) != self.sent_token.as_ref()
+        {
+            // Refreshed while this re-login was on its way: try the new token.
+            let now = self.clock_now();
+            self.link_lost(now, true);
         } else if e.code == ErrorCode::ExpiredToken {
             // Keep the channels: refresh_token resumes the reconnect.
             self.paused = true;
@@ -278,7 +284,7 @@ impl Session {
             let key = c.key.to_wire();
             if epoch_changed {
                 c.stream.reset(0);
-                self.emit_lost(LostStream::Channel(h), last + 1, None);
+                self.emit_lost(LostStream::Channel(h), last.saturating_add(1), None);
             }
             let resume_seq = if epoch_changed { 0 } else { last };
             let id = self.requests.insert(
@@ -346,8 +352,11 @@ impl Session {
         let Some(c) = self.channels.get_mut(channel) else {
             return;
         };
-        c.membership = Membership::Joined;
-        if user {
+        if c.membership != Membership::Leaving {
+            c.membership = Membership::Joined;
+        }
+        if user || r.seq < c.stream.last {
+            // A re-join below what was seen: the server's channel is a new one.
             c.stream.reset(r.seq);
         } else {
             // Replayed pushes follow this reply; a skipped range comes as `gap`.
@@ -380,6 +389,15 @@ impl Session {
     ) {
         let (through, gap, more) = match reply {
             Ok(Body::FetchReply(r)) => (r.through_seq, r.gap, r.more),
+            Err(e)
+                if e.code == ErrorCode::UserNotInChannel
+                    && matches!(stream, LostStream::Channel(_)) =>
+            {
+                if let Some(s) = self.stream_mut(stream) {
+                    s.fetching = false;
+                }
+                return;
+            }
             // Could not fetch: the link is suspect; a reconnect resumes.
             _ => return self.link_lost(now, true),
         };
@@ -407,7 +425,9 @@ impl Session {
         };
         let mut ready = Vec::new();
         s.drain_ready(&mut |e| ready.push(e));
-        let after = if more { through } else { s.last };
+        // A hole before a held message (the hold buffer dropped what followed it).
+        let again = again || s.held() > 0;
+        let after = s.last;
         for (from, to) in lost {
             self.emit_lost(stream, from, Some(to));
         }

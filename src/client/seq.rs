@@ -58,7 +58,7 @@ impl SeqStream {
         if seq <= self.last || self.held.contains_key(&seq) {
             return (Accept::Duplicate, None);
         }
-        if seq == self.last + 1 {
+        if seq == self.last.saturating_add(1) {
             self.last = seq;
             return (Accept::Deliver, Some(event));
         }
@@ -75,7 +75,7 @@ impl SeqStream {
         while let Some(entry) = self.held.first_entry() {
             if *entry.key() <= self.last {
                 entry.remove();
-            } else if *entry.key() == self.last + 1 {
+            } else if *entry.key() == self.last.saturating_add(1) {
                 self.last += 1;
                 out(entry.remove());
             } else {
@@ -87,7 +87,7 @@ impl SeqStream {
     /// Marks `from..=to` as lost (never to arrive). Returns the lost range
     /// actually beyond what was delivered, if any.
     pub(crate) fn skip(&mut self, from: u64, to: u64) -> Option<(u64, u64)> {
-        let from = from.max(self.last + 1);
+        let from = from.max(self.last.saturating_add(1));
         if to < from {
             return None;
         }
@@ -109,7 +109,7 @@ impl SeqStream {
         if self.last > self.fetch_from {
             return FetchOutcome::FetchAgain;
         }
-        match self.skip(self.last + 1, hole_end) {
+        match self.skip(self.last.saturating_add(1), hole_end) {
             Some((from, to)) => FetchOutcome::Lost(from, to),
             None => FetchOutcome::Complete,
         }

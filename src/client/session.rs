@@ -60,6 +60,9 @@ pub struct Session {
     /// Token expired during a re-login: wait for `refresh_token`.
     pub(super) paused: bool,
     pub(super) credentials: Option<Credentials>,
+    /// The token the last login frame carried: a refusal of an older token
+    /// than the one held now is retried, not reported.
+    pub(super) sent_token: Option<String>,
     /// The application's login request, while it is pending.
     pub(super) login_request: Option<RequestId>,
     pub(super) instance_id: Option<u64>,
@@ -109,6 +112,7 @@ impl Session {
             logged_in: false,
             paused: false,
             credentials: None,
+            sent_token: None,
             login_request: None,
             instance_id: None,
             server_epoch: 0,
@@ -394,6 +398,7 @@ impl Session {
             instance_id,
             p2p_seq: self.p2p.last,
         });
+        self.sent_token = creds.token.clone();
         let body = Body::Login(wire::LoginRequest {
             protocol_version: wire::PROTOCOL_VERSION,
             appid: self.config.appid,
