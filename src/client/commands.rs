@@ -63,7 +63,7 @@ impl Session {
         token: Option<String>,
         region: Option<Region>,
     ) -> Cmd {
-        let now = self.now_checked(now);
+        let now = self.tick(now);
         if self.state() != ConnectionState::Disconnected {
             return Err(CommandError::AlreadyLoggedIn);
         }
@@ -83,10 +83,10 @@ impl Session {
     /// leaves its channels. Ends in DISCONNECTED/LOGOUT whatever the reply
     /// (while reconnecting it completes at once, locally).
     pub fn logout(&mut self, now: Instant) -> Cmd {
-        let now = self.now_checked(now);
+        let now = self.tick(now);
         match self.state() {
             ConnectionState::Disconnected => Err(CommandError::NotLoggedIn),
-            ConnectionState::Connected if self.logged_in => {
+            ConnectionState::Connected => {
                 self.admit()?;
                 let id = self
                     .requests
@@ -110,13 +110,13 @@ impl Session {
     /// the one used to re-login. While reconnecting (or after `TokenExpired`)
     /// it completes at once and the Session dials again with the new token.
     pub fn refresh_token(&mut self, now: Instant, token: String) -> Cmd {
-        let now = self.now_checked(now);
+        let now = self.tick(now);
         if token.is_empty() {
             return Err(crate::limits::LimitError::Empty("token").into());
         }
         match self.state() {
             ConnectionState::Disconnected => Err(CommandError::NotLoggedIn),
-            ConnectionState::Connected if self.logged_in => self.request(
+            ConnectionState::Connected => self.request(
                 now,
                 PendingKind::RefreshToken(token.clone()),
                 Body::RefreshToken(wire::RefreshTokenRequest { token }),
@@ -140,7 +140,7 @@ impl Session {
 
     /// `setUserRegion({region})`: changes the user's home region.
     pub fn set_user_region(&mut self, now: Instant, region: Region) -> Cmd {
-        let now = self.now_checked(now);
+        let now = self.tick(now);
         self.require_logged_in()?;
         self.request(
             now,
@@ -153,7 +153,7 @@ impl Session {
 
     /// `getInstanceInfo()`: completes with [`Reply::InstanceInfo`].
     pub fn get_instance_info(&mut self, now: Instant) -> Cmd {
-        let now = self.now_checked(now);
+        let now = self.tick(now);
         self.require_logged_in()?;
         self.request(
             now,
@@ -174,7 +174,7 @@ impl Session {
         message: Message,
         options: SendOptions,
     ) -> Cmd {
-        let now = self.now_checked(now);
+        let now = self.tick(now);
         let checked = self
             .require_logged_in()
             .and_then(|()| Ok(self.config.limits.check_uid(receiver.0)?))
@@ -197,7 +197,7 @@ impl Session {
     /// `queryUsersOnlineStatus({uids})`: completes with
     /// [`Reply::OnlineStatus`], a map uid -> online.
     pub fn query_users_online_status(&mut self, now: Instant, uids: &[Uid]) -> Cmd {
-        let now = self.now_checked(now);
+        let now = self.tick(now);
         self.require_logged_in()?;
         let uids: Vec<u64> = uids.iter().map(|u| u.0).collect();
         self.config.limits.check_uid_query(&uids)?;
@@ -225,7 +225,7 @@ impl Session {
 
     /// `joinChannel({extra})`: become a member. Completes with [`Reply::Done`].
     pub fn join_channel(&mut self, now: Instant, channel: ChannelHandle, extra: Attributes) -> Cmd {
-        let now = self.now_checked(now);
+        let now = self.tick(now);
         let c = self
             .channels
             .get(channel)
@@ -266,7 +266,7 @@ impl Session {
         channel: ChannelHandle,
         extra: Attributes,
     ) -> Cmd {
-        let now = self.now_checked(now);
+        let now = self.tick(now);
         let key = self.joined(channel)?;
         let id = self.request(
             now,
@@ -292,7 +292,7 @@ impl Session {
         message: Message,
         options: SendOptions,
     ) -> Cmd {
-        let now = self.now_checked(now);
+        let now = self.tick(now);
         let checked = self.joined(channel).and_then(|key| {
             self.config.limits.check_message(&message)?;
             self.admit()?;
@@ -324,7 +324,7 @@ impl Session {
         keys: Vec<String>,
         options: AttributeOptions,
     ) -> Cmd {
-        let now = self.now_checked(now);
+        let now = self.tick(now);
         let key = self.joined(channel)?;
         let scope = match target {
             Target::User => crate::limits::AttributeScope::User,
@@ -508,7 +508,7 @@ impl Session {
 
     /// `getChannelUserList()`: completes with [`Reply::UserList`].
     pub fn get_channel_user_list(&mut self, now: Instant, channel: ChannelHandle) -> Cmd {
-        let now = self.now_checked(now);
+        let now = self.tick(now);
         let key = self.joined(channel)?;
         self.request(
             now,
@@ -542,7 +542,7 @@ impl Session {
         uid: Uid,
         keys: Vec<String>,
     ) -> Cmd {
-        let now = self.now_checked(now);
+        let now = self.tick(now);
         let key = self.joined(channel)?;
         self.config.limits.check_uid(uid.0)?;
         self.request(
@@ -578,7 +578,7 @@ impl Session {
         channel: ChannelHandle,
         keys: Vec<String>,
     ) -> Cmd {
-        let now = self.now_checked(now);
+        let now = self.tick(now);
         let key = self.joined(channel)?;
         self.request(
             now,
@@ -599,7 +599,7 @@ impl Session {
         channel: ChannelHandle,
         channel_ids: Vec<String>,
     ) -> Cmd {
-        let now = self.now_checked(now);
+        let now = self.tick(now);
         let key = self.joined(channel)?;
         self.config.limits.check_channel_id_query(&channel_ids)?;
         self.request(
@@ -621,7 +621,7 @@ impl Session {
         key: String,
         value: String,
     ) -> Cmd {
-        let now = self.now_checked(now);
+        let now = self.tick(now);
         let channel_key = self.joined(channel)?;
         self.config.limits.check_key(&key)?;
         self.request(

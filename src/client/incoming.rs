@@ -220,11 +220,11 @@ impl Session {
             self.emit_lost(LostStream::User, gap.from, (gap.to != 0).then_some(gap.to));
         }
         self.set_token_expiry(now, r.token_expires_at_ms, r.server_time_ms);
+        self.set_state(ConnectionState::Connected, ConnectionReason::LoginSuccess);
         self.after_login(now);
         if r.p2p_replay_truncated_at != 0 {
             self.start_fetch(now, LostStream::User, r.p2p_replay_truncated_at);
         }
-        self.set_state(ConnectionState::Connected, ConnectionReason::LoginSuccess);
         if user {
             self.complete(
                 id,
@@ -248,13 +248,13 @@ impl Session {
             && self.credentials.as_ref().and_then(|c| c.token.as_ref()) != self.sent_token.as_ref()
         {
             // Refreshed while this re-login was on its way: try the new token.
-            let now = self.clock_now();
+            let now = self.clock();
             self.link_lost(now, true);
         } else if e.code == ErrorCode::ExpiredToken {
             // Keep the channels: refresh_token resumes the reconnect.
             self.paused = true;
             self.emit(Event::TokenExpired);
-            let now = self.clock_now();
+            let now = self.clock();
             self.link_lost(now, true);
         } else {
             self.reset(ConnectionReason::LoginFailure);

@@ -55,8 +55,6 @@ pub struct Session {
     state: ConnectionState,
     reason: ConnectionReason,
     pub(super) link: Link,
-    /// The server accepted a login on the current link.
-    pub(super) logged_in: bool,
     /// Token expired during a re-login: wait for `refresh_token`.
     pub(super) paused: bool,
     pub(super) credentials: Option<Credentials>,
@@ -109,7 +107,6 @@ impl Session {
             state: ConnectionState::Disconnected,
             reason: ConnectionReason::Init,
             link: Link::Down,
-            logged_in: false,
             paused: false,
             credentials: None,
             sent_token: None,
@@ -286,19 +283,17 @@ impl Session {
 
     // ---- internals shared by commands and incoming frames --------------------
 
-    fn tick(&mut self, now: Instant) -> Instant {
+    /// Takes `now` in; time never goes backwards inside.
+    pub(super) fn tick(&mut self, now: Instant) -> Instant {
         if now > self.clock {
             self.clock = now;
         }
         self.clock
     }
 
-    pub(super) fn clock_now(&self) -> Instant {
+    /// The latest time seen.
+    pub(super) fn clock(&self) -> Instant {
         self.clock
-    }
-
-    pub(super) fn now_checked(&mut self, now: Instant) -> Instant {
-        self.tick(now)
     }
 
     pub(super) fn set_state(&mut self, state: ConnectionState, reason: ConnectionReason) {
@@ -361,11 +356,17 @@ impl Session {
         }
     }
 
+    /// The server accepted a login on the current link (CONNECTED is only
+    /// ever reported then).
+    pub(super) fn logged_in(&self) -> bool {
+        self.state == ConnectionState::Connected
+    }
+
     /// Checks that commands may go out now.
     pub(super) fn require_logged_in(&self) -> Result<(), CommandError> {
         match self.state {
             ConnectionState::Disconnected => Err(CommandError::NotLoggedIn),
-            ConnectionState::Connected if self.logged_in => Ok(()),
+            ConnectionState::Connected => Ok(()),
             _ => Err(CommandError::NotConnected),
         }
     }
@@ -421,7 +422,7 @@ impl Session {
     }
 
     pub(super) fn send_ack(&mut self, now: Instant) {
-        if self.link == Link::Up && self.logged_in && self.p2p.last > self.acked_p2p {
+        if self.logged_in() && self.p2p.last > self.acked_p2p {
             self.acked_p2p = self.p2p.last;
             let p2p_seq = self.p2p.last;
             self.send(now, 0, Body::Ack(wire::Ack { p2p_seq }));
@@ -449,18 +450,15 @@ impl Session {
     fn arm_link_deadline(&mut self, now: Instant) {
         // While waiting for the login reply the login timeout rules; after,
         // silence longer than the idle timeout means the link is dead.
-        let limit = if self.logged_in {
+        let logged_in = self.logged_in();
+        let limit = if logged_in {
             self.config.timing.idle_timeout
         } else {
             self.config.timing.login_timeout
         };
-        let from = if self.logged_in {
-            self.last_received
-        } else {
-            now
-        };
+        let from = if logged_in { self.last_received } else { now };
         let at = from + limit;
-        if !self.logged_in {
+        if !logged_in {
             if let Some(existing) = self.timers.get(Timer::LinkDeadline) {
                 if existing <= at {
                     return;
@@ -471,7 +469,6 @@ impl Session {
     }
 
     pub(super) fn after_login(&mut self, now: Instant) {
-        self.logged_in = true;
         self.backoff_attempt = 0;
         self.arm_link_deadline(now);
     }
@@ -483,7 +480,6 @@ impl Session {
             self.transport.push_back(TransportAction::Close);
         }
         self.link = Link::Down;
-        self.logged_in = false;
         self.outgoing.clear();
         self.timers.stop(Timer::Heartbeat);
         self.timers.stop(Timer::LinkDeadline);
@@ -559,7 +555,6 @@ impl Session {
             self.transport.push_back(TransportAction::Close);
         }
         self.link = Link::Down;
-        self.logged_in = false;
         self.paused = false;
         self.outgoing.clear();
         self.timers.stop_all();
