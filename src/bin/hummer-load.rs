@@ -1026,7 +1026,7 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
         messages: num("messages", if quick { 20_000 } else { 200_000 }),
         fanout_messages: num("fanout-messages", if quick { 1_000 } else { 10_000 }),
         subscribers: num("subscribers", 100),
-        rtt_samples: num("rtt-samples", if quick { 300 } else { 1_000 }),
+        rtt_samples: num("rtt-samples", if quick { 300 } else { 2_000 }),
         cap: Duration::from_secs(num("time-cap-secs", 15)),
         clk_tck: num("clk-tck", 100) as f64,
     };
@@ -1185,9 +1185,11 @@ fn fmt(v: f64) -> String {
     if !v.is_finite() {
         "n/a".into()
     } else if v >= 10_000.0 {
-        format!("{:.0}", v)
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
     } else {
-        format!("{:.1}", v)
+        format!("{v:.3}")
     }
 }
 
