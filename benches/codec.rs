@@ -73,6 +73,13 @@ fn codec(c: &mut Criterion) {
     g.bench_function("raw_prost_decode", |b| {
         b.iter(|| black_box(ChannelMessagePush::decode(black_box(raw_encoded.clone())).unwrap()))
     });
+    // A prototype, not the crate's codec: what a hand-written envelope fast
+    // path for push frames (request_id 0, one length-delimited body field)
+    // would cost, decoding the push straight from the frame's bytes.
+    let frame_bytes = encode_frame(&frame);
+    g.bench_function("prototype_fast_path_decode", |b| {
+        b.iter(|| black_box(fast_decode(black_box(frame_bytes.clone())).unwrap()))
+    });
     g.bench_function("frame_encode", |b| {
         b.iter(|| black_box(encode_frame(black_box(&frame))))
     });
@@ -81,6 +88,24 @@ fn codec(c: &mut Criterion) {
         b.iter(|| black_box(decode_frame(black_box(encoded.clone()), 64 * 1024).unwrap()))
     });
     g.finish();
+}
+
+/// The prototype fast path: `[tag of field 61, wire type 2][varint length][push]`.
+fn fast_decode(mut bytes: Bytes) -> Option<Frame> {
+    use bytes::Buf as _;
+    if bytes.len() < 3 || bytes[..2] != [0xea, 0x03] {
+        return None;
+    }
+    bytes.advance(2);
+    let len = prost::encoding::decode_varint(&mut bytes).ok()? as usize;
+    if len != bytes.len() {
+        return None;
+    }
+    let push = ChannelMessagePush::decode(bytes).ok()?;
+    Some(Frame {
+        request_id: 0,
+        body: Some(Body::ChannelMessage(push)),
+    })
 }
 
 criterion_group!(benches, codec);
@@ -105,6 +130,7 @@ fn main() {
         }
     }
     for id in [
+        "prototype_fast_path_decode",
         "frame_encode",
         "frame_decode",
         "raw_prost_encode",
