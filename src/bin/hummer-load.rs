@@ -884,6 +884,10 @@ fn rtt(t: &Target, run: u64, samples: u64, p: &Params) -> io::Result<Outcome> {
     // The sample right after a hummer re-login is not recorded (the re-login
     // only works around the binary's fixed rate limit).
     let mut skip = false;
+    // HUMMER_LOAD_SLOW_US=N prints every round trip slower than N µs.
+    let slow_us: Option<u64> = std::env::var("HUMMER_LOAD_SLOW_US")
+        .ok()
+        .and_then(|v| v.parse().ok());
     while (lat.len() as u64) < samples && i < 2 * samples + warmup && Instant::now() < end {
         payload[..8].copy_from_slice(&i.to_be_bytes());
         let t0 = Instant::now();
@@ -940,6 +944,12 @@ fn rtt(t: &Target, run: u64, samples: u64, p: &Params) -> io::Result<Outcome> {
         let Some((d, seq)) = answered else { break };
         if i >= warmup && !skip {
             lat.push(d);
+        }
+        if slow_us.is_some_and(|us| d > Duration::from_micros(us)) {
+            eprintln!(
+                "slow round trip: sample {i} ({} since a re-login) {d:?}",
+                sent_on_login
+            );
         }
         skip = false;
         // Bookkeeping outside the timed part.
