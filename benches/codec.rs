@@ -111,6 +111,7 @@ fn fast_decode(mut bytes: Bytes) -> Option<Frame> {
 criterion_group!(benches, codec);
 
 fn main() {
+    common::mark_start();
     benches();
     Criterion::default().configure_from_args().final_summary();
     let m = |id: &str| common::criterion_median_ns(&format!("codec/{id}"));

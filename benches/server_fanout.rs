@@ -79,6 +79,7 @@ fn fanout(c: &mut Criterion) {
 criterion_group!(benches, fanout);
 
 fn main() {
+    common::mark_start();
     benches();
     Criterion::default().configure_from_args().final_summary();
     for &n in &SIZES {

@@ -117,6 +117,7 @@ fn session(c: &mut Criterion) {
 criterion_group!(benches, session);
 
 fn main() {
+    common::mark_start();
     benches();
     Criterion::default().configure_from_args().final_summary();
     // Allocations per message, outside criterion (bounded: 10,000 messages).

@@ -57,13 +57,24 @@ pub fn live_bytes() -> isize {
     LIVE.load(Relaxed)
 }
 
+static STARTED: std::sync::OnceLock<std::time::SystemTime> = std::sync::OnceLock::new();
+
+/// Call first in `main`: estimates older than this are not reported.
+pub fn mark_start() {
+    STARTED.get_or_init(std::time::SystemTime::now);
+}
+
 /// The median (criterion's point estimate, ns per iteration) of `group/bench`
-/// from the last run, if it ran.
+/// measured by this process (not in `cargo test` mode, not filtered out).
 pub fn criterion_median_ns(id: &str) -> Option<f64> {
     let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
     let path = dir.join("criterion").join(id).join("new/estimates.json");
+    let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
+    if modified < *STARTED.get()? {
+        return None;
+    }
     let text = std::fs::read_to_string(path).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v["median"]["point_estimate"].as_f64()
