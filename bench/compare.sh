@@ -70,7 +70,7 @@ wait_port "$NPORT" nats-server
 wait_port "$RPORT" redis-server
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
-echo "versions: $("$BIN/hummer-server" --help >/dev/null 2>&1; echo hummer-server "$(git describe --always --dirty 2>/dev/null)"), $(nats-server --version), $(redis-server --version | cut -d' ' -f1-3)"
+echo "versions: hummer-server $(git describe --always --dirty 2>/dev/null || echo '?'), $(nats-server --version), $(redis-server --version | cut -d' ' -f1-3)"
 echo "servers: hummer 127.0.0.1:$HPORT pid $HPID, nats 127.0.0.1:$NPORT pid $NPID, redis 127.0.0.1:$RPORT pid $RPID"
 
 "$BIN/hummer-load" compare \

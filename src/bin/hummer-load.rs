@@ -1242,7 +1242,20 @@ fn idle(args: &HashMap<String, String>) -> Result<(), String> {
     let cap = Duration::from_secs(120);
     let mut conns = Vec::with_capacity(n);
     // Log in in waves of 500: write all the logins, then read the replies.
+    // Every 10 s each open connection sends a Ping, as a client would, so
+    // none reaches the server's idle timeout (45 s) on a slow machine.
     let mut next_uid = 1u64;
+    let mut last_ping = Instant::now();
+    let mut ping_all = |conns: &mut Vec<Conn>| -> Result<(), String> {
+        if last_ping.elapsed() >= Duration::from_secs(10) {
+            for c in conns.iter_mut() {
+                hummer_frame(&mut c.out, 3, Body::Ping(wire::Ping { nonce: 1 }));
+                c.flush().map_err(|e| format!("ping: {e}"))?;
+            }
+            last_ping = Instant::now();
+        }
+        Ok(())
+    };
     while conns.len() < n && start.elapsed() < cap {
         let mut wave = Vec::new();
         for _ in 0..500.min(n - conns.len()) {
@@ -1258,9 +1271,14 @@ fn idle(args: &HashMap<String, String>) -> Result<(), String> {
                 other => return Err(format!("login {}: {other:?}", conns.len())),
             }
         }
+        ping_all(&mut conns)?;
     }
     let opened = start.elapsed();
-    thread::sleep(hold);
+    let hold_end = Instant::now() + hold;
+    while Instant::now() < hold_end {
+        thread::sleep(Duration::from_millis(100).min(hold_end - Instant::now()));
+        ping_all(&mut conns)?;
+    }
     let after = vm_rss_kib(pid).ok_or("cannot read the server's VmRSS")?;
     println!(
         "SUMMARY idle: {} logged-in idle connections (opened in {:.1} s): server VmRSS {} KiB before, {} KiB after; {:.0} bytes per connection",
