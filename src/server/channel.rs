@@ -134,11 +134,16 @@ impl Server {
         let Some(ch) = self.channels.get(&num) else {
             return Vec::new();
         };
-        ch.members
-            .values()
-            .flatten()
-            .filter_map(|i| self.instances.get(i).and_then(|x| x.conn))
-            .collect()
+        // Sized up front: collecting through `flatten` has no size hint, so
+        // the vector would grow (and reallocate) log2(members) times.
+        let mut conns = Vec::with_capacity(ch.members.len());
+        conns.extend(
+            ch.members
+                .values()
+                .flatten()
+                .filter_map(|i| self.instances.get(i).and_then(|x| x.conn)),
+        );
+        conns
     }
 
     /// Queues one encoded frame to every connected member (a refcount each).

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# End-to-end comparison over loopback TCP: hummer-server (release) against
+# NATS and Redis, same workloads, interleaved, in one run; prints one table.
+#
+#   bench/compare.sh            # full run (3 repetitions, medians)
+#   bench/compare.sh --quick    # smaller counts, for a smoke test
+#   IDLE_CONNS=10000 bench/compare.sh   # also run bench/idle_connections.sh after
+#
+# Installs the Debian packages nats-server and redis-server when missing,
+# runs the binaries directly on 127.0.0.1 with free ports (not the system
+# services; Redis without persistence), and stops every server it started
+# by its PID on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v nats-server >/dev/null || need+=(nats-server)
+command -v redis-server >/dev/null || need+=(redis-server)
+if ((${#need[@]})); then
+    echo "installing ${need[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()' 2>/dev/null \
+        || echo $((20000 + RANDOM % 20000))
+}
+
+PIDS=()
+WORK=$(mktemp -d)
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+wait_port() { # port name
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "$2 did not come up on port $1" >&2
+    exit 1
+}
+
+cargo build --release --quiet --bin hummer-server --bin hummer-load
+BIN=${CARGO_TARGET_DIR:-target}/release
+
+HPORT=$(free_port)
+"$BIN/hummer-server" --listen "127.0.0.1:$HPORT" --log warn >"$WORK/hummer.out" 2>"$WORK/hummer.err" &
+HPID=$!; PIDS+=("$HPID")
+NPORT=$(free_port)
+nats-server -a 127.0.0.1 -p "$NPORT" >"$WORK/nats.out" 2>&1 &
+NPID=$!; PIDS+=("$NPID")
+RPORT=$(free_port)
+redis-server --bind 127.0.0.1 --port "$RPORT" --save '' --appendonly no \
+    --protected-mode yes --daemonize no --logfile "$WORK/redis.log" >/dev/null 2>&1 &
+RPID=$!; PIDS+=("$RPID")
+wait_port "$HPORT" hummer-server
+wait_port "$NPORT" nats-server
+wait_port "$RPORT" redis-server
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
+echo "versions: hummer-server $(git describe --always --dirty 2>/dev/null || echo '?'), $(nats-server --version), $(redis-server --version | cut -d' ' -f1-3)"
+echo "servers: hummer 127.0.0.1:$HPORT pid $HPID, nats 127.0.0.1:$NPORT pid $NPID, redis 127.0.0.1:$RPORT pid $RPID"
+
+"$BIN/hummer-load" compare \
+    --hummer "127.0.0.1:$HPORT" --hummer-pid "$HPID" \
+    --nats "127.0.0.1:$NPORT" --nats-pid "$NPID" \
+    --redis "127.0.0.1:$RPORT" --redis-pid "$RPID" \
+    --clk-tck "$(getconf CLK_TCK)" "$@"
+
+echo "server VmRSS after the run: hummer $(awk '/VmRSS/{print $2" "$3}' /proc/$HPID/status), nats $(awk '/VmRSS/{print $2" "$3}' /proc/$NPID/status), redis $(awk '/VmRSS/{print $2" "$3}' /proc/$RPID/status)"
+if grep -qiE "error|panic" "$WORK/hummer.err"; then
+    echo "hummer-server stderr:" >&2; tail -20 "$WORK/hummer.err" >&2
+fi
+
+if [[ -n "${IDLE_CONNS:-}" ]]; then
+    bench/idle_connections.sh "$IDLE_CONNS"
+fi

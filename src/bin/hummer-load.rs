@@ -1,0 +1,1336 @@
+//! `hummer-load`: load generator for `hummer-server`, NATS and Redis, over
+//! loopback TCP, with minimal raw-protocol clients for all three (length-
+//! prefixed frames for hummer, the NATS text protocol, RESP for Redis),
+//! blocking std sockets and one thread per connection.
+//!
+//! ```text
+//! hummer-load compare --hummer ADDR --hummer-pid PID --nats ADDR --nats-pid PID
+//!                     --redis ADDR --redis-pid PID [--reps 3] [--quick]
+//! hummer-load idle --addr ADDR --conns 10000 --server-pid PID [--hold-secs 3]
+//! ```
+//!
+//! `compare` runs the workloads interleaved (hummer, nats, redis, per
+//! workload, `--reps` times), takes medians and prints one table; see
+//! BENCHMARKS.md. `idle` holds logged-in idle connections and reports the
+//! server's resident memory. Every loop is bounded in count and in time.
+//!
+//! `hummer-server` limits each login instance to 180 sends per 3 s and has
+//! no flag to raise it, so hummer publishers log out and in again (pipelined
+//! on the same connection, a new instance with a new budget) every
+//! [`QUOTA`] sends.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use hummer_channel::adapters::server_tcp::ServerHandle;
+use hummer_channel::server::{ServerConfig, DEMO_APPID};
+use hummer_channel::wire::{
+    self, decode_frame, encode_frame, write_length_prefixed, Ack, Body, ChannelKey, ChatMessage,
+    Empty, Frame, FrameDecoder, JoinRequest, LoginRequest, SendToChannelRequest, SendToUserRequest,
+};
+
+/// Sends per login instance before a hummer client logs in again (the
+/// server allows 180 per 3 s). Unbounded against the in-process server.
+static QUOTA: AtomicU64 = AtomicU64::new(170);
+
+fn quota() -> u64 {
+    QUOTA.load(Ordering::Relaxed)
+}
+/// Messages a publisher may have ahead of its slowest subscriber.
+const WINDOW: u64 = 1000;
+/// Messages per socket write of a publisher.
+const BATCH: u64 = 50;
+const PAYLOAD: usize = 100;
+const MAX_FRAME: usize = 64 * 1024;
+/// Any blocking read gives up after this long (then loops check their caps).
+const READ_TIMEOUT: Duration = Duration::from_millis(200);
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Hummer, with reliable (sequenced, retained) or unreliable sends.
+    Hummer {
+        reliable: bool,
+    },
+    Nats,
+    Redis,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Hummer { reliable: false } => "hummer",
+            Kind::Hummer { reliable: true } => "hummer-reliable",
+            Kind::Nats => "nats",
+            Kind::Redis => "redis",
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug)]
+struct Target {
+    kind: Kind,
+    addr: SocketAddr,
+    pid: Option<u32>,
+}
+
+// ---------------------------------------------------------------- sockets --
+
+/// A connection with an input buffer, speaking one of the three protocols.
+struct Conn {
+    s: TcpStream,
+    kind: Kind,
+    buf: BytesMut,
+    frames: FrameDecoder,
+    out: BytesMut,
+}
+
+/// What arrived.
+#[derive(Debug)]
+enum Item {
+    /// A message delivered to a subscriber: its payload.
+    Msg {
+        payload: Bytes,
+        /// NATS: the reply subject.
+        reply: Option<Bytes>,
+        /// Hummer: the P2P or channel sequence number (0: unreliable).
+        seq: u64,
+    },
+    /// Anything else (replies, acknowledgements, notices).
+    Other(Body),
+    Error(String),
+    /// Nothing within the read timeout.
+    Idle,
+}
+
+impl Conn {
+    fn connect(kind: Kind, addr: SocketAddr) -> io::Result<Conn> {
+        let s = TcpStream::connect(addr)?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(READ_TIMEOUT))?;
+        Ok(Conn {
+            s,
+            kind,
+            buf: BytesMut::with_capacity(64 * 1024),
+            frames: FrameDecoder::new(MAX_FRAME),
+            out: BytesMut::new(),
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            self.s.write_all(&self.out)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Reads once (bounded by the read timeout); `false` on timeout.
+    fn fill(&mut self) -> io::Result<bool> {
+        let mut chunk = [0u8; 32 * 1024];
+        match self.s.read(&mut chunk) {
+            Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed")),
+            Ok(n) => {
+                match self.kind {
+                    Kind::Hummer { .. } => self.frames.extend(&chunk[..n]),
+                    _ => self.buf.extend_from_slice(&chunk[..n]),
+                }
+                Ok(true)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The next item already buffered, if any.
+    fn parse(&mut self, full: bool) -> io::Result<Option<Item>> {
+        match self.kind {
+            Kind::Hummer { .. } => self.parse_hummer(full),
+            Kind::Nats => self.parse_nats(),
+            Kind::Redis => Ok(parse_resp(&mut self.buf)?.map(redis_item)),
+        }
+    }
+
+    /// The next item, reading as needed; `Item::Idle` after a read timeout.
+    fn next(&mut self, full: bool) -> io::Result<Item> {
+        loop {
+            if let Some(item) = self.parse(full)? {
+                return Ok(item);
+            }
+            if !self.fill()? {
+                return Ok(Item::Idle);
+            }
+        }
+    }
+
+    fn parse_hummer(&mut self, full: bool) -> io::Result<Option<Item>> {
+        let Some(f) = self.frames.next_frame().map_err(io::Error::other)? else {
+            return Ok(None);
+        };
+        // A push has request_id 0, so its first bytes are the body's tag:
+        // field 61 (channel message) or 60 (user message), wire type 2.
+        if !full && f.len() > 2 && f[1] == 0x03 && (f[0] == 0xea || f[0] == 0xe2) {
+            return Ok(Some(Item::Msg {
+                payload: Bytes::new(),
+                reply: None,
+                seq: 0,
+            }));
+        }
+        // A reply has a request id (field 1, a varint) first; a SendReply
+        // (field 43) follows it. Counted without decoding, like a NATS +OK.
+        if !full && f.first() == Some(&0x08) {
+            if let Some(end) = f.iter().skip(1).position(|b| b & 0x80 == 0) {
+                if f.get(end + 2..end + 4) == Some(&[0xda, 0x02][..]) {
+                    return Ok(Some(Item::Other(Body::Ok(Empty {}))));
+                }
+            }
+        }
+        let frame = decode_frame(f, MAX_FRAME).map_err(io::Error::other)?;
+        Ok(Some(match frame.body {
+            Some(Body::UserMessage(m)) => Item::Msg {
+                payload: m.message.map(|m| m.content).unwrap_or_default(),
+                reply: None,
+                seq: m.seq,
+            },
+            Some(Body::ChannelMessage(m)) => Item::Msg {
+                payload: m.message.map(|m| m.content).unwrap_or_default(),
+                reply: None,
+                seq: m.seq,
+            },
+            Some(Body::Error(e)) => Item::Error(format!("{} {}", e.code, e.message)),
+            Some(Body::Close(c)) => Item::Error(format!("close {} {}", c.code, c.reason)),
+            Some(b) => Item::Other(b),
+            None => return Ok(None),
+        }))
+    }
+
+    fn parse_nats(&mut self) -> io::Result<Option<Item>> {
+        loop {
+            let Some(eol) = find_crlf(&self.buf) else {
+                return Ok(None);
+            };
+            let line = &self.buf[..eol];
+            if line.starts_with(b"MSG ") {
+                let parts: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+                let n: usize = std::str::from_utf8(parts[parts.len() - 1])
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| io::Error::other("bad MSG line"))?;
+                let reply = (parts.len() == 5).then(|| Bytes::copy_from_slice(parts[3]));
+                if self.buf.len() < eol + 2 + n + 2 {
+                    return Ok(None);
+                }
+                let mut rest = self.buf.split_to(eol + 2 + n + 2).freeze();
+                let _ = rest.split_to(eol + 2);
+                let payload = rest.slice(..n);
+                return Ok(Some(Item::Msg {
+                    payload,
+                    reply,
+                    seq: 0,
+                }));
+            }
+            let item = if line.starts_with(b"PING") {
+                self.out.extend_from_slice(b"PONG\r\n");
+                None
+            } else if line.starts_with(b"-ERR") {
+                Some(Item::Error(String::from_utf8_lossy(line).into_owned()))
+            } else if line.starts_with(b"PONG") {
+                Some(Item::Other(Body::Pong(wire::Pong { nonce: 0 })))
+            } else {
+                None // INFO, +OK
+            };
+            let _ = self.buf.split_to(eol + 2);
+            if !self.out.is_empty() {
+                self.flush()?;
+            }
+            if let Some(item) = item {
+                return Ok(Some(item));
+            }
+        }
+    }
+}
+
+fn find_crlf(b: &[u8]) -> Option<usize> {
+    b.windows(2).position(|w| w == b"\r\n")
+}
+
+/// A RESP value (the contents of replies are only shown in errors).
+#[derive(Debug)]
+#[allow(dead_code)]
+enum Resp {
+    Simple(Bytes),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Bytes>),
+    Array(Vec<Resp>),
+}
+
+/// Parses one RESP value from the front of `buf`, leaving it untouched when
+/// incomplete.
+fn parse_resp(buf: &mut BytesMut) -> io::Result<Option<Resp>> {
+    fn at(b: &[u8], pos: usize) -> io::Result<Option<(Resp, usize)>> {
+        let Some(&t) = b.get(pos) else {
+            return Ok(None);
+        };
+        let Some(eol) = find_crlf(&b[pos..]).map(|e| pos + e) else {
+            return Ok(None);
+        };
+        let line = &b[pos + 1..eol];
+        let num = || -> io::Result<i64> {
+            std::str::from_utf8(line)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| io::Error::other("bad RESP number"))
+        };
+        Ok(match t {
+            b'+' => Some((Resp::Simple(Bytes::copy_from_slice(line)), eol + 2)),
+            b'-' => Some((
+                Resp::Error(String::from_utf8_lossy(line).into_owned()),
+                eol + 2,
+            )),
+            b':' => Some((Resp::Int(num()?), eol + 2)),
+            b'$' => {
+                let n = num()?;
+                if n < 0 {
+                    return Ok(Some((Resp::Bulk(None), eol + 2)));
+                }
+                let end = eol + 2 + n as usize;
+                if b.len() < end + 2 {
+                    return Ok(None);
+                }
+                Some((
+                    Resp::Bulk(Some(Bytes::copy_from_slice(&b[eol + 2..end]))),
+                    end + 2,
+                ))
+            }
+            b'*' | b'>' => {
+                let n = num()?;
+                let mut items = Vec::new();
+                let mut p = eol + 2;
+                for _ in 0..n.max(0) {
+                    match at(b, p)? {
+                        Some((v, next)) => {
+                            items.push(v);
+                            p = next;
+                        }
+                        None => return Ok(None),
+                    }
+                }
+                Some((Resp::Array(items), p))
+            }
+            _ => return Err(io::Error::other("bad RESP type")),
+        })
+    }
+    match at(buf, 0)? {
+        Some((v, used)) => {
+            let _ = buf.split_to(used);
+            Ok(Some(v))
+        }
+        None => Ok(None),
+    }
+}
+
+fn redis_item(v: Resp) -> Item {
+    match v {
+        Resp::Array(mut items) if items.len() == 3 => {
+            if matches!(&items[0], Resp::Bulk(Some(k)) if &k[..] == b"message") {
+                if let Resp::Bulk(Some(p)) = items.pop().unwrap_or(Resp::Int(0)) {
+                    return Item::Msg {
+                        payload: p,
+                        reply: None,
+                        seq: 0,
+                    };
+                }
+            }
+            Item::Other(Body::Ok(Empty {}))
+        }
+        Resp::Error(e) => Item::Error(e),
+        _ => Item::Other(Body::Ok(Empty {})),
+    }
+}
+
+// ------------------------------------------------------- protocol helpers --
+
+fn hummer_frame(out: &mut BytesMut, request_id: u64, body: Body) {
+    let f = encode_frame(&Frame {
+        request_id,
+        body: Some(body),
+    });
+    write_length_prefixed(&f, out);
+}
+
+fn key(topic: &str) -> ChannelKey {
+    ChannelKey {
+        region: wire::Region::Cn as i32,
+        channel_id: topic.to_owned(),
+    }
+}
+
+fn login_body(uid: u64) -> Body {
+    Body::Login(LoginRequest {
+        protocol_version: wire::PROTOCOL_VERSION,
+        appid: DEMO_APPID,
+        uid,
+        ..Default::default()
+    })
+}
+
+fn resp_command(out: &mut BytesMut, args: &[&[u8]]) {
+    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Where a workload's messages go: a hummer uid (P2P) or channel, a NATS
+/// subject or a Redis channel.
+#[derive(Clone, Debug)]
+enum Topic {
+    /// Hummer: P2P to this uid; brokers: this subject/channel name.
+    User(u64, String),
+    /// Hummer: this channel; brokers: the same name.
+    Channel(String),
+}
+
+impl Topic {
+    fn name(&self) -> &str {
+        match self {
+            Topic::User(_, s) | Topic::Channel(s) => s,
+        }
+    }
+}
+
+/// A connection that receives `topic`; for hummer logged in as `uid`.
+fn subscriber(t: &Target, uid: u64, topic: &Topic) -> io::Result<Conn> {
+    let mut c = Conn::connect(t.kind, t.addr)?;
+    let cap = Duration::from_secs(5);
+    match t.kind {
+        Kind::Hummer { .. } => {
+            hummer_frame(&mut c.out, 1, login_body(uid));
+            c.flush()?;
+            wait_reply(&mut c, cap, "login")?;
+            if let Topic::Channel(name) = topic {
+                hummer_frame(
+                    &mut c.out,
+                    2,
+                    Body::Join(JoinRequest {
+                        channel: Some(key(name)),
+                        ..Default::default()
+                    }),
+                );
+                c.flush()?;
+                wait_reply(&mut c, cap, "join")?;
+            }
+        }
+        Kind::Nats => {
+            nats_handshake(&mut c)?;
+            c.out
+                .extend_from_slice(format!("SUB {} 1\r\nPING\r\n", topic.name()).as_bytes());
+            c.flush()?;
+            wait_reply(&mut c, cap, "nats SUB")?; // PONG: the subscription is in place
+        }
+        Kind::Redis => {
+            resp_command(&mut c.out, &[b"SUBSCRIBE", topic.name().as_bytes()]);
+            c.flush()?;
+            wait_reply(&mut c, cap, "SUBSCRIBE")?;
+        }
+    }
+    Ok(c)
+}
+
+fn nats_handshake(c: &mut Conn) -> io::Result<()> {
+    c.out.extend_from_slice(
+        b"CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":false,\"name\":\"hummer-load\"}\r\nPING\r\n",
+    );
+    c.flush()?;
+    wait_reply(c, Duration::from_secs(5), "nats CONNECT")?;
+    Ok(())
+}
+
+/// Waits for the next non-message reply (hummer reply frame, RESP reply).
+fn wait_reply(c: &mut Conn, cap: Duration, what: &str) -> io::Result<Body> {
+    let end = Instant::now() + cap;
+    while Instant::now() < end {
+        match c.next(true)? {
+            Item::Other(b) => match b {
+                Body::Membership(_) | Body::UserCountChanged(_) => {}
+                b => return Ok(b),
+            },
+            Item::Error(e) => return Err(io::Error::other(format!("{what}: {e}"))),
+            Item::Idle | Item::Msg { .. } => {}
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::TimedOut, what.to_owned()))
+}
+
+/// A publisher: queues messages to `topic`; for hummer, logs in again every
+/// `QUOTA` sends (the rate limit) and, for a channel, joins it again.
+struct Publisher {
+    c: Conn,
+    target: Target,
+    topic: Topic,
+    uid: u64,
+    sent_on_login: u64,
+    rid: u64,
+    /// One whole message as sent (for hummer with its length prefix), and
+    /// where in it the 8-byte message id goes: every protocol's publisher
+    /// copies it and patches the id, so none pays for encoding.
+    template: Vec<u8>,
+    id_at: usize,
+}
+
+impl Publisher {
+    fn open(t: &Target, uid: u64, topic: &Topic) -> io::Result<Publisher> {
+        let mut c = Conn::connect(t.kind, t.addr)?;
+        let cap = Duration::from_secs(5);
+        match t.kind {
+            Kind::Hummer { .. } => {}
+            Kind::Nats => nats_handshake(&mut c)?,
+            Kind::Redis => {
+                resp_command(&mut c.out, &[b"PING"]);
+                c.flush()?;
+                wait_reply(&mut c, cap, "PING")?;
+            }
+        }
+        // The payload: 8 bytes of id (patched per message), then filler.
+        let mut payload = vec![b'x'; PAYLOAD];
+        payload[..8].copy_from_slice(&[0xa5; 8]);
+        let mut template = BytesMut::new();
+        match (t.kind, topic) {
+            (Kind::Hummer { reliable }, _) => {
+                let message = Some(ChatMessage {
+                    r#type: "text".into(),
+                    content: Bytes::from(payload.clone()),
+                    app_extras: Default::default(),
+                });
+                // One request id for every send: the server only echoes it.
+                let body = match topic {
+                    Topic::User(uid, _) => Body::SendToUser(SendToUserRequest {
+                        receiver: *uid,
+                        message,
+                        unreliable: !reliable,
+                    }),
+                    Topic::Channel(name) => Body::SendToChannel(SendToChannelRequest {
+                        channel: Some(key(name)),
+                        message,
+                        unreliable: !reliable,
+                    }),
+                };
+                hummer_frame(&mut template, 5, body);
+            }
+            (Kind::Nats, _) => {
+                template
+                    .extend_from_slice(format!("PUB {} {PAYLOAD}\r\n", topic.name()).as_bytes());
+                template.extend_from_slice(&payload);
+                template.extend_from_slice(b"\r\n");
+            }
+            (Kind::Redis, _) => {
+                resp_command(
+                    &mut template,
+                    &[b"PUBLISH", topic.name().as_bytes(), &payload],
+                );
+            }
+        }
+        let id_at = template
+            .windows(PAYLOAD)
+            .position(|w| w == &payload[..])
+            .expect("the payload is in the template");
+        let mut p = Publisher {
+            c,
+            target: *t,
+            topic: topic.clone(),
+            uid,
+            sent_on_login: 0,
+            rid: 10,
+            template: template.to_vec(),
+            id_at,
+        };
+        if let Kind::Hummer { .. } = t.kind {
+            p.hummer_login(false);
+            p.c.flush()?;
+            let replies = if let Topic::Channel(_) = topic { 2 } else { 1 };
+            for _ in 0..replies {
+                wait_reply(&mut p.c, cap, "publisher login/join")?;
+            }
+        }
+        Ok(p)
+    }
+
+    fn next_rid(&mut self) -> u64 {
+        self.rid += 1;
+        self.rid
+    }
+
+    /// Queues (logout,) login (and join): a new instance, a new send budget.
+    fn hummer_login(&mut self, logout: bool) {
+        if logout {
+            let rid = self.next_rid();
+            hummer_frame(&mut self.c.out, rid, Body::Logout(Empty {}));
+        }
+        let rid = self.next_rid();
+        hummer_frame(&mut self.c.out, rid, login_body(self.uid));
+        if let Topic::Channel(name) = &self.topic {
+            let join = Body::Join(JoinRequest {
+                channel: Some(key(name)),
+                ..Default::default()
+            });
+            let rid = self.next_rid();
+            hummer_frame(&mut self.c.out, rid, join);
+        }
+        self.sent_on_login = 0;
+    }
+
+    /// Queues one message whose payload starts with `id`.
+    fn queue(&mut self, id: u64) {
+        if let Kind::Hummer { .. } = self.target.kind {
+            if self.sent_on_login >= quota() {
+                self.hummer_login(true);
+            }
+            self.sent_on_login += 1;
+        }
+        let at = self.c.out.len() + self.id_at;
+        self.c.out.extend_from_slice(&self.template);
+        self.c.out[at..at + 8].copy_from_slice(&id.to_be_bytes());
+    }
+
+    /// A thread that reads and discards what the publisher receives
+    /// (replies, its own echoes), counting errors; ends at `stop`.
+    fn drain_thread(&self, stop: Arc<AtomicBool>, errors: Arc<AtomicU64>) -> JoinHandle<()> {
+        let s = self.c.s.try_clone().expect("clone socket");
+        let mut c = Conn {
+            s,
+            kind: self.c.kind,
+            buf: BytesMut::new(),
+            frames: FrameDecoder::new(MAX_FRAME),
+            out: BytesMut::new(),
+        };
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match c.next(false) {
+                    Ok(Item::Error(e)) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("publisher got an error: {e}");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        })
+    }
+}
+
+/// Politely ends a connection (hummer: logout, so no instance lingers).
+fn close(mut c: Conn) {
+    if let Kind::Hummer { .. } = c.kind {
+        hummer_frame(&mut c.out, 999_999, Body::Logout(Empty {}));
+        let _ = c.flush();
+    }
+    let _ = c.s.shutdown(std::net::Shutdown::Both);
+}
+
+// -------------------------------------------------------------- workloads --
+
+/// utime + stime of `pid` in seconds.
+fn cpu_seconds(pid: Option<u32>, clk_tck: f64) -> f64 {
+    let Some(pid) = pid else { return f64::NAN };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    (ticks(11) + ticks(12)) / clk_tck
+}
+
+#[derive(Clone, Debug, Default)]
+struct Outcome {
+    /// Messages (W1) or deliveries (W2) per second; RTT: p50 µs.
+    rate: f64,
+    p99: f64,
+    deliveries: u64,
+    expected: u64,
+    cpu_per_delivery: f64,
+    errors: u64,
+}
+
+struct Params {
+    messages: u64,
+    fanout_messages: u64,
+    subscribers: u64,
+    rtt_samples: u64,
+    cap: Duration,
+    clk_tck: f64,
+}
+
+/// One publisher to `subs` subscribers; `n` messages, bounded by `cap`.
+fn pubsub(t: &Target, run: u64, n: u64, subs: u64, p: &Params) -> io::Result<Outcome> {
+    let base = run * 10_000;
+    let name = format!("bench.{run}");
+    let topic = if subs == 1 {
+        Topic::User(base + 1, name)
+    } else {
+        Topic::Channel(name)
+    };
+    let counters: Vec<Arc<AtomicU64>> = (0..subs).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    for (i, counter) in counters.iter().enumerate() {
+        let mut c = subscriber(t, base + 1 + i as u64, &topic)?;
+        let (counter, stop, errors) = (counter.clone(), stop.clone(), errors.clone());
+        threads.push(thread::spawn(move || {
+            let mut got = 0;
+            while got < n && !stop.load(Ordering::Relaxed) {
+                match c.next(false) {
+                    Ok(Item::Msg { .. }) => {
+                        got += 1;
+                        if got % 16 == 0 || got == n {
+                            counter.store(got, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(Item::Error(e)) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("subscriber got an error: {e}");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            counter.store(got, Ordering::Relaxed);
+            close(c);
+        }));
+    }
+    let mut publisher = Publisher::open(t, base + 9_999, &topic)?;
+    let drain = publisher.drain_thread(stop.clone(), errors.clone());
+    let min_received = || {
+        counters
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0)
+    };
+    let total_received = || {
+        counters
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    let cpu0 = cpu_seconds(t.pid, p.clk_tck);
+    let start = Instant::now();
+    let end = start + p.cap;
+    let mut sent = 0;
+    while sent < n && Instant::now() < end {
+        if sent.saturating_sub(min_received()) + BATCH > WINDOW {
+            thread::yield_now();
+            continue;
+        }
+        let k = BATCH.min(n - sent);
+        for i in 0..k {
+            publisher.queue(sent + i);
+        }
+        publisher.c.flush()?;
+        sent += k;
+    }
+    while min_received() < n && Instant::now() < end {
+        thread::sleep(Duration::from_micros(200));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(t.pid, p.clk_tck) - cpu0;
+    let delivered = total_received();
+    stop.store(true, Ordering::Relaxed);
+    for th in threads {
+        let _ = th.join();
+    }
+    close(publisher.c);
+    let _ = drain.join();
+    Ok(Outcome {
+        rate: delivered as f64 / elapsed,
+        p99: f64::NAN,
+        deliveries: delivered,
+        expected: n * subs,
+        cpu_per_delivery: cpu / delivered.max(1) as f64,
+        errors: errors.load(Ordering::Relaxed),
+    })
+}
+
+/// The answering peer: B.
+struct Responder {
+    c: Conn,
+    pub_c: Option<Conn>,
+    kind: Kind,
+    uid: u64,
+    peer: u64,
+    sent_on_login: u64,
+}
+
+/// A request/reply round trip, one at a time: `samples` of them (after 50
+/// unrecorded), bounded by `cap`. Returns (p50, p99) in µs.
+fn rtt(t: &Target, run: u64, samples: u64, p: &Params) -> io::Result<Outcome> {
+    let base = run * 10_000;
+    let (a_uid, b_uid) = (base + 1, base + 2);
+    let (req_topic, rep_topic) = (format!("rtt.req.{run}"), format!("rtt.rep.{run}"));
+    let stop = Arc::new(AtomicBool::new(false));
+    // B: the responder.
+    let b_sub = subscriber(t, b_uid, &Topic::User(b_uid, req_topic.clone()))?;
+    let b_pub = match t.kind {
+        Kind::Redis => Some(Publisher::open(t, 0, &Topic::Channel(rep_topic.clone()))?.c),
+        _ => None,
+    };
+    let mut b = Responder {
+        c: b_sub,
+        pub_c: b_pub,
+        kind: t.kind,
+        uid: b_uid,
+        peer: a_uid,
+        sent_on_login: 0,
+    };
+    let b_stop = stop.clone();
+    let rep = rep_topic.clone();
+    let b_thread = thread::spawn(move || -> io::Result<()> {
+        while !b_stop.load(Ordering::Relaxed) {
+            let Item::Msg {
+                payload,
+                reply,
+                seq,
+                ..
+            } = b.c.next(true)?
+            else {
+                continue;
+            };
+            match b.kind {
+                Kind::Hummer { reliable } => {
+                    if reliable && seq > 0 {
+                        hummer_frame(&mut b.c.out, 0, Body::Ack(Ack { p2p_seq: seq }));
+                    }
+                    hummer_frame(
+                        &mut b.c.out,
+                        7,
+                        Body::SendToUser(SendToUserRequest {
+                            receiver: b.peer,
+                            message: Some(ChatMessage {
+                                r#type: "text".into(),
+                                content: payload,
+                                app_extras: Default::default(),
+                            }),
+                            unreliable: !reliable,
+                        }),
+                    );
+                    b.sent_on_login += 1;
+                    if b.sent_on_login >= quota() {
+                        hummer_frame(&mut b.c.out, 8, Body::Logout(Empty {}));
+                        hummer_frame(&mut b.c.out, 9, login_body(b.uid));
+                        b.sent_on_login = 0;
+                    }
+                    b.c.flush()?;
+                }
+                Kind::Nats => {
+                    let to = reply.unwrap_or_else(|| Bytes::from(rep.clone()));
+                    b.c.out.extend_from_slice(b"PUB ");
+                    b.c.out.extend_from_slice(&to);
+                    b.c.out
+                        .extend_from_slice(format!(" {}\r\n", payload.len()).as_bytes());
+                    b.c.out.extend_from_slice(&payload);
+                    b.c.out.extend_from_slice(b"\r\n");
+                    b.c.flush()?;
+                }
+                Kind::Redis => {
+                    let pc = b.pub_c.as_mut().expect("redis publisher");
+                    resp_command(&mut pc.out, &[b"PUBLISH", rep.as_bytes(), &payload]);
+                    pc.flush()?;
+                    wait_reply(pc, Duration::from_secs(5), "PUBLISH reply")?;
+                }
+            }
+        }
+        close(b.c);
+        Ok(())
+    });
+    // A: the requester.
+    let mut a = subscriber(t, a_uid, &Topic::User(a_uid, rep_topic.clone()))?;
+    let mut a_pub = match t.kind {
+        Kind::Redis => Some(Publisher::open(t, 0, &Topic::Channel(req_topic.clone()))?.c),
+        _ => None,
+    };
+    let mut payload = vec![b'x'; PAYLOAD];
+    let mut lat = Vec::with_capacity(samples as usize);
+    let mut sent_on_login = 0;
+    let cpu0 = cpu_seconds(t.pid, p.clk_tck);
+    let end = Instant::now() + p.cap;
+    let warmup = 50;
+    let mut errors = 0;
+    let mut i = 0u64;
+    // The sample right after a hummer re-login is not recorded (the re-login
+    // only works around the binary's fixed rate limit).
+    let mut skip = false;
+    // HUMMER_LOAD_SLOW_US=N prints every round trip slower than N µs.
+    let slow_us: Option<u64> = std::env::var("HUMMER_LOAD_SLOW_US")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    while (lat.len() as u64) < samples && i < 2 * samples + warmup && Instant::now() < end {
+        payload[..8].copy_from_slice(&i.to_be_bytes());
+        let t0 = Instant::now();
+        match t.kind {
+            Kind::Hummer { reliable } => {
+                hummer_frame(
+                    &mut a.out,
+                    100 + i,
+                    Body::SendToUser(SendToUserRequest {
+                        receiver: b_uid,
+                        message: Some(ChatMessage {
+                            r#type: "text".into(),
+                            content: Bytes::copy_from_slice(&payload),
+                            app_extras: Default::default(),
+                        }),
+                        unreliable: !reliable,
+                    }),
+                );
+                a.flush()?;
+            }
+            Kind::Nats => {
+                a.out.extend_from_slice(
+                    format!("PUB {req_topic} {rep_topic} {PAYLOAD}\r\n").as_bytes(),
+                );
+                a.out.extend_from_slice(&payload);
+                a.out.extend_from_slice(b"\r\n");
+                a.flush()?;
+            }
+            Kind::Redis => {
+                let pc = a_pub.as_mut().expect("redis publisher");
+                resp_command(&mut pc.out, &[b"PUBLISH", req_topic.as_bytes(), &payload]);
+                pc.flush()?;
+            }
+        }
+        // Wait for the answer carrying this id (bounded by the cap).
+        let mut answered = None;
+        while Instant::now() < end {
+            match a.next(true)? {
+                Item::Msg {
+                    payload: got, seq, ..
+                } if got.len() >= 8 && got[..8] == payload[..8] => {
+                    answered = Some((t0.elapsed(), seq));
+                    break;
+                }
+                Item::Error(e) => {
+                    errors += 1;
+                    if errors <= 3 {
+                        eprintln!("rtt requester got an error: {e}");
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some((d, seq)) = answered else { break };
+        if i >= warmup && !skip {
+            lat.push(d);
+        }
+        if slow_us.is_some_and(|us| d > Duration::from_micros(us)) {
+            eprintln!(
+                "slow round trip: sample {i} ({} since a re-login) {d:?}",
+                sent_on_login
+            );
+        }
+        skip = false;
+        // Bookkeeping outside the timed part.
+        match t.kind {
+            Kind::Hummer { reliable } => {
+                if reliable && seq > 0 {
+                    hummer_frame(&mut a.out, 0, Body::Ack(Ack { p2p_seq: seq }));
+                }
+                sent_on_login += 1;
+                if sent_on_login >= quota() {
+                    hummer_frame(&mut a.out, 1_000_000 + i, Body::Logout(Empty {}));
+                    hummer_frame(&mut a.out, 2_000_000 + i, login_body(a_uid));
+                    a.flush()?;
+                    // Wait for the new login, then let B's settle too.
+                    let cap = Duration::from_secs(5);
+                    loop {
+                        if let Body::LoginReply(_) = wait_reply(&mut a, cap, "relogin")? {
+                            break;
+                        }
+                    }
+                    thread::sleep(Duration::from_millis(2));
+                    sent_on_login = 0;
+                    skip = true;
+                }
+                a.flush()?;
+            }
+            Kind::Redis => {
+                let pc = a_pub.as_mut().expect("redis publisher");
+                wait_reply(pc, Duration::from_secs(5), "PUBLISH reply")?;
+            }
+            Kind::Nats => {}
+        }
+        i += 1;
+    }
+    let cpu = cpu_seconds(t.pid, p.clk_tck) - cpu0;
+    stop.store(true, Ordering::Relaxed);
+    close(a);
+    if let Some(c) = a_pub {
+        close(c);
+    }
+    // B notices the stop within one read timeout.
+    let _ = b_thread.join();
+    lat.sort();
+    let pct = |q: f64| -> f64 {
+        if lat.is_empty() {
+            return f64::NAN;
+        }
+        let idx = ((lat.len() as f64 * q).ceil() as usize).clamp(1, lat.len()) - 1;
+        lat[idx].as_secs_f64() * 1e6
+    };
+    let n = lat.len() as u64;
+    Ok(Outcome {
+        rate: pct(0.50),
+        p99: pct(0.99),
+        deliveries: n * 2,
+        expected: samples * 2,
+        cpu_per_delivery: cpu / (n * 2).max(1) as f64,
+        errors,
+    })
+}
+
+// ------------------------------------------------------------------ compare --
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn compare(args: &HashMap<String, String>) -> Result<(), String> {
+    let addr = |k: &str| -> Result<SocketAddr, String> {
+        args.get(k)
+            .ok_or(format!("--{k} is required"))?
+            .parse()
+            .map_err(|_| format!("--{k}: not an address"))
+    };
+    let pid = |k: &str| args.get(k).and_then(|v| v.parse().ok());
+    let quick = args.contains_key("quick");
+    let num = |k: &str, d: u64| args.get(k).and_then(|v| v.parse().ok()).unwrap_or(d);
+    let p = Params {
+        messages: num("messages", if quick { 20_000 } else { 200_000 }),
+        fanout_messages: num("fanout-messages", if quick { 1_000 } else { 10_000 }),
+        subscribers: num("subscribers", 100),
+        rtt_samples: num("rtt-samples", if quick { 300 } else { 2_000 }),
+        cap: Duration::from_secs(num("time-cap-secs", 15)),
+        clk_tck: num("clk-tck", 100) as f64,
+    };
+    let reps = num("reps", if quick { 1 } else { 5 });
+    // A sanity run only: an in-process server with no rate limit (so no
+    // re-logins), sharing this process's CPU with the clients.
+    let mut _inprocess = None;
+    let (h, hpid) = if args.contains_key("inprocess-hummer") {
+        let mut config = ServerConfig::demo();
+        config.rate_limit_window = Duration::ZERO;
+        let handle = ServerHandle::spawn(config, "127.0.0.1:0".parse().expect("address"))
+            .map_err(|e| format!("in-process server: {e}"))?;
+        let a = handle.local_addr();
+        _inprocess = Some(handle);
+        QUOTA.store(u64::MAX, Ordering::Relaxed);
+        eprintln!("hummer: in-process server on {a} (no rate limit; CPU not measured)");
+        (a, None)
+    } else {
+        (addr("hummer")?, pid("hummer-pid"))
+    };
+    let all = [
+        Target {
+            kind: Kind::Hummer { reliable: false },
+            addr: h,
+            pid: hpid,
+        },
+        Target {
+            kind: Kind::Nats,
+            addr: addr("nats")?,
+            pid: pid("nats-pid"),
+        },
+        Target {
+            kind: Kind::Redis,
+            addr: addr("redis")?,
+            pid: pid("redis-pid"),
+        },
+        Target {
+            kind: Kind::Hummer { reliable: true },
+            addr: h,
+            pid: hpid,
+        },
+    ];
+    let only = |list: &str, name: &str| {
+        args.get(list)
+            .is_none_or(|v| v.split(',').any(|x| x == name))
+    };
+    let targets: Vec<Target> = all
+        .into_iter()
+        .filter(|t| only("targets", t.kind.name()))
+        .collect();
+    let workloads: Vec<&str> = ["pubsub", "fanout", "rtt"]
+        .into_iter()
+        .filter(|w| only("workloads", w))
+        .collect();
+    let mut results: HashMap<(&str, &str), Vec<Outcome>> = HashMap::new();
+    let mut run = 1u64;
+    for rep in 0..reps {
+        for &w in &workloads {
+            for t in &targets {
+                run += 1;
+                let o = match w {
+                    "pubsub" => pubsub(t, run, p.messages, 1, &p),
+                    "fanout" => pubsub(t, run, p.fanout_messages, p.subscribers, &p),
+                    _ => rtt(t, run, p.rtt_samples, &p),
+                }
+                .map_err(|e| format!("{w} on {}: {e}", t.kind.name()))?;
+                eprintln!(
+                    "rep {} {w:7} {:16} {:>12.1} {:>9.1} delivered {}/{} errors {} cpu/delivery {:.3e}",
+                    rep + 1,
+                    t.kind.name(),
+                    o.rate,
+                    o.p99,
+                    o.deliveries,
+                    o.expected,
+                    o.errors,
+                    o.cpu_per_delivery
+                );
+                results.entry((w, t.kind.name())).or_default().push(o);
+            }
+        }
+    }
+    let values = |w: &str, k: &str, f: fn(&Outcome) -> f64| -> Vec<f64> {
+        results
+            .get(&(w, k))
+            .map_or(Vec::new(), |v| v.iter().map(f).collect())
+    };
+    // The median over repetitions of the ratio within each repetition: the
+    // baseline is always measured in the same pass, seconds apart.
+    let ratio = |w: &str, a: &str, b: &str, f: fn(&Outcome) -> f64| -> f64 {
+        let (x, y) = (values(w, a, f), values(w, b, f));
+        median(x.iter().zip(&y).map(|(x, y)| x / y).collect())
+    };
+    type Row = (&'static str, &'static str, fn(&Outcome) -> f64);
+    let rows: [Row; 7] = [
+        ("pubsub", "1 pub -> 1 sub, messages/s", |o| o.rate),
+        ("fanout", "1 pub -> 100 subs, deliveries/s", |o| o.rate),
+        ("rtt", "round trip p50, us", |o| o.rate),
+        ("rtt", "round trip p99, us", |o| o.p99),
+        ("pubsub", "server CPU us per delivery, pubsub", |o| {
+            o.cpu_per_delivery * 1e6
+        }),
+        ("fanout", "server CPU us per delivery, fanout", |o| {
+            o.cpu_per_delivery * 1e6
+        }),
+        ("rtt", "server CPU us per delivery, rtt", |o| {
+            o.cpu_per_delivery * 1e6
+        }),
+    ];
+    println!();
+    println!(
+        "Medians of {reps} interleaved repetitions. Ratios are hummer / broker, computed within each \
+         repetition, then the median taken (rates: higher is better; latencies and CPU: lower is better)."
+    );
+    println!(
+        "| workload | hummer | nats | redis | hummer/nats | hummer/redis | hummer reliable | reliable/nats | reliable/redis |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (w, label, f) in rows {
+        if !workloads.contains(&w) {
+            continue;
+        }
+        let m = |k: &str| median(values(w, k, f));
+        println!(
+            "| {label} | {} | {} | {} | {:.2} | {:.2} | {} | {:.2} | {:.2} |",
+            fmt(m("hummer")),
+            fmt(m("nats")),
+            fmt(m("redis")),
+            ratio(w, "hummer", "nats", f),
+            ratio(w, "hummer", "redis", f),
+            fmt(m("hummer-reliable")),
+            ratio(w, "hummer-reliable", "nats", f),
+            ratio(w, "hummer-reliable", "redis", f),
+        );
+    }
+    let lost: Vec<String> = results
+        .iter()
+        .filter(|(_, v)| v.iter().any(|o| o.deliveries < o.expected || o.errors > 0))
+        .map(|((w, k), v)| {
+            format!(
+                "{w}/{k}: delivered {:?} of {}, errors {:?}",
+                v.iter().map(|o| o.deliveries).collect::<Vec<_>>(),
+                v[0].expected,
+                v.iter().map(|o| o.errors).collect::<Vec<_>>()
+            )
+        })
+        .collect();
+    if lost.is_empty() {
+        println!("\nEvery run delivered every message, with no error replies.");
+    } else {
+        println!("\nShort runs (time cap or errors): {}", lost.join("; "));
+    }
+    Ok(())
+}
+
+fn fmt(v: f64) -> String {
+    if !v.is_finite() {
+        "n/a".into()
+    } else if v >= 10_000.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+// --------------------------------------------------------------------- idle --
+
+fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Opens `conns` connections, logs each in (a distinct uid), holds them idle
+/// for `hold` and reports the server's VmRSS before and after.
+fn idle(args: &HashMap<String, String>) -> Result<(), String> {
+    let addr: SocketAddr = args
+        .get("addr")
+        .ok_or("--addr is required")?
+        .parse()
+        .map_err(|_| "--addr: not an address")?;
+    let pid: u32 = args
+        .get("server-pid")
+        .and_then(|v| v.parse().ok())
+        .ok_or("--server-pid is required")?;
+    let n: usize = args
+        .get("conns")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let hold = Duration::from_secs(
+        args.get("hold-secs")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3),
+    );
+    let kind = Kind::Hummer { reliable: false };
+    let before = vm_rss_kib(pid).ok_or("cannot read the server's VmRSS")?;
+    let start = Instant::now();
+    let cap = Duration::from_secs(120);
+    let mut conns = Vec::with_capacity(n);
+    // Log in in waves of 500: write all the logins, then read the replies.
+    // Every 10 s each open connection sends a Ping, as a client would, so
+    // none reaches the server's idle timeout (45 s) on a slow machine.
+    let mut next_uid = 1u64;
+    let mut last_ping = Instant::now();
+    let mut ping_all = |conns: &mut Vec<Conn>| -> Result<(), String> {
+        if last_ping.elapsed() >= Duration::from_secs(10) {
+            for c in conns.iter_mut() {
+                hummer_frame(&mut c.out, 3, Body::Ping(wire::Ping { nonce: 1 }));
+                c.flush().map_err(|e| format!("ping: {e}"))?;
+            }
+            last_ping = Instant::now();
+        }
+        Ok(())
+    };
+    while conns.len() < n && start.elapsed() < cap {
+        let mut wave = Vec::new();
+        for _ in 0..500.min(n - conns.len()) {
+            let mut c = Conn::connect(kind, addr).map_err(|e| format!("connect: {e}"))?;
+            hummer_frame(&mut c.out, 1, login_body(next_uid));
+            next_uid += 1;
+            c.flush().map_err(|e| e.to_string())?;
+            wave.push(c);
+        }
+        for mut c in wave {
+            match wait_reply(&mut c, Duration::from_secs(10), "login") {
+                Ok(Body::LoginReply(_)) => conns.push(c),
+                other => return Err(format!("login {}: {other:?}", conns.len())),
+            }
+        }
+        ping_all(&mut conns)?;
+    }
+    let opened = start.elapsed();
+    let hold_end = Instant::now() + hold;
+    while Instant::now() < hold_end {
+        thread::sleep(Duration::from_millis(100).min(hold_end - Instant::now()));
+        ping_all(&mut conns)?;
+    }
+    let after = vm_rss_kib(pid).ok_or("cannot read the server's VmRSS")?;
+    println!(
+        "SUMMARY idle: {} logged-in idle connections (opened in {:.1} s): server VmRSS {} KiB before, {} KiB after; {:.0} bytes per connection",
+        conns.len(),
+        opened.as_secs_f64(),
+        before,
+        after,
+        (after.saturating_sub(before) * 1024) as f64 / conns.len().max(1) as f64
+    );
+    for c in conns {
+        close(c);
+    }
+    Ok(())
+}
+
+fn parse_args(args: &[String]) -> Result<HashMap<String, String>, String> {
+    let mut out = HashMap::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let name = a
+            .strip_prefix("--")
+            .ok_or(format!("unexpected argument {a:?}"))?;
+        if name == "quick" || name == "inprocess-hummer" {
+            out.insert(name.to_owned(), String::new());
+            continue;
+        }
+        let v = it.next().ok_or(format!("--{name} needs a value"))?;
+        out.insert(name.to_owned(), v.clone());
+    }
+    Ok(out)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("compare") => parse_args(&args[1..]).and_then(|a| compare(&a)),
+        Some("idle") => parse_args(&args[1..]).and_then(|a| idle(&a)),
+        _ => Err(
+            "usage: hummer-load compare --hummer ADDR --hummer-pid PID --nats ADDR \
+                  --nats-pid PID --redis ADDR --redis-pid PID [--reps 3] [--quick] \
+                  [--messages N] [--fanout-messages N] [--subscribers N] [--rtt-samples N] \
+                  [--time-cap-secs S] [--clk-tck N] [--targets hummer,nats,redis,hummer-reliable] \
+                  [--workloads pubsub,fanout,rtt] [--inprocess-hummer]\n       \
+                  hummer-load idle --addr ADDR --server-pid PID [--conns 10000] [--hold-secs 3]"
+                .to_owned(),
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hummer-load: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
