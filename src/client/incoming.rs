@@ -461,10 +461,7 @@ impl Session {
     }
 
     fn stream_mut(&mut self, stream: LostStream) -> Option<&mut SeqStream> {
-        match stream {
-            LostStream::User => Some(&mut self.p2p),
-            LostStream::Channel(h) => self.channels.get_mut(h).map(|c| &mut c.stream),
-        }
+        self.stream_and_events(stream).map(|(s, _)| s)
     }
 
     fn deliver_all(&mut self, now: Instant, stream: LostStream, events: Vec<Event>) {
@@ -486,14 +483,18 @@ impl Session {
             return self.emit(event);
         }
         let max_held = self.config.max_reorder_buffer;
-        let Some(s) = self.stream_mut(stream) else {
+        // Straight into the event queue: no allocation on the in-order path.
+        let Some((s, events)) = self.stream_and_events(stream) else {
             return;
         };
+        let before = s.last;
         let (accept, event) = s.accept(seq, event, max_held);
         let after = s.last;
-        let mut ready: Vec<Event> = event.into_iter().collect();
-        s.drain_ready(&mut |e| ready.push(e));
-        self.deliver_all(now, stream, ready);
+        events.extend(event);
+        s.drain_ready(&mut |e| events.push_back(e));
+        if s.last > before && stream == LostStream::User {
+            self.schedule_ack(now);
+        }
         if let Accept::Held { fetch: true } | Accept::Dropped { fetch: true } = accept {
             self.start_fetch(now, stream, after);
         }

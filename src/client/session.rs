@@ -291,6 +291,18 @@ impl Session {
         self.clock
     }
 
+    /// A reliable stream and the event queue, borrowed together.
+    pub(super) fn stream_and_events(
+        &mut self,
+        stream: LostStream,
+    ) -> Option<(&mut SeqStream, &mut VecDeque<Event>)> {
+        let s = match stream {
+            LostStream::User => &mut self.p2p,
+            LostStream::Channel(h) => &mut self.channels.get_mut(h)?.stream,
+        };
+        Some((s, &mut self.events))
+    }
+
     /// The latest time seen.
     pub(super) fn clock(&self) -> Instant {
         self.clock
