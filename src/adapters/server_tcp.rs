@@ -151,55 +151,66 @@ async fn serve_with(
         armed: Mutex::new(None),
         max_frame_size,
     });
-    let ex = Executor::new();
+    let ex = Arc::new(Executor::new());
     ex.spawn(timer_task(shared.clone(), timer_rx)).detach();
-    let accept_loop = async {
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of descriptors and the like: back off, keep serving.
-                    log!(warn, "accept failed: {e}");
-                    Timer::after(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let (wake, wake_rx) = bounded(1);
-            let closing = Arc::new(AtomicBool::new(false));
-            let conn = {
-                let mut s = shared.server();
-                let conn = s.accept(Instant::now());
-                control.sockets().insert(
+    let accept_loop = {
+        // Weak: the executor owns this task, which must not keep it alive.
+        let (ex, shared, control) = (Arc::downgrade(&ex), shared.clone(), control.clone());
+        async move {
+            loop {
+                let (stream, peer) = match listener.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of descriptors and the like: back off, keep serving.
+                        log!(warn, "accept failed: {e}");
+                        Timer::after(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let (wake, wake_rx) = bounded(1);
+                let closing = Arc::new(AtomicBool::new(false));
+                let conn = {
+                    let mut s = shared.server();
+                    let conn = s.accept(Instant::now());
+                    control.sockets().insert(
+                        conn,
+                        ConnHandle {
+                            stream: stream.clone(),
+                            wake,
+                            closing: closing.clone(),
+                        },
+                    );
+                    shared.pump(&mut s, false);
+                    conn
+                };
+                log!(debug, "accepted {conn} from {peer}");
+                // Reader and writer are tasks of their own, so waking one does
+                // not poll the other (a failed read and an epoll_ctl per wake).
+                let Some(ex) = ex.upgrade() else {
+                    return;
+                };
+                let reader = ex.spawn(read_loop(shared.clone(), conn, stream.clone()));
+                let writer = ex.spawn(write_loop(
+                    shared.clone(),
                     conn,
-                    ConnHandle {
-                        stream: stream.clone(),
-                        wake,
-                        closing: closing.clone(),
-                    },
-                );
-                shared.pump(&mut s, false);
-                conn
-            };
-            log!(debug, "accepted {conn} from {peer}");
-            // Reader and writer are tasks of their own, so waking one does
-            // not poll the other (a failed read and an epoll_ctl per wake).
-            let reader = ex.spawn(read_loop(shared.clone(), conn, stream.clone()));
-            let writer = ex.spawn(write_loop(
-                shared.clone(),
-                conn,
-                stream.clone(),
-                wake_rx,
-                closing,
-            ));
-            ex.spawn(connection(shared.clone(), conn, stream, reader, writer))
-                .detach();
+                    stream.clone(),
+                    wake_rx,
+                    closing,
+                ));
+                ex.spawn(connection(shared.clone(), conn, stream, reader, writer))
+                    .detach();
+            }
         }
     };
+    // The accept loop is a task of its own: `run` polls its future on every
+    // wake of the executor, and a Task handle costs nothing to poll, where
+    // the loop itself would try `accept` each time.
+    let accept_task = ex.spawn(accept_loop);
     let stop = async {
         shutdown.await;
     };
-    ex.run(stop.or(accept_loop)).await;
+    ex.run(stop.or(accept_task)).await;
     log!(info, "shutting down");
     control.close_all();
     Ok(())
