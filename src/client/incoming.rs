@@ -13,7 +13,7 @@ use super::seq::{Accept, FetchOutcome, SeqStream};
 use super::session::Session;
 use crate::error::{ErrorCode, ServiceError, WireError};
 use crate::types::{ChannelKey, Region, Uid};
-use crate::wire::{self, AttributeOp, Body, Frame};
+use crate::wire::{self, AttributeOp, Body, BodyKind, Frame};
 
 impl Session {
     pub(super) fn on_frame(&mut self, now: Instant, frame: Frame) -> Result<(), WireError> {
@@ -44,17 +44,9 @@ impl Session {
                 let error = ServiceError::new(ErrorCode::from_code(e.code), e.message);
                 self.on_reply(now, frame.request_id, Err(error));
             }
-            reply @ (Body::LoginReply(_)
-            | Body::Ok(_)
-            | Body::InstanceInfo(_)
-            | Body::SendReply(_)
-            | Body::OnlineStatus(_)
-            | Body::UserList(_)
-            | Body::Attributes(_)
-            | Body::UserCount(_)
-            | Body::JoinReply(_)
-            | Body::FetchReply(_)
-            | Body::RefreshTokenReply(_)) => self.on_reply(now, frame.request_id, Ok(reply)),
+            reply if reply.kind() == BodyKind::Reply => {
+                self.on_reply(now, frame.request_id, Ok(reply))
+            }
             _ => return Err(WireError::Unexpected("a request frame sent to a client")),
         }
         Ok(())

@@ -54,7 +54,7 @@ use bytes::Bytes;
 
 use crate::error::{ErrorCode, ServiceError, WireError};
 use crate::types::Region;
-use crate::wire::{self, decode_frame, encode_frame, Body, Frame};
+use crate::wire::{self, decode_frame, encode_frame, Body, BodyKind, Frame};
 
 pub use auth::mint_token;
 pub use config::{AppConfig, ServerConfig, DEMO_APPID, DEMO_SECRET};
@@ -233,23 +233,7 @@ impl Server {
             Body::Pong(_) => {}
             Body::Ack(a) => self.handle_ack(conn, a.p2p_seq),
             Body::Close(_) => self.close_conn(conn, CloseReason::ClosedByPeer),
-            Body::Error(_)
-            | Body::LoginReply(_)
-            | Body::Ok(_)
-            | Body::InstanceInfo(_)
-            | Body::SendReply(_)
-            | Body::OnlineStatus(_)
-            | Body::UserList(_)
-            | Body::Attributes(_)
-            | Body::UserCount(_)
-            | Body::JoinReply(_)
-            | Body::FetchReply(_)
-            | Body::UserMessage(_)
-            | Body::ChannelMessage(_)
-            | Body::Membership(_)
-            | Body::UserAttributesChanged(_)
-            | Body::ChannelAttributesChanged(_)
-            | Body::UserCountChanged(_) => self.protocol_error(
+            other if other.kind() != BodyKind::Request => self.protocol_error(
                 conn,
                 WireError::Unexpected("a reply or push sent to the server"),
             ),

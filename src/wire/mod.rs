@@ -6,6 +6,7 @@
 //! [`FrameDecoder`] and [`write_length_prefixed`].
 
 mod codec;
+mod kind;
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 #[rustfmt::skip]
 mod generated;
@@ -16,3 +17,4 @@ pub use codec::{
 };
 pub use generated::frame::Body;
 pub use generated::*;
+pub use kind::BodyKind;
