@@ -63,15 +63,8 @@ fn join(sim: &mut Sim, c: ClientId, id: &str) -> ChannelHandle {
 }
 
 fn texts(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::MessageFromUser { message, .. } | Event::ChannelMessage { message, .. } => {
-                Some(String::from_utf8_lossy(&message.content).into_owned())
-            }
-            _ => None,
-        })
-        .collect()
+    let text = |m: &Message| String::from_utf8_lossy(&m.content).into_owned();
+    events.iter().filter_map(Event::message).map(text).collect()
 }
 
 fn attrs(pairs: &[(&str, &str)]) -> Attributes {

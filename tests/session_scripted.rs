@@ -200,15 +200,8 @@ fn channel_push(number: u32, seq: u64, text: &str) -> Body {
 }
 
 fn texts(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::MessageFromUser { message, .. } | Event::ChannelMessage { message, .. } => {
-                Some(String::from_utf8_lossy(&message.content).into_owned())
-            }
-            _ => None,
-        })
-        .collect()
+    let text = |m: &Message| String::from_utf8_lossy(&m.content).into_owned();
+    events.iter().filter_map(Event::message).map(text).collect()
 }
 
 // ---- login and the connection states ---------------------------------------

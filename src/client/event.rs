@@ -372,3 +372,15 @@ pub enum Event {
     /// [`CommandError::QueueFull`](crate::CommandError::QueueFull).
     Writable,
 }
+
+impl Event {
+    /// The message carried by a `MessageFromUser` or `ChannelMessage`.
+    pub fn message(&self) -> Option<&Message> {
+        match self {
+            Event::MessageFromUser { message, .. } | Event::ChannelMessage { message, .. } => {
+                Some(message)
+            }
+            _ => None,
+        }
+    }
+}
