@@ -190,7 +190,12 @@ async fn serve_with(
                 let Some(ex) = ex.upgrade() else {
                     return;
                 };
-                let reader = ex.spawn(read_loop(shared.clone(), conn, stream.clone()));
+                let reader = ex.spawn(read_loop(
+                    shared.clone(),
+                    conn,
+                    stream.clone(),
+                    closing.clone(),
+                ));
                 let writer = ex.spawn(write_loop(
                     shared.clone(),
                     conn,
@@ -235,7 +240,12 @@ async fn connection(
     log!(debug, "{conn} ended");
 }
 
-async fn read_loop(shared: Arc<Shared>, conn: ConnId, mut stream: TcpStream) {
+async fn read_loop(
+    shared: Arc<Shared>,
+    conn: ConnId,
+    mut stream: TcpStream,
+    closing: Arc<AtomicBool>,
+) {
     let mut decoder = FrameDecoder::new(shared.max_frame_size);
     let mut chunk = vec![0u8; READ_CHUNK];
     loop {
@@ -260,11 +270,16 @@ async fn read_loop(shared: Arc<Shared>, conn: ConnId, mut stream: TcpStream) {
             }
             shared.pump(&mut s, false);
         }
-        if failed {
-            // The stream cannot be resynchronised: read no more and let the
-            // writer flush the Close frame and end the connection.
+        if failed || closing.load(Ordering::SeqCst) {
+            // The stream cannot be resynchronised, or the server closed the
+            // connection: read no more and let the writer flush the Close
+            // frame and end the connection.
             std::future::pending::<()>().await;
         }
+        // A read that is always ready never returns Pending: without this a
+        // peer streaming bytes would keep the single-threaded executor here
+        // and starve every other connection, the writers and the timer.
+        smol::future::yield_now().await;
     }
 }
 

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
-use super::inbox::encode_push;
+use super::inbox::{check_push_fits, encode_push};
 use super::retention::{Replay, SeqLog};
 use super::{add, checked_key, checked_region, ConnId, Outcome, Server, Timer};
 use crate::error::{ErrorCode, ServiceError};
@@ -199,10 +199,11 @@ impl Server {
                 self.note_membership(num, uid, true);
             }
         }
+        let conn = self.instances.get(&inst).and_then(|i| i.conn);
         let (now, age, budget) = (
             self.now,
             self.config.channel_retention_age,
-            self.config.max_queued_bytes / 2,
+            self.replay_budget(conn),
         );
         let Some(ch) = self.channels.get_mut(&num) else {
             return Err(ServiceError::new(
@@ -367,18 +368,25 @@ impl Server {
             self.config.channel_retention_messages,
             self.config.channel_retention_age,
         );
-        let Some(ch) = self.channels.get_mut(&num) else {
-            return Err(ServiceError::new(
-                ErrorCode::InternalServerError,
-                "channel vanished",
-            ));
-        };
         let mut push = wire::ChannelMessagePush {
             channel: num,
             from_uid,
             message: Some(message.into()),
             timestamp_ms: ts,
             seq: 0,
+        };
+        check_push_fits(
+            self.config.limits.max_frame_size,
+            Body::ChannelMessage(wire::ChannelMessagePush {
+                seq: u64::MAX,
+                ..push.clone()
+            }),
+        )?;
+        let Some(ch) = self.channels.get_mut(&num) else {
+            return Err(ServiceError::new(
+                ErrorCode::InternalServerError,
+                "channel vanished",
+            ));
         };
         let frame = if req.unreliable {
             encode_push(Body::ChannelMessage(push))
@@ -450,9 +458,6 @@ impl Server {
             Vec::new()
         };
         let body = if channel_scope {
-            ch.attrs = new;
-            ch.attrs_uid = uid;
-            ch.attrs_ts = ts;
             Body::ChannelAttributesChanged(wire::ChannelAttributesPush {
                 channel: num,
                 last_update_uid: uid,
@@ -462,11 +467,6 @@ impl Server {
                 timestamp_ms: ts,
             })
         } else {
-            if new.is_empty() {
-                ch.user_attrs.remove(&uid);
-            } else {
-                ch.user_attrs.insert(uid, new);
-            }
             Body::UserAttributesChanged(wire::UserAttributesPush {
                 channel: num,
                 uid,
@@ -476,6 +476,20 @@ impl Server {
                 timestamp_ms: ts,
             })
         };
+        if req.enable_notification {
+            // A notice no client could decode would drop every member's link.
+            check_push_fits(limits.max_frame_size, body.clone())
+                .map_err(|e| ServiceError::new(ErrorCode::InvalidParameter, e.message))?;
+        }
+        if channel_scope {
+            ch.attrs = new;
+            ch.attrs_uid = uid;
+            ch.attrs_ts = ts;
+        } else if new.is_empty() {
+            ch.user_attrs.remove(&uid);
+        } else {
+            ch.user_attrs.insert(uid, new);
+        }
         if req.enable_notification {
             self.broadcast(num, &encode_push(body));
         }
@@ -586,13 +600,13 @@ impl Server {
     /// byte budget says so with a `through_seq` below the head.
     pub(super) fn fetch(&mut self, conn: ConnId, inst: u64, req: wire::FetchRequest) -> Outcome {
         let replay = match req.channel {
-            None => self.p2p_replay(inst, req.after_seq),
+            None => self.p2p_replay(inst, req.after_seq, self.replay_budget(Some(conn))),
             Some(key) => {
                 let num = self.member_channel(inst, Some(&key))?;
                 let (now, age, budget) = (
                     self.now,
                     self.config.channel_retention_age,
-                    self.config.max_queued_bytes / 2,
+                    self.replay_budget(Some(conn)),
                 );
                 let ch = self.channels.get_mut(&num).ok_or_else(not_found)?;
                 ch.log.prune(now, age);

@@ -16,6 +16,35 @@ pub(crate) struct Inbox {
     pub acked: u64,
 }
 
+impl Inbox {
+    /// A new inbox whose numbers follow `floor`: an inbox forgotten earlier
+    /// may have handed out numbers up to it, and a Session resuming with one
+    /// of those must not skip the new messages (it gets a gap instead).
+    fn starting_after(floor: u64) -> Self {
+        let mut inbox = Inbox::default();
+        inbox.log.head = floor;
+        inbox.acked = floor;
+        inbox
+    }
+}
+
+/// 2007 when `body`, pushed, would exceed `max` bytes.
+pub(super) fn check_push_fits(max: usize, body: Body) -> Result<(), crate::error::ServiceError> {
+    use prost::Message as _;
+    let len = Frame {
+        request_id: 0,
+        body: Some(body),
+    }
+    .encoded_len();
+    if len > max {
+        return Err(crate::error::ServiceError::new(
+            crate::error::ErrorCode::MsgSizeLimitExceeded,
+            format!("the message would be pushed as a {len}-byte frame, more than {max}"),
+        ));
+    }
+    Ok(())
+}
+
 impl Server {
     pub(super) fn send_to_user(&mut self, inst: u64, req: wire::SendToUserRequest) -> Outcome {
         self.config.limits.check_uid(req.receiver)?;
@@ -39,6 +68,16 @@ impl Server {
             timestamp_ms: ts,
             seq: 0,
         };
+        // The push must fit in a frame a client accepts, with the longest
+        // seq varint (a reliable push that does not would be replayed, and
+        // refused, on every login of the receiver).
+        check_push_fits(
+            self.config.limits.max_frame_size,
+            Body::UserMessage(wire::UserMessagePush {
+                seq: u64::MAX,
+                ..push.clone()
+            }),
+        )?;
         let frame = if req.unreliable {
             encode_push(Body::UserMessage(push.clone()))
         } else {
@@ -121,12 +160,8 @@ impl Server {
     }
 
     /// `Fetch` of the P2P stream: the pushes after `after`.
-    pub(super) fn p2p_replay(&mut self, inst: u64, after: u64) -> Replay {
-        let (now, age, budget) = (
-            self.now,
-            self.config.inbox_max_age,
-            self.config.max_queued_bytes / 2,
-        );
+    pub(super) fn p2p_replay(&mut self, inst: u64, after: u64, budget: usize) -> Replay {
+        let (now, age) = (self.now, self.config.inbox_max_age);
         let Some(i) = self.instances.get(&inst) else {
             return Replay::default();
         };
@@ -158,10 +193,15 @@ impl Server {
                 idle.truncate(n);
             }
             for (_, k) in idle {
-                self.inboxes.remove(&k);
+                if let Some(b) = self.inboxes.remove(&k) {
+                    self.inbox_seq_floor = self.inbox_seq_floor.max(b.log.head);
+                }
             }
         }
-        self.inboxes.entry(key).or_default()
+        let floor = self.inbox_seq_floor;
+        self.inboxes
+            .entry(key)
+            .or_insert_with(|| Inbox::starting_after(floor))
     }
 }
 

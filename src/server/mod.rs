@@ -135,6 +135,9 @@ pub struct Server {
     channel_index: HashMap<(u32, Region, String), u32>,
     next_channel: u32,
     inboxes: HashMap<(u32, u64), Inbox>,
+    /// The highest P2P head of any inbox forgotten so far: new inboxes
+    /// number after it, so that no (appid, uid) ever reuses a number.
+    inbox_seq_floor: u64,
     timers: BTreeSet<(Instant, Timer)>,
     /// An upper bound of the retained bytes (exact after each enforcement).
     retained_estimate: usize,
@@ -178,6 +181,7 @@ impl Server {
             channel_index: HashMap::new(),
             next_channel: 1,
             inboxes: HashMap::new(),
+            inbox_seq_floor: 0,
             timers,
             retained_estimate: 0,
         }
@@ -430,9 +434,14 @@ impl Server {
             .retain(|_, num| channels.contains_key(num));
         let age = self.config.inbox_max_age;
         let users = &self.users;
+        let floor = &mut self.inbox_seq_floor;
         self.inboxes.retain(|key, inbox| {
             inbox.log.prune(now, age);
-            !inbox.log.is_empty() || users.contains_key(key)
+            let keep = !inbox.log.is_empty() || users.contains_key(key);
+            if !keep {
+                *floor = (*floor).max(inbox.log.head);
+            }
+            keep
         });
     }
 
@@ -555,6 +564,21 @@ impl Server {
                 "not a request",
             )),
         }
+    }
+
+    /// The byte budget of one replay queued for `conn`: half the queue
+    /// bound, and never more than the room left in its queue (less a reply
+    /// and one frame), so that replays queued back to back (a resume
+    /// re-joins every channel at once) cannot close their own connection
+    /// as a slow consumer. A cut-short replay says so and the client fetches
+    /// the rest.
+    fn replay_budget(&self, conn: Option<ConnId>) -> usize {
+        let max = self.config.max_queued_bytes;
+        let queued = conn
+            .and_then(|c| self.conns.get(&c))
+            .map_or(0, |c| c.queued_bytes);
+        let margin = self.config.limits.max_frame_size.saturating_mul(2);
+        (max / 2).min(max.saturating_sub(queued).saturating_sub(margin))
     }
 
     /// Queues `frame` for `conn`; past `max_queued_bytes` the connection is
