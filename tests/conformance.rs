@@ -354,9 +354,11 @@ impl Run {
                     n
                 );
             }
-            // Per sender, in the order sent.
+            // Reliable messages per sender, in the order sent (unreliable
+            // ones carry no sequence: after a reconnect a live one may
+            // overtake reliable ones still being replayed).
             let mut last_from: HashMap<(usize, bool), u64> = HashMap::new();
-            for (n, ch) in &delivered {
+            for (n, ch) in delivered.iter().filter(|(n, _)| self.sent[n].reliable) {
                 let from = self.sent[n].from;
                 if let Some(prev) = last_from.insert((from, *ch), *n) {
                     prop_assert!(

@@ -577,7 +577,13 @@ impl Server {
         let queued = conn
             .and_then(|c| self.conns.get(&c))
             .map_or(0, |c| c.queued_bytes);
-        let margin = self.config.limits.max_frame_size.saturating_mul(2);
+        // Room for a reply and a frame, but never most of a small queue.
+        let margin = self
+            .config
+            .limits
+            .max_frame_size
+            .saturating_mul(2)
+            .min(max / 4);
         (max / 2).min(max.saturating_sub(queued).saturating_sub(margin))
     }
 
