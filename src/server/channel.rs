@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
-use super::inbox::{check_push_fits, encode_push};
+use super::inbox::{check_push_fits, encode_push, sequenced_push_frame_len};
 use super::retention::{Replay, SeqLog};
 use super::{add, checked_key, checked_region, ConnId, Outcome, Server, Timer};
 use crate::error::{ErrorCode, ServiceError};
@@ -377,10 +377,7 @@ impl Server {
         };
         check_push_fits(
             self.config.limits.max_frame_size,
-            Body::ChannelMessage(wire::ChannelMessagePush {
-                seq: u64::MAX,
-                ..push.clone()
-            }),
+            sequenced_push_frame_len(prost::Message::encoded_len(&push)),
         )?;
         let Some(ch) = self.channels.get_mut(&num) else {
             return Err(ServiceError::new(
@@ -478,7 +475,7 @@ impl Server {
         };
         if req.enable_notification {
             // A notice no client could decode would drop every member's link.
-            check_push_fits(limits.max_frame_size, body.clone())
+            check_push_fits(limits.max_frame_size, body.encoded_len())
                 .map_err(|e| ServiceError::new(ErrorCode::InvalidParameter, e.message))?;
         }
         if channel_scope {

@@ -28,18 +28,28 @@ impl Inbox {
     }
 }
 
-/// 2007 when `body`, pushed, would exceed `max` bytes.
-pub(super) fn check_push_fits(max: usize, body: Body) -> Result<(), crate::error::ServiceError> {
-    use prost::Message as _;
-    let len = Frame {
-        request_id: 0,
-        body: Some(body),
-    }
-    .encoded_len();
-    if len > max {
+/// Bytes a not yet assigned `seq` adds to a push at most: its key and a
+/// 10-byte varint (a zero `seq` is not encoded at all).
+const MAX_SEQ_FIELD_LEN: usize = 1 + 10;
+
+/// Bytes of the frame holding a sequenced push whose message (with `seq`
+/// still 0) encodes to `push_len` bytes, counted with the longest `seq`. The
+/// push sits in a body field numbered 16..=2047: a 2-byte key.
+pub(super) fn sequenced_push_frame_len(push_len: usize) -> usize {
+    let inner = push_len.saturating_add(MAX_SEQ_FIELD_LEN);
+    2 + prost::encoding::encoded_len_varint(inner as u64) + inner
+}
+
+/// 2007 when a push of `frame_len` bytes would exceed `max` (clients refuse
+/// larger frames). Sized from borrowed data: nothing is copied to measure it.
+pub(super) fn check_push_fits(
+    max: usize,
+    frame_len: usize,
+) -> Result<(), crate::error::ServiceError> {
+    if frame_len > max {
         return Err(crate::error::ServiceError::new(
             crate::error::ErrorCode::MsgSizeLimitExceeded,
-            format!("the message would be pushed as a {len}-byte frame, more than {max}"),
+            format!("the message would be pushed as a {frame_len}-byte frame, more than {max}"),
         ));
     }
     Ok(())
@@ -73,10 +83,7 @@ impl Server {
         // refused, on every login of the receiver).
         check_push_fits(
             self.config.limits.max_frame_size,
-            Body::UserMessage(wire::UserMessagePush {
-                seq: u64::MAX,
-                ..push.clone()
-            }),
+            sequenced_push_frame_len(prost::Message::encoded_len(&push)),
         )?;
         let frame = if req.unreliable {
             encode_push(Body::UserMessage(push.clone()))
@@ -211,4 +218,61 @@ pub(super) fn encode_push(body: Body) -> bytes::Bytes {
         request_id: 0,
         body: Some(body),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::encode_frame;
+
+    #[test]
+    fn push_sizes_match_the_encoding_with_the_longest_seq() {
+        for content in [0usize, 1, 100, 127, 128, 16_000, 40_000, 70_000] {
+            let message = Some(wire::ChatMessage {
+                r#type: "t".into(),
+                content: bytes::Bytes::from(vec![7u8; content]),
+                app_extras: [("k".to_string(), "v".to_string())].into(),
+            });
+            let user = wire::UserMessagePush {
+                from_uid: u64::MAX,
+                message: message.clone(),
+                timestamp_ms: u64::MAX,
+                seq: 0,
+            };
+            let channel = wire::ChannelMessagePush {
+                channel: u32::MAX,
+                from_uid: u64::MAX,
+                message,
+                timestamp_ms: u64::MAX,
+                seq: 0,
+            };
+            let estimated = [
+                sequenced_push_frame_len(prost::Message::encoded_len(&user)),
+                sequenced_push_frame_len(prost::Message::encoded_len(&channel)),
+            ];
+            let actual = [
+                encode_push(Body::UserMessage(wire::UserMessagePush {
+                    seq: u64::MAX,
+                    ..user
+                }))
+                .len(),
+                encode_push(Body::ChannelMessage(wire::ChannelMessagePush {
+                    seq: u64::MAX,
+                    ..channel
+                }))
+                .len(),
+            ];
+            assert_eq!(estimated, actual, "content of {content} bytes");
+        }
+        let notice = Body::Membership(wire::MembershipPush {
+            channel: 3,
+            joined: vec![1, 2],
+            left: vec![9],
+        });
+        let frame = Frame {
+            request_id: 0,
+            body: Some(notice.clone()),
+        };
+        assert_eq!(notice.encoded_len(), encode_frame(&frame).len());
+    }
 }
