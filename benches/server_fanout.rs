@@ -19,10 +19,14 @@ static GLOBAL: common::Counting = common::Counting;
 
 const SIZES: [usize; 2] = [100, 1000];
 
+/// Distinct sends a fixture cycles through (see `Fixture::new`).
+const SENDS_CYCLED: u64 = 2048;
+
 struct Fixture {
     server: Server,
     publisher: ConnId,
-    send: Bytes,
+    sends: Vec<Bytes>,
+    next: usize,
     now: Instant,
     members: usize,
 }
@@ -42,7 +46,13 @@ impl Fixture {
         let mut fx = Fixture {
             server,
             publisher: conns[0],
-            send: common::send_to_channel(1, "fanout", unreliable),
+            // More distinct message ids than the server remembers per uid
+            // (1,024), cycled: every send is new to the server, and none is
+            // encoded inside the timed loop.
+            sends: (1..=SENDS_CYCLED)
+                .map(|i| common::send_to_channel(1, i, "fanout", unreliable))
+                .collect(),
+            next: 0,
             now,
             members,
         };
@@ -56,8 +66,9 @@ impl Fixture {
     /// One broadcast, fully drained; returns the frames delivered (the
     /// members' pushes plus the publisher's reply).
     fn broadcast(&mut self) -> usize {
-        self.server
-            .handle_frame(self.now, self.publisher, self.send.clone());
+        let send = self.sends[self.next].clone();
+        self.next = (self.next + 1) % self.sends.len();
+        self.server.handle_frame(self.now, self.publisher, send);
         let n = common::drain(&mut self.server);
         debug_assert_eq!(n, self.members + 1);
         n

@@ -31,6 +31,14 @@ pub enum ErrorCode {
     ResourceNotFound,
     /// 2007: message too large.
     MsgSizeLimitExceeded,
+    /// 2010: the login's protocol version is not the server's.
+    UnsupportedProtocolVersion,
+    /// 2011: a login on a link that is logged in already.
+    AlreadyLoggedIn,
+    /// 2012: the uid has as many live instances as the server allows.
+    TooManyInstances,
+    /// 2013: a send repeats a remembered message id with another destination.
+    MessageIdReused,
     /// 2018: unknown or disabled appid.
     AppidUnavailable,
     /// 3000: not allowed.
@@ -60,7 +68,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    const TABLE: [(ErrorCode, u32); 23] = [
+    const TABLE: [(ErrorCode, u32); 27] = [
         (ErrorCode::Unknown, 1),
         (ErrorCode::LoginKickOut, 100),
         (ErrorCode::Uninitialized, 1001),
@@ -72,6 +80,10 @@ impl ErrorCode {
         (ErrorCode::ExpiredToken, 2003),
         (ErrorCode::ResourceNotFound, 2004),
         (ErrorCode::MsgSizeLimitExceeded, 2007),
+        (ErrorCode::UnsupportedProtocolVersion, 2010),
+        (ErrorCode::AlreadyLoggedIn, 2011),
+        (ErrorCode::TooManyInstances, 2012),
+        (ErrorCode::MessageIdReused, 2013),
         (ErrorCode::AppidUnavailable, 2018),
         (ErrorCode::PermissionDeny, 3000),
         (ErrorCode::InternalServerError, 4000),

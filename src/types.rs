@@ -176,6 +176,14 @@ impl ChannelKey {
             channel_id: self.channel_id.clone(),
         }
     }
+
+    /// A wire key with a known region (`None` otherwise).
+    pub(crate) fn from_wire(key: &wire::ChannelKey) -> Option<ChannelKey> {
+        Some(ChannelKey::new(
+            Region::from_wire(key.region)?,
+            key.channel_id.clone(),
+        ))
+    }
 }
 
 impl fmt::Display for ChannelKey {

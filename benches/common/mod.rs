@@ -177,14 +177,16 @@ pub fn join(server: &mut Server, now: Instant, conn: ConnId, id: &str) -> u32 {
     panic!("no join reply")
 }
 
-/// A send of a 100-byte message to channel `id`.
-pub fn send_to_channel(request_id: u64, id: &str, unreliable: bool) -> Bytes {
+/// A send of a 100-byte message to channel `id`, with its message id (a
+/// repeated id is answered without delivering: every send needs its own).
+pub fn send_to_channel(request_id: u64, message_id: u64, id: &str, unreliable: bool) -> Bytes {
     frame(
         request_id,
         Body::SendToChannel(SendToChannelRequest {
             channel: Some(key(id)),
             message: Some(message_100()),
             unreliable,
+            message_id,
         }),
     )
 }

@@ -43,6 +43,8 @@ macro_rules! log {
 }
 
 /// Bytes gathered from the queue into one socket write.
+/// How long a shutdown waits for the `Close` frames to be flushed.
+const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 const WRITE_BATCH: usize = 256 * 1024;
 /// A peer that accepts no bytes for this long is dead: its connection goes.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -219,6 +221,22 @@ async fn serve_with(
     };
     ex.run(stop.or(accept_task)).await;
     log!(info, "shutting down");
+    // Every client gets `Close{4006}` before its socket closes: the writers
+    // flush it, for a bounded time.
+    {
+        let mut s = shared.server();
+        s.shutdown(Instant::now());
+        shared.pump(&mut s, false);
+    }
+    let flushed = async {
+        while !control.sockets().is_empty() {
+            Timer::after(Duration::from_millis(5)).await;
+        }
+    };
+    let give_up = async {
+        Timer::after(SHUTDOWN_FLUSH_TIMEOUT).await;
+    };
+    ex.run(flushed.or(give_up)).await;
     control.close_all();
     Ok(())
 }

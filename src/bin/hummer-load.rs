@@ -364,6 +364,30 @@ fn redis_item(v: Resp) -> Item {
 
 // ------------------------------------------------------- protocol helpers --
 
+/// A message id for send number `n`: unique in this process (a salt from
+/// the start time) and always a 10-byte varint (top bit set), so that a
+/// pre-encoded send can be patched in place.
+fn message_id(n: u64) -> u64 {
+    static SALT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let salt = *SALT.get_or_init(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        (t ^ u64::from(std::process::id()).rotate_left(40)) << 24
+    });
+    (1 << 63) | ((salt ^ n) & !(1 << 63))
+}
+
+/// Writes `message_id(n)` as the 10-byte varint it always is.
+fn patch_message_id(out: &mut [u8], n: u64) {
+    let mut v = message_id(n);
+    for b in out.iter_mut().take(10) {
+        *b = (v as u8 & 0x7f) | 0x80;
+        v >>= 7;
+    }
+    out[9] &= 0x7f;
+}
+
 fn hummer_frame(out: &mut BytesMut, request_id: u64, body: Body) {
     let f = encode_frame(&Frame {
         request_id,
@@ -492,6 +516,8 @@ struct Publisher {
     /// copies it and patches the id, so none pays for encoding.
     template: Vec<u8>,
     id_at: usize,
+    /// Where the 10-byte message id is in `template` (hummer only).
+    msgid_at: Option<usize>,
 }
 
 impl Publisher {
@@ -524,11 +550,13 @@ impl Publisher {
                         receiver: *uid,
                         message,
                         unreliable: !reliable,
+                        message_id: message_id(0),
                     }),
                     Topic::Channel(name) => Body::SendToChannel(SendToChannelRequest {
                         channel: Some(key(name)),
                         message,
                         unreliable: !reliable,
+                        message_id: message_id(0),
                     }),
                 };
                 hummer_frame(&mut template, 5, body);
@@ -550,6 +578,13 @@ impl Publisher {
             .windows(PAYLOAD)
             .position(|w| w == &payload[..])
             .expect("the payload is in the template");
+        // The message id (field 4, varint: key byte 0x20) follows the message.
+        let mut id_varint = [0u8; 10];
+        patch_message_id(&mut id_varint, 0);
+        let msgid_at = template
+            .windows(11)
+            .position(|w| w[0] == 0x20 && w[1..] == id_varint)
+            .map(|at| at + 1);
         let mut p = Publisher {
             c,
             target: *t,
@@ -559,6 +594,7 @@ impl Publisher {
             rid: 10,
             template: template.to_vec(),
             id_at,
+            msgid_at,
         };
         if let Kind::Hummer { .. } = t.kind {
             p.hummer_login(false);
@@ -603,9 +639,14 @@ impl Publisher {
             }
             self.sent_on_login += 1;
         }
-        let at = self.c.out.len() + self.id_at;
+        let start = self.c.out.len();
+        let at = start + self.id_at;
         self.c.out.extend_from_slice(&self.template);
         self.c.out[at..at + 8].copy_from_slice(&id.to_be_bytes());
+        if let Some(m) = self.msgid_at {
+            // Unique per publisher: its uid in the high bits.
+            patch_message_id(&mut self.c.out[start + m..], id ^ (self.uid << 40));
+        }
     }
 
     /// A thread that reads and discards what the publisher receives
@@ -810,6 +851,7 @@ fn rtt(t: &Target, run: u64, samples: u64, p: &Params) -> io::Result<Outcome> {
     let b_stop = stop.clone();
     let rep = rep_topic.clone();
     let b_thread = thread::spawn(move || -> io::Result<()> {
+        let mut echoes = 0u64;
         while !b_stop.load(Ordering::Relaxed) {
             let Item::Msg {
                 payload,
@@ -836,6 +878,10 @@ fn rtt(t: &Target, run: u64, samples: u64, p: &Params) -> io::Result<Outcome> {
                                 app_extras: Default::default(),
                             }),
                             unreliable: !reliable,
+                            message_id: {
+                                echoes += 1;
+                                message_id(echoes ^ (b.uid << 40) ^ (1 << 39))
+                            },
                         }),
                     );
                     b.sent_on_login += 1;
@@ -904,6 +950,7 @@ fn rtt(t: &Target, run: u64, samples: u64, p: &Params) -> io::Result<Outcome> {
                             app_extras: Default::default(),
                         }),
                         unreliable: !reliable,
+                        message_id: message_id(i ^ (b_uid << 40) ^ (1 << 38)),
                     }),
                 );
                 a.flush()?;

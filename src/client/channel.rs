@@ -28,6 +28,8 @@ pub(crate) struct Channel {
     /// The server's number for this channel in pushes (from the join reply).
     pub(crate) number: Option<u32>,
     pub(crate) stream: SeqStream,
+    /// The epoch of the channel's stream that `stream` counts in (0: none).
+    pub(crate) epoch: u64,
     /// A join or leave ended without its reply (timeout, lost link): the
     /// server may hold a membership the application does not know of, so a
     /// leave follows it.
@@ -53,6 +55,7 @@ impl Channels {
             membership: Membership::Out,
             number: None,
             stream: SeqStream::default(),
+            epoch: 0,
             uncertain: false,
         });
         h
@@ -106,12 +109,33 @@ impl Channels {
         };
         c.membership = Membership::Out;
         c.stream.reset(0);
+        c.epoch = 0;
         if let Some(n) = c.number.take() {
             self.by_number.remove(&n);
         }
     }
 
-    /// Push numbers are valid for one login only.
+    /// Where the Session stands in each channel it holds as joined (waiting
+    /// to be re-joined after a lost link), for a resume.
+    pub(crate) fn cursors(&self) -> Vec<crate::wire::ChannelCursor> {
+        self.list
+            .iter()
+            .filter(|c| c.membership == Membership::Rejoining)
+            .map(|c| crate::wire::ChannelCursor {
+                channel: Some(c.key.to_wire()),
+                epoch: c.epoch,
+                seq: c.stream.last,
+            })
+            .collect()
+    }
+
+    /// The handle of `key`, if the application made one.
+    pub(crate) fn by_key(&self, key: &ChannelKey) -> Option<ChannelHandle> {
+        self.by_key.get(key).copied()
+    }
+
+    /// Push numbers are valid until the next login (a resumed login hands
+    /// out the kept channels' numbers again).
     pub(crate) fn forget_numbers(&mut self) {
         self.by_number.clear();
         for c in &mut self.list {

@@ -30,6 +30,25 @@ impl Session {
         Ok(id)
     }
 
+    /// A send: a reliable one keeps its frame to be re-sent, unchanged, if
+    /// the link is lost before the reply (the message id makes the server
+    /// answer a repeat without delivering twice).
+    fn send_request(&mut self, now: Instant, reliable: bool, body: Body) -> Cmd {
+        self.admit()?;
+        let id = self
+            .requests
+            .insert(now, &self.config.timing, PendingKind::Send(None));
+        let frame = wire::encode_frame(&wire::Frame {
+            request_id: id.0,
+            body: Some(body),
+        });
+        if reliable {
+            self.requests.set_frame(id.0, frame.clone());
+        }
+        self.send_encoded(now, frame);
+        Ok(id)
+    }
+
     /// The wire key of a joined channel, or why it cannot be used now.
     fn joined(&self, channel: ChannelHandle) -> Result<wire::ChannelKey, CommandError> {
         let c = self
@@ -183,13 +202,15 @@ impl Session {
         if let Err(e) = checked {
             return Err(hand_back(e, message));
         }
-        self.request(
+        let message_id = self.next_message_id();
+        self.send_request(
             now,
-            PendingKind::Send,
+            options.reliable,
             Body::SendToUser(wire::SendToUserRequest {
                 receiver: receiver.0,
                 message: Some(message.into()),
                 unreliable: !options.reliable,
+                message_id,
             }),
         )
     }
@@ -249,6 +270,7 @@ impl Session {
                 extra,
                 resume_seq: 0,
                 rejoin: false,
+                epoch: 0,
             }),
         )?;
         if let Some(c) = self.channels.get_mut(channel) {
@@ -302,13 +324,15 @@ impl Session {
             Ok(key) => key,
             Err(e) => return Err(hand_back(e, message)),
         };
-        self.request(
+        let message_id = self.next_message_id();
+        self.send_request(
             now,
-            PendingKind::Send,
+            options.reliable,
             Body::SendToChannel(wire::SendToChannelRequest {
                 channel: Some(key),
                 message: Some(message.into()),
                 unreliable: !options.reliable,
+                message_id,
             }),
         )
     }

@@ -52,11 +52,12 @@ impl Session {
         Ok(())
     }
 
+    /// 100 (a newer login) and 4007 (another link resumed this instance)
+    /// end the session; every other code is a lost link, resumed.
     fn on_close(&mut self, now: Instant, close: wire::Close) {
-        if close.code == ErrorCode::LoginKickOut.code() {
-            self.reset(ConnectionReason::RemoteLogin);
-        } else {
-            self.link_lost(now, true);
+        match close.code {
+            100 | 4007 => self.reset(ConnectionReason::RemoteLogin),
+            _ => self.link_lost(now, true),
         }
     }
 
@@ -146,7 +147,7 @@ impl Session {
                         .collect(),
                 })
             }
-            (PendingKind::Send, Body::SendReply(r)) => Reply::MessageSent(MessageSent {
+            (PendingKind::Send(_), Body::SendReply(r)) => Reply::MessageSent(MessageSent {
                 timestamp_ms: r.timestamp_ms,
                 delivered_online: r.delivered_online,
             }),
@@ -198,16 +199,16 @@ impl Session {
             }
             Err(e) => return self.on_login_refused(id, user, e),
         };
-        let epoch_changed = self.server_epoch != 0 && self.server_epoch != r.server_epoch;
-        if epoch_changed && r.p2p_gap.is_none() {
-            // The server restarted: whatever it held for us is gone, even if
-            // we had seen nothing yet.
-            self.emit_lost(LostStream::User, self.p2p.last.saturating_add(1), None);
-        }
-        self.server_epoch = r.server_epoch;
+        // Loss is told by the server (`p2p_gap`, each channel's `gap`):
+        // nothing is inferred here.
+        self.p2p_epoch = r.p2p_epoch;
         self.instance_id = Some(r.instance_id);
         self.p2p.reset(r.p2p_seq);
         self.acked_p2p = r.p2p_seq;
+        if r.ping_interval_ms != 0 {
+            let server = std::time::Duration::from_millis(u64::from(r.ping_interval_ms));
+            self.heartbeat = self.config.timing.heartbeat_interval.min(server);
+        }
         if let Some(gap) = r.p2p_gap {
             self.emit_lost(LostStream::User, gap.from, (gap.to != 0).then_some(gap.to));
         }
@@ -229,7 +230,24 @@ impl Session {
                 })),
             );
         }
-        self.rejoin_channels(now, epoch_changed, r.resumed);
+        // The channels the resumed instance kept go on where they were; the
+        // others are joined again, and only then do held sends go out again
+        // (a channel send must find its channel joined).
+        for kept in r.channels {
+            let key = kept.channel.as_ref().and_then(ChannelKey::from_wire);
+            let Some(h) = key.and_then(|k| self.channels.by_key(&k)) else {
+                continue;
+            };
+            if self.channels.get(h).map(|c| c.membership) == Some(Membership::Rejoining) {
+                self.apply_join_state(now, h, kept.state.unwrap_or_default(), false);
+            }
+        }
+        self.rejoin_channels(now);
+        if r.resumed {
+            self.resend_held(now);
+        } else {
+            self.fail_held_sends();
+        }
     }
 
     fn on_login_refused(&mut self, id: RequestId, user: bool, e: ServiceError) {
@@ -253,32 +271,26 @@ impl Session {
         }
     }
 
-    /// After a re-login: join again every channel the application had joined,
-    /// resuming each stream where it stopped.
-    fn rejoin_channels(&mut self, now: Instant, epoch_changed: bool, resumed: bool) {
+    /// After a re-login: join again every channel the application had joined
+    /// and the server did not keep, resuming each stream where it stopped.
+    /// A join or leave whose outcome was unknown needs nothing: a resumed
+    /// login keeps only the channels listed as joined.
+    fn rejoin_channels(&mut self, now: Instant) {
         for h in self.channels.handles().collect::<Vec<_>>() {
             let Some(c) = self.channels.get_mut(h) else {
                 continue;
             };
-            if c.uncertain && c.membership == Membership::Out {
-                // A join whose reply was lost may have taken effect on the
-                // taken-over instance: undo it so server and client agree.
-                c.uncertain = false;
-                if resumed {
-                    self.send_unwanted_leave(now, h);
-                }
-                continue;
-            }
+            c.uncertain = false;
             if c.membership != Membership::Rejoining {
                 continue;
             }
-            let last = c.stream.last;
-            let key = c.key.to_wire();
-            if epoch_changed {
-                c.stream.reset(0);
-                self.emit_lost(LostStream::Channel(h), last.saturating_add(1), None);
-            }
-            let resume_seq = if epoch_changed { 0 } else { last };
+            let body = Body::Join(wire::JoinRequest {
+                channel: Some(c.key.to_wire()),
+                extra: Default::default(),
+                resume_seq: c.stream.last,
+                rejoin: true,
+                epoch: c.epoch,
+            });
             let id = self.requests.insert(
                 now,
                 &self.config.timing,
@@ -287,12 +299,6 @@ impl Session {
                     user: false,
                 },
             );
-            let body = Body::Join(wire::JoinRequest {
-                channel: Some(key),
-                extra: Default::default(),
-                resume_seq,
-                rejoin: true,
-            });
             self.send(now, id.0, body);
         }
     }
@@ -340,36 +346,50 @@ impl Session {
                 return;
             }
         };
-        self.channels.set_number(channel, r.channel);
-        let Some(c) = self.channels.get_mut(channel) else {
+        self.apply_join_state(now, channel, r, user);
+        if user {
+            self.complete(id, Ok(Reply::Done));
+        }
+    }
+
+    /// A channel's membership from a join reply (or a resumed login's
+    /// `ResumedChannel`): its number, its epoch and where its stream goes on.
+    fn apply_join_state(
+        &mut self,
+        now: Instant,
+        h: ChannelHandle,
+        r: wire::JoinReply,
+        fresh: bool,
+    ) {
+        self.channels.set_number(h, r.channel);
+        let Some(c) = self.channels.get_mut(h) else {
             return;
         };
         if c.membership != Membership::Leaving {
             c.membership = Membership::Joined;
         }
-        if user || r.seq < c.stream.last {
-            // A re-join below what was seen: the server's channel is a new one.
+        if fresh || r.epoch != c.epoch {
+            // A first join, or the history the cursor was in is gone (the
+            // server's `gap` says from where): count in the new epoch.
             c.stream.reset(r.seq);
         } else {
             // Replayed pushes follow this reply; a skipped range comes as `gap`.
             c.stream.fetching = false;
             c.stream.last = c.stream.last.max(r.seq);
         }
+        c.epoch = r.epoch;
         if let Some(gap) = r.gap {
             self.emit_lost(
-                LostStream::Channel(channel),
+                LostStream::Channel(h),
                 gap.from,
                 (gap.to != 0).then_some(gap.to),
             );
         }
         if r.member_offline {
-            self.emit(Event::RoomMemberOffline { channel });
+            self.emit(Event::RoomMemberOffline { channel: h });
         }
         if r.replay_truncated_at != 0 {
-            self.start_fetch(now, LostStream::Channel(channel), r.replay_truncated_at);
-        }
-        if user {
-            self.complete(id, Ok(Reply::Done));
+            self.start_fetch(now, LostStream::Channel(h), r.replay_truncated_at);
         }
     }
 
@@ -648,6 +668,15 @@ impl Session {
                 self.complete(id, Err(timeout()));
             }
             PendingKind::Unjoin => {}
+            // A send held for a re-send whose time ran out while the link
+            // was down: it may have been delivered before the link broke.
+            PendingKind::Send(Some(_)) if !self.logged_in() => self.complete(
+                id,
+                Err(ServiceError::new(
+                    ErrorCode::ConnectionException,
+                    "the link was lost with the send in flight and did not come back in time",
+                )),
+            ),
             _ => self.complete(id, Err(timeout())),
         }
     }

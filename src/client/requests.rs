@@ -7,6 +7,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use super::event::{ChannelHandle, LostStream, RequestId};
 use super::Timing;
 use crate::types::Region;
@@ -22,7 +24,9 @@ pub(crate) enum PendingKind {
     RefreshToken(String),
     SetRegion(Region),
     InstanceInfo,
-    Send,
+    /// A send; a reliable one keeps its encoded frame (same request id,
+    /// same message id) to be sent again after a resumed login.
+    Send(Option<Bytes>),
     OnlineStatus,
     Join {
         channel: ChannelHandle,
@@ -62,7 +66,7 @@ impl PendingKind {
     fn class(&self) -> usize {
         match self {
             PendingKind::Login { .. } => 0,
-            PendingKind::Send => 1,
+            PendingKind::Send(_) => 1,
             _ => 2,
         }
     }
@@ -127,6 +131,27 @@ impl Requests {
     }
 
     /// Every request `pred` selects, removed, in id order.
+    /// Keeps the encoded frame of send `id` for a re-send.
+    pub(crate) fn set_frame(&mut self, id: u64, frame: Bytes) {
+        if let Some(PendingKind::Send(f)) = self.pending.get_mut(&id) {
+            *f = Some(frame);
+        }
+    }
+
+    /// The reliable sends in flight, oldest first, with their frames.
+    pub(crate) fn resendable(&self) -> Vec<(u64, Bytes)> {
+        let mut v: Vec<(u64, Bytes)> = self
+            .pending
+            .iter()
+            .filter_map(|(id, k)| match k {
+                PendingKind::Send(Some(frame)) => Some((*id, frame.clone())),
+                _ => None,
+            })
+            .collect();
+        v.sort_unstable_by_key(|(id, _)| *id);
+        v
+    }
+
     pub(crate) fn drain_where(
         &mut self,
         mut pred: impl FnMut(&PendingKind) -> bool,

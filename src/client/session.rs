@@ -64,7 +64,13 @@ pub struct Session {
     /// The application's login request, while it is pending.
     pub(super) login_request: Option<RequestId>,
     pub(super) instance_id: Option<u64>,
-    pub(super) server_epoch: u64,
+    /// The P2P stream's epoch from the last LoginReply (0: none yet).
+    pub(super) p2p_epoch: u64,
+    /// Sends made so far: with the instance id, it makes message ids.
+    sends_made: u64,
+    /// How often to send something: the config's interval, or the server's
+    /// `ping_interval_ms` when shorter.
+    pub(super) heartbeat: Duration,
     pub(super) token_expires_at_ms: Option<u64>,
     pub(super) p2p: SeqStream,
     pub(super) acked_p2p: u64,
@@ -100,6 +106,7 @@ pub(super) struct Credentials {
 impl Session {
     /// A Session in state DISCONNECTED/INIT. Nothing happens until `login`.
     pub fn new(config: SessionConfig, now: Instant) -> Session {
+        let heartbeat = config.timing.heartbeat_interval;
         Session {
             rng: Rng::new(config.seed),
             config,
@@ -112,7 +119,9 @@ impl Session {
             sent_token: None,
             login_request: None,
             instance_id: None,
-            server_epoch: 0,
+            p2p_epoch: 0,
+            sends_made: 0,
+            heartbeat,
             token_expires_at_ms: None,
             p2p: SeqStream::default(),
             acked_p2p: 0,
@@ -346,6 +355,48 @@ impl Session {
         self.arm_heartbeat();
     }
 
+    /// Queues a frame encoded already (a send, kept for a re-send).
+    pub(super) fn send_encoded(&mut self, now: Instant, frame: Bytes) {
+        self.outgoing.push_back(frame);
+        self.last_sent = now;
+        self.arm_heartbeat();
+    }
+
+    /// A message id unique among the uid's sends: its instance ids are
+    /// distinct random numbers, and each instance counts its sends. Only
+    /// called logged in (a resumed login keeps the instance and the count).
+    pub(super) fn next_message_id(&mut self) -> u64 {
+        self.sends_made = self.sends_made.wrapping_add(1);
+        let mut rng =
+            super::rng::Rng::new(self.instance_id.unwrap_or(0) ^ self.sends_made.rotate_left(32));
+        loop {
+            let id = rng.next_u64();
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+
+    /// After a resumed login: the reliable sends whose replies were lost go
+    /// out again, unchanged (same request and message ids), oldest first.
+    pub(super) fn resend_held(&mut self, now: Instant) {
+        for (_, frame) in self.requests.resendable() {
+            self.send_encoded(now, frame);
+        }
+    }
+
+    /// After a login that did not resume the instance: the held sends
+    /// cannot be re-sent safely (their ids may be forgotten), so they fail
+    /// with 1007, their outcome unknown.
+    pub(super) fn fail_held_sends(&mut self) {
+        let held = self
+            .requests
+            .drain_where(|k| matches!(k, PendingKind::Send(Some(_))));
+        for (id, kind) in held {
+            self.fail_on_link_loss(id, kind);
+        }
+    }
+
     /// Whether a command may queue one more request; refuses with
     /// `QueueFull` otherwise.
     pub(super) fn admit(&mut self) -> Result<(), CommandError> {
@@ -407,9 +458,10 @@ impl Session {
             }
         };
         let resume = self.instance_id.map(|instance_id| wire::Resume {
-            server_epoch: self.server_epoch,
+            p2p_epoch: self.p2p_epoch,
             instance_id,
             p2p_seq: self.p2p.last,
+            channels: self.channels.cursors(),
         });
         self.sent_token = creds.token.clone();
         let body = Body::Login(wire::LoginRequest {
@@ -450,10 +502,8 @@ impl Session {
 
     fn arm_heartbeat(&mut self) {
         if self.link == Link::Up {
-            self.timers.set(
-                Timer::Heartbeat,
-                self.last_sent + self.config.timing.heartbeat_interval,
-            );
+            self.timers
+                .set(Timer::Heartbeat, self.last_sent + self.heartbeat);
         } else {
             self.timers.stop(Timer::Heartbeat);
         }
@@ -497,10 +547,14 @@ impl Session {
         self.timers.stop(Timer::LinkDeadline);
         self.timers.stop(Timer::Ack);
         self.channels.forget_numbers();
-        // The application's login keeps its own deadline across retries.
-        let failed = self
-            .requests
-            .drain_where(|k| *k != PendingKind::Login { user: true });
+        // The application's login keeps its own deadline across retries;
+        // reliable sends wait to be re-sent after a resumed login.
+        let failed = self.requests.drain_where(|k| {
+            !matches!(
+                k,
+                PendingKind::Login { user: true } | PendingKind::Send(Some(_))
+            )
+        });
         for (id, kind) in failed {
             self.fail_on_link_loss(id, kind);
         }
@@ -592,7 +646,8 @@ impl Session {
         self.credentials = None;
         self.login_request = None;
         self.instance_id = None;
-        self.server_epoch = 0;
+        self.p2p_epoch = 0;
+        self.heartbeat = self.config.timing.heartbeat_interval;
         self.p2p.reset(0);
         self.acked_p2p = 0;
         self.token_expires_at_ms = None;

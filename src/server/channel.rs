@@ -14,6 +14,7 @@ use bytes::Bytes;
 
 use super::inbox::{check_push_fits, encode_push, sequenced_push_frame_len};
 use super::retention::{Replay, SeqLog};
+use super::sent_ids::Destination;
 use super::{add, checked_key, checked_region, ConnId, Outcome, Server, Timer};
 use crate::error::{ErrorCode, ServiceError};
 use crate::limits::{AttributeScope, LimitError, Limits};
@@ -32,6 +33,9 @@ pub(crate) struct Channel {
     pub attrs: Attributes,
     pub attrs_uid: u64,
     pub attrs_ts: u64,
+    /// The stream's epoch (non-zero): a channel made again after it was
+    /// forgotten gets a new one and numbers from 1 again.
+    pub epoch: u64,
     pub log: SeqLog,
     /// Net membership changes since the last notice.
     pub joined: BTreeSet<u64>,
@@ -41,8 +45,9 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    fn new(appid: u32, region: Region, id: String) -> Self {
+    fn new(appid: u32, region: Region, id: String, epoch: u64) -> Self {
         Channel {
+            epoch,
             appid,
             region,
             id,
@@ -180,8 +185,9 @@ impl Server {
             Some(n) => n,
             None => {
                 let n = self.new_channel_number();
+                let epoch = self.random_nonzero();
                 self.channels
-                    .insert(n, Channel::new(appid, region, id.clone()));
+                    .insert(n, Channel::new(appid, region, id.clone(), epoch));
                 self.channel_index.insert((appid, region, id), n);
                 n
             }
@@ -199,40 +205,60 @@ impl Server {
                 self.note_membership(num, uid, true);
             }
         }
-        let conn = self.instances.get(&inst).and_then(|i| i.conn);
-        let (now, age, budget) = (
-            self.now,
-            self.config.channel_retention_age,
-            self.replay_budget(conn),
-        );
-        let Some(ch) = self.channels.get_mut(&num) else {
-            return Err(ServiceError::new(
-                ErrorCode::InternalServerError,
-                "channel vanished",
-            ));
-        };
-        ch.log.prune(now, age);
-        // A rejoin replays even from 0: a session that joined an empty
-        // channel and lost its link has seen nothing and must miss nothing.
-        let replay = if req.resume_seq == 0 && !req.rejoin {
-            Replay {
-                start: ch.log.head,
-                through: ch.log.head,
-                ..Replay::default()
-            }
+        // Only a rejoin replays, and only to an instance that is not a
+        // member already (a member has had every push on this link).
+        let (state, replay) = if req.rejoin && !was_member {
+            let conn = self.instances.get(&inst).and_then(|i| i.conn);
+            let budget = self.replay_budget(conn);
+            self.rejoin_state(num, req.epoch, req.resume_seq, budget)
         } else {
-            ch.log.replay(req.resume_seq, budget)
+            self.rejoin_state(num, 0, 0, 0)
         };
         Ok((
             Body::JoinReply(wire::JoinReply {
-                channel: num,
-                seq: replay.start,
-                gap: replay.gap,
                 member_offline: req.rejoin && !was_member,
-                replay_truncated_at: replay.truncated_at(),
+                ..state
             }),
             replay.frames,
         ))
+    }
+
+    /// Where a member's channel stream goes on from its cursor `after` in
+    /// `epoch`: the replay (within `budget` bytes) when the epoch is the
+    /// channel's; else `gap{from: after + 1, to: 0}` (the history it was
+    /// in is gone) and pushes from the head. Epoch 0: from the head, no gap.
+    pub(super) fn rejoin_state(
+        &mut self,
+        num: u32,
+        epoch: u64,
+        after: u64,
+        budget: usize,
+    ) -> (wire::JoinReply, Replay) {
+        let (now, age) = (self.now, self.config.channel_retention_age);
+        let Some(ch) = self.channels.get_mut(&num) else {
+            return (wire::JoinReply::default(), Replay::default());
+        };
+        ch.log.prune(now, age);
+        let (replay, epoch_gap) = if epoch == ch.epoch {
+            (ch.log.replay(after, budget), None)
+        } else if epoch != 0 {
+            let gap = wire::SeqGap {
+                from: after.saturating_add(1),
+                to: 0,
+            };
+            (Replay::at(ch.log.head), Some(gap))
+        } else {
+            (Replay::at(ch.log.head), None)
+        };
+        let reply = wire::JoinReply {
+            channel: num,
+            seq: replay.start,
+            gap: epoch_gap.or_else(|| replay.gap.clone()),
+            member_offline: false,
+            replay_truncated_at: replay.truncated_at(),
+            epoch: ch.epoch,
+        };
+        (reply, replay)
     }
 
     /// A nonzero channel number never used before while this server lives
@@ -357,11 +383,17 @@ impl Server {
         inst: u64,
         req: wire::SendToChannelRequest,
     ) -> Outcome {
+        let i = self.instance(inst)?;
+        let who = (i.appid, i.uid);
+        let to = Destination::Channel(channel_key_hash(req.channel.as_ref()));
+        if let Some(reply) = self.sent_before(who, req.message_id, to)? {
+            return Ok((Body::SendReply(reply), Vec::new()));
+        }
         let num = self.member_channel(inst, req.channel.as_ref())?;
         let message = Message::from(req.message.unwrap_or_default());
         self.config.limits.check_message(&message)?;
         self.rate_check(inst)?;
-        let from_uid = self.instance(inst)?.uid;
+        let from_uid = who.1;
         let ts = self.unix_ms();
         let (now, max, age) = (
             self.now,
@@ -400,14 +432,13 @@ impl Server {
             self.retained(frame.len());
         }
         self.broadcast(num, &frame);
-        Ok((
-            Body::SendReply(wire::SendReply {
-                timestamp_ms: ts,
-                delivered_online: true,
-                seq,
-            }),
-            Vec::new(),
-        ))
+        let reply = wire::SendReply {
+            timestamp_ms: ts,
+            delivered_online: true,
+            seq,
+        };
+        self.remember_sent(who, req.message_id, to, &reply);
+        Ok((Body::SendReply(reply), Vec::new()))
     }
 
     pub(super) fn write_attributes(
@@ -631,6 +662,18 @@ fn select(all: &Attributes, keys: &[String]) -> Attributes {
     keys.iter()
         .filter_map(|k| all.get(k).map(|v| (k.clone(), v.clone())))
         .collect()
+}
+
+/// A fingerprint of a channel key, to tell a re-send to the same channel
+/// from a reuse of its message id for another (see `sent_ids`).
+fn channel_key_hash(key: Option<&wire::ChannelKey>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if let Some(k) = key {
+        k.region.hash(&mut h);
+        k.channel_id.hash(&mut h);
+    }
+    h.finish()
 }
 
 fn not_found() -> ServiceError {

@@ -64,9 +64,12 @@ pub struct ServerConfig {
     /// Join/leave notices of a channel are collected for this long and sent
     /// as one `MembershipPush`. Default 100 ms.
     pub notice_batch_window: Duration,
-    /// A connection that sent nothing for this long is closed (clients ping
-    /// every 10 s). Default 45 s.
+    /// A connection that sent nothing for this long is closed with
+    /// `Close{1005}`; after half of it the server pings it. Default 45 s.
     pub idle_timeout: Duration,
+    /// How often clients are told to send something (`LoginReply.
+    /// ping_interval_ms`). Default 15 s, a third of the idle timeout.
+    pub ping_interval: Duration,
     /// A connection that has not logged in this long after it was accepted is
     /// closed. Default 15 s.
     pub login_timeout: Duration,
@@ -97,9 +100,17 @@ pub struct ServerConfig {
     /// Distinct uids in one channel (5102 beyond). Default 100_000.
     pub max_channel_members: usize,
     /// Live instances (connected or in grace) of one uid; a login past it
-    /// drops that uid's oldest disconnected instance, or is refused with 4003
+    /// drops that uid's oldest disconnected instance, or is refused with 2012
     /// when all are connected. Default 64.
     pub max_instances_per_uid: usize,
+    /// How long the message id of a successful send is remembered, so that a
+    /// re-send with the same id is answered without delivering twice.
+    /// Default 120 s (a Session re-sends only after resuming, within
+    /// `presence_grace`).
+    pub send_dedupe_window: Duration,
+    /// Message ids remembered per sender uid (oldest forgotten first).
+    /// Default 1024.
+    pub send_dedupe_max: usize,
     /// How often aged-out messages and idle records are swept. Default 30 s.
     pub sweep_interval: Duration,
 }
@@ -114,6 +125,7 @@ impl Default for ServerConfig {
             presence_grace: Duration::from_secs(30),
             notice_batch_window: Duration::from_millis(100),
             idle_timeout: Duration::from_secs(45),
+            ping_interval: Duration::from_secs(15),
             login_timeout: Duration::from_secs(15),
             channel_retention_messages: 1024,
             channel_retention_age: Duration::from_secs(5 * 60),
@@ -126,6 +138,8 @@ impl Default for ServerConfig {
             rate_limit_window: Duration::from_secs(3),
             max_channel_members: 100_000,
             max_instances_per_uid: 64,
+            send_dedupe_window: Duration::from_secs(120),
+            send_dedupe_max: 1024,
             sweep_interval: Duration::from_secs(30),
         }
     }

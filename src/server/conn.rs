@@ -31,19 +31,22 @@ pub enum CloseReason {
     /// logins). A `Close{code: 100}` frame was queued.
     Kicked,
     /// The connection's outgoing queue passed `max_queued_bytes`: the queue
-    /// was dropped and a `Close{code: 4003, reason: "slow consumer"}` queued.
+    /// was dropped and a `Close{code: 4005, reason: "slow consumer"}` queued.
     SlowConsumer,
-    /// A malformed or unexpected frame, or an unsupported protocol version.
-    /// A `Close{code: 2001}` frame was queued (for a version mismatch, after
-    /// the `ErrorReply`).
+    /// A malformed or unexpected frame. A `Close{code: 2001}` frame was queued.
     ProtocolError(WireError),
+    /// A login with another protocol version: `Close{code: 2010}` queued
+    /// after the `ErrorReply`.
+    UnsupportedVersion,
     /// Nothing received for `idle_timeout`. `Close{code: 1005}` queued.
     IdleTimeout,
-    /// No successful login within `login_timeout`. `Close{code: 1005}` queued.
+    /// No successful login within `login_timeout`. `Close{code: 1006}` queued.
     LoginTimeout,
     /// A resumed login on another connection took this connection's instance
-    /// over (this one was presumably dead). No frame queued.
+    /// over (this one was presumably dead). `Close{code: 4007}` queued.
     Replaced,
+    /// [`Server::shutdown`](super::Server::shutdown): `Close{code: 4006}` queued.
+    Shutdown,
     /// The client sent a `Close` frame. No frame queued.
     ClosedByPeer,
 }
@@ -53,10 +56,14 @@ impl CloseReason {
     pub fn code(&self) -> u32 {
         match self {
             CloseReason::Kicked => 100,
-            CloseReason::SlowConsumer => 4003,
+            CloseReason::IdleTimeout => 1005,
+            CloseReason::LoginTimeout => 1006,
             CloseReason::ProtocolError(_) => 2001,
-            CloseReason::IdleTimeout | CloseReason::LoginTimeout => 1005,
-            CloseReason::Replaced | CloseReason::ClosedByPeer => 0,
+            CloseReason::UnsupportedVersion => 2010,
+            CloseReason::SlowConsumer => 4005,
+            CloseReason::Shutdown => 4006,
+            CloseReason::Replaced => 4007,
+            CloseReason::ClosedByPeer => 0,
         }
     }
 }
@@ -70,6 +77,8 @@ impl fmt::Display for CloseReason {
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
             CloseReason::LoginTimeout => f.write_str("login timeout"),
             CloseReason::Replaced => f.write_str("instance resumed on another connection"),
+            CloseReason::UnsupportedVersion => f.write_str("unsupported protocol version"),
+            CloseReason::Shutdown => f.write_str("server shutting down"),
             CloseReason::ClosedByPeer => f.write_str("closed by peer"),
         }
     }
@@ -88,6 +97,8 @@ pub(crate) struct Conn {
     pub reported: bool,
     /// When the last frame arrived (for the idle timeout).
     pub last_recv: Instant,
+    /// When the server last pinged it (once per silence).
+    pub pinged_at: Option<Instant>,
     /// The instance logged in on this connection.
     pub instance: Option<u64>,
     /// Ever logged in (for the login timeout).
@@ -104,6 +115,7 @@ impl Conn {
             in_ready_list: false,
             reported: false,
             last_recv: now,
+            pinged_at: None,
             instance: None,
             logged_in_once: false,
             closing: false,

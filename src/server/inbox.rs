@@ -3,29 +3,29 @@
 //! that serves offline messages, resumes and fetches.
 
 use super::retention::{Replay, SeqLog};
+use super::sent_ids::Destination;
 use super::{ConnId, Outcome, Server};
 use crate::types::Message;
 use crate::wire::{self, Body, Frame, SeqGap};
 
-/// The P2P inbox of one uid.
-#[derive(Debug, Default)]
+/// The P2P inbox of one uid: its stream's epoch, numbering and history.
+#[derive(Debug)]
 pub(crate) struct Inbox {
+    /// Non-zero; a new inbox (after a restart, or once one was forgotten
+    /// under `max_inbox_users`) gets a new one and numbers from 1 again.
+    pub epoch: u64,
     pub log: SeqLog,
     /// The highest sequence number any instance of the uid acknowledged: a
     /// fresh login starts after it (the rest are its offline messages).
     pub acked: u64,
 }
 
-impl Inbox {
-    /// A new inbox whose numbers follow `floor`: an inbox forgotten earlier
-    /// may have handed out numbers up to it, and a Session resuming with one
-    /// of those must not skip the new messages (it gets a gap instead).
-    fn starting_after(floor: u64) -> Self {
-        let mut inbox = Inbox::default();
-        inbox.log.head = floor;
-        inbox.acked = floor;
-        inbox
-    }
+/// Where a login's P2P stream starts: its epoch, what to replay, and the
+/// loss to report when the client's cursor is from another epoch.
+pub(super) struct P2pResume {
+    pub epoch: u64,
+    pub replay: Replay,
+    pub epoch_gap: Option<SeqGap>,
 }
 
 /// Bytes a not yet assigned `seq` adds to a push at most: its key and a
@@ -57,12 +57,16 @@ pub(super) fn check_push_fits(
 
 impl Server {
     pub(super) fn send_to_user(&mut self, inst: u64, req: wire::SendToUserRequest) -> Outcome {
+        let i = self.instance(inst)?;
+        let (appid, from_uid) = (i.appid, i.uid);
+        let to = Destination::User(req.receiver);
+        if let Some(reply) = self.sent_before((appid, from_uid), req.message_id, to)? {
+            return Ok((Body::SendReply(reply), Vec::new()));
+        }
         self.config.limits.check_uid(req.receiver)?;
         let message = Message::from(req.message.unwrap_or_default());
         self.config.limits.check_message(&message)?;
         self.rate_check(inst)?;
-        let i = self.instance(inst)?;
-        let (appid, from_uid) = (i.appid, i.uid);
         let key = (appid, req.receiver);
         let ts = self.unix_ms();
         let conns: Vec<ConnId> = self
@@ -104,14 +108,13 @@ impl Server {
         for c in &conns {
             self.send(*c, frame.clone());
         }
-        Ok((
-            Body::SendReply(wire::SendReply {
-                timestamp_ms: ts,
-                delivered_online: !conns.is_empty(),
-                seq: push.seq,
-            }),
-            Vec::new(),
-        ))
+        let reply = wire::SendReply {
+            timestamp_ms: ts,
+            delivered_online: !conns.is_empty(),
+            seq: push.seq,
+        };
+        self.remember_sent((appid, from_uid), req.message_id, to, &reply);
+        Ok((Body::SendReply(reply), Vec::new()))
     }
 
     /// `Ack{p2p_seq}` from the instance on `conn` (ignored before login).
@@ -127,43 +130,37 @@ impl Server {
         }
     }
 
-    /// Where a login of `key` resumes its P2P stream, and what to replay.
-    /// The second value is the gap to report when the client's history is
-    /// from another server epoch (lost with a restart).
+    /// Where a login of `key` resumes its P2P stream, and what to replay
+    /// within `budget` bytes. A cursor from another epoch gets
+    /// `gap{from: cursor + 1, to: 0}` (even a cursor of 0: the client cannot
+    /// know what it missed) and the stream goes on from the uid's acked
+    /// point, like a fresh login.
     pub(super) fn p2p_resume_point(
         &mut self,
         key: (u32, u64),
         resume: Option<&wire::Resume>,
-    ) -> (Replay, Option<SeqGap>) {
-        let (now, age, budget) = (
-            self.now,
-            self.config.inbox_max_age,
-            self.config.max_queued_bytes / 2,
-        );
-        let epoch = self.epoch;
-        let acked = self.inboxes.get(&key).map_or(0, |b| b.acked);
+        budget: usize,
+    ) -> P2pResume {
+        let (now, age) = (self.now, self.config.inbox_max_age);
+        let inbox = self.inbox_mut(key);
+        inbox.log.prune(now, age);
         let mut epoch_gap = None;
         let after = match resume {
-            Some(r) if r.server_epoch == epoch => r.p2p_seq,
-            Some(r) => {
-                if r.server_epoch != 0 && r.p2p_seq > 0 {
-                    epoch_gap = Some(SeqGap {
-                        from: r.p2p_seq.saturating_add(1),
-                        to: 0,
-                    });
-                }
-                acked
+            Some(r) if r.p2p_epoch == inbox.epoch => r.p2p_seq,
+            Some(r) if r.p2p_epoch != 0 => {
+                epoch_gap = Some(SeqGap {
+                    from: r.p2p_seq.saturating_add(1),
+                    to: 0,
+                });
+                inbox.acked
             }
-            None => acked,
+            _ => inbox.acked,
         };
-        let replay = match self.inboxes.get_mut(&key) {
-            Some(inbox) => {
-                inbox.log.prune(now, age);
-                inbox.log.replay(after, budget)
-            }
-            None => Replay::default(),
-        };
-        (replay, epoch_gap)
+        P2pResume {
+            epoch: inbox.epoch,
+            replay: inbox.log.replay(after, budget),
+            epoch_gap,
+        }
     }
 
     /// `Fetch` of the P2P stream: the pushes after `after`.
@@ -181,9 +178,10 @@ impl Server {
         }
     }
 
-    /// The inbox of `key`, made if needed. Past `max_inbox_users` the
-    /// inboxes of offline uids idle longest are forgotten, a tenth of the
-    /// bound at a time so that the scan is amortised.
+    /// The inbox of `key`, made if needed (with a new epoch). Past
+    /// `max_inbox_users` the inboxes of offline uids idle longest are
+    /// forgotten, a tenth of the bound at a time so that the scan is
+    /// amortised: their streams' next inboxes get new epochs.
     fn inbox_mut(&mut self, key: (u32, u64)) -> &mut Inbox {
         let max = self.config.max_inbox_users;
         if !self.inboxes.contains_key(&key) && self.inboxes.len() >= max {
@@ -200,15 +198,19 @@ impl Server {
                 idle.truncate(n);
             }
             for (_, k) in idle {
-                if let Some(b) = self.inboxes.remove(&k) {
-                    self.inbox_seq_floor = self.inbox_seq_floor.max(b.log.head);
-                }
+                self.inboxes.remove(&k);
             }
         }
-        let floor = self.inbox_seq_floor;
-        self.inboxes
-            .entry(key)
-            .or_insert_with(|| Inbox::starting_after(floor))
+        // Drawn only for a new inbox: the draws stay deterministic per seed.
+        let epoch = match self.inboxes.contains_key(&key) {
+            true => 0,
+            false => self.random_nonzero(),
+        };
+        self.inboxes.entry(key).or_insert(Inbox {
+            epoch,
+            log: SeqLog::default(),
+            acked: 0,
+        })
     }
 }
 

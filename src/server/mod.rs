@@ -45,6 +45,7 @@ mod inbox;
 mod presence;
 mod rate;
 mod retention;
+mod sent_ids;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
@@ -64,6 +65,7 @@ use channel::Channel;
 use conn::Conn;
 use inbox::Inbox;
 use presence::Instance;
+use sent_ids::{Destination, SentIds};
 
 /// How long a closing connection's record (and what is still queued for it)
 /// is kept when the transport never reports it closed.
@@ -135,9 +137,10 @@ pub struct Server {
     channel_index: HashMap<(u32, Region, String), u32>,
     next_channel: u32,
     inboxes: HashMap<(u32, u64), Inbox>,
-    /// The highest P2P head of any inbox forgotten so far: new inboxes
-    /// number after it, so that no (appid, uid) ever reuses a number.
-    inbox_seq_floor: u64,
+    /// Message ids of recent successful sends, per sender uid.
+    sent_ids: SentIds,
+    /// The nonce of the last `Ping` the server sent.
+    ping_nonce: u64,
     timers: BTreeSet<(Instant, Timer)>,
     /// An upper bound of the retained bytes (exact after each enforcement).
     retained_estimate: usize,
@@ -181,7 +184,8 @@ impl Server {
             channel_index: HashMap::new(),
             next_channel: 1,
             inboxes: HashMap::new(),
-            inbox_seq_floor: 0,
+            sent_ids: SentIds::default(),
+            ping_nonce: 0,
             timers,
             retained_estimate: 0,
         }
@@ -193,8 +197,8 @@ impl Server {
     }
 
     /// This server's epoch (nonzero, fixed for its life), sent in every
-    /// `LoginReply`: a client resuming with another epoch knows the history
-    /// it had is gone.
+    /// `LoginReply` for diagnostics: loss is told per stream, by its own
+    /// epoch.
     pub fn server_epoch(&self) -> u64 {
         self.epoch
     }
@@ -206,7 +210,7 @@ impl Server {
         self.next_conn = self.next_conn.saturating_add(1);
         self.conns.insert(id, Conn::new(now));
         self.timers
-            .insert((add(now, self.config.idle_timeout), Timer::Idle(id)));
+            .insert((add(now, self.config.idle_timeout / 2), Timer::Idle(id)));
         self.timers
             .insert((add(now, self.config.login_timeout), Timer::Login(id)));
         id
@@ -323,6 +327,23 @@ impl Server {
         self.closes.pop_front()
     }
 
+    /// Closes every open connection with `Close{4006}` (reported by
+    /// [`Server::poll_close`] like any other close): call it before stopping,
+    /// then flush what [`Server::poll_transmit`] holds. Instances keep their
+    /// grace period, as for any lost link.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.tick(now);
+        let open: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.closing)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in open {
+            self.close_conn(id, CloseReason::Shutdown);
+        }
+    }
+
     /// When [`Server::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.first().map(|(t, _)| *t)
@@ -353,6 +374,11 @@ impl Server {
         self.inboxes.len()
     }
 
+    /// Message ids remembered for answering re-sent sends.
+    pub fn remembered_send_ids(&self) -> usize {
+        self.sent_ids.len()
+    }
+
     // ----- internals -----
 
     fn tick(&mut self, now: Instant) -> Instant {
@@ -380,18 +406,7 @@ impl Server {
 
     fn fire(&mut self, now: Instant, timer: Timer) {
         match timer {
-            Timer::Idle(id) => {
-                let Some(c) = self.conns.get(&id) else { return };
-                if c.closing {
-                    return;
-                }
-                let due = add(c.last_recv, self.config.idle_timeout);
-                if due <= now {
-                    self.close_conn(id, CloseReason::IdleTimeout);
-                } else {
-                    self.timers.insert((due, Timer::Idle(id)));
-                }
-            }
+            Timer::Idle(id) => self.idle_check(now, id),
             Timer::Login(id) => {
                 if self
                     .conns
@@ -421,8 +436,35 @@ impl Server {
         }
     }
 
-    /// Forgets aged-out messages, and the channels and inboxes left with
-    /// nothing to keep.
+    /// The heartbeat: a link silent for half the idle timeout gets a `Ping`
+    /// (once per silence), a link silent for all of it is closed (1005).
+    fn idle_check(&mut self, now: Instant, id: ConnId) {
+        let idle = self.config.idle_timeout;
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        let (ping_at, close_at) = (add(c.last_recv, idle / 2), add(c.last_recv, idle));
+        if close_at <= now {
+            return self.close_conn(id, CloseReason::IdleTimeout);
+        }
+        if ping_at <= now && c.pinged_at.is_none_or(|t| t < c.last_recv) {
+            c.pinged_at = Some(now);
+            self.ping_nonce = self.ping_nonce.wrapping_add(1);
+            let nonce = self.ping_nonce;
+            self.reply(id, 0, Body::Ping(wire::Ping { nonce }));
+        }
+        let next = if ping_at <= now { close_at } else { ping_at };
+        self.timers.insert((next, Timer::Idle(id)));
+    }
+
+    /// Forgets aged-out messages, the channels left with nothing to keep,
+    /// and the message ids past their window. Inboxes stay (empty ones
+    /// cost little; forgetting one would change its stream's epoch and
+    /// report a loss to a client that lost nothing); `max_inbox_users`
+    /// bounds them.
     fn sweep(&mut self, now: Instant) {
         let age = self.config.channel_retention_age;
         self.channels.retain(|_, ch| {
@@ -433,16 +475,29 @@ impl Server {
         self.channel_index
             .retain(|_, num| channels.contains_key(num));
         let age = self.config.inbox_max_age;
-        let users = &self.users;
-        let floor = &mut self.inbox_seq_floor;
-        self.inboxes.retain(|key, inbox| {
+        for inbox in self.inboxes.values_mut() {
             inbox.log.prune(now, age);
-            let keep = !inbox.log.is_empty() || users.contains_key(key);
-            if !keep {
-                *floor = (*floor).max(inbox.log.head);
-            }
-            keep
-        });
+        }
+        self.sent_ids.sweep(now, self.config.send_dedupe_window);
+    }
+
+    /// The reply of an earlier successful send of `who` with message `id`
+    /// to `to`, when remembered: a re-send is answered with it and delivers
+    /// nothing. 2001 for id 0, 2013 for an id used to another destination.
+    fn sent_before(
+        &self,
+        who: (u32, u64),
+        id: u64,
+        to: Destination,
+    ) -> Result<Option<wire::SendReply>, ServiceError> {
+        self.sent_ids
+            .lookup(who, id, to, self.now, self.config.send_dedupe_window)
+    }
+
+    /// Remembers a successful send for [`Server::sent_before`].
+    fn remember_sent(&mut self, who: (u32, u64), id: u64, to: Destination, r: &wire::SendReply) {
+        let bounds = (self.config.send_dedupe_window, self.config.send_dedupe_max);
+        self.sent_ids.remember(who, id, to, r, self.now, bounds);
     }
 
     /// Counts `bytes` newly retained and, past `max_retained_bytes`, evicts
@@ -497,7 +552,7 @@ impl Server {
                     conn,
                     rid,
                     ServiceError::new(
-                        ErrorCode::InvalidParameter,
+                        ErrorCode::UnsupportedProtocolVersion,
                         format!(
                             "protocol version {} is not supported; this server speaks version {}",
                             req.protocol_version,
@@ -505,13 +560,7 @@ impl Server {
                         ),
                     ),
                 );
-                return self.protocol_error(
-                    conn,
-                    WireError::InvalidField {
-                        field: "protocol_version",
-                        reason: "unsupported protocol version",
-                    },
-                );
+                return self.close_conn(conn, CloseReason::UnsupportedVersion);
             }
             self.login(conn, req)
         } else {
@@ -556,7 +605,7 @@ impl Server {
             Body::GetUserListByAttribute(r) => self.user_list_by_attribute(inst, r),
             Body::Fetch(r) => self.fetch(conn, inst, r),
             Body::Login(_) => Err(ServiceError::new(
-                ErrorCode::InvalidParameter,
+                ErrorCode::AlreadyLoggedIn,
                 "already logged in on this connection",
             )),
             _ => Err(ServiceError::new(

@@ -31,7 +31,7 @@ impl Server {
     pub(super) fn login(&mut self, conn: ConnId, req: wire::LoginRequest) -> Outcome {
         if self.conns.get(&conn).is_some_and(|c| c.instance.is_some()) {
             return Err(ServiceError::new(
-                ErrorCode::InvalidParameter,
+                ErrorCode::AlreadyLoggedIn,
                 "already logged in on this connection",
             ));
         }
@@ -84,7 +84,7 @@ impl Server {
                     Some(i) => self.remove_instance(i),
                     None if !app.kick_older_logins => {
                         return Err(ServiceError::new(
-                            ErrorCode::OperationTooOften,
+                            ErrorCode::TooManyInstances,
                             "too many live logins of this uid",
                         ))
                     }
@@ -150,19 +150,86 @@ impl Server {
             c.logged_in_once = true;
         }
 
-        let (replay, epoch_gap) = self.p2p_resume_point(key, req.resume.as_ref());
+        // Replays share one budget: the P2P stream's first, then each kept
+        // channel's, all queued right after the reply and before any live
+        // push.
+        let mut budget = self.replay_budget(Some(conn));
+        let mut p2p = self.p2p_resume_point(key, req.resume.as_ref(), budget);
+        budget = budget.saturating_sub(p2p.replay.bytes());
+        let mut frames = std::mem::take(&mut p2p.replay.frames);
+        let channels = match (resumed, req.resume) {
+            (Some(id), Some(r)) => self.resume_channels(id, r.channels, &mut budget, &mut frames),
+            _ => Vec::new(),
+        };
+        let ms = |d: std::time::Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
         let reply = wire::LoginReply {
             instance_id: id,
             token_expires_at_ms: exp.map_or(0, |e| e.saturating_mul(1000)),
             server_time_ms: self.unix_ms(),
             server_epoch: self.epoch,
-            p2p_seq: replay.start,
-            p2p_gap: epoch_gap.or(replay.gap),
+            p2p_seq: p2p.replay.start,
+            p2p_gap: p2p.epoch_gap.or(p2p.replay.gap),
             is_anonymous,
             resumed: resumed.is_some(),
-            p2p_replay_truncated_at: replay.truncated_at(),
+            p2p_replay_truncated_at: p2p.replay.truncated_at(),
+            p2p_epoch: p2p.epoch,
+            ping_interval_ms: ms(self.config.ping_interval),
+            idle_timeout_ms: ms(self.config.idle_timeout),
+            channels,
         };
-        Ok((Body::LoginReply(reply), replay.frames))
+        Ok((Body::LoginReply(reply), frames))
+    }
+
+    /// A resumed instance's memberships become the channels the client
+    /// still holds (`cursors`): the others are left (with notices), and each
+    /// kept one replays what follows its cursor into `frames`.
+    fn resume_channels(
+        &mut self,
+        inst: u64,
+        cursors: Vec<wire::ChannelCursor>,
+        budget: &mut usize,
+        frames: &mut Vec<bytes::Bytes>,
+    ) -> Vec<wire::ResumedChannel> {
+        let Some(i) = self.instances.get(&inst) else {
+            return Vec::new();
+        };
+        let (appid, uid, member_of) = (i.appid, i.uid, i.channels.clone());
+        let mut kept: Vec<wire::ResumedChannel> = Vec::new();
+        for cursor in cursors {
+            let Some(key) = cursor.channel else { continue };
+            let Ok(region) = checked_region(key.region) else {
+                continue;
+            };
+            let index_key = (appid, region, key.channel_id.clone());
+            let Some(&num) = self.channel_index.get(&index_key) else {
+                continue;
+            };
+            let listed_twice = kept
+                .iter()
+                .any(|k| k.state.as_ref().map(|s| s.channel) == Some(num));
+            if !member_of.contains(&num) || listed_twice {
+                continue;
+            }
+            let (state, replay) = self.rejoin_state(num, cursor.epoch, cursor.seq, *budget);
+            *budget = budget.saturating_sub(replay.bytes());
+            frames.extend(replay.frames);
+            kept.push(wire::ResumedChannel {
+                channel: Some(key),
+                state: Some(state),
+            });
+        }
+        for num in member_of {
+            let is_kept = kept
+                .iter()
+                .any(|k| k.state.as_ref().map(|s| s.channel) == Some(num));
+            if !is_kept {
+                if let Some(i) = self.instances.get_mut(&inst) {
+                    i.channels.remove(&num);
+                }
+                self.remove_member(num, uid, inst);
+            }
+        }
+        kept
     }
 
     /// The instance's link is lost: it stays for the grace period.

@@ -43,6 +43,20 @@ pub(crate) struct Replay {
 }
 
 impl Replay {
+    /// Nothing to replay: pushes follow `head`.
+    pub fn at(head: u64) -> Replay {
+        Replay {
+            start: head,
+            through: head,
+            ..Replay::default()
+        }
+    }
+
+    /// Bytes of the replayed frames.
+    pub fn bytes(&self) -> usize {
+        self.frames.iter().map(|f| f.len()).sum()
+    }
+
     /// Where the replay stops short of the head (0 when it reaches it), for
     /// the `*_truncated_at` reply fields: the client fetches what follows.
     pub fn truncated_at(&self) -> u64 {

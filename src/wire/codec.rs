@@ -7,7 +7,7 @@ use super::Frame;
 use crate::error::WireError;
 
 /// The protocol version this crate speaks, sent in the login request.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Bytes of the length prefix on byte streams.
 pub const LENGTH_PREFIX_LEN: usize = 4;
@@ -230,6 +230,7 @@ mod tests {
                     app_extras: Default::default(),
                 }),
                 unreliable: false,
+                message_id: 1,
             })),
         };
         let bytes = encode_frame(&frame);

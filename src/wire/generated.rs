@@ -101,7 +101,9 @@ pub mod frame {
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Empty {}
-/// Either side may ping; the other answers with a Pong carrying the same nonce.
+/// Either side may ping; the other answers with a Pong carrying the same
+/// nonce. The server pings a link it has heard nothing on for half its idle
+/// timeout.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Ping {
     #[prost(uint64, tag = "1")]
@@ -113,8 +115,9 @@ pub struct Pong {
     pub nonce: u64,
 }
 /// Client -> server: every reliable P2P message up to and including `p2p_seq`
-/// has been handed to the application. The server uses it to decide what a
-/// fresh login of the same uid still has to receive (offline messages).
+/// of the uid's P2P stream has been handed to the application. A fresh login
+/// of the uid (any instance) starts after the highest acked number. Send it
+/// within 1 s of delivering, and before a Logout.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Ack {
     #[prost(uint64, tag = "1")]
@@ -128,9 +131,12 @@ pub struct ErrorReply {
     #[prost(string, tag = "2")]
     pub message: ::prost::alloc::string::String,
 }
-/// Server -> client, just before the server closes the link.
-/// code 100 (LOGIN_KICK_OUT): another login took over, do not reconnect.
-/// Any other code: the client may reconnect and resume.
+/// Server -> client, always the last frame before the server closes a link
+/// (client -> server: the client is closing). Codes (docs/protocol.md, "Close"):
+/// 100 kicked by a newer login and 4007 instance resumed on another link (do
+/// not reconnect); 1005 idle timeout, 1006 login timeout, 2001 protocol error,
+/// 2010 unsupported protocol version, 4005 slow consumer, 4006 server shutting
+/// down (reconnect and resume).
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Close {
     #[prost(uint32, tag = "1")]
@@ -152,8 +158,9 @@ pub struct ChatMessage {
     >,
 }
 /// An inclusive range of sequence numbers that cannot be delivered any more
-/// (older than the server's retention, or lost with a server restart).
-/// `to = 0` means "up to an unknown point" (the server lost its history).
+/// (older than the server's retention, or lost with the stream's history).
+/// `to = 0` means "up to an unknown point": the stream's epoch changed and
+/// everything after `from - 1` of the old epoch is gone.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct SeqGap {
     #[prost(uint64, tag = "1")]
@@ -169,20 +176,49 @@ pub struct ChannelKey {
     pub channel_id: ::prost::alloc::string::String,
 }
 /// What a reconnecting session hands back so it loses nothing.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Resume {
-    /// The server_epoch from the previous LoginReply; a different epoch means the
-    /// server restarted and its history is gone.
+    /// The P2P stream's epoch from the previous LoginReply. Another epoch on the
+    /// server means the uid's P2P history is gone: the reply carries
+    /// `p2p_gap{from: p2p_seq + 1, to: 0}`.
     #[prost(uint64, tag = "1")]
-    pub server_epoch: u64,
+    pub p2p_epoch: u64,
     /// The instance to take over (its presence survives within the grace period).
     #[prost(uint64, tag = "2")]
     pub instance_id: u64,
-    /// The last contiguous reliable P2P sequence number seen.
+    /// The last contiguous reliable P2P sequence number seen (0: none).
     #[prost(uint64, tag = "3")]
     pub p2p_seq: u64,
+    /// Every channel the client holds as joined, with its cursor. On a resumed
+    /// login this list is authoritative: the instance stays a member of exactly
+    /// the listed channels it still belongs to (the others are left, with
+    /// notices) and each kept one replays what follows its cursor.
+    #[prost(message, repeated, tag = "4")]
+    pub channels: ::prost::alloc::vec::Vec<ChannelCursor>,
 }
+/// Where a client stands in one channel's stream.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ChannelCursor {
+    #[prost(message, optional, tag = "1")]
+    pub channel: ::core::option::Option<ChannelKey>,
+    /// The epoch from the JoinReply (or ResumedChannel) that numbered `seq`.
+    #[prost(uint64, tag = "2")]
+    pub epoch: u64,
+    /// The last contiguous channel sequence number seen (the JoinReply's `seq`
+    /// if nothing since).
+    #[prost(uint64, tag = "3")]
+    pub seq: u64,
+}
+/// A channel kept across a resumed login: the same fields a JoinReply with
+/// `rejoin` would carry, replays included.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResumedChannel {
+    #[prost(message, optional, tag = "1")]
+    pub channel: ::core::option::Option<ChannelKey>,
+    #[prost(message, optional, tag = "2")]
+    pub state: ::core::option::Option<JoinReply>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct LoginRequest {
     #[prost(uint32, tag = "1")]
     pub protocol_version: u32,
@@ -198,7 +234,7 @@ pub struct LoginRequest {
     #[prost(message, optional, tag = "6")]
     pub resume: ::core::option::Option<Resume>,
 }
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct LoginReply {
     #[prost(uint64, tag = "1")]
     pub instance_id: u64,
@@ -207,6 +243,8 @@ pub struct LoginReply {
     pub token_expires_at_ms: u64,
     #[prost(uint64, tag = "3")]
     pub server_time_ms: u64,
+    /// Changes with every server start; for diagnostics only (loss is signalled
+    /// per stream, by `p2p_epoch` and `p2p_gap`, and by each channel's epoch).
     #[prost(uint64, tag = "4")]
     pub server_epoch: u64,
     /// Reliable P2P pushes to this instance follow this sequence number.
@@ -225,6 +263,22 @@ pub struct LoginReply {
     /// byte budget): pushes end at this sequence number; fetch what follows.
     #[prost(uint64, tag = "9")]
     pub p2p_replay_truncated_at: u64,
+    /// The P2P stream's epoch: changes whenever the uid's P2P history is lost
+    /// (a server restart, an inbox forgotten). Hand it back in `Resume`.
+    #[prost(uint64, tag = "10")]
+    pub p2p_epoch: u64,
+    /// Send a frame (a Ping when there is nothing else) at least this often.
+    #[prost(uint32, tag = "11")]
+    pub ping_interval_ms: u32,
+    /// The server closes a link it has received nothing on for this long
+    /// (Close 1005); it sends a Ping itself after half of it.
+    #[prost(uint32, tag = "12")]
+    pub idle_timeout_ms: u32,
+    /// With `resumed`: the channels kept (a subset of `Resume.channels`), each
+    /// with its number for this login and its replay. A listed channel missing
+    /// here is no longer joined: join it again (`rejoin`).
+    #[prost(message, repeated, tag = "13")]
+    pub channels: ::prost::alloc::vec::Vec<ResumedChannel>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RefreshTokenRequest {
@@ -268,6 +322,11 @@ pub struct SendToUserRequest {
     /// Reliable is the default; unreliable messages are never stored or replayed.
     #[prost(bool, tag = "3")]
     pub unreliable: bool,
+    /// Non-zero, chosen by the client, unique among the uid's sends (a random
+    /// 64-bit number). A send repeating a remembered id is answered with the
+    /// first one's reply and delivers nothing.
+    #[prost(uint64, tag = "4")]
+    pub message_id: u64,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct SendReply {
@@ -299,18 +358,23 @@ pub struct JoinRequest {
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,
-    /// With `rejoin`: the last contiguous channel sequence number seen (0 if
-    /// none yet). The server replays what follows it. Ignored without `rejoin`
-    /// unless non-zero.
+    /// With `rejoin`: the last contiguous channel sequence number seen in
+    /// `epoch`. If the channel still has that epoch the server replays what
+    /// follows it; otherwise the reply has `gap{from: resume_seq + 1, to: 0}`.
     #[prost(uint64, tag = "3")]
     pub resume_seq: u64,
-    /// True when the Session re-joins on its own after a reconnect.
+    /// True when the client joins again a channel it had joined before its link
+    /// was lost (and the resumed login did not keep it).
     #[prost(bool, tag = "4")]
     pub rejoin: bool,
+    /// With `rejoin`: the epoch `resume_seq` belongs to.
+    #[prost(uint64, tag = "5")]
+    pub epoch: u64,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct JoinReply {
-    /// The number used for this channel in every push (valid until the next login).
+    /// The number used for this channel in every push (valid until the next
+    /// login, or the next resumed login's ResumedChannel says otherwise).
     #[prost(uint32, tag = "1")]
     pub channel: u32,
     /// Channel message pushes to this instance follow this sequence number.
@@ -326,6 +390,10 @@ pub struct JoinReply {
     /// sequence number; fetch what follows.
     #[prost(uint64, tag = "5")]
     pub replay_truncated_at: u64,
+    /// The channel stream's epoch: changes whenever the channel's history is
+    /// lost (a server restart, the channel forgotten). `seq` belongs to it.
+    #[prost(uint64, tag = "6")]
+    pub epoch: u64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct LeaveRequest {
@@ -345,6 +413,9 @@ pub struct SendToChannelRequest {
     pub message: ::core::option::Option<ChatMessage>,
     #[prost(bool, tag = "3")]
     pub unreliable: bool,
+    /// As in SendToUserRequest: non-zero, unique among the uid's sends.
+    #[prost(uint64, tag = "4")]
+    pub message_id: u64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AttributesWrite {
