@@ -3,6 +3,7 @@
 #![cfg(feature = "server")]
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,6 +14,14 @@ use hummer_channel::wire::{self, decode_frame, encode_frame, AttributeOp, Body, 
 
 const T0_UNIX_MS: u64 = 1_700_000_000_000;
 const MAX: usize = 64 * 1024;
+
+/// Message ids for sends: non-zero and never used twice in this test binary
+/// (so unique per sender uid, as the protocol asks), whatever the test.
+static NEXT_MESSAGE_ID: AtomicU64 = AtomicU64::new(1);
+
+fn message_id() -> u64 {
+    NEXT_MESSAGE_ID.fetch_add(1, Ordering::Relaxed)
+}
 
 /// A fake network around one Server: sends requests, collects every frame
 /// queued for every connection (raw and decoded) and every close.
@@ -165,13 +174,44 @@ fn join(id: &str) -> Body {
     })
 }
 
-fn join_resume(id: &str, resume_seq: u64, rejoin: bool) -> Body {
+/// A rejoin of a channel held before the link was lost: its cursor
+/// `resume_seq` in the stream of `epoch`.
+fn rejoin(id: &str, epoch: u64, resume_seq: u64) -> Body {
     Body::Join(wire::JoinRequest {
         channel: Some(key(id)),
         resume_seq,
-        rejoin,
+        rejoin: true,
+        epoch,
         ..Default::default()
     })
+}
+
+/// Where a client stands in a channel, for `Resume.channels`.
+fn cursor(id: &str, epoch: u64, seq: u64) -> wire::ChannelCursor {
+    wire::ChannelCursor {
+        channel: Some(key(id)),
+        epoch,
+        seq,
+    }
+}
+
+/// A resumed login of `uid` taking over `instance_id`.
+fn resume_req(
+    uid: u64,
+    instance_id: u64,
+    p2p_epoch: u64,
+    p2p_seq: u64,
+    channels: Vec<wire::ChannelCursor>,
+) -> wire::LoginRequest {
+    wire::LoginRequest {
+        resume: Some(wire::Resume {
+            p2p_epoch,
+            instance_id,
+            p2p_seq,
+            channels,
+        }),
+        ..login_req(uid)
+    }
 }
 
 fn leave(id: &str) -> Body {
@@ -194,6 +234,7 @@ fn to_user(receiver: u64, text: &str, unreliable: bool) -> Body {
         receiver,
         message: Some(chat(text)),
         unreliable,
+        message_id: message_id(),
     })
 }
 
@@ -202,6 +243,7 @@ fn to_channel(id: &str, text: &str, unreliable: bool) -> Body {
         channel: Some(key(id)),
         message: Some(chat(text)),
         unreliable,
+        message_id: message_id(),
     })
 }
 
@@ -339,10 +381,11 @@ fn login_refusals_keep_the_connection_open() {
     assert_eq!(n.err(c, Body::GetInstanceInfo(wire::Empty {})), 1009);
     assert_eq!(n.s.connection_count(), 1);
     assert!(n.closed.is_empty());
-    // Still usable: a good login now works, a second one is refused.
+    // Still usable: a good login now works, a second one is refused (2011).
     let r = n.login_with(c, with(1, 5, mint_token("one", 1, 5, now_s + 60)));
     assert!(matches!(r, Body::LoginReply(_)));
-    assert_eq!(code(n.login_with(c, login_req(5))), 2001);
+    assert_eq!(code(n.login_with(c, login_req(5))), 2011);
+    assert!(n.closed.is_empty());
 }
 
 #[test]
@@ -361,15 +404,15 @@ fn version_mismatch_is_refused_then_closed() {
     assert_eq!(frames[0].request_id, rid);
     match &frames[0].body {
         Some(Body::Error(e)) => {
-            assert_eq!(e.code, 2001);
-            assert!(e.message.contains("version 1"), "{}", e.message);
+            assert_eq!(e.code, 2010);
+            assert!(e.message.contains("version 2"), "{}", e.message);
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(&frames[1].body, Some(Body::Close(c)) if c.code == 2001));
+    assert!(matches!(&frames[1].body, Some(Body::Close(c)) if c.code == 2010));
     assert!(matches!(
         n.closed.as_slice(),
-        [(x, CloseReason::ProtocolError(_))] if *x == c
+        [(x, CloseReason::UnsupportedVersion)] if *x == c
     ));
     assert_eq!(n.s.connection_count(), 0);
 }
@@ -417,6 +460,7 @@ fn p2p_online_delivery_and_unreliable() {
             ..chat("")
         }),
         unreliable: false,
+        message_id: message_id(),
     });
     assert_eq!(n.err(a, big), 2007);
 }
@@ -469,7 +513,7 @@ fn resume_takes_the_instance_over_and_replays() {
     let mut n = Net::demo();
     let (a, _) = n.login(1);
     let (b, r) = n.login(2);
-    n.ok_join(b, "room");
+    let room = n.ok_join(b, "room");
     n.req(a, to_user(2, "m1", false));
     n.s.handle_closed(n.now, b);
     n.advance(Duration::from_secs(5));
@@ -477,14 +521,13 @@ fn resume_takes_the_instance_over_and_replays() {
         assert!(!send_reply(n.req(a, to_user(2, t, false))).delivered_online);
     }
     let b2 = n.accept();
-    let req = wire::LoginRequest {
-        resume: Some(wire::Resume {
-            server_epoch: r.server_epoch,
-            instance_id: r.instance_id,
-            p2p_seq: 1,
-        }),
-        ..login_req(2)
-    };
+    let req = resume_req(
+        2,
+        r.instance_id,
+        r.p2p_epoch,
+        1,
+        vec![cursor("room", room.epoch, room.seq)],
+    );
     n.send(b2, Body::Login(req));
     let bodies = n.bodies(b2);
     match &bodies[0] {
@@ -492,6 +535,8 @@ fn resume_takes_the_instance_over_and_replays() {
             assert!(x.resumed);
             assert_eq!(x.instance_id, r.instance_id);
             assert_eq!(x.p2p_seq, 1);
+            assert_eq!(x.p2p_epoch, r.p2p_epoch);
+            assert_eq!(x.channels.len(), 1, "the listed channel is kept");
         }
         other => panic!("{other:?}"),
     }
@@ -500,20 +545,13 @@ fn resume_takes_the_instance_over_and_replays() {
         vec![(2, "m2".into()), (3, "m3".into())]
     );
     // Still a member of its channel: a join is a plain success, not offline.
-    match n.req(b2, join_resume("room", 0, true)) {
+    match n.req(b2, rejoin("room", room.epoch, 0)) {
         Body::JoinReply(j) => assert!(!j.member_offline),
         other => panic!("{other:?}"),
     }
     // Another epoch: history unknown, start from the acked point.
     let c = n.accept();
-    let req = wire::LoginRequest {
-        resume: Some(wire::Resume {
-            server_epoch: r.server_epoch.wrapping_add(1),
-            instance_id: r.instance_id,
-            p2p_seq: 7,
-        }),
-        ..login_req(2)
-    };
+    let req = resume_req(2, r.instance_id, r.p2p_epoch.wrapping_add(1), 7, vec![]);
     match n.login_with(c, req) {
         Body::LoginReply(x) => {
             assert_eq!(x.p2p_gap, Some(wire::SeqGap { from: 8, to: 0 }));
@@ -527,18 +565,13 @@ fn resume_detaches_an_older_live_connection() {
     let mut n = Net::demo();
     let (b, r) = n.login(2);
     let b2 = n.accept();
-    let req = wire::LoginRequest {
-        resume: Some(wire::Resume {
-            server_epoch: r.server_epoch,
-            instance_id: r.instance_id,
-            p2p_seq: 0,
-        }),
-        ..login_req(2)
-    };
+    let req = resume_req(2, r.instance_id, r.p2p_epoch, 0, vec![]);
     assert!(
         matches!(n.login_with(b2, req), Body::LoginReply(x) if x.resumed && x.instance_id == r.instance_id)
     );
     assert!(n.closed.contains(&(b, CloseReason::Replaced)));
+    // v2: the replaced link is told why before it is closed.
+    assert_eq!(close_code(&n.bodies(b)), Some(4007));
     assert_eq!(n.s.instance_count(), 1);
 }
 
@@ -695,7 +728,7 @@ fn grace_period_hides_quick_reconnects_and_ends_with_a_leave() {
     let (a, _) = n.login(1);
     let (b, r) = n.login(2);
     n.ok_join(a, "room");
-    n.ok_join(b, "room");
+    let room = n.ok_join(b, "room");
     n.advance(Duration::from_secs(1));
     n.frames(a);
     n.s.handle_closed(n.now, b);
@@ -711,13 +744,15 @@ fn grace_period_hides_quick_reconnects_and_ends_with_a_leave() {
         })
     );
     let b2 = n.accept();
-    let resume = |seq| wire::LoginRequest {
-        resume: Some(wire::Resume {
-            server_epoch: r.server_epoch,
-            instance_id: r.instance_id,
-            p2p_seq: seq,
-        }),
-        ..login_req(2)
+    // The resume lists the channel it holds: it stays a member.
+    let resume = |seq| {
+        resume_req(
+            2,
+            r.instance_id,
+            r.p2p_epoch,
+            seq,
+            vec![cursor("room", room.epoch, room.seq)],
+        )
     };
     assert!(matches!(n.login_with(b2, resume(0)), Body::LoginReply(x) if x.resumed));
     n.advance(Duration::from_secs(1));
@@ -726,7 +761,7 @@ fn grace_period_hides_quick_reconnects_and_ends_with_a_leave() {
     n.s.handle_closed(n.now, b2);
     n.advance(Duration::from_secs(31));
     n.advance(Duration::from_millis(100));
-    let bodies = n.bodies(a);
+    let bodies = without_server_pings(n.bodies(a));
     assert!(matches!(&bodies[0], Body::Membership(m) if m.left == vec![2]));
     assert!(matches!(&bodies[1], Body::UserCountChanged(u) if u.count == 1));
     assert_eq!(n.s.instance_count(), 1);
@@ -735,10 +770,19 @@ fn grace_period_hides_quick_reconnects_and_ends_with_a_leave() {
     assert!(
         matches!(n.login_with(b3, resume(0)), Body::LoginReply(x) if !x.resumed && x.instance_id != r.instance_id)
     );
-    match n.req(b3, join_resume("room", 0, true)) {
+    match n.req(b3, rejoin("room", room.epoch, room.seq)) {
         Body::JoinReply(j) => assert!(j.member_offline),
         other => panic!("{other:?}"),
     }
+}
+
+/// The bodies without the server's heartbeat `Ping`s (a silent link gets
+/// one after half the idle timeout).
+fn without_server_pings(bodies: Vec<Body>) -> Vec<Body> {
+    bodies
+        .into_iter()
+        .filter(|b| !matches!(b, Body::Ping(_)))
+        .collect()
 }
 
 #[test]
@@ -749,18 +793,29 @@ fn channel_rejoin_replays_and_reports_evicted_gap() {
     });
     let (a, _) = n.login(1);
     let (b, _) = n.login(2);
-    n.ok_join(a, "room");
+    let epoch = n.ok_join(a, "room").epoch;
+    assert_ne!(epoch, 0);
     n.ok_join(b, "room");
     for i in 1..=5 {
         n.req(a, to_channel("room", &format!("c{i}"), false));
     }
     n.frames(b);
-    // Already a member: same replay logic.
-    let rid = n.send(b, join_resume("room", 3, true));
+    // Already a member (v2): seq = head and nothing replayed, even for a
+    // rejoin with an old cursor (a member has had every push).
+    let rid = n.send(b, rejoin("room", epoch, 3));
+    let frames = n.frames(b);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0].request_id, rid);
+    assert!(
+        matches!(&frames[0].body, Some(Body::JoinReply(j)) if j.seq == 5 && j.gap.is_none() && !j.member_offline && j.epoch == epoch)
+    );
+    // Out and back in with the cursor: the rest is replayed.
+    n.ok(b, leave("room"));
+    let rid = n.send(b, rejoin("room", epoch, 3));
     let frames = n.frames(b);
     assert_eq!(frames[0].request_id, rid);
     assert!(
-        matches!(&frames[0].body, Some(Body::JoinReply(j)) if j.seq == 3 && j.gap.is_none() && !j.member_offline)
+        matches!(&frames[0].body, Some(Body::JoinReply(j)) if j.seq == 3 && j.gap.is_none() && j.epoch == epoch)
     );
     let seqs: Vec<u64> = frames[1..]
         .iter()
@@ -771,13 +826,15 @@ fn channel_rejoin_replays_and_reports_evicted_gap() {
         .collect();
     assert_eq!(seqs, vec![4, 5]);
     // From 1: 2 is evicted.
-    n.send(b, join_resume("room", 1, true));
+    n.ok(b, leave("room"));
+    n.send(b, rejoin("room", epoch, 1));
     let frames = n.frames(b);
     assert!(matches!(&frames[0].body, Some(Body::JoinReply(j))
         if j.seq == 2 && j.gap == Some(wire::SeqGap { from: 2, to: 2 })));
     assert_eq!(frames.len(), 4);
     // Stale (past the head): seq = head, no gap, no replay.
-    n.send(b, join_resume("room", 50, true));
+    n.ok(b, leave("room"));
+    n.send(b, rejoin("room", epoch, 50));
     let frames = n.frames(b);
     assert!(matches!(&frames[0].body, Some(Body::JoinReply(j)) if j.seq == 5 && j.gap.is_none()));
     assert_eq!(frames.len(), 1);
@@ -1244,6 +1301,7 @@ fn every_limit_code() {
             ..chat("")
         }),
         unreliable: false,
+        message_id: message_id(),
     });
     assert_eq!(n.err(a, big_msg), 2007);
     n.req(a, to_channel("room", "1", false));
@@ -1429,7 +1487,7 @@ fn slow_consumer_is_dropped_with_a_bounded_queue() {
     n.drain(b);
     let bodies = n.bodies(b);
     assert!(
-        matches!(&bodies[..], [Body::Close(c)] if c.code == 4003 && c.reason == "slow consumer")
+        matches!(&bodies[..], [Body::Close(c)] if c.code == 4005 && c.reason == "slow consumer")
     );
     // Its instance is a lost link: the messages wait in the inbox.
     let r = send_reply(n.req(a, to_user(2, "later", false)));
@@ -1449,8 +1507,12 @@ fn idle_and_login_timeouts() {
     assert!(n.closed.contains(&(never, CloseReason::LoginTimeout)));
     assert!(n.closed.contains(&(idle, CloseReason::IdleTimeout)));
     assert!(!n.closed.iter().any(|(c, _)| *c == alive));
-    assert_eq!(close_code(&n.bodies(idle)), Some(1005));
-    assert_eq!(close_code(&n.bodies(never)), Some(1005));
+    // v2: the silent link was pinged at half the idle timeout, then closed.
+    let bodies = n.bodies(idle);
+    assert!(matches!(bodies.first(), Some(Body::Ping(_))), "{bodies:?}");
+    assert_eq!(close_code(&bodies), Some(1005));
+    // v2: a login timeout has its own code.
+    assert_eq!(close_code(&n.bodies(never)), Some(1006));
     assert_eq!(n.s.connection_count(), 1);
     // The idle instance was a lost link; gone after the grace period.
     n.advance(Duration::from_secs(31));
@@ -1504,15 +1566,14 @@ mod props {
                 after_seq: n % 7,
             }),
             8 => Body::Logout(wire::Empty {}),
-            9 => join_resume(&id, n % 9, true),
-            10 => Body::Login(wire::LoginRequest {
-                resume: Some(wire::Resume {
-                    server_epoch: n,
-                    instance_id: n,
-                    p2p_seq: n,
-                }),
-                ..login_req(uid)
-            }),
+            9 => rejoin(&id, n % 3, n % 9),
+            10 => Body::Login(resume_req(
+                uid,
+                n,
+                n % 3,
+                n % 11,
+                vec![cursor(&id, n % 2, n % 5)],
+            )),
             11 => Body::GetUserList(key(&id)),
             12 => Body::QueryOnline(wire::QueryOnlineRequest { uids: vec![uid, 1] }),
             _ => Body::Ping(wire::Ping { nonce: n }),
@@ -1691,9 +1752,16 @@ fn retained_bytes_are_capped_server_wide() {
     .map(|(s, _)| s)
     .collect();
     assert_eq!(seqs, ((gap.to + 1)..=60).collect::<Vec<_>>());
-    // The channel's history was cut the same way.
-    match n.req(a, join_resume("room", 1, false)) {
-        Body::JoinReply(j) => assert!(j.gap.is_some()),
+    // The channel's history was cut the same way (a member fetches it).
+    n.send(
+        a,
+        Body::Fetch(wire::FetchRequest {
+            channel: Some(key("room")),
+            after_seq: 0,
+        }),
+    );
+    match n.bodies(a).last() {
+        Some(Body::FetchReply(f)) => assert!(f.gap.is_some_and(|g| g.from == 1), "{f:?}"),
         other => panic!("{other:?}"),
     }
 }
@@ -1730,12 +1798,69 @@ mod reliability {
     struct Model {
         conn: Option<ConnId>,
         instance: u64,
+        /// The P2P stream's epoch and cursor.
         epoch: u64,
         p2p: u64,
+        /// The channel: held as joined, listed in the last resume, its
+        /// number, epoch and cursor.
+        in_room: bool,
+        listed: bool,
+        ch_num: u32,
+        ch_epoch: u64,
         ch: u64,
         /// Messages handed to the application, and those reported lost (gaps).
         got: u64,
         lost: u64,
+    }
+
+    /// A JoinReply (or a ResumedChannel's state): the stream goes on from
+    /// the model's cursor, or reports exactly the missing range as lost.
+    fn channel_state(m: &mut Model, j: &wire::JoinReply) -> Result<(), TestCaseError> {
+        if m.ch_epoch != 0 {
+            prop_assert_eq!(j.epoch, m.ch_epoch, "one server: the epoch never changes");
+        }
+        match j.gap {
+            None => prop_assert_eq!(j.seq, m.ch),
+            Some(g) => {
+                prop_assert_eq!(g.from, m.ch + 1);
+                prop_assert_eq!(g.to, j.seq);
+                m.lost += g.to - g.from + 1;
+                m.ch = j.seq;
+            }
+        }
+        m.in_room = true;
+        m.ch_num = j.channel;
+        m.ch_epoch = j.epoch;
+        Ok(())
+    }
+
+    /// The Session's reconnect: a resumed login listing the channel, then a
+    /// rejoin when the resume did not keep it.
+    fn reconnect(
+        s: &mut Server,
+        now: Instant,
+        m: &mut Model,
+        rid: u64,
+    ) -> Result<(), TestCaseError> {
+        let c = s.accept(now);
+        m.conn = Some(c);
+        m.listed = m.in_room;
+        let held = if m.in_room {
+            vec![cursor("room", m.ch_epoch, m.ch)]
+        } else {
+            vec![]
+        };
+        let req = resume_req(2, m.instance, m.epoch, m.p2p, held);
+        s.handle_frame(now, c, frame(rid, Body::Login(req)));
+        deliver(s, m)?;
+        if !m.in_room {
+            s.handle_frame(
+                now,
+                c,
+                frame(rid + 1_000_000, rejoin("room", m.ch_epoch, m.ch)),
+            );
+        }
+        Ok(())
     }
 
     fn frame(rid: u64, body: Body) -> Bytes {
@@ -1762,24 +1887,33 @@ mod reliability {
                             m.p2p = r.p2p_seq;
                         }
                     }
-                    m.instance = r.instance_id;
-                    m.epoch = r.server_epoch;
-                }
-                Some(Body::JoinReply(j)) => match j.gap {
-                    None => prop_assert_eq!(j.seq, m.ch),
-                    Some(g) => {
-                        prop_assert_eq!(g.from, m.ch + 1);
-                        prop_assert_eq!(g.to, j.seq);
-                        m.lost += g.to - g.from + 1;
-                        m.ch = j.seq;
+                    if m.epoch != 0 {
+                        prop_assert_eq!(r.p2p_epoch, m.epoch);
                     }
-                },
+                    m.instance = r.instance_id;
+                    m.epoch = r.p2p_epoch;
+                    // A resumed instance keeps the channel it lists (and only
+                    // that: a join whose reply was lost is undone); else the
+                    // model must join it again.
+                    m.in_room = false;
+                    if r.resumed && m.listed {
+                        prop_assert_eq!(r.channels.len(), 1);
+                        let kept = &r.channels[0];
+                        prop_assert_eq!(kept.channel.as_ref(), Some(&key("room")));
+                        channel_state(m, kept.state.as_ref().unwrap())?;
+                    } else {
+                        prop_assert!(r.channels.is_empty());
+                    }
+                }
+                Some(Body::JoinReply(j)) => channel_state(m, &j)?,
                 Some(Body::UserMessage(u)) if u.seq != 0 => {
                     prop_assert_eq!(u.seq, m.p2p + 1);
                     m.p2p = u.seq;
                     m.got += 1;
                 }
                 Some(Body::ChannelMessage(u)) if u.seq != 0 => {
+                    prop_assert!(m.in_room, "a push for a channel not held");
+                    prop_assert_eq!(u.channel, m.ch_num);
                     prop_assert_eq!(u.seq, m.ch + 1);
                     m.ch = u.seq;
                     m.got += 1;
@@ -1815,7 +1949,7 @@ mod reliability {
             let b = s.accept(now);
             s.handle_frame(now, b, frame(1, Body::Login(login_req(2))));
             s.handle_frame(now, b, frame(2, join("room")));
-            let mut m = Model { conn: Some(b), instance: 0, epoch: 0, p2p: 0, ch: 0, got: 0, lost: 0 };
+            let mut m = Model { conn: Some(b), instance: 0, epoch: 0, p2p: 0, in_room: false, listed: false, ch_num: 0, ch_epoch: 0, ch: 0, got: 0, lost: 0 };
             deliver(&mut s, &mut m)?;
             let (mut sent_p2p, mut sent_ch, mut rid) = (0u64, 0u64, 10u64);
             for op in ops {
@@ -1836,13 +1970,7 @@ mod reliability {
                     }
                     Op::Resume => {
                         if m.conn.is_none() {
-                            let c = s.accept(now);
-                            m.conn = Some(c);
-                            let resume = wire::Resume { server_epoch: m.epoch, instance_id: m.instance, p2p_seq: m.p2p };
-                            s.handle_frame(now, c, frame(rid, Body::Login(wire::LoginRequest { resume: Some(resume), ..login_req(2) })));
-                            // The Session re-joins right after its login reply.
-                            deliver(&mut s, &mut m)?;
-                            s.handle_frame(now, c, frame(rid + 1_000_000, join_resume("room", m.ch, true)));
+                            reconnect(&mut s, now, &mut m, rid)?;
                         }
                     }
                     Op::Deliver => deliver(&mut s, &mut m)?,
@@ -1862,12 +1990,7 @@ mod reliability {
                 while s.poll_ready().is_some() {}
             }
             if m.conn.is_none() {
-                let c = s.accept(now);
-                m.conn = Some(c);
-                let resume = wire::Resume { server_epoch: m.epoch, instance_id: m.instance, p2p_seq: m.p2p };
-                s.handle_frame(now, c, frame(1, Body::Login(wire::LoginRequest { resume: Some(resume), ..login_req(2) })));
-                deliver(&mut s, &mut m)?;
-                s.handle_frame(now, c, frame(2, join_resume("room", m.ch, true)));
+                reconnect(&mut s, now, &mut m, 1)?;
             }
             deliver(&mut s, &mut m)?;
             prop_assert_eq!(m.p2p, sent_p2p);
@@ -1905,7 +2028,7 @@ fn client_close_frame_and_instance_bound() {
     assert_eq!(n.s.instance_count(), 2);
     // Both connected: a third is refused.
     let d = n.accept();
-    assert!(matches!(n.login_with(d, login_req(1)), Body::Error(e) if e.code == 4003));
+    assert!(matches!(n.login_with(d, login_req(1)), Body::Error(e) if e.code == 2012));
 }
 
 #[test]
@@ -2025,6 +2148,7 @@ fn a_message_whose_push_would_exceed_the_frame_size_is_refused() {
                 channel: Some(key("c")),
                 message: Some(m),
                 unreliable: false,
+                message_id: message_id(),
             })
         },
         MAX,
@@ -2040,22 +2164,20 @@ fn a_message_whose_push_would_exceed_the_frame_size_is_refused() {
     assert!(req.len() <= MAX, "the request fits: {}", req.len());
     n.s.handle_frame(n.now, a, req);
     n.pump();
-    // The request was accepted (no close of a) and the push was queued for b.
+    // Refused up front (2007): no push was queued for b (a push over the
+    // frame size would be refused by every client).
     let a_frames: Vec<_> = std::iter::from_fn(|| n.s.poll_transmit(a))
         .map(|f| decode_frame(f, usize::MAX).unwrap().body.unwrap())
         .collect();
-    if matches!(a_frames.last(), Some(Body::Error(e)) if e.code == 2007) {
-        return; // refused up front: fixed
-    }
-    let mut sizes = Vec::new();
-    while let Some(f) = n.s.poll_transmit(b) {
-        sizes.push(f.len());
-    }
-    let biggest = *sizes.iter().max().unwrap();
     assert!(
-        biggest <= MAX,
-        "server queued a {biggest}-byte push; clients refuse frames over {MAX}"
+        matches!(&a_frames[..], [Body::Error(e)] if e.code == 2007),
+        "{a_frames:?}"
     );
+    let sizes: Vec<usize> = std::iter::from_fn(|| n.s.poll_transmit(b))
+        .map(|f| f.len())
+        .collect();
+    assert!(sizes.is_empty(), "server queued pushes of {sizes:?} bytes");
+    assert!(n.closed.is_empty());
 }
 
 #[test]
@@ -2151,21 +2273,19 @@ fn an_attribute_notice_that_would_exceed_the_frame_size_is_refused() {
     });
     n.s.handle_frame(n.now, a, req);
     n.pump();
+    // Refused up front (2001): no notice was queued for b.
     let a_frames: Vec<_> = std::iter::from_fn(|| n.s.poll_transmit(a))
         .map(|f| decode_frame(f, usize::MAX).unwrap().body.unwrap())
         .collect();
-    if matches!(a_frames.first(), Some(Body::Error(e)) if e.code == 2001) {
-        return; // refused up front: fixed
-    }
-    let mut sizes = Vec::new();
-    while let Some(f) = n.s.poll_transmit(b) {
-        sizes.push(f.len());
-    }
-    let biggest = *sizes.iter().max().unwrap();
     assert!(
-        biggest <= MAX,
-        "server queued a {biggest}-byte notice; clients refuse frames over {MAX}"
+        matches!(&a_frames[..], [Body::Error(e)] if e.code == 2001),
+        "{a_frames:?}"
     );
+    let sizes: Vec<usize> = std::iter::from_fn(|| n.s.poll_transmit(b))
+        .map(|f| f.len())
+        .collect();
+    assert!(sizes.is_empty(), "server queued notices of {sizes:?} bytes");
+    assert!(n.closed.is_empty());
 }
 
 #[test]
@@ -2182,37 +2302,32 @@ fn a_forgotten_inbox_never_reuses_sequence_numbers() {
         n.req(a, to_user(2, t, false));
     }
     assert_eq!(user_msgs(&n.bodies(b)).len(), 3);
-    // b's link is lost past the grace period, its inbox ages out and is swept.
+    let inboxes = n.s.inbox_count();
+    // b's link is lost past the grace period, its inbox ages out and is
+    // swept ten times: v2 keeps the empty inbox (and its epoch).
     n.s.handle_closed(n.now, b);
     for _ in 0..10 {
         n.advance(Duration::from_secs(1));
         n.ping_keepalive(a);
     }
-    assert_eq!(n.s.inbox_count(), 0);
-    // Two new offline messages: accepted with seq 1 and 2 (the numbering restarted).
+    assert_eq!(n.s.inbox_count(), inboxes);
+    // Two new offline messages: the numbering goes on.
     let s1 = send_reply(n.req(a, to_user(2, "new1", false)));
     let s2 = send_reply(n.req(a, to_user(2, "new2", false)));
-    let _ = (s1, s2); // unfixed: seq 1 and 2 (the numbering restarted)
-                      // b's Session reconnects with what it had seen (seq 3).
+    assert_eq!((s1.seq, s2.seq), (4, 5));
+    // b's Session reconnects with what it had seen (seq 3): exactly the
+    // two new ones, no gap.
     let c = n.accept();
-    let reply = n.login_with(
-        c,
-        wire::LoginRequest {
-            resume: Some(wire::Resume {
-                server_epoch: rb.server_epoch,
-                instance_id: rb.instance_id,
-                p2p_seq: 3,
-            }),
-            ..login_req(2)
-        },
-    );
+    let reply = n.login_with(c, resume_req(2, rb.instance_id, rb.p2p_epoch, 3, vec![]));
     let Body::LoginReply(r) = reply else {
         panic!("{reply:?}")
     };
-    let got = user_msgs(&n.bodies(c));
-    assert!(
-        got.len() == 2 || r.p2p_gap.is_some(),
-        "accepted offline messages neither replayed nor reported as a gap: reply {r:?}, pushes {got:?}"
+    assert!(!r.resumed, "the instance is gone past its grace");
+    assert_eq!(r.p2p_epoch, rb.p2p_epoch);
+    assert_eq!((r.p2p_seq, r.p2p_gap), (3, None));
+    assert_eq!(
+        user_msgs(&n.bodies(c)),
+        vec![(4, "new1".into()), (5, "new2".into())]
     );
 }
 
@@ -2238,8 +2353,9 @@ fn a_burst_of_rejoin_replays_fits_the_connection_queue() {
     });
     let (a, ra) = n.login(1);
     let (b, _) = n.login(2);
+    let mut epochs = Vec::new();
     for ch in ["c1", "c2", "c3"] {
-        n.req(a, join(ch));
+        epochs.push(n.ok_join(a, ch).epoch);
         n.req(b, join(ch));
     }
     n.advance(Duration::from_secs(1));
@@ -2252,37 +2368,47 @@ fn a_burst_of_rejoin_replays_fits_the_connection_queue() {
         }
     }
     n.frames(b);
-    // a's Session resumes and re-joins its three channels in one burst (one
-    // TCP read: the server handles them all before the writer runs).
-    for attempt in 0..3 {
+    // a's Session resumes with its three channels from seq 0, in one burst
+    // (one TCP read: the server handles it all before the writer runs).
+    // v2 replays them in the resume itself (even attempts); a resume that
+    // does not list them is followed by three rejoins (odd attempts).
+    for attempt in 0..4 {
         let c = n.accept();
         n.held.insert(c);
+        let listed = attempt % 2 == 0;
+        let cursors = ["c1", "c2", "c3"]
+            .iter()
+            .zip(&epochs)
+            .map(|(ch, e)| cursor(ch, *e, 0))
+            .collect();
+        let held = if listed { cursors } else { vec![] };
         n.rid += 1;
         n.s.handle_frame(
             n.now,
             c,
             encode_frame(&Frame {
                 request_id: n.rid,
-                body: Some(Body::Login(wire::LoginRequest {
-                    resume: Some(wire::Resume {
-                        server_epoch: ra.server_epoch,
-                        instance_id: ra.instance_id,
-                        p2p_seq: 0,
-                    }),
-                    ..login_req(1)
-                })),
+                body: Some(Body::Login(resume_req(
+                    1,
+                    ra.instance_id,
+                    ra.p2p_epoch,
+                    0,
+                    held,
+                ))),
             }),
         );
-        for ch in ["c1", "c2", "c3"] {
-            n.rid += 1;
-            n.s.handle_frame(
-                n.now,
-                c,
-                encode_frame(&Frame {
-                    request_id: n.rid,
-                    body: Some(join_resume(ch, 0, true)),
-                }),
-            );
+        if !listed {
+            for (ch, e) in ["c1", "c2", "c3"].iter().zip(&epochs) {
+                n.rid += 1;
+                n.s.handle_frame(
+                    n.now,
+                    c,
+                    encode_frame(&Frame {
+                        request_id: n.rid,
+                        body: Some(rejoin(ch, *e, 0)),
+                    }),
+                );
+            }
         }
         n.pump();
         let closed = n
@@ -2291,5 +2417,24 @@ fn a_burst_of_rejoin_replays_fits_the_connection_queue() {
             .any(|(x, r)| *x == c && *r == CloseReason::SlowConsumer);
         assert!(!closed, "attempt {attempt}: the resume's own replays overflow the queue; the client is closed as a slow consumer and loses everything queued");
         n.drain(c);
+        let bodies = n.bodies(c);
+        let replayed = bodies
+            .iter()
+            .filter(|b| matches!(b, Body::ChannelMessage(_)))
+            .count();
+        let states: Vec<&wire::JoinReply> = bodies
+            .iter()
+            .flat_map(|b| match b {
+                Body::LoginReply(r) => r.channels.iter().filter_map(|k| k.state.as_ref()).collect(),
+                Body::JoinReply(j) => vec![j],
+                _ => vec![],
+            })
+            .collect();
+        assert_eq!(states.len(), 3, "attempt {attempt}: {states:?}");
+        assert!(replayed > 0, "attempt {attempt}: nothing replayed");
+        assert!(
+            replayed < 60 && states.iter().any(|j| j.replay_truncated_at != 0),
+            "attempt {attempt}: 1.2 MB cannot be replayed into a 1 MB queue without a cut"
+        );
     }
 }

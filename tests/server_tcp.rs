@@ -170,6 +170,7 @@ fn binary_serves_p2p_and_broadcast_and_drops_garbage() {
         receiver: 2,
         message: chat("hello b"),
         unreliable: false,
+        message_id: next_message_id(),
     })) else {
         panic!("no send reply")
     };
@@ -195,6 +196,7 @@ fn binary_serves_p2p_and_broadcast_and_drops_garbage() {
         channel: Some(room()),
         message: chat("to all"),
         unreliable: false,
+        message_id: next_message_id(),
     }));
     for c in [&mut a, &mut b] {
         let f = c.until(|f| matches!(f.body, Some(Body::ChannelMessage(_))));
@@ -222,6 +224,7 @@ fn binary_serves_p2p_and_broadcast_and_drops_garbage() {
         channel: Some(room()),
         message: chat("still here"),
         unreliable: false,
+        message_id: next_message_id(),
     }));
     let f = a.until(|f| matches!(f.body, Some(Body::ChannelMessage(_))));
     assert!(matches!(f.body, Some(Body::ChannelMessage(m)) if m.from_uid == 2 && m.seq == 2));
@@ -244,9 +247,10 @@ fn handle_drop_connections_then_resume() {
     let r = a2.login(
         1,
         Some(wire::Resume {
-            server_epoch: ra.server_epoch,
+            p2p_epoch: ra.p2p_epoch,
             instance_id: ra.instance_id,
             p2p_seq: 0,
+            channels: Vec::new(),
         }),
     );
     assert!(r.resumed);
@@ -262,6 +266,11 @@ fn handle_drop_connections_then_resume() {
         "uid 2 within its grace period"
     );
     handle.shutdown();
+    let close = a2.next().expect("a Close frame before the socket closes");
+    assert!(
+        matches!(close.body, Some(Body::Close(ref c)) if c.code == 4006),
+        "shutdown says so: {close:?}"
+    );
     assert!(a2.next().is_none(), "shutdown closes connections");
 }
 
@@ -296,6 +305,7 @@ fn slow_reader_is_disconnected_and_others_carry_on() {
             channel: Some(room()),
             message: chat(&big),
             unreliable: true,
+            message_id: next_message_id(),
         })) else {
             panic!("send refused")
         };
@@ -357,4 +367,10 @@ fn binary_token_subcommand_mints_a_token_the_server_accepts() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown option --no-such-flag"));
+}
+
+/// A message id no other send of this test process uses.
+fn next_message_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

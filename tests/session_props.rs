@@ -2,7 +2,7 @@
 //! Session: it never panics, keeps its queues bounded, and completes every
 //! request exactly once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,31 +28,75 @@ enum Step {
     Logout,
 }
 
+/// A join reply (or a resumed channel's state): numbers, cursors and epochs
+/// from small ranges so that they collide with what the Session holds.
+fn join_reply() -> impl Strategy<Value = wire::JoinReply> {
+    (
+        0u32..4,
+        0u64..12,
+        0u64..3,
+        prop::option::of((1u64..8, 0u64..3)),
+    )
+        .prop_map(|(channel, seq, epoch, gap)| wire::JoinReply {
+            channel,
+            seq,
+            gap: gap.map(|(from, len)| wire::SeqGap {
+                from,
+                to: if len == 0 { 0 } else { from + len },
+            }),
+            member_offline: false,
+            replay_truncated_at: seq % 4,
+            epoch,
+        })
+}
+
+fn resumed_channel() -> impl Strategy<Value = wire::ResumedChannel> {
+    (0u8..4, join_reply()).prop_map(|(i, state)| wire::ResumedChannel {
+        channel: Some(wire::ChannelKey {
+            region: Region::Cn.to_wire(),
+            channel_id: format!("c{i}"),
+        }),
+        state: Some(state),
+    })
+}
+
 fn server_body() -> impl Strategy<Value = Body> {
     let seq = 0u64..12;
     let number = 0u32..4;
     prop_oneof![
-        (any::<u64>(), 0u64..6, any::<bool>()).prop_map(|(epoch, p2p_seq, resumed)| {
-            Body::LoginReply(wire::LoginReply {
-                instance_id: 1,
-                token_expires_at_ms: 0,
-                server_time_ms: 0,
-                server_epoch: epoch % 3,
-                p2p_seq,
-                p2p_gap: None,
-                is_anonymous: false,
-                resumed,
-                p2p_replay_truncated_at: 0,
-            })
-        }),
+        (
+            any::<u64>(),
+            0u64..6,
+            any::<bool>(),
+            0u64..3,
+            prop::option::of((0u64..6, 0u64..3)),
+            0u32..3,
+            prop::collection::vec(resumed_channel(), 0..3),
+        )
+            .prop_map(
+                |(epoch, p2p_seq, resumed, p2p_epoch, gap, ping, channels)| {
+                    Body::LoginReply(wire::LoginReply {
+                        instance_id: 1,
+                        token_expires_at_ms: 0,
+                        server_time_ms: 0,
+                        server_epoch: epoch % 3,
+                        p2p_seq,
+                        p2p_gap: gap.map(|(from, len)| wire::SeqGap {
+                            from,
+                            to: if len == 0 { 0 } else { from + len },
+                        }),
+                        is_anonymous: false,
+                        resumed,
+                        p2p_replay_truncated_at: 0,
+                        p2p_epoch,
+                        ping_interval_ms: [0, 1_000, 15_000][ping as usize],
+                        idle_timeout_ms: 45_000,
+                        channels,
+                    })
+                }
+            ),
         Just(Body::Ok(wire::Empty {})),
-        (number.clone(), seq.clone()).prop_map(|(channel, seq)| Body::JoinReply(wire::JoinReply {
-            channel,
-            seq,
-            gap: None,
-            member_offline: false,
-            replay_truncated_at: seq % 4,
-        })),
+        join_reply().prop_map(Body::JoinReply),
         (seq.clone(), 0u64..3).prop_map(|(through_seq, g)| Body::FetchReply(wire::FetchReply {
             through_seq,
             gap: (g > 0).then_some(wire::SeqGap { from: g, to: g + 1 }),
@@ -96,7 +140,13 @@ fn server_body() -> impl Strategy<Value = Body> {
             }
         )),
         (any::<u32>(), ".{0,4}").prop_map(|(code, reason)| Body::Close(wire::Close {
-            code: if code % 2 == 0 { 100 } else { code },
+            // The codes that end the session, those that resume, any other.
+            code: match code % 10 {
+                0 => 100,
+                1 => 4007,
+                2..=7 => [1005, 1006, 2001, 2010, 4005, 4006][(code % 10 - 2) as usize],
+                _ => code,
+            },
             reason
         })),
         Just(Body::Ping(wire::Ping { nonce: 1 })),
@@ -128,12 +178,30 @@ struct Harness {
     now: Instant,
     issued: HashSet<u64>,
     completed: HashSet<u64>,
+    /// Every send frame transmitted, by its message id.
+    sends: HashMap<u64, Bytes>,
 }
 
 impl Harness {
     fn drain(&mut self) -> Result<(), TestCaseError> {
         while self.s.poll_transport().is_some() {}
-        while self.s.poll_transmit().is_some() {}
+        while let Some(bytes) = self.s.poll_transmit() {
+            let frame = wire::decode_frame(bytes.clone(), 64 * 1024);
+            prop_assert!(frame.is_ok(), "the Session sent an invalid frame");
+            let message_id = match frame.ok().and_then(|f| f.body) {
+                Some(Body::SendToUser(r)) => r.message_id,
+                Some(Body::SendToChannel(r)) => r.message_id,
+                _ => continue,
+            };
+            prop_assert!(message_id != 0, "a send without a message id");
+            // A message id is used once, or again by the identical frame
+            // (a held send re-sent after a resumed login).
+            let first = self
+                .sends
+                .entry(message_id)
+                .or_insert_with(|| bytes.clone());
+            prop_assert_eq!(&*first, &bytes, "message id {} reused", message_id);
+        }
         while let Some(e) = self.s.poll_event() {
             if let Event::Completed { request, .. } = e {
                 prop_assert!(
@@ -163,7 +231,7 @@ proptest! {
         config.max_pending_requests = 16;
         config.max_reorder_buffer = 4;
         let now = Instant::now();
-        let mut h = Harness { s: Session::new(config, now), now, issued: HashSet::new(), completed: HashSet::new() };
+        let mut h = Harness { s: Session::new(config, now), now, issued: HashSet::new(), completed: HashSet::new(), sends: HashMap::new() };
         let channels: Vec<_> = (0..3).map(|i| h.s.create_channel(Region::Cn, &format!("c{i}")).unwrap()).collect();
         for step in steps {
             let now = h.now;
@@ -183,7 +251,7 @@ proptest! {
                 Step::Login => h.s.login(now, Uid(1), None, None).ok(),
                 Step::Join(i) => h.s.join_channel(now, channels[i as usize], Attributes::new()).ok(),
                 Step::Leave(i) => h.s.leave_channel(now, channels[i as usize], Attributes::new()).ok(),
-                Step::SendUser(n) => h.s.send_message_to_user(now, Uid(2), Message::new("t", vec![n]), SendOptions::default()).ok(),
+                Step::SendUser(n) => h.s.send_message_to_user(now, Uid(2), Message::new("t", vec![n]), SendOptions { reliable: n % 3 != 0 }).ok(),
                 Step::SendChannel(i) => h.s.send_message_to_channel(now, channels[i as usize], Message::new("t", "x"), SendOptions { reliable: i % 2 == 0 }).ok(),
                 Step::WriteAttrs(i) => h.s.add_or_update_channel_attributes(now, channels[i as usize], [("k".to_string(), "v".to_string())].into(), AttributeOptions::default()).ok(),
                 Step::Query => h.s.query_users_online_status(now, &[Uid(2)]).ok(),

@@ -11,6 +11,10 @@ use hummer_channel::wire::{self, encode_frame, Body, Frame};
 use hummer_channel::{Attributes, CommandError, ErrorCode, Message, Region, Uid};
 
 const ME: u64 = 7;
+/// The P2P stream's epoch in the scripted server's login replies.
+const P2P_EPOCH: u64 = 0x5050;
+/// The epoch of every channel the scripted server numbers.
+const CH_EPOCH: u64 = 0xC0FFEE;
 
 /// A Session, its fake clock, and everything it has output so far.
 struct Script {
@@ -109,6 +113,9 @@ impl Script {
             p2p_gap: None,
             is_anonymous: true,
             resumed: false,
+            p2p_epoch: P2P_EPOCH,
+            ping_interval_ms: 15_000,
+            idle_timeout_ms: 45_000,
             ..Default::default()
         }
     }
@@ -140,6 +147,7 @@ impl Script {
                 gap: None,
                 member_offline: false,
                 replay_truncated_at: 0,
+                epoch: CH_EPOCH,
             }),
         );
         assert_eq!(self.completion(RequestId(join.request_id)), Ok(Reply::Done));
@@ -199,6 +207,26 @@ fn channel_push(number: u32, seq: u64, text: &str) -> Body {
     })
 }
 
+fn room_key(id: &str) -> wire::ChannelKey {
+    wire::ChannelKey {
+        region: Region::Cn.to_wire(),
+        channel_id: id.into(),
+    }
+}
+
+/// A channel a resumed login kept, as the server lists it in its reply.
+fn resumed_channel(id: &str, number: u32, seq: u64, epoch: u64) -> wire::ResumedChannel {
+    wire::ResumedChannel {
+        channel: Some(room_key(id)),
+        state: Some(wire::JoinReply {
+            channel: number,
+            seq,
+            epoch,
+            ..Default::default()
+        }),
+    }
+}
+
 fn texts(events: &[Event]) -> Vec<String> {
     let text = |m: &Message| String::from_utf8_lossy(&m.content).into_owned();
     events.iter().filter_map(Event::message).map(text).collect()
@@ -227,7 +255,7 @@ fn login_success_goes_connecting_then_connected() {
     };
     assert_eq!(
         (req.protocol_version, req.appid, req.uid, req.token.as_str()),
-        (1, 10000, ME, "tok")
+        (2, 10000, ME, "tok")
     );
     assert_eq!(req.region, Region::Us.to_wire());
     assert!(req.resume.is_none());
@@ -522,7 +550,7 @@ fn every_operation_sends_its_request_and_completes() {
         },
         |b| {
             assert!(
-                matches!(b, Body::SendToUser(r) if r.receiver == 2 && r.unreliable && r.message.as_ref().unwrap().content == "hi")
+                matches!(b, Body::SendToUser(r) if r.receiver == 2 && r.unreliable && r.message_id != 0 && r.message.as_ref().unwrap().content == "hi")
             )
         },
         Body::SendReply(wire::SendReply {
@@ -555,7 +583,7 @@ fn every_operation_sends_its_request_and_completes() {
         },
         |b| {
             assert!(
-                matches!(b, Body::SendToChannel(r) if !r.unreliable && r.channel.as_ref().unwrap().channel_id == "room")
+                matches!(b, Body::SendToChannel(r) if !r.unreliable && r.message_id != 0 && r.channel.as_ref().unwrap().channel_id == "room")
             )
         },
         Body::SendReply(wire::SendReply {
@@ -1094,33 +1122,33 @@ fn link_loss_fails_in_flight_requests_with_1007_and_reconnects_with_resume() {
     };
     let resume = req.resume.expect("a resume");
     assert_eq!(
-        (resume.instance_id, resume.server_epoch, resume.p2p_seq),
-        (55, 9, 1)
+        (resume.instance_id, resume.p2p_epoch, resume.p2p_seq),
+        (55, P2P_EPOCH, 1)
     );
+    assert_eq!(
+        resume.channels,
+        vec![wire::ChannelCursor {
+            channel: Some(room_key("room")),
+            epoch: CH_EPOCH,
+            seq: 1,
+        }]
+    );
+    // v2: the resumed instance kept the channel; it comes back with the
+    // login reply (a new number, the cursor it resumes from), not a re-join.
     let mut reply = Script::login_reply(9, 1);
     reply.resumed = true;
+    reply.channels = vec![resumed_channel("room", 8, 1, CH_EPOCH)];
     t.feed(relogin.request_id, Body::LoginReply(reply));
     let events = t.take_events();
     assert!(events.contains(&state(S::Connected, R::LoginSuccess)));
-    assert_eq!(
-        t.completions(),
-        0,
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Completed { .. })),
         "a re-login completes nothing of the application's"
     );
-    let rejoin = t.last_sent();
-    let Some(Body::Join(j)) = &rejoin.body else {
-        panic!("{rejoin:?}")
-    };
-    assert_eq!((j.resume_seq, j.rejoin), (1, true));
-    t.feed(
-        rejoin.request_id,
-        Body::JoinReply(wire::JoinReply {
-            channel: 8,
-            seq: 1,
-            gap: None,
-            member_offline: false,
-            replay_truncated_at: 0,
-        }),
+    let sent = t.take_sent();
+    assert!(
+        !sent.iter().any(|f| matches!(f.body, Some(Body::Join(_)))),
+        "no re-join of a kept channel: {sent:?}"
     );
     // Replayed and new messages under the new number; a duplicate is dropped.
     t.push(channel_push(8, 1, "b-again"));
@@ -1142,7 +1170,12 @@ fn a_rejoin_after_the_grace_period_reports_room_member_offline() {
         relogin.request_id,
         Body::LoginReply(Script::login_reply(9, 0)),
     );
+    // Not resumed: the channel is joined again from its cursor.
     let rejoin = t.last_sent();
+    let Some(Body::Join(j)) = &rejoin.body else {
+        panic!("{rejoin:?}")
+    };
+    assert_eq!((j.rejoin, j.epoch, j.resume_seq), (true, CH_EPOCH, 0));
     t.feed(
         rejoin.request_id,
         Body::JoinReply(wire::JoinReply {
@@ -1151,6 +1184,7 @@ fn a_rejoin_after_the_grace_period_reports_room_member_offline() {
             gap: None,
             member_offline: true,
             replay_truncated_at: 0,
+            epoch: CH_EPOCH,
         }),
     );
     assert!(t
@@ -1159,6 +1193,9 @@ fn a_rejoin_after_the_grace_period_reports_room_member_offline() {
     assert!(t.s.is_joined(ch));
 }
 
+/// v2: a restart is no longer inferred from `server_epoch`; the server says
+/// what is gone, per stream: `p2p_gap` in the login reply and the re-join
+/// reply's `gap` (new epochs). Each is reported once.
 #[test]
 fn a_server_restart_is_reported_as_lost_messages() {
     let mut t = Script::logged_in();
@@ -1169,26 +1206,50 @@ fn a_server_restart_is_reported_as_lost_messages() {
     t.run_for(Duration::from_secs(1));
     t.s.handle_connected(t.now);
     let relogin = t.last_sent();
-    t.feed(
-        relogin.request_id,
-        Body::LoginReply(Script::login_reply(1234, 0)),
-    );
-    let events = t.take_events();
-    assert!(events.contains(&Event::MessagesLost {
-        stream: LostStream::User,
-        from_seq: 2,
-        to_seq: None
-    }));
-    assert!(events.contains(&Event::MessagesLost {
-        stream: LostStream::Channel(ch),
-        from_seq: 2,
-        to_seq: None
-    }));
+    let mut reply = Script::login_reply(1234, 0);
+    reply.p2p_epoch = P2P_EPOCH + 1;
+    reply.p2p_gap = Some(wire::SeqGap { from: 2, to: 0 });
+    t.feed(relogin.request_id, Body::LoginReply(reply));
     let rejoin = t.last_sent();
     let Some(Body::Join(j)) = &rejoin.body else {
-        panic!()
+        panic!("{rejoin:?}")
     };
-    assert_eq!(j.resume_seq, 0, "no resume against a new server");
+    assert_eq!(
+        (j.rejoin, j.epoch, j.resume_seq),
+        (true, CH_EPOCH, 1),
+        "the client hands its cursor back; the server judges it"
+    );
+    t.feed(
+        rejoin.request_id,
+        Body::JoinReply(wire::JoinReply {
+            channel: 4,
+            seq: 0,
+            gap: Some(wire::SeqGap { from: 2, to: 0 }),
+            member_offline: true,
+            replay_truncated_at: 0,
+            epoch: CH_EPOCH + 1,
+        }),
+    );
+    let lost: Vec<Event> = t
+        .take_events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::MessagesLost { .. }))
+        .collect();
+    assert_eq!(
+        lost,
+        vec![
+            Event::MessagesLost {
+                stream: LostStream::User,
+                from_seq: 2,
+                to_seq: None
+            },
+            Event::MessagesLost {
+                stream: LostStream::Channel(ch),
+                from_seq: 2,
+                to_seq: None
+            },
+        ]
+    );
 }
 
 #[test]
@@ -1410,7 +1471,8 @@ fn fetch_after(f: &Frame) -> u64 {
     }
 }
 
-/// Peer-controlled sequence number u64::MAX + epoch change: `p2p.last + 1` overflows.
+/// Peer-controlled sequence number u64::MAX + a new P2P epoch: the server's
+/// gap starts at `p2p_seq + 1`, saturated, and nothing overflows.
 #[test]
 fn a_sequence_number_at_u64_max_does_not_overflow_on_restart_p2p() {
     let mut t = Script::new();
@@ -1422,17 +1484,50 @@ fn a_sequence_number_at_u64_max_does_not_overflow_on_restart_p2p() {
         Body::LoginReply(Script::login_reply(9, u64::MAX)),
     );
     let re = relogin(&mut t);
-    // A restarted server (epoch 10) with no p2p_gap.
-    t.feed(re.request_id, Body::LoginReply(Script::login_reply(10, 0)));
+    let Some(Body::Login(req)) = &re.body else {
+        panic!("{re:?}")
+    };
+    assert_eq!(req.resume.as_ref().map(|r| r.p2p_seq), Some(u64::MAX));
+    // A restarted server (new epochs) with the gap it computes, saturated.
+    let mut reply = Script::login_reply(10, 0);
+    reply.p2p_epoch = P2P_EPOCH + 1;
+    reply.p2p_gap = Some(wire::SeqGap {
+        from: u64::MAX,
+        to: 0,
+    });
+    t.feed(re.request_id, Body::LoginReply(reply));
+    t.push(user_push(1, "after"));
+    assert_eq!(texts(&t.take_events()), vec!["after"]);
 }
 
-/// Same with a channel: join reply seq = u64::MAX, then an epoch change.
+/// Same with a channel: join reply seq = u64::MAX, then a new channel epoch.
 #[test]
 fn a_sequence_number_at_u64_max_does_not_overflow_on_restart_channel() {
     let mut t = Script::logged_in();
     t.joined("a", 1, u64::MAX);
     let re = relogin(&mut t);
     t.feed(re.request_id, Body::LoginReply(Script::login_reply(10, 0)));
+    let rejoin = t.last_sent();
+    let Some(Body::Join(j)) = &rejoin.body else {
+        panic!("{rejoin:?}")
+    };
+    assert_eq!(j.resume_seq, u64::MAX);
+    t.feed(
+        rejoin.request_id,
+        Body::JoinReply(wire::JoinReply {
+            channel: 2,
+            seq: 0,
+            gap: Some(wire::SeqGap {
+                from: u64::MAX,
+                to: 0,
+            }),
+            member_offline: true,
+            replay_truncated_at: 0,
+            epoch: CH_EPOCH + 1,
+        }),
+    );
+    t.push(channel_push(2, 1, "after"));
+    assert_eq!(texts(&t.take_events()), vec!["after"]);
 }
 
 /// Same through a fetch reply's gap: skip() computes `self.last + 1`.
@@ -1552,10 +1647,16 @@ fn leaving_during_a_cut_short_rejoin_keeps_the_link() {
     let ch = t.joined("a", 1, 0);
     t.push(channel_push(1, 1, "m1"));
     let re = relogin(&mut t);
+    // Resumed, but the server did not keep the channel (it is not among the
+    // reply's `channels`): the Session joins it again.
     let mut reply = Script::login_reply(9, 0);
     reply.resumed = true;
     t.feed(re.request_id, Body::LoginReply(reply));
     let rejoin = t.last_sent();
+    assert!(
+        matches!(&rejoin.body, Some(Body::Join(j)) if j.rejoin && j.epoch == CH_EPOCH && j.resume_seq == 1),
+        "{rejoin:?}"
+    );
     t.take_events();
     t.actions.clear();
     // The application leaves at once (allowed: Rejoining).
@@ -1569,6 +1670,7 @@ fn leaving_during_a_cut_short_rejoin_keeps_the_link() {
             gap: None,
             member_offline: false,
             replay_truncated_at: 2,
+            epoch: CH_EPOCH,
         }),
     );
     // The re-join reply must not turn the leaving channel back into a joined one.
@@ -1606,13 +1708,14 @@ fn leaving_during_a_cut_short_rejoin_keeps_the_link() {
     assert_eq!(t.s.connection_state(), (S::Connected, R::LoginSuccess));
 }
 
-/// A re-join reply whose seq is below what the Session saw (the channel was
-/// forgotten by the server and created again): new messages are dropped as
-/// duplicates, silently.
+/// A re-join into a channel the server forgot and created again: v2 says so
+/// with a new epoch and `gap{from: resume_seq + 1, to: 0}`; the cursor is
+/// reset to the reply's seq, so the new channel's messages are delivered (not
+/// dropped as duplicates of the old ones) and the loss is reported once.
 #[test]
 fn a_rejoin_into_a_recreated_channel_delivers_its_new_messages() {
     let mut t = Script::logged_in();
-    t.joined("a", 1, 0);
+    let ch = t.joined("a", 1, 0);
     for s in 1..=5 {
         t.push(channel_push(1, s, &format!("old{s}")));
     }
@@ -1625,9 +1728,10 @@ fn a_rejoin_into_a_recreated_channel_delivers_its_new_messages() {
         Body::JoinReply(wire::JoinReply {
             channel: 3,
             seq: 2,
-            gap: None,
+            gap: Some(wire::SeqGap { from: 6, to: 0 }),
             member_offline: true,
             replay_truncated_at: 0,
+            epoch: CH_EPOCH + 1,
         }),
     );
     t.push(channel_push(3, 3, "new3"));
@@ -1635,6 +1739,18 @@ fn a_rejoin_into_a_recreated_channel_delivers_its_new_messages() {
     t.push(channel_push(3, 6, "new6"));
     let events = t.take_events();
     assert_eq!(texts(&events), vec!["new3", "new4"]);
+    let lost: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, Event::MessagesLost { .. }))
+        .collect();
+    assert_eq!(
+        lost,
+        vec![&Event::MessagesLost {
+            stream: LostStream::Channel(ch),
+            from_seq: 6,
+            to_seq: None
+        }]
+    );
 }
 
 /// refresh_token during a re-login that is then refused as expired (it

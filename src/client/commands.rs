@@ -42,6 +42,18 @@ impl Session {
             request_id: id.0,
             body: Some(body),
         });
+        // A message within the size limit whose extras make the frame too
+        // large would be refused with a protocol error, and re-sent after
+        // every resume: refuse it here.
+        let max = self.config.limits.max_frame_size;
+        if frame.len() > max {
+            self.requests.remove(id.0);
+            return Err(crate::limits::LimitError::MessageTooLarge {
+                size: frame.len(),
+                max,
+            }
+            .into());
+        }
         if reliable {
             self.requests.set_frame(id.0, frame.clone());
         }
@@ -107,6 +119,9 @@ impl Session {
             ConnectionState::Disconnected => Err(CommandError::NotLoggedIn),
             ConnectionState::Connected => {
                 self.admit()?;
+                // What was delivered is acked before the instance goes, so a
+                // later login of the uid does not get it again.
+                self.send_ack(now);
                 let id = self
                     .requests
                     .insert(now, &self.config.timing, PendingKind::Logout);

@@ -167,7 +167,13 @@ impl Server {
             token_expires_at_ms: exp.map_or(0, |e| e.saturating_mul(1000)),
             server_time_ms: self.unix_ms(),
             server_epoch: self.epoch,
-            p2p_seq: p2p.replay.start,
+            // One gap field: with an epoch gap, a retention gap of the new
+            // epoch is not skipped over but left for the client's fetch,
+            // whose reply reports it.
+            p2p_seq: match (&p2p.epoch_gap, &p2p.replay.gap) {
+                (Some(_), Some(g)) => g.from.saturating_sub(1),
+                _ => p2p.replay.start,
+            },
             p2p_gap: p2p.epoch_gap.or(p2p.replay.gap),
             is_anonymous,
             resumed: resumed.is_some(),

@@ -97,13 +97,13 @@ impl SentIds {
         }
         let ids = self.by_uid.entry(who).or_default();
         ids.forget_before(now.checked_sub(window));
+        if ids.replies.contains_key(&id) {
+            return;
+        }
         while ids.order.len() >= max {
             if let Some((_, old)) = ids.order.pop_front() {
                 ids.replies.remove(&old);
             }
-        }
-        if ids.replies.contains_key(&id) {
-            return;
         }
         ids.replies.insert(id, (now, to, reply.clone()));
         ids.order.push_back((now, id));
