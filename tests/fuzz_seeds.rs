@@ -131,7 +131,14 @@ fn the_seed_corpus_is_a_real_exchange() {
         d.extend(&seed[1..]);
         let mut m = 0;
         while let Some(f) = d.next_frame().unwrap() {
-            decode_frame(f, 64 * 1024).unwrap();
+            let f = decode_frame(f, 64 * 1024).unwrap();
+            if let Some(hummer_channel::wire::Body::Login(l)) = f.body {
+                assert_eq!(
+                    l.protocol_version,
+                    hummer_channel::wire::PROTOCOL_VERSION,
+                    "{name}: the committed seed speaks another protocol version"
+                );
+            }
             m += 1;
         }
         assert_eq!(m, n, "{name}: the committed seed is stale");

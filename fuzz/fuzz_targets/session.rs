@@ -15,19 +15,54 @@ use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
 enum Push {
-    Login { epoch: u8, p2p_seq: u8, resumed: bool, expires: u16 },
+    Login {
+        epoch: u8,
+        p2p_seq: u8,
+        resumed: bool,
+        expires: u16,
+    },
     Ok,
-    Join { channel: u8, seq: u8, gap: Option<(u8, u8)>, offline: bool },
-    Fetch { through: u8, gap: Option<(u8, u8)> },
-    Error { code: u16 },
-    User { seq: u8 },
-    Channel { channel: u8, seq: u8 },
-    Members { channel: u8, joined: Vec<u8>, left: Vec<u8> },
-    Attrs { channel: u8, op: i8, user: bool },
-    Count { channel: u8, count: u32 },
-    Close { code: u16 },
+    Join {
+        channel: u8,
+        seq: u8,
+        gap: Option<(u8, u8)>,
+        offline: bool,
+    },
+    Fetch {
+        through: u8,
+        gap: Option<(u8, u8)>,
+    },
+    Error {
+        code: u16,
+    },
+    User {
+        seq: u8,
+    },
+    Channel {
+        channel: u8,
+        seq: u8,
+    },
+    Members {
+        channel: u8,
+        joined: Vec<u8>,
+        left: Vec<u8>,
+    },
+    Attrs {
+        channel: u8,
+        op: i8,
+        user: bool,
+    },
+    Count {
+        channel: u8,
+        count: u32,
+    },
+    Close {
+        code: u16,
+    },
     Ping,
-    Reply { kind: u8 },
+    Reply {
+        kind: u8,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -49,16 +84,26 @@ enum Step {
 }
 
 fn gap(g: Option<(u8, u8)>) -> Option<wire::SeqGap> {
-    g.map(|(from, to)| wire::SeqGap { from: from.into(), to: to.into() })
+    g.map(|(from, to)| wire::SeqGap {
+        from: from.into(),
+        to: to.into(),
+    })
 }
 
 fn body(push: Push) -> Body {
     match push {
-        Push::Login { epoch, p2p_seq, resumed, expires } => Body::LoginReply(wire::LoginReply {
+        Push::Login {
+            epoch,
+            p2p_seq,
+            resumed,
+            expires,
+        } => Body::LoginReply(wire::LoginReply {
             instance_id: 1,
             token_expires_at_ms: expires.into(),
             server_time_ms: 100,
             server_epoch: (epoch % 3).into(),
+            p2p_epoch: (epoch % 5).into(),
+            ping_interval_ms: u32::from(expires % 7) * 1000,
             p2p_seq: p2p_seq.into(),
             p2p_gap: None,
             is_anonymous: false,
@@ -66,16 +111,34 @@ fn body(push: Push) -> Body {
             ..Default::default()
         }),
         Push::Ok => Body::Ok(wire::Empty {}),
-        Push::Join { channel, seq, gap: g, offline } => Body::JoinReply(wire::JoinReply {
+        Push::Join {
+            channel,
+            seq,
+            gap: g,
+            offline,
+        } => Body::JoinReply(wire::JoinReply {
             channel: (channel % 5).into(),
             seq: seq.into(),
             gap: gap(g),
             member_offline: offline,
             replay_truncated_at: 0,
+            epoch: (seq % 3).into(),
         }),
-        Push::Fetch { through, gap: g } => Body::FetchReply(wire::FetchReply { through_seq: through.into(), gap: gap(g), more: through % 3 == 0 }),
-        Push::Error { code } => Body::Error(wire::ErrorReply { code: code.into(), message: String::new() }),
-        Push::User { seq } => Body::UserMessage(wire::UserMessagePush { from_uid: 2, message: None, timestamp_ms: 0, seq: seq.into() }),
+        Push::Fetch { through, gap: g } => Body::FetchReply(wire::FetchReply {
+            through_seq: through.into(),
+            gap: gap(g),
+            more: through % 3 == 0,
+        }),
+        Push::Error { code } => Body::Error(wire::ErrorReply {
+            code: code.into(),
+            message: String::new(),
+        }),
+        Push::User { seq } => Body::UserMessage(wire::UserMessagePush {
+            from_uid: 2,
+            message: None,
+            timestamp_ms: 0,
+            seq: seq.into(),
+        }),
         Push::Channel { channel, seq } => Body::ChannelMessage(wire::ChannelMessagePush {
             channel: (channel % 5).into(),
             from_uid: 2,
@@ -83,12 +146,20 @@ fn body(push: Push) -> Body {
             timestamp_ms: 0,
             seq: seq.into(),
         }),
-        Push::Members { channel, joined, left } => Body::Membership(wire::MembershipPush {
+        Push::Members {
+            channel,
+            joined,
+            left,
+        } => Body::Membership(wire::MembershipPush {
             channel: (channel % 5).into(),
             joined: joined.into_iter().map(u64::from).collect(),
             left: left.into_iter().map(u64::from).collect(),
         }),
-        Push::Attrs { channel, op, user: true } => Body::UserAttributesChanged(wire::UserAttributesPush {
+        Push::Attrs {
+            channel,
+            op,
+            user: true,
+        } => Body::UserAttributesChanged(wire::UserAttributesPush {
             channel: (channel % 5).into(),
             uid: 2,
             op: op.into(),
@@ -96,7 +167,11 @@ fn body(push: Push) -> Body {
             keys: vec!["k".into()],
             timestamp_ms: 0,
         }),
-        Push::Attrs { channel, op, user: false } => Body::ChannelAttributesChanged(wire::ChannelAttributesPush {
+        Push::Attrs {
+            channel,
+            op,
+            user: false,
+        } => Body::ChannelAttributesChanged(wire::ChannelAttributesPush {
             channel: (channel % 5).into(),
             last_update_uid: 2,
             op: op.into(),
@@ -104,8 +179,14 @@ fn body(push: Push) -> Body {
             keys: vec![],
             timestamp_ms: 0,
         }),
-        Push::Count { channel, count } => Body::UserCountChanged(wire::UserCountPush { channel: (channel % 5).into(), count }),
-        Push::Close { code } => Body::Close(wire::Close { code: code.into(), reason: String::new() }),
+        Push::Count { channel, count } => Body::UserCountChanged(wire::UserCountPush {
+            channel: (channel % 5).into(),
+            count,
+        }),
+        Push::Close { code } => Body::Close(wire::Close {
+            code: code.into(),
+            reason: String::new(),
+        }),
         Push::Ping => Body::Ping(wire::Ping { nonce: 1 }),
         Push::Reply { kind } => match kind % 6 {
             0 => Body::SendReply(wire::SendReply::default()),
@@ -125,7 +206,9 @@ fuzz_target!(|steps: Vec<Step>| {
     config.max_reorder_buffer = 4;
     let mut now = Instant::now();
     let mut s = Session::new(config, now);
-    let channels: Vec<_> = (0..3).map(|i| s.create_channel(Region::Cn, &format!("c{i}")).unwrap()).collect();
+    let channels: Vec<_> = (0..3)
+        .map(|i| s.create_channel(Region::Cn, &format!("c{i}")).unwrap())
+        .collect();
     let mut issued = HashSet::new();
     let mut completed = HashSet::new();
     let mut drain = |s: &mut Session, completed: &mut HashSet<u64>| {
@@ -140,32 +223,55 @@ fuzz_target!(|steps: Vec<Step>| {
     for step in steps.into_iter().take(200) {
         let ch = |i: u8| channels[usize::from(i) % channels.len()];
         let id = match step {
-            Step::Connected => { s.handle_connected(now); None }
-            Step::Disconnected => { s.handle_disconnected(now); None }
+            Step::Connected => {
+                s.handle_connected(now);
+                None
+            }
+            Step::Disconnected => {
+                s.handle_disconnected(now);
+                None
+            }
             Step::Advance(ms) => {
                 now += Duration::from_millis(ms.into());
                 s.handle_timeout(now);
                 None
             }
-            Step::Raw(b) => { let _ = s.handle_frame(now, Bytes::from(b)); None }
+            Step::Raw(b) => {
+                let _ = s.handle_frame(now, Bytes::from(b));
+                None
+            }
             Step::Server { request, push } => {
-                let frame = Frame { request_id: request.into(), body: Some(body(push)) };
+                let frame = Frame {
+                    request_id: request.into(),
+                    body: Some(body(push)),
+                };
                 let _ = s.handle_frame(now, encode_frame(&frame));
                 None
             }
-            Step::Login(token) => s.login(now, Uid(1), token.then(|| "t".to_string()), None).ok(),
+            Step::Login(token) => s
+                .login(now, Uid(1), token.then(|| "t".to_string()), None)
+                .ok(),
             Step::Join(i) => s.join_channel(now, ch(i), Attributes::new()).ok(),
             Step::Leave(i) => s.leave_channel(now, ch(i), Attributes::new()).ok(),
             Step::SendUser { reliable, size } => s
-                .send_message_to_user(now, Uid(2), Message::new("t", vec![0; usize::from(size)]), SendOptions { reliable })
+                .send_message_to_user(
+                    now,
+                    Uid(2),
+                    Message::new("t", vec![0; usize::from(size)]),
+                    SendOptions { reliable },
+                )
                 .ok(),
-            Step::SendChannel(i) => s.send_message_to_channel(now, ch(i), Message::new("t", "x"), SendOptions::default()).ok(),
+            Step::SendChannel(i) => s
+                .send_message_to_channel(now, ch(i), Message::new("t", "x"), SendOptions::default())
+                .ok(),
             Step::Attrs(i, op) => {
                 let a: Attributes = [("k".to_string(), "v".to_string())].into();
                 let o = AttributeOptions::default();
                 match op % 4 {
                     0 => s.set_local_user_attributes(now, ch(i), a, o).ok(),
-                    1 => s.delete_channel_attributes_by_keys(now, ch(i), vec!["k".into()], o).ok(),
+                    1 => s
+                        .delete_channel_attributes_by_keys(now, ch(i), vec!["k".into()], o)
+                        .ok(),
                     2 => s.add_or_update_channel_attributes(now, ch(i), a, o).ok(),
                     _ => s.clear_local_user_attributes(now, ch(i), o).ok(),
                 }
