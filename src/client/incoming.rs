@@ -205,10 +205,7 @@ impl Session {
         self.instance_id = Some(r.instance_id);
         self.p2p.reset(r.p2p_seq);
         self.acked_p2p = r.p2p_seq;
-        if r.ping_interval_ms != 0 {
-            let server = std::time::Duration::from_millis(u64::from(r.ping_interval_ms));
-            self.heartbeat = self.config.timing.heartbeat_interval.min(server);
-        }
+        self.adopt_server_timing(r.ping_interval_ms, r.idle_timeout_ms);
         if let Some(gap) = r.p2p_gap {
             self.emit_lost(LostStream::User, gap.from, (gap.to != 0).then_some(gap.to));
         }

@@ -71,6 +71,9 @@ pub struct Session {
     /// How often to send something: the config's interval, or the server's
     /// `ping_interval_ms` when shorter.
     pub(super) heartbeat: Duration,
+    /// Silence after which the link is dead: the config's, or the server's
+    /// `idle_timeout_ms` when shorter.
+    idle_timeout: Duration,
     pub(super) token_expires_at_ms: Option<u64>,
     pub(super) p2p: SeqStream,
     pub(super) acked_p2p: u64,
@@ -106,7 +109,8 @@ pub(super) struct Credentials {
 impl Session {
     /// A Session in state DISCONNECTED/INIT. Nothing happens until `login`.
     pub fn new(config: SessionConfig, now: Instant) -> Session {
-        let heartbeat = config.timing.heartbeat_interval;
+        let (heartbeat, idle_timeout) =
+            (config.timing.heartbeat_interval, config.timing.idle_timeout);
         Session {
             rng: Rng::new(config.seed),
             config,
@@ -122,6 +126,7 @@ impl Session {
             p2p_epoch: 0,
             sends_made: 0,
             heartbeat,
+            idle_timeout,
             token_expires_at_ms: None,
             p2p: SeqStream::default(),
             acked_p2p: 0,
@@ -514,7 +519,7 @@ impl Session {
         // silence longer than the idle timeout means the link is dead.
         let logged_in = self.logged_in();
         let limit = if logged_in {
-            self.config.timing.idle_timeout
+            self.idle_timeout
         } else {
             self.config.timing.login_timeout
         };
@@ -528,6 +533,22 @@ impl Session {
             }
         }
         self.timers.set(Timer::LinkDeadline, at);
+    }
+
+    /// The server's heartbeat contract (`LoginReply`): ping at least as
+    /// often as it asks, and give up on a link silent for its idle timeout.
+    /// 0 means "not said": the config's value stays.
+    pub(super) fn adopt_server_timing(&mut self, ping_interval_ms: u32, idle_timeout_ms: u32) {
+        let ms = |v: u32| Duration::from_millis(u64::from(v));
+        self.heartbeat = self.config.timing.heartbeat_interval;
+        self.idle_timeout = self.config.timing.idle_timeout;
+        if ping_interval_ms != 0 {
+            self.heartbeat = self.heartbeat.min(ms(ping_interval_ms));
+        }
+        if idle_timeout_ms != 0 {
+            self.idle_timeout = self.idle_timeout.min(ms(idle_timeout_ms));
+        }
+        self.arm_heartbeat();
     }
 
     pub(super) fn after_login(&mut self, now: Instant) {
@@ -648,6 +669,7 @@ impl Session {
         self.instance_id = None;
         self.p2p_epoch = 0;
         self.heartbeat = self.config.timing.heartbeat_interval;
+        self.idle_timeout = self.config.timing.idle_timeout;
         self.p2p.reset(0);
         self.acked_p2p = 0;
         self.token_expires_at_ms = None;

@@ -253,7 +253,7 @@ impl Server {
         let reply = wire::JoinReply {
             channel: num,
             seq: replay.start,
-            gap: epoch_gap.or_else(|| replay.gap.clone()),
+            gap: epoch_gap.or(replay.gap),
             member_offline: false,
             replay_truncated_at: replay.truncated_at(),
             epoch: ch.epoch,

@@ -78,7 +78,7 @@ impl SentIds {
                 "this message id was used for a send to another destination",
             ));
         }
-        Ok(Some(reply.clone()))
+        Ok(Some(*reply))
     }
 
     /// Remembers a successful send; forgets what is past `window` or past
@@ -105,7 +105,7 @@ impl SentIds {
                 ids.replies.remove(&old);
             }
         }
-        ids.replies.insert(id, (now, to, reply.clone()));
+        ids.replies.insert(id, (now, to, *reply));
         ids.order.push_back((now, id));
     }
 
