@@ -374,3 +374,116 @@ fn next_message_id() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
+
+/// Every malformed-input case of docs/protocol.md ("Malformed input"), each
+/// on a fresh connection: the server answers `Close{2001}` and closes.
+#[test]
+fn every_malformed_frame_case_gets_close_2001_then_eof() {
+    let handle =
+        ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).expect("spawn");
+    let addr = handle.local_addr();
+    let prefixed = |frame: &[u8]| {
+        let mut v = (frame.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(frame);
+        v
+    };
+    let encoded =
+        |request_id: u64, body: Option<Body>| encode_frame(&Frame { request_id, body }).to_vec();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("zero length", vec![0, 0, 0, 0]),
+        ("length over 65,536", 65_537u32.to_be_bytes().to_vec()),
+        ("bytes that are no Frame", prefixed(&[0xff, 0xff, 0xff])),
+        ("a Frame with no body", prefixed(&encoded(1, None))),
+        (
+            "an unknown body field (99)",
+            prefixed(&[0x08, 0x01, 0x98, 0x06, 0x01]),
+        ),
+        (
+            "a reply sent by a client",
+            prefixed(&encoded(1, Some(Body::Ok(wire::Empty {})))),
+        ),
+        (
+            "a push sent by a client",
+            prefixed(&encoded(
+                0,
+                Some(Body::UserCountChanged(wire::UserCountPush {
+                    channel: 1,
+                    count: 1,
+                })),
+            )),
+        ),
+        (
+            "a request with request_id 0",
+            prefixed(&encoded(0, Some(Body::GetInstanceInfo(wire::Empty {})))),
+        ),
+    ];
+    for (case, bytes) in cases {
+        let mut c = Client::connect(addr);
+        c.send_raw(&bytes);
+        let close = c
+            .next()
+            .unwrap_or_else(|| panic!("{case}: EOF without Close"));
+        assert!(
+            matches!(close.body, Some(Body::Close(ref x)) if x.code == 2001),
+            "{case}: {close:?}"
+        );
+        assert!(c.next().is_none(), "{case}: the link closes after Close");
+    }
+}
+
+/// The frame size bound is inclusive: a 65,536-byte frame (a Ping padded
+/// with an unknown field, which receivers ignore) is answered.
+#[test]
+fn a_frame_of_exactly_the_maximum_size_is_accepted() {
+    let handle =
+        ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).expect("spawn");
+    let mut c = Client::connect(handle.local_addr());
+    let mut frame = encode_frame(&Frame {
+        request_id: 0,
+        body: Some(Body::Ping(wire::Ping { nonce: 7 })),
+    })
+    .to_vec();
+    // Field 100, length-delimited: key 0xa2 0x06, a 3-byte length, padding.
+    let pad = 65_536 - frame.len() - 2 - 3;
+    frame.extend_from_slice(&[0xa2, 0x06]);
+    frame.extend_from_slice(&[
+        (pad as u8) | 0x80,
+        ((pad >> 7) as u8) | 0x80,
+        (pad >> 14) as u8,
+    ]);
+    frame.resize(65_536, 0);
+    let mut bytes = (frame.len() as u32).to_be_bytes().to_vec();
+    bytes.extend_from_slice(&frame);
+    c.send_raw(&bytes);
+    let pong = c.next().expect("a Pong");
+    assert!(
+        matches!(pong.body, Some(Body::Pong(wire::Pong { nonce: 7 }))),
+        "{pong:?}"
+    );
+}
+
+/// Another protocol version: `ErrorReply{2010}`, then `Close{2010}`, then EOF.
+#[test]
+fn another_protocol_version_is_refused_with_2010() {
+    let handle =
+        ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).expect("spawn");
+    let mut c = Client::connect(handle.local_addr());
+    let rid = c.send(Body::Login(wire::LoginRequest {
+        protocol_version: 1,
+        appid: DEMO_APPID,
+        uid: 1,
+        ..Default::default()
+    }));
+    let reply = c.next().expect("an error reply");
+    assert_eq!(reply.request_id, rid);
+    assert!(
+        matches!(reply.body, Some(Body::Error(ref e)) if e.code == 2010),
+        "{reply:?}"
+    );
+    let close = c.next().expect("a Close");
+    assert!(
+        matches!(close.body, Some(Body::Close(ref x)) if x.code == 2010),
+        "{close:?}"
+    );
+    assert!(c.next().is_none());
+}
