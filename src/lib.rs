@@ -102,12 +102,18 @@
 //!
 //! - Every command returns a [`client::RequestId`] or a [`CommandError`]
 //!   (nothing was sent). Every id ends in exactly one `Event::Completed`:
-//!   the reply, the service's error code, 1005 (timeout) or 1007 (link lost).
+//!   the reply, the service's error code, 1005 (timeout) or 1007 (link lost
+//!   with the outcome unknown).
 //! - The Session owns reconnection: after a lost link it asks for a new
 //!   transport after an exponential backoff with jitter (seeded), logs in
-//!   again, re-joins its channels and resumes every reliable stream, so the
-//!   application sees no gap; a gap that cannot be filled is reported once,
+//!   again resuming its instance (the server keeps its channels and replays
+//!   only what was missed), and resumes every reliable stream, so the
+//!   application sees no gap; a gap the server reports is passed on once,
 //!   as `Event::MessagesLost`.
+//! - Sends are exactly-once: a reliable send whose reply was lost with the
+//!   link is re-sent with the same message id after the resume, and the
+//!   server answers a repeat without delivering it again.
+//! - The wire is specified in `docs/protocol.md` (version 2).
 //! - Time is an argument. Time going backwards is ignored.
 //! - The outgoing queue is bounded: a full queue refuses commands with
 //!   `CommandError::QueueFull` (handing a message back) and `Event::Writable`
