@@ -71,8 +71,12 @@ pub struct ServerConfig {
     /// ping_interval_ms`). Default 15 s, a third of the idle timeout.
     pub ping_interval: Duration,
     /// A connection that has not logged in this long after it was accepted is
-    /// closed. Default 15 s.
+    /// closed (`Close{1006}`). Default 5 s.
     pub login_timeout: Duration,
+    /// The largest frame a connection may send before it has logged in (a
+    /// login is small): past it the link is closed as a protocol error.
+    /// Default 8 KiB.
+    pub pre_login_max_frame_size: usize,
     /// Reliable channel messages kept per channel for replay. Default 1024.
     pub channel_retention_messages: usize,
     /// How long reliable channel messages are kept. Default 5 min. An empty
@@ -126,7 +130,8 @@ impl Default for ServerConfig {
             notice_batch_window: Duration::from_millis(100),
             idle_timeout: Duration::from_secs(45),
             ping_interval: Duration::from_secs(15),
-            login_timeout: Duration::from_secs(15),
+            login_timeout: Duration::from_secs(5),
+            pre_login_max_frame_size: 8 * 1024,
             channel_retention_messages: 1024,
             channel_retention_age: Duration::from_secs(5 * 60),
             inbox_max_messages: 200,

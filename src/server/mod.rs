@@ -216,11 +216,24 @@ impl Server {
         id
     }
 
+    /// The largest frame `conn` may send now: `pre_login_max_frame_size`
+    /// until it has logged in, then `limits.max_frame_size`. A transport
+    /// should cut frames with this bound (the server checks it again).
+    pub fn max_frame_size(&self, conn: ConnId) -> usize {
+        match self.conns.get(&conn) {
+            Some(c) if c.instance.is_some() => self.config.limits.max_frame_size,
+            _ => self
+                .config
+                .pre_login_max_frame_size
+                .min(self.config.limits.max_frame_size),
+        }
+    }
+
     /// One whole frame (no length prefix) received on `conn`. Unknown or
     /// closing connections are ignored.
     pub fn handle_frame(&mut self, now: Instant, conn: ConnId, frame: Bytes) {
         let now = self.tick(now);
-        let max = self.config.limits.max_frame_size;
+        let max = self.max_frame_size(conn);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
