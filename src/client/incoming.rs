@@ -27,6 +27,13 @@ impl Session {
             }
             Body::Pong(_) => {}
             Body::Close(close) => self.on_close(now, close),
+            Body::TokenWillExpire(p) => {
+                // The Session keeps its own warning timer; the push matters
+                // when the expiry it knows is not this one.
+                if self.token_expires_at_ms != Some(p.token_expires_at_ms) {
+                    self.set_token_expiry(now, p.token_expires_at_ms, p.server_time_ms);
+                }
+            }
             Body::UserMessage(push) => self.on_user_message(now, push),
             Body::ChannelMessage(push) => self.on_channel_message(now, push),
             Body::Membership(push) => self.on_membership(push),

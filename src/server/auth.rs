@@ -1,7 +1,9 @@
 //! Login tokens: standard JWT (HS256) so that any backend can mint them.
 //!
 //! Claims: `appid` (a number), `uid` (a decimal string, as JS cannot hold 64
-//! bits in a number; a number is accepted too) and `exp` (unix seconds).
+//! bits in a number; a number is accepted too), `exp` and `nbf` (unix
+//! seconds, both optional). Ids written as strings must be canonical
+//! decimals ("7", not "07" or "+7"), so one uid has one spelling.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::Value;
@@ -43,6 +45,11 @@ pub(crate) fn verify_token(
 ) -> Result<Option<u64>, ServiceError> {
     let invalid = |why: &str| ServiceError::new(ErrorCode::InvalidToken, why);
     let secret = secret.ok_or_else(|| invalid("this app accepts no tokens"))?;
+    if secret.len() < super::MIN_SECRET_LEN {
+        // A short secret can be brute-forced: refuse its tokens rather than
+        // trust them (ServerConfig::validate refuses it at start-up).
+        return Err(invalid("this app's secret is too short to accept tokens"));
+    }
     let mut validation = Validation::new(Algorithm::HS256);
     // The library would read the system clock: the Server compares `exp` with
     // its own clock below instead.
@@ -74,14 +81,29 @@ pub(crate) fn verify_token(
             ));
         }
     }
+    match claims.get("nbf") {
+        None | Some(Value::Null) => {}
+        Some(_) => {
+            let nbf = claim_u64(&claims, "nbf").ok_or_else(|| invalid("bad nbf claim"))?;
+            if nbf > now_unix_s {
+                return Err(invalid("the token is not valid yet (nbf)"));
+            }
+        }
+    }
     Ok(exp)
 }
 
-/// A claim as an unsigned integer, whether a JSON number or a decimal string.
+/// A claim as an unsigned integer, whether a JSON number or a canonical
+/// decimal string (digits only, no leading zero but for "0" itself).
 fn claim_u64(claims: &Value, name: &str) -> Option<u64> {
     match claims.get(name)? {
         Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.parse().ok(),
+        Value::String(s) => {
+            let canonical = !s.is_empty()
+                && s.bytes().all(|b| b.is_ascii_digit())
+                && (s == "0" || !s.starts_with('0'));
+            canonical.then(|| s.parse().ok()).flatten()
+        }
         _ => None,
     }
 }
@@ -90,9 +112,47 @@ fn claim_u64(claims: &Value, name: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
+    const K: &str = "a-test-secret-of-at-least-32-bytes!";
+    const X: &str = "another-secret-of-at-least-32-bytes";
+
+    fn signed(claims: Value, key: &str) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(key.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn nbf_is_honoured_and_uids_are_canonical() {
+        let t = signed(serde_json::json!({"appid": 7, "uid": "99", "nbf": 500}), K);
+        assert_eq!(verify_token(Some(K), &t, 7, 99, 500), Ok(None));
+        let early = verify_token(Some(K), &t, 7, 99, 499).unwrap_err();
+        assert_eq!(early.code, ErrorCode::InvalidToken);
+        for uid in ["099", "+99", " 99", "99 ", "", "9x"] {
+            let t = signed(serde_json::json!({"appid": 7, "uid": uid}), K);
+            let e = verify_token(Some(K), &t, 7, 99, 0).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidToken, "uid {uid:?}");
+        }
+        let zero = signed(serde_json::json!({"appid": "0", "uid": "99"}), K);
+        assert_eq!(verify_token(Some(K), &zero, 0, 99, 0), Ok(None));
+    }
+
+    #[test]
+    fn a_short_secret_accepts_no_token() {
+        let short = "s".repeat(super::super::MIN_SECRET_LEN - 1);
+        let t = mint_token(&short, 7, 99, 1000);
+        let e = verify_token(Some(&short), &t, 7, 99, 0).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidToken);
+        let ok = "s".repeat(super::super::MIN_SECRET_LEN);
+        let t = mint_token(&ok, 7, 99, 1000);
+        assert_eq!(verify_token(Some(&ok), &t, 7, 99, 0), Ok(Some(1000)));
+    }
+
     #[test]
     fn claims_have_the_documented_shape() {
-        let t = mint_token("k", 10000, u64::MAX, 1234);
+        let t = mint_token(K, 10000, u64::MAX, 1234);
         let claims: Value = jsonwebtoken::dangerous::insecure_decode_claims(&t).unwrap();
         assert_eq!(
             claims,
@@ -109,31 +169,31 @@ mod tests {
         let t = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims,
-            &EncodingKey::from_secret(b"k"),
+            &EncodingKey::from_secret(K.as_bytes()),
         )
         .unwrap();
-        assert_eq!(verify_token(Some("k"), &t, 7, 99, u64::MAX), Ok(None));
+        assert_eq!(verify_token(Some(K), &t, 7, 99, u64::MAX), Ok(None));
     }
 
     #[test]
     fn round_trip_and_every_refusal() {
-        let t = mint_token("k", 7, 99, 1000);
-        assert_eq!(verify_token(Some("k"), &t, 7, 99, 999), Ok(Some(1000)));
+        let t = mint_token(K, 7, 99, 1000);
+        assert_eq!(verify_token(Some(K), &t, 7, 99, 999), Ok(Some(1000)));
         let code = |r: Result<Option<u64>, ServiceError>| r.unwrap_err().code;
         assert_eq!(
-            code(verify_token(Some("k"), &t, 7, 99, 1000)),
+            code(verify_token(Some(K), &t, 7, 99, 1000)),
             ErrorCode::ExpiredToken
         );
         assert_eq!(
-            code(verify_token(Some("x"), &t, 7, 99, 0)),
+            code(verify_token(Some(X), &t, 7, 99, 0)),
             ErrorCode::InvalidToken
         );
         assert_eq!(
-            code(verify_token(Some("k"), &t, 8, 99, 0)),
+            code(verify_token(Some(K), &t, 8, 99, 0)),
             ErrorCode::InvalidToken
         );
         assert_eq!(
-            code(verify_token(Some("k"), &t, 7, 98, 0)),
+            code(verify_token(Some(K), &t, 7, 98, 0)),
             ErrorCode::InvalidToken
         );
         assert_eq!(
@@ -141,7 +201,7 @@ mod tests {
             ErrorCode::InvalidToken
         );
         assert_eq!(
-            code(verify_token(Some("k"), "garbage", 7, 99, 0)),
+            code(verify_token(Some(K), "garbage", 7, 99, 0)),
             ErrorCode::InvalidToken
         );
     }

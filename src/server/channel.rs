@@ -8,11 +8,13 @@
 //! (so a quick re-join still gets its replay); a later join makes a new one,
 //! with a new number.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::inbox::{check_push_fits, encode_push, sequenced_push_frame_len};
+use super::rate::RateKind;
 use super::retention::{Replay, SeqLog};
 use super::sent_ids::Destination;
 use super::{add, checked_key, checked_region, ConnId, Outcome, Server, Timer};
@@ -37,6 +39,13 @@ pub(crate) struct Channel {
     /// forgotten gets a new one and numbers from 1 again.
     pub epoch: u64,
     pub log: SeqLog,
+    /// Where each member instance's history starts (the head when it
+    /// joined): nothing before it is replayed or fetched for it.
+    pub since: HashMap<u64, u64>,
+    /// Uids whose membership ended because their link stayed down past the
+    /// grace period: where it had started, and when it ended. Only they may
+    /// rejoin with a replay (after their cursor and their start).
+    pub departed: BTreeMap<u64, (u64, Instant)>,
     /// Net membership changes since the last notice.
     pub joined: BTreeSet<u64>,
     pub left: BTreeSet<u64>,
@@ -57,15 +66,18 @@ impl Channel {
             attrs_uid: 0,
             attrs_ts: 0,
             log: SeqLog::default(),
+            since: HashMap::new(),
+            departed: BTreeMap::new(),
             joined: BTreeSet::new(),
             left: BTreeSet::new(),
             notice_pending: false,
         }
     }
 
-    /// Nothing left worth keeping: no members, no retained messages.
+    /// Nothing left worth keeping: no members, no retained messages, no
+    /// departed member that may rejoin.
     pub fn is_forgettable(&self) -> bool {
-        self.members.is_empty() && self.log.is_empty()
+        self.members.is_empty() && self.log.is_empty() && self.departed.is_empty()
     }
 
     fn member_count(&self) -> u32 {
@@ -167,6 +179,7 @@ impl Server {
             .get(&(appid, region, id.clone()))
             .copied();
         let was_member = existing.is_some_and(|n| i.channels.contains(&n));
+        self.rate_take(inst, RateKind::Membership, 1)?;
         if !was_member {
             self.config.limits.check_join(joined)?;
             let max = self.config.max_channel_members;
@@ -205,15 +218,35 @@ impl Server {
                 self.note_membership(num, uid, true);
             }
         }
-        // Only a rejoin replays, and only to an instance that is not a
-        // member already (a member has had every push on this link).
-        let (state, replay) = if req.rejoin && !was_member {
-            let conn = self.instances.get(&inst).and_then(|i| i.conn);
-            let budget = self.replay_budget(conn);
-            self.rejoin_state(num, req.epoch, req.resume_seq, budget)
-        } else {
-            self.rejoin_state(num, 0, 0, 0)
+        // Only a rejoin replays, only to an instance that is not a member
+        // already (a member has had every push on this link), and only to a
+        // uid whose membership ended with a lost link, from where it began:
+        // no one reads a channel's history from before joining it.
+        let departed = match (req.rejoin, was_member) {
+            (true, false) => self
+                .channels
+                .get_mut(&num)
+                .and_then(|ch| ch.departed.remove(&uid))
+                .map(|(since, _)| since),
+            _ => None,
         };
+        let (state, replay) = match departed {
+            Some(since) => {
+                let conn = self.instances.get(&inst).and_then(|i| i.conn);
+                let budget = self.replay_budget(conn);
+                let after = req.resume_seq.max(since);
+                self.rejoin_state(num, req.epoch, after, Some(budget))
+            }
+            None if req.rejoin && !was_member => {
+                self.rejoin_state(num, req.epoch, req.resume_seq, None)
+            }
+            None => self.rejoin_state(num, 0, 0, None),
+        };
+        if !was_member {
+            if let Some(ch) = self.channels.get_mut(&num) {
+                ch.since.insert(inst, state.seq);
+            }
+        }
         Ok((
             Body::JoinReply(wire::JoinReply {
                 member_offline: req.rejoin && !was_member,
@@ -224,23 +257,35 @@ impl Server {
     }
 
     /// Where a member's channel stream goes on from its cursor `after` in
-    /// `epoch`: the replay (within `budget` bytes) when the epoch is the
-    /// channel's; else `gap{from: after + 1, to: 0}` (the history it was
-    /// in is gone) and pushes from the head. Epoch 0: from the head, no gap.
+    /// `epoch`: with a `budget`, the replay (within it) when the epoch is
+    /// the channel's; without, pushes from the head and what lies between
+    /// as a gap. Another epoch: `gap{from: after + 1, to: 0}` (the history
+    /// it was in is gone) and pushes from the head. Epoch 0: from the head,
+    /// no gap.
     pub(super) fn rejoin_state(
         &mut self,
         num: u32,
         epoch: u64,
         after: u64,
-        budget: usize,
+        budget: Option<usize>,
     ) -> (wire::JoinReply, Replay) {
         let (now, age) = (self.now, self.config.channel_retention_age);
         let Some(ch) = self.channels.get_mut(&num) else {
             return (wire::JoinReply::default(), Replay::default());
         };
         ch.log.prune(now, age);
+        let head = ch.log.head;
         let (replay, epoch_gap) = if epoch == ch.epoch {
-            (ch.log.replay(after, budget), None)
+            match budget {
+                Some(budget) => (ch.log.replay(after, budget), None),
+                None => {
+                    let gap = (after < head).then(|| wire::SeqGap {
+                        from: after.saturating_add(1),
+                        to: head,
+                    });
+                    (Replay::at(head), gap)
+                }
+            }
         } else if epoch != 0 {
             let gap = wire::SeqGap {
                 from: after.saturating_add(1),
@@ -275,6 +320,7 @@ impl Server {
 
     pub(super) fn leave(&mut self, inst: u64, key: Option<wire::ChannelKey>) -> Outcome {
         let num = self.member_channel(inst, key.as_ref())?;
+        self.rate_take(inst, RateKind::Membership, 1)?;
         let uid = match self.instances.get_mut(&inst) {
             Some(i) => {
                 i.channels.remove(&num);
@@ -296,6 +342,7 @@ impl Server {
             return;
         };
         set.remove(&inst);
+        ch.since.remove(&inst);
         if !set.is_empty() {
             return;
         }
@@ -392,13 +439,12 @@ impl Server {
         let num = self.member_channel(inst, req.channel.as_ref())?;
         let message = Message::from(req.message.unwrap_or_default());
         self.config.limits.check_message(&message)?;
-        self.rate_check(inst)?;
         let from_uid = who.1;
         let ts = self.unix_ms();
-        let (now, max, age) = (
-            self.now,
+        let (now, age) = (self.now, self.config.channel_retention_age);
+        let bounds = (
             self.config.channel_retention_messages,
-            self.config.channel_retention_age,
+            self.config.channel_max_retained_bytes,
         );
         let mut push = wire::ChannelMessagePush {
             channel: num,
@@ -411,12 +457,15 @@ impl Server {
             self.config.limits.max_frame_size,
             sequenced_push_frame_len(prost::Message::encoded_len(&push)),
         )?;
+        // Counted only once the send is known to be valid.
+        self.rate_check(inst)?;
         let Some(ch) = self.channels.get_mut(&num) else {
             return Err(ServiceError::new(
                 ErrorCode::InternalServerError,
                 "channel vanished",
             ));
         };
+        let mut added = 0;
         let frame = if req.unreliable {
             encode_push(Body::ChannelMessage(push))
         } else {
@@ -424,12 +473,12 @@ impl Server {
             let seq = push.seq;
             let frame = encode_push(Body::ChannelMessage(push));
             ch.log.prune(now, age);
-            ch.log.append(seq, now, frame.clone(), max);
+            added = ch.log.append(seq, now, frame.clone(), bounds);
             frame
         };
         let seq = if req.unreliable { 0 } else { ch.log.head };
         if !req.unreliable {
-            self.retained(frame.len());
+            self.retained(who.0, added);
         }
         self.broadcast(num, &frame);
         let reply = wire::SendReply {
@@ -449,6 +498,12 @@ impl Server {
     ) -> Outcome {
         let num = self.member_channel(inst, req.channel.as_ref())?;
         let uid = self.instance(inst)?.uid;
+        // Weighted by the notices it causes: 1, plus 1 per 100 members told.
+        let told = match req.enable_notification {
+            true => self.channels.get(&num).map_or(0, |c| c.members.len()),
+            false => 0,
+        };
+        self.rate_take(inst, RateKind::AttributeWrite, 1 + told as u64 / 100)?;
         let op = AttributeOp::try_from(req.op)
             .map_err(|_| ServiceError::new(ErrorCode::InvalidParameter, "unknown attribute op"))?;
         let ts = self.unix_ms();
@@ -526,6 +581,7 @@ impl Server {
 
     pub(super) fn user_list(&mut self, inst: u64, key: Option<wire::ChannelKey>) -> Outcome {
         let num = self.member_channel(inst, key.as_ref())?;
+        self.rate_take(inst, RateKind::Query, 1)?;
         let cap = self.max_uids_per_frame();
         let uids = self
             .channels
@@ -541,6 +597,7 @@ impl Server {
         req: wire::GetUserAttributesRequest,
     ) -> Outcome {
         let num = self.member_channel(inst, req.channel.as_ref())?;
+        self.rate_take(inst, RateKind::Query, 1)?;
         if !req.keys.is_empty() {
             self.config.limits.check_keys(&req.keys)?;
         }
@@ -569,6 +626,7 @@ impl Server {
         req: wire::GetChannelAttributesRequest,
     ) -> Outcome {
         let num = self.member_channel(inst, req.channel.as_ref())?;
+        self.rate_take(inst, RateKind::Query, 1)?;
         if !req.keys.is_empty() {
             self.config.limits.check_keys(&req.keys)?;
         }
@@ -590,6 +648,7 @@ impl Server {
     ) -> Outcome {
         self.config.limits.check_key(&req.key)?;
         let num = self.member_channel(inst, req.channel.as_ref())?;
+        self.rate_take(inst, RateKind::Query, 1)?;
         let cap = self.max_uids_per_frame();
         let ch = self.channels.get(&num).ok_or_else(not_found)?;
         let uids = ch
@@ -607,6 +666,7 @@ impl Server {
         self.config
             .limits
             .check_channel_id_query(&req.channel_ids)?;
+        self.rate_take(inst, RateKind::Query, 1)?;
         let appid = self.instance(inst)?.appid;
         let counts = req
             .channel_ids
@@ -627,6 +687,8 @@ impl Server {
     /// reply), then `FetchReply{through_seq, gap}`. A replay cut short by the
     /// byte budget says so with a `through_seq` below the head.
     pub(super) fn fetch(&mut self, conn: ConnId, inst: u64, req: wire::FetchRequest) -> Outcome {
+        // Limited by the bytes replayed, charged once known.
+        self.rate_ready(inst, RateKind::FetchBytes)?;
         let replay = match req.channel {
             None => self.p2p_replay(inst, req.after_seq, self.replay_budget(Some(conn))),
             Some(key) => {
@@ -638,9 +700,12 @@ impl Server {
                 );
                 let ch = self.channels.get_mut(&num).ok_or_else(not_found)?;
                 ch.log.prune(now, age);
-                ch.log.replay(req.after_seq, budget)
+                // Nothing from before this instance joined.
+                let since = ch.since.get(&inst).copied().unwrap_or(ch.log.head);
+                ch.log.replay(req.after_seq.max(since), budget)
             }
         };
+        self.rate_charge(inst, RateKind::FetchBytes, replay.bytes() as u64);
         for f in replay.frames {
             self.send(conn, f);
         }

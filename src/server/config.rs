@@ -2,13 +2,16 @@
 
 use std::time::Duration;
 
+pub use super::rate::RateLimit;
 use crate::limits::Limits;
 
 /// The appid of [`ServerConfig::demo`].
 pub const DEMO_APPID: u32 = 10000;
 
 /// The HS256 token secret of the demo app in [`ServerConfig::demo`].
-pub const DEMO_SECRET: &str = "hummer-demo-secret";
+/// At least [`MIN_SECRET_LEN`] bytes, like every secret; public, so only
+/// for demos.
+pub const DEMO_SECRET: &str = "hummer-demo-secret-not-for-production";
 
 /// One application served by the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,6 +104,25 @@ pub struct ServerConfig {
     pub rate_limit_sends: usize,
     /// The rate limit's sliding window. Default 3 s.
     pub rate_limit_window: Duration,
+    /// The limits per uid (all its instances together) on every kind of
+    /// request; refusals are 4003.
+    pub rate_limits: RateLimits,
+    /// Reliable messages kept per channel, in bytes (with their overhead):
+    /// past it the channel's oldest go first. Default 8 MiB.
+    pub channel_max_retained_bytes: usize,
+    /// Reliable P2P messages kept per receiver uid, in bytes. Default 2 MiB.
+    pub inbox_max_retained_bytes: usize,
+    /// Retained bytes of one app (its channels and inboxes): past it the
+    /// app's largest histories lose their oldest messages first, so one app
+    /// never evicts another's. Default 64 MiB.
+    pub app_max_retained_bytes: usize,
+    /// How long before a token's expiry the client is told
+    /// (`TokenWillExpirePush`). Default 30 s.
+    pub token_warning: Duration,
+    /// How long after a token's expiry a link may wait for its refresh
+    /// (requests are refused with 2003 meanwhile) before it is closed with
+    /// `Close{2003}`. Default 10 s.
+    pub token_grace: Duration,
     /// Distinct uids in one channel (5102 beyond). Default 100_000.
     pub max_channel_members: usize,
     /// Live instances (connected or in grace) of one uid; a login past it
@@ -141,6 +163,12 @@ impl Default for ServerConfig {
             max_queued_bytes: 4 * 1024 * 1024,
             rate_limit_sends: 180,
             rate_limit_window: Duration::from_secs(3),
+            rate_limits: RateLimits::default(),
+            channel_max_retained_bytes: 8 * 1024 * 1024,
+            inbox_max_retained_bytes: 2 * 1024 * 1024,
+            app_max_retained_bytes: 64 * 1024 * 1024,
+            token_warning: Duration::from_secs(30),
+            token_grace: Duration::from_secs(10),
             max_channel_members: 100_000,
             max_instances_per_uid: 64,
             send_dedupe_window: Duration::from_secs(120),
@@ -150,7 +178,95 @@ impl Default for ServerConfig {
     }
 }
 
+/// The rate limits per uid (every instance of it together) on each kind of
+/// request. A refused request gets 4003 and changes nothing.
+///
+/// ```
+/// use std::time::Duration;
+/// use hummer_channel::server::{RateLimit, RateLimits};
+/// let mut limits = RateLimits::default();
+/// limits.queries = RateLimit::new(10, Duration::from_secs(1));
+/// assert_eq!(limits.sends, RateLimit::new(360, Duration::from_secs(3)));
+/// ```
+#[non_exhaustive]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct RateLimits {
+    /// P2P and channel sends of a uid (each instance also has
+    /// `rate_limit_sends`). Default 360 per 3 s.
+    pub sends: RateLimit,
+    /// Attribute writes, each costing 1 plus one per 100 members it
+    /// notifies. Default 60 per 3 s.
+    pub attribute_writes: RateLimit,
+    /// Reads: online status, user lists, counts, attributes, instance info.
+    /// Default 300 per 3 s.
+    pub queries: RateLimit,
+    /// Joins and leaves. Default 60 per 3 s.
+    pub memberships: RateLimit,
+    /// Bytes replayed by fetches. Default 16 MiB per 3 s.
+    pub fetch_bytes: RateLimit,
+    /// Logins from one IP address (when the transport tells it). Default 60
+    /// per 3 s.
+    pub logins_per_address: RateLimit,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        let per = Duration::from_secs(3);
+        RateLimits {
+            sends: RateLimit::new(360, per),
+            attribute_writes: RateLimit::new(60, per),
+            queries: RateLimit::new(300, per),
+            memberships: RateLimit::new(60, per),
+            fetch_bytes: RateLimit::new(16 * 1024 * 1024, per),
+            logins_per_address: RateLimit::new(60, per),
+        }
+    }
+}
+
+/// A configuration the server refuses to start with.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An app's token secret is shorter than [`MIN_SECRET_LEN`] bytes: tokens
+    /// signed with it could be forged by brute force.
+    #[error("the secret of app {appid} is {len} bytes; at least {MIN_SECRET_LEN} are needed")]
+    WeakSecret {
+        /// The app.
+        appid: u32,
+        /// The secret's length.
+        len: usize,
+    },
+}
+
+/// The shortest app secret accepted (HS256 wants at least its 32-byte hash).
+pub const MIN_SECRET_LEN: usize = 32;
+
 impl ServerConfig {
+    /// Checks what the server cannot run safely with (every app's secret at
+    /// least [`MIN_SECRET_LEN`] bytes). The server also refuses every token
+    /// of an app whose secret is too short, whether this was called or not.
+    ///
+    /// ```
+    /// use hummer_channel::server::{AppConfig, ServerConfig};
+    /// let mut config = ServerConfig::demo();
+    /// assert!(config.validate().is_ok());
+    /// config.apps.push(AppConfig::with_secret(7, "short"));
+    /// assert!(config.validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for app in &self.apps {
+            if let Some(s) = &app.secret {
+                if s.len() < MIN_SECRET_LEN {
+                    return Err(ConfigError::WeakSecret {
+                        appid: app.appid,
+                        len: s.len(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The defaults plus one app, [`DEMO_APPID`], that accepts both appid mode
     /// (no token) and tokens signed with [`DEMO_SECRET`].
     ///

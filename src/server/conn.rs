@@ -47,6 +47,12 @@ pub enum CloseReason {
     Replaced,
     /// [`Server::shutdown`](super::Server::shutdown): `Close{code: 4006}` queued.
     Shutdown,
+    /// A request other than a login before the link logged in (after its
+    /// `ErrorReply{1009}`): `Close{code: 1009}` queued.
+    NotLoggedIn,
+    /// The login's token expired and no refresh came within `token_grace`:
+    /// `Close{code: 2003}` queued.
+    TokenExpired,
     /// The client sent a `Close` frame. No frame queued.
     ClosedByPeer,
 }
@@ -60,6 +66,8 @@ impl CloseReason {
             CloseReason::LoginTimeout => 1006,
             CloseReason::ProtocolError(_) => 2001,
             CloseReason::UnsupportedVersion => 2010,
+            CloseReason::NotLoggedIn => 1009,
+            CloseReason::TokenExpired => 2003,
             CloseReason::SlowConsumer => 4005,
             CloseReason::Shutdown => 4006,
             CloseReason::Replaced => 4007,
@@ -79,17 +87,28 @@ impl fmt::Display for CloseReason {
             CloseReason::Replaced => f.write_str("instance resumed on another connection"),
             CloseReason::UnsupportedVersion => f.write_str("unsupported protocol version"),
             CloseReason::Shutdown => f.write_str("server shutting down"),
+            CloseReason::NotLoggedIn => f.write_str("a request before login"),
+            CloseReason::TokenExpired => f.write_str("the token expired and was not refreshed"),
             CloseReason::ClosedByPeer => f.write_str("closed by peer"),
         }
     }
 }
 
+/// What a queued frame costs besides its bytes: the `Bytes` handle, its
+/// slot in the queue and the allocation's header. Counted so that a flood
+/// of tiny frames (a `Pong` is 4 bytes) is bounded as memory, not as bytes.
+pub(crate) const QUEUED_FRAME_OVERHEAD: usize = 64;
+
 /// What the server keeps per connection.
 #[derive(Debug)]
 pub(crate) struct Conn {
     /// Frames waiting for `poll_transmit`.
-    pub queue: VecDeque<Bytes>,
-    /// Bytes in `queue`.
+    queue: VecDeque<Bytes>,
+    /// The `Pong` owed to the peer's latest `Ping`, sent before `queue`: at
+    /// most one is ever pending, however many pings arrive.
+    pong: Option<Bytes>,
+    /// What `queue` and `pong` cost: their bytes plus
+    /// `QUEUED_FRAME_OVERHEAD` each.
     pub queued_bytes: usize,
     /// Its id is in the server's ready list.
     pub in_ready_list: bool,
@@ -101,6 +120,8 @@ pub(crate) struct Conn {
     pub pinged_at: Option<Instant>,
     /// The instance logged in on this connection.
     pub instance: Option<u64>,
+    /// The peer's address, when the transport told it.
+    pub peer: Option<std::net::IpAddr>,
     /// Ever logged in (for the login timeout).
     pub logged_in_once: bool,
     /// Set once the server decided to close it: input is ignored from then on.
@@ -111,12 +132,14 @@ impl Conn {
     pub fn new(now: Instant) -> Self {
         Conn {
             queue: VecDeque::new(),
+            pong: None,
             queued_bytes: 0,
             in_ready_list: false,
             reported: false,
             last_recv: now,
             pinged_at: None,
             instance: None,
+            peer: None,
             logged_in_once: false,
             closing: false,
         }
@@ -124,7 +147,7 @@ impl Conn {
 
     /// Queues `frame` unless that passes `max`; `false` when it would.
     pub fn push(&mut self, frame: Bytes, max: usize) -> bool {
-        let after = self.queued_bytes.saturating_add(frame.len());
+        let after = self.queued_bytes.saturating_add(cost(&frame));
         if after > max {
             return false;
         }
@@ -133,16 +156,86 @@ impl Conn {
         true
     }
 
+    /// Queues the last frame (a `Close`), past any bound.
+    pub fn push_last(&mut self, frame: Bytes) {
+        self.queued_bytes = self.queued_bytes.saturating_add(cost(&frame));
+        self.queue.push_back(frame);
+    }
+
+    /// Owes `pong` to the peer, replacing a pong not sent yet; `false` when
+    /// that would pass `max`.
+    pub fn set_pong(&mut self, pong: Bytes, max: usize) -> bool {
+        let old = self.pong.as_ref().map_or(0, cost);
+        let after = self
+            .queued_bytes
+            .saturating_sub(old)
+            .saturating_add(cost(&pong));
+        if after > max {
+            return false;
+        }
+        self.queued_bytes = after;
+        self.pong = Some(pong);
+        true
+    }
+
     /// Drops everything queued (a slow consumer loses its backlog; it resumes
     /// from its sequence numbers).
     pub fn clear(&mut self) {
         self.queue.clear();
+        self.pong = None;
         self.queued_bytes = 0;
     }
 
+    /// The next frame to send: the pending pong first.
     pub fn pop(&mut self) -> Option<Bytes> {
-        let f = self.queue.pop_front()?;
-        self.queued_bytes = self.queued_bytes.saturating_sub(f.len());
+        let f = self.pong.take().or_else(|| self.queue.pop_front())?;
+        self.queued_bytes = self.queued_bytes.saturating_sub(cost(&f));
         Some(f)
+    }
+
+    /// Nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.pong.is_none() && self.queue.is_empty()
+    }
+}
+
+/// What a queued frame counts against the queue bound.
+fn cost(frame: &Bytes) -> usize {
+    frame.len().saturating_add(QUEUED_FRAME_OVERHEAD)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_count_with_their_overhead_and_one_pong_at_most() {
+        let t = Instant::now();
+        let mut c = Conn::new(t);
+        let max = 10 * (4 + QUEUED_FRAME_OVERHEAD);
+        let tiny = Bytes::from_static(&[1, 2, 3, 4]);
+        for _ in 0..10 {
+            assert!(c.push(tiny.clone(), max));
+        }
+        assert!(!c.push(tiny.clone(), max), "ten tiny frames fill the bound");
+        assert_eq!(c.queued_bytes, max);
+        c.clear();
+        assert!(c.is_empty());
+        assert_eq!(c.queued_bytes, 0);
+        for n in 0..100u8 {
+            assert!(c.set_pong(Bytes::from(vec![n; 4]), max));
+        }
+        assert_eq!(c.queued_bytes, 4 + QUEUED_FRAME_OVERHEAD, "one pong");
+        assert!(c.push(tiny.clone(), max));
+        assert_eq!(
+            c.pop().as_deref(),
+            Some(&[99u8; 4][..]),
+            "the latest pong first"
+        );
+        assert_eq!(c.pop(), Some(tiny));
+        assert_eq!(c.pop(), None);
+        assert_eq!(c.queued_bytes, 0);
+        c.push_last(Bytes::from(vec![0; max]));
+        assert!(c.queued_bytes > max, "a Close goes past the bound");
     }
 }

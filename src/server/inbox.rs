@@ -66,7 +66,6 @@ impl Server {
         self.config.limits.check_uid(req.receiver)?;
         let message = Message::from(req.message.unwrap_or_default());
         self.config.limits.check_message(&message)?;
-        self.rate_check(inst)?;
         let key = (appid, req.receiver);
         let ts = self.unix_ms();
         let conns: Vec<ConnId> = self
@@ -89,6 +88,8 @@ impl Server {
             self.config.limits.max_frame_size,
             sequenced_push_frame_len(prost::Message::encoded_len(&push)),
         )?;
+        // Counted only once the send is known to be valid.
+        self.rate_check(inst)?;
         let frame = if req.unreliable {
             encode_push(Body::UserMessage(push.clone()))
         } else {
@@ -97,12 +98,13 @@ impl Server {
                 self.config.inbox_max_messages,
                 self.config.inbox_max_age,
             );
+            let bounds = (max, self.config.inbox_max_retained_bytes);
             let inbox = self.inbox_mut(key);
             push.seq = inbox.log.next_seq();
             let frame = encode_push(Body::UserMessage(push.clone()));
             inbox.log.prune(now, age);
-            inbox.log.append(push.seq, now, frame.clone(), max);
-            self.retained(frame.len());
+            let added = inbox.log.append(push.seq, now, frame.clone(), bounds);
+            self.retained(appid, added);
             frame
         };
         for c in &conns {

@@ -47,7 +47,6 @@ mod rate;
 mod retention;
 mod sent_ids;
 
-use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -58,7 +57,10 @@ use crate::types::Region;
 use crate::wire::{self, decode_frame, encode_frame, Body, BodyKind, Frame};
 
 pub use auth::mint_token;
-pub use config::{AppConfig, ServerConfig, DEMO_APPID, DEMO_SECRET};
+pub use config::{
+    AppConfig, ConfigError, RateLimit, RateLimits, ServerConfig, DEMO_APPID, DEMO_SECRET,
+    MIN_SECRET_LEN,
+};
 pub use conn::{CloseReason, ConnId};
 
 use channel::Channel;
@@ -79,6 +81,9 @@ enum Timer {
     Login(ConnId),
     Linger(ConnId),
     Grace(u64),
+    /// (instance, the token expiry it was set for).
+    TokenWarning(u64, u64),
+    TokenDeadline(u64, u64),
     Notice(u32),
     Sweep,
 }
@@ -139,11 +144,17 @@ pub struct Server {
     inboxes: HashMap<(u32, u64), Inbox>,
     /// Message ids of recent successful sends, per sender uid.
     sent_ids: SentIds,
+    /// The per-uid rate limits' state.
+    uid_rates: HashMap<(u32, u64), rate::UidRates>,
+    /// Logins per peer address.
+    login_rates: HashMap<std::net::IpAddr, rate::Bucket>,
     /// The nonce of the last `Ping` the server sent.
     ping_nonce: u64,
     timers: BTreeSet<(Instant, Timer)>,
     /// An upper bound of the retained bytes (exact after each enforcement).
     retained_estimate: usize,
+    /// The same, per app.
+    app_retained: HashMap<u32, usize>,
 }
 
 /// A retention log: a channel's or a uid's inbox.
@@ -185,9 +196,12 @@ impl Server {
             next_channel: 1,
             inboxes: HashMap::new(),
             sent_ids: SentIds::default(),
+            uid_rates: HashMap::new(),
+            login_rates: HashMap::new(),
             ping_nonce: 0,
             timers,
             retained_estimate: 0,
+            app_retained: HashMap::new(),
         }
     }
 
@@ -205,10 +219,19 @@ impl Server {
 
     /// A new connection. It must log in within `login_timeout`.
     pub fn accept(&mut self, now: Instant) -> ConnId {
+        self.accept_from(now, None)
+    }
+
+    /// A new connection from `peer` (its IP address, when the transport
+    /// knows it): logins are rate limited per address
+    /// (`rate_limits.logins_per_address`).
+    pub fn accept_from(&mut self, now: Instant, peer: Option<std::net::IpAddr>) -> ConnId {
         let now = self.tick(now);
         let id = ConnId(self.next_conn);
         self.next_conn = self.next_conn.saturating_add(1);
-        self.conns.insert(id, Conn::new(now));
+        let mut conn = Conn::new(now);
+        conn.peer = peer;
+        self.conns.insert(id, conn);
         self.timers
             .insert((add(now, self.config.idle_timeout / 2), Timer::Idle(id)));
         self.timers
@@ -250,7 +273,7 @@ impl Server {
             return self.protocol_error(conn, WireError::MissingBody);
         };
         match body {
-            Body::Ping(p) => self.reply(conn, rid, Body::Pong(wire::Pong { nonce: p.nonce })),
+            Body::Ping(p) => self.pong(conn, rid, p.nonce),
             Body::Pong(_) => {}
             Body::Ack(a) => self.handle_ack(conn, a.p2p_seq),
             Body::Close(_) => self.close_conn(conn, CloseReason::ClosedByPeer),
@@ -315,7 +338,7 @@ impl Server {
                 continue;
             };
             c.in_ready_list = false;
-            if !c.reported && !c.queue.is_empty() {
+            if !c.reported && !c.is_empty() {
                 c.reported = true;
                 return Some(id);
             }
@@ -327,7 +350,7 @@ impl Server {
     pub fn poll_transmit(&mut self, conn: ConnId) -> Option<Bytes> {
         let c = self.conns.get_mut(&conn)?;
         let f = c.pop();
-        if c.queue.is_empty() {
+        if c.is_empty() {
             c.reported = false;
         }
         f
@@ -408,6 +431,13 @@ impl Server {
             .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
     }
 
+    /// The instant at which the wall clock reads `unix_ms` (the start, for
+    /// times before it).
+    fn instant_of_unix_ms(&self, unix_ms: u64) -> Instant {
+        let since = unix_ms.saturating_sub(self.unix_ms_at_start);
+        add(self.start, Duration::from_millis(since))
+    }
+
     fn random_nonzero(&mut self) -> u64 {
         loop {
             let v = splitmix64(&mut self.rng);
@@ -435,6 +465,8 @@ impl Server {
                 }
             }
             Timer::Grace(inst) => self.grace_check(now, inst),
+            Timer::TokenWarning(inst, exp) => self.token_timer(inst, exp, false),
+            Timer::TokenDeadline(inst, exp) => self.token_timer(inst, exp, true),
             Timer::Notice(ch) => self.flush_notices(ch),
             Timer::Sweep => {
                 self.sweep(now);
@@ -482,6 +514,9 @@ impl Server {
         let age = self.config.channel_retention_age;
         self.channels.retain(|_, ch| {
             ch.log.prune(now, age);
+            // A departure older than the retention has nothing left to replay.
+            ch.departed
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < age);
             !ch.is_forgettable()
         });
         let channels = &self.channels;
@@ -492,6 +527,8 @@ impl Server {
             inbox.log.prune(now, age);
         }
         self.sent_ids.sweep(now, self.config.send_dedupe_window);
+        self.uid_rates.retain(|_, r| !r.is_idle(now));
+        self.login_rates.retain(|_, b| !b.is_idle(now));
     }
 
     /// The reply of an earlier successful send of `who` with message `id`
@@ -513,32 +550,65 @@ impl Server {
         self.sent_ids.remember(who, id, to, r, self.now, bounds);
     }
 
-    /// Counts `bytes` newly retained and, past `max_retained_bytes`, evicts
-    /// the oldest messages server-wide down to 90% of it. The exact total is
-    /// only computed then, so the cost is amortised over a tenth of the cap.
-    fn retained(&mut self, bytes: usize) {
+    /// Counts `bytes` newly retained by `app`, then enforces the app's
+    /// budget and the server's: past either, the largest histories (of that
+    /// app; for the server's, of the largest app) lose their oldest
+    /// messages down to 90% of it, so one app never evicts another's and a
+    /// user's many small histories go before anyone's one. Totals are
+    /// exact only then, so the cost is amortised over a tenth of the cap.
+    fn retained(&mut self, app: u32, bytes: usize) {
+        let app_cap = self.config.app_max_retained_bytes;
+        let estimate = self.app_retained.entry(app).or_insert(0);
+        *estimate = estimate.saturating_add(bytes);
+        if *estimate > app_cap {
+            let left = self.evict_largest(app, app_cap / 10 * 9);
+            self.app_retained.insert(app, left);
+        }
         self.retained_estimate = self.retained_estimate.saturating_add(bytes);
         let cap = self.config.max_retained_bytes;
         if self.retained_estimate <= cap {
             return;
         }
-        let mut total: usize = self
-            .channels
-            .values()
-            .map(|c| c.log.bytes())
-            .chain(self.inboxes.values().map(|b| b.log.bytes()))
-            .fold(0, usize::saturating_add);
         let target = cap / 10 * 9;
-        let mut heap: BinaryHeap<Reverse<(Instant, LogId)>> = self
+        let mut totals: HashMap<u32, usize> = HashMap::new();
+        for ch in self.channels.values() {
+            *totals.entry(ch.appid).or_default() += ch.log.bytes();
+        }
+        for ((a, _), inbox) in &self.inboxes {
+            *totals.entry(*a).or_default() += inbox.log.bytes();
+        }
+        let mut total: usize = totals.values().sum();
+        while total > target {
+            let Some((&largest, &has)) = totals.iter().max_by_key(|(_, b)| **b) else {
+                break;
+            };
+            let keep = has.saturating_sub(total - target);
+            let left = self.evict_largest(largest, keep);
+            total = total - has + left;
+            totals.remove(&largest);
+            self.app_retained.insert(largest, left);
+        }
+        self.retained_estimate = total;
+    }
+
+    /// Evicts the oldest messages of `app`'s largest histories until its
+    /// histories hold at most `target` bytes; what they hold then.
+    fn evict_largest(&mut self, app: u32, target: usize) -> usize {
+        let mut heap: BinaryHeap<(usize, LogId)> = self
             .channels
             .iter()
-            .filter_map(|(n, c)| Some(Reverse((c.log.oldest_at()?, LogId::Channel(*n)))))
-            .chain(self.inboxes.iter().filter_map(|((a, u), b)| {
-                Some(Reverse((b.log.oldest_at()?, LogId::Inbox(*a, *u))))
-            }))
+            .filter(|(_, c)| c.appid == app && !c.log.is_empty())
+            .map(|(n, c)| (c.log.bytes(), LogId::Channel(*n)))
+            .chain(
+                self.inboxes
+                    .iter()
+                    .filter(|((a, _), b)| *a == app && !b.log.is_empty())
+                    .map(|((a, u), b)| (b.log.bytes(), LogId::Inbox(*a, *u))),
+            )
             .collect();
+        let mut total: usize = heap.iter().map(|(b, _)| *b).sum();
         while total > target {
-            let Some(Reverse((_, id))) = heap.pop() else {
+            let Some((_, id)) = heap.pop() else {
                 break;
             };
             let log = match id {
@@ -549,11 +619,11 @@ impl Server {
             if let Some(freed) = log.pop_oldest() {
                 total = total.saturating_sub(freed);
             }
-            if let Some(at) = log.oldest_at() {
-                heap.push(Reverse((at, id)));
+            if !log.is_empty() {
+                heap.push((log.bytes(), id));
             }
         }
-        self.retained_estimate = total;
+        total
     }
 
     fn handle_request(&mut self, conn: ConnId, rid: u64, body: Body) {
@@ -578,13 +648,18 @@ impl Server {
             self.login(conn, req)
         } else {
             let Some(inst) = self.conns.get(&conn).and_then(|c| c.instance) else {
+                // Before login only a login is a request: whatever else a
+                // link sends costs it the link (it is no client of ours).
                 self.error(
                     conn,
                     rid,
                     ServiceError::new(ErrorCode::Unauthorized, "not logged in: log in first"),
                 );
-                return;
+                return self.close_conn(conn, CloseReason::NotLoggedIn);
             };
+            if let Err(e) = self.token_check(inst, &body) {
+                return self.error(conn, rid, e);
+            }
             self.dispatch(conn, inst, body)
         };
         match outcome {
@@ -667,6 +742,28 @@ impl Server {
         self.close_conn(conn, CloseReason::SlowConsumer);
     }
 
+    /// Answers a `Ping`: one `Pong` at most is ever pending per link (a
+    /// newer ping replaces it), so pings cannot pile up memory.
+    fn pong(&mut self, conn: ConnId, request_id: u64, nonce: u64) {
+        let max = self.config.max_queued_bytes;
+        let f = encode_frame(&Frame {
+            request_id,
+            body: Some(Body::Pong(wire::Pong { nonce })),
+        });
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        if c.set_pong(f, max) {
+            mark_ready(&mut self.ready, conn, c);
+            return;
+        }
+        c.clear();
+        self.close_conn(conn, CloseReason::SlowConsumer);
+    }
+
     fn reply(&mut self, conn: ConnId, request_id: u64, body: Body) {
         let f = encode_frame(&Frame {
             request_id,
@@ -710,8 +807,7 @@ impl Server {
                     reason: reason.to_string(),
                 })),
             });
-            c.queued_bytes = c.queued_bytes.saturating_add(f.len());
-            c.queue.push_back(f);
+            c.push_last(f);
             mark_ready(&mut self.ready, conn, c);
         }
         c.closing = true;

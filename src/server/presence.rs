@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::auth::verify_token;
-use super::rate::RateLimiter;
+use super::rate::{RateKind, RateLimiter};
 use super::{add, checked_region, CloseReason, ConnId, Outcome, Server, Timer};
 use crate::error::{ErrorCode, ServiceError};
 use crate::types::Region;
@@ -22,6 +22,8 @@ pub(crate) struct Instance {
     pub lost_at: Option<Instant>,
     pub region: Option<Region>,
     pub is_anonymous: bool,
+    /// When its token expires (unix seconds); `None`: it never does.
+    pub token_exp: Option<u64>,
     /// The channels it is a member of, by number.
     pub channels: BTreeSet<u32>,
     pub rate: RateLimiter,
@@ -35,6 +37,7 @@ impl Server {
                 "already logged in on this connection",
             ));
         }
+        self.login_rate_check(conn)?;
         let app = self
             .config
             .app(req.appid)
@@ -117,6 +120,7 @@ impl Server {
                     i.conn = Some(conn);
                     i.lost_at = None;
                     i.is_anonymous = is_anonymous;
+                    i.token_exp = exp;
                     if region.is_some() {
                         i.region = region;
                     }
@@ -137,6 +141,7 @@ impl Server {
                         lost_at: None,
                         region,
                         is_anonymous,
+                        token_exp: exp,
                         channels: BTreeSet::new(),
                         rate: RateLimiter::default(),
                     },
@@ -149,6 +154,7 @@ impl Server {
             c.instance = Some(id);
             c.logged_in_once = true;
         }
+        self.schedule_token_timers(id, exp);
 
         // Replays share one budget: the P2P stream's first, then each kept
         // channel's, all queued right after the reply and before any live
@@ -216,7 +222,13 @@ impl Server {
             if !member_of.contains(&num) || listed_twice {
                 continue;
             }
-            let (state, replay) = self.rejoin_state(num, cursor.epoch, cursor.seq, *budget);
+            let since = self
+                .channels
+                .get(&num)
+                .and_then(|ch| ch.since.get(&inst).copied())
+                .unwrap_or(0);
+            let after = cursor.seq.max(since);
+            let (state, replay) = self.rejoin_state(num, cursor.epoch, after, Some(*budget));
             *budget = budget.saturating_sub(replay.bytes());
             frames.extend(replay.frames);
             kept.push(wire::ResumedChannel {
@@ -256,7 +268,31 @@ impl Server {
             .get(&inst)
             .is_some_and(|i| i.conn.is_none() && i.lost_at.is_some_and(|t| add(t, grace) <= now));
         if expired {
+            self.note_departures(inst);
             self.remove_instance(inst);
+        }
+    }
+
+    /// The instance is dropped for a lost link: each of its channels
+    /// remembers where its uid's membership began, so that a rejoin of the
+    /// uid (a new instance) may replay what it missed, and nothing older.
+    fn note_departures(&mut self, inst: u64) {
+        let now = self.now;
+        let Some(i) = self.instances.get(&inst) else {
+            return;
+        };
+        let max = self.config.max_channel_members;
+        for num in &i.channels {
+            let Some(ch) = self.channels.get_mut(num) else {
+                continue;
+            };
+            let Some(&since) = ch.since.get(&inst) else {
+                continue;
+            };
+            if ch.departed.len() < max || ch.departed.contains_key(&i.uid) {
+                let e = ch.departed.entry(i.uid).or_insert((since, now));
+                *e = (e.0.min(since), now);
+            }
         }
     }
 
@@ -298,16 +334,96 @@ impl Server {
         if token.is_empty() {
             return Err(ServiceError::new(ErrorCode::InvalidToken, "empty token"));
         }
+        // A refused token changes nothing: the old expiry still holds.
         let exp = verify_token(secret.as_deref(), token, appid, uid, now_s)?;
         if let Some(i) = self.instances.get_mut(&inst) {
             i.is_anonymous = false;
+            i.token_exp = exp;
         }
+        self.schedule_token_timers(inst, exp);
         // The new expiry goes back so the client re-arms its warning.
         let reply = wire::RefreshTokenReply {
             token_expires_at_ms: exp.map_or(0, |e| e.saturating_mul(1000)),
             server_time_ms: self.unix_ms(),
         };
         Ok((Body::RefreshTokenReply(reply), Vec::new()))
+    }
+
+    /// 4003 past `rate_limits.logins_per_address` logins from the link's
+    /// address (links of unknown address are not counted).
+    fn login_rate_check(&mut self, conn: ConnId) -> Result<(), ServiceError> {
+        let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer) else {
+            return Ok(());
+        };
+        let (now, limit) = (self.now, self.config.rate_limits.logins_per_address);
+        if self
+            .login_rates
+            .entry(peer)
+            .or_default()
+            .try_take(now, limit, 1)
+        {
+            return Ok(());
+        }
+        Err(ServiceError::new(
+            ErrorCode::OperationTooOften,
+            "too many logins from this address: slow down",
+        ))
+    }
+
+    /// The warning (`TokenWillExpirePush`, `token_warning` before `exp`) and
+    /// the deadline (`Close{2003}`, `token_grace` after it) of a token.
+    /// Timers of an older token find another expiry and do nothing.
+    fn schedule_token_timers(&mut self, inst: u64, exp: Option<u64>) {
+        let Some(exp) = exp else { return };
+        let at = self.instant_of_unix_ms(exp.saturating_mul(1000));
+        let warn = at
+            .checked_sub(self.config.token_warning)
+            .unwrap_or(self.now)
+            .max(self.now);
+        self.timers.insert((warn, Timer::TokenWarning(inst, exp)));
+        let deadline = add(at, self.config.token_grace);
+        self.timers
+            .insert((deadline, Timer::TokenDeadline(inst, exp)));
+    }
+
+    /// A token timer fired: warn the client, or close its link when the
+    /// token it logged in with (or refreshed to) is still `exp`.
+    pub(super) fn token_timer(&mut self, inst: u64, exp: u64, deadline: bool) {
+        let Some(i) = self.instances.get(&inst) else {
+            return;
+        };
+        let Some(conn) = i.conn.filter(|_| i.token_exp == Some(exp)) else {
+            return;
+        };
+        if deadline {
+            return self.close_conn(conn, CloseReason::TokenExpired);
+        }
+        let push = wire::TokenWillExpirePush {
+            token_expires_at_ms: exp.saturating_mul(1000),
+            server_time_ms: self.unix_ms(),
+        };
+        self.reply(conn, 0, Body::TokenWillExpire(push));
+    }
+
+    /// 2003 for any request but a refresh or a logout once the instance's
+    /// token has expired (it has `token_grace` to refresh before its link
+    /// is closed).
+    pub(super) fn token_check(&self, inst: u64, body: &Body) -> Result<(), ServiceError> {
+        if matches!(body, Body::RefreshToken(_) | Body::Logout(_)) {
+            return Ok(());
+        }
+        let expired = self
+            .instances
+            .get(&inst)
+            .and_then(|i| i.token_exp)
+            .is_some_and(|exp| exp.saturating_mul(1000) <= self.unix_ms());
+        if expired {
+            return Err(ServiceError::new(
+                ErrorCode::ExpiredToken,
+                "the token has expired: refresh it",
+            ));
+        }
+        Ok(())
     }
 
     pub(super) fn set_user_region(&mut self, inst: u64, region: i32) -> Outcome {
@@ -319,6 +435,7 @@ impl Server {
     }
 
     pub(super) fn instance_info(&mut self, inst: u64) -> Outcome {
+        self.rate_take(inst, RateKind::Query, 1)?;
         let i = self.instance(inst)?;
         let channels = i
             .channels
@@ -341,6 +458,7 @@ impl Server {
 
     pub(super) fn query_online(&mut self, inst: u64, uids: &[u64]) -> Outcome {
         self.config.limits.check_uid_query(uids)?;
+        self.rate_take(inst, RateKind::Query, 1)?;
         let appid = self.instance(inst)?.appid;
         let status = uids
             .iter()
@@ -369,13 +487,87 @@ impl Server {
             .instances
             .get_mut(&inst)
             .ok_or_else(|| ServiceError::new(ErrorCode::Unauthorized, "not logged in"))?;
-        if i.rate.allow(now, limit, window) {
-            Ok(())
-        } else {
-            Err(ServiceError::new(
+        if !i.rate.allow(now, limit, window) {
+            return Err(ServiceError::new(
                 ErrorCode::OperationTooOften,
-                "too many sends: slow down",
-            ))
+                "too many sends from this instance: slow down",
+            ));
         }
+        self.rate_take(inst, RateKind::Send, 1)
+    }
+
+    /// Takes `cost` from the uid's `kind` limit (4003 when spent).
+    pub(super) fn rate_take(
+        &mut self,
+        inst: u64,
+        kind: RateKind,
+        cost: u64,
+    ) -> Result<(), ServiceError> {
+        let (now, limit) = (self.now, self.rate_limit(kind));
+        let i = self.instance(inst)?;
+        let bucket = self
+            .uid_rates
+            .entry((i.appid, i.uid))
+            .or_default()
+            .bucket(kind);
+        if bucket.try_take(now, limit, cost) {
+            return Ok(());
+        }
+        Err(ServiceError::new(
+            ErrorCode::OperationTooOften,
+            format!("too many {} from this user: slow down", rate_noun(kind)),
+        ))
+    }
+
+    /// 4003 when the uid's `kind` limit is spent; for costs known only
+    /// after the work (see [`Server::rate_charge`]).
+    pub(super) fn rate_ready(&mut self, inst: u64, kind: RateKind) -> Result<(), ServiceError> {
+        let (now, limit) = (self.now, self.rate_limit(kind));
+        let i = self.instance(inst)?;
+        let ready = self
+            .uid_rates
+            .get(&(i.appid, i.uid))
+            .is_none_or(|r| r.peek(kind).can_take(now, limit));
+        if ready {
+            return Ok(());
+        }
+        Err(ServiceError::new(
+            ErrorCode::OperationTooOften,
+            format!("too many {} from this user: slow down", rate_noun(kind)),
+        ))
+    }
+
+    /// Charges `cost` to the uid's `kind` limit after the work was done.
+    pub(super) fn rate_charge(&mut self, inst: u64, kind: RateKind, cost: u64) {
+        let (now, limit) = (self.now, self.rate_limit(kind));
+        if let Some(i) = self.instances.get(&inst) {
+            let key = (i.appid, i.uid);
+            self.uid_rates
+                .entry(key)
+                .or_default()
+                .bucket(kind)
+                .charge(now, limit, cost);
+        }
+    }
+
+    fn rate_limit(&self, kind: RateKind) -> super::RateLimit {
+        let l = &self.config.rate_limits;
+        match kind {
+            RateKind::Send => l.sends,
+            RateKind::AttributeWrite => l.attribute_writes,
+            RateKind::Query => l.queries,
+            RateKind::Membership => l.memberships,
+            RateKind::FetchBytes => l.fetch_bytes,
+        }
+    }
+}
+
+fn rate_noun(kind: RateKind) -> &'static str {
+    match kind {
+        RateKind::Send => "sends",
+        RateKind::AttributeWrite => "attribute writes",
+        RateKind::Query => "queries",
+        RateKind::Membership => "joins and leaves",
+        RateKind::FetchBytes => "fetched bytes",
     }
 }

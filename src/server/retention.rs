@@ -9,6 +9,11 @@ use bytes::Bytes;
 
 use crate::wire::SeqGap;
 
+/// What a retained message costs besides its frame's bytes: its entry
+/// (seq, time, handle), the frame allocation's header and the deque's
+/// slack. Counted so the retention bounds are bounds on memory.
+pub(crate) const RETAINED_ENTRY_OVERHEAD: usize = 128;
+
 #[derive(Debug)]
 struct Entry {
     seq: u64,
@@ -22,7 +27,8 @@ pub(crate) struct SeqLog {
     /// The last sequence number given (0: none yet).
     pub head: u64,
     entries: VecDeque<Entry>,
-    /// Bytes of the retained frames.
+    /// What the retained frames cost: their bytes plus
+    /// `RETAINED_ENTRY_OVERHEAD` each.
     bytes: usize,
 }
 
@@ -75,24 +81,38 @@ impl SeqLog {
     }
 
     /// Records the push of message `seq` (from [`SeqLog::next_seq`]) and
-    /// evicts past `max_messages`.
-    pub fn append(&mut self, seq: u64, at: Instant, frame: Bytes, max_messages: usize) {
+    /// evicts the oldest past `max_messages` or `max_bytes` (the new one is
+    /// kept whatever its size, unless `max_messages` is 0). Returns the
+    /// bytes now retained that were not before (negative: 0).
+    pub fn append(
+        &mut self,
+        seq: u64,
+        at: Instant,
+        frame: Bytes,
+        (max_messages, max_bytes): (usize, usize),
+    ) -> usize {
         self.head = seq;
         if max_messages == 0 {
-            return;
+            return 0;
         }
-        while self.entries.len() >= max_messages {
+        let before = self.bytes;
+        let cost = entry_cost(&frame);
+        while self.entries.len() >= max_messages
+            || (!self.entries.is_empty() && self.bytes.saturating_add(cost) > max_bytes)
+        {
             self.pop_oldest();
         }
-        self.bytes = self.bytes.saturating_add(frame.len());
+        self.bytes = self.bytes.saturating_add(cost);
         self.entries.push_back(Entry { seq, at, frame });
+        self.bytes.saturating_sub(before)
     }
 
-    /// Evicts the oldest retained push; its size in bytes.
+    /// Evicts the oldest retained push; what it cost.
     pub fn pop_oldest(&mut self) -> Option<usize> {
         let e = self.entries.pop_front()?;
-        self.bytes = self.bytes.saturating_sub(e.frame.len());
-        Some(e.frame.len())
+        let cost = entry_cost(&e.frame);
+        self.bytes = self.bytes.saturating_sub(cost);
+        Some(cost)
     }
 
     /// When the oldest retained push was recorded.
@@ -126,7 +146,8 @@ impl SeqLog {
     }
 
     /// What follows `after`: the evicted range as a gap, then the retained
-    /// pushes up to `budget` bytes (at least one when any). `after` past the
+    /// pushes up to `budget` bytes (none when the first does not fit: the
+    /// budget is what the link's queue has room for). `after` past the
     /// head (a stale client) is clamped to the head.
     pub fn replay(&self, after: u64, budget: usize) -> Replay {
         let after = after.min(self.head);
@@ -161,7 +182,7 @@ impl SeqLog {
         }
         let mut used = 0usize;
         for e in self.entries.iter().filter(|e| e.seq > r.start) {
-            if !r.frames.is_empty() && used.saturating_add(e.frame.len()) > budget {
+            if used.saturating_add(e.frame.len()) > budget {
                 break;
             }
             used = used.saturating_add(e.frame.len());
@@ -173,6 +194,11 @@ impl SeqLog {
     }
 }
 
+/// What one retained frame counts against the bounds.
+fn entry_cost(frame: &Bytes) -> usize {
+    frame.len().saturating_add(RETAINED_ENTRY_OVERHEAD)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,7 +208,7 @@ mod tests {
         let mut l = SeqLog::default();
         for _ in 0..n {
             let s = l.next_seq();
-            l.append(s, t, Bytes::from(vec![s as u8; 10]), keep);
+            l.append(s, t, Bytes::from(vec![s as u8; 10]), (keep, usize::MAX));
         }
         (l, t)
     }
@@ -204,10 +230,43 @@ mod tests {
         let (mut l, t) = log(5, 10);
         assert_eq!(l.replay(0, 25).frames.len(), 2);
         assert_eq!(l.replay(0, 25).through, 2);
+        // A budget smaller than the first frame replays nothing (and says so).
+        let r = l.replay(0, 9);
+        assert_eq!((r.frames.len(), r.through, r.more), (0, 0, true));
         l.prune(t + Duration::from_secs(1), Duration::from_secs(1));
         assert!(l.is_empty());
         let r = l.replay(1, usize::MAX);
         assert_eq!(r.gap, Some(SeqGap { from: 2, to: 5 }));
         assert_eq!(r.start, 5);
+    }
+
+    #[test]
+    fn bytes_count_the_overhead_and_bound_the_log() {
+        let t = Instant::now();
+        let mut l = SeqLog::default();
+        let frame = |n: usize| Bytes::from(vec![0u8; n]);
+        let cost = 10 + RETAINED_ENTRY_OVERHEAD;
+        assert_eq!(l.append(1, t, frame(10), (100, 3 * cost)), cost);
+        assert_eq!(l.append(2, t, frame(10), (100, 3 * cost)), cost);
+        assert_eq!(l.append(3, t, frame(10), (100, 3 * cost)), cost);
+        assert_eq!(l.bytes(), 3 * cost);
+        // A fourth fits only by evicting the first: nothing is added.
+        assert_eq!(l.append(4, t, frame(10), (100, 3 * cost)), 0);
+        assert_eq!(
+            (l.bytes(), l.replay(0, usize::MAX).gap),
+            (3 * cost, Some(SeqGap { from: 1, to: 1 }))
+        );
+        // One larger than the whole bound is kept alone.
+        let big = 10 * cost;
+        assert_eq!(
+            l.append(5, t, frame(big), (100, 3 * cost)),
+            big + RETAINED_ENTRY_OVERHEAD - 3 * cost
+        );
+        assert_eq!(l.replay(0, usize::MAX).frames.len(), 1);
+        assert_eq!(l.pop_oldest(), Some(big + RETAINED_ENTRY_OVERHEAD));
+        assert_eq!(l.bytes(), 0);
+        // Nothing is kept with a bound of 0 messages, but the head moves.
+        assert_eq!(l.append(6, t, frame(10), (0, usize::MAX)), 0);
+        assert_eq!((l.head, l.is_empty()), (6, true));
     }
 }

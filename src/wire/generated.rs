@@ -5,7 +5,7 @@ pub struct Frame {
     pub request_id: u64,
     #[prost(
         oneof = "frame::Body",
-        tags = "2, 3, 4, 5, 6, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 60, 61, 62, 63, 64, 65"
+        tags = "2, 3, 4, 5, 6, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 60, 61, 62, 63, 64, 65, 66"
     )]
     pub body: ::core::option::Option<frame::Body>,
 }
@@ -97,6 +97,8 @@ pub mod frame {
         ChannelAttributesChanged(super::ChannelAttributesPush),
         #[prost(message, tag = "65")]
         UserCountChanged(super::UserCountPush),
+        #[prost(message, tag = "66")]
+        TokenWillExpire(super::TokenWillExpirePush),
     }
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -597,6 +599,17 @@ pub struct UserCountPush {
     pub channel: u32,
     #[prost(uint32, tag = "2")]
     pub count: u32,
+}
+/// The login's token expires soon: refresh it (RefreshTokenRequest). Sent
+/// `token_warning` (30 s) before the expiry. From the expiry on, every
+/// request but RefreshToken and Logout gets 2003; `token_grace` (10 s) later
+/// the link is closed with Close{2003}.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TokenWillExpirePush {
+    #[prost(uint64, tag = "1")]
+    pub token_expires_at_ms: u64,
+    #[prost(uint64, tag = "2")]
+    pub server_time_ms: u64,
 }
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]

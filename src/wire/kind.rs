@@ -55,7 +55,8 @@ impl Body {
             | Body::Membership(_)
             | Body::UserAttributesChanged(_)
             | Body::ChannelAttributesChanged(_)
-            | Body::UserCountChanged(_) => BodyKind::Push,
+            | Body::UserCountChanged(_)
+            | Body::TokenWillExpire(_) => BodyKind::Push,
         }
     }
 }
