@@ -9,6 +9,9 @@ use hummer_channel::client::{
     LostStream, Reply, RequestId, SendOptions, Session, SessionConfig,
 };
 use hummer_channel::server::{mint_token, AppConfig, ServerConfig, DEMO_APPID, DEMO_SECRET};
+
+/// An app secret of the 32 bytes a server requires.
+const SECRET: &str = "e2e-test-secret-of-32-bytes-or-more";
 use hummer_channel::sim::{ClientId, Sim, SimConfig};
 use hummer_channel::{Attributes, CommandError, ErrorCode, Message, Region, ServiceError, Uid};
 
@@ -392,18 +395,14 @@ fn notifications_follow_enable_notification() {
 #[test]
 fn token_logins_and_their_failures() {
     let mut config = ServerConfig::default();
-    config.apps.push(AppConfig::with_secret(42, "s3cret"));
+    config.apps.push(AppConfig::with_secret(42, SECRET));
     let mut sim = Sim::new(SimConfig::new(3, config));
     let try_login = |sim: &mut Sim, appid: u32, token: Option<String>| {
         let c = sim.add_client(SessionConfig::new(appid));
         let r = call(sim, c, |s, now| s.login(now, Uid(5), token, None));
         (c, r)
     };
-    let (c, r) = try_login(
-        &mut sim,
-        42,
-        Some(mint_token("s3cret", 42, 5, UNIX_S + 3600)),
-    );
+    let (c, r) = try_login(&mut sim, 42, Some(mint_token(SECRET, 42, 5, UNIX_S + 3600)));
     let Ok(Reply::Login(info)) = r else {
         panic!("{r:?}")
     };
@@ -421,18 +420,18 @@ fn token_logins_and_their_failures() {
         ),
         (
             42,
-            Some(mint_token("s3cret", 42, 6, UNIX_S + 3600)),
+            Some(mint_token(SECRET, 42, 6, UNIX_S + 3600)),
             ErrorCode::InvalidToken,
         ),
         (
             42,
-            Some(mint_token("s3cret", 43, 5, UNIX_S + 3600)),
+            Some(mint_token(SECRET, 43, 5, UNIX_S + 3600)),
             ErrorCode::InvalidToken,
         ),
         (42, Some("garbage".to_string()), ErrorCode::InvalidToken),
         (
             42,
-            Some(mint_token("s3cret", 42, 5, UNIX_S - 10)),
+            Some(mint_token(SECRET, 42, 5, UNIX_S - 10)),
             ErrorCode::ExpiredToken,
         ),
         (42, None, ErrorCode::InvalidToken),

@@ -1071,7 +1071,7 @@ const FLOWS: &[FlowDef] = &[
     FlowDef {
         name: "login",
         seed: 1,
-        description: "Login in appid mode (anonymous), Ping/Pong, GetInstanceInfo, a second Login on a logged-in link refused, Logout, requests after logout refused with 1009, login again on the same link with a token and a region, RefreshToken, SetUserRegion, Logout.",
+        description: "Login in appid mode (anonymous), Ping/Pong, GetInstanceInfo, a second Login on a logged-in link refused, Logout, login again on the same link with a token and a region, RefreshToken, SetUserRegion, Logout, then a request after the logout refused with 1009 and the link closed (Close{1009}).",
         needs_v2: false,
         script: flow_login,
     },
@@ -1127,7 +1127,7 @@ const FLOWS: &[FlowDef] = &[
     FlowDef {
         name: "refusals",
         seed: 9,
-        description: "One refusal per error the server returns that frames can reach: 1009 before login; 2018 unknown appid; 2001 uid 0, unknown region, already logged in, empty uid list, unspecified region, receiver uid 0; 2002 bad tokens; 2003 expired token; 2007 message too large; 5101 not in channel; 2004 attributes of a uid not in the channel; 5108 no channel attributes; 5103-5106 attribute limits; 5109 too many channels (joined, and in one count request); 4003 the 181st send in 3 s; protocol errors closing the link with Close{2001} (unsupported protocol version, a reply body sent by a client, a request with request_id 0, a frame with no body) and, last, a frame that does not decode. Not reachable with the demo config: 2002 token required (the demo app allows appid mode) and 5102 channel full (100,000 members).",
+        description: "One refusal per error the server returns that frames can reach: 1009 before login (on its own link, which it closes); 2018 unknown appid; 2001 uid 0, unknown region, already logged in, empty uid list, unspecified region, receiver uid 0; 2002 bad tokens; 2003 expired token; 2007 message too large; 5101 not in channel; 2004 attributes of a uid not in the channel; 5108 no channel attributes; 5103-5106 attribute limits; 5109 too many channels (joined, and in one count request); 4003 the 181st send in 3 s; protocol errors closing the link with Close{2001} (unsupported protocol version, a reply body sent by a client, a request with request_id 0, a frame with no body) and, last, a frame that does not decode. Not reachable with the demo config: 2002 token required (the demo app allows appid mode) and 5102 channel full (100,000 members).",
         needs_v2: false,
         script: flow_refusals,
     },
@@ -1169,9 +1169,8 @@ fn flow_login(f: &mut Flow) {
     // A second Login on a logged-in link is refused; the link stays.
     f.send(2_000, "a", login(3, 1));
     f.send(3_000, "a", json!({"requestId": "4", "logout": {}}));
-    // Logged out: every request but Login gets 1009 ...
-    f.send(3_500, "a", json!({"requestId": "5", "getInstanceInfo": {}}));
-    // ... and the same link may log in again, here with a token and a region.
+    // Logged out, the same link may log in again, here with a token and a
+    // region.
     let token = mint_token(DEMO_SECRET, DEMO_APPID, 1, TOKEN_EXP_S);
     f.send(
         4_000,
@@ -1197,7 +1196,12 @@ fn flow_login(f: &mut Flow) {
         json!({"requestId": "10", "getInstanceInfo": {}}),
     );
     f.send(6_500, "a", json!({"requestId": "11", "logout": {}}));
-    f.close(7_000, "a");
+    // Logged out, any request but Login gets 1009 and the link is closed.
+    f.send(
+        7_000,
+        "a",
+        json!({"requestId": "12", "getInstanceInfo": {}}),
+    );
 }
 
 fn flow_p2p_reliable(f: &mut Flow) {
@@ -1691,9 +1695,10 @@ fn flow_refusals(f: &mut Flow) {
         }
         json!({"requestId": rid.to_string(), "login": l})
     };
+    // 1009: a request before login, and the link is closed (Close{1009}).
+    f.open(0, "z");
     f.open(0, "a");
-    // 1009: a request before login.
-    f.send(10, "a", json!({"requestId": "1", "getInstanceInfo": {}}));
+    f.send(5, "z", json!({"requestId": "1", "getInstanceInfo": {}}));
     // Login refusals: the link stays open.
     f.send(20, "a", login_with(2, json!({"appid": 999})));
     f.send(30, "a", login_with(3, json!({"uid": "0"})));

@@ -279,6 +279,11 @@ fn slow_reader_is_disconnected_and_others_carry_on() {
     let config = ServerConfig {
         max_queued_bytes: 256 * 1024,
         rate_limit_sends: 1_000_000,
+        rate_limits: {
+            let mut r = hummer_channel::server::RateLimits::default();
+            r.sends = hummer_channel::server::RateLimit::new(1_000_000, Duration::from_secs(3));
+            r
+        },
         ..ServerConfig::demo()
     };
     let handle = ServerHandle::spawn(config, "127.0.0.1:0".parse().unwrap()).expect("spawn");
@@ -432,12 +437,14 @@ fn every_malformed_frame_case_gets_close_2001_then_eof() {
 }
 
 /// The frame size bound is inclusive: a 65,536-byte frame (a Ping padded
-/// with an unknown field, which receivers ignore) is answered.
+/// with an unknown field, which receivers ignore) is answered once logged in
+/// (before, frames are held to 8 KiB).
 #[test]
 fn a_frame_of_exactly_the_maximum_size_is_accepted() {
     let handle =
         ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).expect("spawn");
     let mut c = Client::connect(handle.local_addr());
+    c.login(1, None);
     let mut frame = encode_frame(&Frame {
         request_id: 0,
         body: Some(Body::Ping(wire::Ping { nonce: 7 })),

@@ -243,8 +243,10 @@ impl Server {
             None => self.rejoin_state(num, 0, 0, None),
         };
         if !was_member {
+            // A rejoin's membership goes on from where the departed one began.
+            let since = departed.unwrap_or(state.seq).min(state.seq);
             if let Some(ch) = self.channels.get_mut(&num) {
-                ch.since.insert(inst, state.seq);
+                ch.since.insert(inst, since);
             }
         }
         Ok((

@@ -115,11 +115,6 @@ impl SeqLog {
         Some(cost)
     }
 
-    /// When the oldest retained push was recorded.
-    pub fn oldest_at(&self) -> Option<Instant> {
-        self.entries.front().map(|e| e.at)
-    }
-
     /// Bytes of the retained pushes.
     pub fn bytes(&self) -> usize {
         self.bytes
