@@ -136,9 +136,10 @@ pub struct ErrorReply {
 /// Server -> client, always the last frame before the server closes a link
 /// (client -> server: the client is closing). Codes (docs/protocol.md, "Close"):
 /// 100 kicked by a newer login and 4007 instance resumed on another link (do
-/// not reconnect); 1005 idle timeout, 1006 login timeout, 2001 protocol error,
-/// 2010 unsupported protocol version, 4005 slow consumer, 4006 server shutting
-/// down (reconnect and resume).
+/// not reconnect); 1005 idle timeout, 1006 login timeout, 1009 a request
+/// before login, 2001 protocol error, 2003 token expired and not refreshed,
+/// 2010 unsupported protocol version, 4005 slow consumer, 4006 server
+/// shutting down (reconnect and resume).
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Close {
     #[prost(uint32, tag = "1")]
