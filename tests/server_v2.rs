@@ -789,13 +789,21 @@ fn a_resumed_login_on_a_new_link_closes_the_open_old_one_with_4007() {
 #[test]
 fn the_login_reply_carries_the_heartbeat_timings() {
     let custom = ServerConfig {
-        ping_interval: secs(4),
+        ping_interval: secs(2),
         idle_timeout: secs(10),
+        ..ServerConfig::demo()
+    };
+    // A ping interval longer than a third of the idle timeout is told as
+    // that third: a client that follows it is never idle.
+    let too_long = ServerConfig {
+        ping_interval: secs(15),
+        idle_timeout: secs(6),
         ..ServerConfig::demo()
     };
     for (config, ping, idle) in [
         (ServerConfig::demo(), 15_000, 45_000),
-        (custom, 4_000, 10_000),
+        (custom, 2_000, 10_000),
+        (too_long, 2_000, 6_000),
     ] {
         let mut n = Net::new(config);
         let (_, r) = n.login(1);

@@ -222,13 +222,16 @@ impl Server {
         // already (a member has had every push on this link), and only to a
         // uid whose membership ended with a lost link, from where it began:
         // no one reads a channel's history from before joining it.
-        let departed = match (req.rejoin, was_member) {
-            (true, false) => self
+        // Any join of the uid ends its departure record (used or not): a
+        // uid that comes back and leaves again did not depart.
+        let departed = match was_member {
+            false => self
                 .channels
                 .get_mut(&num)
                 .and_then(|ch| ch.departed.remove(&uid))
-                .map(|(since, _)| since),
-            _ => None,
+                .map(|(since, _)| since)
+                .filter(|_| req.rejoin),
+            true => None,
         };
         let (state, replay) = match departed {
             Some(since) => {
@@ -330,6 +333,10 @@ impl Server {
             }
             None => return Err(ServiceError::new(ErrorCode::Unauthorized, "not logged in")),
         };
+        // A uid that leaves did not depart: no rejoin of it replays.
+        if let Some(ch) = self.channels.get_mut(&num) {
+            ch.departed.remove(&uid);
+        }
         self.remove_member(num, uid, inst);
         Ok((Body::Ok(wire::Empty {}), Vec::new()))
     }

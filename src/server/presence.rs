@@ -185,7 +185,9 @@ impl Server {
             resumed: resumed.is_some(),
             p2p_replay_truncated_at: p2p.replay.truncated_at(),
             p2p_epoch: p2p.epoch,
-            ping_interval_ms: ms(self.config.ping_interval),
+            // A client that pings this often is never idle: at most a third
+            // of the idle timeout, whatever was configured.
+            ping_interval_ms: ms(self.config.ping_interval.min(self.config.idle_timeout / 3)),
             idle_timeout_ms: ms(self.config.idle_timeout),
             channels,
         };
@@ -487,13 +489,19 @@ impl Server {
             .instances
             .get_mut(&inst)
             .ok_or_else(|| ServiceError::new(ErrorCode::Unauthorized, "not logged in"))?;
-        if !i.rate.allow(now, limit, window) {
+        if !i.rate.has_room(now, limit, window) {
             return Err(ServiceError::new(
                 ErrorCode::OperationTooOften,
                 "too many sends from this instance: slow down",
             ));
         }
-        self.rate_take(inst, RateKind::Send, 1)
+        // Both limits are checked before either counts the send: a refused
+        // send uses up neither.
+        self.rate_take(inst, RateKind::Send, 1)?;
+        if let Some(i) = self.instances.get_mut(&inst) {
+            i.rate.allow(now, limit, window);
+        }
+        Ok(())
     }
 
     /// Takes `cost` from the uid's `kind` limit (4003 when spent).

@@ -13,17 +13,22 @@ impl RateLimiter {
     /// Counts one send at `now`; `false` (not counted) when `limit` sends
     /// happened within the last `window`.
     pub fn allow(&mut self, now: Instant, limit: usize, window: Duration) -> bool {
+        if !self.has_room(now, limit, window) {
+            return false;
+        }
+        self.hits.push_back(now);
+        true
+    }
+
+    /// Whether a send at `now` would be allowed (nothing is counted).
+    pub fn has_room(&mut self, now: Instant, limit: usize, window: Duration) -> bool {
         while let Some(&t) = self.hits.front() {
             if now.saturating_duration_since(t) < window {
                 break;
             }
             self.hits.pop_front();
         }
-        if self.hits.len() >= limit {
-            return false;
-        }
-        self.hits.push_back(now);
-        true
+        self.hits.len() < limit
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::conn::QUEUED_FRAME_OVERHEAD;
 use crate::wire::SeqGap;
 
 /// What a retained message costs besides its frame's bytes: its entry
@@ -58,9 +59,12 @@ impl Replay {
         }
     }
 
-    /// Bytes of the replayed frames.
+    /// What the replayed frames cost a link's queue (bytes and overhead).
     pub fn bytes(&self) -> usize {
-        self.frames.iter().map(|f| f.len()).sum()
+        self.frames
+            .iter()
+            .map(|f| f.len().saturating_add(QUEUED_FRAME_OVERHEAD))
+            .sum()
     }
 
     /// Where the replay stops short of the head (0 when it reaches it), for
@@ -175,12 +179,14 @@ impl SeqLog {
             }
             Some(_) => {}
         }
+        // Counted as the link's queue counts them, overhead included.
         let mut used = 0usize;
         for e in self.entries.iter().filter(|e| e.seq > r.start) {
-            if used.saturating_add(e.frame.len()) > budget {
+            let cost = e.frame.len().saturating_add(QUEUED_FRAME_OVERHEAD);
+            if used.saturating_add(cost) > budget {
                 break;
             }
-            used = used.saturating_add(e.frame.len());
+            used = used.saturating_add(cost);
             r.frames.push(e.frame.clone());
             r.through = e.seq;
         }
@@ -223,10 +229,13 @@ mod tests {
     #[test]
     fn aged_out_log_gaps_to_head_and_budget_cuts() {
         let (mut l, t) = log(5, 10);
-        assert_eq!(l.replay(0, 25).frames.len(), 2);
-        assert_eq!(l.replay(0, 25).through, 2);
+        // Each frame costs its 10 bytes and the queue's overhead.
+        let two = 2 * (10 + QUEUED_FRAME_OVERHEAD) + 5;
+        assert_eq!(l.replay(0, two).frames.len(), 2);
+        assert_eq!(l.replay(0, two).through, 2);
+        assert_eq!(l.replay(0, two).bytes(), two - 5);
         // A budget smaller than the first frame replays nothing (and says so).
-        let r = l.replay(0, 9);
+        let r = l.replay(0, 10 + QUEUED_FRAME_OVERHEAD - 1);
         assert_eq!((r.frames.len(), r.through, r.more), (0, 0, true));
         l.prune(t + Duration::from_secs(1), Duration::from_secs(1));
         assert!(l.is_empty());
