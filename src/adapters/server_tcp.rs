@@ -4,11 +4,28 @@
 //! [`Server::poll_timeout`] after every pass. The server sits behind a mutex
 //! that is never held across an await.
 //!
+//! What the runner itself bounds (the [`Server`] bounds the rest), set with
+//! a [`RunnerConfig`]:
+//!
+//! - connections: at most `max_connections` open, and `max_connections_per_ip`
+//!   from one address (IPv6: one /64). A connection over a cap is accepted
+//!   and closed at once, with nothing written;
+//! - the listen backlog ([`bind`]; std's `TcpListener::bind` asks for 128);
+//! - frame sizes: each connection's decoder is held to
+//!   [`Server::max_frame_size`] (8 KiB until the connection has logged in),
+//!   and a partial frame holds about what arrived, never what it announced;
+//! - failing `accept`s (out of file descriptors) back off from 10 ms to 1 s
+//!   while the open connections keep being served;
+//! - a connection the server closes gets its `Close` frame when the socket
+//!   has room for it within 2 s, else it is reset; a slow consumer's unsent
+//!   backlog is dropped first, and either outcome is logged at info.
+//!
 //! ```no_run
-//! use hummer_channel::adapters::server_tcp::ServerHandle;
+//! use hummer_channel::adapters::server_tcp::{RunnerConfig, ServerHandle};
 //! use hummer_channel::server::ServerConfig;
 //!
-//! let handle = ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
+//! let runner = RunnerConfig::default().with_max_connections_per_ip(100);
+//! let handle = ServerHandle::spawn_with(ServerConfig::demo(), runner, "127.0.0.1:0".parse().unwrap()).unwrap();
 //! println!("listening on {}", handle.local_addr());
 //! handle.shutdown();
 //! ```
@@ -16,8 +33,8 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -29,7 +46,7 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 use smol::{Executor, Timer};
 
-use crate::server::{ConnId, Server, ServerConfig};
+use crate::server::{CloseReason, ConnId, Server, ServerConfig};
 use crate::wire::{write_length_prefixed, FrameDecoder};
 
 /// Logs through `tracing` when the `tracing` feature is on, else nowhere.
@@ -42,13 +59,20 @@ macro_rules! log {
     }};
 }
 
-/// Bytes gathered from the queue into one socket write.
 /// How long a shutdown waits for the `Close` frames to be flushed.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes gathered from the queue into one socket write.
 const WRITE_BATCH: usize = 256 * 1024;
+/// A writer going idle keeps a batch buffer up to this size; a larger one
+/// (from a burst) is freed, or every connection that ever had a burst would
+/// hold up to `WRITE_BATCH` for good.
+const IDLE_WRITE_BUFFER: usize = 16 * 1024;
 /// A peer that accepts no bytes for this long is dead: its connection goes.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// The same once the server has closed the connection (a slow consumer).
+/// Once the server closes a connection, how long its last frames (the
+/// `Close` frame) may take to be written, progress or not: a peer that does
+/// not read (a slow consumer) is reset after it, so its connection and
+/// buffers are gone within this bound.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a stalled write checks the timeouts.
 const WRITE_TICK: Duration = Duration::from_millis(250);
@@ -59,17 +83,120 @@ const WRITE_TICK: Duration = Duration::from_millis(250);
 const READ_CHUNK: usize = 4 * 1024;
 /// Consecutive full reads of one connection before it lets the others run.
 const YIELD_AFTER_FULL_READS: u32 = 16;
+/// Frames one connection may have handled before it lets the others run,
+/// whatever their reads: a 4 KiB read holds up to 682 empty `Ping`s, so
+/// sixteen full reads of them (11,000 frames) would hold every other
+/// connection up for milliseconds per flooding peer. Typical traffic
+/// (frames of 100 bytes and more) stays under it, and keeps the batching of
+/// [`YIELD_AFTER_FULL_READS`].
+const YIELD_AFTER_FRAMES: u32 = 512;
+/// The first wait after a failed `accept`; it doubles on each failure in a
+/// row up to [`ACCEPT_BACKOFF_MAX`] and resets on a success. Out of file
+/// descriptors, `accept` fails at once as long as a connection is pending:
+/// without a wait the accept loop would spin and starve every connection.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// The longest wait between two failed `accept`s.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Settings of the TCP runner itself (what the [`Server`] state machine does
+/// not see: sockets and addresses). Start from [`RunnerConfig::default`] and
+/// change what you need with the `with_` methods (or the public fields).
+///
+/// ```
+/// use hummer_channel::adapters::server_tcp::RunnerConfig;
+///
+/// let runner = RunnerConfig::default()
+///     .with_max_connections(50_000)
+///     .with_listen_backlog(4096);
+/// assert_eq!(runner.max_connections_per_ip, 1_000);
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunnerConfig {
+    /// Open connections at most (logged in or not). One more is accepted
+    /// and closed at once, with nothing written. Default 100_000. Each
+    /// connection needs a file descriptor: the process's `RLIMIT_NOFILE`
+    /// may be the tighter bound.
+    pub max_connections: usize,
+    /// Open connections from one IP address at most (IPv6: from one /64,
+    /// what a single host usually has; IPv4-mapped IPv6 counts as IPv4).
+    /// Refused like the global cap. Default 1_000.
+    pub max_connections_per_ip: usize,
+    /// The listen backlog [`bind`] asks for: connections the kernel
+    /// completes before the runner accepts them. Linux caps it at
+    /// `net.core.somaxconn` (4096 on recent kernels). Default 1024.
+    pub listen_backlog: u32,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        RunnerConfig {
+            max_connections: 100_000,
+            max_connections_per_ip: 1_000,
+            listen_backlog: 1024,
+        }
+    }
+}
+
+impl RunnerConfig {
+    /// Sets [`RunnerConfig::max_connections`].
+    pub fn with_max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Sets [`RunnerConfig::max_connections_per_ip`].
+    pub fn with_max_connections_per_ip(mut self, n: usize) -> Self {
+        self.max_connections_per_ip = n;
+        self
+    }
+
+    /// Sets [`RunnerConfig::listen_backlog`].
+    pub fn with_listen_backlog(mut self, n: u32) -> Self {
+        self.listen_backlog = n;
+        self
+    }
+}
+
+/// Counters of a running runner ([`ServerHandle::stats`]).
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunnerStats {
+    /// Connections admitted and not yet ended.
+    pub open_connections: usize,
+    /// Connections refused by `max_connections` or `max_connections_per_ip`
+    /// since the start.
+    pub refused_connections: u64,
+    /// `accept` calls that failed (out of file descriptors and the like).
+    pub accept_errors: u64,
+    /// Bytes of memory the connections' frame decoders hold now (partial
+    /// frames, and the unread rest of the last read).
+    pub decoder_bytes: usize,
+}
 
 /// What a running `serve` shares with a [`ServerHandle`].
 #[derive(Default)]
 struct Control {
     sockets: Mutex<HashMap<ConnId, ConnHandle>>,
+    admission: Mutex<Admission>,
+    refused: AtomicU64,
+    accept_errors: AtomicU64,
+    decoder_bytes: AtomicUsize,
 }
 
 struct ConnHandle {
     stream: TcpStream,
     wake: Sender<()>,
-    closing: Arc<AtomicBool>,
+    flags: Arc<ConnFlags>,
+}
+
+/// What the server decided about a connection, for its reader and writer.
+#[derive(Default)]
+struct ConnFlags {
+    /// The server closes it: read no more, flush the `Close` frame, end.
+    closing: AtomicBool,
+    /// ... as a slow consumer: the writer drops its unsent batch too.
+    slow_consumer: AtomicBool,
 }
 
 impl Control {
@@ -77,10 +204,114 @@ impl Control {
         self.sockets.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn admission(&self) -> MutexGuard<'_, Admission> {
+        self.admission.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn close_all(&self) {
         for h in self.sockets().values() {
             let _ = h.stream.shutdown(Shutdown::Both);
         }
+    }
+
+    fn stats(&self) -> RunnerStats {
+        RunnerStats {
+            open_connections: self.admission().open,
+            refused_connections: self.refused.load(Ordering::Relaxed),
+            accept_errors: self.accept_errors.load(Ordering::Relaxed),
+            decoder_bytes: self.decoder_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Open connections, in all and per address.
+#[derive(Default)]
+struct Admission {
+    open: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl Admission {
+    /// Counts a new connection from `ip` (a key from [`ip_key`]), or says
+    /// which cap refuses it.
+    fn admit(&mut self, ip: IpAddr, runner: &RunnerConfig) -> Result<(), &'static str> {
+        if self.open >= runner.max_connections {
+            return Err("max_connections");
+        }
+        let n = self.per_ip.entry(ip).or_insert(0);
+        if *n >= runner.max_connections_per_ip {
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+            return Err("max_connections_per_ip");
+        }
+        *n += 1;
+        self.open += 1;
+        Ok(())
+    }
+
+    fn release(&mut self, ip: IpAddr) {
+        self.open = self.open.saturating_sub(1);
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+/// The address a connection counts against: IPv4 as is (IPv4-mapped IPv6
+/// too), IPv6 by its /64 (a single host usually holds a whole /64, so a
+/// per-address cap on IPv6 addresses would cap nothing).
+fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !u128::from(u64::MAX);
+            IpAddr::V6(Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
+
+/// An admitted connection's place in [`Admission`], given back when the
+/// connection's task ends (or is dropped at shutdown).
+struct Admitted {
+    control: Arc<Control>,
+    ip: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.control.admission().release(self.ip);
+    }
+}
+
+/// A reader's share of [`Control::decoder_bytes`], taken back when the
+/// reader ends or is dropped.
+struct DecoderShare {
+    control: Arc<Control>,
+    counted: usize,
+}
+
+impl DecoderShare {
+    fn update(&mut self, now: usize) {
+        if now > self.counted {
+            self.control
+                .decoder_bytes
+                .fetch_add(now - self.counted, Ordering::Relaxed);
+        } else if now < self.counted {
+            self.control
+                .decoder_bytes
+                .fetch_sub(self.counted - now, Ordering::Relaxed);
+        }
+        self.counted = now;
+    }
+}
+
+impl Drop for DecoderShare {
+    fn drop(&mut self) {
+        self.update(0);
     }
 }
 
@@ -90,7 +321,6 @@ struct Shared {
     timer_wake: Sender<()>,
     /// The deadline the timer task sleeps until (`None`: none).
     armed: Mutex<Option<Instant>>,
-    max_frame_size: usize,
 }
 
 impl Shared {
@@ -111,7 +341,10 @@ impl Shared {
         while let Some((c, reason)) = s.poll_close() {
             log!(debug, "closing {c}: {reason}");
             if let Some(h) = sockets.get(&c) {
-                h.closing.store(true, Ordering::SeqCst);
+                if matches!(reason, CloseReason::SlowConsumer) {
+                    h.flags.slow_consumer.store(true, Ordering::SeqCst);
+                }
+                h.flags.closing.store(true, Ordering::SeqCst);
                 let _ = h.wake.try_send(());
             }
         }
@@ -126,34 +359,67 @@ impl Shared {
     }
 }
 
-/// Serves `config` on `listener` until `shutdown` completes, then closes
-/// every connection and returns. Runs on the calling task (e.g. inside
-/// `smol::block_on`).
+/// A listener on `addr` with `runner.listen_backlog` (std's
+/// `TcpListener::bind` asks for 128), `SO_REUSEADDR` set like std does on
+/// Unix, ready for [`serve_with`].
+pub fn bind(addr: SocketAddr, runner: &RunnerConfig) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    // The kernel caps it (somaxconn); an absurd value is clamped, not refused.
+    let backlog = i32::try_from(runner.listen_backlog).unwrap_or(i32::MAX);
+    socket.listen(backlog)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::try_from(std::net::TcpListener::from(socket))
+}
+
+/// Serves `config` on `listener` with the default [`RunnerConfig`] until
+/// `shutdown` completes, then closes every connection and returns. Runs on
+/// the calling task (e.g. inside `smol::block_on`).
 pub async fn serve(
     listener: TcpListener,
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    serve_with(listener, config, shutdown, Arc::new(Control::default())).await
+    serve_with(listener, config, RunnerConfig::default(), shutdown).await
 }
 
-async fn serve_with(
+/// [`serve`] with the runner's own settings (connection caps; the backlog
+/// is the listener's: create it with [`bind`]).
+pub async fn serve_with(
     listener: TcpListener,
     config: ServerConfig,
+    runner: RunnerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    run(
+        listener,
+        config,
+        runner,
+        shutdown,
+        Arc::new(Control::default()),
+    )
+    .await
+}
+
+async fn run(
+    listener: TcpListener,
+    config: ServerConfig,
+    runner: RunnerConfig,
     shutdown: impl Future<Output = ()>,
     control: Arc<Control>,
 ) -> io::Result<()> {
     let unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let max_frame_size = config.limits.max_frame_size;
     let (timer_wake, timer_rx) = bounded(1);
     let shared = Arc::new(Shared {
         server: Mutex::new(Server::new(config, Instant::now(), unix_ms)),
         control: control.clone(),
         timer_wake,
         armed: Mutex::new(None),
-        max_frame_size,
     });
     let ex = Arc::new(Executor::new());
     ex.spawn(timer_task(shared.clone(), timer_rx)).detach();
@@ -161,20 +427,44 @@ async fn serve_with(
         // Weak: the executor owns this task, which must not keep it alive.
         let (ex, shared, control) = (Arc::downgrade(&ex), shared.clone(), control.clone());
         async move {
+            let mut backoff = Duration::ZERO;
             loop {
                 let (stream, peer) = match listener.accept().await {
-                    Ok(x) => x,
+                    Ok(x) => {
+                        backoff = Duration::ZERO;
+                        x
+                    }
+                    // The peer gave up before we took it: take the next one.
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                     Err(e) => {
-                        // Out of descriptors and the like: back off, keep serving.
-                        log!(warn, "accept failed: {e}");
-                        Timer::after(Duration::from_millis(100)).await;
+                        // Out of descriptors (EMFILE, ENFILE) and the like:
+                        // `accept` would fail again at once, so wait, longer
+                        // each time; the connections already open keep being
+                        // served meanwhile (their tasks run during the wait).
+                        control.accept_errors.fetch_add(1, Ordering::Relaxed);
+                        backoff = (backoff * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
+                        log!(warn, "accept failed: {e}; next try in {backoff:?}");
+                        Timer::after(backoff).await;
                         continue;
                     }
                 };
+                let ip = ip_key(peer.ip());
+                if let Err(cap) = control.admission().admit(ip, &runner) {
+                    // Closed with nothing written: no work, no state, and the
+                    // peer learns nothing it could tune an attack with.
+                    control.refused.fetch_add(1, Ordering::Relaxed);
+                    log!(debug, "refused a connection from {peer}: {cap} reached");
+                    drop(stream);
+                    continue;
+                }
+                let admitted = Admitted {
+                    control: control.clone(),
+                    ip,
+                };
                 let _ = stream.set_nodelay(true);
                 let (wake, wake_rx) = bounded(1);
-                let closing = Arc::new(AtomicBool::new(false));
-                let conn = {
+                let flags = Arc::new(ConnFlags::default());
+                let (conn, max_frame) = {
                     let mut s = shared.server();
                     let conn = s.accept(Instant::now());
                     control.sockets().insert(
@@ -182,11 +472,11 @@ async fn serve_with(
                         ConnHandle {
                             stream: stream.clone(),
                             wake,
-                            closing: closing.clone(),
+                            flags: flags.clone(),
                         },
                     );
                     shared.pump(&mut s, false);
-                    conn
+                    (conn, s.max_frame_size(conn))
                 };
                 log!(debug, "accepted {conn} from {peer}");
                 // Reader and writer are tasks of their own, so waking one does
@@ -198,17 +488,25 @@ async fn serve_with(
                     shared.clone(),
                     conn,
                     stream.clone(),
-                    closing.clone(),
+                    flags.clone(),
+                    max_frame,
                 ));
                 let writer = ex.spawn(write_loop(
                     shared.clone(),
                     conn,
                     stream.clone(),
                     wake_rx,
-                    closing,
+                    flags,
                 ));
-                ex.spawn(connection(shared.clone(), conn, stream, reader, writer))
-                    .detach();
+                ex.spawn(connection(
+                    shared.clone(),
+                    conn,
+                    stream,
+                    reader,
+                    writer,
+                    admitted,
+                ))
+                .detach();
             }
         }
     };
@@ -250,13 +548,17 @@ async fn connection(
     stream: TcpStream,
     reader: smol::Task<()>,
     writer: smol::Task<()>,
+    admitted: Admitted,
 ) {
     reader.or(writer).await;
     let _ = stream.shutdown(Shutdown::Both);
     shared.control.sockets().remove(&conn);
-    let mut s = shared.server();
-    s.handle_closed(Instant::now(), conn);
-    shared.pump(&mut s, false);
+    {
+        let mut s = shared.server();
+        s.handle_closed(Instant::now(), conn);
+        shared.pump(&mut s, false);
+    }
+    drop(admitted);
     log!(debug, "{conn} ended");
 }
 
@@ -264,11 +566,17 @@ async fn read_loop(
     shared: Arc<Shared>,
     conn: ConnId,
     mut stream: TcpStream,
-    closing: Arc<AtomicBool>,
+    flags: Arc<ConnFlags>,
+    max_frame: usize,
 ) {
-    let mut decoder = FrameDecoder::new(shared.max_frame_size);
+    let mut decoder = FrameDecoder::new(max_frame);
+    let mut share = DecoderShare {
+        control: shared.control.clone(),
+        counted: 0,
+    };
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut full_reads = 0u32;
+    let mut frames = 0u32;
     loop {
         let n = match stream.read(&mut chunk).await {
             Ok(0) | Err(_) => return,
@@ -280,7 +588,15 @@ async fn read_loop(
             let mut s = shared.server();
             loop {
                 match decoder.next_frame() {
-                    Ok(Some(frame)) => s.handle_frame(Instant::now(), conn, frame),
+                    Ok(Some(frame)) => {
+                        frames = frames.saturating_add(1);
+                        s.handle_frame(Instant::now(), conn, frame);
+                        // The bound may change with every frame (a login
+                        // raises it, a logout lowers it): the next prefix is
+                        // checked against the server's current one, so a
+                        // login and a large frame may be sent back to back.
+                        decoder.set_max_frame_size(s.max_frame_size(conn));
+                    }
                     Ok(None) => break,
                     Err(e) => {
                         s.handle_stream_error(Instant::now(), conn, e);
@@ -291,20 +607,33 @@ async fn read_loop(
             }
             shared.pump(&mut s, false);
         }
-        if failed || closing.load(Ordering::SeqCst) {
+        share.update(decoder.capacity());
+        if failed || flags.closing.load(Ordering::SeqCst) {
             // The stream cannot be resynchronised, or the server closed the
-            // connection: read no more and let the writer flush the Close
-            // frame and end the connection.
+            // connection: read no more, free the decoder, and let the writer
+            // flush the Close frame and end the connection.
+            drop(decoder);
+            drop(chunk);
+            share.update(0);
             std::future::pending::<()>().await;
+            return;
         }
         // A read that is always ready never returns Pending: a peer
         // streaming bytes would keep the single-threaded executor here and
         // starve every other connection, the writers and the timer. Yield
         // after a run of full reads only: yielding after every read costs a
         // trip through the executor per read on the busiest connections.
-        full_reads = if n == chunk.len() { full_reads + 1 } else { 0 };
-        if full_reads >= YIELD_AFTER_FULL_READS {
+        // (A short read means the socket is drained: the next read waits,
+        // and the others run then.)
+        if n < chunk.len() {
             full_reads = 0;
+            frames = 0;
+        } else {
+            full_reads += 1;
+        }
+        if full_reads >= YIELD_AFTER_FULL_READS || frames >= YIELD_AFTER_FRAMES {
+            full_reads = 0;
+            frames = 0;
             smol::future::yield_now().await;
         }
     }
@@ -315,9 +644,9 @@ async fn write_loop(
     conn: ConnId,
     mut stream: TcpStream,
     wake: Receiver<()>,
-    closing: Arc<AtomicBool>,
+    flags: Arc<ConnFlags>,
 ) {
-    let mut buf = BytesMut::new();
+    let mut out = Outgoing::default();
     loop {
         // Read the close flag under the server lock, after draining: it is
         // set under the same lock once the Close frame is queued, so a set
@@ -325,30 +654,61 @@ async fn write_loop(
         let (exhausted, closing_now) = {
             let mut s = shared.server();
             let mut exhausted = false;
-            while buf.len() < WRITE_BATCH {
+            while out.buf.len() < WRITE_BATCH {
                 match s.poll_transmit(conn) {
-                    Some(f) => write_length_prefixed(&f, &mut buf),
+                    Some(f) => {
+                        write_length_prefixed(&f, &mut out.buf);
+                        out.ends.push(out.buf.len());
+                    }
                     None => {
                         exhausted = true;
                         break;
                     }
                 }
             }
-            (exhausted, closing.load(Ordering::SeqCst))
+            (exhausted, flags.closing.load(Ordering::SeqCst))
         };
-        if !buf.is_empty() {
-            if !write_out(&mut stream, &buf, &closing).await {
+        if !out.buf.is_empty() {
+            if let Err(why) = out.write(&mut stream, &wake, &flags).await {
+                if out.closing_since.is_some() {
+                    // A closed connection whose peer does not take its last
+                    // frames: reset it, so that the kernel drops the unsent
+                    // bytes at once instead of retrying for minutes.
+                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                    if flags.slow_consumer.load(Ordering::SeqCst) {
+                        log!(
+                            info,
+                            "{conn} closed as a slow consumer: no room for its Close frame ({why}); link reset"
+                        );
+                    } else {
+                        log!(
+                            debug,
+                            "{conn} closed: its Close frame was not taken ({why}); link reset"
+                        );
+                    }
+                }
                 return;
             }
-            buf.clear();
-        }
-        if !exhausted {
-            continue;
+            out.clear();
+            // A wake taken during the write announced output (or a close)
+            // that the next drain must see: drain before waiting again.
+            if !exhausted || std::mem::take(&mut out.woken) {
+                continue;
+            }
         }
         if closing_now {
             let _ = stream.flush().await;
+            if flags.slow_consumer.load(Ordering::SeqCst) {
+                log!(
+                    info,
+                    "{conn} closed as a slow consumer: Close frame written"
+                );
+            }
             return;
         }
+        // Idle: a batch buffer grown by a burst (up to 256 KiB) is not kept
+        // for the connection's whole life.
+        out.release();
         // Wakes coalesce in a one-slot channel, and the queue was drained
         // before waiting: no output can be missed.
         if wake.recv().await.is_err() {
@@ -357,40 +717,126 @@ async fn write_loop(
     }
 }
 
-/// Writes `buf` whole; `false` when the connection must end: a write error,
-/// no progress for `WRITE_TIMEOUT`, or, once the server closes the
-/// connection, no progress for `CLOSE_FLUSH_TIMEOUT` (a slow consumer that
-/// cannot take its Close frame is not waited for).
-async fn write_out(stream: &mut TcpStream, buf: &[u8], closing: &AtomicBool) -> bool {
-    let mut off = 0;
-    let mut stalled = Duration::ZERO;
-    while let Some(rest) = buf.get(off..).filter(|r| !r.is_empty()) {
-        let write = async { Some(stream.write(rest).await) };
-        let tick = async {
-            Timer::after(WRITE_TICK).await;
-            None
-        };
-        // Dropping a pending write is cancel-safe: nothing was written.
-        match write.or(tick).await {
-            Some(Ok(0) | Err(_)) => return false,
-            Some(Ok(n)) => {
-                off = off.saturating_add(n);
-                stalled = Duration::ZERO;
+/// A writer's batch: frames with their length prefixes, and where each ends
+/// (so that a slow consumer's batch can be cut between two frames).
+#[derive(Default)]
+struct Outgoing {
+    buf: BytesMut,
+    ends: Vec<usize>,
+    /// Bytes of `buf` written.
+    off: usize,
+    /// A wake was taken while writing.
+    woken: bool,
+    /// The slow consumer's backlog was cut already.
+    cut: bool,
+    /// When the writer first saw the connection closing.
+    closing_since: Option<Instant>,
+}
+
+/// What ended one wait of [`Outgoing::write`].
+enum Step {
+    Wrote(io::Result<usize>),
+    Woken,
+    Tick,
+}
+
+impl Outgoing {
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.ends.clear();
+        self.off = 0;
+    }
+
+    /// Frees the buffers when they are empty and larger than a typical
+    /// batch of an idle connection.
+    fn release(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > IDLE_WRITE_BUFFER {
+            self.buf = BytesMut::new();
+        }
+        if self.ends.is_empty() && self.ends.capacity() > IDLE_WRITE_BUFFER / 64 {
+            self.ends = Vec::new();
+        }
+    }
+
+    /// Drops the frames of the batch not begun yet: the server dropped a
+    /// slow consumer's queue, and what the writer took from it goes too. A
+    /// frame written in part is kept whole (the stream must stay framed for
+    /// the `Close` frame to be read).
+    fn cut_backlog(&mut self) {
+        let keep = if self.off == 0 {
+            0
+        } else {
+            match self.ends.binary_search(&self.off) {
+                Ok(_) => self.off,
+                Err(i) => self.ends.get(i).copied().unwrap_or(self.buf.len()),
             }
-            None => {
-                stalled = stalled.saturating_add(WRITE_TICK);
-                let limit = if closing.load(Ordering::SeqCst) {
-                    CLOSE_FLUSH_TIMEOUT
-                } else {
-                    WRITE_TIMEOUT
-                };
-                if stalled >= limit {
-                    return false;
+        };
+        self.buf.truncate(keep);
+        self.ends.retain(|&e| e <= keep);
+        // Give the memory back now: a batch may hold 256 KiB.
+        let mut small = BytesMut::with_capacity(self.buf.len());
+        small.extend_from_slice(&self.buf);
+        self.buf = small;
+        self.cut = true;
+    }
+
+    /// Writes the batch whole; an error when the connection must end: a
+    /// write error, no progress for `WRITE_TIMEOUT`, or `CLOSE_FLUSH_TIMEOUT`
+    /// passed since the server closed the connection (progress or not: a
+    /// peer that trickles its reads does not hold the link open).
+    async fn write(
+        &mut self,
+        stream: &mut TcpStream,
+        wake: &Receiver<()>,
+        flags: &ConnFlags,
+    ) -> Result<(), &'static str> {
+        let mut stalled = Duration::ZERO;
+        loop {
+            if flags.closing.load(Ordering::SeqCst) {
+                let since = *self.closing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= CLOSE_FLUSH_TIMEOUT {
+                    return Err("close flush timeout");
+                }
+                if !self.cut && flags.slow_consumer.load(Ordering::SeqCst) {
+                    self.cut_backlog();
+                }
+            }
+            let Some(rest) = self.buf.get(self.off..).filter(|r| !r.is_empty()) else {
+                return Ok(());
+            };
+            let write = async { Step::Wrote(stream.write(rest).await) };
+            // A wake while stalled may be the server closing the connection:
+            // look at the flags again at once.
+            let woken = async {
+                if wake.recv().await.is_err() {
+                    // No sender left: nothing will wake us; the write or
+                    // the tick ends this wait.
+                    std::future::pending::<()>().await;
+                }
+                Step::Woken
+            };
+            let tick = async {
+                Timer::after(WRITE_TICK).await;
+                Step::Tick
+            };
+            // Dropping a pending write is cancel-safe: nothing was written.
+            match write.or(woken).or(tick).await {
+                Step::Wrote(Ok(0)) => return Err("connection closed"),
+                Step::Wrote(Err(_)) => return Err("write error"),
+                Step::Wrote(Ok(n)) => {
+                    self.off = self.off.saturating_add(n);
+                    stalled = Duration::ZERO;
+                }
+                Step::Woken => self.woken = true,
+                Step::Tick => {
+                    stalled = stalled.saturating_add(WRITE_TICK);
+                    if stalled >= WRITE_TIMEOUT {
+                        return Err("write timeout");
+                    }
                 }
             }
         }
     }
-    true
 }
 
 async fn timer_task(shared: Arc<Shared>, wake: Receiver<()>) {
@@ -439,20 +885,30 @@ pub struct ServerHandle {
 
 impl ServerHandle {
     /// Binds `addr` (port 0: any free port) and serves `config` on a new
-    /// thread.
+    /// thread, with the default [`RunnerConfig`].
     pub fn spawn(config: ServerConfig, addr: SocketAddr) -> io::Result<ServerHandle> {
-        let std_listener = std::net::TcpListener::bind(addr)?;
-        let local_addr = std_listener.local_addr()?;
-        let listener = TcpListener::try_from(std_listener)?;
+        ServerHandle::spawn_with(config, RunnerConfig::default(), addr)
+    }
+
+    /// [`ServerHandle::spawn`] with the runner's own settings (connection
+    /// caps, listen backlog).
+    pub fn spawn_with(
+        config: ServerConfig,
+        runner: RunnerConfig,
+        addr: SocketAddr,
+    ) -> io::Result<ServerHandle> {
+        let listener = bind(addr, &runner)?;
+        let local_addr = listener.local_addr()?;
         let control = Arc::new(Control::default());
         let (stop, stopped) = bounded::<()>(1);
         let c = control.clone();
         let thread = std::thread::Builder::new()
             .name("hummer-server".into())
             .spawn(move || {
-                smol::block_on(serve_with(
+                smol::block_on(run(
                     listener,
                     config,
+                    runner,
                     async move {
                         let _ = stopped.recv().await;
                     },
@@ -465,6 +921,12 @@ impl ServerHandle {
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// The runner's counters now: open and refused connections, failed
+    /// accepts, memory held by the frame decoders.
+    pub fn stats(&self) -> RunnerStats {
+        self.control.stats()
     }
 
     /// The address the server listens on.

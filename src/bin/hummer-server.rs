@@ -4,20 +4,27 @@
 //! hummer-server [serve] [--listen ADDR] [--app APPID:SECRET]... [--appid-mode]
 //!               [--kick-older-logins] [--max-members N] [--presence-grace-secs N]
 //!               [--idle-timeout-secs N] [--max-queued-bytes N] [--seed N] [--log LEVEL]
+//!               [--max-connections N] [--max-connections-per-ip N] [--listen-backlog N]
 //! hummer-server token --appid A --uid U --secret S [--ttl-secs 3600]
 //! ```
 //!
 //! Every serve flag has an environment equivalent (HUMMER_LISTEN, HUMMER_APPS
 //! as comma-separated APPID:SECRET, HUMMER_APPID_MODE, HUMMER_KICK_OLDER_LOGINS,
 //! HUMMER_MAX_MEMBERS, HUMMER_PRESENCE_GRACE_SECS, HUMMER_IDLE_TIMEOUT_SECS,
-//! HUMMER_MAX_QUEUED_BYTES, HUMMER_SEED, HUMMER_LOG); flags win. With none,
-//! it serves the demo app on 127.0.0.1:7300.
+//! HUMMER_MAX_QUEUED_BYTES, HUMMER_SEED, HUMMER_LOG, HUMMER_MAX_CONNECTIONS,
+//! HUMMER_MAX_CONNECTIONS_PER_IP, HUMMER_LISTEN_BACKLOG); flags win. With
+//! none, it serves the demo app on 127.0.0.1:7300.
+//!
+//! At start it raises its soft open-file limit to the hard limit (each
+//! connection is a descriptor) and logs both. App secrets (`--app`, `token
+//! --secret`) must be at least 32 bytes: a short HS256 key can be guessed
+//! offline from any token, and then any uid can be forged.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hummer_channel::adapters::server_tcp::serve;
+use hummer_channel::adapters::server_tcp::{bind, serve_with, RunnerConfig};
 use hummer_channel::server::{mint_token, AppConfig, ServerConfig, DEMO_APPID, DEMO_SECRET};
 
 const USAGE: &str = "\
@@ -38,8 +45,33 @@ serve options (environment equivalent in brackets):
   --max-queued-bytes N       per-connection output bound [HUMMER_MAX_QUEUED_BYTES] (default 4194304)
   --rate-limit-sends N       sends per instance per 3 s [HUMMER_RATE_LIMIT_SENDS] (default 180)
   --seed N                   seed of ids and the server epoch [HUMMER_SEED] (default: from the clock)
+  --max-connections N        open connections at most; more are closed at once
+                             [HUMMER_MAX_CONNECTIONS] (default 100000)
+  --max-connections-per-ip N open connections from one address (IPv6: one /64)
+                             [HUMMER_MAX_CONNECTIONS_PER_IP] (default 1000)
+  --listen-backlog N         listen backlog, capped by net.core.somaxconn
+                             [HUMMER_LISTEN_BACKLOG] (default 1024)
   --log LEVEL                error|warn|info|debug|trace [HUMMER_LOG] (default info)
+
+App secrets (--app, token --secret) must be at least 32 bytes.
 ";
+
+/// The shortest app secret accepted (bytes). HS256 with a short key is open
+/// to an offline guess from any token the server accepted, after which
+/// tokens for any uid can be minted.
+const MIN_SECRET_LEN: usize = 32;
+
+/// `Err` naming the rule when `secret` is too short.
+fn check_secret(what: &str, secret: &str) -> Result<(), String> {
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(format!(
+            "{what}: the secret is {} bytes; app secrets must be at least {MIN_SECRET_LEN} bytes \
+             (e.g. 32 random bytes, base64-encoded: `openssl rand -base64 32`)",
+            secret.len()
+        ));
+    }
+    Ok(())
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -110,6 +142,7 @@ fn token(args: &[String]) -> Result<(), String> {
     let appid = appid.ok_or("--appid is required")?;
     let uid = uid.ok_or("--uid is required")?;
     let secret = secret.ok_or("--secret is required")?;
+    check_secret("--secret", &secret)?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -134,6 +167,9 @@ fn serve_flags(args: &[String]) -> Result<Vec<(String, String)>, String> {
         ("HUMMER_RATE_LIMIT_SENDS", "rate-limit-sends"),
         ("HUMMER_SEED", "seed"),
         ("HUMMER_LOG", "log"),
+        ("HUMMER_MAX_CONNECTIONS", "max-connections"),
+        ("HUMMER_MAX_CONNECTIONS_PER_IP", "max-connections-per-ip"),
+        ("HUMMER_LISTEN_BACKLOG", "listen-backlog"),
     ] {
         if let Ok(v) = std::env::var(env) {
             flags.push((name.to_owned(), v));
@@ -157,6 +193,9 @@ fn serve_flags(args: &[String]) -> Result<Vec<(String, String)>, String> {
             "rate-limit-sends",
             "seed",
             "log",
+            "max-connections",
+            "max-connections-per-ip",
+            "listen-backlog",
         ],
     )?);
     Ok(flags)
@@ -165,6 +204,7 @@ fn serve_flags(args: &[String]) -> Result<Vec<(String, String)>, String> {
 fn run(args: &[String]) -> Result<(), String> {
     let mut listen: SocketAddr = "127.0.0.1:7300".parse().map_err(|_| "bad default")?;
     let mut config = ServerConfig::demo();
+    let mut runner = RunnerConfig::default();
     let mut apps = Vec::new();
     let (mut appid_mode, mut kick) = (false, false);
     let mut level = tracing::Level::INFO;
@@ -183,7 +223,9 @@ fn run(args: &[String]) -> Result<(), String> {
                 let (id, secret) = v
                     .split_once(':')
                     .ok_or_else(|| format!("--app: {v:?} is not APPID:SECRET"))?;
-                apps.push(AppConfig::with_secret(number(&name, id)?, secret));
+                let appid: u32 = number(&name, id)?;
+                check_secret(&format!("--app {appid}"), secret)?;
+                apps.push(AppConfig::with_secret(appid, secret));
             }
             "appid-mode" => appid_mode = truthy(&v),
             "kick-older-logins" => kick = truthy(&v),
@@ -195,6 +237,9 @@ fn run(args: &[String]) -> Result<(), String> {
             "max-queued-bytes" => config.max_queued_bytes = number(&name, &v)?,
             "rate-limit-sends" => config.rate_limit_sends = number(&name, &v)?,
             "seed" => config.seed = number(&name, &v)?,
+            "max-connections" => runner.max_connections = positive(&name, &v)?,
+            "max-connections-per-ip" => runner.max_connections_per_ip = positive(&name, &v)?,
+            "listen-backlog" => runner.listen_backlog = positive(&name, &v)?,
             "log" => {
                 level = v
                     .parse()
@@ -217,11 +262,11 @@ fn run(args: &[String]) -> Result<(), String> {
         .with_max_level(level)
         .with_writer(std::io::stderr)
         .init();
+    raise_fd_limit(&runner);
 
     smol::block_on(async {
-        let listener = smol::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let listener =
+            bind(listen, &runner).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         println!("hummer-server listening on {addr}");
         if demo {
@@ -238,13 +283,70 @@ fn run(args: &[String]) -> Result<(), String> {
         println!(
             "token:   hummer-server token --appid {DEMO_APPID} --uid 42 --secret {DEMO_SECRET}"
         );
-        tracing::info!(%addr, "serving");
-        serve(listener, config, shutdown_signal())
+        tracing::info!(
+            %addr,
+            max_connections = runner.max_connections,
+            max_connections_per_ip = runner.max_connections_per_ip,
+            listen_backlog = runner.listen_backlog,
+            "serving"
+        );
+        serve_with(listener, config, runner, shutdown_signal())
             .await
             .map_err(|e| e.to_string())?;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// A number of at least 1 (a cap or backlog of 0 would refuse everything).
+fn positive<T: std::str::FromStr + PartialOrd + From<u8>>(
+    name: &str,
+    v: &str,
+) -> Result<T, String> {
+    let n: T = number(name, v)?;
+    if n < T::from(1) {
+        return Err(format!("--{name}: must be at least 1"));
+    }
+    Ok(n)
+}
+
+/// Raises the soft open-file limit to the hard limit: every connection is a
+/// descriptor, and the usual soft default (1024) would make `accept` fail
+/// far below `max_connections`. Logs the limit in force either way.
+fn raise_fd_limit(runner: &RunnerConfig) {
+    #[cfg(unix)]
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource};
+        let mut lim = getrlimit(Resource::Nofile);
+        let before = lim.current;
+        if lim.current != lim.maximum {
+            lim.current = lim.maximum;
+            if let Err(e) = setrlimit(Resource::Nofile, lim) {
+                tracing::warn!(error = %e, "cannot raise the open-file limit");
+                lim.current = before;
+            }
+        }
+        let show = |v: Option<u64>| v.map_or("unlimited".to_owned(), |n| n.to_string());
+        tracing::info!(
+            soft = %show(lim.current),
+            hard = %show(lim.maximum),
+            raised_from = %show(before),
+            "open-file limit"
+        );
+        if let Some(n) = lim.current {
+            // A few descriptors go to the listener, the poller, stdio.
+            if n < runner.max_connections as u64 + 16 {
+                tracing::warn!(
+                    limit = n,
+                    max_connections = runner.max_connections,
+                    "the open-file limit, not max_connections, bounds the connections; \
+                     accept backs off while it is reached"
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = runner;
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -47,12 +47,19 @@ pub fn decode_frame(bytes: Bytes, max_frame_size: usize) -> Result<Frame, WireEr
     Ok(frame)
 }
 
+/// Spare room a growing buffer gets beyond the bytes that arrived: small,
+/// so that a peer announcing a large frame and sending part of it holds
+/// about what it sent (see [`FrameDecoder::extend`]).
+const GROW_CHUNK: usize = 4 * 1024;
+
 /// Finds length-prefixed frames in a byte stream: feed it what the socket
 /// gave, in any pieces, and take whole frames out.
 ///
-/// The announced length is checked against the maximum before any space is
-/// reserved for it, so a hostile peer cannot make it allocate more than
-/// `max_frame_size` plus one read. After an error the stream cannot be
+/// The announced length is checked against the maximum (and against 0) as
+/// soon as the 4 prefix bytes are in, and no space is ever reserved for it:
+/// the buffer grows with the bytes that arrive (what arrived, plus at most a
+/// quarter of it or 4 KiB), so a peer that announces 64 KiB and sends 10 bytes
+/// holds a few KiB, not 64. After an error the stream cannot be
 /// resynchronised: the decoder keeps returning the error and the link should
 /// be closed.
 ///
@@ -90,14 +97,59 @@ impl FrameDecoder {
         }
     }
 
+    /// Changes the largest frame accepted from now on (a server holds a
+    /// connection to a small bound until it has logged in). It applies to
+    /// every frame whose length prefix is checked after this call, the
+    /// partial frame being buffered included.
+    pub fn set_max_frame_size(&mut self, max_frame_size: usize) {
+        self.max_frame_size = max_frame_size;
+    }
+
+    /// The largest frame accepted.
+    pub fn max_frame_size(&self) -> usize {
+        self.max_frame_size
+    }
+
     /// Appends bytes read from the stream.
+    ///
+    /// When the buffer is full it is replaced by one sized for what it holds
+    /// plus `data`, plus a quarter of that (at least 4 KiB): growth is
+    /// geometric, so a frame arriving in small reads is copied a bounded
+    /// number of times, yet a buffer never holds much more than what
+    /// arrived. It is never sized from an announced length, and never beyond
+    /// the end of the partial frame it holds.
     pub fn extend(&mut self, data: &[u8]) {
-        if self.failed.is_none() {
-            self.buf.extend_from_slice(data);
+        if self.failed.is_some() || data.is_empty() {
+            return;
         }
+        let needed = self.buf.len().saturating_add(data.len());
+        if needed > self.buf.capacity() {
+            let mut target = needed.saturating_add(GROW_CHUNK.max(needed / 4));
+            // No room past the frame being completed: what follows it is
+            // another frame, which gets its own room when it arrives.
+            if let Some(end) = self.frame_end().filter(|&end| end >= needed) {
+                target = target.min(end);
+            }
+            // A fresh exact-size buffer rather than `reserve`: `BytesMut`
+            // doubles, and may keep its first large capacity for good.
+            let mut grown = BytesMut::with_capacity(target);
+            grown.extend_from_slice(&self.buf);
+            self.buf = grown;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Where the first buffered frame ends (prefix included), when its
+    /// prefix is in and its length is acceptable.
+    fn frame_end(&self) -> Option<usize> {
+        let prefix: [u8; LENGTH_PREFIX_LEN] = self.buf.get(..LENGTH_PREFIX_LEN)?.try_into().ok()?;
+        let len = u32::from_be_bytes(prefix) as usize;
+        (len != 0 && len <= self.max_frame_size).then_some(LENGTH_PREFIX_LEN + len)
     }
 
     /// The buffer to read into directly (for `read_buf`-style zero-copy reads).
+    /// Space reserved through it is the caller's choice: reserve what a read
+    /// may bring, not an announced length.
     pub fn buffer_mut(&mut self) -> &mut BytesMut {
         &mut self.buf
     }
@@ -105,6 +157,11 @@ impl FrameDecoder {
     /// Bytes buffered and not yet returned as a frame.
     pub fn buffered(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Bytes of memory the buffer holds (at least [`FrameDecoder::buffered`]).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// The next whole frame, `Ok(None)` when more bytes are needed.
@@ -133,12 +190,19 @@ impl FrameDecoder {
         }
         let total = LENGTH_PREFIX_LEN + len;
         if self.buf.len() < total {
-            // Reserve only what the (checked) frame still needs.
-            self.buf.reserve(total - self.buf.len());
+            // Nothing is reserved for the rest: `extend` grows the buffer
+            // as the bytes arrive.
             return Ok(None);
         }
         self.buf.advance(LENGTH_PREFIX_LEN);
-        Ok(Some(self.buf.split_to(len).freeze()))
+        let frame = self.buf.split_to(len).freeze();
+        if self.buf.is_empty() {
+            // Let go of the allocation the frame came from (the frame keeps
+            // it alive as long as it needs it): an idle link holds nothing,
+            // and the next read gets a buffer sized for itself.
+            self.buf = BytesMut::new();
+        }
+        Ok(Some(frame))
     }
 
     /// Call at end of stream: an error if a partial frame is left.
@@ -181,6 +245,59 @@ mod tests {
         // Poisoned: later bytes do not resynchronise.
         d.extend(&[0, 0, 0, 1, 0]);
         assert!(d.next_frame().is_err());
+    }
+
+    #[test]
+    fn a_partial_frame_holds_what_arrived_not_what_it_announced() {
+        let mut d = FrameDecoder::new(64 * 1024);
+        d.extend(&(64u32 * 1024).to_be_bytes());
+        d.extend(&[7u8; 10]);
+        assert_eq!(d.next_frame(), Ok(None));
+        assert_eq!(d.buffered(), 14);
+        assert!(d.capacity() <= 14 + GROW_CHUNK, "{}", d.capacity());
+        // Half of it, in 4 KiB reads: the buffer follows what arrived.
+        let mut arrived = 14;
+        while arrived < 4 + 32 * 1024 {
+            d.extend(&[7u8; 4096]);
+            arrived += 4096;
+            assert_eq!(d.next_frame(), Ok(None));
+            let cap = d.capacity();
+            assert!(
+                cap >= arrived && cap <= arrived + (arrived / 4).max(GROW_CHUNK),
+                "{cap} for {arrived}"
+            );
+        }
+        // The rest: the frame comes out whole, and the buffer never passed
+        // the frame's own size.
+        let rest = 4 + 64 * 1024 - arrived;
+        d.extend(&vec![7u8; rest]);
+        assert!(d.capacity() <= 4 + 64 * 1024);
+        assert_eq!(d.next_frame().unwrap().map(|f| f.len()), Some(64 * 1024));
+        assert_eq!(d.buffered(), 0);
+        assert_eq!(d.capacity(), 0, "an empty decoder keeps no buffer");
+    }
+
+    #[test]
+    fn the_limit_can_change_between_frames() {
+        let mut stream = BytesMut::new();
+        write_length_prefixed(&ping(1), &mut stream);
+        write_length_prefixed(&[9u8; 100], &mut stream);
+        let mut d = FrameDecoder::new(16);
+        d.extend(&stream);
+        assert_eq!(d.next_frame(), Ok(Some(ping(1))));
+        // Raised before the next prefix is read: the 100-byte frame passes.
+        d.set_max_frame_size(128);
+        assert_eq!(d.max_frame_size(), 128);
+        assert_eq!(d.next_frame().unwrap().map(|f| f.len()), Some(100));
+        // Lowered under a buffered partial frame: refused at once.
+        let mut d = FrameDecoder::new(128);
+        d.extend(&[0, 0, 0, 100, 1, 2]);
+        assert_eq!(d.next_frame(), Ok(None));
+        d.set_max_frame_size(16);
+        assert_eq!(
+            d.next_frame(),
+            Err(WireError::FrameTooLarge { len: 100, max: 16 })
+        );
     }
 
     #[test]
