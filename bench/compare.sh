@@ -58,7 +58,7 @@ BIN=${CARGO_TARGET_DIR:-target}/release
 HPORT=$(free_port)
 # The per-instance send limit (180 / 3 s) would cap a load test; NATS and
 # Redis have none, so neither does hummer-server here.
-"$BIN/hummer-server" --listen "127.0.0.1:$HPORT" --rate-limit-sends 1000000000 --log warn >"$WORK/hummer.out" 2>"$WORK/hummer.err" &
+"$BIN/hummer-server" --listen "127.0.0.1:$HPORT" --rate-limit-sends 1000000000 --login-rate-per-ip 1000000000 --max-connections-per-ip 1000000 --log warn >"$WORK/hummer.out" 2>"$WORK/hummer.err" &
 HPID=$!; PIDS+=("$HPID")
 NPORT=$(free_port)
 nats-server -a 127.0.0.1 -p "$NPORT" >"$WORK/nats.out" 2>&1 &

@@ -584,6 +584,7 @@ fn a_never_reading_consumer_is_closed_within_a_bounded_time() {
     let config = ServerConfig {
         max_queued_bytes: 256 * 1024,
         rate_limit_sends: 1_000_000,
+        rate_limits: flood_allowed(),
         ..ServerConfig::demo()
     };
     let h = ServerHandle::spawn(config, "127.0.0.1:0".parse().unwrap()).unwrap();
@@ -653,6 +654,7 @@ fn a_slow_consumer_that_still_reads_gets_its_close_frame() {
     let config = ServerConfig {
         max_queued_bytes: 256 * 1024,
         rate_limit_sends: 1_000_000,
+        rate_limits: flood_allowed(),
         ..ServerConfig::demo()
     };
     let h = ServerHandle::spawn(config, "127.0.0.1:0".parse().unwrap()).unwrap();
@@ -710,4 +712,11 @@ fn a_slow_consumer_that_still_reads_gets_its_close_frame() {
     let close = reader.join().unwrap();
     assert_eq!(close, Some(4005), "the slow consumer's last frame");
     a.ping(1);
+}
+
+/// Rate limits that let a test flood on purpose.
+fn flood_allowed() -> hummer_channel::server::RateLimits {
+    let mut r = hummer_channel::server::RateLimits::default();
+    r.sends = hummer_channel::server::RateLimit::new(1_000_000, Duration::from_secs(3));
+    r
 }

@@ -466,7 +466,7 @@ async fn run(
                 let flags = Arc::new(ConnFlags::default());
                 let (conn, max_frame) = {
                     let mut s = shared.server();
-                    let conn = s.accept(Instant::now());
+                    let conn = s.accept_from(Instant::now(), Some(ip));
                     control.sockets().insert(
                         conn,
                         ConnHandle {

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use hummer_channel::adapters::server_tcp::ServerHandle;
-use hummer_channel::server::{ServerConfig, DEMO_APPID};
+use hummer_channel::server::{RateLimit, ServerConfig, DEMO_APPID};
 use hummer_channel::wire::{
     self, decode_frame, encode_frame, write_length_prefixed, Ack, Body, ChannelKey, ChatMessage,
     Empty, Frame, FrameDecoder, JoinRequest, LoginRequest, SendToChannelRequest, SendToUserRequest,
@@ -1094,6 +1094,10 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
     let (h, hpid) = if args.contains_key("inprocess-hummer") {
         let mut config = ServerConfig::demo();
         config.rate_limit_window = Duration::ZERO;
+        // Every client of this tool logs in from 127.0.0.1, and floods.
+        let unlimited = RateLimit::new(u64::MAX / 4, Duration::from_secs(3));
+        config.rate_limits.sends = unlimited;
+        config.rate_limits.logins_per_address = unlimited;
         let handle = ServerHandle::spawn(config, "127.0.0.1:0".parse().expect("address"))
             .map_err(|e| format!("in-process server: {e}"))?;
         let a = handle.local_addr();

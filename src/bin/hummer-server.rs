@@ -25,7 +25,9 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hummer_channel::adapters::server_tcp::{bind, serve_with, RunnerConfig};
-use hummer_channel::server::{mint_token, AppConfig, ServerConfig, DEMO_APPID, DEMO_SECRET};
+use hummer_channel::server::{
+    mint_token, AppConfig, RateLimit, ServerConfig, DEMO_APPID, DEMO_SECRET,
+};
 
 const USAGE: &str = "\
 usage:
@@ -43,7 +45,8 @@ serve options (environment equivalent in brackets):
   --presence-grace-secs N    how long a lost link stays present [HUMMER_PRESENCE_GRACE_SECS] (default 30)
   --idle-timeout-secs N      close connections silent this long [HUMMER_IDLE_TIMEOUT_SECS] (default 45)
   --max-queued-bytes N       per-connection output bound [HUMMER_MAX_QUEUED_BYTES] (default 4194304)
-  --rate-limit-sends N       sends per instance per 3 s [HUMMER_RATE_LIMIT_SENDS] (default 180)
+  --rate-limit-sends N       sends per instance per 3 s, and twice that per uid [HUMMER_RATE_LIMIT_SENDS] (default 180)
+  --login-rate-per-ip N      logins per IP address (IPv6: per /64) per 3 s [HUMMER_LOGIN_RATE_PER_IP] (default 60)
   --seed N                   seed of ids and the server epoch [HUMMER_SEED] (default: from the clock)
   --max-connections N        open connections at most; more are closed at once
                              [HUMMER_MAX_CONNECTIONS] (default 100000)
@@ -165,6 +168,7 @@ fn serve_flags(args: &[String]) -> Result<Vec<(String, String)>, String> {
         ("HUMMER_IDLE_TIMEOUT_SECS", "idle-timeout-secs"),
         ("HUMMER_MAX_QUEUED_BYTES", "max-queued-bytes"),
         ("HUMMER_RATE_LIMIT_SENDS", "rate-limit-sends"),
+        ("HUMMER_LOGIN_RATE_PER_IP", "login-rate-per-ip"),
         ("HUMMER_SEED", "seed"),
         ("HUMMER_LOG", "log"),
         ("HUMMER_MAX_CONNECTIONS", "max-connections"),
@@ -191,6 +195,7 @@ fn serve_flags(args: &[String]) -> Result<Vec<(String, String)>, String> {
             "idle-timeout-secs",
             "max-queued-bytes",
             "rate-limit-sends",
+            "login-rate-per-ip",
             "seed",
             "log",
             "max-connections",
@@ -235,7 +240,16 @@ fn run(args: &[String]) -> Result<(), String> {
             }
             "idle-timeout-secs" => config.idle_timeout = Duration::from_secs(number(&name, &v)?),
             "max-queued-bytes" => config.max_queued_bytes = number(&name, &v)?,
-            "rate-limit-sends" => config.rate_limit_sends = number(&name, &v)?,
+            "rate-limit-sends" => {
+                let n: usize = number(&name, &v)?;
+                config.rate_limit_sends = n;
+                let per_uid = u64::try_from(n).unwrap_or(u64::MAX).saturating_mul(2);
+                config.rate_limits.sends = RateLimit::new(per_uid, Duration::from_secs(3));
+            }
+            "login-rate-per-ip" => {
+                let n: u64 = positive(&name, &v)?;
+                config.rate_limits.logins_per_address = RateLimit::new(n, Duration::from_secs(3));
+            }
             "seed" => config.seed = number(&name, &v)?,
             "max-connections" => runner.max_connections = positive(&name, &v)?,
             "max-connections-per-ip" => runner.max_connections_per_ip = positive(&name, &v)?,

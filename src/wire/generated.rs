@@ -253,7 +253,9 @@ pub struct LoginReply {
     /// Reliable P2P pushes to this instance follow this sequence number.
     #[prost(uint64, tag = "5")]
     pub p2p_seq: u64,
-    /// Set when resuming and part of what was missed is gone.
+    /// Messages of the P2P stream that will never come: evicted by retention
+    /// before this login could get them (resumed or not), or, with to = 0, the
+    /// whole rest of the client's old epoch.
     #[prost(message, optional, tag = "6")]
     pub p2p_gap: ::core::option::Option<SeqGap>,
     #[prost(bool, tag = "7")]
