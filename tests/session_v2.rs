@@ -853,3 +853,38 @@ fn the_server_idle_timeout_bounds_the_silence_the_session_waits_out() {
     assert_eq!(t.s.connection_state(), (S::Reconnecting, R::Interrupted));
     assert!(t.actions.contains(&TransportAction::Close));
 }
+
+#[test]
+fn a_token_will_expire_push_rearms_the_warning_only_for_another_expiry() {
+    // Logged in with a token expiring at 40 s (server clock 1 s): the
+    // Session's own warning comes 30 s before, at 9 s (39 s left, less 30).
+    let mut reply = Script::login_reply(0);
+    reply.token_expires_at_ms = 40_000;
+    let mut t = Script::logged_in_with(SessionConfig::new(10000), reply);
+    let warned = |events: &[Event]| {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::TokenWillExpire { expires_at_ms } => Some(*expires_at_ms),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    // The server's push for the same expiry changes nothing: one warning.
+    t.push(Body::TokenWillExpire(wire::TokenWillExpirePush {
+        token_expires_at_ms: 40_000,
+        server_time_ms: 2_000,
+    }));
+    t.run_for(Duration::from_millis(8_900));
+    assert_eq!(warned(&t.take_events()), Vec::<u64>::new());
+    t.run_for(Duration::from_millis(200));
+    assert_eq!(warned(&t.take_events()), vec![40_000]);
+    // A push for another expiry (the server knows better) is believed:
+    // warned for it at once, since less than 30 s are left.
+    t.push(Body::TokenWillExpire(wire::TokenWillExpirePush {
+        token_expires_at_ms: 35_000,
+        server_time_ms: 10_000,
+    }));
+    t.run_for(Duration::from_millis(1));
+    assert_eq!(warned(&t.take_events()), vec![35_000]);
+}
