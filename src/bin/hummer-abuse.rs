@@ -1254,6 +1254,20 @@ fn merge(tallies: &[Arc<Tally>]) -> String {
     s
 }
 
+/// The address of the `i`th of many legitimate users: 127.0.1.1 onwards
+/// when the helpers are on loopback, else the helpers' address.
+fn member_ip(helper: IpAddr, i: u64) -> IpAddr {
+    match helper {
+        IpAddr::V4(v4) if v4.is_loopback() => IpAddr::V4(std::net::Ipv4Addr::new(
+            127,
+            0,
+            1 + (i / 250) as u8,
+            1 + (i % 250) as u8,
+        )),
+        other => other,
+    }
+}
+
 /// (f) A member writes 8 KiB user attributes with notifications in a
 /// 100-member channel as fast as it is answered; the other members read at
 /// 2 MB/s each (as in the issue), and must not be closed as slow consumers.
@@ -1261,7 +1275,9 @@ fn attack_attr_notify(ctx: &Ctx) -> io::Result<Outcome> {
     let channel = "attrs";
     let mut members = Vec::new();
     for i in 0..100 {
-        let mut m = Conn::open(ctx.addr, Some(ctx.helper_ip))?;
+        // 100 users are not one host: each member from its own loopback
+        // address (the server limits logins per address).
+        let mut m = Conn::open(ctx.addr, Some(member_ip(ctx.helper_ip, i)))?;
         m.login(ctx, ctx.appid, 7_000_000 + i, String::new())?;
         m.join(channel)?;
         members.push(m);

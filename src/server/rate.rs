@@ -99,12 +99,14 @@ impl Bucket {
     }
 
     /// Takes `cost` units whatever the level (for costs known only after
-    /// the work, such as the bytes of a replay: the next request waits).
+    /// the work, such as the bytes of a replay: the next request waits until
+    /// the debt is back within one burst). The debt is what was taken: a
+    /// charge is never forgiven, or a stream of charges would pass the rate.
+    /// It is capped at two bursts so that one huge charge cannot lock a
+    /// user out for longer than `per`.
     pub fn charge(&mut self, now: Instant, limit: RateLimit, cost: u64) {
         let after = self.full_at.map_or(now, |t| t.max(now)) + mul(limit.unit(), cost);
-        // Never more than one burst of debt: a huge charge cannot lock a
-        // user out for longer than `per`.
-        self.full_at = Some(after.min(now + limit.per));
+        self.full_at = Some(after.min(now + limit.per * 2));
     }
 
     /// Nothing owed at `now`: the bucket can be forgotten.
@@ -151,9 +153,19 @@ mod bucket_tests {
         assert!(c.can_take(t, l));
         c.charge(t, l, 1_000_000);
         assert!(!c.can_take(t, l));
-        // A charge owes at most one burst: full again after `per`.
-        assert!(c.can_take(t + Duration::from_secs(10) - Duration::from_secs(1), l));
-        assert!(c.is_idle(t + Duration::from_secs(10)));
+        // A huge charge owes at most two bursts: usable again after `per`,
+        // full after twice that.
+        assert!(!c.can_take(t + Duration::from_secs(10) - Duration::from_millis(1), l));
+        assert!(c.can_take(t + Duration::from_secs(11), l));
+        assert!(!c.is_idle(t + Duration::from_secs(19)));
+        assert!(c.is_idle(t + Duration::from_secs(20)));
+        // Charges add up: twelve of 1 unit (one burst is 10) wait 2 units.
+        let mut d = Bucket::default();
+        for _ in 0..12 {
+            d.charge(t, l, 1);
+        }
+        assert!(!d.can_take(t + Duration::from_millis(2_999), l));
+        assert!(d.can_take(t + Duration::from_secs(3), l));
     }
 }
 
