@@ -732,6 +732,34 @@ fn sends_are_limited_per_uid_across_its_instances() {
     assert_eq!(n.err(one, to_user(2, "refused")), 4003);
 }
 
+/// The sweep forgets the rate-limit state of users and addresses that owe
+/// nothing, and only theirs: a user still in debt stays refused across it.
+#[test]
+fn the_sweep_forgets_only_rate_limit_records_that_owe_nothing() {
+    let mut config = ServerConfig::demo();
+    // A slow limit: one send per 100 s, so the debt outlives a sweep (and
+    // links that outlive the idle timeout: this test sends no pings).
+    config.rate_limits.sends = RateLimit::new(1, secs(100));
+    config.idle_timeout = secs(1_000);
+    config.rate_limits.logins_per_address = RateLimit::new(10, secs(3));
+    let mut n = Net::new(config);
+    let c = n.accept_from(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)));
+    login_reply(n.login_with(c, login_req(1)));
+    let (_, _) = n.login(2);
+    n.sent(c, to_user(2, "m"));
+    assert_eq!(n.err(c, to_user(2, "refused")), 4003);
+    // Records: uid 1 (sends), the address (logins).
+    assert_eq!(n.s.rate_limit_records(), 2);
+    // A sweep at 30 s: the address owes nothing any more, uid 1 still does.
+    n.advance(secs(31));
+    assert_eq!(n.s.rate_limit_records(), 1);
+    assert_eq!(n.err(c, to_user(2, "still refused")), 4003);
+    // Once its debt is paid, the next sweep forgets it too.
+    n.advance(secs(100));
+    assert_eq!(n.s.rate_limit_records(), 0);
+    n.sent(c, to_user(2, "m"));
+}
+
 /// Before 39a6dd7 attribute writes were not limited at all: every write
 /// below passed (the issue measured 82k notified writes/s).
 #[test]

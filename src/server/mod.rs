@@ -415,6 +415,12 @@ impl Server {
         self.sent_ids.len()
     }
 
+    /// Uids and addresses with rate-limit state (what they owe): the sweep
+    /// forgets those that owe nothing, so this stays bounded by the active.
+    pub fn rate_limit_records(&self) -> usize {
+        self.uid_rates.len() + self.login_rates.len()
+    }
+
     // ----- internals -----
 
     fn tick(&mut self, now: Instant) -> Instant {
