@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hummer_channel::server::{ConnId, Server, ServerConfig, DEMO_APPID};
+use hummer_channel::server::{ConnId, RateLimit, Server, ServerConfig, DEMO_APPID};
 use hummer_channel::wire::{
     self, decode_frame, encode_frame, Body, ChannelKey, ChatMessage, Frame, JoinRequest,
     LoginRequest, SendToChannelRequest,
@@ -101,6 +101,8 @@ pub fn key(id: &str) -> ChannelKey {
 pub fn bench_server(t0: Instant) -> Server {
     let mut config = ServerConfig::demo();
     config.rate_limit_window = Duration::ZERO;
+    // The benches flood from one uid on purpose: no rate limit applies.
+    config.rate_limits.sends = RateLimit::new(u64::MAX / 4, Duration::from_secs(3));
     config.max_queued_bytes = 64 * 1024 * 1024;
     Server::new(config, t0, 1_700_000_000_000)
 }

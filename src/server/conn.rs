@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::error::WireError;
+use crate::wire::{self, encode_frame, Body, Frame};
 
 /// A connection of the server, chosen by [`Server::accept`](super::Server::accept).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -104,9 +105,11 @@ pub(crate) const QUEUED_FRAME_OVERHEAD: usize = 64;
 pub(crate) struct Conn {
     /// Frames waiting for `poll_transmit`.
     queue: VecDeque<Bytes>,
-    /// The `Pong` owed to the peer's latest `Ping`, sent before `queue`: at
-    /// most one is ever pending, however many pings arrive.
-    pong: Option<Bytes>,
+    /// The `Pong` owed to the peer's latest `Ping` (its request id and
+    /// nonce), sent before `queue`: at most one is ever pending, however many
+    /// pings arrive. Encoded when it is sent: this record is read for every
+    /// delivery, so it is kept small.
+    pong: Option<(u64, u64)>,
     /// What `queue` and `pong` cost: their bytes plus
     /// `QUEUED_FRAME_OVERHEAD` each.
     pub queued_bytes: usize,
@@ -116,12 +119,10 @@ pub(crate) struct Conn {
     pub reported: bool,
     /// When the last frame arrived (for the idle timeout).
     pub last_recv: Instant,
-    /// When the server last pinged it (once per silence).
-    pub pinged_at: Option<Instant>,
+    /// The server pinged it since its last frame (once per silence).
+    pub pinged: bool,
     /// The instance logged in on this connection.
     pub instance: Option<u64>,
-    /// The peer's address, when the transport told it.
-    pub peer: Option<std::net::IpAddr>,
     /// Ever logged in (for the login timeout).
     pub logged_in_once: bool,
     /// Set once the server decided to close it: input is ignored from then on.
@@ -137,9 +138,8 @@ impl Conn {
             in_ready_list: false,
             reported: false,
             last_recv: now,
-            pinged_at: None,
+            pinged: false,
             instance: None,
-            peer: None,
             logged_in_once: false,
             closing: false,
         }
@@ -164,17 +164,16 @@ impl Conn {
 
     /// Owes `pong` to the peer, replacing a pong not sent yet; `false` when
     /// that would pass `max`.
-    pub fn set_pong(&mut self, pong: Bytes, max: usize) -> bool {
-        let old = self.pong.as_ref().map_or(0, cost);
-        let after = self
-            .queued_bytes
-            .saturating_sub(old)
-            .saturating_add(cost(&pong));
+    pub fn set_pong(&mut self, request_id: u64, nonce: u64, max: usize) -> bool {
+        let after = match self.pong {
+            Some(_) => self.queued_bytes,
+            None => self.queued_bytes.saturating_add(PONG_COST),
+        };
         if after > max {
             return false;
         }
         self.queued_bytes = after;
-        self.pong = Some(pong);
+        self.pong = Some((request_id, nonce));
         true
     }
 
@@ -188,7 +187,14 @@ impl Conn {
 
     /// The next frame to send: the pending pong first.
     pub fn pop(&mut self) -> Option<Bytes> {
-        let f = self.pong.take().or_else(|| self.queue.pop_front())?;
+        if let Some((request_id, nonce)) = self.pong.take() {
+            self.queued_bytes = self.queued_bytes.saturating_sub(PONG_COST);
+            return Some(encode_frame(&Frame {
+                request_id,
+                body: Some(Body::Pong(wire::Pong { nonce })),
+            }));
+        }
+        let f = self.queue.pop_front()?;
         self.queued_bytes = self.queued_bytes.saturating_sub(cost(&f));
         Some(f)
     }
@@ -198,6 +204,9 @@ impl Conn {
         self.pong.is_none() && self.queue.is_empty()
     }
 }
+
+/// What a pending pong counts: the longest pong frame and the overhead.
+const PONG_COST: usize = 24 + QUEUED_FRAME_OVERHEAD;
 
 /// What a queued frame counts against the queue bound.
 fn cost(frame: &Bytes) -> usize {
@@ -222,16 +231,20 @@ mod tests {
         c.clear();
         assert!(c.is_empty());
         assert_eq!(c.queued_bytes, 0);
-        for n in 0..100u8 {
-            assert!(c.set_pong(Bytes::from(vec![n; 4]), max));
+        for n in 0..100u64 {
+            assert!(c.set_pong(n, n + 1, max));
         }
-        assert_eq!(c.queued_bytes, 4 + QUEUED_FRAME_OVERHEAD, "one pong");
+        assert_eq!(c.queued_bytes, PONG_COST, "one pong");
         assert!(c.push(tiny.clone(), max));
-        assert_eq!(
-            c.pop().as_deref(),
-            Some(&[99u8; 4][..]),
-            "the latest pong first"
-        );
+        let pong = crate::wire::decode_frame(c.pop().unwrap(), 64).unwrap();
+        assert_eq!(pong.request_id, 99, "the latest pong first");
+        assert!(matches!(
+            pong.body,
+            Some(Body::Pong(wire::Pong { nonce: 100 }))
+        ));
+        // The longest pong fits what one counts.
+        c.set_pong(u64::MAX, u64::MAX, max);
+        assert!(c.pop().unwrap().len() <= PONG_COST - QUEUED_FRAME_OVERHEAD);
         assert_eq!(c.pop(), Some(tiny));
         assert_eq!(c.pop(), None);
         assert_eq!(c.queued_bytes, 0);

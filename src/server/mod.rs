@@ -148,6 +148,9 @@ pub struct Server {
     uid_rates: HashMap<(u32, u64), rate::UidRates>,
     /// Logins per peer address.
     login_rates: HashMap<std::net::IpAddr, rate::Bucket>,
+    /// The peer address of each connection whose transport told it (kept
+    /// apart from `conns`, which every delivery reads: small is fast).
+    peers: HashMap<ConnId, std::net::IpAddr>,
     /// The nonce of the last `Ping` the server sent.
     ping_nonce: u64,
     timers: BTreeSet<(Instant, Timer)>,
@@ -198,6 +201,7 @@ impl Server {
             sent_ids: SentIds::default(),
             uid_rates: HashMap::new(),
             login_rates: HashMap::new(),
+            peers: HashMap::new(),
             ping_nonce: 0,
             timers,
             retained_estimate: 0,
@@ -229,9 +233,10 @@ impl Server {
         let now = self.tick(now);
         let id = ConnId(self.next_conn);
         self.next_conn = self.next_conn.saturating_add(1);
-        let mut conn = Conn::new(now);
-        conn.peer = peer;
-        self.conns.insert(id, conn);
+        self.conns.insert(id, Conn::new(now));
+        if let Some(ip) = peer {
+            self.peers.insert(id, ip);
+        }
         self.timers
             .insert((add(now, self.config.idle_timeout / 2), Timer::Idle(id)));
         self.timers
@@ -264,6 +269,7 @@ impl Server {
             return;
         }
         c.last_recv = now;
+        c.pinged = false;
         let frame = match decode_frame(frame, max) {
             Ok(f) => f,
             Err(e) => return self.protocol_error(conn, e),
@@ -310,6 +316,7 @@ impl Server {
     /// waiting for a resume. Forgets the connection and its queue.
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
         self.tick(now);
+        self.peers.remove(&conn);
         if let Some(mut c) = self.conns.remove(&conn) {
             if let Some(inst) = c.instance.take() {
                 self.lose_link(inst);
@@ -468,6 +475,7 @@ impl Server {
             Timer::Linger(id) => {
                 if self.conns.get(&id).is_some_and(|c| c.closing) {
                     self.conns.remove(&id);
+                    self.peers.remove(&id);
                 }
             }
             Timer::Grace(inst) => self.grace_check(now, inst),
@@ -501,8 +509,8 @@ impl Server {
         if close_at <= now {
             return self.close_conn(id, CloseReason::IdleTimeout);
         }
-        if ping_at <= now && c.pinged_at.is_none_or(|t| t < c.last_recv) {
-            c.pinged_at = Some(now);
+        if ping_at <= now && !c.pinged {
+            c.pinged = true;
             self.ping_nonce = self.ping_nonce.wrapping_add(1);
             let nonce = self.ping_nonce;
             self.reply(id, 0, Body::Ping(wire::Ping { nonce }));
@@ -752,17 +760,13 @@ impl Server {
     /// newer ping replaces it), so pings cannot pile up memory.
     fn pong(&mut self, conn: ConnId, request_id: u64, nonce: u64) {
         let max = self.config.max_queued_bytes;
-        let f = encode_frame(&Frame {
-            request_id,
-            body: Some(Body::Pong(wire::Pong { nonce })),
-        });
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         if c.closing {
             return;
         }
-        if c.set_pong(f, max) {
+        if c.set_pong(request_id, nonce, max) {
             mark_ready(&mut self.ready, conn, c);
             return;
         }

@@ -354,7 +354,7 @@ impl Server {
     /// 4003 past `rate_limits.logins_per_address` logins from the link's
     /// address (links of unknown address are not counted).
     fn login_rate_check(&mut self, conn: ConnId) -> Result<(), ServiceError> {
-        let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer) else {
+        let Some(&peer) = self.peers.get(&conn) else {
             return Ok(());
         };
         let (now, limit) = (self.now, self.config.rate_limits.logins_per_address);
