@@ -10,6 +10,13 @@
 //! [`Sim::set_slow`] (the client stops reading: the server's queue for it
 //! grows), [`Sim::restart_server`] (all server state lost).
 //!
+//! A tap, off by default, records every frame put on a link, decoded, with
+//! the client, the link and the server incarnation it belongs to and whether
+//! it arrived: [`Sim::record_server_frames`] (what the server sends),
+//! [`Sim::record_client_frames`] (what the Sessions send), read with
+//! [`Sim::frames`] or [`Sim::take_frames`]. Tests use it to check what went
+//! over the wire against what the Sessions reported.
+//!
 //! ```
 //! use std::time::Duration;
 //! use hummer_channel::client::{Event, SendOptions, SessionConfig};
@@ -43,8 +50,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::client::{Event, RequestId, Session, SessionConfig, TransportAction};
-use crate::error::CommandError;
+use crate::error::{CommandError, WireError};
 use crate::server::{ConnId, Server, ServerConfig};
+use crate::wire::{decode_frame, Body, Frame};
 
 /// Names a client of the simulation.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -75,6 +83,71 @@ impl SimConfig {
     }
 }
 
+/// Which way a tapped frame went.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From a client's Session to the server.
+    ToServer,
+    /// From the server to a client's Session.
+    ToClient,
+}
+
+/// One frame put on a link while the tap was on (see
+/// [`Sim::record_server_frames`] and [`Sim::record_client_frames`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TappedFrame {
+    /// Its place among every frame tapped in this run (0, 1, 2, ...; frames
+    /// taken with [`Sim::take_frames`] keep their numbers): the order the
+    /// frames were put on the wire.
+    pub index: u64,
+    /// The client whose link carried it.
+    pub client: ClientId,
+    /// The client's link it was sent on: one number per transport
+    /// connection of the client (see [`Sim::link`]). A frame sent on a link
+    /// arrives only on that link.
+    pub link: u64,
+    /// The server it was sent by or to: 0 for the first, one more after
+    /// each [`Sim::restart_server`] (see [`Sim::server_incarnation`]).
+    pub server_incarnation: u64,
+    /// Which way it went.
+    pub direction: Direction,
+    /// When it was put on the link.
+    pub sent_at: Instant,
+    /// When it reached the other end: the Session (on a link still open) or
+    /// the server it was sent to (not one restarted since). `None` while in
+    /// flight, or when the link closed (or the server restarted) first.
+    pub delivered_at: Option<Instant>,
+    /// The frame, decoded (without a size limit).
+    pub frame: Result<Frame, WireError>,
+}
+
+impl TappedFrame {
+    /// It reached the other end (see [`TappedFrame::delivered_at`]).
+    pub fn delivered(&self) -> bool {
+        self.delivered_at.is_some()
+    }
+
+    /// The frame's body, if it decoded and has one.
+    pub fn body(&self) -> Option<&Body> {
+        self.frame.as_ref().ok().and_then(|f| f.body.as_ref())
+    }
+
+    /// The frame's request id (0 for pushes and undecodable frames).
+    pub fn request_id(&self) -> u64 {
+        self.frame.as_ref().map_or(0, |f| f.request_id)
+    }
+}
+
+/// The tap's settings and what it recorded.
+#[derive(Debug, Default)]
+struct Tap {
+    server: bool,
+    client: bool,
+    /// The index of `frames[0]` (earlier ones were taken).
+    base: u64,
+    frames: Vec<TappedFrame>,
+}
+
 /// What arrives. Server-bound things name the connection (and the server
 /// incarnation) they were sent on; client-bound things the client's link.
 #[derive(Debug)]
@@ -98,6 +171,8 @@ struct Delivery {
     client: usize,
     /// The client's link incarnation, for client-bound deliveries.
     link: u64,
+    /// The tapped frame this delivers, if the tap recorded it.
+    tap: Option<u64>,
     what: What,
 }
 
@@ -147,6 +222,7 @@ pub struct Sim {
     clients: Vec<Client>,
     queue: BinaryHeap<Reverse<Delivery>>,
     order: u64,
+    tap: Tap,
 }
 
 impl Sim {
@@ -166,6 +242,7 @@ impl Sim {
             clients: Vec::new(),
             queue: BinaryHeap::new(),
             order: 0,
+            tap: Tap::default(),
         }
     }
 
@@ -235,6 +312,84 @@ impl Sim {
         match events.remove(pos) {
             Event::Completed { result, .. } => Some(result),
             _ => None,
+        }
+    }
+
+    /// The client's current link number: it changes whenever the client's
+    /// transport closes or a new one is dialled (the numbers of
+    /// [`TappedFrame::link`]).
+    pub fn link(&self, c: ClientId) -> u64 {
+        self.clients[c.0].link
+    }
+
+    /// How many times the server was restarted: the incarnation of the
+    /// server running now (the numbers of [`TappedFrame::server_incarnation`]).
+    pub fn server_incarnation(&self) -> u64 {
+        self.restarts
+    }
+
+    // ---- the tap ------------------------------------------------------------
+
+    /// Starts (`true`) or stops recording every frame the server puts on a
+    /// client's link, from now on. Off by default: a run that does not ask
+    /// pays nothing. What is recorded stays until taken ([`Sim::take_frames`]).
+    pub fn record_server_frames(&mut self, on: bool) {
+        self.tap.server = on;
+    }
+
+    /// Starts (`true`) or stops recording every frame a client's Session
+    /// puts on its link to the server, from now on. Off by default.
+    pub fn record_client_frames(&mut self, on: bool) {
+        self.tap.client = on;
+    }
+
+    /// The frames recorded and not taken yet, in the order they were sent
+    /// (both directions, every client).
+    pub fn frames(&self) -> &[TappedFrame] {
+        &self.tap.frames
+    }
+
+    /// Removes and returns the frames recorded so far (a frame still in
+    /// flight is then no longer marked when it arrives).
+    pub fn take_frames(&mut self) -> Vec<TappedFrame> {
+        self.tap.base += self.tap.frames.len() as u64;
+        std::mem::take(&mut self.tap.frames)
+    }
+
+    /// Records `frame`, sent now on client `i`'s current link, if the tap is
+    /// on for `direction`; its index.
+    fn tap_frame(&mut self, i: usize, direction: Direction, frame: &Bytes) -> Option<u64> {
+        let on = match direction {
+            Direction::ToServer => self.tap.client,
+            Direction::ToClient => self.tap.server,
+        };
+        if !on {
+            return None;
+        }
+        let index = self.tap.base + self.tap.frames.len() as u64;
+        self.tap.frames.push(TappedFrame {
+            index,
+            client: ClientId(i),
+            link: self.clients[i].link,
+            server_incarnation: self.restarts,
+            direction,
+            sent_at: self.now,
+            delivered_at: None,
+            frame: decode_frame(frame.clone(), usize::MAX),
+        });
+        Some(index)
+    }
+
+    /// Notes that the tapped frame `tap` arrived.
+    fn tap_delivered(&mut self, tap: Option<u64>) {
+        let Some(n) = tap.and_then(|n| n.checked_sub(self.tap.base)) else {
+            return;
+        };
+        if let Some(f) = usize::try_from(n)
+            .ok()
+            .and_then(|n| self.tap.frames.get_mut(n))
+        {
+            f.delivered_at = Some(self.now);
         }
     }
 
@@ -372,12 +527,14 @@ impl Sim {
             }
             What::ToServer(conn, incarnation, frame) => {
                 if incarnation == self.restarts {
+                    self.tap_delivered(d.tap);
                     self.server.handle_frame(now, conn, frame);
                     self.pump_server();
                 }
             }
             What::ToClient(frame) => {
                 if self.clients[i].open {
+                    self.tap_delivered(d.tap);
                     // A frame the Session refuses makes it drop the link itself.
                     let _ = self.clients[i].session.handle_frame(now, frame);
                     self.pump_client(i);
@@ -409,6 +566,11 @@ impl Sim {
     }
 
     fn schedule(&mut self, i: usize, up: bool, what: What) {
+        self.schedule_tapped(i, up, what, None);
+    }
+
+    /// [`Sim::schedule`] for a frame the tap recorded as `tap`.
+    fn schedule_tapped(&mut self, i: usize, up: bool, what: What, tap: Option<u64>) {
         let latency = self.latency();
         let client = &mut self.clients[i];
         let last = if up {
@@ -427,6 +589,7 @@ impl Sim {
             order: self.order,
             client: i,
             link,
+            tap,
             what,
         }));
     }
@@ -475,7 +638,8 @@ impl Sim {
             let client = &self.clients[i];
             if let (true, Some(conn)) = (client.open, client.conn) {
                 let incarnation = self.restarts;
-                self.schedule(i, true, What::ToServer(conn, incarnation, frame));
+                let tap = self.tap_frame(i, Direction::ToServer, &frame);
+                self.schedule_tapped(i, true, What::ToServer(conn, incarnation, frame), tap);
             }
         }
         moved
@@ -484,7 +648,8 @@ impl Sim {
     /// Moves the server's queued frames for `conn` onto client `i`'s link.
     fn pull(&mut self, i: usize, conn: ConnId) {
         while let Some(frame) = self.server.poll_transmit(conn) {
-            self.schedule(i, false, What::ToClient(frame));
+            let tap = self.tap_frame(i, Direction::ToClient, &frame);
+            self.schedule_tapped(i, false, What::ToClient(frame), tap);
         }
     }
 
