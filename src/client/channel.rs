@@ -30,6 +30,9 @@ pub(crate) struct Channel {
     pub(crate) stream: SeqStream,
     /// The epoch of the channel's stream that `stream` counts in (0: none).
     pub(crate) epoch: u64,
+    /// The application's leave, encoded and waiting for the channel's fetch
+    /// to end (see `Session::leave_channel`).
+    pub(crate) held_leave: Option<bytes::Bytes>,
     /// A join or leave ended without its reply (timeout, lost link): the
     /// server may hold a membership the application does not know of, so a
     /// leave follows it.
@@ -56,6 +59,7 @@ impl Channels {
             number: None,
             stream: SeqStream::default(),
             epoch: 0,
+            held_leave: None,
             uncertain: false,
         });
         h
@@ -110,6 +114,7 @@ impl Channels {
         c.membership = Membership::Out;
         c.stream.reset(0);
         c.epoch = 0;
+        c.held_leave = None;
         if let Some(n) = c.number.take() {
             self.by_number.remove(&n);
         }

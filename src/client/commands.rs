@@ -305,14 +305,33 @@ impl Session {
     ) -> Cmd {
         let now = self.tick(now);
         let key = self.joined(channel)?;
-        let id = self.request(
-            now,
-            PendingKind::Leave { channel },
-            Body::Leave(wire::LeaveRequest {
-                channel: Some(key),
-                extra,
-            }),
-        )?;
+        let body = Body::Leave(wire::LeaveRequest {
+            channel: Some(key),
+            extra,
+        });
+        let fetching = self
+            .channels
+            .get(channel)
+            .is_some_and(|c| c.stream.fetching);
+        let id = if fetching {
+            // The channel's replay is being fetched: messages sent before
+            // this leave are owed, and a fetch that reached the server after
+            // the leave would be refused. The leave goes once the fetch ends.
+            self.admit()?;
+            let id = self
+                .requests
+                .insert(now, &self.config.timing, PendingKind::Leave { channel });
+            let frame = wire::encode_frame(&wire::Frame {
+                request_id: id.0,
+                body: Some(body),
+            });
+            if let Some(c) = self.channels.get_mut(channel) {
+                c.held_leave = Some(frame);
+            }
+            id
+        } else {
+            self.request(now, PendingKind::Leave { channel }, body)?
+        };
         if let Some(c) = self.channels.get_mut(channel) {
             c.membership = Membership::Leaving;
         }

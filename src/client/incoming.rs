@@ -412,7 +412,7 @@ impl Session {
                 if let Some(s) = self.stream_mut(stream) {
                     s.fetching = false;
                 }
-                return;
+                return self.send_held_leave(now, stream);
             }
             // Could not fetch: the link is suspect; a reconnect resumes.
             _ => return self.link_lost(now, true),
@@ -450,6 +450,23 @@ impl Session {
         self.deliver_all(now, stream, ready);
         if again {
             self.start_fetch(now, stream, after);
+        } else {
+            self.send_held_leave(now, stream);
+        }
+    }
+
+    /// The channel's fetch is over: the application's leave held for it
+    /// goes out now.
+    fn send_held_leave(&mut self, now: Instant, stream: LostStream) {
+        let LostStream::Channel(h) = stream else {
+            return;
+        };
+        let fetching = self.channels.get(h).is_some_and(|c| c.stream.fetching);
+        if fetching {
+            return;
+        }
+        if let Some(frame) = self.channels.get_mut(h).and_then(|c| c.held_leave.take()) {
+            self.send_encoded(now, frame);
         }
     }
 

@@ -85,9 +85,15 @@ impl SeqStream {
     }
 
     /// Marks `from..=to` as lost (never to arrive). Returns the lost range
-    /// actually beyond what was delivered, if any.
+    /// actually beyond what was delivered, if any. A message held already is
+    /// not lost, whatever the server says of its range now (it evicted it
+    /// since it pushed it): the range stops before the first held one.
     pub(crate) fn skip(&mut self, from: u64, to: u64) -> Option<(u64, u64)> {
         let from = from.max(self.last.saturating_add(1));
+        let to = match self.held.keys().next() {
+            Some(&held) if held <= to => to.min(held.saturating_sub(1)),
+            _ => to,
+        };
         if to < from {
             return None;
         }
@@ -151,6 +157,30 @@ mod tests {
         s.drain_ready(&mut |e| out.push(e));
         assert_eq!(out, vec![ev(3), ev(4)]);
         assert_eq!(s.last, 4);
+    }
+
+    #[test]
+    fn a_gap_never_swallows_a_held_message() {
+        let mut s = SeqStream::default();
+        s.reset(0);
+        s.accept(2, ev(2), 4);
+        s.accept(5, ev(5), 4);
+        // The server says 1..=6 are gone (it evicted 2 and 5 after pushing
+        // them): only 1 is lost; 2 is delivered, then 3..=4 are lost, 5 is
+        // delivered and 6 is lost.
+        assert_eq!(s.skip(1, 6), Some((1, 1)));
+        let mut out = Vec::new();
+        s.drain_ready(&mut |e| out.push(e));
+        assert_eq!((out.clone(), s.last), (vec![ev(2)], 2));
+        assert_eq!(s.skip(1, 6), Some((3, 4)));
+        s.drain_ready(&mut |e| out.push(e));
+        assert_eq!(s.skip(1, 6), Some((6, 6)));
+        assert_eq!((out, s.last), (vec![ev(2), ev(5)], 6));
+        // Held right after the gap: the gap ends just before it.
+        let mut s = SeqStream::default();
+        s.accept(3, ev(3), 4);
+        assert_eq!(s.skip(1, 2), Some((1, 2)));
+        assert_eq!(s.skip(1, 3), None, "nothing left to lose before 3");
     }
 
     #[test]
