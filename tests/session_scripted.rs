@@ -1538,7 +1538,7 @@ fn a_fetch_gap_at_u64_max_does_not_overflow() {
     t.s.handle_connected(t.now);
     let login = t.last_sent();
     let mut r = Script::login_reply(9, u64::MAX);
-    r.p2p_replay_truncated_at = 3;
+    r.p2p_replay_truncated_at = 4; // the first number not replayed
     t.feed(login.request_id, Body::LoginReply(r));
     let fetch = t.last_sent();
     t.feed(
@@ -1669,7 +1669,7 @@ fn leaving_during_a_cut_short_rejoin_keeps_the_link() {
             seq: 1,
             gap: None,
             member_offline: false,
-            replay_truncated_at: 2,
+            replay_truncated_at: 3,
             epoch: CH_EPOCH,
         }),
     );

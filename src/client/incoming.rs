@@ -220,7 +220,9 @@ impl Session {
         self.set_state(ConnectionState::Connected, ConnectionReason::LoginSuccess);
         self.after_login(now);
         if r.p2p_replay_truncated_at != 0 {
-            self.start_fetch(now, LostStream::User, r.p2p_replay_truncated_at);
+            // The first number not replayed: fetch what follows the one before.
+            let after = r.p2p_replay_truncated_at - 1;
+            self.start_fetch(now, LostStream::User, after);
         }
         if user {
             self.complete(
@@ -393,7 +395,8 @@ impl Session {
             self.emit(Event::RoomMemberOffline { channel: h });
         }
         if r.replay_truncated_at != 0 {
-            self.start_fetch(now, LostStream::Channel(h), r.replay_truncated_at);
+            let after = r.replay_truncated_at - 1;
+            self.start_fetch(now, LostStream::Channel(h), after);
         }
     }
 

@@ -70,8 +70,10 @@ impl Replay {
     /// Where the replay stops short of the head (0 when it reaches it), for
     /// the `*_truncated_at` reply fields: the client fetches what follows.
     pub fn truncated_at(&self) -> u64 {
+        // The first number not replayed: never 0, even when nothing at all
+        // fitted after a cursor of 0.
         if self.more {
-            self.through
+            self.through.saturating_add(1)
         } else {
             0
         }

@@ -265,7 +265,8 @@ pub struct LoginReply {
     #[prost(bool, tag = "8")]
     pub resumed: bool,
     /// Non-zero when the replay after this reply stops early (the server's
-    /// byte budget): pushes end at this sequence number; fetch what follows.
+    /// byte budget): the first sequence number not replayed; fetch from it
+    /// (FetchRequest.after_seq = this - 1).
     #[prost(uint64, tag = "9")]
     pub p2p_replay_truncated_at: u64,
     /// The P2P stream's epoch: changes whenever the uid's P2P history is lost
@@ -391,8 +392,8 @@ pub struct JoinReply {
     /// stayed down past the grace period (others saw it leave).
     #[prost(bool, tag = "4")]
     pub member_offline: bool,
-    /// Non-zero when the replay after this reply stops early: pushes end at this
-    /// sequence number; fetch what follows.
+    /// Non-zero when the replay after this reply stops early: the first
+    /// sequence number not replayed; fetch from it (after_seq = this - 1).
     #[prost(uint64, tag = "5")]
     pub replay_truncated_at: u64,
     /// The channel stream's epoch: changes whenever the channel's history is
