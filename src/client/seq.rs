@@ -91,8 +91,8 @@ impl SeqStream {
     pub(crate) fn skip(&mut self, from: u64, to: u64) -> Option<(u64, u64)> {
         let from = from.max(self.last.saturating_add(1));
         let to = match self.held.keys().next() {
-            Some(&held) if held <= to => to.min(held.saturating_sub(1)),
-            _ => to,
+            Some(&held) => to.min(held.saturating_sub(1)),
+            None => to,
         };
         if to < from {
             return None;

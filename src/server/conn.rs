@@ -250,5 +250,13 @@ mod tests {
         assert_eq!(c.queued_bytes, 0);
         c.push_last(Bytes::from(vec![0; max]));
         assert!(c.queued_bytes > max, "a Close goes past the bound");
+        // A pong fits exactly up to the bound, not a byte past it.
+        let mut c = Conn::new(t);
+        assert!(c.push(Bytes::from(vec![0; 1000 - QUEUED_FRAME_OVERHEAD]), 1000));
+        assert!(c.set_pong(1, 1, 1000 + PONG_COST));
+        let mut c = Conn::new(t);
+        assert!(c.push(Bytes::from(vec![0; 1000 - QUEUED_FRAME_OVERHEAD]), 1000));
+        assert!(!c.set_pong(1, 1, 1000 + PONG_COST - 1));
+        assert_eq!(c.queued_bytes, 1000, "a refused pong is not counted");
     }
 }

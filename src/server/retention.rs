@@ -247,6 +247,16 @@ mod tests {
     }
 
     #[test]
+    fn nothing_to_replay_goes_on_from_the_head() {
+        let r = Replay::at(7);
+        assert_eq!(
+            (r.start, r.through, r.more, r.truncated_at()),
+            (7, 7, false, 0)
+        );
+        assert!(r.frames.is_empty() && r.gap.is_none());
+    }
+
+    #[test]
     fn bytes_count_the_overhead_and_bound_the_log() {
         let t = Instant::now();
         let mut l = SeqLog::default();
