@@ -61,8 +61,11 @@ macro_rules! log {
 
 /// How long a shutdown waits for the `Close` frames to be flushed.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-/// Bytes gathered from the queue into one socket write.
-const WRITE_BATCH: usize = 256 * 1024;
+/// Bytes gathered from the queue into one socket write. A batch is taken
+/// out of the server's bounded queue, so it is memory past that bound: kept
+/// well under the 1 MiB of slack a never-reading link may cost (128 KiB
+/// writes are already large enough that the syscall count does not matter).
+const WRITE_BATCH: usize = 128 * 1024;
 /// A writer going idle keeps a batch buffer up to this size; a larger one
 /// (from a burst) is freed, or every connection that ever had a burst would
 /// hold up to `WRITE_BATCH` for good.
@@ -706,7 +709,7 @@ async fn write_loop(
             }
             return;
         }
-        // Idle: a batch buffer grown by a burst (up to 256 KiB) is not kept
+        // Idle: a batch buffer grown by a burst (up to 128 KiB) is not kept
         // for the connection's whole life.
         out.release();
         // Wakes coalesce in a one-slot channel, and the queue was drained
@@ -773,7 +776,7 @@ impl Outgoing {
         };
         self.buf.truncate(keep);
         self.ends.retain(|&e| e <= keep);
-        // Give the memory back now: a batch may hold 256 KiB.
+        // Give the memory back now: a batch may hold 128 KiB.
         let mut small = BytesMut::with_capacity(self.buf.len());
         small.extend_from_slice(&self.buf);
         self.buf = small;
