@@ -34,14 +34,7 @@ impl Session {
     /// the link is lost before the reply (the message id makes the server
     /// answer a repeat without delivering twice).
     fn send_request(&mut self, now: Instant, reliable: bool, body: Body) -> Cmd {
-        self.admit()?;
-        let id = self
-            .requests
-            .insert(now, &self.config.timing, PendingKind::Send(None));
-        let frame = wire::encode_frame(&wire::Frame {
-            request_id: id.0,
-            body: Some(body),
-        });
+        let (id, frame) = self.encoded_request(now, PendingKind::Send(None), body)?;
         // A message within the size limit whose extras make the frame too
         // large would be refused with a protocol error, and re-sent after
         // every resume: refuse it here.
@@ -59,6 +52,23 @@ impl Session {
         }
         self.send_encoded(now, frame);
         Ok(id)
+    }
+
+    /// A request admitted and in flight, encoded but not sent yet (the
+    /// caller keeps or sends the frame).
+    fn encoded_request(
+        &mut self,
+        now: Instant,
+        kind: PendingKind,
+        body: Body,
+    ) -> Result<(RequestId, bytes::Bytes), CommandError> {
+        self.admit()?;
+        let id = self.requests.insert(now, &self.config.timing, kind);
+        let frame = wire::encode_frame(&wire::Frame {
+            request_id: id.0,
+            body: Some(body),
+        });
+        Ok((id, frame))
     }
 
     /// The wire key of a joined channel, or why it cannot be used now.
@@ -317,14 +327,7 @@ impl Session {
             // The channel's replay is being fetched: messages sent before
             // this leave are owed, and a fetch that reached the server after
             // the leave would be refused. The leave goes once the fetch ends.
-            self.admit()?;
-            let id = self
-                .requests
-                .insert(now, &self.config.timing, PendingKind::Leave { channel });
-            let frame = wire::encode_frame(&wire::Frame {
-                request_id: id.0,
-                body: Some(body),
-            });
+            let (id, frame) = self.encoded_request(now, PendingKind::Leave { channel }, body)?;
             if let Some(c) = self.channels.get_mut(channel) {
                 c.held_leave = Some(frame);
             }

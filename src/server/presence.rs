@@ -207,7 +207,7 @@ impl Server {
         let Some(i) = self.instances.get(&inst) else {
             return Vec::new();
         };
-        let (appid, uid, member_of) = (i.appid, i.uid, i.channels.clone());
+        let (appid, uid, mut member_of) = (i.appid, i.uid, i.channels.clone());
         let mut kept: Vec<wire::ResumedChannel> = Vec::new();
         for cursor in cursors {
             let Some(key) = cursor.channel else { continue };
@@ -218,10 +218,9 @@ impl Server {
             let Some(&num) = self.channel_index.get(&index_key) else {
                 continue;
             };
-            let listed_twice = kept
-                .iter()
-                .any(|k| k.state.as_ref().map(|s| s.channel) == Some(num));
-            if !member_of.contains(&num) || listed_twice {
+            // Taken out as it is kept: what is left of it at the end is
+            // left, and a channel listed twice is kept once.
+            if !member_of.remove(&num) {
                 continue;
             }
             let since = self
@@ -239,15 +238,10 @@ impl Server {
             });
         }
         for num in member_of {
-            let is_kept = kept
-                .iter()
-                .any(|k| k.state.as_ref().map(|s| s.channel) == Some(num));
-            if !is_kept {
-                if let Some(i) = self.instances.get_mut(&inst) {
-                    i.channels.remove(&num);
-                }
-                self.remove_member(num, uid, inst);
+            if let Some(i) = self.instances.get_mut(&inst) {
+                i.channels.remove(&num);
             }
+            self.remove_member(num, uid, inst);
         }
         kept
     }
@@ -521,10 +515,7 @@ impl Server {
         if bucket.try_take(now, limit, cost) {
             return Ok(());
         }
-        Err(ServiceError::new(
-            ErrorCode::OperationTooOften,
-            format!("too many {} from this user: slow down", rate_noun(kind)),
-        ))
+        Err(rate_refused(kind))
     }
 
     /// 4003 when the uid's `kind` limit is spent; for costs known only
@@ -539,10 +530,7 @@ impl Server {
         if ready {
             return Ok(());
         }
-        Err(ServiceError::new(
-            ErrorCode::OperationTooOften,
-            format!("too many {} from this user: slow down", rate_noun(kind)),
-        ))
+        Err(rate_refused(kind))
     }
 
     /// Charges `cost` to the uid's `kind` limit after the work was done.
@@ -570,12 +558,17 @@ impl Server {
     }
 }
 
-fn rate_noun(kind: RateKind) -> &'static str {
-    match kind {
+/// The 4003 of a spent per-uid limit.
+fn rate_refused(kind: RateKind) -> ServiceError {
+    let what = match kind {
         RateKind::Send => "sends",
         RateKind::AttributeWrite => "attribute writes",
         RateKind::Query => "queries",
         RateKind::Membership => "joins and leaves",
         RateKind::FetchBytes => "fetched bytes",
-    }
+    };
+    ServiceError::new(
+        ErrorCode::OperationTooOften,
+        format!("too many {what} from this user: slow down"),
+    )
 }
