@@ -237,13 +237,13 @@ impl Server {
             Some(since) => {
                 let conn = self.instances.get(&inst).and_then(|i| i.conn);
                 let budget = self.replay_budget(conn);
-                let after = req.resume_seq.max(since);
-                self.rejoin_state(num, req.epoch, after, Some(budget))
+                let cursor = (req.epoch, req.resume_seq);
+                self.rejoin_state(num, cursor, since, Some(budget))
             }
             None if req.rejoin && !was_member => {
-                self.rejoin_state(num, req.epoch, req.resume_seq, None)
+                self.rejoin_state(num, (req.epoch, req.resume_seq), 0, None)
             }
-            None => self.rejoin_state(num, 0, 0, None),
+            None => self.rejoin_state(num, (0, 0), 0, None),
         };
         if !was_member {
             // A rejoin's membership goes on from where the departed one began.
@@ -266,12 +266,14 @@ impl Server {
     /// the channel's; without, pushes from the head and what lies between
     /// as a gap. Another epoch: `gap{from: after + 1, to: 0}` (the history
     /// it was in is gone) and pushes from the head. Epoch 0: from the head,
-    /// no gap.
+    /// no gap. `since`, where the member's history begins in the channel's
+    /// epoch, bounds the replay in that epoch only: a cursor of another
+    /// epoch is reported as it was sent.
     pub(super) fn rejoin_state(
         &mut self,
         num: u32,
-        epoch: u64,
-        after: u64,
+        (epoch, after): (u64, u64),
+        since: u64,
         budget: Option<usize>,
     ) -> (wire::JoinReply, Replay) {
         let (now, age) = (self.now, self.config.channel_retention_age);
@@ -281,6 +283,7 @@ impl Server {
         ch.log.prune(now, age);
         let head = ch.log.head;
         let (replay, epoch_gap) = if epoch == ch.epoch {
+            let after = after.max(since);
             match budget {
                 Some(budget) => (ch.log.replay(after, budget), None),
                 None => {

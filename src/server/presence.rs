@@ -228,8 +228,8 @@ impl Server {
                 .get(&num)
                 .and_then(|ch| ch.since.get(&inst).copied())
                 .unwrap_or(0);
-            let after = cursor.seq.max(since);
-            let (state, replay) = self.rejoin_state(num, cursor.epoch, after, Some(*budget));
+            let at = (cursor.epoch, cursor.seq);
+            let (state, replay) = self.rejoin_state(num, at, since, Some(*budget));
             *budget = budget.saturating_sub(replay.bytes());
             frames.extend(replay.frames);
             kept.push(wire::ResumedChannel {
