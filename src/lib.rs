@@ -19,57 +19,79 @@
 //!
 //! Everything a driver does fits in one loop:
 //!
-//! 1. feed the Session an input: `handle_connected`, `handle_disconnected`,
-//!    `handle_frame(now, frame)` or `handle_timeout(now)`; or give it a
-//!    command such as `send_message_to_user(now, ..)`, which returns a
-//!    [`client::RequestId`];
-//! 2. drain its outputs: `poll_transport()` (open or close the transport),
-//!    `poll_transmit()` (frames to write), `poll_event()` (events, including
-//!    one `Completed` per request id);
-//! 3. sleep until a frame arrives or `poll_timeout()` passes, then go to 1.
+//! 1. feed the Session one input: `handle_connected(now, link)`,
+//!    `handle_disconnected(now, link)`, `handle_frame(now, link, frame)` or
+//!    `handle_timeout(now)`; or give it a command such as
+//!    `send_message_to_user(now, ..)`, which returns a [`client::RequestId`];
+//! 2. drain its outputs once, in this order: `poll_transport()` (open a
+//!    transport for a new [`client::LinkId`], or close one),
+//!    `poll_transmit()` (frames to write, as many as the transport takes),
+//!    `poll_event()` (events, including one `Completed` per request id).
+//!    No output creates another output, so one pass is a whole drain;
+//!    [`client::Session::drain`] does exactly this pass into a
+//!    [`client::Sink`];
+//! 3. sleep until a frame arrives, the transport takes more frames, or
+//!    `poll_timeout()` passes, then go to 1.
+//!
+//! Every transport the Session asks for has a [`client::LinkId`], and every
+//! input names the link it came from: a late disconnect or frame from a
+//! transport already replaced is ignored (and counted by
+//! [`client::Session::stale_inputs`]), never credited to the new one.
+//!
+//! The [`server::Server`] is driven the same way, per connection: inputs
+//! `accept`, `handle_frame(now, conn, frame)`, `handle_disconnected(now,
+//! conn)`, `handle_timeout(now)`; outputs `poll_ready()` then
+//! `poll_transmit(conn)`, `poll_transport()` (connections to close) and
+//! `poll_timeout()`; [`server::Server::drain`] is the one pass.
 //!
 //! Here the loop runs over an in-memory "transport" to the reference server,
-//! with a fake clock that jumps to the next deadline:
+//! with a fake clock that jumps to the next deadline. With two machines, a
+//! drain of one is an input of the other, so the pair is pumped until
+//! neither has anything left:
 //!
 //! ```
 //! use std::time::{Duration, Instant};
-//! use hummer_channel::client::{Event, Reply, SendOptions, Session, SessionConfig, TransportAction};
-//! use hummer_channel::server::{Server, ServerConfig, DEMO_APPID};
+//! use hummer_channel::client::{Event, LinkId, Reply, SendOptions, Session, SessionConfig, TransportAction};
+//! use hummer_channel::server::{ConnId, Server, ServerConfig, DEMO_APPID};
 //! use hummer_channel::{Message, Region, Uid};
 //!
 //! let mut now = Instant::now();
 //! let mut server = Server::new(ServerConfig::demo(), now, 1_700_000_000_000);
 //! let mut alice = Session::new(SessionConfig::new(DEMO_APPID), now);
-//! let mut conn = None; // the server's id for alice's transport
+//! // The transport: alice's link and the server's connection for it.
+//! let mut link: Option<(LinkId, ConnId)> = None;
 //! let mut events = Vec::new();
 //!
-//! // One pass of the loop: move frames both ways until nothing moves.
 //! let mut pump = |alice: &mut Session, server: &mut Server, now: Instant, events: &mut Vec<Event>| loop {
 //!     let mut moved = false;
+//!     // Step 2 for alice: one drain.
 //!     while let Some(action) = alice.poll_transport() {
 //!         match action {
-//!             TransportAction::Connect => {
-//!                 conn = Some(server.accept(now));
-//!                 alice.handle_connected(now);
+//!             TransportAction::Connect { link: id } => {
+//!                 link = Some((id, server.accept(now)));
+//!                 alice.handle_connected(now, id);
 //!             }
-//!             TransportAction::Close => {
-//!                 if let Some(c) = conn.take() { server.handle_closed(now, c) }
+//!             TransportAction::Close { .. } => {
+//!                 if let Some((_, conn)) = link.take() { server.handle_disconnected(now, conn) }
 //!             }
 //!         }
 //!         moved = true;
 //!     }
 //!     while let Some(frame) = alice.poll_transmit() {
-//!         if let Some(c) = conn { server.handle_frame(now, c, frame) }
+//!         if let Some((_, conn)) = link { server.handle_frame(now, conn, frame) }
 //!         moved = true;
-//!     }
-//!     while let Some(c) = server.poll_ready() {
-//!         while let Some(frame) = server.poll_transmit(c) {
-//!             alice.handle_frame(now, frame).expect("the server sends valid frames");
-//!             moved = true;
-//!         }
 //!     }
 //!     while let Some(e) = alice.poll_event() {
 //!         events.push(e);
+//!     }
+//!     // One drain of the server: its frames are alice's input.
+//!     while let Some(conn) = server.poll_ready() {
+//!         while let Some(frame) = server.poll_transmit(conn) {
+//!             if let Some((id, c)) = link.filter(|(_, c)| *c == conn) {
+//!                 alice.handle_frame(now, id, frame).expect("the server sends valid frames");
+//!                 moved = true;
+//!             }
+//!         }
 //!     }
 //!     if !moved { break }
 //! };
@@ -117,7 +139,8 @@
 //! - Time is an argument. Time going backwards is ignored.
 //! - The outgoing queue is bounded: a full queue refuses commands with
 //!   `CommandError::QueueFull` (handing a message back) and `Event::Writable`
-//!   says when there is room.
+//!   says when there is room (taking frames makes room: drain events after
+//!   frames, as in step 2).
 //!
 //! ## Features
 //!

@@ -6,6 +6,7 @@ use crate::error::ErrorCode;
 use crate::types::{Attributes, Message};
 
 /// The limits in force. The defaults are those of hummer-api.md.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Limits {
@@ -148,18 +149,18 @@ impl LimitError {
             | LimitError::TooLong { .. }
             | LimitError::BadKey(_)
             | LimitError::ZeroUid
-            | LimitError::BadRegion => ErrorCode::InvalidParameter,
+            | LimitError::BadRegion => ErrorCode::INVALID_PARAMETER,
             LimitError::TooMany { code, .. } => *code,
-            LimitError::MessageTooLarge { .. } => ErrorCode::MsgSizeLimitExceeded,
+            LimitError::MessageTooLarge { .. } => ErrorCode::MSG_SIZE_LIMIT_EXCEEDED,
             LimitError::AttributeItems { scope, .. } => match scope {
-                AttributeScope::User => ErrorCode::UserAttributesItemsOverflow,
-                AttributeScope::Channel => ErrorCode::ChannelAttributesItemsOverflow,
+                AttributeScope::User => ErrorCode::USER_ATTRIBUTES_ITEMS_OVERFLOW,
+                AttributeScope::Channel => ErrorCode::CHANNEL_ATTRIBUTES_ITEMS_OVERFLOW,
             },
             LimitError::AttributeSize { scope, .. } => match scope {
-                AttributeScope::User => ErrorCode::UserAttributesSizeOverflow,
-                AttributeScope::Channel => ErrorCode::ChannelAttributesSizeOverflow,
+                AttributeScope::User => ErrorCode::USER_ATTRIBUTES_SIZE_OVERFLOW,
+                AttributeScope::Channel => ErrorCode::CHANNEL_ATTRIBUTES_SIZE_OVERFLOW,
             },
-            LimitError::TooManyChannels { .. } => ErrorCode::ChannelCountLimitExceeded,
+            LimitError::TooManyChannels { .. } => ErrorCode::CHANNEL_COUNT_LIMIT_EXCEEDED,
         }
     }
 }
@@ -283,7 +284,7 @@ impl Limits {
                 field: "uids",
                 count: uids.len(),
                 max: self.max_uids_per_query,
-                code: ErrorCode::InvalidParameter,
+                code: ErrorCode::INVALID_PARAMETER,
             });
         }
         uids.iter().try_for_each(|&u| self.check_uid(u))
@@ -299,7 +300,7 @@ impl Limits {
                 field: "channel_ids",
                 count: ids.len(),
                 max: self.max_channel_ids_per_query,
-                code: ErrorCode::ChannelCountLimitExceeded,
+                code: ErrorCode::CHANNEL_COUNT_LIMIT_EXCEEDED,
             });
         }
         ids.iter().try_for_each(|id| self.check_channel_id(id))
@@ -356,13 +357,13 @@ mod tests {
             l.check_attribute_set(AttributeScope::User, &many)
                 .unwrap_err()
                 .code(),
-            ErrorCode::UserAttributesItemsOverflow
+            ErrorCode::USER_ATTRIBUTES_ITEMS_OVERFLOW
         );
         assert_eq!(
             l.check_attribute_set(AttributeScope::Channel, &many)
                 .unwrap_err()
                 .code(),
-            ErrorCode::ChannelAttributesItemsOverflow
+            ErrorCode::CHANNEL_ATTRIBUTES_ITEMS_OVERFLOW
         );
         let big: Attributes = (0..3)
             .map(|i| (format!("k{i}"), "v".repeat(8000)))
@@ -371,7 +372,7 @@ mod tests {
             l.check_attribute_set(AttributeScope::User, &big)
                 .unwrap_err()
                 .code(),
-            ErrorCode::UserAttributesSizeOverflow
+            ErrorCode::USER_ATTRIBUTES_SIZE_OVERFLOW
         );
         assert!(l.check_attribute_set(AttributeScope::Channel, &big).is_ok());
     }
@@ -381,14 +382,14 @@ mod tests {
         let l = Limits::default();
         assert_eq!(
             l.check_uid_query(&vec![1; 257]).unwrap_err().code(),
-            ErrorCode::InvalidParameter
+            ErrorCode::INVALID_PARAMETER
         );
         assert!(l.check_uid_query(&vec![1; 256]).is_ok());
         assert!(l.check_uid_query(&[1, 0]).is_err());
         let ids: Vec<String> = (0..33).map(|i| i.to_string()).collect();
         assert_eq!(
             l.check_channel_id_query(&ids).unwrap_err().code(),
-            ErrorCode::ChannelCountLimitExceeded
+            ErrorCode::CHANNEL_COUNT_LIMIT_EXCEEDED
         );
     }
 
@@ -400,7 +401,7 @@ mod tests {
         m.app_extras.insert("k".into(), String::new());
         assert_eq!(
             l.check_message(&m).unwrap_err().code(),
-            ErrorCode::MsgSizeLimitExceeded
+            ErrorCode::MSG_SIZE_LIMIT_EXCEEDED
         );
     }
 }

@@ -49,16 +49,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::client::{Event, RequestId, Session, SessionConfig, TransportAction};
+use crate::client::{Event, LinkId, RequestId, Session, SessionConfig, TransportAction};
 use crate::error::{CommandError, WireError};
-use crate::server::{ConnId, Server, ServerConfig};
-use crate::wire::{decode_frame, Body, Frame};
+use crate::server::{ConnId, Server, ServerConfig, TransportAction as ServerAction};
+use crate::wire::{decode_frame, Body, DecodedFrame};
 
 /// Names a client of the simulation.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClientId(pub usize);
 
 /// The simulation's settings.
+#[non_exhaustive]
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     /// Every random choice comes from it.
@@ -94,6 +95,7 @@ pub enum Direction {
 
 /// One frame put on a link while the tap was on (see
 /// [`Sim::record_server_frames`] and [`Sim::record_client_frames`]).
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq)]
 pub struct TappedFrame {
     /// Its place among every frame tapped in this run (0, 1, 2, ...; frames
@@ -118,7 +120,7 @@ pub struct TappedFrame {
     /// flight, or when the link closed (or the server restarted) first.
     pub delivered_at: Option<Instant>,
     /// The frame, decoded (without a size limit).
-    pub frame: Result<Frame, WireError>,
+    pub frame: Result<DecodedFrame, WireError>,
 }
 
 impl TappedFrame {
@@ -127,9 +129,9 @@ impl TappedFrame {
         self.delivered_at.is_some()
     }
 
-    /// The frame's body, if it decoded and has one.
+    /// The frame's body, if it decoded.
     pub fn body(&self) -> Option<&Body> {
-        self.frame.as_ref().ok().and_then(|f| f.body.as_ref())
+        self.frame.as_ref().ok().map(|f| &f.body)
     }
 
     /// The frame's request id (0 for pushes and undecodable frames).
@@ -200,6 +202,8 @@ struct Client {
     conn: Option<ConnId>,
     /// Incremented for every new link.
     link: u64,
+    /// The Session's id of its current link.
+    link_id: Option<LinkId>,
     /// The link is open at the client end.
     open: bool,
     partitioned_until: Option<Instant>,
@@ -265,6 +269,7 @@ impl Sim {
             session: Session::new(config, self.now),
             conn: None,
             link: 0,
+            link_id: None,
             open: false,
             partitioned_until: None,
             slow: false,
@@ -404,9 +409,11 @@ impl Sim {
         client.open = false;
         client.link += 1;
         if let Some(conn) = client.conn.take() {
-            self.server.handle_closed(self.now, conn);
+            self.server.handle_disconnected(self.now, conn);
         }
-        client.session.handle_disconnected(self.now);
+        if let Some(link) = client.link_id {
+            client.session.handle_disconnected(self.now, link);
+        }
         self.pump_client(c.0);
         self.pump_server();
     }
@@ -441,7 +448,9 @@ impl Sim {
             if client.open {
                 client.open = false;
                 client.link += 1;
-                client.session.handle_disconnected(self.now);
+                if let Some(link) = client.link_id {
+                    client.session.handle_disconnected(self.now, link);
+                }
                 self.pump_client(i);
             }
         }
@@ -514,14 +523,17 @@ impl Sim {
         }
         match d.what {
             What::Connected => {
+                let Some(link) = self.clients[i].link_id else {
+                    return;
+                };
                 if self.partitioned(i) {
-                    self.clients[i].session.handle_disconnected(now);
+                    self.clients[i].session.handle_disconnected(now, link);
                 } else {
                     let conn = self.server.accept(now);
                     let client = &mut self.clients[i];
                     client.conn = Some(conn);
                     client.open = true;
-                    client.session.handle_connected(now);
+                    client.session.handle_connected(now, link);
                 }
                 self.pump_client(i);
             }
@@ -533,16 +545,16 @@ impl Sim {
                 }
             }
             What::ToClient(frame) => {
-                if self.clients[i].open {
+                if let (true, Some(link)) = (self.clients[i].open, self.clients[i].link_id) {
                     self.tap_delivered(d.tap);
                     // A frame the Session refuses makes it drop the link itself.
-                    let _ = self.clients[i].session.handle_frame(now, frame);
+                    let _ = self.clients[i].session.handle_frame(now, link, frame);
                     self.pump_client(i);
                 }
             }
             What::ClientClosed(conn, incarnation) => {
                 if incarnation == self.restarts {
-                    self.server.handle_closed(now, conn);
+                    self.server.handle_disconnected(now, conn);
                     self.pump_server();
                 }
             }
@@ -552,7 +564,9 @@ impl Sim {
                     client.open = false;
                     client.link += 1;
                     client.conn = None;
-                    client.session.handle_disconnected(now);
+                    if let Some(link) = client.link_id {
+                        client.session.handle_disconnected(now, link);
+                    }
                     self.pump_client(i);
                 }
             }
@@ -594,47 +608,30 @@ impl Sim {
         }));
     }
 
+    /// One drain of client `i`'s Session, in the documented order:
+    /// transport actions, frames, events.
     fn pump_client(&mut self, i: usize) {
-        loop {
+        while let Some(action) = self.clients[i].session.poll_transport() {
             let client = &mut self.clients[i];
-            let mut moved = false;
-            while let Some(e) = client.session.poll_event() {
-                client.events.push(e);
-            }
-            if let Some(action) = self.clients[i].session.poll_transport() {
-                moved = true;
-                match action {
-                    TransportAction::Connect => {
-                        let client = &mut self.clients[i];
-                        client.link += 1;
-                        client.open = false;
-                        client.conn = None;
-                        self.schedule(i, true, What::Connected);
-                    }
-                    TransportAction::Close => {
-                        // Frames still queued go out before the close.
-                        self.flush_client(i);
-                        let client = &mut self.clients[i];
-                        client.open = false;
-                        client.link += 1;
-                        if let Some(conn) = client.conn.take() {
-                            let incarnation = self.restarts;
-                            self.schedule(i, true, What::ClientClosed(conn, incarnation));
-                        }
+            match action {
+                TransportAction::Connect { link } => {
+                    client.link += 1;
+                    client.link_id = Some(link);
+                    client.open = false;
+                    client.conn = None;
+                    self.schedule(i, true, What::Connected);
+                }
+                TransportAction::Close { .. } => {
+                    client.open = false;
+                    client.link += 1;
+                    if let Some(conn) = client.conn.take() {
+                        let incarnation = self.restarts;
+                        self.schedule(i, true, What::ClientClosed(conn, incarnation));
                     }
                 }
             }
-            moved |= self.flush_client(i);
-            if !moved {
-                break;
-            }
         }
-    }
-
-    fn flush_client(&mut self, i: usize) -> bool {
-        let mut moved = false;
         while let Some(frame) = self.clients[i].session.poll_transmit() {
-            moved = true;
             let client = &self.clients[i];
             if let (true, Some(conn)) = (client.open, client.conn) {
                 let incarnation = self.restarts;
@@ -642,7 +639,10 @@ impl Sim {
                 self.schedule_tapped(i, true, What::ToServer(conn, incarnation, frame), tap);
             }
         }
-        moved
+        let client = &mut self.clients[i];
+        while let Some(e) = client.session.poll_event() {
+            client.events.push(e);
+        }
     }
 
     /// Moves the server's queued frames for `conn` onto client `i`'s link.
@@ -666,7 +666,7 @@ impl Sim {
                 None => while self.server.poll_transmit(conn).is_some() {},
             }
         }
-        while let Some((conn, _reason)) = self.server.poll_close() {
+        while let Some(ServerAction::Close { conn, .. }) = self.server.poll_transport() {
             if let Some(i) = self.client_of(conn) {
                 if !self.clients[i].slow {
                     self.pull(i, conn);

@@ -56,6 +56,7 @@ impl<'de> serde::Deserialize<'de> for Uid {
 }
 
 /// Where a user or a channel lives. A channel is identified by (region, channel id).
+#[non_exhaustive]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
@@ -193,6 +194,7 @@ impl fmt::Display for ChannelKey {
 }
 
 /// A P2P or channel message: `{ type, content, appExtras }` in the JS SDK.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]

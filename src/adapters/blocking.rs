@@ -44,8 +44,8 @@ use super::driver::{self, lock, Cmd, Core, CLOSE_LOGOUT_WAIT, READ_CHUNK};
 pub use super::driver::{ClientError, DEFAULT_EVENT_CAPACITY};
 use crate::client::{
     AttributeOptions, AttributesReply, ChannelHandle, ConnectionReason, ConnectionState, Event,
-    InstanceInfo, LoginInfo, MessageSent, Reply, SendOptions, Session, SessionConfig, UserCount,
-    UserList,
+    InstanceInfo, LinkId, LoginInfo, MessageSent, Reply, SendOptions, Session, SessionConfig,
+    UserCount, UserList,
 };
 use crate::types::{Attributes, ChannelKey, Message, Region, Uid};
 
@@ -151,6 +151,8 @@ struct Transport {
     generation: u64,
     /// The open link (the driver writes to it; its reader has a clone).
     link: Option<Arc<TcpStream>>,
+    /// The Session's id of the link being dialed or open.
+    link_id: Option<LinkId>,
     /// A finished dial: its generation and result.
     dialed: Option<(u64, io::Result<TcpStream>)>,
 }
@@ -196,6 +198,7 @@ impl Client {
             wake: false,
             generation: 0,
             link: None,
+            link_id: None,
             dialed: None,
         };
         let shared = Arc::new(Shared {
@@ -337,16 +340,19 @@ fn drive(shared: &Arc<Shared>) {
         shared.wakeups.fetch_add(1, Ordering::Relaxed);
         core.transport.wake = false;
         if let Some((generation, result)) = core.transport.dialed.take() {
-            if generation == core.transport.generation {
+            if let (true, Some(id)) = (
+                generation == core.transport.generation,
+                core.transport.link_id,
+            ) {
                 match result.and_then(|s| s.set_nodelay(true).map(|()| s)) {
-                    Ok(stream) => match start_reader(shared, &stream, generation) {
+                    Ok(stream) => match start_reader(shared, &stream, generation, id) {
                         Ok(()) => {
                             core.transport.link = Some(Arc::new(stream));
-                            core.link_up();
+                            core.link_up(id);
                         }
-                        Err(_) => core.link_lost(),
+                        Err(_) => core.link_lost(id),
                     },
-                    Err(_) => core.link_lost(),
+                    Err(_) => core.link_lost(id),
                 }
             }
         }
@@ -373,8 +379,9 @@ fn drive(shared: &Arc<Shared>) {
         if core.shutdown {
             break;
         }
-        if request.connect {
+        if let Some(id) = request.connect {
             shared.drop_link(&mut core);
+            core.transport.link_id = Some(id);
             start_dial(shared, &mut core);
         }
         // Frames belong to the link they were drained for: without one
@@ -393,7 +400,9 @@ fn drive(shared: &Arc<Shared>) {
             core = lock(&shared.core);
             if written.is_err() && core.transport.generation == generation {
                 shared.drop_link(&mut core);
-                core.link_lost();
+                if let Some(id) = core.transport.link_id {
+                    core.link_lost(id);
+                }
                 out.clear();
                 continue;
             }
@@ -447,19 +456,24 @@ fn start_dial(shared: &Arc<Shared>, core: &mut Core<Transport>) {
 }
 
 /// Starts the reader thread of a new link.
-fn start_reader(shared: &Arc<Shared>, stream: &TcpStream, generation: u64) -> io::Result<()> {
+fn start_reader(
+    shared: &Arc<Shared>,
+    stream: &TcpStream,
+    generation: u64,
+    link: LinkId,
+) -> io::Result<()> {
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let reader = stream.try_clone()?;
     let shared = shared.clone();
     thread::Builder::new()
         .name("hummer-reader".into())
-        .spawn(move || read_link(&shared, reader, generation))?;
+        .spawn(move || read_link(&shared, reader, generation, link))?;
     Ok(())
 }
 
 /// A reader thread: reads, feeds the frames to the Session, wakes the driver;
 /// pauses while the event queue is full; ends with its link.
-fn read_link(shared: &Shared, mut stream: TcpStream, generation: u64) {
+fn read_link(shared: &Shared, mut stream: TcpStream, generation: u64, link: LinkId) {
     let mut decoder = lock(&shared.core).decoder();
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
@@ -483,12 +497,12 @@ fn read_link(shared: &Shared, mut stream: TcpStream, generation: u64) {
         }
         let broken = match read {
             Ok(0) => true,
-            Ok(n) => core.on_bytes(&mut decoder, &buf[..n]).is_err(),
+            Ok(n) => core.on_bytes(link, &mut decoder, &buf[..n]).is_err(),
             Err(e) => e.kind() != io::ErrorKind::Interrupted,
         };
         if broken {
             shared.drop_link(&mut core);
-            core.link_lost();
+            core.link_lost(link);
         }
         shared.wake(&mut core);
         if broken {

@@ -7,9 +7,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
-use crate::client::{Event, Reply, RequestId, Session, SessionConfig, TransportAction};
+use crate::client::{
+    Event, LinkId, Reply, RequestId, Session, SessionConfig, Sink, TransportAction,
+};
 use crate::error::{CommandError, ErrorCode, ServiceError, WireError};
 use crate::wire::{write_length_prefixed, FrameDecoder};
 
@@ -22,8 +24,8 @@ use crate::wire::{write_length_prefixed, FrameDecoder};
 /// use hummer_channel::{CommandError, ErrorCode, ServiceError};
 ///
 /// let refused = ClientError::Command(CommandError::NotLoggedIn);
-/// assert_eq!(refused.code(), Some(ErrorCode::Uninitialized));
-/// let lost = ClientError::Service(ServiceError::new(ErrorCode::ConnectionException, "link lost"));
+/// assert_eq!(refused.code(), Some(ErrorCode::UNINITIALIZED));
+/// let lost = ClientError::Service(ServiceError::new(ErrorCode::CONNECTION_EXCEPTION, "link lost"));
 /// assert_eq!(lost.code().map(ErrorCode::code), Some(1007));
 /// assert_eq!(ClientError::Closed.code(), None);
 /// ```
@@ -76,15 +78,53 @@ pub(crate) const CLOSE_LOGOUT_WAIT: Duration = Duration::from_secs(2);
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
 /// What the Session asked of the transport during one drain. Several actions
-/// in one drain reduce to: close the current link (if `close`), then open a
-/// new one (if `connect`).
+/// in one drain reduce to: close the current link (if `close`), then open
+/// `connect` (the last `Connect` of the drain, if no `Close` came after it).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct TransportRequest {
     /// Close the current link (or abandon the dial in progress), after
     /// writing what was drained.
     pub close: bool,
-    /// Open a new link; the last action of the drain was `Connect`.
-    pub connect: bool,
+    /// Open this link.
+    pub connect: Option<LinkId>,
+}
+
+/// The adapters' side of [`Session::drain`]: frames length-prefixed into one
+/// write buffer, completions to their waiters, other events to the queue.
+struct AdapterSink<'a> {
+    out: &'a mut BytesMut,
+    waiters: &'a mut HashMap<RequestId, Waiter>,
+    events: &'a mut VecDeque<Event>,
+    request: TransportRequest,
+}
+
+impl Sink for AdapterSink<'_> {
+    fn transport(&mut self, action: TransportAction) {
+        match action {
+            TransportAction::Connect { link } => self.request.connect = Some(link),
+            TransportAction::Close { .. } => {
+                self.request.close = true;
+                self.request.connect = None;
+            }
+        }
+    }
+
+    fn transmit(&mut self, frame: Bytes) {
+        write_length_prefixed(&frame, self.out);
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::Completed { request, result } => {
+                // A missing waiter is a call that gave up (close() stops
+                // waiting for its logout); the outcome has no one to go to.
+                if let Some(waiter) = self.waiters.remove(&request) {
+                    waiter(result);
+                }
+            }
+            other => self.events.push_back(other),
+        }
+    }
 }
 
 /// The state behind an adapter's lock; `T` is the adapter's own part.
@@ -143,66 +183,41 @@ impl<T> Core<T> {
     /// waiters, other events to the application's queue; returns what the
     /// Session wants of the transport.
     pub fn drain(&mut self, out: &mut BytesMut) -> TransportRequest {
-        let mut request = TransportRequest::default();
-        loop {
-            let mut progressed = false;
-            while let Some(frame) = self.session.poll_transmit() {
-                write_length_prefixed(&frame, out);
-                progressed = true;
-            }
-            while let Some(event) = self.session.poll_event() {
-                self.route(event);
-                progressed = true;
-            }
-            while let Some(action) = self.session.poll_transport() {
-                match action {
-                    TransportAction::Connect => request.connect = true,
-                    TransportAction::Close => {
-                        request.close = true;
-                        request.connect = false;
-                    }
-                }
-                progressed = true;
-            }
-            if !progressed {
-                return request;
-            }
-        }
+        let mut sink = AdapterSink {
+            out,
+            waiters: &mut self.waiters,
+            events: &mut self.events,
+            request: TransportRequest::default(),
+        };
+        self.session.drain(&mut sink);
+        sink.request
     }
 
-    fn route(&mut self, event: Event) {
-        match event {
-            Event::Completed { request, result } => {
-                // A missing waiter is a call that gave up (close() stops
-                // waiting for its logout); the outcome has no one to go to.
-                if let Some(waiter) = self.waiters.remove(&request) {
-                    waiter(result);
-                }
-            }
-            other => self.events.push_back(other),
-        }
-    }
-
-    /// Feeds bytes read from the link. `Err` means the stream is broken
+    /// Feeds bytes read from `link`. `Err` means the stream is broken
     /// (the decoder cannot resynchronise): close the link and call
     /// [`link_lost`](Self::link_lost).
-    pub fn on_bytes(&mut self, decoder: &mut FrameDecoder, data: &[u8]) -> Result<(), WireError> {
+    pub fn on_bytes(
+        &mut self,
+        link: LinkId,
+        decoder: &mut FrameDecoder,
+        data: &[u8],
+    ) -> Result<(), WireError> {
         decoder.extend(data);
         while let Some(frame) = decoder.next_frame()? {
             // A frame the Session refuses makes it ask for Close itself.
-            let _ = self.session.handle_frame(Instant::now(), frame);
+            let _ = self.session.handle_frame(Instant::now(), link, frame);
         }
         Ok(())
     }
 
-    /// The link could not be opened or broke.
-    pub fn link_lost(&mut self) {
-        self.session.handle_disconnected(Instant::now());
+    /// `link` could not be opened or broke.
+    pub fn link_lost(&mut self, link: LinkId) {
+        self.session.handle_disconnected(Instant::now(), link);
     }
 
-    /// The link is open.
-    pub fn link_up(&mut self) {
-        self.session.handle_connected(Instant::now());
+    /// `link` is open.
+    pub fn link_up(&mut self, link: LinkId) {
+        self.session.handle_connected(Instant::now(), link);
     }
 
     /// The timer fired.

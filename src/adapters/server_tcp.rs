@@ -46,7 +46,7 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 use smol::{Executor, Timer};
 
-use crate::server::{CloseReason, ConnId, Server, ServerConfig};
+use crate::server::{CloseReason, ConnId, Server, ServerConfig, TransportAction};
 use crate::wire::{write_length_prefixed, FrameDecoder};
 
 /// Logs through `tracing` when the `tracing` feature is on, else nowhere.
@@ -341,7 +341,7 @@ impl Shared {
                 let _ = h.wake.try_send(());
             }
         }
-        while let Some((c, reason)) = s.poll_close() {
+        while let Some(TransportAction::Close { conn: c, reason }) = s.poll_transport() {
             log!(debug, "closing {c}: {reason}");
             if let Some(h) = sockets.get(&c) {
                 if matches!(reason, CloseReason::SlowConsumer) {
@@ -558,7 +558,7 @@ async fn connection(
     shared.control.sockets().remove(&conn);
     {
         let mut s = shared.server();
-        s.handle_closed(Instant::now(), conn);
+        s.handle_disconnected(Instant::now(), conn);
         shared.pump(&mut s, false);
     }
     drop(admitted);

@@ -44,8 +44,8 @@ use super::driver::{self, lock, Cmd, Core, CLOSE_LOGOUT_WAIT, READ_CHUNK};
 pub use super::driver::{ClientError, DEFAULT_EVENT_CAPACITY};
 use crate::client::{
     AttributeOptions, AttributesReply, ChannelHandle, ConnectionReason, ConnectionState, Event,
-    InstanceInfo, LoginInfo, MessageSent, Reply, SendOptions, Session, SessionConfig, UserCount,
-    UserList,
+    InstanceInfo, LinkId, LoginInfo, MessageSent, Reply, SendOptions, Session, SessionConfig,
+    UserCount, UserList,
 };
 use crate::types::{Attributes, ChannelKey, Message, Region, Uid};
 use crate::wire::FrameDecoder;
@@ -274,6 +274,7 @@ const CLOSE_FLUSH_WAIT: Duration = Duration::from_secs(2);
 /// An open link: two handles on one socket, so that reading and writing
 /// can wait at the same time.
 struct Link {
+    id: LinkId,
     reader: TcpStream,
     writer: TcpStream,
     decoder: FrameDecoder,
@@ -293,7 +294,7 @@ enum Wake {
 
 async fn drive(shared: Arc<Shared>, addr: SocketAddr, wake: Receiver<()>, done: Sender<()>) {
     let mut link: Option<Link> = None;
-    let mut dialing: Option<Dial> = None;
+    let mut dialing: Option<(LinkId, Dial)> = None;
     let mut out = BytesMut::new();
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
@@ -332,9 +333,9 @@ async fn drive(shared: Arc<Shared>, addr: SocketAddr, wake: Receiver<()>, done: 
         if shutdown {
             break;
         }
-        if request.connect {
+        if let Some(id) = request.connect {
             link = None;
-            dialing = Some(Box::pin(TcpStream::connect(addr)));
+            dialing = Some((id, Box::pin(TcpStream::connect(addr))));
         }
         // Frames belong to the link they were drained for: without one
         // (the Session never queues then) they are dropped.
@@ -377,7 +378,7 @@ async fn drive(shared: Arc<Shared>, addr: SocketAddr, wake: Receiver<()>, done: 
         };
         let dial = async {
             match &mut dialing {
-                Some(d) => Wake::Dialed(d.await),
+                Some((_, d)) => Wake::Dialed(d.await),
                 None => future::pending().await,
             }
         };
@@ -390,31 +391,36 @@ async fn drive(shared: Arc<Shared>, addr: SocketAddr, wake: Receiver<()>, done: 
             Wake::Stopped => break,
             Wake::Read(Ok(n)) if n > 0 => {
                 let l = link.as_mut().expect("read from a link");
-                if core.on_bytes(&mut l.decoder, &buf[..n]).is_err() {
+                if core.on_bytes(l.id, &mut l.decoder, &buf[..n]).is_err() {
+                    let id = l.id;
                     link = None;
-                    core.link_lost();
+                    core.link_lost(id);
                 }
             }
             Wake::Wrote(Ok(n)) if n > 0 => out.advance(n),
             Wake::Read(_) | Wake::Wrote(_) => {
                 // End of stream or an error: the link is gone.
-                link = None;
+                if let Some(l) = link.take() {
+                    core.link_lost(l.id);
+                }
                 out.clear();
-                core.link_lost();
             }
             Wake::Dialed(result) => {
-                dialing = None;
+                let Some((id, _)) = dialing.take() else {
+                    continue;
+                };
                 match result {
                     Ok(stream) => {
                         let _ = stream.set_nodelay(true);
                         link = Some(Link {
+                            id,
                             writer: stream.clone(),
                             reader: stream,
                             decoder: core.decoder(),
                         });
-                        core.link_up();
+                        core.link_up(id);
                     }
-                    Err(_) => core.link_lost(),
+                    Err(_) => core.link_lost(id),
                 }
             }
         }

@@ -231,7 +231,7 @@ impl Conn {
         loop {
             if let Some(f) = self.dec.next_frame().map_err(io::Error::other)? {
                 return decode_frame(f, MAX_FRAME)
-                    .map(Some)
+                    .map(|f| Some(Frame::from(f)))
                     .map_err(io::Error::other);
             }
             if Instant::now() >= until {
@@ -409,7 +409,7 @@ fn spawn_reader(
                     dec.extend(&chunk[..n]);
                     loop {
                         match dec.next_frame() {
-                            Ok(Some(f)) => match decode_frame(f, MAX_FRAME) {
+                            Ok(Some(f)) => match decode_frame(f, MAX_FRAME).map(Frame::from) {
                                 Ok(f) => tally.take(&f),
                                 Err(_) => {
                                     tally.ended.store(true, Ordering::Relaxed);
@@ -781,7 +781,7 @@ fn link_end(s: &mut TcpStream, within: Duration) -> LinkEnd {
                     if let Ok(Frame {
                         body: Some(Body::Close(c)),
                         ..
-                    }) = decode_frame(f, MAX_FRAME)
+                    }) = decode_frame(f, MAX_FRAME).map(Frame::from)
                     {
                         code = Some(c.code);
                     }
@@ -824,7 +824,7 @@ fn probe_link(s: &mut TcpStream) -> LinkEnd {
                     if let Ok(Frame {
                         body: Some(Body::Close(c)),
                         ..
-                    }) = decode_frame(f, MAX_FRAME)
+                    }) = decode_frame(f, MAX_FRAME).map(Frame::from)
                     {
                         code = Some(c.code);
                     }

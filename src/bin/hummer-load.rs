@@ -200,20 +200,19 @@ impl Conn {
         }
         let frame = decode_frame(f, MAX_FRAME).map_err(io::Error::other)?;
         Ok(Some(match frame.body {
-            Some(Body::UserMessage(m)) => Item::Msg {
+            Body::UserMessage(m) => Item::Msg {
                 payload: m.message.map(|m| m.content).unwrap_or_default(),
                 reply: None,
                 seq: m.seq,
             },
-            Some(Body::ChannelMessage(m)) => Item::Msg {
+            Body::ChannelMessage(m) => Item::Msg {
                 payload: m.message.map(|m| m.content).unwrap_or_default(),
                 reply: None,
                 seq: m.seq,
             },
-            Some(Body::Error(e)) => Item::Error(format!("{} {}", e.code, e.message)),
-            Some(Body::Close(c)) => Item::Error(format!("close {} {}", c.code, c.reason)),
-            Some(b) => Item::Other(b),
-            None => return Ok(None),
+            Body::Error(e) => Item::Error(format!("{} {}", e.code, e.message)),
+            Body::Close(c) => Item::Error(format!("close {} {}", c.code, c.reason)),
+            b => Item::Other(b),
         }))
     }
 

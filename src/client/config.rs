@@ -7,6 +7,7 @@ use crate::types::AppId;
 
 /// How a [`Session`](super::Session) behaves. `SessionConfig::new(appid)` gives
 /// the documented defaults.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionConfig {
     /// The application id.
@@ -42,6 +43,7 @@ impl SessionConfig {
 }
 
 /// The Session's timers.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timing {
     /// A ping goes out when nothing was sent for this long.
@@ -83,6 +85,7 @@ impl Default for Timing {
 }
 
 /// Options of a send.
+#[non_exhaustive]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct SendOptions {
     /// Reliable (the default): sequenced, stored, replayed after a reconnect,
@@ -96,7 +99,20 @@ impl Default for SendOptions {
     }
 }
 
+impl SendOptions {
+    /// A reliable send (the default).
+    pub fn reliable() -> Self {
+        SendOptions { reliable: true }
+    }
+
+    /// An unreliable send: may be lost, never duplicated.
+    pub fn unreliable() -> Self {
+        SendOptions { reliable: false }
+    }
+}
+
 /// Options of an attribute write.
+#[non_exhaustive]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct AttributeOptions {
     /// Notify the channel's members of the change. **Default: `true`**, as the
@@ -109,6 +125,15 @@ impl Default for AttributeOptions {
     fn default() -> Self {
         AttributeOptions {
             enable_notification: true,
+        }
+    }
+}
+
+impl AttributeOptions {
+    /// A write that notifies the channel's members (`true`) or not.
+    pub fn notify(enable_notification: bool) -> Self {
+        AttributeOptions {
+            enable_notification,
         }
     }
 }

@@ -33,6 +33,7 @@ pub enum ConnectionState {
 }
 
 /// Why the state changed (`ConnectionStateChanged.reason`).
+#[non_exhaustive]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "SCREAMING_SNAKE_CASE"))]
@@ -55,16 +56,55 @@ pub enum ConnectionReason {
     RemoteLogin,
 }
 
+/// Names one transport the Session asked for with
+/// [`TransportAction::Connect`]. Every `handle_*` call about a transport
+/// names the link it came from, so input from a previous transport that
+/// arrives after a re-dial (a late disconnect, a frame still in a buffer) is
+/// told apart and ignored (see [`Session::stale_inputs`](super::Session::stale_inputs)).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkId(pub(super) u64);
+
+impl LinkId {
+    /// The link's number: links of one Session are numbered 1, 2, 3, ...
+    /// in the order they were asked for.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for LinkId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "link#{}", self.0)
+    }
+}
+
 /// What the application must do with its transport, from
 /// [`Session::poll_transport`](super::Session::poll_transport).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum TransportAction {
-    /// Open a transport to the server, then call `handle_connected` (or
-    /// `handle_disconnected` if it could not be opened).
-    Connect,
-    /// Close the transport (after sending what `poll_transmit` still holds).
-    /// Do not call `handle_disconnected` for it: the Session knows.
-    Close,
+    /// Open a transport to the server for `link`, then call
+    /// `handle_connected(now, link)` (or `handle_disconnected(now, link)` if
+    /// it could not be opened). Name `link` in every later input from it.
+    Connect {
+        /// The id of the new transport.
+        link: LinkId,
+    },
+    /// Close the transport of `link`. Nothing is left to send on it (the
+    /// Session dropped its queue). Calling `handle_disconnected` for it
+    /// afterwards is harmless: the link is already gone for the Session.
+    Close {
+        /// The transport to close.
+        link: LinkId,
+    },
+}
+
+impl TransportAction {
+    /// The link the action is about.
+    pub fn link(self) -> LinkId {
+        match self {
+            TransportAction::Connect { link } | TransportAction::Close { link } => link,
+        }
+    }
 }
 
 /// Which reliable stream lost messages (see [`Event::MessagesLost`]).
@@ -105,6 +145,7 @@ pub enum Reply {
 }
 
 /// The result of a login.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]
@@ -120,6 +161,7 @@ pub struct LoginInfo {
 }
 
 /// The result of `get_instance_info`.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]
@@ -139,6 +181,7 @@ pub struct InstanceInfo {
 }
 
 /// The result of a send.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]
@@ -152,6 +195,7 @@ pub struct MessageSent {
 }
 
 /// A member list.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]
@@ -165,6 +209,7 @@ pub struct UserList {
 }
 
 /// An attribute read.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]
@@ -183,6 +228,7 @@ pub struct AttributesReply {
 }
 
 /// Member counts.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]

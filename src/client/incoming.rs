@@ -13,14 +13,11 @@ use super::seq::{Accept, FetchOutcome, SeqStream};
 use super::session::Session;
 use crate::error::{ErrorCode, ServiceError, WireError};
 use crate::types::{ChannelKey, Region, Uid};
-use crate::wire::{self, AttributeOp, Body, BodyKind, Frame};
+use crate::wire::{self, AttributeOp, Body, BodyKind, DecodedFrame};
 
 impl Session {
-    pub(super) fn on_frame(&mut self, now: Instant, frame: Frame) -> Result<(), WireError> {
-        let Some(body) = frame.body else {
-            return Err(WireError::MissingBody);
-        };
-        match body {
+    pub(super) fn on_frame(&mut self, now: Instant, frame: DecodedFrame) -> Result<(), WireError> {
+        match frame.body {
             Body::Ping(p) => {
                 let body = Body::Pong(wire::Pong { nonce: p.nonce });
                 self.send(now, frame.request_id, body);
@@ -48,7 +45,7 @@ impl Session {
                 }
             }
             Body::Error(e) => {
-                let error = ServiceError::new(ErrorCode::from_code(e.code), e.message);
+                let error = ServiceError::new(ErrorCode::new(e.code), e.message);
                 self.on_reply(now, frame.request_id, Err(error));
             }
             reply if reply.kind() == BodyKind::Reply => {
@@ -88,7 +85,7 @@ impl Session {
             PendingKind::Leave { channel } => {
                 let result = reply.map(|_| Reply::Done);
                 match &result {
-                    Err(e) if e.code != ErrorCode::UserNotInChannel => {
+                    Err(e) if e.code != ErrorCode::USER_NOT_IN_CHANNEL => {
                         if let Some(c) = self.channels.get_mut(channel) {
                             c.membership = Membership::Joined;
                         }
@@ -181,7 +178,7 @@ impl Session {
             }),
             _ => {
                 return Err(ServiceError::new(
-                    ErrorCode::Unknown,
+                    ErrorCode::UNKNOWN,
                     "the server replied with an unexpected frame type",
                 ))
             }
@@ -201,7 +198,7 @@ impl Session {
         let r = match reply {
             Ok(Body::LoginReply(r)) => r,
             Ok(_) => {
-                let e = ServiceError::new(ErrorCode::Unknown, "unexpected login reply");
+                let e = ServiceError::new(ErrorCode::UNKNOWN, "unexpected login reply");
                 return self.on_login_refused(id, user, e);
             }
             Err(e) => return self.on_login_refused(id, user, e),
@@ -260,13 +257,13 @@ impl Session {
         if user {
             self.complete(id, Err(e));
             self.reset(ConnectionReason::LoginFailure);
-        } else if e.code == ErrorCode::ExpiredToken
+        } else if e.code == ErrorCode::EXPIRED_TOKEN
             && self.credentials.as_ref().and_then(|c| c.token.as_ref()) != self.sent_token.as_ref()
         {
             // Refreshed while this re-login was on its way: try the new token.
             let now = self.clock();
             self.link_lost(now, true);
-        } else if e.code == ErrorCode::ExpiredToken {
+        } else if e.code == ErrorCode::EXPIRED_TOKEN {
             // Keep the channels: refresh_token resumes the reconnect.
             self.paused = true;
             self.emit(Event::TokenExpired);
@@ -340,7 +337,7 @@ impl Session {
             other => {
                 let e = match other {
                     Err(e) => e,
-                    Ok(_) => ServiceError::new(ErrorCode::Unknown, "unexpected join reply"),
+                    Ok(_) => ServiceError::new(ErrorCode::UNKNOWN, "unexpected join reply"),
                 };
                 // A refused re-join leaves the channel: tell the application.
                 self.channels.set_out(channel);
@@ -409,7 +406,7 @@ impl Session {
         let (through, gap, more) = match reply {
             Ok(Body::FetchReply(r)) => (r.through_seq, r.gap, r.more),
             Err(e)
-                if e.code == ErrorCode::UserNotInChannel
+                if e.code == ErrorCode::USER_NOT_IN_CHANNEL
                     && matches!(stream, LostStream::Channel(_)) =>
             {
                 if let Some(s) = self.stream_mut(stream) {
@@ -655,7 +652,7 @@ impl Session {
     }
 
     pub(super) fn on_request_timeout(&mut self, now: Instant, id: RequestId, kind: PendingKind) {
-        let timeout = || ServiceError::new(ErrorCode::OperationTimeout, "no response in time");
+        let timeout = || ServiceError::new(ErrorCode::OPERATION_TIMEOUT, "no response in time");
         match kind {
             PendingKind::Login { user: true } => {
                 self.login_request = None;
@@ -697,7 +694,7 @@ impl Session {
             PendingKind::Send(Some(_)) if !self.logged_in() => self.complete(
                 id,
                 Err(ServiceError::new(
-                    ErrorCode::ConnectionException,
+                    ErrorCode::CONNECTION_EXCEPTION,
                     "the link was lost with the send in flight and did not come back in time",
                 )),
             ),

@@ -13,7 +13,7 @@ mod timer;
 
 pub use config::{AttributeOptions, SendOptions, SessionConfig, Timing};
 pub use event::{
-    AttributesReply, ChannelHandle, ConnectionReason, ConnectionState, Event, InstanceInfo,
+    AttributesReply, ChannelHandle, ConnectionReason, ConnectionState, Event, InstanceInfo, LinkId,
     LoginInfo, LostStream, MessageSent, Reply, RequestId, TransportAction, UserCount, UserList,
 };
-pub use session::Session;
+pub use session::{Session, Sink};

@@ -9,7 +9,8 @@ use bytes::Bytes;
 
 use super::channel::{Channels, Membership};
 use super::event::{
-    ChannelHandle, ConnectionReason, ConnectionState, Event, LostStream, RequestId, TransportAction,
+    ChannelHandle, ConnectionReason, ConnectionState, Event, LinkId, LostStream, RequestId,
+    TransportAction,
 };
 use super::requests::{PendingKind, Requests};
 use super::rng::Rng;
@@ -25,7 +26,8 @@ use crate::wire::{self, Body, Frame};
 ///
 /// Feed it with `handle_*` (transport events, frames, timeouts), give it
 /// commands (one method per operation of the service), and after every call
-/// drain `poll_transport`, `poll_transmit` and `poll_event`, then wait until
+/// drain its outputs once ([`Session::drain`], or `poll_transport`,
+/// `poll_transmit` and `poll_event` by hand, in that order), then wait until
 /// `poll_timeout`.
 ///
 /// ```
@@ -38,11 +40,11 @@ use crate::wire::{self, Body, Frame};
 /// let mut session = Session::new(SessionConfig::new(10000), now);
 /// let login = session.login(now, Uid(1), None, None).unwrap();
 /// // The Session asks for a transport, and says it is connecting.
-/// assert_eq!(session.poll_transport(), Some(TransportAction::Connect));
+/// let Some(TransportAction::Connect { link }) = session.poll_transport() else { panic!() };
 /// assert_eq!(session.poll_event(), Some(Event::ConnectionStateChanged {
 ///     state: ConnectionState::Connecting, reason: ConnectionReason::Login }));
-/// // Once the transport is open, the login request goes out.
-/// session.handle_connected(now);
+/// // Once the transport is open, the login request goes out on it.
+/// session.handle_connected(now, link);
 /// assert!(session.poll_transmit().is_some());
 /// # let _ = login;
 /// ```
@@ -55,6 +57,10 @@ pub struct Session {
     state: ConnectionState,
     reason: ConnectionReason,
     pub(super) link: Link,
+    /// The id of the latest transport asked for (0: none yet).
+    link_id: u64,
+    /// Inputs that named a link other than the current one, ignored.
+    stale_inputs: u64,
     /// Token expired during a re-login: wait for `refresh_token`.
     pub(super) paused: bool,
     pub(super) credentials: Option<Credentials>,
@@ -118,6 +124,8 @@ impl Session {
             state: ConnectionState::Disconnected,
             reason: ConnectionReason::Init,
             link: Link::Down,
+            link_id: 0,
+            stale_inputs: 0,
             paused: false,
             credentials: None,
             sent_token: None,
@@ -146,10 +154,11 @@ impl Session {
 
     // ---- inputs -------------------------------------------------------------
 
-    /// The transport asked for by [`TransportAction::Connect`] is open.
-    pub fn handle_connected(&mut self, now: Instant) {
+    /// The transport `link` asked for by [`TransportAction::Connect`] is
+    /// open: the login goes out on it.
+    pub fn handle_connected(&mut self, now: Instant, link: LinkId) {
         let now = self.tick(now);
-        if self.link != Link::Dialing {
+        if !self.is_current(link) || self.link != Link::Dialing {
             return;
         }
         self.link = Link::Up;
@@ -157,21 +166,28 @@ impl Session {
         self.send_login(now);
     }
 
-    /// The transport could not be opened, or broke. Requests in flight fail
-    /// with 1007 and the Session reconnects by itself (see `poll_transport`).
-    pub fn handle_disconnected(&mut self, now: Instant) {
+    /// The transport `link` could not be opened, or broke. Requests in
+    /// flight fail with 1007 (reliable sends wait for a resume) and the
+    /// Session reconnects by itself (see `poll_transport`).
+    pub fn handle_disconnected(&mut self, now: Instant, link: LinkId) {
         let now = self.tick(now);
-        if self.link != Link::Down {
+        if self.is_current(link) {
             self.link_lost(now, false);
         }
     }
 
-    /// One whole frame from the server. A malformed frame is returned as an
-    /// error, and the Session drops the link (it asks for `Close`, then
-    /// reconnects): a stream that carried garbage cannot be trusted.
-    pub fn handle_frame(&mut self, now: Instant, frame: Bytes) -> Result<(), WireError> {
+    /// One whole frame from the server, received on `link`. A malformed
+    /// frame is returned as an error, and the Session drops the link (it asks
+    /// for `Close`, then reconnects): a stream that carried garbage cannot be
+    /// trusted. A frame from a link that is not the current one is ignored.
+    pub fn handle_frame(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        frame: Bytes,
+    ) -> Result<(), WireError> {
         let now = self.tick(now);
-        if self.link != Link::Up {
+        if !self.is_current(link) || self.link != Link::Up {
             return Ok(());
         }
         self.last_received = now;
@@ -210,17 +226,26 @@ impl Session {
 
     // ---- outputs ------------------------------------------------------------
 
-    /// The next encoded frame to send (on byte streams, with a length prefix:
-    /// see [`wire::write_length_prefixed`]).
+    /// The next encoded frame to send on the current link (on byte streams,
+    /// with a length prefix: see [`wire::write_length_prefixed`]). Take as
+    /// many as the transport accepts; the rest wait here, and a full queue
+    /// refuses commands (`CommandError::QueueFull`).
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        let frame = self.outgoing.pop_front()?;
-        self.signal_room();
-        Some(frame)
+        self.outgoing.pop_front()
     }
 
-    /// The next event.
+    /// The next event. After the queued ones, `Event::Writable` once when a
+    /// command was refused for lack of room and there is room now (taking
+    /// frames with `poll_transmit` makes room, so drain events after frames).
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        if let Some(event) = self.events.pop_front() {
+            return Some(event);
+        }
+        if self.blocked && self.has_room() {
+            self.blocked = false;
+            return Some(Event::Writable);
+        }
+        None
     }
 
     /// When to call `handle_timeout` next. Cheap: a minimum over a fixed table.
@@ -234,6 +259,50 @@ impl Session {
     /// What to do with the transport: open one, or close it.
     pub fn poll_transport(&mut self) -> Option<TransportAction> {
         self.transport.pop_front()
+    }
+
+    /// Drains every output once, in the order that loses nothing: transport
+    /// actions, then frames (while `sink.writable()`), then events. No output
+    /// creates another, so one drain after each input or command is enough;
+    /// a driver whose transport stopped taking frames drains again when it
+    /// takes frames again. Then wait for input or `poll_timeout`.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use bytes::Bytes;
+    /// use hummer_channel::client::{Event, Session, SessionConfig, Sink, TransportAction};
+    /// use hummer_channel::Uid;
+    ///
+    /// #[derive(Default)]
+    /// struct Recorder { actions: Vec<TransportAction>, frames: Vec<Bytes>, events: Vec<Event> }
+    /// impl Sink for Recorder {
+    ///     fn transport(&mut self, action: TransportAction) { self.actions.push(action) }
+    ///     fn transmit(&mut self, frame: Bytes) { self.frames.push(frame) }
+    ///     fn event(&mut self, event: Event) { self.events.push(event) }
+    /// }
+    ///
+    /// let now = Instant::now();
+    /// let mut session = Session::new(SessionConfig::new(10000), now);
+    /// session.login(now, Uid(1), None, None).unwrap();
+    /// let mut out = Recorder::default();
+    /// session.drain(&mut out);
+    /// let TransportAction::Connect { link } = out.actions[0] else { panic!() };
+    /// session.handle_connected(now, link);
+    /// session.drain(&mut out);
+    /// assert_eq!(out.frames.len(), 1); // the login
+    /// ```
+    pub fn drain(&mut self, sink: &mut impl Sink) {
+        while let Some(action) = self.transport.pop_front() {
+            sink.transport(action);
+        }
+        while !self.outgoing.is_empty() && sink.writable() {
+            if let Some(frame) = self.outgoing.pop_front() {
+                sink.transmit(frame);
+            }
+        }
+        while let Some(event) = self.poll_event() {
+            sink.event(event);
+        }
     }
 
     // ---- state --------------------------------------------------------------
@@ -272,6 +341,17 @@ impl Session {
                 Membership::Joined | Membership::Rejoining | Membership::Leaving
             )
         })
+    }
+
+    /// Inputs ignored because they named a link that is not the current one
+    /// (a late disconnect or frame from a transport already replaced).
+    pub fn stale_inputs(&self) -> u64 {
+        self.stale_inputs
+    }
+
+    /// The current link, while one is asked for or open.
+    pub fn link(&self) -> Option<LinkId> {
+        (self.link != Link::Down).then_some(LinkId(self.link_id))
     }
 
     /// Frames waiting in the outgoing queue.
@@ -345,7 +425,6 @@ impl Session {
             request: id,
             result,
         });
-        self.signal_room();
     }
 
     /// Queues a frame. Commands check `admit` first; the Session's own frames
@@ -414,14 +493,19 @@ impl Session {
         Ok(())
     }
 
-    fn signal_room(&mut self) {
-        if self.blocked
-            && self.outgoing.len() < self.config.max_outgoing_frames
+    fn has_room(&self) -> bool {
+        self.outgoing.len() < self.config.max_outgoing_frames
             && self.requests.len() < self.config.max_pending_requests
-        {
-            self.blocked = false;
-            self.events.push_back(Event::Writable);
+    }
+
+    /// Whether input naming `link` is about the current transport; counts it
+    /// as stale otherwise.
+    fn is_current(&mut self, link: LinkId) -> bool {
+        let current = link.0 == self.link_id && self.link != Link::Down;
+        if !current {
+            self.stale_inputs += 1;
         }
+        current
     }
 
     /// The server accepted a login on the current link (CONNECTED is only
@@ -446,7 +530,10 @@ impl Session {
             return;
         }
         self.link = Link::Dialing;
-        self.transport.push_back(TransportAction::Connect);
+        self.link_id += 1;
+        self.transport.push_back(TransportAction::Connect {
+            link: LinkId(self.link_id),
+        });
         self.timers
             .set(Timer::LinkDeadline, now + self.config.timing.login_timeout);
     }
@@ -560,7 +647,9 @@ impl Session {
     /// where a login is wanted.
     pub(super) fn link_lost(&mut self, now: Instant, close_transport: bool) {
         if close_transport && self.link != Link::Down {
-            self.transport.push_back(TransportAction::Close);
+            self.transport.push_back(TransportAction::Close {
+                link: LinkId(self.link_id),
+            });
         }
         self.link = Link::Down;
         self.outgoing.clear();
@@ -602,7 +691,6 @@ impl Session {
             }
             ConnectionState::Disconnected => {}
         }
-        self.signal_room();
     }
 
     fn fail_on_link_loss(&mut self, id: RequestId, kind: PendingKind) {
@@ -610,7 +698,7 @@ impl Session {
             self.complete(
                 id,
                 Err(ServiceError::new(
-                    ErrorCode::ConnectionException,
+                    ErrorCode::CONNECTION_EXCEPTION,
                     "the link was lost with the request in flight",
                 )),
             );
@@ -639,7 +727,9 @@ impl Session {
     /// Back to DISCONNECTED: everything about the login is forgotten.
     pub(super) fn reset(&mut self, reason: ConnectionReason) {
         if self.link != Link::Down {
-            self.transport.push_back(TransportAction::Close);
+            self.transport.push_back(TransportAction::Close {
+                link: LinkId(self.link_id),
+            });
         }
         self.link = Link::Down;
         self.paused = false;
@@ -652,7 +742,7 @@ impl Session {
                 self.complete(
                     id,
                     Err(ServiceError::new(
-                        ErrorCode::ConnectionException,
+                        ErrorCode::CONNECTION_EXCEPTION,
                         "the session was closed",
                     )),
                 );
@@ -675,7 +765,6 @@ impl Session {
         self.token_expires_at_ms = None;
         self.backoff_attempt = 0;
         self.set_state(ConnectionState::Disconnected, reason);
-        self.signal_room();
     }
 
     pub(super) fn finish_logout(&mut self) {
@@ -712,4 +801,19 @@ impl Session {
         self.backoff_attempt = 0;
         self.dial(now);
     }
+}
+
+/// Where [`Session::drain`] puts the outputs: the driver's side of a drain.
+pub trait Sink {
+    /// Open or close a transport.
+    fn transport(&mut self, action: TransportAction);
+    /// Whether the transport takes a frame now; frames not taken stay queued
+    /// in the Session (default: always).
+    fn writable(&mut self) -> bool {
+        true
+    }
+    /// A frame to write on the current link.
+    fn transmit(&mut self, frame: Bytes);
+    /// An event for the application.
+    fn event(&mut self, event: Event);
 }

@@ -43,7 +43,7 @@ pub(crate) fn verify_token(
     uid: u64,
     now_unix_s: u64,
 ) -> Result<Option<u64>, ServiceError> {
-    let invalid = |why: &str| ServiceError::new(ErrorCode::InvalidToken, why);
+    let invalid = |why: &str| ServiceError::new(ErrorCode::INVALID_TOKEN, why);
     let secret = secret.ok_or_else(|| invalid("this app accepts no tokens"))?;
     if secret.len() < super::MIN_SECRET_LEN {
         // A short secret can be brute-forced: refuse its tokens rather than
@@ -76,7 +76,7 @@ pub(crate) fn verify_token(
     if let Some(exp) = exp {
         if exp <= now_unix_s {
             return Err(ServiceError::new(
-                ErrorCode::ExpiredToken,
+                ErrorCode::EXPIRED_TOKEN,
                 "the token has expired",
             ));
         }
@@ -129,11 +129,11 @@ mod tests {
         let t = signed(serde_json::json!({"appid": 7, "uid": "99", "nbf": 500}), K);
         assert_eq!(verify_token(Some(K), &t, 7, 99, 500), Ok(None));
         let early = verify_token(Some(K), &t, 7, 99, 499).unwrap_err();
-        assert_eq!(early.code, ErrorCode::InvalidToken);
+        assert_eq!(early.code, ErrorCode::INVALID_TOKEN);
         for uid in ["099", "+99", " 99", "99 ", "", "9x"] {
             let t = signed(serde_json::json!({"appid": 7, "uid": uid}), K);
             let e = verify_token(Some(K), &t, 7, 99, 0).unwrap_err();
-            assert_eq!(e.code, ErrorCode::InvalidToken, "uid {uid:?}");
+            assert_eq!(e.code, ErrorCode::INVALID_TOKEN, "uid {uid:?}");
         }
         let zero = signed(serde_json::json!({"appid": "0", "uid": "99"}), K);
         assert_eq!(verify_token(Some(K), &zero, 0, 99, 0), Ok(None));
@@ -144,7 +144,7 @@ mod tests {
         let short = "s".repeat(super::super::MIN_SECRET_LEN - 1);
         let t = mint_token(&short, 7, 99, 1000);
         let e = verify_token(Some(&short), &t, 7, 99, 0).unwrap_err();
-        assert_eq!(e.code, ErrorCode::InvalidToken);
+        assert_eq!(e.code, ErrorCode::INVALID_TOKEN);
         let ok = "s".repeat(super::super::MIN_SECRET_LEN);
         let t = mint_token(&ok, 7, 99, 1000);
         assert_eq!(verify_token(Some(&ok), &t, 7, 99, 0), Ok(Some(1000)));
@@ -182,27 +182,27 @@ mod tests {
         let code = |r: Result<Option<u64>, ServiceError>| r.unwrap_err().code;
         assert_eq!(
             code(verify_token(Some(K), &t, 7, 99, 1000)),
-            ErrorCode::ExpiredToken
+            ErrorCode::EXPIRED_TOKEN
         );
         assert_eq!(
             code(verify_token(Some(X), &t, 7, 99, 0)),
-            ErrorCode::InvalidToken
+            ErrorCode::INVALID_TOKEN
         );
         assert_eq!(
             code(verify_token(Some(K), &t, 8, 99, 0)),
-            ErrorCode::InvalidToken
+            ErrorCode::INVALID_TOKEN
         );
         assert_eq!(
             code(verify_token(Some(K), &t, 7, 98, 0)),
-            ErrorCode::InvalidToken
+            ErrorCode::INVALID_TOKEN
         );
         assert_eq!(
             code(verify_token(None, &t, 7, 99, 0)),
-            ErrorCode::InvalidToken
+            ErrorCode::INVALID_TOKEN
         );
         assert_eq!(
             code(verify_token(Some(K), "garbage", 7, 99, 0)),
-            ErrorCode::InvalidToken
+            ErrorCode::INVALID_TOKEN
         );
     }
 }

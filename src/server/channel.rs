@@ -119,7 +119,7 @@ fn apply_op(
         AttributeOp::Clear => Attributes::new(),
         AttributeOp::Unspecified => {
             return Err(ServiceError::new(
-                ErrorCode::InvalidParameter,
+                ErrorCode::INVALID_PARAMETER,
                 "attribute op unspecified",
             ))
         }
@@ -142,7 +142,10 @@ impl Server {
             .copied()
             .filter(|n| i.channels.contains(n))
             .ok_or_else(|| {
-                ServiceError::new(ErrorCode::UserNotInChannel, "not a member of this channel")
+                ServiceError::new(
+                    ErrorCode::USER_NOT_IN_CHANNEL,
+                    "not a member of this channel",
+                )
             })
     }
 
@@ -189,7 +192,7 @@ impl Server {
             };
             if full {
                 return Err(ServiceError::new(
-                    ErrorCode::ChannelUserLimitExceeded,
+                    ErrorCode::CHANNEL_USER_LIMIT_EXCEEDED,
                     "the channel is full",
                 ));
             }
@@ -334,7 +337,7 @@ impl Server {
                 i.channels.remove(&num);
                 i.uid
             }
-            None => return Err(ServiceError::new(ErrorCode::Unauthorized, "not logged in")),
+            None => return Err(ServiceError::new(ErrorCode::UNAUTHORIZED, "not logged in")),
         };
         // A uid that leaves did not depart: no rejoin of it replays.
         if let Some(ch) = self.channels.get_mut(&num) {
@@ -473,7 +476,7 @@ impl Server {
         self.rate_check(inst)?;
         let Some(ch) = self.channels.get_mut(&num) else {
             return Err(ServiceError::new(
-                ErrorCode::InternalServerError,
+                ErrorCode::INTERNAL_SERVER_ERROR,
                 "channel vanished",
             ));
         };
@@ -517,12 +520,12 @@ impl Server {
         };
         self.rate_take(inst, RateKind::AttributeWrite, 1 + told as u64 / 100)?;
         let op = AttributeOp::try_from(req.op)
-            .map_err(|_| ServiceError::new(ErrorCode::InvalidParameter, "unknown attribute op"))?;
+            .map_err(|_| ServiceError::new(ErrorCode::INVALID_PARAMETER, "unknown attribute op"))?;
         let ts = self.unix_ms();
         let limits = &self.config.limits;
         let Some(ch) = self.channels.get_mut(&num) else {
             return Err(ServiceError::new(
-                ErrorCode::InternalServerError,
+                ErrorCode::INTERNAL_SERVER_ERROR,
                 "channel vanished",
             ));
         };
@@ -530,7 +533,7 @@ impl Server {
         let (scope, current) = if channel_scope {
             if matches!(op, AttributeOp::Delete | AttributeOp::Clear) && ch.attrs.is_empty() {
                 return Err(ServiceError::new(
-                    ErrorCode::ChannelAttributesNotExist,
+                    ErrorCode::CHANNEL_ATTRIBUTES_NOT_EXIST,
                     "the channel has no attributes",
                 ));
             }
@@ -574,7 +577,7 @@ impl Server {
         if req.enable_notification {
             // A notice no client could decode would drop every member's link.
             check_push_fits(limits.max_frame_size, body.encoded_len())
-                .map_err(|e| ServiceError::new(ErrorCode::InvalidParameter, e.message))?;
+                .map_err(|e| ServiceError::new(ErrorCode::INVALID_PARAMETER, e.message))?;
         }
         if channel_scope {
             ch.attrs = new;
@@ -616,7 +619,7 @@ impl Server {
         let ch = self.channels.get(&num).ok_or_else(not_found)?;
         if !ch.members.contains_key(&req.uid) {
             return Err(ServiceError::new(
-                ErrorCode::ResourceNotFound,
+                ErrorCode::RESOURCE_NOT_FOUND,
                 "that uid is not in the channel",
             ));
         }
@@ -754,5 +757,5 @@ fn channel_key_hash(key: Option<&wire::ChannelKey>) -> u64 {
 }
 
 fn not_found() -> ServiceError {
-    ServiceError::new(ErrorCode::ResourceNotFound, "no such channel")
+    ServiceError::new(ErrorCode::RESOURCE_NOT_FOUND, "no such channel")
 }

@@ -14,6 +14,7 @@ pub const DEMO_APPID: u32 = 10000;
 pub const DEMO_SECRET: &str = "hummer-demo-secret-not-for-production";
 
 /// One application served by the server.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppConfig {
     /// The application id.
@@ -53,6 +54,7 @@ impl AppConfig {
 /// config.presence_grace = Duration::from_secs(10);
 /// assert_eq!(config.max_channel_members, 100_000);
 /// ```
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
     /// The apps served. A login for any other appid gets 2018.

@@ -21,7 +21,7 @@ impl fmt::Display for ConnId {
 }
 
 /// Why the server wants a connection closed (see
-/// [`Server::poll_close`](super::Server::poll_close)). Except for
+/// [`Server::poll_transport`](super::Server::poll_transport)). Except for
 /// [`CloseReason::Kicked`] and [`CloseReason::Replaced`], the instance logged
 /// in on the connection survives as a lost link for the presence grace period,
 /// so the client can reconnect and resume.
@@ -114,9 +114,7 @@ pub(crate) struct Conn {
     /// `QUEUED_FRAME_OVERHEAD` each.
     pub queued_bytes: usize,
     /// Its id is in the server's ready list.
-    pub in_ready_list: bool,
-    /// Reported by `poll_ready` and not drained since.
-    pub reported: bool,
+    pub listed: bool,
     /// When the last frame arrived (for the idle timeout).
     pub last_recv: Instant,
     /// The server pinged it since its last frame (once per silence).
@@ -135,8 +133,7 @@ impl Conn {
             queue: VecDeque::new(),
             pong: None,
             queued_bytes: 0,
-            in_ready_list: false,
-            reported: false,
+            listed: false,
             last_recv: now,
             pinged: false,
             instance: None,

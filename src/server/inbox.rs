@@ -48,7 +48,7 @@ pub(super) fn check_push_fits(
 ) -> Result<(), crate::error::ServiceError> {
     if frame_len > max {
         return Err(crate::error::ServiceError::new(
-            crate::error::ErrorCode::MsgSizeLimitExceeded,
+            crate::error::ErrorCode::MSG_SIZE_LIMIT_EXCEEDED,
             format!("the message would be pushed as a {frame_len}-byte frame, more than {max}"),
         ));
     }

@@ -4,13 +4,13 @@
 //! accepts connections, hands it whole frames with [`Server::handle_frame`],
 //! tells it about closed links and time passing, and pulls what to send with
 //! [`Server::poll_ready`] / [`Server::poll_transmit`], what to close with
-//! [`Server::poll_close`] and when to call again with [`Server::poll_timeout`].
+//! [`Server::poll_transport`] and when to call again with [`Server::poll_timeout`].
 //! [`crate::adapters::server_tcp`] runs it on TCP; `hummer-server` is the binary.
 //!
 //! Output is pulled per connection, so a slow reader shows up as a growing
 //! queue inside the server: past `max_queued_bytes` the queue is dropped, a
-//! `Close{code: 4003, reason: "slow consumer"}` is queued and the connection
-//! is reported by `poll_close`. The client resumes from its sequence numbers.
+//! `Close{code: 4005, reason: "slow consumer"}` is queued and the connection
+//! is reported by `poll_transport`. The client resumes from its sequence numbers.
 //!
 //! See [`Server`] for the run loop in code.
 //!
@@ -34,8 +34,8 @@
 //!   or a fetch) queues at most half of `max_queued_bytes`: a cut-short
 //!   replay shows as a `FetchReply.through_seq` below the head, or as a jump
 //!   in sequence numbers that the client fills with a fetch.
-//! - `Close` codes: 100 kicked by a newer login (do not reconnect), 2001
-//!   protocol error, 4003 slow consumer, 1005 idle or login timeout.
+//! - Every closed link gets a `Close` frame first; its codes are listed in
+//!   `docs/protocol.md` ("Close codes").
 
 mod auth;
 mod channel;
@@ -44,6 +44,7 @@ mod conn;
 mod inbox;
 mod presence;
 mod rate;
+mod ready;
 mod retention;
 mod sent_ids;
 
@@ -67,6 +68,7 @@ use channel::Channel;
 use conn::Conn;
 use inbox::Inbox;
 use presence::Instance;
+use ready::ReadyList;
 use sent_ids::{Destination, SentIds};
 
 /// How long a closing connection's record (and what is still queued for it)
@@ -94,7 +96,7 @@ type Outcome = Result<(Body, Vec<Bytes>), ServiceError>;
 /// The reference server state machine. See the [module docs](self).
 ///
 /// One connection logging in, driven by hand (a transport does this in a
-/// loop: feed frames, drain `poll_ready`/`poll_transmit`/`poll_close`,
+/// loop: feed frames, drain `poll_ready`/`poll_transmit`/`poll_transport`,
 /// sleep until `poll_timeout`):
 ///
 /// ```
@@ -133,8 +135,10 @@ pub struct Server {
     rng: u64,
     conns: HashMap<ConnId, Conn>,
     next_conn: u64,
-    ready: VecDeque<ConnId>,
-    closes: VecDeque<(ConnId, CloseReason)>,
+    ready: ReadyList,
+    closes: VecDeque<TransportAction>,
+    /// Inputs naming a connection that is closed or closing, ignored.
+    stale_inputs: u64,
     instances: HashMap<u64, Instance>,
     /// Live instances of each (appid, uid), oldest login first.
     users: HashMap<(u32, u64), Vec<u64>>,
@@ -190,8 +194,9 @@ impl Server {
             rng,
             conns: HashMap::new(),
             next_conn: 1,
-            ready: VecDeque::new(),
+            ready: ReadyList::default(),
             closes: VecDeque::new(),
+            stale_inputs: 0,
             instances: HashMap::new(),
             users: HashMap::new(),
             channels: HashMap::new(),
@@ -262,12 +267,10 @@ impl Server {
     pub fn handle_frame(&mut self, now: Instant, conn: ConnId, frame: Bytes) {
         let now = self.tick(now);
         let max = self.max_frame_size(conn);
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.get_mut(&conn).filter(|c| !c.closing) else {
+            self.stale_inputs += 1;
             return;
         };
-        if c.closing {
-            return;
-        }
         c.last_recv = now;
         c.pinged = false;
         let frame = match decode_frame(frame, max) {
@@ -275,10 +278,7 @@ impl Server {
             Err(e) => return self.protocol_error(conn, e),
         };
         let rid = frame.request_id;
-        let Some(body) = frame.body else {
-            return self.protocol_error(conn, WireError::MissingBody);
-        };
-        match body {
+        match frame.body {
             Body::Ping(p) => self.pong(conn, rid, p.nonce),
             Body::Pong(_) => {}
             Body::Ack(a) => self.handle_ack(conn, a.p2p_seq),
@@ -308,19 +308,25 @@ impl Server {
         self.tick(now);
         if self.conns.get(&conn).is_some_and(|c| !c.closing) {
             self.protocol_error(conn, error);
+        } else {
+            self.stale_inputs += 1;
         }
     }
 
-    /// The transport of `conn` closed (not a logout): its instance stays a
-    /// member of its channels and counts as online for `presence_grace`,
-    /// waiting for a resume. Forgets the connection and its queue.
-    pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
+    /// The transport of `conn` closed (not a logout), or was closed as asked
+    /// by [`Server::poll_transport`]: its instance stays a member of its
+    /// channels and counts as online for `presence_grace`, waiting for a
+    /// resume. Forgets the connection and its queue.
+    pub fn handle_disconnected(&mut self, now: Instant, conn: ConnId) {
         self.tick(now);
         self.peers.remove(&conn);
-        if let Some(mut c) = self.conns.remove(&conn) {
-            if let Some(inst) = c.instance.take() {
-                self.lose_link(inst);
+        match self.conns.remove(&conn) {
+            Some(mut c) => {
+                if let Some(inst) = c.instance.take() {
+                    self.lose_link(inst);
+                }
             }
+            None => self.stale_inputs += 1,
         }
     }
 
@@ -337,41 +343,57 @@ impl Server {
         }
     }
 
-    /// A connection with queued output. Each is reported once, until
-    /// [`Server::poll_transmit`] has drained its queue.
+    /// A connection with queued output, for [`Server::poll_transmit`].
+    ///
+    /// Level-triggered, in passes: one pass reports every connection that
+    /// has output, once each, then returns `None`; the next call starts a
+    /// new pass. So a driver that leaves frames queued (its socket is full)
+    /// is told about that connection again on its next pass, and a loop
+    /// `while let Some(c) = poll_ready()` always ends.
     pub fn poll_ready(&mut self) -> Option<ConnId> {
-        while let Some(id) = self.ready.pop_front() {
-            let Some(c) = self.conns.get_mut(&id) else {
-                continue;
-            };
-            c.in_ready_list = false;
-            if !c.reported && !c.is_empty() {
-                c.reported = true;
-                return Some(id);
-            }
-        }
-        None
+        self.ready.next(&mut self.conns)
     }
 
     /// The next frame (no length prefix) to send on `conn`.
     pub fn poll_transmit(&mut self, conn: ConnId) -> Option<Bytes> {
-        let c = self.conns.get_mut(&conn)?;
-        let f = c.pop();
-        if c.is_empty() {
-            c.reported = false;
-        }
-        f
+        self.conns.get_mut(&conn)?.pop()
     }
 
     /// A connection to close, and why: send what [`Server::poll_transmit`]
-    /// still holds for it (a `Close` frame, mostly), then close it and call
-    /// [`Server::handle_closed`].
-    pub fn poll_close(&mut self) -> Option<(ConnId, CloseReason)> {
+    /// still holds for it (its `Close` frame, mostly), then close it and call
+    /// [`Server::handle_disconnected`].
+    pub fn poll_transport(&mut self) -> Option<TransportAction> {
         self.closes.pop_front()
     }
 
+    /// Drains every output once: each ready connection's frames (while
+    /// `sink.writable(conn)`), then the connections to close, each after
+    /// its remaining frames. No output creates another, so one drain after
+    /// each input is enough; frames a full transport did not take are
+    /// reported again by the next drain.
+    pub fn drain(&mut self, sink: &mut impl Sink) {
+        while let Some(conn) = self.poll_ready() {
+            while sink.writable(conn) {
+                let Some(frame) = self.poll_transmit(conn) else {
+                    break;
+                };
+                sink.transmit(conn, frame);
+            }
+        }
+        while let Some(action) = self.poll_transport() {
+            let TransportAction::Close { conn, .. } = &action;
+            while sink.writable(*conn) {
+                let Some(frame) = self.poll_transmit(*conn) else {
+                    break;
+                };
+                sink.transmit(*conn, frame);
+            }
+            sink.transport(action);
+        }
+    }
+
     /// Closes every open connection with `Close{4006}` (reported by
-    /// [`Server::poll_close`] like any other close): call it before stopping,
+    /// [`Server::poll_transport`] like any other close): call it before stopping,
     /// then flush what [`Server::poll_transmit`] holds. Instances keep their
     /// grace period, as for any lost link.
     pub fn shutdown(&mut self, now: Instant) {
@@ -390,6 +412,13 @@ impl Server {
     /// When [`Server::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.first().map(|(t, _)| *t)
+    }
+
+    /// Inputs ignored because they named a connection that is closed or
+    /// being closed (a frame read after the server decided to close it, a
+    /// second disconnect).
+    pub fn stale_inputs(&self) -> u64 {
+        self.stale_inputs
     }
 
     /// Open connections (accepted, not closed, not being closed).
@@ -649,7 +678,7 @@ impl Server {
                     conn,
                     rid,
                     ServiceError::new(
-                        ErrorCode::UnsupportedProtocolVersion,
+                        ErrorCode::UNSUPPORTED_PROTOCOL_VERSION,
                         format!(
                             "protocol version {} is not supported; this server speaks version {}",
                             req.protocol_version,
@@ -667,7 +696,7 @@ impl Server {
                 self.error(
                     conn,
                     rid,
-                    ServiceError::new(ErrorCode::Unauthorized, "not logged in: log in first"),
+                    ServiceError::new(ErrorCode::UNAUTHORIZED, "not logged in: log in first"),
                 );
                 return self.close_conn(conn, CloseReason::NotLoggedIn);
             };
@@ -707,11 +736,11 @@ impl Server {
             Body::GetUserListByAttribute(r) => self.user_list_by_attribute(inst, r),
             Body::Fetch(r) => self.fetch(conn, inst, r),
             Body::Login(_) => Err(ServiceError::new(
-                ErrorCode::AlreadyLoggedIn,
+                ErrorCode::ALREADY_LOGGED_IN,
                 "already logged in on this connection",
             )),
             _ => Err(ServiceError::new(
-                ErrorCode::InvalidParameter,
+                ErrorCode::INVALID_PARAMETER,
                 "not a request",
             )),
         }
@@ -749,7 +778,7 @@ impl Server {
             return;
         }
         if c.push(frame, max) {
-            mark_ready(&mut self.ready, conn, c);
+            self.ready.mark(conn, c);
             return;
         }
         c.clear();
@@ -767,7 +796,7 @@ impl Server {
             return;
         }
         if c.set_pong(request_id, nonce, max) {
-            mark_ready(&mut self.ready, conn, c);
+            self.ready.mark(conn, c);
             return;
         }
         c.clear();
@@ -799,7 +828,7 @@ impl Server {
 
     /// Marks `conn` closing: queues the `Close` frame its reason calls for
     /// (past the queue bound: it is the last frame), reports it to
-    /// `poll_close` and detaches its instance (a lost link, except when the
+    /// `poll_transport` and detaches its instance (a lost link, except when the
     /// instance was kicked or taken over, which the caller handles).
     fn close_conn(&mut self, conn: ConnId, reason: CloseReason) {
         let now = self.now;
@@ -818,11 +847,14 @@ impl Server {
                 })),
             });
             c.push_last(f);
-            mark_ready(&mut self.ready, conn, c);
+            self.ready.mark(conn, c);
         }
         c.closing = true;
         let inst = c.instance.take();
-        self.closes.push_back((conn, reason.clone()));
+        self.closes.push_back(TransportAction::Close {
+            conn,
+            reason: reason.clone(),
+        });
         self.timers
             .insert((add(now, CLOSE_LINGER), Timer::Linger(conn)));
         if let Some(inst) = inst {
@@ -833,12 +865,32 @@ impl Server {
     }
 }
 
-/// Puts `id` on the ready list unless it is there or reported already.
-fn mark_ready(ready: &mut VecDeque<ConnId>, id: ConnId, c: &mut Conn) {
-    if !c.reported && !c.in_ready_list {
-        c.in_ready_list = true;
-        ready.push_back(id);
+/// What the server asks of a connection's transport, from
+/// [`Server::poll_transport`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransportAction {
+    /// Send what [`Server::poll_transmit`] still holds for `conn`, then
+    /// close its transport and call [`Server::handle_disconnected`].
+    Close {
+        /// The connection to close.
+        conn: ConnId,
+        /// Why (its `Close` frame carries the code).
+        reason: CloseReason,
+    },
+}
+
+/// Where [`Server::drain`] puts the outputs: the driver's side of a drain.
+pub trait Sink {
+    /// Whether `conn`'s transport takes a frame now; frames not taken stay
+    /// queued in the server (default: always).
+    fn writable(&mut self, conn: ConnId) -> bool {
+        let _ = conn;
+        true
     }
+    /// A frame (no length prefix) to write on `conn`.
+    fn transmit(&mut self, conn: ConnId, frame: Bytes);
+    /// Close a connection (its remaining frames were offered first).
+    fn transport(&mut self, action: TransportAction);
 }
 
 /// `t + d`, or `t` itself if that is not representable (absurd durations).
@@ -861,7 +913,7 @@ fn checked_key(
     key: Option<&wire::ChannelKey>,
 ) -> Result<(Region, String), ServiceError> {
     let key =
-        key.ok_or_else(|| ServiceError::new(ErrorCode::InvalidParameter, "channel missing"))?;
+        key.ok_or_else(|| ServiceError::new(ErrorCode::INVALID_PARAMETER, "channel missing"))?;
     let region = checked_region(key.region)?;
     limits.check_channel_id(&key.channel_id)?;
     Ok((region, key.channel_id.clone()))
@@ -869,6 +921,9 @@ fn checked_key(
 
 fn checked_region(v: i32) -> Result<Region, ServiceError> {
     Region::from_wire(v).ok_or_else(|| {
-        ServiceError::new(ErrorCode::InvalidParameter, "unknown or unspecified region")
+        ServiceError::new(
+            ErrorCode::INVALID_PARAMETER,
+            "unknown or unspecified region",
+        )
     })
 }

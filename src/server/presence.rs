@@ -33,7 +33,7 @@ impl Server {
     pub(super) fn login(&mut self, conn: ConnId, req: wire::LoginRequest) -> Outcome {
         if self.conns.get(&conn).is_some_and(|c| c.instance.is_some()) {
             return Err(ServiceError::new(
-                ErrorCode::AlreadyLoggedIn,
+                ErrorCode::ALREADY_LOGGED_IN,
                 "already logged in on this connection",
             ));
         }
@@ -42,7 +42,7 @@ impl Server {
             .config
             .app(req.appid)
             .cloned()
-            .ok_or_else(|| ServiceError::new(ErrorCode::AppidUnavailable, "unknown appid"))?;
+            .ok_or_else(|| ServiceError::new(ErrorCode::APPID_UNAVAILABLE, "unknown appid"))?;
         self.config.limits.check_uid(req.uid)?;
         let region = match req.region {
             0 => None,
@@ -52,7 +52,7 @@ impl Server {
         let (is_anonymous, exp) = if req.token.is_empty() {
             if !app.allow_appid_mode {
                 return Err(ServiceError::new(
-                    ErrorCode::InvalidToken,
+                    ErrorCode::INVALID_TOKEN,
                     "this app requires a token",
                 ));
             }
@@ -87,7 +87,7 @@ impl Server {
                     Some(i) => self.remove_instance(i),
                     None if !app.kick_older_logins => {
                         return Err(ServiceError::new(
-                            ErrorCode::TooManyInstances,
+                            ErrorCode::TOO_MANY_INSTANCES,
                             "too many live logins of this uid",
                         ))
                     }
@@ -328,7 +328,7 @@ impl Server {
         let (appid, uid) = (i.appid, i.uid);
         let secret = self.config.app(appid).and_then(|a| a.secret.clone());
         if token.is_empty() {
-            return Err(ServiceError::new(ErrorCode::InvalidToken, "empty token"));
+            return Err(ServiceError::new(ErrorCode::INVALID_TOKEN, "empty token"));
         }
         // A refused token changes nothing: the old expiry still holds.
         let exp = verify_token(secret.as_deref(), token, appid, uid, now_s)?;
@@ -361,7 +361,7 @@ impl Server {
             return Ok(());
         }
         Err(ServiceError::new(
-            ErrorCode::OperationTooOften,
+            ErrorCode::OPERATION_TOO_OFTEN,
             "too many logins from this address: slow down",
         ))
     }
@@ -415,7 +415,7 @@ impl Server {
             .is_some_and(|exp| exp.saturating_mul(1000) <= self.unix_ms());
         if expired {
             return Err(ServiceError::new(
-                ErrorCode::ExpiredToken,
+                ErrorCode::EXPIRED_TOKEN,
                 "the token has expired: refresh it",
             ));
         }
@@ -469,7 +469,7 @@ impl Server {
     pub(super) fn instance(&self, inst: u64) -> Result<&Instance, ServiceError> {
         self.instances
             .get(&inst)
-            .ok_or_else(|| ServiceError::new(ErrorCode::Unauthorized, "not logged in"))
+            .ok_or_else(|| ServiceError::new(ErrorCode::UNAUTHORIZED, "not logged in"))
     }
 
     /// Counts one send against the instance's rate limit (4003 past it).
@@ -482,10 +482,10 @@ impl Server {
         let i = self
             .instances
             .get_mut(&inst)
-            .ok_or_else(|| ServiceError::new(ErrorCode::Unauthorized, "not logged in"))?;
+            .ok_or_else(|| ServiceError::new(ErrorCode::UNAUTHORIZED, "not logged in"))?;
         if !i.rate.has_room(now, limit, window) {
             return Err(ServiceError::new(
-                ErrorCode::OperationTooOften,
+                ErrorCode::OPERATION_TOO_OFTEN,
                 "too many sends from this instance: slow down",
             ));
         }
@@ -568,7 +568,7 @@ fn rate_refused(kind: RateKind) -> ServiceError {
         RateKind::FetchBytes => "fetched bytes",
     };
     ServiceError::new(
-        ErrorCode::OperationTooOften,
+        ErrorCode::OPERATION_TOO_OFTEN,
         format!("too many {what} from this user: slow down"),
     )
 }

@@ -62,7 +62,7 @@ impl SentIds {
     ) -> Result<Option<SendReply>, ServiceError> {
         if id == 0 {
             return Err(ServiceError::new(
-                ErrorCode::InvalidParameter,
+                ErrorCode::INVALID_PARAMETER,
                 "message_id must be non-zero",
             ));
         }
@@ -74,7 +74,7 @@ impl SentIds {
         }
         if *dest != to {
             return Err(ServiceError::new(
-                ErrorCode::MessageIdReused,
+                ErrorCode::MESSAGE_ID_REUSED,
                 "this message id was used for a send to another destination",
             ));
         }
@@ -150,14 +150,14 @@ mod tests {
         // Another uid has its own ids.
         assert_eq!(ids.lookup((1, 5), 9, to, t0, W), Ok(None));
         let err = ids.lookup(who, 9, Destination::User(4), t0, W).unwrap_err();
-        assert_eq!(err.code, ErrorCode::MessageIdReused);
+        assert_eq!(err.code, ErrorCode::MESSAGE_ID_REUSED);
         let err = ids
             .lookup(who, 9, Destination::Channel(3), t0, W)
             .unwrap_err();
-        assert_eq!(err.code, ErrorCode::MessageIdReused);
+        assert_eq!(err.code, ErrorCode::MESSAGE_ID_REUSED);
         assert_eq!(
             ids.lookup(who, 0, to, t0, W).unwrap_err().code,
-            ErrorCode::InvalidParameter
+            ErrorCode::INVALID_PARAMETER
         );
         // At the window's end it is forgotten.
         let just_before = t0 + W - Duration::from_millis(1);

@@ -3,7 +3,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message as _;
 
-use super::Frame;
+use super::{Body, Frame};
 use crate::error::WireError;
 
 /// The protocol version this crate speaks, sent in the login request.
@@ -28,9 +28,29 @@ pub fn write_length_prefixed(frame: &[u8], out: &mut BytesMut) {
     out.put_slice(frame);
 }
 
-/// Decodes one whole frame (without length prefix). A frame with no known body
-/// is an error; `bytes` fields of the result share `bytes`' buffer.
-pub fn decode_frame(bytes: Bytes, max_frame_size: usize) -> Result<Frame, WireError> {
+/// A frame as received: its body is present by type (a frame without a body
+/// this version knows is a decode error).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecodedFrame {
+    /// The request id (0 for pushes and link messages).
+    pub request_id: u64,
+    /// The body.
+    pub body: Body,
+}
+
+impl From<DecodedFrame> for Frame {
+    fn from(f: DecodedFrame) -> Frame {
+        Frame {
+            request_id: f.request_id,
+            body: Some(f.body),
+        }
+    }
+}
+
+/// Decodes one whole frame (without length prefix): checks its size, decodes
+/// it, and checks that it has a body this version knows. `bytes` fields of
+/// the result share `bytes`' buffer.
+pub fn decode_frame(bytes: Bytes, max_frame_size: usize) -> Result<DecodedFrame, WireError> {
     if bytes.is_empty() {
         return Err(WireError::EmptyFrame);
     }
@@ -41,10 +61,13 @@ pub fn decode_frame(bytes: Bytes, max_frame_size: usize) -> Result<Frame, WireEr
         });
     }
     let frame = Frame::decode(bytes)?;
-    if frame.body.is_none() {
-        return Err(WireError::MissingBody);
+    match frame.body {
+        Some(body) => Ok(DecodedFrame {
+            request_id: frame.request_id,
+            body,
+        }),
+        None => Err(WireError::MissingBody),
     }
-    Ok(frame)
 }
 
 /// Spare room a growing buffer gets beyond the bytes that arrived: small,

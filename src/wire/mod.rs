@@ -12,8 +12,8 @@ mod kind;
 mod generated;
 
 pub use codec::{
-    decode_frame, encode_frame, write_length_prefixed, FrameDecoder, LENGTH_PREFIX_LEN,
-    PROTOCOL_VERSION,
+    decode_frame, encode_frame, write_length_prefixed, DecodedFrame, FrameDecoder,
+    LENGTH_PREFIX_LEN, PROTOCOL_VERSION,
 };
 pub use generated::frame::Body;
 pub use generated::*;

@@ -1,0 +1,125 @@
+//! The ready list: which connections have output for `Server::poll_ready`.
+//!
+//! Level-triggered in passes, so that a driver that stops part-way (its
+//! socket is full) is told again on its next pass, and a `while let` loop
+//! over it always ends.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::conn::{Conn, ConnId};
+
+#[derive(Debug, Default)]
+pub(crate) struct ReadyList {
+    /// Connections that may have output, each at most once (`Conn::listed`).
+    queue: VecDeque<ConnId>,
+    /// Entries left in the pass in progress (`None`: no pass in progress).
+    pass_left: Option<usize>,
+}
+
+impl ReadyList {
+    /// `conn` (whose record is `c`) has output now.
+    pub fn mark(&mut self, id: ConnId, c: &mut Conn) {
+        if c.listed {
+            return;
+        }
+        c.listed = true;
+        self.queue.push_back(id);
+        // A pass in progress reports it too.
+        if let Some(left) = &mut self.pass_left {
+            *left += 1;
+        }
+    }
+
+    /// The next connection of this pass with output; `None` ends the pass.
+    pub fn next(&mut self, conns: &mut HashMap<ConnId, Conn>) -> Option<ConnId> {
+        let mut left = self.pass_left.unwrap_or(self.queue.len());
+        while left > 0 {
+            left -= 1;
+            let Some(id) = self.queue.pop_front() else {
+                break;
+            };
+            let Some(c) = conns.get_mut(&id) else {
+                continue;
+            };
+            if c.is_empty() {
+                c.listed = false;
+                continue;
+            }
+            // Still listed: the next pass looks at it again.
+            self.queue.push_back(id);
+            self.pass_left = Some(left);
+            return Some(id);
+        }
+        self.pass_left = None;
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn conns(n: u64) -> HashMap<ConnId, Conn> {
+        (1..=n)
+            .map(|i| (ConnId(i), Conn::new(Instant::now())))
+            .collect()
+    }
+
+    fn push(list: &mut ReadyList, conns: &mut HashMap<ConnId, Conn>, id: u64) {
+        let c = conns.get_mut(&ConnId(id)).unwrap();
+        assert!(c.push(Bytes::from_static(b"f"), usize::MAX));
+        list.mark(ConnId(id), c);
+    }
+
+    fn pass(list: &mut ReadyList, conns: &mut HashMap<ConnId, Conn>) -> Vec<u64> {
+        std::iter::from_fn(|| list.next(conns))
+            .map(|c| c.0)
+            .collect()
+    }
+
+    #[test]
+    fn a_connection_left_with_output_is_reported_again_on_the_next_pass() {
+        let mut conns = conns(3);
+        let mut list = ReadyList::default();
+        push(&mut list, &mut conns, 1);
+        push(&mut list, &mut conns, 2);
+        push(&mut list, &mut conns, 2);
+        assert_eq!(pass(&mut list, &mut conns), [1, 2]);
+        // Nothing taken: both again, once each.
+        assert_eq!(pass(&mut list, &mut conns), [1, 2]);
+        conns.get_mut(&ConnId(1)).unwrap().pop();
+        assert_eq!(pass(&mut list, &mut conns), [2]);
+        assert!(!conns[&ConnId(1)].listed);
+        conns.get_mut(&ConnId(2)).unwrap().pop();
+        assert_eq!(pass(&mut list, &mut conns), Vec::<u64>::new());
+        assert_eq!(list.queue.len(), 0);
+    }
+
+    #[test]
+    fn output_added_during_a_pass_is_reported_in_that_pass() {
+        let mut conns = conns(3);
+        let mut list = ReadyList::default();
+        push(&mut list, &mut conns, 1);
+        assert_eq!(list.next(&mut conns), Some(ConnId(1)));
+        push(&mut list, &mut conns, 3);
+        // 1 is listed already: not twice in one pass.
+        push(&mut list, &mut conns, 1);
+        assert_eq!(list.next(&mut conns), Some(ConnId(3)));
+        assert_eq!(list.next(&mut conns), None);
+    }
+
+    #[test]
+    fn a_forgotten_connection_is_dropped_from_the_list() {
+        let mut conns = conns(2);
+        let mut list = ReadyList::default();
+        push(&mut list, &mut conns, 1);
+        push(&mut list, &mut conns, 2);
+        conns.remove(&ConnId(1));
+        assert_eq!(pass(&mut list, &mut conns), [2]);
+        assert_eq!(list.queue.len(), 1);
+    }
+}
