@@ -1300,7 +1300,7 @@ impl Run {
                 let sent = &self.sent[n];
                 let result = self.completion(sent.from, sent.request);
                 let refused = matches!(result.as_slice(), [Err(e)]
-                    if e.code != ErrorCode::OperationTimeout && e.code != ErrorCode::ConnectionException);
+                    if e.code != ErrorCode::OPERATION_TIMEOUT && e.code != ErrorCode::CONNECTION_EXCEPTION);
                 prop_assert!(
                     !refused,
                     "client {} got message {} whose send was refused",

@@ -319,7 +319,7 @@ fn the_whole_access_flow_end_to_end() {
         s.get_user_attributes(now, ca, Uid(2))
     })
     .unwrap_err();
-    assert_eq!(e.code, ErrorCode::ResourceNotFound);
+    assert_eq!(e.code, ErrorCode::RESOURCE_NOT_FOUND);
 
     // Instance level: info, refresh token, logout.
     let Reply::InstanceInfo(info) = ok(&mut sim, alice, |s, now| s.get_instance_info(now)) else {
@@ -344,7 +344,7 @@ fn the_whole_access_flow_end_to_end() {
         call(&mut sim, alice, |s, now| s.refresh_token(now, bad))
             .unwrap_err()
             .code,
-        ErrorCode::InvalidToken
+        ErrorCode::INVALID_TOKEN
     );
     assert_eq!(ok(&mut sim, alice, |s, now| s.logout(now)), Reply::Done);
     assert_eq!(
@@ -420,26 +420,26 @@ fn token_logins_and_their_failures() {
         (
             42,
             Some(mint_token("other", 42, 5, UNIX_S + 3600)),
-            ErrorCode::InvalidToken,
+            ErrorCode::INVALID_TOKEN,
         ),
         (
             42,
             Some(mint_token(SECRET, 42, 6, UNIX_S + 3600)),
-            ErrorCode::InvalidToken,
+            ErrorCode::INVALID_TOKEN,
         ),
         (
             42,
             Some(mint_token(SECRET, 43, 5, UNIX_S + 3600)),
-            ErrorCode::InvalidToken,
+            ErrorCode::INVALID_TOKEN,
         ),
-        (42, Some("garbage".to_string()), ErrorCode::InvalidToken),
+        (42, Some("garbage".to_string()), ErrorCode::INVALID_TOKEN),
         (
             42,
             Some(mint_token(SECRET, 42, 5, UNIX_S - 10)),
-            ErrorCode::ExpiredToken,
+            ErrorCode::EXPIRED_TOKEN,
         ),
-        (42, None, ErrorCode::InvalidToken),
-        (77, None, ErrorCode::AppidUnavailable),
+        (42, None, ErrorCode::INVALID_TOKEN),
+        (77, None, ErrorCode::APPID_UNAVAILABLE),
     ] {
         let (c, r) = try_login(&mut sim, appid, token);
         assert_eq!(r.unwrap_err().code, code);
@@ -703,7 +703,7 @@ fn server_limits_reach_the_application_as_codes() {
         ))
         .unwrap_err()
         .code,
-        ErrorCode::ChannelUserLimitExceeded
+        ErrorCode::CHANNEL_USER_LIMIT_EXCEEDED
     );
     assert!(!sim.session(bob).is_joined(cb));
     let codes: Vec<_> = (0..7)
@@ -718,7 +718,7 @@ fn server_limits_reach_the_application_as_codes() {
     assert_eq!(
         codes
             .iter()
-            .filter(|c| **c == Some(ErrorCode::OperationTooOften))
+            .filter(|c| **c == Some(ErrorCode::OPERATION_TOO_OFTEN))
             .count(),
         2,
         "{codes:?}"
@@ -733,7 +733,7 @@ fn server_limits_reach_the_application_as_codes() {
             ))
         .unwrap_err()
         .code,
-        ErrorCode::ChannelAttributesNotExist
+        ErrorCode::CHANNEL_ATTRIBUTES_NOT_EXIST
     );
 }
 

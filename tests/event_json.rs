@@ -37,7 +37,7 @@ fn events_use_the_js_sdk_field_names() {
 
     let failed = serde_json::to_value(Event::Completed {
         request: RequestId(3),
-        result: Err(ServiceError::new(ErrorCode::UserNotInChannel, "no")),
+        result: Err(ServiceError::new(ErrorCode::USER_NOT_IN_CHANNEL, "no")),
     })
     .unwrap();
     assert_eq!(

@@ -285,7 +285,7 @@ fn login_failure_reports_the_code_and_disconnects() {
         }),
     );
     let err = t.completion(id).unwrap_err();
-    assert_eq!(err.code, ErrorCode::InvalidToken);
+    assert_eq!(err.code, ErrorCode::INVALID_TOKEN);
     assert!(t.events.contains(&state(S::Disconnected, R::LoginFailure)));
     assert_eq!(t.actions.last(), Some(&TransportAction::Close));
     // And it can log in again.
@@ -302,7 +302,7 @@ fn login_times_out_after_the_login_timeout() {
     t.run_for(Duration::from_millis(200));
     assert_eq!(
         t.completion(id).unwrap_err().code,
-        ErrorCode::OperationTimeout
+        ErrorCode::OPERATION_TIMEOUT
     );
     assert!(t.events.contains(&state(S::Disconnected, R::LoginTimeout)));
 }
@@ -354,7 +354,7 @@ fn commands_in_the_wrong_state_are_refused_locally() {
         t.s.send_message_to_channel(t.now, ch, Message::new("t", "x"), SendOptions::default())
             .unwrap_err();
     assert_eq!(e, CommandError::NotInChannel);
-    assert_eq!(e.code(), ErrorCode::UserNotInChannel);
+    assert_eq!(e.code(), ErrorCode::USER_NOT_IN_CHANNEL);
     assert_eq!(
         t.s.get_channel_user_list(t.now, ChannelHandle(99)),
         Err(CommandError::UnknownChannel)
@@ -369,13 +369,13 @@ fn arguments_are_validated_before_anything_is_sent() {
     let codes = [
         (
             t.s.create_channel(Region::Cn, "").unwrap_err().code(),
-            ErrorCode::InvalidParameter,
+            ErrorCode::INVALID_PARAMETER,
         ),
         (
             t.s.create_channel(Region::Cn, &"c".repeat(65))
                 .unwrap_err()
                 .code(),
-            ErrorCode::InvalidParameter,
+            ErrorCode::INVALID_PARAMETER,
         ),
         (
             t.s.send_message_to_user(
@@ -386,7 +386,7 @@ fn arguments_are_validated_before_anything_is_sent() {
             )
             .unwrap_err()
             .code(),
-            ErrorCode::MsgSizeLimitExceeded,
+            ErrorCode::MSG_SIZE_LIMIT_EXCEEDED,
         ),
         (
             t.s.send_message_to_user(
@@ -397,13 +397,13 @@ fn arguments_are_validated_before_anything_is_sent() {
             )
             .unwrap_err()
             .code(),
-            ErrorCode::InvalidParameter,
+            ErrorCode::INVALID_PARAMETER,
         ),
         (
             t.s.query_users_online_status(t.now, &vec![Uid(1); 257])
                 .unwrap_err()
                 .code(),
-            ErrorCode::InvalidParameter,
+            ErrorCode::INVALID_PARAMETER,
         ),
         (
             t.s.set_local_user_attributes(
@@ -414,7 +414,7 @@ fn arguments_are_validated_before_anything_is_sent() {
             )
             .unwrap_err()
             .code(),
-            ErrorCode::InvalidParameter,
+            ErrorCode::INVALID_PARAMETER,
         ),
         (
             t.s.set_local_user_attributes(
@@ -425,7 +425,7 @@ fn arguments_are_validated_before_anything_is_sent() {
             )
             .unwrap_err()
             .code(),
-            ErrorCode::UserAttributesItemsOverflow,
+            ErrorCode::USER_ATTRIBUTES_ITEMS_OVERFLOW,
         ),
         (
             t.s.set_channel_attributes(
@@ -438,25 +438,25 @@ fn arguments_are_validated_before_anything_is_sent() {
             )
             .unwrap_err()
             .code(),
-            ErrorCode::ChannelAttributesSizeOverflow,
+            ErrorCode::CHANNEL_ATTRIBUTES_SIZE_OVERFLOW,
         ),
         (
             t.s.get_channel_user_count(t.now, ch, (0..33).map(|i| i.to_string()).collect())
                 .unwrap_err()
                 .code(),
-            ErrorCode::ChannelCountLimitExceeded,
+            ErrorCode::CHANNEL_COUNT_LIMIT_EXCEEDED,
         ),
         (
             t.s.delete_channel_attributes_by_keys(t.now, ch, vec![], AttributeOptions::default())
                 .unwrap_err()
                 .code(),
-            ErrorCode::InvalidParameter,
+            ErrorCode::INVALID_PARAMETER,
         ),
         (
             t.s.join_channel(t.now, ch, Attributes::new())
                 .unwrap_err()
                 .code(),
-            ErrorCode::InvalidParameter,
+            ErrorCode::INVALID_PARAMETER,
         ),
     ];
     for (i, (got, want)) in codes.into_iter().enumerate() {
@@ -476,7 +476,7 @@ fn joined_channels_are_limited_to_twenty() {
         t.s.join_channel(t.now, ch, Attributes::new())
             .unwrap_err()
             .code(),
-        ErrorCode::ChannelCountLimitExceeded
+        ErrorCode::CHANNEL_COUNT_LIMIT_EXCEEDED
     );
 }
 
@@ -835,7 +835,7 @@ fn server_errors_complete_with_their_code() {
     );
     assert_eq!(
         t.completion(id).unwrap_err().code,
-        ErrorCode::ChannelUserLimitExceeded
+        ErrorCode::CHANNEL_USER_LIMIT_EXCEEDED
     );
     assert!(!t.s.is_joined(other));
 }
@@ -987,7 +987,7 @@ fn remote_login_disconnects_without_reconnecting() {
     }));
     assert_eq!(
         t.completion(id).unwrap_err().code,
-        ErrorCode::ConnectionException
+        ErrorCode::CONNECTION_EXCEPTION
     );
     assert!(t.events.contains(&state(S::Disconnected, R::RemoteLogin)));
     assert_eq!(t.actions, vec![TransportAction::Close]);
@@ -1017,14 +1017,14 @@ fn requests_time_out_with_1005_at_their_own_deadlines() {
     t.run_for(Duration::from_millis(5_100));
     assert_eq!(
         t.completion(info).unwrap_err().code,
-        ErrorCode::OperationTimeout
+        ErrorCode::OPERATION_TIMEOUT
     );
     assert_eq!(t.completions(), 0, "the send waits for its longer deadline");
     t.push(Body::Pong(wire::Pong { nonce: 1 }));
     t.run_for(Duration::from_millis(5_000));
     assert_eq!(
         t.completion(send).unwrap_err().code,
-        ErrorCode::OperationTimeout
+        ErrorCode::OPERATION_TIMEOUT
     );
     // A late reply is ignored.
     t.feed(info.0, ok());
@@ -1057,7 +1057,7 @@ fn time_going_backwards_is_ignored() {
     t.s.handle_timeout(earlier);
     assert_eq!(
         t.completion(id).unwrap_err().code,
-        ErrorCode::OperationTimeout
+        ErrorCode::OPERATION_TIMEOUT
     );
 }
 
@@ -1100,7 +1100,7 @@ fn link_loss_fails_in_flight_requests_with_1007_and_reconnects_with_resume() {
     t.drain();
     assert_eq!(
         t.completion(info).unwrap_err().code,
-        ErrorCode::ConnectionException
+        ErrorCode::CONNECTION_EXCEPTION
     );
     assert!(t.events.contains(&state(S::Reconnecting, R::Interrupted)));
     assert!(t.s.is_joined(ch), "still joined while reconnecting");
@@ -1441,7 +1441,7 @@ fn a_second_logout_in_flight_also_completes() {
     t.run_for(Duration::from_secs(6));
     assert_eq!(
         t.completion(first).unwrap_err().code,
-        ErrorCode::OperationTimeout
+        ErrorCode::OPERATION_TIMEOUT
     );
     assert!(t.completion(second).is_err());
     assert_eq!(t.s.connection_state(), (S::Disconnected, R::Logout));

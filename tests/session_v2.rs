@@ -295,7 +295,7 @@ fn send_reply() -> Body {
 }
 
 fn is_1007(r: Result<Reply, ServiceError>) -> bool {
-    matches!(r, Err(e) if e.code == ErrorCode::ConnectionException)
+    matches!(r, Err(e) if e.code == ErrorCode::CONNECTION_EXCEPTION)
 }
 
 const RELIABLE: SendOptions = SendOptions { reliable: true };

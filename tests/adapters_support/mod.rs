@@ -197,7 +197,7 @@ macro_rules! scenario_every_operation {
         let b = wait!(bob.login(Uid(2), None, Some(Region::Cn))).unwrap();
         assert!(b.is_anonymous);
         let refused = wait!(carol.login(Uid(3), Some("not-a-token".into()), None)).unwrap_err();
-        assert_eq!(refused.code(), Some(ErrorCode::InvalidToken), "{refused:?}");
+        assert_eq!(refused.code(), Some(ErrorCode::INVALID_TOKEN), "{refused:?}");
 
         // Instance level.
         wait!(alice.set_user_region(Region::Us)).unwrap();
@@ -392,7 +392,7 @@ macro_rules! scenario_in_flight_fails_1007 {
         let client = Client::connect(addr, fast_config());
         wait!(client.login(Uid(9), None, None)).unwrap();
         let err = wait!(client.get_instance_info()).unwrap_err();
-        assert_eq!(err.code(), Some(ErrorCode::ConnectionException), "{err:?}");
+        assert_eq!(err.code(), Some(ErrorCode::CONNECTION_EXCEPTION), "{err:?}");
         expect_event!(
             client,
             Event::ConnectionStateChanged {
@@ -487,7 +487,7 @@ macro_rules! scenario_dial_failure {
         config.timing.login_timeout = std::time::Duration::from_millis(600);
         let client = Client::connect(addr, config);
         let err = wait!(client.login(Uid(3), None, None)).unwrap_err();
-        assert_eq!(err.code(), Some(ErrorCode::OperationTimeout), "{err:?}");
+        assert_eq!(err.code(), Some(ErrorCode::OPERATION_TIMEOUT), "{err:?}");
         assert_eq!(
             client.connection_state(),
             (
