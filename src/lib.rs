@@ -152,6 +152,9 @@
 //! All are on by default; `default-features = false` leaves the pure core.
 #![warn(missing_docs)]
 
+#[macro_use]
+mod trace;
+
 pub mod adapters;
 pub mod client;
 pub mod error;

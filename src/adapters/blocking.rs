@@ -70,8 +70,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// use hummer_channel::{Message, Region, Uid};
 ///
 /// let server = ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
-/// let alice = Client::connect(server.local_addr(), SessionConfig::new(DEMO_APPID));
-/// let bob = Client::connect(server.local_addr(), SessionConfig::new(DEMO_APPID));
+/// let alice = Client::connect(server.local_addr(), SessionConfig::new(DEMO_APPID)).unwrap();
+/// let bob = Client::connect(server.local_addr(), SessionConfig::new(DEMO_APPID)).unwrap();
 /// alice.login(Uid(1), None, Some(Region::Cn)).unwrap();
 /// bob.login(Uid(2), None, Some(Region::Cn)).unwrap();
 ///
@@ -182,8 +182,9 @@ impl Shared {
 
 impl Client {
     /// A client for the server at `addr`. Nothing happens on the network
-    /// until [`login`](Self::login). Starts the driver thread.
-    pub fn connect(addr: SocketAddr, config: SessionConfig) -> Client {
+    /// until [`login`](Self::login). Starts the driver thread; fails only
+    /// when the thread cannot be spawned.
+    pub fn connect(addr: SocketAddr, config: SessionConfig) -> io::Result<Client> {
         Client::connect_with_event_capacity(addr, config, DEFAULT_EVENT_CAPACITY)
     }
 
@@ -193,7 +194,7 @@ impl Client {
         addr: SocketAddr,
         config: SessionConfig,
         event_capacity: usize,
-    ) -> Client {
+    ) -> io::Result<Client> {
         let transport = Transport {
             wake: false,
             generation: 0,
@@ -213,15 +214,14 @@ impl Client {
             let shared = shared.clone();
             thread::Builder::new()
                 .name("hummer-driver".into())
-                .spawn(move || drive(&shared))
-                .expect("spawn the driver thread")
+                .spawn(move || drive(&shared))?
         };
-        Client {
+        Ok(Client {
             inner: Arc::new(Inner {
                 shared,
                 driver: Mutex::new(Some(driver)),
             }),
-        }
+        })
     }
 
     fn core(&self) -> MutexGuard<'_, Core<Transport>> {

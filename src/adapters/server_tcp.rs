@@ -49,16 +49,6 @@ use smol::{Executor, Timer};
 use crate::server::{CloseReason, ConnId, Server, ServerConfig, TransportAction};
 use crate::wire::{write_length_prefixed, FrameDecoder};
 
-/// Logs through `tracing` when the `tracing` feature is on, else nowhere.
-macro_rules! log {
-    ($lvl:ident, $($arg:tt)*) => {{
-        #[cfg(feature = "tracing")]
-        tracing::$lvl!($($arg)*);
-        #[cfg(not(feature = "tracing"))]
-        let _ = format_args!($($arg)*);
-    }};
-}
-
 /// How long a shutdown waits for the `Close` frames to be flushed.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes gathered from the queue into one socket write. A batch is taken

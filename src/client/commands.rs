@@ -110,6 +110,8 @@ impl Session {
         }
         self.config.limits.check_uid(uid.0)?;
         self.admit()?;
+        #[cfg(feature = "tracing")]
+        self.span().record("uid", uid.0);
         let id = self
             .requests
             .insert(now, &self.config.timing, PendingKind::Login { user: true });

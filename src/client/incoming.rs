@@ -59,6 +59,12 @@ impl Session {
     /// 100 (a newer login) and 4007 (another link resumed this instance)
     /// end the session; every other code is a lost link, resumed.
     fn on_close(&mut self, now: Instant, close: wire::Close) {
+        log!(
+            info,
+            "closed by the server: {} {}",
+            close.code,
+            close.reason
+        );
         match close.code {
             100 | 4007 => self.reset(ConnectionReason::RemoteLogin),
             _ => self.link_lost(now, true),
@@ -247,13 +253,16 @@ impl Session {
         }
         self.rejoin_channels(now);
         if r.resumed {
+            log!(info, "logged in: instance {} resumed", r.instance_id);
             self.resend_held(now);
         } else {
+            log!(info, "logged in: instance {}", r.instance_id);
             self.fail_held_sends();
         }
     }
 
     fn on_login_refused(&mut self, id: RequestId, user: bool, e: ServiceError) {
+        log!(info, "login refused: {e}");
         if user {
             self.complete(id, Err(e));
             self.reset(ConnectionReason::LoginFailure);

@@ -95,6 +95,9 @@ pub struct Session {
     transport: VecDeque<TransportAction>,
     /// A command was refused for lack of room; emit `Writable` once there is.
     blocked: bool,
+    /// This session's span: every input and command runs inside it.
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
 }
 
 /// Where the transport is.
@@ -117,6 +120,8 @@ impl Session {
     pub fn new(config: SessionConfig, now: Instant) -> Session {
         let (heartbeat, idle_timeout) =
             (config.timing.heartbeat_interval, config.timing.idle_timeout);
+        #[cfg(feature = "tracing")]
+        let config_appid = config.appid;
         Session {
             rng: Rng::new(config.seed),
             config,
@@ -149,6 +154,13 @@ impl Session {
             events: VecDeque::new(),
             transport: VecDeque::new(),
             blocked: false,
+            #[cfg(feature = "tracing")]
+            span: tracing::info_span!(
+                "session",
+                appid = config_appid,
+                uid = tracing::field::Empty,
+                link = tracing::field::Empty
+            ),
         }
     }
 
@@ -157,6 +169,7 @@ impl Session {
     /// The transport `link` asked for by [`TransportAction::Connect`] is
     /// open: the login goes out on it.
     pub fn handle_connected(&mut self, now: Instant, link: LinkId) {
+        enter_span!(self.span);
         let now = self.tick(now);
         if !self.is_current(link) || self.link != Link::Dialing {
             return;
@@ -170,8 +183,10 @@ impl Session {
     /// flight fail with 1007 (reliable sends wait for a resume) and the
     /// Session reconnects by itself (see `poll_transport`).
     pub fn handle_disconnected(&mut self, now: Instant, link: LinkId) {
+        enter_span!(self.span);
         let now = self.tick(now);
         if self.is_current(link) {
+            log!(debug, "{link} lost");
             self.link_lost(now, false);
         }
     }
@@ -194,7 +209,8 @@ impl Session {
         self.arm_link_deadline(now);
         let result = wire::decode_frame(frame, self.config.limits.max_frame_size)
             .and_then(|frame| self.on_frame(now, frame));
-        if result.is_err() {
+        if let Err(e) = &result {
+            log!(warn, "{link} dropped: bad frame from the server: {e}");
             self.link_lost(now, true);
         }
         result
@@ -202,6 +218,7 @@ impl Session {
 
     /// Time has passed: call when `poll_timeout` is reached (early or late is fine).
     pub fn handle_timeout(&mut self, now: Instant) {
+        enter_span!(self.span);
         let now = self.tick(now);
         while let Some((id, kind)) = self.requests.pop_expired(now) {
             self.on_request_timeout(now, id, kind);
@@ -397,6 +414,11 @@ impl Session {
         Some((s, &mut self.events))
     }
 
+    #[cfg(feature = "tracing")]
+    pub(super) fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
     /// The latest time seen.
     pub(super) fn clock(&self) -> Instant {
         self.clock
@@ -406,6 +428,7 @@ impl Session {
         if (self.state, self.reason) == (state, reason) {
             return;
         }
+        log!(info, "connection {state:?} ({reason:?})");
         self.state = state;
         self.reason = reason;
         self.events
@@ -421,6 +444,9 @@ impl Session {
     }
 
     pub(super) fn complete(&mut self, id: RequestId, result: Result<super::Reply, ServiceError>) {
+        if let Err(e) = &result {
+            log!(debug, "request {} failed: {e}", id.0);
+        }
         self.events.push_back(Event::Completed {
             request: id,
             result,
@@ -487,6 +513,10 @@ impl Session {
         if self.outgoing.len() >= self.config.max_outgoing_frames
             || self.requests.len() >= self.config.max_pending_requests
         {
+            log!(
+                debug,
+                "command refused: outgoing queue or request table full"
+            );
             self.blocked = true;
             return Err(CommandError::QueueFull { message: None });
         }
@@ -503,6 +533,7 @@ impl Session {
     fn is_current(&mut self, link: LinkId) -> bool {
         let current = link.0 == self.link_id && self.link != Link::Down;
         if !current {
+            log!(debug, "input from {link} ignored: not the current link");
             self.stale_inputs += 1;
         }
         current
@@ -531,6 +562,9 @@ impl Session {
         }
         self.link = Link::Dialing;
         self.link_id += 1;
+        #[cfg(feature = "tracing")]
+        self.span.record("link", self.link_id);
+        log!(debug, "dialing link#{}", self.link_id);
         self.transport.push_back(TransportAction::Connect {
             link: LinkId(self.link_id),
         });
@@ -720,6 +754,7 @@ impl Session {
         let half = base / 2;
         let jitter = self.rng.below_or_eq(half.as_millis() as u64);
         let delay = half + Duration::from_millis(jitter);
+        log!(debug, "reconnecting in {delay:?}");
         self.backoff_attempt = self.backoff_attempt.saturating_add(1);
         self.timers.set(Timer::Reconnect, now + delay);
     }
@@ -772,6 +807,10 @@ impl Session {
     }
 
     pub(super) fn emit_lost(&mut self, stream: LostStream, from_seq: u64, to_seq: Option<u64>) {
+        log!(
+            warn,
+            "messages lost on {stream:?}: from {from_seq} to {to_seq:?}"
+        );
         self.events.push_back(Event::MessagesLost {
             stream,
             from_seq,

@@ -235,10 +235,7 @@ mod tests {
         assert!(c.push(tiny.clone(), max));
         let pong = crate::wire::decode_frame(c.pop().unwrap(), 64).unwrap();
         assert_eq!(pong.request_id, 99, "the latest pong first");
-        assert!(matches!(
-            pong.body,
-            Some(Body::Pong(wire::Pong { nonce: 100 }))
-        ));
+        assert!(matches!(pong.body, Body::Pong(wire::Pong { nonce: 100 })));
         // The longest pong fits what one counts.
         c.set_pong(u64::MAX, u64::MAX, max);
         assert!(c.pop().unwrap().len() <= PONG_COST - QUEUED_FRAME_OVERHEAD);

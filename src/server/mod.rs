@@ -120,7 +120,7 @@ type Outcome = Result<(Body, Vec<Bytes>), ServiceError>;
 /// assert_eq!(server.poll_ready(), Some(conn));
 /// let reply = decode_frame(server.poll_transmit(conn).unwrap(), 64 * 1024).unwrap();
 /// assert_eq!(reply.request_id, 1);
-/// assert!(matches!(reply.body, Some(Body::LoginReply(r)) if r.is_anonymous));
+/// assert!(matches!(reply.body, Body::LoginReply(r) if r.is_anonymous));
 /// // Nothing happens before the next deadline (the idle timeout here).
 /// assert!(server.poll_timeout().unwrap() > t0 + Duration::from_secs(1));
 /// ```

@@ -10,34 +10,26 @@ use super::conn::{Conn, ConnId};
 
 #[derive(Debug, Default)]
 pub(crate) struct ReadyList {
-    /// Connections that may have output, each at most once (`Conn::listed`).
-    queue: VecDeque<ConnId>,
-    /// Entries left in the pass in progress (`None`: no pass in progress).
-    pass_left: Option<usize>,
+    /// Connections still to report in this pass. A connection is in `now`
+    /// or `later` at most once (`Conn::listed`).
+    now: VecDeque<ConnId>,
+    /// Connections reported in this pass: the next pass looks at them again.
+    later: VecDeque<ConnId>,
 }
 
 impl ReadyList {
-    /// `conn` (whose record is `c`) has output now.
+    /// `conn` (whose record is `c`) has output now; a pass in progress
+    /// reports it too, unless it reported it already.
     pub fn mark(&mut self, id: ConnId, c: &mut Conn) {
-        if c.listed {
-            return;
-        }
-        c.listed = true;
-        self.queue.push_back(id);
-        // A pass in progress reports it too.
-        if let Some(left) = &mut self.pass_left {
-            *left += 1;
+        if !c.listed {
+            c.listed = true;
+            self.now.push_back(id);
         }
     }
 
     /// The next connection of this pass with output; `None` ends the pass.
     pub fn next(&mut self, conns: &mut HashMap<ConnId, Conn>) -> Option<ConnId> {
-        let mut left = self.pass_left.unwrap_or(self.queue.len());
-        while left > 0 {
-            left -= 1;
-            let Some(id) = self.queue.pop_front() else {
-                break;
-            };
+        while let Some(id) = self.now.pop_front() {
             let Some(c) = conns.get_mut(&id) else {
                 continue;
             };
@@ -45,12 +37,10 @@ impl ReadyList {
                 c.listed = false;
                 continue;
             }
-            // Still listed: the next pass looks at it again.
-            self.queue.push_back(id);
-            self.pass_left = Some(left);
+            self.later.push_back(id);
             return Some(id);
         }
-        self.pass_left = None;
+        std::mem::swap(&mut self.now, &mut self.later);
         None
     }
 }
@@ -95,8 +85,13 @@ mod tests {
         assert_eq!(pass(&mut list, &mut conns), [2]);
         assert!(!conns[&ConnId(1)].listed);
         conns.get_mut(&ConnId(2)).unwrap().pop();
+        assert_eq!(pass(&mut list, &mut conns), [2]);
+        conns.get_mut(&ConnId(2)).unwrap().pop();
         assert_eq!(pass(&mut list, &mut conns), Vec::<u64>::new());
-        assert_eq!(list.queue.len(), 0);
+        assert_eq!(list.now.len() + list.later.len(), 0);
+        // Output after that starts over.
+        push(&mut list, &mut conns, 3);
+        assert_eq!(pass(&mut list, &mut conns), [3]);
     }
 
     #[test]
@@ -110,6 +105,8 @@ mod tests {
         push(&mut list, &mut conns, 1);
         assert_eq!(list.next(&mut conns), Some(ConnId(3)));
         assert_eq!(list.next(&mut conns), None);
+        // Both still have output: the next pass reports each once, in order.
+        assert_eq!(pass(&mut list, &mut conns), [1, 3]);
     }
 
     #[test]
@@ -120,6 +117,6 @@ mod tests {
         push(&mut list, &mut conns, 2);
         conns.remove(&ConnId(1));
         assert_eq!(pass(&mut list, &mut conns), [2]);
-        assert_eq!(list.queue.len(), 1);
+        assert_eq!(list.now.len() + list.later.len(), 1);
     }
 }

@@ -375,7 +375,7 @@ mod tests {
         };
         let bytes = encode_frame(&frame);
         let range = bytes.as_ptr_range();
-        let Some(Body::SendToUser(req)) = decode_frame(bytes.clone(), 1024).unwrap().body else {
+        let Body::SendToUser(req) = decode_frame(bytes.clone(), 1024).unwrap().body else {
             panic!("wrong body")
         };
         let content = req.message.unwrap().content;
@@ -407,7 +407,7 @@ mod tests {
                 d.extend(part);
                 while let Some(f) = d.next_frame().unwrap() {
                     match decode_frame(f, 1024).unwrap().body {
-                        Some(Body::Ping(p)) => got.push(p.nonce),
+                        Body::Ping(p) => got.push(p.nonce),
                         other => prop_assert!(false, "unexpected {:?}", other),
                     }
                 }
