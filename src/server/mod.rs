@@ -162,6 +162,10 @@ pub struct Server {
     retained_estimate: usize,
     /// The same, per app.
     app_retained: HashMap<u32, usize>,
+    /// Each connection's span (kept apart from `conns`, which every
+    /// delivery reads).
+    #[cfg(feature = "tracing")]
+    spans: HashMap<ConnId, tracing::Span>,
 }
 
 /// A retention log: a channel's or a uid's inbox.
@@ -211,6 +215,8 @@ impl Server {
             timers,
             retained_estimate: 0,
             app_retained: HashMap::new(),
+            #[cfg(feature = "tracing")]
+            spans: HashMap::new(),
         }
     }
 
@@ -242,6 +248,12 @@ impl Server {
         if let Some(ip) = peer {
             self.peers.insert(id, ip);
         }
+        #[cfg(feature = "tracing")]
+        self.spans.insert(
+            id,
+            tracing::info_span!("conn", id = id.0, peer = ?peer, uid = tracing::field::Empty),
+        );
+        log!(debug, "{id} accepted");
         self.timers
             .insert((add(now, self.config.idle_timeout / 2), Timer::Idle(id)));
         self.timers
@@ -265,9 +277,11 @@ impl Server {
     /// One whole frame (no length prefix) received on `conn`. Unknown or
     /// closing connections are ignored.
     pub fn handle_frame(&mut self, now: Instant, conn: ConnId, frame: Bytes) {
+        enter_span!(self.conn_span(conn));
         let now = self.tick(now);
         let max = self.max_frame_size(conn);
         let Some(c) = self.conns.get_mut(&conn).filter(|c| !c.closing) else {
+            log!(trace, "frame on {conn} ignored: not open");
             self.stale_inputs += 1;
             return;
         };
@@ -305,6 +319,7 @@ impl Server {
     /// zero length prefix): closes `conn` as a protocol error, like a
     /// malformed frame.
     pub fn handle_stream_error(&mut self, now: Instant, conn: ConnId, error: WireError) {
+        enter_span!(self.conn_span(conn));
         self.tick(now);
         if self.conns.get(&conn).is_some_and(|c| !c.closing) {
             self.protocol_error(conn, error);
@@ -318,15 +333,21 @@ impl Server {
     /// channels and counts as online for `presence_grace`, waiting for a
     /// resume. Forgets the connection and its queue.
     pub fn handle_disconnected(&mut self, now: Instant, conn: ConnId) {
+        enter_span!(self.conn_span(conn));
         self.tick(now);
         self.peers.remove(&conn);
+        #[cfg(feature = "tracing")]
+        self.spans.remove(&conn);
         match self.conns.remove(&conn) {
             Some(mut c) => {
                 if let Some(inst) = c.instance.take() {
                     self.lose_link(inst);
                 }
             }
-            None => self.stale_inputs += 1,
+            None => {
+                log!(debug, "disconnect of {conn} ignored: not open");
+                self.stale_inputs += 1
+            }
         }
     }
 
@@ -459,6 +480,23 @@ impl Server {
 
     // ----- internals -----
 
+    /// `conn`'s span (none for an unknown connection).
+    #[cfg(feature = "tracing")]
+    fn conn_span(&self, conn: ConnId) -> tracing::Span {
+        self.spans
+            .get(&conn)
+            .cloned()
+            .unwrap_or_else(tracing::Span::none)
+    }
+
+    /// Names the uid of `conn` in its span, once it logged in.
+    #[cfg(feature = "tracing")]
+    fn note_uid(&self, conn: ConnId, uid: u64) {
+        if let Some(span) = self.spans.get(&conn) {
+            span.record("uid", uid);
+        }
+    }
+
     fn tick(&mut self, now: Instant) -> Instant {
         if now > self.now {
             self.now = now;
@@ -505,6 +543,8 @@ impl Server {
                 if self.conns.get(&id).is_some_and(|c| c.closing) {
                     self.conns.remove(&id);
                     self.peers.remove(&id);
+                    #[cfg(feature = "tracing")]
+                    self.spans.remove(&id);
                 }
             }
             Timer::Grace(inst) => self.grace_check(now, inst),
@@ -812,6 +852,7 @@ impl Server {
     }
 
     fn error(&mut self, conn: ConnId, request_id: u64, e: ServiceError) {
+        log!(debug, "request {request_id} on {conn} refused: {}", e);
         self.reply(
             conn,
             request_id,
@@ -837,6 +878,11 @@ impl Server {
         };
         if c.closing {
             return;
+        }
+        match &reason {
+            CloseReason::SlowConsumer => log!(warn, "closing {conn}: {reason}"),
+            CloseReason::ProtocolError(_) => log!(info, "closing {conn}: {reason}"),
+            _ => log!(debug, "closing {conn}: {reason}"),
         }
         if reason.code() != 0 {
             let f = encode_frame(&Frame {

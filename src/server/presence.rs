@@ -154,6 +154,14 @@ impl Server {
             c.instance = Some(id);
             c.logged_in_once = true;
         }
+        #[cfg(feature = "tracing")]
+        self.note_uid(conn, req.uid);
+        log!(
+            info,
+            "{conn} logged in: uid {} instance {id}{}",
+            req.uid,
+            if resumed.is_some() { " (resumed)" } else { "" }
+        );
         self.schedule_token_timers(id, exp);
 
         // Replays share one budget: the P2P stream's first, then each kept
@@ -191,6 +199,14 @@ impl Server {
             idle_timeout_ms: ms(self.config.idle_timeout),
             channels,
         };
+        if let Some(gap) = &reply.p2p_gap {
+            log!(
+                info,
+                "{conn}: p2p messages {}..{} lost (0: open-ended)",
+                gap.from,
+                gap.to
+            );
+        }
         Ok((Body::LoginReply(reply), frames))
     }
 
@@ -248,6 +264,10 @@ impl Server {
 
     /// The instance's link is lost: it stays for the grace period.
     pub(super) fn lose_link(&mut self, inst: u64) {
+        log!(
+            debug,
+            "instance {inst} lost its link: kept for the grace period"
+        );
         let now = self.now;
         if let Some(i) = self.instances.get_mut(&inst) {
             i.conn = None;
@@ -264,6 +284,10 @@ impl Server {
             .get(&inst)
             .is_some_and(|i| i.conn.is_none() && i.lost_at.is_some_and(|t| add(t, grace) <= now));
         if expired {
+            log!(
+                debug,
+                "instance {inst} removed: no resume within the grace period"
+            );
             self.note_departures(inst);
             self.remove_instance(inst);
         }
