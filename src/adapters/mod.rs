@@ -22,5 +22,5 @@ pub mod blocking;
 #[cfg(feature = "smol")]
 pub mod smol;
 
-#[cfg(all(feature = "server", feature = "smol"))]
+#[cfg(feature = "server-tcp")]
 pub mod server_tcp;
