@@ -139,14 +139,20 @@
 //! binary (logging, signal handling) is a package of its own, so no feature
 //! of this crate brings a logger, a signal or a CLI crate.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
+// docs.rs (`--cfg docsrs`, nightly): each feature-gated item shows the
+// features it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod adapters;
 pub mod client;
 pub mod error;
 pub mod limits;
 #[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod server;
 #[cfg(feature = "sim")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
 pub mod sim;
 pub mod types;
 pub mod wire;
