@@ -46,7 +46,7 @@ done
 # Each attack needs up to ~2,100 descriptors here and in the server.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-cargo build --release --quiet --bin hummer-server --bin hummer-abuse
+cargo build --release --quiet -p hummer-server
 BIN=${CARGO_TARGET_DIR:-target}/release
 if ((LANDING)); then
     LANDING_WT=${LANDING_WT:-../wt-landing}

@@ -52,7 +52,7 @@ wait_port() { # port name
     exit 1
 }
 
-cargo build --release --quiet --bin hummer-server --bin hummer-load
+cargo build --release --quiet -p hummer-server -p hummer-load
 BIN=${CARGO_TARGET_DIR:-target}/release
 
 HPORT=$(free_port)

@@ -18,7 +18,7 @@ if (($(ulimit -n) < N + 100)); then
     exit 1
 fi
 
-cargo build --release --quiet --bin hummer-server --bin hummer-load
+cargo build --release --quiet -p hummer-server -p hummer-load
 BIN=${CARGO_TARGET_DIR:-target}/release
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()' 2>/dev/null \
     || echo $((20000 + RANDOM % 20000)))

@@ -1,6 +1,6 @@
 //! An interactive terminal chat room on the smol adapter.
 //!
-//! Start a server (`cargo run --bin hummer-server`), then in two terminals:
+//! Start a server (`cargo run -p hummer-server`), then in two terminals:
 //!
 //! ```text
 //! cargo run --example chat -- --server 127.0.0.1:7300 --uid 1 --channel lobby

@@ -144,13 +144,28 @@
 //!
 //! ## Features
 //!
-//! - `serde`: serde derives on events and public types (JSON names follow the JS SDK).
-//! - `server`: [`server::Server`] and JWT checking.
-//! - `smol`: the async adapter; `blocking`: the std adapter.
-//! - `sim`: [`sim::Sim`], a deterministic simulated network with faults.
+//! The default features are what an embedder of the Session needs: the
+//! Session, the wire codec and the blocking adapter (std only), on `bytes`,
+//! `prost` and `thiserror`. Everything else is opt-in:
 //!
-//! All are on by default; `default-features = false` leaves the pure core.
+//! - `blocking` (default): `adapters::blocking`, a client on `std::net`.
+//! - `serde`: serde derives on events and public types (JSON names follow the JS SDK).
+//! - `smol`: `adapters::smol`, an async client on smol / async-io.
+//! - `server`: `server::Server` and JWT checking.
+//! - `server-tcp`: `adapters::server_tcp`, the Server's TCP runner on smol
+//!   (implies `server` and `smol`).
+//! - `sim`: `sim::Sim`, a deterministic simulated network with faults
+//!   (implies `server`).
+//! - `tracing`: the TCP runner logs through `tracing`.
+//!
+//! `default-features = false` leaves the pure core. The `hummer-server`
+//! binary (logging, signal handling) is a package of its own, so no feature
+//! of this crate brings a logger, a signal or a CLI crate.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
+// docs.rs (`--cfg docsrs`, nightly): each feature-gated item shows the
+// features it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[macro_use]
 mod trace;
@@ -160,8 +175,10 @@ pub mod client;
 pub mod error;
 pub mod limits;
 #[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod server;
 #[cfg(feature = "sim")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
 pub mod sim;
 pub mod types;
 pub mod wire;

@@ -1,5 +1,5 @@
 //! The blocking adapter over loopback TCP against the reference server.
-#![cfg(all(feature = "blocking", feature = "server", feature = "smol"))]
+#![cfg(all(feature = "blocking", feature = "server-tcp"))]
 
 #[macro_use]
 mod adapters_support;

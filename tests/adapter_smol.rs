@@ -1,5 +1,5 @@
 //! The smol adapter over loopback TCP against the reference server.
-#![cfg(all(feature = "smol", feature = "server"))]
+#![cfg(feature = "server-tcp")]
 
 #[macro_use]
 mod adapters_support;

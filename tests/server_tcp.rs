@@ -1,11 +1,10 @@
-//! The real `hummer-server` binary, and the in-process `ServerHandle`, over
-//! TCP with raw length-prefixed frames. Every wait is bounded.
-#![cfg(all(feature = "server", feature = "smol"))]
+//! The in-process `ServerHandle` over TCP with raw length-prefixed frames
+//! (the `hummer-server` binary's own tests are in server/tests/binary.rs).
+//! Every wait is bounded.
+#![cfg(feature = "server-tcp")]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -122,114 +121,6 @@ fn chat(text: &str) -> Option<wire::ChatMessage> {
     })
 }
 
-/// The child is killed even when an assertion fails.
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_binary() -> (Kill, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hummer-server"))
-        .args(["--listen", "127.0.0.1:0", "--log", "warn"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start hummer-server");
-    let stdout = child.stdout.take().unwrap();
-    let child = Kill(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(addr) = line.strip_prefix("hummer-server listening on ") {
-                let _ = tx.send(addr.trim().to_owned());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(WAIT)
-        .expect("the server prints its address")
-        .parse()
-        .unwrap();
-    (child, addr)
-}
-
-#[test]
-fn binary_serves_p2p_and_broadcast_and_drops_garbage() {
-    let (_child, addr) = start_binary();
-    let mut a = Client::connect(addr);
-    let mut b = Client::connect(addr);
-    a.login(1, None);
-    b.login(2, None);
-
-    // P2P.
-    let Body::SendReply(r) = a.req(Body::SendToUser(wire::SendToUserRequest {
-        receiver: 2,
-        message: chat("hello b"),
-        unreliable: false,
-        message_id: next_message_id(),
-    })) else {
-        panic!("no send reply")
-    };
-    assert!(r.delivered_online);
-    assert_eq!(r.seq, 1);
-    let push = b.until(|f| matches!(f.body, Some(Body::UserMessage(_))));
-    assert!(
-        matches!(push.body, Some(Body::UserMessage(m)) if m.from_uid == 1 && m.seq == 1
-        && m.message.as_ref().unwrap().content == "hello b")
-    );
-
-    // Channel broadcast, echoed to the sender.
-    for c in [&mut a, &mut b] {
-        assert!(matches!(
-            c.req(Body::Join(wire::JoinRequest {
-                channel: Some(room()),
-                ..Default::default()
-            })),
-            Body::JoinReply(_)
-        ));
-    }
-    a.send(Body::SendToChannel(wire::SendToChannelRequest {
-        channel: Some(room()),
-        message: chat("to all"),
-        unreliable: false,
-        message_id: next_message_id(),
-    }));
-    for c in [&mut a, &mut b] {
-        let f = c.until(|f| matches!(f.body, Some(Body::ChannelMessage(_))));
-        assert!(matches!(f.body, Some(Body::ChannelMessage(m)) if m.from_uid == 1 && m.seq == 1));
-    }
-
-    // Garbage: a Close frame, then EOF.
-    let mut g = Client::connect(addr);
-    g.send_raw(&[0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff]);
-    let f = g.next().expect("a Close frame before EOF");
-    assert!(matches!(f.body, Some(Body::Close(c)) if c.code == 2001));
-    assert!(g.next().is_none(), "EOF after the Close frame");
-    // An oversized length prefix too.
-    let mut g2 = Client::connect(addr);
-    g2.send_raw(&(1u32 << 30).to_be_bytes());
-    assert!(matches!(g2.next().and_then(|f| f.body), Some(Body::Close(c)) if c.code == 2001));
-    assert!(g2.next().is_none());
-
-    // The others carry on.
-    assert_eq!(
-        a.req(Body::Ping(wire::Ping { nonce: 9 })),
-        Body::Pong(wire::Pong { nonce: 9 })
-    );
-    b.send(Body::SendToChannel(wire::SendToChannelRequest {
-        channel: Some(room()),
-        message: chat("still here"),
-        unreliable: false,
-        message_id: next_message_id(),
-    }));
-    let f = a.until(|f| matches!(f.body, Some(Body::ChannelMessage(_))));
-    assert!(matches!(f.body, Some(Body::ChannelMessage(m)) if m.from_uid == 2 && m.seq == 2));
-}
-
 #[test]
 fn handle_drop_connections_then_resume() {
     let handle =
@@ -327,51 +218,6 @@ fn slow_reader_is_disconnected_and_others_carry_on() {
         Body::Pong(wire::Pong { nonce: 3 })
     );
     handle.shutdown();
-}
-
-#[test]
-fn binary_token_subcommand_mints_a_token_the_server_accepts() {
-    let out = Command::new(env!("CARGO_BIN_EXE_hummer-server"))
-        .args([
-            "token",
-            "--appid",
-            "10000",
-            "--uid",
-            "77",
-            "--secret",
-            hummer_channel::server::DEMO_SECRET,
-            "--ttl-secs",
-            "600",
-        ])
-        .output()
-        .expect("run hummer-server token");
-    assert!(out.status.success());
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let (_child, addr) = start_binary();
-    let mut c = Client::connect(addr);
-    let reply = c.req(Body::Login(wire::LoginRequest {
-        protocol_version: wire::PROTOCOL_VERSION,
-        appid: DEMO_APPID,
-        uid: 77,
-        token,
-        ..Default::default()
-    }));
-    let Body::LoginReply(r) = reply else {
-        panic!("token refused: {reply:?}")
-    };
-    assert!(!r.is_anonymous);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    assert!(r.token_expires_at_ms > now_ms && r.token_expires_at_ms <= now_ms + 601_000);
-    // Unknown options are refused with a usage message.
-    let bad = Command::new(env!("CARGO_BIN_EXE_hummer-server"))
-        .arg("--no-such-flag")
-        .output()
-        .unwrap();
-    assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown option --no-such-flag"));
 }
 
 /// A message id no other send of this test process uses.

@@ -1,4 +1,4 @@
-#![cfg(all(feature = "server", feature = "smol"))]
+#![cfg(feature = "server-tcp")]
 //! One client streaming frames as fast as it can: does the single-threaded
 //! runner still serve another client?
 use std::io::{Read, Write};

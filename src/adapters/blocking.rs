@@ -61,7 +61,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// # Example
 ///
 /// ```
-/// # #[cfg(all(feature = "server", feature = "smol"))] {
+/// # #[cfg(feature = "server-tcp")] {
 /// use std::time::Duration;
 /// use hummer_channel::adapters::blocking::Client;
 /// use hummer_channel::adapters::server_tcp::ServerHandle;

@@ -15,12 +15,16 @@
 mod driver;
 
 #[cfg(any(feature = "smol", feature = "blocking"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "smol", feature = "blocking"))))]
 pub use driver::{ClientError, DEFAULT_EVENT_CAPACITY};
 
 #[cfg(feature = "blocking")]
+#[cfg_attr(docsrs, doc(cfg(feature = "blocking")))]
 pub mod blocking;
 #[cfg(feature = "smol")]
+#[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
 pub mod smol;
 
-#[cfg(all(feature = "server", feature = "smol"))]
+#[cfg(feature = "server-tcp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server-tcp")))]
 pub mod server_tcp;

@@ -57,7 +57,7 @@ use crate::wire::FrameDecoder;
 /// # Example
 ///
 /// ```
-/// # #[cfg(feature = "server")] {
+/// # #[cfg(feature = "server-tcp")] {
 /// use hummer_channel::adapters::server_tcp::ServerHandle;
 /// use hummer_channel::adapters::smol::Client;
 /// use hummer_channel::client::{Event, SendOptions, SessionConfig};

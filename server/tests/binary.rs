@@ -1,0 +1,395 @@
+//! The `hummer-server` binary itself (its flags, the `token` subcommand,
+//! its open-file limit) over TCP with raw length-prefixed frames; the runner
+//! it wraps is tested in the library's tests/server_tcp*.rs. Every wait is
+//! bounded.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use hummer_channel::server::DEMO_APPID;
+use hummer_channel::wire::{
+    self, decode_frame, encode_frame, write_length_prefixed, Body, Frame, FrameDecoder,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+const MAX_FRAME: usize = 64 * 1024;
+
+struct Client {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    rid: u64,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            decoder: FrameDecoder::new(MAX_FRAME),
+            rid: 0,
+        }
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    fn send(&mut self, body: Body) -> u64 {
+        self.rid += 1;
+        let frame = encode_frame(&Frame {
+            request_id: self.rid,
+            body: Some(body),
+        });
+        let mut buf = BytesMut::new();
+        write_length_prefixed(&frame, &mut buf);
+        self.send_raw(&buf);
+        self.rid
+    }
+
+    /// The next frame, `None` on EOF or a reset; panics after `WAIT`.
+    fn next(&mut self) -> Option<Frame> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(f) = self.decoder.next_frame().expect("well-formed stream") {
+                return Some(decode_frame(f, MAX_FRAME).expect("server frame decodes"));
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for a frame");
+            let mut chunk = [0u8; 16 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.decoder.extend(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Frames until one matches, skipping the others.
+    fn until(&mut self, mut pred: impl FnMut(&Frame) -> bool) -> Frame {
+        loop {
+            let f = self.next().expect("connection closed while waiting");
+            if pred(&f) {
+                return f;
+            }
+        }
+    }
+
+    fn req(&mut self, body: Body) -> Body {
+        let rid = self.send(body);
+        self.until(|f| f.request_id == rid).body.unwrap()
+    }
+
+    fn login(&mut self, uid: u64) -> wire::LoginReply {
+        match self.req(Body::Login(wire::LoginRequest {
+            protocol_version: wire::PROTOCOL_VERSION,
+            appid: DEMO_APPID,
+            uid,
+            ..Default::default()
+        })) {
+            Body::LoginReply(r) => r,
+            other => panic!("login failed: {other:?}"),
+        }
+    }
+
+    fn ping(&mut self, nonce: u64) {
+        assert_eq!(
+            self.req(Body::Ping(wire::Ping { nonce })),
+            Body::Pong(wire::Pong { nonce })
+        );
+    }
+}
+
+fn room() -> wire::ChannelKey {
+    wire::ChannelKey {
+        region: wire::Region::Cn as i32,
+        channel_id: "room".into(),
+    }
+}
+
+fn chat(text: &str) -> Option<wire::ChatMessage> {
+    Some(wire::ChatMessage {
+        r#type: "text".into(),
+        content: Bytes::from(text.to_owned()),
+        ..Default::default()
+    })
+}
+
+/// A message id no other send of this test process uses.
+fn next_message_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The child is killed even when an assertion fails.
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_binary() -> (Kill, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hummer-server"))
+        .args(["--listen", "127.0.0.1:0", "--log", "warn"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start hummer-server");
+    let stdout = child.stdout.take().unwrap();
+    let child = Kill(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.strip_prefix("hummer-server listening on ") {
+                let _ = tx.send(addr.trim().to_owned());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(WAIT)
+        .expect("the server prints its address")
+        .parse()
+        .unwrap();
+    (child, addr)
+}
+
+#[test]
+fn binary_serves_p2p_and_broadcast_and_drops_garbage() {
+    let (_child, addr) = start_binary();
+    let mut a = Client::connect(addr);
+    let mut b = Client::connect(addr);
+    a.login(1);
+    b.login(2);
+
+    // P2P.
+    let Body::SendReply(r) = a.req(Body::SendToUser(wire::SendToUserRequest {
+        receiver: 2,
+        message: chat("hello b"),
+        unreliable: false,
+        message_id: next_message_id(),
+    })) else {
+        panic!("no send reply")
+    };
+    assert!(r.delivered_online);
+    assert_eq!(r.seq, 1);
+    let push = b.until(|f| matches!(f.body, Some(Body::UserMessage(_))));
+    assert!(
+        matches!(push.body, Some(Body::UserMessage(m)) if m.from_uid == 1 && m.seq == 1
+        && m.message.as_ref().unwrap().content == "hello b")
+    );
+
+    // Channel broadcast, echoed to the sender.
+    for c in [&mut a, &mut b] {
+        assert!(matches!(
+            c.req(Body::Join(wire::JoinRequest {
+                channel: Some(room()),
+                ..Default::default()
+            })),
+            Body::JoinReply(_)
+        ));
+    }
+    a.send(Body::SendToChannel(wire::SendToChannelRequest {
+        channel: Some(room()),
+        message: chat("to all"),
+        unreliable: false,
+        message_id: next_message_id(),
+    }));
+    for c in [&mut a, &mut b] {
+        let f = c.until(|f| matches!(f.body, Some(Body::ChannelMessage(_))));
+        assert!(matches!(f.body, Some(Body::ChannelMessage(m)) if m.from_uid == 1 && m.seq == 1));
+    }
+
+    // Garbage: a Close frame, then EOF.
+    let mut g = Client::connect(addr);
+    g.send_raw(&[0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    let f = g.next().expect("a Close frame before EOF");
+    assert!(matches!(f.body, Some(Body::Close(c)) if c.code == 2001));
+    assert!(g.next().is_none(), "EOF after the Close frame");
+    // An oversized length prefix too.
+    let mut g2 = Client::connect(addr);
+    g2.send_raw(&(1u32 << 30).to_be_bytes());
+    assert!(matches!(g2.next().and_then(|f| f.body), Some(Body::Close(c)) if c.code == 2001));
+    assert!(g2.next().is_none());
+
+    // The others carry on.
+    assert_eq!(
+        a.req(Body::Ping(wire::Ping { nonce: 9 })),
+        Body::Pong(wire::Pong { nonce: 9 })
+    );
+    b.send(Body::SendToChannel(wire::SendToChannelRequest {
+        channel: Some(room()),
+        message: chat("still here"),
+        unreliable: false,
+        message_id: next_message_id(),
+    }));
+    let f = a.until(|f| matches!(f.body, Some(Body::ChannelMessage(_))));
+    assert!(matches!(f.body, Some(Body::ChannelMessage(m)) if m.from_uid == 2 && m.seq == 2));
+}
+
+#[test]
+fn binary_token_subcommand_mints_a_token_the_server_accepts() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hummer-server"))
+        .args([
+            "token",
+            "--appid",
+            "10000",
+            "--uid",
+            "77",
+            "--secret",
+            hummer_channel::server::DEMO_SECRET,
+            "--ttl-secs",
+            "600",
+        ])
+        .output()
+        .expect("run hummer-server token");
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let (_child, addr) = start_binary();
+    let mut c = Client::connect(addr);
+    let reply = c.req(Body::Login(wire::LoginRequest {
+        protocol_version: wire::PROTOCOL_VERSION,
+        appid: DEMO_APPID,
+        uid: 77,
+        token,
+        ..Default::default()
+    }));
+    let Body::LoginReply(r) = reply else {
+        panic!("token refused: {reply:?}")
+    };
+    assert!(!r.is_anonymous);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(r.token_expires_at_ms > now_ms && r.token_expires_at_ms <= now_ms + 601_000);
+    // Unknown options are refused with a usage message.
+    let bad = Command::new(env!("CARGO_BIN_EXE_hummer-server"))
+        .arg("--no-such-flag")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown option --no-such-flag"));
+}
+
+/// CPU time (user + system) of `pid` in clock ticks, from /proc.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// With `ulimit -n 64` the binary runs out of descriptors; `accept` fails,
+/// backs off without spinning, a logged-in client keeps its quick pongs, and
+/// once connections close new ones are served again.
+#[test]
+fn out_of_descriptors_the_runner_backs_off_and_keeps_serving() {
+    if !std::path::Path::new("/proc/self/stat").exists() {
+        eprintln!("skipped: needs /proc");
+        return;
+    }
+    let cmd = format!(
+        "ulimit -n 64 && exec '{}' --listen 127.0.0.1:0 --log warn",
+        env!("CARGO_BIN_EXE_hummer-server")
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &cmd])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hummer-server");
+    let pid = child.id();
+    let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let _child = Kill(child);
+    let (addr_tx, addr_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(a) = line.strip_prefix("hummer-server listening on ") {
+                let _ = addr_tx.send(a.trim().to_owned());
+            }
+        }
+    });
+    let accept_failed = Arc::new(AtomicBool::new(false));
+    {
+        let flag = accept_failed.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("accept failed") {
+                    flag.store(true, Ordering::SeqCst);
+                }
+            }
+        });
+    }
+    let addr: SocketAddr = addr_rx
+        .recv_timeout(WAIT)
+        .expect("address")
+        .parse()
+        .unwrap();
+    let mut healthy = Client::connect(addr);
+    healthy.login(1);
+
+    // Open links until the server cannot accept any more (64 descriptors,
+    // a few taken by stdio, the listener and the poller).
+    let mut flood = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while !accept_failed.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "accept never failed");
+        if flood.len() < 200 {
+            flood.push(TcpStream::connect_timeout(&addr, WAIT).expect("the kernel takes it"));
+        } else {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // The accept loop waits between tries: the process is mostly idle.
+    let t0 = cpu_ticks(pid);
+    let started = Instant::now();
+    let mut worst = Duration::ZERO;
+    for nonce in 0..20 {
+        let t = Instant::now();
+        healthy.ping(nonce);
+        worst = worst.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ticks = cpu_ticks(pid) - t0;
+    let wall = started.elapsed();
+    eprintln!("out of descriptors: worst pong {worst:?}, {ticks} CPU ticks in {wall:?}");
+    assert!(
+        worst < Duration::from_millis(500),
+        "pongs slowed to {worst:?}"
+    );
+    // Clock ticks are 1/100 s on Linux: a spinning accept loop would burn
+    // about one per 10 ms of wall time.
+    let tick_s = 0.01;
+    assert!(
+        (ticks as f64) * tick_s < wall.as_secs_f64() / 2.0,
+        "{ticks} ticks in {wall:?}: the accept loop spins"
+    );
+
+    // The flood goes: descriptors come back and new links are served (the
+    // backoff is at most 1 s).
+    drop(flood);
+    let t = Instant::now();
+    let mut late = Client::connect(addr);
+    late.login(2);
+    eprintln!("login after the flood: {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(5));
+    healthy.ping(99);
+}
