@@ -156,7 +156,7 @@
 //!   (implies `server` and `smol`).
 //! - `sim`: `sim::Sim`, a deterministic simulated network with faults
 //!   (implies `server`).
-//! - `tracing`: the TCP runner logs through `tracing`.
+//! - `tracing`: logs and spans from the Session, the Server and the TCP runner through `tracing`.
 //!
 //! `default-features = false` leaves the pure core. The `hummer-server`
 //! binary (logging, signal handling) is a package of its own, so no feature
