@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, Criterion, Throughput};
-use hummer_channel::client::Event;
+use hummer_channel::client::{Event, LinkId, Sink, TransportAction};
 use hummer_channel::wire::{Body, ChannelMessagePush};
 
 #[global_allocator]
@@ -22,6 +22,7 @@ const BATCH: u64 = 10_000;
 
 struct Fixture {
     session: hummer_channel::client::Session,
+    link: LinkId,
     channel: u32,
     next_seq: u64,
     now: Instant,
@@ -37,8 +38,10 @@ impl Fixture {
         let other = common::login(&mut server, now, 2);
         let channel = common::join(&mut server, now, other, "bench");
         let _ = conn;
+        let link = session.link().expect("logged in");
         Fixture {
             session,
+            link,
             channel,
             next_seq: if reliable { 1 } else { 0 },
             now,
@@ -68,18 +71,32 @@ impl Fixture {
             .collect()
     }
 
-    /// Handles `frame` and drains; `true` when it gave a ChannelMessage event.
+    /// Handles `frame` and drains (one `Session::drain`); `true` when it
+    /// gave a ChannelMessage event.
     fn handle(&mut self, frame: Bytes) -> bool {
-        self.session.handle_frame(self.now, frame).unwrap();
-        let mut got = false;
-        while let Some(e) = self.session.poll_event() {
-            got |= matches!(e, Event::ChannelMessage { .. });
-            black_box(e);
-        }
-        while let Some(f) = self.session.poll_transmit() {
-            black_box(f);
-        }
-        got
+        self.session
+            .handle_frame(self.now, self.link, frame)
+            .unwrap();
+        let mut out = Drained(false);
+        self.session.drain(&mut out);
+        out.0
+    }
+}
+
+/// Black-boxes every output of a drain; notes whether a ChannelMessage
+/// event came.
+struct Drained(bool);
+
+impl Sink for Drained {
+    fn transport(&mut self, action: TransportAction) {
+        black_box(action);
+    }
+    fn transmit(&mut self, frame: Bytes) {
+        black_box(frame);
+    }
+    fn event(&mut self, event: Event) {
+        self.0 |= matches!(event, Event::ChannelMessage { .. });
+        black_box(event);
     }
 }
 

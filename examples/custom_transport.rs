@@ -6,11 +6,15 @@
 //! to a `server::Server` state machine running on a thread of its own. The
 //! client loop below is the whole contract of a transport adapter:
 //!
-//! 1. after every input or command, drain `poll_transport` (open/close the
-//!    transport), `poll_transmit` (frames to send) and `poll_event`;
+//! 1. after every input or command, drain the Session once with
+//!    `Session::drain` into a `client::Sink`: transport actions (open or
+//!    close the transport of a `LinkId`), frames to send, events;
 //! 2. re-arm the timer from `poll_timeout` on every pass;
-//! 3. wait for a frame or the timer, and feed it back with `handle_frame` /
-//!    `handle_timeout` (or `handle_disconnected` when the transport breaks).
+//! 3. wait for a frame or the timer, and feed it back with
+//!    `handle_frame(now, link, ..)` / `handle_timeout` (or
+//!    `handle_disconnected(now, link)` when the transport breaks), naming
+//!    the link it came from: input from a transport the Session already
+//!    replaced is then ignored by the Session itself.
 //!
 //! The application logic reacts to events: log in, join a channel, broadcast
 //! once, print what comes back, log out.
@@ -25,19 +29,42 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use hummer_channel::client::{
-    Event, Reply, RequestId, SendOptions, Session, SessionConfig, TransportAction,
+    self, Event, LinkId, Reply, RequestId, SendOptions, Session, SessionConfig, TransportAction,
 };
-use hummer_channel::server::{ConnId, Server, ServerConfig, DEMO_APPID};
+use hummer_channel::server::{self, ConnId, Server, ServerConfig, DEMO_APPID};
 use hummer_channel::{Message, Region, Uid};
 
-/// What the client side sends to the server thread.
+/// What the client side sends to the server thread. Links are named by the
+/// Session's own `LinkId`s.
 enum ToServer {
     /// A new link; the server answers on `to_client`.
-    Open { link: u64, to_client: Sender<Bytes> },
+    Open {
+        link: LinkId,
+        to_client: Sender<Bytes>,
+    },
     /// A frame on a link.
-    Frame { link: u64, frame: Bytes },
+    Frame { link: LinkId, frame: Bytes },
     /// The client closed a link.
-    Closed { link: u64 },
+    Closed { link: LinkId },
+}
+
+/// The server's side of a drain: frames onto the client links, and the
+/// connections the server closes (carried out after the drain).
+struct ServerSink<'a> {
+    links: &'a HashMap<ConnId, Sender<Bytes>>,
+    closed: Vec<ConnId>,
+}
+
+impl server::Sink for ServerSink<'_> {
+    fn transmit(&mut self, conn: ConnId, frame: Bytes) {
+        if let Some(link) = self.links.get(&conn) {
+            let _ = link.send(frame);
+        }
+    }
+    fn transport(&mut self, action: server::TransportAction) {
+        let server::TransportAction::Close { conn, .. } = action;
+        self.closed.push(conn);
+    }
 }
 
 /// The server side: a `Server` state machine behind the mpsc "network".
@@ -46,20 +73,19 @@ fn run_server(inbox: Receiver<ToServer>) {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let mut server = Server::new(ServerConfig::demo(), Instant::now(), unix_ms);
-    let mut conns: HashMap<u64, ConnId> = HashMap::new();
+    let mut conns: HashMap<LinkId, ConnId> = HashMap::new();
     let mut links: HashMap<ConnId, Sender<Bytes>> = HashMap::new();
     loop {
-        // The same pattern as the client: drain, re-arm, wait.
-        while let Some(conn) = server.poll_ready() {
-            while let Some(frame) = server.poll_transmit(conn) {
-                if let Some(link) = links.get(&conn) {
-                    let _ = link.send(frame);
-                }
-            }
-        }
-        while let Some((conn, _reason)) = server.poll_close() {
+        // The same pattern as the client: drain (once), re-arm, wait.
+        let mut sink = ServerSink {
+            links: &links,
+            closed: Vec::new(),
+        };
+        server.drain(&mut sink);
+        for conn in sink.closed {
             links.remove(&conn); // dropping the sender closes the link
-            server.handle_closed(Instant::now(), conn);
+            conns.retain(|_, c| *c != conn);
+            server.handle_disconnected(Instant::now(), conn);
         }
         let input = match server.poll_timeout() {
             Some(at) => inbox.recv_timeout(at.saturating_duration_since(Instant::now())),
@@ -80,7 +106,7 @@ fn run_server(inbox: Receiver<ToServer>) {
             Ok(ToServer::Closed { link }) => {
                 if let Some(conn) = conns.remove(&link) {
                     links.remove(&conn);
-                    server.handle_closed(now, conn);
+                    server.handle_disconnected(now, conn);
                 }
             }
             Err(RecvTimeoutError::Timeout) => server.handle_timeout(now),
@@ -91,8 +117,51 @@ fn run_server(inbox: Receiver<ToServer>) {
 
 /// The client's end of one link.
 struct Link {
-    id: u64,
+    id: LinkId,
     from_server: Receiver<Bytes>,
+}
+
+/// The client's side of a drain: transport actions carried out on the spot
+/// (the links opened are told to the Session after the drain, since it is
+/// borrowed during it), frames onto the current link, events kept for the
+/// application logic.
+struct ClientSink<'a> {
+    to_server: &'a Sender<ToServer>,
+    link: &'a mut Option<Link>,
+    opened: Vec<LinkId>,
+    events: Vec<Event>,
+}
+
+impl client::Sink for ClientSink<'_> {
+    fn transport(&mut self, action: TransportAction) {
+        match action {
+            TransportAction::Connect { link: id } => {
+                let (to_client, from_server) = mpsc::channel();
+                let _ = self.to_server.send(ToServer::Open {
+                    link: id,
+                    to_client,
+                });
+                *self.link = Some(Link { id, from_server });
+                self.opened.push(id);
+                println!("transport: {id} opened");
+            }
+            TransportAction::Close { link: id } => {
+                // The Session has nothing left to send on it.
+                if let Some(l) = self.link.take_if(|l| l.id == id) {
+                    let _ = self.to_server.send(ToServer::Closed { link: l.id });
+                    println!("transport: {} closed", l.id);
+                }
+            }
+        }
+    }
+    fn transmit(&mut self, frame: Bytes) {
+        if let Some(l) = &self.link {
+            let _ = self.to_server.send(ToServer::Frame { link: l.id, frame });
+        }
+    }
+    fn event(&mut self, event: Event) {
+        self.events.push(event);
+    }
 }
 
 /// Where the demo is.
@@ -111,7 +180,6 @@ fn main() -> ExitCode {
 
     let mut session = Session::new(SessionConfig::new(DEMO_APPID), Instant::now());
     let mut link: Option<Link> = None;
-    let mut next_link = 0;
 
     // The first command: the Session will ask for a transport.
     let id = session
@@ -125,48 +193,25 @@ fn main() -> ExitCode {
     let give_up = Instant::now() + Duration::from_secs(10);
 
     loop {
-        // 1. Drain everything the Session has to say. Commands issued while
-        //    handling events queue more output: drain until nothing is left.
-        let mut progressed = true;
-        while progressed {
-            progressed = false;
-            while let Some(action) = session.poll_transport() {
-                progressed = true;
-                match action {
-                    TransportAction::Connect => {
-                        let (to_client, from_server) = mpsc::channel();
-                        next_link += 1;
-                        let _ = to_server.send(ToServer::Open {
-                            link: next_link,
-                            to_client,
-                        });
-                        link = Some(Link {
-                            id: next_link,
-                            from_server,
-                        });
-                        println!("transport: link {next_link} opened");
-                        session.handle_connected(Instant::now());
-                    }
-                    TransportAction::Close => {
-                        // Flush what is queued, then close (no handle_disconnected).
-                        if let Some(l) = link.take() {
-                            while let Some(frame) = session.poll_transmit() {
-                                let _ = to_server.send(ToServer::Frame { link: l.id, frame });
-                            }
-                            let _ = to_server.send(ToServer::Closed { link: l.id });
-                            println!("transport: link {} closed", l.id);
-                        }
-                    }
-                }
+        // 1. Drain the Session once. A drain creates no output of its own,
+        //    but telling the Session a link opened, or issuing commands while
+        //    handling events, does: drain again until a drain brings nothing.
+        loop {
+            let mut sink = ClientSink {
+                to_server: &to_server,
+                link: &mut link,
+                opened: Vec::new(),
+                events: Vec::new(),
+            };
+            session.drain(&mut sink);
+            let (opened, events) = (sink.opened, sink.events);
+            if opened.is_empty() && events.is_empty() {
+                break;
             }
-            while let Some(frame) = session.poll_transmit() {
-                progressed = true;
-                if let Some(l) = &link {
-                    let _ = to_server.send(ToServer::Frame { link: l.id, frame });
-                }
+            for id in opened {
+                session.handle_connected(Instant::now(), id);
             }
-            while let Some(event) = session.poll_event() {
-                progressed = true;
+            for event in events {
                 let now = Instant::now();
                 match event {
                     Event::Completed { request, result } => {
@@ -248,7 +293,7 @@ fn main() -> ExitCode {
         match &link {
             Some(l) => match l.from_server.recv_timeout(wait) {
                 Ok(frame) => {
-                    if let Err(e) = session.handle_frame(Instant::now(), frame) {
+                    if let Err(e) = session.handle_frame(Instant::now(), l.id, frame) {
                         // The Session asks for Close itself.
                         eprintln!("bad frame: {e}");
                     }
@@ -256,8 +301,9 @@ fn main() -> ExitCode {
                 Err(RecvTimeoutError::Timeout) => session.handle_timeout(Instant::now()),
                 Err(RecvTimeoutError::Disconnected) => {
                     // The server closed the link.
+                    let id = l.id;
                     link = None;
-                    session.handle_disconnected(Instant::now());
+                    session.handle_disconnected(Instant::now(), id);
                 }
             },
             None => {

@@ -10,44 +10,103 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use hummer_channel::client::{
-    AttributeOptions, SendOptions, Session, SessionConfig, TransportAction,
+    self, AttributeOptions, Event, LinkId, SendOptions, Session, SessionConfig, TransportAction,
 };
-use hummer_channel::server::{ConnId, Server, ServerConfig, DEMO_APPID};
+use hummer_channel::server::{self, ConnId, Server, ServerConfig, DEMO_APPID};
 use hummer_channel::wire::{decode_frame, write_length_prefixed, FrameDecoder};
 use hummer_channel::{Attributes, Message, Region, Uid};
 
-/// Moves frames between the session and the server until nothing moves,
-/// recording both directions.
+/// The session's link and the server's connection for it.
+type Wire = Option<(LinkId, ConnId)>;
+
+/// The session's side of a drain: frames recorded and handed to the server;
+/// transport actions carried out after the drain.
+struct Up<'a> {
+    server: &'a mut Server,
+    wire: Wire,
+    now: Instant,
+    bytes: &'a mut BytesMut,
+    actions: Vec<TransportAction>,
+    moved: bool,
+}
+
+impl client::Sink for Up<'_> {
+    fn transport(&mut self, action: TransportAction) {
+        self.actions.push(action);
+        self.moved = true;
+    }
+    fn transmit(&mut self, frame: Bytes) {
+        self.moved = true;
+        write_length_prefixed(&frame, self.bytes);
+        let (_, conn) = self.wire.expect("a frame on an open link");
+        self.server.handle_frame(self.now, conn, frame);
+    }
+    fn event(&mut self, _event: Event) {}
+}
+
+/// The server's side of a drain: frames recorded and handed to the session.
+struct Down<'a> {
+    session: &'a mut Session,
+    wire: Wire,
+    now: Instant,
+    bytes: &'a mut BytesMut,
+    moved: bool,
+}
+
+impl server::Sink for Down<'_> {
+    fn transmit(&mut self, conn: ConnId, frame: Bytes) {
+        self.moved = true;
+        write_length_prefixed(&frame, self.bytes);
+        if let Some((link, _)) = self.wire.filter(|(_, c)| *c == conn) {
+            self.session.handle_frame(self.now, link, frame).unwrap();
+        }
+    }
+    fn transport(&mut self, _action: server::TransportAction) {}
+}
+
+/// Drains the session and the server into each other (one drain each per
+/// round) until nothing moves, recording both directions.
 fn pump(
     s: &mut Session,
     server: &mut Server,
-    conn: &mut Option<ConnId>,
+    wire: &mut Wire,
     now: Instant,
     up: &mut BytesMut,
     down: &mut BytesMut,
 ) {
     loop {
-        let mut moved = false;
-        while let Some(a) = s.poll_transport() {
-            moved = true;
-            if a == TransportAction::Connect {
-                *conn = Some(server.accept(now));
-                s.handle_connected(now);
+        let mut out = Up {
+            server: &mut *server,
+            wire: *wire,
+            now,
+            bytes: &mut *up,
+            actions: Vec::new(),
+            moved: false,
+        };
+        s.drain(&mut out);
+        let (mut moved, actions) = (out.moved, out.actions);
+        for action in actions {
+            match action {
+                TransportAction::Connect { link } => {
+                    *wire = Some((link, server.accept(now)));
+                    s.handle_connected(now, link);
+                }
+                TransportAction::Close { .. } => {
+                    if let Some((_, conn)) = wire.take() {
+                        server.handle_disconnected(now, conn);
+                    }
+                }
             }
         }
-        while let Some(f) = s.poll_transmit() {
-            moved = true;
-            write_length_prefixed(&f, up);
-            server.handle_frame(now, conn.unwrap(), f);
-        }
-        while let Some(c) = server.poll_ready() {
-            while let Some(f) = server.poll_transmit(c) {
-                moved = true;
-                write_length_prefixed(&f, down);
-                s.handle_frame(now, f).unwrap();
-            }
-        }
-        while s.poll_event().is_some() {}
+        let mut out = Down {
+            session: &mut *s,
+            wire: *wire,
+            now,
+            bytes: &mut *down,
+            moved: false,
+        };
+        server.drain(&mut out);
+        moved |= out.moved;
         if !moved {
             break;
         }
@@ -56,22 +115,17 @@ fn pump(
 
 fn exchange() -> (Bytes, Bytes) {
     let now = Instant::now();
-    let mut server = Server::new(
-        ServerConfig {
-            seed: 1,
-            ..ServerConfig::demo()
-        },
-        now,
-        1_700_000_000_000,
-    );
+    let mut config = ServerConfig::demo();
+    config.seed = 1;
+    let mut server = Server::new(config, now, 1_700_000_000_000);
     let mut s = Session::new(SessionConfig::new(DEMO_APPID), now);
-    let (mut conn, mut up, mut down) = (None, BytesMut::new(), BytesMut::new());
+    let (mut wire, mut up, mut down) = (None, BytesMut::new(), BytesMut::new());
     let o = AttributeOptions::default();
     s.login(now, Uid(1), None, Some(Region::Cn)).unwrap();
-    pump(&mut s, &mut server, &mut conn, now, &mut up, &mut down);
+    pump(&mut s, &mut server, &mut wire, now, &mut up, &mut down);
     let ch = s.create_channel(Region::Cn, "seed").unwrap();
     s.join_channel(now, ch, Attributes::new()).unwrap();
-    pump(&mut s, &mut server, &mut conn, now, &mut up, &mut down);
+    pump(&mut s, &mut server, &mut wire, now, &mut up, &mut down);
     s.send_message_to_user(
         now,
         Uid(1),
@@ -91,10 +145,10 @@ fn exchange() -> (Bytes, Bytes) {
     s.get_channel_user_count(now, ch, vec!["seed".into()])
         .unwrap();
     s.get_instance_info(now).unwrap();
-    pump(&mut s, &mut server, &mut conn, now, &mut up, &mut down);
+    pump(&mut s, &mut server, &mut wire, now, &mut up, &mut down);
     s.leave_channel(now, ch, Attributes::new()).unwrap();
     s.logout(now).unwrap();
-    pump(&mut s, &mut server, &mut conn, now, &mut up, &mut down);
+    pump(&mut s, &mut server, &mut wire, now, &mut up, &mut down);
     (up.freeze(), down.freeze())
 }
 
@@ -132,7 +186,7 @@ fn the_seed_corpus_is_a_real_exchange() {
         let mut m = 0;
         while let Some(f) = d.next_frame().unwrap() {
             let f = decode_frame(f, 64 * 1024).unwrap();
-            if let Some(hummer_channel::wire::Body::Login(l)) = f.body {
+            if let hummer_channel::wire::Body::Login(l) = f.body {
                 assert_eq!(
                     l.protocol_version,
                     hummer_channel::wire::PROTOCOL_VERSION,

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hummer_channel::server::{ConnId, RateLimit, Server, ServerConfig, DEMO_APPID};
+use hummer_channel::server::{self, ConnId, RateLimit, Server, ServerConfig, DEMO_APPID};
 use hummer_channel::wire::{
-    self, decode_frame, encode_frame, Body, ChannelKey, ChatMessage, Frame, JoinRequest,
-    LoginRequest, SendToChannelRequest,
+    self, decode_frame, encode_frame, Body, ChannelKey, ChatMessage, DecodedFrame, Frame,
+    JoinRequest, LoginRequest, SendToChannelRequest,
 };
 
 /// Counts allocations and live bytes (the system allocator underneath).
@@ -107,29 +107,51 @@ pub fn bench_server(t0: Instant) -> Server {
     Server::new(config, t0, 1_700_000_000_000)
 }
 
-/// Drains every queued frame; returns how many there were.
+/// Counts (and black-boxes) the frames of a server drain; closes are
+/// dropped.
+struct CountFrames(usize);
+
+impl server::Sink for CountFrames {
+    fn transmit(&mut self, _conn: ConnId, frame: Bytes) {
+        std::hint::black_box(&frame);
+        self.0 += 1;
+    }
+    fn transport(&mut self, _action: server::TransportAction) {}
+}
+
+/// Drains every queued frame (one `Server::drain`); returns how many there
+/// were.
 pub fn drain(server: &mut Server) -> usize {
-    let mut n = 0;
-    while let Some(c) = server.poll_ready() {
-        while let Some(f) = server.poll_transmit(c) {
-            std::hint::black_box(&f);
-            n += 1;
+    let mut sink = CountFrames(0);
+    server.drain(&mut sink);
+    sink.0
+}
+
+/// Decodes the frames of a server drain queued for one connection (the
+/// others are dropped, as are closes).
+struct FramesFor {
+    conn: ConnId,
+    frames: Vec<DecodedFrame>,
+}
+
+impl server::Sink for FramesFor {
+    fn transmit(&mut self, conn: ConnId, frame: Bytes) {
+        if conn == self.conn {
+            self.frames
+                .push(decode_frame(frame, 1 << 20).expect("valid frame"));
         }
     }
-    n
+    fn transport(&mut self, _action: server::TransportAction) {}
 }
 
 /// Drains and returns the frames queued for `conn` (others are dropped).
-pub fn drain_for(server: &mut Server, conn: ConnId) -> Vec<Frame> {
-    let mut out = Vec::new();
-    while let Some(c) = server.poll_ready() {
-        while let Some(f) = server.poll_transmit(c) {
-            if c == conn {
-                out.push(decode_frame(f, 1 << 20).expect("valid frame"));
-            }
-        }
-    }
-    out
+pub fn drain_for(server: &mut Server, conn: ConnId) -> Vec<DecodedFrame> {
+    let mut sink = FramesFor {
+        conn,
+        frames: Vec::new(),
+    };
+    server.drain(&mut sink);
+    sink.frames
 }
 
 pub fn frame(request_id: u64, body: Body) -> Bytes {
@@ -172,7 +194,7 @@ pub fn join(server: &mut Server, now: Instant, conn: ConnId, id: &str) -> u32 {
         ),
     );
     for f in drain_for(server, conn) {
-        if let Some(Body::JoinReply(r)) = f.body {
+        if let Body::JoinReply(r) = f.body {
             return r.channel;
         }
     }
@@ -193,51 +215,119 @@ pub fn send_to_channel(request_id: u64, message_id: u64, id: &str, unreliable: b
     )
 }
 
-use hummer_channel::client::{Event, Session, SessionConfig, TransportAction};
+use hummer_channel::client::{self, Event, LinkId, Session, SessionConfig, TransportAction};
 use hummer_channel::{Attributes, Region, Uid};
 
-/// Moves frames between `session` (on `conn`) and `server` until nothing
-/// moves; returns the session's events. Frames for other connections are
-/// dropped.
+/// The transport between one Session and the server: the Session's link
+/// and the server's connection for it.
+pub type Wire = Option<(LinkId, ConnId)>;
+
+/// The Session's side of a drain: transport actions to carry out after
+/// the drain (the Session is borrowed during it), frames into the server on
+/// the current connection, events collected.
+struct SessionSide<'a> {
+    server: &'a mut Server,
+    wire: Wire,
+    now: Instant,
+    actions: Vec<TransportAction>,
+    events: &'a mut Vec<Event>,
+    moved: bool,
+}
+
+impl client::Sink for SessionSide<'_> {
+    fn transport(&mut self, action: TransportAction) {
+        self.actions.push(action);
+        self.moved = true;
+    }
+    fn transmit(&mut self, frame: Bytes) {
+        if let Some((_, conn)) = self.wire {
+            self.server.handle_frame(self.now, conn, frame);
+        }
+        self.moved = true;
+    }
+    fn event(&mut self, event: Event) {
+        self.events.push(event);
+    }
+}
+
+/// The server's side of a drain: frames for the Session's connection into
+/// the Session on its link (others dropped); a close of that connection
+/// noted, to be carried out after the drain.
+struct ServerSide<'a> {
+    session: &'a mut Session,
+    wire: Wire,
+    now: Instant,
+    closed: bool,
+    moved: bool,
+}
+
+impl server::Sink for ServerSide<'_> {
+    fn transmit(&mut self, conn: ConnId, frame: Bytes) {
+        if let Some((link, _)) = self.wire.filter(|(_, c)| *c == conn) {
+            self.session
+                .handle_frame(self.now, link, frame)
+                .expect("valid frame");
+            self.moved = true;
+        }
+    }
+    fn transport(&mut self, action: server::TransportAction) {
+        let server::TransportAction::Close { conn, .. } = action;
+        if self.wire.is_some_and(|(_, c)| c == conn) {
+            self.closed = true;
+            self.moved = true;
+        }
+    }
+}
+
+/// Moves frames between `session` (on `wire`) and `server` until nothing
+/// moves: each round is one `Session::drain` and one `Server::drain`, the
+/// output of one being the input of the other. Returns the session's
+/// events. Frames for other connections are dropped.
 pub fn pump(
     session: &mut Session,
-    conn: &mut Option<ConnId>,
+    wire: &mut Wire,
     server: &mut Server,
     now: Instant,
 ) -> Vec<Event> {
     let mut events = Vec::new();
     for _ in 0..1000 {
-        let mut moved = false;
-        while let Some(action) = session.poll_transport() {
+        let mut side = SessionSide {
+            server: &mut *server,
+            wire: *wire,
+            now,
+            actions: Vec::new(),
+            events: &mut events,
+            moved: false,
+        };
+        session.drain(&mut side);
+        let (mut moved, actions) = (side.moved, side.actions);
+        for action in actions {
             match action {
-                TransportAction::Connect => {
-                    *conn = Some(server.accept(now));
-                    session.handle_connected(now);
+                TransportAction::Connect { link } => {
+                    *wire = Some((link, server.accept(now)));
+                    session.handle_connected(now, link);
                 }
-                TransportAction::Close => {
-                    if let Some(c) = conn.take() {
-                        server.handle_closed(now, c)
+                TransportAction::Close { .. } => {
+                    if let Some((_, conn)) = wire.take() {
+                        server.handle_disconnected(now, conn);
                     }
                 }
             }
-            moved = true;
         }
-        while let Some(f) = session.poll_transmit() {
-            if let Some(c) = *conn {
-                server.handle_frame(now, c, f)
+        let mut side = ServerSide {
+            session: &mut *session,
+            wire: *wire,
+            now,
+            closed: false,
+            moved: false,
+        };
+        server.drain(&mut side);
+        moved |= side.moved;
+        if side.closed {
+            if let Some((link, conn)) = wire.take() {
+                server.handle_disconnected(now, conn);
+                session.handle_disconnected(now, link);
             }
-            moved = true;
-        }
-        while let Some(c) = server.poll_ready() {
-            while let Some(f) = server.poll_transmit(c) {
-                if Some(c) == *conn {
-                    session.handle_frame(now, f).expect("valid frame");
-                    moved = true;
-                }
-            }
-        }
-        while let Some(e) = session.poll_event() {
-            events.push(e);
         }
         if !moved {
             break;
@@ -255,14 +345,14 @@ pub fn logged_in_session(
     channel: Option<&str>,
 ) -> (Session, ConnId) {
     let mut s = Session::new(SessionConfig::new(DEMO_APPID), now);
-    let mut conn = None;
+    let mut wire = None;
     s.login(now, Uid(uid), None, Some(Region::Cn)).unwrap();
-    pump(&mut s, &mut conn, server, now);
+    pump(&mut s, &mut wire, server, now);
     if let Some(id) = channel {
         let h = s.create_channel(Region::Cn, id).unwrap();
         s.join_channel(now, h, Attributes::new()).unwrap();
-        pump(&mut s, &mut conn, server, now);
+        pump(&mut s, &mut wire, server, now);
         assert!(s.is_joined(h));
     }
-    (s, conn.expect("connected"))
+    (s, wire.expect("connected").1)
 }

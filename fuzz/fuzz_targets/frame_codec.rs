@@ -5,7 +5,7 @@
 //! real length-prefixed exchanges between a Session and the Server.
 #![no_main]
 
-use hummer_channel::wire::{decode_frame, encode_frame, FrameDecoder};
+use hummer_channel::wire::{decode_frame, encode_frame, Frame, FrameDecoder};
 use libfuzzer_sys::fuzz_target;
 
 const MAX: usize = 64 * 1024;
@@ -21,7 +21,8 @@ fuzz_target!(|data: &[u8]| {
         while let Ok(Some(frame)) = decoder.next_frame() {
             assert!(frame.len() <= MAX);
             if let Ok(decoded) = decode_frame(frame, MAX) {
-                let again = decode_frame(encode_frame(&decoded), usize::MAX).unwrap();
+                let again =
+                    decode_frame(encode_frame(&Frame::from(decoded.clone())), usize::MAX).unwrap();
                 assert_eq!(again, decoded);
             }
         }

@@ -1,13 +1,21 @@
 //! The Server fed arbitrary frames (raw bytes, and well-formed requests with
 //! arbitrary fields) across several connections, with closes and clock jumps:
 //! never a panic, and every connection's queue stays bounded.
+//!
+//! After every step the server is drained once (`Server::drain`): only the
+//! connection a `Pull` step names takes frames (the others' queues grow, up
+//! to the bound), and the connections the server closes are closed then
+//! (`handle_disconnected`). A `Close` step may name a connection closed
+//! already: the server must ignore it.
 #![no_main]
 
 use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use bytes::Bytes;
-use hummer_channel::server::{mint_token, ConnId, Server, ServerConfig, DEMO_APPID, DEMO_SECRET};
+use hummer_channel::server::{
+    mint_token, ConnId, Server, ServerConfig, Sink, TransportAction, DEMO_APPID, DEMO_SECRET,
+};
 use hummer_channel::wire::{self, encode_frame, Body, Frame};
 use libfuzzer_sys::fuzz_target;
 
@@ -219,6 +227,26 @@ fn body(req: Req) -> Body {
     }
 }
 
+/// One drain's outputs: frames taken only on the connection pulled; the
+/// connections to close.
+struct Out {
+    pull: Option<ConnId>,
+    closed: Vec<ConnId>,
+}
+
+impl Sink for Out {
+    fn writable(&mut self, conn: ConnId) -> bool {
+        self.pull == Some(conn)
+    }
+    fn transmit(&mut self, conn: ConnId, _frame: Bytes) {
+        assert_eq!(Some(conn), self.pull, "a frame for a full transport");
+    }
+    fn transport(&mut self, action: TransportAction) {
+        let TransportAction::Close { conn, .. } = action;
+        self.closed.push(conn);
+    }
+}
+
 fuzz_target!(|steps: Vec<Step>| {
     let mut config = ServerConfig::demo();
     config.max_queued_bytes = 64 * 1024;
@@ -229,6 +257,7 @@ fuzz_target!(|steps: Vec<Step>| {
     let mut conns: Vec<ConnId> = Vec::new();
     for step in steps.into_iter().take(300) {
         let pick = |c: u8| (!conns.is_empty()).then(|| conns[usize::from(c) % conns.len()]);
+        let mut pull = None;
         match step {
             Step::Accept => conns.push(server.accept(now)),
             Step::Raw { conn, bytes } => {
@@ -247,21 +276,26 @@ fuzz_target!(|steps: Vec<Step>| {
             }
             Step::Close { conn } => {
                 if let Some(c) = pick(conn) {
-                    server.handle_closed(now, c);
+                    server.handle_disconnected(now, c);
                 }
             }
             Step::Advance(ms) => {
                 now += Duration::from_millis(u64::from(ms) * 10);
                 server.handle_timeout(now);
             }
-            Step::Pull { conn } => {
-                if let Some(c) = pick(conn) {
-                    while server.poll_transmit(c).is_some() {}
-                }
-            }
+            Step::Pull { conn } => pull = pick(conn),
         }
-        while server.poll_close().is_some() {}
-        while server.poll_ready().is_some() {}
+        let mut out = Out {
+            pull,
+            closed: Vec::new(),
+        };
+        server.drain(&mut out);
+        if let Some(c) = pull {
+            assert_eq!(server.queued_bytes(c), 0, "a pulled connection is drained");
+        }
+        for c in out.closed {
+            server.handle_disconnected(now, c);
+        }
         for &c in &conns {
             assert!(
                 server.queued_bytes(c) <= max_queued + 64 * 1024,

@@ -1,6 +1,11 @@
 //! The Session fed arbitrary frames (raw bytes and well-formed server frames
 //! with arbitrary fields), transport events, commands and clock jumps: never
 //! a panic, bounded queues, and every request completed exactly once.
+//!
+//! Transport inputs name a link: the current one, or any link the Session
+//! asked for earlier (a late disconnect, connect or frame from a replaced
+//! transport). Input naming an old link must change nothing but the count
+//! of stale inputs.
 #![no_main]
 
 use std::collections::HashSet;
@@ -8,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use bytes::Bytes;
-use hummer_channel::client::{AttributeOptions, Event, SendOptions, Session, SessionConfig};
+use hummer_channel::client::{
+    AttributeOptions, Event, LinkId, SendOptions, Session, SessionConfig, Sink, TransportAction,
+};
 use hummer_channel::wire::{self, encode_frame, Body, Frame};
 use hummer_channel::{Attributes, Message, Region, Uid};
 use libfuzzer_sys::fuzz_target;
@@ -65,17 +72,32 @@ enum Push {
     },
 }
 
+/// Which link a transport input names: the latest one the Session asked
+/// for, or an older one (picked among those it asked for).
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum Which {
+    Current,
+    Old(u8),
+}
+
 #[derive(Arbitrary, Debug)]
 enum Step {
-    Connected,
-    Disconnected,
+    Connected(Which),
+    Disconnected(Which),
     Advance(u16),
-    Raw(Vec<u8>),
-    Server { request: u8, push: Push },
+    Raw(Which, Vec<u8>),
+    Server {
+        link: Which,
+        request: u8,
+        push: Push,
+    },
     Login(bool),
     Join(u8),
     Leave(u8),
-    SendUser { reliable: bool, size: u16 },
+    SendUser {
+        reliable: bool,
+        size: u16,
+    },
     SendChannel(u8),
     Attrs(u8, u8),
     Reads(u8, u8),
@@ -199,6 +221,38 @@ fn body(push: Push) -> Body {
     }
 }
 
+/// The outputs of a drain: links asked for, and every request completed
+/// exactly once.
+struct Out<'a> {
+    links: &'a mut Vec<LinkId>,
+    completed: &'a mut HashSet<u64>,
+}
+
+impl Sink for Out<'_> {
+    fn transport(&mut self, action: TransportAction) {
+        if let TransportAction::Connect { link } = action {
+            assert!(self.links.last().is_none_or(|l| *l < link), "link ids grow");
+            self.links.push(link);
+        }
+    }
+    fn transmit(&mut self, _frame: Bytes) {}
+    fn event(&mut self, event: Event) {
+        if let Event::Completed { request, .. } = event {
+            assert!(self.completed.insert(request.0), "completed twice");
+        }
+    }
+}
+
+/// The link `which` names, if the Session asked for any yet; `stale` tells
+/// whether it is not the current one.
+fn pick(links: &[LinkId], current: Option<LinkId>, which: Which) -> Option<(LinkId, bool)> {
+    let link = match which {
+        Which::Current => current.or(links.last().copied())?,
+        Which::Old(i) => *links.get(usize::from(i) % links.len().max(1))?,
+    };
+    Some((link, Some(link) != current))
+}
+
 fuzz_target!(|steps: Vec<Step>| {
     let mut config = SessionConfig::new(1);
     config.max_outgoing_frames = 8;
@@ -211,24 +265,58 @@ fuzz_target!(|steps: Vec<Step>| {
         .collect();
     let mut issued = HashSet::new();
     let mut completed = HashSet::new();
-    let mut drain = |s: &mut Session, completed: &mut HashSet<u64>| {
-        while s.poll_transport().is_some() {}
-        while s.poll_transmit().is_some() {}
-        while let Some(e) = s.poll_event() {
-            if let Event::Completed { request, .. } = e {
-                assert!(completed.insert(request.0), "completed twice");
-            }
-        }
+    let mut links: Vec<LinkId> = Vec::new();
+    let drain = |s: &mut Session, links: &mut Vec<LinkId>, completed: &mut HashSet<u64>| {
+        s.drain(&mut Out { links, completed });
+        // One drain takes everything: outputs create no outputs.
+        assert!(
+            s.poll_transport().is_none(),
+            "transport action after a drain"
+        );
+        assert!(s.poll_transmit().is_none(), "frame after a drain");
+        assert!(s.poll_event().is_none(), "event after a drain");
     };
     for step in steps.into_iter().take(200) {
         let ch = |i: u8| channels[usize::from(i) % channels.len()];
+        // A transport input on the link `which` names; one on an old link
+        // must be ignored and counted, leaving everything else as it was.
+        let on_link =
+            |s: &mut Session, which: Which, input: &mut dyn FnMut(&mut Session, LinkId)| {
+                let Some((link, stale)) = pick(&links, s.link(), which) else {
+                    return;
+                };
+                let before = (
+                    s.stale_inputs(),
+                    s.connection_state(),
+                    s.link(),
+                    s.queued_frames(),
+                    s.pending_requests(),
+                    s.poll_timeout(),
+                );
+                input(s, link);
+                if stale {
+                    assert_eq!(s.stale_inputs(), before.0 + 1, "stale input counted");
+                    let after = (
+                        s.connection_state(),
+                        s.link(),
+                        s.queued_frames(),
+                        s.pending_requests(),
+                        s.poll_timeout(),
+                    );
+                    assert_eq!(
+                        after,
+                        (before.1, before.2, before.3, before.4, before.5),
+                        "stale input changed the Session"
+                    );
+                }
+            };
         let id = match step {
-            Step::Connected => {
-                s.handle_connected(now);
+            Step::Connected(which) => {
+                on_link(&mut s, which, &mut |s, l| s.handle_connected(now, l));
                 None
             }
-            Step::Disconnected => {
-                s.handle_disconnected(now);
+            Step::Disconnected(which) => {
+                on_link(&mut s, which, &mut |s, l| s.handle_disconnected(now, l));
                 None
             }
             Step::Advance(ms) => {
@@ -236,16 +324,25 @@ fuzz_target!(|steps: Vec<Step>| {
                 s.handle_timeout(now);
                 None
             }
-            Step::Raw(b) => {
-                let _ = s.handle_frame(now, Bytes::from(b));
+            Step::Raw(which, b) => {
+                let frame = Bytes::from(b);
+                on_link(&mut s, which, &mut |s, l| {
+                    let _ = s.handle_frame(now, l, frame.clone());
+                });
                 None
             }
-            Step::Server { request, push } => {
-                let frame = Frame {
+            Step::Server {
+                link,
+                request,
+                push,
+            } => {
+                let frame = encode_frame(&Frame {
                     request_id: request.into(),
                     body: Some(body(push)),
-                };
-                let _ = s.handle_frame(now, encode_frame(&frame));
+                });
+                on_link(&mut s, link, &mut |s, l| {
+                    let _ = s.handle_frame(now, l, frame.clone());
+                });
                 None
             }
             Step::Login(token) => s
@@ -258,7 +355,11 @@ fuzz_target!(|steps: Vec<Step>| {
                     now,
                     Uid(2),
                     Message::new("t", vec![0; usize::from(size)]),
-                    SendOptions { reliable },
+                    if reliable {
+                        SendOptions::reliable()
+                    } else {
+                        SendOptions::unreliable()
+                    },
                 )
                 .ok(),
             Step::SendChannel(i) => s
@@ -290,12 +391,12 @@ fuzz_target!(|steps: Vec<Step>| {
         if let Some(id) = id {
             assert!(issued.insert(id.0));
         }
-        drain(&mut s, &mut completed);
+        drain(&mut s, &mut links, &mut completed);
         assert!(s.pending_requests() <= 8 + 3 + 2);
         assert!(s.held_messages() <= 4 * 4);
     }
     now += Duration::from_secs(60);
     s.handle_timeout(now);
-    drain(&mut s, &mut completed);
+    drain(&mut s, &mut links, &mut completed);
     assert_eq!(issued, completed, "every request completes exactly once");
 });
