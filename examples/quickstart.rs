@@ -108,8 +108,11 @@ fn flow(server: &ServerHandle) -> Step {
     let (alice_uid, bob_uid) = (Uid(1), Uid(2));
 
     println!("[1] create: a client per user (no I/O yet)");
-    let alice = Client::connect(server.local_addr(), SessionConfig::new(DEMO_APPID));
-    let bob = Client::connect(server.local_addr(), SessionConfig::new(DEMO_APPID));
+    let connect = || {
+        Client::connect(server.local_addr(), SessionConfig::new(DEMO_APPID))
+            .map_err(|e| format!("create a client: {e}"))
+    };
+    let (alice, bob) = (connect()?, connect()?);
 
     let token = mint_token(DEMO_SECRET, DEMO_APPID, alice_uid.0, unix_s() + 3600);
     let info = alice
