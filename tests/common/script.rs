@@ -99,8 +99,9 @@ impl Script {
         self.actions.iter().map(Act::of).collect()
     }
 
-    /// The current link (the Session asked for one).
-    pub fn current(&self) -> LinkId {
+    /// The current link (the Session asked for one; drains first to learn it).
+    pub fn current(&mut self) -> LinkId {
+        self.drain();
         self.link.expect("the Session asked for a transport")
     }
 
