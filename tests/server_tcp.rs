@@ -12,7 +12,8 @@ use bytes::{Bytes, BytesMut};
 use hummer_channel::adapters::server_tcp::ServerHandle;
 use hummer_channel::server::{ServerConfig, DEMO_APPID};
 use hummer_channel::wire::{
-    self, decode_frame, encode_frame, write_length_prefixed, Body, Frame, FrameDecoder,
+    self, decode_frame, encode_frame, write_length_prefixed, Body, DecodedFrame, Frame,
+    FrameDecoder,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -53,7 +54,7 @@ impl Client {
     }
 
     /// The next frame, `None` on EOF; panics after `WAIT`.
-    fn next(&mut self) -> Option<Frame> {
+    fn next(&mut self) -> Option<DecodedFrame> {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(f) = self
@@ -79,7 +80,7 @@ impl Client {
     }
 
     /// Frames until one matches, skipping the others.
-    fn until(&mut self, mut pred: impl FnMut(&Frame) -> bool) -> Frame {
+    fn until(&mut self, mut pred: impl FnMut(&DecodedFrame) -> bool) -> DecodedFrame {
         loop {
             let f = self.next().expect("connection closed while waiting");
             if pred(&f) {
@@ -90,7 +91,7 @@ impl Client {
 
     fn req(&mut self, body: Body) -> Body {
         let rid = self.send(body);
-        self.until(|f| f.request_id == rid).body.unwrap()
+        self.until(|f| f.request_id == rid).body
     }
 
     fn login(&mut self, uid: u64, resume: Option<wire::Resume>) -> wire::LoginReply {
@@ -176,9 +177,9 @@ fn binary_serves_p2p_and_broadcast_and_drops_garbage() {
     };
     assert!(r.delivered_online);
     assert_eq!(r.seq, 1);
-    let push = b.until(|f| matches!(f.body, Some(Body::UserMessage(_))));
+    let push = b.until(|f| matches!(f.body, Body::UserMessage(_)));
     assert!(
-        matches!(push.body, Some(Body::UserMessage(m)) if m.from_uid == 1 && m.seq == 1
+        matches!(push.body, Body::UserMessage(m) if m.from_uid == 1 && m.seq == 1
         && m.message.as_ref().unwrap().content == "hello b")
     );
 
@@ -199,20 +200,20 @@ fn binary_serves_p2p_and_broadcast_and_drops_garbage() {
         message_id: next_message_id(),
     }));
     for c in [&mut a, &mut b] {
-        let f = c.until(|f| matches!(f.body, Some(Body::ChannelMessage(_))));
-        assert!(matches!(f.body, Some(Body::ChannelMessage(m)) if m.from_uid == 1 && m.seq == 1));
+        let f = c.until(|f| matches!(f.body, Body::ChannelMessage(_)));
+        assert!(matches!(f.body, Body::ChannelMessage(m) if m.from_uid == 1 && m.seq == 1));
     }
 
     // Garbage: a Close frame, then EOF.
     let mut g = Client::connect(addr);
     g.send_raw(&[0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff]);
     let f = g.next().expect("a Close frame before EOF");
-    assert!(matches!(f.body, Some(Body::Close(c)) if c.code == 2001));
+    assert!(matches!(f.body, Body::Close(c) if c.code == 2001));
     assert!(g.next().is_none(), "EOF after the Close frame");
     // An oversized length prefix too.
     let mut g2 = Client::connect(addr);
     g2.send_raw(&(1u32 << 30).to_be_bytes());
-    assert!(matches!(g2.next().and_then(|f| f.body), Some(Body::Close(c)) if c.code == 2001));
+    assert!(matches!(g2.next().map(|f| f.body), Some(Body::Close(c)) if c.code == 2001));
     assert!(g2.next().is_none());
 
     // The others carry on.
@@ -226,8 +227,8 @@ fn binary_serves_p2p_and_broadcast_and_drops_garbage() {
         unreliable: false,
         message_id: next_message_id(),
     }));
-    let f = a.until(|f| matches!(f.body, Some(Body::ChannelMessage(_))));
-    assert!(matches!(f.body, Some(Body::ChannelMessage(m)) if m.from_uid == 2 && m.seq == 2));
+    let f = a.until(|f| matches!(f.body, Body::ChannelMessage(_)));
+    assert!(matches!(f.body, Body::ChannelMessage(m) if m.from_uid == 2 && m.seq == 2));
 }
 
 #[test]
@@ -268,7 +269,7 @@ fn handle_drop_connections_then_resume() {
     handle.shutdown();
     let close = a2.next().expect("a Close frame before the socket closes");
     assert!(
-        matches!(close.body, Some(Body::Close(ref c)) if c.code == 4006),
+        matches!(close.body, Body::Close(ref c) if c.code == 4006),
         "shutdown says so: {close:?}"
     );
     assert!(a2.next().is_none(), "shutdown closes connections");
@@ -276,15 +277,16 @@ fn handle_drop_connections_then_resume() {
 
 #[test]
 fn slow_reader_is_disconnected_and_others_carry_on() {
-    let config = ServerConfig {
-        max_queued_bytes: 256 * 1024,
-        rate_limit_sends: 1_000_000,
-        rate_limits: {
+    let config = {
+        let mut cfg = ServerConfig::demo();
+        cfg.max_queued_bytes = 256 * 1024;
+        cfg.rate_limit_sends = 1_000_000;
+        cfg.rate_limits = {
             let mut r = hummer_channel::server::RateLimits::default();
             r.sends = hummer_channel::server::RateLimit::new(1_000_000, Duration::from_secs(3));
             r
-        },
-        ..ServerConfig::demo()
+        };
+        cfg
     };
     let handle = ServerHandle::spawn(config, "127.0.0.1:0".parse().unwrap()).expect("spawn");
     let addr = handle.local_addr();
@@ -429,7 +431,7 @@ fn every_malformed_frame_case_gets_close_2001_then_eof() {
             .next()
             .unwrap_or_else(|| panic!("{case}: EOF without Close"));
         assert!(
-            matches!(close.body, Some(Body::Close(ref x)) if x.code == 2001),
+            matches!(close.body, Body::Close(ref x) if x.code == 2001),
             "{case}: {close:?}"
         );
         assert!(c.next().is_none(), "{case}: the link closes after Close");
@@ -464,7 +466,7 @@ fn a_frame_of_exactly_the_maximum_size_is_accepted() {
     c.send_raw(&bytes);
     let pong = c.next().expect("a Pong");
     assert!(
-        matches!(pong.body, Some(Body::Pong(wire::Pong { nonce: 7 }))),
+        matches!(pong.body, Body::Pong(wire::Pong { nonce: 7 })),
         "{pong:?}"
     );
 }
@@ -484,12 +486,12 @@ fn another_protocol_version_is_refused_with_2010() {
     let reply = c.next().expect("an error reply");
     assert_eq!(reply.request_id, rid);
     assert!(
-        matches!(reply.body, Some(Body::Error(ref e)) if e.code == 2010),
+        matches!(reply.body, Body::Error(ref e) if e.code == 2010),
         "{reply:?}"
     );
     let close = c.next().expect("a Close");
     assert!(
-        matches!(close.body, Some(Body::Close(ref x)) if x.code == 2010),
+        matches!(close.body, Body::Close(ref x) if x.code == 2010),
         "{close:?}"
     );
     assert!(c.next().is_none());

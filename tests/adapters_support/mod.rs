@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 use hummer_channel::client::{SessionConfig, Timing};
 use hummer_channel::server::DEMO_APPID;
-use hummer_channel::wire::{self, Body, Frame, FrameDecoder};
+use hummer_channel::wire::{self, Body, DecodedFrame, Frame, FrameDecoder};
 use hummer_channel::Attributes;
 
 /// Every wait on an event is bounded by this.
@@ -32,10 +32,11 @@ pub fn watchdog(limit: Duration) {
 /// The demo app with fast reconnects.
 pub fn fast_config() -> SessionConfig {
     let mut config = SessionConfig::new(DEMO_APPID);
-    config.timing = Timing {
-        reconnect_min: Duration::from_millis(20),
-        reconnect_max: Duration::from_millis(200),
-        ..Timing::default()
+    config.timing = {
+        let mut cfg = Timing::default();
+        cfg.reconnect_min = Duration::from_millis(20);
+        cfg.reconnect_max = Duration::from_millis(200);
+        cfg
     };
     config
 }
@@ -126,16 +127,13 @@ pub fn fake_server(after: AfterLogin) -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, accepted)
 }
 
-fn read_frame(stream: &mut TcpStream, decoder: &mut FrameDecoder) -> Frame {
+fn read_frame(stream: &mut TcpStream, decoder: &mut FrameDecoder) -> DecodedFrame {
     let mut buf = [0u8; 4096];
     loop {
         if let Some(frame) = decoder.next_frame().unwrap() {
             let frame = wire::decode_frame(frame, 64 * 1024).unwrap();
             // Skip pings and acks: wait for a request.
-            if !matches!(
-                frame.body,
-                Some(Body::Ping(_) | Body::Pong(_) | Body::Ack(_))
-            ) {
+            if !matches!(frame.body, Body::Ping(_) | Body::Pong(_) | Body::Ack(_)) {
                 return frame;
             }
             continue;
@@ -177,7 +175,11 @@ macro_rules! scenario_every_operation {
         let bob = Client::connect(addr, fast_config());
         let carol = Client::connect(addr, fast_config());
         let notify = AttributeOptions::default();
-        let quiet = AttributeOptions { enable_notification: false };
+        let quiet = {
+            let mut cfg = AttributeOptions::default();
+            cfg.enable_notification = false;
+            cfg
+        };
 
         // Before login: refused locally.
         assert_eq!(
