@@ -2,307 +2,288 @@
 
 use crate::support::*;
 
-#[test]
-fn every_operation_sends_its_request_and_completes() {
-    let mut t = Script::logged_in();
-    let ch = t.joined("room", 3, 0);
-    let opts = AttributeOptions::default();
-    let attrs: Attributes = [("role".to_string(), "host".to_string())].into();
+/// Every operation, one test each (`every_operation::<operation>`): its
+/// request frame, and its completion from the scripted server's reply. Each
+/// runs on a fresh Session logged in and joined to "room" (number 3), so
+/// that one operation's failure hides no other.
+mod every_operation {
+    use crate::support::*;
 
-    let r = round_trip(
-        &mut t,
-        |s, now| s.set_user_region(now, Region::MeEast),
-        |b| assert!(matches!(b, Body::SetUserRegion(r) if r.region == Region::MeEast.to_wire())),
-        ok(),
-    );
-    assert_eq!(r, Ok(Reply::Done));
-
-    let r = round_trip(
-        &mut t,
-        |s, now| s.get_instance_info(now),
-        |b| assert!(matches!(b, Body::GetInstanceInfo(_))),
-        Body::InstanceInfo(wire::InstanceInfoReply {
-            appid: 10000,
-            uid: ME,
-            instance_id: 55,
-            is_anonymous: true,
-            region: Region::Cn.to_wire(),
-            channels: vec![wire::ChannelKey {
-                region: Region::Cn.to_wire(),
-                channel_id: "room".into(),
-            }],
-        }),
-    );
-    let Ok(Reply::InstanceInfo(info)) = r else {
-        panic!("{r:?}")
-    };
-    assert_eq!(info.channels[0].channel_id, "room");
-    assert_eq!(info.uid, Uid(ME));
-
-    let r = round_trip(
-        &mut t,
-        |s, now| {
-            s.send_message_to_user(
-                now,
-                Uid(2),
-                Message::new("t", "hi"),
-                SendOptions::unreliable(),
-            )
-        },
-        |b| {
-            assert!(
-                matches!(b, Body::SendToUser(r) if r.receiver == 2 && r.unreliable && r.message_id != 0 && r.message.as_ref().unwrap().content == "hi")
-            )
-        },
-        Body::SendReply(wire::SendReply {
-            timestamp_ms: 77,
-            delivered_online: false,
-            seq: 0,
-        }),
-    );
-    assert!(matches!(r, Ok(Reply::MessageSent(m)) if m.timestamp_ms == 77 && !m.delivered_online));
-
-    let r = round_trip(
-        &mut t,
-        |s, now| s.query_users_online_status(now, &[Uid(2), Uid(3)]),
-        |b| assert!(matches!(b, Body::QueryOnline(q) if q.uids == vec![2, 3])),
-        Body::OnlineStatus(wire::OnlineStatusReply {
-            status: [(2, true), (3, false)].into(),
-        }),
-    );
-    assert_eq!(
-        r,
-        Ok(Reply::OnlineStatus(
-            [(Uid(2), true), (Uid(3), false)].into()
-        ))
-    );
-
-    let r = round_trip(
-        &mut t,
-        |s, now| {
-            s.send_message_to_channel(now, ch, Message::new("t", "all"), SendOptions::default())
-        },
-        |b| {
-            assert!(
-                matches!(b, Body::SendToChannel(r) if !r.unreliable && r.message_id != 0 && r.channel.as_ref().unwrap().channel_id == "room")
-            )
-        },
-        Body::SendReply(wire::SendReply {
-            timestamp_ms: 78,
-            delivered_online: true,
-            seq: 1,
-        }),
-    );
-    assert!(matches!(r, Ok(Reply::MessageSent(_))));
-
-    // The eight attribute writes: op, target, payload and the notification flag.
-    type Write = Box<dyn FnOnce(&mut Session, Instant) -> Result<RequestId, CommandError>>;
-    let a = attrs.clone();
-    let writes: Vec<(Write, bool, wire::AttributeOp)> = vec![
-        (
-            Box::new(move |s, n| s.set_local_user_attributes(n, ch, a, opts)),
-            true,
-            wire::AttributeOp::Set,
-        ),
-        (
-            Box::new(move |s, n| {
-                s.delete_local_user_attributes_by_keys(
-                    n,
-                    ch,
-                    vec!["role".into()],
-                    AttributeOptions::notify(false),
-                )
-            }),
-            true,
-            wire::AttributeOp::Delete,
-        ),
-        (
-            Box::new({
-                let a = attrs.clone();
-                move |s, n| s.add_or_update_local_user_attributes(n, ch, a, opts)
-            }),
-            true,
-            wire::AttributeOp::AddOrUpdate,
-        ),
-        (
-            Box::new(move |s, n| s.clear_local_user_attributes(n, ch, opts)),
-            true,
-            wire::AttributeOp::Clear,
-        ),
-        (
-            Box::new({
-                let a = attrs.clone();
-                move |s, n| s.set_channel_attributes(n, ch, a, opts)
-            }),
-            false,
-            wire::AttributeOp::Set,
-        ),
-        (
-            Box::new(move |s, n| {
-                s.delete_channel_attributes_by_keys(n, ch, vec!["role".into()], opts)
-            }),
-            false,
-            wire::AttributeOp::Delete,
-        ),
-        (
-            Box::new({
-                let a = attrs.clone();
-                move |s, n| s.add_or_update_channel_attributes(n, ch, a, opts)
-            }),
-            false,
-            wire::AttributeOp::AddOrUpdate,
-        ),
-        (
-            Box::new(move |s, n| s.clear_channel_attributes(n, ch, opts)),
-            false,
-            wire::AttributeOp::Clear,
-        ),
-    ];
-    for (i, (cmd, user, op)) in writes.into_iter().enumerate() {
-        let r = round_trip(
-            &mut t,
-            cmd,
-            |b| {
-                let w = match (b, user) {
-                    (Body::WriteUserAttributes(w), true)
-                    | (Body::WriteChannelAttributes(w), false) => w,
-                    other => panic!("write {i}: wrong frame {other:?}"),
-                };
-                assert_eq!(w.op, op as i32, "write {i}");
-                assert_eq!(
-                    w.enable_notification,
-                    i != 1,
-                    "write {i}: notification flag"
-                );
-                match op {
-                    wire::AttributeOp::Set | wire::AttributeOp::AddOrUpdate => {
-                        assert_eq!(w.attributes, attrs)
-                    }
-                    wire::AttributeOp::Delete => assert_eq!(w.keys, vec!["role".to_string()]),
-                    _ => assert!(w.attributes.is_empty() && w.keys.is_empty()),
-                }
-            },
-            ok(),
-        );
-        assert_eq!(r, Ok(Reply::Done), "write {i}");
+    /// Runs `cmd` on a fresh logged-in Session joined to "room", checks the
+    /// request frame with `request`, answers `reply`, and checks the
+    /// completion (and the Session after it) with `done`.
+    fn operation(
+        cmd: impl FnOnce(&mut Session, Instant, ChannelHandle) -> Result<RequestId, CommandError>,
+        request: impl FnOnce(&Body),
+        reply: Body,
+        done: impl FnOnce(Result<Reply, ServiceError>, &mut Script, ChannelHandle),
+    ) {
+        let mut t = Script::logged_in();
+        let ch = t.joined("room", 3, 0);
+        let r = round_trip(&mut t, |s, now| cmd(s, now, ch), request, reply);
+        done(r, &mut t, ch);
     }
 
-    let r = round_trip(
-        &mut t,
-        |s, now| s.get_channel_user_list(now, ch),
-        |b| assert!(matches!(b, Body::GetUserList(k) if k.channel_id == "room")),
-        Body::UserList(wire::UserListReply { uids: vec![2, ME] }),
-    );
-    let Ok(Reply::UserList(list)) = r else {
-        panic!("{r:?}")
-    };
-    assert_eq!(
-        (list.appid, list.channel_id.as_str(), list.users),
-        (10000, "room", vec![Uid(2), Uid(ME)])
-    );
+    /// One `#[test]` per row: `name: (cmd, request check, reply, completion check)`.
+    macro_rules! operations {
+        ($($name:ident: ($cmd:expr, $request:expr, $reply:expr, $done:expr $(,)?);)*) => {
+            $(
+                #[test]
+                fn $name() {
+                    operation($cmd, $request, $reply, $done);
+                }
+            )*
+        };
+    }
 
-    let attr_reply = || {
+    fn attrs() -> Attributes {
+        [("role".to_string(), "host".to_string())].into()
+    }
+
+    fn opts() -> AttributeOptions {
+        AttributeOptions::default()
+    }
+
+    fn done(r: Result<Reply, ServiceError>, _: &mut Script, _: ChannelHandle) {
+        assert_eq!(r, Ok(Reply::Done));
+    }
+
+    /// An attribute write: of the user (`user`) or the channel, with `op`,
+    /// the payload `op` carries, and the notification flag `notify`.
+    fn write(user: bool, op: wire::AttributeOp, notify: bool) -> impl FnOnce(&Body) {
+        move |b| {
+            let w = match (b, user) {
+                (Body::WriteUserAttributes(w), true) | (Body::WriteChannelAttributes(w), false) => {
+                    w
+                }
+                other => panic!("wrong frame {other:?}"),
+            };
+            assert_eq!(w.op, op as i32);
+            assert_eq!(w.enable_notification, notify, "notification flag");
+            match op {
+                wire::AttributeOp::Set | wire::AttributeOp::AddOrUpdate => {
+                    assert_eq!(w.attributes, attrs())
+                }
+                wire::AttributeOp::Delete => assert_eq!(w.keys, vec!["role".to_string()]),
+                _ => assert!(w.attributes.is_empty() && w.keys.is_empty()),
+            }
+        }
+    }
+
+    fn attr_reply() -> Body {
         Body::Attributes(wire::AttributesReply {
             attributes: [("role".into(), "host".into())].into(),
             last_update_uid: 2,
             last_update_ts: 9,
         })
-    };
-    let r = round_trip(
-        &mut t,
-        |s, now| s.get_user_attributes(now, ch, Uid(2)),
-        |b| assert!(matches!(b, Body::GetUserAttributes(g) if g.uid == 2 && g.keys.is_empty())),
-        attr_reply(),
-    );
-    assert!(
-        matches!(&r, Ok(Reply::Attributes(a)) if a.attributes == attrs && a.channel_id == "room"),
-        "{r:?}"
-    );
-    let r = round_trip(
-        &mut t,
-        |s, now| s.get_user_attributes_by_keys(now, ch, Uid(2), vec!["role".into()]),
-        |b| assert!(matches!(b, Body::GetUserAttributes(g) if g.keys == vec!["role".to_string()])),
-        attr_reply(),
-    );
-    assert!(matches!(r, Ok(Reply::Attributes(_))));
-    let r = round_trip(
-        &mut t,
-        |s, now| s.get_channel_attributes(now, ch),
-        |b| assert!(matches!(b, Body::GetChannelAttributes(g) if g.keys.is_empty())),
-        attr_reply(),
-    );
-    assert!(
-        matches!(&r, Ok(Reply::Attributes(a)) if a.last_update_uid == Some(Uid(2)) && a.last_update_ts == 9),
-        "{r:?}"
-    );
-    let r = round_trip(
-        &mut t,
-        |s, now| s.get_channel_attributes_by_keys(now, ch, vec!["role".into()]),
-        |b| assert!(matches!(b, Body::GetChannelAttributes(g) if g.keys.len() == 1)),
-        attr_reply(),
-    );
-    assert!(matches!(r, Ok(Reply::Attributes(_))));
+    }
 
-    let r = round_trip(
-        &mut t,
-        |s, now| s.get_channel_user_count(now, ch, vec!["room".into(), "empty".into()]),
-        |b| {
-            assert!(
+    operations! {
+        set_user_region: (
+            |s, now, _| s.set_user_region(now, Region::MeEast),
+            |b| assert!(matches!(b, Body::SetUserRegion(r) if r.region == Region::MeEast.to_wire())),
+            ok(),
+            done,
+        );
+        get_instance_info: (
+            |s, now, _| s.get_instance_info(now),
+            |b| assert!(matches!(b, Body::GetInstanceInfo(_))),
+            Body::InstanceInfo(wire::InstanceInfoReply {
+                appid: 10000,
+                uid: ME,
+                instance_id: 55,
+                is_anonymous: true,
+                region: Region::Cn.to_wire(),
+                channels: vec![wire::ChannelKey {
+                    region: Region::Cn.to_wire(),
+                    channel_id: "room".into(),
+                }],
+            }),
+            |r, _, _| {
+                let Ok(Reply::InstanceInfo(info)) = r else {
+                    panic!("{r:?}")
+                };
+                assert_eq!(info.channels[0].channel_id, "room");
+                assert_eq!(info.uid, Uid(ME));
+            },
+        );
+        send_message_to_user: (
+            |s, now, _| s.send_message_to_user(now, Uid(2), Message::new("t", "hi"), SendOptions::unreliable()),
+            |b| assert!(
+                matches!(b, Body::SendToUser(r) if r.receiver == 2 && r.unreliable && r.message_id != 0 && r.message.as_ref().unwrap().content == "hi")
+            ),
+            Body::SendReply(wire::SendReply {
+                timestamp_ms: 77,
+                delivered_online: false,
+                seq: 0,
+            }),
+            |r, _, _| assert!(matches!(&r, Ok(Reply::MessageSent(m)) if m.timestamp_ms == 77 && !m.delivered_online), "{r:?}"),
+        );
+        query_users_online_status: (
+            |s, now, _| s.query_users_online_status(now, &[Uid(2), Uid(3)]),
+            |b| assert!(matches!(b, Body::QueryOnline(q) if q.uids == vec![2, 3])),
+            Body::OnlineStatus(wire::OnlineStatusReply {
+                status: [(2, true), (3, false)].into(),
+            }),
+            |r, _, _| assert_eq!(r, Ok(Reply::OnlineStatus([(Uid(2), true), (Uid(3), false)].into()))),
+        );
+        send_message_to_channel: (
+            |s, now, ch| s.send_message_to_channel(now, ch, Message::new("t", "all"), SendOptions::default()),
+            |b| assert!(
+                matches!(b, Body::SendToChannel(r) if !r.unreliable && r.message_id != 0 && r.channel.as_ref().unwrap().channel_id == "room")
+            ),
+            Body::SendReply(wire::SendReply {
+                timestamp_ms: 78,
+                delivered_online: true,
+                seq: 1,
+            }),
+            |r, _, _| assert!(matches!(&r, Ok(Reply::MessageSent(m)) if m.timestamp_ms == 78), "{r:?}"),
+        );
+        set_local_user_attributes: (
+            |s, now, ch| s.set_local_user_attributes(now, ch, attrs(), opts()),
+            write(true, wire::AttributeOp::Set, true),
+            ok(),
+            done,
+        );
+        delete_local_user_attributes_by_keys: (
+            |s, now, ch| s.delete_local_user_attributes_by_keys(now, ch, vec!["role".into()], AttributeOptions::notify(false)),
+            write(true, wire::AttributeOp::Delete, false),
+            ok(),
+            done,
+        );
+        add_or_update_local_user_attributes: (
+            |s, now, ch| s.add_or_update_local_user_attributes(now, ch, attrs(), opts()),
+            write(true, wire::AttributeOp::AddOrUpdate, true),
+            ok(),
+            done,
+        );
+        clear_local_user_attributes: (
+            |s, now, ch| s.clear_local_user_attributes(now, ch, opts()),
+            write(true, wire::AttributeOp::Clear, true),
+            ok(),
+            done,
+        );
+        set_channel_attributes: (
+            |s, now, ch| s.set_channel_attributes(now, ch, attrs(), opts()),
+            write(false, wire::AttributeOp::Set, true),
+            ok(),
+            done,
+        );
+        delete_channel_attributes_by_keys: (
+            |s, now, ch| s.delete_channel_attributes_by_keys(now, ch, vec!["role".into()], opts()),
+            write(false, wire::AttributeOp::Delete, true),
+            ok(),
+            done,
+        );
+        add_or_update_channel_attributes: (
+            |s, now, ch| s.add_or_update_channel_attributes(now, ch, attrs(), opts()),
+            write(false, wire::AttributeOp::AddOrUpdate, true),
+            ok(),
+            done,
+        );
+        clear_channel_attributes: (
+            |s, now, ch| s.clear_channel_attributes(now, ch, opts()),
+            write(false, wire::AttributeOp::Clear, true),
+            ok(),
+            done,
+        );
+        get_channel_user_list: (
+            |s, now, ch| s.get_channel_user_list(now, ch),
+            |b| assert!(matches!(b, Body::GetUserList(k) if k.channel_id == "room")),
+            Body::UserList(wire::UserListReply { uids: vec![2, ME] }),
+            |r, _, _| {
+                let Ok(Reply::UserList(list)) = r else {
+                    panic!("{r:?}")
+                };
+                assert_eq!(
+                    (list.appid, list.channel_id.as_str(), list.users),
+                    (10000, "room", vec![Uid(2), Uid(ME)])
+                );
+            },
+        );
+        get_user_attributes: (
+            |s, now, ch| s.get_user_attributes(now, ch, Uid(2)),
+            |b| assert!(matches!(b, Body::GetUserAttributes(g) if g.uid == 2 && g.keys.is_empty())),
+            attr_reply(),
+            |r, _, _| assert!(
+                matches!(&r, Ok(Reply::Attributes(a)) if a.attributes == attrs() && a.channel_id == "room"),
+                "{r:?}"
+            ),
+        );
+        get_user_attributes_by_keys: (
+            |s, now, ch| s.get_user_attributes_by_keys(now, ch, Uid(2), vec!["role".into()]),
+            |b| assert!(matches!(b, Body::GetUserAttributes(g) if g.uid == 2 && g.keys == vec!["role".to_string()])),
+            attr_reply(),
+            |r, _, _| assert!(matches!(&r, Ok(Reply::Attributes(a)) if a.attributes == attrs()), "{r:?}"),
+        );
+        get_channel_attributes: (
+            |s, now, ch| s.get_channel_attributes(now, ch),
+            |b| assert!(matches!(b, Body::GetChannelAttributes(g) if g.keys.is_empty())),
+            attr_reply(),
+            |r, _, _| assert!(
+                matches!(&r, Ok(Reply::Attributes(a)) if a.last_update_uid == Some(Uid(2)) && a.last_update_ts == 9),
+                "{r:?}"
+            ),
+        );
+        get_channel_attributes_by_keys: (
+            |s, now, ch| s.get_channel_attributes_by_keys(now, ch, vec!["role".into()]),
+            |b| assert!(matches!(b, Body::GetChannelAttributes(g) if g.keys == vec!["role".to_string()])),
+            attr_reply(),
+            |r, _, _| assert!(matches!(&r, Ok(Reply::Attributes(a)) if a.attributes == attrs()), "{r:?}"),
+        );
+        get_channel_user_count: (
+            |s, now, ch| s.get_channel_user_count(now, ch, vec!["room".into(), "empty".into()]),
+            |b| assert!(
                 matches!(b, Body::GetUserCount(g) if g.region == Region::Cn.to_wire() && g.channel_ids.len() == 2)
-            )
-        },
-        Body::UserCount(wire::UserCountReply {
-            counts: [("room".into(), 2), ("empty".into(), 0)].into(),
-        }),
-    );
-    let Ok(Reply::UserCount(c)) = r else {
-        panic!("{r:?}")
-    };
-    assert_eq!(c.user_count.get("empty"), Some(&0));
-
-    let r = round_trip(
-        &mut t,
-        |s, now| s.get_channel_user_list_by_attribute(now, ch, "role".into(), "host".into()),
-        |b| {
-            assert!(
+            ),
+            Body::UserCount(wire::UserCountReply {
+                counts: [("room".into(), 2), ("empty".into(), 0)].into(),
+            }),
+            |r, _, _| {
+                let Ok(Reply::UserCount(c)) = r else {
+                    panic!("{r:?}")
+                };
+                assert_eq!(c.user_count.get("room"), Some(&2));
+                assert_eq!(c.user_count.get("empty"), Some(&0));
+            },
+        );
+        get_channel_user_list_by_attribute: (
+            |s, now, ch| s.get_channel_user_list_by_attribute(now, ch, "role".into(), "host".into()),
+            |b| assert!(
                 matches!(b, Body::GetUserListByAttribute(g) if g.key == "role" && g.value == "host")
-            )
-        },
-        Body::UserList(wire::UserListReply { uids: vec![2] }),
-    );
-    assert!(matches!(r, Ok(Reply::UserList(l)) if l.users == vec![Uid(2)]));
-
-    let r = round_trip(
-        &mut t,
-        |s, now| s.refresh_token(now, "new-token".into()),
-        |b| assert!(matches!(b, Body::RefreshToken(r) if r.token == "new-token")),
-        Body::RefreshTokenReply(wire::RefreshTokenReply {
-            token_expires_at_ms: 0,
-            server_time_ms: 1,
-        }),
-    );
-    assert_eq!(r, Ok(Reply::Done));
-
-    let r = round_trip(
-        &mut t,
-        |s, now| s.leave_channel(now, ch, Attributes::new()),
-        |b| {
-            assert!(matches!(b, Body::Leave(l) if l.channel.as_ref().unwrap().channel_id == "room"))
-        },
-        ok(),
-    );
-    assert_eq!(r, Ok(Reply::Done));
-    assert!(!t.s.is_joined(ch));
-
-    let r = round_trip(
-        &mut t,
-        |s, now| s.logout(now),
-        |b| assert!(matches!(b, Body::Logout(_))),
-        ok(),
-    );
-    assert_eq!(r, Ok(Reply::Done));
-    assert!(t.events.contains(&state(S::Disconnected, R::Logout)));
-    assert_eq!(t.acts().last(), Some(&Act::Close));
+            ),
+            Body::UserList(wire::UserListReply { uids: vec![2] }),
+            |r, _, _| assert!(matches!(&r, Ok(Reply::UserList(l)) if l.users == vec![Uid(2)]), "{r:?}"),
+        );
+        refresh_token: (
+            |s, now, _| s.refresh_token(now, "new-token".into()),
+            |b| assert!(matches!(b, Body::RefreshToken(r) if r.token == "new-token")),
+            Body::RefreshTokenReply(wire::RefreshTokenReply {
+                token_expires_at_ms: 0,
+                server_time_ms: 1,
+            }),
+            done,
+        );
+        leave_channel: (
+            |s, now, ch| s.leave_channel(now, ch, Attributes::new()),
+            |b| assert!(matches!(b, Body::Leave(l) if l.channel.as_ref().unwrap().channel_id == "room")),
+            ok(),
+            |r, t, ch| {
+                assert_eq!(r, Ok(Reply::Done));
+                assert!(!t.s.is_joined(ch));
+            },
+        );
+        logout: (
+            |s, now, _| s.logout(now),
+            |b| assert!(matches!(b, Body::Logout(_))),
+            ok(),
+            |r, t, _| {
+                assert_eq!(r, Ok(Reply::Done));
+                assert!(t.events.contains(&state(S::Disconnected, R::Logout)));
+                assert_eq!(t.acts().last(), Some(&Act::Close));
+            },
+        );
+    }
 }
 
 #[test]
