@@ -12,6 +12,16 @@ use hummer_channel::client::Event;
 
 use hummer_channel::adapters::server_tcp::ServerHandle;
 
+/// A client (its driver thread started).
+macro_rules! connect {
+    ($addr:expr, $config:expr) => {
+        Client::connect($addr, $config).expect("start the driver thread")
+    };
+    ($addr:expr, $config:expr, $event_capacity:expr) => {
+        Client::connect_with_event_capacity($addr, $config, $event_capacity).expect("start the driver thread")
+    };
+}
+
 macro_rules! wait {
     ($e:expr) => {
         $e
@@ -129,8 +139,8 @@ fn restarted_server_with_the_same_seed_loses_nothing_silently() {
     guard();
     let server = ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = server.local_addr();
-    let alice = Client::connect(addr, fast_config());
-    let bob = Client::connect(addr, fast_config());
+    let alice = connect!(addr, fast_config());
+    let bob = connect!(addr, fast_config());
     alice.login(Uid(1), None, None).unwrap();
     bob.login(Uid(2), None, None).unwrap();
     let ra = alice.create_channel(Region::Cn, "restart").unwrap();

@@ -14,6 +14,16 @@ use smol::Timer;
 
 use hummer_channel::adapters::server_tcp::ServerHandle;
 
+/// A client (its driver task started).
+macro_rules! connect {
+    ($addr:expr, $config:expr) => {
+        Client::connect($addr, $config)
+    };
+    ($addr:expr, $config:expr, $event_capacity:expr) => {
+        Client::connect_with_event_capacity($addr, $config, $event_capacity)
+    };
+}
+
 macro_rules! wait {
     ($e:expr) => {
         $e.await

@@ -524,7 +524,11 @@ impl Run {
             false => n.to_string(),
         };
         let msg = Message::new("m", content);
-        let options = SendOptions { reliable };
+        let options = {
+            let mut cfg = SendOptions::default();
+            cfg.reliable = reliable;
+            cfg
+        };
         let ch = self.channels[from];
         let r = self.sim.command(self.clients[from], |s, now| match to_uid {
             Some(uid) => s.send_message_to_user(now, Uid(uid), msg, options),
@@ -1094,7 +1098,8 @@ impl Run {
         let timeout = SessionConfig::new(DEMO_APPID).timing.message_timeout;
         for i in 0..4 {
             // Request id -> (first sent, the request frame).
-            let mut sends: BTreeMap<u64, (std::time::Instant, &wire::Frame)> = BTreeMap::new();
+            let mut sends: BTreeMap<u64, (std::time::Instant, &wire::DecodedFrame)> =
+                BTreeMap::new();
             let mut answered: HashMap<u64, std::time::Instant> = HashMap::new();
             let mut logins = Vec::new();
             for f in wire.frames.iter().filter(|f| f.client.0 == i) {

@@ -366,8 +366,10 @@ fn notifications_follow_enable_notification() {
     let _cb = join(&mut sim, bob, "room");
     sim.run_for(Duration::from_millis(500));
     sim.take_events(bob);
-    let quiet = AttributeOptions {
-        enable_notification: false,
+    let quiet = {
+        let mut cfg = AttributeOptions::default();
+        cfg.enable_notification = false;
+        cfg
     };
     ok(&mut sim, alice, |s, now| {
         s.set_local_user_attributes(now, ca, attrs(&[("a", "1")]), quiet)
@@ -488,7 +490,11 @@ fn offline_messages_arrive_at_the_next_login_in_order() {
     }
     // Unreliable messages to an offline user are not kept.
     ok(&mut sim, alice, |s, now| {
-        s.send_message_to_user(now, Uid(2), msg("lost"), SendOptions { reliable: false })
+        s.send_message_to_user(now, Uid(2), msg("lost"), {
+            let mut cfg = SendOptions::default();
+            cfg.reliable = false;
+            cfg
+        })
     });
     sim.take_events(bob);
     let bob2 = login(&mut sim, 2);

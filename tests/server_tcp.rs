@@ -11,7 +11,8 @@ use bytes::{Bytes, BytesMut};
 use hummer_channel::adapters::server_tcp::ServerHandle;
 use hummer_channel::server::{ServerConfig, DEMO_APPID};
 use hummer_channel::wire::{
-    self, decode_frame, encode_frame, write_length_prefixed, Body, Frame, FrameDecoder,
+    self, decode_frame, encode_frame, write_length_prefixed, Body, DecodedFrame, Frame,
+    FrameDecoder,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -52,7 +53,7 @@ impl Client {
     }
 
     /// The next frame, `None` on EOF; panics after `WAIT`.
-    fn next(&mut self) -> Option<Frame> {
+    fn next(&mut self) -> Option<DecodedFrame> {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(f) = self
@@ -78,7 +79,7 @@ impl Client {
     }
 
     /// Frames until one matches, skipping the others.
-    fn until(&mut self, mut pred: impl FnMut(&Frame) -> bool) -> Frame {
+    fn until(&mut self, mut pred: impl FnMut(&DecodedFrame) -> bool) -> DecodedFrame {
         loop {
             let f = self.next().expect("connection closed while waiting");
             if pred(&f) {
@@ -89,7 +90,7 @@ impl Client {
 
     fn req(&mut self, body: Body) -> Body {
         let rid = self.send(body);
-        self.until(|f| f.request_id == rid).body.unwrap()
+        self.until(|f| f.request_id == rid).body
     }
 
     fn login(&mut self, uid: u64, resume: Option<wire::Resume>) -> wire::LoginReply {
@@ -159,7 +160,7 @@ fn handle_drop_connections_then_resume() {
     handle.shutdown();
     let close = a2.next().expect("a Close frame before the socket closes");
     assert!(
-        matches!(close.body, Some(Body::Close(ref c)) if c.code == 4006),
+        matches!(close.body, Body::Close(ref c) if c.code == 4006),
         "shutdown says so: {close:?}"
     );
     assert!(a2.next().is_none(), "shutdown closes connections");
@@ -167,15 +168,16 @@ fn handle_drop_connections_then_resume() {
 
 #[test]
 fn slow_reader_is_disconnected_and_others_carry_on() {
-    let config = ServerConfig {
-        max_queued_bytes: 256 * 1024,
-        rate_limit_sends: 1_000_000,
-        rate_limits: {
+    let config = {
+        let mut cfg = ServerConfig::demo();
+        cfg.max_queued_bytes = 256 * 1024;
+        cfg.rate_limit_sends = 1_000_000;
+        cfg.rate_limits = {
             let mut r = hummer_channel::server::RateLimits::default();
             r.sends = hummer_channel::server::RateLimit::new(1_000_000, Duration::from_secs(3));
             r
-        },
-        ..ServerConfig::demo()
+        };
+        cfg
     };
     let handle = ServerHandle::spawn(config, "127.0.0.1:0".parse().unwrap()).expect("spawn");
     let addr = handle.local_addr();
@@ -275,7 +277,7 @@ fn every_malformed_frame_case_gets_close_2001_then_eof() {
             .next()
             .unwrap_or_else(|| panic!("{case}: EOF without Close"));
         assert!(
-            matches!(close.body, Some(Body::Close(ref x)) if x.code == 2001),
+            matches!(close.body, Body::Close(ref x) if x.code == 2001),
             "{case}: {close:?}"
         );
         assert!(c.next().is_none(), "{case}: the link closes after Close");
@@ -310,7 +312,7 @@ fn a_frame_of_exactly_the_maximum_size_is_accepted() {
     c.send_raw(&bytes);
     let pong = c.next().expect("a Pong");
     assert!(
-        matches!(pong.body, Some(Body::Pong(wire::Pong { nonce: 7 }))),
+        matches!(pong.body, Body::Pong(wire::Pong { nonce: 7 })),
         "{pong:?}"
     );
 }
@@ -330,12 +332,12 @@ fn another_protocol_version_is_refused_with_2010() {
     let reply = c.next().expect("an error reply");
     assert_eq!(reply.request_id, rid);
     assert!(
-        matches!(reply.body, Some(Body::Error(ref e)) if e.code == 2010),
+        matches!(reply.body, Body::Error(ref e) if e.code == 2010),
         "{reply:?}"
     );
     let close = c.next().expect("a Close");
     assert!(
-        matches!(close.body, Some(Body::Close(ref x)) if x.code == 2010),
+        matches!(close.body, Body::Close(ref x) if x.code == 2010),
         "{close:?}"
     );
     assert!(c.next().is_none());

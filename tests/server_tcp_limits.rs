@@ -16,7 +16,8 @@ use bytes::{Bytes, BytesMut};
 use hummer_channel::adapters::server_tcp::{RunnerConfig, RunnerStats, ServerHandle};
 use hummer_channel::server::{ServerConfig, DEMO_APPID};
 use hummer_channel::wire::{
-    self, decode_frame, encode_frame, write_length_prefixed, Body, Frame, FrameDecoder,
+    self, decode_frame, encode_frame, write_length_prefixed, Body, DecodedFrame, Frame,
+    FrameDecoder,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -89,7 +90,7 @@ impl Client {
     }
 
     /// The next frame; `None` on EOF or a reset; panics after `within`.
-    fn next_within(&mut self, within: Duration) -> Option<Frame> {
+    fn next_within(&mut self, within: Duration) -> Option<DecodedFrame> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(f) = self.decoder.next_frame().expect("well-formed stream") {
@@ -110,7 +111,7 @@ impl Client {
         }
     }
 
-    fn next(&mut self) -> Option<Frame> {
+    fn next(&mut self) -> Option<DecodedFrame> {
         self.next_within(WAIT)
     }
 
@@ -119,7 +120,7 @@ impl Client {
         loop {
             let f = self.next().expect("connection closed while waiting");
             if f.request_id == rid {
-                return f.body.unwrap();
+                return f.body;
             }
         }
     }
@@ -302,10 +303,11 @@ fn a_thousand_half_sent_64k_frames_hold_about_what_was_sent() {
         );
         return;
     }
-    let config = ServerConfig {
-        pre_login_max_frame_size: MAX_FRAME,
-        login_timeout: Duration::from_secs(60),
-        ..ServerConfig::demo()
+    let config = {
+        let mut cfg = ServerConfig::demo();
+        cfg.pre_login_max_frame_size = MAX_FRAME;
+        cfg.login_timeout = Duration::from_secs(60);
+        cfg
     };
     let h = ServerHandle::spawn(config, "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = h.local_addr();
@@ -339,7 +341,7 @@ fn a_thousand_half_sent_64k_frames_hold_about_what_was_sent() {
     first.send_raw(&vec![0x12; MAX_FRAME - SENT]);
     let f = first.next().expect("a Close frame");
     assert!(
-        matches!(f.body, Some(Body::Close(ref c)) if c.code == 2001),
+        matches!(f.body, Body::Close(ref c) if c.code == 2001),
         "{f:?}"
     );
     drop(conns);
@@ -359,7 +361,7 @@ fn a_frame_over_8k_is_refused_before_login_and_served_after() {
     c.send_raw(&frame);
     let f = c.next().expect("a Close frame");
     assert!(
-        matches!(f.body, Some(Body::Close(ref cl)) if cl.code == 2001),
+        matches!(f.body, Body::Close(ref cl) if cl.code == 2001),
         "{f:?}"
     );
     assert!(c.next().is_none(), "EOF after the Close frame");
@@ -381,19 +383,15 @@ fn a_frame_over_8k_is_refused_before_login_and_served_after() {
     let mut got = Vec::new();
     while got.len() < 2 {
         let f = c.next().expect("replies, not a close");
-        assert!(!matches!(f.body, Some(Body::Close(_))), "{f:?}");
+        assert!(!matches!(f.body, Body::Close(_)), "{f:?}");
         if f.request_id != 0 {
             got.push(f);
         }
     }
     assert_eq!(got[0].request_id, login_rid);
-    assert!(matches!(got[0].body, Some(Body::LoginReply(_))));
+    assert!(matches!(got[0].body, Body::LoginReply(_)));
     assert_eq!(got[1].request_id, send_rid);
-    assert!(
-        matches!(got[1].body, Some(Body::SendReply(_))),
-        "{:?}",
-        got[1]
-    );
+    assert!(matches!(got[1].body, Body::SendReply(_)), "{:?}", got[1]);
 
     // 1,000 links announcing 64 KiB before login are all refused at the
     // prefix: no decoder holds anything.
@@ -414,7 +412,7 @@ fn a_frame_over_8k_is_refused_before_login_and_served_after() {
         .collect();
     for c in &mut conns {
         let f = c.next().expect("a Close frame");
-        assert!(matches!(f.body, Some(Body::Close(ref cl)) if cl.code == 2001));
+        assert!(matches!(f.body, Body::Close(ref cl) if cl.code == 2001));
     }
     let s = wait_stats(&h, WAIT, "all refused links gone", |s| {
         s.open_connections <= 1
@@ -466,11 +464,12 @@ fn the_listen_backlog_is_the_configured_one() {
 /// while the others carry on, and the member's stream ends.
 #[test]
 fn a_never_reading_consumer_is_closed_within_a_bounded_time() {
-    let config = ServerConfig {
-        max_queued_bytes: 256 * 1024,
-        rate_limit_sends: 1_000_000,
-        rate_limits: flood_allowed(),
-        ..ServerConfig::demo()
+    let config = {
+        let mut cfg = ServerConfig::demo();
+        cfg.max_queued_bytes = 256 * 1024;
+        cfg.rate_limit_sends = 1_000_000;
+        cfg.rate_limits = flood_allowed();
+        cfg
     };
     let h = ServerHandle::spawn(config, "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = h.local_addr();
@@ -519,12 +518,12 @@ fn a_never_reading_consumer_is_closed_within_a_bounded_time() {
     let mut last = None;
     while let Some(f) = never.next_within(Duration::from_secs(30)) {
         assert!(Instant::now() < deadline, "the stream never ended");
-        if let Some(Body::Close(c)) = &f.body {
+        if let Body::Close(c) = &f.body {
             assert_eq!(c.code, 4005);
         } else {
             assert!(last.is_none(), "a frame after the Close frame");
         }
-        if matches!(f.body, Some(Body::Close(_))) {
+        if matches!(f.body, Body::Close(_)) {
             last = Some(f);
         }
     }
@@ -536,11 +535,12 @@ fn a_never_reading_consumer_is_closed_within_a_bounded_time() {
 /// flight), then EOF.
 #[test]
 fn a_slow_consumer_that_still_reads_gets_its_close_frame() {
-    let config = ServerConfig {
-        max_queued_bytes: 256 * 1024,
-        rate_limit_sends: 1_000_000,
-        rate_limits: flood_allowed(),
-        ..ServerConfig::demo()
+    let config = {
+        let mut cfg = ServerConfig::demo();
+        cfg.max_queued_bytes = 256 * 1024;
+        cfg.rate_limit_sends = 1_000_000;
+        cfg.rate_limits = flood_allowed();
+        cfg
     };
     let h = ServerHandle::spawn(config, "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = h.local_addr();
@@ -567,7 +567,7 @@ fn a_slow_consumer_that_still_reads_gets_its_close_frame() {
             while started.elapsed() < Duration::from_secs(60) {
                 match slow.next_within(Duration::from_secs(60)) {
                     Some(f) => {
-                        if let Some(Body::Close(c)) = f.body {
+                        if let Body::Close(c) = f.body {
                             close = Some(c.code);
                         }
                     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use hummer_channel::server::DEMO_APPID;
 use hummer_channel::wire::{
-    self, decode_frame, encode_frame, write_length_prefixed, Body, Frame, FrameDecoder,
+    self, decode_frame, encode_frame, write_length_prefixed, Body, DecodedFrame, Frame, FrameDecoder,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -56,7 +56,7 @@ impl Client {
     }
 
     /// The next frame, `None` on EOF or a reset; panics after `WAIT`.
-    fn next(&mut self) -> Option<Frame> {
+    fn next(&mut self) -> Option<DecodedFrame> {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(f) = self.decoder.next_frame().expect("well-formed stream") {
@@ -78,7 +78,7 @@ impl Client {
     }
 
     /// Frames until one matches, skipping the others.
-    fn until(&mut self, mut pred: impl FnMut(&Frame) -> bool) -> Frame {
+    fn until(&mut self, mut pred: impl FnMut(&DecodedFrame) -> bool) -> DecodedFrame {
         loop {
             let f = self.next().expect("connection closed while waiting");
             if pred(&f) {
@@ -89,7 +89,7 @@ impl Client {
 
     fn req(&mut self, body: Body) -> Body {
         let rid = self.send(body);
-        self.until(|f| f.request_id == rid).body.unwrap()
+        self.until(|f| f.request_id == rid).body
     }
 
     fn login(&mut self, uid: u64) -> wire::LoginReply {
@@ -187,9 +187,9 @@ fn binary_serves_p2p_and_broadcast_and_drops_garbage() {
     };
     assert!(r.delivered_online);
     assert_eq!(r.seq, 1);
-    let push = b.until(|f| matches!(f.body, Some(Body::UserMessage(_))));
+    let push = b.until(|f| matches!(f.body, Body::UserMessage(_)));
     assert!(
-        matches!(push.body, Some(Body::UserMessage(m)) if m.from_uid == 1 && m.seq == 1
+        matches!(push.body, Body::UserMessage(m) if m.from_uid == 1 && m.seq == 1
         && m.message.as_ref().unwrap().content == "hello b")
     );
 
@@ -210,20 +210,20 @@ fn binary_serves_p2p_and_broadcast_and_drops_garbage() {
         message_id: next_message_id(),
     }));
     for c in [&mut a, &mut b] {
-        let f = c.until(|f| matches!(f.body, Some(Body::ChannelMessage(_))));
-        assert!(matches!(f.body, Some(Body::ChannelMessage(m)) if m.from_uid == 1 && m.seq == 1));
+        let f = c.until(|f| matches!(f.body, Body::ChannelMessage(_)));
+        assert!(matches!(f.body, Body::ChannelMessage(m) if m.from_uid == 1 && m.seq == 1));
     }
 
     // Garbage: a Close frame, then EOF.
     let mut g = Client::connect(addr);
     g.send_raw(&[0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff]);
     let f = g.next().expect("a Close frame before EOF");
-    assert!(matches!(f.body, Some(Body::Close(c)) if c.code == 2001));
+    assert!(matches!(f.body, Body::Close(c) if c.code == 2001));
     assert!(g.next().is_none(), "EOF after the Close frame");
     // An oversized length prefix too.
     let mut g2 = Client::connect(addr);
     g2.send_raw(&(1u32 << 30).to_be_bytes());
-    assert!(matches!(g2.next().and_then(|f| f.body), Some(Body::Close(c)) if c.code == 2001));
+    assert!(matches!(g2.next().map(|f| f.body), Some(Body::Close(c)) if c.code == 2001));
     assert!(g2.next().is_none());
 
     // The others carry on.
@@ -237,8 +237,8 @@ fn binary_serves_p2p_and_broadcast_and_drops_garbage() {
         unreliable: false,
         message_id: next_message_id(),
     }));
-    let f = a.until(|f| matches!(f.body, Some(Body::ChannelMessage(_))));
-    assert!(matches!(f.body, Some(Body::ChannelMessage(m)) if m.from_uid == 2 && m.seq == 2));
+    let f = a.until(|f| matches!(f.body, Body::ChannelMessage(_)));
+    assert!(matches!(f.body, Body::ChannelMessage(m) if m.from_uid == 2 && m.seq == 2));
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 use hummer_channel::client::{SessionConfig, Timing};
 use hummer_channel::server::DEMO_APPID;
-use hummer_channel::wire::{self, Body, Frame, FrameDecoder};
+use hummer_channel::wire::{self, Body, DecodedFrame, Frame, FrameDecoder};
 use hummer_channel::Attributes;
 
 /// Every wait on an event is bounded by this.
@@ -32,10 +32,11 @@ pub fn watchdog(limit: Duration) {
 /// The demo app with fast reconnects.
 pub fn fast_config() -> SessionConfig {
     let mut config = SessionConfig::new(DEMO_APPID);
-    config.timing = Timing {
-        reconnect_min: Duration::from_millis(20),
-        reconnect_max: Duration::from_millis(200),
-        ..Timing::default()
+    config.timing = {
+        let mut cfg = Timing::default();
+        cfg.reconnect_min = Duration::from_millis(20);
+        cfg.reconnect_max = Duration::from_millis(200);
+        cfg
     };
     config
 }
@@ -126,16 +127,13 @@ pub fn fake_server(after: AfterLogin) -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, accepted)
 }
 
-fn read_frame(stream: &mut TcpStream, decoder: &mut FrameDecoder) -> Frame {
+fn read_frame(stream: &mut TcpStream, decoder: &mut FrameDecoder) -> DecodedFrame {
     let mut buf = [0u8; 4096];
     loop {
         if let Some(frame) = decoder.next_frame().unwrap() {
             let frame = wire::decode_frame(frame, 64 * 1024).unwrap();
             // Skip pings and acks: wait for a request.
-            if !matches!(
-                frame.body,
-                Some(Body::Ping(_) | Body::Pong(_) | Body::Ack(_))
-            ) {
+            if !matches!(frame.body, Body::Ping(_) | Body::Pong(_) | Body::Ack(_)) {
                 return frame;
             }
             continue;
@@ -173,11 +171,15 @@ macro_rules! scenario_every_operation {
 
         let server = ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = server.local_addr();
-        let alice = Client::connect(addr, fast_config());
-        let bob = Client::connect(addr, fast_config());
-        let carol = Client::connect(addr, fast_config());
+        let alice = connect!(addr, fast_config());
+        let bob = connect!(addr, fast_config());
+        let carol = connect!(addr, fast_config());
         let notify = AttributeOptions::default();
-        let quiet = AttributeOptions { enable_notification: false };
+        let quiet = {
+            let mut cfg = AttributeOptions::default();
+            cfg.enable_notification = false;
+            cfg
+        };
 
         // Before login: refused locally.
         assert_eq!(
@@ -306,8 +308,8 @@ macro_rules! scenario_reconnect {
         let server = ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = server.local_addr();
         // alice comes back after 0.5..1 s, bob at once: bob sends meanwhile.
-        let alice = Client::connect(addr, slow_reconnect_config());
-        let bob = Client::connect(addr, fast_config());
+        let alice = connect!(addr, slow_reconnect_config());
+        let bob = connect!(addr, fast_config());
         wait!(alice.login(Uid(1), None, None)).unwrap();
         wait!(bob.login(Uid(2), None, None)).unwrap();
         let ra = alice.create_channel(Region::Cn, "resume").unwrap();
@@ -389,7 +391,7 @@ macro_rules! scenario_in_flight_fails_1007 {
         use hummer_channel::{ErrorCode, Uid};
 
         let (addr, _) = fake_server(AfterLogin::DropOnNextRequest);
-        let client = Client::connect(addr, fast_config());
+        let client = connect!(addr, fast_config());
         wait!(client.login(Uid(9), None, None)).unwrap();
         let err = wait!(client.get_instance_info()).unwrap_err();
         assert_eq!(err.code(), Some(ErrorCode::CONNECTION_EXCEPTION), "{err:?}");
@@ -412,7 +414,7 @@ macro_rules! scenario_idle {
 
         let server =
             ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
-        let client = Client::connect(server.local_addr(), fast_config());
+        let client = connect!(server.local_addr(), fast_config());
         wait!(client.login(Uid(5), None, None)).unwrap();
         let room = client.create_channel(Region::Cn, "idle").unwrap();
         wait!(client.join_channel(room, attrs(&[]))).unwrap();
@@ -443,8 +445,8 @@ macro_rules! scenario_backpressure {
         let server =
             ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = server.local_addr();
-        let alice = Client::connect_with_event_capacity(addr, fast_config(), 4);
-        let bob = Client::connect(addr, fast_config());
+        let alice = connect!(addr, fast_config(), 4);
+        let bob = connect!(addr, fast_config());
         wait!(alice.login(Uid(1), None, None)).unwrap();
         wait!(bob.login(Uid(2), None, None)).unwrap();
         let ra = alice.create_channel(Region::Cn, "bp").unwrap();
@@ -485,7 +487,7 @@ macro_rules! scenario_dial_failure {
         }; // closed again: nothing listens there now
         let mut config = fast_config();
         config.timing.login_timeout = std::time::Duration::from_millis(600);
-        let client = Client::connect(addr, config);
+        let client = connect!(addr, config);
         let err = wait!(client.login(Uid(3), None, None)).unwrap_err();
         assert_eq!(err.code(), Some(ErrorCode::OPERATION_TIMEOUT), "{err:?}");
         assert_eq!(
@@ -512,8 +514,8 @@ macro_rules! scenario_concurrent_calls {
 
         let server =
             ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
-        let alice = Client::connect(server.local_addr(), fast_config());
-        let bob = Client::connect(server.local_addr(), fast_config());
+        let alice = connect!(server.local_addr(), fast_config());
+        let bob = connect!(server.local_addr(), fast_config());
         wait!(alice.login(Uid(1), None, None)).unwrap();
         wait!(bob.login(Uid(2), None, None)).unwrap();
         // 4 callers x 10 sends, concurrently.
@@ -558,7 +560,7 @@ macro_rules! scenario_bad_stream {
             AfterLogin::SendOversizedPrefix,
         ] {
             let (addr, accepted) = fake_server(after);
-            let client = Client::connect(addr, fast_config());
+            let client = connect!(addr, fast_config());
             wait!(client.login(Uid(9), None, None)).unwrap();
             expect_event!(
                 client,
@@ -590,8 +592,8 @@ macro_rules! scenario_bulk_both_ways {
         const EACH: usize = 60;
         let server =
             ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
-        let alice = Client::connect(server.local_addr(), fast_config());
-        let bob = Client::connect(server.local_addr(), fast_config());
+        let alice = connect!(server.local_addr(), fast_config());
+        let bob = connect!(server.local_addr(), fast_config());
         wait!(alice.login(Uid(1), None, None)).unwrap();
         wait!(bob.login(Uid(2), None, None)).unwrap();
         let ra = alice.create_channel(Region::Cn, "bulk").unwrap();

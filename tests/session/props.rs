@@ -2,19 +2,18 @@
 //! Session: it never panics, keeps its queues bounded, and completes every
 //! request exactly once.
 
-use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
-
-use bytes::Bytes;
-use hummer_channel::client::{AttributeOptions, Event, SendOptions, Session, SessionConfig};
-use hummer_channel::wire::{self, encode_frame, Body, Frame};
-use hummer_channel::{Attributes, Message, Region, Uid};
 use proptest::prelude::*;
+
+use crate::support::*;
 
 #[derive(Debug, Clone)]
 enum Step {
     Connected,
     Disconnected,
+    /// Input naming a link the Session asked for before (maybe the current
+    /// one): a disconnect, or a frame.
+    OldLinkDisconnected(u8),
+    OldLinkFrame(u8, u64, Body),
     Advance(u32),
     Garbage(Vec<u8>),
     Server(u64, Body),
@@ -158,6 +157,8 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         2 => Just(Step::Connected),
         1 => Just(Step::Disconnected),
+        1 => any::<u8>().prop_map(Step::OldLinkDisconnected),
+        2 => (any::<u8>(), 0u64..40, server_body()).prop_map(|(l, id, b)| Step::OldLinkFrame(l, id, b)),
         3 => (0u32..20_000).prop_map(Step::Advance),
         1 => prop::collection::vec(any::<u8>(), 0..24).prop_map(Step::Garbage),
         // Replies name recent request ids; the Session numbers them from 1.
@@ -176,6 +177,8 @@ fn step() -> impl Strategy<Value = Step> {
 struct Harness {
     s: Session,
     now: Instant,
+    /// Every link the Session asked for, the current one last.
+    links: Vec<LinkId>,
     issued: HashSet<u64>,
     completed: HashSet<u64>,
     /// Every send frame transmitted, by its message id.
@@ -184,11 +187,18 @@ struct Harness {
 
 impl Harness {
     fn drain(&mut self) -> Result<(), TestCaseError> {
-        while self.s.poll_transport().is_some() {}
-        while let Some(bytes) = self.s.poll_transmit() {
+        let mut out = SessionOut::default();
+        self.s.drain(&mut out);
+        for action in out.actions {
+            if let TransportAction::Connect { link } = action {
+                prop_assert!(!self.links.contains(&link), "a link id used twice");
+                self.links.push(link);
+            }
+        }
+        for bytes in out.frames {
             let frame = wire::decode_frame(bytes.clone(), 64 * 1024);
             prop_assert!(frame.is_ok(), "the Session sent an invalid frame");
-            let message_id = match frame.ok().and_then(|f| f.body) {
+            let message_id = match frame.ok().map(|f| f.body) {
                 Some(Body::SendToUser(r)) => r.message_id,
                 Some(Body::SendToChannel(r)) => r.message_id,
                 _ => continue,
@@ -202,7 +212,7 @@ impl Harness {
                 .or_insert_with(|| bytes.clone());
             prop_assert_eq!(&*first, &bytes, "message id {} reused", message_id);
         }
-        while let Some(e) = self.s.poll_event() {
+        for e in out.events {
             if let Event::Completed { request, .. } = e {
                 prop_assert!(
                     self.issued.contains(&request.0),
@@ -221,6 +231,8 @@ impl Harness {
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: std::env::var("HUMMER_PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(256),
+        // Seeds of failures next to this file (tests/session/props.proptest-regressions).
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))),
         ..ProptestConfig::default()
     })]
 
@@ -231,28 +243,45 @@ proptest! {
         config.max_pending_requests = 16;
         config.max_reorder_buffer = 4;
         let now = Instant::now();
-        let mut h = Harness { s: Session::new(config, now), now, issued: HashSet::new(), completed: HashSet::new(), sends: HashMap::new() };
+        let mut h = Harness { s: Session::new(config, now), now, links: Vec::new(), issued: HashSet::new(), completed: HashSet::new(), sends: HashMap::new() };
         let channels: Vec<_> = (0..3).map(|i| h.s.create_channel(Region::Cn, &format!("c{i}")).unwrap()).collect();
         for step in steps {
             let now = h.now;
             let issued = match step {
-                Step::Connected => { h.s.handle_connected(now); None }
-                Step::Disconnected => { h.s.handle_disconnected(now); None }
+                Step::Connected => { if let Some(&l) = h.links.last() { h.s.handle_connected(now, l) } None }
+                Step::Disconnected => { if let Some(&l) = h.links.last() { h.s.handle_disconnected(now, l) } None }
+                Step::OldLinkDisconnected(i) => {
+                    if !h.links.is_empty() {
+                        let l = h.links[i as usize % h.links.len()];
+                        h.s.handle_disconnected(now, l);
+                    }
+                    None
+                }
+                Step::OldLinkFrame(i, request_id, body) => {
+                    if !h.links.is_empty() {
+                        let l = h.links[i as usize % h.links.len()];
+                        let _ = h.s.handle_frame(now, l, raw_frame(request_id, body));
+                    }
+                    None
+                }
                 Step::Advance(ms) => {
                     h.now += Duration::from_millis(ms.into());
                     h.s.handle_timeout(h.now);
                     None
                 }
-                Step::Garbage(bytes) => { let _ = h.s.handle_frame(now, Bytes::from(bytes)); None }
+                Step::Garbage(bytes) => {
+                    if let Some(&l) = h.links.last() { let _ = h.s.handle_frame(now, l, Bytes::from(bytes)); }
+                    None
+                }
                 Step::Server(request_id, body) => {
-                    let _ = h.s.handle_frame(now, encode_frame(&Frame { request_id, body: Some(body) }));
+                    if let Some(&l) = h.links.last() { let _ = h.s.handle_frame(now, l, raw_frame(request_id, body)); }
                     None
                 }
                 Step::Login => h.s.login(now, Uid(1), None, None).ok(),
                 Step::Join(i) => h.s.join_channel(now, channels[i as usize], Attributes::new()).ok(),
                 Step::Leave(i) => h.s.leave_channel(now, channels[i as usize], Attributes::new()).ok(),
-                Step::SendUser(n) => h.s.send_message_to_user(now, Uid(2), Message::new("t", vec![n]), SendOptions { reliable: n % 3 != 0 }).ok(),
-                Step::SendChannel(i) => h.s.send_message_to_channel(now, channels[i as usize], Message::new("t", "x"), SendOptions { reliable: i % 2 == 0 }).ok(),
+                Step::SendUser(n) => h.s.send_message_to_user(now, Uid(2), Message::new("t", vec![n]), if n % 3 != 0 { SendOptions::reliable() } else { SendOptions::unreliable() }).ok(),
+                Step::SendChannel(i) => h.s.send_message_to_channel(now, channels[i as usize], Message::new("t", "x"), if i % 2 == 0 { SendOptions::reliable() } else { SendOptions::unreliable() }).ok(),
                 Step::WriteAttrs(i) => h.s.add_or_update_channel_attributes(now, channels[i as usize], [("k".to_string(), "v".to_string())].into(), AttributeOptions::default()).ok(),
                 Step::Query => h.s.query_users_online_status(now, &[Uid(2)]).ok(),
                 Step::Logout => h.s.logout(now).ok(),
