@@ -44,8 +44,8 @@ mod conn;
 mod inbox;
 mod presence;
 mod rate;
-mod retention;
 mod sent_ids;
+mod seq_log;
 
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -527,7 +527,7 @@ impl Server {
     fn sweep(&mut self, now: Instant) {
         let age = self.config.channel_retention_age;
         self.channels.retain(|_, ch| {
-            ch.log.prune(now, age);
+            ch.log.prune(now);
             // A departure older than the retention has nothing left to replay.
             ch.departed
                 .retain(|_, (_, at)| now.saturating_duration_since(*at) < age);
@@ -536,9 +536,8 @@ impl Server {
         let channels = &self.channels;
         self.channel_index
             .retain(|_, num| channels.contains_key(num));
-        let age = self.config.inbox_max_age;
         for inbox in self.inboxes.values_mut() {
-            inbox.log.prune(now, age);
+            inbox.log.prune(now);
         }
         self.sent_ids.sweep(now, self.config.send_dedupe_window);
         self.uid_rates.retain(|_, r| !r.is_idle(now));
@@ -831,6 +830,26 @@ impl Server {
             }
         }
     }
+}
+
+/// Encodes a push (request id 0) once, to be shared by every receiver.
+fn encode_push(body: Body) -> Bytes {
+    encode_frame(&Frame {
+        request_id: 0,
+        body: Some(body),
+    })
+}
+
+/// 2007 when a push of `frame_len` bytes would exceed `max` (clients refuse
+/// larger frames).
+fn check_push_fits(max: usize, frame_len: usize) -> Result<(), ServiceError> {
+    if frame_len > max {
+        return Err(ServiceError::new(
+            ErrorCode::MsgSizeLimitExceeded,
+            format!("the message would be pushed as a {frame_len}-byte frame, more than {max}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Puts `id` on the ready list unless it is there or reported already.
