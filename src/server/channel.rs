@@ -677,11 +677,11 @@ impl Server {
     pub(super) fn fetch(&mut self, conn: ConnId, inst: u64, req: wire::FetchRequest) -> Outcome {
         // Limited by the bytes replayed, charged once known.
         self.rate_ready(inst, RateKind::FetchBytes)?;
+        let (now, budget) = (self.now, self.replay_budget(Some(conn)));
         let mut replay = match req.channel {
-            None => self.p2p_replay(inst, req.after_seq, self.replay_budget(Some(conn))),
+            None => self.p2p_replay(inst, req.after_seq, budget),
             Some(key) => {
                 let num = self.member_channel(inst, Some(&key))?;
-                let (now, budget) = (self.now, self.replay_budget(Some(conn)));
                 let ch = self.channels.get_mut(&num).ok_or_else(not_found)?;
                 // Nothing from before this instance joined.
                 let since = ch.since.get(&inst).copied().unwrap_or(ch.log.head());
