@@ -20,7 +20,7 @@ use super::{
     add, check_push_fits, checked_key, checked_region, encode_push, ConnId, Outcome, Server, Timer,
 };
 use crate::error::{ErrorCode, ServiceError};
-use crate::limits::{AttributeScope, LimitError, Limits};
+use crate::limits::AttributeScope;
 use crate::types::{Attributes, Message, Region};
 use crate::wire::{self, AttributeOp, Body};
 
@@ -82,49 +82,6 @@ impl Channel {
     fn member_count(&self) -> u32 {
         u32::try_from(self.members.len()).unwrap_or(u32::MAX)
     }
-}
-
-/// The attribute set after `op`, checked against the limits.
-fn apply_op(
-    limits: &Limits,
-    scope: AttributeScope,
-    current: &Attributes,
-    op: AttributeOp,
-    attributes: &Attributes,
-    keys: &[String],
-) -> Result<Attributes, ServiceError> {
-    let new = match op {
-        AttributeOp::Set => {
-            limits.check_attribute_entries(scope, attributes)?;
-            attributes.clone()
-        }
-        AttributeOp::AddOrUpdate => {
-            if attributes.is_empty() {
-                return Err(LimitError::Empty("attributes").into());
-            }
-            limits.check_attribute_entries(scope, attributes)?;
-            let mut new = current.clone();
-            new.extend(attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
-            new
-        }
-        AttributeOp::Delete => {
-            limits.check_keys(keys)?;
-            let mut new = current.clone();
-            for k in keys {
-                new.remove(k);
-            }
-            new
-        }
-        AttributeOp::Clear => Attributes::new(),
-        AttributeOp::Unspecified => {
-            return Err(ServiceError::new(
-                ErrorCode::InvalidParameter,
-                "attribute op unspecified",
-            ))
-        }
-    };
-    limits.check_attribute_set(scope, &new)?;
-    Ok(new)
 }
 
 impl Server {
@@ -482,7 +439,7 @@ impl Server {
         &mut self,
         inst: u64,
         req: wire::AttributesWrite,
-        channel_scope: bool,
+        scope: AttributeScope,
     ) -> Outcome {
         let num = self.member_channel(inst, req.channel.as_ref())?;
         let uid = self.instance(inst)?.uid;
@@ -492,8 +449,12 @@ impl Server {
             false => 0,
         };
         self.rate_take(inst, RateKind::AttributeWrite, 1 + told as u64 / 100)?;
-        let op = AttributeOp::try_from(req.op)
-            .map_err(|_| ServiceError::new(ErrorCode::InvalidParameter, "unknown attribute op"))?;
+        let op = match AttributeOp::try_from(req.op) {
+            Ok(AttributeOp::Unspecified) => Err("attribute op unspecified"),
+            Ok(op) => Ok(op),
+            Err(_) => Err("unknown attribute op"),
+        }
+        .map_err(|e| ServiceError::new(ErrorCode::InvalidParameter, e))?;
         let ts = self.unix_ms();
         let limits = &self.config.limits;
         let Some(ch) = self.channels.get_mut(&num) else {
@@ -503,21 +464,19 @@ impl Server {
             ));
         };
         let empty = Attributes::new();
-        let (scope, current) = if channel_scope {
-            if matches!(op, AttributeOp::Delete | AttributeOp::Clear) && ch.attrs.is_empty() {
-                return Err(ServiceError::new(
-                    ErrorCode::ChannelAttributesNotExist,
-                    "the channel has no attributes",
-                ));
+        let current = match scope {
+            AttributeScope::Channel => {
+                if matches!(op, AttributeOp::Delete | AttributeOp::Clear) && ch.attrs.is_empty() {
+                    return Err(ServiceError::new(
+                        ErrorCode::ChannelAttributesNotExist,
+                        "the channel has no attributes",
+                    ));
+                }
+                &ch.attrs
             }
-            (AttributeScope::Channel, &ch.attrs)
-        } else {
-            (
-                AttributeScope::User,
-                ch.user_attrs.get(&uid).unwrap_or(&empty),
-            )
+            AttributeScope::User => ch.user_attrs.get(&uid).unwrap_or(&empty),
         };
-        let new = apply_op(limits, scope, current, op, &req.attributes, &req.keys)?;
+        let new = limits.apply_attribute_op(scope, current, op, &req.attributes, &req.keys)?;
         let pushed_attrs = match op {
             AttributeOp::Set => new.clone(),
             AttributeOp::AddOrUpdate => req.attributes,
@@ -528,31 +487,32 @@ impl Server {
         } else {
             Vec::new()
         };
-        let body = if channel_scope {
-            Body::ChannelAttributesChanged(wire::ChannelAttributesPush {
-                channel: num,
-                last_update_uid: uid,
-                op: op as i32,
-                attributes: pushed_attrs,
-                keys: pushed_keys,
-                timestamp_ms: ts,
-            })
-        } else {
-            Body::UserAttributesChanged(wire::UserAttributesPush {
+        let body = match scope {
+            AttributeScope::Channel => {
+                Body::ChannelAttributesChanged(wire::ChannelAttributesPush {
+                    channel: num,
+                    last_update_uid: uid,
+                    op: op as i32,
+                    attributes: pushed_attrs,
+                    keys: pushed_keys,
+                    timestamp_ms: ts,
+                })
+            }
+            AttributeScope::User => Body::UserAttributesChanged(wire::UserAttributesPush {
                 channel: num,
                 uid,
                 op: op as i32,
                 attributes: pushed_attrs,
                 keys: pushed_keys,
                 timestamp_ms: ts,
-            })
+            }),
         };
         if req.enable_notification {
             // A notice no client could decode would drop every member's link.
             check_push_fits(limits.max_frame_size, body.encoded_len())
                 .map_err(|e| ServiceError::new(ErrorCode::InvalidParameter, e.message))?;
         }
-        if channel_scope {
+        if scope == AttributeScope::Channel {
             ch.attrs = new;
             ch.attrs_uid = uid;
             ch.attrs_ts = ts;

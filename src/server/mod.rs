@@ -53,6 +53,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::error::{ErrorCode, ServiceError, WireError};
+use crate::limits::AttributeScope;
 use crate::types::Region;
 use crate::wire::{self, decode_frame, encode_frame, Body, BodyKind, Frame};
 
@@ -697,8 +698,10 @@ impl Server {
             Body::Join(r) => self.join(inst, r),
             Body::Leave(r) => self.leave(inst, r.channel),
             Body::SendToChannel(r) => self.send_to_channel(inst, r),
-            Body::WriteUserAttributes(r) => self.write_attributes(inst, r, false),
-            Body::WriteChannelAttributes(r) => self.write_attributes(inst, r, true),
+            Body::WriteUserAttributes(r) => self.write_attributes(inst, r, AttributeScope::User),
+            Body::WriteChannelAttributes(r) => {
+                self.write_attributes(inst, r, AttributeScope::Channel)
+            }
             Body::GetUserList(k) => self.user_list(inst, Some(k)),
             Body::GetUserAttributes(r) => self.user_attributes(inst, r),
             Body::GetChannelAttributes(r) => self.channel_attributes(inst, r),
