@@ -4,6 +4,7 @@
 
 use crate::error::ErrorCode;
 use crate::types::{Attributes, Message};
+use crate::wire::AttributeOp;
 
 /// The limits in force. The defaults are those of hummer-api.md.
 #[non_exhaustive]
@@ -55,7 +56,7 @@ impl Default for Limits {
     }
 }
 
-/// Whose attributes a check is about: the codes differ.
+/// Whose attributes a write or a check is about: the codes differ.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum AttributeScope {
     /// One user's attributes in one channel (5103, 5104).
@@ -274,6 +275,48 @@ impl Limits {
         Ok(())
     }
 
+    /// The attribute set after `op` on `current`, checked against the
+    /// limits. The client calls it before sending with `current` empty (only
+    /// the server knows the set, so only what the write breaks on its own is
+    /// caught there), the server on receipt with the set it holds.
+    pub(crate) fn apply_attribute_op(
+        &self,
+        scope: AttributeScope,
+        current: &Attributes,
+        op: AttributeOp,
+        attributes: &Attributes,
+        keys: &[String],
+    ) -> Result<Attributes, LimitError> {
+        let new = match op {
+            AttributeOp::Set => {
+                self.check_attribute_entries(scope, attributes)?;
+                attributes.clone()
+            }
+            AttributeOp::AddOrUpdate => {
+                if attributes.is_empty() {
+                    return Err(LimitError::Empty("attributes"));
+                }
+                self.check_attribute_entries(scope, attributes)?;
+                let mut new = current.clone();
+                new.extend(attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
+                new
+            }
+            AttributeOp::Delete => {
+                self.check_keys(keys)?;
+                let mut new = current.clone();
+                for k in keys {
+                    new.remove(k);
+                }
+                new
+            }
+            AttributeOp::Clear => Attributes::new(),
+            // Not an operation: the server refuses it before asking.
+            AttributeOp::Unspecified => return Err(LimitError::Empty("attribute op")),
+        };
+        self.check_attribute_set(scope, &new)?;
+        Ok(new)
+    }
+
     /// The uids of an online-status query: 1..=`max_uids_per_query`, none 0.
     pub fn check_uid_query(&self, uids: &[u64]) -> Result<(), LimitError> {
         if uids.is_empty() {
@@ -375,6 +418,145 @@ mod tests {
             ErrorCode::USER_ATTRIBUTES_SIZE_OVERFLOW
         );
         assert!(l.check_attribute_set(AttributeScope::Channel, &big).is_ok());
+    }
+
+    fn attrs(pairs: &[(&str, &str)]) -> Attributes {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn attribute_ops_give_the_new_set() {
+        let l = Limits::default();
+        let scope = AttributeScope::User;
+        let current = attrs(&[("a", "1"), ("b", "2")]);
+        let write = attrs(&[("b", "3"), ("c", "4")]);
+        let keys = vec!["a".to_string(), "z".to_string()];
+        let apply = |op| l.apply_attribute_op(scope, &current, op, &write, &keys);
+        assert_eq!(apply(AttributeOp::Set), Ok(write.clone()));
+        let merged = attrs(&[("a", "1"), ("b", "3"), ("c", "4")]);
+        assert_eq!(apply(AttributeOp::AddOrUpdate), Ok(merged));
+        assert_eq!(apply(AttributeOp::Delete), Ok(attrs(&[("b", "2")])));
+        assert_eq!(apply(AttributeOp::Clear), Ok(Attributes::new()));
+        assert_eq!(
+            apply(AttributeOp::Unspecified),
+            Err(LimitError::Empty("attribute op"))
+        );
+    }
+
+    #[test]
+    fn attribute_ops_check_their_arguments() {
+        let l = Limits::default();
+        let none = Attributes::new();
+        let apply = |scope, op, write: &Attributes, keys: &[String]| {
+            l.apply_attribute_op(scope, &none, op, write, keys)
+                .map_err(|e| e.code())
+        };
+        let bad_key = attrs(&[("a b", "1")]);
+        let long_value = attrs(&[("a", &"v".repeat(8 * 1024 + 1))]);
+        for op in [AttributeOp::Set, AttributeOp::AddOrUpdate] {
+            assert_eq!(
+                apply(AttributeScope::User, op, &bad_key, &[]),
+                Err(ErrorCode::INVALID_PARAMETER)
+            );
+            assert_eq!(
+                apply(AttributeScope::Channel, op, &long_value, &[]),
+                Err(ErrorCode::CHANNEL_ATTRIBUTES_SIZE_OVERFLOW)
+            );
+        }
+        // Set may empty the set; add-or-update must add something.
+        assert_eq!(
+            apply(AttributeScope::User, AttributeOp::Set, &none, &[]),
+            Ok(none.clone())
+        );
+        assert_eq!(
+            l.apply_attribute_op(
+                AttributeScope::User,
+                &none,
+                AttributeOp::AddOrUpdate,
+                &none,
+                &[]
+            ),
+            Err(LimitError::Empty("attributes"))
+        );
+        // Delete needs valid keys, and some.
+        assert_eq!(
+            l.apply_attribute_op(AttributeScope::User, &none, AttributeOp::Delete, &none, &[]),
+            Err(LimitError::Empty("keys"))
+        );
+        assert_eq!(
+            apply(
+                AttributeScope::User,
+                AttributeOp::Delete,
+                &none,
+                &["a b".to_string()]
+            ),
+            Err(ErrorCode::INVALID_PARAMETER)
+        );
+    }
+
+    #[test]
+    fn attribute_ops_check_the_set_they_make() {
+        let l = Limits::default();
+        // 31 small keys held, 2 large values written: the merged set breaks
+        // the item bound first (the write alone would break the size bound).
+        let current: Attributes = (0..31).map(|i| (format!("k{i}"), String::new())).collect();
+        let write: Attributes = (0..2)
+            .map(|i| (format!("w{i}"), "v".repeat(8 * 1024)))
+            .collect();
+        let code = |scope, op| {
+            l.apply_attribute_op(scope, &current, op, &write, &[])
+                .unwrap_err()
+                .code()
+        };
+        assert_eq!(
+            code(AttributeScope::User, AttributeOp::AddOrUpdate),
+            ErrorCode::USER_ATTRIBUTES_ITEMS_OVERFLOW
+        );
+        assert_eq!(
+            code(AttributeScope::User, AttributeOp::Set),
+            ErrorCode::USER_ATTRIBUTES_SIZE_OVERFLOW
+        );
+        // The channel bounds are larger: the write alone fits, merged not.
+        assert_eq!(
+            code(AttributeScope::Channel, AttributeOp::AddOrUpdate),
+            ErrorCode::CHANNEL_ATTRIBUTES_ITEMS_OVERFLOW
+        );
+        assert!(l
+            .apply_attribute_op(
+                AttributeScope::Channel,
+                &current,
+                AttributeOp::Set,
+                &write,
+                &[]
+            )
+            .is_ok());
+        // A delete or a clear is checked too (a set held beyond the bounds).
+        let too_many: Attributes = (0..40).map(|i| (format!("k{i}"), String::new())).collect();
+        let keys = vec!["k0".to_string()];
+        assert_eq!(
+            l.apply_attribute_op(
+                AttributeScope::User,
+                &too_many,
+                AttributeOp::Delete,
+                &write,
+                &keys
+            )
+            .unwrap_err()
+            .code(),
+            ErrorCode::USER_ATTRIBUTES_ITEMS_OVERFLOW
+        );
+        assert!(l
+            .apply_attribute_op(
+                AttributeScope::User,
+                &too_many,
+                AttributeOp::Clear,
+                &write,
+                &keys
+            )
+            .is_ok());
     }
 
     #[test]

@@ -18,7 +18,8 @@ macro_rules! connect {
         Client::connect($addr, $config).expect("start the driver thread")
     };
     ($addr:expr, $config:expr, $event_capacity:expr) => {
-        Client::connect_with_event_capacity($addr, $config, $event_capacity).expect("start the driver thread")
+        Client::connect_with_event_capacity($addr, $config, $event_capacity)
+            .expect("start the driver thread")
     };
 }
 

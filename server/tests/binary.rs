@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use hummer_channel::server::DEMO_APPID;
 use hummer_channel::wire::{
-    self, decode_frame, encode_frame, write_length_prefixed, Body, DecodedFrame, Frame, FrameDecoder,
+    self, decode_frame, encode_frame, write_length_prefixed, Body, DecodedFrame, Frame,
+    FrameDecoder,
 };
 
 const WAIT: Duration = Duration::from_secs(10);

@@ -10,17 +10,11 @@ use super::requests::PendingKind;
 use super::session::{Credentials, Session};
 use super::{AttributeOptions, SendOptions};
 use crate::error::CommandError;
+use crate::limits::AttributeScope;
 use crate::types::{Attributes, ChannelKey, Message, Region, Uid};
 use crate::wire::{self, AttributeOp, Body};
 
 type Cmd = Result<RequestId, CommandError>;
-
-/// Which attributes a write is about.
-#[derive(Copy, Clone)]
-enum Target {
-    User,
-    Channel,
-}
 
 impl Session {
     fn request(&mut self, now: Instant, kind: PendingKind, body: Body) -> Cmd {
@@ -381,7 +375,7 @@ impl Session {
         &mut self,
         now: Instant,
         channel: ChannelHandle,
-        target: Target,
+        scope: AttributeScope,
         op: AttributeOp,
         attributes: Attributes,
         keys: Vec<String>,
@@ -389,22 +383,11 @@ impl Session {
     ) -> Cmd {
         let now = self.tick(now);
         let key = self.joined(channel)?;
-        let scope = match target {
-            Target::User => crate::limits::AttributeScope::User,
-            Target::Channel => crate::limits::AttributeScope::Channel,
-        };
-        let limits = &self.config.limits;
-        match op {
-            AttributeOp::Delete => limits.check_keys(&keys)?,
-            AttributeOp::Set | AttributeOp::AddOrUpdate => {
-                limits.check_attribute_entries(scope, &attributes)?;
-                limits.check_attribute_set(scope, &attributes)?;
-                if op == AttributeOp::AddOrUpdate && attributes.is_empty() {
-                    return Err(crate::limits::LimitError::Empty("attributes").into());
-                }
-            }
-            AttributeOp::Clear | AttributeOp::Unspecified => {}
-        }
+        // Against an empty set: the current one is the server's.
+        let none = Attributes::new();
+        self.config
+            .limits
+            .apply_attribute_op(scope, &none, op, &attributes, &keys)?;
         let write = wire::AttributesWrite {
             channel: Some(key),
             op: op as i32,
@@ -412,9 +395,9 @@ impl Session {
             keys,
             enable_notification: options.enable_notification,
         };
-        let body = match target {
-            Target::User => Body::WriteUserAttributes(write),
-            Target::Channel => Body::WriteChannelAttributes(write),
+        let body = match scope {
+            AttributeScope::User => Body::WriteUserAttributes(write),
+            AttributeScope::Channel => Body::WriteChannelAttributes(write),
         };
         self.request(now, PendingKind::Done, body)
     }
@@ -430,7 +413,7 @@ impl Session {
         self.write_attributes(
             now,
             channel,
-            Target::User,
+            AttributeScope::User,
             AttributeOp::Set,
             attributes,
             Vec::new(),
@@ -449,7 +432,7 @@ impl Session {
         self.write_attributes(
             now,
             channel,
-            Target::User,
+            AttributeScope::User,
             AttributeOp::Delete,
             Attributes::new(),
             keys,
@@ -468,7 +451,7 @@ impl Session {
         self.write_attributes(
             now,
             channel,
-            Target::User,
+            AttributeScope::User,
             AttributeOp::AddOrUpdate,
             attributes,
             Vec::new(),
@@ -486,7 +469,7 @@ impl Session {
         self.write_attributes(
             now,
             channel,
-            Target::User,
+            AttributeScope::User,
             AttributeOp::Clear,
             Attributes::new(),
             Vec::new(),
@@ -505,7 +488,7 @@ impl Session {
         self.write_attributes(
             now,
             channel,
-            Target::Channel,
+            AttributeScope::Channel,
             AttributeOp::Set,
             attributes,
             Vec::new(),
@@ -524,7 +507,7 @@ impl Session {
         self.write_attributes(
             now,
             channel,
-            Target::Channel,
+            AttributeScope::Channel,
             AttributeOp::Delete,
             Attributes::new(),
             keys,
@@ -543,7 +526,7 @@ impl Session {
         self.write_attributes(
             now,
             channel,
-            Target::Channel,
+            AttributeScope::Channel,
             AttributeOp::AddOrUpdate,
             attributes,
             Vec::new(),
@@ -561,7 +544,7 @@ impl Session {
         self.write_attributes(
             now,
             channel,
-            Target::Channel,
+            AttributeScope::Channel,
             AttributeOp::Clear,
             Attributes::new(),
             Vec::new(),

@@ -13,13 +13,14 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::inbox::{check_push_fits, encode_push, sequenced_push_frame_len};
 use super::rate::RateKind;
-use super::retention::{Replay, SeqLog};
 use super::sent_ids::Destination;
-use super::{add, checked_key, checked_region, ConnId, Outcome, Server, Timer};
+use super::seq_log::{check_sequenced_fits, Replay, Retention, SeqLog};
+use super::{
+    add, check_push_fits, checked_key, checked_region, encode_push, ConnId, Outcome, Server, Timer,
+};
 use crate::error::{ErrorCode, ServiceError};
-use crate::limits::{AttributeScope, LimitError, Limits};
+use crate::limits::AttributeScope;
 use crate::types::{Attributes, Message, Region};
 use crate::wire::{self, AttributeOp, Body};
 
@@ -35,9 +36,8 @@ pub(crate) struct Channel {
     pub attrs: Attributes,
     pub attrs_uid: u64,
     pub attrs_ts: u64,
-    /// The stream's epoch (non-zero): a channel made again after it was
-    /// forgotten gets a new one and numbers from 1 again.
-    pub epoch: u64,
+    /// The stream: a channel made again after it was forgotten gets a new
+    /// epoch and numbers from 1 again.
     pub log: SeqLog,
     /// Where each member instance's history starts (the head when it
     /// joined): nothing before it is replayed or fetched for it.
@@ -54,9 +54,8 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    fn new(appid: u32, region: Region, id: String, epoch: u64) -> Self {
+    fn new(appid: u32, region: Region, id: String, log: SeqLog) -> Self {
         Channel {
-            epoch,
             appid,
             region,
             id,
@@ -65,7 +64,7 @@ impl Channel {
             attrs: Attributes::new(),
             attrs_uid: 0,
             attrs_ts: 0,
-            log: SeqLog::default(),
+            log,
             since: HashMap::new(),
             departed: BTreeMap::new(),
             joined: BTreeSet::new(),
@@ -83,49 +82,6 @@ impl Channel {
     fn member_count(&self) -> u32 {
         u32::try_from(self.members.len()).unwrap_or(u32::MAX)
     }
-}
-
-/// The attribute set after `op`, checked against the limits.
-fn apply_op(
-    limits: &Limits,
-    scope: AttributeScope,
-    current: &Attributes,
-    op: AttributeOp,
-    attributes: &Attributes,
-    keys: &[String],
-) -> Result<Attributes, ServiceError> {
-    let new = match op {
-        AttributeOp::Set => {
-            limits.check_attribute_entries(scope, attributes)?;
-            attributes.clone()
-        }
-        AttributeOp::AddOrUpdate => {
-            if attributes.is_empty() {
-                return Err(LimitError::Empty("attributes").into());
-            }
-            limits.check_attribute_entries(scope, attributes)?;
-            let mut new = current.clone();
-            new.extend(attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
-            new
-        }
-        AttributeOp::Delete => {
-            limits.check_keys(keys)?;
-            let mut new = current.clone();
-            for k in keys {
-                new.remove(k);
-            }
-            new
-        }
-        AttributeOp::Clear => Attributes::new(),
-        AttributeOp::Unspecified => {
-            return Err(ServiceError::new(
-                ErrorCode::INVALID_PARAMETER,
-                "attribute op unspecified",
-            ))
-        }
-    };
-    limits.check_attribute_set(scope, &new)?;
-    Ok(new)
 }
 
 impl Server {
@@ -201,9 +157,9 @@ impl Server {
             Some(n) => n,
             None => {
                 let n = self.new_channel_number();
-                let epoch = self.random_nonzero();
+                let log = SeqLog::new(self.random_nonzero(), self.channel_retention());
                 self.channels
-                    .insert(n, Channel::new(appid, region, id.clone(), epoch));
+                    .insert(n, Channel::new(appid, region, id.clone(), log));
                 self.channel_index.insert((appid, region, id), n);
                 n
             }
@@ -236,7 +192,7 @@ impl Server {
                 .filter(|_| req.rejoin),
             true => None,
         };
-        let (state, replay) = match departed {
+        let (state, mut replay) = match departed {
             Some(since) => {
                 let conn = self.instances.get(&inst).and_then(|i| i.conn);
                 let budget = self.replay_budget(conn);
@@ -260,8 +216,17 @@ impl Server {
                 member_offline: req.rejoin && !was_member,
                 ..state
             }),
-            replay.frames,
+            replay.take_frames(),
         ))
+    }
+
+    /// How much of a channel's history is kept.
+    fn channel_retention(&self) -> Retention {
+        Retention {
+            max_messages: self.config.channel_retention_messages,
+            max_bytes: self.config.channel_max_retained_bytes,
+            max_age: self.config.channel_retention_age,
+        }
     }
 
     /// Where a member's channel stream goes on from its cursor `after` in
@@ -279,40 +244,20 @@ impl Server {
         since: u64,
         budget: Option<usize>,
     ) -> (wire::JoinReply, Replay) {
-        let (now, age) = (self.now, self.config.channel_retention_age);
+        let now = self.now;
         let Some(ch) = self.channels.get_mut(&num) else {
             return (wire::JoinReply::default(), Replay::default());
         };
-        ch.log.prune(now, age);
-        let head = ch.log.head;
-        let (replay, epoch_gap) = if epoch == ch.epoch {
-            let after = after.max(since);
-            match budget {
-                Some(budget) => (ch.log.replay(after, budget), None),
-                None => {
-                    let gap = (after < head).then(|| wire::SeqGap {
-                        from: after.saturating_add(1),
-                        to: head,
-                    });
-                    (Replay::at(head), gap)
-                }
-            }
-        } else if epoch != 0 {
-            let gap = wire::SeqGap {
-                from: after.saturating_add(1),
-                to: 0,
-            };
-            (Replay::at(ch.log.head), Some(gap))
-        } else {
-            (Replay::at(ch.log.head), None)
-        };
+        let replay = ch
+            .log
+            .resume(now, (epoch, after), since, ch.log.head(), budget);
         let reply = wire::JoinReply {
             channel: num,
-            seq: replay.start,
-            gap: epoch_gap.or(replay.gap),
+            seq: replay.seq(),
+            gap: replay.gap(),
             member_offline: false,
             replay_truncated_at: replay.truncated_at(),
-            epoch: ch.epoch,
+            epoch: ch.log.epoch(),
         };
         (reply, replay)
     }
@@ -456,11 +401,7 @@ impl Server {
         self.config.limits.check_message(&message)?;
         let from_uid = who.1;
         let ts = self.unix_ms();
-        let (now, age) = (self.now, self.config.channel_retention_age);
-        let bounds = (
-            self.config.channel_retention_messages,
-            self.config.channel_max_retained_bytes,
-        );
+        let now = self.now;
         let mut push = wire::ChannelMessagePush {
             channel: num,
             from_uid,
@@ -468,10 +409,7 @@ impl Server {
             timestamp_ms: ts,
             seq: 0,
         };
-        check_push_fits(
-            self.config.limits.max_frame_size,
-            sequenced_push_frame_len(prost::Message::encoded_len(&push)),
-        )?;
+        check_sequenced_fits(self.config.limits.max_frame_size, &push)?;
         // Counted only once the send is known to be valid.
         self.rate_check(inst)?;
         let Some(ch) = self.channels.get_mut(&num) else {
@@ -480,21 +418,16 @@ impl Server {
                 "channel vanished",
             ));
         };
-        let mut added = 0;
-        let frame = if req.unreliable {
-            encode_push(Body::ChannelMessage(push))
+        let (seq, frame) = if req.unreliable {
+            (0, encode_push(Body::ChannelMessage(push)))
         } else {
-            push.seq = ch.log.next_seq();
-            let seq = push.seq;
-            let frame = encode_push(Body::ChannelMessage(push));
-            ch.log.prune(now, age);
-            added = ch.log.append(seq, now, frame.clone(), bounds);
-            frame
+            let pushed = ch.log.push(now, |seq| {
+                push.seq = seq;
+                encode_push(Body::ChannelMessage(push))
+            });
+            self.retained(who.0, pushed.added);
+            (pushed.seq, pushed.frame)
         };
-        let seq = if req.unreliable { 0 } else { ch.log.head };
-        if !req.unreliable {
-            self.retained(who.0, added);
-        }
         self.broadcast(num, &frame);
         let reply = wire::SendReply {
             timestamp_ms: ts,
@@ -509,7 +442,7 @@ impl Server {
         &mut self,
         inst: u64,
         req: wire::AttributesWrite,
-        channel_scope: bool,
+        scope: AttributeScope,
     ) -> Outcome {
         let num = self.member_channel(inst, req.channel.as_ref())?;
         let uid = self.instance(inst)?.uid;
@@ -519,8 +452,12 @@ impl Server {
             false => 0,
         };
         self.rate_take(inst, RateKind::AttributeWrite, 1 + told as u64 / 100)?;
-        let op = AttributeOp::try_from(req.op)
-            .map_err(|_| ServiceError::new(ErrorCode::INVALID_PARAMETER, "unknown attribute op"))?;
+        let op = match AttributeOp::try_from(req.op) {
+            Ok(AttributeOp::Unspecified) => Err("attribute op unspecified"),
+            Ok(op) => Ok(op),
+            Err(_) => Err("unknown attribute op"),
+        }
+        .map_err(|e| ServiceError::new(ErrorCode::INVALID_PARAMETER, e))?;
         let ts = self.unix_ms();
         let limits = &self.config.limits;
         let Some(ch) = self.channels.get_mut(&num) else {
@@ -530,21 +467,19 @@ impl Server {
             ));
         };
         let empty = Attributes::new();
-        let (scope, current) = if channel_scope {
-            if matches!(op, AttributeOp::Delete | AttributeOp::Clear) && ch.attrs.is_empty() {
-                return Err(ServiceError::new(
-                    ErrorCode::CHANNEL_ATTRIBUTES_NOT_EXIST,
-                    "the channel has no attributes",
-                ));
+        let current = match scope {
+            AttributeScope::Channel => {
+                if matches!(op, AttributeOp::Delete | AttributeOp::Clear) && ch.attrs.is_empty() {
+                    return Err(ServiceError::new(
+                        ErrorCode::CHANNEL_ATTRIBUTES_NOT_EXIST,
+                        "the channel has no attributes",
+                    ));
+                }
+                &ch.attrs
             }
-            (AttributeScope::Channel, &ch.attrs)
-        } else {
-            (
-                AttributeScope::User,
-                ch.user_attrs.get(&uid).unwrap_or(&empty),
-            )
+            AttributeScope::User => ch.user_attrs.get(&uid).unwrap_or(&empty),
         };
-        let new = apply_op(limits, scope, current, op, &req.attributes, &req.keys)?;
+        let new = limits.apply_attribute_op(scope, current, op, &req.attributes, &req.keys)?;
         let pushed_attrs = match op {
             AttributeOp::Set => new.clone(),
             AttributeOp::AddOrUpdate => req.attributes,
@@ -555,31 +490,32 @@ impl Server {
         } else {
             Vec::new()
         };
-        let body = if channel_scope {
-            Body::ChannelAttributesChanged(wire::ChannelAttributesPush {
-                channel: num,
-                last_update_uid: uid,
-                op: op as i32,
-                attributes: pushed_attrs,
-                keys: pushed_keys,
-                timestamp_ms: ts,
-            })
-        } else {
-            Body::UserAttributesChanged(wire::UserAttributesPush {
+        let body = match scope {
+            AttributeScope::Channel => {
+                Body::ChannelAttributesChanged(wire::ChannelAttributesPush {
+                    channel: num,
+                    last_update_uid: uid,
+                    op: op as i32,
+                    attributes: pushed_attrs,
+                    keys: pushed_keys,
+                    timestamp_ms: ts,
+                })
+            }
+            AttributeScope::User => Body::UserAttributesChanged(wire::UserAttributesPush {
                 channel: num,
                 uid,
                 op: op as i32,
                 attributes: pushed_attrs,
                 keys: pushed_keys,
                 timestamp_ms: ts,
-            })
+            }),
         };
         if req.enable_notification {
             // A notice no client could decode would drop every member's link.
             check_push_fits(limits.max_frame_size, body.encoded_len())
                 .map_err(|e| ServiceError::new(ErrorCode::INVALID_PARAMETER, e.message))?;
         }
-        if channel_scope {
+        if scope == AttributeScope::Channel {
             ch.attrs = new;
             ch.attrs_uid = uid;
             ch.attrs_ts = ts;
@@ -704,31 +640,26 @@ impl Server {
     pub(super) fn fetch(&mut self, conn: ConnId, inst: u64, req: wire::FetchRequest) -> Outcome {
         // Limited by the bytes replayed, charged once known.
         self.rate_ready(inst, RateKind::FetchBytes)?;
-        let replay = match req.channel {
-            None => self.p2p_replay(inst, req.after_seq, self.replay_budget(Some(conn))),
+        let (now, budget) = (self.now, self.replay_budget(Some(conn)));
+        let mut replay = match req.channel {
+            None => self.p2p_replay(inst, req.after_seq, budget),
             Some(key) => {
                 let num = self.member_channel(inst, Some(&key))?;
-                let (now, age, budget) = (
-                    self.now,
-                    self.config.channel_retention_age,
-                    self.replay_budget(Some(conn)),
-                );
                 let ch = self.channels.get_mut(&num).ok_or_else(not_found)?;
-                ch.log.prune(now, age);
                 // Nothing from before this instance joined.
-                let since = ch.since.get(&inst).copied().unwrap_or(ch.log.head);
-                ch.log.replay(req.after_seq.max(since), budget)
+                let since = ch.since.get(&inst).copied().unwrap_or(ch.log.head());
+                ch.log.replay(now, req.after_seq.max(since), budget)
             }
         };
         self.rate_charge(inst, RateKind::FetchBytes, replay.bytes() as u64);
-        for f in replay.frames {
+        for f in replay.take_frames() {
             self.send(conn, f);
         }
         Ok((
             Body::FetchReply(wire::FetchReply {
-                through_seq: replay.through,
-                gap: replay.gap,
-                more: replay.more,
+                through_seq: replay.through(),
+                gap: replay.gap(),
+                more: replay.more(),
             }),
             Vec::new(),
         ))

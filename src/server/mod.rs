@@ -45,8 +45,8 @@ mod inbox;
 mod presence;
 mod rate;
 mod ready;
-mod retention;
 mod sent_ids;
+mod seq_log;
 
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -54,6 +54,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::error::{ErrorCode, ServiceError, WireError};
+use crate::limits::AttributeScope;
 use crate::types::Region;
 use crate::wire::{self, decode_frame, encode_frame, Body, BodyKind, Frame};
 
@@ -596,7 +597,7 @@ impl Server {
     fn sweep(&mut self, now: Instant) {
         let age = self.config.channel_retention_age;
         self.channels.retain(|_, ch| {
-            ch.log.prune(now, age);
+            ch.log.prune(now);
             // A departure older than the retention has nothing left to replay.
             ch.departed
                 .retain(|_, (_, at)| now.saturating_duration_since(*at) < age);
@@ -605,9 +606,8 @@ impl Server {
         let channels = &self.channels;
         self.channel_index
             .retain(|_, num| channels.contains_key(num));
-        let age = self.config.inbox_max_age;
         for inbox in self.inboxes.values_mut() {
-            inbox.log.prune(now, age);
+            inbox.log.prune(now);
         }
         self.sent_ids.sweep(now, self.config.send_dedupe_window);
         self.uid_rates.retain(|_, r| !r.is_idle(now));
@@ -767,8 +767,10 @@ impl Server {
             Body::Join(r) => self.join(inst, r),
             Body::Leave(r) => self.leave(inst, r.channel),
             Body::SendToChannel(r) => self.send_to_channel(inst, r),
-            Body::WriteUserAttributes(r) => self.write_attributes(inst, r, false),
-            Body::WriteChannelAttributes(r) => self.write_attributes(inst, r, true),
+            Body::WriteUserAttributes(r) => self.write_attributes(inst, r, AttributeScope::User),
+            Body::WriteChannelAttributes(r) => {
+                self.write_attributes(inst, r, AttributeScope::Channel)
+            }
             Body::GetUserList(k) => self.user_list(inst, Some(k)),
             Body::GetUserAttributes(r) => self.user_attributes(inst, r),
             Body::GetChannelAttributes(r) => self.channel_attributes(inst, r),
@@ -909,6 +911,26 @@ impl Server {
             }
         }
     }
+}
+
+/// Encodes a push (request id 0) once, to be shared by every receiver.
+fn encode_push(body: Body) -> Bytes {
+    encode_frame(&Frame {
+        request_id: 0,
+        body: Some(body),
+    })
+}
+
+/// 2007 when a push of `frame_len` bytes would exceed `max` (clients refuse
+/// larger frames).
+fn check_push_fits(max: usize, frame_len: usize) -> Result<(), ServiceError> {
+    if frame_len > max {
+        return Err(ServiceError::new(
+            ErrorCode::MSG_SIZE_LIMIT_EXCEEDED,
+            format!("the message would be pushed as a {frame_len}-byte frame, more than {max}"),
+        ));
+    }
+    Ok(())
 }
 
 /// What the server asks of a connection's transport, from

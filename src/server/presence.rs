@@ -168,9 +168,9 @@ impl Server {
         // channel's, all queued right after the reply and before any live
         // push.
         let mut budget = self.replay_budget(Some(conn));
-        let mut p2p = self.p2p_resume_point(key, req.resume.as_ref(), budget);
-        budget = budget.saturating_sub(p2p.replay.bytes());
-        let mut frames = std::mem::take(&mut p2p.replay.frames);
+        let (p2p_epoch, mut p2p) = self.p2p_resume_point(key, req.resume.as_ref(), budget);
+        budget = budget.saturating_sub(p2p.bytes());
+        let mut frames = p2p.take_frames();
         let channels = match (resumed, req.resume) {
             (Some(id), Some(r)) => self.resume_channels(id, r.channels, &mut budget, &mut frames),
             _ => Vec::new(),
@@ -181,18 +181,12 @@ impl Server {
             token_expires_at_ms: exp.map_or(0, |e| e.saturating_mul(1000)),
             server_time_ms: self.unix_ms(),
             server_epoch: self.epoch,
-            // One gap field: with an epoch gap, a retention gap of the new
-            // epoch is not skipped over but left for the client's fetch,
-            // whose reply reports it.
-            p2p_seq: match (&p2p.epoch_gap, &p2p.replay.gap) {
-                (Some(_), Some(g)) => g.from.saturating_sub(1),
-                _ => p2p.replay.start,
-            },
-            p2p_gap: p2p.epoch_gap.or(p2p.replay.gap),
+            p2p_seq: p2p.seq(),
+            p2p_gap: p2p.gap(),
             is_anonymous,
             resumed: resumed.is_some(),
-            p2p_replay_truncated_at: p2p.replay.truncated_at(),
-            p2p_epoch: p2p.epoch,
+            p2p_replay_truncated_at: p2p.truncated_at(),
+            p2p_epoch,
             // A client that pings this often is never idle: at most a third
             // of the idle timeout, whatever was configured.
             ping_interval_ms: ms(self.config.ping_interval.min(self.config.idle_timeout / 3)),
@@ -245,9 +239,9 @@ impl Server {
                 .and_then(|ch| ch.since.get(&inst).copied())
                 .unwrap_or(0);
             let at = (cursor.epoch, cursor.seq);
-            let (state, replay) = self.rejoin_state(num, at, since, Some(*budget));
+            let (state, mut replay) = self.rejoin_state(num, at, since, Some(*budget));
             *budget = budget.saturating_sub(replay.bytes());
-            frames.extend(replay.frames);
+            frames.extend(replay.take_frames());
             kept.push(wire::ResumedChannel {
                 channel: Some(key),
                 state: Some(state),
