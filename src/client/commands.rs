@@ -98,6 +98,7 @@ impl Session {
         token: Option<String>,
         region: Option<Region>,
     ) -> Cmd {
+        enter_span!(self.span());
         let now = self.tick(now);
         if self.state() != ConnectionState::Disconnected {
             return Err(CommandError::AlreadyLoggedIn);
@@ -120,6 +121,7 @@ impl Session {
     /// leaves its channels. Ends in DISCONNECTED/LOGOUT whatever the reply
     /// (while reconnecting it completes at once, locally).
     pub fn logout(&mut self, now: Instant) -> Cmd {
+        enter_span!(self.span());
         let now = self.tick(now);
         match self.state() {
             ConnectionState::Disconnected => Err(CommandError::NotLoggedIn),
@@ -150,6 +152,7 @@ impl Session {
     /// the one used to re-login. While reconnecting (or after `TokenExpired`)
     /// it completes at once and the Session dials again with the new token.
     pub fn refresh_token(&mut self, now: Instant, token: String) -> Cmd {
+        enter_span!(self.span());
         let now = self.tick(now);
         if token.is_empty() {
             return Err(crate::limits::LimitError::Empty("token").into());

@@ -201,6 +201,7 @@ impl Session {
         link: LinkId,
         frame: Bytes,
     ) -> Result<(), WireError> {
+        enter_span!(self.span);
         let now = self.tick(now);
         if !self.is_current(link) || self.link != Link::Up {
             return Ok(());

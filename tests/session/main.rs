@@ -15,3 +15,5 @@ mod login;
 mod operations;
 mod p2p;
 mod props;
+#[cfg(feature = "tracing")]
+mod tracing_events;
