@@ -215,3 +215,44 @@ fn golden_transcripts_are_listed() {
         );
     }
 }
+
+/// `(number, name)` of the table rows `| NUMBER | NAME | ...` of the
+/// section titled `title`.
+fn table_names(doc: &str, title: &str) -> BTreeMap<u32, String> {
+    section(doc, title)
+        .iter()
+        .filter_map(|l| l.trim().strip_prefix('|'))
+        .filter_map(|rest| {
+            let mut cells = rest.split('|').map(str::trim);
+            let number = cells.next()?.parse().ok()?;
+            Some((number, cells.next()?.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn error_code_names_are_the_specs_names() {
+    let doc = doc();
+    let documented = table_names(&doc, "Error codes");
+    assert!(documented.len() > 20, "too few rows: {documented:?}");
+    let wrong: Vec<String> = documented
+        .iter()
+        .filter(|(&code, name)| ErrorCode::new(code).name() != Some(name.as_str()))
+        .map(|(code, name)| {
+            format!(
+                "{code}: docs say {name}, ErrorCode::name says {:?}",
+                ErrorCode::new(*code).name()
+            )
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // Every name the crate knows is a row of the spec, and displays as one.
+    for (name, code) in error_table() {
+        assert_eq!(documented.get(&code), Some(&name), "ErrorCode::{name}");
+        assert_eq!(ErrorCode::new(code).to_string(), format!("{name} ({code})"));
+        assert_eq!(format!("{:?}", ErrorCode::new(code)), format!("ErrorCode::{name}"));
+        assert_eq!(u32::from(ErrorCode::from(code)), code);
+    }
+    assert_eq!(ErrorCode::new(9999).to_string(), "code 9999");
+    assert_eq!(format!("{:?}", ErrorCode::new(9999)), "ErrorCode(9999)");
+}
