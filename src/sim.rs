@@ -428,8 +428,7 @@ impl Sim {
     /// A slow client stops reading: the server's queue for it grows.
     pub fn set_slow(&mut self, c: ClientId, slow: bool) {
         self.clients[c.0].slow = slow;
-        if let (false, Some(conn)) = (slow, self.clients[c.0].conn) {
-            self.pull(c.0, conn);
+        if !slow {
             self.pump_server();
         }
     }
@@ -608,10 +607,11 @@ impl Sim {
         }));
     }
 
-    /// One drain of client `i`'s Session, in the documented order:
-    /// transport actions, frames, events.
+    /// One drain of client `i`'s Session, then what it asked for.
     fn pump_client(&mut self, i: usize) {
-        while let Some(action) = self.clients[i].session.poll_transport() {
+        let mut out = SessionDrain::default();
+        self.clients[i].session.drain(&mut out);
+        for action in out.actions {
             let client = &mut self.clients[i];
             match action {
                 TransportAction::Connect { link } => {
@@ -631,7 +631,7 @@ impl Sim {
                 }
             }
         }
-        while let Some(frame) = self.clients[i].session.poll_transmit() {
+        for frame in out.frames {
             let client = &self.clients[i];
             if let (true, Some(conn)) = (client.open, client.conn) {
                 let incarnation = self.restarts;
@@ -639,38 +639,41 @@ impl Sim {
                 self.schedule_tapped(i, true, What::ToServer(conn, incarnation, frame), tap);
             }
         }
-        let client = &mut self.clients[i];
-        while let Some(e) = client.session.poll_event() {
-            client.events.push(e);
-        }
-    }
-
-    /// Moves the server's queued frames for `conn` onto client `i`'s link.
-    fn pull(&mut self, i: usize, conn: ConnId) {
-        while let Some(frame) = self.server.poll_transmit(conn) {
-            let tap = self.tap_frame(i, Direction::ToClient, &frame);
-            self.schedule_tapped(i, false, What::ToClient(frame), tap);
-        }
+        self.clients[i].events.extend(out.events);
     }
 
     fn client_of(&self, conn: ConnId) -> Option<usize> {
         self.clients.iter().position(|c| c.conn == Some(conn))
     }
 
+    /// One drain of the server, then its frames on their links. A slow
+    /// client's frames stay queued in the server (it reads nothing); the
+    /// server's next drain offers them again.
     fn pump_server(&mut self) {
-        while let Some(conn) = self.server.poll_ready() {
-            match self.client_of(conn) {
-                // A slow client leaves its frames queued in the server.
-                Some(i) if self.clients[i].slow => {}
-                Some(i) => self.pull(i, conn),
-                None => while self.server.poll_transmit(conn).is_some() {},
+        let mut out = ServerDrain {
+            slow: self
+                .clients
+                .iter()
+                .filter(|c| c.slow)
+                .filter_map(|c| c.conn)
+                .collect(),
+            ..ServerDrain::default()
+        };
+        self.server.drain(&mut out);
+        let mut last: Option<(ConnId, Option<usize>)> = None;
+        for (conn, frame) in out.frames {
+            let i = match last {
+                Some((c, i)) if c == conn => i,
+                _ => self.client_of(conn),
+            };
+            last = Some((conn, i));
+            if let Some(i) = i {
+                let tap = self.tap_frame(i, Direction::ToClient, &frame);
+                self.schedule_tapped(i, false, What::ToClient(frame), tap);
             }
         }
-        while let Some(ServerAction::Close { conn, .. }) = self.server.poll_transport() {
+        for conn in out.closes {
             if let Some(i) = self.client_of(conn) {
-                if !self.clients[i].slow {
-                    self.pull(i, conn);
-                }
                 self.schedule(i, false, What::ServerClosed);
                 self.clients[i].conn = None;
             }
@@ -683,5 +686,47 @@ impl Sim {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+}
+
+/// What one drain of a Session produced, handled after the drain (handling
+/// it needs the whole simulation).
+#[derive(Default)]
+struct SessionDrain {
+    actions: Vec<TransportAction>,
+    frames: Vec<Bytes>,
+    events: Vec<Event>,
+}
+
+impl crate::client::Sink for SessionDrain {
+    fn transport(&mut self, action: TransportAction) {
+        self.actions.push(action);
+    }
+    fn transmit(&mut self, frame: Bytes) {
+        self.frames.push(frame);
+    }
+    fn event(&mut self, event: Event) {
+        self.events.push(event);
+    }
+}
+
+/// What one drain of the server produced; `slow` connections take nothing.
+#[derive(Default)]
+struct ServerDrain {
+    slow: Vec<ConnId>,
+    frames: Vec<(ConnId, Bytes)>,
+    closes: Vec<ConnId>,
+}
+
+impl crate::server::Sink for ServerDrain {
+    fn writable(&mut self, conn: ConnId) -> bool {
+        !self.slow.contains(&conn)
+    }
+    fn transmit(&mut self, conn: ConnId, frame: Bytes) {
+        self.frames.push((conn, frame));
+    }
+    fn transport(&mut self, action: ServerAction) {
+        let ServerAction::Close { conn, .. } = action;
+        self.closes.push(conn);
     }
 }

@@ -250,7 +250,10 @@ fn error_code_names_are_the_specs_names() {
     for (name, code) in error_table() {
         assert_eq!(documented.get(&code), Some(&name), "ErrorCode::{name}");
         assert_eq!(ErrorCode::new(code).to_string(), format!("{name} ({code})"));
-        assert_eq!(format!("{:?}", ErrorCode::new(code)), format!("ErrorCode::{name}"));
+        assert_eq!(
+            format!("{:?}", ErrorCode::new(code)),
+            format!("ErrorCode::{name}")
+        );
         assert_eq!(u32::from(ErrorCode::from(code)), code);
     }
     assert_eq!(ErrorCode::new(9999).to_string(), "code 9999");
