@@ -3,109 +3,16 @@
 //! Every wait is bounded.
 #![cfg(feature = "server-tcp")]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+#[path = "common/tcp.rs"]
+mod tcp;
+
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use hummer_channel::adapters::server_tcp::ServerHandle;
 use hummer_channel::server::{ServerConfig, DEMO_APPID};
-use hummer_channel::wire::{
-    self, decode_frame, encode_frame, write_length_prefixed, Body, DecodedFrame, Frame,
-    FrameDecoder,
-};
-
-const WAIT: Duration = Duration::from_secs(10);
-
-struct Client {
-    stream: TcpStream,
-    decoder: FrameDecoder,
-    rid: u64,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        Client {
-            stream,
-            decoder: FrameDecoder::new(64 * 1024),
-            rid: 0,
-        }
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
-    }
-
-    fn send(&mut self, body: Body) -> u64 {
-        self.rid += 1;
-        let frame = encode_frame(&Frame {
-            request_id: self.rid,
-            body: Some(body),
-        });
-        let mut buf = BytesMut::new();
-        write_length_prefixed(&frame, &mut buf);
-        self.send_raw(&buf);
-        self.rid
-    }
-
-    /// The next frame, `None` on EOF; panics after `WAIT`.
-    fn next(&mut self) -> Option<DecodedFrame> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(f) = self
-                .decoder
-                .next_frame()
-                .expect("server stream is well-formed")
-            {
-                return Some(decode_frame(f, 64 * 1024).expect("server frame decodes"));
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for a frame");
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.decoder.extend(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(_) => return None,
-            }
-        }
-    }
-
-    /// Frames until one matches, skipping the others.
-    fn until(&mut self, mut pred: impl FnMut(&DecodedFrame) -> bool) -> DecodedFrame {
-        loop {
-            let f = self.next().expect("connection closed while waiting");
-            if pred(&f) {
-                return f;
-            }
-        }
-    }
-
-    fn req(&mut self, body: Body) -> Body {
-        let rid = self.send(body);
-        self.until(|f| f.request_id == rid).body
-    }
-
-    fn login(&mut self, uid: u64, resume: Option<wire::Resume>) -> wire::LoginReply {
-        match self.req(Body::Login(wire::LoginRequest {
-            protocol_version: wire::PROTOCOL_VERSION,
-            appid: DEMO_APPID,
-            uid,
-            resume,
-            ..Default::default()
-        })) {
-            Body::LoginReply(r) => r,
-            other => panic!("login failed: {other:?}"),
-        }
-    }
-}
+use hummer_channel::wire::{self, encode_frame, Body, Frame};
+use tcp::Client;
 
 fn room() -> wire::ChannelKey {
     wire::ChannelKey {
@@ -129,14 +36,14 @@ fn handle_drop_connections_then_resume() {
     let addr = handle.local_addr();
     let mut a = Client::connect(addr);
     let mut b = Client::connect(addr);
-    let ra = a.login(1, None);
-    b.login(2, None);
+    let ra = a.login(1);
+    b.login(2);
     handle.drop_connections();
     assert!(a.next().is_none(), "socket closed by fault injection");
     assert!(b.next().is_none());
     // Within grace, the instance is still there to take over.
     let mut a2 = Client::connect(addr);
-    let r = a2.login(
+    let r = a2.login_with(
         1,
         Some(wire::Resume {
             p2p_epoch: ra.p2p_epoch,
@@ -183,8 +90,8 @@ fn slow_reader_is_disconnected_and_others_carry_on() {
     let addr = handle.local_addr();
     let mut a = Client::connect(addr);
     let mut slow = Client::connect(addr);
-    a.login(1, None);
-    slow.login(2, None);
+    a.login(1);
+    slow.login(2);
     for c in [&mut a, &mut slow] {
         assert!(matches!(
             c.req(Body::Join(wire::JoinRequest {
@@ -292,7 +199,7 @@ fn a_frame_of_exactly_the_maximum_size_is_accepted() {
     let handle =
         ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).expect("spawn");
     let mut c = Client::connect(handle.local_addr());
-    c.login(1, None);
+    c.login(1);
     let mut frame = encode_frame(&Frame {
         request_id: 0,
         body: Some(Body::Ping(wire::Ping { nonce: 7 })),

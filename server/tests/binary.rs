@@ -3,115 +3,20 @@
 //! it wraps is tested in the library's tests/server_tcp*.rs. Every wait is
 //! bounded.
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "../../tests/common/tcp.rs"]
+mod tcp;
+
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use hummer_channel::server::DEMO_APPID;
-use hummer_channel::wire::{
-    self, decode_frame, encode_frame, write_length_prefixed, Body, DecodedFrame, Frame,
-    FrameDecoder,
-};
-
-const WAIT: Duration = Duration::from_secs(10);
-const MAX_FRAME: usize = 64 * 1024;
-
-struct Client {
-    stream: TcpStream,
-    decoder: FrameDecoder,
-    rid: u64,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        stream.set_nodelay(true).unwrap();
-        Client {
-            stream,
-            decoder: FrameDecoder::new(MAX_FRAME),
-            rid: 0,
-        }
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
-    }
-
-    fn send(&mut self, body: Body) -> u64 {
-        self.rid += 1;
-        let frame = encode_frame(&Frame {
-            request_id: self.rid,
-            body: Some(body),
-        });
-        let mut buf = BytesMut::new();
-        write_length_prefixed(&frame, &mut buf);
-        self.send_raw(&buf);
-        self.rid
-    }
-
-    /// The next frame, `None` on EOF or a reset; panics after `WAIT`.
-    fn next(&mut self) -> Option<DecodedFrame> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(f) = self.decoder.next_frame().expect("well-formed stream") {
-                return Some(decode_frame(f, MAX_FRAME).expect("server frame decodes"));
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for a frame");
-            let mut chunk = [0u8; 16 * 1024];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.decoder.extend(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(_) => return None,
-            }
-        }
-    }
-
-    /// Frames until one matches, skipping the others.
-    fn until(&mut self, mut pred: impl FnMut(&DecodedFrame) -> bool) -> DecodedFrame {
-        loop {
-            let f = self.next().expect("connection closed while waiting");
-            if pred(&f) {
-                return f;
-            }
-        }
-    }
-
-    fn req(&mut self, body: Body) -> Body {
-        let rid = self.send(body);
-        self.until(|f| f.request_id == rid).body
-    }
-
-    fn login(&mut self, uid: u64) -> wire::LoginReply {
-        match self.req(Body::Login(wire::LoginRequest {
-            protocol_version: wire::PROTOCOL_VERSION,
-            appid: DEMO_APPID,
-            uid,
-            ..Default::default()
-        })) {
-            Body::LoginReply(r) => r,
-            other => panic!("login failed: {other:?}"),
-        }
-    }
-
-    fn ping(&mut self, nonce: u64) {
-        assert_eq!(
-            self.req(Body::Ping(wire::Ping { nonce })),
-            Body::Pong(wire::Pong { nonce })
-        );
-    }
-}
+use hummer_channel::wire::{self, Body};
+use tcp::{Client, WAIT};
 
 fn room() -> wire::ChannelKey {
     wire::ChannelKey {
