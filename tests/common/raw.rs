@@ -59,6 +59,13 @@ impl Net {
         Net::new_at(config, T0_UNIX_MS)
     }
 
+    /// A server with the demo config as changed by `change`.
+    pub fn with(change: impl FnOnce(&mut ServerConfig)) -> Net {
+        let mut config = ServerConfig::demo();
+        change(&mut config);
+        Net::new(config)
+    }
+
     pub fn demo() -> Net {
         Net::new(ServerConfig::demo())
     }

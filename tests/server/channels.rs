@@ -149,10 +149,8 @@ fn grace_period_hides_quick_reconnects_and_ends_with_a_leave() {
 
 #[test]
 fn channel_rejoin_replays_and_reports_evicted_gap() {
-    let mut n = Net::new({
-        let mut cfg = ServerConfig::demo();
+    let mut n = Net::with(|cfg| {
         cfg.channel_retention_messages = 3;
-        cfg
     });
     let (a, _) = n.login(1);
     let (b, _) = n.login(2);
@@ -217,11 +215,9 @@ fn channel_rejoin_replays_and_reports_evicted_gap() {
 
 #[test]
 fn a_burst_of_rejoin_replays_fits_the_connection_queue() {
-    let mut n = Net::new({
-        let mut cfg = ServerConfig::demo();
+    let mut n = Net::with(|cfg| {
         cfg.rate_limit_sends = 100_000;
         cfg.max_queued_bytes = 1024 * 1024;
-        cfg
     });
     let (a, ra) = n.login(1);
     let (b, _) = n.login(2);
@@ -390,11 +386,9 @@ fn a_rejoin_after_a_restart_gets_an_open_gap_and_no_replay() {
 
 #[test]
 fn a_channel_forgotten_and_made_again_gets_a_new_epoch_and_numbers_from_1() {
-    let mut n = Net::new({
-        let mut cfg = ServerConfig::demo();
+    let mut n = Net::with(|cfg| {
         cfg.channel_retention_age = secs(10);
         cfg.sweep_interval = secs(1);
-        cfg
     });
     let (a, _) = n.login(1);
     let first = n.ok_join(a, "room");

@@ -40,11 +40,9 @@ fn malformed_frames_close_the_connection() {
 
 #[test]
 fn slow_consumer_is_dropped_with_a_bounded_queue() {
-    let mut n = Net::new({
-        let mut cfg = ServerConfig::demo();
+    let mut n = Net::with(|cfg| {
         cfg.max_queued_bytes = 4000;
         cfg.rate_limit_sends = 10_000;
-        cfg
     });
     let (a, _) = n.login(1);
     let (b, _) = n.login(2);
@@ -352,11 +350,9 @@ fn a_link_silent_for_the_idle_timeout_gets_close_1005() {
 
 #[test]
 fn a_slow_consumer_gets_close_4005() {
-    let mut n = Net::new({
-        let mut cfg = ServerConfig::demo();
+    let mut n = Net::with(|cfg| {
         cfg.max_queued_bytes = 4000;
         cfg.rate_limit_sends = 10_000;
-        cfg
     });
     let (a, _) = n.login(1);
     let (b, _) = n.login(2);

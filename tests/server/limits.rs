@@ -4,11 +4,9 @@ use crate::support::*;
 
 #[test]
 fn every_limit_code() {
-    let mut n = Net::new({
-        let mut cfg = ServerConfig::demo();
+    let mut n = Net::with(|cfg| {
         cfg.max_channel_members = 2;
         cfg.rate_limit_sends = 3;
-        cfg
     });
     let (a, _) = n.login(1);
     let (b, _) = n.login(2);
@@ -184,11 +182,9 @@ fn every_limit_code() {
 
 #[test]
 fn retained_bytes_are_capped_server_wide() {
-    let mut n = Net::new({
-        let mut cfg = ServerConfig::demo();
+    let mut n = Net::with(|cfg| {
         cfg.max_retained_bytes = 3000;
         cfg.rate_limit_sends = 10_000;
-        cfg
     });
     let (a, _) = n.login(1);
     n.ok_join(a, "room");
@@ -241,11 +237,9 @@ fn retained_bytes_are_capped_server_wide() {
 
 #[test]
 fn inboxes_are_bounded_and_offline_ones_evicted_first() {
-    let mut n = Net::new({
-        let mut cfg = ServerConfig::demo();
+    let mut n = Net::with(|cfg| {
         cfg.max_inbox_users = 10;
         cfg.rate_limit_sends = 10_000;
-        cfg
     });
     let (a, _) = n.login(1);
     let (_online, _) = n.login(500);
@@ -474,11 +468,9 @@ fn within_an_app_the_largest_histories_lose_their_messages_first() {
 #[test]
 fn one_inbox_and_one_channel_are_capped_in_bytes() {
     let cap = 10_000;
-    let mut n = Net::new({
-        let mut cfg = ServerConfig::demo();
+    let mut n = Net::with(|cfg| {
         cfg.inbox_max_retained_bytes = cap;
         cfg.channel_max_retained_bytes = cap;
-        cfg
     });
     let (a, _) = n.login(1);
     let (m, _) = n.login(2);

@@ -162,10 +162,8 @@ fn kick_older_logins_closes_and_removes_them() {
 
 #[test]
 fn client_close_frame_and_instance_bound() {
-    let mut n = Net::new({
-        let mut cfg = ServerConfig::demo();
+    let mut n = Net::with(|cfg| {
         cfg.max_instances_per_uid = 2;
-        cfg
     });
     let (a, _) = n.login(1);
     n.raw(
@@ -272,10 +270,8 @@ fn a_link_may_log_in_again_after_a_refused_login_or_a_logout() {
 #[test]
 fn a_login_past_max_instances_per_uid_gets_2012() {
     for max in [64, 3] {
-        let mut n = Net::new({
-            let mut cfg = ServerConfig::demo();
+        let mut n = Net::with(|cfg| {
             cfg.max_instances_per_uid = max;
-            cfg
         });
         for _ in 0..max {
             n.login(5);

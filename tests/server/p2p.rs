@@ -150,10 +150,8 @@ fn resume_detaches_an_older_live_connection() {
 
 #[test]
 fn evicted_p2p_messages_show_as_a_gap() {
-    let mut n = Net::new({
-        let mut cfg = ServerConfig::demo();
+    let mut n = Net::with(|cfg| {
         cfg.inbox_max_messages = 3;
-        cfg
     });
     let (a, _) = n.login(1);
     for i in 1..=5 {
@@ -199,12 +197,10 @@ fn evicted_p2p_messages_show_as_a_gap() {
 
 #[test]
 fn a_forgotten_inbox_never_reuses_sequence_numbers() {
-    let mut n = Net::new({
-        let mut cfg = ServerConfig::demo();
+    let mut n = Net::with(|cfg| {
         cfg.presence_grace = Duration::from_secs(1);
         cfg.inbox_max_age = Duration::from_secs(5);
         cfg.sweep_interval = Duration::from_secs(1);
-        cfg
     });
     let (a, _) = n.login(1);
     let (b, rb) = n.login(2);
@@ -351,12 +347,10 @@ fn the_p2p_epoch_is_non_zero_and_the_same_for_every_login_of_the_uid() {
 
 #[test]
 fn the_p2p_epoch_survives_sweeps_while_the_uid_is_offline_with_an_empty_inbox() {
-    let mut n = Net::new({
-        let mut cfg = ServerConfig::demo();
+    let mut n = Net::with(|cfg| {
         cfg.presence_grace = secs(1);
         cfg.inbox_max_age = secs(5);
         cfg.sweep_interval = secs(1);
-        cfg
     });
     let (a, _) = n.login(1);
     let (b, r) = n.login(2);
@@ -485,11 +479,9 @@ fn a_login_without_a_p2p_cursor_gets_everything_no_instance_of_the_uid_acked() {
 
 #[test]
 fn an_inbox_forgotten_under_max_inbox_users_gets_a_new_epoch() {
-    let mut n = Net::new({
-        let mut cfg = ServerConfig::demo();
+    let mut n = Net::with(|cfg| {
         cfg.max_inbox_users = 10;
         cfg.rate_limit_sends = 10_000;
-        cfg
     });
     let (a, _) = n.login(1);
     let (b, r) = n.login(2);
