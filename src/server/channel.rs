@@ -44,7 +44,9 @@ pub(crate) struct Channel {
     pub since: HashMap<u64, u64>,
     /// Uids whose membership ended because their link stayed down past the
     /// grace period: where it had started, and when it ended. Only they may
-    /// rejoin with a replay (after their cursor and their start).
+    /// rejoin with a replay (after their cursor and their start). A record
+    /// outlives the uid's joins (every dropped instance of the uid may
+    /// rejoin from its own cursor); a Leave or age ends it.
     pub departed: BTreeMap<u64, (u64, Instant)>,
     /// Net membership changes since the last notice.
     pub joined: BTreeSet<u64>,
@@ -181,14 +183,17 @@ impl Server {
         // already (a member has had every push on this link), and only to a
         // uid whose membership ended with a lost link, from where it began:
         // no one reads a channel's history from before joining it.
-        // Any join of the uid ends its departure record (used or not): a
-        // uid that comes back and leaves again did not depart.
+        // A join does not end the departure record: it stands for every
+        // instance of the uid dropped after the grace period, and each of
+        // them may rejoin from its own cursor (the first one back must not
+        // turn the others' replay into a gap). A Leave ends it (a uid that
+        // left did not depart), and so does age (`sweep`).
         let departed = match was_member {
             false => self
                 .channels
-                .get_mut(&num)
-                .and_then(|ch| ch.departed.remove(&uid))
-                .map(|(since, _)| since)
+                .get(&num)
+                .and_then(|ch| ch.departed.get(&uid))
+                .map(|&(since, _)| since)
                 .filter(|_| req.rejoin),
             true => None,
         };

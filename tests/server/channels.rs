@@ -754,11 +754,61 @@ fn a_uid_dropped_after_the_grace_gets_its_replay_from_its_cursor_and_its_join() 
     }
 }
 
-/// A uid's departure record (`Channel::departed`) is consumed only by a
-/// rejoin (src/server/channel.rs:225-231): after a plain join and a Leave it
-/// is still there, so a later `rejoin: true` replays what was sent while
+/// Two instances of uid 2 are dropped after the grace period, one at cursor
+/// 0 and one at cursor 1. Before the fix the first one back (rejoin, or a
+/// plain join of a new instance) consumed the uid's departure record, so the
+/// other one's rejoin was treated as a uid that never was a member: a gap
+/// `{1, 2}` and no replay, though the channel still kept c1 and c2
+/// (conformance regression bc11ae6a).
+#[test]
+fn a_second_instance_of_a_departed_uid_rejoins_with_its_replay_too() {
+    for first in ["rejoin", "plain join"] {
+        let mut n = Net::demo();
+        let (a, _) = n.login(1);
+        let room = n.ok_join(a, "room");
+        let (b1, _) = n.login(2);
+        let (b2, _) = n.login(2);
+        n.ok_join(b1, "room");
+        n.ok_join(b2, "room");
+        n.lose(b1); // its cursor stays 0
+        n.sent(a, to_channel("room", "c1")); // b2's cursor: 1
+        n.lose(b2);
+        n.sent(a, to_channel("room", "c2"));
+        n.advance(secs(31)); // both dropped: the uid departed
+        assert_eq!(n.s.instance_count(), 1);
+        let (b2, _) = n.login(2);
+        match first {
+            "rejoin" => {
+                n.send(b2, rejoin("room", room.epoch, 1));
+                let bodies = n.bodies(b2);
+                let j = join_reply(bodies[0].clone());
+                assert_eq!((j.seq, j.gap), (1, None), "{first}: {j:?}");
+                assert_eq!(channel_texts(&bodies), vec![(2, "c2".into())], "{first}");
+            }
+            _ => assert_eq!(n.ok_join(b2, "room").seq, 2, "{first}"),
+        }
+        let (b1, _) = n.login(2);
+        n.send(b1, rejoin("room", room.epoch, 0));
+        let bodies = n.bodies(b1);
+        let j = join_reply(bodies[0].clone());
+        assert_eq!(
+            (j.epoch, j.seq, j.gap),
+            (room.epoch, 0, None),
+            "after a {first}: nothing was lost: {j:?}"
+        );
+        assert_eq!(
+            channel_texts(&bodies),
+            vec![(1, "c1".into()), (2, "c2".into())],
+            "after a {first}"
+        );
+    }
+}
+
+/// A uid's departure record (`Channel::departed`) outlives its joins, and
+/// once was consumed only by a rejoin: after a plain join and a Leave it
+/// was still there, so a later `rejoin: true` replayed what was sent while
 /// the uid had left the channel, which a uid that left must not get (it is
-/// a newcomer: a gap, no replay).
+/// a newcomer: a gap, no replay). The Leave ends it.
 #[test]
 fn a_uid_that_came_back_and_left_gets_no_replay_on_rejoin() {
     let mut n = Net::demo();
