@@ -517,3 +517,31 @@ fn the_login_timeout_is_5_s_by_default() {
     assert_eq!(last_close(&n.bodies(silent)), Some(1006));
     assert!(n.closes_of(late).is_empty());
 }
+
+#[test]
+fn input_on_a_closed_or_closing_connection_is_ignored_and_counted() {
+    let mut n = Net::new(ServerConfig::demo());
+    let (a, _) = n.login(1);
+    let (b, _) = n.login(2);
+    assert_eq!(n.s.stale_inputs(), 0);
+    // A closed connection: a second disconnect, a frame, a stream error.
+    n.lose(a);
+    assert_eq!(n.s.stale_inputs(), 0, "the first disconnect is not stale");
+    n.lose(a);
+    assert_eq!(n.s.stale_inputs(), 1);
+    n.notify(a, Body::Ping(wire::Ping { nonce: 1 }));
+    assert_eq!(n.s.stale_inputs(), 2);
+    n.s.handle_stream_error(n.now, a, hummer_channel::WireError::EmptyFrame);
+    assert_eq!(n.s.stale_inputs(), 3);
+    // A closing one (the server closed it: a protocol error), not yet
+    // disconnected: its later frames are stale too, and change nothing.
+    n.raw(b, Bytes::from_static(b"\xff\xff\xff"));
+    assert_eq!(n.s.stale_inputs(), 3, "the bad frame itself is not stale");
+    n.notify(b, Body::Ping(wire::Ping { nonce: 2 }));
+    assert_eq!(n.s.stale_inputs(), 4);
+    assert!(
+        !n.frames(b).iter().any(|f| matches!(f.body, Body::Pong(_))),
+        "a closing connection is not answered"
+    );
+    assert_eq!(n.s.instance_count(), 2, "both kept for their grace period");
+}
