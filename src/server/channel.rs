@@ -159,7 +159,7 @@ impl Server {
             Some(n) => n,
             None => {
                 let n = self.new_channel_number();
-                let log = SeqLog::new(self.random_nonzero(), self.channel_retention());
+                let log = SeqLog::new(self.random_nonzero());
                 self.channels
                     .insert(n, Channel::new(appid, region, id.clone(), log));
                 self.channel_index.insert((appid, region, id), n);
@@ -226,7 +226,7 @@ impl Server {
     }
 
     /// How much of a channel's history is kept.
-    fn channel_retention(&self) -> Retention {
+    pub(super) fn channel_retention(&self) -> Retention {
         Retention {
             max_messages: self.config.channel_retention_messages,
             max_bytes: self.config.channel_max_retained_bytes,
@@ -249,13 +249,13 @@ impl Server {
         since: u64,
         budget: Option<usize>,
     ) -> (wire::JoinReply, Replay) {
-        let now = self.now;
+        let (now, retention) = (self.now, self.channel_retention());
         let Some(ch) = self.channels.get_mut(&num) else {
             return (wire::JoinReply::default(), Replay::default());
         };
         let replay = ch
             .log
-            .resume(now, (epoch, after), since, ch.log.head(), budget);
+            .resume(now, retention, (epoch, after), since, ch.log.head(), budget);
         let reply = wire::JoinReply {
             channel: num,
             seq: replay.seq(),
@@ -417,6 +417,7 @@ impl Server {
         check_sequenced_fits(self.config.limits.max_frame_size, &push)?;
         // Counted only once the send is known to be valid.
         self.rate_check(inst)?;
+        let retention = self.channel_retention();
         let Some(ch) = self.channels.get_mut(&num) else {
             return Err(ServiceError::new(
                 ErrorCode::INTERNAL_SERVER_ERROR,
@@ -426,7 +427,7 @@ impl Server {
         let (seq, frame) = if req.unreliable {
             (0, encode_push(Body::ChannelMessage(push)))
         } else {
-            let pushed = ch.log.push(now, |seq| {
+            let pushed = ch.log.push(now, retention, |seq| {
                 push.seq = seq;
                 encode_push(Body::ChannelMessage(push))
             });
@@ -646,6 +647,7 @@ impl Server {
         // Limited by the bytes replayed, charged once known.
         self.rate_ready(inst, RateKind::FetchBytes)?;
         let (now, budget) = (self.now, self.replay_budget(Some(conn)));
+        let retention = self.channel_retention();
         let mut replay = match req.channel {
             None => self.p2p_replay(inst, req.after_seq, budget),
             Some(key) => {
@@ -653,7 +655,8 @@ impl Server {
                 let ch = self.channels.get_mut(&num).ok_or_else(not_found)?;
                 // Nothing from before this instance joined.
                 let since = ch.since.get(&inst).copied().unwrap_or(ch.log.head());
-                ch.log.replay(now, req.after_seq.max(since), budget)
+                ch.log
+                    .replay(now, retention, req.after_seq.max(since), budget)
             }
         };
         self.rate_charge(inst, RateKind::FetchBytes, replay.bytes() as u64);

@@ -56,7 +56,8 @@ impl Server {
             encode_push(Body::UserMessage(push))
         } else {
             let now = self.now;
-            let pushed = self.inbox_mut(key).log.push(now, |seq| {
+            let retention = self.inbox_retention();
+            let pushed = self.inbox_mut(key).log.push(now, retention, |seq| {
                 push.seq = seq;
                 encode_push(Body::UserMessage(push))
             });
@@ -100,21 +101,23 @@ impl Server {
         resume: Option<&wire::Resume>,
         budget: usize,
     ) -> (u64, Replay) {
-        let now = self.now;
+        let (now, retention) = (self.now, self.inbox_retention());
         let inbox = self.inbox_mut(key);
         let cursor = resume.map_or((0, 0), |r| (r.p2p_epoch, r.p2p_seq));
-        let replay = inbox.log.resume(now, cursor, 0, inbox.acked, Some(budget));
+        let replay = inbox
+            .log
+            .resume(now, retention, cursor, 0, inbox.acked, Some(budget));
         (inbox.log.epoch(), replay)
     }
 
     /// `Fetch` of the P2P stream: the pushes after `after`.
     pub(super) fn p2p_replay(&mut self, inst: u64, after: u64, budget: usize) -> Replay {
-        let now = self.now;
+        let (now, retention) = (self.now, self.inbox_retention());
         let Some(i) = self.instances.get(&inst) else {
             return Replay::default();
         };
         match self.inboxes.get_mut(&(i.appid, i.uid)) {
-            Some(inbox) => inbox.log.replay(now, after, budget),
+            Some(inbox) => inbox.log.replay(now, retention, after, budget),
             None => Replay::default(),
         }
     }
@@ -147,14 +150,20 @@ impl Server {
             true => 0,
             false => self.random_nonzero(),
         };
-        let retention = Retention {
+        self.inboxes.entry(key).or_insert_with(|| Inbox {
+            log: SeqLog::new(epoch),
+            acked: 0,
+        })
+    }
+}
+
+impl Server {
+    /// How much of an inbox is kept.
+    pub(super) fn inbox_retention(&self) -> Retention {
+        Retention {
             max_messages: self.config.inbox_max_messages,
             max_bytes: self.config.inbox_max_retained_bytes,
             max_age: self.config.inbox_max_age,
-        };
-        self.inboxes.entry(key).or_insert_with(|| Inbox {
-            log: SeqLog::new(epoch, retention),
-            acked: 0,
-        })
+        }
     }
 }

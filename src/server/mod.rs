@@ -596,8 +596,10 @@ impl Server {
     /// bounds them.
     fn sweep(&mut self, now: Instant) {
         let age = self.config.channel_retention_age;
+        let (channel_retention, inbox_retention) =
+            (self.channel_retention(), self.inbox_retention());
         self.channels.retain(|_, ch| {
-            ch.log.prune(now);
+            ch.log.prune(now, channel_retention);
             // A departure older than the retention has nothing left to replay.
             ch.departed
                 .retain(|_, (_, at)| now.saturating_duration_since(*at) < age);
@@ -607,7 +609,7 @@ impl Server {
         self.channel_index
             .retain(|_, num| channels.contains_key(num));
         for inbox in self.inboxes.values_mut() {
-            inbox.log.prune(now);
+            inbox.log.prune(now, inbox_retention);
         }
         self.sent_ids.sweep(now, self.config.send_dedupe_window);
         self.uid_rates.retain(|_, r| !r.is_idle(now));

@@ -51,7 +51,6 @@ pub(crate) struct SeqLog {
     /// What the retained frames cost: their bytes plus
     /// `RETAINED_ENTRY_OVERHEAD` each.
     bytes: usize,
-    retention: Retention,
 }
 
 /// A push numbered and recorded by [`SeqLog::push`].
@@ -167,14 +166,15 @@ impl Replay {
 }
 
 impl SeqLog {
-    /// An empty stream of `epoch` (non-zero), kept within `retention`.
-    pub fn new(epoch: u64, retention: Retention) -> SeqLog {
+    /// An empty stream of `epoch` (non-zero). Its retention bounds are
+    /// passed to each call that prunes (they are the same for every log of
+    /// a kind: not kept per log, which would cost every inbox and channel).
+    pub fn new(epoch: u64) -> SeqLog {
         SeqLog {
             epoch,
             head: 0,
             entries: VecDeque::new(),
             bytes: 0,
-            retention,
         }
     }
 
@@ -192,22 +192,27 @@ impl SeqLog {
     /// retains it: aged-out pushes go first, then the oldest past the
     /// message or byte bound (the new one is kept whatever its size, unless
     /// the message bound is 0).
-    pub fn push(&mut self, now: Instant, encode: impl FnOnce(u64) -> Bytes) -> Sequenced {
-        self.prune(now);
+    pub fn push(
+        &mut self,
+        now: Instant,
+        retention: Retention,
+        encode: impl FnOnce(u64) -> Bytes,
+    ) -> Sequenced {
+        self.prune(now, retention);
         let seq = self.head.saturating_add(1);
         let frame = encode(seq);
         self.head = seq;
-        let added = self.retain(seq, now, frame.clone());
+        let added = self.retain(seq, now, frame.clone(), retention);
         Sequenced { seq, frame, added }
     }
 
     /// Keeps `frame` within the message and byte bounds; the bytes added.
-    fn retain(&mut self, seq: u64, at: Instant, frame: Bytes) -> usize {
+    fn retain(&mut self, seq: u64, at: Instant, frame: Bytes, retention: Retention) -> usize {
         let Retention {
             max_messages,
             max_bytes,
             ..
-        } = self.retention;
+        } = retention;
         if max_messages == 0 {
             return 0;
         }
@@ -238,9 +243,9 @@ impl SeqLog {
     }
 
     /// Evicts the pushes that are `max_age` old at `now`.
-    pub fn prune(&mut self, now: Instant) {
+    pub fn prune(&mut self, now: Instant, retention: Retention) {
         while let Some(e) = self.entries.front() {
-            if now.saturating_duration_since(e.at) < self.retention.max_age {
+            if now.saturating_duration_since(e.at) < retention.max_age {
                 break;
             }
             self.pop_oldest();
@@ -261,8 +266,14 @@ impl SeqLog {
     /// then the retained pushes up to `budget` bytes (none when the first
     /// does not fit: the budget is what the link's queue has room for).
     /// `after` past the head (a stale client) is clamped to the head.
-    pub fn replay(&mut self, now: Instant, after: u64, budget: usize) -> Replay {
-        self.prune(now);
+    pub fn replay(
+        &mut self,
+        now: Instant,
+        retention: Retention,
+        after: u64,
+        budget: usize,
+    ) -> Replay {
+        self.prune(now, retention);
         self.replay_after(after, budget)
     }
 
@@ -276,12 +287,13 @@ impl SeqLog {
     pub fn resume(
         &mut self,
         now: Instant,
+        retention: Retention,
         (epoch, after): (u64, u64),
         floor: u64,
         fallback: u64,
         budget: Option<usize>,
     ) -> Replay {
-        self.prune(now);
+        self.prune(now, retention);
         let (after, lost) = if epoch == self.epoch {
             (after.max(floor), None)
         } else if epoch != 0 {
@@ -370,14 +382,62 @@ mod tests {
         }
     }
 
+    /// A log with its bounds, paired as the server pairs them.
+    struct Log {
+        log: SeqLog,
+        bounds: Retention,
+    }
+
+    impl std::ops::Deref for Log {
+        type Target = SeqLog;
+        fn deref(&self) -> &SeqLog {
+            &self.log
+        }
+    }
+
+    impl std::ops::DerefMut for Log {
+        fn deref_mut(&mut self) -> &mut SeqLog {
+            &mut self.log
+        }
+    }
+
+    impl Log {
+        fn new(epoch: u64, bounds: Retention) -> Log {
+            Log {
+                log: SeqLog::new(epoch),
+                bounds,
+            }
+        }
+        fn push(&mut self, now: Instant, encode: impl FnOnce(u64) -> Bytes) -> Sequenced {
+            self.log.push(now, self.bounds, encode)
+        }
+        fn prune(&mut self, now: Instant) {
+            self.log.prune(now, self.bounds)
+        }
+        fn replay(&mut self, now: Instant, after: u64, budget: usize) -> Replay {
+            self.log.replay(now, self.bounds, after, budget)
+        }
+        fn resume(
+            &mut self,
+            now: Instant,
+            cursor: (u64, u64),
+            floor: u64,
+            fallback: u64,
+            budget: Option<usize>,
+        ) -> Replay {
+            self.log
+                .resume(now, self.bounds, cursor, floor, fallback, budget)
+        }
+    }
+
     fn frame(seq: u64, len: usize) -> Bytes {
         Bytes::from(vec![seq as u8; len])
     }
 
     /// A log of `n` pushes of 10 bytes each, keeping the last `keep`.
-    fn log(n: u64, keep: usize) -> (SeqLog, Instant) {
+    fn log(n: u64, keep: usize) -> (Log, Instant) {
         let t = Instant::now();
-        let mut l = SeqLog::new(EPOCH, bounds(keep, usize::MAX));
+        let mut l = Log::new(EPOCH, bounds(keep, usize::MAX));
         for _ in 0..n {
             l.push(t, |s| frame(s, 10));
         }
@@ -399,7 +459,7 @@ mod tests {
     #[test]
     fn pushes_are_numbered_encoded_with_their_number_and_kept() {
         let t = Instant::now();
-        let mut l = SeqLog::new(EPOCH, bounds(10, usize::MAX));
+        let mut l = Log::new(EPOCH, bounds(10, usize::MAX));
         assert_eq!((l.epoch(), l.head(), l.is_empty()), (EPOCH, 0, true));
         let p = l.push(t, |s| frame(s, 10 + s as usize));
         assert_eq!((p.seq, p.frame.len()), (1, 11));
@@ -483,7 +543,7 @@ mod tests {
     fn bytes_count_the_overhead_and_bound_the_log() {
         let t = Instant::now();
         let cost = 10 + RETAINED_ENTRY_OVERHEAD;
-        let mut l = SeqLog::new(EPOCH, bounds(100, 3 * cost));
+        let mut l = Log::new(EPOCH, bounds(100, 3 * cost));
         for _ in 0..3 {
             assert_eq!(l.push(t, |s| frame(s, 10)).added, cost);
         }
