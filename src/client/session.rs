@@ -310,11 +310,11 @@ impl Session {
     /// assert_eq!(out.frames.len(), 1); // the login
     /// ```
     pub fn drain(&mut self, sink: &mut impl Sink) {
-        while let Some(action) = self.transport.pop_front() {
+        while let Some(action) = self.poll_transport() {
             sink.transport(action);
         }
         while !self.outgoing.is_empty() && sink.writable() {
-            if let Some(frame) = self.outgoing.pop_front() {
+            if let Some(frame) = self.poll_transmit() {
                 sink.transmit(frame);
             }
         }
