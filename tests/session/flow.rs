@@ -108,3 +108,33 @@ fn a_full_queue_hands_the_message_back_and_signals_room() {
     assert!(t.s.poll_transmit().is_some());
     assert_eq!(t.s.poll_event(), Some(Event::Writable));
 }
+
+/// The table of requests in flight bounds commands too: a full table
+/// refuses, and `Writable` comes only once a reply makes room, however
+/// many frames the driver takes meanwhile.
+#[test]
+fn a_full_request_table_signals_room_only_when_a_reply_frees_a_slot() {
+    let mut config = SessionConfig::new(10000);
+    config.max_pending_requests = 2;
+    let mut t = Script::logged_in_with(config, Script::login_reply(9, 0));
+    let uids = [Uid(2)];
+    t.s.query_users_online_status(t.now, &uids).unwrap();
+    let first = t.last_sent();
+    t.s.query_users_online_status(t.now, &uids).unwrap();
+    let refused = t.s.query_users_online_status(t.now, &uids);
+    assert!(
+        matches!(refused, Err(CommandError::QueueFull { .. })),
+        "{refused:?}"
+    );
+    // Every frame taken: the table is still full.
+    let mut out = SessionOut::default();
+    t.s.drain(&mut out);
+    assert_eq!(t.s.queued_frames(), 0);
+    assert_eq!(writables(&out.events), 0, "two requests still in flight");
+    // One reply: a slot, told once.
+    t.feed(first.request_id, Body::OnlineStatus(Default::default()));
+    let events = t.take_events();
+    assert_eq!(writables(&events), 1, "{events:?}");
+    t.s.query_users_online_status(t.now, &uids)
+        .expect("room for one more");
+}
