@@ -5,7 +5,9 @@
 //!   a limit on how many frames the "transport" takes (backpressure);
 //! - [`raw`]: one Server driven with encoded frames (`Net`), and the wire helpers;
 //! - [`script`]: one Session fed scripted server frames (`Script`), tracking its link;
-//! - [`pair`]: one Server and N Sessions wired in memory (`Pair`), zero latency.
+//! - [`pair`]: one Server and N Sessions wired in memory (`Pair`), zero latency;
+//! - `tcp.rs`: a raw-frame client over real TCP, for the runner's and the
+//!   binary's tests (they include it by path: it needs no other module).
 #![allow(dead_code, unused_imports)]
 
 pub mod clock;
