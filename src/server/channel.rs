@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use super::rate::RateKind;
 use super::sent_ids::Destination;
-use super::seq_log::{check_sequenced_fits, Replay, Retention, SeqLog};
+use super::seq_log::{check_sequenced_fits, Replay, SeqLog};
 use super::{
     add, check_push_fits, checked_key, checked_region, encode_push, ConnId, Outcome, Server, Timer,
 };
@@ -225,15 +225,6 @@ impl Server {
         ))
     }
 
-    /// How much of a channel's history is kept.
-    pub(super) fn channel_retention(&self) -> Retention {
-        Retention {
-            max_messages: self.config.channel_retention_messages,
-            max_bytes: self.config.channel_max_retained_bytes,
-            max_age: self.config.channel_retention_age,
-        }
-    }
-
     /// Where a member's channel stream goes on from its cursor `after` in
     /// `epoch`: with a `budget`, the replay (within it) when the epoch is
     /// the channel's; without, pushes from the head and what lies between
@@ -249,7 +240,7 @@ impl Server {
         since: u64,
         budget: Option<usize>,
     ) -> (wire::JoinReply, Replay) {
-        let (now, retention) = (self.now, self.channel_retention());
+        let (now, retention) = (self.now, self.config.channel_retention());
         let Some(ch) = self.channels.get_mut(&num) else {
             return (wire::JoinReply::default(), Replay::default());
         };
@@ -417,7 +408,7 @@ impl Server {
         check_sequenced_fits(self.config.limits.max_frame_size, &push)?;
         // Counted only once the send is known to be valid.
         self.rate_check(inst)?;
-        let retention = self.channel_retention();
+        let retention = self.config.channel_retention();
         let Some(ch) = self.channels.get_mut(&num) else {
             return Err(ServiceError::new(
                 ErrorCode::INTERNAL_SERVER_ERROR,
@@ -647,7 +638,6 @@ impl Server {
         // Limited by the bytes replayed, charged once known.
         self.rate_ready(inst, RateKind::FetchBytes)?;
         let (now, budget) = (self.now, self.replay_budget(Some(conn)));
-        let retention = self.channel_retention();
         let mut replay = match req.channel {
             None => self.p2p_replay(inst, req.after_seq, budget),
             Some(key) => {
@@ -655,6 +645,7 @@ impl Server {
                 let ch = self.channels.get_mut(&num).ok_or_else(not_found)?;
                 // Nothing from before this instance joined.
                 let since = ch.since.get(&inst).copied().unwrap_or(ch.log.head());
+                let retention = self.config.channel_retention();
                 ch.log
                     .replay(now, retention, req.after_seq.max(since), budget)
             }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 pub use super::rate::RateLimit;
+use super::seq_log::Retention;
 use crate::limits::Limits;
 
 /// The appid of [`ServerConfig::demo`].
@@ -292,5 +293,23 @@ impl ServerConfig {
 
     pub(crate) fn app(&self, appid: u32) -> Option<&AppConfig> {
         self.apps.iter().find(|a| a.appid == appid)
+    }
+
+    /// How much of a channel's history is kept.
+    pub(crate) fn channel_retention(&self) -> Retention {
+        Retention {
+            max_messages: self.channel_retention_messages,
+            max_bytes: self.channel_max_retained_bytes,
+            max_age: self.channel_retention_age,
+        }
+    }
+
+    /// How much of a uid's inbox is kept.
+    pub(crate) fn inbox_retention(&self) -> Retention {
+        Retention {
+            max_messages: self.inbox_max_messages,
+            max_bytes: self.inbox_max_retained_bytes,
+            max_age: self.inbox_max_age,
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! that serves offline messages, resumes and fetches.
 
 use super::sent_ids::Destination;
-use super::seq_log::{check_sequenced_fits, Replay, Retention, SeqLog};
+use super::seq_log::{check_sequenced_fits, Replay, SeqLog};
 use super::{encode_push, ConnId, Outcome, Server};
 use crate::types::Message;
 use crate::wire::{self, Body};
@@ -56,7 +56,7 @@ impl Server {
             encode_push(Body::UserMessage(push))
         } else {
             let now = self.now;
-            let retention = self.inbox_retention();
+            let retention = self.config.inbox_retention();
             let pushed = self.inbox_mut(key).log.push(now, retention, |seq| {
                 push.seq = seq;
                 encode_push(Body::UserMessage(push))
@@ -101,7 +101,7 @@ impl Server {
         resume: Option<&wire::Resume>,
         budget: usize,
     ) -> (u64, Replay) {
-        let (now, retention) = (self.now, self.inbox_retention());
+        let (now, retention) = (self.now, self.config.inbox_retention());
         let inbox = self.inbox_mut(key);
         let cursor = resume.map_or((0, 0), |r| (r.p2p_epoch, r.p2p_seq));
         let replay = inbox
@@ -112,7 +112,7 @@ impl Server {
 
     /// `Fetch` of the P2P stream: the pushes after `after`.
     pub(super) fn p2p_replay(&mut self, inst: u64, after: u64, budget: usize) -> Replay {
-        let (now, retention) = (self.now, self.inbox_retention());
+        let (now, retention) = (self.now, self.config.inbox_retention());
         let Some(i) = self.instances.get(&inst) else {
             return Replay::default();
         };
@@ -154,16 +154,5 @@ impl Server {
             log: SeqLog::new(epoch),
             acked: 0,
         })
-    }
-}
-
-impl Server {
-    /// How much of an inbox is kept.
-    pub(super) fn inbox_retention(&self) -> Retention {
-        Retention {
-            max_messages: self.config.inbox_max_messages,
-            max_bytes: self.config.inbox_max_retained_bytes,
-            max_age: self.config.inbox_max_age,
-        }
     }
 }

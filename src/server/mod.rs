@@ -336,10 +336,7 @@ impl Server {
     pub fn handle_disconnected(&mut self, now: Instant, conn: ConnId) {
         enter_span!(self.conn_span(conn));
         self.tick(now);
-        self.peers.remove(&conn);
-        #[cfg(feature = "tracing")]
-        self.spans.remove(&conn);
-        match self.conns.remove(&conn) {
+        match self.forget_conn(conn) {
             Some(mut c) => {
                 if let Some(inst) = c.instance.take() {
                     self.lose_link(inst);
@@ -395,22 +392,22 @@ impl Server {
     /// reported again by the next drain.
     pub fn drain(&mut self, sink: &mut impl Sink) {
         while let Some(conn) = self.poll_ready() {
-            while sink.writable(conn) {
-                let Some(frame) = self.poll_transmit(conn) else {
-                    break;
-                };
-                sink.transmit(conn, frame);
-            }
+            self.offer(conn, sink);
         }
         while let Some(action) = self.poll_transport() {
-            let TransportAction::Close { conn, .. } = &action;
-            while sink.writable(*conn) {
-                let Some(frame) = self.poll_transmit(*conn) else {
-                    break;
-                };
-                sink.transmit(*conn, frame);
-            }
+            let TransportAction::Close { conn, .. } = action;
+            self.offer(conn, sink);
             sink.transport(action);
+        }
+    }
+
+    /// `conn`'s queued frames, for as long as `sink` takes them.
+    fn offer(&mut self, conn: ConnId, sink: &mut impl Sink) {
+        while sink.writable(conn) {
+            let Some(frame) = self.poll_transmit(conn) else {
+                break;
+            };
+            sink.transmit(conn, frame);
         }
     }
 
@@ -481,6 +478,14 @@ impl Server {
 
     // ----- internals -----
 
+    /// Forgets `conn`: its record and what is kept beside it.
+    fn forget_conn(&mut self, conn: ConnId) -> Option<Conn> {
+        self.peers.remove(&conn);
+        #[cfg(feature = "tracing")]
+        self.spans.remove(&conn);
+        self.conns.remove(&conn)
+    }
+
     /// `conn`'s span (none for an unknown connection).
     #[cfg(feature = "tracing")]
     fn conn_span(&self, conn: ConnId) -> tracing::Span {
@@ -542,10 +547,7 @@ impl Server {
             }
             Timer::Linger(id) => {
                 if self.conns.get(&id).is_some_and(|c| c.closing) {
-                    self.conns.remove(&id);
-                    self.peers.remove(&id);
-                    #[cfg(feature = "tracing")]
-                    self.spans.remove(&id);
+                    self.forget_conn(id);
                 }
             }
             Timer::Grace(inst) => self.grace_check(now, inst),
@@ -596,8 +598,10 @@ impl Server {
     /// bounds them.
     fn sweep(&mut self, now: Instant) {
         let age = self.config.channel_retention_age;
-        let (channel_retention, inbox_retention) =
-            (self.channel_retention(), self.inbox_retention());
+        let (channel_retention, inbox_retention) = (
+            self.config.channel_retention(),
+            self.config.inbox_retention(),
+        );
         self.channels.retain(|_, ch| {
             ch.log.prune(now, channel_retention);
             // A departure older than the retention has nothing left to replay.
