@@ -18,9 +18,8 @@ type Cmd = Result<RequestId, CommandError>;
 
 impl Session {
     fn request(&mut self, now: Instant, kind: PendingKind, body: Body) -> Cmd {
-        self.admit()?;
-        let id = self.requests.insert(now, &self.config.timing, kind);
-        self.send(now, id.0, body);
+        let (id, frame) = self.encoded_request(now, kind, body)?;
+        self.send_encoded(now, frame);
         Ok(id)
     }
 

@@ -457,13 +457,11 @@ impl Session {
     /// Queues a frame. Commands check `admit` first; the Session's own frames
     /// (login, pings, acks, re-joins) are few and bounded by their own logic.
     pub(super) fn send(&mut self, now: Instant, request_id: u64, body: Body) {
-        let frame = Frame {
+        let frame = wire::encode_frame(&Frame {
             request_id,
             body: Some(body),
-        };
-        self.outgoing.push_back(wire::encode_frame(&frame));
-        self.last_sent = now;
-        self.arm_heartbeat();
+        });
+        self.send_encoded(now, frame);
     }
 
     /// Queues a frame encoded already (a send, kept for a re-send).
@@ -681,10 +679,8 @@ impl Session {
     /// The link is gone (or must go): fail what was in flight, then reconnect
     /// where a login is wanted.
     pub(super) fn link_lost(&mut self, now: Instant, close_transport: bool) {
-        if close_transport && self.link != Link::Down {
-            self.transport.push_back(TransportAction::Close {
-                link: LinkId(self.link_id),
-            });
+        if close_transport {
+            self.close_link();
         }
         self.link = Link::Down;
         self.outgoing.clear();
@@ -760,13 +756,18 @@ impl Session {
         self.timers.set(Timer::Reconnect, now + delay);
     }
 
-    /// Back to DISCONNECTED: everything about the login is forgotten.
-    pub(super) fn reset(&mut self, reason: ConnectionReason) {
+    /// Asks for the current transport to be closed, if there is one.
+    fn close_link(&mut self) {
         if self.link != Link::Down {
             self.transport.push_back(TransportAction::Close {
                 link: LinkId(self.link_id),
             });
         }
+    }
+
+    /// Back to DISCONNECTED: everything about the login is forgotten.
+    pub(super) fn reset(&mut self, reason: ConnectionReason) {
+        self.close_link();
         self.link = Link::Down;
         self.paused = false;
         self.outgoing.clear();
