@@ -16,9 +16,8 @@ use bytes::Bytes;
 use super::rate::RateKind;
 use super::sent_ids::Destination;
 use super::seq_log::{check_sequenced_fits, Replay, SeqLog};
-use super::{
-    add, check_push_fits, checked_key, checked_region, encode_push, ConnId, Outcome, Server, Timer,
-};
+use super::hub::{Hub, Outcome, Timer};
+use super::{add, check_push_fits, checked_key, checked_region, encode_push, ConnId};
 use crate::error::{ErrorCode, ServiceError};
 use crate::limits::AttributeScope;
 use crate::types::{Attributes, Message, Region};
@@ -86,7 +85,7 @@ impl Channel {
     }
 }
 
-impl Server {
+impl Hub {
     /// The number of a channel the instance is a member of (5101 otherwise).
     fn member_channel(
         &self,
@@ -126,9 +125,8 @@ impl Server {
 
     /// Queues one encoded frame to every connected member (a refcount each).
     fn broadcast(&mut self, num: u32, frame: &Bytes) {
-        for c in self.member_conns(num) {
-            self.send(c, frame.clone());
-        }
+        let conns = self.member_conns(num);
+        self.broadcast_to(conns, frame);
     }
 
     pub(super) fn join(&mut self, inst: u64, req: wire::JoinRequest) -> Outcome {
@@ -240,7 +238,7 @@ impl Server {
         since: u64,
         budget: Option<usize>,
     ) -> (wire::JoinReply, Replay) {
-        let (now, retention) = (self.now, self.config.channel_retention());
+        let (now, retention) = (self.now(), self.config.channel_retention());
         let Some(ch) = self.channels.get_mut(&num) else {
             return (wire::JoinReply::default(), Replay::default());
         };
@@ -322,7 +320,7 @@ impl Server {
     /// Records a uid joining or leaving, netting out changes within one
     /// batch window, and schedules the flush.
     fn note_membership(&mut self, num: u32, uid: u64, joined: bool) {
-        let at = add(self.now, self.config.notice_batch_window);
+        let at = add(self.now(), self.config.notice_batch_window);
         let Some(ch) = self.channels.get_mut(&num) else {
             return;
         };
@@ -397,7 +395,7 @@ impl Server {
         self.config.limits.check_message(&message)?;
         let from_uid = who.1;
         let ts = self.unix_ms();
-        let now = self.now;
+        let now = self.now();
         let mut push = wire::ChannelMessagePush {
             channel: num,
             from_uid,
@@ -637,7 +635,7 @@ impl Server {
     pub(super) fn fetch(&mut self, conn: ConnId, inst: u64, req: wire::FetchRequest) -> Outcome {
         // Limited by the bytes replayed, charged once known.
         self.rate_ready(inst, RateKind::FetchBytes)?;
-        let (now, budget) = (self.now, self.replay_budget(Some(conn)));
+        let (now, budget) = (self.now(), self.replay_budget(Some(conn)));
         let mut replay = match req.channel {
             None => self.p2p_replay(inst, req.after_seq, budget),
             Some(key) => {

@@ -7,16 +7,37 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::message::GatewayId;
 use crate::error::WireError;
 use crate::wire::{self, encode_frame, Body, Frame};
 
 /// A connection of the server, chosen by [`Server::accept`](super::Server::accept).
+///
+/// The top 16 bits name the [`GatewayId`] that holds it, so the hub routes
+/// output to a connection without a table; ids are never reused.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
 
+impl ConnId {
+    const GATEWAY_SHIFT: u32 = 48;
+
+    /// The `n`th connection of `gateway` (`n` below 2^48).
+    pub fn new(gateway: GatewayId, n: u64) -> ConnId {
+        ConnId(u64::from(gateway.0) << Self::GATEWAY_SHIFT | (n & ((1 << Self::GATEWAY_SHIFT) - 1)))
+    }
+
+    /// The gateway holding this connection.
+    pub fn gateway(self) -> GatewayId {
+        GatewayId((self.0 >> Self::GATEWAY_SHIFT) as u16)
+    }
+}
+
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "conn#{}", self.0)
+        match self.gateway() {
+            GatewayId(0) => write!(f, "conn#{}", self.0),
+            g => write!(f, "conn#{}.{}", g.0, self.0 & ((1 << Self::GATEWAY_SHIFT) - 1)),
+        }
     }
 }
 
@@ -77,6 +98,20 @@ impl CloseReason {
     }
 }
 
+impl CloseReason {
+    /// The hub decided this close (and already detached the instance);
+    /// for the others the gateway tells the hub the link is lost.
+    pub(crate) fn decided_by_hub(&self) -> bool {
+        matches!(
+            self,
+            CloseReason::Kicked
+                | CloseReason::Replaced
+                | CloseReason::NotLoggedIn
+                | CloseReason::TokenExpired
+        )
+    }
+}
+
 impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -119,8 +154,8 @@ pub(crate) struct Conn {
     pub last_recv: Instant,
     /// The server pinged it since its last frame (once per silence).
     pub pinged: bool,
-    /// The instance logged in on this connection.
-    pub instance: Option<u64>,
+    /// Logged in now (the hub said so): the larger frame bound applies.
+    pub logged_in: bool,
     /// Ever logged in (for the login timeout).
     pub logged_in_once: bool,
     /// Set once the server decided to close it: input is ignored from then on.
@@ -136,7 +171,7 @@ impl Conn {
             listed: false,
             last_recv: now,
             pinged: false,
-            instance: None,
+            logged_in: false,
             logged_in_once: false,
             closing: false,
         }

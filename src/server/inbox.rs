@@ -4,7 +4,8 @@
 
 use super::sent_ids::Destination;
 use super::seq_log::{check_sequenced_fits, Replay, SeqLog};
-use super::{encode_push, ConnId, Outcome, Server};
+use super::hub::{Hub, Outcome};
+use super::{encode_push, ConnId};
 use crate::types::Message;
 use crate::wire::{self, Body};
 
@@ -19,7 +20,7 @@ pub(crate) struct Inbox {
     pub acked: u64,
 }
 
-impl Server {
+impl Hub {
     pub(super) fn send_to_user(&mut self, inst: u64, req: wire::SendToUserRequest) -> Outcome {
         let i = self.instance(inst)?;
         let (appid, from_uid) = (i.appid, i.uid);
@@ -55,7 +56,7 @@ impl Server {
         let frame = if req.unreliable {
             encode_push(Body::UserMessage(push))
         } else {
-            let now = self.now;
+            let now = self.now();
             let retention = self.config.inbox_retention();
             let pushed = self.inbox_mut(key).log.push(now, retention, |seq| {
                 push.seq = seq;
@@ -65,12 +66,11 @@ impl Server {
             self.retained(appid, pushed.added);
             pushed.frame
         };
-        for c in &conns {
-            self.send(*c, frame.clone());
-        }
+        let delivered_online = !conns.is_empty();
+        self.broadcast_to(conns, &frame);
         let reply = wire::SendReply {
             timestamp_ms: ts,
-            delivered_online: !conns.is_empty(),
+            delivered_online,
             seq,
         };
         self.remember_sent((appid, from_uid), req.message_id, to, &reply);
@@ -79,7 +79,7 @@ impl Server {
 
     /// `Ack{p2p_seq}` from the instance on `conn` (ignored before login).
     pub(super) fn handle_ack(&mut self, conn: ConnId, seq: u64) {
-        let Some(inst) = self.conns.get(&conn).and_then(|c| c.instance) else {
+        let Some(inst) = self.link_instance(conn) else {
             return;
         };
         let Some(i) = self.instances.get(&inst) else {
@@ -101,7 +101,7 @@ impl Server {
         resume: Option<&wire::Resume>,
         budget: usize,
     ) -> (u64, Replay) {
-        let (now, retention) = (self.now, self.config.inbox_retention());
+        let (now, retention) = (self.now(), self.config.inbox_retention());
         let inbox = self.inbox_mut(key);
         let cursor = resume.map_or((0, 0), |r| (r.p2p_epoch, r.p2p_seq));
         let replay = inbox
@@ -112,7 +112,7 @@ impl Server {
 
     /// `Fetch` of the P2P stream: the pushes after `after`.
     pub(super) fn p2p_replay(&mut self, inst: u64, after: u64, budget: usize) -> Replay {
-        let (now, retention) = (self.now, self.config.inbox_retention());
+        let (now, retention) = (self.now(), self.config.inbox_retention());
         let Some(i) = self.instances.get(&inst) else {
             return Replay::default();
         };

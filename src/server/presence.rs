@@ -4,9 +4,13 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use std::net::IpAddr;
+
 use super::auth::verify_token;
+use super::hub::{Hub, Outcome, Timer};
+use super::message::TokenCheck;
 use super::rate::{RateKind, RateLimiter};
-use super::{add, checked_region, CloseReason, ConnId, Outcome, Server, Timer};
+use super::{add, checked_region, CloseReason, ConnId};
 use crate::error::{ErrorCode, ServiceError};
 use crate::types::Region;
 use crate::wire::{self, Body};
@@ -29,15 +33,22 @@ pub(crate) struct Instance {
     pub rate: RateLimiter,
 }
 
-impl Server {
-    pub(super) fn login(&mut self, conn: ConnId, req: wire::LoginRequest) -> Outcome {
-        if self.conns.get(&conn).is_some_and(|c| c.instance.is_some()) {
+impl Hub {
+    /// A login on `conn`, its token checked by the gateway (`token`).
+    pub(super) fn login(
+        &mut self,
+        conn: ConnId,
+        req: wire::LoginRequest,
+        token: TokenCheck,
+        peer: Option<IpAddr>,
+    ) -> Outcome {
+        if self.link_instance(conn).is_some() {
             return Err(ServiceError::new(
                 ErrorCode::ALREADY_LOGGED_IN,
                 "already logged in on this connection",
             ));
         }
-        self.login_rate_check(conn)?;
+        self.login_rate_check(peer)?;
         let app = self
             .config
             .app(req.appid)
@@ -48,19 +59,8 @@ impl Server {
             0 => None,
             v => Some(checked_region(v)?),
         };
-        let now_s = self.unix_ms() / 1000;
-        let (is_anonymous, exp) = if req.token.is_empty() {
-            if !app.allow_appid_mode {
-                return Err(ServiceError::new(
-                    ErrorCode::INVALID_TOKEN,
-                    "this app requires a token",
-                ));
-            }
-            (true, None)
-        } else {
-            let exp = verify_token(app.secret.as_deref(), &req.token, req.appid, req.uid, now_s)?;
-            (false, exp)
-        };
+        let grant = token?;
+        let (is_anonymous, exp) = (grant.is_anonymous, grant.expires_at_s);
         let key = (req.appid, req.uid);
 
         // Take over the instance named by `resume` if it is still alive.
@@ -150,12 +150,7 @@ impl Server {
                 id
             }
         };
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.instance = Some(id);
-            c.logged_in_once = true;
-        }
-        #[cfg(feature = "tracing")]
-        self.note_uid(conn, req.uid);
+        self.attach(conn, id, req.uid);
         log!(
             info,
             "{conn} logged in: uid {} instance {id}{}",
@@ -180,7 +175,7 @@ impl Server {
             instance_id: id,
             token_expires_at_ms: exp.map_or(0, |e| e.saturating_mul(1000)),
             server_time_ms: self.unix_ms(),
-            server_epoch: self.epoch,
+            server_epoch: self.server_epoch(),
             p2p_seq: p2p.seq(),
             p2p_gap: p2p.gap(),
             is_anonymous,
@@ -262,7 +257,7 @@ impl Server {
             debug,
             "instance {inst} lost its link: kept for the grace period"
         );
-        let now = self.now;
+        let now = self.now();
         if let Some(i) = self.instances.get_mut(&inst) {
             i.conn = None;
             i.lost_at = Some(now);
@@ -291,7 +286,7 @@ impl Server {
     /// remembers where its uid's membership began, so that a rejoin of the
     /// uid (a new instance) may replay what it missed, and nothing older.
     fn note_departures(&mut self, inst: u64) {
-        let now = self.now;
+        let now = self.now();
         let Some(i) = self.instances.get(&inst) else {
             return;
         };
@@ -322,10 +317,8 @@ impl Server {
                 self.users.remove(&key);
             }
         }
-        if let Some(c) = i.conn.and_then(|c| self.conns.get_mut(&c)) {
-            if c.instance == Some(inst) {
-                c.instance = None;
-            }
+        if let Some(c) = i.conn {
+            self.detach(c, inst);
         }
         for ch in i.channels {
             self.remove_member(ch, i.uid, inst);
@@ -334,9 +327,7 @@ impl Server {
 
     pub(super) fn logout(&mut self, conn: ConnId, inst: u64) -> Outcome {
         self.remove_instance(inst);
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.instance = None;
-        }
+        self.detach(conn, inst);
         Ok((Body::Ok(wire::Empty {}), Vec::new()))
     }
 
@@ -365,11 +356,11 @@ impl Server {
 
     /// 4003 past `rate_limits.logins_per_address` logins from the link's
     /// address (links of unknown address are not counted).
-    fn login_rate_check(&mut self, conn: ConnId) -> Result<(), ServiceError> {
-        let Some(&peer) = self.peers.get(&conn) else {
+    fn login_rate_check(&mut self, peer: Option<IpAddr>) -> Result<(), ServiceError> {
+        let Some(peer) = peer else {
             return Ok(());
         };
-        let (now, limit) = (self.now, self.config.rate_limits.logins_per_address);
+        let (now, limit) = (self.now(), self.config.rate_limits.logins_per_address);
         if self
             .login_rates
             .entry(peer)
@@ -389,11 +380,11 @@ impl Server {
     /// Timers of an older token find another expiry and do nothing.
     fn schedule_token_timers(&mut self, inst: u64, exp: Option<u64>) {
         let Some(exp) = exp else { return };
-        let at = self.instant_of_unix_ms(exp.saturating_mul(1000));
+        let at = self.clock.instant_of_unix_ms(exp.saturating_mul(1000));
         let warn = at
             .checked_sub(self.config.token_warning)
-            .unwrap_or(self.now)
-            .max(self.now);
+            .unwrap_or(self.now())
+            .max(self.now());
         self.timers.insert((warn, Timer::TokenWarning(inst, exp)));
         let deadline = add(at, self.config.token_grace);
         self.timers
@@ -493,7 +484,7 @@ impl Server {
     /// Counts one send against the instance's rate limit (4003 past it).
     pub(super) fn rate_check(&mut self, inst: u64) -> Result<(), ServiceError> {
         let (now, limit, window) = (
-            self.now,
+            self.now(),
             self.config.rate_limit_sends,
             self.config.rate_limit_window,
         );
@@ -523,7 +514,7 @@ impl Server {
         kind: RateKind,
         cost: u64,
     ) -> Result<(), ServiceError> {
-        let (now, limit) = (self.now, self.rate_limit(kind));
+        let (now, limit) = (self.now(), self.rate_limit(kind));
         let i = self.instance(inst)?;
         let bucket = self
             .uid_rates
@@ -537,9 +528,9 @@ impl Server {
     }
 
     /// 4003 when the uid's `kind` limit is spent; for costs known only
-    /// after the work (see [`Server::rate_charge`]).
+    /// after the work (see [`Hub::rate_charge`]).
     pub(super) fn rate_ready(&mut self, inst: u64, kind: RateKind) -> Result<(), ServiceError> {
-        let (now, limit) = (self.now, self.rate_limit(kind));
+        let (now, limit) = (self.now(), self.rate_limit(kind));
         let i = self.instance(inst)?;
         let ready = self
             .uid_rates
@@ -553,7 +544,7 @@ impl Server {
 
     /// Charges `cost` to the uid's `kind` limit after the work was done.
     pub(super) fn rate_charge(&mut self, inst: u64, kind: RateKind, cost: u64) {
-        let (now, limit) = (self.now, self.rate_limit(kind));
+        let (now, limit) = (self.now(), self.rate_limit(kind));
         if let Some(i) = self.instances.get(&inst) {
             let key = (i.appid, i.uid);
             self.uid_rates

@@ -102,13 +102,14 @@ fn the_session_and_the_server_log_inside_their_spans() {
         let alice = p.logged_in(7);
         let first = p.session(alice).link().expect("a link");
 
-        // The login, in the session's span and in the connection's span.
+        // The login, in the session's span and in the hub's span of the
+        // connection.
         let connected = recorder.events("connection Connected (LoginSuccess)");
         assert_eq!(connected.len(), 1, "{connected:?}");
         assert_eq!(connected[0].1, ["session"]);
         let login = recorder.events("logged in: uid 7 instance");
         assert_eq!(login.len(), 1, "{login:?}");
-        assert_eq!(login[0].1, ["conn"]);
+        assert_eq!(login[0].1, ["hub"]);
         assert_eq!(recorder.span_field("session", "uid"), ["7"]);
         assert_eq!(recorder.span_field("conn", "uid"), ["7"]);
         // A command that changes the state logs in the span too.

@@ -1,0 +1,553 @@
+//! The state side of the server: instances and their presence, channels,
+//! attributes, sequencing and retention, inboxes, notices. It never sees a
+//! byte of a connection: gateways hand it decoded requests ([`ToHub`]) and
+//! it answers with frames to queue and links to close ([`ToGateway`]).
+
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::channel::Channel;
+use super::conn::{CloseReason, ConnId};
+use super::gateway::error_frame;
+use super::inbox::Inbox;
+use super::message::{GatewayId, ToGateway, ToHub};
+use super::presence::Instance;
+use super::rate;
+use super::sent_ids::{Destination, SentIds};
+use super::{add, splitmix64, Clock, ServerConfig};
+use crate::error::{ErrorCode, ServiceError};
+use crate::limits::AttributeScope;
+use crate::types::Region;
+use crate::wire::{self, encode_frame, Body, Frame};
+
+/// What a hub deadline is for. Deadlines are checked lazily when they fire
+/// (the state they refer to may have moved on), so none needs cancelling.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Timer {
+    Grace(u64),
+    /// (instance, the token expiry it was set for).
+    TokenWarning(u64, u64),
+    TokenDeadline(u64, u64),
+    Notice(u32),
+    Sweep,
+}
+
+/// A request's outcome: the reply body and the pushes that must follow it.
+pub(super) type Outcome = Result<(Body, Vec<Bytes>), ServiceError>;
+
+/// The request being handled: its link and what was queued for it then
+/// (replays are budgeted against the queue bound).
+#[derive(Copy, Clone, Debug)]
+struct Current {
+    conn: ConnId,
+    queued: usize,
+}
+
+/// The shared state of a server: a Sans-IO machine fed by gateways.
+///
+/// Inputs: [`Hub::handle`] (a gateway's message) and [`Hub::handle_timeout`];
+/// outputs: [`Hub::poll_gateway`] (messages, each for one gateway, in the
+/// order they must be applied) and [`Hub::poll_timeout`]. See
+/// [`Gateway`](super::Gateway) for both wired by hand;
+/// [`Server`](super::Server) is one gateway and one hub.
+#[derive(Debug)]
+pub struct Hub {
+    pub(super) config: ServerConfig,
+    pub(super) clock: Clock,
+    pub(super) epoch: u64,
+    rng: u64,
+    out: VecDeque<ToGateway>,
+    /// The instance logged in on each link.
+    links: HashMap<ConnId, u64>,
+    current: Option<Current>,
+    pub(super) instances: HashMap<u64, Instance>,
+    /// Live instances of each (appid, uid), oldest login first.
+    pub(super) users: HashMap<(u32, u64), Vec<u64>>,
+    pub(super) channels: HashMap<u32, Channel>,
+    pub(super) channel_index: HashMap<(u32, Region, String), u32>,
+    pub(super) next_channel: u32,
+    pub(super) inboxes: HashMap<(u32, u64), Inbox>,
+    /// Message ids of recent successful sends, per sender uid.
+    sent_ids: SentIds,
+    /// The per-uid rate limits' state.
+    pub(super) uid_rates: HashMap<(u32, u64), rate::UidRates>,
+    /// Logins per peer address.
+    pub(super) login_rates: HashMap<IpAddr, rate::Bucket>,
+    pub(super) timers: BTreeSet<(Instant, Timer)>,
+    /// An upper bound of the retained bytes (exact after each enforcement).
+    retained_estimate: usize,
+    /// The same, per app.
+    app_retained: HashMap<u32, usize>,
+}
+
+/// A retention log: a channel's or a uid's inbox.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum LogId {
+    Channel(u32),
+    Inbox(u32, u64),
+}
+
+impl Hub {
+    /// The hub of a server configured by `config`, started at `now`, when
+    /// the wall clock read `unix_ms_at_now` (unix milliseconds).
+    pub fn new(config: ServerConfig, now: Instant, unix_ms_at_now: u64) -> Hub {
+        // The start time is mixed in so that a restart with the same seed
+        // still gets a new epoch: clients must see that the history is gone.
+        let mut rng = config.seed ^ 0x9e37_79b9_7f4a_7c15 ^ unix_ms_at_now.rotate_left(29);
+        let mut epoch = 0;
+        while epoch == 0 {
+            epoch = splitmix64(&mut rng);
+        }
+        let mut timers = BTreeSet::new();
+        timers.insert((add(now, config.sweep_interval), Timer::Sweep));
+        Hub {
+            config,
+            clock: Clock::new(now, unix_ms_at_now),
+            epoch,
+            rng,
+            out: VecDeque::new(),
+            links: HashMap::new(),
+            current: None,
+            instances: HashMap::new(),
+            users: HashMap::new(),
+            channels: HashMap::new(),
+            channel_index: HashMap::new(),
+            next_channel: 1,
+            inboxes: HashMap::new(),
+            sent_ids: SentIds::default(),
+            uid_rates: HashMap::new(),
+            login_rates: HashMap::new(),
+            timers,
+            retained_estimate: 0,
+            app_retained: HashMap::new(),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// This hub's epoch (nonzero, fixed for its life), sent in every
+    /// `LoginReply` for diagnostics.
+    pub fn server_epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// A message from a gateway.
+    pub fn handle(&mut self, now: Instant, message: ToHub) {
+        self.clock.tick(now);
+        enter_span!(tracing::debug_span!("hub", conn = %message.conn()));
+        match message {
+            ToHub::Login {
+                conn,
+                request_id,
+                request,
+                token,
+                peer,
+                queued,
+            } => {
+                self.current = Some(Current { conn, queued });
+                let outcome = self.login(conn, request, token, peer);
+                self.answer(conn, request_id, outcome);
+                self.current = None;
+            }
+            ToHub::Request {
+                conn,
+                request_id,
+                body,
+                queued,
+            } => {
+                self.current = Some(Current { conn, queued });
+                self.handle_request(conn, request_id, body);
+                self.current = None;
+            }
+            ToHub::Ack { conn, seq } => self.handle_ack(conn, seq),
+            ToHub::LinkLost { conn } => {
+                if let Some(inst) = self.links.remove(&conn) {
+                    self.lose_link(inst);
+                }
+            }
+        }
+    }
+
+    /// Time passed: fires every deadline up to `now` (grace ends, token
+    /// expiry, batched notices, retention sweeps).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock.tick(now);
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            self.fire(now, timer);
+        }
+    }
+
+    /// When [`Hub::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    /// The next message for a gateway ([`ToGateway::gateway`] names it).
+    pub fn poll_gateway(&mut self) -> Option<ToGateway> {
+        self.out.pop_front()
+    }
+
+    /// Live instances (connected or within their grace period).
+    pub fn instance_count(&self) -> usize {
+        self.instances.len()
+    }
+
+    /// Channels kept (with members, or with retained messages).
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Uids with a P2P inbox.
+    pub fn inbox_count(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// Message ids remembered for answering re-sent sends.
+    pub fn remembered_send_ids(&self) -> usize {
+        self.sent_ids.len()
+    }
+
+    /// Uids and addresses with rate-limit state (what they owe).
+    pub fn rate_limit_records(&self) -> usize {
+        self.uid_rates.len() + self.login_rates.len()
+    }
+
+    // ----- internals -----
+
+    pub(super) fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    pub(super) fn unix_ms(&self) -> u64 {
+        self.clock.unix_ms()
+    }
+
+    /// The instance logged in on `conn`.
+    pub(super) fn link_instance(&self, conn: ConnId) -> Option<u64> {
+        self.links.get(&conn).copied()
+    }
+
+    /// `conn` is now logged in as `inst` of `uid`.
+    pub(super) fn attach(&mut self, conn: ConnId, inst: u64, uid: u64) {
+        self.links.insert(conn, inst);
+        self.out.push_back(ToGateway::LoggedIn {
+            conn,
+            uid: Some(uid),
+        });
+    }
+
+    /// `conn` is logged in no more (a logout, or its instance was removed)
+    /// but stays open.
+    pub(super) fn detach(&mut self, conn: ConnId, inst: u64) {
+        if self.links.get(&conn) == Some(&inst) {
+            self.links.remove(&conn);
+            self.out.push_back(ToGateway::LoggedIn { conn, uid: None });
+        }
+    }
+
+    pub(super) fn random_nonzero(&mut self) -> u64 {
+        loop {
+            let v = splitmix64(&mut self.rng);
+            if v != 0 {
+                return v;
+            }
+        }
+    }
+
+    fn fire(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Grace(inst) => self.grace_check(now, inst),
+            Timer::TokenWarning(inst, exp) => self.token_timer(inst, exp, false),
+            Timer::TokenDeadline(inst, exp) => self.token_timer(inst, exp, true),
+            Timer::Notice(ch) => self.flush_notices(ch),
+            Timer::Sweep => {
+                self.sweep(now);
+                self.timers.insert((
+                    add(
+                        now,
+                        self.config.sweep_interval.max(Duration::from_millis(1)),
+                    ),
+                    Timer::Sweep,
+                ));
+            }
+        }
+    }
+
+    /// Forgets aged-out messages, the channels left with nothing to keep,
+    /// and the message ids past their window. Inboxes stay (empty ones
+    /// cost little; forgetting one would change its stream's epoch and
+    /// report a loss to a client that lost nothing); `max_inbox_users`
+    /// bounds them.
+    fn sweep(&mut self, now: Instant) {
+        let age = self.config.channel_retention_age;
+        let (channel_retention, inbox_retention) = (
+            self.config.channel_retention(),
+            self.config.inbox_retention(),
+        );
+        self.channels.retain(|_, ch| {
+            ch.log.prune(now, channel_retention);
+            // A departure older than the retention has nothing left to replay.
+            ch.departed
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < age);
+            !ch.is_forgettable()
+        });
+        let channels = &self.channels;
+        self.channel_index
+            .retain(|_, num| channels.contains_key(num));
+        for inbox in self.inboxes.values_mut() {
+            inbox.log.prune(now, inbox_retention);
+        }
+        self.sent_ids.sweep(now, self.config.send_dedupe_window);
+        self.uid_rates.retain(|_, r| !r.is_idle(now));
+        self.login_rates.retain(|_, b| !b.is_idle(now));
+    }
+
+    /// The reply of an earlier successful send of `who` with message `id`
+    /// to `to`, when remembered: a re-send is answered with it and delivers
+    /// nothing. 2001 for id 0, 2013 for an id used to another destination.
+    pub(super) fn sent_before(
+        &self,
+        who: (u32, u64),
+        id: u64,
+        to: Destination,
+    ) -> Result<Option<wire::SendReply>, ServiceError> {
+        self.sent_ids
+            .lookup(who, id, to, self.now(), self.config.send_dedupe_window)
+    }
+
+    /// Remembers a successful send for [`Hub::sent_before`].
+    pub(super) fn remember_sent(&mut self, who: (u32, u64), id: u64, to: Destination, r: &wire::SendReply) {
+        let bounds = (self.config.send_dedupe_window, self.config.send_dedupe_max);
+        self.sent_ids.remember(who, id, to, r, self.now(), bounds);
+    }
+
+    /// Counts `bytes` newly retained by `app`, then enforces the app's
+    /// budget and the server's: past either, the largest histories (of that
+    /// app; for the server's, of the largest app) lose their oldest
+    /// messages down to 90% of it, so one app never evicts another's and a
+    /// user's many small histories go before anyone's one. Totals are
+    /// exact only then, so the cost is amortised over a tenth of the cap.
+    pub(super) fn retained(&mut self, app: u32, bytes: usize) {
+        let app_cap = self.config.app_max_retained_bytes;
+        let estimate = self.app_retained.entry(app).or_insert(0);
+        *estimate = estimate.saturating_add(bytes);
+        if *estimate > app_cap {
+            let left = self.evict_largest(app, app_cap / 10 * 9);
+            self.app_retained.insert(app, left);
+        }
+        self.retained_estimate = self.retained_estimate.saturating_add(bytes);
+        let cap = self.config.max_retained_bytes;
+        if self.retained_estimate <= cap {
+            return;
+        }
+        let target = cap / 10 * 9;
+        let mut totals: HashMap<u32, usize> = HashMap::new();
+        for ch in self.channels.values() {
+            *totals.entry(ch.appid).or_default() += ch.log.bytes();
+        }
+        for ((a, _), inbox) in &self.inboxes {
+            *totals.entry(*a).or_default() += inbox.log.bytes();
+        }
+        let mut total: usize = totals.values().sum();
+        while total > target {
+            let Some((&largest, &has)) = totals.iter().max_by_key(|(_, b)| **b) else {
+                break;
+            };
+            let keep = has.saturating_sub(total - target);
+            let left = self.evict_largest(largest, keep);
+            total = total - has + left;
+            totals.remove(&largest);
+            self.app_retained.insert(largest, left);
+        }
+        self.retained_estimate = total;
+    }
+
+    /// Evicts the oldest messages of `app`'s largest histories until its
+    /// histories hold at most `target` bytes; what they hold then.
+    fn evict_largest(&mut self, app: u32, target: usize) -> usize {
+        let mut heap: BinaryHeap<(usize, LogId)> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| c.appid == app && !c.log.is_empty())
+            .map(|(n, c)| (c.log.bytes(), LogId::Channel(*n)))
+            .chain(
+                self.inboxes
+                    .iter()
+                    .filter(|((a, _), b)| *a == app && !b.log.is_empty())
+                    .map(|((a, u), b)| (b.log.bytes(), LogId::Inbox(*a, *u))),
+            )
+            .collect();
+        let mut total: usize = heap.iter().map(|(b, _)| *b).sum();
+        while total > target {
+            let Some((_, id)) = heap.pop() else {
+                break;
+            };
+            let log = match id {
+                LogId::Channel(n) => self.channels.get_mut(&n).map(|c| &mut c.log),
+                LogId::Inbox(a, u) => self.inboxes.get_mut(&(a, u)).map(|b| &mut b.log),
+            };
+            let Some(log) = log else { continue };
+            if let Some(freed) = log.pop_oldest() {
+                total = total.saturating_sub(freed);
+            }
+            if !log.is_empty() {
+                heap.push((log.bytes(), id));
+            }
+        }
+        total
+    }
+
+    fn handle_request(&mut self, conn: ConnId, rid: u64, body: Body) {
+        let Some(inst) = self.link_instance(conn) else {
+            // Before login only a login is a request: whatever else a link
+            // sends costs it the link (it is no client of ours).
+            self.error(
+                conn,
+                rid,
+                ServiceError::new(ErrorCode::UNAUTHORIZED, "not logged in: log in first"),
+            );
+            return self.close_conn(conn, CloseReason::NotLoggedIn);
+        };
+        if let Err(e) = self.token_check(inst, &body) {
+            return self.error(conn, rid, e);
+        }
+        let outcome = self.dispatch(conn, inst, body);
+        self.answer(conn, rid, outcome);
+    }
+
+    /// Queues a request's reply (and what follows it) or its error.
+    fn answer(&mut self, conn: ConnId, rid: u64, outcome: Outcome) {
+        match outcome {
+            Ok((body, after)) => {
+                self.reply(conn, rid, body);
+                for f in after {
+                    self.send(conn, f);
+                }
+            }
+            Err(e) => self.error(conn, rid, e),
+        }
+    }
+
+    fn dispatch(&mut self, conn: ConnId, inst: u64, body: Body) -> Outcome {
+        match body {
+            Body::Logout(_) => self.logout(conn, inst),
+            Body::RefreshToken(r) => self.refresh_token(inst, &r.token),
+            Body::SetUserRegion(r) => self.set_user_region(inst, r.region),
+            Body::GetInstanceInfo(_) => self.instance_info(inst),
+            Body::SendToUser(r) => self.send_to_user(inst, r),
+            Body::QueryOnline(r) => self.query_online(inst, &r.uids),
+            Body::Join(r) => self.join(inst, r),
+            Body::Leave(r) => self.leave(inst, r.channel),
+            Body::SendToChannel(r) => self.send_to_channel(inst, r),
+            Body::WriteUserAttributes(r) => self.write_attributes(inst, r, AttributeScope::User),
+            Body::WriteChannelAttributes(r) => {
+                self.write_attributes(inst, r, AttributeScope::Channel)
+            }
+            Body::GetUserList(k) => self.user_list(inst, Some(k)),
+            Body::GetUserAttributes(r) => self.user_attributes(inst, r),
+            Body::GetChannelAttributes(r) => self.channel_attributes(inst, r),
+            Body::GetUserCount(r) => self.user_count(inst, r),
+            Body::GetUserListByAttribute(r) => self.user_list_by_attribute(inst, r),
+            Body::Fetch(r) => self.fetch(conn, inst, r),
+            Body::Login(_) => Err(ServiceError::new(
+                ErrorCode::ALREADY_LOGGED_IN,
+                "already logged in on this connection",
+            )),
+            _ => Err(ServiceError::new(
+                ErrorCode::INVALID_PARAMETER,
+                "not a request",
+            )),
+        }
+    }
+
+    /// The byte budget of one replay queued for `conn`: half the queue
+    /// bound, and never more than the room left in its queue (less a reply
+    /// and one frame), so that replays queued back to back (a resume
+    /// re-joins every channel at once) cannot close their own connection
+    /// as a slow consumer. A cut-short replay says so and the client fetches
+    /// the rest. What is queued is what the gateway saw when it read the
+    /// request (`conn` is the requester's link, or no link at all).
+    pub(super) fn replay_budget(&self, conn: Option<ConnId>) -> usize {
+        let max = self.config.max_queued_bytes;
+        let queued = match (conn, self.current) {
+            (Some(c), Some(cur)) if cur.conn == c => cur.queued,
+            _ => 0,
+        };
+        // Room for a reply and a frame, but never most of a small queue.
+        let margin = self
+            .config
+            .limits
+            .max_frame_size
+            .saturating_mul(2)
+            .min(max / 4);
+        (max / 2).min(max.saturating_sub(queued).saturating_sub(margin))
+    }
+
+    /// Queues `frame` for `conn` (its gateway enforces the queue bound).
+    pub(super) fn send(&mut self, conn: ConnId, frame: Bytes) {
+        self.out.push_back(ToGateway::Send { conn, frame });
+    }
+
+    /// Queues `frame` for each of `conns`: one message per gateway.
+    pub(super) fn broadcast_to(&mut self, mut conns: Vec<ConnId>, frame: &Bytes) {
+        if conns.is_empty() {
+            return;
+        }
+        let first = conns[0].gateway();
+        if conns.iter().all(|c| c.gateway() == first) {
+            self.out.push_back(ToGateway::Broadcast {
+                conns,
+                frame: frame.clone(),
+            });
+            return;
+        }
+        conns.sort_unstable_by_key(|c| c.gateway());
+        let mut rest = conns.as_slice();
+        while let Some(head) = rest.first() {
+            let g: GatewayId = head.gateway();
+            let n = rest.iter().take_while(|c| c.gateway() == g).count();
+            let (these, tail) = rest.split_at(n);
+            self.out.push_back(ToGateway::Broadcast {
+                conns: these.to_vec(),
+                frame: frame.clone(),
+            });
+            rest = tail;
+        }
+    }
+
+    pub(super) fn reply(&mut self, conn: ConnId, request_id: u64, body: Body) {
+        let f = encode_frame(&Frame {
+            request_id,
+            body: Some(body),
+        });
+        self.send(conn, f);
+    }
+
+    fn error(&mut self, conn: ConnId, request_id: u64, e: ServiceError) {
+        log!(debug, "request {request_id} on {conn} refused: {}", e);
+        self.send(conn, error_frame(request_id, e));
+    }
+
+    /// Asks `conn`'s gateway to close it, and detaches its instance: a lost
+    /// link (grace period) except when it was kicked or taken over, which
+    /// the caller handles.
+    pub(super) fn close_conn(&mut self, conn: ConnId, reason: CloseReason) {
+        debug_assert!(reason.decided_by_hub());
+        let inst = self.links.remove(&conn);
+        let kept = !matches!(reason, CloseReason::Kicked | CloseReason::Replaced);
+        self.out.push_back(ToGateway::Close { conn, reason });
+        if let Some(inst) = inst.filter(|_| kept) {
+            self.lose_link(inst);
+        }
+    }
+}
