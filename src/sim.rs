@@ -70,6 +70,11 @@ pub struct SimConfig {
     pub latency: (Duration, Duration),
     /// Unix time at the start, in ms.
     pub start_unix_ms: u64,
+    /// The server's gateways (connections are spread over them in turn).
+    pub gateways: u16,
+    /// The latency of each message between a gateway and the hub, drawn
+    /// from this range (zero: handled at once, as in one thread).
+    pub hub_latency: (Duration, Duration),
 }
 
 impl SimConfig {
@@ -80,6 +85,8 @@ impl SimConfig {
             server,
             latency: (Duration::from_millis(1), Duration::from_millis(20)),
             start_unix_ms: 1_700_000_000_000,
+            gateways: 1,
+            hub_latency: (Duration::ZERO, Duration::ZERO),
         }
     }
 }
@@ -235,7 +242,7 @@ impl Sim {
         let now = Instant::now();
         let mut server_config = config.server.clone();
         server_config.seed = config.seed ^ 0x5e_5e_5e;
-        let server = Server::new(server_config, now, config.start_unix_ms);
+        let server = Sim::server_of(&config, server_config, now, config.start_unix_ms);
         Sim {
             rng: config.seed,
             config,
@@ -248,6 +255,16 @@ impl Sim {
             order: 0,
             tap: Tap::default(),
         }
+    }
+
+    /// A server of the simulation's shape.
+    fn server_of(sim: &SimConfig, config: ServerConfig, now: Instant, unix_ms: u64) -> Server {
+        let seed = config.seed;
+        let server = Server::with_gateways(config, sim.gateways, now, unix_ms);
+        if sim.hub_latency.1.is_zero() {
+            return server;
+        }
+        server.with_message_latency(sim.hub_latency, seed ^ 0x1a7e)
     }
 
     /// The simulated clock.
@@ -440,7 +457,7 @@ impl Sim {
         config.seed = self.config.seed ^ 0x5e_5e_5e ^ (self.restarts << 32);
         let unix =
             self.config.start_unix_ms + self.now.duration_since(self.start).as_millis() as u64;
-        self.server = Server::new(config, self.now, unix);
+        self.server = Sim::server_of(&self.config, config, self.now, unix);
         for i in 0..self.clients.len() {
             let client = &mut self.clients[i];
             client.conn = None;

@@ -368,7 +368,7 @@ fn number(content: &[u8]) -> Option<u64> {
 }
 
 impl Run {
-    fn new(seed: u64, small_retention: bool) -> Run {
+    fn new(seed: u64, small_retention: bool, shape: Shape) -> Run {
         let mut server = ServerConfig::demo();
         server.rate_limit_sends = 10_000;
         server.max_queued_bytes = 16 * 1024;
@@ -376,7 +376,15 @@ impl Run {
             server.channel_retention_messages = SMALL_RETENTION;
             server.inbox_max_messages = SMALL_RETENTION;
         }
-        let mut sim = Sim::new(SimConfig::new(seed, server));
+        let mut config = SimConfig::new(seed, server);
+        (config.gateways, config.hub_latency) = match shape {
+            Shape::OneGateway => (1, (Duration::ZERO, Duration::ZERO)),
+            Shape::TwoGateways => (2, (Duration::ZERO, Duration::ZERO)),
+            // As threads would: every message between a gateway and the
+            // hub takes its time, so replies, pushes and closes race.
+            Shape::TwoGatewaysWithLatency => (2, (Duration::ZERO, Duration::from_millis(3))),
+        };
+        let mut sim = Sim::new(config);
         let clients: Vec<_> = UIDS
             .iter()
             .map(|_| sim.add_client(SessionConfig::new(DEMO_APPID)))
@@ -1525,6 +1533,23 @@ impl Run {
     }
 }
 
+/// How the server is wired: its gateways, and the latency between them and
+/// the hub.
+#[derive(Copy, Clone, Debug)]
+enum Shape {
+    OneGateway,
+    TwoGateways,
+    TwoGatewaysWithLatency,
+}
+
+fn shape() -> impl Strategy<Value = Shape> {
+    prop_oneof![
+        Just(Shape::OneGateway),
+        Just(Shape::TwoGateways),
+        Just(Shape::TwoGatewaysWithLatency),
+    ]
+}
+
 fn cases() -> u32 {
     std::env::var("HUMMER_CONFORMANCE_CASES")
         .ok()
@@ -1539,9 +1564,10 @@ proptest! {
     fn the_service_keeps_its_promises_under_faults(
         seed in any::<u64>(),
         small_retention in prop::bool::weighted(0.3),
+        shape in shape(),
         ops in prop::collection::vec(op(), 1..40),
     ) {
-        let mut run = Run::new(seed, small_retention);
+        let mut run = Run::new(seed, small_retention, shape);
         for op in &ops {
             run.apply(op);
         }

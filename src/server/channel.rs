@@ -13,10 +13,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::hub::{Hub, Outcome, Timer};
 use super::rate::RateKind;
 use super::sent_ids::Destination;
 use super::seq_log::{check_sequenced_fits, Replay, SeqLog};
-use super::hub::{Hub, Outcome, Timer};
 use super::{add, check_push_fits, checked_key, checked_region, encode_push, ConnId};
 use crate::error::{ErrorCode, ServiceError};
 use crate::limits::AttributeScope;

@@ -36,7 +36,12 @@ impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.gateway() {
             GatewayId(0) => write!(f, "conn#{}", self.0),
-            g => write!(f, "conn#{}.{}", g.0, self.0 & ((1 << Self::GATEWAY_SHIFT) - 1)),
+            g => write!(
+                f,
+                "conn#{}.{}",
+                g.0,
+                self.0 & ((1 << Self::GATEWAY_SHIFT) - 1)
+            ),
         }
     }
 }

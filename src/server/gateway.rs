@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::auth::verify_token;
 use super::conn::{CloseReason, Conn, ConnId};
-use super::message::{GatewayId, TokenCheck, TokenGrant, ToGateway, ToHub};
+use super::message::{GatewayId, ToGateway, ToHub, TokenCheck, TokenGrant};
 use super::ready::ReadyList;
 use super::{add, Clock, ServerConfig, Sink, TransportAction};
 use crate::error::{ErrorCode, ServiceError, WireError};

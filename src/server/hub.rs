@@ -326,7 +326,13 @@ impl Hub {
     }
 
     /// Remembers a successful send for [`Hub::sent_before`].
-    pub(super) fn remember_sent(&mut self, who: (u32, u64), id: u64, to: Destination, r: &wire::SendReply) {
+    pub(super) fn remember_sent(
+        &mut self,
+        who: (u32, u64),
+        id: u64,
+        to: Destination,
+        r: &wire::SendReply,
+    ) {
         let bounds = (self.config.send_dedupe_window, self.config.send_dedupe_max);
         self.sent_ids.remember(who, id, to, r, self.now(), bounds);
     }

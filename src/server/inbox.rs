@@ -2,9 +2,9 @@
 //! shared by all its instances, and a bounded inbox of the encoded pushes
 //! that serves offline messages, resumes and fetches.
 
+use super::hub::{Hub, Outcome};
 use super::sent_ids::Destination;
 use super::seq_log::{check_sequenced_fits, Replay, SeqLog};
-use super::hub::{Hub, Outcome};
 use super::{encode_push, ConnId};
 use crate::types::Message;
 use crate::wire::{self, Body};

@@ -78,7 +78,7 @@ pub use config::{
 pub use conn::{CloseReason, ConnId};
 pub use gateway::Gateway;
 pub use hub::Hub;
-pub use message::{GatewayId, TokenCheck, TokenGrant, ToGateway, ToHub};
+pub use message::{GatewayId, ToGateway, ToHub, TokenCheck, TokenGrant};
 
 /// The reference server state machine. See the [module docs](self).
 ///
@@ -119,6 +119,9 @@ pub struct Server {
     next_gateway: usize,
     /// The gateway whose pass `poll_ready` is in.
     next_ready: usize,
+    /// Messages between the machines in flight, when the wiring simulates
+    /// a latency between them (`None`: each is handled at once).
+    wire: Option<InFlight>,
 }
 
 impl Server {
@@ -147,7 +150,23 @@ impl Server {
             hub: Hub::new(config, now, unix_ms_at_now),
             next_gateway: 0,
             next_ready: 0,
+            wire: None,
         }
+    }
+
+    /// Delays each message between a gateway and the hub by a latency drawn
+    /// from `range` (seeded by `seed`), in order per direction and gateway,
+    /// as threads or nodes would: for simulations that look for races
+    /// between the machines.
+    pub(crate) fn with_message_latency(mut self, range: (Duration, Duration), seed: u64) -> Server {
+        self.wire = Some(InFlight {
+            range,
+            rng: seed,
+            order: 0,
+            queue: std::collections::BTreeMap::new(),
+            last: std::collections::HashMap::new(),
+        });
+        self
     }
 
     /// The configuration in force.
@@ -282,7 +301,11 @@ impl Server {
     /// When [`Server::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let gateways = self.gateways.iter().filter_map(Gateway::poll_timeout);
-        gateways.chain(self.hub.poll_timeout()).min()
+        let in_flight = self.wire.as_ref().and_then(InFlight::next_due);
+        gateways
+            .chain(self.hub.poll_timeout())
+            .chain(in_flight)
+            .min()
     }
 
     /// Inputs ignored because they named a connection that is closed or
@@ -337,19 +360,40 @@ impl Server {
     }
 
     /// Carries messages between the gateways and the hub until none is
-    /// left: after it, every output of the input is a gateway's.
+    /// left (or, with a latency, none is due): after it, every output of
+    /// the input is a gateway's.
     fn pump(&mut self, now: Instant) {
         loop {
             let mut moved = false;
             for g in &mut self.gateways {
                 while let Some(m) = g.poll_hub() {
-                    self.hub.handle(now, m);
+                    match &mut self.wire {
+                        Some(w) => w.post(now, g.id(), Envelope::ToHub(m)),
+                        None => self.hub.handle(now, m),
+                    }
                     moved = true;
                 }
             }
             while let Some(m) = self.hub.poll_gateway() {
-                if let Some(g) = self.gateways.get_mut(usize::from(m.gateway().0)) {
-                    g.handle_hub(now, m);
+                let gateway = m.gateway();
+                match &mut self.wire {
+                    Some(w) => w.post(now, gateway, Envelope::ToGateway(m)),
+                    None => {
+                        if let Some(g) = self.gateways.get_mut(usize::from(gateway.0)) {
+                            g.handle_hub(now, m);
+                        }
+                    }
+                }
+                moved = true;
+            }
+            while let Some(envelope) = self.wire.as_mut().and_then(|w| w.take_due(now)) {
+                match envelope {
+                    Envelope::ToHub(m) => self.hub.handle(now, m),
+                    Envelope::ToGateway(m) => {
+                        if let Some(g) = self.gateways.get_mut(usize::from(m.gateway().0)) {
+                            g.handle_hub(now, m);
+                        }
+                    }
                 }
                 moved = true;
             }
@@ -357,6 +401,55 @@ impl Server {
                 return;
             }
         }
+    }
+}
+
+/// A message between the machines.
+#[derive(Debug)]
+enum Envelope {
+    ToHub(ToHub),
+    ToGateway(ToGateway),
+}
+
+/// Messages in flight between the machines, each due after a drawn
+/// latency but never before an earlier one on the same way (queues between
+/// threads keep their order).
+#[derive(Debug)]
+struct InFlight {
+    range: (Duration, Duration),
+    rng: u64,
+    order: u64,
+    queue: std::collections::BTreeMap<(Instant, u64), Envelope>,
+    /// The due time of the last message posted each way (gateway, to hub).
+    last: std::collections::HashMap<(GatewayId, bool), Instant>,
+}
+
+impl InFlight {
+    fn post(&mut self, now: Instant, gateway: GatewayId, envelope: Envelope) {
+        let (lo, hi) = self.range;
+        let span = hi.saturating_sub(lo).as_micros() as u64;
+        let jitter = if span == 0 {
+            0
+        } else {
+            splitmix64(&mut self.rng) % (span + 1)
+        };
+        let way = (gateway, matches!(envelope, Envelope::ToHub(_)));
+        let mut due = add(now, lo + Duration::from_micros(jitter));
+        if let Some(&last) = self.last.get(&way) {
+            due = due.max(last);
+        }
+        self.last.insert(way, due);
+        self.order += 1;
+        self.queue.insert((due, self.order), envelope);
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.queue.keys().next().map(|(t, _)| *t)
+    }
+
+    fn take_due(&mut self, now: Instant) -> Option<Envelope> {
+        let entry = self.queue.first_entry()?;
+        (entry.key().0 <= now).then(|| entry.remove())
     }
 }
 
