@@ -161,6 +161,10 @@ pub(crate) struct Conn {
     pub pinged: bool,
     /// Logged in now (the hub said so): the larger frame bound applies.
     pub logged_in: bool,
+    /// A login with a good token went to the hub and is not answered yet:
+    /// the larger bound applies already, so that a client may send a
+    /// large frame right behind its login.
+    pub login_pending: bool,
     /// Ever logged in (for the login timeout).
     pub logged_in_once: bool,
     /// Set once the server decided to close it: input is ignored from then on.
@@ -177,6 +181,7 @@ impl Conn {
             last_recv: now,
             pinged: false,
             logged_in: false,
+            login_pending: false,
             logged_in_once: false,
             closing: false,
         }

@@ -144,7 +144,7 @@ impl Gateway {
     /// until it has logged in, then `limits.max_frame_size`.
     pub fn max_frame_size(&self, conn: ConnId) -> usize {
         match self.conns.get(&conn) {
-            Some(c) if c.logged_in => self.config.limits.max_frame_size,
+            Some(c) if c.logged_in || c.login_pending => self.config.limits.max_frame_size,
             _ => self
                 .config
                 .pre_login_max_frame_size
@@ -244,6 +244,7 @@ impl Gateway {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.logged_in = uid.is_some();
                     c.logged_in_once |= uid.is_some();
+                    c.login_pending = false;
                 }
                 #[cfg(feature = "tracing")]
                 if let (Some(span), Some(uid)) = (self.spans.get(&conn), uid) {
@@ -383,6 +384,9 @@ impl Gateway {
             return self.close_conn(conn, CloseReason::UnsupportedVersion);
         }
         let token = self.check_token(&request);
+        if let Some(c) = self.conns.get_mut(&conn).filter(|_| token.is_ok()) {
+            c.login_pending = true;
+        }
         self.to_hub.push_back(ToHub::Login {
             conn,
             request_id,

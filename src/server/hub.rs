@@ -152,6 +152,10 @@ impl Hub {
             } => {
                 self.current = Some(Current { conn, queued });
                 let outcome = self.login(conn, request, token, peer);
+                if outcome.is_err() && self.link_instance(conn).is_none() {
+                    // The gateway let larger frames in for the login.
+                    self.out.push_back(ToGateway::LoggedIn { conn, uid: None });
+                }
                 self.answer(conn, request_id, outcome);
                 self.current = None;
             }

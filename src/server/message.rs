@@ -109,9 +109,9 @@ pub enum ToGateway {
         /// A whole frame, no length prefix.
         frame: Bytes,
     },
-    /// `conn` logged in as `uid` (`Some`), or logged out (`None`): it
-    /// changes the largest frame the link may send and ends its login
-    /// timeout.
+    /// `conn` logged in as `uid` (`Some`), or logged out or its login
+    /// failed (`None`): it changes the largest frame the link may send and
+    /// ends its login timeout.
     LoggedIn {
         /// The link.
         conn: ConnId,

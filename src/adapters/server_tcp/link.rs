@@ -1,0 +1,374 @@
+//! One connection's tasks on its thread: the reader (bytes -> frames ->
+//! the gateway) and the writer (the gateway's queue -> the socket).
+
+use std::io::{self, Read as _};
+use std::net::{Shutdown, TcpStream};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_io::Async;
+use bytes::BytesMut;
+use smol::future::FutureExt as _;
+use smol::io::AsyncWriteExt;
+use smol::Timer;
+
+use super::shard::{LinkFlags, Shard};
+use super::{Admitted, DecoderShare};
+use crate::server::ConnId;
+use crate::wire::{write_length_prefixed, FrameDecoder};
+
+/// Bytes gathered from the queue into one socket write. A batch is taken
+/// out of the server's bounded queue, so it is memory past that bound: kept
+/// well under the 1 MiB of slack a never-reading link may cost (128 KiB
+/// writes are already large enough that the syscall count does not matter).
+const WRITE_BATCH: usize = 128 * 1024;
+/// A peer that accepts no bytes for this long is dead: its connection goes.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Once the server closes a connection, how long its last frames (the
+/// `Close` frame) may take to be written, progress or not: a peer that does
+/// not read (a slow consumer) is reset after it, so its connection and
+/// buffers are gone within this bound.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a stalled write checks the timeouts.
+const WRITE_TICK: Duration = Duration::from_millis(250);
+/// Consecutive full reads of one connection before it lets the others run.
+const YIELD_AFTER_FULL_READS: u32 = 16;
+/// Frames one connection may have handled before it lets the others run,
+/// whatever their reads: a full read may hold thousands of empty `Ping`s,
+/// so sixteen of them would hold every other connection up for
+/// milliseconds per flooding peer.
+const YIELD_AFTER_FRAMES: u32 = 512;
+
+pub(super) type Stream = Arc<Async<TcpStream>>;
+
+/// Starts a connection on `shard`'s thread: its reader and writer race;
+/// whichever ends first ends the connection (the reader on EOF or error,
+/// the writer once a close the server asked for is flushed).
+pub(super) fn start(
+    ex: &smol::LocalExecutor<'static>,
+    shard: &Rc<Shard>,
+    stream: Stream,
+    admitted: Admitted,
+) {
+    let ip = admitted.ip;
+    let (conn, max_frame) = {
+        let mut g = shard.gateway.borrow_mut();
+        let conn = g.accept_from(Instant::now(), Some(ip));
+        (conn, g.max_frame_size(conn))
+    };
+    let flags = Rc::new(LinkFlags::default());
+    shard.links.borrow_mut().insert(conn, flags.clone());
+    shard.control.sockets().insert(conn, stream.clone());
+    shard.pump();
+    log!(debug, "accepted {conn} from {ip}");
+    // Reader and writer are tasks of their own, so waking one does not
+    // poll the other.
+    let reader = ex.spawn(read_loop(
+        shard.clone(),
+        conn,
+        stream.clone(),
+        flags.clone(),
+        max_frame,
+    ));
+    let writer = ex.spawn(write_loop(shard.clone(), conn, stream.clone(), flags));
+    let shard = shard.clone();
+    ex.spawn(async move {
+        reader.or(writer).await;
+        let _ = stream.get_ref().shutdown(Shutdown::Both);
+        shard.control.sockets().remove(&conn);
+        shard.links.borrow_mut().remove(&conn);
+        shard
+            .gateway
+            .borrow_mut()
+            .handle_disconnected(Instant::now(), conn);
+        shard.pump();
+        drop(admitted);
+        log!(debug, "{conn} ended");
+    })
+    .detach();
+}
+
+async fn read_loop(
+    shard: Rc<Shard>,
+    conn: ConnId,
+    stream: Stream,
+    flags: Rc<LinkFlags>,
+    max_frame: usize,
+) {
+    let mut decoder = FrameDecoder::new(max_frame);
+    let mut share = DecoderShare {
+        control: shard.control.clone(),
+        counted: 0,
+    };
+    let mut full_reads = 0u32;
+    let mut frames = 0u32;
+    loop {
+        // Wait with no buffer: the thread's one read buffer is borrowed
+        // only for the read itself.
+        if stream.readable().await.is_err() {
+            return;
+        }
+        let (n, full) = {
+            let mut buf = shard.read_buf.borrow_mut();
+            match stream.get_ref().read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    decoder.extend(buf.get(..n).unwrap_or_default());
+                    (n, n == buf.len())
+                }
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::Interrupted =>
+                {
+                    continue
+                }
+                Err(_) => return,
+            }
+        };
+        let _ = n;
+        let mut failed = false;
+        loop {
+            let next = decoder.next_frame();
+            let mut g = shard.gateway.borrow_mut();
+            match next {
+                Ok(Some(frame)) => {
+                    frames = frames.saturating_add(1);
+                    g.handle_frame(Instant::now(), conn, frame);
+                    // The bound may change with every frame (a login
+                    // raises it, a logout lowers it).
+                    decoder.set_max_frame_size(g.max_frame_size(conn));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    g.handle_stream_error(Instant::now(), conn, e);
+                    failed = true;
+                    break;
+                }
+            }
+            drop(g);
+            if shard.backlogged() {
+                // The hub (or its other gateways) is behind: read no more
+                // until it caught up; TCP pushes back on the peer.
+                shard.pump();
+                shard.room().await;
+            }
+        }
+        shard.pump();
+        // An idle connection holds no buffer: what a read brought that was
+        // not a whole frame stays, nothing else.
+        if decoder.buffered() == 0 && decoder.capacity() > 0 {
+            *decoder.buffer_mut() = BytesMut::new();
+        }
+        share.update(decoder.capacity());
+        if failed || flags.closing.get() {
+            // The stream cannot be resynchronised, or the server closed the
+            // connection: read no more, free the decoder, and let the writer
+            // flush the Close frame and end the connection.
+            drop(decoder);
+            share.update(0);
+            std::future::pending::<()>().await;
+            return;
+        }
+        // A read that is always ready never returns Pending: a peer
+        // streaming bytes would keep the executor here and starve every
+        // other connection of the thread. Yield after a run of full reads
+        // or many frames.
+        if full {
+            full_reads += 1;
+        } else {
+            full_reads = 0;
+            frames = 0;
+        }
+        if full_reads >= YIELD_AFTER_FULL_READS || frames >= YIELD_AFTER_FRAMES {
+            full_reads = 0;
+            frames = 0;
+            smol::future::yield_now().await;
+        }
+    }
+}
+
+async fn write_loop(shard: Rc<Shard>, conn: ConnId, stream: Stream, flags: Rc<LinkFlags>) {
+    let mut out = Outgoing::default();
+    loop {
+        // The close flag is read after draining: it is set once the Close
+        // frame is queued, so a set flag with an exhausted queue means
+        // everything has been taken.
+        let (exhausted, closing_now) = {
+            let mut g = shard.gateway.borrow_mut();
+            let mut exhausted = false;
+            while out.buf.len() < WRITE_BATCH {
+                match g.poll_transmit(conn) {
+                    Some(f) => {
+                        write_length_prefixed(&f, &mut out.buf);
+                        out.ends.push(out.buf.len());
+                    }
+                    None => {
+                        exhausted = true;
+                        break;
+                    }
+                }
+            }
+            (exhausted, flags.closing.get())
+        };
+        if !out.buf.is_empty() {
+            if let Err(why) = out.write(&stream, &flags).await {
+                if out.closing_since.is_some() {
+                    // A closed connection whose peer does not take its last
+                    // frames: reset it, so that the kernel drops the unsent
+                    // bytes at once instead of retrying for minutes.
+                    let _ =
+                        socket2::SockRef::from(stream.get_ref()).set_linger(Some(Duration::ZERO));
+                    if flags.slow_consumer.get() {
+                        log!(
+                            info,
+                            "{conn} closed as a slow consumer: no room for its Close frame ({why}); link reset"
+                        );
+                    } else {
+                        log!(
+                            debug,
+                            "{conn} closed: its Close frame was not taken ({why}); link reset"
+                        );
+                    }
+                }
+                return;
+            }
+            out.clear();
+            // A wake taken during the write announced output (or a close)
+            // that the next drain must see: drain before waiting again.
+            if !exhausted || std::mem::take(&mut out.woken) {
+                continue;
+            }
+        }
+        if closing_now {
+            let _ = (&*stream).flush().await;
+            if flags.slow_consumer.get() {
+                log!(
+                    info,
+                    "{conn} closed as a slow consumer: Close frame written"
+                );
+            }
+            return;
+        }
+        // Idle: the batch buffers are freed (an idle connection holds none).
+        out.release();
+        // The queue was drained with no await since: no output can be
+        // missed.
+        flags.wake.wait().await;
+    }
+}
+
+/// A writer's batch: frames with their length prefixes, and where each ends
+/// (so that a slow consumer's batch can be cut between two frames).
+#[derive(Default)]
+struct Outgoing {
+    buf: BytesMut,
+    ends: Vec<usize>,
+    /// Bytes of `buf` written.
+    off: usize,
+    /// A wake was taken while writing.
+    woken: bool,
+    /// The slow consumer's backlog was cut already.
+    cut: bool,
+    /// When the writer first saw the connection closing.
+    closing_since: Option<Instant>,
+}
+
+/// What ended one wait of [`Outgoing::write`].
+enum Step {
+    Wrote(io::Result<usize>),
+    Woken,
+    Tick,
+}
+
+impl Outgoing {
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.ends.clear();
+        self.off = 0;
+    }
+
+    /// Frees the buffers (they are empty): an idle connection holds none.
+    fn release(&mut self) {
+        self.buf = BytesMut::new();
+        self.ends = Vec::new();
+    }
+
+    /// Drops the frames of the batch not begun yet: the server dropped a
+    /// slow consumer's queue, and what the writer took from it goes too. A
+    /// frame written in part is kept whole (the stream must stay framed for
+    /// the `Close` frame to be read).
+    fn cut_backlog(&mut self) {
+        let keep = if self.off == 0 {
+            0
+        } else {
+            match self.ends.binary_search(&self.off) {
+                Ok(_) => self.off,
+                Err(i) => self.ends.get(i).copied().unwrap_or(self.buf.len()),
+            }
+        };
+        self.buf.truncate(keep);
+        self.ends.retain(|&e| e <= keep);
+        // Give the memory back now: a batch may hold 128 KiB.
+        let mut small = BytesMut::with_capacity(self.buf.len());
+        small.extend_from_slice(&self.buf);
+        self.buf = small;
+        self.cut = true;
+    }
+
+    /// Writes the batch whole; an error when the connection must end: a
+    /// write error, no progress for `WRITE_TIMEOUT`, or `CLOSE_FLUSH_TIMEOUT`
+    /// passed since the server closed the connection (progress or not: a
+    /// peer that trickles its reads does not hold the link open).
+    async fn write(&mut self, stream: &Stream, flags: &LinkFlags) -> Result<(), &'static str> {
+        let mut stalled = Duration::ZERO;
+        // Notifications are counted from here: one that comes while a write
+        // completes is seen by the next wait, not lost.
+        let mut seen = flags.wake.generation();
+        loop {
+            if flags.closing.get() {
+                let since = *self.closing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= CLOSE_FLUSH_TIMEOUT {
+                    return Err("close flush timeout");
+                }
+                if !self.cut && flags.slow_consumer.get() {
+                    self.cut_backlog();
+                }
+            }
+            let Some(rest) = self.buf.get(self.off..).filter(|r| !r.is_empty()) else {
+                self.woken |= flags.wake.generation() != seen;
+                return Ok(());
+            };
+            let write = async { Step::Wrote((&**stream).write(rest).await) };
+            // A wake while stalled may be the server closing the connection:
+            // look at the flags again at once.
+            let woken = async {
+                flags.wake.wait_since(seen).await;
+                Step::Woken
+            };
+            let tick = async {
+                Timer::after(WRITE_TICK).await;
+                Step::Tick
+            };
+            // Dropping a pending write is cancel-safe: nothing was written.
+            match write.or(woken).or(tick).await {
+                Step::Wrote(Ok(0)) => return Err("connection closed"),
+                Step::Wrote(Err(_)) => return Err("write error"),
+                Step::Wrote(Ok(n)) => {
+                    self.off = self.off.saturating_add(n);
+                    stalled = Duration::ZERO;
+                }
+                Step::Woken => {
+                    seen = flags.wake.generation();
+                    self.woken = true;
+                }
+                Step::Tick => {
+                    stalled = stalled.saturating_add(WRITE_TICK);
+                    if stalled >= WRITE_TIMEOUT {
+                        return Err("write timeout");
+                    }
+                }
+            }
+        }
+    }
+}

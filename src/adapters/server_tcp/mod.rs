@@ -1,0 +1,624 @@
+//! Runs the server on TCP with smol, on `threads` threads: length-prefixed
+//! frames on each connection. Each thread runs a [`Gateway`] with its share
+//! of the connections (spread in turn as they are accepted), a reader and a
+//! writer task per connection, and a timer; the first thread runs the
+//! [`Hub`] too. Threads share no lock on the path of a frame: they pass
+//! batches of [`ToHub`](crate::server::ToHub) and
+//! [`ToGateway`](crate::server::ToGateway) messages through bounded queues,
+//! and a reader whose thread is behind stops reading (see `shard.rs`).
+//!
+//! What the runner itself bounds (the [`Server`] bounds the rest), set with
+//! a [`RunnerConfig`]:
+//!
+//! - connections: at most `max_connections` open, and `max_connections_per_ip`
+//!   from one address (IPv6: one /64). A connection over a cap is accepted
+//!   and closed at once, with nothing written;
+//! - the listen backlog ([`bind`]; std's `TcpListener::bind` asks for 128);
+//! - frame sizes: each connection's decoder is held to
+//!   [`Gateway::max_frame_size`] (8 KiB until the connection has logged in),
+//!   and a partial frame holds about what arrived, never what it announced;
+//! - failing `accept`s (out of file descriptors) back off from 10 ms to 1 s
+//!   while the open connections keep being served;
+//! - a connection the server closes gets its `Close` frame when the socket
+//!   has room for it within 2 s, else it is reset; a slow consumer's unsent
+//!   backlog is dropped first, and either outcome is logged at info.
+//!
+//! ```no_run
+//! use hummer_channel::adapters::server_tcp::{RunnerConfig, ServerHandle};
+//! use hummer_channel::server::ServerConfig;
+//!
+//! let runner = RunnerConfig::default().with_max_connections_per_ip(100);
+//! let handle = ServerHandle::spawn_with(ServerConfig::demo(), runner, "127.0.0.1:0".parse().unwrap()).unwrap();
+//! println!("listening on {}", handle.local_addr());
+//! handle.shutdown();
+//! ```
+
+mod link;
+mod shard;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_io::Async;
+use smol::channel::{bounded, Receiver, Sender};
+use smol::future::FutureExt as _;
+use smol::net::TcpListener;
+use smol::{LocalExecutor, Timer};
+
+use crate::server::{ConnId, Gateway, GatewayId, Hub, ServerConfig, ToGateway, ToHub};
+use link::Stream;
+use shard::{BacklogPeak, Shard, QUEUE_BATCHES};
+
+/// How long a shutdown waits for the `Close` frames to be flushed.
+const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes read from a socket at once, into a buffer each thread shares
+/// between its connections (a connection holds none while it waits).
+const READ_CHUNK: usize = 64 * 1024;
+/// The first wait after a failed `accept`; it doubles on each failure in a
+/// row up to [`ACCEPT_BACKOFF_MAX`] and resets on a success. Out of file
+/// descriptors, `accept` fails at once as long as a connection is pending:
+/// without a wait the accept loop would spin and starve every connection.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// The longest wait between two failed `accept`s.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Settings of the TCP runner itself (what the [`Server`] state machine does
+/// not see: sockets and addresses). Start from [`RunnerConfig::default`] and
+/// change what you need with the `with_` methods (or the public fields).
+///
+/// ```
+/// use hummer_channel::adapters::server_tcp::RunnerConfig;
+///
+/// let runner = RunnerConfig::default()
+///     .with_max_connections(50_000)
+///     .with_listen_backlog(4096);
+/// assert_eq!(runner.max_connections_per_ip, 1_000);
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunnerConfig {
+    /// Open connections at most (logged in or not). One more is accepted
+    /// and closed at once, with nothing written. Default 100_000. Each
+    /// connection needs a file descriptor: the process's `RLIMIT_NOFILE`
+    /// may be the tighter bound.
+    pub max_connections: usize,
+    /// Open connections from one IP address at most (IPv6: from one /64,
+    /// what a single host usually has; IPv4-mapped IPv6 counts as IPv4).
+    /// Refused like the global cap. Default 1_000.
+    pub max_connections_per_ip: usize,
+    /// The listen backlog [`bind`] asks for: connections the kernel
+    /// completes before the runner accepts them. Linux caps it at
+    /// `net.core.somaxconn` (4096 on recent kernels). Default 1024.
+    pub listen_backlog: u32,
+    /// Threads serving connections, each with a gateway (at least 1; the
+    /// first also runs the hub). Default: the number of cores.
+    pub threads: usize,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        RunnerConfig {
+            max_connections: 100_000,
+            max_connections_per_ip: 1_000,
+            listen_backlog: 1024,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+impl RunnerConfig {
+    /// Sets [`RunnerConfig::max_connections`].
+    pub fn with_max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Sets [`RunnerConfig::max_connections_per_ip`].
+    pub fn with_max_connections_per_ip(mut self, n: usize) -> Self {
+        self.max_connections_per_ip = n;
+        self
+    }
+
+    /// Sets [`RunnerConfig::listen_backlog`].
+    pub fn with_listen_backlog(mut self, n: u32) -> Self {
+        self.listen_backlog = n;
+        self
+    }
+
+    /// Sets [`RunnerConfig::threads`].
+    pub fn with_threads(mut self, n: usize) -> Self {
+        self.threads = n;
+        self
+    }
+}
+
+/// Counters of a running runner ([`ServerHandle::stats`]).
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunnerStats {
+    /// Connections admitted and not yet ended.
+    pub open_connections: usize,
+    /// Connections refused by `max_connections` or `max_connections_per_ip`
+    /// since the start.
+    pub refused_connections: u64,
+    /// `accept` calls that failed (out of file descriptors and the like).
+    pub accept_errors: u64,
+    /// Bytes of memory the connections' frame decoders hold now (partial
+    /// frames).
+    pub decoder_bytes: usize,
+    /// The most messages ever waiting between two threads (a gateway's for
+    /// the hub, or the hub's for the other gateways): readers stop reading
+    /// past a bound, so this stays near it however hard clients push.
+    pub peak_backlog: usize,
+}
+
+/// What a running `serve` shares with a [`ServerHandle`] and between its
+/// threads (touched when a connection starts or ends, never per frame).
+#[derive(Default)]
+struct Control {
+    sockets: Mutex<HashMap<ConnId, Stream>>,
+    admission: Mutex<Admission>,
+    refused: AtomicU64,
+    accept_errors: AtomicU64,
+    decoder_bytes: AtomicUsize,
+    backlog: BacklogPeak,
+}
+
+impl Control {
+    fn sockets(&self) -> MutexGuard<'_, HashMap<ConnId, Stream>> {
+        self.sockets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn admission(&self) -> MutexGuard<'_, Admission> {
+        self.admission.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn close_all(&self) {
+        for s in self.sockets().values() {
+            let _ = s.get_ref().shutdown(Shutdown::Both);
+        }
+    }
+
+    fn note_backlog(&self, n: usize) {
+        self.backlog.note(n);
+    }
+
+    fn stats(&self) -> RunnerStats {
+        RunnerStats {
+            open_connections: self.admission().open,
+            refused_connections: self.refused.load(Ordering::Relaxed),
+            accept_errors: self.accept_errors.load(Ordering::Relaxed),
+            decoder_bytes: self.decoder_bytes.load(Ordering::Relaxed),
+            peak_backlog: self.backlog.get(),
+        }
+    }
+}
+
+/// Open connections, in all and per address.
+#[derive(Default)]
+struct Admission {
+    open: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl Admission {
+    /// Counts a new connection from `ip` (a key from [`ip_key`]), or says
+    /// which cap refuses it.
+    fn admit(&mut self, ip: IpAddr, runner: &RunnerConfig) -> Result<(), &'static str> {
+        if self.open >= runner.max_connections {
+            return Err("max_connections");
+        }
+        let n = self.per_ip.entry(ip).or_insert(0);
+        if *n >= runner.max_connections_per_ip {
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+            return Err("max_connections_per_ip");
+        }
+        *n += 1;
+        self.open += 1;
+        Ok(())
+    }
+
+    fn release(&mut self, ip: IpAddr) {
+        self.open = self.open.saturating_sub(1);
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+/// The address a connection counts against: IPv4 as is (IPv4-mapped IPv6
+/// too), IPv6 by its /64 (a single host usually holds a whole /64, so a
+/// per-address cap on IPv6 addresses would cap nothing).
+fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !u128::from(u64::MAX);
+            IpAddr::V6(Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
+
+/// An admitted connection's place in [`Admission`], given back when the
+/// connection's task ends (or is dropped at shutdown).
+struct Admitted {
+    control: Arc<Control>,
+    ip: IpAddr,
+}
+
+// Sent to the thread that serves the connection.
+const _: fn() = || {
+    fn is_send<T: Send>() {}
+    is_send::<Admitted>();
+};
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.control.admission().release(self.ip);
+    }
+}
+
+/// A reader's share of [`Control::decoder_bytes`], taken back when the
+/// reader ends or is dropped.
+struct DecoderShare {
+    control: Arc<Control>,
+    counted: usize,
+}
+
+impl DecoderShare {
+    fn update(&mut self, now: usize) {
+        if now > self.counted {
+            self.control
+                .decoder_bytes
+                .fetch_add(now - self.counted, Ordering::Relaxed);
+        } else if now < self.counted {
+            self.control
+                .decoder_bytes
+                .fetch_sub(self.counted - now, Ordering::Relaxed);
+        }
+        self.counted = now;
+    }
+}
+
+impl Drop for DecoderShare {
+    fn drop(&mut self) {
+        self.update(0);
+    }
+}
+
+/// A listener on `addr` with `runner.listen_backlog` (std's
+/// `TcpListener::bind` asks for 128), `SO_REUSEADDR` set like std does on
+/// Unix, ready for [`serve_with`].
+pub fn bind(addr: SocketAddr, runner: &RunnerConfig) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    // The kernel caps it (somaxconn); an absurd value is clamped, not refused.
+    let backlog = i32::try_from(runner.listen_backlog).unwrap_or(i32::MAX);
+    socket.listen(backlog)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::try_from(std::net::TcpListener::from(socket))
+}
+
+/// Serves `config` on `listener` with the default [`RunnerConfig`] until
+/// `shutdown` completes, then closes every connection and returns. Runs on
+/// the calling task (e.g. inside `smol::block_on`).
+pub async fn serve(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    serve_with(listener, config, RunnerConfig::default(), shutdown).await
+}
+
+/// [`serve`] with the runner's own settings (connection caps; the backlog
+/// is the listener's: create it with [`bind`]).
+pub async fn serve_with(
+    listener: TcpListener,
+    config: ServerConfig,
+    runner: RunnerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    run(
+        listener,
+        config,
+        runner,
+        shutdown,
+        Arc::new(Control::default()),
+    )
+    .await
+}
+
+/// An admitted connection on its way to the thread that serves it.
+struct NewLink {
+    stream: Stream,
+    admitted: Admitted,
+}
+
+async fn run(
+    listener: TcpListener,
+    config: ServerConfig,
+    runner: RunnerConfig,
+    shutdown: impl Future<Output = ()>,
+    control: Arc<Control>,
+) -> io::Result<()> {
+    let unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let now = Instant::now();
+    let threads = runner.threads.clamp(1, usize::from(u16::MAX));
+    let (uplink_tx, uplink_rx) = bounded::<Vec<ToHub>>(QUEUE_BATCHES);
+    let (stop_tx, stop_rx) = bounded::<()>(1);
+    let mut downlinks: Vec<Option<Sender<Vec<ToGateway>>>> = vec![None];
+    let mut new_links = Vec::new();
+    let mut joins = Vec::new();
+    for k in 1..threads {
+        let (down_tx, down_rx) = bounded(QUEUE_BATCHES);
+        let (link_tx, link_rx) = bounded::<NewLink>(QUEUE_BATCHES);
+        downlinks.push(Some(down_tx));
+        new_links.push(link_tx);
+        let id = GatewayId(u16::try_from(k).unwrap_or(u16::MAX));
+        let gateway = Gateway::new(id, config.clone(), now, unix_ms);
+        let (uplink, control, stop) = (uplink_tx.clone(), control.clone(), stop_rx.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("hummer-{k}"))
+            .spawn(move || {
+                let ex = Rc::new(LocalExecutor::new());
+                let shard = Rc::new(Shard::with_uplink(gateway, uplink, control, READ_CHUNK));
+                smol::block_on(ex.run(serve_thread(ex.clone(), shard, down_rx, link_rx, stop)));
+            })?;
+        joins.push(thread);
+    }
+    drop(uplink_tx);
+    let ex = Rc::new(LocalExecutor::new());
+    let shard = Rc::new(Shard::with_hub(
+        Gateway::new(GatewayId(0), config.clone(), now, unix_ms),
+        Hub::new(config, now, unix_ms),
+        downlinks,
+        control.clone(),
+        READ_CHUNK,
+    ));
+    ex.spawn(shard.clone().timer()).detach();
+    ex.spawn(shard.clone().flusher()).detach();
+    ex.spawn(shard.clone().hub_inbox(uplink_rx)).detach();
+    // The accept loop is a task of its own: a Task handle costs nothing to
+    // poll, where the loop itself would try `accept` on every wake.
+    let accept = ex.spawn(accept_loop(
+        Rc::downgrade(&ex),
+        shard.clone(),
+        listener,
+        runner,
+        new_links,
+    ));
+    let main = async {
+        async { shutdown.await }.or(accept).await;
+        log!(info, "shutting down");
+        stop_tx.close();
+        shut_down(&shard).await;
+        // The hub keeps serving the other threads while they flush.
+        for thread in joins {
+            let _ = smol::unblock(move || thread.join()).await;
+        }
+    };
+    ex.run(main).await;
+    control.close_all();
+    Ok(())
+}
+
+/// A thread other than the first: its gateway, its connections, and the
+/// queues to the hub.
+async fn serve_thread(
+    ex: Rc<LocalExecutor<'static>>,
+    shard: Rc<Shard>,
+    downlink: Receiver<Vec<ToGateway>>,
+    new_links: Receiver<NewLink>,
+    stop: Receiver<()>,
+) {
+    ex.spawn(shard.clone().timer()).detach();
+    ex.spawn(shard.clone().uplink()).detach();
+    ex.spawn(shard.clone().downlink(downlink)).detach();
+    let serving = async {
+        while let Ok(link) = new_links.recv().await {
+            link::start(&ex, &shard, link.stream, link.admitted);
+        }
+    };
+    let stopped = async {
+        let _ = stop.recv().await;
+    };
+    serving.or(stopped).await;
+    shut_down(&shard).await;
+}
+
+/// Every client of the thread gets `Close{4006}` before its socket closes:
+/// the writers flush it, for a bounded time.
+async fn shut_down(shard: &Shard) {
+    shard.gateway.borrow_mut().shutdown(Instant::now());
+    shard.pump();
+    let flushed = async {
+        while !shard.links.borrow().is_empty() {
+            Timer::after(Duration::from_millis(5)).await;
+        }
+    };
+    let give_up = async {
+        Timer::after(SHUTDOWN_FLUSH_TIMEOUT).await;
+    };
+    flushed.or(give_up).await;
+}
+
+/// Accepts connections on the first thread and spreads them over the
+/// threads in turn.
+async fn accept_loop(
+    ex: std::rc::Weak<LocalExecutor<'static>>,
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    runner: RunnerConfig,
+    others: Vec<Sender<NewLink>>,
+) {
+    let listener: Arc<Async<std::net::TcpListener>> = listener.into();
+    let control = shard.control.clone();
+    let mut backoff = Duration::ZERO;
+    let mut turn = 0usize;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => {
+                backoff = Duration::ZERO;
+                x
+            }
+            // The peer gave up before we took it: take the next one.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+            Err(e) => {
+                // Out of descriptors (EMFILE, ENFILE) and the like: `accept`
+                // would fail again at once, so wait, longer each time; the
+                // connections already open keep being served meanwhile.
+                control.accept_errors.fetch_add(1, Ordering::Relaxed);
+                backoff = (backoff * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
+                log!(warn, "accept failed: {e}; next try in {backoff:?}");
+                Timer::after(backoff).await;
+                continue;
+            }
+        };
+        let ip = ip_key(peer.ip());
+        if let Err(cap) = control.admission().admit(ip, &runner) {
+            // Closed with nothing written: no work, no state, and the peer
+            // learns nothing it could tune an attack with.
+            control.refused.fetch_add(1, Ordering::Relaxed);
+            log!(debug, "refused a connection from {peer}: {cap} reached");
+            drop(stream);
+            continue;
+        }
+        let admitted = Admitted {
+            control: control.clone(),
+            ip,
+        };
+        let _ = stream.get_ref().set_nodelay(true);
+        let stream = Arc::new(stream);
+        let k = turn % (others.len() + 1);
+        turn = turn.wrapping_add(1);
+        match k.checked_sub(1).and_then(|i| others.get(i)) {
+            None => {
+                let Some(ex) = ex.upgrade() else {
+                    return;
+                };
+                link::start(&ex, &shard, stream, admitted);
+            }
+            // A thread that ended drops the connection (and its admission).
+            Some(tx) => {
+                let _ = tx.send(NewLink { stream, admitted }).await;
+            }
+        }
+    }
+}
+
+/// A server running [`serve`] on a background thread, for tests and
+/// embedding. Dropping it shuts the server down too.
+///
+/// ```
+/// use hummer_channel::adapters::server_tcp::ServerHandle;
+/// use hummer_channel::server::ServerConfig;
+///
+/// let handle = ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
+/// let addr = handle.local_addr();
+/// assert_ne!(addr.port(), 0);
+/// let _client = std::net::TcpStream::connect(addr).unwrap();
+/// handle.shutdown();
+/// ```
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    control: Arc<Control>,
+    stop: Sender<()>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl ServerHandle {
+    /// Binds `addr` (port 0: any free port) and serves `config` on a new
+    /// thread, with the default [`RunnerConfig`].
+    pub fn spawn(config: ServerConfig, addr: SocketAddr) -> io::Result<ServerHandle> {
+        ServerHandle::spawn_with(config, RunnerConfig::default(), addr)
+    }
+
+    /// [`ServerHandle::spawn`] with the runner's own settings (connection
+    /// caps, listen backlog).
+    pub fn spawn_with(
+        config: ServerConfig,
+        runner: RunnerConfig,
+        addr: SocketAddr,
+    ) -> io::Result<ServerHandle> {
+        let listener = bind(addr, &runner)?;
+        let local_addr = listener.local_addr()?;
+        let control = Arc::new(Control::default());
+        let (stop, stopped) = bounded::<()>(1);
+        let c = control.clone();
+        let thread = std::thread::Builder::new()
+            .name("hummer-server".into())
+            .spawn(move || {
+                smol::block_on(run(
+                    listener,
+                    config,
+                    runner,
+                    async move {
+                        let _ = stopped.recv().await;
+                    },
+                    c,
+                ))
+            })?;
+        Ok(ServerHandle {
+            local_addr,
+            control,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The runner's counters now: open and refused connections, failed
+    /// accepts, memory held by the frame decoders.
+    pub fn stats(&self) -> RunnerStats {
+        self.control.stats()
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Fault injection for tests: closes every client socket now. The server
+    /// sees lost links (the instances wait out their grace period).
+    pub fn drop_connections(&self) {
+        self.control.close_all();
+    }
+
+    /// Stops the server, closes its connections and joins its thread.
+    pub fn shutdown(self) {
+        drop(self);
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
