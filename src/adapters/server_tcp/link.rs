@@ -130,23 +130,28 @@ async fn read_loop(
         let mut failed = false;
         loop {
             let next = decoder.next_frame();
-            let mut g = shard.gateway.borrow_mut();
-            match next {
-                Ok(Some(frame)) => {
-                    frames = frames.saturating_add(1);
-                    g.handle_frame(Instant::now(), conn, frame);
-                    // The bound may change with every frame (a login
-                    // raises it, a logout lowers it).
-                    decoder.set_max_frame_size(g.max_frame_size(conn));
+            let done = {
+                let mut g = shard.gateway.borrow_mut();
+                match next {
+                    Ok(Some(frame)) => {
+                        frames = frames.saturating_add(1);
+                        g.handle_frame(Instant::now(), conn, frame);
+                        // The bound may change with every frame (a login
+                        // raises it, a logout lowers it).
+                        decoder.set_max_frame_size(g.max_frame_size(conn));
+                        false
+                    }
+                    Ok(None) => true,
+                    Err(e) => {
+                        g.handle_stream_error(Instant::now(), conn, e);
+                        failed = true;
+                        true
+                    }
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    g.handle_stream_error(Instant::now(), conn, e);
-                    failed = true;
-                    break;
-                }
+            };
+            if done {
+                break;
             }
-            drop(g);
             if shard.backlogged() {
                 // The hub (or its other gateways) is behind: read no more
                 // until it caught up; TCP pushes back on the peer.

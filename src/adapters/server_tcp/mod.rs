@@ -405,7 +405,7 @@ async fn run(
         new_links,
     ));
     let main = async {
-        async { shutdown.await }.or(accept).await;
+        shutdown.or(accept).await;
         log!(info, "shutting down");
         stop_tx.close();
         shut_down(&shard).await;
