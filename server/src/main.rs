@@ -5,6 +5,7 @@
 //!               [--kick-older-logins] [--max-members N] [--presence-grace-secs N]
 //!               [--idle-timeout-secs N] [--max-queued-bytes N] [--seed N] [--log LEVEL]
 //!               [--max-connections N] [--max-connections-per-ip N] [--listen-backlog N]
+//!               [--threads N]
 //! hummer-server token --appid A --uid U --secret S [--ttl-secs 3600]
 //! ```
 //!
@@ -12,8 +13,8 @@
 //! as comma-separated APPID:SECRET, HUMMER_APPID_MODE, HUMMER_KICK_OLDER_LOGINS,
 //! HUMMER_MAX_MEMBERS, HUMMER_PRESENCE_GRACE_SECS, HUMMER_IDLE_TIMEOUT_SECS,
 //! HUMMER_MAX_QUEUED_BYTES, HUMMER_SEED, HUMMER_LOG, HUMMER_MAX_CONNECTIONS,
-//! HUMMER_MAX_CONNECTIONS_PER_IP, HUMMER_LISTEN_BACKLOG); flags win. With
-//! none, it serves the demo app on 127.0.0.1:7300.
+//! HUMMER_MAX_CONNECTIONS_PER_IP, HUMMER_LISTEN_BACKLOG, HUMMER_THREADS); flags
+//! win. With none, it serves the demo app on 127.0.0.1:7300.
 //!
 //! At start it raises its soft open-file limit to the hard limit (each
 //! connection is a descriptor) and logs both. App secrets (`--app`, `token
@@ -54,6 +55,8 @@ serve options (environment equivalent in brackets):
                              [HUMMER_MAX_CONNECTIONS_PER_IP] (default 1000)
   --listen-backlog N         listen backlog, capped by net.core.somaxconn
                              [HUMMER_LISTEN_BACKLOG] (default 1024)
+  --threads N                threads serving connections, each with a gateway; the first
+                             also runs the hub [HUMMER_THREADS] (default: the number of cores)
   --log LEVEL                error|warn|info|debug|trace [HUMMER_LOG] (default info)
 
 App secrets (--app, token --secret) must be at least 32 bytes.
@@ -174,6 +177,7 @@ fn serve_flags(args: &[String]) -> Result<Vec<(String, String)>, String> {
         ("HUMMER_MAX_CONNECTIONS", "max-connections"),
         ("HUMMER_MAX_CONNECTIONS_PER_IP", "max-connections-per-ip"),
         ("HUMMER_LISTEN_BACKLOG", "listen-backlog"),
+        ("HUMMER_THREADS", "threads"),
     ] {
         if let Ok(v) = std::env::var(env) {
             flags.push((name.to_owned(), v));
@@ -201,6 +205,7 @@ fn serve_flags(args: &[String]) -> Result<Vec<(String, String)>, String> {
             "max-connections",
             "max-connections-per-ip",
             "listen-backlog",
+            "threads",
         ],
     )?);
     Ok(flags)
@@ -254,6 +259,7 @@ fn run(args: &[String]) -> Result<(), String> {
             "max-connections" => runner.max_connections = positive(&name, &v)?,
             "max-connections-per-ip" => runner.max_connections_per_ip = positive(&name, &v)?,
             "listen-backlog" => runner.listen_backlog = positive(&name, &v)?,
+            "threads" => runner.threads = positive(&name, &v)?,
             "log" => {
                 level = v
                     .parse()
@@ -302,6 +308,7 @@ fn run(args: &[String]) -> Result<(), String> {
             max_connections = runner.max_connections,
             max_connections_per_ip = runner.max_connections_per_ip,
             listen_backlog = runner.listen_backlog,
+            threads = runner.threads,
             "serving"
         );
         serve_with(listener, config, runner, shutdown_signal())
