@@ -8,7 +8,7 @@
 //! (so a quick re-join still gets its replay); a later join makes a new one,
 //! with a new number.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use super::hub::{Hub, Outcome, Timer};
 use super::rate::RateKind;
 use super::sent_ids::Destination;
 use super::seq_log::{check_sequenced_fits, Replay, SeqLog};
-use super::{add, check_push_fits, checked_key, checked_region, encode_push, ConnId};
+use super::{add, check_push_fits, checked_key, checked_region, encode_push, ConnId, IdMap};
 use crate::error::{ErrorCode, ServiceError};
 use crate::limits::AttributeScope;
 use crate::types::{Attributes, Message, Region};
@@ -40,7 +40,7 @@ pub(crate) struct Channel {
     pub log: SeqLog,
     /// Where each member instance's history starts (the head when it
     /// joined): nothing before it is replayed or fetched for it.
-    pub since: HashMap<u64, u64>,
+    pub since: IdMap<u64, u64>,
     /// Uids whose membership ended because their link stayed down past the
     /// grace period: where it had started, and when it ended. Only they may
     /// rejoin with a replay (after their cursor and their start). A record
@@ -66,7 +66,7 @@ impl Channel {
             attrs_uid: 0,
             attrs_ts: 0,
             log,
-            since: HashMap::new(),
+            since: IdMap::default(),
             departed: BTreeMap::new(),
             joined: BTreeSet::new(),
             left: BTreeSet::new(),
@@ -90,7 +90,7 @@ impl Hub {
     fn member_channel(
         &self,
         inst: u64,
-        key: Option<&wire::ChannelKey>,
+        key: Option<wire::ChannelKey>,
     ) -> Result<u32, ServiceError> {
         let (region, id) = checked_key(&self.config.limits, key)?;
         let i = self.instance(inst)?;
@@ -129,8 +129,8 @@ impl Hub {
         self.broadcast_to(conns, frame);
     }
 
-    pub(super) fn join(&mut self, inst: u64, req: wire::JoinRequest) -> Outcome {
-        let (region, id) = checked_key(&self.config.limits, req.channel.as_ref())?;
+    pub(super) fn join(&mut self, inst: u64, mut req: wire::JoinRequest) -> Outcome {
+        let (region, id) = checked_key(&self.config.limits, req.channel.take())?;
         let i = self.instance(inst)?;
         let (appid, uid, joined) = (i.appid, i.uid, i.channels.len());
         let existing = self
@@ -269,7 +269,7 @@ impl Hub {
     }
 
     pub(super) fn leave(&mut self, inst: u64, key: Option<wire::ChannelKey>) -> Outcome {
-        let num = self.member_channel(inst, key.as_ref())?;
+        let num = self.member_channel(inst, key)?;
         self.rate_take(inst, RateKind::Membership, 1)?;
         let uid = match self.instances.get_mut(&inst) {
             Some(i) => {
@@ -382,7 +382,7 @@ impl Hub {
     pub(super) fn send_to_channel(
         &mut self,
         inst: u64,
-        req: wire::SendToChannelRequest,
+        mut req: wire::SendToChannelRequest,
     ) -> Outcome {
         let i = self.instance(inst)?;
         let who = (i.appid, i.uid);
@@ -390,7 +390,7 @@ impl Hub {
         if let Some(reply) = self.sent_before(who, req.message_id, to)? {
             return Ok((Body::SendReply(reply), Vec::new()));
         }
-        let num = self.member_channel(inst, req.channel.as_ref())?;
+        let num = self.member_channel(inst, req.channel.take())?;
         let message = Message::from(req.message.unwrap_or_default());
         self.config.limits.check_message(&message)?;
         let from_uid = who.1;
@@ -436,10 +436,10 @@ impl Hub {
     pub(super) fn write_attributes(
         &mut self,
         inst: u64,
-        req: wire::AttributesWrite,
+        mut req: wire::AttributesWrite,
         scope: AttributeScope,
     ) -> Outcome {
-        let num = self.member_channel(inst, req.channel.as_ref())?;
+        let num = self.member_channel(inst, req.channel.take())?;
         let uid = self.instance(inst)?.uid;
         // Weighted by the notices it causes: 1, plus 1 per 100 members told.
         let told = match req.enable_notification {
@@ -526,7 +526,7 @@ impl Hub {
     }
 
     pub(super) fn user_list(&mut self, inst: u64, key: Option<wire::ChannelKey>) -> Outcome {
-        let num = self.member_channel(inst, key.as_ref())?;
+        let num = self.member_channel(inst, key)?;
         self.rate_take(inst, RateKind::Query, 1)?;
         let cap = self.max_uids_per_frame();
         let uids = self
@@ -540,9 +540,9 @@ impl Hub {
     pub(super) fn user_attributes(
         &mut self,
         inst: u64,
-        req: wire::GetUserAttributesRequest,
+        mut req: wire::GetUserAttributesRequest,
     ) -> Outcome {
-        let num = self.member_channel(inst, req.channel.as_ref())?;
+        let num = self.member_channel(inst, req.channel.take())?;
         self.rate_take(inst, RateKind::Query, 1)?;
         if !req.keys.is_empty() {
             self.config.limits.check_keys(&req.keys)?;
@@ -569,9 +569,9 @@ impl Hub {
     pub(super) fn channel_attributes(
         &mut self,
         inst: u64,
-        req: wire::GetChannelAttributesRequest,
+        mut req: wire::GetChannelAttributesRequest,
     ) -> Outcome {
-        let num = self.member_channel(inst, req.channel.as_ref())?;
+        let num = self.member_channel(inst, req.channel.take())?;
         self.rate_take(inst, RateKind::Query, 1)?;
         if !req.keys.is_empty() {
             self.config.limits.check_keys(&req.keys)?;
@@ -590,10 +590,10 @@ impl Hub {
     pub(super) fn user_list_by_attribute(
         &mut self,
         inst: u64,
-        req: wire::GetUserListByAttributeRequest,
+        mut req: wire::GetUserListByAttributeRequest,
     ) -> Outcome {
         self.config.limits.check_key(&req.key)?;
-        let num = self.member_channel(inst, req.channel.as_ref())?;
+        let num = self.member_channel(inst, req.channel.take())?;
         self.rate_take(inst, RateKind::Query, 1)?;
         let cap = self.max_uids_per_frame();
         let ch = self.channels.get(&num).ok_or_else(not_found)?;
@@ -639,7 +639,7 @@ impl Hub {
         let mut replay = match req.channel {
             None => self.p2p_replay(inst, req.after_seq, budget),
             Some(key) => {
-                let num = self.member_channel(inst, Some(&key))?;
+                let num = self.member_channel(inst, Some(key))?;
                 let ch = self.channels.get_mut(&num).ok_or_else(not_found)?;
                 // Nothing from before this instance joined.
                 let since = ch.since.get(&inst).copied().unwrap_or(ch.log.head());

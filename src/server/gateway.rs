@@ -3,7 +3,7 @@
 //! connections (instances, channels, inboxes) is the [`Hub`](super::Hub)'s;
 //! a gateway talks to it in [`ToHub`] and [`ToGateway`] messages only.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use super::auth::verify_token;
 use super::conn::{CloseReason, Conn, ConnId};
 use super::message::{GatewayId, ToGateway, ToHub, TokenCheck, TokenGrant};
 use super::ready::ReadyList;
-use super::{add, Clock, ServerConfig, Sink, TransportAction};
+use super::{add, Clock, IdMap, ServerConfig, Sink, TransportAction};
 use crate::error::{ErrorCode, ServiceError, WireError};
 use crate::wire::{self, decode_frame, encode_frame, Body, BodyKind, Frame};
 
@@ -67,7 +67,7 @@ pub struct Gateway {
     id: GatewayId,
     config: ServerConfig,
     clock: Clock,
-    conns: HashMap<ConnId, Conn>,
+    conns: IdMap<ConnId, Conn>,
     next_conn: u64,
     ready: ReadyList,
     closes: VecDeque<TransportAction>,
@@ -76,13 +76,13 @@ pub struct Gateway {
     stale_inputs: u64,
     /// The peer address of each connection whose transport told it (kept
     /// apart from `conns`, which every delivery reads: small is fast).
-    peers: HashMap<ConnId, IpAddr>,
+    peers: IdMap<ConnId, IpAddr>,
     /// The nonce of the last `Ping` sent.
     ping_nonce: u64,
     timers: BTreeSet<(Instant, Timer)>,
     /// Each connection's span (kept apart from `conns` for the same reason).
     #[cfg(feature = "tracing")]
-    spans: HashMap<ConnId, tracing::Span>,
+    spans: IdMap<ConnId, tracing::Span>,
 }
 
 impl Gateway {
@@ -93,17 +93,17 @@ impl Gateway {
             id,
             config,
             clock: Clock::new(now, unix_ms_at_now),
-            conns: HashMap::new(),
+            conns: IdMap::default(),
             next_conn: 1,
             ready: ReadyList::default(),
             closes: VecDeque::new(),
             to_hub: VecDeque::new(),
             stale_inputs: 0,
-            peers: HashMap::new(),
+            peers: IdMap::default(),
             ping_nonce: 0,
             timers: BTreeSet::new(),
             #[cfg(feature = "tracing")]
-            spans: HashMap::new(),
+            spans: IdMap::default(),
         }
     }
 

@@ -17,7 +17,7 @@ use super::message::{GatewayId, ToGateway, ToHub};
 use super::presence::Instance;
 use super::rate;
 use super::sent_ids::{Destination, SentIds};
-use super::{add, splitmix64, Clock, ServerConfig};
+use super::{add, splitmix64, Clock, IdMap, ServerConfig};
 use crate::error::{ErrorCode, ServiceError};
 use crate::limits::AttributeScope;
 use crate::types::Region;
@@ -61,12 +61,12 @@ pub struct Hub {
     rng: u64,
     out: VecDeque<ToGateway>,
     /// The instance logged in on each link.
-    links: HashMap<ConnId, u64>,
+    links: IdMap<ConnId, u64>,
     current: Option<Current>,
-    pub(super) instances: HashMap<u64, Instance>,
+    pub(super) instances: IdMap<u64, Instance>,
     /// Live instances of each (appid, uid), oldest login first.
     pub(super) users: HashMap<(u32, u64), Vec<u64>>,
-    pub(super) channels: HashMap<u32, Channel>,
+    pub(super) channels: IdMap<u32, Channel>,
     pub(super) channel_index: HashMap<(u32, Region, String), u32>,
     pub(super) next_channel: u32,
     pub(super) inboxes: HashMap<(u32, u64), Inbox>,
@@ -109,11 +109,11 @@ impl Hub {
             epoch,
             rng,
             out: VecDeque::new(),
-            links: HashMap::new(),
+            links: IdMap::default(),
             current: None,
-            instances: HashMap::new(),
+            instances: IdMap::default(),
             users: HashMap::new(),
-            channels: HashMap::new(),
+            channels: IdMap::default(),
             channel_index: HashMap::new(),
             next_channel: 1,
             inboxes: HashMap::new(),

@@ -158,6 +158,7 @@ impl Server {
     /// from `range` (seeded by `seed`), in order per direction and gateway,
     /// as threads or nodes would: for simulations that look for races
     /// between the machines.
+    #[cfg(feature = "sim")]
     pub(crate) fn with_message_latency(mut self, range: (Duration, Duration), seed: u64) -> Server {
         self.wire = Some(InFlight {
             range,
@@ -498,6 +499,11 @@ impl Clock {
     }
 }
 
+/// A map keyed by ids the server chose (connections, instances, channel
+/// numbers): FxHash, as clients cannot pick colliding keys. Maps keyed by
+/// what clients choose keep std's keyed SipHash.
+pub(crate) type IdMap<K, V> = rustc_hash::FxHashMap<K, V>;
+
 /// Encodes a push (request id 0) once, to be shared by every receiver.
 fn encode_push(body: Body) -> Bytes {
     encode_frame(&Frame {
@@ -563,13 +569,14 @@ fn splitmix64(state: &mut u64) -> u64 {
 /// A wire channel key checked: a known region and a valid channel id (2001).
 fn checked_key(
     limits: &crate::Limits,
-    key: Option<&wire::ChannelKey>,
+    key: Option<wire::ChannelKey>,
 ) -> Result<(Region, String), ServiceError> {
     let key =
         key.ok_or_else(|| ServiceError::new(ErrorCode::INVALID_PARAMETER, "channel missing"))?;
     let region = checked_region(key.region)?;
     limits.check_channel_id(&key.channel_id)?;
-    Ok((region, key.channel_id.clone()))
+    // Moved, not copied: this runs for every request naming a channel.
+    Ok((region, key.channel_id))
 }
 
 fn checked_region(v: i32) -> Result<Region, ServiceError> {

@@ -4,9 +4,10 @@
 //! socket is full) is told again on its next pass, and a `while let` loop
 //! over it always ends.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use super::conn::{Conn, ConnId};
+use super::IdMap;
 
 #[derive(Debug, Default)]
 pub(crate) struct ReadyList {
@@ -28,7 +29,7 @@ impl ReadyList {
     }
 
     /// The next connection of this pass with output; `None` ends the pass.
-    pub fn next(&mut self, conns: &mut HashMap<ConnId, Conn>) -> Option<ConnId> {
+    pub fn next(&mut self, conns: &mut IdMap<ConnId, Conn>) -> Option<ConnId> {
         while let Some(id) = self.now.pop_front() {
             let Some(c) = conns.get_mut(&id) else {
                 continue;
@@ -53,19 +54,19 @@ mod tests {
 
     use super::*;
 
-    fn conns(n: u64) -> HashMap<ConnId, Conn> {
+    fn conns(n: u64) -> IdMap<ConnId, Conn> {
         (1..=n)
             .map(|i| (ConnId(i), Conn::new(Instant::now())))
             .collect()
     }
 
-    fn push(list: &mut ReadyList, conns: &mut HashMap<ConnId, Conn>, id: u64) {
+    fn push(list: &mut ReadyList, conns: &mut IdMap<ConnId, Conn>, id: u64) {
         let c = conns.get_mut(&ConnId(id)).unwrap();
         assert!(c.push(Bytes::from_static(b"f"), usize::MAX));
         list.mark(ConnId(id), c);
     }
 
-    fn pass(list: &mut ReadyList, conns: &mut HashMap<ConnId, Conn>) -> Vec<u64> {
+    fn pass(list: &mut ReadyList, conns: &mut IdMap<ConnId, Conn>) -> Vec<u64> {
         std::iter::from_fn(|| list.next(conns))
             .map(|c| c.0)
             .collect()

@@ -15,7 +15,6 @@
 //! behind): a slow side slows its producers, nothing grows without bound.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -29,7 +28,7 @@ use smol::future::FutureExt as _;
 use smol::Timer;
 
 use super::Control;
-use crate::server::{CloseReason, ConnId, Gateway, Hub, ToGateway, ToHub, TransportAction};
+use crate::server::{CloseReason, ConnId, Gateway, Hub, IdMap, ToGateway, ToHub, TransportAction};
 
 /// Messages a thread may hold for another before its producers wait.
 pub(super) const BACKLOG_HIGH: usize = 8 * 1024;
@@ -69,7 +68,7 @@ pub(super) struct Shard {
     uplink_wake: Notify,
     uplink_drained: Notify,
     /// The open connections' flags.
-    pub links: RefCell<HashMap<ConnId, Rc<LinkFlags>>>,
+    pub links: RefCell<IdMap<ConnId, Rc<LinkFlags>>>,
     /// The deadline the timer sleeps until, and its wake.
     armed: Cell<Option<Instant>>,
     timer_wake: Notify,
@@ -126,7 +125,7 @@ impl Shard {
             uplink_tx,
             uplink_wake: Notify::default(),
             uplink_drained: Notify::default(),
-            links: RefCell::new(HashMap::new()),
+            links: RefCell::new(IdMap::default()),
             armed: Cell::new(None),
             timer_wake: Notify::default(),
             read_buf: RefCell::new(vec![0; read_buf]),
