@@ -13,7 +13,7 @@ use smol::future::FutureExt as _;
 use smol::io::AsyncWriteExt;
 use smol::Timer;
 
-use super::shard::{LinkFlags, Shard};
+use super::shard::{LinkFlags, Shard, FRAMES_PER_PUMP};
 use super::{Admitted, DecoderShare};
 use crate::server::ConnId;
 use crate::wire::{write_length_prefixed, FrameDecoder};
@@ -128,6 +128,7 @@ async fn read_loop(
         };
         let _ = n;
         let mut failed = false;
+        let mut since_pump = 0u32;
         loop {
             let next = decoder.next_frame();
             let done = {
@@ -152,14 +153,21 @@ async fn read_loop(
             if done {
                 break;
             }
-            if shard.backlogged() {
-                // The hub (or its other gateways) is behind: read no more
-                // until it caught up; TCP pushes back on the peer.
+            since_pump += 1;
+            if since_pump >= FRAMES_PER_PUMP {
+                since_pump = 0;
                 shard.pump();
-                shard.room().await;
+                if shard.backlogged() {
+                    // The hub (or its other gateways) is behind: read no
+                    // more until it caught up; TCP pushes back on the peer.
+                    shard.room().await;
+                }
             }
         }
         shard.pump();
+        if shard.backlogged() {
+            shard.room().await;
+        }
         // An idle connection holds no buffer: what a read brought that was
         // not a whole frame stays, nothing else.
         if decoder.buffered() == 0 && decoder.capacity() > 0 {
@@ -375,5 +383,109 @@ impl Outgoing {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::net::TcpListener;
+
+    use smol::LocalExecutor;
+
+    use super::super::shard::{BACKLOG_HIGH, QUEUE_BATCHES};
+    use super::super::{Admitted, Control};
+    use super::*;
+    use crate::server::{Gateway, GatewayId, ServerConfig};
+    use crate::wire::{self, encode_frame, Body, Frame};
+
+    /// A hub that takes nothing: the gateway's queue to it fills, then its
+    /// backlog reaches the bound, then the reader stops and the peer's
+    /// writes block. Nothing grows past the bound however long the peer
+    /// pushes.
+    #[test]
+    fn a_hub_that_does_not_keep_up_stops_the_reader() {
+        let (uplink, hub_side) = smol::channel::bounded(QUEUE_BATCHES);
+        let control = Arc::new(Control::default());
+        let gateway = Gateway::new(GatewayId(1), ServerConfig::demo(), Instant::now(), 0);
+        let shard = Rc::new(Shard::with_uplink(
+            gateway,
+            uplink,
+            control.clone(),
+            64 * 1024,
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server_side, peer) = listener.accept().unwrap();
+        control
+            .admission()
+            .admit(peer.ip(), &super::super::RunnerConfig::default())
+            .unwrap();
+        let admitted = Admitted {
+            control: control.clone(),
+            ip: peer.ip(),
+        };
+        let ex = Rc::new(LocalExecutor::new());
+        ex.spawn(shard.clone().uplink()).detach();
+        start(
+            &ex,
+            &shard,
+            Arc::new(Async::new(server_side).unwrap()),
+            admitted,
+        );
+
+        // Small requests (the hub answers them; here it never reads them).
+        let mut bytes = BytesMut::new();
+        for rid in 1..=10_000u64 {
+            let f = encode_frame(&Frame {
+                request_id: rid,
+                body: Some(Body::QueryOnline(wire::QueryOnlineRequest {
+                    uids: vec![1],
+                })),
+            });
+            write_length_prefixed(&f, &mut bytes);
+        }
+        client.set_nonblocking(true).unwrap();
+        let (mut written, mut refused_since) = (0usize, None::<Instant>);
+        smol::block_on(ex.run(async {
+            // Write the copies back to back (so frames stay whole) until
+            // the socket has refused bytes for half a second: the server
+            // stopped reading and the kernel buffers are full.
+            let mut off = 0;
+            loop {
+                match client.write(&bytes[off..]) {
+                    Ok(n) => {
+                        written += n;
+                        off = (off + n) % bytes.len();
+                        refused_since = None;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        let since = *refused_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > Duration::from_millis(500) {
+                            break;
+                        }
+                        Timer::after(Duration::from_millis(5)).await;
+                    }
+                    Err(e) => panic!("write: {e}"),
+                }
+                // Let the server's tasks run between writes.
+                smol::future::yield_now().await;
+            }
+        }));
+        let peak = control.backlog.get();
+        assert!(hub_side.is_full(), "the queue to the hub is full");
+        assert!(
+            peak >= BACKLOG_HIGH,
+            "the backlog reached its bound: {peak}"
+        );
+        assert!(
+            peak <= BACKLOG_HIGH + FRAMES_PER_PUMP as usize,
+            "and went no further: {peak}"
+        );
+        // The writes were refused for half a second while the reader's
+        // executor ran: it had stopped reading (TCP pushed back on the
+        // peer) once the queue and the backlog were full.
+        assert!(written > 1 << 20, "the peer wrote {written} bytes first");
+        drop(hub_side);
     }
 }

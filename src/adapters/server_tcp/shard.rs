@@ -32,8 +32,14 @@ use crate::server::{CloseReason, ConnId, Gateway, Hub, IdMap, ToGateway, ToHub, 
 
 /// Messages a thread may hold for another before its producers wait.
 pub(super) const BACKLOG_HIGH: usize = 8 * 1024;
-/// Batches a queue between two threads holds.
-pub(super) const QUEUE_BATCHES: usize = 64;
+/// Batches a queue between two threads holds ...
+pub(super) const QUEUE_BATCHES: usize = 16;
+/// ... of at most this many messages: what is in flight between two
+/// threads is bounded by `BACKLOG_HIGH + QUEUE_BATCHES * BATCH_MAX`.
+pub(super) const BATCH_MAX: usize = 1024;
+/// A reader hands what it decoded on after this many frames, so that a
+/// long read adds at most this much to a backlog before it is checked.
+pub(super) const FRAMES_PER_PUMP: u32 = 256;
 
 /// What the server decided about a connection, for its reader and writer.
 #[derive(Default)]
@@ -300,7 +306,7 @@ impl Shard {
         };
         loop {
             loop {
-                let batch = std::mem::take(&mut *self.uplink.borrow_mut());
+                let batch = take_batch(&mut self.uplink.borrow_mut());
                 if batch.is_empty() {
                     break;
                 }
@@ -323,7 +329,7 @@ impl Shard {
             let mut sent = false;
             for (g, tx) in side.downlinks.iter().enumerate() {
                 let batch = match side.pending.borrow_mut().get_mut(g) {
-                    Some(q) if !q.is_empty() => std::mem::take(q),
+                    Some(q) if !q.is_empty() => take_batch(q),
                     _ => continue,
                 };
                 side.pending_len
@@ -359,6 +365,14 @@ impl Shard {
             self.apply_to_hub(batch);
         }
     }
+}
+
+/// The oldest messages of `queue`, at most [`BATCH_MAX`] of them.
+fn take_batch<T>(queue: &mut Vec<T>) -> Vec<T> {
+    if queue.len() <= BATCH_MAX {
+        return std::mem::take(queue);
+    }
+    queue.drain(..BATCH_MAX).collect()
 }
 
 /// A wake-up for tasks of one thread: [`Notify::wait`] resolves at the next
