@@ -13,9 +13,9 @@ use smol::future::FutureExt as _;
 use smol::io::AsyncWriteExt;
 use smol::Timer;
 
-use super::shard::{LinkFlags, Shard, FRAMES_PER_PUMP};
+use super::shard::{Link, Shard, FRAMES_PER_PUMP};
 use super::{Admitted, DecoderShare};
-use crate::server::ConnId;
+use crate::server::{ConnId, Gateway};
 use crate::wire::{write_length_prefixed, FrameDecoder};
 
 /// Bytes gathered from the queue into one socket write. A batch is taken
@@ -57,21 +57,15 @@ pub(super) fn start(
         let conn = g.accept_from(Instant::now(), Some(ip));
         (conn, g.max_frame_size(conn))
     };
-    let flags = Rc::new(LinkFlags::default());
-    shard.links.borrow_mut().insert(conn, flags.clone());
+    let link = Rc::new(Link::new(stream.clone()));
+    shard.links.borrow_mut().insert(conn, link.clone());
     shard.control.sockets().insert(conn, stream.clone());
     shard.pump();
     log!(debug, "accepted {conn} from {ip}");
     // Reader and writer are tasks of their own, so waking one does not
     // poll the other.
-    let reader = ex.spawn(read_loop(
-        shard.clone(),
-        conn,
-        stream.clone(),
-        flags.clone(),
-        max_frame,
-    ));
-    let writer = ex.spawn(write_loop(shard.clone(), conn, stream.clone(), flags));
+    let reader = ex.spawn(read_loop(shard.clone(), conn, link.clone(), max_frame));
+    let writer = ex.spawn(write_loop(shard.clone(), conn, link));
     let shard = shard.clone();
     ex.spawn(async move {
         reader.or(writer).await;
@@ -89,13 +83,8 @@ pub(super) fn start(
     .detach();
 }
 
-async fn read_loop(
-    shard: Rc<Shard>,
-    conn: ConnId,
-    stream: Stream,
-    flags: Rc<LinkFlags>,
-    max_frame: usize,
-) {
+async fn read_loop(shard: Rc<Shard>, conn: ConnId, link: Rc<Link>, max_frame: usize) {
+    let stream = &link.stream;
     let mut decoder = FrameDecoder::new(max_frame);
     let mut share = DecoderShare {
         control: shard.control.clone(),
@@ -174,7 +163,7 @@ async fn read_loop(
             *decoder.buffer_mut() = BytesMut::new();
         }
         share.update(decoder.capacity());
-        if failed || flags.closing.get() {
+        if failed || link.closing.get() {
             // The stream cannot be resynchronised, or the server closed the
             // connection: read no more, free the decoder, and let the writer
             // flush the Close frame and end the connection.
@@ -201,38 +190,30 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(shard: Rc<Shard>, conn: ConnId, stream: Stream, flags: Rc<LinkFlags>) {
-    let mut out = Outgoing::default();
+/// Writes what the direct writes of [`write_now`] left (the socket was
+/// full), and flushes a connection the server closes.
+async fn write_loop(shard: Rc<Shard>, conn: ConnId, link: Rc<Link>) {
     loop {
+        // The batch is the link's while no write waits; taken out while one
+        // does (`writer_busy`), so the direct writes leave it alone.
+        let mut out = std::mem::take(&mut *link.out.borrow_mut());
         // The close flag is read after draining: it is set once the Close
         // frame is queued, so a set flag with an exhausted queue means
         // everything has been taken.
-        let (exhausted, closing_now) = {
-            let mut g = shard.gateway.borrow_mut();
-            let mut exhausted = false;
-            while out.buf.len() < WRITE_BATCH {
-                match g.poll_transmit(conn) {
-                    Some(f) => {
-                        write_length_prefixed(&f, &mut out.buf);
-                        out.ends.push(out.buf.len());
-                    }
-                    None => {
-                        exhausted = true;
-                        break;
-                    }
-                }
-            }
-            (exhausted, flags.closing.get())
-        };
+        let exhausted = out.fill(&mut shard.gateway.borrow_mut(), conn);
+        let closing_now = link.closing.get();
         if !out.buf.is_empty() {
-            if let Err(why) = out.write(&stream, &flags).await {
+            link.writer_busy.set(true);
+            let written = out.write(&link).await;
+            link.writer_busy.set(false);
+            if let Err(why) = written {
                 if out.closing_since.is_some() {
                     // A closed connection whose peer does not take its last
                     // frames: reset it, so that the kernel drops the unsent
                     // bytes at once instead of retrying for minutes.
-                    let _ =
-                        socket2::SockRef::from(stream.get_ref()).set_linger(Some(Duration::ZERO));
-                    if flags.slow_consumer.get() {
+                    let _ = socket2::SockRef::from(link.stream.get_ref())
+                        .set_linger(Some(Duration::ZERO));
+                    if link.slow_consumer.get() {
                         log!(
                             info,
                             "{conn} closed as a slow consumer: no room for its Close frame ({why}); link reset"
@@ -247,15 +228,21 @@ async fn write_loop(shard: Rc<Shard>, conn: ConnId, stream: Stream, flags: Rc<Li
                 return;
             }
             out.clear();
+            let woken = std::mem::take(&mut out.woken);
+            out.release();
+            *link.out.borrow_mut() = out;
             // A wake taken during the write announced output (or a close)
             // that the next drain must see: drain before waiting again.
-            if !exhausted || std::mem::take(&mut out.woken) {
+            if !exhausted || woken {
                 continue;
             }
+        } else {
+            out.release();
+            *link.out.borrow_mut() = out;
         }
         if closing_now {
-            let _ = (&*stream).flush().await;
-            if flags.slow_consumer.get() {
+            let _ = (&*link.stream).flush().await;
+            if link.slow_consumer.get() {
                 log!(
                     info,
                     "{conn} closed as a slow consumer: Close frame written"
@@ -263,18 +250,51 @@ async fn write_loop(shard: Rc<Shard>, conn: ConnId, stream: Stream, flags: Rc<Li
             }
             return;
         }
-        // Idle: the batch buffers are freed (an idle connection holds none).
-        out.release();
-        // The queue was drained with no await since: no output can be
-        // missed.
-        flags.wake.wait().await;
+        // Nothing left to write, with no await since the drain: no output
+        // can be missed.
+        link.wake.wait().await;
+    }
+}
+
+/// Writes `conn`'s queued frames to its socket now, without waiting, as far
+/// as the socket takes them (the usual case: one syscall, no task hop); what
+/// it does not take goes to the link's writer task. Left to the writer
+/// altogether while it is writing (the order of bytes is its) or the link
+/// closes.
+pub(super) fn write_now(g: &mut Gateway, conn: ConnId, link: &Link, scratch: &mut Outgoing) {
+    if link.writer_busy.get() || link.closing.get() || !link.out.borrow().buf.is_empty() {
+        link.wake.notify();
+        return;
+    }
+    loop {
+        scratch.clear();
+        let exhausted = scratch.fill(g, conn);
+        if scratch.buf.is_empty() {
+            return;
+        }
+        while scratch.off < scratch.buf.len() {
+            match io::Write::write(&mut link.stream.get_ref(), &scratch.buf[scratch.off..]) {
+                Ok(n) if n > 0 => scratch.off += n,
+                // Full (or failing: the writer finds out and ends the link).
+                _ => {
+                    scratch.hand_over(&mut link.out.borrow_mut());
+                    link.wake.notify();
+                    return;
+                }
+            }
+        }
+        if exhausted {
+            scratch.clear();
+            scratch.release_above(WRITE_BATCH);
+            return;
+        }
     }
 }
 
 /// A writer's batch: frames with their length prefixes, and where each ends
 /// (so that a slow consumer's batch can be cut between two frames).
 #[derive(Default)]
-struct Outgoing {
+pub(super) struct Outgoing {
     buf: BytesMut,
     ends: Vec<usize>,
     /// Bytes of `buf` written.
@@ -299,6 +319,46 @@ impl Outgoing {
         self.buf.clear();
         self.ends.clear();
         self.off = 0;
+    }
+
+    /// Appends `conn`'s queued frames up to a batch; whether it took them
+    /// all.
+    fn fill(&mut self, g: &mut Gateway, conn: ConnId) -> bool {
+        while self.buf.len() < WRITE_BATCH {
+            match g.poll_transmit(conn) {
+                Some(f) => {
+                    write_length_prefixed(&f, &mut self.buf);
+                    self.ends.push(self.buf.len());
+                }
+                None => return true,
+            }
+        }
+        false
+    }
+
+    /// Moves what is unwritten to `to` (empty), from the start of the frame
+    /// being written, so that a cut keeps that frame whole.
+    fn hand_over(&mut self, to: &mut Outgoing) {
+        let start = self
+            .ends
+            .iter()
+            .rev()
+            .find(|&&e| e <= self.off)
+            .copied()
+            .unwrap_or(0);
+        to.buf.extend_from_slice(&self.buf[start..]);
+        to.ends
+            .extend(self.ends.iter().filter(|&&e| e > start).map(|e| e - start));
+        to.off = self.off - start;
+        self.clear();
+    }
+
+    /// Frees the buffer when a burst grew it past `max`.
+    fn release_above(&mut self, max: usize) {
+        if self.buf.capacity() > max {
+            self.buf = BytesMut::new();
+            self.ends = Vec::new();
+        }
     }
 
     /// Frees the buffers (they are empty): an idle connection holds none.
@@ -333,7 +393,8 @@ impl Outgoing {
     /// write error, no progress for `WRITE_TIMEOUT`, or `CLOSE_FLUSH_TIMEOUT`
     /// passed since the server closed the connection (progress or not: a
     /// peer that trickles its reads does not hold the link open).
-    async fn write(&mut self, stream: &Stream, flags: &LinkFlags) -> Result<(), &'static str> {
+    async fn write(&mut self, link: &Link) -> Result<(), &'static str> {
+        let (stream, flags) = (&link.stream, link);
         let mut stalled = Duration::ZERO;
         // Notifications are counted from here: one that comes while a write
         // completes is seen by the next wait, not lost.

@@ -27,6 +27,7 @@ use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt as _;
 use smol::Timer;
 
+use super::link::{write_now, Outgoing, Stream};
 use super::Control;
 use crate::server::{CloseReason, ConnId, Gateway, Hub, IdMap, ToGateway, ToHub, TransportAction};
 
@@ -41,15 +42,32 @@ pub(super) const BATCH_MAX: usize = 1024;
 /// long read adds at most this much to a backlog before it is checked.
 pub(super) const FRAMES_PER_PUMP: u32 = 256;
 
-/// What the server decided about a connection, for its reader and writer.
-#[derive(Default)]
-pub(super) struct LinkFlags {
+/// A connection as its thread's tasks share it.
+pub(super) struct Link {
+    pub stream: Stream,
     /// The server closes it: read no more, flush the `Close` frame, end.
     pub closing: Cell<bool>,
     /// ... as a slow consumer: the writer drops its unsent batch too.
     pub slow_consumer: Cell<bool>,
-    /// Output is queued: the writer has something to take.
+    /// Output the direct write could not finish is waiting, or a close.
     pub wake: Notify,
+    /// What the socket did not take yet. The writer task takes it out
+    /// while it waits for the socket (`writer_busy`).
+    pub out: RefCell<Outgoing>,
+    pub writer_busy: Cell<bool>,
+}
+
+impl Link {
+    pub fn new(stream: Stream) -> Link {
+        Link {
+            stream,
+            closing: Cell::new(false),
+            slow_consumer: Cell::new(false),
+            wake: Notify::default(),
+            out: RefCell::new(Outgoing::default()),
+            writer_busy: Cell::new(false),
+        }
+    }
 }
 
 /// The hub's side of thread 0: the hub, and what it holds for the other
@@ -73,8 +91,11 @@ pub(super) struct Shard {
     uplink_tx: Option<Sender<Vec<ToHub>>>,
     uplink_wake: Notify,
     uplink_drained: Notify,
-    /// The open connections' flags.
-    pub links: RefCell<IdMap<ConnId, Rc<LinkFlags>>>,
+    /// The open connections.
+    pub links: RefCell<IdMap<ConnId, Rc<Link>>>,
+    /// The batch a direct write fills (one per thread: an idle
+    /// connection holds none).
+    write_buf: RefCell<Outgoing>,
     /// The deadline the timer sleeps until, and its wake.
     armed: Cell<Option<Instant>>,
     timer_wake: Notify,
@@ -132,6 +153,7 @@ impl Shard {
             uplink_wake: Notify::default(),
             uplink_drained: Notify::default(),
             links: RefCell::new(IdMap::default()),
+            write_buf: RefCell::new(Outgoing::default()),
             armed: Cell::new(None),
             timer_wake: Notify::default(),
             read_buf: RefCell::new(vec![0; read_buf]),
@@ -237,12 +259,16 @@ impl Shard {
         }
     }
 
+    /// Writes what the gateway queued straight to the sockets that take
+    /// it (no task hop), leaves the rest to the writers, and flags the
+    /// connections to close.
     fn signal_links(&self) {
         let mut g = self.gateway.borrow_mut();
         let links = self.links.borrow();
+        let mut scratch = self.write_buf.borrow_mut();
         while let Some(c) = g.poll_ready() {
-            if let Some(f) = links.get(&c) {
-                f.wake.notify();
+            if let Some(link) = links.get(&c) {
+                write_now(&mut g, c, link, &mut scratch);
             }
         }
         while let Some(TransportAction::Close { conn, reason }) = g.poll_transport() {
