@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use smol::channel::{Receiver, Sender};
+use smol::channel::{Receiver, Sender, TrySendError};
 use smol::future::FutureExt as _;
 use smol::Timer;
 
@@ -77,6 +77,8 @@ pub(super) struct HubSide {
     /// Per gateway (index = id), messages not sent yet, in order.
     pending: RefCell<Vec<Vec<ToGateway>>>,
     pending_len: Cell<usize>,
+    /// The flusher is waiting for room in a queue: it owns the order.
+    flushing: Cell<bool>,
     flush: Notify,
     flushed: Notify,
     downlinks: Vec<Option<Sender<Vec<ToGateway>>>>,
@@ -89,6 +91,8 @@ pub(super) struct Shard {
     /// Not thread 0: messages for the hub not sent yet, and the queue.
     uplink: RefCell<Vec<ToHub>>,
     uplink_tx: Option<Sender<Vec<ToHub>>>,
+    /// The uplink task is waiting for room in the queue: it owns the order.
+    uplink_sending: Cell<bool>,
     uplink_wake: Notify,
     uplink_drained: Notify,
     /// The open connections.
@@ -121,6 +125,7 @@ impl Shard {
             hub: RefCell::new(hub),
             pending: RefCell::new((0..n).map(|_| Vec::new()).collect()),
             pending_len: Cell::new(0),
+            flushing: Cell::new(false),
             flush: Notify::default(),
             flushed: Notify::default(),
             downlinks,
@@ -150,6 +155,7 @@ impl Shard {
             hub,
             uplink: RefCell::new(Vec::new()),
             uplink_tx,
+            uplink_sending: Cell::new(false),
             uplink_wake: Notify::default(),
             uplink_drained: Notify::default(),
             links: RefCell::new(IdMap::default()),
@@ -179,8 +185,8 @@ impl Shard {
             let Some(side) = &self.hub else {
                 if !scratch.is_empty() {
                     self.uplink.borrow_mut().append(&mut scratch);
-                    self.control.note_backlog(self.uplink.borrow().len());
-                    self.uplink_wake.notify();
+                    drop(scratch);
+                    self.send_uplink_now();
                 }
                 break;
             };
@@ -204,8 +210,7 @@ impl Shard {
             }
             drop(hub);
             if remote {
-                self.control.note_backlog(side.pending_len.get());
-                side.flush.notify();
+                self.flush_now(side);
             }
             // Gateway 0's handling of the hub's output may have more for
             // the hub (a slow consumer's lost link): go round again.
@@ -215,6 +220,57 @@ impl Shard {
         }
         self.signal_links();
         self.rearm();
+    }
+
+    /// Sends the uplink's messages now, as far as the queue takes them;
+    /// the rest is the uplink task's (it waits for room).
+    fn send_uplink_now(&self) {
+        let Some(tx) = &self.uplink_tx else {
+            return;
+        };
+        let mut queue = self.uplink.borrow_mut();
+        if !self.uplink_sending.get() {
+            while !queue.is_empty() {
+                match tx.try_send(take_batch(&mut queue)) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(batch)) => {
+                        put_back(&mut queue, batch);
+                        break;
+                    }
+                    Err(TrySendError::Closed(_)) => return,
+                }
+            }
+        }
+        self.control.note_backlog(queue.len());
+        if !queue.is_empty() {
+            self.uplink_wake.notify();
+        }
+    }
+
+    /// Sends the hub's messages for the other gateways now, as far as
+    /// their queues take them; the rest is the flusher's.
+    fn flush_now(&self, side: &HubSide) {
+        if !side.flushing.get() {
+            let mut pending = side.pending.borrow_mut();
+            for (q, tx) in pending.iter_mut().zip(&side.downlinks) {
+                let Some(tx) = tx else { continue };
+                while !q.is_empty() {
+                    let batch = take_batch(q);
+                    let n = batch.len();
+                    match tx.try_send(batch) {
+                        Ok(()) => side.pending_len.set(side.pending_len.get() - n),
+                        Err(TrySendError::Full(batch) | TrySendError::Closed(batch)) => {
+                            put_back(q, batch);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.control.note_backlog(side.pending_len.get());
+        if side.pending_len.get() > 0 {
+            side.flush.notify();
+        }
     }
 
     /// Applies a batch from the hub (threads other than 0).
@@ -336,7 +392,10 @@ impl Shard {
                 if batch.is_empty() {
                     break;
                 }
-                if tx.send(batch).await.is_err() {
+                self.uplink_sending.set(true);
+                let sent = tx.send(batch).await;
+                self.uplink_sending.set(false);
+                if sent.is_err() {
                     return;
                 }
                 self.uplink_drained.notify();
@@ -363,7 +422,9 @@ impl Shard {
                 sent = true;
                 if let Some(tx) = tx {
                     // A gateway thread that ended drops what was for it.
+                    side.flushing.set(true);
                     let _ = tx.send(batch).await;
+                    side.flushing.set(false);
                 }
             }
             side.flushed.notify();
@@ -391,6 +452,12 @@ impl Shard {
             self.apply_to_hub(batch);
         }
     }
+}
+
+/// Puts a batch that could not be sent back in front of `queue`.
+fn put_back<T>(queue: &mut Vec<T>, mut batch: Vec<T>) {
+    batch.append(queue);
+    *queue = batch;
 }
 
 /// The oldest messages of `queue`, at most [`BATCH_MAX`] of them.
