@@ -59,6 +59,14 @@ impl Net {
         Net::new_at(config, T0_UNIX_MS)
     }
 
+    /// A server of `gateways` gateways in front of its hub (connections
+    /// spread over them in turn).
+    pub fn with_gateways(config: ServerConfig, gateways: u16) -> Net {
+        let mut n = Net::new(config.clone());
+        n.s = Server::with_gateways(config, gateways, n.now, T0_UNIX_MS);
+        n
+    }
+
     /// A server with the demo config as changed by `change`.
     pub fn with(change: impl FnOnce(&mut ServerConfig)) -> Net {
         let mut config = ServerConfig::demo();

@@ -12,6 +12,7 @@ mod support;
 mod attributes;
 mod channels;
 mod faults;
+mod gateways;
 mod limits;
 mod login;
 mod p2p;

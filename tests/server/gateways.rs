@@ -1,0 +1,164 @@
+//! A server of several gateways in front of one hub: connections spread in
+//! turn, and every operation that spans connections works across gateways.
+
+use crate::support::*;
+
+fn three() -> Net {
+    Net::with_gateways(ServerConfig::demo(), 3)
+}
+
+#[test]
+fn connections_spread_over_the_gateways_in_turn() {
+    let mut n = three();
+    let ids: Vec<ConnId> = (0..7).map(|_| n.accept()).collect();
+    let gateways: Vec<u16> = ids.iter().map(|c| c.gateway().0).collect();
+    assert_eq!(gateways, [0, 1, 2, 0, 1, 2, 0]);
+    assert_eq!(n.s.connection_count(), 7);
+    assert_eq!(
+        n.s.config().max_queued_bytes,
+        ServerConfig::demo().max_queued_bytes
+    );
+    let mut small = ServerConfig::demo();
+    small.max_queued_bytes = 12_345;
+    assert_eq!(
+        Net::with_gateways(small, 2).s.config().max_queued_bytes,
+        12_345
+    );
+}
+
+#[test]
+fn a_broadcast_reaches_members_on_every_gateway_encoded_once() {
+    let mut n = three();
+    let members: Vec<ConnId> = (1..=6).map(|uid| n.login(uid).0).collect();
+    for &c in &members {
+        n.ok_join(c, "room");
+    }
+    n.advance(Duration::from_secs(1));
+    n.clear(&members);
+    let r = n.sent(members[0], to_channel_with("room", "hello", false));
+    assert_eq!(r.seq, 1);
+    let mut ptrs = Vec::new();
+    for &c in &members {
+        let frames = n.raw_frames(c);
+        assert_eq!(frames.len(), 1, "{c}: {frames:?}");
+        assert!(
+            matches!(&frames[0].1.body, Body::ChannelMessage(m) if m.seq == 1 && m.from_uid == 1)
+        );
+        ptrs.push(frames[0].0.as_ptr());
+    }
+    assert!(
+        ptrs.windows(2).all(|w| w[0] == w[1]),
+        "one encoding for all gateways"
+    );
+    // The join notices crossed the gateways too: a member on gateway 2
+    // heard of the one on gateway 0.
+    let late = n.login(7).0;
+    assert_eq!(late.gateway().0, 0);
+    n.ok_join(late, "room");
+    n.advance(Duration::from_secs(1));
+    let heard = n.bodies(members[2]);
+    assert!(
+        heard
+            .iter()
+            .any(|b| matches!(b, Body::Membership(m) if m.joined == vec![7])),
+        "{heard:?}"
+    );
+}
+
+#[test]
+fn a_uid_on_two_gateways_gets_its_messages_on_both() {
+    let mut n = three();
+    let (sender, _) = n.login(1);
+    let (a, _) = n.login(2);
+    let (b, _) = n.login(2);
+    assert_ne!(a.gateway(), b.gateway());
+    let r = n.sent(sender, to_user(2, "to both"));
+    assert!(r.delivered_online);
+    for c in [a, b] {
+        let bodies = n.bodies(c);
+        assert!(
+            matches!(&bodies[..], [Body::UserMessage(m)] if m.seq == r.seq && m.from_uid == 1),
+            "{c}: {bodies:?}"
+        );
+    }
+}
+
+#[test]
+fn kicks_and_resumes_close_the_old_link_on_its_own_gateway() {
+    let mut n = Net::with_gateways(
+        {
+            let mut cfg = ServerConfig::demo();
+            for app in &mut cfg.apps {
+                app.kick_older_logins = true;
+            }
+            cfg
+        },
+        2,
+    );
+    let (old, _) = n.login(5);
+    let (new, r) = n.login(5);
+    assert_ne!(old.gateway(), new.gateway());
+    assert_eq!(n.closes_of(old), vec![CloseReason::Kicked]);
+    assert!(matches!(&n.bodies(old)[..], [Body::Close(c)] if c.code == 100));
+    // A resume of `new`'s instance on a link of the other gateway.
+    let (resumed, x) = n.login_req_on_new(resume_req(5, r.instance_id, r.p2p_epoch, 0, vec![]));
+    assert_ne!(resumed.gateway(), new.gateway());
+    assert!(x.resumed);
+    assert_eq!(n.closes_of(new), vec![CloseReason::Replaced]);
+    assert_eq!(n.s.instance_count(), 1);
+}
+
+#[test]
+fn a_lost_link_on_any_gateway_keeps_its_grace_period() {
+    let mut n = three();
+    let (a, _) = n.login(1);
+    let (b, _) = n.login(2);
+    n.ok_join(a, "room");
+    n.ok_join(b, "room");
+    n.advance(Duration::from_secs(1));
+    n.frames(a);
+    n.lose(b);
+    n.lose(b);
+    assert_eq!(n.s.stale_inputs(), 1, "the second disconnect is stale");
+    let online = n.req(
+        a,
+        Body::QueryOnline(wire::QueryOnlineRequest { uids: vec![2] }),
+    );
+    assert!(matches!(online, Body::OnlineStatus(s) if s.status.get(&2) == Some(&true)));
+    n.run_for(ServerConfig::demo().presence_grace + Duration::from_secs(2));
+    let bodies = n.bodies(a);
+    assert!(
+        bodies
+            .iter()
+            .any(|x| matches!(x, Body::Membership(m) if m.left == vec![2])),
+        "{bodies:?}"
+    );
+}
+
+#[test]
+fn a_pass_of_poll_ready_covers_every_gateway_once() {
+    let mut n = three();
+    let conns: Vec<ConnId> = (1..=3).map(|uid| n.login(uid).0).collect();
+    for &c in &conns {
+        n.hold(c);
+        n.s.handle_frame(n.now, c, frame(99, Body::Ping(wire::Ping { nonce: 1 })));
+    }
+    let mut pass = Vec::new();
+    while let Some(c) = n.s.poll_ready() {
+        pass.push(c);
+    }
+    pass.sort();
+    assert_eq!(pass, conns, "each connection once, whatever its gateway");
+    let mut again = Vec::new();
+    while let Some(c) = n.s.poll_ready() {
+        again.push(c);
+        n.drain(c);
+    }
+    again.sort();
+    assert_eq!(
+        again, conns,
+        "still queued: reported again on the next pass"
+    );
+    assert_eq!(n.s.poll_ready(), None);
+    assert_eq!(n.s.poll_ready(), None, "nothing left on any gateway");
+}
