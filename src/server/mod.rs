@@ -587,3 +587,89 @@ fn checked_region(v: i32) -> Result<Region, ServiceError> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(n: u64) -> Envelope {
+        Envelope::ToHub(ToHub::Ack {
+            conn: ConnId(n),
+            seq: n,
+        })
+    }
+
+    fn in_flight(lo: u64, hi: u64) -> InFlight {
+        InFlight {
+            range: (Duration::from_micros(lo), Duration::from_micros(hi)),
+            rng: 7,
+            order: 0,
+            queue: std::collections::BTreeMap::new(),
+            last: std::collections::HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn messages_are_due_within_the_range_and_in_order_per_way() {
+        let t0 = Instant::now();
+        let mut w = in_flight(1_000, 3_000);
+        for n in 0..200 {
+            w.post(t0, GatewayId(0), ack(n));
+        }
+        let mut due = Vec::new();
+        while let Some(t) = w.next_due() {
+            let Some(Envelope::ToHub(ToHub::Ack { seq, .. })) = w.take_due(t) else {
+                panic!("due at its time")
+            };
+            due.push((t - t0, seq));
+        }
+        assert_eq!(due.len(), 200);
+        assert!(
+            due.iter()
+                .all(|(d, _)| *d >= Duration::from_micros(1_000)
+                    && *d <= Duration::from_micros(3_000))
+        );
+        let order: Vec<u64> = due.iter().map(|(_, n)| *n).collect();
+        assert_eq!(
+            order,
+            (0..200).collect::<Vec<_>>(),
+            "one way keeps its order"
+        );
+        // Drawn, not fixed: the latencies differ (before the order clamps them).
+        assert!(due.iter().any(|(d, _)| *d > Duration::from_micros(1_000)));
+        assert!(due.first().unwrap().0 < Duration::from_micros(3_000));
+    }
+
+    #[test]
+    fn a_fixed_latency_is_that_latency_and_ways_are_apart() {
+        let t0 = Instant::now();
+        let mut w = in_flight(2_000, 2_000);
+        w.post(t0, GatewayId(0), ack(1));
+        assert_eq!(w.next_due(), Some(t0 + Duration::from_micros(2_000)));
+        assert!(w.take_due(t0 + Duration::from_micros(1_999)).is_none());
+        assert!(w.take_due(t0 + Duration::from_micros(2_000)).is_some());
+        // Another way is not held back by this one's last due time.
+        let mut w = in_flight(0, 10_000);
+        w.post(t0, GatewayId(0), ack(1));
+        let first = w.next_due().unwrap();
+        w.post(t0, GatewayId(1), ack(2));
+        w.post(t0, GatewayId(1), ack(3));
+        let dues: Vec<Instant> = w.queue.keys().map(|(t, _)| *t).collect();
+        assert!(dues.contains(&first));
+        assert_eq!(dues.len(), 3);
+    }
+
+    #[test]
+    fn both_ends_of_the_range_are_drawn() {
+        let t0 = Instant::now();
+        let mut w = in_flight(0, 1);
+        // A way each, so that no order clamps a draw.
+        for g in 0..64 {
+            w.post(t0, GatewayId(g), ack(u64::from(g)));
+        }
+        let mut seen: Vec<Duration> = w.queue.keys().map(|(t, _)| *t - t0).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen, [Duration::ZERO, Duration::from_micros(1)]);
+    }
+}
