@@ -33,8 +33,12 @@ use hummer_channel::adapters::server_tcp::ServerHandle;
 use hummer_channel::server::{RateLimit, ServerConfig, DEMO_APPID};
 use hummer_channel::wire::{
     self, decode_frame, encode_frame, write_length_prefixed, Ack, Body, ChannelKey, ChatMessage,
-    Empty, Frame, FrameDecoder, JoinRequest, LoginRequest, SendToChannelRequest, SendToUserRequest,
+    Empty, Frame, JoinRequest, LoginRequest, SendToChannelRequest, SendToUserRequest,
 };
+
+mod count;
+
+use count::Counter;
 
 /// Sends per login instance before a hummer client logs in again (the
 /// server allows 180 per 3 s). Unbounded against the in-process server.
@@ -86,8 +90,9 @@ struct Target {
 struct Conn {
     s: TcpStream,
     kind: Kind,
+    /// What was read and not yet parsed (for a counting reader: the partial
+    /// item its last read left).
     buf: BytesMut,
-    frames: FrameDecoder,
     out: BytesMut,
 }
 
@@ -118,7 +123,6 @@ impl Conn {
             s,
             kind,
             buf: BytesMut::with_capacity(64 * 1024),
-            frames: FrameDecoder::new(MAX_FRAME),
             out: BytesMut::new(),
         })
     }
@@ -137,10 +141,7 @@ impl Conn {
         match self.s.read(&mut chunk) {
             Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed")),
             Ok(n) => {
-                match self.kind {
-                    Kind::Hummer { .. } => self.frames.extend(&chunk[..n]),
-                    _ => self.buf.extend_from_slice(&chunk[..n]),
-                }
+                self.buf.extend_from_slice(&chunk[..n]);
                 Ok(true)
             }
             Err(e)
@@ -156,18 +157,18 @@ impl Conn {
     }
 
     /// The next item already buffered, if any.
-    fn parse(&mut self, full: bool) -> io::Result<Option<Item>> {
+    fn parse(&mut self) -> io::Result<Option<Item>> {
         match self.kind {
-            Kind::Hummer { .. } => self.parse_hummer(full),
+            Kind::Hummer { .. } => self.parse_hummer(),
             Kind::Nats => self.parse_nats(),
             Kind::Redis => Ok(parse_resp(&mut self.buf)?.map(redis_item)),
         }
     }
 
     /// The next item, reading as needed; `Item::Idle` after a read timeout.
-    fn next(&mut self, full: bool) -> io::Result<Item> {
+    fn next(&mut self) -> io::Result<Item> {
         loop {
-            if let Some(item) = self.parse(full)? {
+            if let Some(item) = self.parse()? {
                 return Ok(item);
             }
             if !self.fill()? {
@@ -176,28 +177,15 @@ impl Conn {
         }
     }
 
-    fn parse_hummer(&mut self, full: bool) -> io::Result<Option<Item>> {
-        let Some(f) = self.frames.next_frame().map_err(io::Error::other)? else {
+    fn parse_hummer(&mut self) -> io::Result<Option<Item>> {
+        let Some(prefix) = self.buf.get(..4) else {
             return Ok(None);
         };
-        // A push has request_id 0, so its first bytes are the body's tag:
-        // field 61 (channel message) or 60 (user message), wire type 2.
-        if !full && f.len() > 2 && f[1] == 0x03 && (f[0] == 0xea || f[0] == 0xe2) {
-            return Ok(Some(Item::Msg {
-                payload: Bytes::new(),
-                reply: None,
-                seq: 0,
-            }));
+        let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        if self.buf.len() < 4 + len {
+            return Ok(None);
         }
-        // A reply has a request id (field 1, a varint) first; a SendReply
-        // (field 43) follows it. Counted without decoding, like a NATS +OK.
-        if !full && f.first() == Some(&0x08) {
-            if let Some(end) = f.iter().skip(1).position(|b| b & 0x80 == 0) {
-                if f.get(end + 2..end + 4) == Some(&[0xda, 0x02][..]) {
-                    return Ok(Some(Item::Other(Body::Ok(Empty {}))));
-                }
-            }
-        }
+        let f = self.buf.split_to(4 + len).freeze().slice(4..);
         let frame = decode_frame(f, MAX_FRAME).map_err(io::Error::other)?;
         Ok(Some(match frame.body {
             Body::UserMessage(m) => Item::Msg {
@@ -489,7 +477,7 @@ fn nats_handshake(c: &mut Conn) -> io::Result<()> {
 fn wait_reply(c: &mut Conn, cap: Duration, what: &str) -> io::Result<Body> {
     let end = Instant::now() + cap;
     while Instant::now() < end {
-        match c.next(true)? {
+        match c.next()? {
             Item::Other(b) => match b {
                 Body::Membership(_) | Body::UserCountChanged(_) => {}
                 b => return Ok(b),
@@ -501,21 +489,22 @@ fn wait_reply(c: &mut Conn, cap: Duration, what: &str) -> io::Result<Body> {
     Err(io::Error::new(io::ErrorKind::TimedOut, what.to_owned()))
 }
 
-/// A publisher: queues messages to `topic`; for hummer, logs in again every
-/// `QUOTA` sends (the rate limit) and, for a channel, joins it again.
+/// A publisher: sends batches of messages to `topic`; for hummer, logs in
+/// again every `QUOTA` sends (the rate limit) and, for a channel, joins it
+/// again.
 struct Publisher {
     c: Conn,
-    target: Target,
     topic: Topic,
     uid: u64,
     sent_on_login: u64,
     rid: u64,
-    /// One whole message as sent (for hummer with its length prefix), and
-    /// where in it the 8-byte message id goes: every protocol's publisher
-    /// copies it and patches the id, so none pays for encoding.
-    template: Vec<u8>,
-    id_at: usize,
-    /// Where the 10-byte message id is in `template` (hummer only).
+    /// `BATCH` copies of one message as sent (for hummer with its length
+    /// prefix), encoded once: a batch is one write of a prefix of it. No
+    /// protocol needs anything patched but hummer, whose server answers a
+    /// repeated `message_id` with the first reply and delivers nothing.
+    batch: Vec<u8>,
+    msg_len: usize,
+    /// Hummer: where the 10-byte message id is in each copy.
     msgid_at: Option<usize>,
 }
 
@@ -532,15 +521,13 @@ impl Publisher {
                 wait_reply(&mut c, cap, "PING")?;
             }
         }
-        // The payload: 8 bytes of id (patched per message), then filler.
-        let mut payload = vec![b'x'; PAYLOAD];
-        payload[..8].copy_from_slice(&[0xa5; 8]);
+        let payload = vec![b'x'; PAYLOAD];
         let mut template = BytesMut::new();
         match (t.kind, topic) {
             (Kind::Hummer { reliable }, _) => {
                 let message = Some(ChatMessage {
                     r#type: "text".into(),
-                    content: Bytes::from(payload.clone()),
+                    content: Bytes::from(payload),
                     app_extras: Default::default(),
                 });
                 // One request id for every send: the server only echoes it.
@@ -573,26 +560,27 @@ impl Publisher {
                 );
             }
         }
-        let id_at = template
-            .windows(PAYLOAD)
-            .position(|w| w == &payload[..])
-            .expect("the payload is in the template");
         // The message id (field 4, varint: key byte 0x20) follows the message.
-        let mut id_varint = [0u8; 10];
-        patch_message_id(&mut id_varint, 0);
-        let msgid_at = template
-            .windows(11)
-            .position(|w| w[0] == 0x20 && w[1..] == id_varint)
-            .map(|at| at + 1);
+        let msgid_at = match t.kind {
+            Kind::Hummer { .. } => {
+                let mut id_varint = [0u8; 10];
+                patch_message_id(&mut id_varint, 0);
+                let at = template
+                    .windows(11)
+                    .position(|w| w[0] == 0x20 && w[1..] == id_varint)
+                    .expect("the message id is in the template");
+                Some(at + 1)
+            }
+            _ => None,
+        };
         let mut p = Publisher {
             c,
-            target: *t,
             topic: topic.clone(),
             uid,
             sent_on_login: 0,
             rid: 10,
-            template: template.to_vec(),
-            id_at,
+            batch: template.repeat(BATCH as usize),
+            msg_len: template.len(),
             msgid_at,
         };
         if let Kind::Hummer { .. } = t.kind {
@@ -630,45 +618,43 @@ impl Publisher {
         self.sent_on_login = 0;
     }
 
-    /// Queues one message whose payload starts with `id`.
-    fn queue(&mut self, id: u64) {
-        if let Kind::Hummer { .. } = self.target.kind {
-            if self.sent_on_login >= quota() {
-                self.hummer_login(true);
-            }
-            self.sent_on_login += 1;
-        }
-        let start = self.c.out.len();
-        let at = start + self.id_at;
-        self.c.out.extend_from_slice(&self.template);
-        self.c.out[at..at + 8].copy_from_slice(&id.to_be_bytes());
+    /// Sends messages `first..first + k` (`k` at most `BATCH`) in one write.
+    fn send(&mut self, first: u64, k: u64) -> io::Result<()> {
         if let Some(m) = self.msgid_at {
-            // Unique per publisher: its uid in the high bits.
-            patch_message_id(&mut self.c.out[start + m..], id ^ (self.uid << 40));
+            if self.sent_on_login + k > quota() {
+                self.hummer_login(true);
+                self.c.flush()?;
+            }
+            self.sent_on_login += k;
+            for i in 0..k {
+                // Unique per publisher: its uid in the high bits.
+                let at = i as usize * self.msg_len + m;
+                patch_message_id(&mut self.batch[at..], (first + i) ^ (self.uid << 40));
+            }
         }
+        self.c.s.write_all(&self.batch[..k as usize * self.msg_len])
     }
 
     /// A thread that reads and discards what the publisher receives
     /// (replies, its own echoes), counting errors; ends at `stop`.
-    fn drain_thread(&self, stop: Arc<AtomicBool>, errors: Arc<AtomicU64>) -> JoinHandle<()> {
-        let s = self.c.s.try_clone().expect("clone socket");
+    fn drain_thread(&mut self, stop: Arc<AtomicBool>, errors: Arc<AtomicU64>) -> JoinHandle<()> {
         let mut c = Conn {
-            s,
+            s: self.c.s.try_clone().expect("clone socket"),
             kind: self.c.kind,
-            buf: BytesMut::new(),
-            frames: FrameDecoder::new(MAX_FRAME),
+            // What the publisher read past its last reply belongs here.
+            buf: std::mem::take(&mut self.c.buf),
             out: BytesMut::new(),
         };
         thread::spawn(move || {
+            let mut counter = Counter::new();
             while !stop.load(Ordering::Relaxed) {
-                match c.next(false) {
-                    Ok(Item::Error(e)) => {
-                        if errors.fetch_add(1, Ordering::Relaxed) < 3 {
-                            eprintln!("publisher got an error: {e}");
-                        }
+                let r = counter.read(&mut c, &mut |e| {
+                    if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                        eprintln!("publisher got an error: {e}");
                     }
-                    Ok(_) => {}
-                    Err(_) => return,
+                });
+                if r.is_err() {
+                    return;
                 }
             }
         })
@@ -704,6 +690,11 @@ fn cpu_seconds(pid: Option<u32>, clk_tck: f64) -> f64 {
     (ticks(11) + ticks(12)) / clk_tck
 }
 
+/// utime + stime of this process in seconds.
+fn own_cpu_seconds(clk_tck: f64) -> f64 {
+    cpu_seconds(Some(std::process::id()), clk_tck)
+}
+
 #[derive(Clone, Debug, Default)]
 struct Outcome {
     /// Messages (W1) or deliveries (W2) per second; RTT: p50 µs.
@@ -712,6 +703,9 @@ struct Outcome {
     deliveries: u64,
     expected: u64,
     cpu_per_delivery: f64,
+    /// This process's CPU (user + system, every thread) over the run, in
+    /// cores: near the core count, the load generator is the bottleneck.
+    client_cores: f64,
     errors: u64,
 }
 
@@ -741,25 +735,23 @@ fn pubsub(t: &Target, run: u64, n: u64, subs: u64, p: &Params) -> io::Result<Out
         let mut c = subscriber(t, base + 1 + i as u64, &topic)?;
         let (counter, stop, errors) = (counter.clone(), stop.clone(), errors.clone());
         threads.push(thread::spawn(move || {
+            let mut reader = Counter::new();
             let mut got = 0;
             while got < n && !stop.load(Ordering::Relaxed) {
-                match c.next(false) {
-                    Ok(Item::Msg { .. }) => {
-                        got += 1;
-                        if got % 16 == 0 || got == n {
-                            counter.store(got, Ordering::Relaxed);
-                        }
+                let r = reader.read(&mut c, &mut |e| {
+                    if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                        eprintln!("subscriber got an error: {e}");
                     }
-                    Ok(Item::Error(e)) => {
-                        if errors.fetch_add(1, Ordering::Relaxed) < 3 {
-                            eprintln!("subscriber got an error: {e}");
-                        }
+                });
+                match r {
+                    Ok(Some(k)) if k > 0 => {
+                        got += k;
+                        counter.store(got, Ordering::Relaxed);
                     }
                     Ok(_) => {}
                     Err(_) => break,
                 }
             }
-            counter.store(got, Ordering::Relaxed);
             close(c);
         }));
     }
@@ -779,6 +771,7 @@ fn pubsub(t: &Target, run: u64, n: u64, subs: u64, p: &Params) -> io::Result<Out
             .sum::<u64>()
     };
     let cpu0 = cpu_seconds(t.pid, p.clk_tck);
+    let own_cpu0 = own_cpu_seconds(p.clk_tck);
     let start = Instant::now();
     let end = start + p.cap;
     let mut sent = 0;
@@ -788,10 +781,7 @@ fn pubsub(t: &Target, run: u64, n: u64, subs: u64, p: &Params) -> io::Result<Out
             continue;
         }
         let k = BATCH.min(n - sent);
-        for i in 0..k {
-            publisher.queue(sent + i);
-        }
-        publisher.c.flush()?;
+        publisher.send(sent, k)?;
         sent += k;
     }
     while min_received() < n && Instant::now() < end {
@@ -799,6 +789,7 @@ fn pubsub(t: &Target, run: u64, n: u64, subs: u64, p: &Params) -> io::Result<Out
     }
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds(t.pid, p.clk_tck) - cpu0;
+    let own_cpu = own_cpu_seconds(p.clk_tck) - own_cpu0;
     let delivered = total_received();
     stop.store(true, Ordering::Relaxed);
     for th in threads {
@@ -812,6 +803,7 @@ fn pubsub(t: &Target, run: u64, n: u64, subs: u64, p: &Params) -> io::Result<Out
         deliveries: delivered,
         expected: n * subs,
         cpu_per_delivery: cpu / delivered.max(1) as f64,
+        client_cores: own_cpu / elapsed,
         errors: errors.load(Ordering::Relaxed),
     })
 }
@@ -857,7 +849,7 @@ fn rtt(t: &Target, run: u64, samples: u64, p: &Params) -> io::Result<Outcome> {
                 reply,
                 seq,
                 ..
-            } = b.c.next(true)?
+            } = b.c.next()?
             else {
                 continue;
             };
@@ -971,7 +963,7 @@ fn rtt(t: &Target, run: u64, samples: u64, p: &Params) -> io::Result<Outcome> {
         // Wait for the answer carrying this id (bounded by the cap).
         let mut answered = None;
         while Instant::now() < end {
-            match a.next(true)? {
+            match a.next()? {
                 Item::Msg {
                     payload: got, seq, ..
                 } if got.len() >= 8 && got[..8] == payload[..8] => {
@@ -1053,6 +1045,7 @@ fn rtt(t: &Target, run: u64, samples: u64, p: &Params) -> io::Result<Outcome> {
         deliveries: n * 2,
         expected: samples * 2,
         cpu_per_delivery: cpu / (n * 2).max(1) as f64,
+        client_cores: f64::NAN,
         errors,
     })
 }
@@ -1184,7 +1177,7 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
         median(x.iter().zip(&y).map(|(x, y)| x / y).collect())
     };
     type Row = (&'static str, &'static str, fn(&Outcome) -> f64);
-    let rows: [Row; 7] = [
+    let rows: [Row; 9] = [
         ("pubsub", "1 pub -> 1 sub, messages/s", |o| o.rate),
         ("fanout", "1 pub -> 100 subs, deliveries/s", |o| o.rate),
         ("rtt", "round trip p50, us", |o| o.rate),
@@ -1197,6 +1190,12 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
         }),
         ("rtt", "server CPU us per delivery, rtt", |o| {
             o.cpu_per_delivery * 1e6
+        }),
+        ("pubsub", "load generator CPU, cores, pubsub", |o| {
+            o.client_cores
+        }),
+        ("fanout", "load generator CPU, cores, fanout", |o| {
+            o.client_cores
         }),
     ];
     println!();
