@@ -2,9 +2,15 @@
 # End-to-end comparison over loopback TCP: hummer-server (release) against
 # NATS and Redis, same workloads, interleaved, in one run; prints one table.
 #
-#   bench/compare.sh            # full run (3 repetitions, medians)
+#   bench/compare.sh            # full run (5 repetitions, medians)
 #   bench/compare.sh --quick    # smaller counts, for a smoke test
+#   bench/compare.sh --no-raw-check     # without the raw-client check
 #   IDLE_CONNS=10000 bench/compare.sh   # also run bench/idle_connections.sh after
+#
+# After the table, a raw check runs the brokers' 1 -> 1 and fan-out
+# workloads through hummer-load's clients and through `hummer-load raw` (one
+# pre-built write, subscribers only counting), interleaved, and prints both:
+# they should match within ~10%, or hummer-load's clients are the limit.
 #
 # Installs the Debian packages nats-server and redis-server when missing,
 # runs the binaries directly on 127.0.0.1 with free ports (not the system
@@ -12,6 +18,12 @@
 # by its PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+RAW_CHECK=1
+ARGS=()
+for a in "$@"; do
+    if [[ $a == --no-raw-check ]]; then RAW_CHECK=0; else ARGS+=("$a"); fi
+done
 
 need=()
 command -v nats-server >/dev/null || need+=(nats-server)
@@ -79,7 +91,13 @@ echo "servers: hummer 127.0.0.1:$HPORT pid $HPID, nats 127.0.0.1:$NPORT pid $NPI
     --hummer "127.0.0.1:$HPORT" --hummer-pid "$HPID" --hummer-unlimited \
     --nats "127.0.0.1:$NPORT" --nats-pid "$NPID" \
     --redis "127.0.0.1:$RPORT" --redis-pid "$RPID" \
-    --clk-tck "$(getconf CLK_TCK)" "$@"
+    --clk-tck "$(getconf CLK_TCK)" "${ARGS[@]}"
+
+if ((RAW_CHECK)); then
+    "$BIN/hummer-load" rawcheck \
+        --nats "127.0.0.1:$NPORT" --redis "127.0.0.1:$RPORT" \
+        --hummer "127.0.0.1:$HPORT" --hummer-unlimited "${ARGS[@]}"
+fi
 
 echo "server VmRSS after the run: hummer $(awk '/VmRSS/{print $2" "$3}' /proc/$HPID/status), nats $(awk '/VmRSS/{print $2" "$3}' /proc/$NPID/status), redis $(awk '/VmRSS/{print $2" "$3}' /proc/$RPID/status)"
 if grep -qiE "error|panic" "$WORK/hummer.err"; then

@@ -5,19 +5,29 @@
 //!
 //! ```text
 //! hummer-load compare --hummer ADDR --hummer-pid PID --nats ADDR --nats-pid PID
-//!                     --redis ADDR --redis-pid PID [--reps 3] [--quick]
+//!                     --redis ADDR --redis-pid PID [--reps 5] [--quick]
+//! hummer-load rawcheck --nats ADDR --redis ADDR [--hummer ADDR --hummer-unlimited]
+//! hummer-load raw --kind nats|redis|hummer --addr ADDR [--subscribers 100]
 //! hummer-load idle --addr ADDR --conns 10000 --server-pid PID [--hold-secs 3]
 //! ```
 //!
 //! `compare` runs the workloads interleaved (hummer, nats, redis, per
 //! workload, `--reps` times), takes medians and prints one table; see
-//! BENCHMARKS.md. `idle` holds logged-in idle connections and reports the
-//! server's resident memory. Every loop is bounded in count and in time.
+//! BENCHMARKS.md. `rawcheck` measures the 1 -> 1 and fan-out workloads
+//! through these clients and through the raw client of raw.rs, interleaved,
+//! to show that the clients are not what limits a server. `idle` holds
+//! logged-in idle connections and reports the server's resident memory.
+//! Every loop is bounded in count and in time.
 //!
-//! `hummer-server` limits each login instance to 180 sends per 3 s and has
-//! no flag to raise it, so hummer publishers log out and in again (pipelined
-//! on the same connection, a new instance with a new budget) every
-//! [`QUOTA`] sends.
+//! Every client does the same work per message, the least its protocol
+//! allows: publishers write `BATCH` pre-encoded messages per write (only
+//! hummer patches an id in them), subscribers count deliveries without
+//! decoding them (count.rs).
+//!
+//! `hummer-server` limits each login instance to 180 sends per 3 s (unless
+//! started with a higher `--rate-limit-sends`, then `--hummer-unlimited`),
+//! so hummer publishers log out and in again (pipelined on the same
+//! connection, a new instance with a new budget) every [`QUOTA`] sends.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -37,6 +47,7 @@ use hummer_channel::wire::{
 };
 
 mod count;
+mod raw;
 
 use count::Counter;
 
@@ -77,11 +88,29 @@ impl Kind {
     }
 }
 
-#[derive(Copy, Clone, Debug)]
+#[derive(Clone, Debug)]
 struct Target {
     kind: Kind,
     addr: SocketAddr,
     pid: Option<u32>,
+    /// The kind's name, and which of several servers of that kind (e.g.
+    /// "hummer t2", started with `--threads 2`).
+    label: String,
+}
+
+impl Target {
+    fn new(kind: Kind, addr: SocketAddr, pid: Option<u32>, variant: &str) -> Target {
+        let label = match variant {
+            "" => kind.name().to_owned(),
+            v => format!("{} {v}", kind.name()),
+        };
+        Target {
+            kind,
+            addr,
+            pid,
+            label,
+        }
+    }
 }
 
 // ---------------------------------------------------------------- sockets --
@@ -710,12 +739,28 @@ struct Outcome {
 }
 
 struct Params {
+    reps: u64,
     messages: u64,
     fanout_messages: u64,
     subscribers: u64,
     rtt_samples: u64,
     cap: Duration,
     clk_tck: f64,
+}
+
+/// The counts of `compare` and `rawcheck` (`--quick`: smaller ones).
+fn params(args: &HashMap<String, String>) -> Params {
+    let quick = args.contains_key("quick");
+    let num = |k: &str, d: u64| args.get(k).and_then(|v| v.parse().ok()).unwrap_or(d);
+    Params {
+        reps: num("reps", if quick { 1 } else { 5 }),
+        messages: num("messages", if quick { 20_000 } else { 200_000 }),
+        fanout_messages: num("fanout-messages", if quick { 1_000 } else { 10_000 }),
+        subscribers: num("subscribers", 100),
+        rtt_samples: num("rtt-samples", if quick { 300 } else { 2_000 }),
+        cap: Duration::from_secs(num("time-cap-secs", 15)),
+        clk_tck: num("clk-tck", 100) as f64,
+    }
 }
 
 /// One publisher to `subs` subscribers; `n` messages, bounded by `cap`.
@@ -1050,6 +1095,177 @@ fn rtt(t: &Target, run: u64, samples: u64, p: &Params) -> io::Result<Outcome> {
     })
 }
 
+// ---------------------------------------------------------------- raw check --
+
+/// `hummer-load raw --kind nats|redis|hummer --addr ADDR`: one run of the
+/// raw client (raw.rs), printed.
+fn raw_once(args: &HashMap<String, String>) -> Result<(), String> {
+    let addr: SocketAddr = args
+        .get("addr")
+        .ok_or("--addr is required")?
+        .parse()
+        .map_err(|_| "--addr: not an address")?;
+    let kind = match args.get("kind").map(String::as_str) {
+        Some("nats") => Kind::Nats,
+        Some("redis") => Kind::Redis,
+        Some("hummer") => Kind::Hummer { reliable: false },
+        _ => return Err("--kind nats|redis|hummer is required".into()),
+    };
+    let num = |k: &str, d: u64| args.get(k).and_then(|v| v.parse().ok()).unwrap_or(d);
+    let (n, subs) = (num("messages", 10_000), num("subscribers", 100));
+    let cap = Duration::from_secs(num("time-cap-secs", 15));
+    let clk_tck = num("clk-tck", 100) as f64;
+    let o = raw::run(kind, addr, num("run", 1), n, subs, cap, clk_tck)
+        .map_err(|e| format!("raw {}: {e}", kind.name()))?;
+    println!(
+        "raw {} 1 pub -> {subs} subs: {:.0} deliveries/s, delivered {}/{}",
+        kind.name(),
+        o.rate,
+        o.delivered,
+        o.expected
+    );
+    Ok(())
+}
+
+/// `hummer-load rawcheck`: the 1 -> 1 and fan-out workloads through
+/// hummer-load's clients and through the raw client, interleaved (which
+/// goes first alternates by repetition), against the same servers: the two
+/// should agree when hummer-load's clients are not what limits the rate.
+fn rawcheck(args: &HashMap<String, String>) -> Result<(), String> {
+    let p = params(args);
+    let reps = p.reps;
+    if args.contains_key("hummer-unlimited") {
+        QUOTA.store(u64::MAX, Ordering::Relaxed);
+    }
+    let mut targets = Vec::new();
+    for (k, kind) in [("nats", Kind::Nats), ("redis", Kind::Redis)] {
+        if let Some(a) = args.get(k) {
+            let addr = a.parse().map_err(|_| format!("--{k}: not an address"))?;
+            targets.push(Target::new(kind, addr, None, ""));
+        }
+    }
+    // The raw client does not log in again: only against a server without
+    // the send limit. The first server of a list.
+    if let (Some(a), true) = (args.get("hummer"), args.contains_key("hummer-unlimited")) {
+        let a = a.split(',').next().unwrap_or_default();
+        let addr = a.parse().map_err(|_| "--hummer: not an address")?;
+        targets.push(Target::new(
+            Kind::Hummer { reliable: false },
+            addr,
+            None,
+            "",
+        ));
+    }
+    targets.retain(|t| {
+        args.get("targets")
+            .is_none_or(|v| v.split(',').any(|x| x == t.kind.name()))
+    });
+    let workloads = [
+        ("1 pub -> 1 sub, messages/s", p.messages, 1),
+        (
+            "1 pub -> N subs, deliveries/s",
+            p.fanout_messages,
+            p.subscribers,
+        ),
+    ];
+    // Far from compare's run numbers (uids and subject names).
+    let mut run = 1_000u64;
+    // (workload, target) -> (hummer-load, raw) per repetition.
+    let mut results: HashMap<(usize, &str), Vec<(Outcome, raw::RawOutcome)>> = HashMap::new();
+    for rep in 0..reps {
+        for (wi, &(label, n, subs)) in workloads.iter().enumerate() {
+            for t in &targets {
+                // The raw client's names and uids are its own: one run number.
+                run += 1;
+                let load = || {
+                    pubsub(t, run, n, subs, &p).map_err(|e| format!("{label} on {}: {e}", t.label))
+                };
+                let raw_run = || {
+                    raw::run(t.kind, t.addr, run, n, subs, p.cap, p.clk_tck)
+                        .map_err(|e| format!("raw {label} on {}: {e}", t.label))
+                };
+                let (l, r) = if rep % 2 == 0 {
+                    let l = load()?;
+                    (l, raw_run()?)
+                } else {
+                    let r = raw_run()?;
+                    (load()?, r)
+                };
+                eprintln!(
+                    "rep {} {:30} {:8} hummer-load {:>10.0} delivered {}/{} cores {:.2}, raw {:>10.0} delivered {}/{} cores {:.2}",
+                    rep + 1,
+                    label.replace('N', &subs.to_string()),
+                    t.label,
+                    l.rate,
+                    l.deliveries,
+                    l.expected,
+                    l.client_cores,
+                    r.rate,
+                    r.delivered,
+                    r.expected,
+                    r.cpu * r.rate / r.delivered.max(1) as f64,
+                );
+                results
+                    .entry((wi, t.label.as_str()))
+                    .or_default()
+                    .push((l, r));
+            }
+        }
+    }
+    println!();
+    println!(
+        "Raw check: hummer-load's clients against the raw client (one pre-built write, \
+         subscribers only counting), medians of {reps} interleaved repetitions; the ratio is \
+         computed within each repetition, then the median taken (near 1: hummer-load's \
+         clients do not limit the rate)."
+    );
+    println!(
+        "| workload | server | hummer-load | raw client | hummer-load/raw | \
+         load generator ns/delivery, hummer-load | same, raw client |"
+    );
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+    let mut short = Vec::new();
+    for (wi, &(label, _, subs)) in workloads.iter().enumerate() {
+        for t in &targets {
+            let Some(v) = results.get(&(wi, t.label.as_str())) else {
+                continue;
+            };
+            let label = label.replace('N', &subs.to_string());
+            // CPU from clock ticks: coarse for runs of a few hundred ms.
+            let ns = |cores: f64, rate: f64| cores / rate * 1e9;
+            println!(
+                "| {label} | {} | {} | {} | {:.2} | {} | {} |",
+                t.label,
+                fmt(median(v.iter().map(|(l, _)| l.rate).collect())),
+                fmt(median(v.iter().map(|(_, r)| r.rate).collect())),
+                median(v.iter().map(|(l, r)| l.rate / r.rate).collect()),
+                fmt(median(
+                    v.iter().map(|(l, _)| ns(l.client_cores, l.rate)).collect()
+                )),
+                fmt(median(
+                    v.iter()
+                        .map(|(_, r)| r.cpu / r.delivered.max(1) as f64 * 1e9)
+                        .collect()
+                )),
+            );
+            if v.iter()
+                .any(|(l, r)| l.deliveries < l.expected || r.delivered < r.expected || l.errors > 0)
+            {
+                short.push(format!("{label} on {}", t.label));
+            }
+        }
+    }
+    if short.is_empty() {
+        println!("\nEvery run of both clients delivered every message.");
+    } else {
+        println!(
+            "\nShort runs (time cap, losses or errors): {}",
+            short.join("; ")
+        );
+    }
+    Ok(())
+}
+
 // ------------------------------------------------------------------ compare --
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -1069,17 +1285,8 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
             .map_err(|_| format!("--{k}: not an address"))
     };
     let pid = |k: &str| args.get(k).and_then(|v| v.parse().ok());
-    let quick = args.contains_key("quick");
-    let num = |k: &str, d: u64| args.get(k).and_then(|v| v.parse().ok()).unwrap_or(d);
-    let p = Params {
-        messages: num("messages", if quick { 20_000 } else { 200_000 }),
-        fanout_messages: num("fanout-messages", if quick { 1_000 } else { 10_000 }),
-        subscribers: num("subscribers", 100),
-        rtt_samples: num("rtt-samples", if quick { 300 } else { 2_000 }),
-        cap: Duration::from_secs(num("time-cap-secs", 15)),
-        clk_tck: num("clk-tck", 100) as f64,
-    };
-    let reps = num("reps", if quick { 1 } else { 5 });
+    let p = params(args);
+    let reps = p.reps;
     // A sanity run only: an in-process server with no rate limit (so no
     // re-logins), sharing this process's CPU with the clients.
     let mut _inprocess = None;
@@ -1105,26 +1312,10 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
         (addr("hummer")?, pid("hummer-pid"))
     };
     let all = [
-        Target {
-            kind: Kind::Hummer { reliable: false },
-            addr: h,
-            pid: hpid,
-        },
-        Target {
-            kind: Kind::Nats,
-            addr: addr("nats")?,
-            pid: pid("nats-pid"),
-        },
-        Target {
-            kind: Kind::Redis,
-            addr: addr("redis")?,
-            pid: pid("redis-pid"),
-        },
-        Target {
-            kind: Kind::Hummer { reliable: true },
-            addr: h,
-            pid: hpid,
-        },
+        Target::new(Kind::Hummer { reliable: false }, h, hpid, ""),
+        Target::new(Kind::Nats, addr("nats")?, pid("nats-pid"), ""),
+        Target::new(Kind::Redis, addr("redis")?, pid("redis-pid"), ""),
+        Target::new(Kind::Hummer { reliable: true }, h, hpid, ""),
     ];
     let only = |list: &str, name: &str| {
         args.get(list)
@@ -1149,11 +1340,11 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
                     "fanout" => pubsub(t, run, p.fanout_messages, p.subscribers, &p),
                     _ => rtt(t, run, p.rtt_samples, &p),
                 }
-                .map_err(|e| format!("{w} on {}: {e}", t.kind.name()))?;
+                .map_err(|e| format!("{w} on {}: {e}", t.label))?;
                 eprintln!(
                     "rep {} {w:7} {:16} {:>12.1} {:>9.1} delivered {}/{} errors {} cpu/delivery {:.3e}",
                     rep + 1,
-                    t.kind.name(),
+                    t.label,
                     o.rate,
                     o.p99,
                     o.deliveries,
@@ -1161,7 +1352,7 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
                     o.errors,
                     o.cpu_per_delivery
                 );
-                results.entry((w, t.kind.name())).or_default().push(o);
+                results.entry((w, t.label.as_str())).or_default().push(o);
             }
         }
     }
@@ -1369,13 +1560,19 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("compare") => parse_args(&args[1..]).and_then(|a| compare(&a)),
         Some("idle") => parse_args(&args[1..]).and_then(|a| idle(&a)),
+        Some("raw") => parse_args(&args[1..]).and_then(|a| raw_once(&a)),
+        Some("rawcheck") => parse_args(&args[1..]).and_then(|a| rawcheck(&a)),
         _ => Err(
             "usage: hummer-load compare --hummer ADDR --hummer-pid PID --nats ADDR \
                   --nats-pid PID --redis ADDR --redis-pid PID [--reps 3] [--quick] \
                   [--messages N] [--fanout-messages N] [--subscribers N] [--rtt-samples N] \
                   [--time-cap-secs S] [--clk-tck N] [--targets hummer,nats,redis,hummer-reliable] \
                   [--workloads pubsub,fanout,rtt] [--inprocess-hummer]\n       \
-                  hummer-load idle --addr ADDR --server-pid PID [--conns 10000] [--hold-secs 3]"
+                  hummer-load idle --addr ADDR --server-pid PID [--conns 10000] [--hold-secs 3]\n       \
+                  hummer-load raw --kind nats|redis|hummer --addr ADDR [--subscribers 100] \
+                  [--messages 10000] [--time-cap-secs S]\n       \
+                  hummer-load rawcheck [--nats ADDR] [--redis ADDR] [--hummer ADDR \
+                  --hummer-unlimited] [--reps 5] [--quick] [the counts of compare]"
                 .to_owned(),
         ),
     };
