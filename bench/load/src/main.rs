@@ -58,8 +58,12 @@ static QUOTA: AtomicU64 = AtomicU64::new(170);
 fn quota() -> u64 {
     QUOTA.load(Ordering::Relaxed)
 }
-/// Messages a publisher may have ahead of its slowest subscriber.
-const WINDOW: u64 = 1000;
+/// Messages a publisher may have ahead of its slowest subscriber (`--window`):
+/// enough to keep every stage of the pipeline busy (1,000 left NATS 1 -> 1
+/// at about half the raw client's rate), small enough that no server holds
+/// more than ~1.5 MB for one subscriber (hummer-server closes a connection
+/// past 4 MB queued).
+const WINDOW: u64 = 10_000;
 /// Messages per socket write of a publisher.
 const BATCH: u64 = 50;
 const PAYLOAD: usize = 100;
@@ -744,6 +748,7 @@ struct Params {
     fanout_messages: u64,
     subscribers: u64,
     rtt_samples: u64,
+    window: u64,
     cap: Duration,
     clk_tck: f64,
 }
@@ -758,6 +763,7 @@ fn params(args: &HashMap<String, String>) -> Params {
         fanout_messages: num("fanout-messages", if quick { 1_000 } else { 10_000 }),
         subscribers: num("subscribers", 100),
         rtt_samples: num("rtt-samples", if quick { 300 } else { 2_000 }),
+        window: num("window", WINDOW),
         cap: Duration::from_secs(num("time-cap-secs", 15)),
         clk_tck: num("clk-tck", 100) as f64,
     }
@@ -821,8 +827,11 @@ fn pubsub(t: &Target, run: u64, n: u64, subs: u64, p: &Params) -> io::Result<Out
     let end = start + p.cap;
     let mut sent = 0;
     while sent < n && Instant::now() < end {
-        if sent.saturating_sub(min_received()) + BATCH > WINDOW {
-            thread::yield_now();
+        if sent.saturating_sub(min_received()) + BATCH > p.window {
+            // Asleep, not spinning: on a small machine a spinning publisher
+            // takes CPU from the server and the subscribers it waits for
+            // (the raw client's publisher blocks in its write instead).
+            thread::sleep(Duration::from_micros(50));
             continue;
         }
         let k = BATCH.min(n - sent);
@@ -1567,7 +1576,7 @@ fn main() -> ExitCode {
                   --nats-pid PID --redis ADDR --redis-pid PID [--reps 3] [--quick] \
                   [--messages N] [--fanout-messages N] [--subscribers N] [--rtt-samples N] \
                   [--time-cap-secs S] [--clk-tck N] [--targets hummer,nats,redis,hummer-reliable] \
-                  [--workloads pubsub,fanout,rtt] [--inprocess-hummer]\n       \
+                  [--workloads pubsub,fanout,rtt] [--inprocess-hummer] [--window N]\n       \
                   hummer-load idle --addr ADDR --server-pid PID [--conns 10000] [--hold-secs 3]\n       \
                   hummer-load raw --kind nats|redis|hummer --addr ADDR [--subscribers 100] \
                   [--messages 10000] [--time-cap-secs S]\n       \
