@@ -76,8 +76,9 @@ NPORT=$(free_port)
 nats-server -a 127.0.0.1 -p "$NPORT" >"$WORK/nats.out" 2>&1 &
 NPID=$!; PIDS+=("$NPID")
 RPORT=$(free_port)
+# The scaling workload opens 11,000 connections (Redis allows 10,000).
 redis-server --bind 127.0.0.1 --port "$RPORT" --save '' --appendonly no \
-    --protected-mode yes --daemonize no --logfile "$WORK/redis.log" >/dev/null 2>&1 &
+    --protected-mode yes --daemonize no --maxclients 16000 --logfile "$WORK/redis.log" >/dev/null 2>&1 &
 RPID=$!; PIDS+=("$RPID")
 wait_port "$HPORT" hummer-server
 wait_port "$NPORT" nats-server

@@ -1,7 +1,8 @@
 //! `hummer-load`: load generator for `hummer-server`, NATS and Redis, over
 //! loopback TCP, with minimal raw-protocol clients for all three (length-
 //! prefixed frames for hummer, the NATS text protocol, RESP for Redis),
-//! blocking std sockets and one thread per connection.
+//! blocking std sockets and one thread per connection (the scaling workload:
+//! a few threads polling thousands).
 //!
 //! ```text
 //! hummer-load compare --hummer ADDR --hummer-pid PID --nats ADDR --nats-pid PID
@@ -48,8 +49,10 @@ use hummer_channel::wire::{
 
 mod count;
 mod raw;
+mod scale;
 
 use count::Counter;
+use scale::ScaleParams;
 
 /// Sends per login instance before a hummer client logs in again (the
 /// server allows 180 per 3 s). Unbounded against the in-process server.
@@ -155,7 +158,7 @@ impl Conn {
         Ok(Conn {
             s,
             kind,
-            buf: BytesMut::with_capacity(64 * 1024),
+            buf: BytesMut::new(),
             out: BytesMut::new(),
         })
     }
@@ -461,46 +464,55 @@ impl Topic {
 
 /// A connection that receives `topic`; for hummer logged in as `uid`.
 fn subscriber(t: &Target, uid: u64, topic: &Topic) -> io::Result<Conn> {
-    let mut c = Conn::connect(t.kind, t.addr)?;
-    let cap = Duration::from_secs(5);
-    match t.kind {
-        Kind::Hummer { .. } => {
-            hummer_frame(&mut c.out, 1, login_body(uid));
-            c.flush()?;
-            wait_reply(&mut c, cap, "login")?;
-            if let Topic::Channel(name) = topic {
-                hummer_frame(
-                    &mut c.out,
-                    2,
-                    Body::Join(JoinRequest {
-                        channel: Some(key(name)),
-                        ..Default::default()
-                    }),
-                );
-                c.flush()?;
-                wait_reply(&mut c, cap, "join")?;
-            }
-        }
-        Kind::Nats => {
-            nats_handshake(&mut c)?;
-            c.out
-                .extend_from_slice(format!("SUB {} 1\r\nPING\r\n", topic.name()).as_bytes());
-            c.flush()?;
-            wait_reply(&mut c, cap, "nats SUB")?; // PONG: the subscription is in place
-        }
-        Kind::Redis => {
-            resp_command(&mut c.out, &[b"SUBSCRIBE", topic.name().as_bytes()]);
-            c.flush()?;
-            wait_reply(&mut c, cap, "SUBSCRIBE")?;
-        }
-    }
+    let mut c = subscribe_start(t, uid, topic)?;
+    subscribe_finish(&mut c, topic)?;
     Ok(c)
 }
 
+/// Connects and sends every request a subscription needs, at once (so that
+/// many can be set up in parallel); `subscribe_finish` waits for the replies.
+fn subscribe_start(t: &Target, uid: u64, topic: &Topic) -> io::Result<Conn> {
+    let mut c = Conn::connect(t.kind, t.addr)?;
+    match t.kind {
+        Kind::Hummer { .. } => {
+            hummer_frame(&mut c.out, 1, login_body(uid));
+            if let Topic::Channel(name) = topic {
+                let join = Body::Join(JoinRequest {
+                    channel: Some(key(name)),
+                    ..Default::default()
+                });
+                hummer_frame(&mut c.out, 2, join);
+            }
+        }
+        Kind::Nats => {
+            c.out.extend_from_slice(NATS_CONNECT);
+            // The PONG says the subscription is in place.
+            c.out
+                .extend_from_slice(format!("SUB {} 1\r\nPING\r\n", topic.name()).as_bytes());
+        }
+        Kind::Redis => resp_command(&mut c.out, &[b"SUBSCRIBE", topic.name().as_bytes()]),
+    }
+    c.flush()?;
+    Ok(c)
+}
+
+fn subscribe_finish(c: &mut Conn, topic: &Topic) -> io::Result<()> {
+    let replies = match (c.kind, topic) {
+        (Kind::Hummer { .. }, Topic::Channel(_)) => 2, // login, join
+        _ => 1,
+    };
+    for _ in 0..replies {
+        wait_reply(c, Duration::from_secs(5), "subscribe")?;
+    }
+    Ok(())
+}
+
+const NATS_CONNECT: &[u8] =
+    b"CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":false,\"name\":\"hummer-load\"}\r\n";
+
 fn nats_handshake(c: &mut Conn) -> io::Result<()> {
-    c.out.extend_from_slice(
-        b"CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":false,\"name\":\"hummer-load\"}\r\nPING\r\n",
-    );
+    c.out.extend_from_slice(NATS_CONNECT);
+    c.out.extend_from_slice(b"PING\r\n");
     c.flush()?;
     wait_reply(c, Duration::from_secs(5), "nats CONNECT")?;
     Ok(())
@@ -1296,10 +1308,28 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
     let pid = |k: &str| args.get(k).and_then(|v| v.parse().ok());
     let p = params(args);
     let reps = p.reps;
+    let num = |k: &str, d: u64| args.get(k).and_then(|v| v.parse().ok()).unwrap_or(d);
+    let sp = ScaleParams {
+        channels: num("scale-channels", 1_000),
+        members: num("scale-members", 10),
+        messages: num(
+            "scale-messages",
+            if args.contains_key("quick") {
+                100
+            } else {
+                1_000
+            },
+        ),
+        publisher_threads: num("scale-publisher-threads", 2),
+        reader_threads: num("scale-reader-threads", 2),
+        window: num("scale-window", 4 * BATCH),
+    };
+    // Every hummer server to measure: (address, pid, variant label).
+    let mut hummers: Vec<(SocketAddr, Option<u32>, String)> = Vec::new();
     // A sanity run only: an in-process server with no rate limit (so no
     // re-logins), sharing this process's CPU with the clients.
     let mut _inprocess = None;
-    let (h, hpid) = if args.contains_key("inprocess-hummer") {
+    if args.contains_key("inprocess-hummer") {
         let mut config = ServerConfig::demo();
         config.rate_limit_window = Duration::ZERO;
         // Every client of this tool logs in from 127.0.0.1, and floods.
@@ -1312,20 +1342,30 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
         _inprocess = Some(handle);
         QUOTA.store(u64::MAX, Ordering::Relaxed);
         eprintln!("hummer: in-process server on {a} (no rate limit; CPU not measured)");
-        (a, None)
+        hummers.push((a, None, String::new()));
     } else {
         if args.contains_key("hummer-unlimited") {
             // Started with --rate-limit-sends high enough: no re-logins.
             QUOTA.store(u64::MAX, Ordering::Relaxed);
         }
-        (addr("hummer")?, pid("hummer-pid"))
-    };
-    let all = [
-        Target::new(Kind::Hummer { reliable: false }, h, hpid, ""),
-        Target::new(Kind::Nats, addr("nats")?, pid("nats-pid"), ""),
-        Target::new(Kind::Redis, addr("redis")?, pid("redis-pid"), ""),
-        Target::new(Kind::Hummer { reliable: true }, h, hpid, ""),
-    ];
+        hummers.push((addr("hummer")?, pid("hummer-pid"), String::new()));
+    }
+    // Per repetition: each hummer server's unreliable run, the brokers
+    // after the first one's, then its reliable run.
+    let mut all = Vec::new();
+    for (i, (a, hpid, v)) in hummers.iter().enumerate() {
+        all.push(Target::new(Kind::Hummer { reliable: false }, *a, *hpid, v));
+        if i == 0 {
+            all.push(Target::new(Kind::Nats, addr("nats")?, pid("nats-pid"), ""));
+            all.push(Target::new(
+                Kind::Redis,
+                addr("redis")?,
+                pid("redis-pid"),
+                "",
+            ));
+        }
+        all.push(Target::new(Kind::Hummer { reliable: true }, *a, *hpid, v));
+    }
     let only = |list: &str, name: &str| {
         args.get(list)
             .is_none_or(|v| v.split(',').any(|x| x == name))
@@ -1334,7 +1374,7 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
         .into_iter()
         .filter(|t| only("targets", t.kind.name()))
         .collect();
-    let workloads: Vec<&str> = ["pubsub", "fanout", "rtt"]
+    let workloads: Vec<&str> = ["pubsub", "fanout", "rtt", "scale"]
         .into_iter()
         .filter(|w| only("workloads", w))
         .collect();
@@ -1347,11 +1387,12 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
                 let o = match w {
                     "pubsub" => pubsub(t, run, p.messages, 1, &p),
                     "fanout" => pubsub(t, run, p.fanout_messages, p.subscribers, &p),
+                    "scale" => scale::scale(t, run, &sp, &p),
                     _ => rtt(t, run, p.rtt_samples, &p),
                 }
                 .map_err(|e| format!("{w} on {}: {e}", t.label))?;
                 eprintln!(
-                    "rep {} {w:7} {:16} {:>12.1} {:>9.1} delivered {}/{} errors {} cpu/delivery {:.3e}",
+                    "rep {} {w:7} {:19} {:>12.1} {:>9.1} delivered {}/{} errors {} cpu/delivery {:.3e} load cores {:.2}",
                     rep + 1,
                     t.label,
                     o.rate,
@@ -1359,7 +1400,8 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
                     o.deliveries,
                     o.expected,
                     o.errors,
-                    o.cpu_per_delivery
+                    o.cpu_per_delivery,
+                    o.client_cores
                 );
                 results.entry((w, t.label.as_str())).or_default().push(o);
             }
@@ -1376,53 +1418,91 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
         let (x, y) = (values(w, a, f), values(w, b, f));
         median(x.iter().zip(&y).map(|(x, y)| x / y).collect())
     };
-    type Row = (&'static str, &'static str, fn(&Outcome) -> f64);
-    let rows: [Row; 9] = [
-        ("pubsub", "1 pub -> 1 sub, messages/s", |o| o.rate),
-        ("fanout", "1 pub -> 100 subs, deliveries/s", |o| o.rate),
-        ("rtt", "round trip p50, us", |o| o.rate),
-        ("rtt", "round trip p99, us", |o| o.p99),
-        ("pubsub", "server CPU us per delivery, pubsub", |o| {
-            o.cpu_per_delivery * 1e6
-        }),
-        ("fanout", "server CPU us per delivery, fanout", |o| {
-            o.cpu_per_delivery * 1e6
-        }),
-        ("rtt", "server CPU us per delivery, rtt", |o| {
-            o.cpu_per_delivery * 1e6
-        }),
-        ("pubsub", "load generator CPU, cores, pubsub", |o| {
+    let cpu = |o: &Outcome| o.cpu_per_delivery * 1e6;
+    /// Workload, label, the figure of one run.
+    type Row = (&'static str, String, fn(&Outcome) -> f64);
+    let rows: Vec<Row> = vec![
+        ("pubsub", "1 pub -> 1 sub, messages/s".into(), |o| o.rate),
+        (
+            "fanout",
+            format!("1 pub -> {} subs, deliveries/s", p.subscribers),
+            |o| o.rate,
+        ),
+        (
+            "scale",
+            format!(
+                "{} channels x (1 pub -> {} subs), deliveries/s",
+                sp.channels, sp.members
+            ),
+            |o| o.rate,
+        ),
+        ("rtt", "round trip p50, us".into(), |o| o.rate),
+        ("rtt", "round trip p99, us".into(), |o| o.p99),
+        ("pubsub", "server CPU us per delivery, pubsub".into(), cpu),
+        ("fanout", "server CPU us per delivery, fanout".into(), cpu),
+        ("scale", "server CPU us per delivery, scale".into(), cpu),
+        ("rtt", "server CPU us per delivery, rtt".into(), cpu),
+        ("pubsub", "load generator CPU, cores, pubsub".into(), |o| {
             o.client_cores
         }),
-        ("fanout", "load generator CPU, cores, fanout", |o| {
+        ("fanout", "load generator CPU, cores, fanout".into(), |o| {
+            o.client_cores
+        }),
+        ("scale", "load generator CPU, cores, scale".into(), |o| {
             o.client_cores
         }),
     ];
+    // Columns: each hummer target (the first one's before the brokers'),
+    // with its ratios to NATS and Redis.
+    let hummer_columns: Vec<(String, String, String)> = hummers
+        .iter()
+        .flat_map(|(_, _, v)| {
+            [false, true].map(|reliable| {
+                let t = Target::new(Kind::Hummer { reliable }, hummers[0].0, None, v);
+                let short = if reliable { "reliable" } else { "hummer" };
+                let short = format!("{short} {v}").trim_end().to_owned();
+                (t.label.clone(), t.label.replace('-', " "), short)
+            })
+        })
+        .collect();
     println!();
     println!(
         "Medians of {reps} interleaved repetitions. Ratios are hummer / broker, computed within each \
          repetition, then the median taken (rates: higher is better; latencies and CPU: lower is better)."
     );
-    println!(
-        "| workload | hummer | nats | redis | hummer/nats | hummer/redis | hummer reliable | reliable/nats | reliable/redis |"
-    );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut header = String::from("| workload |");
+    for (i, (_, title, short)) in hummer_columns.iter().enumerate() {
+        header += &format!(" {title} |");
+        if i == 0 {
+            header += " nats | redis |";
+        }
+        header += &format!(" {short}/nats | {short}/redis |");
+    }
+    println!("{header}");
+    println!("| --- |{}", " ---: |".repeat(2 + 3 * hummer_columns.len()));
     for (w, label, f) in rows {
         if !workloads.contains(&w) {
             continue;
         }
         let m = |k: &str| median(values(w, k, f));
-        println!(
-            "| {label} | {} | {} | {} | {:.2} | {:.2} | {} | {:.2} | {:.2} |",
-            fmt(m("hummer")),
-            fmt(m("nats")),
-            fmt(m("redis")),
-            ratio(w, "hummer", "nats", f),
-            ratio(w, "hummer", "redis", f),
-            fmt(m("hummer-reliable")),
-            ratio(w, "hummer-reliable", "nats", f),
-            ratio(w, "hummer-reliable", "redis", f),
-        );
+        let mut line = format!("| {label} |");
+        for (i, (key, _, _)) in hummer_columns.iter().enumerate() {
+            line += &format!(" {} |", fmt(m(key)));
+            if i == 0 {
+                line += &format!(" {} | {} |", fmt(m("nats")), fmt(m("redis")));
+            }
+            // The load generator's CPU is not the server's: no ratio.
+            if label.starts_with("load generator") {
+                line += " - | - |";
+            } else {
+                line += &format!(
+                    " {:.2} | {:.2} |",
+                    ratio(w, key, "nats", f),
+                    ratio(w, key, "redis", f)
+                );
+            }
+        }
+        println!("{line}");
     }
     let lost: Vec<String> = results
         .iter()
@@ -1576,7 +1656,9 @@ fn main() -> ExitCode {
                   --nats-pid PID --redis ADDR --redis-pid PID [--reps 3] [--quick] \
                   [--messages N] [--fanout-messages N] [--subscribers N] [--rtt-samples N] \
                   [--time-cap-secs S] [--clk-tck N] [--targets hummer,nats,redis,hummer-reliable] \
-                  [--workloads pubsub,fanout,rtt] [--inprocess-hummer] [--window N]\n       \
+                  [--workloads pubsub,fanout,rtt,scale] [--inprocess-hummer] [--window N] \
+                  [--scale-channels 1000] [--scale-members 10] [--scale-messages N] \
+                  [--scale-publisher-threads 2] [--scale-reader-threads 2] [--scale-window N]\n       \
                   hummer-load idle --addr ADDR --server-pid PID [--conns 10000] [--hold-secs 3]\n       \
                   hummer-load raw --kind nats|redis|hummer --addr ADDR [--subscribers 100] \
                   [--messages 10000] [--time-cap-secs S]\n       \
