@@ -1348,7 +1348,24 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
             // Started with --rate-limit-sends high enough: no re-logins.
             QUOTA.store(u64::MAX, Ordering::Relaxed);
         }
-        hummers.push((addr("hummer")?, pid("hummer-pid"), String::new()));
+        // Several servers (e.g. one per `--threads N`): comma-separated
+        // addresses, pids and variant labels, in the same order.
+        let list = |k: &str| -> Vec<String> {
+            args.get(k)
+                .map_or(Vec::new(), |v| v.split(',').map(str::to_owned).collect())
+        };
+        let (pids, variants) = (list("hummer-pid"), list("hummer-variants"));
+        let addrs = list("hummer");
+        if addrs.is_empty() {
+            return Err("--hummer is required".into());
+        }
+        for (i, a) in addrs.iter().enumerate() {
+            let a = a
+                .parse()
+                .map_err(|_| format!("--hummer: {a:?} is not an address"))?;
+            let pid = pids.get(i).and_then(|v| v.parse().ok());
+            hummers.push((a, pid, variants.get(i).cloned().unwrap_or_default()));
+        }
     }
     // Per repetition: each hummer server's unreliable run, the brokers
     // after the first one's, then its reliable run.
@@ -1658,7 +1675,8 @@ fn main() -> ExitCode {
                   [--time-cap-secs S] [--clk-tck N] [--targets hummer,nats,redis,hummer-reliable] \
                   [--workloads pubsub,fanout,rtt,scale] [--inprocess-hummer] [--window N] \
                   [--scale-channels 1000] [--scale-members 10] [--scale-messages N] \
-                  [--scale-publisher-threads 2] [--scale-reader-threads 2] [--scale-window N]\n       \
+                  [--scale-publisher-threads 2] [--scale-reader-threads 2] [--scale-window N] \
+                  (--hummer, --hummer-pid: comma-separated lists, with --hummer-variants LABELS)\n       \
                   hummer-load idle --addr ADDR --server-pid PID [--conns 10000] [--hold-secs 3]\n       \
                   hummer-load raw --kind nats|redis|hummer --addr ADDR [--subscribers 100] \
                   [--messages 10000] [--time-cap-secs S]\n       \
