@@ -101,7 +101,6 @@ if ((${#THREADS[@]})); then
 else
     start_hummer
 fi
-HPORT=${HADDRS[0]##*:}
 join() { local IFS=,; echo "$*"; }
 HARGS=(--hummer "$(join "${HADDRS[@]}")" --hummer-pid "$(join "${HPIDS[@]}")")
 if ((${#VARIANTS[@]})); then HARGS+=(--hummer-variants "$(join "${VARIANTS[@]}")"); fi
@@ -127,9 +126,10 @@ echo "servers: hummer ${HADDRS[*]} pid ${HPIDS[*]}${VARIANTS[*]:+ (${VARIANTS[*]
     --clk-tck "$(getconf CLK_TCK)" "${ARGS[@]}"
 
 if ((RAW_CHECK)); then
-    "$BIN/hummer-load" rawcheck \
-        --nats "127.0.0.1:$NPORT" --redis "127.0.0.1:$RPORT" \
-        --hummer "127.0.0.1:$HPORT" --hummer-unlimited "${ARGS[@]}"
+    "$BIN/hummer-load" rawcheck "${HARGS[@]}" --hummer-unlimited \
+        --nats "127.0.0.1:$NPORT" --nats-pid "$NPID" \
+        --redis "127.0.0.1:$RPORT" --redis-pid "$RPID" \
+        --clk-tck "$(getconf CLK_TCK)" "${ARGS[@]}" || echo "the raw check failed" >&2
 fi
 
 rss() { awk '/VmRSS/{print $2" "$3}' "/proc/$1/status"; }

@@ -735,6 +735,31 @@ fn cpu_seconds(pid: Option<u32>, clk_tck: f64) -> f64 {
     (ticks(11) + ticks(12)) / clk_tck
 }
 
+/// The longest wait for a server to finish the work of a run.
+const SETTLE_CAP: Duration = Duration::from_secs(180);
+
+/// Waits until every process of `pids` uses under 5% of a core (over half a
+/// second), at most `SETTLE_CAP`: what a server still does after a run
+/// (hummer-server takes tens of seconds to close 11,000 connections) must
+/// not run during the next one.
+fn wait_idle(pids: &[u32], clk_tck: f64) {
+    let start = Instant::now();
+    let busy = || -> f64 {
+        let cpu = |pid| cpu_seconds(Some(pid), clk_tck);
+        let before: Vec<f64> = pids.iter().map(|&p| cpu(p)).collect();
+        thread::sleep(Duration::from_millis(500));
+        let after: Vec<f64> = pids.iter().map(|&p| cpu(p)).collect();
+        after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a - b)
+            .fold(0.0, f64::max)
+            / 0.5
+    };
+    // A process that is gone (NaN) is idle.
+    while start.elapsed() < SETTLE_CAP && busy() >= 0.05 {}
+}
+
 /// utime + stime of this process in seconds.
 fn own_cpu_seconds(clk_tck: f64) -> f64 {
     cpu_seconds(Some(std::process::id()), clk_tck)
@@ -1158,29 +1183,34 @@ fn rawcheck(args: &HashMap<String, String>) -> Result<(), String> {
     if args.contains_key("hummer-unlimited") {
         QUOTA.store(u64::MAX, Ordering::Relaxed);
     }
+    // The first of a comma-separated list.
+    let first = |k: &str| args.get(k).and_then(|v| v.split(',').next());
+    let pid = |k: &str| first(k).and_then(|v| v.parse().ok());
     let mut targets = Vec::new();
     for (k, kind) in [("nats", Kind::Nats), ("redis", Kind::Redis)] {
-        if let Some(a) = args.get(k) {
+        if let Some(a) = first(k) {
             let addr = a.parse().map_err(|_| format!("--{k}: not an address"))?;
-            targets.push(Target::new(kind, addr, None, ""));
+            targets.push(Target::new(kind, addr, pid(&format!("{k}-pid")), ""));
         }
     }
     // The raw client does not log in again: only against a server without
-    // the send limit. The first server of a list.
-    if let (Some(a), true) = (args.get("hummer"), args.contains_key("hummer-unlimited")) {
-        let a = a.split(',').next().unwrap_or_default();
+    // the send limit.
+    if let (Some(a), true) = (first("hummer"), args.contains_key("hummer-unlimited")) {
         let addr = a.parse().map_err(|_| "--hummer: not an address")?;
-        targets.push(Target::new(
-            Kind::Hummer { reliable: false },
-            addr,
-            None,
-            "",
-        ));
+        let kind = Kind::Hummer { reliable: false };
+        targets.push(Target::new(kind, addr, pid("hummer-pid"), ""));
     }
     targets.retain(|t| {
         args.get("targets")
             .is_none_or(|v| v.split(',').any(|x| x == t.kind.name()))
     });
+    // Whatever a server still does after an earlier run (the scaling
+    // workload's teardown) would slow this one.
+    wait_idle(
+        &targets.iter().filter_map(|t| t.pid).collect::<Vec<_>>(),
+        p.clk_tck,
+    );
+    let mut failed = Vec::new();
     let workloads = [
         ("1 pub -> 1 sub, messages/s", p.messages, 1),
         (
@@ -1205,12 +1235,19 @@ fn rawcheck(args: &HashMap<String, String>) -> Result<(), String> {
                     raw::run(t.kind, t.addr, run, n, subs, p.cap, p.clk_tck)
                         .map_err(|e| format!("raw {label} on {}: {e}", t.label))
                 };
-                let (l, r) = if rep % 2 == 0 {
-                    let l = load()?;
-                    (l, raw_run()?)
+                let pair = if rep % 2 == 0 {
+                    load().and_then(|l| Ok((l, raw_run()?)))
                 } else {
-                    let r = raw_run()?;
-                    (load()?, r)
+                    raw_run().and_then(|r| Ok((load()?, r)))
+                };
+                // One failure does not end the check of the others.
+                let (l, r) = match pair {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        eprintln!("rawcheck: {e}");
+                        failed.push(e);
+                        continue;
+                    }
                 };
                 eprintln!(
                     "rep {} {:30} {:8} hummer-load {:>10.0} delivered {}/{} cores {:.2}, raw {:>10.0} delivered {}/{} cores {:.2}",
@@ -1276,13 +1313,17 @@ fn rawcheck(args: &HashMap<String, String>) -> Result<(), String> {
             }
         }
     }
-    if short.is_empty() {
+    if short.is_empty() && failed.is_empty() {
         println!("\nEvery run of both clients delivered every message.");
-    } else {
+    }
+    if !short.is_empty() {
         println!(
             "\nShort runs (time cap, losses or errors): {}",
             short.join("; ")
         );
+    }
+    if !failed.is_empty() {
+        println!("\nFailed runs: {}", failed.join("; "));
     }
     Ok(())
 }
@@ -1323,6 +1364,9 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
         publisher_threads: num("scale-publisher-threads", 2),
         reader_threads: num("scale-reader-threads", 2),
         window: num("scale-window", 4 * BATCH),
+        // hummer-server takes tens of seconds to close 11,000 connections
+        // (and goes idle before the next run): 3 repetitions of this one.
+        reps: num("scale-reps", p.reps.min(3)),
     };
     // Every hummer server to measure: (address, pid, variant label).
     let mut hummers: Vec<(SocketAddr, Option<u32>, String)> = Vec::new();
@@ -1399,6 +1443,9 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
     let mut run = 1u64;
     for rep in 0..reps {
         for &w in &workloads {
+            if w == "scale" && rep >= sp.reps {
+                continue;
+            }
             for t in &targets {
                 run += 1;
                 let o = match w {
@@ -1484,8 +1531,13 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
         .collect();
     println!();
     println!(
-        "Medians of {reps} interleaved repetitions. Ratios are hummer / broker, computed within each \
-         repetition, then the median taken (rates: higher is better; latencies and CPU: lower is better)."
+        "Medians of {reps} interleaved repetitions{}. Ratios are hummer / broker, computed within each \
+         repetition, then the median taken (rates: higher is better; latencies and CPU: lower is better).",
+        if workloads.contains(&"scale") && sp.reps < reps {
+            format!(" ({} for the channels x subs rows)", sp.reps)
+        } else {
+            String::new()
+        }
     );
     let mut header = String::from("| workload |");
     for (i, (_, title, short)) in hummer_columns.iter().enumerate() {
@@ -1676,6 +1728,7 @@ fn main() -> ExitCode {
                   [--workloads pubsub,fanout,rtt,scale] [--inprocess-hummer] [--window N] \
                   [--scale-channels 1000] [--scale-members 10] [--scale-messages N] \
                   [--scale-publisher-threads 2] [--scale-reader-threads 2] [--scale-window N] \
+                  [--scale-reps 3] \
                   (--hummer, --hummer-pid: comma-separated lists, with --hummer-variants LABELS)\n       \
                   hummer-load idle --addr ADDR --server-pid PID [--conns 10000] [--hold-secs 3]\n       \
                   hummer-load raw --kind nats|redis|hummer --addr ADDR [--subscribers 100] \

@@ -21,8 +21,8 @@ use polling::{Event, Events, PollMode, Poller};
 
 use crate::count::Counter;
 use crate::{
-    close, cpu_seconds, own_cpu_seconds, subscribe_finish, subscribe_start, Conn, Outcome, Params,
-    Publisher, Target, Topic, BATCH,
+    close, cpu_seconds, own_cpu_seconds, subscribe_finish, subscribe_start, wait_idle, Conn,
+    Outcome, Params, Publisher, Target, Topic, BATCH, SETTLE_CAP,
 };
 
 pub struct ScaleParams {
@@ -35,6 +35,8 @@ pub struct ScaleParams {
     /// Messages a publisher may have ahead of its channel's slowest
     /// subscriber (small: there are many channels in flight).
     pub window: u64,
+    /// Repetitions that include this workload (the first ones).
+    pub reps: u64,
 }
 
 /// Subscriptions set up at once: their requests all sent, then the replies
@@ -164,7 +166,7 @@ pub fn scale(t: &Target, run: u64, sp: &ScaleParams, p: &Params) -> io::Result<O
     if let Some(e) = failure {
         return Err(e);
     }
-    settle(t, fds_before);
+    settle(t, fds_before, p.clk_tck);
     Ok(Outcome {
         rate: delivered as f64 / elapsed,
         p99: f64::NAN,
@@ -235,7 +237,7 @@ fn read_all(
                 Err(_) => {
                     if live[ev.key] {
                         live[ev.key] = false;
-                        poller.delete(&e.c.s)?;
+                        let _ = poller.delete(&e.c.s);
                     }
                 }
             }
@@ -243,7 +245,7 @@ fn read_all(
     }
     for (e, live) in entries.iter().zip(&live) {
         if *live {
-            poller.delete(&e.c.s)?;
+            let _ = poller.delete(&e.c.s);
         }
     }
     for e in entries {
@@ -303,24 +305,27 @@ fn open_fds(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
-/// Waits (at most a minute) until the server has closed the run's
-/// connections: a server still tearing down thousands of them would take
-/// CPU from the next run, which may be another server's.
-fn settle(t: &Target, fds_before: Option<usize>) {
+/// Waits until the server has closed the run's connections and gone idle
+/// (each at most `SETTLE_CAP`): a server still tearing down thousands of
+/// them would take CPU from the next run, which may be another server's.
+fn settle(t: &Target, fds_before: Option<usize>, clk_tck: f64) {
     let (Some(pid), Some(before)) = (t.pid, fds_before) else {
         return;
     };
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(60) {
+    while start.elapsed() < SETTLE_CAP {
         match open_fds(pid) {
             Some(now) if now > before + 16 => thread::sleep(Duration::from_millis(100)),
             _ => break,
         }
     }
+    let closed = start.elapsed();
+    wait_idle(&[pid], clk_tck);
     if start.elapsed() > Duration::from_secs(1) {
         eprintln!(
-            "scale: {} took {:.1} s to close the connections",
+            "scale: {} took {:.1} s to close the connections, {:.1} s in all to go idle",
             t.label,
+            closed.as_secs_f64(),
             start.elapsed().as_secs_f64()
         );
     }
