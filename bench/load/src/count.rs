@@ -118,10 +118,10 @@ fn count_redis(b: &[u8], on: &mut impl FnMut(Control)) -> io::Result<(usize, u64
         let rest = &b[at..];
         let end = if rest.starts_with(RESP_MESSAGE) {
             // The channel, then the payload.
-            let Some(channel_end) = skip_resp(rest, RESP_MESSAGE.len())? else {
+            let Some(channel_end) = skip_bulk(rest, RESP_MESSAGE.len())? else {
                 break;
             };
-            let Some(end) = skip_resp(rest, channel_end)? else {
+            let Some(end) = skip_bulk(rest, channel_end)? else {
                 break;
             };
             n += 1;
@@ -136,6 +136,32 @@ fn count_redis(b: &[u8], on: &mut impl FnMut(Control)) -> io::Result<(usize, u64
         at += end;
     }
     Ok((at, n))
+}
+
+/// Where the bulk string `$<len>\r\n<len bytes>\r\n` starting at `b[pos]`
+/// ends, its length read in the same pass as its digits; `None` if
+/// incomplete.
+fn skip_bulk(b: &[u8], pos: usize) -> io::Result<Option<usize>> {
+    let bad = || io::Error::other("bad RESP bulk string");
+    match b.get(pos) {
+        None => return Ok(None),
+        Some(b'$') => {}
+        Some(_) => return Err(bad()),
+    }
+    let (mut len, mut i) = (0usize, pos + 1);
+    loop {
+        match b.get(i) {
+            None => return Ok(None),
+            Some(b'\r') if i > pos + 1 => break,
+            Some(&d) if d.is_ascii_digit() && i - pos <= 18 => {
+                len = len * 10 + usize::from(d - b'0');
+            }
+            Some(_) => return Err(bad()),
+        }
+        i += 1;
+    }
+    let end = i + 2 + len + 2;
+    Ok((end <= b.len()).then_some(end))
 }
 
 /// Where the RESP value starting at `b[pos]` ends; `None` if incomplete.

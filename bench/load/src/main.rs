@@ -818,10 +818,14 @@ fn pubsub(t: &Target, run: u64, n: u64, subs: u64, p: &Params) -> io::Result<Out
     let counters: Vec<Arc<AtomicU64>> = (0..subs).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
+    // A subscriber says when it has every message: the end of the run is
+    // waited for, not polled (no wake-ups of this thread meanwhile).
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
     let mut threads = Vec::new();
     for (i, counter) in counters.iter().enumerate() {
         let mut c = subscriber(t, base + 1 + i as u64, &topic)?;
         let (counter, stop, errors) = (counter.clone(), stop.clone(), errors.clone());
+        let done_tx = done_tx.clone();
         threads.push(thread::spawn(move || {
             let mut reader = Counter::new();
             let mut got = 0;
@@ -839,6 +843,9 @@ fn pubsub(t: &Target, run: u64, n: u64, subs: u64, p: &Params) -> io::Result<Out
                     Ok(_) => {}
                     Err(_) => break,
                 }
+            }
+            if got >= n {
+                let _ = done_tx.send(());
             }
             close(c);
         }));
@@ -867,16 +874,21 @@ fn pubsub(t: &Target, run: u64, n: u64, subs: u64, p: &Params) -> io::Result<Out
         if sent.saturating_sub(min_received()) + BATCH > p.window {
             // Asleep, not spinning: on a small machine a spinning publisher
             // takes CPU from the server and the subscribers it waits for
-            // (the raw client's publisher blocks in its write instead).
-            thread::sleep(Duration::from_micros(50));
+            // (the raw client's publisher blocks in its write instead). A
+            // full window is milliseconds of work: no bubble in 200 us.
+            thread::sleep(Duration::from_micros(200));
             continue;
         }
         let k = BATCH.min(n - sent);
         publisher.send(sent, k)?;
         sent += k;
     }
-    while min_received() < n && Instant::now() < end {
-        thread::sleep(Duration::from_micros(200));
+    let mut finished = 0;
+    while finished < subs {
+        match done_rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            Ok(()) => finished += 1,
+            Err(_) => break, // the time cap
+        }
     }
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds(t.pid, p.clk_tck) - cpu0;

@@ -293,8 +293,9 @@ fn publish(
             }
         }
         if !progress {
-            // Every window is full: the servers and readers need the CPU.
-            thread::sleep(Duration::from_micros(50));
+            // Every window is full: the servers and readers need the CPU,
+            // and a millisecond is little against what is in flight.
+            thread::sleep(Duration::from_millis(1));
         }
     }
     Ok(share)
