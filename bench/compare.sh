@@ -2,9 +2,21 @@
 # End-to-end comparison over loopback TCP: hummer-server (release) against
 # NATS and Redis, same workloads, interleaved, in one run; prints one table.
 #
-#   bench/compare.sh            # full run (3 repetitions, medians)
+#   bench/compare.sh            # full run (5 repetitions, medians)
 #   bench/compare.sh --quick    # smaller counts, for a smoke test
+#   bench/compare.sh --no-raw-check     # without the raw-client check
 #   IDLE_CONNS=10000 bench/compare.sh   # also run bench/idle_connections.sh after
+#   HUMMER_THREADS="1 2" bench/compare.sh   # hummer-server once per --threads N
+#
+# HUMMER_THREADS (a space-separated list) starts one hummer-server per value
+# with `--threads N`, measured in the same interleaved repetitions and
+# labelled tN, when `hummer-server --help` mentions --threads; otherwise
+# (unset, or a server without the flag) one server as usual.
+#
+# After the table, a raw check runs the brokers' 1 -> 1 and fan-out
+# workloads through hummer-load's clients and through `hummer-load raw` (one
+# pre-built write, subscribers only counting), interleaved, and prints both:
+# they should match within ~10%, or hummer-load's clients are the limit.
 #
 # Installs the Debian packages nats-server and redis-server when missing,
 # runs the binaries directly on 127.0.0.1 with free ports (not the system
@@ -12,6 +24,12 @@
 # by its PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+RAW_CHECK=1
+ARGS=()
+for a in "$@"; do
+    if [[ $a == --no-raw-check ]]; then RAW_CHECK=0; else ARGS+=("$a"); fi
+done
 
 need=()
 command -v nats-server >/dev/null || need+=(nats-server)
@@ -55,36 +73,74 @@ wait_port() { # port name
 cargo build --release --quiet -p hummer-server -p hummer-load
 BIN=${CARGO_TARGET_DIR:-target}/release
 
-HPORT=$(free_port)
-# The per-instance send limit (180 / 3 s) would cap a load test; NATS and
-# Redis have none, so neither does hummer-server here.
-"$BIN/hummer-server" --listen "127.0.0.1:$HPORT" --rate-limit-sends 1000000000 --login-rate-per-ip 1000000000 --max-connections-per-ip 1000000 --log warn >"$WORK/hummer.out" 2>"$WORK/hummer.err" &
-HPID=$!; PIDS+=("$HPID")
+HADDRS=(); HPIDS=(); VARIANTS=()
+start_hummer() { # extra arguments of hummer-server
+    local port pid
+    port=$(free_port)
+    # The per-instance send limit (180 / 3 s) would cap a load test; NATS
+    # and Redis have none, so neither does hummer-server here.
+    "$BIN/hummer-server" --listen "127.0.0.1:$port" --rate-limit-sends 1000000000 --login-rate-per-ip 1000000000 --max-connections-per-ip 1000000 --log warn "$@" >"$WORK/hummer-$port.out" 2>"$WORK/hummer-$port.err" &
+    pid=$!; PIDS+=("$pid")
+    wait_port "$port" hummer-server
+    HADDRS+=("127.0.0.1:$port"); HPIDS+=("$pid")
+}
+THREADS=()
+if [[ -n ${HUMMER_THREADS:-} ]]; then
+    help=$("$BIN/hummer-server" --help 2>&1 || true)
+    if grep -q -- '--threads' <<<"$help"; then
+        read -ra THREADS <<<"$HUMMER_THREADS"
+    else
+        echo "HUMMER_THREADS is set but hummer-server has no --threads: one server, as usual" >&2
+    fi
+fi
+if ((${#THREADS[@]})); then
+    for n in "${THREADS[@]}"; do
+        start_hummer --threads "$n"
+        VARIANTS+=("t$n")
+    done
+else
+    start_hummer
+fi
+join() { local IFS=,; echo "$*"; }
+HARGS=(--hummer "$(join "${HADDRS[@]}")" --hummer-pid "$(join "${HPIDS[@]}")")
+if ((${#VARIANTS[@]})); then HARGS+=(--hummer-variants "$(join "${VARIANTS[@]}")"); fi
 NPORT=$(free_port)
 nats-server -a 127.0.0.1 -p "$NPORT" >"$WORK/nats.out" 2>&1 &
 NPID=$!; PIDS+=("$NPID")
 RPORT=$(free_port)
+# The scaling workload opens 11,000 connections (Redis allows 10,000).
 redis-server --bind 127.0.0.1 --port "$RPORT" --save '' --appendonly no \
-    --protected-mode yes --daemonize no --logfile "$WORK/redis.log" >/dev/null 2>&1 &
+    --protected-mode yes --daemonize no --maxclients 16000 --logfile "$WORK/redis.log" >/dev/null 2>&1 &
 RPID=$!; PIDS+=("$RPID")
-wait_port "$HPORT" hummer-server
 wait_port "$NPORT" nats-server
 wait_port "$RPORT" redis-server
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
 echo "versions: hummer-server $(git describe --always --dirty 2>/dev/null || echo '?'), $(nats-server --version), $(redis-server --version | cut -d' ' -f1-3)"
-echo "servers: hummer 127.0.0.1:$HPORT pid $HPID, nats 127.0.0.1:$NPORT pid $NPID, redis 127.0.0.1:$RPORT pid $RPID"
+echo "servers: hummer ${HADDRS[*]} pid ${HPIDS[*]}${VARIANTS[*]:+ (${VARIANTS[*]})}, nats 127.0.0.1:$NPORT pid $NPID, redis 127.0.0.1:$RPORT pid $RPID"
 
 "$BIN/hummer-load" compare \
-    --hummer "127.0.0.1:$HPORT" --hummer-pid "$HPID" --hummer-unlimited \
+    "${HARGS[@]}" --hummer-unlimited \
     --nats "127.0.0.1:$NPORT" --nats-pid "$NPID" \
     --redis "127.0.0.1:$RPORT" --redis-pid "$RPID" \
-    --clk-tck "$(getconf CLK_TCK)" "$@"
+    --clk-tck "$(getconf CLK_TCK)" "${ARGS[@]}"
 
-echo "server VmRSS after the run: hummer $(awk '/VmRSS/{print $2" "$3}' /proc/$HPID/status), nats $(awk '/VmRSS/{print $2" "$3}' /proc/$NPID/status), redis $(awk '/VmRSS/{print $2" "$3}' /proc/$RPID/status)"
-if grep -qiE "error|panic" "$WORK/hummer.err"; then
-    echo "hummer-server stderr:" >&2; tail -20 "$WORK/hummer.err" >&2
+if ((RAW_CHECK)); then
+    "$BIN/hummer-load" rawcheck "${HARGS[@]}" --hummer-unlimited \
+        --nats "127.0.0.1:$NPORT" --nats-pid "$NPID" \
+        --redis "127.0.0.1:$RPORT" --redis-pid "$RPID" \
+        --clk-tck "$(getconf CLK_TCK)" "${ARGS[@]}" || echo "the raw check failed" >&2
 fi
+
+rss() { awk '/VmRSS/{print $2" "$3}' "/proc/$1/status"; }
+hrss=""
+for pid in "${HPIDS[@]}"; do hrss+="${hrss:+, }$(rss "$pid")"; done
+echo "server VmRSS after the run: hummer $hrss, nats $(rss "$NPID"), redis $(rss "$RPID")"
+for f in "$WORK"/hummer-*.err; do
+    if grep -qiE "error|panic" "$f"; then
+        echo "hummer-server stderr:" >&2; tail -20 "$f" >&2
+    fi
+done
 
 if [[ -n "${IDLE_CONNS:-}" ]]; then
     bench/idle_connections.sh "$IDLE_CONNS"

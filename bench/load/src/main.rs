@@ -1,23 +1,34 @@
 //! `hummer-load`: load generator for `hummer-server`, NATS and Redis, over
 //! loopback TCP, with minimal raw-protocol clients for all three (length-
 //! prefixed frames for hummer, the NATS text protocol, RESP for Redis),
-//! blocking std sockets and one thread per connection.
+//! blocking std sockets and one thread per connection (the scaling workload:
+//! a few threads polling thousands).
 //!
 //! ```text
 //! hummer-load compare --hummer ADDR --hummer-pid PID --nats ADDR --nats-pid PID
-//!                     --redis ADDR --redis-pid PID [--reps 3] [--quick]
+//!                     --redis ADDR --redis-pid PID [--reps 5] [--quick]
+//! hummer-load rawcheck --nats ADDR --redis ADDR [--hummer ADDR --hummer-unlimited]
+//! hummer-load raw --kind nats|redis|hummer --addr ADDR [--subscribers 100]
 //! hummer-load idle --addr ADDR --conns 10000 --server-pid PID [--hold-secs 3]
 //! ```
 //!
 //! `compare` runs the workloads interleaved (hummer, nats, redis, per
 //! workload, `--reps` times), takes medians and prints one table; see
-//! BENCHMARKS.md. `idle` holds logged-in idle connections and reports the
-//! server's resident memory. Every loop is bounded in count and in time.
+//! BENCHMARKS.md. `rawcheck` measures the 1 -> 1 and fan-out workloads
+//! through these clients and through the raw client of raw.rs, interleaved,
+//! to show that the clients are not what limits a server. `idle` holds
+//! logged-in idle connections and reports the server's resident memory.
+//! Every loop is bounded in count and in time.
 //!
-//! `hummer-server` limits each login instance to 180 sends per 3 s and has
-//! no flag to raise it, so hummer publishers log out and in again (pipelined
-//! on the same connection, a new instance with a new budget) every
-//! [`QUOTA`] sends.
+//! Every client does the same work per message, the least its protocol
+//! allows: publishers write `BATCH` pre-encoded messages per write (only
+//! hummer patches an id in them), subscribers count deliveries without
+//! decoding them (count.rs).
+//!
+//! `hummer-server` limits each login instance to 180 sends per 3 s (unless
+//! started with a higher `--rate-limit-sends`, then `--hummer-unlimited`),
+//! so hummer publishers log out and in again (pipelined on the same
+//! connection, a new instance with a new budget) every [`QUOTA`] sends.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -33,8 +44,15 @@ use hummer_channel::adapters::server_tcp::ServerHandle;
 use hummer_channel::server::{RateLimit, ServerConfig, DEMO_APPID};
 use hummer_channel::wire::{
     self, decode_frame, encode_frame, write_length_prefixed, Ack, Body, ChannelKey, ChatMessage,
-    Empty, Frame, FrameDecoder, JoinRequest, LoginRequest, SendToChannelRequest, SendToUserRequest,
+    Empty, Frame, JoinRequest, LoginRequest, SendToChannelRequest, SendToUserRequest,
 };
+
+mod count;
+mod raw;
+mod scale;
+
+use count::Counter;
+use scale::ScaleParams;
 
 /// Sends per login instance before a hummer client logs in again (the
 /// server allows 180 per 3 s). Unbounded against the in-process server.
@@ -43,8 +61,12 @@ static QUOTA: AtomicU64 = AtomicU64::new(170);
 fn quota() -> u64 {
     QUOTA.load(Ordering::Relaxed)
 }
-/// Messages a publisher may have ahead of its slowest subscriber.
-const WINDOW: u64 = 1000;
+/// Messages a publisher may have ahead of its slowest subscriber (`--window`):
+/// enough to keep every stage of the pipeline busy (1,000 left NATS 1 -> 1
+/// at about half the raw client's rate), small enough that no server holds
+/// more than ~1.5 MB for one subscriber (hummer-server closes a connection
+/// past 4 MB queued).
+const WINDOW: u64 = 10_000;
 /// Messages per socket write of a publisher.
 const BATCH: u64 = 50;
 const PAYLOAD: usize = 100;
@@ -73,11 +95,29 @@ impl Kind {
     }
 }
 
-#[derive(Copy, Clone, Debug)]
+#[derive(Clone, Debug)]
 struct Target {
     kind: Kind,
     addr: SocketAddr,
     pid: Option<u32>,
+    /// The kind's name, and which of several servers of that kind (e.g.
+    /// "hummer t2", started with `--threads 2`).
+    label: String,
+}
+
+impl Target {
+    fn new(kind: Kind, addr: SocketAddr, pid: Option<u32>, variant: &str) -> Target {
+        let label = match variant {
+            "" => kind.name().to_owned(),
+            v => format!("{} {v}", kind.name()),
+        };
+        Target {
+            kind,
+            addr,
+            pid,
+            label,
+        }
+    }
 }
 
 // ---------------------------------------------------------------- sockets --
@@ -86,8 +126,9 @@ struct Target {
 struct Conn {
     s: TcpStream,
     kind: Kind,
+    /// What was read and not yet parsed (for a counting reader: the partial
+    /// item its last read left).
     buf: BytesMut,
-    frames: FrameDecoder,
     out: BytesMut,
 }
 
@@ -117,8 +158,7 @@ impl Conn {
         Ok(Conn {
             s,
             kind,
-            buf: BytesMut::with_capacity(64 * 1024),
-            frames: FrameDecoder::new(MAX_FRAME),
+            buf: BytesMut::new(),
             out: BytesMut::new(),
         })
     }
@@ -137,10 +177,7 @@ impl Conn {
         match self.s.read(&mut chunk) {
             Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed")),
             Ok(n) => {
-                match self.kind {
-                    Kind::Hummer { .. } => self.frames.extend(&chunk[..n]),
-                    _ => self.buf.extend_from_slice(&chunk[..n]),
-                }
+                self.buf.extend_from_slice(&chunk[..n]);
                 Ok(true)
             }
             Err(e)
@@ -156,18 +193,18 @@ impl Conn {
     }
 
     /// The next item already buffered, if any.
-    fn parse(&mut self, full: bool) -> io::Result<Option<Item>> {
+    fn parse(&mut self) -> io::Result<Option<Item>> {
         match self.kind {
-            Kind::Hummer { .. } => self.parse_hummer(full),
+            Kind::Hummer { .. } => self.parse_hummer(),
             Kind::Nats => self.parse_nats(),
             Kind::Redis => Ok(parse_resp(&mut self.buf)?.map(redis_item)),
         }
     }
 
     /// The next item, reading as needed; `Item::Idle` after a read timeout.
-    fn next(&mut self, full: bool) -> io::Result<Item> {
+    fn next(&mut self) -> io::Result<Item> {
         loop {
-            if let Some(item) = self.parse(full)? {
+            if let Some(item) = self.parse()? {
                 return Ok(item);
             }
             if !self.fill()? {
@@ -176,28 +213,15 @@ impl Conn {
         }
     }
 
-    fn parse_hummer(&mut self, full: bool) -> io::Result<Option<Item>> {
-        let Some(f) = self.frames.next_frame().map_err(io::Error::other)? else {
+    fn parse_hummer(&mut self) -> io::Result<Option<Item>> {
+        let Some(prefix) = self.buf.get(..4) else {
             return Ok(None);
         };
-        // A push has request_id 0, so its first bytes are the body's tag:
-        // field 61 (channel message) or 60 (user message), wire type 2.
-        if !full && f.len() > 2 && f[1] == 0x03 && (f[0] == 0xea || f[0] == 0xe2) {
-            return Ok(Some(Item::Msg {
-                payload: Bytes::new(),
-                reply: None,
-                seq: 0,
-            }));
+        let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        if self.buf.len() < 4 + len {
+            return Ok(None);
         }
-        // A reply has a request id (field 1, a varint) first; a SendReply
-        // (field 43) follows it. Counted without decoding, like a NATS +OK.
-        if !full && f.first() == Some(&0x08) {
-            if let Some(end) = f.iter().skip(1).position(|b| b & 0x80 == 0) {
-                if f.get(end + 2..end + 4) == Some(&[0xda, 0x02][..]) {
-                    return Ok(Some(Item::Other(Body::Ok(Empty {}))));
-                }
-            }
-        }
+        let f = self.buf.split_to(4 + len).freeze().slice(4..);
         let frame = decode_frame(f, MAX_FRAME).map_err(io::Error::other)?;
         Ok(Some(match frame.body {
             Body::UserMessage(m) => Item::Msg {
@@ -440,46 +464,55 @@ impl Topic {
 
 /// A connection that receives `topic`; for hummer logged in as `uid`.
 fn subscriber(t: &Target, uid: u64, topic: &Topic) -> io::Result<Conn> {
-    let mut c = Conn::connect(t.kind, t.addr)?;
-    let cap = Duration::from_secs(5);
-    match t.kind {
-        Kind::Hummer { .. } => {
-            hummer_frame(&mut c.out, 1, login_body(uid));
-            c.flush()?;
-            wait_reply(&mut c, cap, "login")?;
-            if let Topic::Channel(name) = topic {
-                hummer_frame(
-                    &mut c.out,
-                    2,
-                    Body::Join(JoinRequest {
-                        channel: Some(key(name)),
-                        ..Default::default()
-                    }),
-                );
-                c.flush()?;
-                wait_reply(&mut c, cap, "join")?;
-            }
-        }
-        Kind::Nats => {
-            nats_handshake(&mut c)?;
-            c.out
-                .extend_from_slice(format!("SUB {} 1\r\nPING\r\n", topic.name()).as_bytes());
-            c.flush()?;
-            wait_reply(&mut c, cap, "nats SUB")?; // PONG: the subscription is in place
-        }
-        Kind::Redis => {
-            resp_command(&mut c.out, &[b"SUBSCRIBE", topic.name().as_bytes()]);
-            c.flush()?;
-            wait_reply(&mut c, cap, "SUBSCRIBE")?;
-        }
-    }
+    let mut c = subscribe_start(t, uid, topic)?;
+    subscribe_finish(&mut c, topic)?;
     Ok(c)
 }
 
+/// Connects and sends every request a subscription needs, at once (so that
+/// many can be set up in parallel); `subscribe_finish` waits for the replies.
+fn subscribe_start(t: &Target, uid: u64, topic: &Topic) -> io::Result<Conn> {
+    let mut c = Conn::connect(t.kind, t.addr)?;
+    match t.kind {
+        Kind::Hummer { .. } => {
+            hummer_frame(&mut c.out, 1, login_body(uid));
+            if let Topic::Channel(name) = topic {
+                let join = Body::Join(JoinRequest {
+                    channel: Some(key(name)),
+                    ..Default::default()
+                });
+                hummer_frame(&mut c.out, 2, join);
+            }
+        }
+        Kind::Nats => {
+            c.out.extend_from_slice(NATS_CONNECT);
+            // The PONG says the subscription is in place.
+            c.out
+                .extend_from_slice(format!("SUB {} 1\r\nPING\r\n", topic.name()).as_bytes());
+        }
+        Kind::Redis => resp_command(&mut c.out, &[b"SUBSCRIBE", topic.name().as_bytes()]),
+    }
+    c.flush()?;
+    Ok(c)
+}
+
+fn subscribe_finish(c: &mut Conn, topic: &Topic) -> io::Result<()> {
+    let replies = match (c.kind, topic) {
+        (Kind::Hummer { .. }, Topic::Channel(_)) => 2, // login, join
+        _ => 1,
+    };
+    for _ in 0..replies {
+        wait_reply(c, Duration::from_secs(5), "subscribe")?;
+    }
+    Ok(())
+}
+
+const NATS_CONNECT: &[u8] =
+    b"CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":false,\"name\":\"hummer-load\"}\r\n";
+
 fn nats_handshake(c: &mut Conn) -> io::Result<()> {
-    c.out.extend_from_slice(
-        b"CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":false,\"name\":\"hummer-load\"}\r\nPING\r\n",
-    );
+    c.out.extend_from_slice(NATS_CONNECT);
+    c.out.extend_from_slice(b"PING\r\n");
     c.flush()?;
     wait_reply(c, Duration::from_secs(5), "nats CONNECT")?;
     Ok(())
@@ -489,7 +522,7 @@ fn nats_handshake(c: &mut Conn) -> io::Result<()> {
 fn wait_reply(c: &mut Conn, cap: Duration, what: &str) -> io::Result<Body> {
     let end = Instant::now() + cap;
     while Instant::now() < end {
-        match c.next(true)? {
+        match c.next()? {
             Item::Other(b) => match b {
                 Body::Membership(_) | Body::UserCountChanged(_) => {}
                 b => return Ok(b),
@@ -501,21 +534,22 @@ fn wait_reply(c: &mut Conn, cap: Duration, what: &str) -> io::Result<Body> {
     Err(io::Error::new(io::ErrorKind::TimedOut, what.to_owned()))
 }
 
-/// A publisher: queues messages to `topic`; for hummer, logs in again every
-/// `QUOTA` sends (the rate limit) and, for a channel, joins it again.
+/// A publisher: sends batches of messages to `topic`; for hummer, logs in
+/// again every `QUOTA` sends (the rate limit) and, for a channel, joins it
+/// again.
 struct Publisher {
     c: Conn,
-    target: Target,
     topic: Topic,
     uid: u64,
     sent_on_login: u64,
     rid: u64,
-    /// One whole message as sent (for hummer with its length prefix), and
-    /// where in it the 8-byte message id goes: every protocol's publisher
-    /// copies it and patches the id, so none pays for encoding.
-    template: Vec<u8>,
-    id_at: usize,
-    /// Where the 10-byte message id is in `template` (hummer only).
+    /// `BATCH` copies of one message as sent (for hummer with its length
+    /// prefix), encoded once: a batch is one write of a prefix of it. No
+    /// protocol needs anything patched but hummer, whose server answers a
+    /// repeated `message_id` with the first reply and delivers nothing.
+    batch: Vec<u8>,
+    msg_len: usize,
+    /// Hummer: where the 10-byte message id is in each copy.
     msgid_at: Option<usize>,
 }
 
@@ -532,15 +566,13 @@ impl Publisher {
                 wait_reply(&mut c, cap, "PING")?;
             }
         }
-        // The payload: 8 bytes of id (patched per message), then filler.
-        let mut payload = vec![b'x'; PAYLOAD];
-        payload[..8].copy_from_slice(&[0xa5; 8]);
+        let payload = vec![b'x'; PAYLOAD];
         let mut template = BytesMut::new();
         match (t.kind, topic) {
             (Kind::Hummer { reliable }, _) => {
                 let message = Some(ChatMessage {
                     r#type: "text".into(),
-                    content: Bytes::from(payload.clone()),
+                    content: Bytes::from(payload),
                     app_extras: Default::default(),
                 });
                 // One request id for every send: the server only echoes it.
@@ -573,26 +605,27 @@ impl Publisher {
                 );
             }
         }
-        let id_at = template
-            .windows(PAYLOAD)
-            .position(|w| w == &payload[..])
-            .expect("the payload is in the template");
         // The message id (field 4, varint: key byte 0x20) follows the message.
-        let mut id_varint = [0u8; 10];
-        patch_message_id(&mut id_varint, 0);
-        let msgid_at = template
-            .windows(11)
-            .position(|w| w[0] == 0x20 && w[1..] == id_varint)
-            .map(|at| at + 1);
+        let msgid_at = match t.kind {
+            Kind::Hummer { .. } => {
+                let mut id_varint = [0u8; 10];
+                patch_message_id(&mut id_varint, 0);
+                let at = template
+                    .windows(11)
+                    .position(|w| w[0] == 0x20 && w[1..] == id_varint)
+                    .expect("the message id is in the template");
+                Some(at + 1)
+            }
+            _ => None,
+        };
         let mut p = Publisher {
             c,
-            target: *t,
             topic: topic.clone(),
             uid,
             sent_on_login: 0,
             rid: 10,
-            template: template.to_vec(),
-            id_at,
+            batch: template.repeat(BATCH as usize),
+            msg_len: template.len(),
             msgid_at,
         };
         if let Kind::Hummer { .. } = t.kind {
@@ -630,45 +663,43 @@ impl Publisher {
         self.sent_on_login = 0;
     }
 
-    /// Queues one message whose payload starts with `id`.
-    fn queue(&mut self, id: u64) {
-        if let Kind::Hummer { .. } = self.target.kind {
-            if self.sent_on_login >= quota() {
-                self.hummer_login(true);
-            }
-            self.sent_on_login += 1;
-        }
-        let start = self.c.out.len();
-        let at = start + self.id_at;
-        self.c.out.extend_from_slice(&self.template);
-        self.c.out[at..at + 8].copy_from_slice(&id.to_be_bytes());
+    /// Sends messages `first..first + k` (`k` at most `BATCH`) in one write.
+    fn send(&mut self, first: u64, k: u64) -> io::Result<()> {
         if let Some(m) = self.msgid_at {
-            // Unique per publisher: its uid in the high bits.
-            patch_message_id(&mut self.c.out[start + m..], id ^ (self.uid << 40));
+            if self.sent_on_login + k > quota() {
+                self.hummer_login(true);
+                self.c.flush()?;
+            }
+            self.sent_on_login += k;
+            for i in 0..k {
+                // Unique per publisher: its uid in the high bits.
+                let at = i as usize * self.msg_len + m;
+                patch_message_id(&mut self.batch[at..], (first + i) ^ (self.uid << 40));
+            }
         }
+        self.c.s.write_all(&self.batch[..k as usize * self.msg_len])
     }
 
     /// A thread that reads and discards what the publisher receives
     /// (replies, its own echoes), counting errors; ends at `stop`.
-    fn drain_thread(&self, stop: Arc<AtomicBool>, errors: Arc<AtomicU64>) -> JoinHandle<()> {
-        let s = self.c.s.try_clone().expect("clone socket");
+    fn drain_thread(&mut self, stop: Arc<AtomicBool>, errors: Arc<AtomicU64>) -> JoinHandle<()> {
         let mut c = Conn {
-            s,
+            s: self.c.s.try_clone().expect("clone socket"),
             kind: self.c.kind,
-            buf: BytesMut::new(),
-            frames: FrameDecoder::new(MAX_FRAME),
+            // What the publisher read past its last reply belongs here.
+            buf: std::mem::take(&mut self.c.buf),
             out: BytesMut::new(),
         };
         thread::spawn(move || {
+            let mut counter = Counter::new();
             while !stop.load(Ordering::Relaxed) {
-                match c.next(false) {
-                    Ok(Item::Error(e)) => {
-                        if errors.fetch_add(1, Ordering::Relaxed) < 3 {
-                            eprintln!("publisher got an error: {e}");
-                        }
+                let r = counter.read(&mut c, &mut |e| {
+                    if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                        eprintln!("publisher got an error: {e}");
                     }
-                    Ok(_) => {}
-                    Err(_) => return,
+                });
+                if r.is_err() {
+                    return;
                 }
             }
         })
@@ -704,6 +735,36 @@ fn cpu_seconds(pid: Option<u32>, clk_tck: f64) -> f64 {
     (ticks(11) + ticks(12)) / clk_tck
 }
 
+/// The longest wait for a server to finish the work of a run.
+const SETTLE_CAP: Duration = Duration::from_secs(180);
+
+/// Waits until every process of `pids` uses under 5% of a core (over half a
+/// second), at most `SETTLE_CAP`: what a server still does after a run
+/// (hummer-server takes tens of seconds to close 11,000 connections) must
+/// not run during the next one.
+fn wait_idle(pids: &[u32], clk_tck: f64) {
+    let start = Instant::now();
+    let busy = || -> f64 {
+        let cpu = |pid| cpu_seconds(Some(pid), clk_tck);
+        let before: Vec<f64> = pids.iter().map(|&p| cpu(p)).collect();
+        thread::sleep(Duration::from_millis(500));
+        let after: Vec<f64> = pids.iter().map(|&p| cpu(p)).collect();
+        after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a - b)
+            .fold(0.0, f64::max)
+            / 0.5
+    };
+    // A process that is gone (NaN) is idle.
+    while start.elapsed() < SETTLE_CAP && busy() >= 0.05 {}
+}
+
+/// utime + stime of this process in seconds.
+fn own_cpu_seconds(clk_tck: f64) -> f64 {
+    cpu_seconds(Some(std::process::id()), clk_tck)
+}
+
 #[derive(Clone, Debug, Default)]
 struct Outcome {
     /// Messages (W1) or deliveries (W2) per second; RTT: p50 µs.
@@ -712,16 +773,37 @@ struct Outcome {
     deliveries: u64,
     expected: u64,
     cpu_per_delivery: f64,
+    /// This process's CPU (user + system, every thread) over the run, in
+    /// cores: near the core count, the load generator is the bottleneck.
+    client_cores: f64,
     errors: u64,
 }
 
 struct Params {
+    reps: u64,
     messages: u64,
     fanout_messages: u64,
     subscribers: u64,
     rtt_samples: u64,
+    window: u64,
     cap: Duration,
     clk_tck: f64,
+}
+
+/// The counts of `compare` and `rawcheck` (`--quick`: smaller ones).
+fn params(args: &HashMap<String, String>) -> Params {
+    let quick = args.contains_key("quick");
+    let num = |k: &str, d: u64| args.get(k).and_then(|v| v.parse().ok()).unwrap_or(d);
+    Params {
+        reps: num("reps", if quick { 1 } else { 5 }),
+        messages: num("messages", if quick { 20_000 } else { 200_000 }),
+        fanout_messages: num("fanout-messages", if quick { 1_000 } else { 10_000 }),
+        subscribers: num("subscribers", 100),
+        rtt_samples: num("rtt-samples", if quick { 300 } else { 2_000 }),
+        window: num("window", WINDOW),
+        cap: Duration::from_secs(num("time-cap-secs", 15)),
+        clk_tck: num("clk-tck", 100) as f64,
+    }
 }
 
 /// One publisher to `subs` subscribers; `n` messages, bounded by `cap`.
@@ -736,30 +818,35 @@ fn pubsub(t: &Target, run: u64, n: u64, subs: u64, p: &Params) -> io::Result<Out
     let counters: Vec<Arc<AtomicU64>> = (0..subs).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
+    // A subscriber says when it has every message: the end of the run is
+    // waited for, not polled (no wake-ups of this thread meanwhile).
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
     let mut threads = Vec::new();
     for (i, counter) in counters.iter().enumerate() {
         let mut c = subscriber(t, base + 1 + i as u64, &topic)?;
         let (counter, stop, errors) = (counter.clone(), stop.clone(), errors.clone());
+        let done_tx = done_tx.clone();
         threads.push(thread::spawn(move || {
+            let mut reader = Counter::new();
             let mut got = 0;
             while got < n && !stop.load(Ordering::Relaxed) {
-                match c.next(false) {
-                    Ok(Item::Msg { .. }) => {
-                        got += 1;
-                        if got % 16 == 0 || got == n {
-                            counter.store(got, Ordering::Relaxed);
-                        }
+                let r = reader.read(&mut c, &mut |e| {
+                    if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                        eprintln!("subscriber got an error: {e}");
                     }
-                    Ok(Item::Error(e)) => {
-                        if errors.fetch_add(1, Ordering::Relaxed) < 3 {
-                            eprintln!("subscriber got an error: {e}");
-                        }
+                });
+                match r {
+                    Ok(Some(k)) if k > 0 => {
+                        got += k;
+                        counter.store(got, Ordering::Relaxed);
                     }
                     Ok(_) => {}
                     Err(_) => break,
                 }
             }
-            counter.store(got, Ordering::Relaxed);
+            if got >= n {
+                let _ = done_tx.send(());
+            }
             close(c);
         }));
     }
@@ -779,26 +866,33 @@ fn pubsub(t: &Target, run: u64, n: u64, subs: u64, p: &Params) -> io::Result<Out
             .sum::<u64>()
     };
     let cpu0 = cpu_seconds(t.pid, p.clk_tck);
+    let own_cpu0 = own_cpu_seconds(p.clk_tck);
     let start = Instant::now();
     let end = start + p.cap;
     let mut sent = 0;
     while sent < n && Instant::now() < end {
-        if sent.saturating_sub(min_received()) + BATCH > WINDOW {
-            thread::yield_now();
+        if sent.saturating_sub(min_received()) + BATCH > p.window {
+            // Asleep, not spinning: on a small machine a spinning publisher
+            // takes CPU from the server and the subscribers it waits for
+            // (the raw client's publisher blocks in its write instead). A
+            // full window is milliseconds of work: no bubble in 200 us.
+            thread::sleep(Duration::from_micros(200));
             continue;
         }
         let k = BATCH.min(n - sent);
-        for i in 0..k {
-            publisher.queue(sent + i);
-        }
-        publisher.c.flush()?;
+        publisher.send(sent, k)?;
         sent += k;
     }
-    while min_received() < n && Instant::now() < end {
-        thread::sleep(Duration::from_micros(200));
+    let mut finished = 0;
+    while finished < subs {
+        match done_rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            Ok(()) => finished += 1,
+            Err(_) => break, // the time cap
+        }
     }
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds(t.pid, p.clk_tck) - cpu0;
+    let own_cpu = own_cpu_seconds(p.clk_tck) - own_cpu0;
     let delivered = total_received();
     stop.store(true, Ordering::Relaxed);
     for th in threads {
@@ -812,6 +906,7 @@ fn pubsub(t: &Target, run: u64, n: u64, subs: u64, p: &Params) -> io::Result<Out
         deliveries: delivered,
         expected: n * subs,
         cpu_per_delivery: cpu / delivered.max(1) as f64,
+        client_cores: own_cpu / elapsed,
         errors: errors.load(Ordering::Relaxed),
     })
 }
@@ -857,7 +952,7 @@ fn rtt(t: &Target, run: u64, samples: u64, p: &Params) -> io::Result<Outcome> {
                 reply,
                 seq,
                 ..
-            } = b.c.next(true)?
+            } = b.c.next()?
             else {
                 continue;
             };
@@ -971,7 +1066,7 @@ fn rtt(t: &Target, run: u64, samples: u64, p: &Params) -> io::Result<Outcome> {
         // Wait for the answer carrying this id (bounded by the cap).
         let mut answered = None;
         while Instant::now() < end {
-            match a.next(true)? {
+            match a.next()? {
                 Item::Msg {
                     payload: got, seq, ..
                 } if got.len() >= 8 && got[..8] == payload[..8] => {
@@ -1053,8 +1148,196 @@ fn rtt(t: &Target, run: u64, samples: u64, p: &Params) -> io::Result<Outcome> {
         deliveries: n * 2,
         expected: samples * 2,
         cpu_per_delivery: cpu / (n * 2).max(1) as f64,
+        client_cores: f64::NAN,
         errors,
     })
+}
+
+// ---------------------------------------------------------------- raw check --
+
+/// `hummer-load raw --kind nats|redis|hummer --addr ADDR`: one run of the
+/// raw client (raw.rs), printed.
+fn raw_once(args: &HashMap<String, String>) -> Result<(), String> {
+    let addr: SocketAddr = args
+        .get("addr")
+        .ok_or("--addr is required")?
+        .parse()
+        .map_err(|_| "--addr: not an address")?;
+    let kind = match args.get("kind").map(String::as_str) {
+        Some("nats") => Kind::Nats,
+        Some("redis") => Kind::Redis,
+        Some("hummer") => Kind::Hummer { reliable: false },
+        _ => return Err("--kind nats|redis|hummer is required".into()),
+    };
+    let num = |k: &str, d: u64| args.get(k).and_then(|v| v.parse().ok()).unwrap_or(d);
+    let (n, subs) = (num("messages", 10_000), num("subscribers", 100));
+    let cap = Duration::from_secs(num("time-cap-secs", 15));
+    let clk_tck = num("clk-tck", 100) as f64;
+    let o = raw::run(kind, addr, num("run", 1), n, subs, cap, clk_tck)
+        .map_err(|e| format!("raw {}: {e}", kind.name()))?;
+    println!(
+        "raw {} 1 pub -> {subs} subs: {:.0} deliveries/s, delivered {}/{}",
+        kind.name(),
+        o.rate,
+        o.delivered,
+        o.expected
+    );
+    Ok(())
+}
+
+/// `hummer-load rawcheck`: the 1 -> 1 and fan-out workloads through
+/// hummer-load's clients and through the raw client, interleaved (which
+/// goes first alternates by repetition), against the same servers: the two
+/// should agree when hummer-load's clients are not what limits the rate.
+fn rawcheck(args: &HashMap<String, String>) -> Result<(), String> {
+    let p = params(args);
+    let reps = p.reps;
+    if args.contains_key("hummer-unlimited") {
+        QUOTA.store(u64::MAX, Ordering::Relaxed);
+    }
+    // The first of a comma-separated list.
+    let first = |k: &str| args.get(k).and_then(|v| v.split(',').next());
+    let pid = |k: &str| first(k).and_then(|v| v.parse().ok());
+    let mut targets = Vec::new();
+    for (k, kind) in [("nats", Kind::Nats), ("redis", Kind::Redis)] {
+        if let Some(a) = first(k) {
+            let addr = a.parse().map_err(|_| format!("--{k}: not an address"))?;
+            targets.push(Target::new(kind, addr, pid(&format!("{k}-pid")), ""));
+        }
+    }
+    // The raw client does not log in again: only against a server without
+    // the send limit.
+    if let (Some(a), true) = (first("hummer"), args.contains_key("hummer-unlimited")) {
+        let addr = a.parse().map_err(|_| "--hummer: not an address")?;
+        let kind = Kind::Hummer { reliable: false };
+        targets.push(Target::new(kind, addr, pid("hummer-pid"), ""));
+    }
+    targets.retain(|t| {
+        args.get("targets")
+            .is_none_or(|v| v.split(',').any(|x| x == t.kind.name()))
+    });
+    // Whatever a server still does after an earlier run (the scaling
+    // workload's teardown) would slow this one.
+    wait_idle(
+        &targets.iter().filter_map(|t| t.pid).collect::<Vec<_>>(),
+        p.clk_tck,
+    );
+    let mut failed = Vec::new();
+    let workloads = [
+        ("1 pub -> 1 sub, messages/s", p.messages, 1),
+        (
+            "1 pub -> N subs, deliveries/s",
+            p.fanout_messages,
+            p.subscribers,
+        ),
+    ];
+    // Far from compare's run numbers (uids and subject names).
+    let mut run = 1_000u64;
+    // (workload, target) -> (hummer-load, raw) per repetition.
+    let mut results: HashMap<(usize, &str), Vec<(Outcome, raw::RawOutcome)>> = HashMap::new();
+    for rep in 0..reps {
+        for (wi, &(label, n, subs)) in workloads.iter().enumerate() {
+            for t in &targets {
+                // The raw client's names and uids are its own: one run number.
+                run += 1;
+                let load = || {
+                    pubsub(t, run, n, subs, &p).map_err(|e| format!("{label} on {}: {e}", t.label))
+                };
+                let raw_run = || {
+                    raw::run(t.kind, t.addr, run, n, subs, p.cap, p.clk_tck)
+                        .map_err(|e| format!("raw {label} on {}: {e}", t.label))
+                };
+                let pair = if rep % 2 == 0 {
+                    load().and_then(|l| Ok((l, raw_run()?)))
+                } else {
+                    raw_run().and_then(|r| Ok((load()?, r)))
+                };
+                // One failure does not end the check of the others.
+                let (l, r) = match pair {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        eprintln!("rawcheck: {e}");
+                        failed.push(e);
+                        continue;
+                    }
+                };
+                eprintln!(
+                    "rep {} {:30} {:8} hummer-load {:>10.0} delivered {}/{} cores {:.2}, raw {:>10.0} delivered {}/{} cores {:.2}",
+                    rep + 1,
+                    label.replace('N', &subs.to_string()),
+                    t.label,
+                    l.rate,
+                    l.deliveries,
+                    l.expected,
+                    l.client_cores,
+                    r.rate,
+                    r.delivered,
+                    r.expected,
+                    r.cpu * r.rate / r.delivered.max(1) as f64,
+                );
+                results
+                    .entry((wi, t.label.as_str()))
+                    .or_default()
+                    .push((l, r));
+            }
+        }
+    }
+    println!();
+    println!(
+        "Raw check: hummer-load's clients against the raw client (one pre-built write, \
+         subscribers only counting), medians of {reps} interleaved repetitions; the ratio is \
+         computed within each repetition, then the median taken (near 1: hummer-load's \
+         clients do not limit the rate)."
+    );
+    println!(
+        "| workload | server | hummer-load | raw client | hummer-load/raw | \
+         load generator ns/delivery, hummer-load | same, raw client |"
+    );
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+    let mut short = Vec::new();
+    for (wi, &(label, _, subs)) in workloads.iter().enumerate() {
+        for t in &targets {
+            let Some(v) = results.get(&(wi, t.label.as_str())) else {
+                continue;
+            };
+            let label = label.replace('N', &subs.to_string());
+            // CPU from clock ticks: coarse for runs of a few hundred ms.
+            let ns = |cores: f64, rate: f64| cores / rate * 1e9;
+            println!(
+                "| {label} | {} | {} | {} | {:.2} | {} | {} |",
+                t.label,
+                fmt(median(v.iter().map(|(l, _)| l.rate).collect())),
+                fmt(median(v.iter().map(|(_, r)| r.rate).collect())),
+                median(v.iter().map(|(l, r)| l.rate / r.rate).collect()),
+                fmt(median(
+                    v.iter().map(|(l, _)| ns(l.client_cores, l.rate)).collect()
+                )),
+                fmt(median(
+                    v.iter()
+                        .map(|(_, r)| r.cpu / r.delivered.max(1) as f64 * 1e9)
+                        .collect()
+                )),
+            );
+            if v.iter()
+                .any(|(l, r)| l.deliveries < l.expected || r.delivered < r.expected || l.errors > 0)
+            {
+                short.push(format!("{label} on {}", t.label));
+            }
+        }
+    }
+    if short.is_empty() && failed.is_empty() {
+        println!("\nEvery run of both clients delivered every message.");
+    }
+    if !short.is_empty() {
+        println!(
+            "\nShort runs (time cap, losses or errors): {}",
+            short.join("; ")
+        );
+    }
+    if !failed.is_empty() {
+        println!("\nFailed runs: {}", failed.join("; "));
+    }
+    Ok(())
 }
 
 // ------------------------------------------------------------------ compare --
@@ -1076,21 +1359,33 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
             .map_err(|_| format!("--{k}: not an address"))
     };
     let pid = |k: &str| args.get(k).and_then(|v| v.parse().ok());
-    let quick = args.contains_key("quick");
+    let p = params(args);
+    let reps = p.reps;
     let num = |k: &str, d: u64| args.get(k).and_then(|v| v.parse().ok()).unwrap_or(d);
-    let p = Params {
-        messages: num("messages", if quick { 20_000 } else { 200_000 }),
-        fanout_messages: num("fanout-messages", if quick { 1_000 } else { 10_000 }),
-        subscribers: num("subscribers", 100),
-        rtt_samples: num("rtt-samples", if quick { 300 } else { 2_000 }),
-        cap: Duration::from_secs(num("time-cap-secs", 15)),
-        clk_tck: num("clk-tck", 100) as f64,
+    let sp = ScaleParams {
+        channels: num("scale-channels", 1_000),
+        members: num("scale-members", 10),
+        messages: num(
+            "scale-messages",
+            if args.contains_key("quick") {
+                100
+            } else {
+                1_000
+            },
+        ),
+        publisher_threads: num("scale-publisher-threads", 2),
+        reader_threads: num("scale-reader-threads", 2),
+        window: num("scale-window", 4 * BATCH),
+        // hummer-server takes tens of seconds to close 11,000 connections
+        // (and goes idle before the next run): 3 repetitions of this one.
+        reps: num("scale-reps", p.reps.min(3)),
     };
-    let reps = num("reps", if quick { 1 } else { 5 });
+    // Every hummer server to measure: (address, pid, variant label).
+    let mut hummers: Vec<(SocketAddr, Option<u32>, String)> = Vec::new();
     // A sanity run only: an in-process server with no rate limit (so no
     // re-logins), sharing this process's CPU with the clients.
     let mut _inprocess = None;
-    let (h, hpid) = if args.contains_key("inprocess-hummer") {
+    if args.contains_key("inprocess-hummer") {
         let mut config = ServerConfig::demo();
         config.rate_limit_window = Duration::ZERO;
         // Every client of this tool logs in from 127.0.0.1, and floods.
@@ -1103,36 +1398,47 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
         _inprocess = Some(handle);
         QUOTA.store(u64::MAX, Ordering::Relaxed);
         eprintln!("hummer: in-process server on {a} (no rate limit; CPU not measured)");
-        (a, None)
+        hummers.push((a, None, String::new()));
     } else {
         if args.contains_key("hummer-unlimited") {
             // Started with --rate-limit-sends high enough: no re-logins.
             QUOTA.store(u64::MAX, Ordering::Relaxed);
         }
-        (addr("hummer")?, pid("hummer-pid"))
-    };
-    let all = [
-        Target {
-            kind: Kind::Hummer { reliable: false },
-            addr: h,
-            pid: hpid,
-        },
-        Target {
-            kind: Kind::Nats,
-            addr: addr("nats")?,
-            pid: pid("nats-pid"),
-        },
-        Target {
-            kind: Kind::Redis,
-            addr: addr("redis")?,
-            pid: pid("redis-pid"),
-        },
-        Target {
-            kind: Kind::Hummer { reliable: true },
-            addr: h,
-            pid: hpid,
-        },
-    ];
+        // Several servers (e.g. one per `--threads N`): comma-separated
+        // addresses, pids and variant labels, in the same order.
+        let list = |k: &str| -> Vec<String> {
+            args.get(k)
+                .map_or(Vec::new(), |v| v.split(',').map(str::to_owned).collect())
+        };
+        let (pids, variants) = (list("hummer-pid"), list("hummer-variants"));
+        let addrs = list("hummer");
+        if addrs.is_empty() {
+            return Err("--hummer is required".into());
+        }
+        for (i, a) in addrs.iter().enumerate() {
+            let a = a
+                .parse()
+                .map_err(|_| format!("--hummer: {a:?} is not an address"))?;
+            let pid = pids.get(i).and_then(|v| v.parse().ok());
+            hummers.push((a, pid, variants.get(i).cloned().unwrap_or_default()));
+        }
+    }
+    // Per repetition: each hummer server's unreliable run, the brokers
+    // after the first one's, then its reliable run.
+    let mut all = Vec::new();
+    for (i, (a, hpid, v)) in hummers.iter().enumerate() {
+        all.push(Target::new(Kind::Hummer { reliable: false }, *a, *hpid, v));
+        if i == 0 {
+            all.push(Target::new(Kind::Nats, addr("nats")?, pid("nats-pid"), ""));
+            all.push(Target::new(
+                Kind::Redis,
+                addr("redis")?,
+                pid("redis-pid"),
+                "",
+            ));
+        }
+        all.push(Target::new(Kind::Hummer { reliable: true }, *a, *hpid, v));
+    }
     let only = |list: &str, name: &str| {
         args.get(list)
             .is_none_or(|v| v.split(',').any(|x| x == name))
@@ -1141,7 +1447,7 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
         .into_iter()
         .filter(|t| only("targets", t.kind.name()))
         .collect();
-    let workloads: Vec<&str> = ["pubsub", "fanout", "rtt"]
+    let workloads: Vec<&str> = ["pubsub", "fanout", "rtt", "scale"]
         .into_iter()
         .filter(|w| only("workloads", w))
         .collect();
@@ -1149,26 +1455,31 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
     let mut run = 1u64;
     for rep in 0..reps {
         for &w in &workloads {
+            if w == "scale" && rep >= sp.reps {
+                continue;
+            }
             for t in &targets {
                 run += 1;
                 let o = match w {
                     "pubsub" => pubsub(t, run, p.messages, 1, &p),
                     "fanout" => pubsub(t, run, p.fanout_messages, p.subscribers, &p),
+                    "scale" => scale::scale(t, run, &sp, &p),
                     _ => rtt(t, run, p.rtt_samples, &p),
                 }
-                .map_err(|e| format!("{w} on {}: {e}", t.kind.name()))?;
+                .map_err(|e| format!("{w} on {}: {e}", t.label))?;
                 eprintln!(
-                    "rep {} {w:7} {:16} {:>12.1} {:>9.1} delivered {}/{} errors {} cpu/delivery {:.3e}",
+                    "rep {} {w:7} {:19} {:>12.1} {:>9.1} delivered {}/{} errors {} cpu/delivery {:.3e} load cores {:.2}",
                     rep + 1,
-                    t.kind.name(),
+                    t.label,
                     o.rate,
                     o.p99,
                     o.deliveries,
                     o.expected,
                     o.errors,
-                    o.cpu_per_delivery
+                    o.cpu_per_delivery,
+                    o.client_cores
                 );
-                results.entry((w, t.kind.name())).or_default().push(o);
+                results.entry((w, t.label.as_str())).or_default().push(o);
             }
         }
     }
@@ -1183,47 +1494,96 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
         let (x, y) = (values(w, a, f), values(w, b, f));
         median(x.iter().zip(&y).map(|(x, y)| x / y).collect())
     };
-    type Row = (&'static str, &'static str, fn(&Outcome) -> f64);
-    let rows: [Row; 7] = [
-        ("pubsub", "1 pub -> 1 sub, messages/s", |o| o.rate),
-        ("fanout", "1 pub -> 100 subs, deliveries/s", |o| o.rate),
-        ("rtt", "round trip p50, us", |o| o.rate),
-        ("rtt", "round trip p99, us", |o| o.p99),
-        ("pubsub", "server CPU us per delivery, pubsub", |o| {
-            o.cpu_per_delivery * 1e6
+    let cpu = |o: &Outcome| o.cpu_per_delivery * 1e6;
+    /// Workload, label, the figure of one run.
+    type Row = (&'static str, String, fn(&Outcome) -> f64);
+    let rows: Vec<Row> = vec![
+        ("pubsub", "1 pub -> 1 sub, messages/s".into(), |o| o.rate),
+        (
+            "fanout",
+            format!("1 pub -> {} subs, deliveries/s", p.subscribers),
+            |o| o.rate,
+        ),
+        (
+            "scale",
+            format!(
+                "{} channels x (1 pub -> {} subs), deliveries/s",
+                sp.channels, sp.members
+            ),
+            |o| o.rate,
+        ),
+        ("rtt", "round trip p50, us".into(), |o| o.rate),
+        ("rtt", "round trip p99, us".into(), |o| o.p99),
+        ("pubsub", "server CPU us per delivery, pubsub".into(), cpu),
+        ("fanout", "server CPU us per delivery, fanout".into(), cpu),
+        ("scale", "server CPU us per delivery, scale".into(), cpu),
+        ("rtt", "server CPU us per delivery, rtt".into(), cpu),
+        ("pubsub", "load generator CPU, cores, pubsub".into(), |o| {
+            o.client_cores
         }),
-        ("fanout", "server CPU us per delivery, fanout", |o| {
-            o.cpu_per_delivery * 1e6
+        ("fanout", "load generator CPU, cores, fanout".into(), |o| {
+            o.client_cores
         }),
-        ("rtt", "server CPU us per delivery, rtt", |o| {
-            o.cpu_per_delivery * 1e6
+        ("scale", "load generator CPU, cores, scale".into(), |o| {
+            o.client_cores
         }),
     ];
+    // Columns: each hummer target (the first one's before the brokers'),
+    // with its ratios to NATS and Redis.
+    let hummer_columns: Vec<(String, String, String)> = hummers
+        .iter()
+        .flat_map(|(_, _, v)| {
+            [false, true].map(|reliable| {
+                let t = Target::new(Kind::Hummer { reliable }, hummers[0].0, None, v);
+                let short = if reliable { "reliable" } else { "hummer" };
+                let short = format!("{short} {v}").trim_end().to_owned();
+                (t.label.clone(), t.label.replace('-', " "), short)
+            })
+        })
+        .collect();
     println!();
     println!(
-        "Medians of {reps} interleaved repetitions. Ratios are hummer / broker, computed within each \
-         repetition, then the median taken (rates: higher is better; latencies and CPU: lower is better)."
+        "Medians of {reps} interleaved repetitions{}. Ratios are hummer / broker, computed within each \
+         repetition, then the median taken (rates: higher is better; latencies and CPU: lower is better).",
+        if workloads.contains(&"scale") && sp.reps < reps {
+            format!(" ({} for the channels x subs rows)", sp.reps)
+        } else {
+            String::new()
+        }
     );
-    println!(
-        "| workload | hummer | nats | redis | hummer/nats | hummer/redis | hummer reliable | reliable/nats | reliable/redis |"
-    );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut header = String::from("| workload |");
+    for (i, (_, title, short)) in hummer_columns.iter().enumerate() {
+        header += &format!(" {title} |");
+        if i == 0 {
+            header += " nats | redis |";
+        }
+        header += &format!(" {short}/nats | {short}/redis |");
+    }
+    println!("{header}");
+    println!("| --- |{}", " ---: |".repeat(2 + 3 * hummer_columns.len()));
     for (w, label, f) in rows {
         if !workloads.contains(&w) {
             continue;
         }
         let m = |k: &str| median(values(w, k, f));
-        println!(
-            "| {label} | {} | {} | {} | {:.2} | {:.2} | {} | {:.2} | {:.2} |",
-            fmt(m("hummer")),
-            fmt(m("nats")),
-            fmt(m("redis")),
-            ratio(w, "hummer", "nats", f),
-            ratio(w, "hummer", "redis", f),
-            fmt(m("hummer-reliable")),
-            ratio(w, "hummer-reliable", "nats", f),
-            ratio(w, "hummer-reliable", "redis", f),
-        );
+        let mut line = format!("| {label} |");
+        for (i, (key, _, _)) in hummer_columns.iter().enumerate() {
+            line += &format!(" {} |", fmt(m(key)));
+            if i == 0 {
+                line += &format!(" {} | {} |", fmt(m("nats")), fmt(m("redis")));
+            }
+            // The load generator's CPU is not the server's: no ratio.
+            if label.starts_with("load generator") {
+                line += " - | - |";
+            } else {
+                line += &format!(
+                    " {:.2} | {:.2} |",
+                    ratio(w, key, "nats", f),
+                    ratio(w, key, "redis", f)
+                );
+            }
+        }
+        println!("{line}");
     }
     let lost: Vec<String> = results
         .iter()
@@ -1370,13 +1730,23 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("compare") => parse_args(&args[1..]).and_then(|a| compare(&a)),
         Some("idle") => parse_args(&args[1..]).and_then(|a| idle(&a)),
+        Some("raw") => parse_args(&args[1..]).and_then(|a| raw_once(&a)),
+        Some("rawcheck") => parse_args(&args[1..]).and_then(|a| rawcheck(&a)),
         _ => Err(
             "usage: hummer-load compare --hummer ADDR --hummer-pid PID --nats ADDR \
                   --nats-pid PID --redis ADDR --redis-pid PID [--reps 3] [--quick] \
                   [--messages N] [--fanout-messages N] [--subscribers N] [--rtt-samples N] \
                   [--time-cap-secs S] [--clk-tck N] [--targets hummer,nats,redis,hummer-reliable] \
-                  [--workloads pubsub,fanout,rtt] [--inprocess-hummer]\n       \
-                  hummer-load idle --addr ADDR --server-pid PID [--conns 10000] [--hold-secs 3]"
+                  [--workloads pubsub,fanout,rtt,scale] [--inprocess-hummer] [--window N] \
+                  [--scale-channels 1000] [--scale-members 10] [--scale-messages N] \
+                  [--scale-publisher-threads 2] [--scale-reader-threads 2] [--scale-window N] \
+                  [--scale-reps 3] \
+                  (--hummer, --hummer-pid: comma-separated lists, with --hummer-variants LABELS)\n       \
+                  hummer-load idle --addr ADDR --server-pid PID [--conns 10000] [--hold-secs 3]\n       \
+                  hummer-load raw --kind nats|redis|hummer --addr ADDR [--subscribers 100] \
+                  [--messages 10000] [--time-cap-secs S]\n       \
+                  hummer-load rawcheck [--nats ADDR] [--redis ADDR] [--hummer ADDR \
+                  --hummer-unlimited] [--reps 5] [--quick] [the counts of compare]"
                 .to_owned(),
         ),
     };
