@@ -1,0 +1,896 @@
+//! Operations that span shards: routing a request's channel part to its
+//! channel's shard, P2P sends to another home, fan-out queries, resumes
+//! of channels kept elsewhere, and instances leaving channels of other
+//! shards. With one shard none of this runs: everything is a direct call.
+//!
+//! Races the asynchrony creates, and what holds:
+//! - A re-send with the same message id while the first is in flight is
+//!   parked at the home and answered with the first one's reply (or
+//!   handled anew if the first failed: a failed send is not remembered).
+//! - A leave (or any channel request) racing a send of the same link goes
+//!   through the same (home, channel shard) pair, so in order.
+//! - A grace expiry racing a resume is decided at the home: a resume that
+//!   arrives first takes the instance over (the timer then finds it
+//!   attached); one that arrives after finds it gone and logs in anew,
+//!   after the channel shards were told to drop it (in order before any
+//!   of the new instance's requests).
+//! - A resume's reply waits for the channel shards' answers; the link's
+//!   other frames and requests wait for the reply. A channel's pushes
+//!   produced before its shard took the resume are in its replay (they
+//!   are dropped), those after it are held until the reply is out.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::channel::channel_key_hash;
+use super::conn::ConnId;
+use super::hub::{Current, Hub, Outcome};
+use super::message::ToHub;
+use super::rate::RateKind;
+use super::sent_ids::Destination;
+use super::shard::{Effects, Member, ShardId, ShardMsg, ToShard};
+use super::{channel_shard, checked_region, encode_push, uid_shard};
+use crate::error::{ErrorCode, ServiceError};
+use crate::limits::AttributeScope;
+use crate::types::Message;
+use crate::wire::{self, Body};
+
+/// An instance homed on another shard, member of channels of this one.
+#[derive(Debug)]
+pub(crate) struct Guest {
+    pub home: ShardId,
+    /// Its channels here.
+    pub channels: BTreeSet<u32>,
+}
+
+/// A re-send waiting for the outcome of the first send with its id.
+#[derive(Debug)]
+pub(crate) struct ParkedSend {
+    conn: ConnId,
+    rid: u64,
+    body: Body,
+    queued: usize,
+}
+
+/// Sends in flight to another shard: (sender, message id) to where, and
+/// the re-sends waiting.
+pub(crate) type InflightSends = HashMap<((u32, u64), u64), (Destination, Vec<ParkedSend>)>;
+
+/// A request answered from several shards.
+#[derive(Debug)]
+pub(crate) struct Gather {
+    conn: ConnId,
+    rid: u64,
+    waiting: usize,
+    online: Option<BTreeMap<u64, bool>>,
+    counts: BTreeMap<String, u32>,
+}
+
+/// A login whose resumed channels are (partly) on other shards.
+#[derive(Debug)]
+pub(crate) struct Resuming {
+    token: u64,
+    /// Shards that have not answered yet.
+    awaiting: BTreeSet<ShardId>,
+    /// Kept channels, by their index in the login's list.
+    kept: Vec<(usize, wire::ResumedChannel)>,
+    /// The other shards' replays.
+    frames: Vec<Bytes>,
+    /// Frames for the link produced meanwhile (after the replays).
+    pub held: Vec<Bytes>,
+    /// The link's messages that came meanwhile.
+    pub parked: Vec<ToHub>,
+    /// The login's request id and outcome, once computed.
+    pub reply: Option<(u64, Outcome)>,
+}
+
+/// A resume's channels of other shards, while the login is computed.
+#[derive(Debug, Default)]
+pub(crate) struct RemoteResume {
+    /// The login-list index of each channel kept here, in order.
+    pub local: Vec<usize>,
+    by_shard: BTreeMap<ShardId, Cursors>,
+}
+
+type Cursors = (Vec<(usize, u32, wire::ChannelKey, u64, u64)>, Vec<u32>);
+
+impl RemoteResume {
+    pub fn cursor(
+        &mut self,
+        shards: u16,
+        appid: u32,
+        idx: usize,
+        num: u32,
+        key: wire::ChannelKey,
+        (epoch, seq): (u64, u64),
+    ) {
+        let shard = channel_shard(appid, key.region, &key.channel_id, shards);
+        let e = self.by_shard.entry(shard).or_default();
+        e.0.push((idx, num, key, epoch, seq));
+    }
+
+    pub fn leave(&mut self, shards: u16, appid: u32, num: u32, key: &wire::ChannelKey) {
+        let shard = channel_shard(appid, key.region, &key.channel_id, shards);
+        self.by_shard.entry(shard).or_default().1.push(num);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_shard.is_empty()
+    }
+}
+
+/// Whether a request is about one channel (its channel shard's business).
+pub(super) fn is_channel_body(body: &Body) -> bool {
+    match body {
+        Body::Fetch(r) => r.channel.is_some(),
+        _ => channel_key(body).is_some(),
+    }
+}
+
+/// The channel a request names, if it is a channel request.
+fn channel_key(body: &Body) -> Option<Option<&wire::ChannelKey>> {
+    Some(match body {
+        Body::Join(r) => r.channel.as_ref(),
+        Body::Leave(r) => r.channel.as_ref(),
+        Body::SendToChannel(r) => r.channel.as_ref(),
+        Body::WriteUserAttributes(r) | Body::WriteChannelAttributes(r) => r.channel.as_ref(),
+        Body::GetUserList(k) => Some(k),
+        Body::GetUserAttributes(r) => r.channel.as_ref(),
+        Body::GetChannelAttributes(r) => r.channel.as_ref(),
+        Body::GetUserListByAttribute(r) => r.channel.as_ref(),
+        Body::Fetch(r) => r.channel.as_ref(),
+        _ => return None,
+    })
+}
+
+/// The per-uid limit a channel request counts against.
+fn rate_kind(body: &Body) -> RateKind {
+    match body {
+        Body::Join(_) | Body::Leave(_) => RateKind::Membership,
+        Body::SendToChannel(_) => RateKind::Send,
+        Body::WriteUserAttributes(_) | Body::WriteChannelAttributes(_) => RateKind::AttributeWrite,
+        Body::Fetch(_) => RateKind::FetchBytes,
+        _ => RateKind::Query,
+    }
+}
+
+impl Hub {
+    /// The next message for another shard, and which.
+    pub fn poll_shard(&mut self) -> Option<(ShardId, ToShard)> {
+        self.to_shards.pop_front()
+    }
+
+    /// A message from shard `from`.
+    pub fn handle_shard(&mut self, now: Instant, from: ShardId, message: ToShard) {
+        self.clock.tick(now);
+        match message.0 {
+            ShardMsg::Login(m) => self.handle(now, m),
+            ShardMsg::Channel {
+                conn,
+                rid,
+                queued,
+                member,
+                body,
+            } => self.channel_request(conn, rid, queued, member, body),
+            ShardMsg::P2p {
+                conn,
+                rid,
+                from: who,
+                message_id,
+                receiver,
+                unreliable,
+                message,
+                ts,
+            } => {
+                let push = wire::UserMessagePush {
+                    from_uid: who.1,
+                    message: Some(message),
+                    timestamp_ms: ts,
+                    seq: 0,
+                };
+                let (seq, delivered_online) = self.deliver_p2p((who.0, receiver), push, unreliable);
+                let reply = wire::SendReply {
+                    timestamp_ms: ts,
+                    delivered_online,
+                    seq,
+                };
+                let frame = encode_reply(rid, Body::SendReply(reply));
+                let effects = Effects {
+                    sent: Some((message_id, Destination::User(receiver), reply)),
+                    ..Effects::default()
+                };
+                let done = ShardMsg::Done {
+                    conn,
+                    inst: 0,
+                    who,
+                    message_id: Some(message_id),
+                    effects,
+                    frames: vec![frame],
+                };
+                self.to_shard(from, done);
+            }
+            ShardMsg::Done {
+                conn,
+                inst,
+                who,
+                message_id,
+                effects,
+                frames,
+            } => self.done(conn, inst, who, message_id, effects, frames),
+            ShardMsg::Deliver { insts, frame } => self.deliver(from, insts, &frame),
+            ShardMsg::DropInstance { inst, uid, depart } => {
+                let Some(g) = self.guests.remove(&inst) else {
+                    return;
+                };
+                for num in g.channels {
+                    if depart {
+                        self.note_departure(num, uid, inst);
+                    }
+                    self.remove_member(num, uid, inst);
+                }
+            }
+            ShardMsg::Resume {
+                token,
+                inst,
+                uid,
+                cursors,
+                leave,
+                budget,
+            } => {
+                let mut budget = budget;
+                let (mut kept, mut frames) = (Vec::new(), Vec::new());
+                for (idx, num, key, epoch, seq) in cursors {
+                    if !self.is_member(num, uid, inst) {
+                        continue;
+                    }
+                    let since = self
+                        .channels
+                        .get(&num)
+                        .and_then(|ch| ch.since.get(&inst).copied())
+                        .unwrap_or(0);
+                    let (state, mut replay) =
+                        self.rejoin_state(num, (epoch, seq), since, Some(budget));
+                    budget = budget.saturating_sub(replay.bytes());
+                    frames.extend(replay.take_frames());
+                    kept.push((
+                        idx,
+                        wire::ResumedChannel {
+                            channel: Some(key),
+                            state: Some(state),
+                        },
+                    ));
+                }
+                for num in leave {
+                    self.remove_member(num, uid, inst);
+                }
+                self.to_shard(
+                    from,
+                    ShardMsg::Resumed {
+                        token,
+                        kept,
+                        frames,
+                    },
+                );
+            }
+            ShardMsg::Resumed {
+                token,
+                kept,
+                frames,
+            } => self.resumed(from, token, kept, frames),
+            ShardMsg::Online { token, appid, uids } => {
+                let online = uids
+                    .into_iter()
+                    .map(|u| (u, self.users.contains_key(&(appid, u))))
+                    .collect();
+                let answer = ShardMsg::Answer {
+                    token,
+                    online,
+                    counts: Vec::new(),
+                };
+                self.to_shard(from, answer);
+            }
+            ShardMsg::Count {
+                token,
+                appid,
+                region,
+                ids,
+            } => {
+                let counts = ids
+                    .into_iter()
+                    .map(|id| {
+                        let n = self.member_count_of(appid, region, &id);
+                        (id, n)
+                    })
+                    .collect();
+                let answer = ShardMsg::Answer {
+                    token,
+                    online: Vec::new(),
+                    counts,
+                };
+                self.to_shard(from, answer);
+            }
+            ShardMsg::Answer {
+                token,
+                online,
+                counts,
+            } => self.answered(token, online, counts),
+        }
+    }
+
+    /// The instance as its channels see it (it is homed here).
+    pub(super) fn local_member(&self, inst: u64) -> Result<Member, ServiceError> {
+        let i = self.instance(inst)?;
+        Ok(Member {
+            inst,
+            appid: i.appid,
+            uid: i.uid,
+            home: self.shard,
+            conn: i.conn,
+            joined: i.channels.len(),
+        })
+    }
+
+    /// A channel request of member `m`, on this (the channel's) shard.
+    pub(super) fn dispatch_channel(&mut self, conn: ConnId, m: &Member, body: Body) -> Outcome {
+        match body {
+            Body::Join(r) => self.join(m, r),
+            Body::Leave(r) => self.leave(m, r.channel),
+            Body::SendToChannel(r) => self.send_to_channel(m, r),
+            Body::WriteUserAttributes(r) => self.write_attributes(m, r, AttributeScope::User),
+            Body::WriteChannelAttributes(r) => self.write_attributes(m, r, AttributeScope::Channel),
+            Body::GetUserList(k) => self.user_list(m, Some(k)),
+            Body::GetUserAttributes(r) => self.user_attributes(m, r),
+            Body::GetChannelAttributes(r) => self.channel_attributes(m, r),
+            Body::GetUserListByAttribute(r) => self.user_list_by_attribute(m, r),
+            Body::Fetch(r) => self.fetch(conn, m, r),
+            _ => Err(ServiceError::new(
+                ErrorCode::INVALID_PARAMETER,
+                "not a request",
+            )),
+        }
+    }
+
+    /// Takes `cost` from the member's `kind` limit: at once when it is
+    /// homed here, else charged by its home (which checked the limit had
+    /// room before forwarding).
+    pub(super) fn member_take(
+        &mut self,
+        m: &Member,
+        kind: RateKind,
+        cost: u64,
+    ) -> Result<(), ServiceError> {
+        if m.home == self.shard {
+            return self.rate_take(m.inst, kind, cost);
+        }
+        if let Some(e) = self.effects.as_mut() {
+            e.charges.push((kind, cost));
+        }
+        Ok(())
+    }
+
+    /// Charges `cost` to the member's `kind` limit after the work.
+    pub(super) fn member_charge(&mut self, m: &Member, kind: RateKind, cost: u64) {
+        if m.home == self.shard {
+            return self.rate_charge(m.inst, kind, cost);
+        }
+        if let Some(e) = self.effects.as_mut() {
+            e.charges.push((kind, cost));
+        }
+    }
+
+    /// Routes a request of a link homed here (several shards): what
+    /// another shard must do is forwarded there, and `None` returned; what
+    /// is done here is given back.
+    pub(super) fn route(&mut self, conn: ConnId, rid: u64, inst: u64, body: Body) -> Option<Body> {
+        let Some(appid) = self.instances.get(&inst).map(|i| i.appid) else {
+            return Some(body);
+        };
+        match &body {
+            Body::QueryOnline(_) | Body::GetUserCount(_) => {
+                if let Err(e) = self.gather(conn, rid, inst, body) {
+                    self.error(conn, rid, e);
+                }
+                None
+            }
+            Body::SendToUser(r) if uid_shard(appid, r.receiver, self.shards) != self.shard => {
+                let Body::SendToUser(r) = body else {
+                    return None;
+                };
+                if let Err(e) = self.forward_p2p(conn, rid, inst, r) {
+                    self.error(conn, rid, e);
+                }
+                None
+            }
+            _ => {
+                let key = channel_key(&body).flatten()?;
+                let owner = channel_shard(appid, key.region, &key.channel_id, self.shards);
+                if owner == self.shard || checked_region(key.region).is_err() {
+                    return Some(body);
+                }
+                if let Err(e) = self.forward_channel(conn, rid, inst, owner, body) {
+                    self.error(conn, rid, e);
+                }
+                None
+            }
+        }
+    }
+
+    /// `Ok(true)`: a send with this id by `who` is in flight to `to` (the
+    /// caller parks the re-send); 2013 when it went elsewhere.
+    fn in_flight(&self, who: (u32, u64), id: u64, to: Destination) -> Result<bool, ServiceError> {
+        match self.inflight.get(&(who, id)) {
+            None => Ok(false),
+            Some((dest, _)) if *dest == to => Ok(true),
+            Some(_) => Err(ServiceError::new(
+                ErrorCode::MESSAGE_ID_REUSED,
+                "this message id was used for a send to another destination",
+            )),
+        }
+    }
+
+    fn park(&mut self, who: (u32, u64), id: u64, conn: ConnId, rid: u64, body: Body) {
+        let queued = self.current.map_or(0, |c| c.queued);
+        if let Some((_, parked)) = self.inflight.get_mut(&(who, id)) {
+            parked.push(ParkedSend {
+                conn,
+                rid,
+                body,
+                queued,
+            });
+        }
+    }
+
+    /// Sets the instance's bit for `shard` (told when it goes).
+    fn mark_shard(&mut self, inst: u64, shard: ShardId) {
+        if let Some(i) = self.instances.get_mut(&inst) {
+            i.shard_mask |= 1 << shard.0;
+        }
+    }
+
+    fn forward_channel(
+        &mut self,
+        conn: ConnId,
+        rid: u64,
+        inst: u64,
+        owner: ShardId,
+        body: Body,
+    ) -> Result<(), ServiceError> {
+        let m = self.local_member(inst)?;
+        let who = (m.appid, m.uid);
+        let mut send_id = None;
+        if let Body::SendToChannel(r) = &body {
+            let to = Destination::Channel(channel_key_hash(r.channel.as_ref()));
+            if let Some(reply) = self.sent_before(who, r.message_id, to)? {
+                self.reply(conn, rid, Body::SendReply(reply));
+                return Ok(());
+            }
+            if self.in_flight(who, r.message_id, to)? {
+                let id = r.message_id;
+                self.park(who, id, conn, rid, body);
+                return Ok(());
+            }
+            let (now, limit, window) = (
+                self.now(),
+                self.config.rate_limit_sends,
+                self.config.rate_limit_window,
+            );
+            let room = self
+                .instances
+                .get_mut(&inst)
+                .is_some_and(|i| i.rate.has_room(now, limit, window));
+            if !room {
+                return Err(ServiceError::new(
+                    ErrorCode::OPERATION_TOO_OFTEN,
+                    "too many sends from this instance: slow down",
+                ));
+            }
+            send_id = Some((r.message_id, to));
+        }
+        self.rate_ready(inst, rate_kind(&body))?;
+        if let Some((id, to)) = send_id {
+            self.inflight.insert((who, id), (to, Vec::new()));
+        }
+        self.mark_shard(inst, owner);
+        let queued = self.current.map_or(0, |c| c.queued);
+        let msg = ShardMsg::Channel {
+            conn,
+            rid,
+            queued,
+            member: m,
+            body,
+        };
+        self.to_shard(owner, msg);
+        Ok(())
+    }
+
+    /// A P2P send to a uid homed elsewhere: checked and counted here,
+    /// delivered there.
+    fn forward_p2p(
+        &mut self,
+        conn: ConnId,
+        rid: u64,
+        inst: u64,
+        req: wire::SendToUserRequest,
+    ) -> Result<(), ServiceError> {
+        let i = self.instance(inst)?;
+        let who = (i.appid, i.uid);
+        let to = Destination::User(req.receiver);
+        if let Some(reply) = self.sent_before(who, req.message_id, to)? {
+            self.reply(conn, rid, Body::SendReply(reply));
+            return Ok(());
+        }
+        if self.in_flight(who, req.message_id, to)? {
+            let id = req.message_id;
+            self.park(who, id, conn, rid, Body::SendToUser(req));
+            return Ok(());
+        }
+        self.config.limits.check_uid(req.receiver)?;
+        let message = Message::from(req.message.unwrap_or_default());
+        self.config.limits.check_message(&message)?;
+        let ts = self.unix_ms();
+        let push = wire::UserMessagePush {
+            from_uid: who.1,
+            message: Some(message.into()),
+            timestamp_ms: ts,
+            seq: 0,
+        };
+        super::seq_log::check_sequenced_fits(self.config.limits.max_frame_size, &push)?;
+        self.rate_check(inst)?;
+        self.inflight
+            .insert((who, req.message_id), (to, Vec::new()));
+        let home = uid_shard(who.0, req.receiver, self.shards);
+        let msg = ShardMsg::P2p {
+            conn,
+            rid,
+            from: who,
+            message_id: req.message_id,
+            receiver: req.receiver,
+            unreliable: req.unreliable,
+            message: push.message.unwrap_or_default(),
+            ts,
+        };
+        self.to_shard(home, msg);
+        Ok(())
+    }
+
+    /// A forwarded channel request, on the channel's shard: done as if
+    /// local, its link's frames and what its home must record go back.
+    fn channel_request(&mut self, conn: ConnId, rid: u64, queued: usize, m: Member, body: Body) {
+        let message_id = match &body {
+            Body::SendToChannel(r) => Some(r.message_id),
+            _ => None,
+        };
+        self.current = Some(Current { conn, queued });
+        self.capture = Some((conn, Vec::new()));
+        self.effects = Some(Effects::default());
+        let outcome = self.dispatch_channel(conn, &m, body);
+        self.answer(conn, rid, outcome);
+        let frames = self.capture.take().map(|(_, f)| f).unwrap_or_default();
+        let effects = self.effects.take().unwrap_or_default();
+        self.current = None;
+        let done = ShardMsg::Done {
+            conn,
+            inst: m.inst,
+            who: (m.appid, m.uid),
+            message_id,
+            effects,
+            frames,
+        };
+        self.to_shard(m.home, done);
+    }
+
+    /// A forwarded request is done: record its effects, then its frames.
+    fn done(
+        &mut self,
+        conn: ConnId,
+        inst: u64,
+        who: (u32, u64),
+        message_id: Option<u64>,
+        effects: Effects,
+        frames: Vec<Bytes>,
+    ) {
+        let now = self.now();
+        for (kind, cost) in effects.charges {
+            let limit = self.rate_limit(kind);
+            self.uid_rates
+                .entry(who)
+                .or_default()
+                .bucket(kind)
+                .charge(now, limit, cost);
+        }
+        if effects.send_counted {
+            let (limit, window) = (self.config.rate_limit_sends, self.config.rate_limit_window);
+            if let Some(i) = self.instances.get_mut(&inst) {
+                i.rate.allow(now, limit, window);
+            }
+            let limit = self.rate_limit(RateKind::Send);
+            self.uid_rates
+                .entry(who)
+                .or_default()
+                .bucket(RateKind::Send)
+                .charge(now, limit, 1);
+        }
+        if let Some(i) = self.instances.get_mut(&inst) {
+            if let Some((num, key)) = effects.joined {
+                i.channels.insert(num);
+                i.keys.insert(num, key);
+            }
+            if let Some(num) = effects.left {
+                i.channels.remove(&num);
+                i.keys.remove(&num);
+            }
+        }
+        for f in frames {
+            self.send(conn, f);
+        }
+        let Some(id) = message_id else { return };
+        let Some((_, parked)) = self.inflight.remove(&(who, id)) else {
+            return;
+        };
+        match effects.sent {
+            Some((_, to, reply)) => {
+                self.remember_sent(who, id, to, &reply);
+                for p in parked {
+                    self.reply(p.conn, p.rid, Body::SendReply(reply));
+                }
+            }
+            // It delivered nothing: each re-send is a send of its own.
+            None => {
+                for p in parked {
+                    self.current = Some(Current {
+                        conn: p.conn,
+                        queued: p.queued,
+                    });
+                    self.handle_request(p.conn, p.rid, p.body);
+                    self.current = None;
+                }
+            }
+        }
+    }
+
+    /// Pushes of another shard's channel for instances homed here.
+    fn deliver(&mut self, from: ShardId, insts: Vec<u64>, frame: &Bytes) {
+        let mut conns = Vec::with_capacity(insts.len());
+        for inst in insts {
+            let Some(c) = self.instances.get(&inst).and_then(|i| i.conn) else {
+                continue;
+            };
+            if let Some(r) = self.resuming.get_mut(&c) {
+                // Before the shard took the resume: in its replay.
+                if !r.awaiting.contains(&from) {
+                    r.held.push(frame.clone());
+                }
+                continue;
+            }
+            conns.push(c);
+        }
+        self.broadcast_to(conns, frame);
+    }
+
+    /// The instance is gone: the shards it went to drop it from their
+    /// channels.
+    pub(super) fn drop_remote(&mut self, inst: u64, uid: u64, mask: u64, depart: bool) {
+        for s in 0..self.shards {
+            if mask & (1 << s) != 0 && s != self.shard.0 {
+                self.to_shard(ShardId(s), ShardMsg::DropInstance { inst, uid, depart });
+            }
+        }
+    }
+
+    /// A channel remembers that `uid`'s membership ended with a lost link
+    /// (see `note_departures`).
+    fn note_departure(&mut self, num: u32, uid: u64, inst: u64) {
+        let now = self.now();
+        let max = self.config.max_channel_members;
+        let Some(ch) = self.channels.get_mut(&num) else {
+            return;
+        };
+        let Some(&since) = ch.since.get(&inst) else {
+            return;
+        };
+        if ch.departed.len() < max || ch.departed.contains_key(&uid) {
+            let e = ch.departed.entry(uid).or_insert((since, now));
+            *e = (e.0.min(since), now);
+        }
+    }
+
+    /// A resume's channels of other shards are asked for; the login's
+    /// reply waits for them (`kept` moves into the wait).
+    pub(super) fn resume_remote(
+        &mut self,
+        conn: ConnId,
+        inst: u64,
+        uid: u64,
+        remote: RemoteResume,
+        kept: &mut Vec<wire::ResumedChannel>,
+        budget: usize,
+    ) {
+        let token = self.next_token;
+        self.next_token += 1;
+        let per = budget / remote.by_shard.len().max(1);
+        let mut awaiting = BTreeSet::new();
+        for (shard, (cursors, leave)) in remote.by_shard {
+            awaiting.insert(shard);
+            let m = ShardMsg::Resume {
+                token,
+                inst,
+                uid,
+                cursors,
+                leave,
+                budget: per,
+            };
+            self.to_shard(shard, m);
+        }
+        let local = remote.local.into_iter().zip(kept.drain(..)).collect();
+        self.resuming.insert(
+            conn,
+            Resuming {
+                token,
+                awaiting,
+                kept: local,
+                frames: Vec::new(),
+                held: Vec::new(),
+                parked: Vec::new(),
+                reply: None,
+            },
+        );
+    }
+
+    fn resumed(
+        &mut self,
+        from: ShardId,
+        token: u64,
+        kept: Vec<(usize, wire::ResumedChannel)>,
+        frames: Vec<Bytes>,
+    ) {
+        let Some((&conn, r)) = self.resuming.iter_mut().find(|(_, r)| r.token == token) else {
+            return;
+        };
+        r.awaiting.remove(&from);
+        r.kept.extend(kept);
+        r.frames.extend(frames);
+        if !r.awaiting.is_empty() {
+            return;
+        }
+        let Some(mut r) = self.resuming.remove(&conn) else {
+            return;
+        };
+        if let Some((rid, outcome)) = r.reply.take() {
+            r.kept.sort_by_key(|(idx, _)| *idx);
+            let channels: Vec<_> = r.kept.into_iter().map(|(_, c)| c).collect();
+            let outcome = outcome.map(|(body, mut after)| match body {
+                Body::LoginReply(mut reply) => {
+                    reply.channels = channels;
+                    after.extend(r.frames);
+                    (Body::LoginReply(reply), after)
+                }
+                other => (other, after),
+            });
+            self.answer(conn, rid, outcome);
+        }
+        for f in r.held {
+            self.send(conn, f);
+        }
+        let now = self.now();
+        for m in r.parked {
+            self.handle(now, m);
+        }
+    }
+
+    /// The link's resume will not complete (its instance went).
+    pub(super) fn abandon_resume(&mut self, conn: ConnId) {
+        self.resuming.remove(&conn);
+    }
+
+    /// `QueryOnline` and `GetUserCount` over several shards: checked and
+    /// counted here, each shard answers for its own.
+    fn gather(
+        &mut self,
+        conn: ConnId,
+        rid: u64,
+        inst: u64,
+        body: Body,
+    ) -> Result<(), ServiceError> {
+        let token = self.next_token;
+        let mut g = Gather {
+            conn,
+            rid,
+            waiting: 0,
+            online: None,
+            counts: BTreeMap::new(),
+        };
+        match body {
+            Body::QueryOnline(r) => {
+                self.config.limits.check_uid_query(&r.uids)?;
+                self.rate_take(inst, RateKind::Query, 1)?;
+                let appid = self.instance(inst)?.appid;
+                let mut online = BTreeMap::new();
+                let mut by_shard: BTreeMap<ShardId, Vec<u64>> = BTreeMap::new();
+                for u in r.uids {
+                    let s = uid_shard(appid, u, self.shards);
+                    if s == self.shard {
+                        online.insert(u, self.users.contains_key(&(appid, u)));
+                    } else {
+                        by_shard.entry(s).or_default().push(u);
+                    }
+                }
+                g.online = Some(online);
+                g.waiting = by_shard.len();
+                for (s, uids) in by_shard {
+                    self.to_shard(s, ShardMsg::Online { token, appid, uids });
+                }
+            }
+            Body::GetUserCount(r) => {
+                let region = checked_region(r.region)?;
+                self.config.limits.check_channel_id_query(&r.channel_ids)?;
+                self.rate_take(inst, RateKind::Query, 1)?;
+                let appid = self.instance(inst)?.appid;
+                let mut by_shard: BTreeMap<ShardId, Vec<String>> = BTreeMap::new();
+                for id in r.channel_ids {
+                    let s = channel_shard(appid, r.region, &id, self.shards);
+                    if s == self.shard {
+                        let n = self.member_count_of(appid, region, &id);
+                        g.counts.insert(id, n);
+                    } else {
+                        by_shard.entry(s).or_default().push(id);
+                    }
+                }
+                g.waiting = by_shard.len();
+                for (s, ids) in by_shard {
+                    let m = ShardMsg::Count {
+                        token,
+                        appid,
+                        region,
+                        ids,
+                    };
+                    self.to_shard(s, m);
+                }
+            }
+            _ => return Ok(()),
+        }
+        if g.waiting == 0 {
+            self.gathered(g);
+        } else {
+            self.next_token += 1;
+            self.gathers.insert(token, g);
+        }
+        Ok(())
+    }
+
+    fn answered(&mut self, token: u64, online: Vec<(u64, bool)>, counts: Vec<(String, u32)>) {
+        let Some(g) = self.gathers.get_mut(&token) else {
+            return;
+        };
+        if let Some(o) = g.online.as_mut() {
+            o.extend(online);
+        }
+        g.counts.extend(counts);
+        g.waiting = g.waiting.saturating_sub(1);
+        if g.waiting == 0 {
+            if let Some(g) = self.gathers.remove(&token) {
+                self.gathered(g);
+            }
+        }
+    }
+
+    fn gathered(&mut self, g: Gather) {
+        let body = match g.online {
+            Some(status) => Body::OnlineStatus(wire::OnlineStatusReply { status }),
+            None => Body::UserCount(wire::UserCountReply { counts: g.counts }),
+        };
+        self.reply(g.conn, g.rid, body);
+    }
+}
+
+/// A reply frame.
+fn encode_reply(rid: u64, body: Body) -> Bytes {
+    if rid == 0 {
+        return encode_push(body);
+    }
+    wire::encode_frame(&wire::Frame {
+        request_id: rid,
+        body: Some(body),
+    })
+}
