@@ -295,10 +295,12 @@ impl Hub {
 
     /// A nonzero channel number never used before while this server lives
     /// (short of 2^32 channels, where in-use numbers are still skipped).
+    /// Shard `s` of `n` numbers its channels `1 + s`, `1 + s + n`, ...: no
+    /// two shards give the same number (until the numbers wrap).
     fn new_channel_number(&mut self) -> u32 {
         loop {
             let n = self.next_channel;
-            self.next_channel = self.next_channel.wrapping_add(1);
+            self.next_channel = self.next_channel.wrapping_add(u32::from(self.shards));
             if n != 0 && !self.channels.contains_key(&n) {
                 return n;
             }

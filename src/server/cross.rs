@@ -404,7 +404,9 @@ impl Hub {
                 None
             }
             _ => {
-                let key = channel_key(&body).flatten()?;
+                let Some(key) = channel_key(&body).flatten() else {
+                    return Some(body);
+                };
                 let owner = channel_shard(appid, key.region, &key.channel_id, self.shards);
                 if owner == self.shard || checked_region(key.region).is_err() {
                     return Some(body);

@@ -123,7 +123,8 @@ impl Hub {
     /// [`uid_shard`](super::uid_shard) and [`channel_shard`](super::channel_shard)
     /// give it. Every shard has the server's epoch; each has
     /// `1 / shards` of the retention budgets (`max_retained_bytes`,
-    /// `app_max_retained_bytes`). `Hub::new` is shard 0 of 1.
+    /// `app_max_retained_bytes`) and of `max_inbox_users` (rounded up).
+    /// `Hub::new` is shard 0 of 1.
     pub fn new_shard(
         mut config: ServerConfig,
         shard: ShardId,
@@ -137,6 +138,7 @@ impl Hub {
             let n = usize::from(shards);
             config.max_retained_bytes /= n;
             config.app_max_retained_bytes /= n;
+            config.max_inbox_users = config.max_inbox_users.div_ceil(n);
         }
         // The start time is mixed in so that a restart with the same seed
         // still gets a new epoch: clients must see that the history is gone.

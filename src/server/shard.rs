@@ -33,8 +33,10 @@ pub struct ShardId(pub u16);
 /// The most shards a server may have.
 pub const MAX_SHARDS: u16 = 64;
 
-/// FNV-1a, 64 bits: deterministic on every machine and run (unlike std's
-/// `RandomState`), so every gateway and shard finds the same owner.
+/// FNV-1a, 64 bits, then MurmurHash3's 64-bit finalizer (FNV alone spreads
+/// short keys poorly over a few shards): deterministic on every machine
+/// and run (unlike std's `RandomState`), so every gateway and shard finds
+/// the same owner.
 fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
@@ -43,8 +45,11 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
     }
-    // FNV's low bits mix poorly for short keys: fold the high half in.
-    h ^ (h >> 32)
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 fn pick(hash: u64, shards: u16) -> ShardId {
@@ -52,8 +57,9 @@ fn pick(hash: u64, shards: u16) -> ShardId {
     ShardId((hash % n) as u16)
 }
 
-/// The home shard of `(appid, uid)` among `shards`: FNV-1a of the appid
-/// and the uid (little-endian), a `u` tag between them, modulo `shards`.
+/// The home shard of `(appid, uid)` among `shards`: the hash (FNV-1a,
+/// finalized) of the appid, a `u` tag and the uid (integers little-endian),
+/// modulo `shards`.
 pub fn uid_shard(appid: u32, uid: u64, shards: u16) -> ShardId {
     if shards <= 1 {
         return ShardId(0);
@@ -65,7 +71,7 @@ pub fn uid_shard(appid: u32, uid: u64, shards: u16) -> ShardId {
 }
 
 /// The shard of channel `(appid, region, channel_id)` among `shards`
-/// (`region` as on the wire): FNV-1a of the appid, a `c` tag, the region
+/// (`region` as on the wire): the hash of the appid, a `c` tag, the region
 /// and the id's bytes, modulo `shards`.
 pub fn channel_shard(appid: u32, region: i32, channel_id: &str, shards: u16) -> ShardId {
     if shards <= 1 {
@@ -209,7 +215,13 @@ mod tests {
     #[test]
     fn owners_are_fixed_and_spread() {
         // Pinned: every build and machine must agree.
-        assert_eq!(fnv1a(&[b"a"]), 0xaf63_dc4c_8601_ec8c ^ 0xaf63_dc4c);
+        assert_eq!(fnv1a(&[b"a"]), 0x82a2_a958_a9be_ce5b);
+        // The demo app's uids 1..3 and its "room" in cn (the conformance
+        // model's) spread over 3 shards.
+        assert_eq!(uid_shard(10_000, 1, 3), ShardId(2));
+        assert_eq!(uid_shard(10_000, 2, 3), ShardId(1));
+        assert_eq!(uid_shard(10_000, 3, 3), ShardId(2));
+        assert_eq!(channel_shard(10_000, 1, "room", 3), ShardId(0));
         let mut seen = [0usize; 3];
         for uid in 0..300 {
             let s = uid_shard(7, uid, 3);
