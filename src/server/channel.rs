@@ -129,7 +129,7 @@ impl Hub {
             }
             for (home, insts) in homes {
                 let frame = frame.clone();
-                self.to_shard(super::ShardId(home), ShardMsg::Deliver { insts, frame });
+                self.post_shard(super::ShardId(home), ShardMsg::Deliver { insts, frame });
             }
         }
         let Some(ch) = self.channels.get(&num) else {

@@ -209,7 +209,7 @@ impl Hub {
                     effects,
                     frames: vec![frame],
                 };
-                self.to_shard(from, done);
+                self.post_shard(from, done);
             }
             ShardMsg::Done {
                 conn,
@@ -265,7 +265,7 @@ impl Hub {
                 for num in leave {
                     self.remove_member(num, uid, inst);
                 }
-                self.to_shard(
+                self.post_shard(
                     from,
                     ShardMsg::Resumed {
                         token,
@@ -289,7 +289,7 @@ impl Hub {
                     online,
                     counts: Vec::new(),
                 };
-                self.to_shard(from, answer);
+                self.post_shard(from, answer);
             }
             ShardMsg::Count {
                 token,
@@ -309,7 +309,7 @@ impl Hub {
                     online: Vec::new(),
                     counts,
                 };
-                self.to_shard(from, answer);
+                self.post_shard(from, answer);
             }
             ShardMsg::Answer {
                 token,
@@ -384,9 +384,32 @@ impl Hub {
     /// another shard must do is forwarded there, and `None` returned; what
     /// is done here is given back.
     pub(super) fn route(&mut self, conn: ConnId, rid: u64, inst: u64, body: Body) -> Option<Body> {
-        let Some(appid) = self.instances.get(&inst).map(|i| i.appid) else {
+        let Some((appid, uid)) = self.instances.get(&inst).map(|i| (i.appid, i.uid)) else {
             return Some(body);
         };
+        if !self.inflight.is_empty() {
+            // An id in flight to another shard is reused for a send here.
+            let dest = match &body {
+                Body::SendToUser(r) => Some((r.message_id, Destination::User(r.receiver))),
+                Body::SendToChannel(r) => Some((
+                    r.message_id,
+                    Destination::Channel(channel_key_hash(r.channel.as_ref())),
+                )),
+                _ => None,
+            };
+            if let Some((id, to)) = dest {
+                if let Some((d, _)) = self.inflight.get(&((appid, uid), id)) {
+                    if *d != to {
+                        let e = ServiceError::new(
+                            ErrorCode::MESSAGE_ID_REUSED,
+                            "this message id was used for a send to another destination",
+                        );
+                        self.error(conn, rid, e);
+                        return None;
+                    }
+                }
+            }
+        }
         match &body {
             Body::QueryOnline(_) | Body::GetUserCount(_) => {
                 if let Err(e) = self.gather(conn, rid, inst, body) {
@@ -503,7 +526,7 @@ impl Hub {
             member: m,
             body,
         };
-        self.to_shard(owner, msg);
+        self.post_shard(owner, msg);
         Ok(())
     }
 
@@ -553,7 +576,7 @@ impl Hub {
             message: push.message.unwrap_or_default(),
             ts,
         };
-        self.to_shard(home, msg);
+        self.post_shard(home, msg);
         Ok(())
     }
 
@@ -580,7 +603,7 @@ impl Hub {
             effects,
             frames,
         };
-        self.to_shard(m.home, done);
+        self.post_shard(m.home, done);
     }
 
     /// A forwarded request is done: record its effects, then its frames.
@@ -676,7 +699,7 @@ impl Hub {
     pub(super) fn drop_remote(&mut self, inst: u64, uid: u64, mask: u64, depart: bool) {
         for s in 0..self.shards {
             if mask & (1 << s) != 0 && s != self.shard.0 {
-                self.to_shard(ShardId(s), ShardMsg::DropInstance { inst, uid, depart });
+                self.post_shard(ShardId(s), ShardMsg::DropInstance { inst, uid, depart });
             }
         }
     }
@@ -723,7 +746,7 @@ impl Hub {
                 leave,
                 budget: per,
             };
-            self.to_shard(shard, m);
+            self.post_shard(shard, m);
         }
         let local = remote.local.into_iter().zip(kept.drain(..)).collect();
         self.resuming.insert(
@@ -821,7 +844,7 @@ impl Hub {
                 g.online = Some(online);
                 g.waiting = by_shard.len();
                 for (s, uids) in by_shard {
-                    self.to_shard(s, ShardMsg::Online { token, appid, uids });
+                    self.post_shard(s, ShardMsg::Online { token, appid, uids });
                 }
             }
             Body::GetUserCount(r) => {
@@ -847,7 +870,7 @@ impl Hub {
                         region,
                         ids,
                     };
-                    self.to_shard(s, m);
+                    self.post_shard(s, m);
                 }
             }
             _ => return Ok(()),
@@ -895,4 +918,259 @@ fn encode_reply(rid: u64, body: Body) -> Bytes {
         request_id: rid,
         body: Some(body),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Shards wired by hand, so that messages between them can be held:
+    //! the races of the asynchrony, replayed deterministically.
+
+    use std::collections::VecDeque;
+    use std::time::{Duration, Instant};
+
+    use super::super::{Gateway, GatewayId, ServerConfig, ToShard, DEMO_APPID};
+    use super::*;
+    use crate::wire::{decode_frame, encode_frame, Frame};
+
+    const SHARDS: u16 = 2;
+
+    struct Wired {
+        now: Instant,
+        gw: Gateway,
+        hubs: Vec<Hub>,
+        /// Messages between shards not yet delivered: (from, to, message).
+        held: VecDeque<(ShardId, ShardId, ToShard)>,
+        /// Hold what shards send each other (else: deliver at once).
+        holding: bool,
+        rid: u64,
+    }
+
+    impl Wired {
+        fn new() -> Wired {
+            let (now, unix) = (Instant::now(), 1_700_000_000_000);
+            let config = ServerConfig::demo();
+            Wired {
+                now,
+                gw: Gateway::new(GatewayId(0), config.clone(), now, unix).with_shards(SHARDS),
+                hubs: (0..SHARDS)
+                    .map(|s| Hub::new_shard(config.clone(), ShardId(s), SHARDS, now, unix))
+                    .collect(),
+                held: VecDeque::new(),
+                holding: false,
+                rid: 0,
+            }
+        }
+
+        fn pump(&mut self) {
+            loop {
+                let mut moved = false;
+                while let Some((s, m)) = self.gw.poll_hub_routed() {
+                    self.hubs[usize::from(s.0)].handle(self.now, m);
+                    moved = true;
+                }
+                for s in 0..self.hubs.len() {
+                    while let Some(m) = self.hubs[s].poll_gateway() {
+                        self.gw.handle_hub(self.now, m);
+                        moved = true;
+                    }
+                    while let Some((to, m)) = self.hubs[s].poll_shard() {
+                        self.held.push_back((ShardId(s as u16), to, m));
+                        moved = true;
+                    }
+                }
+                if !self.holding {
+                    while let Some((from, to, m)) = self.held.pop_front() {
+                        self.hubs[usize::from(to.0)].handle_shard(self.now, from, m);
+                        moved = true;
+                    }
+                }
+                if !moved {
+                    return;
+                }
+            }
+        }
+
+        /// Delivers what the shards held, in order, and everything after.
+        fn release(&mut self) {
+            self.holding = false;
+            self.pump();
+        }
+
+        fn send(&mut self, c: ConnId, body: Body) -> u64 {
+            self.rid += 1;
+            let f = encode_frame(&Frame {
+                request_id: self.rid,
+                body: Some(body),
+            });
+            self.gw.handle_frame(self.now, c, f);
+            self.pump();
+            self.rid
+        }
+
+        fn frames(&mut self, c: ConnId) -> Vec<(u64, Body)> {
+            let mut out = Vec::new();
+            while let Some(b) = self.gw.poll_transmit(c) {
+                let f = decode_frame(b, 1 << 20).unwrap();
+                out.push((f.request_id, f.body));
+            }
+            out
+        }
+
+        fn login(&mut self, uid: u64, resume: Option<wire::Resume>) -> ConnId {
+            let c = self.gw.accept(self.now);
+            let req = wire::LoginRequest {
+                protocol_version: wire::PROTOCOL_VERSION,
+                appid: DEMO_APPID,
+                uid,
+                resume,
+                ..Default::default()
+            };
+            self.send(c, Body::Login(req));
+            c
+        }
+    }
+
+    fn uid_on(shard: u16) -> u64 {
+        (1..)
+            .find(|&u| uid_shard(DEMO_APPID, u, SHARDS) == ShardId(shard))
+            .unwrap()
+    }
+
+    fn channel_on(shard: u16) -> wire::ChannelKey {
+        (0..)
+            .map(|i| wire::ChannelKey {
+                region: wire::Region::Cn as i32,
+                channel_id: format!("room{i}"),
+            })
+            .find(|k| channel_shard(DEMO_APPID, k.region, &k.channel_id, SHARDS) == ShardId(shard))
+            .unwrap()
+    }
+
+    fn p2p(to: u64, id: u64) -> Body {
+        Body::SendToUser(wire::SendToUserRequest {
+            receiver: to,
+            message: Some(wire::ChatMessage {
+                r#type: "t".into(),
+                content: bytes::Bytes::from_static(b"hi"),
+                app_extras: Default::default(),
+            }),
+            unreliable: false,
+            message_id: id,
+        })
+    }
+
+    #[test]
+    fn a_re_send_while_the_first_is_in_flight_gets_its_reply_and_delivers_nothing() {
+        let mut w = Wired::new();
+        let (from, to) = (uid_on(0), uid_on(1));
+        let a = w.login(from, None);
+        let b = w.login(to, None);
+        w.frames(a);
+        w.frames(b);
+        w.holding = true;
+        let first = w.send(a, p2p(to, 9));
+        let again = w.send(a, p2p(to, 9));
+        // Another destination with the same id, while in flight: 2013.
+        let reused = w.send(a, p2p(uid_on(0), 9));
+        let replies = w.frames(a);
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        assert!(matches!(&replies[0], (r, Body::Error(e)) if *r == reused && e.code == 2013));
+        w.release();
+        let replies = w.frames(a);
+        let seqs: Vec<(u64, u64)> = replies
+            .iter()
+            .map(|(r, b)| match b {
+                Body::SendReply(s) => (*r, s.seq),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(seqs, vec![(first, 1), (again, 1)]);
+        let pushes = w.frames(b);
+        assert_eq!(pushes.len(), 1, "{pushes:?}");
+        // Remembered since: a later re-send is answered at the home.
+        w.holding = true;
+        w.send(a, p2p(to, 9));
+        assert!(w.held.is_empty());
+        assert!(matches!(&w.frames(a)[..], [(_, Body::SendReply(s))] if s.seq == 1));
+    }
+
+    #[test]
+    fn a_resume_replays_what_its_channel_shard_had_and_holds_what_follows() {
+        let mut w = Wired::new();
+        let (me, other) = (uid_on(0), uid_on(1));
+        let room = channel_on(1);
+        let join = |k: &wire::ChannelKey| {
+            Body::Join(wire::JoinRequest {
+                channel: Some(k.clone()),
+                ..Default::default()
+            })
+        };
+        let send = |k: &wire::ChannelKey, text: &'static str| {
+            Body::SendToChannel(wire::SendToChannelRequest {
+                channel: Some(k.clone()),
+                message: Some(wire::ChatMessage {
+                    r#type: "t".into(),
+                    content: bytes::Bytes::from_static(text.as_bytes()),
+                    app_extras: Default::default(),
+                }),
+                unreliable: false,
+                message_id: u64::from(text.as_bytes()[0]),
+            })
+        };
+        let a = w.login(me, None);
+        let b = w.login(other, None);
+        let login = match &w.frames(a)[..] {
+            [(_, Body::LoginReply(r))] => r.clone(),
+            other => panic!("{other:?}"),
+        };
+        w.send(a, join(&room));
+        w.send(b, join(&room));
+        let epoch = match &w.frames(a)[..] {
+            [(_, Body::JoinReply(j))] => j.epoch,
+            other => panic!("{other:?}"),
+        };
+        w.now += Duration::from_secs(1);
+        for h in &mut w.hubs {
+            h.handle_timeout(w.now);
+        }
+        w.pump();
+        w.gw.handle_disconnected(w.now, a);
+        w.pump();
+        w.send(b, send(&room, "1 before"));
+        // The resume reaches the home; its question to the channel's shard
+        // is held, and meanwhile the channel has more.
+        w.holding = true;
+        let resume = wire::Resume {
+            p2p_epoch: login.p2p_epoch,
+            instance_id: login.instance_id,
+            p2p_seq: 0,
+            channels: vec![wire::ChannelCursor {
+                channel: Some(room.clone()),
+                epoch,
+                seq: 0,
+            }],
+        };
+        let c = w.login(me, Some(resume));
+        assert!(w.frames(c).is_empty(), "the reply waits for the channel");
+        let after = w.send(c, Body::GetInstanceInfo(wire::Empty {}));
+        w.release();
+        let got = w.frames(c);
+        let kinds: Vec<String> = got
+            .iter()
+            .map(|(r, b)| match b {
+                Body::LoginReply(l) => format!("login {}", l.channels.len()),
+                Body::ChannelMessage(m) => format!("seq {}", m.seq),
+                Body::InstanceInfo(_) => format!("info {}", *r == after),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds, vec!["login 1", "seq 1", "info true"]);
+        // Live pushes go on, once.
+        w.send(b, send(&room, "2 after"));
+        let got = w.frames(c);
+        assert!(
+            matches!(&got[..], [(0, Body::ChannelMessage(m))] if m.seq == 2),
+            "{got:?}"
+        );
+    }
 }

@@ -128,7 +128,7 @@ impl Gateway {
     }
 
     /// Queues a message for the hub, for its link's home shard.
-    fn to_hub(&mut self, m: ToHub) {
+    fn post_hub(&mut self, m: ToHub) {
         let shard = match self.shards {
             1 => ShardId(0),
             _ => self.homes.get(&m.conn()).copied().unwrap_or(ShardId(0)),
@@ -199,7 +199,7 @@ impl Gateway {
         match frame.body {
             Body::Ping(p) => self.pong(conn, request_id, p.nonce),
             Body::Pong(_) => {}
-            Body::Ack(a) => self.to_hub(ToHub::Ack {
+            Body::Ack(a) => self.post_hub(ToHub::Ack {
                 conn,
                 seq: a.p2p_seq,
             }),
@@ -218,7 +218,7 @@ impl Gateway {
                 }),
             ),
             Body::Login(request) => self.login(conn, request_id, request, queued),
-            body => self.to_hub(ToHub::Request {
+            body => self.post_hub(ToHub::Request {
                 conn,
                 request_id,
                 body,
@@ -429,7 +429,7 @@ impl Gateway {
             let home = uid_shard(request.appid, request.uid, self.shards);
             self.homes.insert(conn, home);
         }
-        self.to_hub(ToHub::Login {
+        self.post_hub(ToHub::Login {
             conn,
             request_id,
             request,
@@ -581,7 +581,7 @@ impl Gateway {
         }
         c.closing = true;
         if !reason.decided_by_hub() {
-            self.to_hub(ToHub::LinkLost { conn });
+            self.post_hub(ToHub::LinkLost { conn });
         }
         self.closes
             .push_back(TransportAction::Close { conn, reason });

@@ -233,7 +233,7 @@ impl Hub {
                             peer,
                             queued,
                         };
-                        return self.to_shard(home, ShardMsg::Login(m));
+                        return self.post_shard(home, ShardMsg::Login(m));
                     }
                 }
                 self.current = Some(Current { conn, queued });
@@ -350,7 +350,7 @@ impl Hub {
     }
 
     /// Queues a message for another shard.
-    pub(super) fn to_shard(&mut self, to: ShardId, m: ShardMsg) {
+    pub(super) fn post_shard(&mut self, to: ShardId, m: ShardMsg) {
         self.to_shards.push_back((to, ToShard(m)));
     }
 

@@ -401,7 +401,7 @@ impl Server {
                     let from = Node::Gateway(g.id().0);
                     let to = Node::Shard(shard.0);
                     match &mut self.wire {
-                        Some(w) => w.post(now, from, to, Envelope::ToHub(shard, m)),
+                        Some(w) => w.post(now, from, to, Envelope::Hub(shard, m)),
                         None => Self::to_hub(&mut self.hubs, now, shard, m),
                     }
                     moved = true;
@@ -412,7 +412,7 @@ impl Server {
                     let gateway = m.gateway();
                     let (from, to) = (Node::Shard(s as u16), Node::Gateway(gateway.0));
                     match &mut self.wire {
-                        Some(w) => w.post(now, from, to, Envelope::ToGateway(m)),
+                        Some(w) => w.post(now, from, to, Envelope::Gateway(m)),
                         None => Self::to_gateway(&mut self.gateways, now, m),
                     }
                     moved = true;
@@ -424,7 +424,7 @@ impl Server {
                             now,
                             Node::Shard(from.0),
                             Node::Shard(to.0),
-                            Envelope::ToShard(from, to, m),
+                            Envelope::Shard(from, to, m),
                         ),
                         None => {
                             if let Some(h) = self.hubs.get_mut(usize::from(to.0)) {
@@ -437,9 +437,9 @@ impl Server {
             }
             while let Some(envelope) = self.wire.as_mut().and_then(|w| w.take_due(now)) {
                 match envelope {
-                    Envelope::ToHub(shard, m) => Self::to_hub(&mut self.hubs, now, shard, m),
-                    Envelope::ToGateway(m) => Self::to_gateway(&mut self.gateways, now, m),
-                    Envelope::ToShard(from, to, m) => {
+                    Envelope::Hub(shard, m) => Self::to_hub(&mut self.hubs, now, shard, m),
+                    Envelope::Gateway(m) => Self::to_gateway(&mut self.gateways, now, m),
+                    Envelope::Shard(from, to, m) => {
                         if let Some(h) = self.hubs.get_mut(usize::from(to.0)) {
                             h.handle_shard(now, from, m);
                         }
@@ -476,9 +476,11 @@ enum Node {
 /// A message between the machines.
 #[derive(Debug)]
 enum Envelope {
-    ToHub(ShardId, ToHub),
-    ToGateway(ToGateway),
-    ToShard(ShardId, ShardId, ToShard),
+    /// To a hub shard.
+    Hub(ShardId, ToHub),
+    Gateway(ToGateway),
+    /// (from, to).
+    Shard(ShardId, ShardId, ToShard),
 }
 
 /// Messages in flight between the machines, each due after a drawn
