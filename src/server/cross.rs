@@ -72,6 +72,7 @@ pub(crate) struct Gather {
 #[derive(Debug)]
 pub(crate) struct Resuming {
     token: u64,
+    inst: u64,
     /// Shards that have not answered yet.
     awaiting: BTreeSet<ShardId>,
     /// Kept channels, by their index in the login's list.
@@ -91,29 +92,35 @@ pub(crate) struct Resuming {
 pub(crate) struct RemoteResume {
     /// The login-list index of each channel kept here, in order.
     pub local: Vec<usize>,
-    by_shard: BTreeMap<ShardId, Cursors>,
+    by_shard: BTreeMap<ShardId, Vec<Cursor>>,
 }
 
-type Cursors = (Vec<(usize, u32, wire::ChannelKey, u64, u64)>, Vec<u32>);
+/// A channel cursor of a resume: (index in the login's list, key, epoch,
+/// seq).
+type Cursor = (usize, wire::ChannelKey, u64, u64);
 
 impl RemoteResume {
     pub fn cursor(
         &mut self,
-        shards: u16,
-        appid: u32,
+        shard: ShardId,
         idx: usize,
-        num: u32,
         key: wire::ChannelKey,
         (epoch, seq): (u64, u64),
     ) {
-        let shard = channel_shard(appid, key.region, &key.channel_id, shards);
-        let e = self.by_shard.entry(shard).or_default();
-        e.0.push((idx, num, key, epoch, seq));
+        self.by_shard
+            .entry(shard)
+            .or_default()
+            .push((idx, key, epoch, seq));
     }
 
-    pub fn leave(&mut self, shards: u16, appid: u32, num: u32, key: &wire::ChannelKey) {
-        let shard = channel_shard(appid, key.region, &key.channel_id, shards);
-        self.by_shard.entry(shard).or_default().1.push(num);
+    /// Every shard the instance's requests went to is asked too: it leaves
+    /// the channels the resume does not keep.
+    pub fn ask_all(&mut self, mask: u64, me: ShardId) {
+        for s in 0..64u16 {
+            if mask & (1 << s) != 0 && s != me.0 {
+                self.by_shard.entry(ShardId(s)).or_default();
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -234,51 +241,18 @@ impl Hub {
             ShardMsg::Resume {
                 token,
                 inst,
+                appid,
                 uid,
                 cursors,
-                leave,
                 budget,
-            } => {
-                let mut budget = budget;
-                let (mut kept, mut frames) = (Vec::new(), Vec::new());
-                for (idx, num, key, epoch, seq) in cursors {
-                    if !self.is_member(num, uid, inst) {
-                        continue;
-                    }
-                    let since = self
-                        .channels
-                        .get(&num)
-                        .and_then(|ch| ch.since.get(&inst).copied())
-                        .unwrap_or(0);
-                    let (state, mut replay) =
-                        self.rejoin_state(num, (epoch, seq), since, Some(budget));
-                    budget = budget.saturating_sub(replay.bytes());
-                    frames.extend(replay.take_frames());
-                    kept.push((
-                        idx,
-                        wire::ResumedChannel {
-                            channel: Some(key),
-                            state: Some(state),
-                        },
-                    ));
-                }
-                for num in leave {
-                    self.remove_member(num, uid, inst);
-                }
-                self.post_shard(
-                    from,
-                    ShardMsg::Resumed {
-                        token,
-                        kept,
-                        frames,
-                    },
-                );
-            }
+            } => self.resume_here(from, token, inst, (appid, uid), cursors, budget),
             ShardMsg::Resumed {
                 token,
                 kept,
+                member,
+                left,
                 frames,
-            } => self.resumed(from, token, kept, frames),
+            } => self.resumed(from, token, kept, (member, left), frames),
             ShardMsg::Online { token, appid, uids } => {
                 let online = uids
                     .into_iter()
@@ -727,7 +701,6 @@ impl Hub {
         &mut self,
         conn: ConnId,
         inst: u64,
-        uid: u64,
         remote: RemoteResume,
         kept: &mut Vec<wire::ResumedChannel>,
         budget: usize,
@@ -736,14 +709,18 @@ impl Hub {
         self.next_token += 1;
         let per = budget / remote.by_shard.len().max(1);
         let mut awaiting = BTreeSet::new();
-        for (shard, (cursors, leave)) in remote.by_shard {
+        let (appid, uid) = self
+            .instances
+            .get(&inst)
+            .map_or((0, 0), |i| (i.appid, i.uid));
+        for (shard, cursors) in remote.by_shard {
             awaiting.insert(shard);
             let m = ShardMsg::Resume {
                 token,
                 inst,
+                appid,
                 uid,
                 cursors,
-                leave,
                 budget: per,
             };
             self.post_shard(shard, m);
@@ -753,6 +730,7 @@ impl Hub {
             conn,
             Resuming {
                 token,
+                inst,
                 awaiting,
                 kept: local,
                 frames: Vec::new(),
@@ -763,20 +741,97 @@ impl Hub {
         );
     }
 
+    /// A resume's channels on this shard: the cursors it keeps go on
+    /// (replays within `budget`), the instance's other channels here are
+    /// left.
+    fn resume_here(
+        &mut self,
+        home: ShardId,
+        token: u64,
+        inst: u64,
+        (appid, uid): (u32, u64),
+        cursors: Vec<Cursor>,
+        mut budget: usize,
+    ) {
+        let (mut kept, mut frames, mut member) = (Vec::new(), Vec::new(), Vec::new());
+        let mut nums = BTreeSet::new();
+        for (idx, key, epoch, seq) in cursors {
+            let Ok(region) = checked_region(key.region) else {
+                continue;
+            };
+            let index_key = (appid, region, key.channel_id.clone());
+            let Some(&num) = self.channel_index.get(&index_key) else {
+                continue;
+            };
+            if !self.is_member(num, uid, inst) || !nums.insert(num) {
+                continue;
+            }
+            let since = self
+                .channels
+                .get(&num)
+                .and_then(|ch| ch.since.get(&inst).copied())
+                .unwrap_or(0);
+            let (state, mut replay) = self.rejoin_state(num, (epoch, seq), since, Some(budget));
+            budget = budget.saturating_sub(replay.bytes());
+            frames.extend(replay.take_frames());
+            if let Some(ch) = self.channels.get(&num) {
+                let k = crate::types::ChannelKey::new(ch.region, ch.id.clone()).to_wire();
+                member.push((num, k));
+            }
+            kept.push((
+                idx,
+                wire::ResumedChannel {
+                    channel: Some(key),
+                    state: Some(state),
+                },
+            ));
+        }
+        let left: Vec<u32> = self
+            .guests
+            .get(&inst)
+            .map(|g| g.channels.difference(&nums).copied().collect())
+            .unwrap_or_default();
+        for &num in &left {
+            self.remove_member(num, uid, inst);
+        }
+        let m = ShardMsg::Resumed {
+            token,
+            kept,
+            member,
+            left,
+            frames,
+        };
+        self.post_shard(home, m);
+    }
+
     fn resumed(
         &mut self,
         from: ShardId,
         token: u64,
         kept: Vec<(usize, wire::ResumedChannel)>,
+        (member, left): (Vec<(u32, wire::ChannelKey)>, Vec<u32>),
         frames: Vec<Bytes>,
     ) {
         let Some((&conn, r)) = self.resuming.iter_mut().find(|(_, r)| r.token == token) else {
             return;
         };
+        let inst = r.inst;
         r.awaiting.remove(&from);
         r.kept.extend(kept);
         r.frames.extend(frames);
-        if !r.awaiting.is_empty() {
+        let done = r.awaiting.is_empty();
+        // The channel shard's word on the memberships stands.
+        if let Some(i) = self.instances.get_mut(&inst) {
+            for (num, key) in member {
+                i.channels.insert(num);
+                i.keys.insert(num, key);
+            }
+            for num in left {
+                i.channels.remove(&num);
+                i.keys.remove(&num);
+            }
+        }
+        if !done {
             return;
         }
         let Some(mut r) = self.resuming.remove(&conn) else {

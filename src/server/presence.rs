@@ -223,7 +223,7 @@ impl Hub {
             return Vec::new();
         };
         let (appid, uid, mut member_of) = (i.appid, i.uid, i.channels.clone());
-        let keys = i.keys.clone();
+        let mask = i.shard_mask;
         let mut kept: Vec<wire::ResumedChannel> = Vec::new();
         let mut remote = super::cross::RemoteResume::default();
         for (idx, cursor) in cursors.into_iter().enumerate() {
@@ -231,20 +231,12 @@ impl Hub {
             let Ok(region) = checked_region(key.region) else {
                 continue;
             };
-            if !keys.is_empty() {
-                let found = keys
-                    .iter()
-                    .find(|(n, k)| **k == key && member_of.contains(n));
-                if let Some((&num, _)) = found {
-                    member_of.remove(&num);
-                    remote.cursor(
-                        self.shards,
-                        appid,
-                        idx,
-                        num,
-                        key,
-                        (cursor.epoch, cursor.seq),
-                    );
+            if self.shards > 1 {
+                // Another shard's channel: that shard decides (it knows of
+                // joins whose report is still on its way here).
+                let shard = super::channel_shard(appid, key.region, &key.channel_id, self.shards);
+                if shard != self.shard {
+                    remote.cursor(shard, idx, key, (cursor.epoch, cursor.seq));
                     continue;
                 }
             }
@@ -273,20 +265,18 @@ impl Hub {
             });
         }
         for num in member_of {
-            let key = match self.instances.get_mut(&inst) {
-                Some(i) => {
-                    i.channels.remove(&num);
-                    i.keys.remove(&num)
-                }
-                None => None,
+            let Some(i) = self.instances.get_mut(&inst) else {
+                break;
             };
-            match key {
-                Some(key) => remote.leave(self.shards, appid, num, &key),
-                None => self.remove_member(num, uid, inst),
+            // Another shard's are left by that shard.
+            if !i.keys.contains_key(&num) {
+                i.channels.remove(&num);
+                self.remove_member(num, uid, inst);
             }
         }
+        remote.ask_all(mask, self.shard);
         if !remote.is_empty() {
-            self.resume_remote(conn, inst, uid, remote, &mut kept, *budget);
+            self.resume_remote(conn, inst, remote, &mut kept, *budget);
         }
         kept
     }

@@ -164,20 +164,23 @@ pub(super) enum ShardMsg {
     /// replay).
     DropInstance { inst: u64, uid: u64, depart: bool },
     /// A resume's channels on the receiving shard: the cursors to go on
-    /// from (index in the login's list, number, key, epoch, seq), the
-    /// memberships to end, and the byte budget of the replays.
+    /// from (index in the login's list, key, epoch, seq) and the byte
+    /// budget of the replays; the instance's other channels there are left.
     Resume {
         token: u64,
         inst: u64,
+        appid: u32,
         uid: u64,
-        cursors: Vec<(usize, u32, wire::ChannelKey, u64, u64)>,
-        leave: Vec<u32>,
+        cursors: Vec<(usize, wire::ChannelKey, u64, u64)>,
         budget: usize,
     },
-    /// The answer to a `Resume`.
+    /// The answer to a `Resume`: the kept channels' states, the instance's
+    /// memberships there (number, key) and those it left, the replays.
     Resumed {
         token: u64,
         kept: Vec<(usize, wire::ResumedChannel)>,
+        member: Vec<(u32, wire::ChannelKey)>,
+        left: Vec<u32>,
         frames: Vec<Bytes>,
     },
     /// Which of these uids are online.
