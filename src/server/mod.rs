@@ -25,6 +25,13 @@
 //! (`hummer-server --threads N`); [`Server::with_gateways`] wires several
 //! gateways in one machine for simulation. `docs/server.md` has the picture.
 //!
+//! The hub may itself be split into shards ([`Server::with_shape`],
+//! [`Hub::new_shard`]): each (appid, uid) and each channel has one owner,
+//! found by [`uid_shard`] and [`channel_shard`]; a link's requests go to its
+//! uid's shard, which forwards their channel part to the channel's shard
+//! and relays what comes back, in [`ToShard`] messages, in order per pair
+//! of shards. With one shard nothing is forwarded.
+//!
 //! # Semantics worth knowing
 //!
 //! - Presence is per uid: a uid joins a channel with its first instance and
