@@ -1086,19 +1086,19 @@ mod tests {
     }
 
     fn uid_on(shard: u16) -> u64 {
-        (1..)
+        (1..10_000)
             .find(|&u| uid_shard(DEMO_APPID, u, SHARDS) == ShardId(shard))
-            .unwrap()
+            .expect("uids spread over the shards")
     }
 
     fn channel_on(shard: u16) -> wire::ChannelKey {
-        (0..)
+        (0..10_000)
             .map(|i| wire::ChannelKey {
                 region: wire::Region::Cn as i32,
                 channel_id: format!("room{i}"),
             })
             .find(|k| channel_shard(DEMO_APPID, k.region, &k.channel_id, SHARDS) == ShardId(shard))
-            .unwrap()
+            .expect("channels spread over the shards")
     }
 
     fn p2p(to: u64, id: u64) -> Body {

@@ -8,10 +8,12 @@ const SHARDS: u16 = 3;
 
 /// The first uids (from 1) of the demo app homed on `shard`.
 fn uids_on(shard: u16, n: usize) -> Vec<u64> {
-    (1..)
+    let uids: Vec<u64> = (1..10_000)
         .filter(|&u| uid_shard(DEMO_APPID, u, SHARDS) == ShardId(shard))
         .take(n)
-        .collect()
+        .collect();
+    assert_eq!(uids.len(), n, "uids spread over the shards");
+    uids
 }
 
 fn uid_on(shard: u16) -> u64 {
@@ -21,10 +23,10 @@ fn uid_on(shard: u16) -> u64 {
 /// A channel id (in `cn`) kept by `shard`.
 fn channel_on(shard: u16) -> String {
     let region = key("x").region;
-    (0..)
+    (0..10_000)
         .map(|i| format!("room{i}"))
         .find(|id| channel_shard(DEMO_APPID, region, id, SHARDS) == ShardId(shard))
-        .unwrap()
+        .expect("channels spread over the shards")
 }
 
 fn sharded() -> Net {
