@@ -73,8 +73,11 @@ pub struct SimConfig {
     /// The server's gateways (connections are spread over them in turn).
     pub gateways: u16,
     /// The latency of each message between a gateway and the hub, drawn
-    /// from this range (zero: handled at once, as in one thread).
+    /// from this range (zero: handled at once, as in one thread); it
+    /// applies between hub shards too.
     pub hub_latency: (Duration, Duration),
+    /// The hub's shards (see [`Server::with_shape`]).
+    pub hub_shards: u16,
 }
 
 impl SimConfig {
@@ -87,6 +90,7 @@ impl SimConfig {
             start_unix_ms: 1_700_000_000_000,
             gateways: 1,
             hub_latency: (Duration::ZERO, Duration::ZERO),
+            hub_shards: 1,
         }
     }
 }
@@ -260,7 +264,7 @@ impl Sim {
     /// A server of the simulation's shape.
     fn server_of(sim: &SimConfig, config: ServerConfig, now: Instant, unix_ms: u64) -> Server {
         let seed = config.seed;
-        let server = Server::with_gateways(config, sim.gateways, now, unix_ms);
+        let server = Server::with_shape(config, sim.gateways, sim.hub_shards, now, unix_ms);
         if sim.hub_latency.1.is_zero() {
             return server;
         }

@@ -377,12 +377,22 @@ impl Run {
             server.inbox_max_messages = SMALL_RETENTION;
         }
         let mut config = SimConfig::new(seed, server);
-        (config.gateways, config.hub_latency) = match shape {
-            Shape::OneGateway => (1, (Duration::ZERO, Duration::ZERO)),
-            Shape::TwoGateways => (2, (Duration::ZERO, Duration::ZERO)),
+        let (none, some) = (
+            (Duration::ZERO, Duration::ZERO),
+            (Duration::ZERO, Duration::from_millis(3)),
+        );
+        (config.gateways, config.hub_shards, config.hub_latency) = match shape {
+            Shape::OneGateway => (1, 1, none),
+            Shape::TwoGateways => (2, 1, none),
             // As threads would: every message between a gateway and the
             // hub takes its time, so replies, pushes and closes race.
-            Shape::TwoGatewaysWithLatency => (2, (Duration::ZERO, Duration::from_millis(3))),
+            Shape::TwoGatewaysWithLatency => (2, 1, some),
+            // The uids and the channel spread over hub shards: joins,
+            // broadcasts, P2P sends and resumes cross shards.
+            Shape::TwoByThreeShards => (2, 3, none),
+            // ... and every message between machines, shards included,
+            // takes its time.
+            Shape::TwoByThreeShardsWithLatency => (2, 3, some),
         };
         let mut sim = Sim::new(config);
         let clients: Vec<_> = UIDS
@@ -1533,21 +1543,39 @@ impl Run {
     }
 }
 
-/// How the server is wired: its gateways, and the latency between them and
-/// the hub.
+/// How the server is wired: its gateways and hub shards, and the latency
+/// between the machines.
 #[derive(Copy, Clone, Debug)]
 enum Shape {
     OneGateway,
     TwoGateways,
     TwoGatewaysWithLatency,
+    TwoByThreeShards,
+    TwoByThreeShardsWithLatency,
 }
 
-fn shape() -> impl Strategy<Value = Shape> {
+/// `HUMMER_CONFORMANCE_SHAPE` (a `Shape` name) pins the shape; all by
+/// default.
+fn shape() -> BoxedStrategy<Shape> {
+    let all = [
+        Shape::OneGateway,
+        Shape::TwoGateways,
+        Shape::TwoGatewaysWithLatency,
+        Shape::TwoByThreeShards,
+        Shape::TwoByThreeShardsWithLatency,
+    ];
+    if let Ok(name) = std::env::var("HUMMER_CONFORMANCE_SHAPE") {
+        let pinned = all.into_iter().find(|s| format!("{s:?}") == name);
+        return Just(pinned.expect("HUMMER_CONFORMANCE_SHAPE names a Shape")).boxed();
+    }
     prop_oneof![
         Just(Shape::OneGateway),
         Just(Shape::TwoGateways),
         Just(Shape::TwoGatewaysWithLatency),
+        Just(Shape::TwoByThreeShards),
+        Just(Shape::TwoByThreeShardsWithLatency),
     ]
+    .boxed()
 }
 
 fn cases() -> u32 {

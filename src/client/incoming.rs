@@ -404,6 +404,9 @@ impl Session {
             let after = r.replay_truncated_at - 1;
             self.start_fetch(now, LostStream::Channel(h), after);
         }
+        // A leave held for a fetch that this state ended (the stream was
+        // reset: the fetch's link, or the server, is gone) goes out now.
+        self.send_held_leave(now, LostStream::Channel(h));
     }
 
     fn on_fetch_reply(

@@ -17,6 +17,7 @@ use super::hub::{Hub, Outcome, Timer};
 use super::rate::RateKind;
 use super::sent_ids::Destination;
 use super::seq_log::{check_sequenced_fits, Replay, SeqLog};
+use super::shard::{Member, ShardMsg};
 use super::{add, check_push_fits, checked_key, checked_region, encode_push, ConnId, IdMap};
 use crate::error::{ErrorCode, ServiceError};
 use crate::limits::AttributeScope;
@@ -87,17 +88,16 @@ impl Channel {
 
 impl Hub {
     /// The number of a channel the instance is a member of (5101 otherwise).
-    fn member_channel(
+    pub(super) fn member_channel(
         &self,
-        inst: u64,
+        m: &Member,
         key: Option<wire::ChannelKey>,
     ) -> Result<u32, ServiceError> {
         let (region, id) = checked_key(&self.config.limits, key)?;
-        let i = self.instance(inst)?;
         self.channel_index
-            .get(&(i.appid, region, id))
+            .get(&(m.appid, region, id))
             .copied()
-            .filter(|n| i.channels.contains(n))
+            .filter(|n| self.is_member(*n, m.uid, m.inst))
             .ok_or_else(|| {
                 ServiceError::new(
                     ErrorCode::USER_NOT_IN_CHANNEL,
@@ -106,8 +106,32 @@ impl Hub {
             })
     }
 
-    /// The connections of every connected member instance.
-    fn member_conns(&self, num: u32) -> Vec<ConnId> {
+    /// Whether instance `inst` of `uid` is a member of channel `num`.
+    pub(super) fn is_member(&self, num: u32, uid: u64, inst: u64) -> bool {
+        self.channels
+            .get(&num)
+            .and_then(|ch| ch.members.get(&uid))
+            .is_some_and(|s| s.contains(&inst))
+    }
+
+    /// The connections of every connected member instance homed here; the
+    /// others go to their homes, one message per shard.
+    fn member_conns(&mut self, num: u32, frame: &Bytes) -> Vec<ConnId> {
+        let Some(ch) = self.channels.get(&num) else {
+            return Vec::new();
+        };
+        if !self.guests.is_empty() {
+            let mut homes: BTreeMap<u16, Vec<u64>> = BTreeMap::new();
+            for i in ch.members.values().flatten() {
+                if let Some(g) = self.guests.get(i) {
+                    homes.entry(g.home.0).or_default().push(*i);
+                }
+            }
+            for (home, insts) in homes {
+                let frame = frame.clone();
+                self.post_shard(super::ShardId(home), ShardMsg::Deliver { insts, frame });
+            }
+        }
         let Some(ch) = self.channels.get(&num) else {
             return Vec::new();
         };
@@ -125,20 +149,19 @@ impl Hub {
 
     /// Queues one encoded frame to every connected member (a refcount each).
     fn broadcast(&mut self, num: u32, frame: &Bytes) {
-        let conns = self.member_conns(num);
+        let conns = self.member_conns(num, frame);
         self.broadcast_to(conns, frame);
     }
 
-    pub(super) fn join(&mut self, inst: u64, mut req: wire::JoinRequest) -> Outcome {
+    pub(super) fn join(&mut self, m: &Member, mut req: wire::JoinRequest) -> Outcome {
         let (region, id) = checked_key(&self.config.limits, req.channel.take())?;
-        let i = self.instance(inst)?;
-        let (appid, uid, joined) = (i.appid, i.uid, i.channels.len());
+        let (inst, appid, uid, joined) = (m.inst, m.appid, m.uid, m.joined);
         let existing = self
             .channel_index
             .get(&(appid, region, id.clone()))
             .copied();
-        let was_member = existing.is_some_and(|n| i.channels.contains(&n));
-        self.rate_take(inst, RateKind::Membership, 1)?;
+        let was_member = existing.is_some_and(|n| self.is_member(n, uid, inst));
+        self.member_take(m, RateKind::Membership, 1)?;
         if !was_member {
             self.config.limits.check_join(joined)?;
             let max = self.config.max_channel_members;
@@ -165,8 +188,23 @@ impl Hub {
             }
         };
         if !was_member {
-            if let Some(i) = self.instances.get_mut(&inst) {
-                i.channels.insert(num);
+            if m.home == self.shard {
+                if let Some(i) = self.instances.get_mut(&inst) {
+                    i.channels.insert(num);
+                }
+            } else {
+                self.guests
+                    .entry(inst)
+                    .or_insert_with(|| super::cross::Guest {
+                        home: m.home,
+                        channels: BTreeSet::new(),
+                    })
+                    .channels
+                    .insert(num);
+                if let (Some(e), Some(ch)) = (self.effects.as_mut(), self.channels.get(&num)) {
+                    let key = crate::types::ChannelKey::new(ch.region, ch.id.clone()).to_wire();
+                    e.joined = Some((num, key));
+                }
             }
             let first = self.channels.get_mut(&num).is_some_and(|ch| {
                 let set = ch.members.entry(uid).or_default();
@@ -197,8 +235,7 @@ impl Hub {
         };
         let (state, mut replay) = match departed {
             Some(since) => {
-                let conn = self.instances.get(&inst).and_then(|i| i.conn);
-                let budget = self.replay_budget(conn);
+                let budget = self.replay_budget(m.conn);
                 let cursor = (req.epoch, req.resume_seq);
                 self.rejoin_state(num, cursor, since, Some(budget))
             }
@@ -258,26 +295,30 @@ impl Hub {
 
     /// A nonzero channel number never used before while this server lives
     /// (short of 2^32 channels, where in-use numbers are still skipped).
+    /// Shard `s` of `n` numbers its channels `1 + s`, `1 + s + n`, ...: no
+    /// two shards give the same number (until the numbers wrap).
     fn new_channel_number(&mut self) -> u32 {
         loop {
             let n = self.next_channel;
-            self.next_channel = self.next_channel.wrapping_add(1);
+            self.next_channel = self.next_channel.wrapping_add(u32::from(self.shards));
             if n != 0 && !self.channels.contains_key(&n) {
                 return n;
             }
         }
     }
 
-    pub(super) fn leave(&mut self, inst: u64, key: Option<wire::ChannelKey>) -> Outcome {
-        let num = self.member_channel(inst, key)?;
-        self.rate_take(inst, RateKind::Membership, 1)?;
-        let uid = match self.instances.get_mut(&inst) {
-            Some(i) => {
-                i.channels.remove(&num);
-                i.uid
-            }
-            None => return Err(ServiceError::new(ErrorCode::UNAUTHORIZED, "not logged in")),
-        };
+    pub(super) fn leave(&mut self, m: &Member, key: Option<wire::ChannelKey>) -> Outcome {
+        let num = self.member_channel(m, key)?;
+        self.member_take(m, RateKind::Membership, 1)?;
+        let (inst, uid) = (m.inst, m.uid);
+        if m.home == self.shard {
+            match self.instances.get_mut(&inst) {
+                Some(i) => i.channels.remove(&num),
+                None => return Err(ServiceError::new(ErrorCode::UNAUTHORIZED, "not logged in")),
+            };
+        } else if let Some(e) = self.effects.as_mut() {
+            e.left = Some(num);
+        }
         // A uid that leaves did not depart: no rejoin of it replays.
         if let Some(ch) = self.channels.get_mut(&num) {
             ch.departed.remove(&uid);
@@ -297,6 +338,14 @@ impl Hub {
         };
         set.remove(&inst);
         ch.since.remove(&inst);
+        if !self.guests.is_empty() {
+            if let Some(g) = self.guests.get_mut(&inst) {
+                g.channels.remove(&num);
+                if g.channels.is_empty() {
+                    self.guests.remove(&inst);
+                }
+            }
+        }
         if !set.is_empty() {
             return;
         }
@@ -381,16 +430,18 @@ impl Hub {
 
     pub(super) fn send_to_channel(
         &mut self,
-        inst: u64,
+        m: &Member,
         mut req: wire::SendToChannelRequest,
     ) -> Outcome {
-        let i = self.instance(inst)?;
-        let who = (i.appid, i.uid);
+        let (inst, who, local) = (m.inst, (m.appid, m.uid), m.home == self.shard);
         let to = Destination::Channel(channel_key_hash(req.channel.as_ref()));
-        if let Some(reply) = self.sent_before(who, req.message_id, to)? {
-            return Ok((Body::SendReply(reply), Vec::new()));
+        // A forwarded send was looked up by its home.
+        if local {
+            if let Some(reply) = self.sent_before(who, req.message_id, to)? {
+                return Ok((Body::SendReply(reply), Vec::new()));
+            }
         }
-        let num = self.member_channel(inst, req.channel.take())?;
+        let num = self.member_channel(m, req.channel.take())?;
         let message = Message::from(req.message.unwrap_or_default());
         self.config.limits.check_message(&message)?;
         let from_uid = who.1;
@@ -405,7 +456,11 @@ impl Hub {
         };
         check_sequenced_fits(self.config.limits.max_frame_size, &push)?;
         // Counted only once the send is known to be valid.
-        self.rate_check(inst)?;
+        if local {
+            self.rate_check(inst)?;
+        } else if let Some(e) = self.effects.as_mut() {
+            e.send_counted = true;
+        }
         let retention = self.config.channel_retention();
         let Some(ch) = self.channels.get_mut(&num) else {
             return Err(ServiceError::new(
@@ -429,24 +484,28 @@ impl Hub {
             delivered_online: true,
             seq,
         };
-        self.remember_sent(who, req.message_id, to, &reply);
+        if local {
+            self.remember_sent(who, req.message_id, to, &reply);
+        } else if let Some(e) = self.effects.as_mut() {
+            e.sent = Some((req.message_id, to, reply));
+        }
         Ok((Body::SendReply(reply), Vec::new()))
     }
 
     pub(super) fn write_attributes(
         &mut self,
-        inst: u64,
+        m: &Member,
         mut req: wire::AttributesWrite,
         scope: AttributeScope,
     ) -> Outcome {
-        let num = self.member_channel(inst, req.channel.take())?;
-        let uid = self.instance(inst)?.uid;
+        let num = self.member_channel(m, req.channel.take())?;
+        let uid = m.uid;
         // Weighted by the notices it causes: 1, plus 1 per 100 members told.
         let told = match req.enable_notification {
             true => self.channels.get(&num).map_or(0, |c| c.members.len()),
             false => 0,
         };
-        self.rate_take(inst, RateKind::AttributeWrite, 1 + told as u64 / 100)?;
+        self.member_take(m, RateKind::AttributeWrite, 1 + told as u64 / 100)?;
         let op = match AttributeOp::try_from(req.op) {
             Ok(AttributeOp::Unspecified) => Err("attribute op unspecified"),
             Ok(op) => Ok(op),
@@ -525,9 +584,9 @@ impl Hub {
         Ok((Body::Ok(wire::Empty {}), Vec::new()))
     }
 
-    pub(super) fn user_list(&mut self, inst: u64, key: Option<wire::ChannelKey>) -> Outcome {
-        let num = self.member_channel(inst, key)?;
-        self.rate_take(inst, RateKind::Query, 1)?;
+    pub(super) fn user_list(&mut self, m: &Member, key: Option<wire::ChannelKey>) -> Outcome {
+        let num = self.member_channel(m, key)?;
+        self.member_take(m, RateKind::Query, 1)?;
         let cap = self.max_uids_per_frame();
         let uids = self
             .channels
@@ -539,11 +598,11 @@ impl Hub {
 
     pub(super) fn user_attributes(
         &mut self,
-        inst: u64,
+        m: &Member,
         mut req: wire::GetUserAttributesRequest,
     ) -> Outcome {
-        let num = self.member_channel(inst, req.channel.take())?;
-        self.rate_take(inst, RateKind::Query, 1)?;
+        let num = self.member_channel(m, req.channel.take())?;
+        self.member_take(m, RateKind::Query, 1)?;
         if !req.keys.is_empty() {
             self.config.limits.check_keys(&req.keys)?;
         }
@@ -568,11 +627,11 @@ impl Hub {
 
     pub(super) fn channel_attributes(
         &mut self,
-        inst: u64,
+        m: &Member,
         mut req: wire::GetChannelAttributesRequest,
     ) -> Outcome {
-        let num = self.member_channel(inst, req.channel.take())?;
-        self.rate_take(inst, RateKind::Query, 1)?;
+        let num = self.member_channel(m, req.channel.take())?;
+        self.member_take(m, RateKind::Query, 1)?;
         if !req.keys.is_empty() {
             self.config.limits.check_keys(&req.keys)?;
         }
@@ -589,12 +648,12 @@ impl Hub {
 
     pub(super) fn user_list_by_attribute(
         &mut self,
-        inst: u64,
+        m: &Member,
         mut req: wire::GetUserListByAttributeRequest,
     ) -> Outcome {
         self.config.limits.check_key(&req.key)?;
-        let num = self.member_channel(inst, req.channel.take())?;
-        self.rate_take(inst, RateKind::Query, 1)?;
+        let num = self.member_channel(m, req.channel.take())?;
+        self.member_take(m, RateKind::Query, 1)?;
         let cap = self.max_uids_per_frame();
         let ch = self.channels.get(&num).ok_or_else(not_found)?;
         let uids = ch
@@ -618,28 +677,35 @@ impl Hub {
             .channel_ids
             .into_iter()
             .map(|id| {
-                let n = self
-                    .channel_index
-                    .get(&(appid, region, id.clone()))
-                    .and_then(|n| self.channels.get(n))
-                    .map_or(0, Channel::member_count);
+                let n = self.member_count_of(appid, region, &id);
                 (id, n)
             })
             .collect();
         Ok((Body::UserCount(wire::UserCountReply { counts }), Vec::new()))
     }
 
+    /// The member count of a channel (0: none here).
+    pub(super) fn member_count_of(&self, appid: u32, region: Region, id: &str) -> u32 {
+        self.channel_index
+            .get(&(appid, region, id.to_owned()))
+            .and_then(|n| self.channels.get(n))
+            .map_or(0, Channel::member_count)
+    }
+
     /// `Fetch`: the retained pushes after `after_seq` (queued before the
     /// reply), then `FetchReply{through_seq, gap}`. A replay cut short by the
     /// byte budget says so with a `through_seq` below the head.
-    pub(super) fn fetch(&mut self, conn: ConnId, inst: u64, req: wire::FetchRequest) -> Outcome {
+    pub(super) fn fetch(&mut self, conn: ConnId, m: &Member, req: wire::FetchRequest) -> Outcome {
+        let inst = m.inst;
         // Limited by the bytes replayed, charged once known.
-        self.rate_ready(inst, RateKind::FetchBytes)?;
+        if m.home == self.shard {
+            self.rate_ready(inst, RateKind::FetchBytes)?;
+        }
         let (now, budget) = (self.now(), self.replay_budget(Some(conn)));
         let mut replay = match req.channel {
             None => self.p2p_replay(inst, req.after_seq, budget),
             Some(key) => {
-                let num = self.member_channel(inst, Some(key))?;
+                let num = self.member_channel(m, Some(key))?;
                 let ch = self.channels.get_mut(&num).ok_or_else(not_found)?;
                 // Nothing from before this instance joined.
                 let since = ch.since.get(&inst).copied().unwrap_or(ch.log.head());
@@ -648,7 +714,7 @@ impl Hub {
                     .replay(now, retention, req.after_seq.max(since), budget)
             }
         };
-        self.rate_charge(inst, RateKind::FetchBytes, replay.bytes() as u64);
+        self.member_charge(m, RateKind::FetchBytes, replay.bytes() as u64);
         for f in replay.take_frames() {
             self.send(conn, f);
         }
@@ -674,7 +740,7 @@ fn select(all: &Attributes, keys: &[String]) -> Attributes {
 
 /// A fingerprint of a channel key, to tell a re-send to the same channel
 /// from a reuse of its message id for another (see `sent_ids`).
-fn channel_key_hash(key: Option<&wire::ChannelKey>) -> u64 {
+pub(super) fn channel_key_hash(key: Option<&wire::ChannelKey>) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     if let Some(k) = key {

@@ -94,10 +94,13 @@ pub struct ServerConfig {
     pub inbox_max_age: Duration,
     /// Bound on the number of uids with a P2P inbox; past it the inbox of an
     /// offline uid that was idle longest is forgotten. Default 100_000.
+    /// With several hub shards each keeps `1 / shards` of it (rounded up).
     pub max_inbox_users: usize,
     /// Bytes of retained reliable messages (P2P inboxes and channel
     /// histories together); past it the oldest messages server-wide are
-    /// evicted (clients see them as a gap). Default 256 MiB.
+    /// evicted (clients see them as a gap). Default 256 MiB. With several
+    /// hub shards each keeps `1 / shards` of it, evicting among its own
+    /// channels and inboxes.
     pub max_retained_bytes: usize,
     /// Bytes queued for one connection before it is closed as a slow
     /// consumer. Default 4 MiB.
@@ -117,7 +120,8 @@ pub struct ServerConfig {
     pub inbox_max_retained_bytes: usize,
     /// Retained bytes of one app (its channels and inboxes): past it the
     /// app's largest histories lose their oldest messages first, so one app
-    /// never evicts another's. Default 64 MiB.
+    /// never evicts another's. Default 64 MiB. With several hub shards each
+    /// keeps `1 / shards` of it.
     pub app_max_retained_bytes: usize,
     /// How long before a token's expiry the client is told
     /// (`TokenWillExpirePush`). Default 30 s.
@@ -191,6 +195,12 @@ impl Default for ServerConfig {
 /// limits.queries = RateLimit::new(10, Duration::from_secs(1));
 /// assert_eq!(limits.sends, RateLimit::new(360, Duration::from_secs(3)));
 /// ```
+///
+/// With several hub shards the per-uid limits are kept by the uid's home
+/// shard. A request about a channel of another shard is let through when
+/// its limit has room and charged when that shard reports its cost, so
+/// requests in flight at once may overdraw a limit by their number (and a
+/// notified write by its weight).
 #[non_exhaustive]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct RateLimits {
@@ -208,7 +218,8 @@ pub struct RateLimits {
     /// Bytes replayed by fetches. Default 16 MiB per 3 s.
     pub fetch_bytes: RateLimit,
     /// Logins from one IP address (when the transport tells it). Default 60
-    /// per 3 s.
+    /// per 3 s. With several hub shards each counts the logins of its own
+    /// uids: an address may log in this often on each.
     pub logins_per_address: RateLimit,
 }
 

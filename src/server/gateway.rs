@@ -13,6 +13,7 @@ use super::auth::verify_token;
 use super::conn::{CloseReason, Conn, ConnId};
 use super::message::{GatewayId, ToGateway, ToHub, TokenCheck, TokenGrant};
 use super::ready::ReadyList;
+use super::shard::{uid_shard, ShardId};
 use super::{add, Clock, IdMap, ServerConfig, Sink, TransportAction};
 use crate::error::{ErrorCode, ServiceError, WireError};
 use crate::wire::{self, decode_frame, encode_frame, Body, BodyKind, Frame};
@@ -71,7 +72,11 @@ pub struct Gateway {
     next_conn: u64,
     ready: ReadyList,
     closes: VecDeque<TransportAction>,
-    to_hub: VecDeque<ToHub>,
+    to_hub: VecDeque<(ShardId, ToHub)>,
+    /// The hub's shards, and the home shard of each link that asked to log
+    /// in (its uid's; none with one shard).
+    shards: u16,
+    homes: IdMap<ConnId, ShardId>,
     /// Inputs naming a connection that is closed or closing, ignored.
     stale_inputs: u64,
     /// The peer address of each connection whose transport told it (kept
@@ -98,6 +103,8 @@ impl Gateway {
             ready: ReadyList::default(),
             closes: VecDeque::new(),
             to_hub: VecDeque::new(),
+            shards: 1,
+            homes: IdMap::default(),
             stale_inputs: 0,
             peers: IdMap::default(),
             ping_nonce: 0,
@@ -107,9 +114,26 @@ impl Gateway {
         }
     }
 
+    /// The same gateway in front of a hub of `shards` shards: each
+    /// message for the hub goes to its link's home shard, that of the uid
+    /// its login named (see [`Gateway::poll_hub_routed`]).
+    pub fn with_shards(mut self, shards: u16) -> Gateway {
+        self.shards = shards.clamp(1, super::MAX_SHARDS);
+        self
+    }
+
     /// This gateway's id.
     pub fn id(&self) -> GatewayId {
         self.id
+    }
+
+    /// Queues a message for the hub, for its link's home shard.
+    fn post_hub(&mut self, m: ToHub) {
+        let shard = match self.shards {
+            1 => ShardId(0),
+            _ => self.homes.get(&m.conn()).copied().unwrap_or(ShardId(0)),
+        };
+        self.to_hub.push_back((shard, m));
     }
 
     /// A new connection. It must log in within `login_timeout`.
@@ -175,7 +199,7 @@ impl Gateway {
         match frame.body {
             Body::Ping(p) => self.pong(conn, request_id, p.nonce),
             Body::Pong(_) => {}
-            Body::Ack(a) => self.to_hub.push_back(ToHub::Ack {
+            Body::Ack(a) => self.post_hub(ToHub::Ack {
                 conn,
                 seq: a.p2p_seq,
             }),
@@ -194,7 +218,7 @@ impl Gateway {
                 }),
             ),
             Body::Login(request) => self.login(conn, request_id, request, queued),
-            body => self.to_hub.push_back(ToHub::Request {
+            body => self.post_hub(ToHub::Request {
                 conn,
                 request_id,
                 body,
@@ -220,8 +244,9 @@ impl Gateway {
     pub fn handle_disconnected(&mut self, now: Instant, conn: ConnId) {
         enter_span!(self.conn_span(conn));
         self.clock.tick(now);
+        let home = self.homes.get(&conn).copied().unwrap_or(ShardId(0));
         match self.forget_conn(conn) {
-            Some(c) if !c.closing => self.to_hub.push_back(ToHub::LinkLost { conn }),
+            Some(c) if !c.closing => self.to_hub.push_back((home, ToHub::LinkLost { conn })),
             Some(_) => {}
             None => {
                 log!(debug, "disconnect of {conn} ignored: not open");
@@ -288,8 +313,14 @@ impl Gateway {
         self.timers.first().map(|(t, _)| *t)
     }
 
-    /// The next message for the hub.
+    /// The next message for the hub (with one shard; see
+    /// [`Gateway::poll_hub_routed`] for several).
     pub fn poll_hub(&mut self) -> Option<ToHub> {
+        self.to_hub.pop_front().map(|(_, m)| m)
+    }
+
+    /// The next message for the hub, and the shard it is for.
+    pub fn poll_hub_routed(&mut self) -> Option<(ShardId, ToHub)> {
         self.to_hub.pop_front()
     }
 
@@ -384,10 +415,21 @@ impl Gateway {
             return self.close_conn(conn, CloseReason::UnsupportedVersion);
         }
         let token = self.check_token(&request);
-        if let Some(c) = self.conns.get_mut(&conn).filter(|_| token.is_ok()) {
-            c.login_pending = true;
+        let (mut busy, mut known) = (false, false);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            busy = c.logged_in || c.login_pending;
+            known = true;
+            if token.is_ok() {
+                c.login_pending = true;
+            }
         }
-        self.to_hub.push_back(ToHub::Login {
+        if self.shards > 1 && known && (!busy || !self.homes.contains_key(&conn)) {
+            // A link logged in (or logging in) stays with its home, which
+            // refuses a second login; another login goes to its uid's.
+            let home = uid_shard(request.appid, request.uid, self.shards);
+            self.homes.insert(conn, home);
+        }
+        self.post_hub(ToHub::Login {
             conn,
             request_id,
             request,
@@ -431,6 +473,9 @@ impl Gateway {
     /// Forgets `conn`: its record and what is kept beside it.
     fn forget_conn(&mut self, conn: ConnId) -> Option<Conn> {
         self.peers.remove(&conn);
+        if self.shards > 1 {
+            self.homes.remove(&conn);
+        }
         #[cfg(feature = "tracing")]
         self.spans.remove(&conn);
         self.conns.remove(&conn)
@@ -536,7 +581,7 @@ impl Gateway {
         }
         c.closing = true;
         if !reason.decided_by_hub() {
-            self.to_hub.push_back(ToHub::LinkLost { conn });
+            self.post_hub(ToHub::LinkLost { conn });
         }
         self.closes
             .push_back(TransportAction::Close { conn, reason });

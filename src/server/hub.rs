@@ -17,9 +17,9 @@ use super::message::{GatewayId, ToGateway, ToHub};
 use super::presence::Instance;
 use super::rate;
 use super::sent_ids::{Destination, SentIds};
+use super::shard::{Effects, ShardId, ShardMsg, ToShard, MAX_SHARDS};
 use super::{add, splitmix64, Clock, IdMap, ServerConfig};
 use crate::error::{ErrorCode, ServiceError};
-use crate::limits::AttributeScope;
 use crate::types::Region;
 use crate::wire::{self, encode_frame, Body, Frame};
 
@@ -41,9 +41,9 @@ pub(super) type Outcome = Result<(Body, Vec<Bytes>), ServiceError>;
 /// The request being handled: its link and what was queued for it then
 /// (replays are budgeted against the queue bound).
 #[derive(Copy, Clone, Debug)]
-struct Current {
-    conn: ConnId,
-    queued: usize,
+pub(super) struct Current {
+    pub conn: ConnId,
+    pub queued: usize,
 }
 
 /// The shared state of a server: a Sans-IO machine fed by gateways.
@@ -62,7 +62,7 @@ pub struct Hub {
     out: VecDeque<ToGateway>,
     /// The instance logged in on each link.
     links: IdMap<ConnId, u64>,
-    current: Option<Current>,
+    pub(super) current: Option<Current>,
     pub(super) instances: IdMap<u64, Instance>,
     /// Live instances of each (appid, uid), oldest login first.
     pub(super) users: HashMap<(u32, u64), Vec<u64>>,
@@ -81,6 +81,27 @@ pub struct Hub {
     retained_estimate: usize,
     /// The same, per app.
     app_retained: HashMap<u32, usize>,
+    /// This shard, and how many the server has (1: the hub is whole).
+    pub(super) shard: ShardId,
+    pub(super) shards: u16,
+    /// Messages for other shards, in order.
+    pub(super) to_shards: VecDeque<(ShardId, ToShard)>,
+    /// Member instances of this shard's channels homed on other shards.
+    pub(super) guests: IdMap<u64, super::cross::Guest>,
+    /// While a forwarded request is handled: its link, whose frames are
+    /// collected for its home, and what the home must record.
+    pub(super) capture: Option<(ConnId, Vec<Bytes>)>,
+    pub(super) effects: Option<Effects>,
+    /// Sends forwarded to another shard and not yet done, by (sender,
+    /// message id): where to, and the re-sends with the same id that wait
+    /// for the first one's outcome.
+    pub(super) inflight: super::cross::InflightSends,
+    /// Requests whose answer is gathered from other shards, by token.
+    pub(super) gathers: IdMap<u64, super::cross::Gather>,
+    /// Logins whose resumed channels are on other shards, by link: their
+    /// replies wait for the shards' answers, and so does what follows.
+    pub(super) resuming: IdMap<ConnId, super::cross::Resuming>,
+    pub(super) next_token: u64,
 }
 
 /// A retention log: a channel's or a uid's inbox.
@@ -94,12 +115,41 @@ impl Hub {
     /// The hub of a server configured by `config`, started at `now`, when
     /// the wall clock read `unix_ms_at_now` (unix milliseconds).
     pub fn new(config: ServerConfig, now: Instant, unix_ms_at_now: u64) -> Hub {
+        Hub::new_shard(config, ShardId(0), 1, now, unix_ms_at_now)
+    }
+
+    /// Shard `shard` of a hub split over `shards` (at most
+    /// [`MAX_SHARDS`](super::MAX_SHARDS)): it owns the uids and channels that
+    /// [`uid_shard`](super::uid_shard) and [`channel_shard`](super::channel_shard)
+    /// give it. Every shard has the server's epoch; each has
+    /// `1 / shards` of the retention budgets (`max_retained_bytes`,
+    /// `app_max_retained_bytes`) and of `max_inbox_users` (rounded up).
+    /// `Hub::new` is shard 0 of 1.
+    pub fn new_shard(
+        mut config: ServerConfig,
+        shard: ShardId,
+        shards: u16,
+        now: Instant,
+        unix_ms_at_now: u64,
+    ) -> Hub {
+        let shards = shards.clamp(1, MAX_SHARDS);
+        let shard = ShardId(shard.0.min(shards - 1));
+        if shards > 1 {
+            let n = usize::from(shards);
+            config.max_retained_bytes /= n;
+            config.app_max_retained_bytes /= n;
+            config.max_inbox_users = config.max_inbox_users.div_ceil(n);
+        }
         // The start time is mixed in so that a restart with the same seed
         // still gets a new epoch: clients must see that the history is gone.
         let mut rng = config.seed ^ 0x9e37_79b9_7f4a_7c15 ^ unix_ms_at_now.rotate_left(29);
         let mut epoch = 0;
         while epoch == 0 {
             epoch = splitmix64(&mut rng);
+        }
+        if shard.0 > 0 {
+            // The same epoch, but a stream of draws of its own.
+            rng ^= u64::from(shard.0).wrapping_mul(0xd6e8_feb8_6659_fd93);
         }
         let mut timers = BTreeSet::new();
         timers.insert((add(now, config.sweep_interval), Timer::Sweep));
@@ -115,7 +165,7 @@ impl Hub {
             users: HashMap::new(),
             channels: IdMap::default(),
             channel_index: HashMap::new(),
-            next_channel: 1,
+            next_channel: 1 + u32::from(shard.0),
             inboxes: HashMap::new(),
             sent_ids: SentIds::default(),
             uid_rates: HashMap::new(),
@@ -123,7 +173,22 @@ impl Hub {
             timers,
             retained_estimate: 0,
             app_retained: HashMap::new(),
+            shard,
+            shards,
+            to_shards: VecDeque::new(),
+            guests: IdMap::default(),
+            capture: None,
+            effects: None,
+            inflight: HashMap::new(),
+            gathers: IdMap::default(),
+            resuming: IdMap::default(),
+            next_token: 1,
         }
+    }
+
+    /// This shard.
+    pub fn shard(&self) -> ShardId {
+        self.shard
     }
 
     /// The configuration in force.
@@ -141,6 +206,13 @@ impl Hub {
     pub fn handle(&mut self, now: Instant, message: ToHub) {
         self.clock.tick(now);
         enter_span!(tracing::debug_span!("hub", conn = %message.conn()));
+        if !self.resuming.is_empty() {
+            if let Some(r) = self.resuming.get_mut(&message.conn()) {
+                // After the login's reply, which waits for other shards.
+                r.parked.push(message);
+                return;
+            }
+        }
         match message {
             ToHub::Login {
                 conn,
@@ -150,13 +222,31 @@ impl Hub {
                 peer,
                 queued,
             } => {
+                if self.shards > 1 && self.link_instance(conn).is_none() {
+                    let home = super::uid_shard(request.appid, request.uid, self.shards);
+                    if home != self.shard {
+                        let m = ToHub::Login {
+                            conn,
+                            request_id,
+                            request,
+                            token,
+                            peer,
+                            queued,
+                        };
+                        return self.post_shard(home, ShardMsg::Login(m));
+                    }
+                }
                 self.current = Some(Current { conn, queued });
                 let outcome = self.login(conn, request, token, peer);
                 if outcome.is_err() && self.link_instance(conn).is_none() {
                     // The gateway let larger frames in for the login.
                     self.out.push_back(ToGateway::LoggedIn { conn, uid: None });
                 }
-                self.answer(conn, request_id, outcome);
+                match self.resuming.get_mut(&conn) {
+                    // The reply waits for the resumed channels of other shards.
+                    Some(r) if r.reply.is_none() => r.reply = Some((request_id, outcome)),
+                    _ => self.answer(conn, request_id, outcome),
+                }
                 self.current = None;
             }
             ToHub::Request {
@@ -257,6 +347,11 @@ impl Hub {
             self.links.remove(&conn);
             self.out.push_back(ToGateway::LoggedIn { conn, uid: None });
         }
+    }
+
+    /// Queues a message for another shard.
+    pub(super) fn post_shard(&mut self, to: ShardId, m: ShardMsg) {
+        self.to_shards.push_back((to, ToShard(m)));
     }
 
     pub(super) fn random_nonzero(&mut self) -> u64 {
@@ -417,7 +512,7 @@ impl Hub {
         total
     }
 
-    fn handle_request(&mut self, conn: ConnId, rid: u64, body: Body) {
+    pub(super) fn handle_request(&mut self, conn: ConnId, rid: u64, body: Body) {
         let Some(inst) = self.link_instance(conn) else {
             // Before login only a login is a request: whatever else a link
             // sends costs it the link (it is no client of ours).
@@ -431,12 +526,21 @@ impl Hub {
         if let Err(e) = self.token_check(inst, &body) {
             return self.error(conn, rid, e);
         }
+        if self.shards > 1 {
+            // The channel part of a request goes to its channel's shard.
+            let body = match self.route(conn, rid, inst, body) {
+                Some(b) => b,
+                None => return,
+            };
+            let outcome = self.dispatch(conn, inst, body);
+            return self.answer(conn, rid, outcome);
+        }
         let outcome = self.dispatch(conn, inst, body);
         self.answer(conn, rid, outcome);
     }
 
     /// Queues a request's reply (and what follows it) or its error.
-    fn answer(&mut self, conn: ConnId, rid: u64, outcome: Outcome) {
+    pub(super) fn answer(&mut self, conn: ConnId, rid: u64, outcome: Outcome) {
         match outcome {
             Ok((body, after)) => {
                 self.reply(conn, rid, body);
@@ -449,6 +553,10 @@ impl Hub {
     }
 
     fn dispatch(&mut self, conn: ConnId, inst: u64, body: Body) -> Outcome {
+        if super::cross::is_channel_body(&body) {
+            let m = self.local_member(inst)?;
+            return self.dispatch_channel(conn, &m, body);
+        }
         match body {
             Body::Logout(_) => self.logout(conn, inst),
             Body::RefreshToken(r) => self.refresh_token(inst, &r.token),
@@ -456,19 +564,8 @@ impl Hub {
             Body::GetInstanceInfo(_) => self.instance_info(inst),
             Body::SendToUser(r) => self.send_to_user(inst, r),
             Body::QueryOnline(r) => self.query_online(inst, &r.uids),
-            Body::Join(r) => self.join(inst, r),
-            Body::Leave(r) => self.leave(inst, r.channel),
-            Body::SendToChannel(r) => self.send_to_channel(inst, r),
-            Body::WriteUserAttributes(r) => self.write_attributes(inst, r, AttributeScope::User),
-            Body::WriteChannelAttributes(r) => {
-                self.write_attributes(inst, r, AttributeScope::Channel)
-            }
-            Body::GetUserList(k) => self.user_list(inst, Some(k)),
-            Body::GetUserAttributes(r) => self.user_attributes(inst, r),
-            Body::GetChannelAttributes(r) => self.channel_attributes(inst, r),
             Body::GetUserCount(r) => self.user_count(inst, r),
-            Body::GetUserListByAttribute(r) => self.user_list_by_attribute(inst, r),
-            Body::Fetch(r) => self.fetch(conn, inst, r),
+            Body::Fetch(r) => self.fetch_p2p(conn, inst, r),
             Body::Login(_) => Err(ServiceError::new(
                 ErrorCode::ALREADY_LOGGED_IN,
                 "already logged in on this connection",
@@ -505,11 +602,31 @@ impl Hub {
 
     /// Queues `frame` for `conn` (its gateway enforces the queue bound).
     pub(super) fn send(&mut self, conn: ConnId, frame: Bytes) {
+        if let Some((c, frames)) = &mut self.capture {
+            if *c == conn {
+                return frames.push(frame);
+            }
+        }
+        if !self.resuming.is_empty() {
+            if let Some(r) = self.resuming.get_mut(&conn) {
+                return r.held.push(frame);
+            }
+        }
         self.out.push_back(ToGateway::Send { conn, frame });
     }
 
     /// Queues `frame` for each of `conns`: one message per gateway.
     pub(super) fn broadcast_to(&mut self, mut conns: Vec<ConnId>, frame: &Bytes) {
+        if !self.resuming.is_empty() {
+            let resuming = &mut self.resuming;
+            conns.retain(|c| match resuming.get_mut(c) {
+                Some(r) => {
+                    r.held.push(frame.clone());
+                    false
+                }
+                None => true,
+            });
+        }
         if conns.is_empty() {
             return;
         }
@@ -543,7 +660,7 @@ impl Hub {
         self.send(conn, f);
     }
 
-    fn error(&mut self, conn: ConnId, request_id: u64, e: ServiceError) {
+    pub(super) fn error(&mut self, conn: ConnId, request_id: u64, e: ServiceError) {
         log!(debug, "request {request_id} on {conn} refused: {}", e);
         self.send(conn, error_frame(request_id, e));
     }

@@ -77,6 +77,53 @@ impl Hub {
         Ok((Body::SendReply(reply), Vec::new()))
     }
 
+    /// Delivers a P2P message to `(appid, receiver)` of this shard: into
+    /// its inbox (when reliable) and to its connected instances. The seq
+    /// (0: unreliable) and whether any instance was online.
+    pub(super) fn deliver_p2p(
+        &mut self,
+        (appid, receiver): (u32, u64),
+        mut push: wire::UserMessagePush,
+        unreliable: bool,
+    ) -> (u64, bool) {
+        let key = (appid, receiver);
+        let conns: Vec<ConnId> = self
+            .users
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| self.instances.get(i).and_then(|x| x.conn))
+            .collect();
+        let mut seq = 0;
+        let frame = if unreliable {
+            encode_push(Body::UserMessage(push))
+        } else {
+            let now = self.now();
+            let retention = self.config.inbox_retention();
+            let pushed = self.inbox_mut(key).log.push(now, retention, |seq| {
+                push.seq = seq;
+                encode_push(Body::UserMessage(push))
+            });
+            seq = pushed.seq;
+            self.retained(appid, pushed.added);
+            pushed.frame
+        };
+        let delivered_online = !conns.is_empty();
+        self.broadcast_to(conns, &frame);
+        (seq, delivered_online)
+    }
+
+    /// `Fetch` of the P2P stream (a channel's is the channel shard's).
+    pub(super) fn fetch_p2p(
+        &mut self,
+        conn: ConnId,
+        inst: u64,
+        req: wire::FetchRequest,
+    ) -> Outcome {
+        let m = self.local_member(inst)?;
+        self.fetch(conn, &m, req)
+    }
+
     /// `Ack{p2p_seq}` from the instance on `conn` (ignored before login).
     pub(super) fn handle_ack(&mut self, conn: ConnId, seq: u64) {
         let Some(inst) = self.link_instance(conn) else {

@@ -25,6 +25,13 @@
 //! (`hummer-server --threads N`); [`Server::with_gateways`] wires several
 //! gateways in one machine for simulation. `docs/server.md` has the picture.
 //!
+//! The hub may itself be split into shards ([`Server::with_shape`],
+//! [`Hub::new_shard`]): each (appid, uid) and each channel has one owner,
+//! found by [`uid_shard`] and [`channel_shard`]; a link's requests go to its
+//! uid's shard, which forwards their channel part to the channel's shard
+//! and relays what comes back, in [`ToShard`] messages, in order per pair
+//! of shards. With one shard nothing is forwarded.
+//!
 //! # Semantics worth knowing
 //!
 //! - Presence is per uid: a uid joins a channel with its first instance and
@@ -52,6 +59,7 @@ mod auth;
 mod channel;
 mod config;
 mod conn;
+mod cross;
 mod gateway;
 mod hub;
 mod inbox;
@@ -61,6 +69,7 @@ mod rate;
 mod ready;
 mod sent_ids;
 mod seq_log;
+mod shard;
 
 use std::time::{Duration, Instant};
 
@@ -79,6 +88,7 @@ pub use conn::{CloseReason, ConnId};
 pub use gateway::Gateway;
 pub use hub::Hub;
 pub use message::{GatewayId, ToGateway, ToHub, TokenCheck, TokenGrant};
+pub use shard::{channel_shard, uid_shard, ShardId, ToShard, MAX_SHARDS};
 
 /// The reference server state machine. See the [module docs](self).
 ///
@@ -114,7 +124,10 @@ pub use message::{GatewayId, ToGateway, ToHub, TokenCheck, TokenGrant};
 #[derive(Debug)]
 pub struct Server {
     gateways: Vec<Gateway>,
-    hub: Hub,
+    /// The hub's shards (one: the hub is whole).
+    hubs: Vec<Hub>,
+    /// The configuration as given (shards split the retention budgets).
+    config: ServerConfig,
     /// The gateway the next accepted connection goes to.
     next_gateway: usize,
     /// The gateway whose pass `poll_ready` is in.
@@ -142,19 +155,43 @@ impl Server {
         now: Instant,
         unix_ms_at_now: u64,
     ) -> Server {
+        Server::with_shape(config, gateways, 1, now, unix_ms_at_now)
+    }
+
+    /// A server of `gateways` gateways in front of a hub of `hub_shards`
+    /// shards (each at least one, at most [`MAX_SHARDS`] shards): the same
+    /// service, with the state split by [`uid_shard`] and [`channel_shard`]
+    /// and the shards talking in [`ToShard`] messages, as they would on
+    /// threads or nodes. Each shard has `1 / hub_shards` of the retention
+    /// budgets (`max_retained_bytes`, `app_max_retained_bytes`).
+    pub fn with_shape(
+        config: ServerConfig,
+        gateways: u16,
+        hub_shards: u16,
+        now: Instant,
+        unix_ms_at_now: u64,
+    ) -> Server {
+        let shards = hub_shards.clamp(1, MAX_SHARDS);
         let gateways = (0..gateways.max(1))
-            .map(|g| Gateway::new(GatewayId(g), config.clone(), now, unix_ms_at_now))
+            .map(|g| {
+                Gateway::new(GatewayId(g), config.clone(), now, unix_ms_at_now).with_shards(shards)
+            })
+            .collect();
+        let hubs = (0..shards)
+            .map(|s| Hub::new_shard(config.clone(), ShardId(s), shards, now, unix_ms_at_now))
             .collect();
         Server {
             gateways,
-            hub: Hub::new(config, now, unix_ms_at_now),
+            hubs,
+            config,
             next_gateway: 0,
             next_ready: 0,
             wire: None,
         }
     }
 
-    /// Delays each message between a gateway and the hub by a latency drawn
+    /// Delays each message between a gateway and a hub shard, or between
+    /// two shards, by a latency drawn
     /// from `range` (seeded by `seed`), in order per direction and gateway,
     /// as threads or nodes would: for simulations that look for races
     /// between the machines.
@@ -172,14 +209,14 @@ impl Server {
 
     /// The configuration in force.
     pub fn config(&self) -> &ServerConfig {
-        self.hub.config()
+        &self.config
     }
 
     /// This server's epoch (nonzero, fixed for its life), sent in every
     /// `LoginReply` for diagnostics: loss is told per stream, by its own
     /// epoch.
     pub fn server_epoch(&self) -> u64 {
-        self.hub.server_epoch()
+        self.hubs[0].server_epoch()
     }
 
     /// A new connection. It must log in within `login_timeout`.
@@ -242,7 +279,9 @@ impl Server {
         for g in &mut self.gateways {
             g.handle_timeout(now);
         }
-        self.hub.handle_timeout(now);
+        for h in &mut self.hubs {
+            h.handle_timeout(now);
+        }
         self.pump(now);
     }
 
@@ -303,10 +342,8 @@ impl Server {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let gateways = self.gateways.iter().filter_map(Gateway::poll_timeout);
         let in_flight = self.wire.as_ref().and_then(InFlight::next_due);
-        gateways
-            .chain(self.hub.poll_timeout())
-            .chain(in_flight)
-            .min()
+        let hubs = self.hubs.iter().filter_map(Hub::poll_timeout);
+        gateways.chain(hubs).chain(in_flight).min()
     }
 
     /// Inputs ignored because they named a connection that is closed or
@@ -328,28 +365,28 @@ impl Server {
 
     /// Live instances (connected or within their grace period).
     pub fn instance_count(&self) -> usize {
-        self.hub.instance_count()
+        self.hubs.iter().map(Hub::instance_count).sum()
     }
 
     /// Channels the server keeps (with members, or with retained messages).
     pub fn channel_count(&self) -> usize {
-        self.hub.channel_count()
+        self.hubs.iter().map(Hub::channel_count).sum()
     }
 
     /// Uids with a P2P inbox.
     pub fn inbox_count(&self) -> usize {
-        self.hub.inbox_count()
+        self.hubs.iter().map(Hub::inbox_count).sum()
     }
 
     /// Message ids remembered for answering re-sent sends.
     pub fn remembered_send_ids(&self) -> usize {
-        self.hub.remembered_send_ids()
+        self.hubs.iter().map(Hub::remembered_send_ids).sum()
     }
 
     /// Uids and addresses with rate-limit state (what they owe): the sweep
     /// forgets those that owe nothing, so this stays bounded by the active.
     pub fn rate_limit_records(&self) -> usize {
-        self.hub.rate_limit_records()
+        self.hubs.iter().map(Hub::rate_limit_records).sum()
     }
 
     fn gateway(&self, conn: ConnId) -> Option<&Gateway> {
@@ -360,39 +397,58 @@ impl Server {
         self.gateways.get_mut(usize::from(conn.gateway().0))
     }
 
-    /// Carries messages between the gateways and the hub until none is
-    /// left (or, with a latency, none is due): after it, every output of
-    /// the input is a gateway's.
+    /// Carries messages between the gateways and the hub shards until
+    /// none is left (or, with a latency, none is due): after it, every
+    /// output of the input is a gateway's.
     fn pump(&mut self, now: Instant) {
         loop {
             let mut moved = false;
             for g in &mut self.gateways {
-                while let Some(m) = g.poll_hub() {
+                while let Some((shard, m)) = g.poll_hub_routed() {
+                    let from = Node::Gateway(g.id().0);
+                    let to = Node::Shard(shard.0);
                     match &mut self.wire {
-                        Some(w) => w.post(now, g.id(), Envelope::ToHub(m)),
-                        None => self.hub.handle(now, m),
+                        Some(w) => w.post(now, from, to, Envelope::Hub(shard, m)),
+                        None => Self::to_hub(&mut self.hubs, now, shard, m),
                     }
                     moved = true;
                 }
             }
-            while let Some(m) = self.hub.poll_gateway() {
-                let gateway = m.gateway();
-                match &mut self.wire {
-                    Some(w) => w.post(now, gateway, Envelope::ToGateway(m)),
-                    None => {
-                        if let Some(g) = self.gateways.get_mut(usize::from(gateway.0)) {
-                            g.handle_hub(now, m);
+            for s in 0..self.hubs.len() {
+                while let Some(m) = self.hubs[s].poll_gateway() {
+                    let gateway = m.gateway();
+                    let (from, to) = (Node::Shard(s as u16), Node::Gateway(gateway.0));
+                    match &mut self.wire {
+                        Some(w) => w.post(now, from, to, Envelope::Gateway(m)),
+                        None => Self::to_gateway(&mut self.gateways, now, m),
+                    }
+                    moved = true;
+                }
+                while let Some((to, m)) = self.hubs[s].poll_shard() {
+                    let from = ShardId(s as u16);
+                    match &mut self.wire {
+                        Some(w) => w.post(
+                            now,
+                            Node::Shard(from.0),
+                            Node::Shard(to.0),
+                            Envelope::Shard(from, to, m),
+                        ),
+                        None => {
+                            if let Some(h) = self.hubs.get_mut(usize::from(to.0)) {
+                                h.handle_shard(now, from, m);
+                            }
                         }
                     }
+                    moved = true;
                 }
-                moved = true;
             }
             while let Some(envelope) = self.wire.as_mut().and_then(|w| w.take_due(now)) {
                 match envelope {
-                    Envelope::ToHub(m) => self.hub.handle(now, m),
-                    Envelope::ToGateway(m) => {
-                        if let Some(g) = self.gateways.get_mut(usize::from(m.gateway().0)) {
-                            g.handle_hub(now, m);
+                    Envelope::Hub(shard, m) => Self::to_hub(&mut self.hubs, now, shard, m),
+                    Envelope::Gateway(m) => Self::to_gateway(&mut self.gateways, now, m),
+                    Envelope::Shard(from, to, m) => {
+                        if let Some(h) = self.hubs.get_mut(usize::from(to.0)) {
+                            h.handle_shard(now, from, m);
                         }
                     }
                 }
@@ -403,13 +459,35 @@ impl Server {
             }
         }
     }
+
+    fn to_hub(hubs: &mut [Hub], now: Instant, shard: ShardId, m: ToHub) {
+        if let Some(h) = hubs.get_mut(usize::from(shard.0)) {
+            h.handle(now, m);
+        }
+    }
+
+    fn to_gateway(gateways: &mut [Gateway], now: Instant, m: ToGateway) {
+        if let Some(g) = gateways.get_mut(usize::from(m.gateway().0)) {
+            g.handle_hub(now, m);
+        }
+    }
+}
+
+/// A machine of the server, for the order of the messages between two.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+enum Node {
+    Gateway(u16),
+    Shard(u16),
 }
 
 /// A message between the machines.
 #[derive(Debug)]
 enum Envelope {
-    ToHub(ToHub),
-    ToGateway(ToGateway),
+    /// To a hub shard.
+    Hub(ShardId, ToHub),
+    Gateway(ToGateway),
+    /// (from, to).
+    Shard(ShardId, ShardId, ToShard),
 }
 
 /// Messages in flight between the machines, each due after a drawn
@@ -421,12 +499,12 @@ struct InFlight {
     rng: u64,
     order: u64,
     queue: std::collections::BTreeMap<(Instant, u64), Envelope>,
-    /// The due time of the last message posted each way (gateway, to hub).
-    last: std::collections::HashMap<(GatewayId, bool), Instant>,
+    /// The due time of the last message posted each way (from, to).
+    last: std::collections::HashMap<(Node, Node), Instant>,
 }
 
 impl InFlight {
-    fn post(&mut self, now: Instant, gateway: GatewayId, envelope: Envelope) {
+    fn post(&mut self, now: Instant, from: Node, to: Node, envelope: Envelope) {
         let (lo, hi) = self.range;
         let span = hi.saturating_sub(lo).as_micros() as u64;
         let jitter = if span == 0 {
@@ -434,7 +512,7 @@ impl InFlight {
         } else {
             splitmix64(&mut self.rng) % (span + 1)
         };
-        let way = (gateway, matches!(envelope, Envelope::ToHub(_)));
+        let way = (from, to);
         let mut due = add(now, lo + Duration::from_micros(jitter));
         if let Some(&last) = self.last.get(&way) {
             due = due.max(last);

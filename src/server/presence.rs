@@ -31,6 +31,11 @@ pub(crate) struct Instance {
     /// The channels it is a member of, by number.
     pub channels: BTreeSet<u32>,
     pub rate: RateLimiter,
+    /// The keys of its channels kept by other shards.
+    pub keys: std::collections::BTreeMap<u32, wire::ChannelKey>,
+    /// The other shards its requests went to (bit per shard): they are
+    /// told when it goes.
+    pub shard_mask: u64,
 }
 
 impl Hub {
@@ -144,6 +149,8 @@ impl Hub {
                         token_exp: exp,
                         channels: BTreeSet::new(),
                         rate: RateLimiter::default(),
+                        keys: std::collections::BTreeMap::new(),
+                        shard_mask: 0,
                     },
                 );
                 self.users.entry(key).or_default().push(id);
@@ -167,7 +174,9 @@ impl Hub {
         budget = budget.saturating_sub(p2p.bytes());
         let mut frames = p2p.take_frames();
         let channels = match (resumed, req.resume) {
-            (Some(id), Some(r)) => self.resume_channels(id, r.channels, &mut budget, &mut frames),
+            (Some(id), Some(r)) => {
+                self.resume_channels(conn, id, r.channels, &mut budget, &mut frames)
+            }
             _ => Vec::new(),
         };
         let ms = |d: std::time::Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
@@ -204,6 +213,7 @@ impl Hub {
     /// kept one replays what follows its cursor into `frames`.
     fn resume_channels(
         &mut self,
+        conn: ConnId,
         inst: u64,
         cursors: Vec<wire::ChannelCursor>,
         budget: &mut usize,
@@ -213,12 +223,23 @@ impl Hub {
             return Vec::new();
         };
         let (appid, uid, mut member_of) = (i.appid, i.uid, i.channels.clone());
+        let mask = i.shard_mask;
         let mut kept: Vec<wire::ResumedChannel> = Vec::new();
-        for cursor in cursors {
+        let mut remote = super::cross::RemoteResume::default();
+        for (idx, cursor) in cursors.into_iter().enumerate() {
             let Some(key) = cursor.channel else { continue };
             let Ok(region) = checked_region(key.region) else {
                 continue;
             };
+            if self.shards > 1 {
+                // Another shard's channel: that shard decides (it knows of
+                // joins whose report is still on its way here).
+                let shard = super::channel_shard(appid, key.region, &key.channel_id, self.shards);
+                if shard != self.shard {
+                    remote.cursor(shard, idx, key, (cursor.epoch, cursor.seq));
+                    continue;
+                }
+            }
             let index_key = (appid, region, key.channel_id.clone());
             let Some(&num) = self.channel_index.get(&index_key) else {
                 continue;
@@ -237,16 +258,25 @@ impl Hub {
             let (state, mut replay) = self.rejoin_state(num, at, since, Some(*budget));
             *budget = budget.saturating_sub(replay.bytes());
             frames.extend(replay.take_frames());
+            remote.local.push(idx);
             kept.push(wire::ResumedChannel {
                 channel: Some(key),
                 state: Some(state),
             });
         }
         for num in member_of {
-            if let Some(i) = self.instances.get_mut(&inst) {
+            let Some(i) = self.instances.get_mut(&inst) else {
+                break;
+            };
+            // Another shard's are left by that shard.
+            if !i.keys.contains_key(&num) {
                 i.channels.remove(&num);
+                self.remove_member(num, uid, inst);
             }
-            self.remove_member(num, uid, inst);
+        }
+        remote.ask_all(mask, self.shard);
+        if !remote.is_empty() {
+            self.resume_remote(conn, inst, remote, &mut kept, *budget);
         }
         kept
     }
@@ -278,7 +308,7 @@ impl Hub {
                 "instance {inst} removed: no resume within the grace period"
             );
             self.note_departures(inst);
-            self.remove_instance(inst);
+            self.remove_instance_as(inst, true);
         }
     }
 
@@ -307,9 +337,23 @@ impl Hub {
 
     /// Forgets an instance at once: it leaves every channel (notices go out).
     pub(super) fn remove_instance(&mut self, inst: u64) {
+        self.remove_instance_as(inst, false);
+    }
+
+    /// [`Hub::remove_instance`]; `depart`: for a lost link (the channels
+    /// of other shards note the departure, as `note_departures` does here).
+    pub(super) fn remove_instance_as(&mut self, inst: u64, depart: bool) {
         let Some(i) = self.instances.remove(&inst) else {
             return;
         };
+        if i.shard_mask != 0 {
+            self.drop_remote(inst, i.uid, i.shard_mask, depart);
+        }
+        if !self.resuming.is_empty() {
+            if let Some(c) = i.conn {
+                self.abandon_resume(c);
+            }
+        }
         let key = (i.appid, i.uid);
         if let Some(ids) = self.users.get_mut(&key) {
             ids.retain(|&x| x != inst);
@@ -321,7 +365,9 @@ impl Hub {
             self.detach(c, inst);
         }
         for ch in i.channels {
-            self.remove_member(ch, i.uid, inst);
+            if !i.keys.contains_key(&ch) {
+                self.remove_member(ch, i.uid, inst);
+            }
         }
     }
 
@@ -445,8 +491,10 @@ impl Hub {
         let channels = i
             .channels
             .iter()
-            .filter_map(|n| self.channels.get(n))
-            .map(|ch| crate::types::ChannelKey::new(ch.region, ch.id.clone()).to_wire())
+            .filter_map(|n| match self.channels.get(n) {
+                Some(ch) => Some(crate::types::ChannelKey::new(ch.region, ch.id.clone()).to_wire()),
+                None => i.keys.get(n).cloned(),
+            })
             .collect();
         Ok((
             Body::InstanceInfo(wire::InstanceInfoReply {
@@ -555,7 +603,7 @@ impl Hub {
         }
     }
 
-    fn rate_limit(&self, kind: RateKind) -> super::RateLimit {
+    pub(super) fn rate_limit(&self, kind: RateKind) -> super::RateLimit {
         let l = &self.config.rate_limits;
         match kind {
             RateKind::Send => l.sends,

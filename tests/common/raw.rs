@@ -44,9 +44,25 @@ impl Net {
     /// server starts later: with the same seed and the same clock reading
     /// it would draw the same epochs, which no real restart does).
     pub fn new_at(config: ServerConfig, unix_ms: u64) -> Net {
+        // `HUMMER_TEST_SHARDS=N` runs every test on N hub shards (and two
+        // gateways): what must hold whatever the shape.
+        let shards = std::env::var("HUMMER_TEST_SHARDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1);
+        let gateways = if shards > 1 { 2 } else { 1 };
+        Net::shaped_at(config, gateways, shards, unix_ms)
+    }
+
+    /// A server of `gateways` gateways and `shards` hub shards.
+    pub fn shaped(config: ServerConfig, gateways: u16, shards: u16) -> Net {
+        Net::shaped_at(config, gateways, shards, T0_UNIX_MS)
+    }
+
+    fn shaped_at(config: ServerConfig, gateways: u16, shards: u16, unix_ms: u64) -> Net {
         let now = Instant::now();
         Net {
-            s: Server::new(config, now, unix_ms),
+            s: Server::with_shape(config, gateways, shards, now, unix_ms),
             now,
             rid: 0,
             out: HashMap::new(),

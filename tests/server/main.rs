@@ -17,3 +17,4 @@ mod limits;
 mod login;
 mod p2p;
 mod props;
+mod shards;

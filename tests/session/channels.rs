@@ -308,6 +308,53 @@ fn leaving_during_a_cut_short_rejoin_keeps_the_link() {
     assert_eq!(t.s.connection_state(), (S::Connected, R::LoginSuccess));
 }
 
+/// A leave held for a fetch whose link (and server) went away: the re-join
+/// after a restart resets the stream, and the leave goes out then (it used
+/// to wait for a fetch reply that never comes, the server keeping the member).
+#[test]
+fn a_leave_held_for_a_lost_fetch_goes_out_after_the_rejoin() {
+    let mut t = Script::logged_in();
+    let ch = t.joined("a", 1, 0);
+    t.push(channel_push(1, 1, "m1"));
+    // A hole: the Session fetches 2.
+    t.push(channel_push(1, 3, "m3"));
+    assert!(t
+        .take_sent()
+        .iter()
+        .any(|f| matches!(f.body, Body::Fetch(_))));
+    // The link and the server go before the fetch's reply.
+    let re = relogin(&mut t);
+    t.feed(re.request_id, Body::LoginReply(Script::login_reply(9, 0)));
+    let rejoin = t.last_sent();
+    assert!(
+        matches!(&rejoin.body, Body::Join(j) if j.rejoin),
+        "{rejoin:?}"
+    );
+    t.take_sent();
+    // The application leaves while the re-join is on its way.
+    t.s.leave_channel(t.now, ch, Attributes::new()).unwrap();
+    let early: Vec<_> = t.take_sent();
+    t.feed(
+        rejoin.request_id,
+        Body::JoinReply(wire::JoinReply {
+            channel: 2,
+            seq: 0,
+            gap: Some(wire::SeqGap { from: 2, to: 0 }),
+            member_offline: false,
+            replay_truncated_at: 0,
+            epoch: CH_EPOCH + 1,
+        }),
+    );
+    let sent: Vec<_> = early.into_iter().chain(t.take_sent()).collect();
+    assert_eq!(
+        sent.iter()
+            .filter(|f| matches!(f.body, Body::Leave(_)))
+            .count(),
+        1,
+        "{sent:?}"
+    );
+}
+
 /// A re-join into a channel the server forgot and created again: v2 says so
 /// with a new epoch and `gap{from: resume_seq + 1, to: 0}`; the cursor is
 /// reset to the reply's seq, so the new channel's messages are delivered (not
