@@ -671,10 +671,13 @@ mod tests {
     use super::*;
 
     fn ack(n: u64) -> Envelope {
-        Envelope::ToHub(ToHub::Ack {
-            conn: ConnId(n),
-            seq: n,
-        })
+        Envelope::Hub(
+            ShardId(0),
+            ToHub::Ack {
+                conn: ConnId(n),
+                seq: n,
+            },
+        )
     }
 
     fn in_flight(lo: u64, hi: u64) -> InFlight {
@@ -692,11 +695,11 @@ mod tests {
         let t0 = Instant::now();
         let mut w = in_flight(1_000, 3_000);
         for n in 0..200 {
-            w.post(t0, GatewayId(0), ack(n));
+            w.post(t0, Node::Gateway(0), Node::Shard(0), ack(n));
         }
         let mut due = Vec::new();
         while let Some(t) = w.next_due() {
-            let Some(Envelope::ToHub(ToHub::Ack { seq, .. })) = w.take_due(t) else {
+            let Some(Envelope::Hub(_, ToHub::Ack { seq, .. })) = w.take_due(t) else {
                 panic!("due at its time")
             };
             due.push((t - t0, seq));
@@ -722,16 +725,16 @@ mod tests {
     fn a_fixed_latency_is_that_latency_and_ways_are_apart() {
         let t0 = Instant::now();
         let mut w = in_flight(2_000, 2_000);
-        w.post(t0, GatewayId(0), ack(1));
+        w.post(t0, Node::Gateway(0), Node::Shard(0), ack(1));
         assert_eq!(w.next_due(), Some(t0 + Duration::from_micros(2_000)));
         assert!(w.take_due(t0 + Duration::from_micros(1_999)).is_none());
         assert!(w.take_due(t0 + Duration::from_micros(2_000)).is_some());
         // Another way is not held back by this one's last due time.
         let mut w = in_flight(0, 10_000);
-        w.post(t0, GatewayId(0), ack(1));
+        w.post(t0, Node::Gateway(0), Node::Shard(0), ack(1));
         let first = w.next_due().unwrap();
-        w.post(t0, GatewayId(1), ack(2));
-        w.post(t0, GatewayId(1), ack(3));
+        w.post(t0, Node::Gateway(1), Node::Shard(0), ack(2));
+        w.post(t0, Node::Gateway(1), Node::Shard(0), ack(3));
         let dues: Vec<Instant> = w.queue.keys().map(|(t, _)| *t).collect();
         assert!(dues.contains(&first));
         assert_eq!(dues.len(), 3);
@@ -743,7 +746,7 @@ mod tests {
         let mut w = in_flight(0, 1);
         // A way each, so that no order clamps a draw.
         for g in 0..64 {
-            w.post(t0, GatewayId(g), ack(u64::from(g)));
+            w.post(t0, Node::Gateway(g), Node::Shard(0), ack(u64::from(g)));
         }
         let mut seen: Vec<Duration> = w.queue.keys().map(|(t, _)| *t - t0).collect();
         seen.sort();
