@@ -466,12 +466,17 @@ mod tests {
     /// pushes.
     #[test]
     fn a_hub_that_does_not_keep_up_stops_the_reader() {
-        let (uplink, hub_side) = smol::channel::bounded(QUEUE_BATCHES);
+        // Thread 1 of 2, with no hub shard of its own: the hub (shard 0,
+        // thread 0) never reads its queue.
+        let (to_hub, hub_side) = smol::channel::bounded(QUEUE_BATCHES);
         let control = Arc::new(Control::default());
         let gateway = Gateway::new(GatewayId(1), ServerConfig::demo(), Instant::now(), 0);
-        let shard = Rc::new(Shard::with_uplink(
+        let peers = vec![Some(to_hub), None];
+        let shard = Rc::new(Shard::new(
+            1,
             gateway,
-            uplink,
+            Vec::new(),
+            peers,
             control.clone(),
             64 * 1024,
         ));
@@ -487,7 +492,7 @@ mod tests {
             ip: peer.ip(),
         };
         let ex = Rc::new(LocalExecutor::new());
-        ex.spawn(shard.clone().uplink()).detach();
+        ex.spawn(shard.clone().flusher()).detach();
         start(
             &ex,
             &shard,

@@ -52,9 +52,9 @@ use smol::future::FutureExt as _;
 use smol::net::TcpListener;
 use smol::{LocalExecutor, Timer};
 
-use crate::server::{ConnId, Gateway, GatewayId, Hub, ServerConfig, ToGateway, ToHub};
+use crate::server::{ConnId, Gateway, GatewayId, Hub, ServerConfig, ShardId, MAX_SHARDS};
 use link::Stream;
-use shard::{BacklogPeak, Shard, QUEUE_BATCHES};
+use shard::{BacklogPeak, Envelope, Shard, QUEUE_BATCHES};
 
 /// How long a shutdown waits for the `Close` frames to be flushed.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -360,41 +360,57 @@ async fn run(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let now = Instant::now();
-    let threads = runner.threads.clamp(1, usize::from(u16::MAX));
-    let (uplink_tx, uplink_rx) = bounded::<Vec<ToHub>>(QUEUE_BATCHES);
+    // A hub shard per thread (shard k on thread k).
+    let threads = runner.threads.clamp(1, usize::from(MAX_SHARDS));
+    let shards = u16::try_from(threads).unwrap_or(MAX_SHARDS);
     let (stop_tx, stop_rx) = bounded::<()>(1);
-    let mut downlinks: Vec<Option<Sender<Vec<ToGateway>>>> = vec![None];
+    let (inbox_txs, inbox_rxs): (Vec<_>, Vec<_>) = (0..threads)
+        .map(|_| bounded::<Vec<Envelope>>(QUEUE_BATCHES))
+        .unzip();
+    // Each thread gets every other thread's inbound queue.
+    let peers_of = |t: usize| -> Vec<Option<Sender<Vec<Envelope>>>> {
+        (0..threads)
+            .map(|k| (k != t).then(|| inbox_txs[k].clone()))
+            .collect()
+    };
+    let machines = |t: usize| {
+        let id = u16::try_from(t).unwrap_or(u16::MAX);
+        let gateway = Gateway::new(GatewayId(id), config.clone(), now, unix_ms).with_shards(shards);
+        let hub = Hub::new_shard(config.clone(), ShardId(id), shards, now, unix_ms);
+        (gateway, vec![hub])
+    };
     let mut new_links = Vec::new();
     let mut joins = Vec::new();
-    for k in 1..threads {
-        let (down_tx, down_rx) = bounded(QUEUE_BATCHES);
+    let mut inbox_rxs = inbox_rxs.into_iter();
+    let first_inbox = inbox_rxs.next().expect("one thread at least");
+    for (k, inbox) in (1..threads).zip(inbox_rxs) {
         let (link_tx, link_rx) = bounded::<NewLink>(QUEUE_BATCHES);
-        downlinks.push(Some(down_tx));
         new_links.push(link_tx);
-        let id = GatewayId(u16::try_from(k).unwrap_or(u16::MAX));
-        let gateway = Gateway::new(id, config.clone(), now, unix_ms);
-        let (uplink, control, stop) = (uplink_tx.clone(), control.clone(), stop_rx.clone());
+        let (gateway, hubs) = machines(k);
+        let (peers, control, stop) = (peers_of(k), control.clone(), stop_rx.clone());
         let thread = std::thread::Builder::new()
             .name(format!("hummer-{k}"))
             .spawn(move || {
                 let ex = Rc::new(LocalExecutor::new());
-                let shard = Rc::new(Shard::with_uplink(gateway, uplink, control, READ_CHUNK));
-                smol::block_on(ex.run(serve_thread(ex.clone(), shard, down_rx, link_rx, stop)));
+                let shard = Rc::new(Shard::new(k, gateway, hubs, peers, control, READ_CHUNK));
+                smol::block_on(ex.run(serve_thread(ex.clone(), shard, inbox, link_rx, stop)));
             })?;
         joins.push(thread);
     }
-    drop(uplink_tx);
     let ex = Rc::new(LocalExecutor::new());
-    let shard = Rc::new(Shard::with_hub(
-        Gateway::new(GatewayId(0), config.clone(), now, unix_ms),
-        Hub::new(config, now, unix_ms),
-        downlinks,
+    let (gateway, hubs) = machines(0);
+    let shard = Rc::new(Shard::new(
+        0,
+        gateway,
+        hubs,
+        peers_of(0),
         control.clone(),
         READ_CHUNK,
     ));
+    drop(inbox_txs);
     ex.spawn(shard.clone().timer()).detach();
     ex.spawn(shard.clone().flusher()).detach();
-    ex.spawn(shard.clone().hub_inbox(uplink_rx)).detach();
+    ex.spawn(shard.clone().inbox(first_inbox)).detach();
     // The accept loop is a task of its own: a Task handle costs nothing to
     // poll, where the loop itself would try `accept` on every wake.
     let accept = ex.spawn(accept_loop(
@@ -409,7 +425,7 @@ async fn run(
         log!(info, "shutting down");
         stop_tx.close();
         shut_down(&shard).await;
-        // The hub keeps serving the other threads while they flush.
+        // This thread's shard keeps serving the others while they flush.
         for thread in joins {
             let _ = smol::unblock(move || thread.join()).await;
         }
@@ -419,18 +435,18 @@ async fn run(
     Ok(())
 }
 
-/// A thread other than the first: its gateway, its connections, and the
-/// queues to the hub.
+/// A thread other than the first: its gateway, its hub shard, its
+/// connections.
 async fn serve_thread(
     ex: Rc<LocalExecutor<'static>>,
     shard: Rc<Shard>,
-    downlink: Receiver<Vec<ToGateway>>,
+    inbox: Receiver<Vec<Envelope>>,
     new_links: Receiver<NewLink>,
     stop: Receiver<()>,
 ) {
     ex.spawn(shard.clone().timer()).detach();
-    ex.spawn(shard.clone().uplink()).detach();
-    ex.spawn(shard.clone().downlink(downlink)).detach();
+    ex.spawn(shard.clone().flusher()).detach();
+    ex.spawn(shard.clone().inbox(inbox)).detach();
     let serving = async {
         while let Ok(link) = new_links.recv().await {
             link::start(&ex, &shard, link.stream, link.admitted);

@@ -1,18 +1,19 @@
-//! One runner thread: a [`Gateway`] and its connections, and on the first
-//! thread the [`Hub`] too. Everything here lives on its thread (`Rc`,
-//! `RefCell`): no lock is taken per frame. Threads talk only through bounded
-//! queues of message batches:
+//! One runner thread: a [`Gateway`] and its connections, and the hub
+//! shards the thread owns (shard `k` lives on thread `k % threads`).
+//! Everything here lives on its thread (`Rc`, `RefCell`): no lock is taken
+//! per frame. Threads talk only through bounded queues of message batches,
+//! one inbound queue per thread:
 //!
 //! ```text
-//!   thread k (gateway k) --uplink: Vec<ToHub>-->     thread 0 (hub)
-//!   thread k (gateway k) <--downlink: Vec<ToGateway>-- thread 0 (hub)
+//!   thread a (gateway a, shard a) ──Vec<Envelope>──► thread b (gateway b, shard b)
+//!   envelopes: ToHub for a shard, ToShard between shards, ToGateway
 //! ```
 //!
-//! Gateway 0 and the hub share thread 0 and call each other directly.
-//! Backpressure: a reader stops reading while its thread's uplink holds
-//! more than [`BACKLOG_HIGH`] messages (the hub is behind), and readers of
-//! thread 0 while the hub holds as many for the other gateways (they are
-//! behind): a slow side slows its producers, nothing grows without bound.
+//! What is for the thread itself is handled at once, by a direct call.
+//! Backpressure: a reader stops reading while its thread holds more than
+//! [`BACKLOG_HIGH`] messages for the others (their queues are full: they are
+//! behind). A thread's inbound queue is always drained (handling a message
+//! never waits), so two threads can never wait on each other.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -29,7 +30,9 @@ use smol::Timer;
 
 use super::link::{write_now, Outgoing, Stream};
 use super::Control;
-use crate::server::{CloseReason, ConnId, Gateway, Hub, IdMap, ToGateway, ToHub, TransportAction};
+use crate::server::{
+    CloseReason, ConnId, Gateway, Hub, IdMap, ShardId, ToGateway, ToHub, ToShard, TransportAction,
+};
 
 /// Messages a thread may hold for another before its producers wait.
 pub(super) const BACKLOG_HIGH: usize = 8 * 1024;
@@ -70,31 +73,34 @@ impl Link {
     }
 }
 
-/// The hub's side of thread 0: the hub, and what it holds for the other
-/// gateways until the flusher sends it.
-pub(super) struct HubSide {
-    hub: RefCell<Hub>,
-    /// Per gateway (index = id), messages not sent yet, in order.
-    pending: RefCell<Vec<Vec<ToGateway>>>,
-    pending_len: Cell<usize>,
-    /// The flusher is waiting for room in a queue: it owns the order.
-    flushing: Cell<bool>,
-    flush: Notify,
-    flushed: Notify,
-    downlinks: Vec<Option<Sender<Vec<ToGateway>>>>,
+/// A message between two threads.
+pub(super) enum Envelope {
+    /// For a hub shard.
+    Hub(ShardId, ToHub),
+    /// From a hub shard (the first) to another (the second).
+    Shard(ShardId, ShardId, ToShard),
+    /// For a gateway (its `ConnId`s name it).
+    Gateway(ToGateway),
 }
 
 /// One thread's state.
 pub(super) struct Shard {
+    thread: usize,
+    threads: usize,
     pub gateway: RefCell<Gateway>,
-    pub hub: Option<HubSide>,
-    /// Not thread 0: messages for the hub not sent yet, and the queue.
-    uplink: RefCell<Vec<ToHub>>,
-    uplink_tx: Option<Sender<Vec<ToHub>>>,
-    /// The uplink task is waiting for room in the queue: it owns the order.
-    uplink_sending: Cell<bool>,
-    uplink_wake: Notify,
-    uplink_drained: Notify,
+    /// The hub shards this thread owns.
+    hubs: Vec<RefCell<Hub>>,
+    /// Per thread (index), envelopes not sent yet, in order.
+    outbox: RefCell<Vec<Vec<Envelope>>>,
+    out_len: Cell<usize>,
+    /// Per thread, its inbound queue (none for this thread).
+    peers: Vec<Option<Sender<Vec<Envelope>>>>,
+    /// The flusher is waiting for room in a queue: it owns the order.
+    flushing: Cell<bool>,
+    flush: Notify,
+    flushed: Notify,
+    /// Envelopes for this thread's own machines, handled in the pump.
+    local: RefCell<std::collections::VecDeque<Envelope>>,
     /// The open connections.
     pub links: RefCell<IdMap<ConnId, Rc<Link>>>,
     /// The batch a direct write fills (one per thread: an idle
@@ -107,158 +113,136 @@ pub(super) struct Shard {
     /// holds no buffer while it waits for bytes.
     pub read_buf: RefCell<Vec<u8>>,
     pub control: Arc<Control>,
-    scratch: RefCell<Vec<ToHub>>,
 }
 
 impl Shard {
-    /// Thread 0: gateway 0 and the hub, with the queues to the other
-    /// gateways (`downlinks[k]` for gateway k; none for 0).
-    pub fn with_hub(
+    /// Thread `thread` of `peers.len()`: its gateway, the hub shards it
+    /// owns, and the other threads' inbound queues (`peers[thread]` is
+    /// none).
+    pub fn new(
+        thread: usize,
         gateway: Gateway,
-        hub: Hub,
-        downlinks: Vec<Option<Sender<Vec<ToGateway>>>>,
+        hubs: Vec<Hub>,
+        peers: Vec<Option<Sender<Vec<Envelope>>>>,
         control: Arc<Control>,
         read_buf: usize,
     ) -> Shard {
-        let n = downlinks.len();
-        let side = HubSide {
-            hub: RefCell::new(hub),
-            pending: RefCell::new((0..n).map(|_| Vec::new()).collect()),
-            pending_len: Cell::new(0),
+        let threads = peers.len().max(1);
+        Shard {
+            thread,
+            threads,
+            gateway: RefCell::new(gateway),
+            hubs: hubs.into_iter().map(RefCell::new).collect(),
+            outbox: RefCell::new((0..threads).map(|_| Vec::new()).collect()),
+            out_len: Cell::new(0),
+            peers,
             flushing: Cell::new(false),
             flush: Notify::default(),
             flushed: Notify::default(),
-            downlinks,
-        };
-        Shard::new(gateway, Some(side), None, control, read_buf)
-    }
-
-    /// Another thread: its gateway, and the queue to the hub.
-    pub fn with_uplink(
-        gateway: Gateway,
-        uplink: Sender<Vec<ToHub>>,
-        control: Arc<Control>,
-        read_buf: usize,
-    ) -> Shard {
-        Shard::new(gateway, None, Some(uplink), control, read_buf)
-    }
-
-    fn new(
-        gateway: Gateway,
-        hub: Option<HubSide>,
-        uplink_tx: Option<Sender<Vec<ToHub>>>,
-        control: Arc<Control>,
-        read_buf: usize,
-    ) -> Shard {
-        Shard {
-            gateway: RefCell::new(gateway),
-            hub,
-            uplink: RefCell::new(Vec::new()),
-            uplink_tx,
-            uplink_sending: Cell::new(false),
-            uplink_wake: Notify::default(),
-            uplink_drained: Notify::default(),
+            local: RefCell::new(std::collections::VecDeque::new()),
             links: RefCell::new(IdMap::default()),
             write_buf: RefCell::new(Outgoing::default()),
             armed: Cell::new(None),
             timer_wake: Notify::default(),
             read_buf: RefCell::new(vec![0; read_buf]),
             control,
-            scratch: RefCell::new(Vec::new()),
         }
     }
 
-    /// After every input on this thread: carries the gateway's messages to
-    /// the hub (directly, or into the uplink), applies the hub's output for
-    /// this gateway, wakes the writers with output, flags the connections
-    /// to close, and re-arms the timer when its deadline moved earlier.
+    /// The thread that owns hub shard `s`.
+    fn owner(&self, s: ShardId) -> usize {
+        usize::from(s.0) % self.threads
+    }
+
+    /// This thread's hub shard `s`.
+    fn hub(&self, s: ShardId) -> Option<&RefCell<Hub>> {
+        self.hubs.get(usize::from(s.0) / self.threads)
+    }
+
+    /// Where an envelope goes: this thread's own machines, or a thread's
+    /// outbox.
+    fn route(&self, envelope: Envelope) {
+        let to = match &envelope {
+            Envelope::Hub(s, _) | Envelope::Shard(_, s, _) => self.owner(*s),
+            Envelope::Gateway(m) => usize::from(m.gateway().0),
+        };
+        if to == self.thread {
+            self.local.borrow_mut().push_back(envelope);
+        } else if let Some(q) = self.outbox.borrow_mut().get_mut(to) {
+            q.push(envelope);
+            self.out_len.set(self.out_len.get() + 1);
+        }
+    }
+
+    /// After every input on this thread: carries the machines' messages to
+    /// each other (directly on this thread, into the outboxes for the
+    /// others), writes what the gateway queued, flags the connections to
+    /// close, sends what the other threads' queues take, and re-arms the
+    /// timer when its deadline moved earlier.
     pub fn pump(&self) {
         let now = Instant::now();
         loop {
-            let mut scratch = self.scratch.borrow_mut();
             {
                 let mut g = self.gateway.borrow_mut();
-                while let Some(m) = g.poll_hub() {
-                    scratch.push(m);
+                while let Some((s, m)) = g.poll_hub_routed() {
+                    self.route(Envelope::Hub(s, m));
                 }
             }
-            let Some(side) = &self.hub else {
-                if !scratch.is_empty() {
-                    self.uplink.borrow_mut().append(&mut scratch);
-                    drop(scratch);
-                    self.send_uplink_now();
+            for hub in &self.hubs {
+                let mut h = hub.borrow_mut();
+                let from = h.shard();
+                while let Some(m) = h.poll_gateway() {
+                    self.route(Envelope::Gateway(m));
                 }
+                while let Some((to, m)) = h.poll_shard() {
+                    self.route(Envelope::Shard(from, to, m));
+                }
+            }
+            let Some(envelope) = self.local.borrow_mut().pop_front() else {
                 break;
             };
-            let mut hub = side.hub.borrow_mut();
-            for m in scratch.drain(..) {
-                hub.handle(now, m);
-            }
-            drop(scratch);
-            let mut local = false;
-            let mut remote = false;
-            while let Some(m) = hub.poll_gateway() {
-                let g = usize::from(m.gateway().0);
-                if g == 0 {
-                    self.gateway.borrow_mut().handle_hub(now, m);
-                    local = true;
-                } else if let Some(q) = side.pending.borrow_mut().get_mut(g) {
-                    q.push(m);
-                    side.pending_len.set(side.pending_len.get() + 1);
-                    remote = true;
-                }
-            }
-            drop(hub);
-            if remote {
-                self.flush_now(side);
-            }
-            // Gateway 0's handling of the hub's output may have more for
-            // the hub (a slow consumer's lost link): go round again.
-            if !local {
-                break;
+            self.handle(now, envelope);
+            // Handle the rest of the local ones before polling again.
+            while let Some(envelope) = self.local.borrow_mut().pop_front() {
+                self.handle(now, envelope);
             }
         }
         self.signal_links();
+        self.flush_now();
         self.rearm();
     }
 
-    /// Sends the uplink's messages now, as far as the queue takes them;
-    /// the rest is the uplink task's (it waits for room).
-    fn send_uplink_now(&self) {
-        let Some(tx) = &self.uplink_tx else {
-            return;
-        };
-        let mut queue = self.uplink.borrow_mut();
-        if !self.uplink_sending.get() {
-            while !queue.is_empty() {
-                match tx.try_send(take_batch(&mut queue)) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(batch)) => {
-                        put_back(&mut queue, batch);
-                        break;
-                    }
-                    Err(TrySendError::Closed(_)) => return,
+    fn handle(&self, now: Instant, envelope: Envelope) {
+        match envelope {
+            Envelope::Hub(s, m) => {
+                if let Some(h) = self.hub(s) {
+                    h.borrow_mut().handle(now, m);
                 }
             }
-        }
-        self.control.note_backlog(queue.len());
-        if !queue.is_empty() {
-            self.uplink_wake.notify();
+            Envelope::Shard(from, to, m) => {
+                if let Some(h) = self.hub(to) {
+                    h.borrow_mut().handle_shard(now, from, m);
+                }
+            }
+            Envelope::Gateway(m) => self.gateway.borrow_mut().handle_hub(now, m),
         }
     }
 
-    /// Sends the hub's messages for the other gateways now, as far as
-    /// their queues take them; the rest is the flusher's.
-    fn flush_now(&self, side: &HubSide) {
-        if !side.flushing.get() {
-            let mut pending = side.pending.borrow_mut();
-            for (q, tx) in pending.iter_mut().zip(&side.downlinks) {
+    /// Sends the outboxes now, as far as the other threads' queues take
+    /// them; the rest is the flusher's (it waits for room).
+    fn flush_now(&self) {
+        if self.out_len.get() == 0 {
+            return;
+        }
+        if !self.flushing.get() {
+            let mut outbox = self.outbox.borrow_mut();
+            for (q, tx) in outbox.iter_mut().zip(&self.peers) {
                 let Some(tx) = tx else { continue };
                 while !q.is_empty() {
                     let batch = take_batch(q);
                     let n = batch.len();
                     match tx.try_send(batch) {
-                        Ok(()) => side.pending_len.set(side.pending_len.get() - n),
+                        Ok(()) => self.out_len.set(self.out_len.get() - n),
                         Err(TrySendError::Full(batch) | TrySendError::Closed(batch)) => {
                             put_back(q, batch);
                             break;
@@ -267,51 +251,27 @@ impl Shard {
                 }
             }
         }
-        self.control.note_backlog(side.pending_len.get());
-        if side.pending_len.get() > 0 {
-            side.flush.notify();
+        self.control.note_backlog(self.out_len.get());
+        if self.out_len.get() > 0 {
+            self.flush.notify();
         }
     }
 
-    /// Applies a batch from the hub (threads other than 0).
-    pub fn apply(&self, batch: Vec<ToGateway>) {
-        let now = Instant::now();
-        {
-            let mut g = self.gateway.borrow_mut();
-            for m in batch {
-                g.handle_hub(now, m);
-            }
-        }
-        self.pump();
-    }
-
-    /// Handles a batch from another gateway (thread 0).
-    pub fn apply_to_hub(&self, batch: Vec<ToHub>) {
-        if let Some(side) = &self.hub {
-            let now = Instant::now();
-            let mut hub = side.hub.borrow_mut();
-            for m in batch {
-                hub.handle(now, m);
-            }
-        }
+    /// Handles a batch from another thread.
+    pub fn apply(&self, batch: Vec<Envelope>) {
+        self.local.borrow_mut().extend(batch);
         self.pump();
     }
 
     /// Whether readers of this thread must wait before reading more.
     pub fn backlogged(&self) -> bool {
-        match &self.hub {
-            Some(side) => side.pending_len.get() > BACKLOG_HIGH,
-            None => self.uplink.borrow().len() > BACKLOG_HIGH,
-        }
+        self.out_len.get() > BACKLOG_HIGH
     }
 
     /// Waits until the backlog that made [`Shard::backlogged`] true shrank.
     pub async fn room(&self) {
         while self.backlogged() {
-            match &self.hub {
-                Some(side) => side.flushed.wait().await,
-                None => self.uplink_drained.wait().await,
-            }
+            self.flushed.wait().await;
         }
     }
 
@@ -340,11 +300,8 @@ impl Shard {
 
     fn next_deadline(&self) -> Option<Instant> {
         let g = self.gateway.borrow().poll_timeout();
-        let h = self
-            .hub
-            .as_ref()
-            .and_then(|s| s.hub.borrow().poll_timeout());
-        g.into_iter().chain(h).min()
+        let hubs = self.hubs.iter().filter_map(|h| h.borrow().poll_timeout());
+        g.into_iter().chain(hubs).min()
     }
 
     fn rearm(&self) {
@@ -373,83 +330,45 @@ impl Shard {
             sleep.or(self.timer_wake.wait()).await;
             let now = Instant::now();
             self.gateway.borrow_mut().handle_timeout(now);
-            if let Some(side) = &self.hub {
-                side.hub.borrow_mut().handle_timeout(now);
+            for hub in &self.hubs {
+                hub.borrow_mut().handle_timeout(now);
             }
             self.pump();
         }
     }
 
-    /// Sends the uplink's messages to the hub, in order (threads other
-    /// than 0). Ends when the hub is gone.
-    pub async fn uplink(self: Rc<Self>) {
-        let Some(tx) = self.uplink_tx.clone() else {
-            return;
-        };
-        loop {
-            loop {
-                let batch = take_batch(&mut self.uplink.borrow_mut());
-                if batch.is_empty() {
-                    break;
-                }
-                self.uplink_sending.set(true);
-                let sent = tx.send(batch).await;
-                self.uplink_sending.set(false);
-                if sent.is_err() {
-                    return;
-                }
-                self.uplink_drained.notify();
-            }
-            self.uplink_drained.notify();
-            self.uplink_wake.wait().await;
-        }
-    }
-
-    /// Sends the hub's messages to the other gateways, in order (thread 0).
+    /// Sends what the other threads' queues did not take at once, in
+    /// order, waiting for room.
     pub async fn flusher(self: Rc<Self>) {
-        let Some(side) = &self.hub else {
-            return;
-        };
         loop {
             let mut sent = false;
-            for (g, tx) in side.downlinks.iter().enumerate() {
-                let batch = match side.pending.borrow_mut().get_mut(g) {
+            for (t, tx) in self.peers.iter().enumerate() {
+                let batch = match self.outbox.borrow_mut().get_mut(t) {
                     Some(q) if !q.is_empty() => take_batch(q),
                     _ => continue,
                 };
-                side.pending_len
-                    .set(side.pending_len.get().saturating_sub(batch.len()));
+                self.out_len
+                    .set(self.out_len.get().saturating_sub(batch.len()));
                 sent = true;
                 if let Some(tx) = tx {
-                    // A gateway thread that ended drops what was for it.
-                    side.flushing.set(true);
+                    // A thread that ended drops what was for it.
+                    self.flushing.set(true);
                     let _ = tx.send(batch).await;
-                    side.flushing.set(false);
+                    self.flushing.set(false);
                 }
             }
-            side.flushed.notify();
+            self.flushed.notify();
             if !sent {
-                side.flush.wait().await;
+                self.flush.wait().await;
             }
         }
     }
 
-    /// Receives the hub's batches for this gateway (threads other than 0).
-    pub async fn downlink(self: Rc<Self>, rx: Receiver<Vec<ToGateway>>) {
+    /// Receives the other threads' batches for this one. Never waits for
+    /// anything else: a thread's inbound queue always drains.
+    pub async fn inbox(self: Rc<Self>, rx: Receiver<Vec<Envelope>>) {
         while let Ok(batch) = rx.recv().await {
             self.apply(batch);
-        }
-    }
-
-    /// Receives the other gateways' batches for the hub (thread 0), while
-    /// the hub is not behind on its own output.
-    pub async fn hub_inbox(self: Rc<Self>, rx: Receiver<Vec<ToHub>>) {
-        loop {
-            self.room().await;
-            let Ok(batch) = rx.recv().await else {
-                return;
-            };
-            self.apply_to_hub(batch);
         }
     }
 }
