@@ -79,7 +79,9 @@ start_hummer() { # extra arguments of hummer-server
     port=$(free_port)
     # The per-instance send limit (180 / 3 s) would cap a load test; NATS
     # and Redis have none, so neither does hummer-server here.
-    "$BIN/hummer-server" --listen "127.0.0.1:$port" --rate-limit-sends 1000000000 --login-rate-per-ip 1000000000 --max-connections-per-ip 1000000 --log warn "$@" >"$WORK/hummer-$port.out" 2>"$WORK/hummer-$port.err" &
+    # HUMMER_THREADS is this script's list, not the server's setting of
+    # the same name (the flag sets each server's).
+    env -u HUMMER_THREADS "$BIN/hummer-server" --listen "127.0.0.1:$port" --rate-limit-sends 1000000000 --login-rate-per-ip 1000000000 --max-connections-per-ip 1000000 --log warn "$@" >"$WORK/hummer-$port.out" 2>"$WORK/hummer-$port.err" &
     pid=$!; PIDS+=("$pid")
     wait_port "$port" hummer-server
     HADDRS+=("127.0.0.1:$port"); HPIDS+=("$pid")

@@ -55,8 +55,8 @@ serve options (environment equivalent in brackets):
                              [HUMMER_MAX_CONNECTIONS_PER_IP] (default 1000)
   --listen-backlog N         listen backlog, capped by net.core.somaxconn
                              [HUMMER_LISTEN_BACKLOG] (default 1024)
-  --threads N                threads serving connections, each with a gateway; the first
-                             also runs the hub [HUMMER_THREADS] (default: the number of cores)
+  --threads N                threads serving connections, each with a gateway and a hub
+                             shard [HUMMER_THREADS] (default: the number of cores)
   --log LEVEL                error|warn|info|debug|trace [HUMMER_LOG] (default info)
 
 App secrets (--app, token --secret) must be at least 32 bytes.

@@ -1,11 +1,12 @@
 //! Runs the server on TCP with smol, on `threads` threads: length-prefixed
 //! frames on each connection. Each thread runs a [`Gateway`] with its share
-//! of the connections (spread in turn as they are accepted), a reader and a
-//! writer task per connection, and a timer; the first thread runs the
-//! [`Hub`] too. Threads share no lock on the path of a frame: they pass
-//! batches of [`ToHub`](crate::server::ToHub) and
-//! [`ToGateway`](crate::server::ToGateway) messages through bounded queues,
-//! and a reader whose thread is behind stops reading (see `shard.rs`).
+//! of the connections (spread in turn as they are accepted), one shard of
+//! the [`Hub`], a reader and a writer task per connection, and a timer.
+//! Threads share no lock on the path of a frame: they pass batches of
+//! messages ([`ToHub`](crate::server::ToHub),
+//! [`ToShard`](crate::server::ToShard),
+//! [`ToGateway`](crate::server::ToGateway)) through bounded queues, and a
+//! reader whose thread is behind stops reading (see `shard.rs`).
 //!
 //! What the runner itself bounds (the [`Server`] bounds the rest), set with
 //! a [`RunnerConfig`]:
@@ -97,8 +98,8 @@ pub struct RunnerConfig {
     /// completes before the runner accepts them. Linux caps it at
     /// `net.core.somaxconn` (4096 on recent kernels). Default 1024.
     pub listen_backlog: u32,
-    /// Threads serving connections, each with a gateway (at least 1; the
-    /// first also runs the hub). Default: the number of cores.
+    /// Threads serving connections, each with a gateway and a hub shard
+    /// (at least 1). Default: the number of cores.
     pub threads: usize,
 }
 
