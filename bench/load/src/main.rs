@@ -21,7 +21,7 @@
 //! Every loop is bounded in count and in time.
 //!
 //! Every client does the same work per message, the least its protocol
-//! allows: publishers write `BATCH` pre-encoded messages per write (only
+//! allows: publishers write `batch()` pre-encoded messages per write (only
 //! hummer patches an id in them), subscribers count deliveries without
 //! decoding them (count.rs).
 //!
@@ -67,8 +67,14 @@ fn quota() -> u64 {
 /// more than ~1.5 MB for one subscriber (hummer-server closes a connection
 /// past 4 MB queued).
 const WINDOW: u64 = 10_000;
-/// Messages per socket write of a publisher.
-const BATCH: u64 = 50;
+/// Messages per socket write of every publisher (`--batch`, 50 by default).
+/// A server reading in bigger pieces gains from bigger writes (NATS reads up
+/// to 64 KB, Redis 16 KB, hummer-server 4 KB), so it is the same for all.
+static BATCH: AtomicU64 = AtomicU64::new(50);
+
+fn batch() -> u64 {
+    BATCH.load(Ordering::Relaxed)
+}
 const PAYLOAD: usize = 100;
 const MAX_FRAME: usize = 64 * 1024;
 /// Any blocking read gives up after this long (then loops check their caps).
@@ -543,7 +549,7 @@ struct Publisher {
     uid: u64,
     sent_on_login: u64,
     rid: u64,
-    /// `BATCH` copies of one message as sent (for hummer with its length
+    /// `batch()` copies of one message as sent (for hummer with its length
     /// prefix), encoded once: a batch is one write of a prefix of it. No
     /// protocol needs anything patched but hummer, whose server answers a
     /// repeated `message_id` with the first reply and delivers nothing.
@@ -624,7 +630,7 @@ impl Publisher {
             uid,
             sent_on_login: 0,
             rid: 10,
-            batch: template.repeat(BATCH as usize),
+            batch: template.repeat(batch() as usize),
             msg_len: template.len(),
             msgid_at,
         };
@@ -663,7 +669,7 @@ impl Publisher {
         self.sent_on_login = 0;
     }
 
-    /// Sends messages `first..first + k` (`k` at most `BATCH`) in one write.
+    /// Sends messages `first..first + k` (`k` at most `batch()`) in one write.
     fn send(&mut self, first: u64, k: u64) -> io::Result<()> {
         if let Some(m) = self.msgid_at {
             if self.sent_on_login + k > quota() {
@@ -790,10 +796,12 @@ struct Params {
     clk_tck: f64,
 }
 
-/// The counts of `compare` and `rawcheck` (`--quick`: smaller ones).
+/// The counts of `compare` and `rawcheck` (`--quick`: smaller ones); sets
+/// the batch size.
 fn params(args: &HashMap<String, String>) -> Params {
     let quick = args.contains_key("quick");
     let num = |k: &str, d: u64| args.get(k).and_then(|v| v.parse().ok()).unwrap_or(d);
+    BATCH.store(num("batch", batch()).max(1), Ordering::Relaxed);
     Params {
         reps: num("reps", if quick { 1 } else { 5 }),
         messages: num("messages", if quick { 20_000 } else { 200_000 }),
@@ -871,7 +879,7 @@ fn pubsub(t: &Target, run: u64, n: u64, subs: u64, p: &Params) -> io::Result<Out
     let end = start + p.cap;
     let mut sent = 0;
     while sent < n && Instant::now() < end {
-        if sent.saturating_sub(min_received()) + BATCH > p.window {
+        if sent.saturating_sub(min_received()) + batch() > p.window {
             // Asleep, not spinning: on a small machine a spinning publisher
             // takes CPU from the server and the subscribers it waits for
             // (the raw client's publisher blocks in its write instead). A
@@ -879,7 +887,7 @@ fn pubsub(t: &Target, run: u64, n: u64, subs: u64, p: &Params) -> io::Result<Out
             thread::sleep(Duration::from_micros(200));
             continue;
         }
-        let k = BATCH.min(n - sent);
+        let k = batch().min(n - sent);
         publisher.send(sent, k)?;
         sent += k;
     }
@@ -1375,7 +1383,7 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
         ),
         publisher_threads: num("scale-publisher-threads", 2),
         reader_threads: num("scale-reader-threads", 2),
-        window: num("scale-window", 4 * BATCH),
+        window: num("scale-window", 4 * batch()),
         // hummer-server takes tens of seconds to close 11,000 connections
         // (and goes idle before the next run): 3 repetitions of this one.
         reps: num("scale-reps", p.reps.min(3)),
@@ -1737,7 +1745,7 @@ fn main() -> ExitCode {
                   --nats-pid PID --redis ADDR --redis-pid PID [--reps 3] [--quick] \
                   [--messages N] [--fanout-messages N] [--subscribers N] [--rtt-samples N] \
                   [--time-cap-secs S] [--clk-tck N] [--targets hummer,nats,redis,hummer-reliable] \
-                  [--workloads pubsub,fanout,rtt,scale] [--inprocess-hummer] [--window N] \
+                  [--workloads pubsub,fanout,rtt,scale] [--inprocess-hummer] [--window N] [--batch 50] \
                   [--scale-channels 1000] [--scale-members 10] [--scale-messages N] \
                   [--scale-publisher-threads 2] [--scale-reader-threads 2] [--scale-window N] \
                   [--scale-reps 3] \

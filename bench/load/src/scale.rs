@@ -21,8 +21,8 @@ use polling::{Event, Events, PollMode, Poller};
 
 use crate::count::Counter;
 use crate::{
-    close, cpu_seconds, own_cpu_seconds, subscribe_finish, subscribe_start, wait_idle, Conn,
-    Outcome, Params, Publisher, Target, Topic, BATCH, SETTLE_CAP,
+    batch, close, cpu_seconds, own_cpu_seconds, subscribe_finish, subscribe_start, wait_idle, Conn,
+    Outcome, Params, Publisher, Target, Topic, SETTLE_CAP,
 };
 
 pub struct ScaleParams {
@@ -127,7 +127,7 @@ pub fn scale(t: &Target, run: u64, sp: &ScaleParams, p: &Params) -> io::Result<O
     for (ch, pb) in pubs.into_iter().enumerate() {
         shares[ch % writers].push((ch, pb));
     }
-    let window = sp.window.max(BATCH);
+    let window = sp.window.max(batch());
     let publisher_threads: Vec<_> = shares
         .into_iter()
         .map(|share| {
@@ -281,10 +281,10 @@ fn publish(
                 .map(|c| c.load(Ordering::Relaxed))
                 .min()
                 .unwrap_or(0);
-            if sent.saturating_sub(slowest) + BATCH > window {
+            if sent.saturating_sub(slowest) + batch() > window {
                 continue;
             }
-            let k = BATCH.min(n - *sent);
+            let k = batch().min(n - *sent);
             pb.send(*sent, k)?;
             *sent += k;
             progress = true;
