@@ -98,6 +98,10 @@ impl Recorder {
 fn the_session_and_the_server_log_inside_their_spans() {
     let recorder = Recorder::default();
     tracing::subscriber::with_default(recorder.clone(), || {
+        // Other tests of this binary, on other threads and with no
+        // subscriber, may have registered these callsites first and cached
+        // "never" for them: ask again now that this thread has one.
+        tracing::callsite::rebuild_interest_cache();
         let mut p = Pair::demo();
         let alice = p.logged_in(7);
         let first = p.session(alice).link().expect("a link");
