@@ -31,43 +31,20 @@ impl Hub {
         self.config.limits.check_uid(req.receiver)?;
         let message = Message::from(req.message.unwrap_or_default());
         self.config.limits.check_message(&message)?;
-        let key = (appid, req.receiver);
         let ts = self.unix_ms();
-        let conns: Vec<ConnId> = self
-            .users
-            .get(&key)
-            .into_iter()
-            .flatten()
-            .filter_map(|i| self.instances.get(i).and_then(|x| x.conn))
-            .collect();
-        let mut push = wire::UserMessagePush {
+        let push = wire::UserMessagePush {
             from_uid,
             message: Some(message.into()),
             timestamp_ms: ts,
             seq: 0,
         };
-        let mut seq = 0;
         // The push must fit in a frame a client accepts, with the longest
         // seq varint (a reliable push that does not would be replayed, and
         // refused, on every login of the receiver).
         check_sequenced_fits(self.config.limits.max_frame_size, &push)?;
         // Counted only once the send is known to be valid.
         self.rate_check(inst)?;
-        let frame = if req.unreliable {
-            encode_push(Body::UserMessage(push))
-        } else {
-            let now = self.now();
-            let retention = self.config.inbox_retention();
-            let pushed = self.inbox_mut(key).log.push(now, retention, |seq| {
-                push.seq = seq;
-                encode_push(Body::UserMessage(push))
-            });
-            seq = pushed.seq;
-            self.retained(appid, pushed.added);
-            pushed.frame
-        };
-        let delivered_online = !conns.is_empty();
-        self.broadcast_to(conns, &frame);
+        let (seq, delivered_online) = self.deliver_p2p((appid, req.receiver), push, req.unreliable);
         let reply = wire::SendReply {
             timestamp_ms: ts,
             delivered_online,

@@ -131,7 +131,6 @@ impl SentIds {
 
 #[cfg(test)]
 mod tests {
-    use super::IdMap;
     use super::*;
 
     const W: Duration = Duration::from_secs(120);
