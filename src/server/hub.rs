@@ -50,9 +50,28 @@ pub(super) struct Current {
 ///
 /// Inputs: [`Hub::handle`] (a gateway's message) and [`Hub::handle_timeout`];
 /// outputs: [`Hub::poll_gateway`] (messages, each for one gateway, in the
-/// order they must be applied) and [`Hub::poll_timeout`]. See
-/// [`Gateway`](super::Gateway) for both wired by hand;
-/// [`Server`](super::Server) is one gateway and one hub.
+/// order they must be applied) and [`Hub::poll_timeout`]; between shards,
+/// [`Hub::poll_shard`] and [`Hub::handle_shard`]. See
+/// [`Gateway`](super::Gateway) for a gateway and a hub wired by hand;
+/// [`Server`](super::Server) wires gateways and shards in one machine.
+///
+/// Three shards: each uid and each channel has one owner, the same for
+/// every gateway and shard.
+///
+/// ```
+/// use std::time::Instant;
+/// use hummer_channel::server::{uid_shard, Hub, ServerConfig, ShardId, DEMO_APPID};
+///
+/// let t0 = Instant::now();
+/// let shards: Vec<Hub> = (0..3)
+///     .map(|s| Hub::new_shard(ServerConfig::demo(), ShardId(s), 3, t0, 1_700_000_000_000))
+///     .collect();
+/// let home = uid_shard(DEMO_APPID, 42, 3);
+/// assert_eq!(shards[usize::from(home.0)].shard(), home);
+/// // Every shard tells the same epoch; none holds anything yet.
+/// assert!(shards.iter().all(|h| h.server_epoch() == shards[0].server_epoch()));
+/// assert!(shards.iter().all(|h| h.instance_count() == 0));
+/// ```
 #[derive(Debug)]
 pub struct Hub {
     pub(super) config: ServerConfig,
