@@ -176,3 +176,42 @@ fn a_pass_of_poll_ready_covers_every_gateway_once() {
     assert_eq!(n.s.poll_ready(), None);
     assert_eq!(n.s.poll_ready(), None, "nothing left on any gateway");
 }
+
+/// A gateway on its own: its deadlines, its stream errors and what it tells
+/// the hub about a link it closed.
+#[test]
+fn a_gateway_alone_times_closes_and_tells_the_hub_once() {
+    use hummer_channel::server::{Gateway, GatewayId, ToHub};
+    use hummer_channel::WireError;
+    let config = ServerConfig::demo();
+    let t0 = Instant::now();
+    let mut g = Gateway::new(GatewayId(3), config.clone(), t0, T0_UNIX_MS);
+    assert_eq!(g.poll_timeout(), None, "nothing to wait for");
+    let c = g.accept(t0);
+    assert_eq!(c.gateway(), GatewayId(3));
+    let first = g
+        .poll_timeout()
+        .expect("a deadline: the heartbeat or the login");
+    assert!(first > t0 && first <= t0 + config.login_timeout.max(config.idle_timeout));
+
+    // A broken stream closes the link as a protocol error, and the hub is
+    // told once, however the transport ends afterwards.
+    g.handle_stream_error(t0, c, WireError::EmptyFrame);
+    assert!(matches!(
+        g.poll_transport(),
+        Some(TransportAction::Close { conn, reason: CloseReason::ProtocolError(_) }) if conn == c
+    ));
+    g.handle_stream_error(t0, c, WireError::EmptyFrame);
+    assert_eq!(
+        g.stale_inputs(),
+        1,
+        "a second error on a closing link is stale"
+    );
+    g.handle_disconnected(t0, c);
+    let told: Vec<ToHub> = std::iter::from_fn(|| g.poll_hub()).collect();
+    assert!(
+        matches!(told.as_slice(), [ToHub::LinkLost { conn }] if *conn == c),
+        "{told:?}"
+    );
+    assert_eq!(g.connection_count(), 0);
+}
