@@ -470,21 +470,7 @@ impl Hub {
                 self.park(who, id, conn, rid, body);
                 return Ok(());
             }
-            let (now, limit, window) = (
-                self.now(),
-                self.config.rate_limit_sends,
-                self.config.rate_limit_window,
-            );
-            let room = self
-                .instances
-                .get_mut(&inst)
-                .is_some_and(|i| i.rate.has_room(now, limit, window));
-            if !room {
-                return Err(ServiceError::new(
-                    ErrorCode::OPERATION_TOO_OFTEN,
-                    "too many sends from this instance: slow down",
-                ));
-            }
+            self.send_room(inst)?;
             send_id = Some((r.message_id, to));
         }
         self.rate_ready(inst, rate_kind(&body))?;

@@ -529,8 +529,9 @@ impl Hub {
             .ok_or_else(|| ServiceError::new(ErrorCode::UNAUTHORIZED, "not logged in"))
     }
 
-    /// Counts one send against the instance's rate limit (4003 past it).
-    pub(super) fn rate_check(&mut self, inst: u64) -> Result<(), ServiceError> {
+    /// 4003 when the instance's own send limit has no room (nothing is
+    /// counted: see [`Hub::rate_check`]).
+    pub(super) fn send_room(&mut self, inst: u64) -> Result<(), ServiceError> {
         let (now, limit, window) = (
             self.now(),
             self.config.rate_limit_sends,
@@ -546,9 +547,20 @@ impl Hub {
                 "too many sends from this instance: slow down",
             ));
         }
+        Ok(())
+    }
+
+    /// Counts one send against the instance's rate limit (4003 past it).
+    pub(super) fn rate_check(&mut self, inst: u64) -> Result<(), ServiceError> {
+        self.send_room(inst)?;
         // Both limits are checked before either counts the send: a refused
         // send uses up neither.
         self.rate_take(inst, RateKind::Send, 1)?;
+        let (now, limit, window) = (
+            self.now(),
+            self.config.rate_limit_sends,
+            self.config.rate_limit_window,
+        );
         if let Some(i) = self.instances.get_mut(&inst) {
             i.rate.allow(now, limit, window);
         }
