@@ -98,13 +98,14 @@ async fn read_loop(shard: Rc<Shard>, conn: ConnId, link: Rc<Link>, max_frame: us
         if stream.readable().await.is_err() {
             return;
         }
-        let (n, full) = {
+        // Whether the read filled the buffer (more may be waiting).
+        let full = {
             let mut buf = shard.read_buf.borrow_mut();
             match stream.get_ref().read(&mut buf) {
                 Ok(0) => return,
                 Ok(n) => {
                     decoder.extend(buf.get(..n).unwrap_or_default());
-                    (n, n == buf.len())
+                    n == buf.len()
                 }
                 Err(e)
                     if e.kind() == io::ErrorKind::WouldBlock
@@ -115,7 +116,6 @@ async fn read_loop(shard: Rc<Shard>, conn: ConnId, link: Rc<Link>, max_frame: us
                 Err(_) => return,
             }
         };
-        let _ = n;
         let mut failed = false;
         let mut since_pump = 0u32;
         loop {
