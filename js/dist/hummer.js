@@ -62,6 +62,18 @@ var Stream = class {
     this.fetching = false;
     this.progress = false;
     this.generation = 0;
+    this._idleWaiters = [];
+  }
+  /** Resolves once no fetch is in flight (a leave waits for the replay it asked for). */
+  whenIdle() {
+    if (!this.fetching) return Promise.resolve();
+    return new Promise((r) => this._idleWaiters.push(r));
+  }
+  _notifyIdle() {
+    if (this.fetching) return;
+    const w = this._idleWaiters;
+    this._idleWaiters = [];
+    for (const r of w) r();
   }
   /** Rule 2: a LoginReply / JoinReply / ResumedChannel sets epoch and cursor, dropping what is held. */
   reset(epoch, cursor) {
@@ -71,6 +83,7 @@ var Stream = class {
     this.fetching = false;
     this.progress = false;
     this.generation++;
+    this._notifyIdle();
   }
   /** A pushed message with its sequence number (0: unreliable). */
   push(seq, item) {
@@ -106,8 +119,8 @@ var Stream = class {
     this.io.fetch(afterSeq).then((res) => {
       if (gen !== this.generation) return;
       this.fetching = false;
-      if (res.code !== 0) return;
-      this._fetched(res.body);
+      if (res.code === 0) this._fetched(res.body);
+      this._notifyIdle();
     });
   }
   _minHeld() {
@@ -3847,6 +3860,7 @@ var Channel = class extends Emitter {
     } catch (err) {
       return fail(2001, err.message);
     }
+    await this._stream.whenIdle();
     const res = await this._hummer._request("leave", { channel: this._key(), extra: e });
     if (res.code === 0 || res.code === 5101) this._left();
     return this._ok(res);

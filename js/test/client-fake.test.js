@@ -324,3 +324,30 @@ test("local argument checks: message size 2007, bad uid 2001, too many channel i
   assert.equal(ctx.conn.inbox.filter((f) => f.body.case !== "ping" && f.body.case !== "ack").length, 0);
   await finish(ctx);
 });
+
+test("a leave while the channel's replay is being fetched waits for the fetch's reply", async () => {
+  const ctx = await loggedIn();
+  const ch = ctx.client.createChannel({ region: "cn", channelId: "f" });
+  const jp = ch.joinChannel();
+  const join = await ctx.conn.recv();
+  ctx.conn.reply(join, { case: "joinReply", value: { channel: 3, epoch: 9n, seq: 0n, replayTruncatedAt: 1n } });
+  await jp;
+  const fetch = await ctx.conn.recv();
+  assert.equal(fetch.body.case, "fetch");
+  assert.equal(fetch.body.value.channel.channelId, "f");
+  assert.equal(fetch.body.value.afterSeq, 0n);
+  const got = collect(ch, "ChannelMessage");
+  const lp = ch.leaveChannel();
+  // Nothing is sent until the fetch completes.
+  await new Promise((r) => setImmediate(r));
+  assert.equal(ctx.conn.inbox.filter((f) => f.body.case === "leave").length, 0);
+  ctx.conn.send({ body: { case: "channelMessage", value: { channel: 3, fromUid: 2n, seq: 1n, message: { type: "t", content: enc.encode("r") } } } });
+  ctx.conn.reply(fetch, { case: "fetchReply", value: { throughSeq: 1n } });
+  const leave = await ctx.conn.recv();
+  assert.equal(leave.body.case, "leave");
+  ctx.conn.reply(leave, { case: "ok", value: {} });
+  assert.equal((await lp).rescode, 0);
+  assert.equal(got.length, 1);
+  assert.equal(ch.joined, false);
+  await finish(ctx);
+});
