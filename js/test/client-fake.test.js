@@ -351,3 +351,52 @@ test("a leave while the channel's replay is being fetched waits for the fetch's 
   assert.equal(ch.joined, false);
   await finish(ctx);
 });
+
+test("the default url in a browser follows location (ws: for http:, wss: for https:)", () => {
+  const saved = Object.getOwnPropertyDescriptor(globalThis, "location");
+  try {
+    Object.defineProperty(globalThis, "location", { value: { protocol: "https:", host: "example.test:8443" }, configurable: true });
+    assert.equal(Hummer.createHummer({ appid: 1 }).url, "wss://example.test:8443/v1/ws");
+    Object.defineProperty(globalThis, "location", { value: { protocol: "http:", host: "h:1" }, configurable: true });
+    assert.equal(Hummer.createHummer({ appid: 1 }).url, "ws://h:1/v1/ws");
+  } finally {
+    if (saved) Object.defineProperty(globalThis, "location", saved);
+    else delete globalThis.location;
+  }
+  assert.equal(Hummer.createHummer({ appid: 1 }).url, undefined);
+});
+
+test("reconnect backoff grows exponentially with jitter while the server refuses connections", async () => {
+  const ctx = await loggedIn({ reconnectMinDelay: 20, reconnectMaxDelay: 160 });
+  ctx.server.refuse = true;
+  const times = [];
+  const orig = ctx.server.WebSocket;
+  let n = 0;
+  const done = new Promise((resolve) => {
+    ctx.hummer._WebSocket = class extends orig {
+      constructor(url, p) {
+        super(url, p);
+        times.push(Date.now());
+        if (++n === 6) resolve();
+      }
+    };
+  });
+  const t0 = Date.now();
+  ctx.conn.drop();
+  await done;
+  const delays = times.map((t, i) => t - (i === 0 ? t0 : times[i - 1]));
+  // base 20, 40, 80, 160, 160, 160 with jitter between half and all of it.
+  const bases = [20, 40, 80, 160, 160, 160];
+  delays.forEach((d, i) => {
+    assert.ok(d >= bases[i] / 2 - 5, `delay ${i} = ${d} >= ${bases[i] / 2}`);
+    assert.ok(d <= bases[i] + 60, `delay ${i} = ${d} <= ${bases[i]}`);
+  });
+  ctx.server.refuse = false;
+  ctx.hummer._WebSocket = orig;
+  const conn2 = await ctx.server.nextConn(3000);
+  const l = await conn2.recv();
+  conn2.loginReply(l, { resumed: true });
+  await nextEvent(ctx.hummer, "ConnectionStateChanged", 1000, (s) => s.state === "CONNECTED");
+  ctx.conn = conn2;
+  await finish(ctx);
+});
