@@ -421,7 +421,7 @@ test("a link down past the grace period: re-login not resumed, the channel re-jo
   }
 });
 
-test("the server's Ping is answered: a link silent but for pongs stays up (heartbeat)", async () => {
+test("heartbeat: the client pings a real server on its interval and the link stays CONNECTED", async () => {
   // The client pings at the login reply's interval; an idle link must stay connected.
   const h = await loginAs(freshUid());
   const pings = [];
