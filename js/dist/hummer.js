@@ -3862,7 +3862,7 @@ var Channel = class extends Emitter {
     }
     await this._stream.whenIdle();
     const res = await this._hummer._request("leave", { channel: this._key(), extra: e });
-    if (res.code === 0 || res.code === 5101) this._left();
+    if ([0, 5101, 1005, 1007].includes(res.code)) this._left();
     return this._ok(res);
   }
   _left() {

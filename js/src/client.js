@@ -210,7 +210,10 @@ export class Channel extends Emitter {
     // (else the fetch is refused with 5101 and the rest of the replay is lost).
     await this._stream.whenIdle();
     const res = await this._hummer._request("leave", { channel: this._key(), extra: e });
-    if (res.code === 0 || res.code === 5101) this._left();
+    // Left on success; also when the outcome is unknown (1005, 1007): the
+    // channel is then not listed in the resume, which completes the leave
+    // (docs/protocol.md, "Client decisions after a lost link").
+    if ([0, 5101, 1005, 1007].includes(res.code)) this._left();
     return this._ok(res);
   }
 

@@ -344,8 +344,9 @@ export class Hummer extends Emitter {
     if (!this._session) return;
 
     // Requests in flight: reliable sends wait for the re-login to be re-sent
-    // with their message id; a leave completes by the resume omitting the
-    // channel; everything else has an unknown outcome (1007).
+    // with their message id; everything else has an unknown outcome (1007;
+    // a leave's channel is then out, and the resume omitting it completes
+    // the leave).
     for (const req of this._inflight.values()) {
       if (req.isSend && req.reliable) {
         req.awaitingResend = true;

@@ -400,3 +400,38 @@ test("reconnect backoff grows exponentially with jitter while the server refuses
   ctx.conn = conn2;
   await finish(ctx);
 });
+
+test("a join or a leave in flight when the link is lost fails 1007 and its channel is not listed in the resume", async () => {
+  const ctx = await loggedIn({}, { instanceId: 77n, p2pEpoch: 5n });
+  const { client, server } = ctx;
+  const leaving = client.createChannel({ region: "cn", channelId: "leaving" });
+  const jp = leaving.joinChannel();
+  const join = await ctx.conn.recv();
+  ctx.conn.reply(join, { case: "joinReply", value: { channel: 1, epoch: 9n, seq: 2n } });
+  await jp;
+  const kept = client.createChannel({ region: "cn", channelId: "kept" });
+  const kp = kept.joinChannel();
+  const join2 = await ctx.conn.recv();
+  ctx.conn.reply(join2, { case: "joinReply", value: { channel: 2, epoch: 8n, seq: 1n } });
+  await kp;
+  const joining = client.createChannel({ region: "cn", channelId: "joining" });
+  const lp = leaving.leaveChannel();
+  const jp2 = joining.joinChannel();
+  const sent = [(await ctx.conn.recv()).body.case, (await ctx.conn.recv()).body.case];
+  assert.deepEqual(sent.sort(), ["join", "leave"]);
+  ctx.conn.drop();
+  assert.equal((await lp).rescode, 1007);
+  assert.equal((await jp2).rescode, 1007);
+  assert.equal(leaving.joined, false, "a lost leave's channel is out");
+  assert.equal(joining.joined, false, "a lost join is no membership");
+  const conn2 = await server.nextConn();
+  const relogin = await conn2.recv();
+  const listed = relogin.body.value.resume.channels.map((c) => c.channel.channelId);
+  assert.deepEqual(listed, ["kept"]);
+  conn2.loginReply(relogin, {
+    instanceId: 77n, resumed: true, p2pEpoch: 5n,
+    channels: [{ channel: { region: 1, channelId: "kept" }, state: { channel: 3, epoch: 8n, seq: 1n } }],
+  });
+  ctx.conn = conn2;
+  await finish(ctx);
+});
