@@ -5,7 +5,8 @@
 //!               [--kick-older-logins] [--max-members N] [--presence-grace-secs N]
 //!               [--idle-timeout-secs N] [--max-queued-bytes N] [--seed N] [--log LEVEL]
 //!               [--max-connections N] [--max-connections-per-ip N] [--listen-backlog N]
-//!               [--threads N]
+//!               [--threads N] [--ws-listen ADDR] [--ws-allowed-origins LIST]
+//!               [--web-root DIR] [--tls-cert PEM --tls-key PEM]
 //! hummer-server token --appid A --uid U --secret S [--ttl-secs 3600]
 //! ```
 //!
@@ -13,8 +14,14 @@
 //! as comma-separated APPID:SECRET, HUMMER_APPID_MODE, HUMMER_KICK_OLDER_LOGINS,
 //! HUMMER_MAX_MEMBERS, HUMMER_PRESENCE_GRACE_SECS, HUMMER_IDLE_TIMEOUT_SECS,
 //! HUMMER_MAX_QUEUED_BYTES, HUMMER_SEED, HUMMER_LOG, HUMMER_MAX_CONNECTIONS,
-//! HUMMER_MAX_CONNECTIONS_PER_IP, HUMMER_LISTEN_BACKLOG, HUMMER_THREADS); flags
-//! win. With none, it serves the demo app on 127.0.0.1:7300.
+//! HUMMER_MAX_CONNECTIONS_PER_IP, HUMMER_LISTEN_BACKLOG, HUMMER_THREADS,
+//! HUMMER_WS_LISTEN, HUMMER_WS_ALLOWED_ORIGINS, HUMMER_WEB_ROOT,
+//! HUMMER_TLS_CERT, HUMMER_TLS_KEY); flags win. With none, it serves the demo
+//! app on 127.0.0.1:7300.
+//!
+//! With `--ws-listen`, the same address serves WebSocket clients on
+//! `/v1/ws` and the demo page (built into the binary: `js/demo/` and the
+//! JavaScript client's bundle `js/dist/hummer.js`) on `/`.
 //!
 //! At start it raises its soft open-file limit to the hard limit (each
 //! connection is a descriptor) and logs both. App secrets (`--app`, `token
@@ -22,10 +29,13 @@
 //! offline from any token, and then any uid can be forged.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hummer_channel::adapters::server_tcp::{bind, serve_with, RunnerConfig};
+use hummer_channel::adapters::server_tcp::{
+    bind, serve_on, Listeners, Page, RunnerConfig, ServerTls, WebSocketOptions,
+};
 use hummer_channel::server::{
     mint_token, AppConfig, RateLimit, ServerConfig, DEMO_APPID, DEMO_SECRET,
 };
@@ -57,6 +67,17 @@ serve options (environment equivalent in brackets):
                              [HUMMER_LISTEN_BACKLOG] (default 1024)
   --threads N                threads serving connections, each with a gateway and a hub
                              shard [HUMMER_THREADS] (default: the number of cores)
+  --ws-listen ADDR           also serve WebSocket clients (ws://ADDR/v1/ws) and the demo
+                             page (http://ADDR/) [HUMMER_WS_LISTEN] (default: off)
+  --ws-allowed-origins LIST  browser origins allowed to open a WebSocket, comma-separated,
+                             e.g. https://chat.example.com (default: any)
+                             [HUMMER_WS_ALLOWED_ORIGINS]
+  --web-root DIR             serve the files under DIR on the WebSocket listener, before
+                             the built-in demo page [HUMMER_WEB_ROOT]
+  --tls-cert PEM             certificate chain (PEM); with --tls-key, --listen speaks
+                             only TLS (tls://) and --ws-listen only wss:// and https://
+                             [HUMMER_TLS_CERT]
+  --tls-key PEM              the certificate's private key (PEM) [HUMMER_TLS_KEY]
   --log LEVEL                error|warn|info|debug|trace [HUMMER_LOG] (default info)
 
 App secrets (--app, token --secret) must be at least 32 bytes.
@@ -178,6 +199,11 @@ fn serve_flags(args: &[String]) -> Result<Vec<(String, String)>, String> {
         ("HUMMER_MAX_CONNECTIONS_PER_IP", "max-connections-per-ip"),
         ("HUMMER_LISTEN_BACKLOG", "listen-backlog"),
         ("HUMMER_THREADS", "threads"),
+        ("HUMMER_WS_LISTEN", "ws-listen"),
+        ("HUMMER_WS_ALLOWED_ORIGINS", "ws-allowed-origins"),
+        ("HUMMER_WEB_ROOT", "web-root"),
+        ("HUMMER_TLS_CERT", "tls-cert"),
+        ("HUMMER_TLS_KEY", "tls-key"),
     ] {
         if let Ok(v) = std::env::var(env) {
             flags.push((name.to_owned(), v));
@@ -206,6 +232,11 @@ fn serve_flags(args: &[String]) -> Result<Vec<(String, String)>, String> {
             "max-connections-per-ip",
             "listen-backlog",
             "threads",
+            "ws-listen",
+            "ws-allowed-origins",
+            "web-root",
+            "tls-cert",
+            "tls-key",
         ],
     )?);
     Ok(flags)
@@ -218,6 +249,9 @@ fn run(args: &[String]) -> Result<(), String> {
     let mut apps = Vec::new();
     let (mut appid_mode, mut kick) = (false, false);
     let mut level = tracing::Level::INFO;
+    let mut ws_listen: Option<SocketAddr> = None;
+    let (mut tls_cert, mut tls_key) = (None::<PathBuf>, None::<PathBuf>);
+    let mut websocket = demo_pages();
     config.seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
@@ -260,6 +294,23 @@ fn run(args: &[String]) -> Result<(), String> {
             "max-connections-per-ip" => runner.max_connections_per_ip = positive(&name, &v)?,
             "listen-backlog" => runner.listen_backlog = positive(&name, &v)?,
             "threads" => runner.threads = positive(&name, &v)?,
+            "ws-listen" => {
+                ws_listen = Some(v.parse().map_err(|_| {
+                    format!("--ws-listen: {v:?} is not an address like 127.0.0.1:7301")
+                })?)
+            }
+            "ws-allowed-origins" => {
+                websocket = websocket
+                    .with_allowed_origins(v.split(',').map(str::trim).filter(|o| !o.is_empty()))
+            }
+            "web-root" => {
+                if !Path::new(&v).is_dir() {
+                    return Err(format!("--web-root: {v:?} is not a directory"));
+                }
+                websocket = websocket.with_web_root(&v);
+            }
+            "tls-cert" => tls_cert = Some(v.into()),
+            "tls-key" => tls_key = Some(v.into()),
             "log" => {
                 level = v
                     .parse()
@@ -278,6 +329,16 @@ fn run(args: &[String]) -> Result<(), String> {
     for a in &mut config.apps {
         a.kick_older_logins = kick;
     }
+    runner = runner.with_websocket(websocket);
+    match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = ServerTls::from_pem_files(&cert, &key).map_err(|e| format!("TLS: {e}"))?;
+            runner = runner.with_tls(tls);
+        }
+        (None, None) => {}
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    }
+    let secure = runner.tls.is_some();
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
@@ -288,7 +349,23 @@ fn run(args: &[String]) -> Result<(), String> {
         let listener =
             bind(listen, &runner).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        println!("hummer-server listening on {addr}");
+        let mut listeners = Listeners::new(listener);
+        println!(
+            "hummer-server listening on {addr}{}",
+            if secure { " (TLS: tls://)" } else { "" }
+        );
+        if let Some(ws) = ws_listen {
+            let l = bind(ws, &runner).map_err(|e| format!("cannot listen on {ws}: {e}"))?;
+            let ws = l.local_addr().map_err(|e| e.to_string())?;
+            listeners = listeners.with_websocket(l);
+            let (w, h) = if secure {
+                ("wss", "https")
+            } else {
+                ("ws", "http")
+            };
+            println!("hummer-server websocket on {w}://{ws}/v1/ws");
+            println!("demo page: {h}://{ws}/");
+        }
         if demo {
             println!(
                 "demo app: appid {DEMO_APPID}, logins without a token allowed, \
@@ -311,12 +388,29 @@ fn run(args: &[String]) -> Result<(), String> {
             threads = runner.threads,
             "serving"
         );
-        serve_with(listener, config, runner, shutdown_signal())
+        serve_on(listeners, config, runner, shutdown_signal())
             .await
             .map_err(|e| e.to_string())?;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// The demo page and the JavaScript client, built into the binary by
+/// `build.rs` (served on the WebSocket listener; `--web-root` files come
+/// first). A build without them serves a page that says so.
+fn demo_pages() -> WebSocketOptions {
+    const PAGES: &[(&str, &str, &str)] = include!(concat!(env!("OUT_DIR"), "/pages.rs"));
+    let mut options = WebSocketOptions::default().with_page(Page::new(
+        "/",
+        "text/html; charset=utf-8",
+        "<!doctype html><title>hummer-server</title><p>This hummer-server was built \
+         without the demo page (js/demo, js/dist): serve it with --web-root.</p>",
+    ));
+    for (path, content_type, body) in PAGES {
+        options = options.with_page(Page::new(path, content_type, *body));
+    }
+    options
 }
 
 /// A number of at least 1 (a cap or backlog of 0 would refuse everything).

@@ -239,6 +239,19 @@ impl Gateway {
         }
     }
 
+    /// The transport saw `conn`'s peer alive without a frame (a WebSocket
+    /// ping): it counts as activity for the idle timeout, as a frame does.
+    pub fn handle_activity(&mut self, now: Instant, conn: ConnId) {
+        let now = self.clock.tick(now);
+        match self.conns.get_mut(&conn).filter(|c| !c.closing) {
+            Some(c) => {
+                c.last_recv = now;
+                c.pinged = false;
+            }
+            None => self.stale_inputs += 1,
+        }
+    }
+
     /// The transport of `conn` closed: forgets it and its queue, and tells
     /// the hub (its instance keeps its presence for the grace period).
     pub fn handle_disconnected(&mut self, now: Instant, conn: ConnId) {

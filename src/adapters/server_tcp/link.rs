@@ -2,19 +2,19 @@
 //! the gateway) and the writer (the gateway's queue -> the socket).
 
 use std::io::{self, Read as _};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_io::Async;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use smol::future::FutureExt as _;
 use smol::io::AsyncWriteExt;
-use smol::Timer;
+use smol::{LocalExecutor, Timer};
 
 use super::shard::{Link, Shard, FRAMES_PER_PUMP};
+use super::transport::{Inbound, Opened, Opener, Outbound, Stream};
 use super::{Admitted, DecoderShare};
+use crate::error::WireError;
 use crate::server::{ConnId, Gateway};
 use crate::wire::{write_length_prefixed, FrameDecoder};
 
@@ -40,16 +40,43 @@ const YIELD_AFTER_FULL_READS: u32 = 16;
 /// milliseconds per flooding peer.
 const YIELD_AFTER_FRAMES: u32 = 512;
 
-pub(super) type Stream = Arc<Async<TcpStream>>;
-
-/// Starts a connection on `shard`'s thread: its reader and writer race;
-/// whichever ends first ends the connection (the reader on EOF or error,
-/// the writer once a close the server asked for is flushed).
+/// Starts a connection on `shard`'s thread: its handshakes first (TLS,
+/// WebSocket; none on plain TCP), then the gateway gets it.
 pub(super) fn start(
-    ex: &smol::LocalExecutor<'static>,
+    ex: &Rc<LocalExecutor<'static>>,
     shard: &Rc<Shard>,
     stream: Stream,
     admitted: Admitted,
+    opener: &Opener,
+) {
+    if let Some((inbound, outbound)) = opener.open_now() {
+        return open(ex, shard, stream, admitted, inbound, outbound);
+    }
+    let (ex2, shard, opener) = (ex.clone(), shard.clone(), opener.clone());
+    ex.spawn(async move {
+        match opener.open(&stream).await {
+            Opened::Link(inbound, outbound) => {
+                open(&ex2, &shard, stream, admitted, inbound, outbound)
+            }
+            Opened::Done => {
+                let _ = stream.get_ref().shutdown(Shutdown::Both);
+                drop(admitted);
+            }
+        }
+    })
+    .detach();
+}
+
+/// Gives an open link to the gateway and starts its reader and writer.
+/// They race; whichever ends first ends the connection (the reader on EOF
+/// or error, the writer once a close the server asked for is flushed).
+fn open(
+    ex: &LocalExecutor<'static>,
+    shard: &Rc<Shard>,
+    stream: Stream,
+    admitted: Admitted,
+    inbound: Inbound,
+    outbound: Outbound,
 ) {
     let ip = admitted.ip;
     let (conn, max_frame) = {
@@ -57,15 +84,22 @@ pub(super) fn start(
         let conn = g.accept_from(Instant::now(), Some(ip));
         (conn, g.max_frame_size(conn))
     };
-    let link = Rc::new(Link::new(stream.clone()));
+    let direct = matches!(outbound, Outbound::Tcp);
+    let link = Rc::new(Link::new(stream.clone(), direct));
     shard.links.borrow_mut().insert(conn, link.clone());
     shard.control.sockets().insert(conn, stream.clone());
     shard.pump();
     log!(debug, "accepted {conn} from {ip}");
     // Reader and writer are tasks of their own, so waking one does not
     // poll the other.
-    let reader = ex.spawn(read_loop(shard.clone(), conn, link.clone(), max_frame));
-    let writer = ex.spawn(write_loop(shard.clone(), conn, link));
+    let reader = ex.spawn(read_loop(
+        shard.clone(),
+        conn,
+        link.clone(),
+        inbound,
+        max_frame,
+    ));
+    let writer = ex.spawn(write_loop(shard.clone(), conn, link, outbound));
     let shard = shard.clone();
     ex.spawn(async move {
         reader.or(writer).await;
@@ -83,8 +117,13 @@ pub(super) fn start(
     .detach();
 }
 
-async fn read_loop(shard: Rc<Shard>, conn: ConnId, link: Rc<Link>, max_frame: usize) {
-    let stream = &link.stream;
+async fn read_loop(
+    shard: Rc<Shard>,
+    conn: ConnId,
+    link: Rc<Link>,
+    mut inbound: Inbound,
+    max_frame: usize,
+) {
     let mut decoder = FrameDecoder::new(max_frame);
     let mut share = DecoderShare {
         control: shard.control.clone(),
@@ -93,33 +132,28 @@ async fn read_loop(shard: Rc<Shard>, conn: ConnId, link: Rc<Link>, max_frame: us
     let mut full_reads = 0u32;
     let mut frames = 0u32;
     loop {
-        // Wait with no buffer: the thread's one read buffer is borrowed
-        // only for the read itself.
-        if stream.readable().await.is_err() {
-            return;
-        }
         // Whether the read filled the buffer (more may be waiting).
-        let full = {
-            let mut buf = shard.read_buf.borrow_mut();
-            match stream.get_ref().read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    decoder.extend(buf.get(..n).unwrap_or_default());
-                    n == buf.len()
-                }
-                Err(e)
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        || e.kind() == io::ErrorKind::Interrupted =>
-                {
-                    continue
-                }
-                Err(_) => return,
+        let (full, message) = match read_some(&mut inbound, &shard, &link, &mut decoder).await {
+            Got::Bytes { full } => (full, None),
+            Got::Message(m) => (false, Some(m)),
+            Got::Again => continue,
+            Got::Activity => {
+                shard
+                    .gateway
+                    .borrow_mut()
+                    .handle_activity(Instant::now(), conn);
+                continue;
             }
+            Got::End => return,
         };
+        let mut message = message;
         let mut failed = false;
         let mut since_pump = 0u32;
         loop {
-            let next = decoder.next_frame();
+            let next = match message.take() {
+                Some(m) => m.map(Some),
+                None => decoder.next_frame(),
+            };
             let done = {
                 let mut g = shard.gateway.borrow_mut();
                 match next {
@@ -192,7 +226,7 @@ async fn read_loop(shard: Rc<Shard>, conn: ConnId, link: Rc<Link>, max_frame: us
 
 /// Writes what the direct writes of [`write_now`] left (the socket was
 /// full), and flushes a connection the server closes.
-async fn write_loop(shard: Rc<Shard>, conn: ConnId, link: Rc<Link>) {
+async fn write_loop(shard: Rc<Shard>, conn: ConnId, link: Rc<Link>, mut outbound: Outbound) {
     loop {
         // The batch is the link's while no write waits; taken out while one
         // does (`writer_busy`), so the direct writes leave it alone.
@@ -204,7 +238,7 @@ async fn write_loop(shard: Rc<Shard>, conn: ConnId, link: Rc<Link>) {
         let closing_now = link.closing.get();
         if !out.buf.is_empty() {
             link.writer_busy.set(true);
-            let written = out.write(&link).await;
+            let written = out.write(&link, &mut outbound).await;
             link.writer_busy.set(false);
             if let Err(why) = written {
                 if out.closing_since.is_some() {
@@ -241,7 +275,11 @@ async fn write_loop(shard: Rc<Shard>, conn: ConnId, link: Rc<Link>) {
             *link.out.borrow_mut() = out;
         }
         if closing_now {
-            let _ = (&*link.stream).flush().await;
+            let close = close_transport(&link, &mut outbound);
+            let give_up = async {
+                Timer::after(CLOSE_FLUSH_TIMEOUT).await;
+            };
+            close.or(give_up).await;
             if link.slow_consumer.get() {
                 log!(
                     info,
@@ -262,7 +300,11 @@ async fn write_loop(shard: Rc<Shard>, conn: ConnId, link: Rc<Link>) {
 /// altogether while it is writing (the order of bytes is its) or the link
 /// closes.
 pub(super) fn write_now(g: &mut Gateway, conn: ConnId, link: &Link, scratch: &mut Outgoing) {
-    if link.writer_busy.get() || link.closing.get() || !link.out.borrow().buf.is_empty() {
+    if !link.direct
+        || link.writer_busy.get()
+        || link.closing.get()
+        || !link.out.borrow().buf.is_empty()
+    {
         link.wake.notify();
         return;
     }
@@ -310,6 +352,7 @@ pub(super) struct Outgoing {
 /// What ended one wait of [`Outgoing::write`].
 enum Step {
     Wrote(io::Result<usize>),
+    Flushed(io::Result<()>),
     Woken,
     Tick,
 }
@@ -393,9 +436,11 @@ impl Outgoing {
     /// write error, no progress for `WRITE_TIMEOUT`, or `CLOSE_FLUSH_TIMEOUT`
     /// passed since the server closed the connection (progress or not: a
     /// peer that trickles its reads does not hold the link open).
-    async fn write(&mut self, link: &Link) -> Result<(), &'static str> {
-        let (stream, flags) = (&link.stream, link);
+    async fn write(&mut self, link: &Link, outbound: &mut Outbound) -> Result<(), &'static str> {
+        let flags = link;
         let mut stalled = Duration::ZERO;
+        // Bytes written since the last flush (TLS and WebSocket buffer).
+        let mut dirty = false;
         // Notifications are counted from here: one that comes while a write
         // completes is seen by the next wait, not lost.
         let mut seen = flags.wake.generation();
@@ -409,11 +454,17 @@ impl Outgoing {
                     self.cut_backlog();
                 }
             }
-            let Some(rest) = self.buf.get(self.off..).filter(|r| !r.is_empty()) else {
+            let rest = self.buf.get(self.off..).unwrap_or_default();
+            if rest.is_empty() && !dirty {
                 self.woken |= flags.wake.generation() != seen;
                 return Ok(());
+            }
+            let io = async {
+                match rest.is_empty() {
+                    true => Step::Flushed(outbound.flush().await),
+                    false => Step::Wrote(outbound.write_some(&link.stream, rest).await),
+                }
             };
-            let write = async { Step::Wrote((&**stream).write(rest).await) };
             // A wake while stalled may be the server closing the connection:
             // look at the flags again at once.
             let woken = async {
@@ -424,14 +475,17 @@ impl Outgoing {
                 Timer::after(WRITE_TICK).await;
                 Step::Tick
             };
-            // Dropping a pending write is cancel-safe: nothing was written.
-            match write.or(woken).or(tick).await {
+            // Dropping a pending write or flush is cancel-safe: nothing was
+            // taken (see `Outbound::write_some`).
+            match io.or(woken).or(tick).await {
                 Step::Wrote(Ok(0)) => return Err("connection closed"),
-                Step::Wrote(Err(_)) => return Err("write error"),
+                Step::Wrote(Err(_)) | Step::Flushed(Err(_)) => return Err("write error"),
                 Step::Wrote(Ok(n)) => {
                     self.off = self.off.saturating_add(n);
                     stalled = Duration::ZERO;
+                    dirty = !matches!(outbound, Outbound::Tcp);
                 }
+                Step::Flushed(Ok(())) => dirty = false,
                 Step::Woken => {
                     seen = flags.wake.generation();
                     self.woken = true;
@@ -447,10 +501,187 @@ impl Outgoing {
     }
 }
 
+/// What one read of a link brought.
+#[cfg_attr(not(feature = "websocket"), allow(dead_code))]
+enum Got {
+    /// Bytes, now in the decoder; whether they filled the read buffer.
+    Bytes { full: bool },
+    /// One whole frame (a WebSocket message), or why it is not one.
+    Message(Result<Bytes, WireError>),
+    /// Nothing for the gateway, but the peer is alive (a WebSocket ping).
+    Activity,
+    /// Nothing (a spurious wake): read again.
+    Again,
+    /// The peer closed the link, or it broke.
+    End,
+}
+
+/// Reads what the link has: on TCP and TLS into the decoder, through the
+/// thread's shared buffer (borrowed only inside the read itself, so an
+/// idle connection holds no buffer); on a WebSocket, one message.
+async fn read_some(
+    inbound: &mut Inbound,
+    shard: &Shard,
+    link: &Link,
+    decoder: &mut FrameDecoder,
+) -> Got {
+    match inbound {
+        Inbound::Tcp => {
+            let stream = &link.stream;
+            if stream.readable().await.is_err() {
+                return Got::End;
+            }
+            let mut buf = shard.read_buf.borrow_mut();
+            match stream.get_ref().read(&mut buf) {
+                Ok(0) => Got::End,
+                Ok(n) => {
+                    decoder.extend(buf.get(..n).unwrap_or_default());
+                    Got::Bytes {
+                        full: n == buf.len(),
+                    }
+                }
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::Interrupted =>
+                {
+                    Got::Again
+                }
+                Err(_) => Got::End,
+            }
+        }
+        #[cfg(feature = "tls")]
+        Inbound::Tls(half) => {
+            use smol::io::AsyncRead as _;
+            std::future::poll_fn(|cx| {
+                let mut buf = shard.read_buf.borrow_mut();
+                match std::pin::Pin::new(&mut *half).poll_read(cx, &mut buf) {
+                    std::task::Poll::Pending => std::task::Poll::Pending,
+                    std::task::Poll::Ready(Ok(0)) => std::task::Poll::Ready(Got::End),
+                    std::task::Poll::Ready(Ok(n)) => {
+                        decoder.extend(buf.get(..n).unwrap_or_default());
+                        std::task::Poll::Ready(Got::Bytes {
+                            full: n == buf.len(),
+                        })
+                    }
+                    std::task::Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {
+                        std::task::Poll::Ready(Got::Again)
+                    }
+                    std::task::Poll::Ready(Err(_)) => std::task::Poll::Ready(Got::End),
+                }
+            })
+            .await
+        }
+        #[cfg(feature = "websocket")]
+        Inbound::Ws(receiver) => {
+            use async_tungstenite::tungstenite::{self, Message};
+            use smol::stream::StreamExt as _;
+            match receiver.next().await {
+                Some(Ok(Message::Binary(frame))) => Got::Message(Ok(frame)),
+                Some(Ok(Message::Ping(_))) => Got::Activity,
+                Some(Ok(Message::Pong(_) | Message::Frame(_))) => Got::Again,
+                Some(Ok(Message::Text(_))) => Got::Message(Err(WireError::Unexpected(
+                    "a text WebSocket message (frames are binary messages)",
+                ))),
+                Some(Err(tungstenite::Error::Capacity(_))) => {
+                    Got::Message(Err(WireError::FrameTooLarge {
+                        len: usize::MAX,
+                        max: decoder.max_frame_size(),
+                    }))
+                }
+                Some(Err(tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_))) => {
+                    Got::Message(Err(WireError::Unexpected("a WebSocket protocol violation")))
+                }
+                Some(Ok(Message::Close(_)) | Err(_)) | None => Got::End,
+            }
+        }
+    }
+}
+
+/// Ends the transport after the last frames: a WebSocket close (status by
+/// the reason the server closed the link), a TLS close_notify.
+async fn close_transport(link: &Link, outbound: &mut Outbound) {
+    match outbound {
+        Outbound::Tcp => {
+            let _ = (&*link.stream).flush().await;
+        }
+        #[cfg(feature = "tls")]
+        Outbound::Tls(half) => {
+            let _ = half.close().await;
+        }
+        #[cfg(feature = "websocket")]
+        Outbound::Ws(sender) => {
+            use async_tungstenite::tungstenite::protocol::frame::{coding::CloseCode, CloseFrame};
+            let frame = CloseFrame {
+                code: CloseCode::from(link.ws_status.get()),
+                reason: "".into(),
+            };
+            let _ = sender.close(Some(frame)).await;
+        }
+    }
+}
+
+impl Outbound {
+    /// Writes from `bytes` (length-prefixed frames); how much was taken.
+    /// Cancel-safe: when the future is dropped before it is ready, nothing
+    /// was taken. A WebSocket takes one whole frame per call, as one
+    /// message (its prefix dropped); `bytes` always starts at a frame.
+    async fn write_some(&mut self, stream: &Stream, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            Outbound::Tcp => (&**stream).write(bytes).await,
+            #[cfg(feature = "tls")]
+            Outbound::Tls(half) => half.write(bytes).await,
+            #[cfg(feature = "websocket")]
+            Outbound::Ws(sender) => {
+                use async_tungstenite::tungstenite::Message;
+                use futures_util::Sink as _;
+                let len = bytes
+                    .get(..4)
+                    .map_or(0, |p| u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize);
+                let frame = bytes.get(4..4 + len).ok_or(io::ErrorKind::InvalidData)?;
+                std::future::poll_fn(|cx| {
+                    let mut sender = std::pin::Pin::new(&mut *sender);
+                    match sender.as_mut().poll_ready(cx) {
+                        std::task::Poll::Pending => std::task::Poll::Pending,
+                        std::task::Poll::Ready(Err(e)) => {
+                            std::task::Poll::Ready(Err(io::Error::other(e)))
+                        }
+                        std::task::Poll::Ready(Ok(())) => std::task::Poll::Ready(
+                            sender
+                                .start_send(Message::Binary(Bytes::copy_from_slice(frame)))
+                                .map(|()| 4 + len)
+                                .map_err(io::Error::other),
+                        ),
+                    }
+                })
+                .await
+            }
+        }
+    }
+
+    /// Pushes out what the transport buffered.
+    async fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Outbound::Tcp => Ok(()),
+            #[cfg(feature = "tls")]
+            Outbound::Tls(half) => half.flush().await,
+            #[cfg(feature = "websocket")]
+            Outbound::Ws(sender) => {
+                use futures_util::Sink as _;
+                std::future::poll_fn(|cx| std::pin::Pin::new(&mut *sender).poll_flush(cx))
+                    .await
+                    .map_err(io::Error::other)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write as _;
     use std::net::TcpListener;
+    use std::sync::Arc;
+
+    use async_io::Async;
 
     use smol::LocalExecutor;
 
@@ -498,6 +729,7 @@ mod tests {
             &shard,
             Arc::new(Async::new(server_side).unwrap()),
             admitted,
+            &super::super::RunnerConfig::default().opener(false, 64 * 1024),
         );
 
         // Small requests (the hub answers them; here it never reads them).

@@ -36,6 +36,9 @@
 
 mod link;
 mod shard;
+mod transport;
+#[cfg(feature = "websocket")]
+mod web;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -54,8 +57,12 @@ use smol::net::TcpListener;
 use smol::{LocalExecutor, Timer};
 
 use crate::server::{ConnId, Gateway, GatewayId, Hub, ServerConfig, ShardId, MAX_SHARDS};
-use link::Stream;
 use shard::{BacklogPeak, Envelope, Shard, QUEUE_BATCHES};
+#[cfg(feature = "tls")]
+pub use transport::ServerTls;
+use transport::{Opener, Stream, Transport};
+#[cfg(feature = "websocket")]
+pub use web::{Page, WebSocketOptions, SUBPROTOCOL, WEBSOCKET_PATH};
 
 /// How long a shutdown waits for the `Close` frames to be flushed.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -101,6 +108,13 @@ pub struct RunnerConfig {
     /// Threads serving connections, each with a gateway and a hub shard
     /// (at least 1). Default: the number of cores.
     pub threads: usize,
+    /// With a TLS identity, the TCP listener speaks only TLS (`tls://`)
+    /// and the WebSocket listener only `wss://`.
+    #[cfg(feature = "tls")]
+    pub tls: Option<ServerTls>,
+    /// The WebSocket listener's origin check and pages.
+    #[cfg(feature = "websocket")]
+    pub websocket: WebSocketOptions,
 }
 
 impl Default for RunnerConfig {
@@ -110,6 +124,10 @@ impl Default for RunnerConfig {
             max_connections_per_ip: 1_000,
             listen_backlog: 1024,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            #[cfg(feature = "tls")]
+            tls: None,
+            #[cfg(feature = "websocket")]
+            websocket: WebSocketOptions::default(),
         }
     }
 }
@@ -137,6 +155,47 @@ impl RunnerConfig {
     pub fn with_threads(mut self, n: usize) -> Self {
         self.threads = n;
         self
+    }
+
+    /// Serves TLS with this identity on every listener.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The WebSocket listener's settings.
+    #[cfg(feature = "websocket")]
+    pub fn with_websocket(mut self, options: WebSocketOptions) -> Self {
+        self.websocket = options;
+        self
+    }
+
+    /// How the connections of a listener of this kind are opened.
+    fn opener(&self, websocket: bool, max_frame_size: usize) -> Opener {
+        #[cfg(feature = "tls")]
+        let tls = self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let tls = false;
+        let transport = match (websocket, tls) {
+            (false, false) => Transport::Tcp,
+            #[cfg(feature = "tls")]
+            (false, true) => Transport::Tls,
+            #[cfg(feature = "websocket")]
+            (true, false) => Transport::WebSocket,
+            #[cfg(all(feature = "websocket", feature = "tls"))]
+            (true, true) => Transport::SecureWebSocket,
+            #[allow(unreachable_patterns)]
+            _ => Transport::Tcp,
+        };
+        Opener {
+            transport,
+            #[cfg(feature = "tls")]
+            tls: self.tls.clone(),
+            #[cfg(feature = "websocket")]
+            websocket: Arc::new(self.websocket.clone()),
+            max_frame_size,
+        }
     }
 }
 
@@ -334,8 +393,65 @@ pub async fn serve_with(
     runner: RunnerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    serve_on(Listeners::new(listener), config, runner, shutdown).await
+}
+
+/// An admitted connection on its way to the thread that serves it.
+struct NewLink {
+    stream: Stream,
+    admitted: Admitted,
+    opener: Opener,
+}
+
+/// The listeners a server serves: TCP (or TLS) for length-prefixed frames,
+/// and optionally one for WebSocket (and the pages beside it).
+///
+/// ```no_run
+/// use hummer_channel::adapters::server_tcp::{bind, serve_on, Listeners, RunnerConfig};
+/// use hummer_channel::server::ServerConfig;
+///
+/// # smol::block_on(async {
+/// let runner = RunnerConfig::default();
+/// let tcp = bind("127.0.0.1:7300".parse().unwrap(), &runner)?;
+/// let ws = bind("127.0.0.1:7301".parse().unwrap(), &runner)?;
+/// serve_on(Listeners::new(tcp).with_websocket(ws), ServerConfig::demo(), runner, std::future::pending()).await
+/// # }).unwrap();
+/// ```
+#[non_exhaustive]
+#[derive(Debug)]
+pub struct Listeners {
+    /// Length-prefixed frames, on TCP or (with a TLS identity) TLS.
+    pub tcp: TcpListener,
+    /// WebSocket (`/v1/ws`) and the pages, on HTTP or (with TLS) HTTPS.
+    pub websocket: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// The TCP listener alone.
+    pub fn new(tcp: TcpListener) -> Listeners {
+        Listeners {
+            tcp,
+            websocket: None,
+        }
+    }
+
+    /// Adds a WebSocket listener.
+    #[cfg(feature = "websocket")]
+    pub fn with_websocket(mut self, listener: TcpListener) -> Listeners {
+        self.websocket = Some(listener);
+        self
+    }
+}
+
+/// [`serve_with`] on several listeners (TCP and WebSocket).
+pub async fn serve_on(
+    listeners: Listeners,
+    config: ServerConfig,
+    runner: RunnerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     run(
-        listener,
+        listeners,
         config,
         runner,
         shutdown,
@@ -344,14 +460,8 @@ pub async fn serve_with(
     .await
 }
 
-/// An admitted connection on its way to the thread that serves it.
-struct NewLink {
-    stream: Stream,
-    admitted: Admitted,
-}
-
 async fn run(
-    listener: TcpListener,
+    listeners: Listeners,
     config: ServerConfig,
     runner: RunnerConfig,
     shutdown: impl Future<Output = ()>,
@@ -414,15 +524,34 @@ async fn run(
     ex.spawn(shard.clone().inbox(first_inbox)).detach();
     // The accept loop is a task of its own: a Task handle costs nothing to
     // poll, where the loop itself would try `accept` on every wake.
+    let max_frame = config.limits.max_frame_size;
     let accept = ex.spawn(accept_loop(
         Rc::downgrade(&ex),
         shard.clone(),
-        listener,
-        runner,
-        new_links,
+        listeners.tcp,
+        runner.clone(),
+        new_links.clone(),
+        runner.opener(false, max_frame),
     ));
+    let accept_ws = async {
+        match listeners.websocket {
+            Some(listener) => {
+                let opener = runner.opener(true, max_frame);
+                accept_loop(
+                    Rc::downgrade(&ex),
+                    shard.clone(),
+                    listener,
+                    runner,
+                    new_links,
+                    opener,
+                )
+                .await
+            }
+            None => std::future::pending().await,
+        }
+    };
     let main = async {
-        shutdown.or(accept).await;
+        shutdown.or(accept).or(accept_ws).await;
         log!(info, "shutting down");
         stop_tx.close();
         shut_down(&shard).await;
@@ -450,7 +579,7 @@ async fn serve_thread(
     ex.spawn(shard.clone().inbox(inbox)).detach();
     let serving = async {
         while let Ok(link) = new_links.recv().await {
-            link::start(&ex, &shard, link.stream, link.admitted);
+            link::start(&ex, &shard, link.stream, link.admitted, &link.opener);
         }
     };
     let stopped = async {
@@ -484,6 +613,7 @@ async fn accept_loop(
     listener: TcpListener,
     runner: RunnerConfig,
     others: Vec<Sender<NewLink>>,
+    opener: Opener,
 ) {
     let listener: Arc<Async<std::net::TcpListener>> = listener.into();
     let control = shard.control.clone();
@@ -530,11 +660,18 @@ async fn accept_loop(
                 let Some(ex) = ex.upgrade() else {
                     return;
                 };
-                link::start(&ex, &shard, stream, admitted);
+                link::start(&ex, &shard, stream, admitted, &opener);
             }
             // A thread that ended drops the connection (and its admission).
             Some(tx) => {
-                let _ = tx.send(NewLink { stream, admitted }).await;
+                let opener = opener.clone();
+                let _ = tx
+                    .send(NewLink {
+                        stream,
+                        admitted,
+                        opener,
+                    })
+                    .await;
             }
         }
     }
@@ -555,6 +692,7 @@ async fn accept_loop(
 /// ```
 pub struct ServerHandle {
     local_addr: SocketAddr,
+    websocket_addr: Option<SocketAddr>,
     control: Arc<Control>,
     stop: Sender<()>,
     thread: Option<JoinHandle<io::Result<()>>>,
@@ -574,8 +712,36 @@ impl ServerHandle {
         runner: RunnerConfig,
         addr: SocketAddr,
     ) -> io::Result<ServerHandle> {
-        let listener = bind(addr, &runner)?;
-        let local_addr = listener.local_addr()?;
+        let listeners = Listeners::new(bind(addr, &runner)?);
+        ServerHandle::spawn_on(config, runner, listeners)
+    }
+
+    /// [`ServerHandle::spawn_with`] on several listeners (TCP and
+    /// WebSocket; see [`Listeners`]).
+    ///
+    /// ```
+    /// use hummer_channel::adapters::server_tcp::{bind, Listeners, RunnerConfig, ServerHandle};
+    /// use hummer_channel::server::ServerConfig;
+    ///
+    /// let runner = RunnerConfig::default();
+    /// let any = "127.0.0.1:0".parse().unwrap();
+    /// let listeners = Listeners::new(bind(any, &runner).unwrap()).with_websocket(bind(any, &runner).unwrap());
+    /// let handle = ServerHandle::spawn_on(ServerConfig::demo(), runner, listeners).unwrap();
+    /// let ws = handle.websocket_addr().unwrap();
+    /// println!("ws://{ws}/v1/ws");
+    /// handle.shutdown();
+    /// ```
+    pub fn spawn_on(
+        config: ServerConfig,
+        runner: RunnerConfig,
+        listeners: Listeners,
+    ) -> io::Result<ServerHandle> {
+        let local_addr = listeners.tcp.local_addr()?;
+        let websocket_addr = listeners
+            .websocket
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
         let control = Arc::new(Control::default());
         let (stop, stopped) = bounded::<()>(1);
         let c = control.clone();
@@ -583,7 +749,7 @@ impl ServerHandle {
             .name("hummer-server".into())
             .spawn(move || {
                 smol::block_on(run(
-                    listener,
+                    listeners,
                     config,
                     runner,
                     async move {
@@ -594,6 +760,7 @@ impl ServerHandle {
             })?;
         Ok(ServerHandle {
             local_addr,
+            websocket_addr,
             control,
             stop,
             thread: Some(thread),
@@ -609,6 +776,11 @@ impl ServerHandle {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the WebSocket listener, if there is one.
+    pub fn websocket_addr(&self) -> Option<SocketAddr> {
+        self.websocket_addr
     }
 
     /// Fault injection for tests: closes every client socket now. The server

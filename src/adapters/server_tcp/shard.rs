@@ -28,7 +28,8 @@ use smol::channel::{Receiver, Sender, TrySendError};
 use smol::future::FutureExt as _;
 use smol::Timer;
 
-use super::link::{write_now, Outgoing, Stream};
+use super::link::{write_now, Outgoing};
+use super::transport::Stream;
 use super::Control;
 use crate::server::{
     CloseReason, ConnId, Gateway, Hub, IdMap, ShardId, ToGateway, ToHub, ToShard, TransportAction,
@@ -48,6 +49,13 @@ pub(super) const FRAMES_PER_PUMP: u32 = 256;
 /// A connection as its thread's tasks share it.
 pub(super) struct Link {
     pub stream: Stream,
+    /// Plain TCP: frames may be written to the socket straight from the
+    /// pump (`link::write_now`). TLS and WebSocket links are written by
+    /// their writer task only.
+    pub direct: bool,
+    /// The WebSocket close status for the reason the server closes the
+    /// link (`docs/protocol.md`, "Transports").
+    pub ws_status: Cell<u16>,
     /// The server closes it: read no more, flush the `Close` frame, end.
     pub closing: Cell<bool>,
     /// ... as a slow consumer: the writer drops its unsent batch too.
@@ -61,9 +69,11 @@ pub(super) struct Link {
 }
 
 impl Link {
-    pub fn new(stream: Stream) -> Link {
+    pub fn new(stream: Stream, direct: bool) -> Link {
         Link {
             stream,
+            direct,
+            ws_status: Cell::new(1000),
             closing: Cell::new(false),
             slow_consumer: Cell::new(false),
             wake: Notify::default(),
@@ -292,6 +302,7 @@ impl Shard {
                 if matches!(reason, CloseReason::SlowConsumer) {
                     f.slow_consumer.set(true);
                 }
+                f.ws_status.set(websocket_status(&reason));
                 f.closing.set(true);
                 f.wake.notify();
             }
@@ -451,5 +462,16 @@ impl BacklogPeak {
     }
     pub fn get(&self) -> usize {
         self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The WebSocket close status (RFC 6455, 7.4.1) for why the server closes
+/// a link; the protocol's own `Close` frame, sent before, has the code.
+fn websocket_status(reason: &CloseReason) -> u16 {
+    match reason {
+        CloseReason::ProtocolError(crate::error::WireError::FrameTooLarge { .. }) => 1009,
+        CloseReason::ProtocolError(_) => 1008,
+        CloseReason::SlowConsumer | CloseReason::Shutdown => 1013,
+        _ => 1000,
     }
 }

@@ -1,0 +1,35 @@
+//! Embeds the demo page (`js/demo/`) and the JavaScript client's bundle
+//! (`js/dist/hummer.js`) into `hummer-server`: writes `pages.rs`, a list of
+//! (path, content type, file) that `include_str!`s each file found. A
+//! checkout without them (a package built alone) gets a binary that says
+//! so on `/` instead of failing to build.
+
+use std::path::Path;
+
+fn main() {
+    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("../js");
+    let files = [
+        ("/", "text/html; charset=utf-8", "demo/index.html"),
+        ("/demo.js", "text/javascript; charset=utf-8", "demo/demo.js"),
+        ("/demo.css", "text/css; charset=utf-8", "demo/demo.css"),
+        (
+            "/hummer.js",
+            "text/javascript; charset=utf-8",
+            "dist/hummer.js",
+        ),
+    ];
+    let mut out = String::from("&[\n");
+    for (path, content_type, file) in files {
+        let full = js.join(file);
+        println!("cargo:rerun-if-changed={}", full.display());
+        if full.is_file() {
+            out.push_str(&format!(
+                "    ({path:?}, {content_type:?}, include_str!({:?})),\n",
+                full.display().to_string()
+            ));
+        }
+    }
+    out.push_str("]\n");
+    let dest = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("pages.rs");
+    std::fs::write(dest, out).expect("write pages.rs");
+}

@@ -1,0 +1,543 @@
+//! The HTTP side of the WebSocket listener: the request head, the checks of
+//! the WebSocket handshake (path, subprotocol, origin), and the static pages
+//! served beside it (the demo page). One request per connection: every
+//! answer but the upgrade closes it.
+
+use std::path::{Component, Path, PathBuf};
+
+use bytes::Bytes;
+use futures_lite::io::{AsyncRead, AsyncReadExt as _};
+
+/// The WebSocket path (`docs/protocol.md`, "Transports").
+pub const WEBSOCKET_PATH: &str = "/v1/ws";
+/// The subprotocol a client must offer.
+pub const SUBPROTOCOL: &str = "hummer.v1.protobuf";
+/// The longest request head read: a browser's is well under 2 KiB.
+const MAX_HEAD: usize = 8 * 1024;
+/// The largest file served from a web root.
+const MAX_FILE: u64 = 8 * 1024 * 1024;
+
+/// Settings of the WebSocket listener.
+///
+/// ```
+/// use hummer_channel::adapters::server_tcp::{Page, WebSocketOptions};
+///
+/// let options = WebSocketOptions::default()
+///     .with_allowed_origins(["https://chat.example.com"])
+///     .with_page(Page::new("/", "text/html; charset=utf-8", "<h1>hello</h1>"));
+/// assert!(options.origin_allowed(None));
+/// assert!(options.origin_allowed(Some("https://chat.example.com")));
+/// assert!(!options.origin_allowed(Some("https://evil.example")));
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WebSocketOptions {
+    /// Browsers' origins allowed to open a WebSocket (`None`: any). A
+    /// handshake with an `Origin` header not in the list gets HTTP 403; one
+    /// without `Origin` (not a browser) is always allowed.
+    pub allowed_origins: Option<Vec<String>>,
+    /// A directory whose files are served by path (`/` is `index.html`);
+    /// looked in before [`pages`](Self::pages).
+    pub web_root: Option<PathBuf>,
+    /// Pages served from memory, by exact path.
+    pub pages: Vec<Page>,
+}
+
+/// One page served from memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// The request path (`/` for the index).
+    pub path: String,
+    /// Its `Content-Type`.
+    pub content_type: String,
+    /// Its bytes.
+    pub body: Bytes,
+}
+
+impl Page {
+    /// A page at `path`.
+    pub fn new(path: &str, content_type: &str, body: impl Into<Bytes>) -> Page {
+        Page {
+            path: path.to_owned(),
+            content_type: content_type.to_owned(),
+            body: body.into(),
+        }
+    }
+}
+
+impl WebSocketOptions {
+    /// Only these origins (`scheme://host[:port]`, compared without regard
+    /// to case) may open a WebSocket from a browser.
+    pub fn with_allowed_origins<S: Into<String>>(
+        mut self,
+        origins: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.allowed_origins = Some(origins.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Serves the files under `dir`.
+    pub fn with_web_root(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.web_root = Some(dir.into());
+        self
+    }
+
+    /// Serves `page` (a page of the same path is replaced).
+    pub fn with_page(mut self, page: Page) -> Self {
+        self.pages.retain(|p| p.path != page.path);
+        self.pages.push(page);
+        self
+    }
+
+    /// Whether a handshake with this `Origin` header may go on.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        match (origin, &self.allowed_origins) {
+            (None, _) | (_, None) => true,
+            (Some(o), Some(list)) => list.iter().any(|a| {
+                a.trim_end_matches('/')
+                    .eq_ignore_ascii_case(o.trim_end_matches('/'))
+            }),
+        }
+    }
+}
+
+/// A parsed request head.
+#[derive(Debug)]
+pub(super) struct Head {
+    method: String,
+    /// Without the query.
+    path: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the comma-separated header `name` holds `token`.
+    fn has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+}
+
+/// Reads one request head; what came after it (a client that did not wait
+/// for the upgrade) is returned too. `Err` is the response to send.
+pub(super) async fn read_head<R: AsyncRead + Unpin>(io: &mut R) -> Result<(Head, Vec<u8>), String> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = io.read(&mut chunk).await.map_err(|_| String::new())?;
+        if n == 0 {
+            return Err(String::new());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let target = req.path.unwrap_or("/");
+                let head = Head {
+                    method: req.method.unwrap_or("").to_owned(),
+                    path: target.split('?').next().unwrap_or("/").to_owned(),
+                    headers: req
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.name.to_owned(),
+                                String::from_utf8_lossy(h.value).trim().to_owned(),
+                            )
+                        })
+                        .collect(),
+                };
+                return Ok((head, buf.split_off(len)));
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
+            Ok(httparse::Status::Partial) => {
+                return Err(response(
+                    431,
+                    "Request Header Fields Too Large",
+                    "text/plain",
+                    b"request head too large\n".as_slice().into(),
+                    &[],
+                )
+                .into_string())
+            }
+            Err(_) => {
+                return Err(response(
+                    400,
+                    "Bad Request",
+                    "text/plain",
+                    Bytes::from_static(b"malformed request\n"),
+                    &[],
+                )
+                .into_string())
+            }
+        }
+    }
+}
+
+/// What to do with a request.
+pub(super) enum Route {
+    /// A valid WebSocket handshake: answer 101 with this accept key.
+    Upgrade { accept_key: String },
+    /// Answer this and close.
+    Respond(Vec<u8>),
+}
+
+/// Decides what a request gets.
+pub(super) fn route(head: &Head, options: &WebSocketOptions) -> Route {
+    if head.path == WEBSOCKET_PATH {
+        return upgrade(head, options);
+    }
+    if head.method != "GET" && head.method != "HEAD" {
+        return Route::Respond(plain(405, "Method Not Allowed", "only GET\n").0);
+    }
+    let Some((content_type, body)) = find_page(&head.path, options) else {
+        return Route::Respond(plain(404, "Not Found", "no such page\n").0);
+    };
+    let mut r = response(200, "OK", &content_type, body, &[]);
+    if head.method == "HEAD" {
+        r.truncate_body();
+    }
+    Route::Respond(r.0)
+}
+
+fn upgrade(head: &Head, options: &WebSocketOptions) -> Route {
+    if head.method != "GET"
+        || !head.has_token("Upgrade", "websocket")
+        || !head.has_token("Connection", "upgrade")
+    {
+        return Route::Respond(
+            plain(
+                400,
+                "Bad Request",
+                "a WebSocket handshake is expected here (Upgrade: websocket)\n",
+            )
+            .0,
+        );
+    }
+    if head.header("Sec-WebSocket-Version") != Some("13") {
+        return Route::Respond(
+            response(
+                426,
+                "Upgrade Required",
+                "text/plain",
+                Bytes::from_static(b"WebSocket version 13 only\n"),
+                &[("Sec-WebSocket-Version", "13")],
+            )
+            .0,
+        );
+    }
+    let Some(key) = head.header("Sec-WebSocket-Key").filter(|k| !k.is_empty()) else {
+        return Route::Respond(plain(400, "Bad Request", "no Sec-WebSocket-Key\n").0);
+    };
+    if !head.has_token("Sec-WebSocket-Protocol", SUBPROTOCOL) {
+        return Route::Respond(
+            plain(
+                400,
+                "Bad Request",
+                "the subprotocol hummer.v1.protobuf must be offered\n",
+            )
+            .0,
+        );
+    }
+    if !options.origin_allowed(head.header("Origin")) {
+        log!(
+            debug,
+            "WebSocket from origin {:?} refused",
+            head.header("Origin")
+        );
+        return Route::Respond(plain(403, "Forbidden", "origin not allowed\n").0);
+    }
+    Route::Upgrade {
+        accept_key: async_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()),
+    }
+}
+
+/// The 101 response that opens the WebSocket.
+pub(super) fn upgrade_response(accept_key: &str) -> String {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept_key}\r\nSec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n"
+    )
+}
+
+/// A page by request path: the web root first, then the pages in memory.
+fn find_page(path: &str, options: &WebSocketOptions) -> Option<(String, Bytes)> {
+    let path = if path == "/" { "/index.html" } else { path };
+    if let Some(root) = &options.web_root {
+        if let Some(file) = file_under(root, path) {
+            if let Ok(meta) = std::fs::metadata(&file) {
+                if meta.is_file() && meta.len() <= MAX_FILE {
+                    if let Ok(body) = std::fs::read(&file) {
+                        return Some((content_type(&file).to_owned(), body.into()));
+                    }
+                }
+            }
+        }
+    }
+    options
+        .pages
+        .iter()
+        .find(|p| p.path == path || (p.path == "/" && path == "/index.html"))
+        .map(|p| (p.content_type.clone(), p.body.clone()))
+}
+
+/// `path` under `root`, or `None` when it would leave it (`..`, absolute
+/// parts, backslashes, hidden files).
+fn file_under(root: &Path, path: &str) -> Option<PathBuf> {
+    let rel = path.strip_prefix('/')?;
+    if rel.is_empty() || rel.contains('\\') || rel.contains('\0') {
+        return None;
+    }
+    let mut out = root.to_path_buf();
+    for c in Path::new(rel).components() {
+        match c {
+            Component::Normal(part) if !part.to_string_lossy().starts_with('.') => out.push(part),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+fn content_type(file: &Path) -> &'static str {
+    match file.extension().and_then(|e| e.to_str()) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("json" | "map") => "application/json",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("ico") => "image/x-icon",
+        Some("txt") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A whole response, head and body.
+struct Response(Vec<u8>, usize);
+
+impl Response {
+    fn into_string(self) -> String {
+        String::from_utf8_lossy(&self.0).into_owned()
+    }
+
+    /// Keeps the head only (a `HEAD` request).
+    fn truncate_body(&mut self) {
+        self.0.truncate(self.1);
+    }
+}
+
+fn plain(code: u16, reason: &str, body: &'static str) -> Response {
+    response(
+        code,
+        reason,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(body.as_bytes()),
+        &[],
+    )
+}
+
+fn response(
+    code: u16,
+    reason: &str,
+    content_type: &str,
+    body: Bytes,
+    extra: &[(&str, &str)],
+) -> Response {
+    let mut head = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Connection: close\r\nCache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n",
+        body.len()
+    );
+    for (n, v) in extra {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
+    let head_len = out.len();
+    out.extend_from_slice(&body);
+    Response(out, head_len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> Head {
+        Head {
+            method: method.into(),
+            path: path.into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| ((*n).into(), (*v).into()))
+                .collect(),
+        }
+    }
+
+    fn ws_headers<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut h = vec![
+            ("Upgrade", "websocket"),
+            ("Connection", "keep-alive, Upgrade"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Protocol", "chat, hummer.v1.protobuf"),
+        ];
+        h.extend_from_slice(extra);
+        h
+    }
+
+    fn status(r: &Route) -> String {
+        match r {
+            Route::Upgrade { .. } => "101".into(),
+            Route::Respond(b) => String::from_utf8_lossy(&b[9..12]).into_owned(),
+        }
+    }
+
+    #[test]
+    fn a_valid_handshake_is_upgraded_with_the_rfc_accept_key() {
+        let r = route(
+            &head("GET", "/v1/ws", &ws_headers(&[])),
+            &WebSocketOptions::default(),
+        );
+        match r {
+            // RFC 6455, section 1.3's example.
+            Route::Upgrade { accept_key } => assert_eq!(accept_key, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            Route::Respond(b) => panic!("{}", String::from_utf8_lossy(&b)),
+        }
+    }
+
+    #[test]
+    fn handshakes_missing_a_part_are_refused_with_the_documented_status() {
+        let o = WebSocketOptions::default();
+        let drop = |name: &str| -> Vec<(&str, &str)> {
+            ws_headers(&[])
+                .into_iter()
+                .filter(|(n, _)| *n != name)
+                .collect()
+        };
+        assert_eq!(
+            status(&route(
+                &head("GET", "/v1/ws", &drop("Sec-WebSocket-Protocol")),
+                &o
+            )),
+            "400"
+        );
+        assert_eq!(
+            status(&route(&head("GET", "/v1/ws", &drop("Upgrade")), &o)),
+            "400"
+        );
+        assert_eq!(
+            status(&route(
+                &head("GET", "/v1/ws", &drop("Sec-WebSocket-Key")),
+                &o
+            )),
+            "400"
+        );
+        assert_eq!(
+            status(&route(&head("POST", "/v1/ws", &ws_headers(&[])), &o)),
+            "400"
+        );
+        let v8: Vec<_> = drop("Sec-WebSocket-Version")
+            .into_iter()
+            .chain([("Sec-WebSocket-Version", "8")])
+            .collect();
+        assert_eq!(status(&route(&head("GET", "/v1/ws", &v8), &o)), "426");
+        assert_eq!(
+            status(&route(&head("GET", "/v2/ws", &ws_headers(&[])), &o)),
+            "404"
+        );
+    }
+
+    #[test]
+    fn a_foreign_origin_is_refused_and_a_listed_or_absent_one_allowed() {
+        let o = WebSocketOptions::default().with_allowed_origins(["http://localhost:7301"]);
+        let with = |origin| {
+            route(
+                &head("GET", "/v1/ws", &ws_headers(&[("Origin", origin)])),
+                &o,
+            )
+        };
+        assert_eq!(status(&with("https://evil.example")), "403");
+        assert_eq!(status(&with("http://localhost:7301")), "101");
+        assert_eq!(status(&with("HTTP://LOCALHOST:7301/")), "101");
+        assert_eq!(
+            status(&route(&head("GET", "/v1/ws", &ws_headers(&[])), &o)),
+            "101"
+        );
+        // No list: any origin.
+        let any = WebSocketOptions::default();
+        assert_eq!(
+            status(&route(
+                &head(
+                    "GET",
+                    "/v1/ws",
+                    &ws_headers(&[("Origin", "https://x.example")])
+                ),
+                &any
+            )),
+            "101"
+        );
+    }
+
+    #[test]
+    fn pages_are_served_by_path_and_the_web_root_never_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.html"), "<p>root</p>").unwrap();
+        std::fs::write(dir.path().join("app.js"), "1").unwrap();
+        std::fs::write(dir.path().join(".secret"), "no").unwrap();
+        let o = WebSocketOptions::default()
+            .with_web_root(dir.path())
+            .with_page(Page::new("/hummer.js", "text/javascript", "export {}"));
+        let get = |p: &str| match route(&head("GET", p, &[]), &o) {
+            Route::Respond(b) => String::from_utf8_lossy(&b).into_owned(),
+            Route::Upgrade { .. } => panic!("upgrade"),
+        };
+        assert!(get("/").ends_with("<p>root</p>"), "{}", get("/"));
+        assert!(get("/app.js").contains("text/javascript"));
+        assert!(get("/hummer.js").ends_with("export {}"));
+        for bad in [
+            "/../etc/passwd",
+            "/.secret",
+            "/a/../../x",
+            "/..%2f",
+            "//etc/passwd",
+            "/a\\b",
+        ] {
+            assert!(get(bad).starts_with("HTTP/1.1 404"), "{bad}: {}", get(bad));
+        }
+        assert!(
+            matches!(route(&head("DELETE", "/", &[]), &o), Route::Respond(b) if b.starts_with(b"HTTP/1.1 405"))
+        );
+        match route(&head("HEAD", "/app.js", &[]), &o) {
+            Route::Respond(b) => assert!(
+                b.ends_with(b"\r\n\r\n")
+                    && String::from_utf8_lossy(&b).contains("Content-Length: 1")
+            ),
+            Route::Upgrade { .. } => panic!(),
+        }
+    }
+
+    #[test]
+    fn a_request_head_is_read_whole_and_what_follows_is_kept() {
+        let req = b"GET /v1/ws?x=1 HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\nEXTRA";
+        let (h, rest) = smol::block_on(read_head(&mut &req[..])).unwrap();
+        assert_eq!((h.method.as_str(), h.path.as_str()), ("GET", "/v1/ws"));
+        assert_eq!(h.header("upgrade"), Some("websocket"));
+        assert_eq!(rest, b"EXTRA");
+        let huge = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; MAX_HEAD]].concat();
+        let err = smol::block_on(read_head(&mut &huge[..])).unwrap_err();
+        assert!(err.starts_with("HTTP/1.1 431"), "{err}");
+        let err = smol::block_on(read_head(&mut &b"\x00\x01garbage\r\n\r\n"[..])).unwrap_err();
+        assert!(err.starts_with("HTTP/1.1 400"), "{err}");
+    }
+}
