@@ -9,7 +9,8 @@
 // Chromium the test fails, unless HUMMER_SKIP_BROWSER=1 (then it is skipped).
 //
 // The server serves the demo files of this checkout (a temporary --web-root
-// holding js/demo/* and js/dist/hummer.js); HUMMER_DEMO_BUILTIN=1 tests the
+// holding js/demo/* and js/dist/hummer.js, or the bundle HUMMER_BUNDLE names;
+// without a bundle there, the binary's own); HUMMER_DEMO_BUILTIN=1 tests the
 // files built into the binary instead. When the server knows --tls-cert, the
 // same scenario runs again over https/wss with a self-signed certificate made
 // by the system openssl (HUMMER_SKIP_TLS=1 leaves that run out).
@@ -76,7 +77,7 @@ function makeWebRoot() {
   for (const f of ['index.html', 'demo.js', 'demo.css']) {
     fs.copyFileSync(path.join(jsDir, 'demo', f), path.join(dir, f));
   }
-  const bundle = path.join(jsDir, 'dist', 'hummer.js');
+  const bundle = path.resolve(jsDir, process.env.HUMMER_BUNDLE ?? 'dist/hummer.js');
   if (fs.existsSync(bundle)) fs.copyFileSync(bundle, path.join(dir, 'hummer.js'));
   return dir;
 }
