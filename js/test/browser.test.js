@@ -223,6 +223,7 @@ const memberSel = (uid) => `#member-list [data-testid="member"][data-uid="${uid}
 
 async function login(page, uid, channel = 'lobby') {
   await page.$eval('#uid', (el, v) => { el.value = v; }, uid);
+  await page.$eval('#token', (el) => { el.value = ''; });
   await page.$eval('#channel-id', (el, v) => { el.value = v; }, channel);
   await page.click('#login-btn');
   await page.waitForSelector('#conn-state[data-state="CONNECTED"]');
@@ -340,9 +341,20 @@ function scenario(name, { tls, skip }) {
     const prefix = tls ? 'wss-' : '';
     const step = test;
 
-    step('two users log in and join "lobby"; each sees the other join', async () => {
+    step('a refused login shows its error and the state LOGIN_FAILURE', async () => {
       a = await openPage(browser, server.pageUrl, `page ${UID_A}`);
       b = await openPage(browser, server.pageUrl, `page ${UID_B}`);
+      await b.page.$eval('#uid', (el, v) => { el.value = v; }, UID_B);
+      await b.page.$eval('#token', (el) => { el.value = 'not-a-token'; });
+      await b.page.click('#login-btn');
+      await waitFor(b.page, 'a login error', () =>
+        /login failed: rescode 2002\b/.test(document.querySelector('#errors')?.textContent ?? ''));
+      await b.page.waitForSelector('#conn-state[data-state="DISCONNECTED"]');
+      assert.equal(await b.page.$eval('#conn-reason', (el) => el.textContent), 'LOGIN_FAILURE');
+      assert.equal(await b.page.$eval('#room', (el) => el.hidden), true, 'the room stays hidden');
+    });
+
+    step('two users log in and join "lobby"; each sees the other join', async () => {
       await login(a.page, UID_A);
       await login(b.page, UID_B);
       await a.page.waitForSelector(memberSel(UID_B));
