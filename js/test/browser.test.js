@@ -3,7 +3,8 @@
 // Starts hummer-server (HUMMER_SERVER_BIN, default ../target/debug/hummer-server
 // from js/) with a WebSocket listener, opens its demo page in Debian's Chromium
 // (CHROMIUM_BIN, default /usr/bin/chromium) through puppeteer-core, as two users
-// in two browser contexts, and checks what each sees: joins, messages both ways,
+// in two browser contexts, and checks what each sees: a refused login's error,
+// joins, messages both ways,
 // the status attribute, online state, a logout, a closed page leaving after the
 // presence grace, and the seed sample. Nothing downloads a browser: without
 // Chromium the test fails, unless HUMMER_SKIP_BROWSER=1 (then it is skipped).
@@ -27,7 +28,10 @@ import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const jsDir = path.resolve(here, '..');
-const serverBin = path.resolve(jsDir, process.env.HUMMER_SERVER_BIN ?? '../target/debug/hummer-server');
+// Paths from the environment are relative to the working directory; the defaults to js/.
+const serverBin = process.env.HUMMER_SERVER_BIN
+  ? path.resolve(process.env.HUMMER_SERVER_BIN)
+  : path.resolve(jsDir, '../target/debug/hummer-server');
 const chromiumBin = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 const artifactsDir = path.join(jsDir, 'test-artifacts');
 const skipBrowser = process.env.HUMMER_SKIP_BROWSER === '1';
@@ -77,7 +81,9 @@ function makeWebRoot() {
   for (const f of ['index.html', 'demo.js', 'demo.css']) {
     fs.copyFileSync(path.join(jsDir, 'demo', f), path.join(dir, f));
   }
-  const bundle = path.resolve(jsDir, process.env.HUMMER_BUNDLE ?? 'dist/hummer.js');
+  const bundle = process.env.HUMMER_BUNDLE
+    ? path.resolve(process.env.HUMMER_BUNDLE)
+    : path.join(jsDir, 'dist', 'hummer.js');
   if (fs.existsSync(bundle)) fs.copyFileSync(bundle, path.join(dir, 'hummer.js'));
   return dir;
 }
