@@ -4,9 +4,8 @@
 // from js/) with a WebSocket listener, opens its demo page in Debian's Chromium
 // (CHROMIUM_BIN, default /usr/bin/chromium) through puppeteer-core, as two users
 // in two browser contexts, and checks what each sees: a refused login's error,
-// joins, messages both ways,
-// the status attribute, online state, a logout, a closed page leaving after the
-// presence grace, and the seed sample. Nothing downloads a browser: without
+// joins, messages both ways, the status attribute, online state, a logout, a
+// closed page leaving after the presence grace, and the seed sample. Nothing downloads a browser: without
 // Chromium the test fails, unless HUMMER_SKIP_BROWSER=1 (then it is skipped).
 //
 // The server serves the demo files of this checkout (a temporary --web-root
