@@ -23,6 +23,19 @@ macro_rules! connect {
     };
 }
 
+/// The server of a scenario, and the address its clients connect to.
+macro_rules! spawn_server {
+    () => {{
+        let server = ServerHandle::spawn(
+            hummer_channel::server::ServerConfig::demo(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .unwrap();
+        let addr = server.local_addr();
+        (server, addr)
+    }};
+}
+
 macro_rules! wait {
     ($e:expr) => {
         $e

@@ -280,3 +280,22 @@ fn the_listener_serves_its_pages_and_a_stalled_handshake_counts_against_the_caps
     assert_eq!(server.stats().open_connections, 2);
     assert_eq!(get("/"), "", "over the per-address cap: closed at once");
 }
+
+#[test]
+fn a_shutdown_sends_close_4006_then_a_websocket_close_1013() {
+    let server = spawn(WebSocketOptions::default());
+    let mut ws = connect(server.websocket_addr().unwrap());
+    login(&mut ws, 3);
+    server.shutdown();
+    let close = loop {
+        match next(&mut ws).expect("a Close frame") {
+            Frame {
+                body: Some(Body::Close(c)),
+                ..
+            } => break c,
+            _ => continue,
+        }
+    };
+    assert_eq!(close.code, 4006);
+    assert_eq!(next(&mut ws).unwrap_err(), Some(CloseCode::Again));
+}

@@ -206,6 +206,9 @@ export class Channel extends Emitter {
     } catch (err) {
       return fail(2001, err.message);
     }
+    // A leave while the channel's replay is being fetched waits for the fetch
+    // (else the fetch is refused with 5101 and the rest of the replay is lost).
+    await this._stream.whenIdle();
     const res = await this._hummer._request("leave", { channel: this._key(), extra: e });
     if (res.code === 0 || res.code === 5101) this._left();
     return this._ok(res);

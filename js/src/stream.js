@@ -18,6 +18,20 @@ export class Stream {
     this.fetching = false;
     this.progress = false;
     this.generation = 0;
+    this._idleWaiters = [];
+  }
+
+  /** Resolves once no fetch is in flight (a leave waits for the replay it asked for). */
+  whenIdle() {
+    if (!this.fetching) return Promise.resolve();
+    return new Promise((r) => this._idleWaiters.push(r));
+  }
+
+  _notifyIdle() {
+    if (this.fetching) return;
+    const w = this._idleWaiters;
+    this._idleWaiters = [];
+    for (const r of w) r();
   }
 
   /** Rule 2: a LoginReply / JoinReply / ResumedChannel sets epoch and cursor, dropping what is held. */
@@ -28,6 +42,7 @@ export class Stream {
     this.fetching = false;
     this.progress = false;
     this.generation++;
+    this._notifyIdle();
   }
 
   /** A pushed message with its sequence number (0: unreliable). */
@@ -67,8 +82,9 @@ export class Stream {
     this.io.fetch(afterSeq).then((res) => {
       if (gen !== this.generation) return; // the stream was reset meanwhile
       this.fetching = false;
-      if (res.code !== 0) return; // a lost link (the resume restarts the stream) or a left channel
-      this._fetched(res.body);
+      if (res.code === 0) this._fetched(res.body);
+      // else: a lost link (the resume restarts the stream) or a left channel
+      this._notifyIdle();
     });
   }
 

@@ -324,3 +324,79 @@ test("local argument checks: message size 2007, bad uid 2001, too many channel i
   assert.equal(ctx.conn.inbox.filter((f) => f.body.case !== "ping" && f.body.case !== "ack").length, 0);
   await finish(ctx);
 });
+
+test("a leave while the channel's replay is being fetched waits for the fetch's reply", async () => {
+  const ctx = await loggedIn();
+  const ch = ctx.client.createChannel({ region: "cn", channelId: "f" });
+  const jp = ch.joinChannel();
+  const join = await ctx.conn.recv();
+  ctx.conn.reply(join, { case: "joinReply", value: { channel: 3, epoch: 9n, seq: 0n, replayTruncatedAt: 1n } });
+  await jp;
+  const fetch = await ctx.conn.recv();
+  assert.equal(fetch.body.case, "fetch");
+  assert.equal(fetch.body.value.channel.channelId, "f");
+  assert.equal(fetch.body.value.afterSeq, 0n);
+  const got = collect(ch, "ChannelMessage");
+  const lp = ch.leaveChannel();
+  // Nothing is sent until the fetch completes.
+  await new Promise((r) => setImmediate(r));
+  assert.equal(ctx.conn.inbox.filter((f) => f.body.case === "leave").length, 0);
+  ctx.conn.send({ body: { case: "channelMessage", value: { channel: 3, fromUid: 2n, seq: 1n, message: { type: "t", content: enc.encode("r") } } } });
+  ctx.conn.reply(fetch, { case: "fetchReply", value: { throughSeq: 1n } });
+  const leave = await ctx.conn.recv();
+  assert.equal(leave.body.case, "leave");
+  ctx.conn.reply(leave, { case: "ok", value: {} });
+  assert.equal((await lp).rescode, 0);
+  assert.equal(got.length, 1);
+  assert.equal(ch.joined, false);
+  await finish(ctx);
+});
+
+test("the default url in a browser follows location (ws: for http:, wss: for https:)", () => {
+  const saved = Object.getOwnPropertyDescriptor(globalThis, "location");
+  try {
+    Object.defineProperty(globalThis, "location", { value: { protocol: "https:", host: "example.test:8443" }, configurable: true });
+    assert.equal(Hummer.createHummer({ appid: 1 }).url, "wss://example.test:8443/v1/ws");
+    Object.defineProperty(globalThis, "location", { value: { protocol: "http:", host: "h:1" }, configurable: true });
+    assert.equal(Hummer.createHummer({ appid: 1 }).url, "ws://h:1/v1/ws");
+  } finally {
+    if (saved) Object.defineProperty(globalThis, "location", saved);
+    else delete globalThis.location;
+  }
+  assert.equal(Hummer.createHummer({ appid: 1 }).url, undefined);
+});
+
+test("reconnect backoff grows exponentially with jitter while the server refuses connections", async () => {
+  const ctx = await loggedIn({ reconnectMinDelay: 20, reconnectMaxDelay: 160 });
+  ctx.server.refuse = true;
+  const times = [];
+  const orig = ctx.server.WebSocket;
+  let n = 0;
+  const done = new Promise((resolve) => {
+    ctx.hummer._WebSocket = class extends orig {
+      constructor(url, p) {
+        super(url, p);
+        times.push(Date.now());
+        if (++n === 6) resolve();
+      }
+    };
+  });
+  const t0 = Date.now();
+  ctx.conn.drop();
+  await done;
+  const delays = times.map((t, i) => t - (i === 0 ? t0 : times[i - 1]));
+  // base 20, 40, 80, 160, 160, 160 with jitter between half and all of it.
+  const bases = [20, 40, 80, 160, 160, 160];
+  delays.forEach((d, i) => {
+    assert.ok(d >= bases[i] / 2 - 5, `delay ${i} = ${d} >= ${bases[i] / 2}`);
+    assert.ok(d <= bases[i] + 60, `delay ${i} = ${d} <= ${bases[i]}`);
+  });
+  ctx.server.refuse = false;
+  ctx.hummer._WebSocket = orig;
+  const conn2 = await ctx.server.nextConn(3000);
+  const l = await conn2.recv();
+  conn2.loginReply(l, { resumed: true });
+  await nextEvent(ctx.hummer, "ConnectionStateChanged", 1000, (s) => s.state === "CONNECTED");
+  ctx.conn = conn2;
+  await finish(ctx);
+});

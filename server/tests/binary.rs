@@ -299,3 +299,184 @@ fn out_of_descriptors_the_runner_backs_off_and_keeps_serving() {
     assert!(t.elapsed() < Duration::from_secs(5));
     healthy.ping(99);
 }
+
+/// Starts the binary with `args` (after `--log warn`); its stdout lines as
+/// they come.
+fn start_with(args: &[&str]) -> (Kill, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hummer-server"))
+        .args(["--log", "warn"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start hummer-server");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    (Kill(child), rx)
+}
+
+/// The rest of the first line that starts with `prefix`.
+fn line_after(lines: &mpsc::Receiver<String>, prefix: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no line starting with {prefix:?}"));
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return rest.trim().to_owned();
+        }
+    }
+}
+
+/// One HTTP/1.1 GET; the whole response.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn binary_serves_websocket_clients_and_the_built_in_demo_page() {
+    use hummer_channel::adapters::blocking::Client;
+    use hummer_channel::adapters::Endpoint;
+    use hummer_channel::client::SessionConfig;
+    use hummer_channel::Uid;
+
+    let (_child, lines) = start_with(&["--listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0"]);
+    let ws = line_after(&lines, "hummer-server websocket on ");
+    let page = line_after(&lines, "demo page: ");
+    let host = page
+        .strip_prefix("http://")
+        .and_then(|p| p.strip_suffix('/'))
+        .expect("http://ADDR/")
+        .to_owned();
+    assert_eq!(ws, format!("ws://{host}/v1/ws"));
+
+    // The built-in page and the JavaScript client it loads.
+    let index = http_get(&host, "/");
+    assert!(index.starts_with("HTTP/1.1 200 OK"), "{index}");
+    assert!(index.contains("Content-Type: text/html"), "{index}");
+    let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../js");
+    for (path, file) in [
+        ("/", "demo/index.html"),
+        ("/demo.js", "demo/demo.js"),
+        ("/hummer.js", "dist/hummer.js"),
+    ] {
+        let body = std::fs::read_to_string(js.join(file)).expect("the demo files are in js/");
+        let got = http_get(&host, path);
+        assert!(got.starts_with("HTTP/1.1 200 OK"), "{path}: {got}");
+        assert!(got.ends_with(&body), "{path} is {file}, built in");
+    }
+
+    let client = Client::connect_to(
+        Endpoint::parse(&ws).unwrap(),
+        SessionConfig::new(DEMO_APPID),
+    )
+    .unwrap();
+    let login = client.login(Uid(5), None, None).unwrap();
+    assert!(login.is_anonymous);
+    assert_eq!(client.get_instance_info().unwrap().uid, Uid(5));
+    client.close();
+}
+
+#[test]
+fn binary_serves_tls_and_wss_with_the_given_certificate() {
+    use hummer_channel::adapters::blocking::Client;
+    use hummer_channel::adapters::Endpoint;
+    use hummer_channel::client::SessionConfig;
+    use hummer_channel::Uid;
+    use rcgen::{CertificateParams, KeyPair};
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let (_child, lines) = start_with(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--ws-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert_file.to_str().unwrap(),
+        "--tls-key",
+        key_file.to_str().unwrap(),
+    ]);
+    let tcp = line_after(&lines, "hummer-server listening on ");
+    let tcp = tcp.strip_suffix(" (TLS: tls://)").expect("says it is TLS");
+    let wss = line_after(&lines, "hummer-server websocket on ");
+    assert!(wss.starts_with("wss://"), "{wss}");
+    let page = line_after(&lines, "demo page: ");
+    assert!(page.starts_with("https://"), "{page}");
+
+    let tcp_port = tcp.rsplit_once(':').unwrap().1;
+    let wss = wss.replace("127.0.0.1", "localhost");
+    for url in [format!("tls://localhost:{tcp_port}"), wss] {
+        let endpoint = Endpoint::parse(&url).unwrap().with_ca_pem(cert.pem());
+        let client = Client::connect_to(endpoint, SessionConfig::new(DEMO_APPID)).unwrap();
+        client.login(Uid(6), None, None).unwrap();
+        assert_eq!(client.get_instance_info().unwrap().uid, Uid(6), "{url}");
+        client.close();
+    }
+    // Plain TCP on a TLS listener gets nowhere.
+    let mut raw = TcpStream::connect(tcp).unwrap();
+    raw.set_read_timeout(Some(WAIT)).unwrap();
+    use std::io::{Read as _, Write as _};
+    let _ = raw.write_all(&[0, 0, 0, 4, 1, 2, 3, 4]);
+    let mut buf = [0u8; 64];
+    let n = raw.read(&mut buf).unwrap_or(0);
+    assert!(
+        n == 0 || buf[0] == 0x15,
+        "a TLS alert or a close, not frames: {:?}",
+        &buf[..n]
+    );
+}
+
+#[test]
+fn binary_refuses_bad_transport_flags_with_a_clear_message() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_hummer-server"))
+            .args(args)
+            .output()
+            .expect("run hummer-server");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["--tls-cert", "cert.pem"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("--tls-cert and --tls-key go together"),
+        "{err}"
+    );
+    let (code, err) = run(&[
+        "--tls-cert",
+        "/nonexistent/c.pem",
+        "--tls-key",
+        "/nonexistent/k.pem",
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("/nonexistent/c.pem"), "{err}");
+    let (code, err) = run(&["--ws-listen", "nowhere"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--ws-listen"), "{err}");
+    let (code, err) = run(&["--web-root", "/nonexistent/dir"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("is not a directory"), "{err}");
+}

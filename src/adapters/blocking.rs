@@ -1,4 +1,8 @@
 //! A blocking client over `std::net::TcpStream`: no async runtime.
+//! [`Client::connect_to`] also takes `tls://`, `ws://` and `wss://` URLs
+//! (features `tls`, `websocket`; see [`Endpoint`]): their links run on the
+//! same threads, each blocking call of the link being a small `block_on`
+//! of async-io.
 //!
 //! [`Client`] has the same operations as the smol client
 //! (`adapters::smol::Client`), as methods that block until their reply.
@@ -42,6 +46,9 @@ use bytes::BytesMut;
 
 use super::driver::{self, lock, Cmd, Core, CLOSE_LOGOUT_WAIT, READ_CHUNK};
 pub use super::driver::{ClientError, DEFAULT_EVENT_CAPACITY};
+use super::endpoint::{Endpoint, Scheme};
+#[cfg(any(feature = "tls", feature = "websocket"))]
+use super::link::LinkStream;
 use crate::client::{
     AttributeOptions, AttributesReply, ChannelHandle, ConnectionReason, ConnectionState, Event,
     InstanceInfo, LinkId, LoginInfo, MessageSent, Reply, SendOptions, Session, SessionConfig,
@@ -139,7 +146,7 @@ struct Shared {
     room_cv: Condvar,
     /// Passes of the driver loop (for tests of idleness).
     wakeups: AtomicU64,
-    addr: SocketAddr,
+    endpoint: Endpoint,
 }
 
 /// The blocking adapter's part of the locked state.
@@ -150,11 +157,127 @@ struct Transport {
     /// stale and ignored.
     generation: u64,
     /// The open link (the driver writes to it; its reader has a clone).
-    link: Option<Arc<TcpStream>>,
+    link: Option<Arc<Writer>>,
     /// The Session's id of the link being dialed or open.
     link_id: Option<LinkId>,
     /// A finished dial: its generation and result.
-    dialed: Option<(u64, io::Result<TcpStream>)>,
+    dialed: Option<(u64, io::Result<Dialed>)>,
+}
+
+/// A link just opened.
+enum Dialed {
+    Tcp(TcpStream),
+    /// TLS or WebSocket, and the socket under it (to shut down).
+    #[cfg(any(feature = "tls", feature = "websocket"))]
+    Framed(TcpStream, LinkStream),
+}
+
+/// The driver's side of an open link.
+enum Writer {
+    Tcp(TcpStream),
+    #[cfg(any(feature = "tls", feature = "websocket"))]
+    Framed(TcpStream, Mutex<futures_lite::io::WriteHalf<LinkStream>>),
+}
+
+/// The reader thread's side of an open link.
+enum Reader {
+    Tcp(TcpStream),
+    #[cfg(any(feature = "tls", feature = "websocket"))]
+    Framed(futures_lite::io::ReadHalf<LinkStream>),
+}
+
+impl Writer {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Writer::Tcp(s) => s,
+            #[cfg(any(feature = "tls", feature = "websocket"))]
+            Writer::Framed(s, _) => s,
+        }
+    }
+
+    /// Writes all of `bytes`; an error after [`WRITE_TIMEOUT`] without
+    /// the peer taking them. `close` ends the transport after them (a
+    /// WebSocket close, a TLS close_notify).
+    fn write_all(&self, bytes: &[u8], close: bool) -> io::Result<()> {
+        match self {
+            Writer::Tcp(s) => {
+                // TCP ends with the shutdown that follows a close.
+                let _ = close;
+                let mut s = s;
+                s.write_all(bytes)
+            }
+            #[cfg(any(feature = "tls", feature = "websocket"))]
+            Writer::Framed(_, half) => {
+                use futures_lite::{AsyncWriteExt as _, FutureExt as _};
+                let mut half = lock(half);
+                let write = async {
+                    half.write_all(bytes).await?;
+                    half.flush().await?;
+                    if close {
+                        half.close().await?;
+                    }
+                    Ok(())
+                };
+                let timeout = async {
+                    async_io::Timer::after(WRITE_TIMEOUT).await;
+                    Err(io::ErrorKind::TimedOut.into())
+                };
+                async_io::block_on(write.or(timeout))
+            }
+        }
+    }
+}
+
+impl Reader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Reader::Tcp(s) => s.read(buf),
+            #[cfg(any(feature = "tls", feature = "websocket"))]
+            Reader::Framed(half) => async_io::block_on(futures_lite::AsyncReadExt::read(half, buf)),
+        }
+    }
+}
+
+/// Opens a link to `endpoint` (on a dial thread): resolves, connects
+/// within `timeout`, and runs the TLS and WebSocket handshakes its scheme
+/// asks for within the same time.
+fn dial(endpoint: &Endpoint, timeout: Duration) -> io::Result<Dialed> {
+    use std::net::ToSocketAddrs as _;
+    let url = endpoint.url();
+    let mut last = None;
+    let mut stream = None;
+    for addr in (url.host(), url.port()).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let stream = stream.ok_or_else(|| {
+        last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
+    })?;
+    stream.set_nodelay(true)?;
+    if url.scheme() == Scheme::Tcp {
+        return Ok(Dialed::Tcp(stream));
+    }
+    #[cfg(any(feature = "tls", feature = "websocket"))]
+    {
+        use futures_lite::FutureExt as _;
+        let socket = stream.try_clone()?;
+        let open = super::link::open(url, endpoint.roots(), async_io::Async::new(stream)?);
+        let give_up = async {
+            async_io::Timer::after(timeout).await;
+            Err(io::ErrorKind::TimedOut.into())
+        };
+        Ok(Dialed::Framed(
+            socket,
+            async_io::block_on(open.or(give_up))?,
+        ))
+    }
+    #[cfg(not(any(feature = "tls", feature = "websocket")))]
+    Err(super::link_unsupported(url.scheme()))
 }
 
 impl Shared {
@@ -174,24 +297,43 @@ impl Shared {
     fn drop_link(&self, core: &mut Core<Transport>) {
         core.transport.generation += 1;
         if let Some(link) = core.transport.link.take() {
-            let _ = link.shutdown(Shutdown::Both);
+            let _ = link.socket().shutdown(Shutdown::Both);
         }
         self.room_cv.notify_all();
     }
 }
 
 impl Client {
-    /// A client for the server at `addr`. Nothing happens on the network
-    /// until [`login`](Self::login). Starts the driver thread; fails only
-    /// when the thread cannot be spawned.
+    /// A client for the server at `addr` (TCP). Nothing happens on the
+    /// network until [`login`](Self::login). Starts the driver thread;
+    /// fails only when the thread cannot be spawned.
     pub fn connect(addr: SocketAddr, config: SessionConfig) -> io::Result<Client> {
         Client::connect_with_event_capacity(addr, config, DEFAULT_EVENT_CAPACITY)
     }
 
-    /// [`connect`](Self::connect) with a bound on unread events other than
-    /// [`DEFAULT_EVENT_CAPACITY`] (see the module docs on backpressure).
+    /// A client for the server at `endpoint`: `tcp://`, `tls://`, `ws://`
+    /// or `wss://` (the last three with the features `tls` and
+    /// `websocket`), a DNS name resolved at every dial. A transport this
+    /// build leaves out fails each dial (the login fails with 1007).
+    ///
+    /// ```no_run
+    /// use hummer_channel::adapters::{blocking::Client, Endpoint};
+    /// use hummer_channel::client::SessionConfig;
+    ///
+    /// let ca = std::fs::read("ca.pem").unwrap();
+    /// let endpoint = Endpoint::parse("tls://localhost:7300").unwrap().with_ca_pem(ca);
+    /// let client = Client::connect_to(endpoint, SessionConfig::new(10000)).unwrap();
+    /// # let _ = client;
+    /// ```
+    pub fn connect_to(endpoint: impl Into<Endpoint>, config: SessionConfig) -> io::Result<Client> {
+        Client::connect_with_event_capacity(endpoint, config, DEFAULT_EVENT_CAPACITY)
+    }
+
+    /// [`connect_to`](Self::connect_to) with a bound on unread events other
+    /// than [`DEFAULT_EVENT_CAPACITY`] (see the module docs on
+    /// backpressure).
     pub fn connect_with_event_capacity(
-        addr: SocketAddr,
+        endpoint: impl Into<Endpoint>,
         config: SessionConfig,
         event_capacity: usize,
     ) -> io::Result<Client> {
@@ -208,7 +350,7 @@ impl Client {
             events_cv: Condvar::new(),
             room_cv: Condvar::new(),
             wakeups: AtomicU64::new(0),
-            addr,
+            endpoint: endpoint.into(),
         });
         let driver = {
             let shared = shared.clone();
@@ -344,14 +486,11 @@ fn drive(shared: &Arc<Shared>) {
                 generation == core.transport.generation,
                 core.transport.link_id,
             ) {
-                match result.and_then(|s| s.set_nodelay(true).map(|()| s)) {
-                    Ok(stream) => match start_reader(shared, &stream, generation, id) {
-                        Ok(()) => {
-                            core.transport.link = Some(Arc::new(stream));
-                            core.link_up(id);
-                        }
-                        Err(_) => core.link_lost(id),
-                    },
+                match result.and_then(|dialed| start_reader(shared, dialed, generation, id)) {
+                    Ok(writer) => {
+                        core.transport.link = Some(Arc::new(writer));
+                        core.link_up(id);
+                    }
                     Err(_) => core.link_lost(id),
                 }
             }
@@ -371,7 +510,7 @@ fn drive(shared: &Arc<Shared>) {
         if request.close || core.shutdown {
             if let Some(link) = &core.transport.link {
                 // Best effort: the Session asked to close anyway.
-                let _ = (&**link).write_all(&out);
+                let _ = link.write_all(&out, true);
             }
             out.clear();
             shared.drop_link(&mut core);
@@ -396,7 +535,7 @@ fn drive(shared: &Arc<Shared>) {
             // are never held up by a slow write. Only this thread writes.
             let generation = core.transport.generation;
             drop(core);
-            let written = (&*link).write_all(&out);
+            let written = link.write_all(&out, false);
             core = lock(&shared.core);
             if written.is_err() && core.transport.generation == generation {
                 shared.drop_link(&mut core);
@@ -443,7 +582,7 @@ fn start_dial(shared: &Arc<Shared>, core: &mut Core<Transport>) {
     let spawned = thread::Builder::new()
         .name("hummer-dial".into())
         .spawn(move || {
-            let result = TcpStream::connect_timeout(&dialer.addr, timeout);
+            let result = dial(&dialer.endpoint, timeout);
             let mut core = lock(&dialer.core);
             core.transport.dialed = Some((generation, result));
             dialer.wake(&mut core);
@@ -455,25 +594,34 @@ fn start_dial(shared: &Arc<Shared>, core: &mut Core<Transport>) {
     }
 }
 
-/// Starts the reader thread of a new link.
+/// Starts the reader thread of a new link; the driver's side of it.
 fn start_reader(
     shared: &Arc<Shared>,
-    stream: &TcpStream,
+    dialed: Dialed,
     generation: u64,
     link: LinkId,
-) -> io::Result<()> {
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let reader = stream.try_clone()?;
+) -> io::Result<Writer> {
+    let (reader, writer) = match dialed {
+        Dialed::Tcp(stream) => {
+            stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+            (Reader::Tcp(stream.try_clone()?), Writer::Tcp(stream))
+        }
+        #[cfg(any(feature = "tls", feature = "websocket"))]
+        Dialed::Framed(socket, stream) => {
+            let (r, w) = futures_lite::io::split(stream);
+            (Reader::Framed(r), Writer::Framed(socket, Mutex::new(w)))
+        }
+    };
     let shared = shared.clone();
     thread::Builder::new()
         .name("hummer-reader".into())
         .spawn(move || read_link(&shared, reader, generation, link))?;
-    Ok(())
+    Ok(writer)
 }
 
 /// A reader thread: reads, feeds the frames to the Session, wakes the driver;
 /// pauses while the event queue is full; ends with its link.
-fn read_link(shared: &Shared, mut stream: TcpStream, generation: u64, link: LinkId) {
+fn read_link(shared: &Shared, mut stream: Reader, generation: u64, link: LinkId) {
     let mut decoder = lock(&shared.core).decoder();
     let mut buf = vec![0u8; READ_CHUNK];
     loop {

@@ -1,5 +1,7 @@
 //! Transport adapters: ready-made run loops that drive a
-//! [`Session`](crate::client::Session) over TCP.
+//! [`Session`](crate::client::Session) over TCP, TLS or WebSocket (an
+//! [`Endpoint`] names the server by URL: `tcp://`, `tls://`, `ws://`,
+//! `wss://`).
 //!
 //! - [`smol`] (feature `smol`): an async [`Client`](smol::Client) on smol /
 //!   async-io, one driver task per client.
@@ -13,6 +15,36 @@
 
 #[cfg(any(feature = "smol", feature = "blocking"))]
 mod driver;
+#[cfg(any(feature = "smol", feature = "blocking"))]
+mod endpoint;
+#[cfg(all(
+    any(feature = "smol", feature = "blocking"),
+    any(feature = "tls", feature = "websocket")
+))]
+mod link;
+
+#[cfg(any(feature = "smol", feature = "blocking"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "smol", feature = "blocking"))))]
+pub use endpoint::{Endpoint, Scheme, ServerUrl, TlsRoots, UrlError};
+
+/// The error of a dial to a URL whose transport this build leaves out.
+#[cfg(all(
+    any(feature = "smol", feature = "blocking"),
+    not(all(feature = "tls", feature = "websocket"))
+))]
+pub(crate) fn link_unsupported(scheme: Scheme) -> std::io::Error {
+    let feature = match scheme.is_tls() {
+        true => "tls",
+        false => "websocket",
+    };
+    std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        format!(
+            "{}:// needs the `{feature}` feature of hummer-channel",
+            scheme.as_str()
+        ),
+    )
+}
 
 #[cfg(any(feature = "smol", feature = "blocking"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "smol", feature = "blocking"))))]

@@ -1,4 +1,6 @@
-//! An async client over TCP on [smol](https://docs.rs/smol) (async-io).
+//! An async client on [smol](https://docs.rs/smol) (async-io), over TCP,
+//! TLS or WebSocket: [`Client::connect_to`] takes a URL (`tcp://`,
+//! `tls://`, `ws://`, `wss://`; see [`Endpoint`]).
 //!
 //! [`Client`] wraps a [`Session`] and a driver task. The driver is one loop,
 //! in the style of quinn's `ConnectionDriver`: it drains what the Session has
@@ -36,12 +38,13 @@ use std::time::{Duration, Instant};
 use bytes::{Buf as _, BytesMut};
 use smol::channel::{self, Receiver, Sender};
 use smol::future::{self, FutureExt as _};
-use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use smol::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use smol::net::TcpStream;
 use smol::{Task, Timer};
 
 use super::driver::{self, lock, Cmd, Core, CLOSE_LOGOUT_WAIT, READ_CHUNK};
 pub use super::driver::{ClientError, DEFAULT_EVENT_CAPACITY};
+use super::endpoint::{Endpoint, Scheme};
 use crate::client::{
     AttributeOptions, AttributesReply, ChannelHandle, ConnectionReason, ConnectionState, Event,
     InstanceInfo, LinkId, LoginInfo, MessageSent, Reply, SendOptions, Session, SessionConfig,
@@ -124,20 +127,39 @@ struct Shared {
 }
 
 impl Client {
-    /// A client for the server at `addr`. Nothing happens on the network
-    /// until [`login`](Self::login). Spawns the driver on smol's global
-    /// executor.
+    /// A client for the server at `addr` (TCP). Nothing happens on the
+    /// network until [`login`](Self::login). Spawns the driver on smol's
+    /// global executor.
     pub fn connect(addr: SocketAddr, config: SessionConfig) -> Client {
         Client::connect_with_event_capacity(addr, config, DEFAULT_EVENT_CAPACITY)
     }
 
-    /// [`connect`](Self::connect) with a bound on unread events other than
-    /// [`DEFAULT_EVENT_CAPACITY`] (see the module docs on backpressure).
+    /// A client for the server at `endpoint`: `tcp://`, `tls://`, `ws://`
+    /// or `wss://` (the last three with the features `tls` and
+    /// `websocket`), a DNS name resolved at every dial. A transport this
+    /// build leaves out fails each dial (the login fails with 1007).
+    ///
+    /// ```no_run
+    /// use hummer_channel::adapters::{smol::Client, Endpoint};
+    /// use hummer_channel::client::SessionConfig;
+    ///
+    /// let endpoint = Endpoint::parse("wss://chat.example.com/v1/ws").unwrap();
+    /// let client = Client::connect_to(endpoint, SessionConfig::new(10000));
+    /// # let _ = client;
+    /// ```
+    pub fn connect_to(endpoint: impl Into<Endpoint>, config: SessionConfig) -> Client {
+        Client::connect_with_event_capacity(endpoint, config, DEFAULT_EVENT_CAPACITY)
+    }
+
+    /// [`connect_to`](Self::connect_to) with a bound on unread events other
+    /// than [`DEFAULT_EVENT_CAPACITY`] (see the module docs on
+    /// backpressure).
     pub fn connect_with_event_capacity(
-        addr: SocketAddr,
+        endpoint: impl Into<Endpoint>,
         config: SessionConfig,
         event_capacity: usize,
     ) -> Client {
+        let endpoint = endpoint.into();
         let shared = Arc::new(Shared {
             core: Mutex::new(Core::new(config, event_capacity, ())),
             events_ready: channel::bounded(1),
@@ -145,7 +167,7 @@ impl Client {
         });
         let (wake_tx, wake_rx) = channel::bounded(1);
         let (done_tx, done_rx) = channel::bounded(1);
-        let task = smol::spawn(drive(shared.clone(), addr, wake_rx, done_tx));
+        let task = smol::spawn(drive(shared.clone(), endpoint, wake_rx, done_tx));
         Client {
             inner: Arc::new(Inner {
                 shared,
@@ -271,16 +293,62 @@ driver::with_operations!(async_operations);
 /// How long closing waits to flush what is queued.
 const CLOSE_FLUSH_WAIT: Duration = Duration::from_secs(2);
 
-/// An open link: two handles on one socket, so that reading and writing
-/// can wait at the same time.
+/// An open link: a reading and a writing half, so that reading and
+/// writing can wait at the same time.
 struct Link {
     id: LinkId,
-    reader: TcpStream,
-    writer: TcpStream,
+    reader: Pin<Box<dyn AsyncRead + Send>>,
+    writer: Pin<Box<dyn AsyncWrite + Send>>,
+    /// The socket under it, to shut down.
+    socket: std::net::TcpStream,
+    /// TLS and WebSocket buffer what is written: flush after writing.
+    flushes: bool,
     decoder: FrameDecoder,
 }
 
-type Dial = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
+/// A link just opened, before the Session hears of it.
+struct Opened {
+    reader: Pin<Box<dyn AsyncRead + Send>>,
+    writer: Pin<Box<dyn AsyncWrite + Send>>,
+    socket: std::net::TcpStream,
+    flushes: bool,
+}
+
+type Dial = Pin<Box<dyn Future<Output = io::Result<Opened>> + Send>>;
+
+/// Opens a link to `endpoint`: resolves its host, connects, and runs the
+/// TLS and WebSocket handshakes its scheme asks for.
+async fn dial(endpoint: Endpoint) -> io::Result<Opened> {
+    let url = endpoint.url();
+    let stream = TcpStream::connect((url.host(), url.port())).await?;
+    let _ = stream.set_nodelay(true);
+    let async_stream: Arc<async_io::Async<std::net::TcpStream>> = stream.clone().into();
+    let socket = async_stream.get_ref().try_clone()?;
+    drop(async_stream);
+    if url.scheme() == Scheme::Tcp {
+        return Ok(Opened {
+            reader: Box::pin(stream.clone()),
+            writer: Box::pin(stream),
+            socket,
+            flushes: false,
+        });
+    }
+    #[cfg(any(feature = "tls", feature = "websocket"))]
+    {
+        let owned =
+            Arc::try_unwrap(stream.into()).map_err(|_| io::Error::other("shared socket"))?;
+        let link = super::link::open(url, endpoint.roots(), owned).await?;
+        let (reader, writer) = futures_lite::io::split(link);
+        Ok(Opened {
+            reader: Box::pin(reader),
+            writer: Box::pin(writer),
+            socket,
+            flushes: true,
+        })
+    }
+    #[cfg(not(any(feature = "tls", feature = "websocket")))]
+    Err(super::link_unsupported(url.scheme()))
+}
 
 /// What woke the driver.
 enum Wake {
@@ -289,11 +357,14 @@ enum Wake {
     Stopped,
     Read(io::Result<usize>),
     Wrote(io::Result<usize>),
-    Dialed(io::Result<TcpStream>),
+    Flushed(io::Result<()>),
+    Dialed(io::Result<Opened>),
 }
 
-async fn drive(shared: Arc<Shared>, addr: SocketAddr, wake: Receiver<()>, done: Sender<()>) {
+async fn drive(shared: Arc<Shared>, endpoint: Endpoint, wake: Receiver<()>, done: Sender<()>) {
     let mut link: Option<Link> = None;
+    // Bytes written to a TLS or WebSocket link since its last flush.
+    let mut unflushed = false;
     let mut dialing: Option<(LinkId, Dial)> = None;
     let mut out = BytesMut::new();
     let mut buf = vec![0u8; READ_CHUNK];
@@ -320,12 +391,16 @@ async fn drive(shared: Arc<Shared>, addr: SocketAddr, wake: Receiver<()>, done: 
                 let flush = async {
                     let _ = stream.write_all(&out).await;
                     let _ = stream.flush().await;
+                    // A WebSocket close, a TLS close_notify.
+                    if l.flushes {
+                        let _ = stream.close().await;
+                    }
                 };
                 let give_up = async {
                     Timer::after(CLOSE_FLUSH_WAIT).await;
                 };
                 flush.or(give_up).await;
-                let _ = l.reader.shutdown(std::net::Shutdown::Both);
+                let _ = l.socket.shutdown(std::net::Shutdown::Both);
             }
             out.clear();
             dialing = None;
@@ -335,7 +410,7 @@ async fn drive(shared: Arc<Shared>, addr: SocketAddr, wake: Receiver<()>, done: 
         }
         if let Some(id) = request.connect {
             link = None;
-            dialing = Some((id, Box::pin(TcpStream::connect(addr))));
+            dialing = Some((id, Box::pin(dial(endpoint.clone()))));
         }
         // Frames belong to the link they were drained for: without one
         // (the Session never queues then) they are dropped.
@@ -361,18 +436,20 @@ async fn drive(shared: Arc<Shared>, addr: SocketAddr, wake: Receiver<()>, done: 
         // Reading goes on while a write is pending: a peer blocked on
         // writing to us must be read for it to read what we write.
         let (reader, writer) = match &mut link {
-            Some(l) => (Some(&mut l.reader), Some(&mut l.writer)),
+            Some(l) => (Some(l.reader.as_mut()), Some(l.writer.as_mut())),
             None => (None, None),
         };
         let read = async {
             match reader {
-                Some(r) if !paused => Wake::Read(r.read(&mut buf).await),
+                Some(mut r) if !paused => Wake::Read(r.read(&mut buf).await),
                 _ => future::pending().await,
             }
         };
         let write = async {
             match writer {
-                Some(w) if !out.is_empty() => Wake::Wrote(w.write(&out).await),
+                Some(mut w) if !out.is_empty() => Wake::Wrote(w.write(&out).await),
+                // Flushing is cancel-safe: it is polled again next pass.
+                Some(mut w) if unflushed => Wake::Flushed(w.flush().await),
                 _ => future::pending().await,
             }
         };
@@ -397,8 +474,12 @@ async fn drive(shared: Arc<Shared>, addr: SocketAddr, wake: Receiver<()>, done: 
                     core.link_lost(id);
                 }
             }
-            Wake::Wrote(Ok(n)) if n > 0 => out.advance(n),
-            Wake::Read(_) | Wake::Wrote(_) => {
+            Wake::Wrote(Ok(n)) if n > 0 => {
+                out.advance(n);
+                unflushed = link.as_ref().is_some_and(|l| l.flushes);
+            }
+            Wake::Flushed(Ok(())) => unflushed = false,
+            Wake::Read(_) | Wake::Wrote(_) | Wake::Flushed(_) => {
                 // End of stream or an error: the link is gone.
                 if let Some(l) = link.take() {
                     core.link_lost(l.id);
@@ -410,12 +491,14 @@ async fn drive(shared: Arc<Shared>, addr: SocketAddr, wake: Receiver<()>, done: 
                     continue;
                 };
                 match result {
-                    Ok(stream) => {
-                        let _ = stream.set_nodelay(true);
+                    Ok(opened) => {
+                        unflushed = false;
                         link = Some(Link {
                             id,
-                            writer: stream.clone(),
-                            reader: stream,
+                            reader: opened.reader,
+                            writer: opened.writer,
+                            socket: opened.socket,
+                            flushes: opened.flushes,
                             decoder: core.decoder(),
                         });
                         core.link_up(id);

@@ -18,3 +18,9 @@ pub use codec::{
 pub use generated::frame::Body;
 pub use generated::*;
 pub use kind::BodyKind;
+
+/// The WebSocket subprotocol of this protocol (`docs/protocol.md`,
+/// "Transports"): one `Frame` per binary message.
+pub const WEBSOCKET_SUBPROTOCOL: &str = "hummer.v1.protobuf";
+/// The path of the WebSocket endpoint.
+pub const WEBSOCKET_PATH: &str = "/v1/ws";

@@ -166,11 +166,10 @@ macro_rules! scenario_every_operation {
         use hummer_channel::client::{
             AttributeOptions, ConnectionReason, ConnectionState, Event, SendOptions,
         };
-        use hummer_channel::server::{mint_token, ServerConfig, DEMO_APPID, DEMO_SECRET};
+        use hummer_channel::server::{mint_token, DEMO_APPID, DEMO_SECRET};
         use hummer_channel::{ChannelKey, CommandError, ErrorCode, Message, Region, Uid};
 
-        let server = ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = server.local_addr();
+        let (server, addr) = spawn_server!();
         let alice = connect!(addr, fast_config());
         let bob = connect!(addr, fast_config());
         let carol = connect!(addr, fast_config());
@@ -302,11 +301,9 @@ macro_rules! scenario_every_operation {
 macro_rules! scenario_reconnect {
     () => {{
         use hummer_channel::client::{ConnectionReason, ConnectionState, Event, SendOptions};
-        use hummer_channel::server::ServerConfig;
         use hummer_channel::{Message, Region, Uid};
 
-        let server = ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = server.local_addr();
+        let (server, addr) = spawn_server!();
         // alice comes back after 0.5..1 s, bob at once: bob sends meanwhile.
         let alice = connect!(addr, slow_reconnect_config());
         let bob = connect!(addr, fast_config());
@@ -409,12 +406,10 @@ macro_rules! scenario_in_flight_fails_1007 {
 /// An idle logged-in client sleeps: its driver loop barely turns.
 macro_rules! scenario_idle {
     () => {{
-        use hummer_channel::server::ServerConfig;
         use hummer_channel::{Region, Uid};
 
-        let server =
-            ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
-        let client = connect!(server.local_addr(), fast_config());
+        let (server, addr) = spawn_server!();
+        let client = connect!(addr, fast_config());
         wait!(client.login(Uid(5), None, None)).unwrap();
         let room = client.create_channel(Region::Cn, "idle").unwrap();
         wait!(client.join_channel(room, attrs(&[]))).unwrap();
@@ -439,12 +434,9 @@ macro_rules! scenario_idle {
 macro_rules! scenario_backpressure {
     () => {{
         use hummer_channel::client::{Event, SendOptions};
-        use hummer_channel::server::ServerConfig;
         use hummer_channel::{Message, Region, Uid};
 
-        let server =
-            ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = server.local_addr();
+        let (server, addr) = spawn_server!();
         let alice = connect!(addr, fast_config(), 4);
         let bob = connect!(addr, fast_config());
         wait!(alice.login(Uid(1), None, None)).unwrap();
@@ -509,13 +501,11 @@ macro_rules! scenario_dial_failure {
 macro_rules! scenario_concurrent_calls {
     ($spawn_all:ident) => {{
         use hummer_channel::client::SendOptions;
-        use hummer_channel::server::ServerConfig;
         use hummer_channel::{Message, Uid};
 
-        let server =
-            ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
-        let alice = connect!(server.local_addr(), fast_config());
-        let bob = connect!(server.local_addr(), fast_config());
+        let (server, addr) = spawn_server!();
+        let alice = connect!(addr, fast_config());
+        let bob = connect!(addr, fast_config());
         wait!(alice.login(Uid(1), None, None)).unwrap();
         wait!(bob.login(Uid(2), None, None)).unwrap();
         // 4 callers x 10 sends, concurrently.
@@ -586,14 +576,12 @@ macro_rules! scenario_bad_stream {
 macro_rules! scenario_bulk_both_ways {
     ($both:ident) => {{
         use hummer_channel::client::{Event, SendOptions};
-        use hummer_channel::server::ServerConfig;
         use hummer_channel::{Message, Region, Uid};
 
         const EACH: usize = 60;
-        let server =
-            ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
-        let alice = connect!(server.local_addr(), fast_config());
-        let bob = connect!(server.local_addr(), fast_config());
+        let (server, addr) = spawn_server!();
+        let alice = connect!(addr, fast_config());
+        let bob = connect!(addr, fast_config());
         wait!(alice.login(Uid(1), None, None)).unwrap();
         wait!(bob.login(Uid(2), None, None)).unwrap();
         let ra = alice.create_channel(Region::Cn, "bulk").unwrap();

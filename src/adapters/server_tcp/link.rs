@@ -133,18 +133,29 @@ async fn read_loop(
     let mut frames = 0u32;
     loop {
         // Whether the read filled the buffer (more may be waiting).
-        let (full, message) = match read_some(&mut inbound, &shard, &link, &mut decoder).await {
+        let got = read_some(&mut inbound, &shard, &link, &mut decoder).await;
+        let (full, message) = match got {
             Got::Bytes { full } => (full, None),
-            Got::Message(m) => (false, Some(m)),
-            Got::Again => continue,
-            Got::Activity => {
-                shard
-                    .gateway
-                    .borrow_mut()
-                    .handle_activity(Instant::now(), conn);
+            // More messages may be waiting: count them as full reads, so
+            // that a peer streaming messages yields like one streaming
+            // bytes.
+            Got::Message(m) => (true, Some(m)),
+            Got::End => return,
+            Got::Again | Got::Activity => {
+                if matches!(got, Got::Activity) {
+                    shard
+                        .gateway
+                        .borrow_mut()
+                        .handle_activity(Instant::now(), conn);
+                }
+                // A peer streaming pings alone yields too.
+                frames = frames.saturating_add(1);
+                if frames >= YIELD_AFTER_FRAMES {
+                    frames = 0;
+                    smol::future::yield_now().await;
+                }
                 continue;
             }
-            Got::End => return,
         };
         let mut message = message;
         let mut failed = false;

@@ -62,7 +62,7 @@ use shard::{BacklogPeak, Envelope, Shard, QUEUE_BATCHES};
 pub use transport::ServerTls;
 use transport::{Opener, Stream, Transport};
 #[cfg(feature = "websocket")]
-pub use web::{Page, WebSocketOptions, SUBPROTOCOL, WEBSOCKET_PATH};
+pub use web::{Page, WebSocketOptions};
 
 /// How long a shutdown waits for the `Close` frames to be flushed.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);

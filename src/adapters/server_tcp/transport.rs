@@ -254,6 +254,13 @@ pub(super) struct Opener {
     pub max_frame_size: usize,
 }
 
+/// Bytes a WebSocket link reads at once (its buffer lives as long as it).
+#[cfg(feature = "websocket")]
+const WS_READ_BUFFER: usize = 8 * 1024;
+/// Bytes a WebSocket link gathers before it writes them out unasked.
+#[cfg(feature = "websocket")]
+const WS_WRITE_BUFFER: usize = 64 * 1024;
+
 /// How long a TLS or WebSocket handshake may take: the connection counts
 /// against the caps meanwhile, so a peer that stalls in it is dropped.
 #[cfg(any(feature = "tls", feature = "websocket"))]
@@ -355,9 +362,14 @@ impl Opener {
                 }
                 // A message is one frame: nothing larger is ever buffered
                 // (the gateway holds a connection to its own bound after).
+                // The library's read buffer is allocated whole per link: a
+                // small one keeps an idle link cheap (its default is 128 KiB);
+                // writes are flushed per batch (`link::write_loop`).
                 let config = WebSocketConfig::default()
                     .max_message_size(Some(self.max_frame_size))
-                    .max_frame_size(Some(self.max_frame_size));
+                    .max_frame_size(Some(self.max_frame_size))
+                    .read_buffer_size(WS_READ_BUFFER)
+                    .write_buffer_size(WS_WRITE_BUFFER);
                 let ws = async_tungstenite::WebSocketStream::from_partially_read(
                     io,
                     rest,

@@ -8,10 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use bytes::Bytes;
 use futures_lite::io::{AsyncRead, AsyncReadExt as _};
 
-/// The WebSocket path (`docs/protocol.md`, "Transports").
-pub const WEBSOCKET_PATH: &str = "/v1/ws";
-/// The subprotocol a client must offer.
-pub const SUBPROTOCOL: &str = "hummer.v1.protobuf";
+use crate::wire::{WEBSOCKET_PATH, WEBSOCKET_SUBPROTOCOL as SUBPROTOCOL};
 /// The longest request head read: a browser's is well under 2 KiB.
 const MAX_HEAD: usize = 8 * 1024;
 /// The largest file served from a web root.

@@ -1,0 +1,352 @@
+//! Where a client connects: a server URL (`tcp://`, `tls://`, `ws://`,
+//! `wss://`; see `docs/protocol.md`, "Transports") and how the server's
+//! certificate is checked.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// A transport, as a URL scheme names it.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// `tcp://`: length-prefixed frames on TCP.
+    Tcp,
+    /// `tls://`: the same inside TLS (feature `tls`).
+    Tls,
+    /// `ws://`: one frame per binary WebSocket message (feature `websocket`).
+    Ws,
+    /// `wss://`: WebSocket inside TLS (features `websocket` and `tls`).
+    Wss,
+}
+
+impl Scheme {
+    /// Its name in a URL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Tcp => "tcp",
+            Scheme::Tls => "tls",
+            Scheme::Ws => "ws",
+            Scheme::Wss => "wss",
+        }
+    }
+
+    /// Whether it runs inside TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Scheme::Tls | Scheme::Wss)
+    }
+
+    /// Whether it is a WebSocket.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Scheme::Ws | Scheme::Wss)
+    }
+
+    fn default_port(self) -> u16 {
+        match self {
+            Scheme::Tcp | Scheme::Tls => 7300,
+            Scheme::Ws => 80,
+            Scheme::Wss => 443,
+        }
+    }
+}
+
+/// A server's URL: `scheme://host[:port][/path]`. The host is a DNS name,
+/// an IPv4 address or a bracketed IPv6 address; the port defaults to 7300
+/// for `tcp`/`tls`, 80 for `ws`, 443 for `wss`; a WebSocket's path
+/// defaults to `/v1/ws`.
+///
+/// ```
+/// use hummer_channel::adapters::{Scheme, ServerUrl};
+///
+/// let url: ServerUrl = "wss://chat.example.com/v1/ws".parse().unwrap();
+/// assert_eq!((url.scheme(), url.host(), url.port()), (Scheme::Wss, "chat.example.com", 443));
+/// let url: ServerUrl = "tcp://[::1]:7300".parse().unwrap();
+/// assert_eq!(url.host(), "::1");
+/// assert!("http://example.com".parse::<ServerUrl>().is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServerUrl {
+    scheme: Scheme,
+    host: String,
+    port: u16,
+    path: String,
+}
+
+/// Why a string is not a [`ServerUrl`].
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// No `scheme://`, or a scheme other than tcp, tls, ws, wss.
+    #[error("unknown scheme in {0:?}: expected tcp://, tls://, ws:// or wss://")]
+    Scheme(String),
+    /// No host, or a malformed one.
+    #[error("no valid host in {0:?}")]
+    Host(String),
+    /// A port that is not a number from 1 to 65535.
+    #[error("invalid port in {0:?}")]
+    Port(String),
+    /// A path on a scheme that has none (tcp, tls), or a query or fragment.
+    #[error("unexpected path, query or fragment in {0:?}")]
+    Path(String),
+}
+
+impl ServerUrl {
+    /// The transport.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    /// The host (without brackets for IPv6).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The WebSocket path (`/v1/ws` by default); empty for tcp and tls.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// `tcp://addr`.
+    pub fn tcp(addr: SocketAddr) -> ServerUrl {
+        ServerUrl {
+            scheme: Scheme::Tcp,
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            path: String::new(),
+        }
+    }
+}
+
+impl FromStr for ServerUrl {
+    type Err = UrlError;
+
+    fn from_str(s: &str) -> Result<ServerUrl, UrlError> {
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| UrlError::Scheme(s.to_owned()))?;
+        let scheme = match scheme.to_ascii_lowercase().as_str() {
+            "tcp" => Scheme::Tcp,
+            "tls" => Scheme::Tls,
+            "ws" => Scheme::Ws,
+            "wss" => Scheme::Wss,
+            _ => return Err(UrlError::Scheme(s.to_owned())),
+        };
+        if rest.contains(['?', '#', '@']) {
+            return Err(UrlError::Path(s.to_owned()));
+        }
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| UrlError::Host(s.to_owned()))?;
+            if host.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(UrlError::Host(s.to_owned()));
+            }
+            let port = match after {
+                "" => None,
+                p => Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| UrlError::Port(s.to_owned()))?,
+                ),
+            };
+            (host, port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        let host_ok = !host.is_empty()
+            && (host.contains(':')
+                || host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')));
+        if !host_ok {
+            return Err(UrlError::Host(s.to_owned()));
+        }
+        let port = match port {
+            None => scheme.default_port(),
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| UrlError::Port(s.to_owned()))?,
+        };
+        let path = match (scheme.is_websocket(), path) {
+            (true, "" | "/") => "/v1/ws".to_owned(),
+            (true, p) => p.to_owned(),
+            (false, "" | "/") => String::new(),
+            (false, _) => return Err(UrlError::Path(s.to_owned())),
+        };
+        Ok(ServerUrl {
+            scheme,
+            host: host.to_owned(),
+            port,
+            path,
+        })
+    }
+}
+
+impl fmt::Display for ServerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = match self.host.contains(':') {
+            true => format!("[{}]", self.host),
+            false => self.host.clone(),
+        };
+        write!(
+            f,
+            "{}://{host}:{}{}",
+            self.scheme.as_str(),
+            self.port,
+            self.path
+        )
+    }
+}
+
+/// How a client checks the server's TLS certificate (its name must match
+/// the URL's host either way).
+#[non_exhaustive]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TlsRoots {
+    /// The operating system's trusted roots.
+    #[default]
+    System,
+    /// Only these CA certificates (PEM), e.g. a private CA or a test's.
+    Pem(Arc<[u8]>),
+}
+
+/// A server to connect to: its URL and, for `tls://` and `wss://`, the
+/// roots its certificate is checked against.
+///
+/// ```
+/// use hummer_channel::adapters::Endpoint;
+///
+/// let plain: Endpoint = "tcp://127.0.0.1:7300".parse().unwrap();
+/// let web = Endpoint::parse("wss://localhost:7301/v1/ws")
+///     .unwrap()
+///     .with_ca_pem(b"-----BEGIN CERTIFICATE-----\n...".to_vec());
+/// assert_eq!(web.url().port(), 7301);
+/// # let _ = plain;
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    url: ServerUrl,
+    roots: TlsRoots,
+}
+
+impl Endpoint {
+    /// The server at `url`, with the system's roots.
+    pub fn new(url: ServerUrl) -> Endpoint {
+        Endpoint {
+            url,
+            roots: TlsRoots::System,
+        }
+    }
+
+    /// Parses a URL (see [`ServerUrl`]).
+    pub fn parse(url: &str) -> Result<Endpoint, UrlError> {
+        url.parse().map(Endpoint::new)
+    }
+
+    /// Checks the server's certificate against this CA (PEM) only.
+    pub fn with_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Endpoint {
+        self.roots = TlsRoots::Pem(pem.into().into());
+        self
+    }
+
+    /// The URL.
+    pub fn url(&self) -> &ServerUrl {
+        &self.url
+    }
+
+    /// The roots for TLS.
+    pub fn roots(&self) -> &TlsRoots {
+        &self.roots
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = UrlError;
+
+    fn from_str(s: &str) -> Result<Endpoint, UrlError> {
+        Endpoint::parse(s)
+    }
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Endpoint {
+        Endpoint::new(ServerUrl::tcp(addr))
+    }
+}
+
+impl From<ServerUrl> for Endpoint {
+    fn from(url: ServerUrl) -> Endpoint {
+        Endpoint::new(url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_with_their_defaults_and_print_back() {
+        let cases = [
+            ("tcp://127.0.0.1:7300", "tcp://127.0.0.1:7300"),
+            ("tcp://localhost", "tcp://localhost:7300"),
+            ("TLS://Example.com:9000/", "tls://Example.com:9000"),
+            ("ws://h", "ws://h:80/v1/ws"),
+            ("wss://h:8443/custom", "wss://h:8443/custom"),
+            ("tcp://[::1]:1", "tcp://[::1]:1"),
+            ("wss://[2001:db8::1]", "wss://[2001:db8::1]:443/v1/ws"),
+        ];
+        for (input, shown) in cases {
+            let url: ServerUrl = input.parse().unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(url.to_string(), shown);
+            assert_eq!(url.to_string().parse::<ServerUrl>().unwrap(), url);
+        }
+    }
+
+    #[test]
+    fn bad_urls_say_what_is_wrong() {
+        let cases = [
+            ("http://h", UrlError::Scheme("http://h".into())),
+            ("h:7300", UrlError::Scheme("h:7300".into())),
+            ("tcp://", UrlError::Host("tcp://".into())),
+            ("tcp://a b:1", UrlError::Host("tcp://a b:1".into())),
+            ("tcp://[::1", UrlError::Host("tcp://[::1".into())),
+            ("tcp://[nope]:1", UrlError::Host("tcp://[nope]:1".into())),
+            ("tcp://h:0", UrlError::Port("tcp://h:0".into())),
+            ("tcp://h:70000", UrlError::Port("tcp://h:70000".into())),
+            ("tcp://h:x", UrlError::Port("tcp://h:x".into())),
+            ("tcp://[::1]x", UrlError::Port("tcp://[::1]x".into())),
+            ("tcp://h/path", UrlError::Path("tcp://h/path".into())),
+            ("ws://h/v1/ws?x", UrlError::Path("ws://h/v1/ws?x".into())),
+            ("ws://u@h", UrlError::Path("ws://u@h".into())),
+        ];
+        for (input, want) in cases {
+            assert_eq!(input.parse::<ServerUrl>(), Err(want), "{input}");
+        }
+    }
+
+    #[test]
+    fn schemes_know_their_layers() {
+        let all = [Scheme::Tcp, Scheme::Tls, Scheme::Ws, Scheme::Wss];
+        let tls: Vec<_> = all.iter().map(|s| s.is_tls()).collect();
+        let ws: Vec<_> = all.iter().map(|s| s.is_websocket()).collect();
+        assert_eq!(tls, [false, true, false, true]);
+        assert_eq!(ws, [false, false, true, true]);
+        let addr: SocketAddr = "10.0.0.1:5".parse().unwrap();
+        assert_eq!(Endpoint::from(addr).url().to_string(), "tcp://10.0.0.1:5");
+        assert_eq!(Endpoint::from(addr).roots(), &TlsRoots::System);
+    }
+}

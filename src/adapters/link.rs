@@ -1,0 +1,393 @@
+//! The client's TLS and WebSocket links, each seen as one byte stream of
+//! length-prefixed frames ([`LinkStream`]): the drivers of both adapters
+//! read, decode and write every transport alike. A WebSocket message
+//! becomes its frame with a prefix on the way in; on the way out, each
+//! prefixed frame becomes one binary message (`docs/protocol.md`,
+//! "Transports").
+
+use std::io;
+use std::net::TcpStream;
+use std::pin::Pin;
+#[cfg(feature = "websocket")]
+use std::task::ready;
+use std::task::{Context, Poll};
+
+use async_io::Async;
+use futures_lite::io::{AsyncRead, AsyncWrite};
+
+use super::endpoint::{Scheme, ServerUrl, TlsRoots};
+
+/// A frame announced larger than this is refused on the way out: the
+/// Session never writes one (its bound is 64 KiB), so it is a bug.
+#[cfg(feature = "websocket")]
+const MAX_OUT_FRAME: usize = 16 * 1024 * 1024;
+
+/// What TLS and WebSocket run on.
+enum Io {
+    Tcp(Async<TcpStream>),
+    #[cfg(feature = "tls")]
+    Tls(Box<futures_rustls::client::TlsStream<Async<TcpStream>>>),
+}
+
+/// An open TLS or WebSocket link as a stream of length-prefixed frames.
+pub(crate) struct LinkStream(Kind);
+
+enum Kind {
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    Bytes(Io),
+    #[cfg(feature = "websocket")]
+    Ws(Box<WsBytes>),
+}
+
+/// Runs the TLS and WebSocket handshakes of `url` on a connected socket.
+/// `Err(Unsupported)` for a scheme whose feature is off; `tcp://` needs no
+/// handshake and is not for this function.
+pub(crate) async fn open(
+    url: &ServerUrl,
+    roots: &TlsRoots,
+    tcp: Async<TcpStream>,
+) -> io::Result<LinkStream> {
+    let io = match url.scheme().is_tls() {
+        false => Io::Tcp(tcp),
+        #[cfg(feature = "tls")]
+        true => Io::Tls(Box::new(tls::connect(url.host(), roots, tcp).await?)),
+        #[cfg(not(feature = "tls"))]
+        true => {
+            let _ = roots;
+            return Err(super::link_unsupported(url.scheme()));
+        }
+    };
+    match url.scheme() {
+        Scheme::Tls => Ok(LinkStream(Kind::Bytes(io))),
+        #[cfg(feature = "websocket")]
+        Scheme::Ws | Scheme::Wss => Ok(LinkStream(Kind::Ws(Box::new(
+            WsBytes::connect(url, io).await?,
+        )))),
+        #[cfg(not(feature = "websocket"))]
+        Scheme::Ws | Scheme::Wss => Err(super::link_unsupported(url.scheme())),
+        Scheme::Tcp => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "tcp:// needs no handshake",
+        )),
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
+            Io::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
+            Io::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "tls")]
+            Io::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_close(cx),
+            #[cfg(feature = "tls")]
+            Io::Tls(s) => Pin::new(&mut **s).poll_close(cx),
+        }
+    }
+}
+
+impl AsyncRead for LinkStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().0 {
+            Kind::Bytes(io) => Pin::new(io).poll_read(cx, buf),
+            #[cfg(feature = "websocket")]
+            Kind::Ws(ws) => ws.poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for LinkStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().0 {
+            Kind::Bytes(io) => Pin::new(io).poll_write(cx, buf),
+            #[cfg(feature = "websocket")]
+            Kind::Ws(ws) => ws.poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Kind::Bytes(io) => Pin::new(io).poll_flush(cx),
+            #[cfg(feature = "websocket")]
+            Kind::Ws(ws) => ws.poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Kind::Bytes(io) => Pin::new(io).poll_close(cx),
+            #[cfg(feature = "websocket")]
+            Kind::Ws(ws) => ws.poll_close(cx),
+        }
+    }
+}
+
+#[cfg(feature = "tls")]
+mod tls {
+    use std::io;
+    use std::net::TcpStream;
+    use std::sync::{Arc, OnceLock};
+
+    use async_io::Async;
+    use futures_rustls::rustls::{self, ClientConfig, RootCertStore};
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, ServerName};
+
+    use super::super::endpoint::TlsRoots;
+
+    /// A TLS client on `tcp` for `host`, its certificate checked against
+    /// `roots`.
+    pub async fn connect(
+        host: &str,
+        roots: &TlsRoots,
+        tcp: Async<TcpStream>,
+    ) -> io::Result<futures_rustls::client::TlsStream<Async<TcpStream>>> {
+        let config = match roots {
+            TlsRoots::System => system()?,
+            TlsRoots::Pem(pem) => config(pem_roots(pem)?)?,
+        };
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        futures_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+    }
+
+    fn config(roots: RootCertStore) -> io::Result<Arc<ClientConfig>> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(io::Error::other)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Arc::new(config))
+    }
+
+    fn pem_roots(pem: &[u8]) -> io::Result<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            roots
+                .add(cert)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        }
+        if roots.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "no CA certificate in the PEM",
+            ));
+        }
+        Ok(roots)
+    }
+
+    /// The system's roots, read once per process (a few hundred files).
+    fn system() -> io::Result<Arc<ClientConfig>> {
+        static SYSTEM: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
+        SYSTEM
+            .get_or_init(|| {
+                let found = rustls_native_certs::load_native_certs();
+                let mut roots = RootCertStore::empty();
+                let (added, _) = roots.add_parsable_certificates(found.certs);
+                if added == 0 {
+                    return Err(format!(
+                        "no trusted root certificate on this system ({} errors)",
+                        found.errors.len()
+                    ));
+                }
+                config(roots).map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(io::Error::other)
+    }
+}
+
+/// A client WebSocket as a stream of length-prefixed frames.
+#[cfg(feature = "websocket")]
+struct WsBytes {
+    ws: async_tungstenite::WebSocketStream<Io>,
+    /// The message being read out: its prefix and bytes, and how much of
+    /// them went out.
+    reading: Option<(bytes::Bytes, usize)>,
+    /// The frame being written, prefix included, until it is whole.
+    writing: Vec<u8>,
+    /// A whole frame the WebSocket has not taken yet.
+    pending: Option<bytes::Bytes>,
+}
+
+#[cfg(feature = "websocket")]
+impl WsBytes {
+    async fn connect(url: &ServerUrl, io: Io) -> io::Result<WsBytes> {
+        use async_tungstenite::tungstenite::client::IntoClientRequest as _;
+        use async_tungstenite::tungstenite::http::HeaderValue;
+        use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+        let scheme = if url.scheme().is_tls() { "wss" } else { "ws" };
+        let host = match url.host().contains(':') {
+            true => format!("[{}]", url.host()),
+            false => url.host().to_owned(),
+        };
+        let mut request = format!("{scheme}://{host}:{}{}", url.port(), url.path())
+            .into_client_request()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(crate::wire::WEBSOCKET_SUBPROTOCOL),
+        );
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_OUT_FRAME))
+            .max_frame_size(Some(MAX_OUT_FRAME));
+        let (ws, response) = async_tungstenite::client_async_with_config(request, io, Some(config))
+            .await
+            .map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, e))?;
+        let chosen = response.headers().get("Sec-WebSocket-Protocol");
+        if chosen.and_then(|v| v.to_str().ok()) != Some(crate::wire::WEBSOCKET_SUBPROTOCOL) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the server did not select the hummer.v1.protobuf subprotocol",
+            ));
+        }
+        Ok(WsBytes {
+            ws,
+            reading: None,
+            writing: Vec::new(),
+            pending: None,
+        })
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        use async_tungstenite::tungstenite::Message;
+        use futures_lite::Stream as _;
+        loop {
+            if let Some((message, off)) = &mut self.reading {
+                let n = (message.len() - *off).min(buf.len());
+                buf[..n].copy_from_slice(&message[*off..*off + n]);
+                *off += n;
+                if *off == message.len() {
+                    self.reading = None;
+                }
+                return Poll::Ready(Ok(n));
+            }
+            match ready!(Pin::new(&mut self.ws).poll_next(cx)) {
+                Some(Ok(Message::Binary(frame))) => {
+                    let mut prefixed = bytes::BytesMut::with_capacity(4 + frame.len());
+                    crate::wire::write_length_prefixed(&frame, &mut prefixed);
+                    self.reading = Some((prefixed.freeze(), 0));
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Ok(Message::Text(_))) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a text WebSocket message",
+                    )))
+                }
+                Some(Ok(Message::Close(_))) | None => return Poll::Ready(Ok(0)),
+                Some(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
+            }
+        }
+    }
+
+    /// Hands the whole frame waiting, if any, to the WebSocket.
+    fn poll_send_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        use async_tungstenite::tungstenite::Message;
+        use futures_util::Sink as _;
+        if self.pending.is_some() {
+            ready!(Pin::new(&mut self.ws).poll_ready(cx)).map_err(io::Error::other)?;
+            let frame = self.pending.take().unwrap_or_default();
+            Pin::new(&mut self.ws)
+                .start_send(Message::Binary(frame))
+                .map_err(io::Error::other)?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Takes bytes up to the end of the frame they belong to; a whole frame
+    /// becomes one message. Nothing is taken when it returns `Pending`.
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        ready!(self.poll_send_pending(cx))?;
+        let mut taken = 0;
+        if self.writing.len() < 4 {
+            taken = (4 - self.writing.len()).min(buf.len());
+            self.writing.extend_from_slice(&buf[..taken]);
+            if self.writing.len() < 4 {
+                return Poll::Ready(Ok(taken));
+            }
+        }
+        let len = u32::from_be_bytes([
+            self.writing[0],
+            self.writing[1],
+            self.writing[2],
+            self.writing[3],
+        ]) as usize;
+        if len > MAX_OUT_FRAME {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a frame over 16 MiB",
+            )));
+        }
+        let more = (4 + len - self.writing.len()).min(buf.len() - taken);
+        self.writing.extend_from_slice(&buf[taken..taken + more]);
+        taken += more;
+        if self.writing.len() == 4 + len {
+            self.pending = Some(bytes::Bytes::copy_from_slice(&self.writing[4..]));
+            self.writing.clear();
+            // Sent now if the WebSocket has room; else by the next write or
+            // flush (the bytes are taken either way).
+            let _ = self.poll_send_pending(cx)?;
+        }
+        Poll::Ready(Ok(taken))
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        use futures_util::Sink as _;
+        ready!(self.poll_send_pending(cx))?;
+        Pin::new(&mut self.ws)
+            .poll_flush(cx)
+            .map_err(io::Error::other)
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        use futures_util::Sink as _;
+        ready!(self.poll_send_pending(cx))?;
+        Pin::new(&mut self.ws)
+            .poll_close(cx)
+            .map_err(io::Error::other)
+    }
+}
