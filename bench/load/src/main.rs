@@ -1181,7 +1181,8 @@ fn raw_once(args: &HashMap<String, String>) -> Result<(), String> {
     let (n, subs) = (num("messages", 10_000), num("subscribers", 100));
     let cap = Duration::from_secs(num("time-cap-secs", 15));
     let clk_tck = num("clk-tck", 100) as f64;
-    let o = raw::run(kind, addr, num("run", 1), n, subs, cap, clk_tck)
+    let server_pid = args.get("server-pid").and_then(|v| v.parse().ok());
+    let o = raw::run(kind, addr, num("run", 1), n, subs, cap, clk_tck, server_pid)
         .map_err(|e| format!("raw {}: {e}", kind.name()))?;
     println!(
         "raw {} 1 pub -> {subs} subs: {:.0} deliveries/s, delivered {}/{}",
@@ -1189,6 +1190,15 @@ fn raw_once(args: &HashMap<String, String>) -> Result<(), String> {
         o.rate,
         o.delivered,
         o.expected
+    );
+    println!(
+        "SUMMARY raw subs={subs} rate={:.0} delivered={} expected={} \
+         server_us_per_delivery={:.3} client_us_per_delivery={:.3}",
+        o.rate,
+        o.delivered,
+        o.expected,
+        o.server_cpu / o.delivered.max(1) as f64 * 1e6,
+        o.cpu / o.delivered.max(1) as f64 * 1e6,
     );
     Ok(())
 }
@@ -1252,7 +1262,7 @@ fn rawcheck(args: &HashMap<String, String>) -> Result<(), String> {
                     pubsub(t, run, n, subs, &p).map_err(|e| format!("{label} on {}: {e}", t.label))
                 };
                 let raw_run = || {
-                    raw::run(t.kind, t.addr, run, n, subs, p.cap, p.clk_tck)
+                    raw::run(t.kind, t.addr, run, n, subs, p.cap, p.clk_tck, t.pid)
                         .map_err(|e| format!("raw {label} on {}: {e}", t.label))
                 };
                 let pair = if rep % 2 == 0 {
@@ -1752,7 +1762,7 @@ fn main() -> ExitCode {
                   (--hummer, --hummer-pid: comma-separated lists, with --hummer-variants LABELS)\n       \
                   hummer-load idle --addr ADDR --server-pid PID [--conns 10000] [--hold-secs 3]\n       \
                   hummer-load raw --kind nats|redis|hummer --addr ADDR [--subscribers 100] \
-                  [--messages 10000] [--time-cap-secs S]\n       \
+                  [--messages 10000] [--time-cap-secs S] [--server-pid PID]\n       \
                   hummer-load rawcheck [--nats ADDR] [--redis ADDR] [--hummer ADDR \
                   --hummer-unlimited] [--reps 5] [--quick] [the counts of compare]"
                 .to_owned(),
