@@ -9,8 +9,18 @@
 //!                     --redis ADDR --redis-pid PID [--reps 5] [--quick]
 //! hummer-load rawcheck --nats ADDR --redis ADDR [--hummer ADDR --hummer-unlimited]
 //! hummer-load raw --kind nats|redis|hummer --addr ADDR [--subscribers 100]
+//!                 [--server-pid PID] [--transport tcp|tls|ws|wss] [--ca PEM]
 //! hummer-load idle --addr ADDR --conns 10000 --server-pid PID [--hold-secs 3]
+//!                  [--transport tcp|tls|ws|wss] [--ca PEM] [--server-name NAME]
 //! ```
+//!
+//! `--transport` (hummer only; transport.rs, rawlink.rs): `idle`, and `raw`
+//! with `--subscribers 1` (the 1 -> 1 stream, P2P) or more (fan-out in one
+//! channel), over TLS, WebSocket (`ws://ADDR/v1/ws`) or both; `--addr` is
+//! then the server's TLS or WebSocket listener. TLS trusts any certificate
+//! unless `--ca PEM` is given; the name checked is `--server-name` or the
+//! address's IP. TCP, the default, is the baseline and takes the paths it
+//! always took.
 //!
 //! `compare` runs the workloads interleaved (hummer, nats, redis, per
 //! workload, `--reps` times), takes medians and prints one table; see
@@ -49,7 +59,9 @@ use hummer_channel::wire::{
 
 mod count;
 mod raw;
+mod rawlink;
 mod scale;
+mod transport;
 
 use count::Counter;
 use scale::ScaleParams;
@@ -1181,14 +1193,34 @@ fn raw_once(args: &HashMap<String, String>) -> Result<(), String> {
     let (n, subs) = (num("messages", 10_000), num("subscribers", 100));
     let cap = Duration::from_secs(num("time-cap-secs", 15));
     let clk_tck = num("clk-tck", 100) as f64;
-    let o = raw::run(kind, addr, num("run", 1), n, subs, cap, clk_tck)
-        .map_err(|e| format!("raw {}: {e}", kind.name()))?;
+    let server_pid = args.get("server-pid").and_then(|v| v.parse().ok());
+    let dial = transport::Dial::from_args(args, addr)?;
+    let o = match dial.transport {
+        transport::Transport::Tcp => {
+            raw::run(kind, addr, num("run", 1), n, subs, cap, clk_tck, server_pid)
+        }
+        _ if kind != (Kind::Hummer { reliable: false }) => {
+            return Err("--transport tls|ws|wss is for --kind hummer".into())
+        }
+        _ => rawlink::run(&dial, num("run", 1), n, subs, cap, clk_tck, server_pid),
+    }
+    .map_err(|e| format!("raw {} over {}: {e}", kind.name(), dial.transport.name()))?;
     println!(
         "raw {} 1 pub -> {subs} subs: {:.0} deliveries/s, delivered {}/{}",
         kind.name(),
         o.rate,
         o.delivered,
         o.expected
+    );
+    println!(
+        "SUMMARY raw transport={} subs={subs} rate={:.0} delivered={} expected={} \
+         server_us_per_delivery={:.3} client_us_per_delivery={:.3}",
+        dial.transport.name(),
+        o.rate,
+        o.delivered,
+        o.expected,
+        o.server_cpu / o.delivered.max(1) as f64 * 1e6,
+        o.cpu / o.delivered.max(1) as f64 * 1e6,
     );
     Ok(())
 }
@@ -1252,7 +1284,7 @@ fn rawcheck(args: &HashMap<String, String>) -> Result<(), String> {
                     pubsub(t, run, n, subs, &p).map_err(|e| format!("{label} on {}: {e}", t.label))
                 };
                 let raw_run = || {
-                    raw::run(t.kind, t.addr, run, n, subs, p.cap, p.clk_tck)
+                    raw::run(t.kind, t.addr, run, n, subs, p.cap, p.clk_tck, t.pid)
                         .map_err(|e| format!("raw {label} on {}: {e}", t.label))
                 };
                 let pair = if rep % 2 == 0 {
@@ -1658,6 +1690,16 @@ fn idle(args: &HashMap<String, String>) -> Result<(), String> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(3),
     );
+    let dial = transport::Dial::from_args(args, addr)?;
+    if dial.transport != transport::Transport::Tcp {
+        let (count, opened, before, after) = rawlink::idle(&dial, pid, n, hold)?;
+        println!(
+            "SUMMARY idle: {count} logged-in idle connections over {} (opened in {opened:.1} s): server VmRSS {before} KiB before, {after} KiB after; {:.0} bytes per connection",
+            dial.describe().map_err(|e| e.to_string())?,
+            (after.saturating_sub(before) * 1024) as f64 / count.max(1) as f64
+        );
+        return Ok(());
+    }
     let kind = Kind::Hummer { reliable: false };
     let before = vm_rss_kib(pid).ok_or("cannot read the server's VmRSS")?;
     let start = Instant::now();
@@ -1703,7 +1745,7 @@ fn idle(args: &HashMap<String, String>) -> Result<(), String> {
     }
     let after = vm_rss_kib(pid).ok_or("cannot read the server's VmRSS")?;
     println!(
-        "SUMMARY idle: {} logged-in idle connections (opened in {:.1} s): server VmRSS {} KiB before, {} KiB after; {:.0} bytes per connection",
+        "SUMMARY idle: {} logged-in idle connections over tcp (opened in {:.1} s): server VmRSS {} KiB before, {} KiB after; {:.0} bytes per connection",
         conns.len(),
         opened.as_secs_f64(),
         before,
@@ -1750,9 +1792,11 @@ fn main() -> ExitCode {
                   [--scale-publisher-threads 2] [--scale-reader-threads 2] [--scale-window N] \
                   [--scale-reps 3] \
                   (--hummer, --hummer-pid: comma-separated lists, with --hummer-variants LABELS)\n       \
-                  hummer-load idle --addr ADDR --server-pid PID [--conns 10000] [--hold-secs 3]\n       \
+                  hummer-load idle --addr ADDR --server-pid PID [--conns 10000] [--hold-secs 3] \
+                  [--transport tcp|tls|ws|wss] [--ca PEM] [--server-name NAME]\n       \
                   hummer-load raw --kind nats|redis|hummer --addr ADDR [--subscribers 100] \
-                  [--messages 10000] [--time-cap-secs S]\n       \
+                  [--messages 10000] [--time-cap-secs S] [--server-pid PID] \
+                  [--transport tcp|tls|ws|wss] [--ca PEM] [--server-name NAME]\n       \
                   hummer-load rawcheck [--nats ADDR] [--redis ADDR] [--hummer ADDR \
                   --hummer-unlimited] [--reps 5] [--quick] [the counts of compare]"
                 .to_owned(),

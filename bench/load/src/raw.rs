@@ -30,7 +30,7 @@ use hummer_channel::wire::{
     JoinRequest, LoginRequest, SendToChannelRequest, SendToUserRequest,
 };
 
-use crate::{own_cpu_seconds, Kind};
+use crate::{cpu_seconds, own_cpu_seconds, Kind};
 
 const PAYLOAD: usize = 100;
 const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -43,10 +43,14 @@ pub struct RawOutcome {
     pub expected: u64,
     /// This process's CPU over the run, in seconds.
     pub cpu: f64,
+    /// The server's CPU over the run, in seconds (NaN without its pid).
+    pub server_cpu: f64,
 }
 
 /// One publisher sends `n` messages to `subs` subscribers (1: hummer P2P,
-/// like hummer-load's 1 -> 1; more: a channel); bounded by `cap`.
+/// like hummer-load's 1 -> 1; more: a channel); bounded by `cap`. With
+/// `server_pid`, the server's CPU over the same span (read outside it).
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     kind: Kind,
     addr: SocketAddr,
@@ -55,6 +59,7 @@ pub fn run(
     subs: u64,
     cap: Duration,
     clk_tck: f64,
+    server_pid: Option<u32>,
 ) -> io::Result<RawOutcome> {
     let name = format!("raw.{run}");
     // Uids of their own, far from hummer-load's.
@@ -158,6 +163,7 @@ pub fn run(
     };
 
     let cpu0 = own_cpu_seconds(clk_tck);
+    let server_cpu0 = cpu_seconds(server_pid, clk_tck);
     let start = Instant::now();
     // The subscribers give up at the cap; so does a blocked write.
     let stopper = {
@@ -182,6 +188,7 @@ pub fn run(
         last = last.max(at);
     }
     let cpu = own_cpu_seconds(clk_tck) - cpu0;
+    let server_cpu = cpu_seconds(server_pid, clk_tck) - server_cpu0;
     stop.store(true, Ordering::Relaxed);
     let _ = stopper.join();
     let _ = p.shutdown(std::net::Shutdown::Both);
@@ -192,6 +199,7 @@ pub fn run(
         delivered,
         expected: n * subs,
         cpu,
+        server_cpu,
     })
 }
 
