@@ -317,6 +317,21 @@ mod tests {
     }
 
     #[test]
+    fn the_parts_of_a_url_are_what_it_says() {
+        let url: ServerUrl = "wss://chat.example.com:8443/socket".parse().unwrap();
+        assert_eq!(url.scheme(), Scheme::Wss);
+        assert_eq!(url.host(), "chat.example.com");
+        assert_eq!(url.port(), 8443);
+        assert_eq!(url.path(), "/socket");
+        let url: ServerUrl = "tls://10.1.2.3:9".parse().unwrap();
+        assert_eq!((url.host(), url.port(), url.path()), ("10.1.2.3", 9, ""));
+        let ca = b"-----BEGIN CERTIFICATE-----".to_vec();
+        let e = Endpoint::new(url.clone()).with_ca_pem(ca.clone());
+        assert_eq!(e.url(), &url);
+        assert_eq!(e.roots(), &TlsRoots::Pem(ca.into()));
+    }
+
+    #[test]
     fn bad_urls_say_what_is_wrong() {
         let cases = [
             ("http://h", UrlError::Scheme("http://h".into())),

@@ -525,12 +525,45 @@ mod tests {
     }
 
     #[test]
+    fn a_page_of_the_same_path_replaces_the_old_one_and_large_files_are_served() {
+        let o = WebSocketOptions::default()
+            .with_page(Page::new("/a", "text/plain", "old"))
+            .with_page(Page::new("/b", "text/plain", "b"))
+            .with_page(Page::new("/a", "text/plain", "new"));
+        let bodies: Vec<_> = o
+            .pages
+            .iter()
+            .map(|p| (p.path.as_str(), &p.body[..]))
+            .collect();
+        assert_eq!(bodies, [("/b", &b"b"[..]), ("/a", &b"new"[..])]);
+        // Up to 8 MiB from a web root (a bundle is a few hundred KiB).
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("big.js"), vec![b'x'; 2 << 20]).unwrap();
+        std::fs::write(dir.path().join("huge.js"), vec![b'x'; (8 << 20) + 1]).unwrap();
+        let o = WebSocketOptions::default().with_web_root(dir.path());
+        let status = |p: &str| match route(&head("GET", p, &[]), &o) {
+            Route::Respond(b) => String::from_utf8_lossy(&b[..12]).into_owned(),
+            Route::Upgrade { .. } => panic!(),
+        };
+        assert_eq!(status("/big.js"), "HTTP/1.1 200");
+        assert_eq!(status("/huge.js"), "HTTP/1.1 404");
+    }
+
+    #[test]
     fn a_request_head_is_read_whole_and_what_follows_is_kept() {
         let req = b"GET /v1/ws?x=1 HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\nEXTRA";
         let (h, rest) = smol::block_on(read_head(&mut &req[..])).unwrap();
         assert_eq!((h.method.as_str(), h.path.as_str()), ("GET", "/v1/ws"));
         assert_eq!(h.header("upgrade"), Some("websocket"));
         assert_eq!(rest, b"EXTRA");
+        // A head of 6 KiB (big cookies) is read; one past 8 KiB is refused.
+        let big = [
+            b"GET / HTTP/1.1\r\nX: ".as_slice(),
+            &[b'a'; 6 * 1024],
+            b"\r\n\r\n",
+        ]
+        .concat();
+        assert!(smol::block_on(read_head(&mut &big[..])).is_ok());
         let huge = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; MAX_HEAD]].concat();
         let err = smol::block_on(read_head(&mut &huge[..])).unwrap_err();
         assert!(err.starts_with("HTTP/1.1 431"), "{err}");
