@@ -23,7 +23,7 @@ IDLE_CONNS=${IDLE_CONNS:-2000}
 MESSAGES=${MESSAGES:-200000}       # 1 -> 1
 FANOUT_MESSAGES=${FANOUT_MESSAGES:-10000}
 SUBSCRIBERS=${SUBSCRIBERS:-100}
-TRANSPORTS=(tcp tls ws wss)
+read -r -a TRANSPORTS <<< "${TRANSPORT_LIST:-tcp tls ws wss}"
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if (($(ulimit -n) < IDLE_CONNS + 200)); then

@@ -184,7 +184,7 @@ struct Victim(TcpStream);
 
 impl Victim {
     fn login(addr: SocketAddr, uid: u64) -> Victim {
-        let mut s = TcpStream::connect(addr).unwrap();
+        let s = TcpStream::connect(addr).unwrap();
         s.set_nodelay(true).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut v = Victim(s);

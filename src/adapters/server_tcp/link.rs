@@ -132,14 +132,13 @@ async fn read_loop(
     let mut full_reads = 0u32;
     let mut frames = 0u32;
     loop {
-        // Whether the read filled the buffer (more may be waiting).
         let got = read_some(&mut inbound, &shard, &link, &mut decoder).await;
-        let (full, message) = match got {
-            Got::Bytes { full } => (full, None),
-            // More messages may be waiting: count them as full reads, so
-            // that a peer streaming messages yields like one streaming
-            // bytes.
-            Got::Message(m) => (true, Some(m)),
+        // Whether the peer's bytes were all taken (it waited for more): a
+        // read that did not fill the buffer, or a message that had to be
+        // waited for. Until then a run of full reads or frames yields.
+        let (drained, full, message) = match got {
+            Got::Bytes { full } => (!full, full, None),
+            Got::Message(m, waited) => (waited, false, Some(m)),
             Got::End => return,
             Got::Again | Got::Activity => {
                 if matches!(got, Got::Activity) {
@@ -221,11 +220,11 @@ async fn read_loop(
         // streaming bytes would keep the executor here and starve every
         // other connection of the thread. Yield after a run of full reads
         // or many frames.
-        if full {
-            full_reads += 1;
-        } else {
+        if drained {
             full_reads = 0;
             frames = 0;
+        } else if full {
+            full_reads += 1;
         }
         if full_reads >= YIELD_AFTER_FULL_READS || frames >= YIELD_AFTER_FRAMES {
             full_reads = 0;
@@ -517,8 +516,10 @@ impl Outgoing {
 enum Got {
     /// Bytes, now in the decoder; whether they filled the read buffer.
     Bytes { full: bool },
-    /// One whole frame (a WebSocket message), or why it is not one.
-    Message(Result<Bytes, WireError>),
+    /// One whole frame (a WebSocket message), or why it is not one; and
+    /// whether the read had to wait for it (the peer's bytes were all
+    /// taken before).
+    Message(Result<Bytes, WireError>, bool),
     /// Nothing for the gateway, but the peer is alive (a WebSocket ping).
     Activity,
     /// Nothing (a spurious wake): read again.
@@ -585,22 +586,28 @@ async fn read_some(
         #[cfg(feature = "websocket")]
         Inbound::Ws(receiver) => {
             use async_tungstenite::tungstenite::{self, Message};
-            use smol::stream::StreamExt as _;
-            match receiver.next().await {
-                Some(Ok(Message::Binary(frame))) => Got::Message(Ok(frame)),
+            use smol::stream::Stream as _;
+            let mut waited = false;
+            let next = std::future::poll_fn(|cx| {
+                let next = std::pin::Pin::new(&mut *receiver).poll_next(cx);
+                waited |= next.is_pending();
+                next
+            })
+            .await;
+            let invalid = |e| Got::Message(Err(e), waited);
+            match next {
+                Some(Ok(Message::Binary(frame))) => Got::Message(Ok(frame), waited),
                 Some(Ok(Message::Ping(_))) => Got::Activity,
                 Some(Ok(Message::Pong(_) | Message::Frame(_))) => Got::Again,
-                Some(Ok(Message::Text(_))) => Got::Message(Err(WireError::Unexpected(
+                Some(Ok(Message::Text(_))) => invalid(WireError::Unexpected(
                     "a text WebSocket message (frames are binary messages)",
-                ))),
-                Some(Err(tungstenite::Error::Capacity(_))) => {
-                    Got::Message(Err(WireError::FrameTooLarge {
-                        len: usize::MAX,
-                        max: decoder.max_frame_size(),
-                    }))
-                }
+                )),
+                Some(Err(tungstenite::Error::Capacity(_))) => invalid(WireError::FrameTooLarge {
+                    len: usize::MAX,
+                    max: decoder.max_frame_size(),
+                }),
                 Some(Err(tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_))) => {
-                    Got::Message(Err(WireError::Unexpected("a WebSocket protocol violation")))
+                    invalid(WireError::Unexpected("a WebSocket protocol violation"))
                 }
                 Some(Ok(Message::Close(_)) | Err(_)) | None => Got::End,
             }

@@ -193,7 +193,7 @@ impl RunnerConfig {
             #[cfg(feature = "tls")]
             tls: self.tls.clone(),
             #[cfg(feature = "websocket")]
-            websocket: Arc::new(self.websocket.clone()),
+            site: Arc::new(web::Site::new(self.websocket.clone())),
             max_frame_size,
         }
     }

@@ -20,15 +20,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 #[cfg(any(feature = "tls", feature = "websocket"))]
 use std::task::{Context, Poll};
-#[cfg(feature = "websocket")]
-use std::time::Duration;
 
 use async_io::Async;
 #[cfg(any(feature = "tls", feature = "websocket"))]
 use futures_lite::io::{AsyncRead, AsyncWrite};
 
 #[cfg(feature = "websocket")]
-use super::web::{self, WebSocketOptions};
+use super::web::{self, Site};
 
 /// The shared socket of a connection (the writer task, the direct writes,
 /// the shutdown on `drop_connections` all hold it).
@@ -168,10 +166,37 @@ pub(super) type TlsIo = futures_rustls::server::TlsStream<SharedIo>;
 
 /// What a WebSocket runs on: the socket, or TLS on it.
 #[cfg(feature = "websocket")]
-pub(super) enum WsIo {
+pub(super) enum WsLayer {
     Plain(SharedIo),
     #[cfg(feature = "tls")]
     Tls(Box<TlsIo>),
+}
+
+/// A WebSocket's stream, with a budget of reads per poll: the WebSocket
+/// library reads on inside one poll for as long as bytes come (a message
+/// made of endless empty continuation frames never ends), so after
+/// [`WS_READS_PER_POLL`] reads that did not wait this stream says "not
+/// ready" once and wakes its task at once: the task goes back to the
+/// executor's queue and the thread's other links run.
+#[cfg(feature = "websocket")]
+pub(super) struct WsIo {
+    layer: WsLayer,
+    ready_reads: u32,
+}
+
+/// Reads of a WebSocket's stream in a row, without waiting, before it
+/// lets the thread's other tasks run (8 KiB each at most).
+#[cfg(feature = "websocket")]
+const WS_READS_PER_POLL: u32 = 32;
+
+#[cfg(feature = "websocket")]
+impl WsIo {
+    fn new(layer: WsLayer) -> WsIo {
+        WsIo {
+            layer,
+            ready_reads: 0,
+        }
+    }
 }
 
 #[cfg(feature = "websocket")]
@@ -181,11 +206,22 @@ impl AsyncRead for WsIo {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            WsIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            #[cfg(feature = "tls")]
-            WsIo::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        let this = self.get_mut();
+        if this.ready_reads >= WS_READS_PER_POLL {
+            this.ready_reads = 0;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
+        let read = match &mut this.layer {
+            WsLayer::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
+            WsLayer::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        };
+        match read.is_pending() {
+            true => this.ready_reads = 0,
+            false => this.ready_reads += 1,
+        }
+        read
     }
 }
 
@@ -196,26 +232,26 @@ impl AsyncWrite for WsIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            WsIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+        match &mut self.get_mut().layer {
+            WsLayer::Plain(s) => Pin::new(s).poll_write(cx, buf),
             #[cfg(feature = "tls")]
-            WsIo::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+            WsLayer::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            WsIo::Plain(s) => Pin::new(s).poll_flush(cx),
+        match &mut self.get_mut().layer {
+            WsLayer::Plain(s) => Pin::new(s).poll_flush(cx),
             #[cfg(feature = "tls")]
-            WsIo::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+            WsLayer::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            WsIo::Plain(s) => Pin::new(s).poll_close(cx),
+        match &mut self.get_mut().layer {
+            WsLayer::Plain(s) => Pin::new(s).poll_close(cx),
             #[cfg(feature = "tls")]
-            WsIo::Tls(s) => Pin::new(&mut **s).poll_close(cx),
+            WsLayer::Tls(s) => Pin::new(&mut **s).poll_close(cx),
         }
     }
 }
@@ -247,7 +283,7 @@ pub(super) struct Opener {
     #[cfg(feature = "tls")]
     pub tls: Option<ServerTls>,
     #[cfg(feature = "websocket")]
-    pub websocket: Arc<WebSocketOptions>,
+    pub site: Arc<Site>,
     /// The bound on a frame after login (the WebSocket library's message
     /// bound: the gateway applies the connection's own bound after it).
     #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
@@ -318,10 +354,10 @@ impl Opener {
                 None => Opened::Done,
             },
             #[cfg(feature = "websocket")]
-            Transport::WebSocket => self.accept_ws(WsIo::Plain(io)).await,
+            Transport::WebSocket => self.accept_ws(WsIo::new(WsLayer::Plain(io))).await,
             #[cfg(all(feature = "websocket", feature = "tls"))]
             Transport::SecureWebSocket => match self.accept_tls(io).await {
-                Some(tls) => self.accept_ws(WsIo::Tls(Box::new(tls))).await,
+                Some(tls) => self.accept_ws(WsIo::new(WsLayer::Tls(Box::new(tls)))).await,
                 None => Opened::Done,
             },
         }
@@ -349,12 +385,13 @@ impl Opener {
         let (head, rest) = match web::read_head(&mut io).await {
             Ok(x) => x,
             Err(response) => {
-                let _ = io.write_all(response.as_bytes()).await;
-                let _ = io.close().await;
+                if let Some(r) = response {
+                    answer(&mut io, r).await;
+                }
                 return Opened::Done;
             }
         };
-        match web::route(&head, &self.websocket) {
+        match self.site.route(&head) {
             web::Route::Upgrade { accept_key } => {
                 let response = web::upgrade_response(&accept_key);
                 if io.write_all(response.as_bytes()).await.is_err() || io.flush().await.is_err() {
@@ -365,11 +402,17 @@ impl Opener {
                 // The library's read buffer is allocated whole per link: a
                 // small one keeps an idle link cheap (its default is 128 KiB);
                 // writes are flushed per batch (`link::write_loop`).
+                // Its write buffer is bounded too: what the server queues
+                // waits in the gateway's queue (bounded by
+                // `max_queued_bytes`), and the library's own replies (pongs
+                // to a peer that pings and never reads) must not pile up:
+                // past the bound it keeps the newest pong only.
                 let config = WebSocketConfig::default()
                     .max_message_size(Some(self.max_frame_size))
                     .max_frame_size(Some(self.max_frame_size))
                     .read_buffer_size(WS_READ_BUFFER)
-                    .write_buffer_size(WS_WRITE_BUFFER);
+                    .write_buffer_size(WS_WRITE_BUFFER)
+                    .max_write_buffer_size(WS_WRITE_BUFFER + 2 * self.max_frame_size + 1024);
                 let ws = async_tungstenite::WebSocketStream::from_partially_read(
                     io,
                     rest,
@@ -381,16 +424,23 @@ impl Opener {
                 Opened::Link(Inbound::Ws(r), Outbound::Ws(w))
             }
             web::Route::Respond(response) => {
-                let _ = io.write_all(&response).await;
-                let _ = io.flush().await;
-                // Let the peer read the response before the socket goes.
-                let _ = futures_lite::FutureExt::or(io.close(), async {
-                    async_io::Timer::after(Duration::from_secs(2)).await;
-                    Ok(())
-                })
-                .await;
+                answer(&mut io, response).await;
                 Opened::Done
             }
         }
     }
+}
+
+/// Writes an HTTP answer and closes (within the handshake's time: the
+/// body is shared, so a peer that does not read holds no copy of it).
+#[cfg(feature = "websocket")]
+async fn answer(io: &mut WsIo, response: web::Response) {
+    use futures_lite::AsyncWriteExt as _;
+    let write = async {
+        io.write_all(response.head.as_bytes()).await?;
+        io.write_all(&response.body).await?;
+        io.flush().await?;
+        io.close().await
+    };
+    let _ = write.await;
 }

@@ -3,7 +3,10 @@
 //! served beside it (the demo page). One request per connection: every
 //! answer but the upgrade closes it.
 
+use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_lite::io::{AsyncRead, AsyncReadExt as _};
@@ -126,20 +129,38 @@ impl Head {
 }
 
 /// Reads one request head; what came after it (a client that did not wait
-/// for the upgrade) is returned too. `Err` is the response to send.
-pub(super) async fn read_head<R: AsyncRead + Unpin>(io: &mut R) -> Result<(Head, Vec<u8>), String> {
+/// for the upgrade) is returned too. `Err` is the response to send (none
+/// when the peer went away). The head is parsed once its blank line came:
+/// a head trickled byte by byte costs no more than one sent at once.
+pub(super) async fn read_head<R: AsyncRead + Unpin>(
+    io: &mut R,
+) -> Result<(Head, Vec<u8>), Option<Response>> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
-        let n = io.read(&mut chunk).await.map_err(|_| String::new())?;
+        let n = io.read(&mut chunk).await.map_err(|_| None)?;
         if n == 0 {
-            return Err(String::new());
+            return Err(None);
         }
+        // Where the blank line may start: up to 3 bytes before the new ones.
+        let from = buf.len().saturating_sub(3);
         buf.extend_from_slice(&chunk[..n]);
+        let complete = buf[from..].windows(4).any(|w| w == b"\r\n\r\n")
+            || buf[from..].windows(2).any(|w| w == b"\n\n");
+        if !complete {
+            if buf.len() >= MAX_HEAD {
+                return Err(Some(plain(
+                    431,
+                    "Request Header Fields Too Large",
+                    "request head too large\n",
+                )));
+            }
+            continue;
+        }
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) => {
+        return match req.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => {
                 let target = req.path.unwrap_or("/");
                 let head = Head {
                     method: req.method.unwrap_or("").to_owned(),
@@ -155,30 +176,15 @@ pub(super) async fn read_head<R: AsyncRead + Unpin>(io: &mut R) -> Result<(Head,
                         })
                         .collect(),
                 };
-                return Ok((head, buf.split_off(len)));
+                Ok((head, buf.split_off(len)))
             }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
-            Ok(httparse::Status::Partial) => {
-                return Err(response(
-                    431,
-                    "Request Header Fields Too Large",
-                    "text/plain",
-                    b"request head too large\n".as_slice().into(),
-                    &[],
-                )
-                .into_string())
-            }
-            Err(_) => {
-                return Err(response(
-                    400,
-                    "Bad Request",
-                    "text/plain",
-                    Bytes::from_static(b"malformed request\n"),
-                    &[],
-                )
-                .into_string())
-            }
-        }
+            Ok(_) => Err(Some(plain(
+                431,
+                "Request Header Fields Too Large",
+                "request head too large\n",
+            ))),
+            Err(_) => Err(Some(plain(400, "Bad Request", "malformed request\n"))),
+        };
     }
 }
 
@@ -187,25 +193,93 @@ pub(super) enum Route {
     /// A valid WebSocket handshake: answer 101 with this accept key.
     Upgrade { accept_key: String },
     /// Answer this and close.
-    Respond(Vec<u8>),
+    Respond(Response),
 }
 
-/// Decides what a request gets.
-pub(super) fn route(head: &Head, options: &WebSocketOptions) -> Route {
-    if head.path == WEBSOCKET_PATH {
-        return upgrade(head, options);
+/// The pages of a listener: its options, and the web root's files read
+/// once and shared by every answer (a file changed on disk is read again).
+pub(super) struct Site {
+    options: WebSocketOptions,
+    cache: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    files: HashMap<PathBuf, (SystemTime, Bytes)>,
+    bytes: usize,
+}
+
+/// The most bytes of web-root files kept in memory; past it the cache
+/// starts over (a web root is a few files of a few hundred KiB).
+const MAX_CACHE: usize = 64 * 1024 * 1024;
+
+impl Site {
+    pub fn new(options: WebSocketOptions) -> Site {
+        Site {
+            options,
+            cache: Mutex::new(Cache::default()),
+        }
     }
-    if head.method != "GET" && head.method != "HEAD" {
-        return Route::Respond(plain(405, "Method Not Allowed", "only GET\n").0);
+
+    /// Decides what a request gets.
+    pub fn route(&self, head: &Head) -> Route {
+        if head.path == WEBSOCKET_PATH {
+            return upgrade(head, &self.options);
+        }
+        if head.method != "GET" && head.method != "HEAD" {
+            return Route::Respond(plain(405, "Method Not Allowed", "only GET\n"));
+        }
+        let Some((content_type, body)) = self.find_page(&head.path) else {
+            return Route::Respond(plain(404, "Not Found", "no such page\n"));
+        };
+        let length = body.len();
+        let body = match head.method.as_str() {
+            "HEAD" => Bytes::new(),
+            _ => body,
+        };
+        Route::Respond(response(200, "OK", &content_type, length, body, &[]))
     }
-    let Some((content_type, body)) = find_page(&head.path, options) else {
-        return Route::Respond(plain(404, "Not Found", "no such page\n").0);
-    };
-    let mut r = response(200, "OK", &content_type, body, &[]);
-    if head.method == "HEAD" {
-        r.truncate_body();
+
+    /// A page by request path: the web root first, then the pages in
+    /// memory.
+    fn find_page(&self, path: &str) -> Option<(String, Bytes)> {
+        let path = if path == "/" { "/index.html" } else { path };
+        if let Some(root) = &self.options.web_root {
+            if let Some(found) = self.root_file(root, path) {
+                return Some(found);
+            }
+        }
+        self.options
+            .pages
+            .iter()
+            .find(|p| p.path == path || (p.path == "/" && path == "/index.html"))
+            .map(|p| (p.content_type.clone(), p.body.clone()))
     }
-    Route::Respond(r.0)
+
+    fn root_file(&self, root: &Path, path: &str) -> Option<(String, Bytes)> {
+        let file = file_under(root, path)?;
+        let meta = std::fs::metadata(&file).ok()?;
+        if !meta.is_file() || meta.len() > MAX_FILE {
+            return None;
+        }
+        let modified = meta.modified().ok()?;
+        let kind = content_type(&file).to_owned();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, body)) = cache.files.get(&file) {
+            if *at == modified {
+                return Some((kind, body.clone()));
+            }
+        }
+        let body = Bytes::from(std::fs::read(&file).ok()?);
+        if cache.bytes + body.len() > MAX_CACHE {
+            *cache = Cache::default();
+        }
+        cache.bytes += body.len();
+        if let Some((_, old)) = cache.files.insert(file, (modified, body.clone())) {
+            cache.bytes -= old.len();
+        }
+        Some((kind, body))
+    }
 }
 
 fn upgrade(head: &Head, options: &WebSocketOptions) -> Route {
@@ -213,39 +287,38 @@ fn upgrade(head: &Head, options: &WebSocketOptions) -> Route {
         || !head.has_token("Upgrade", "websocket")
         || !head.has_token("Connection", "upgrade")
     {
-        return Route::Respond(
-            plain(
-                400,
-                "Bad Request",
-                "a WebSocket handshake is expected here (Upgrade: websocket)\n",
-            )
-            .0,
-        );
+        return Route::Respond(plain(
+            400,
+            "Bad Request",
+            "a WebSocket handshake is expected here (Upgrade: websocket)\n",
+        ));
     }
     if head.header("Sec-WebSocket-Version") != Some("13") {
-        return Route::Respond(
-            response(
-                426,
-                "Upgrade Required",
-                "text/plain",
-                Bytes::from_static(b"WebSocket version 13 only\n"),
-                &[("Sec-WebSocket-Version", "13")],
-            )
-            .0,
-        );
+        return Route::Respond(response(
+            426,
+            "Upgrade Required",
+            "text/plain; charset=utf-8",
+            0,
+            Bytes::from_static(b"WebSocket version 13 only\n"),
+            &[("Sec-WebSocket-Version", "13")],
+        ));
     }
-    let Some(key) = head.header("Sec-WebSocket-Key").filter(|k| !k.is_empty()) else {
-        return Route::Respond(plain(400, "Bad Request", "no Sec-WebSocket-Key\n").0);
+    let Some(key) = head
+        .header("Sec-WebSocket-Key")
+        .filter(|k| is_websocket_key(k))
+    else {
+        return Route::Respond(plain(
+            400,
+            "Bad Request",
+            "Sec-WebSocket-Key must be 16 bytes in base64\n",
+        ));
     };
     if !head.has_token("Sec-WebSocket-Protocol", SUBPROTOCOL) {
-        return Route::Respond(
-            plain(
-                400,
-                "Bad Request",
-                "the subprotocol hummer.v1.protobuf must be offered\n",
-            )
-            .0,
-        );
+        return Route::Respond(plain(
+            400,
+            "Bad Request",
+            "the subprotocol hummer.v1.protobuf must be offered\n",
+        ));
     }
     if !options.origin_allowed(head.header("Origin")) {
         log!(
@@ -253,11 +326,22 @@ fn upgrade(head: &Head, options: &WebSocketOptions) -> Route {
             "WebSocket from origin {:?} refused",
             head.header("Origin")
         );
-        return Route::Respond(plain(403, "Forbidden", "origin not allowed\n").0);
+        return Route::Respond(plain(403, "Forbidden", "origin not allowed\n"));
     }
     Route::Upgrade {
         accept_key: async_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()),
     }
+}
+
+/// RFC 6455, 4.1: the key is 16 random bytes in base64 (24 characters, the
+/// last two `=`).
+fn is_websocket_key(key: &str) -> bool {
+    let b = key.as_bytes();
+    b.len() == 24
+        && b[22..] == *b"=="
+        && b[..22]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
 }
 
 /// The 101 response that opens the WebSocket.
@@ -268,29 +352,8 @@ pub(super) fn upgrade_response(accept_key: &str) -> String {
     )
 }
 
-/// A page by request path: the web root first, then the pages in memory.
-fn find_page(path: &str, options: &WebSocketOptions) -> Option<(String, Bytes)> {
-    let path = if path == "/" { "/index.html" } else { path };
-    if let Some(root) = &options.web_root {
-        if let Some(file) = file_under(root, path) {
-            if let Ok(meta) = std::fs::metadata(&file) {
-                if meta.is_file() && meta.len() <= MAX_FILE {
-                    if let Ok(body) = std::fs::read(&file) {
-                        return Some((content_type(&file).to_owned(), body.into()));
-                    }
-                }
-            }
-        }
-    }
-    options
-        .pages
-        .iter()
-        .find(|p| p.path == path || (p.path == "/" && path == "/index.html"))
-        .map(|p| (p.content_type.clone(), p.body.clone()))
-}
-
-/// `path` under `root`, or `None` when it would leave it (`..`, absolute
-/// parts, backslashes, hidden files).
+/// `path` under `root`, or `None` when it would leave it: `..`, absolute
+/// parts, backslashes, hidden files, or a symbolic link that leads out.
 fn file_under(root: &Path, path: &str) -> Option<PathBuf> {
     let rel = path.strip_prefix('/')?;
     if rel.is_empty() || rel.contains('\\') || rel.contains('\0') {
@@ -303,7 +366,8 @@ fn file_under(root: &Path, path: &str) -> Option<PathBuf> {
             _ => return None,
         }
     }
-    Some(out)
+    let real = out.canonicalize().ok()?;
+    real.starts_with(root.canonicalize().ok()?).then_some(real)
 }
 
 fn content_type(file: &Path) -> &'static str {
@@ -320,17 +384,18 @@ fn content_type(file: &Path) -> &'static str {
     }
 }
 
-/// A whole response, head and body.
-struct Response(Vec<u8>, usize);
+/// A response: its head, and its body shared, not copied (a page is sent
+/// to every connection that asks from one buffer).
+pub(super) struct Response {
+    pub head: String,
+    pub body: Bytes,
+}
 
 impl Response {
-    fn into_string(self) -> String {
-        String::from_utf8_lossy(&self.0).into_owned()
-    }
-
-    /// Keeps the head only (a `HEAD` request).
-    fn truncate_body(&mut self) {
-        self.0.truncate(self.1);
+    /// Head and body in one buffer.
+    #[cfg(test)]
+    fn bytes(&self) -> Vec<u8> {
+        [self.head.as_bytes(), &self.body].concat()
     }
 }
 
@@ -339,31 +404,32 @@ fn plain(code: u16, reason: &str, body: &'static str) -> Response {
         code,
         reason,
         "text/plain; charset=utf-8",
+        0,
         Bytes::from_static(body.as_bytes()),
         &[],
     )
 }
 
+/// A response with `body`; `Content-Length` is `length` when `body` is
+/// empty (a `HEAD` answer), else the body's.
 fn response(
     code: u16,
     reason: &str,
     content_type: &str,
+    length: usize,
     body: Bytes,
     extra: &[(&str, &str)],
 ) -> Response {
+    let length = if body.is_empty() { length } else { body.len() };
     let mut head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n\
          Connection: close\r\nCache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n",
-        body.len()
     );
     for (n, v) in extra {
         head.push_str(&format!("{n}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    let mut out = head.into_bytes();
-    let head_len = out.len();
-    out.extend_from_slice(&body);
-    Response(out, head_len)
+    Response { head, body }
 }
 
 #[cfg(test)]
@@ -396,20 +462,18 @@ mod tests {
     fn status(r: &Route) -> String {
         match r {
             Route::Upgrade { .. } => "101".into(),
-            Route::Respond(b) => String::from_utf8_lossy(&b[9..12]).into_owned(),
+            Route::Respond(r) => String::from_utf8_lossy(&r.bytes()[9..12]).into_owned(),
         }
     }
 
     #[test]
     fn a_valid_handshake_is_upgraded_with_the_rfc_accept_key() {
-        let r = route(
-            &head("GET", "/v1/ws", &ws_headers(&[])),
-            &WebSocketOptions::default(),
-        );
+        let r =
+            Site::new(WebSocketOptions::default()).route(&head("GET", "/v1/ws", &ws_headers(&[])));
         match r {
             // RFC 6455, section 1.3's example.
             Route::Upgrade { accept_key } => assert_eq!(accept_key, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
-            Route::Respond(b) => panic!("{}", String::from_utf8_lossy(&b)),
+            Route::Respond(r) => panic!("{}", String::from_utf8_lossy(&r.bytes())),
         }
     }
 
@@ -423,34 +487,35 @@ mod tests {
                 .collect()
         };
         assert_eq!(
-            status(&route(
-                &head("GET", "/v1/ws", &drop("Sec-WebSocket-Protocol")),
-                &o
-            )),
+            status(&Site::new(o.clone()).route(&head(
+                "GET",
+                "/v1/ws",
+                &drop("Sec-WebSocket-Protocol")
+            ))),
             "400"
         );
         assert_eq!(
-            status(&route(&head("GET", "/v1/ws", &drop("Upgrade")), &o)),
+            status(&Site::new(o.clone()).route(&head("GET", "/v1/ws", &drop("Upgrade")))),
             "400"
         );
         assert_eq!(
-            status(&route(
-                &head("GET", "/v1/ws", &drop("Sec-WebSocket-Key")),
-                &o
-            )),
+            status(&Site::new(o.clone()).route(&head("GET", "/v1/ws", &drop("Sec-WebSocket-Key")))),
             "400"
         );
         assert_eq!(
-            status(&route(&head("POST", "/v1/ws", &ws_headers(&[])), &o)),
+            status(&Site::new(o.clone()).route(&head("POST", "/v1/ws", &ws_headers(&[])))),
             "400"
         );
         let v8: Vec<_> = drop("Sec-WebSocket-Version")
             .into_iter()
             .chain([("Sec-WebSocket-Version", "8")])
             .collect();
-        assert_eq!(status(&route(&head("GET", "/v1/ws", &v8), &o)), "426");
         assert_eq!(
-            status(&route(&head("GET", "/v2/ws", &ws_headers(&[])), &o)),
+            status(&Site::new(o.clone()).route(&head("GET", "/v1/ws", &v8))),
+            "426"
+        );
+        assert_eq!(
+            status(&Site::new(o.clone()).route(&head("GET", "/v2/ws", &ws_headers(&[])))),
             "404"
         );
     }
@@ -459,29 +524,23 @@ mod tests {
     fn a_foreign_origin_is_refused_and_a_listed_or_absent_one_allowed() {
         let o = WebSocketOptions::default().with_allowed_origins(["http://localhost:7301"]);
         let with = |origin| {
-            route(
-                &head("GET", "/v1/ws", &ws_headers(&[("Origin", origin)])),
-                &o,
-            )
+            Site::new(o.clone()).route(&head("GET", "/v1/ws", &ws_headers(&[("Origin", origin)])))
         };
         assert_eq!(status(&with("https://evil.example")), "403");
         assert_eq!(status(&with("http://localhost:7301")), "101");
         assert_eq!(status(&with("HTTP://LOCALHOST:7301/")), "101");
         assert_eq!(
-            status(&route(&head("GET", "/v1/ws", &ws_headers(&[])), &o)),
+            status(&Site::new(o.clone()).route(&head("GET", "/v1/ws", &ws_headers(&[])))),
             "101"
         );
         // No list: any origin.
         let any = WebSocketOptions::default();
         assert_eq!(
-            status(&route(
-                &head(
-                    "GET",
-                    "/v1/ws",
-                    &ws_headers(&[("Origin", "https://x.example")])
-                ),
-                &any
-            )),
+            status(&Site::new(any.clone()).route(&head(
+                "GET",
+                "/v1/ws",
+                &ws_headers(&[("Origin", "https://x.example")])
+            ))),
             "101"
         );
     }
@@ -495,8 +554,8 @@ mod tests {
         let o = WebSocketOptions::default()
             .with_web_root(dir.path())
             .with_page(Page::new("/hummer.js", "text/javascript", "export {}"));
-        let get = |p: &str| match route(&head("GET", p, &[]), &o) {
-            Route::Respond(b) => String::from_utf8_lossy(&b).into_owned(),
+        let get = |p: &str| match Site::new(o.clone()).route(&head("GET", p, &[])) {
+            Route::Respond(r) => String::from_utf8_lossy(&r.bytes()).into_owned(),
             Route::Upgrade { .. } => panic!("upgrade"),
         };
         assert!(get("/").ends_with("<p>root</p>"), "{}", get("/"));
@@ -513,12 +572,13 @@ mod tests {
             assert!(get(bad).starts_with("HTTP/1.1 404"), "{bad}: {}", get(bad));
         }
         assert!(
-            matches!(route(&head("DELETE", "/", &[]), &o), Route::Respond(b) if b.starts_with(b"HTTP/1.1 405"))
+            matches!(Site::new(o.clone()).route(&head("DELETE", "/", &[])), Route::Respond(r) if r.bytes().starts_with(b"HTTP/1.1 405"))
         );
-        match route(&head("HEAD", "/app.js", &[]), &o) {
-            Route::Respond(b) => assert!(
-                b.ends_with(b"\r\n\r\n")
-                    && String::from_utf8_lossy(&b).contains("Content-Length: 1")
+        match Site::new(o.clone()).route(&head("HEAD", "/app.js", &[])) {
+            Route::Respond(r) => assert!(
+                r.body.is_empty()
+                    && r.head.ends_with("\r\n\r\n")
+                    && r.head.contains("Content-Length: 1\r\n")
             ),
             Route::Upgrade { .. } => panic!(),
         }
@@ -541,8 +601,8 @@ mod tests {
         std::fs::write(dir.path().join("big.js"), vec![b'x'; 2 << 20]).unwrap();
         std::fs::write(dir.path().join("huge.js"), vec![b'x'; (8 << 20) + 1]).unwrap();
         let o = WebSocketOptions::default().with_web_root(dir.path());
-        let status = |p: &str| match route(&head("GET", p, &[]), &o) {
-            Route::Respond(b) => String::from_utf8_lossy(&b[..12]).into_owned(),
+        let status = |p: &str| match Site::new(o.clone()).route(&head("GET", p, &[])) {
+            Route::Respond(r) => String::from_utf8_lossy(&r.bytes()[..12]).into_owned(),
             Route::Upgrade { .. } => panic!(),
         };
         assert_eq!(status("/big.js"), "HTTP/1.1 200");
@@ -550,9 +610,88 @@ mod tests {
     }
 
     #[test]
+    fn a_symlink_out_of_the_web_root_is_not_followed_and_a_changed_file_is_read_again() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.txt"), "secret").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("in.txt"), "first").unwrap();
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(
+                outside.path().join("secret.txt"),
+                root.path().join("out.txt"),
+            )
+            .unwrap();
+            std::os::unix::fs::symlink(root.path().join("in.txt"), root.path().join("alias.txt"))
+                .unwrap();
+        }
+        let site = Site::new(WebSocketOptions::default().with_web_root(root.path()));
+        let get = |p: &str| match site.route(&head("GET", p, &[])) {
+            Route::Respond(r) => String::from_utf8_lossy(&r.bytes()).into_owned(),
+            Route::Upgrade { .. } => panic!(),
+        };
+        assert!(get("/in.txt").ends_with("first"));
+        #[cfg(unix)]
+        {
+            assert!(
+                get("/out.txt").starts_with("HTTP/1.1 404"),
+                "{}",
+                get("/out.txt")
+            );
+            assert!(
+                get("/alias.txt").ends_with("first"),
+                "a link inside the root is fine"
+            );
+        }
+        // Rewritten with another modification time: served anew.
+        std::fs::write(root.path().join("in.txt"), "second, longer").unwrap();
+        let later = SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(root.path().join("in.txt"))
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert!(
+            get("/in.txt").ends_with("second, longer"),
+            "{}",
+            get("/in.txt")
+        );
+    }
+
+    #[test]
+    fn a_websocket_key_must_be_16_bytes_of_base64() {
+        assert!(is_websocket_key("dGhlIHNhbXBsZSBub25jZQ=="));
+        for bad in [
+            "",
+            "x",
+            "dGhlIHNhbXBsZSBub25jZQ=",
+            "dGhlIHNhbXBsZSBub25jZQ==A",
+            "dGhlIHNhbXBsZSBub25jZ!==",
+            "dGhlIHNhbXBsZSBub25jZQ-=",
+        ] {
+            assert!(!is_websocket_key(bad), "{bad}");
+        }
+        let site = Site::new(WebSocketOptions::default());
+        let h: Vec<_> = ws_headers(&[])
+            .into_iter()
+            .map(|(n, v)| {
+                if n == "Sec-WebSocket-Key" {
+                    (n, "short")
+                } else {
+                    (n, v)
+                }
+            })
+            .collect();
+        assert_eq!(status(&site.route(&head("GET", "/v1/ws", &h))), "400");
+    }
+
+    #[test]
     fn a_request_head_is_read_whole_and_what_follows_is_kept() {
         let req = b"GET /v1/ws?x=1 HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\nEXTRA";
-        let (h, rest) = smol::block_on(read_head(&mut &req[..])).unwrap();
+        let Ok((h, rest)) = smol::block_on(read_head(&mut &req[..])) else {
+            panic!("not read");
+        };
         assert_eq!((h.method.as_str(), h.path.as_str()), ("GET", "/v1/ws"));
         assert_eq!(h.header("upgrade"), Some("websocket"));
         assert_eq!(rest, b"EXTRA");
@@ -565,9 +704,27 @@ mod tests {
         .concat();
         assert!(smol::block_on(read_head(&mut &big[..])).is_ok());
         let huge = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; MAX_HEAD]].concat();
-        let err = smol::block_on(read_head(&mut &huge[..])).unwrap_err();
-        assert!(err.starts_with("HTTP/1.1 431"), "{err}");
-        let err = smol::block_on(read_head(&mut &b"\x00\x01garbage\r\n\r\n"[..])).unwrap_err();
-        assert!(err.starts_with("HTTP/1.1 400"), "{err}");
+        let refused = |bytes: &[u8]| match smol::block_on(read_head(&mut &bytes[..])) {
+            Err(Some(r)) => r.head,
+            Err(None) => "(closed)".into(),
+            Ok(_) => "(read)".into(),
+        };
+        assert!(
+            refused(&huge).starts_with("HTTP/1.1 431"),
+            "{}",
+            refused(&huge)
+        );
+        assert!(refused(b"\x00\x01garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
+        // A head trickled in, its blank line split across reads, is read.
+        let mut trickled = futures_lite::io::BufReader::with_capacity(
+            1,
+            &b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        );
+        let Ok((h, _)) = smol::block_on(read_head(&mut trickled)) else {
+            panic!("a trickled head is read");
+        };
+        assert_eq!(h.path, "/x");
+        // A peer that goes away gets no answer.
+        assert_eq!(refused(b"GET / HTTP/1.1\r\n"), "(closed)");
     }
 }
