@@ -3,10 +3,14 @@
 
 #[macro_use]
 mod adapters_support;
+#[macro_use]
+#[path = "adapters_support/blocking.rs"]
+mod harness;
 
 use std::time::Duration;
 
 use adapters_support::*;
+use harness::*;
 use hummer_channel::adapters::blocking::Client;
 use hummer_channel::client::Event;
 
@@ -34,52 +38,6 @@ macro_rules! spawn_server {
         let addr = server.local_addr();
         (server, addr)
     }};
-}
-
-macro_rules! wait {
-    ($e:expr) => {
-        $e
-    };
-}
-
-macro_rules! sleep {
-    ($d:expr) => {
-        std::thread::sleep($d)
-    };
-}
-
-fn next_event(client: &Client) -> Option<Event> {
-    client.recv_event(EVENT_WAIT)
-}
-
-/// Runs `$body` for `0..$n` on threads of their own; their results.
-macro_rules! spawn_all {
-    ($client:ident, $n:expr, |$i:ident| $body:block) => {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..$n)
-                .map(|$i| {
-                    let $client = &$client;
-                    scope.spawn(move || $body)
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap())
-                .collect::<Vec<_>>()
-        })
-    };
-}
-
-/// Runs two blocks at once, on threads of their own.
-macro_rules! both {
-    ($a:block, $b:block) => {
-        std::thread::scope(|scope| {
-            let a = scope.spawn(|| $a);
-            let b = scope.spawn(|| $b);
-            a.join().unwrap();
-            b.join().unwrap();
-        })
-    };
 }
 
 fn guard() {

@@ -61,59 +61,23 @@ fn spawn_for(scheme: Scheme, config: ServerConfig) -> (ServerHandle, Endpoint) {
     (server, endpoint)
 }
 
+// The harnesses define the same macros (wait!, sleep!, both!, ...): each
+// is in scope from its declaration on, so each adapter's module below sees
+// its own.
+#[macro_use]
+#[path = "adapters_support/blocking.rs"]
+mod blocking_harness;
+
 /// The blocking adapter.
 mod blocking {
     use super::*;
     use hummer_channel::adapters::blocking::Client;
-    use hummer_channel::client::Event;
+
+    use super::blocking_harness::next_event;
 
     macro_rules! connect {
         ($addr:expr, $config:expr) => {
             Client::connect_to($addr.clone(), $config).expect("start the driver thread")
-        };
-    }
-
-    macro_rules! wait {
-        ($e:expr) => {
-            $e
-        };
-    }
-
-    macro_rules! sleep {
-        ($d:expr) => {
-            std::thread::sleep($d)
-        };
-    }
-
-    fn next_event(client: &Client) -> Option<Event> {
-        client.recv_event(EVENT_WAIT)
-    }
-
-    macro_rules! spawn_all {
-        ($client:ident, $n:expr, |$i:ident| $body:block) => {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = (0..$n)
-                    .map(|$i| {
-                        let $client = &$client;
-                        scope.spawn(move || $body)
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap())
-                    .collect::<Vec<_>>()
-            })
-        };
-    }
-
-    macro_rules! both {
-        ($a:block, $b:block) => {
-            std::thread::scope(|scope| {
-                let a = scope.spawn(|| $a);
-                let b = scope.spawn(|| $b);
-                a.join().unwrap();
-                b.join().unwrap();
-            })
         };
     }
 
@@ -160,51 +124,21 @@ mod blocking {
     over!(wss, Scheme::Wss);
 }
 
+#[macro_use]
+#[path = "adapters_support/smol.rs"]
+mod smol_harness;
+
 /// The smol adapter.
 mod smol_client {
     use super::*;
     use hummer_channel::adapters::smol::Client;
-    use hummer_channel::client::Event;
-    use smol::future::FutureExt as _;
-    use smol::Timer;
+
+    use super::smol_harness::{next_event, run};
 
     macro_rules! connect {
         ($addr:expr, $config:expr) => {
             Client::connect_to($addr.clone(), $config)
         };
-    }
-
-    macro_rules! wait {
-        ($e:expr) => {
-            $e.await
-        };
-    }
-
-    macro_rules! sleep {
-        ($d:expr) => {
-            Timer::after($d).await
-        };
-    }
-
-    async fn next_event(client: &Client) -> Option<Event> {
-        client
-            .next_event()
-            .or(async {
-                Timer::after(EVENT_WAIT).await;
-                None
-            })
-            .await
-    }
-
-    macro_rules! both {
-        ($a:block, $b:block) => {
-            smol::future::zip(async { $a }, async { $b }).await
-        };
-    }
-
-    fn run(test: impl std::future::Future<Output = ()>) {
-        watchdog(Duration::from_secs(60));
-        smol::block_on(test);
     }
 
     macro_rules! over {
