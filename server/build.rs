@@ -21,7 +21,13 @@ fn main() {
     let mut out = String::from("&[\n");
     for (path, content_type, file) in files {
         let full = js.join(file);
-        println!("cargo:rerun-if-changed={}", full.display());
+        // A path that does not exist would make cargo run this every
+        // build: watch the folder instead until the file is there.
+        let watched = match full.exists() {
+            true => full.clone(),
+            false => full.parent().map_or(js.clone(), Path::to_path_buf),
+        };
+        println!("cargo:rerun-if-changed={}", watched.display());
         if full.is_file() {
             out.push_str(&format!(
                 "    ({path:?}, {content_type:?}, include_str!({:?})),\n",

@@ -608,3 +608,101 @@ fn methods_and_pipelined_requests() {
         assert!(a.starts_with("HTTP/1.1 404"), "{bad}: {a}");
     }
 }
+
+/// A client that has not logged in streams `Pong` frames over TLS (the
+/// gateway answers nothing) as fast as it can encrypt them. A TLS read
+/// never fills the shared read buffer (rustls hands out a record at a
+/// time), so the reader must tell "more is waiting" from whether the read
+/// had to wait, or it never lets the thread's other links run. The victim,
+/// a client of the same thread, keeps getting its replies.
+#[test]
+fn a_tls_flood_does_not_starve_the_thread() {
+    use futures_rustls::rustls::{self, ClientConnection, RootCertStore, StreamOwned};
+    use hummer_channel::adapters::blocking::Client;
+    use hummer_channel::adapters::server_tcp::ServerTls;
+    use hummer_channel::adapters::Endpoint;
+    use hummer_channel::client::SessionConfig;
+    use rcgen::{CertificateParams, KeyPair};
+
+    let _serial = serial();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let runner = RunnerConfig::default().with_threads(1).with_tls(
+        ServerTls::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap(),
+    );
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server = ServerHandle::spawn_on(
+        ServerConfig::demo(),
+        runner.clone(),
+        Listeners::new(bind(any, &runner).unwrap()),
+    )
+    .unwrap();
+    let addr = server.local_addr();
+
+    let pong = encode_frame(&Frame {
+        request_id: 0,
+        body: Some(Body::Pong(wire::Pong { nonce: 1 })),
+    });
+    let mut batch = Vec::new();
+    while batch.len() < 64 * 1024 {
+        batch.extend_from_slice(&(pong.len() as u32).to_be_bytes());
+        batch.extend_from_slice(&pong);
+    }
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let config = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+
+    let victim = Client::connect_to(
+        Endpoint::parse(&format!("tls://localhost:{}", addr.port()))
+            .unwrap()
+            .with_ca_pem(cert.pem()),
+        SessionConfig::new(DEMO_APPID),
+    )
+    .unwrap();
+    victim.login(hummer_channel::Uid(1), None, None).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let conn = ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
+            let mut tls = StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
+            let mut sent = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                match tls.write_all(&batch) {
+                    Ok(()) => sent += batch.len(),
+                    Err(_) => break,
+                }
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut calls = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        let t = Instant::now();
+        victim.get_instance_info().expect("the victim is served");
+        worst = worst.max(t.elapsed());
+        calls += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent = flooder.join().unwrap();
+    victim.close();
+    assert!(sent > 10 * MIB, "the flooder sent {sent} bytes");
+    assert!(calls >= 10, "{calls} calls in 2 s");
+    assert!(worst < Duration::from_millis(500), "worst reply {worst:?}");
+}

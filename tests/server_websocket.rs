@@ -299,3 +299,22 @@ fn a_shutdown_sends_close_4006_then_a_websocket_close_1013() {
     assert_eq!(close.code, 4006);
     assert_eq!(next(&mut ws).unwrap_err(), Some(CloseCode::Again));
 }
+
+#[test]
+fn a_client_close_gets_its_reply_a_clean_close() {
+    let server = spawn(WebSocketOptions::default());
+    let mut ws = connect(server.websocket_addr().unwrap());
+    login(&mut ws, 4);
+    ws.close(None).unwrap();
+    let end = loop {
+        match ws.read() {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    // The close handshake completed: the server answered the close.
+    assert!(
+        matches!(end, tungstenite::Error::ConnectionClosed),
+        "{end:?}"
+    );
+}

@@ -300,8 +300,17 @@ fn run(args: &[String]) -> Result<(), String> {
                 })?)
             }
             "ws-allowed-origins" => {
-                websocket = websocket
-                    .with_allowed_origins(v.split(',').map(str::trim).filter(|o| !o.is_empty()))
+                let origins: Vec<&str> = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|o| !o.is_empty())
+                    .collect();
+                if origins.is_empty() {
+                    return Err(
+                        "--ws-allowed-origins: no origin given (leave it out to allow any)".into(),
+                    );
+                }
+                websocket = websocket.with_allowed_origins(origins)
             }
             "web-root" => {
                 if !Path::new(&v).is_dir() {

@@ -476,6 +476,9 @@ fn binary_refuses_bad_transport_flags_with_a_clear_message() {
     let (code, err) = run(&["--ws-listen", "nowhere"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("--ws-listen"), "{err}");
+    let (code, err) = run(&["--ws-allowed-origins", " , "]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("no origin given"), "{err}");
     let (code, err) = run(&["--web-root", "/nonexistent/dir"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("is not a directory"), "{err}");

@@ -59,6 +59,10 @@ use crate::types::{Attributes, ChannelKey, Message, Region, Uid};
 /// A write that does not finish in this time breaks the link (the server
 /// stopped reading).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long closing a TLS or WebSocket link may take to write its last
+/// frames and its close.
+#[cfg(any(feature = "tls", feature = "websocket"))]
+const CLOSE_FLUSH_WAIT: Duration = Duration::from_secs(2);
 
 /// A blocking Hummer client over TCP. `Send + Sync`: share it between
 /// threads by reference or clone it (clones share one Session). The driver
@@ -195,9 +199,11 @@ impl Writer {
         }
     }
 
-    /// Writes all of `bytes`; an error after [`WRITE_TIMEOUT`] without
-    /// the peer taking them. `close` ends the transport after them (a
-    /// WebSocket close, a TLS close_notify).
+    /// Writes all of `bytes`: on TCP an error after [`WRITE_TIMEOUT`]
+    /// without the peer taking any; on TLS and WebSocket after
+    /// [`WRITE_TIMEOUT`] in all (or [`CLOSE_FLUSH_WAIT`] when closing).
+    /// `close` ends the transport after them (a WebSocket close, a TLS
+    /// close_notify).
     fn write_all(&self, bytes: &[u8], close: bool) -> io::Result<()> {
         match self {
             Writer::Tcp(s) => {
@@ -218,8 +224,13 @@ impl Writer {
                     }
                     Ok(())
                 };
+                let limit = if close {
+                    CLOSE_FLUSH_WAIT
+                } else {
+                    WRITE_TIMEOUT
+                };
                 let timeout = async {
-                    async_io::Timer::after(WRITE_TIMEOUT).await;
+                    async_io::Timer::after(limit).await;
                     Err(io::ErrorKind::TimedOut.into())
                 };
                 async_io::block_on(write.or(timeout))

@@ -165,8 +165,11 @@ impl FromStr for ServerUrl {
                 None => (authority, None),
             }
         };
+        // A colon in a host is IPv6, which must be bracketed (checked above):
+        // `tcp://::1` is refused rather than read as host `:`, port 1.
+        let bracketed = authority.starts_with('[');
         let host_ok = !host.is_empty()
-            && (host.contains(':')
+            && (bracketed
                 || host
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')));
@@ -344,6 +347,8 @@ mod tests {
             ("tcp://h:70000", UrlError::Port("tcp://h:70000".into())),
             ("tcp://h:x", UrlError::Port("tcp://h:x".into())),
             ("tcp://[::1]x", UrlError::Port("tcp://[::1]x".into())),
+            ("tcp://::1", UrlError::Host("tcp://::1".into())),
+            ("ws://fe80::1:80", UrlError::Host("ws://fe80::1:80".into())),
             ("tcp://h/path", UrlError::Path("tcp://h/path".into())),
             ("ws://h/v1/ws?x", UrlError::Path("ws://h/v1/ws?x".into())),
             ("ws://u@h", UrlError::Path("ws://u@h".into())),

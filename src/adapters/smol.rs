@@ -320,12 +320,24 @@ type Dial = Pin<Box<dyn Future<Output = io::Result<Opened>> + Send>>;
 /// TLS and WebSocket handshakes its scheme asks for.
 async fn dial(endpoint: Endpoint) -> io::Result<Opened> {
     let url = endpoint.url();
-    let stream = TcpStream::connect((url.host(), url.port())).await?;
-    let _ = stream.set_nodelay(true);
-    let async_stream: Arc<async_io::Async<std::net::TcpStream>> = stream.clone().into();
-    let socket = async_stream.get_ref().try_clone()?;
-    drop(async_stream);
+    let mut last = None;
+    let mut stream = None;
+    for addr in smol::net::resolve((url.host(), url.port())).await? {
+        match async_io::Async::<std::net::TcpStream>::connect(addr).await {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let stream = stream.ok_or_else(|| {
+        last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
+    })?;
+    stream.get_ref().set_nodelay(true)?;
+    let socket = stream.get_ref().try_clone()?;
     if url.scheme() == Scheme::Tcp {
+        let stream = TcpStream::from(stream);
         return Ok(Opened {
             reader: Box::pin(stream.clone()),
             writer: Box::pin(stream),
@@ -335,9 +347,7 @@ async fn dial(endpoint: Endpoint) -> io::Result<Opened> {
     }
     #[cfg(any(feature = "tls", feature = "websocket"))]
     {
-        let owned =
-            Arc::try_unwrap(stream.into()).map_err(|_| io::Error::other("shared socket"))?;
-        let link = super::link::open(url, endpoint.roots(), owned).await?;
+        let link = super::link::open(url, endpoint.roots(), stream).await?;
         let (reader, writer) = futures_lite::io::split(link);
         Ok(Opened {
             reader: Box::pin(reader),

@@ -137,9 +137,20 @@ async fn read_loop(
         // read that did not fill the buffer, or a message that had to be
         // waited for. Until then a run of full reads or frames yields.
         let (drained, full, message) = match got {
-            Got::Bytes { full } => (!full, full, None),
+            Got::Bytes { drained } => (drained, !drained, None),
             Got::Message(m, waited) => (waited, false, Some(m)),
             Got::End => return,
+            Got::PeerClosed => {
+                // The WebSocket close the library queued in answer goes out
+                // with the writer's close (bounded like any close); the
+                // reader is done.
+                link.closing.set(true);
+                link.wake.notify();
+                drop(decoder);
+                share.update(0);
+                std::future::pending::<()>().await;
+                return;
+            }
             Got::Again | Got::Activity => {
                 if matches!(got, Got::Activity) {
                     shard
@@ -451,6 +462,9 @@ impl Outgoing {
         let mut stalled = Duration::ZERO;
         // Bytes written since the last flush (TLS and WebSocket buffer).
         let mut dirty = false;
+        // What the socket took under TLS or WebSocket: progress even while
+        // their buffers keep new frames waiting.
+        let mut sent = outbound.sent();
         // Notifications are counted from here: one that comes while a write
         // completes is seen by the next wait, not lost.
         let mut seen = flags.wake.generation();
@@ -495,10 +509,17 @@ impl Outgoing {
                     stalled = Duration::ZERO;
                     dirty = !matches!(outbound, Outbound::Tcp);
                 }
-                Step::Flushed(Ok(())) => dirty = false,
+                Step::Flushed(Ok(())) => {
+                    dirty = false;
+                    stalled = Duration::ZERO;
+                }
                 Step::Woken => {
                     seen = flags.wake.generation();
                     self.woken = true;
+                }
+                Step::Tick if outbound.sent() != sent => {
+                    sent = outbound.sent();
+                    stalled = Duration::ZERO;
                 }
                 Step::Tick => {
                     stalled = stalled.saturating_add(WRITE_TICK);
@@ -514,8 +535,10 @@ impl Outgoing {
 /// What one read of a link brought.
 #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
 enum Got {
-    /// Bytes, now in the decoder; whether they filled the read buffer.
-    Bytes { full: bool },
+    /// Bytes, now in the decoder; whether the peer's bytes were all taken
+    /// (on TCP: the read did not fill the buffer; on TLS, whose reads hand
+    /// out a record at a time: the read had to wait).
+    Bytes { drained: bool },
     /// One whole frame (a WebSocket message), or why it is not one; and
     /// whether the read had to wait for it (the peer's bytes were all
     /// taken before).
@@ -526,6 +549,8 @@ enum Got {
     Again,
     /// The peer closed the link, or it broke.
     End,
+    /// The peer sent a WebSocket close: answer it, then end the link.
+    PeerClosed,
 }
 
 /// Reads what the link has: on TCP and TLS into the decoder, through the
@@ -549,7 +574,7 @@ async fn read_some(
                 Ok(n) => {
                     decoder.extend(buf.get(..n).unwrap_or_default());
                     Got::Bytes {
-                        full: n == buf.len(),
+                        drained: n < buf.len(),
                     }
                 }
                 Err(e)
@@ -564,16 +589,18 @@ async fn read_some(
         #[cfg(feature = "tls")]
         Inbound::Tls(half) => {
             use smol::io::AsyncRead as _;
+            let mut waited = false;
             std::future::poll_fn(|cx| {
                 let mut buf = shard.read_buf.borrow_mut();
                 match std::pin::Pin::new(&mut *half).poll_read(cx, &mut buf) {
-                    std::task::Poll::Pending => std::task::Poll::Pending,
+                    std::task::Poll::Pending => {
+                        waited = true;
+                        std::task::Poll::Pending
+                    }
                     std::task::Poll::Ready(Ok(0)) => std::task::Poll::Ready(Got::End),
                     std::task::Poll::Ready(Ok(n)) => {
                         decoder.extend(buf.get(..n).unwrap_or_default());
-                        std::task::Poll::Ready(Got::Bytes {
-                            full: n == buf.len(),
-                        })
+                        std::task::Poll::Ready(Got::Bytes { drained: waited })
                     }
                     std::task::Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {
                         std::task::Poll::Ready(Got::Again)
@@ -609,7 +636,8 @@ async fn read_some(
                 Some(Err(tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_))) => {
                     invalid(WireError::Unexpected("a WebSocket protocol violation"))
                 }
-                Some(Ok(Message::Close(_)) | Err(_)) | None => Got::End,
+                Some(Ok(Message::Close(_))) => Got::PeerClosed,
+                Some(Err(_)) | None => Got::End,
             }
         }
     }
@@ -623,17 +651,22 @@ async fn close_transport(link: &Link, outbound: &mut Outbound) {
             let _ = (&*link.stream).flush().await;
         }
         #[cfg(feature = "tls")]
-        Outbound::Tls(half) => {
+        Outbound::Tls(half, _) => {
             let _ = half.close().await;
         }
         #[cfg(feature = "websocket")]
-        Outbound::Ws(sender) => {
+        Outbound::Ws(..) => {
             use async_tungstenite::tungstenite::protocol::frame::{coding::CloseCode, CloseFrame};
             let frame = CloseFrame {
                 code: CloseCode::from(link.ws_status.get()),
                 reason: "".into(),
             };
-            let _ = sender.close(Some(frame)).await;
+            // After the peer's own close the library only has its answer
+            // to send (a second close is refused): flush that first.
+            let _ = outbound.flush().await;
+            if let Outbound::Ws(sender, _) = outbound {
+                let _ = sender.close(Some(frame)).await;
+            }
         }
     }
 }
@@ -647,9 +680,9 @@ impl Outbound {
         match self {
             Outbound::Tcp => (&**stream).write(bytes).await,
             #[cfg(feature = "tls")]
-            Outbound::Tls(half) => half.write(bytes).await,
+            Outbound::Tls(half, _) => half.write(bytes).await,
             #[cfg(feature = "websocket")]
-            Outbound::Ws(sender) => {
+            Outbound::Ws(sender, _) => {
                 use async_tungstenite::tungstenite::Message;
                 use futures_util::Sink as _;
                 let len = bytes
@@ -681,9 +714,9 @@ impl Outbound {
         match self {
             Outbound::Tcp => Ok(()),
             #[cfg(feature = "tls")]
-            Outbound::Tls(half) => half.flush().await,
+            Outbound::Tls(half, _) => half.flush().await,
             #[cfg(feature = "websocket")]
-            Outbound::Ws(sender) => {
+            Outbound::Ws(sender, _) => {
                 use futures_util::Sink as _;
                 std::future::poll_fn(|cx| std::pin::Pin::new(&mut *sender).poll_flush(cx))
                     .await

@@ -40,6 +40,7 @@ mod transport;
 #[cfg(feature = "websocket")]
 mod web;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -423,6 +424,7 @@ pub struct Listeners {
     /// Length-prefixed frames, on TCP or (with a TLS identity) TLS.
     pub tcp: TcpListener,
     /// WebSocket (`/v1/ws`) and the pages, on HTTP or (with TLS) HTTPS.
+    #[cfg(feature = "websocket")]
     pub websocket: Option<TcpListener>,
 }
 
@@ -431,6 +433,7 @@ impl Listeners {
     pub fn new(tcp: TcpListener) -> Listeners {
         Listeners {
             tcp,
+            #[cfg(feature = "websocket")]
             websocket: None,
         }
     }
@@ -525,6 +528,7 @@ async fn run(
     // The accept loop is a task of its own: a Task handle costs nothing to
     // poll, where the loop itself would try `accept` on every wake.
     let max_frame = config.limits.max_frame_size;
+    let turn = Rc::new(Cell::new(0));
     let accept = ex.spawn(accept_loop(
         Rc::downgrade(&ex),
         shard.clone(),
@@ -532,24 +536,29 @@ async fn run(
         runner.clone(),
         new_links.clone(),
         runner.opener(false, max_frame),
+        turn.clone(),
     ));
+    #[cfg(feature = "websocket")]
+    let accept_ws = listeners.websocket.map(|listener| {
+        ex.spawn(accept_loop(
+            Rc::downgrade(&ex),
+            shard.clone(),
+            listener,
+            runner.clone(),
+            new_links.clone(),
+            runner.opener(true, max_frame),
+            turn,
+        ))
+    });
+    #[cfg(not(feature = "websocket"))]
+    let accept_ws: Option<smol::Task<()>> = None;
     let accept_ws = async {
-        match listeners.websocket {
-            Some(listener) => {
-                let opener = runner.opener(true, max_frame);
-                accept_loop(
-                    Rc::downgrade(&ex),
-                    shard.clone(),
-                    listener,
-                    runner,
-                    new_links,
-                    opener,
-                )
-                .await
-            }
+        match accept_ws {
+            Some(task) => task.await,
             None => std::future::pending().await,
         }
     };
+    drop(new_links);
     let main = async {
         shutdown.or(accept).or(accept_ws).await;
         log!(info, "shutting down");
@@ -614,11 +623,11 @@ async fn accept_loop(
     runner: RunnerConfig,
     others: Vec<Sender<NewLink>>,
     opener: Opener,
+    turn: Rc<Cell<usize>>,
 ) {
     let listener: Arc<Async<std::net::TcpListener>> = listener.into();
     let control = shard.control.clone();
     let mut backoff = Duration::ZERO;
-    let mut turn = 0usize;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => {
@@ -653,8 +662,9 @@ async fn accept_loop(
         };
         let _ = stream.get_ref().set_nodelay(true);
         let stream = Arc::new(stream);
-        let k = turn % (others.len() + 1);
-        turn = turn.wrapping_add(1);
+        // One turn for every listener: connections of all kinds are spread.
+        let k = turn.get() % (others.len() + 1);
+        turn.set(turn.get().wrapping_add(1));
         match k.checked_sub(1).and_then(|i| others.get(i)) {
             None => {
                 let Some(ex) = ex.upgrade() else {
@@ -737,11 +747,14 @@ impl ServerHandle {
         listeners: Listeners,
     ) -> io::Result<ServerHandle> {
         let local_addr = listeners.tcp.local_addr()?;
+        #[cfg(feature = "websocket")]
         let websocket_addr = listeners
             .websocket
             .as_ref()
             .map(TcpListener::local_addr)
             .transpose()?;
+        #[cfg(not(feature = "websocket"))]
+        let websocket_addr = None;
         let control = Arc::new(Control::default());
         let (stop, stopped) = bounded::<()>(1);
         let c = control.clone();

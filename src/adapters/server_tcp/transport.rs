@@ -127,8 +127,17 @@ impl Eq for ServerTls {}
 
 /// The socket as an owned stream for TLS and WebSocket (they own their IO;
 /// the link keeps its own handle on the socket for shutdown and resets).
+/// It counts the bytes the socket took: the writer's sign of progress, as
+/// TLS and WebSocket buffer what they are given.
 #[cfg(any(feature = "tls", feature = "websocket"))]
-pub(super) struct SharedIo(Stream);
+pub(super) struct SharedIo {
+    stream: Stream,
+    sent: Sent,
+}
+
+/// Bytes a link's socket took, shared by its stream and its writer.
+#[cfg(any(feature = "tls", feature = "websocket"))]
+pub(super) type Sent = std::rc::Rc<std::cell::Cell<u64>>;
 
 #[cfg(any(feature = "tls", feature = "websocket"))]
 impl AsyncRead for SharedIo {
@@ -137,7 +146,7 @@ impl AsyncRead for SharedIo {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.0).poll_read(cx, buf)
+        Pin::new(&mut &*self.stream).poll_read(cx, buf)
     }
 }
 
@@ -148,15 +157,19 @@ impl AsyncWrite for SharedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut &*self.0).poll_write(cx, buf)
+        let written = Pin::new(&mut &*self.stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            self.sent.set(self.sent.get().wrapping_add(n as u64));
+        }
+        written
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_flush(cx)
+        Pin::new(&mut &*self.stream).poll_flush(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut &*self.0).poll_close(cx)
+        Pin::new(&mut &*self.stream).poll_close(cx)
     }
 }
 
@@ -271,9 +284,22 @@ pub(super) enum Outbound {
     /// Writes the socket itself.
     Tcp,
     #[cfg(feature = "tls")]
-    Tls(futures_lite::io::WriteHalf<TlsIo>),
+    Tls(futures_lite::io::WriteHalf<TlsIo>, Sent),
     #[cfg(feature = "websocket")]
-    Ws(async_tungstenite::WebSocketSender<WsIo>),
+    Ws(async_tungstenite::WebSocketSender<WsIo>, Sent),
+}
+
+impl Outbound {
+    /// Bytes the socket took so far (`None` on TCP, whose writes say it).
+    pub fn sent(&self) -> Option<u64> {
+        match self {
+            Outbound::Tcp => None,
+            #[cfg(feature = "tls")]
+            Outbound::Tls(_, sent) => Some(sent.get()),
+            #[cfg(feature = "websocket")]
+            Outbound::Ws(_, sent) => Some(sent.get()),
+        }
+    }
 }
 
 /// What a listener needs to open its connections.
@@ -342,22 +368,29 @@ impl Opener {
 
     #[cfg(any(feature = "tls", feature = "websocket"))]
     async fn open_slow(&self, stream: &Stream) -> Opened {
-        let io = SharedIo(stream.clone());
+        let sent = Sent::default();
+        let io = SharedIo {
+            stream: stream.clone(),
+            sent: sent.clone(),
+        };
         match self.transport {
             Transport::Tcp => Opened::Link(Inbound::Tcp, Outbound::Tcp),
             #[cfg(feature = "tls")]
             Transport::Tls => match self.accept_tls(io).await {
                 Some(tls) => {
                     let (r, w) = futures_lite::io::split(tls);
-                    Opened::Link(Inbound::Tls(r), Outbound::Tls(w))
+                    Opened::Link(Inbound::Tls(r), Outbound::Tls(w, sent))
                 }
                 None => Opened::Done,
             },
             #[cfg(feature = "websocket")]
-            Transport::WebSocket => self.accept_ws(WsIo::new(WsLayer::Plain(io))).await,
+            Transport::WebSocket => self.accept_ws(WsIo::new(WsLayer::Plain(io)), sent).await,
             #[cfg(all(feature = "websocket", feature = "tls"))]
             Transport::SecureWebSocket => match self.accept_tls(io).await {
-                Some(tls) => self.accept_ws(WsIo::new(WsLayer::Tls(Box::new(tls)))).await,
+                Some(tls) => {
+                    self.accept_ws(WsIo::new(WsLayer::Tls(Box::new(tls))), sent)
+                        .await
+                }
                 None => Opened::Done,
             },
         }
@@ -378,7 +411,7 @@ impl Opener {
     /// Reads the HTTP request head; answers a page or a refusal, or
     /// upgrades `/v1/ws` to a WebSocket link.
     #[cfg(feature = "websocket")]
-    async fn accept_ws(&self, mut io: WsIo) -> Opened {
+    async fn accept_ws(&self, mut io: WsIo, sent: Sent) -> Opened {
         use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
         use futures_lite::AsyncWriteExt as _;
 
@@ -421,7 +454,7 @@ impl Opener {
                 )
                 .await;
                 let (w, r) = ws.split();
-                Opened::Link(Inbound::Ws(r), Outbound::Ws(w))
+                Opened::Link(Inbound::Ws(r), Outbound::Ws(w, sent))
             }
             web::Route::Respond(response) => {
                 answer(&mut io, response).await;

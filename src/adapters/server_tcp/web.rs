@@ -201,6 +201,7 @@ pub(super) enum Route {
 pub(super) struct Site {
     options: WebSocketOptions,
     cache: Mutex<Cache>,
+    cache_limit: usize,
 }
 
 #[derive(Default)]
@@ -209,8 +210,8 @@ struct Cache {
     bytes: usize,
 }
 
-/// The most bytes of web-root files kept in memory; past it the cache
-/// starts over (a web root is a few files of a few hundred KiB).
+/// The most bytes of web-root files kept in memory; a file past it is not
+/// served (a web root is a few files of a few hundred KiB).
 const MAX_CACHE: usize = 64 * 1024 * 1024;
 
 impl Site {
@@ -218,6 +219,7 @@ impl Site {
         Site {
             options,
             cache: Mutex::new(Cache::default()),
+            cache_limit: MAX_CACHE,
         }
     }
 
@@ -264,21 +266,34 @@ impl Site {
         }
         let modified = meta.modified().ok()?;
         let kind = content_type(&file).to_owned();
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, body)) = cache.files.get(&file) {
+        if let Some((at, body)) = self.cache().files.get(&file) {
             if *at == modified {
                 return Some((kind, body.clone()));
             }
         }
+        // Read without the lock (other threads' pages go on meanwhile). A
+        // file that does not fit in the cache is not served: serving it
+        // would take a copy per answer, which peers that never read could
+        // hold by the thousand.
         let body = Bytes::from(std::fs::read(&file).ok()?);
-        if cache.bytes + body.len() > MAX_CACHE {
-            *cache = Cache::default();
+        let mut cache = self.cache();
+        let replaced = cache.files.get(&file).map_or(0, |(_, b)| b.len());
+        if cache.bytes - replaced + body.len() > self.cache_limit {
+            log!(
+                warn,
+                "{}: not served, the page cache is full ({} bytes)",
+                file.display(),
+                self.cache_limit
+            );
+            return None;
         }
-        cache.bytes += body.len();
-        if let Some((_, old)) = cache.files.insert(file, (modified, body.clone())) {
-            cache.bytes -= old.len();
-        }
+        cache.bytes = cache.bytes - replaced + body.len();
+        cache.files.insert(file, (modified, body.clone()));
         Some((kind, body))
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -657,6 +672,33 @@ mod tests {
             "{}",
             get("/in.txt")
         );
+    }
+
+    #[test]
+    fn a_file_that_does_not_fit_in_the_page_cache_is_not_served() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("a.txt"), "aaaaaa").unwrap();
+        std::fs::write(root.path().join("b.txt"), "bbbbbb").unwrap();
+        let mut site = Site::new(WebSocketOptions::default().with_web_root(root.path()));
+        site.cache_limit = 10;
+        let get = |p: &str| match site.route(&head("GET", p, &[])) {
+            Route::Respond(r) => String::from_utf8_lossy(&r.bytes()).into_owned(),
+            Route::Upgrade { .. } => panic!(),
+        };
+        assert!(get("/a.txt").ends_with("aaaaaa"));
+        assert!(get("/b.txt").starts_with("HTTP/1.1 404"), "6 + 6 > 10");
+        assert!(get("/a.txt").ends_with("aaaaaa"), "still cached");
+        // A changed file replaces its old copy in the count: 10 fits.
+        std::fs::write(root.path().join("a.txt"), "AAAAAAAAAA").unwrap();
+        let later = SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(root.path().join("a.txt"))
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert!(get("/a.txt").ends_with("AAAAAAAAAA"));
+        assert_eq!(site.cache().bytes, 10);
     }
 
     #[test]
