@@ -300,6 +300,11 @@ fn a_websocket_pinger_that_never_reads_does_not_grow_the_server() {
     }
     std::thread::sleep(Duration::from_millis(300));
     let grown = rss().saturating_sub(before);
+    eprintln!(
+        "pinger: {} MiB of pings sent, the process grew {} KiB",
+        sent / MIB,
+        grown / 1024
+    );
     assert!(
         grown < 32 * MIB,
         "{} MiB of unread pongs sent ({} MiB of pings): the server grew by {} MiB",
@@ -333,6 +338,10 @@ fn empty_continuation_frames_do_not_starve_the_thread() {
     let worst = worst_ping(&mut victim, Duration::from_millis(1200));
     stop.store(true, Ordering::Relaxed);
     let sent = attacker.join().unwrap();
+    eprintln!(
+        "continuation flood: {} MiB sent, victim's worst ping {worst:?}",
+        sent / MIB
+    );
     assert!(
         worst.is_some_and(|w| w < Duration::from_millis(500)),
         "the victim's worst ping during {} MiB of empty continuation frames: {worst:?}",
@@ -365,6 +374,10 @@ fn unread_page_answers_do_not_hold_a_file_per_connection() {
     }
     std::thread::sleep(Duration::from_millis(1000));
     let grown = rss().saturating_sub(before);
+    eprintln!(
+        "24 unread 8 MiB answers: the process grew {} KiB",
+        grown / 1024
+    );
     assert!(
         grown < 48 * MIB,
         "24 unread requests for an 8 MiB page grew the server by {} MiB",
@@ -402,6 +415,7 @@ fn big_page_requests_do_not_starve_the_links_of_the_thread() {
     let worst = worst_ping(&mut victim, Duration::from_millis(1200));
     stop.store(true, Ordering::Relaxed);
     let requests = attacker.join().unwrap();
+    eprintln!("page loop: {requests} requests, victim's worst ping {worst:?}");
     assert!(
         worst.is_some_and(|w| w < Duration::from_millis(500)),
         "the victim's worst ping during {requests} requests for an 8 MiB page: {worst:?}"
@@ -702,6 +716,10 @@ fn a_tls_flood_does_not_starve_the_thread() {
     stop.store(true, Ordering::Relaxed);
     let sent = flooder.join().unwrap();
     victim.close();
+    eprintln!(
+        "TLS flood: {} MiB sent, {calls} victim calls, worst reply {worst:?}",
+        sent / MIB
+    );
     assert!(sent > 10 * MIB, "the flooder sent {sent} bytes");
     assert!(calls >= 10, "{calls} calls in 2 s");
     assert!(worst < Duration::from_millis(500), "worst reply {worst:?}");
