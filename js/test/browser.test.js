@@ -151,7 +151,7 @@ function startServer(extraArgs = []) {
       if (page) {
         clearTimeout(timer);
         proc.off('exit', onExit);
-        resolve({ proc, pageUrl: page[1], wsUrl: ws?.[1], output });
+        resolve({ proc, extraArgs, pageUrl: page[1], wsUrl: ws?.[1], output });
       }
     });
   });
@@ -404,6 +404,25 @@ function scenario(name, { tls, skip }) {
       await screenshot(b.page, `${prefix}demo-${UID_B}`);
       assert.deepEqual(await errorsShown(a.page), []);
       assert.deepEqual(await errorsShown(b.page), []);
+    });
+
+    step('a server restart: both pages reconnect by themselves, re-join and chat again', async () => {
+      const ws = new URL(server.wsUrl);
+      const extra = server.extraArgs;
+      await stopServer(server);
+      for (const p of [a.page, b.page]) {
+        await waitFor(p, 'the link lost', () => document.querySelector('#conn-state')?.dataset.state !== 'CONNECTED');
+      }
+      // The same WebSocket address: the pages' reconnects find the new server.
+      server = await startServer([...extra, '--ws-listen', ws.host]);
+      for (const p of [a.page, b.page]) {
+        await p.waitForSelector('#conn-state[data-state="CONNECTED"]', { timeout: T_LEAVE });
+      }
+      await a.page.waitForSelector(memberSel(UID_B), { timeout: T_LEAVE });
+      await b.page.waitForSelector(memberSel(UID_A), { timeout: T_LEAVE });
+      const text = `after the restart ${Math.random().toString(36).slice(2, 8)}`;
+      await sendMessage(b.page, text);
+      await waitMessage(a.page, UID_B, text);
     });
 
     step('a logout: the other sees the leave at once', async () => {
