@@ -615,6 +615,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("big.js"), vec![b'x'; 2 << 20]).unwrap();
         std::fs::write(dir.path().join("huge.js"), vec![b'x'; (8 << 20) + 1]).unwrap();
+        std::fs::write(dir.path().join("max.js"), vec![b'x'; 8 << 20]).unwrap();
         let o = WebSocketOptions::default().with_web_root(dir.path());
         let status = |p: &str| match Site::new(o.clone()).route(&head("GET", p, &[])) {
             Route::Respond(r) => String::from_utf8_lossy(&r.bytes()[..12]).into_owned(),
@@ -622,6 +623,7 @@ mod tests {
         };
         assert_eq!(status("/big.js"), "HTTP/1.1 200");
         assert_eq!(status("/huge.js"), "HTTP/1.1 404");
+        assert_eq!(status("/max.js"), "HTTP/1.1 200", "8 MiB exactly is served");
     }
 
     #[test]
@@ -672,6 +674,23 @@ mod tests {
             "{}",
             get("/in.txt")
         );
+    }
+
+    #[test]
+    fn a_page_is_found_by_its_own_path_and_the_index_by_two() {
+        let site = Site::new(
+            WebSocketOptions::default()
+                .with_page(Page::new("/", "text/html", "index"))
+                .with_page(Page::new("/hummer.js", "text/javascript", "bundle")),
+        );
+        let body = |p: &str| match site.route(&head("GET", p, &[])) {
+            Route::Respond(r) => String::from_utf8_lossy(&r.bytes()).into_owned(),
+            Route::Upgrade { .. } => panic!(),
+        };
+        assert!(body("/").ends_with("\r\n\r\nindex"));
+        assert!(body("/index.html").ends_with("\r\n\r\nindex"));
+        assert!(body("/hummer.js").ends_with("\r\n\r\nbundle"));
+        assert!(body("/other.js").starts_with("HTTP/1.1 404"));
     }
 
     #[test]
@@ -728,6 +747,22 @@ mod tests {
         assert_eq!(status(&site.route(&head("GET", "/v1/ws", &h))), "400");
     }
 
+    /// A reader that hands out at most `.1` bytes per read.
+    struct Chunked<'a>(&'a [u8], usize);
+
+    impl AsyncRead for Chunked<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            std::task::Poll::Ready(Ok(n))
+        }
+    }
+
     #[test]
     fn a_request_head_is_read_whole_and_what_follows_is_kept() {
         let req = b"GET /v1/ws?x=1 HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\nEXTRA";
@@ -766,6 +801,20 @@ mod tests {
             panic!("a trickled head is read");
         };
         assert_eq!(h.path, "/x");
+        // A head that ends past 8 KiB in the read that crosses the bound is
+        // refused too (reads of 1,000 bytes: 8,000 then 9,000).
+        let long = [
+            b"GET / HTTP/1.1\r\nX: ".as_slice(),
+            &[b'a'; 8500],
+            b"\r\n\r\n",
+        ]
+        .concat();
+        assert!(long.len() < 9000);
+        let mut chunks = Chunked(&long, 1000);
+        match smol::block_on(read_head(&mut chunks)) {
+            Err(Some(r)) => assert!(r.head.starts_with("HTTP/1.1 431"), "{}", r.head),
+            _ => panic!("a head over 8 KiB was read"),
+        }
         // A peer that goes away gets no answer.
         assert_eq!(refused(b"GET / HTTP/1.1\r\n"), "(closed)");
     }
