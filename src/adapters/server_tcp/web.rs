@@ -677,6 +677,45 @@ mod tests {
     }
 
     #[test]
+    fn the_upgrade_answer_names_the_key_and_the_subprotocol() {
+        assert_eq!(
+            upgrade_response("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+             Sec-WebSocket-Protocol: hummer.v1.protobuf\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn files_get_their_content_type_and_a_backslash_is_no_path() {
+        let root = tempfile::tempdir().unwrap();
+        for f in [
+            "a.html", "a.css", "a.js", "a.png", "a.bin", "a.json", "a.map", "a.svg", "a.ico",
+            "a.txt", "a\\b.txt",
+        ] {
+            std::fs::write(root.path().join(f), "x").unwrap();
+        }
+        let site = Site::new(WebSocketOptions::default().with_web_root(root.path()));
+        let get = |p: &str| match site.route(&head("GET", p, &[])) {
+            Route::Respond(r) => r.head,
+            Route::Upgrade { .. } => panic!(),
+        };
+        assert!(get("/a.html").contains("Content-Type: text/html; charset=utf-8\r\n"));
+        assert!(get("/a.css").contains("Content-Type: text/css; charset=utf-8\r\n"));
+        assert!(get("/a.js").contains("Content-Type: text/javascript; charset=utf-8\r\n"));
+        assert!(get("/a.png").contains("Content-Type: image/png\r\n"));
+        assert!(get("/a.bin").contains("Content-Type: application/octet-stream\r\n"));
+        assert!(get("/a.json").contains("Content-Type: application/json\r\n"));
+        assert!(get("/a.map").contains("Content-Type: application/json\r\n"));
+        assert!(get("/a.svg").contains("Content-Type: image/svg+xml\r\n"));
+        assert!(get("/a.ico").contains("Content-Type: image/x-icon\r\n"));
+        assert!(get("/a.txt").contains("Content-Type: text/plain; charset=utf-8\r\n"));
+        // The file exists, but a backslash is no separator here and never
+        // reaches the disk.
+        assert!(get("/a\\b.txt").starts_with("HTTP/1.1 404"));
+    }
+
+    #[test]
     fn a_page_is_found_by_its_own_path_and_the_index_by_two() {
         let site = Site::new(
             WebSocketOptions::default()
@@ -723,6 +762,7 @@ mod tests {
     #[test]
     fn a_websocket_key_must_be_16_bytes_of_base64() {
         assert!(is_websocket_key("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(is_websocket_key("AAAAAAAAAAAAAAAAAAAA+/=="));
         for bad in [
             "",
             "x",
