@@ -12,9 +12,8 @@ use std::time::Duration;
 use adapters_support::*;
 use harness::*;
 use hummer_channel::adapters::blocking::Client;
-use hummer_channel::client::Event;
-
 use hummer_channel::adapters::server_tcp::ServerHandle;
+use hummer_channel::client::Event;
 
 /// A client (its driver thread started).
 macro_rules! connect {
@@ -25,19 +24,6 @@ macro_rules! connect {
         Client::connect_with_event_capacity($addr, $config, $event_capacity)
             .expect("start the driver thread")
     };
-}
-
-/// The server of a scenario, and the address its clients connect to.
-macro_rules! spawn_server {
-    () => {{
-        let server = ServerHandle::spawn(
-            hummer_channel::server::ServerConfig::demo(),
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .unwrap();
-        let addr = server.local_addr();
-        (server, addr)
-    }};
 }
 
 fn guard() {

@@ -11,8 +11,6 @@ use adapters_support::*;
 use harness::*;
 use hummer_channel::adapters::smol::Client;
 
-use hummer_channel::adapters::server_tcp::ServerHandle;
-
 /// A client (its driver task started).
 macro_rules! connect {
     ($addr:expr, $config:expr) => {
@@ -21,19 +19,6 @@ macro_rules! connect {
     ($addr:expr, $config:expr, $event_capacity:expr) => {
         Client::connect_with_event_capacity($addr, $config, $event_capacity)
     };
-}
-
-/// The server of a scenario, and the address its clients connect to.
-macro_rules! spawn_server {
-    () => {{
-        let server = ServerHandle::spawn(
-            hummer_channel::server::ServerConfig::demo(),
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .unwrap();
-        let addr = server.local_addr();
-        (server, addr)
-    }};
 }
 
 #[test]

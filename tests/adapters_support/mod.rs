@@ -144,6 +144,21 @@ fn read_frame(stream: &mut TcpStream, decoder: &mut FrameDecoder) -> DecodedFram
     }
 }
 
+/// The server of a scenario (TCP), and the address its clients connect
+/// to. A test file may define its own before running the scenarios (a
+/// later definition shadows this one).
+macro_rules! spawn_server {
+    () => {{
+        let server = hummer_channel::adapters::server_tcp::ServerHandle::spawn(
+            hummer_channel::server::ServerConfig::demo(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .unwrap();
+        let addr = server.local_addr();
+        (server, addr)
+    }};
+}
+
 /// The next event of `$client` matching the pattern (skipping others),
 /// waiting up to [`EVENT_WAIT`] for each.
 macro_rules! expect_event {
