@@ -391,3 +391,98 @@ impl WsBytes {
             .map_err(io::Error::other)
     }
 }
+
+#[cfg(all(test, feature = "websocket"))]
+mod tests {
+    use std::io::Write as _;
+    use std::net::{TcpListener, TcpStream};
+
+    use async_io::Async;
+    use async_tungstenite::tungstenite::protocol::Role;
+    use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// A client WebSocket on loopback, and the raw server side of it.
+    fn pair() -> (WsBytes, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let io = Io::Tcp(Async::new(client).unwrap());
+        let ws = smol::block_on(async_tungstenite::WebSocketStream::from_raw_socket(
+            io,
+            Role::Client,
+            None,
+        ));
+        let bytes = WsBytes {
+            ws,
+            reading: None,
+            writing: Vec::new(),
+            pending: None,
+        };
+        (bytes, server)
+    }
+
+    #[test]
+    fn a_message_read_in_small_pieces_comes_out_whole_with_its_prefix() {
+        let (mut ws, mut server) = pair();
+        // Two unmasked binary messages from the server: 300 and 2 bytes.
+        let first: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+        let mut raw = vec![0x82, 126, 0x01, 0x2c];
+        raw.extend_from_slice(&first);
+        raw.extend_from_slice(&[0x82, 2, 7, 8]);
+        server.write_all(&raw).unwrap();
+        let mut out = Vec::new();
+        smol::block_on(async {
+            let mut buf = [0u8; 7];
+            while out.len() < 4 + 300 + 4 + 2 {
+                let n = futures_lite::future::poll_fn(|cx| ws.poll_read(cx, &mut buf))
+                    .await
+                    .unwrap();
+                assert!(n > 0 && n <= 7);
+                out.extend_from_slice(&buf[..n]);
+            }
+        });
+        let mut want = 300u32.to_be_bytes().to_vec();
+        want.extend_from_slice(&first);
+        want.extend_from_slice(&[0, 0, 0, 2, 7, 8]);
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn prefixed_frames_written_in_pieces_become_one_message_each() {
+        let (ws, server) = pair();
+        let mut stream = LinkStream(Kind::Ws(Box::new(ws)));
+        let mut bytes = Vec::new();
+        for frame in [&b"hello"[..], &[], &[9u8; 200][..]] {
+            bytes.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(frame);
+        }
+        smol::block_on(async {
+            for piece in bytes.chunks(3) {
+                stream.write_all(piece).await.unwrap();
+            }
+            stream.flush().await.unwrap();
+        });
+        let mut server = tungstenite_server(server);
+        for want in [&b"hello"[..], &[], &[9u8; 200][..]] {
+            match server.read().unwrap() {
+                async_tungstenite::tungstenite::Message::Binary(b) => assert_eq!(&b[..], want),
+                other => panic!("{other:?}"),
+            }
+        }
+        // Reading back through the stream: what the server sends.
+        server
+            .send(async_tungstenite::tungstenite::Message::binary(vec![
+                1, 2, 3,
+            ]))
+            .unwrap();
+        let mut got = [0u8; 7];
+        smol::block_on(stream.read_exact(&mut got)).unwrap();
+        assert_eq!(got, [0, 0, 0, 3, 1, 2, 3]);
+    }
+
+    fn tungstenite_server(s: TcpStream) -> async_tungstenite::tungstenite::WebSocket<TcpStream> {
+        async_tungstenite::tungstenite::WebSocket::from_raw_socket(s, Role::Server, None)
+    }
+}
