@@ -141,15 +141,12 @@ async fn read_loop(
             Got::Message(m, waited) => (waited, false, Some(m)),
             Got::End => return,
             Got::PeerClosed => {
-                // The WebSocket close the library queued in answer goes out
-                // with the writer's close (bounded like any close); the
-                // reader is done.
+                // Closed as if by the server: the writer flushes, and sends
+                // the WebSocket close the library queued in answer; the
+                // reader stops below.
                 link.closing.set(true);
                 link.wake.notify();
-                drop(decoder);
-                share.update(0);
-                std::future::pending::<()>().await;
-                return;
+                (true, false, None)
             }
             Got::Again | Got::Activity => {
                 if matches!(got, Got::Activity) {
@@ -219,9 +216,10 @@ async fn read_loop(
         }
         share.update(decoder.capacity());
         if failed || link.closing.get() {
-            // The stream cannot be resynchronised, or the server closed the
-            // connection: read no more, free the decoder, and let the writer
-            // flush the Close frame and end the connection.
+            // The stream cannot be resynchronised, or the connection closes
+            // (by the server, or by the peer's WebSocket close): read no
+            // more, free the decoder, and let the writer flush the last
+            // frames and end the connection.
             drop(decoder);
             share.update(0);
             std::future::pending::<()>().await;
