@@ -28,6 +28,10 @@ pub struct AppConfig {
     /// Whether a new login of a uid closes that uid's other instances
     /// (they get `Close{code: 100}`) instead of living beside them.
     pub kick_older_logins: bool,
+    /// Keys a backend presents to the server API (`Authorization: apikey
+    /// KEY`) to act for this app; several allow a rotation. Each at least
+    /// [`MIN_SECRET_LEN`] bytes. Empty: the app has no API access.
+    pub api_keys: Vec<String>,
 }
 
 impl AppConfig {
@@ -38,7 +42,14 @@ impl AppConfig {
             secret: Some(secret.into()),
             allow_appid_mode: false,
             kick_older_logins: false,
+            api_keys: Vec::new(),
         }
+    }
+
+    /// The same app, whose backend may use the server API with `key`.
+    pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_keys.push(key.into());
+        self
     }
 }
 
@@ -250,6 +261,14 @@ pub enum ConfigError {
         /// The secret's length.
         len: usize,
     },
+    /// An app's API key is shorter than [`MIN_SECRET_LEN`] bytes.
+    #[error("an API key of app {appid} is {len} bytes; at least {MIN_SECRET_LEN} are needed")]
+    WeakApiKey {
+        /// The app.
+        appid: u32,
+        /// The key's length.
+        len: usize,
+    },
 }
 
 /// The shortest app secret accepted (HS256 wants at least its 32-byte hash).
@@ -277,8 +296,39 @@ impl ServerConfig {
                     });
                 }
             }
+            if let Some(k) = app.api_keys.iter().find(|k| k.len() < MIN_SECRET_LEN) {
+                return Err(ConfigError::WeakApiKey {
+                    appid: app.appid,
+                    len: k.len(),
+                });
+            }
         }
         Ok(())
+    }
+
+    /// The app whose API keys include `key`. Every key of every app is
+    /// compared in full, in time that depends on the lengths only, so the
+    /// answer's timing tells nothing about how much of a key matched.
+    /// Keys shorter than [`MIN_SECRET_LEN`] never match.
+    ///
+    /// ```
+    /// use hummer_channel::server::{AppConfig, ServerConfig};
+    /// let key = "k".repeat(32);
+    /// let mut config = ServerConfig::default();
+    /// config.apps.push(AppConfig::with_secret(7, "s".repeat(32)).with_api_key(key.clone()));
+    /// assert_eq!(config.app_of_api_key(&key), Some(7));
+    /// assert_eq!(config.app_of_api_key(&"x".repeat(32)), None);
+    /// ```
+    pub fn app_of_api_key(&self, key: &str) -> Option<u32> {
+        let mut found = None;
+        for app in &self.apps {
+            for k in &app.api_keys {
+                if k.len() >= MIN_SECRET_LEN && constant_time_eq(k.as_bytes(), key.as_bytes()) {
+                    found = found.or(Some(app.appid));
+                }
+            }
+        }
+        found
     }
 
     /// The defaults plus one app, [`DEMO_APPID`], that accepts both appid mode
@@ -297,6 +347,7 @@ impl ServerConfig {
                 secret: Some(DEMO_SECRET.to_owned()),
                 allow_appid_mode: true,
                 kick_older_logins: false,
+                api_keys: Vec::new(),
             }],
             ..ServerConfig::default()
         }
@@ -322,5 +373,59 @@ impl ServerConfig {
             max_bytes: self.inbox_max_retained_bytes,
             max_age: self.inbox_max_age,
         }
+    }
+}
+
+/// Whether `a == b`, comparing every byte whatever the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y));
+    // Keeps the optimiser from turning the fold into an early exit.
+    std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_keys_find_their_app_and_short_ones_are_refused() {
+        let long = |c: &str| c.repeat(MIN_SECRET_LEN);
+        let mut config = ServerConfig::demo();
+        config
+            .apps
+            .push(AppConfig::with_secret(7, long("s")).with_api_key(long("a")));
+        config.apps.push(
+            AppConfig::with_secret(8, long("s"))
+                .with_api_key(long("b"))
+                .with_api_key(long("c")),
+        );
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.app_of_api_key(&long("a")), Some(7));
+        assert_eq!(config.app_of_api_key(&long("c")), Some(8));
+        // A prefix, a longer key and a one-byte difference do not match.
+        assert_eq!(config.app_of_api_key(&long("a")[1..]), None);
+        assert_eq!(config.app_of_api_key(&(long("a") + "a")), None);
+        let mut near = long("b");
+        near.replace_range(31.., "x");
+        assert_eq!(config.app_of_api_key(&near), None);
+        assert_eq!(config.app_of_api_key(""), None);
+
+        // A short key fails validation and never matches anyway.
+        let short = "z".repeat(MIN_SECRET_LEN - 1);
+        config.apps[1].api_keys.push(short.clone());
+        assert_eq!(
+            config.validate(),
+            Err(ConfigError::WeakApiKey {
+                appid: 7,
+                len: MIN_SECRET_LEN - 1
+            })
+        );
+        assert_eq!(config.app_of_api_key(&short), None);
+        let exact = "y".repeat(MIN_SECRET_LEN);
+        config.apps[1].api_keys = vec![exact.clone()];
+        assert_eq!(config.app_of_api_key(&exact), Some(7));
     }
 }
