@@ -81,7 +81,7 @@ impl Channel {
         self.members.is_empty() && self.log.is_empty() && self.departed.is_empty()
     }
 
-    fn member_count(&self) -> u32 {
+    pub(super) fn member_count(&self) -> u32 {
         u32::try_from(self.members.len()).unwrap_or(u32::MAX)
     }
 }
@@ -715,7 +715,10 @@ impl Hub {
             }
         };
         self.member_charge(m, RateKind::FetchBytes, replay.bytes() as u64);
-        for f in replay.take_frames() {
+        let frames = replay.take_frames();
+        // Queued before the reply, so not counted with it (`note_answer`).
+        self.stats.note_replayed(frames.len());
+        for f in frames {
             self.send(conn, f);
         }
         Ok((

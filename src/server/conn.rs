@@ -104,6 +104,26 @@ impl CloseReason {
 }
 
 impl CloseReason {
+    /// A short name for metrics and logs: `kicked`, `slow_consumer`,
+    /// `protocol_error`, `unsupported_version`, `idle_timeout`,
+    /// `login_timeout`, `replaced`, `shutdown`, `not_logged_in`,
+    /// `token_expired`, `closed_by_peer`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CloseReason::Kicked => "kicked",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::ProtocolError(_) => "protocol_error",
+            CloseReason::UnsupportedVersion => "unsupported_version",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::LoginTimeout => "login_timeout",
+            CloseReason::Replaced => "replaced",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::NotLoggedIn => "not_logged_in",
+            CloseReason::TokenExpired => "token_expired",
+            CloseReason::ClosedByPeer => "closed_by_peer",
+        }
+    }
+
     /// The hub decided this close (and already detached the instance);
     /// for the others the gateway tells the hub the link is lost.
     pub(crate) fn decided_by_hub(&self) -> bool {

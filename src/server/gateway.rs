@@ -14,6 +14,7 @@ use super::conn::{CloseReason, Conn, ConnId};
 use super::message::{GatewayId, ToGateway, ToHub, TokenCheck, TokenGrant};
 use super::ready::ReadyList;
 use super::shard::{uid_shard, ShardId};
+use super::stats::{LinkKind, Stats};
 use super::{add, Clock, IdMap, ServerConfig, Sink, TransportAction};
 use crate::error::{ErrorCode, ServiceError, WireError};
 use crate::wire::{self, decode_frame, encode_frame, Body, BodyKind, Frame};
@@ -79,9 +80,12 @@ pub struct Gateway {
     homes: IdMap<ConnId, ShardId>,
     /// Inputs naming a connection that is closed or closing, ignored.
     stale_inputs: u64,
-    /// The peer address of each connection whose transport told it (kept
-    /// apart from `conns`, which every delivery reads: small is fast).
-    peers: IdMap<ConnId, IpAddr>,
+    /// What each connection is beside its queue: its peer address, its
+    /// kind, its requests in flight (kept apart from `conns`, which every
+    /// delivery reads: small is fast).
+    links: IdMap<ConnId, LinkInfo>,
+    /// What this gateway counted.
+    stats: Stats,
     /// The nonce of the last `Ping` sent.
     ping_nonce: u64,
     timers: BTreeSet<(Instant, Timer)>,
@@ -106,7 +110,8 @@ impl Gateway {
             shards: 1,
             homes: IdMap::default(),
             stale_inputs: 0,
-            peers: IdMap::default(),
+            links: IdMap::default(),
+            stats: Stats::default(),
             ping_nonce: 0,
             timers: BTreeSet::new(),
             #[cfg(feature = "tracing")]
@@ -144,13 +149,25 @@ impl Gateway {
     /// A new connection from `peer` (its IP address, when the transport
     /// knows it): logins are rate limited per address.
     pub fn accept_from(&mut self, now: Instant, peer: Option<IpAddr>) -> ConnId {
+        self.accept_link(now, peer, LinkKind::Tcp)
+    }
+
+    /// A new connection of `kind` from `peer`: as [`Gateway::accept_from`],
+    /// counted by kind in [`Gateway::stats`].
+    pub fn accept_link(&mut self, now: Instant, peer: Option<IpAddr>, kind: LinkKind) -> ConnId {
         let now = self.clock.tick(now);
         let id = ConnId::new(self.id, self.next_conn);
         self.next_conn = self.next_conn.saturating_add(1);
         self.conns.insert(id, Conn::new(now));
-        if let Some(ip) = peer {
-            self.peers.insert(id, ip);
-        }
+        self.links.insert(
+            id,
+            LinkInfo {
+                peer,
+                kind,
+                waiting: Vec::new(),
+            },
+        );
+        self.stats.note_accepted(kind);
         #[cfg(feature = "tracing")]
         self.spans.insert(
             id,
@@ -191,6 +208,10 @@ impl Gateway {
         c.last_recv = now;
         c.pinged = false;
         let queued = c.queued_bytes;
+        let peek = wire::peek_frame(&frame);
+        if let Some(p) = peek {
+            self.stats.note_frame_in(p.body_tag);
+        }
         let frame = match decode_frame(frame, max) {
             Ok(f) => f,
             Err(e) => return self.close_conn(conn, CloseReason::ProtocolError(e)),
@@ -217,13 +238,36 @@ impl Gateway {
                     reason: "a request needs a non-zero request_id",
                 }),
             ),
-            Body::Login(request) => self.login(conn, request_id, request, queued),
-            body => self.post_hub(ToHub::Request {
-                conn,
-                request_id,
-                body,
-                queued,
-            }),
+            Body::Login(request) => {
+                self.time_request(conn, request_id, peek, now);
+                self.login(conn, request_id, request, queued)
+            }
+            body => {
+                self.time_request(conn, request_id, peek, now);
+                self.post_hub(ToHub::Request {
+                    conn,
+                    request_id,
+                    body,
+                    queued,
+                })
+            }
+        }
+    }
+
+    /// Starts timing request `request_id` of `conn` (a few in flight per
+    /// link at most: a client that pipelines more is not timed for them).
+    fn time_request(
+        &mut self,
+        conn: ConnId,
+        request_id: u64,
+        peek: Option<wire::FramePeek>,
+        now: Instant,
+    ) {
+        let (Some(p), Some(link)) = (peek, self.links.get_mut(&conn)) else {
+            return;
+        };
+        if link.waiting.len() < TIMED_REQUESTS_PER_LINK {
+            link.waiting.push((request_id, p.body_tag, now));
         }
     }
 
@@ -259,7 +303,10 @@ impl Gateway {
         self.clock.tick(now);
         let home = self.homes.get(&conn).copied().unwrap_or(ShardId(0));
         match self.forget_conn(conn) {
-            Some(c) if !c.closing => self.to_hub.push_back((home, ToHub::LinkLost { conn })),
+            Some(c) if !c.closing => {
+                self.stats.note_close(None);
+                self.to_hub.push_back((home, ToHub::LinkLost { conn }))
+            }
             Some(_) => {}
             None => {
                 log!(debug, "disconnect of {conn} ignored: not open");
@@ -274,12 +321,19 @@ impl Gateway {
         match message {
             ToGateway::Send { conn, frame } => self.send(conn, frame),
             ToGateway::Broadcast { conns, frame } => {
+                if let Some(p) = wire::peek_frame(&frame) {
+                    self.stats.note_deliveries(p.body_tag, conns.len() as u64);
+                }
                 for conn in conns {
-                    self.send(conn, frame.clone());
+                    self.queue(conn, frame.clone());
                 }
             }
             ToGateway::LoggedIn { conn, uid } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
+                    if uid.is_some() && !c.logged_in {
+                        let kind = self.links.get(&conn).map(|l| l.kind).unwrap_or_default();
+                        self.stats.note_login(kind);
+                    }
                     c.logged_in = uid.is_some();
                     c.logged_in_once |= uid.is_some();
                     c.login_pending = false;
@@ -392,6 +446,19 @@ impl Gateway {
         }
     }
 
+    /// A snapshot of this gateway's counters, with its links open by kind
+    /// and the bytes queued for them now (see [`Stats`]).
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        for kind in LinkKind::ALL {
+            let open = self.links.values().filter(|l| l.kind == kind).count();
+            s.set_links_open(kind, open as u64);
+        }
+        let queued: usize = self.conns.values().map(|c| c.queued_bytes).sum();
+        s.set_queued_bytes(queued as u64);
+        s
+    }
+
     /// Inputs ignored because they named a closed or closing connection.
     pub fn stale_inputs(&self) -> u64 {
         self.stale_inputs
@@ -424,6 +491,7 @@ impl Gateway {
                     wire::PROTOCOL_VERSION
                 ),
             );
+            self.stats.note_refusal(e.code.code());
             self.send(conn, error_frame(request_id, e));
             return self.close_conn(conn, CloseReason::UnsupportedVersion);
         }
@@ -447,7 +515,7 @@ impl Gateway {
             request_id,
             request,
             token,
-            peer: self.peers.get(&conn).copied(),
+            peer: self.links.get(&conn).and_then(|l| l.peer),
             queued,
         });
     }
@@ -485,7 +553,7 @@ impl Gateway {
 
     /// Forgets `conn`: its record and what is kept beside it.
     fn forget_conn(&mut self, conn: ConnId) -> Option<Conn> {
-        self.peers.remove(&conn);
+        self.links.remove(&conn);
         if self.shards > 1 {
             self.homes.remove(&conn);
         }
@@ -533,7 +601,32 @@ impl Gateway {
 
     /// Queues `frame` for `conn`; past `max_queued_bytes` the connection is
     /// closed as a slow consumer instead.
+    /// Queues `frame` for `conn`, counted as a delivery; a reply ends its
+    /// request's timing.
     fn send(&mut self, conn: ConnId, frame: Bytes) {
+        if let Some(p) = wire::peek_frame(&frame) {
+            self.stats.note_deliveries(p.body_tag, 1);
+            if p.request_id != 0 {
+                self.time_reply(conn, p.request_id);
+            }
+        }
+        self.queue(conn, frame);
+    }
+
+    /// Ends the timing of request `request_id` of `conn`, if it was timed.
+    fn time_reply(&mut self, conn: ConnId, request_id: u64) {
+        let Some(link) = self.links.get_mut(&conn) else {
+            return;
+        };
+        if let Some(i) = link.waiting.iter().position(|w| w.0 == request_id) {
+            let (_, tag, since) = link.waiting.swap_remove(i);
+            let took = self.clock.now().saturating_duration_since(since);
+            self.stats.note_latency(tag, took);
+        }
+    }
+
+    /// Queues `frame` for `conn` (past the queue bound: a slow consumer).
+    fn queue(&mut self, conn: ConnId, frame: Bytes) {
         let max = self.config.max_queued_bytes;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -593,6 +686,7 @@ impl Gateway {
             self.ready.mark(conn, c);
         }
         c.closing = true;
+        self.stats.note_close(Some(&reason));
         if !reason.decided_by_hub() {
             self.post_hub(ToHub::LinkLost { conn });
         }
@@ -601,6 +695,20 @@ impl Gateway {
         self.timers
             .insert((add(now, CLOSE_LINGER), Timer::Linger(conn)));
     }
+}
+
+/// Requests timed at once per link, at most.
+const TIMED_REQUESTS_PER_LINK: usize = 8;
+
+/// What a gateway keeps of a link beside its queue.
+#[derive(Debug)]
+struct LinkInfo {
+    /// Its peer's address, when the transport told it.
+    peer: Option<IpAddr>,
+    kind: LinkKind,
+    /// Requests sent to the hub and not answered yet: request id, body
+    /// tag, when the frame arrived.
+    waiting: Vec<(u64, u32, Instant)>,
 }
 
 /// An `ErrorReply` frame.

@@ -18,6 +18,7 @@ use super::presence::Instance;
 use super::rate;
 use super::sent_ids::{Destination, SentIds};
 use super::shard::{Effects, ShardId, ShardMsg, ToShard, MAX_SHARDS};
+use super::stats::Stats;
 use super::{add, splitmix64, Clock, IdMap, ServerConfig};
 use crate::error::{ErrorCode, ServiceError};
 use crate::types::Region;
@@ -121,6 +122,8 @@ pub struct Hub {
     /// replies wait for the shards' answers, and so does what follows.
     pub(super) resuming: IdMap<ConnId, super::cross::Resuming>,
     pub(super) next_token: u64,
+    /// What this shard counted.
+    pub(super) stats: Stats,
 }
 
 /// A retention log: a channel's or a uid's inbox.
@@ -202,6 +205,7 @@ impl Hub {
             gathers: IdMap::default(),
             resuming: IdMap::default(),
             next_token: 1,
+            stats: Stats::default(),
         }
     }
 
@@ -219,6 +223,19 @@ impl Hub {
     /// `LoginReply` for diagnostics.
     pub fn server_epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// A snapshot of this shard's counters, with its instances, channels
+    /// and memberships now (see [`Stats`]).
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        let members = self.channels.values().map(|c| u64::from(c.member_count()));
+        s.set_population(
+            self.instances.len() as u64,
+            self.channels.len() as u64,
+            members.sum(),
+        );
+        s
     }
 
     /// A message from a gateway.
@@ -562,6 +579,7 @@ impl Hub {
     pub(super) fn answer(&mut self, conn: ConnId, rid: u64, outcome: Outcome) {
         match outcome {
             Ok((body, after)) => {
+                self.stats.note_answer(&body, after.len());
                 self.reply(conn, rid, body);
                 for f in after {
                     self.send(conn, f);
@@ -681,6 +699,7 @@ impl Hub {
 
     pub(super) fn error(&mut self, conn: ConnId, request_id: u64, e: ServiceError) {
         log!(debug, "request {request_id} on {conn} refused: {}", e);
+        self.stats.note_refusal(e.code.code());
         self.send(conn, error_frame(request_id, e));
     }
 

@@ -70,6 +70,7 @@ mod ready;
 mod sent_ids;
 mod seq_log;
 mod shard;
+mod stats;
 
 use std::time::{Duration, Instant};
 
@@ -89,6 +90,7 @@ pub use gateway::Gateway;
 pub use hub::Hub;
 pub use message::{GatewayId, ToGateway, ToHub, TokenCheck, TokenGrant};
 pub use shard::{channel_shard, uid_shard, ShardId, ToShard, MAX_SHARDS};
+pub use stats::{Histogram, LinkKind, Stats};
 
 /// The reference server state machine. See the [module docs](self).
 ///
@@ -356,6 +358,18 @@ impl Server {
     /// Open connections (accepted, not closed, not being closed).
     pub fn connection_count(&self) -> usize {
         self.gateways.iter().map(Gateway::connection_count).sum()
+    }
+
+    /// The counters of every gateway and hub shard, added up.
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats::default();
+        for g in &self.gateways {
+            s.merge(&g.stats());
+        }
+        for h in &self.hubs {
+            s.merge(&h.stats());
+        }
+        s
     }
 
     /// Bytes queued for `conn` (0 for an unknown connection).

@@ -415,6 +415,7 @@ impl Hub {
         {
             return Ok(());
         }
+        self.stats.note_rate_limited("logins_per_address");
         Err(ServiceError::new(
             ErrorCode::OPERATION_TOO_OFTEN,
             "too many logins from this address: slow down",
@@ -542,6 +543,7 @@ impl Hub {
             .get_mut(&inst)
             .ok_or_else(|| ServiceError::new(ErrorCode::UNAUTHORIZED, "not logged in"))?;
         if !i.rate.has_room(now, limit, window) {
+            self.stats.note_rate_limited("instance_sends");
             return Err(ServiceError::new(
                 ErrorCode::OPERATION_TOO_OFTEN,
                 "too many sends from this instance: slow down",
@@ -584,7 +586,7 @@ impl Hub {
         if bucket.try_take(now, limit, cost) {
             return Ok(());
         }
-        Err(rate_refused(kind))
+        Err(self.rate_refused(kind))
     }
 
     /// 4003 when the uid's `kind` limit is spent; for costs known only
@@ -599,7 +601,7 @@ impl Hub {
         if ready {
             return Ok(());
         }
-        Err(rate_refused(kind))
+        Err(self.rate_refused(kind))
     }
 
     /// Charges `cost` to the uid's `kind` limit after the work was done.
@@ -627,17 +629,20 @@ impl Hub {
     }
 }
 
-/// The 4003 of a spent per-uid limit.
-fn rate_refused(kind: RateKind) -> ServiceError {
-    let what = match kind {
-        RateKind::Send => "sends",
-        RateKind::AttributeWrite => "attribute writes",
-        RateKind::Query => "queries",
-        RateKind::Membership => "joins and leaves",
-        RateKind::FetchBytes => "fetched bytes",
-    };
-    ServiceError::new(
-        ErrorCode::OPERATION_TOO_OFTEN,
-        format!("too many {what} from this user: slow down"),
-    )
+impl Hub {
+    /// The 4003 of a spent per-uid limit, counted.
+    fn rate_refused(&mut self, kind: RateKind) -> ServiceError {
+        let (path, what) = match kind {
+            RateKind::Send => ("sends", "sends"),
+            RateKind::AttributeWrite => ("attribute_writes", "attribute writes"),
+            RateKind::Query => ("queries", "queries"),
+            RateKind::Membership => ("memberships", "joins and leaves"),
+            RateKind::FetchBytes => ("fetch_bytes", "fetched bytes"),
+        };
+        self.stats.note_rate_limited(path);
+        ServiceError::new(
+            ErrorCode::OPERATION_TOO_OFTEN,
+            format!("too many {what} from this user: slow down"),
+        )
+    }
 }

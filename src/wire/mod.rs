@@ -17,7 +17,7 @@ pub use codec::{
 };
 pub use generated::frame::Body;
 pub use generated::*;
-pub use kind::BodyKind;
+pub use kind::{body_name, peek_frame, BodyKind, FramePeek, MAX_BODY_TAG};
 
 /// The WebSocket subprotocol of this protocol (`docs/protocol.md`,
 /// "Transports"): one `Frame` per binary message.

@@ -18,3 +18,4 @@ mod login;
 mod p2p;
 mod props;
 mod shards;
+mod stats;
