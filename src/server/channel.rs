@@ -53,6 +53,8 @@ pub(crate) struct Channel {
     pub left: BTreeSet<u64>,
     /// A notice flush is scheduled.
     pub notice_pending: bool,
+    /// Messages sent to it (reliable or not) since it was made.
+    pub messages: u64,
 }
 
 impl Channel {
@@ -72,6 +74,7 @@ impl Channel {
             joined: BTreeSet::new(),
             left: BTreeSet::new(),
             notice_pending: false,
+            messages: 0,
         }
     }
 
@@ -468,6 +471,7 @@ impl Hub {
                 "channel vanished",
             ));
         };
+        ch.messages += 1;
         let (seq, frame) = if req.unreliable {
             (0, encode_push(Body::ChannelMessage(push)))
         } else {

@@ -18,7 +18,7 @@ use super::presence::Instance;
 use super::rate;
 use super::sent_ids::{Destination, SentIds};
 use super::shard::{Effects, ShardId, ShardMsg, ToShard, MAX_SHARDS};
-use super::stats::Stats;
+use super::stats::{ChannelActivity, Stats};
 use super::{add, splitmix64, Clock, IdMap, ServerConfig};
 use crate::error::{ErrorCode, ServiceError};
 use crate::types::Region;
@@ -234,6 +234,22 @@ impl Hub {
             self.instances.len() as u64,
             self.channels.len() as u64,
             members.sum(),
+        );
+        let mut busiest: Vec<&super::channel::Channel> =
+            self.channels.values().filter(|c| c.messages > 0).collect();
+        busiest.sort_by_key(|c| std::cmp::Reverse(c.messages));
+        busiest.truncate(super::stats::BUSIEST_CHANNELS);
+        s.set_busiest(
+            busiest
+                .into_iter()
+                .map(|c| ChannelActivity {
+                    appid: c.appid,
+                    region: c.region,
+                    id: c.id.clone(),
+                    members: u64::from(c.member_count()),
+                    messages: c.messages,
+                })
+                .collect(),
         );
         s
     }

@@ -90,7 +90,7 @@ pub use gateway::Gateway;
 pub use hub::Hub;
 pub use message::{GatewayId, ToGateway, ToHub, TokenCheck, TokenGrant};
 pub use shard::{channel_shard, uid_shard, ShardId, ToShard, MAX_SHARDS};
-pub use stats::{Histogram, LinkKind, Stats};
+pub use stats::{ChannelActivity, Histogram, LinkKind, Stats, BUSIEST_CHANNELS};
 
 /// The reference server state machine. See the [module docs](self).
 ///

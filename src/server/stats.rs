@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::types::Region;
 use crate::wire::{body_name, Body, MAX_BODY_TAG};
 
 use super::conn::CloseReason;
@@ -185,6 +186,26 @@ pub struct Stats {
     resumes: u64,
     replayed: u64,
     gaps: u64,
+    busiest: Vec<ChannelActivity>,
+}
+
+/// How many channels [`Stats::busiest_channels`] lists.
+pub const BUSIEST_CHANNELS: usize = 10;
+
+/// One channel's activity, in [`Stats::busiest_channels`].
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelActivity {
+    /// The channel's app.
+    pub appid: u32,
+    /// Its region.
+    pub region: Region,
+    /// Its id.
+    pub id: String,
+    /// Distinct member uids now.
+    pub members: u64,
+    /// Messages sent to it since it was made (reliable or not).
+    pub messages: u64,
 }
 
 impl Default for Stats {
@@ -206,6 +227,7 @@ impl Default for Stats {
             resumes: 0,
             replayed: 0,
             gaps: 0,
+            busiest: Vec::new(),
         }
     }
 }
@@ -216,6 +238,20 @@ fn by_tag(table: &[u64; TAGS]) -> impl Iterator<Item = (&'static str, u64)> + '_
         let name = body_name(tag as u32)?;
         (n > 0).then_some((name, n))
     })
+}
+
+/// Sorts busiest first (ties by app and id, so snapshots compare) and
+/// keeps [`BUSIEST_CHANNELS`].
+fn keep_busiest(channels: &mut Vec<ChannelActivity>) {
+    channels.sort_by(|a, b| {
+        (b.messages, a.appid, &a.id, a.region as u8).cmp(&(
+            a.messages,
+            b.appid,
+            &b.id,
+            b.region as u8,
+        ))
+    });
+    channels.truncate(BUSIEST_CHANNELS);
 }
 
 fn add_all(a: &mut [u64], b: &[u64]) {
@@ -248,6 +284,8 @@ impl Stats {
         self.resumes += other.resumes;
         self.replayed += other.replayed;
         self.gaps += other.gaps;
+        self.busiest.extend(other.busiest.iter().cloned());
+        keep_busiest(&mut self.busiest);
     }
 
     /// Links accepted since the start, of this kind.
@@ -347,6 +385,13 @@ impl Stats {
         self.gaps
     }
 
+    /// The channels with the most messages since they were made (at most
+    /// [`BUSIEST_CHANNELS`], busiest first): a dashboard's rates are the
+    /// differences between two snapshots.
+    pub fn busiest_channels(&self) -> &[ChannelActivity] {
+        &self.busiest
+    }
+
     // What the gateway and the hub count.
 
     pub(super) fn note_accepted(&mut self, kind: LinkKind) {
@@ -407,6 +452,11 @@ impl Stats {
         self.instances = instances;
         self.channels = channels;
         self.members = members;
+    }
+
+    pub(super) fn set_busiest(&mut self, channels: Vec<ChannelActivity>) {
+        self.busiest = channels;
+        keep_busiest(&mut self.busiest);
     }
 
     pub(super) fn note_refusal(&mut self, code: u32) {

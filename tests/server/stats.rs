@@ -128,3 +128,22 @@ fn a_fetch_past_the_retained_history_counts_its_gap_and_replays() {
     assert_eq!(s2.gaps_reported(), s.gaps_reported());
     assert_eq!(s2.replayed_messages() - s.replayed_messages(), 1);
 }
+
+#[test]
+fn the_busiest_channels_are_listed_busiest_first() {
+    let mut n = Net::new(flood_config());
+    let (a, _) = n.login(1);
+    for (room, sends) in [("quiet", 1), ("loud", 3), ("empty", 0)] {
+        n.ok_join(a, room);
+        for i in 0..sends {
+            n.sent(a, to_channel_with(room, &format!("m{i}"), i % 2 == 1));
+        }
+    }
+    let s = n.s.stats();
+    let busiest: Vec<_> = s
+        .busiest_channels()
+        .iter()
+        .map(|c| (c.id.as_str(), c.messages, c.members))
+        .collect();
+    assert_eq!(busiest, [("loud", 3, 1), ("quiet", 1, 1)]);
+}
