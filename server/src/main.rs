@@ -1,55 +1,74 @@
 //! `hummer-server`: the reference Hummer Channel server on TCP.
 //!
 //! ```text
-//! hummer-server [serve] [--listen ADDR] [--app APPID:SECRET]... [--appid-mode]
-//!               [--kick-older-logins] [--max-members N] [--presence-grace-secs N]
-//!               [--idle-timeout-secs N] [--max-queued-bytes N] [--seed N] [--log LEVEL]
+//! hummer-server [serve] [--config FILE] [--listen ADDR] [--app APPID:SECRET]...
+//!               [--appid-mode] [--kick-older-logins] [--max-members N]
+//!               [--presence-grace-secs N] [--idle-timeout-secs N] [--max-queued-bytes N]
+//!               [--rate-limit-sends N] [--login-rate-per-ip N] [--seed N] [--log LEVEL]
 //!               [--max-connections N] [--max-connections-per-ip N] [--listen-backlog N]
 //!               [--threads N] [--ws-listen ADDR] [--ws-allowed-origins LIST]
-//!               [--web-root DIR] [--tls-cert PEM --tls-key PEM]
+//!               [--web-root DIR] [--tls-cert PEM --tls-key PEM] [--api-listen ADDR]
+//! hummer-server check-config FILE
 //! hummer-server token --appid A --uid U --secret S [--ttl-secs 3600]
 //! ```
 //!
-//! Every serve flag has an environment equivalent (HUMMER_LISTEN, HUMMER_APPS
-//! as comma-separated APPID:SECRET, HUMMER_APPID_MODE, HUMMER_KICK_OLDER_LOGINS,
-//! HUMMER_MAX_MEMBERS, HUMMER_PRESENCE_GRACE_SECS, HUMMER_IDLE_TIMEOUT_SECS,
-//! HUMMER_MAX_QUEUED_BYTES, HUMMER_SEED, HUMMER_LOG, HUMMER_MAX_CONNECTIONS,
+//! Every serve flag has an environment equivalent (HUMMER_CONFIG,
+//! HUMMER_LISTEN, HUMMER_APPS as comma-separated APPID:SECRET,
+//! HUMMER_APPID_MODE, HUMMER_KICK_OLDER_LOGINS, HUMMER_MAX_MEMBERS,
+//! HUMMER_PRESENCE_GRACE_SECS, HUMMER_IDLE_TIMEOUT_SECS,
+//! HUMMER_MAX_QUEUED_BYTES, HUMMER_RATE_LIMIT_SENDS, HUMMER_LOGIN_RATE_PER_IP,
+//! HUMMER_SEED, HUMMER_LOG, HUMMER_MAX_CONNECTIONS,
 //! HUMMER_MAX_CONNECTIONS_PER_IP, HUMMER_LISTEN_BACKLOG, HUMMER_THREADS,
 //! HUMMER_WS_LISTEN, HUMMER_WS_ALLOWED_ORIGINS, HUMMER_WEB_ROOT,
-//! HUMMER_TLS_CERT, HUMMER_TLS_KEY); flags win. With none, it serves the demo
-//! app on 127.0.0.1:7300.
+//! HUMMER_TLS_CERT, HUMMER_TLS_KEY, HUMMER_API_LISTEN) and a key in the
+//! TOML config file (`--config`; `docs/server.md`, "Configuration file",
+//! and `server/hummer.example.toml`). The file is read first, the
+//! environment overrides it and the flags override both, key by key; apps
+//! from `--app`/HUMMER_APPS replace the file's `[[app]]` tables entirely.
+//! The three sources merge into one settings layer and every rule is
+//! checked once on it (`settings.rs`); `check-config FILE` runs the same
+//! code on the file alone. With none, it serves the demo app on
+//! 127.0.0.1:7300.
 //!
 //! With `--ws-listen`, the same address serves WebSocket clients on
 //! `/v1/ws` and the demo page (built into the binary: `js/demo/` and the
-//! JavaScript client's bundle `js/dist/hummer.js`) on `/`.
+//! JavaScript client's bundle `js/dist/hummer.js`) on `/`. `--api-listen`
+//! is parsed and checked, but the server API listener is not built yet:
+//! the binary logs so and nothing listens there.
 //!
 //! At start it raises its soft open-file limit to the hard limit (each
 //! connection is a descriptor) and logs both. App secrets (`--app`, `token
-//! --secret`) must be at least 32 bytes: a short HS256 key can be guessed
-//! offline from any token, and then any uid can be forged.
+//! --secret`, the file's `secret`) and API keys (the file's `api_keys`)
+//! must be at least 32 bytes: a short HS256 key can be guessed offline from
+//! any token, and then any uid can be forged.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+mod settings;
+
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use hummer_channel::adapters::server_tcp::{
-    bind, serve_on, Listeners, Page, RunnerConfig, ServerTls, WebSocketOptions,
+    bind, serve_on, Listeners, Page, RunnerConfig, WebSocketOptions,
 };
-use hummer_channel::server::{
-    mint_token, AppConfig, RateLimit, ServerConfig, DEMO_APPID, DEMO_SECRET,
-};
+use hummer_channel::server::{mint_token, DEMO_APPID, DEMO_SECRET};
+
+use settings::{check_secret, number, parse_flags, Layer, SettingsError};
 
 const USAGE: &str = "\
 usage:
   hummer-server [serve] [options]     run the server (defaults: 127.0.0.1:7300, demo app)
+  hummer-server check-config FILE     check a config file as serve would, print a summary
   hummer-server token --appid A --uid U --secret S [--ttl-secs 3600]
                                       print a login token (JWT HS256)
 
 serve options (environment equivalent in brackets):
+  --config FILE              read settings from this TOML file; the environment and the
+                             flags override it key by key [HUMMER_CONFIG]
+                             (see docs/server.md and server/hummer.example.toml)
   --listen ADDR              address to listen on [HUMMER_LISTEN] (default 127.0.0.1:7300)
   --app APPID:SECRET         serve this app, tokens signed with SECRET; repeatable
-                             [HUMMER_APPS=A:S,A:S] (default: the demo app 10000)
+                             [HUMMER_APPS=A:S,A:S] (default: the demo app 10000); apps
+                             given here replace the config file's apps entirely
   --appid-mode               also accept logins without a token for --app apps [HUMMER_APPID_MODE=1]
   --kick-older-logins        a new login of a uid closes its other instances [HUMMER_KICK_OLDER_LOGINS=1]
   --max-members N            distinct uids per channel [HUMMER_MAX_MEMBERS] (default 100000)
@@ -78,32 +97,49 @@ serve options (environment equivalent in brackets):
                              only TLS (tls://) and --ws-listen only wss:// and https://
                              [HUMMER_TLS_CERT]
   --tls-key PEM              the certificate's private key (PEM) [HUMMER_TLS_KEY]
+  --api-listen ADDR          the server API's listener (not built yet: the address is
+                             checked, nothing listens) [HUMMER_API_LISTEN] (default: off)
   --log LEVEL                error|warn|info|debug|trace [HUMMER_LOG] (default info)
 
-App secrets (--app, token --secret) must be at least 32 bytes.
+App secrets (--app, token --secret) and API keys must be at least 32 bytes.
 ";
 
-/// The shortest app secret accepted (bytes). HS256 with a short key is open
-/// to an offline guess from any token the server accepted, after which
-/// tokens for any uid can be minted.
-const MIN_SECRET_LEN: usize = 32;
+/// Why the binary stops with exit code 2.
+enum Failure {
+    /// A command line mistake or a failure to serve: the message, then the
+    /// usage.
+    Usage(String),
+    /// A config file's mistake: the message alone (`FILE:LINE:COL: ...`).
+    File(String),
+}
 
-/// `Err` naming the rule when `secret` is too short.
-fn check_secret(what: &str, secret: &str) -> Result<(), String> {
-    if secret.len() < MIN_SECRET_LEN {
-        return Err(format!(
-            "{what}: the secret is {} bytes; app secrets must be at least {MIN_SECRET_LEN} bytes \
-             (e.g. 32 random bytes, base64-encoded: `openssl rand -base64 32`)",
-            secret.len()
-        ));
+impl From<String> for Failure {
+    fn from(e: String) -> Self {
+        Failure::Usage(e)
     }
-    Ok(())
+}
+
+impl From<&str> for Failure {
+    fn from(e: &str) -> Self {
+        Failure::Usage(e.to_owned())
+    }
+}
+
+impl From<SettingsError> for Failure {
+    fn from(e: SettingsError) -> Self {
+        if e.in_file {
+            Failure::File(e.message)
+        } else {
+            Failure::Usage(e.message)
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("token") => token(&args[1..]),
+        Some("check-config") => check_config(&args[1..]),
         Some("serve") => run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
@@ -113,63 +149,32 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::Usage(e)) => {
             eprintln!("hummer-server: {e}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+        Err(Failure::File(e)) => {
+            eprintln!("{e}");
             ExitCode::from(2)
         }
     }
 }
 
-/// Flags as (name, value) pairs; boolean flags get an empty value.
-fn parse_flags(
-    args: &[String],
-    booleans: &[&str],
-    valued: &[&str],
-) -> Result<Vec<(String, String)>, String> {
-    let mut out = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let Some(name) = a.strip_prefix("--") else {
-            return Err(format!("unexpected argument {a:?}"));
-        };
-        if let Some((n, v)) = name.split_once('=') {
-            out.push((n.to_owned(), v.to_owned()));
-        } else if booleans.contains(&name) {
-            out.push((name.to_owned(), String::new()));
-        } else if !valued.contains(&name) {
-            return Err(format!("unknown option --{name}"));
-        } else {
-            let v = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
-            out.push((name.to_owned(), v.clone()));
-        }
-    }
-    Ok(out)
-}
-
-fn number<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String> {
-    v.parse()
-        .map_err(|_| format!("--{name}: {v:?} is not a valid number"))
-}
-
-fn truthy(v: &str) -> bool {
-    matches!(v, "" | "1" | "true" | "yes" | "on")
-}
-
-fn token(args: &[String]) -> Result<(), String> {
+fn token(args: &[String]) -> Result<(), Failure> {
     let (mut appid, mut uid, mut secret, mut ttl) = (None, None, None, 3600u64);
     for (name, v) in parse_flags(args, &[], &["appid", "uid", "secret", "ttl-secs"])? {
         match name.as_str() {
-            "appid" => appid = Some(number::<u32>(&name, &v)?),
-            "uid" => uid = Some(number::<u64>(&name, &v)?),
+            "appid" => appid = Some(flag_number::<u32>(&name, &v)?),
+            "uid" => uid = Some(flag_number::<u64>(&name, &v)?),
             "secret" => secret = Some(v),
-            "ttl-secs" => ttl = number(&name, &v)?,
-            _ => return Err(format!("unknown option --{name}")),
+            "ttl-secs" => ttl = flag_number(&name, &v)?,
+            _ => return Err(format!("unknown option --{name}").into()),
         }
     }
     let appid = appid.ok_or("--appid is required")?;
     let uid = uid.ok_or("--uid is required")?;
     let secret = secret.ok_or("--secret is required")?;
-    check_secret("--secret", &secret)?;
+    check_secret("the secret", &secret).map_err(|e| format!("--secret: {e}"))?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -180,173 +185,39 @@ fn token(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// The serve flags, environment first so that flags override it.
-fn serve_flags(args: &[String]) -> Result<Vec<(String, String)>, String> {
-    let mut flags = Vec::new();
-    for (env, name) in [
-        ("HUMMER_LISTEN", "listen"),
-        ("HUMMER_APPID_MODE", "appid-mode"),
-        ("HUMMER_KICK_OLDER_LOGINS", "kick-older-logins"),
-        ("HUMMER_MAX_MEMBERS", "max-members"),
-        ("HUMMER_PRESENCE_GRACE_SECS", "presence-grace-secs"),
-        ("HUMMER_IDLE_TIMEOUT_SECS", "idle-timeout-secs"),
-        ("HUMMER_MAX_QUEUED_BYTES", "max-queued-bytes"),
-        ("HUMMER_RATE_LIMIT_SENDS", "rate-limit-sends"),
-        ("HUMMER_LOGIN_RATE_PER_IP", "login-rate-per-ip"),
-        ("HUMMER_SEED", "seed"),
-        ("HUMMER_LOG", "log"),
-        ("HUMMER_MAX_CONNECTIONS", "max-connections"),
-        ("HUMMER_MAX_CONNECTIONS_PER_IP", "max-connections-per-ip"),
-        ("HUMMER_LISTEN_BACKLOG", "listen-backlog"),
-        ("HUMMER_THREADS", "threads"),
-        ("HUMMER_WS_LISTEN", "ws-listen"),
-        ("HUMMER_WS_ALLOWED_ORIGINS", "ws-allowed-origins"),
-        ("HUMMER_WEB_ROOT", "web-root"),
-        ("HUMMER_TLS_CERT", "tls-cert"),
-        ("HUMMER_TLS_KEY", "tls-key"),
-    ] {
-        if let Ok(v) = std::env::var(env) {
-            flags.push((name.to_owned(), v));
-        }
-    }
-    if let Ok(apps) = std::env::var("HUMMER_APPS") {
-        for a in apps.split(',').filter(|a| !a.is_empty()) {
-            flags.push(("app".to_owned(), a.to_owned()));
-        }
-    }
-    flags.extend(parse_flags(
-        args,
-        &["appid-mode", "kick-older-logins"],
-        &[
-            "listen",
-            "app",
-            "max-members",
-            "presence-grace-secs",
-            "idle-timeout-secs",
-            "max-queued-bytes",
-            "rate-limit-sends",
-            "login-rate-per-ip",
-            "seed",
-            "log",
-            "max-connections",
-            "max-connections-per-ip",
-            "listen-backlog",
-            "threads",
-            "ws-listen",
-            "ws-allowed-origins",
-            "web-root",
-            "tls-cert",
-            "tls-key",
-        ],
-    )?);
-    Ok(flags)
+/// The number `v` of the flag `--name`.
+fn flag_number<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String> {
+    number(v).map_err(|e| format!("--{name}: {e}"))
 }
 
-fn run(args: &[String]) -> Result<(), String> {
-    let mut listen: SocketAddr = "127.0.0.1:7300".parse().map_err(|_| "bad default")?;
-    let mut config = ServerConfig::demo();
-    let mut runner = RunnerConfig::default();
-    let mut apps = Vec::new();
-    let (mut appid_mode, mut kick) = (false, false);
-    let mut level = tracing::Level::INFO;
-    let mut ws_listen: Option<SocketAddr> = None;
-    let (mut tls_cert, mut tls_key) = (None::<PathBuf>, None::<PathBuf>);
-    let mut websocket = demo_pages();
-    config.seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-        ^ u64::from(std::process::id()).rotate_left(32);
-    for (name, v) in serve_flags(args)? {
-        match name.as_str() {
-            "listen" => {
-                listen = v
-                    .parse()
-                    .map_err(|_| format!("--listen: {v:?} is not an address like 127.0.0.1:7300"))?
-            }
-            "app" => {
-                let (id, secret) = v
-                    .split_once(':')
-                    .ok_or_else(|| format!("--app: {v:?} is not APPID:SECRET"))?;
-                let appid: u32 = number(&name, id)?;
-                check_secret(&format!("--app {appid}"), secret)?;
-                apps.push(AppConfig::with_secret(appid, secret));
-            }
-            "appid-mode" => appid_mode = truthy(&v),
-            "kick-older-logins" => kick = truthy(&v),
-            "max-members" => config.max_channel_members = number(&name, &v)?,
-            "presence-grace-secs" => {
-                config.presence_grace = Duration::from_secs(number(&name, &v)?)
-            }
-            "idle-timeout-secs" => config.idle_timeout = Duration::from_secs(number(&name, &v)?),
-            "max-queued-bytes" => config.max_queued_bytes = number(&name, &v)?,
-            "rate-limit-sends" => {
-                let n: usize = number(&name, &v)?;
-                config.rate_limit_sends = n;
-                let per_uid = u64::try_from(n).unwrap_or(u64::MAX).saturating_mul(2);
-                config.rate_limits.sends = RateLimit::new(per_uid, Duration::from_secs(3));
-            }
-            "login-rate-per-ip" => {
-                let n: u64 = positive(&name, &v)?;
-                config.rate_limits.logins_per_address = RateLimit::new(n, Duration::from_secs(3));
-            }
-            "seed" => config.seed = number(&name, &v)?,
-            "max-connections" => runner.max_connections = positive(&name, &v)?,
-            "max-connections-per-ip" => runner.max_connections_per_ip = positive(&name, &v)?,
-            "listen-backlog" => runner.listen_backlog = positive(&name, &v)?,
-            "threads" => runner.threads = positive(&name, &v)?,
-            "ws-listen" => {
-                ws_listen = Some(v.parse().map_err(|_| {
-                    format!("--ws-listen: {v:?} is not an address like 127.0.0.1:7301")
-                })?)
-            }
-            "ws-allowed-origins" => {
-                let origins: Vec<&str> = v
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|o| !o.is_empty())
-                    .collect();
-                if origins.is_empty() {
-                    return Err(
-                        "--ws-allowed-origins: no origin given (leave it out to allow any)".into(),
-                    );
-                }
-                websocket = websocket.with_allowed_origins(origins)
-            }
-            "web-root" => {
-                if !Path::new(&v).is_dir() {
-                    return Err(format!("--web-root: {v:?} is not a directory"));
-                }
-                websocket = websocket.with_web_root(&v);
-            }
-            "tls-cert" => tls_cert = Some(v.into()),
-            "tls-key" => tls_key = Some(v.into()),
-            "log" => {
-                level = v
-                    .parse()
-                    .map_err(|_| format!("--log: {v:?} is not a log level"))?
-            }
-            _ => return Err(format!("unknown option --{name}")),
-        }
-    }
-    let demo = apps.is_empty();
-    if !demo {
-        for a in &mut apps {
-            a.allow_appid_mode = appid_mode;
-        }
-        config.apps = apps;
-    }
-    for a in &mut config.apps {
-        a.kick_older_logins = kick;
-    }
-    runner = runner.with_websocket(websocket);
-    match (tls_cert, tls_key) {
-        (Some(cert), Some(key)) => {
-            let tls = ServerTls::from_pem_files(&cert, &key).map_err(|e| format!("TLS: {e}"))?;
-            runner = runner.with_tls(tls);
-        }
-        (None, None) => {}
-        _ => return Err("--tls-cert and --tls-key go together".into()),
-    }
+/// `check-config FILE`: the file's settings checked by the serve path's own
+/// code (without the environment or any flag), then a summary.
+fn check_config(args: &[String]) -> Result<(), Failure> {
+    let [file] = args else {
+        return Err("check-config takes one argument, the config file".into());
+    };
+    let path = std::path::Path::new(file);
+    let serve = Layer::from_file(path)?.build(demo_pages())?;
+    println!("{}: ok: {}", path.display(), serve.summary());
+    Ok(())
+}
+
+fn run(args: &[String]) -> Result<(), Failure> {
+    let (file, command_line) = settings::command_line(args, |var| std::env::var(var).ok())?;
+    let layer = match file {
+        Some(f) => Layer::from_file(&f.value)?.overlay(command_line),
+        None => command_line,
+    };
+    let settings::Serve {
+        listen,
+        ws_listen,
+        api_listen,
+        level,
+        demo,
+        tls: _,
+        config,
+        runner,
+    } = layer.build(demo_pages())?;
     let secure = runner.tls.is_some();
     tracing_subscriber::fmt()
         .with_max_level(level)
@@ -374,6 +245,11 @@ fn run(args: &[String]) -> Result<(), String> {
             };
             println!("hummer-server websocket on {w}://{ws}/v1/ws");
             println!("demo page: {h}://{ws}/");
+        }
+        if let Some(api) = api_listen {
+            // TODO(api): start the API listener here (bind `api`, serve the
+            // server API with `config.app_of_api_key` for its keys).
+            tracing::info!(%api, "API listener not built yet: nothing listens on api_listen");
         }
         if demo {
             println!(
@@ -420,18 +296,6 @@ fn demo_pages() -> WebSocketOptions {
         options = options.with_page(Page::new(path, content_type, *body));
     }
     options
-}
-
-/// A number of at least 1 (a cap or backlog of 0 would refuse everything).
-fn positive<T: std::str::FromStr + PartialOrd + From<u8>>(
-    name: &str,
-    v: &str,
-) -> Result<T, String> {
-    let n: T = number(name, v)?;
-    if n < T::from(1) {
-        return Err(format!("--{name}: must be at least 1"));
-    }
-    Ok(n)
 }
 
 /// Raises the soft open-file limit to the hard limit: every connection is a

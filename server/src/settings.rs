@@ -1,0 +1,1129 @@
+//! The serve command's settings, from three sources merged key by key: the
+//! config file (`--config FILE`, `HUMMER_CONFIG`) below the environment
+//! (`HUMMER_*`) below the flags.
+//!
+//! Each source is only parsed into a [`Layer`] (text to numbers, addresses,
+//! levels; a file's types checked by serde), every value remembering where
+//! it came from ([`Origin`]). The rules (positive numbers, secret and API
+//! key lengths, origins, directories, TLS files, distinct listeners) are
+//! checked once, in [`Layer::build`], on the merged layer, so they are the
+//! same for every source and an error names the flag, the variable or the
+//! file's line and column that set the value.
+//!
+//! Apps are the one key not merged piece by piece: apps from the command line
+//! (`--app`, `HUMMER_APPS`, which add up as they always did) replace the
+//! file's `[[app]]` tables entirely. `--appid-mode` and
+//! `--kick-older-logins` (and their variables), when given, set that
+//! switch of every app, overriding the file's per-app values.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hummer_channel::adapters::server_tcp::{RunnerConfig, ServerTls, WebSocketOptions};
+use hummer_channel::server::{
+    AppConfig, ConfigError, RateLimit, ServerConfig, DEMO_APPID, MIN_SECRET_LEN,
+};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Where a value was set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// `--NAME` on the command line.
+    Flag(String),
+    /// An environment variable.
+    Env(&'static str),
+    /// A key of a config file, at a 1-based line and column.
+    File {
+        /// The file, as given.
+        path: PathBuf,
+        /// The key, e.g. `limits.threads` or `app.secret`.
+        key: String,
+        /// Its line.
+        line: usize,
+        /// Its column (in characters).
+        col: usize,
+    },
+}
+
+impl Origin {
+    /// An error about the value set here.
+    pub fn error(&self, message: impl fmt::Display) -> SettingsError {
+        match self {
+            Origin::Flag(name) => SettingsError::command_line(format!("--{name}: {message}")),
+            Origin::Env(var) => SettingsError::command_line(format!("{var}: {message}")),
+            Origin::File {
+                path,
+                key,
+                line,
+                col,
+            } => SettingsError::file(format!("{}:{line}:{col}: {key}: {message}", path.display())),
+        }
+    }
+}
+
+/// Settings the server cannot start with. Its text names where the bad
+/// value was set: `--flag: ...`, `VARIABLE: ...`, `FILE:LINE:COL: key: ...`,
+/// or `FILE: ...` when there is no position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettingsError {
+    /// The whole message.
+    pub message: String,
+    /// Whether a config file is at fault (the usage text would not help).
+    pub in_file: bool,
+}
+
+impl SettingsError {
+    /// An error on the command line or in the environment.
+    pub fn command_line(message: impl Into<String>) -> Self {
+        SettingsError {
+            message: message.into(),
+            in_file: false,
+        }
+    }
+
+    fn file(message: String) -> Self {
+        SettingsError {
+            message,
+            in_file: true,
+        }
+    }
+}
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A value and where it was set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Set<T> {
+    /// The value.
+    pub value: T,
+    /// Its source.
+    pub from: Origin,
+}
+
+impl<T> Set<T> {
+    fn new(value: T, from: Origin) -> Self {
+        Set { value, from }
+    }
+}
+
+/// One app as a source gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppSetting {
+    /// Its id.
+    pub appid: u32,
+    /// The token secret, if any.
+    pub secret: Option<Set<String>>,
+    /// The file's per-app switches (the command line has only global ones).
+    pub appid_mode: Option<bool>,
+    /// See `appid_mode`.
+    pub kick_older_logins: Option<bool>,
+    /// Server API keys (only a file gives them).
+    pub api_keys: Vec<Set<String>>,
+    /// Where the app was given (its `appid` key in a file).
+    pub from: Origin,
+}
+
+/// Settings from one source (or several merged): `None` is "not set here".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Layer {
+    pub listen: Option<Set<SocketAddr>>,
+    pub ws_listen: Option<Set<SocketAddr>>,
+    pub api_listen: Option<Set<SocketAddr>>,
+    pub ws_allowed_origins: Option<Set<Vec<String>>>,
+    pub web_root: Option<Set<PathBuf>>,
+    pub tls_cert: Option<Set<PathBuf>>,
+    pub tls_key: Option<Set<PathBuf>>,
+    pub log: Option<Set<tracing::Level>>,
+    pub seed: Option<Set<u64>>,
+    pub threads: Option<Set<usize>>,
+    pub max_members: Option<Set<usize>>,
+    pub presence_grace_secs: Option<Set<u64>>,
+    pub idle_timeout_secs: Option<Set<u64>>,
+    pub max_queued_bytes: Option<Set<usize>>,
+    pub rate_limit_sends: Option<Set<usize>>,
+    pub login_rate_per_ip: Option<Set<u64>>,
+    pub max_connections: Option<Set<usize>>,
+    pub max_connections_per_ip: Option<Set<usize>>,
+    pub listen_backlog: Option<Set<u32>>,
+    /// Global switches (command line only): override every app's.
+    pub appid_mode: Option<Set<bool>>,
+    pub kick_older_logins: Option<Set<bool>>,
+    /// `None` or empty: the demo app.
+    pub apps: Option<Vec<AppSetting>>,
+}
+
+/// The serve flags that take no value.
+pub const BOOLEAN_FLAGS: &[&str] = &["appid-mode", "kick-older-logins"];
+
+/// The serve flags that take a value.
+pub const VALUED_FLAGS: &[&str] = &[
+    "config",
+    "listen",
+    "app",
+    "max-members",
+    "presence-grace-secs",
+    "idle-timeout-secs",
+    "max-queued-bytes",
+    "rate-limit-sends",
+    "login-rate-per-ip",
+    "seed",
+    "log",
+    "max-connections",
+    "max-connections-per-ip",
+    "listen-backlog",
+    "threads",
+    "ws-listen",
+    "ws-allowed-origins",
+    "web-root",
+    "tls-cert",
+    "tls-key",
+    "api-listen",
+];
+
+/// Each environment variable and the flag it stands for (`HUMMER_APPS`,
+/// a comma-separated list of `--app` values, is read after them).
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    ("HUMMER_CONFIG", "config"),
+    ("HUMMER_LISTEN", "listen"),
+    ("HUMMER_APPID_MODE", "appid-mode"),
+    ("HUMMER_KICK_OLDER_LOGINS", "kick-older-logins"),
+    ("HUMMER_MAX_MEMBERS", "max-members"),
+    ("HUMMER_PRESENCE_GRACE_SECS", "presence-grace-secs"),
+    ("HUMMER_IDLE_TIMEOUT_SECS", "idle-timeout-secs"),
+    ("HUMMER_MAX_QUEUED_BYTES", "max-queued-bytes"),
+    ("HUMMER_RATE_LIMIT_SENDS", "rate-limit-sends"),
+    ("HUMMER_LOGIN_RATE_PER_IP", "login-rate-per-ip"),
+    ("HUMMER_SEED", "seed"),
+    ("HUMMER_LOG", "log"),
+    ("HUMMER_MAX_CONNECTIONS", "max-connections"),
+    ("HUMMER_MAX_CONNECTIONS_PER_IP", "max-connections-per-ip"),
+    ("HUMMER_LISTEN_BACKLOG", "listen-backlog"),
+    ("HUMMER_THREADS", "threads"),
+    ("HUMMER_WS_LISTEN", "ws-listen"),
+    ("HUMMER_WS_ALLOWED_ORIGINS", "ws-allowed-origins"),
+    ("HUMMER_WEB_ROOT", "web-root"),
+    ("HUMMER_TLS_CERT", "tls-cert"),
+    ("HUMMER_TLS_KEY", "tls-key"),
+    ("HUMMER_API_LISTEN", "api-listen"),
+];
+
+/// Flags as (name, value) pairs; boolean flags get an empty value.
+pub fn parse_flags(
+    args: &[String],
+    booleans: &[&str],
+    valued: &[&str],
+) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let Some(name) = a.strip_prefix("--") else {
+            return Err(format!("unexpected argument {a:?}"));
+        };
+        if let Some((n, v)) = name.split_once('=') {
+            out.push((n.to_owned(), v.to_owned()));
+        } else if booleans.contains(&name) {
+            out.push((name.to_owned(), String::new()));
+        } else if !valued.contains(&name) {
+            return Err(format!("unknown option --{name}"));
+        } else {
+            let v = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
+            out.push((name.to_owned(), v.clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// The command line's settings: the environment (read through `env`) then
+/// the flags, so that flags win; `--app` values add up. Also the config
+/// file to read, if one is named (`--config` over `HUMMER_CONFIG`).
+pub fn command_line(
+    args: &[String],
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(Option<Set<PathBuf>>, Layer), SettingsError> {
+    let mut given: Vec<(Origin, String, String)> = Vec::new();
+    for (var, name) in ENVIRONMENT {
+        if let Some(v) = env(var) {
+            given.push((Origin::Env(var), (*name).to_owned(), v));
+        }
+    }
+    if let Some(apps) = env("HUMMER_APPS") {
+        for a in apps.split(',').filter(|a| !a.is_empty()) {
+            given.push((Origin::Env("HUMMER_APPS"), "app".to_owned(), a.to_owned()));
+        }
+    }
+    for (name, v) in
+        parse_flags(args, BOOLEAN_FLAGS, VALUED_FLAGS).map_err(SettingsError::command_line)?
+    {
+        given.push((Origin::Flag(name.clone()), name, v));
+    }
+    let mut config = None;
+    let mut layer = Layer::default();
+    for (from, name, v) in given {
+        if name == "config" {
+            config = Some(Set::new(PathBuf::from(v), from));
+        } else {
+            layer.set_text(from, &name, &v)?;
+        }
+    }
+    Ok((config, layer))
+}
+
+/// `v` as a number, or an error saying it is not one.
+pub fn number<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+    v.parse()
+        .map_err(|_| format!("{v:?} is not a valid number"))
+}
+
+/// Whether a boolean flag's value (or variable's) means on.
+fn truthy(v: &str) -> bool {
+    matches!(v, "" | "1" | "true" | "yes" | "on")
+}
+
+/// A listener address; `example` shows the form.
+fn address(v: &str, example: &str) -> Result<SocketAddr, String> {
+    v.parse()
+        .map_err(|_| format!("{v:?} is not an address like {example}"))
+}
+
+fn level(v: &str) -> Result<tracing::Level, String> {
+    v.parse()
+        .map_err(|_| format!("{v:?} is not a log level (error|warn|info|debug|trace)"))
+}
+
+/// `Err` naming the rule when an app secret or API key (`what`) is too
+/// short: HS256 with a short key is open to an offline guess from any token
+/// the server accepted, after which tokens for any uid can be minted.
+pub fn check_secret(what: &str, secret: &str) -> Result<(), String> {
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(format!(
+            "{what} is {} bytes; app secrets and API keys must be at least {MIN_SECRET_LEN} \
+             bytes (e.g. 32 random bytes, base64-encoded: `openssl rand -base64 32`)",
+            secret.len()
+        ));
+    }
+    Ok(())
+}
+
+/// A value parsed from text at `from`, or the parser's error there.
+fn parsed<T>(r: Result<T, String>, from: &Origin) -> Result<Set<T>, SettingsError> {
+    match r {
+        Ok(v) => Ok(Set::new(v, from.clone())),
+        Err(m) => Err(from.error(m)),
+    }
+}
+
+/// A number that must be at least 1 (a cap or backlog of 0 would refuse
+/// everything).
+fn at_least_one<T: Copy + PartialOrd + From<u8>>(n: &Set<T>) -> Result<T, SettingsError> {
+    if n.value < T::from(1) {
+        return Err(n.from.error("must be at least 1"));
+    }
+    Ok(n.value)
+}
+
+impl Layer {
+    /// Sets `name` (a flag's name) from the text `v`.
+    fn set_text(&mut self, from: Origin, name: &str, v: &str) -> Result<(), SettingsError> {
+        let e = |m: String| from.error(m);
+        match name {
+            "listen" => self.listen = Some(parsed(address(v, "127.0.0.1:7300"), &from)?),
+            "ws-listen" => self.ws_listen = Some(parsed(address(v, "127.0.0.1:7301"), &from)?),
+            "api-listen" => self.api_listen = Some(parsed(address(v, "127.0.0.1:7302"), &from)?),
+            "app" => {
+                let (id, secret) = v
+                    .split_once(':')
+                    .ok_or_else(|| from.error(format!("{v:?} is not APPID:SECRET")))?;
+                let appid = number(id).map_err(e)?;
+                self.apps.get_or_insert_with(Vec::new).push(AppSetting {
+                    appid,
+                    secret: Some(Set::new(secret.to_owned(), from.clone())),
+                    appid_mode: None,
+                    kick_older_logins: None,
+                    api_keys: Vec::new(),
+                    from: from.clone(),
+                });
+            }
+            "appid-mode" => self.appid_mode = Some(Set::new(truthy(v), from)),
+            "kick-older-logins" => self.kick_older_logins = Some(Set::new(truthy(v), from)),
+            "max-members" => self.max_members = Some(parsed(number(v), &from)?),
+            "presence-grace-secs" => self.presence_grace_secs = Some(parsed(number(v), &from)?),
+            "idle-timeout-secs" => self.idle_timeout_secs = Some(parsed(number(v), &from)?),
+            "max-queued-bytes" => self.max_queued_bytes = Some(parsed(number(v), &from)?),
+            "rate-limit-sends" => self.rate_limit_sends = Some(parsed(number(v), &from)?),
+            "login-rate-per-ip" => self.login_rate_per_ip = Some(parsed(number(v), &from)?),
+            "seed" => self.seed = Some(parsed(number(v), &from)?),
+            "max-connections" => self.max_connections = Some(parsed(number(v), &from)?),
+            "max-connections-per-ip" => {
+                self.max_connections_per_ip = Some(parsed(number(v), &from)?)
+            }
+            "listen-backlog" => self.listen_backlog = Some(parsed(number(v), &from)?),
+            "threads" => self.threads = Some(parsed(number(v), &from)?),
+            "ws-allowed-origins" => {
+                let list = v.split(',').map(str::to_owned).collect();
+                self.ws_allowed_origins = Some(Set::new(list, from));
+            }
+            "web-root" => self.web_root = Some(Set::new(v.into(), from)),
+            "tls-cert" => self.tls_cert = Some(Set::new(v.into(), from)),
+            "tls-key" => self.tls_key = Some(Set::new(v.into(), from)),
+            "log" => self.log = Some(parsed(level(v), &from)?),
+            _ => {
+                return Err(SettingsError::command_line(format!(
+                    "unknown option --{name}"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// `top` over `self`: each key `top` sets replaces this one's; apps
+    /// are one key (a list from `top` replaces this list whole).
+    pub fn overlay(self, top: Layer) -> Layer {
+        Layer {
+            listen: top.listen.or(self.listen),
+            ws_listen: top.ws_listen.or(self.ws_listen),
+            api_listen: top.api_listen.or(self.api_listen),
+            ws_allowed_origins: top.ws_allowed_origins.or(self.ws_allowed_origins),
+            web_root: top.web_root.or(self.web_root),
+            tls_cert: top.tls_cert.or(self.tls_cert),
+            tls_key: top.tls_key.or(self.tls_key),
+            log: top.log.or(self.log),
+            seed: top.seed.or(self.seed),
+            threads: top.threads.or(self.threads),
+            max_members: top.max_members.or(self.max_members),
+            presence_grace_secs: top.presence_grace_secs.or(self.presence_grace_secs),
+            idle_timeout_secs: top.idle_timeout_secs.or(self.idle_timeout_secs),
+            max_queued_bytes: top.max_queued_bytes.or(self.max_queued_bytes),
+            rate_limit_sends: top.rate_limit_sends.or(self.rate_limit_sends),
+            login_rate_per_ip: top.login_rate_per_ip.or(self.login_rate_per_ip),
+            max_connections: top.max_connections.or(self.max_connections),
+            max_connections_per_ip: top.max_connections_per_ip.or(self.max_connections_per_ip),
+            listen_backlog: top.listen_backlog.or(self.listen_backlog),
+            appid_mode: top.appid_mode.or(self.appid_mode),
+            kick_older_logins: top.kick_older_logins.or(self.kick_older_logins),
+            apps: match top.apps {
+                Some(apps) if !apps.is_empty() => Some(apps),
+                _ => self.apps,
+            },
+        }
+    }
+
+    /// The settings of the config file at `path`. Relative paths in it
+    /// (`web_root`, `tls_cert`, `tls_key`) are taken from the file's
+    /// directory.
+    pub fn from_file(path: &Path) -> Result<Layer, SettingsError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SettingsError::file(format!("{}: cannot read it: {e}", path.display())))?;
+        Layer::from_toml(path, &text)
+    }
+
+    /// The settings of the TOML `text`, read from `path`.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Layer, SettingsError> {
+        let file: File = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim_end().replace('\n', "; ");
+            match e.span() {
+                Some(span) => {
+                    let (line, col) = line_col(text, span.start);
+                    SettingsError::file(format!("{}:{line}:{col}: {message}", path.display()))
+                }
+                None => SettingsError::file(format!("{}: {message}", path.display())),
+            }
+        })?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let at = Locator { path, text };
+        let path_in = |key: &str, v: Option<Spanned<String>>| {
+            v.map(|v| {
+                let s = at.set(key, v);
+                Set::new(dir.join(s.value), s.from)
+            })
+        };
+        let limits = file.limits.unwrap_or_default();
+        let mut apps = Vec::new();
+        for app in file.app {
+            let from = at.origin("app.appid", app.appid.span());
+            apps.push(AppSetting {
+                appid: app.appid.into_inner(),
+                secret: app.secret.map(|s| at.set("app.secret", s)),
+                appid_mode: app.appid_mode,
+                kick_older_logins: app.kick_older_logins,
+                api_keys: app
+                    .api_keys
+                    .into_iter()
+                    .map(|k| at.set("app.api_keys", k))
+                    .collect(),
+                from,
+            });
+        }
+        Ok(Layer {
+            listen: at.parse("listen", file.listen, |v| address(v, "127.0.0.1:7300"))?,
+            ws_listen: at.parse("ws_listen", file.ws_listen, |v| {
+                address(v, "127.0.0.1:7301")
+            })?,
+            api_listen: at.parse("api_listen", file.api_listen, |v| {
+                address(v, "127.0.0.1:7302")
+            })?,
+            ws_allowed_origins: file
+                .ws_allowed_origins
+                .map(|v| at.set("ws_allowed_origins", v)),
+            web_root: path_in("web_root", file.web_root),
+            tls_cert: path_in("tls_cert", file.tls_cert),
+            tls_key: path_in("tls_key", file.tls_key),
+            log: at.parse("log", file.log, level)?,
+            seed: file.seed.map(|v| at.set("seed", v)),
+            threads: file.threads.map(|v| at.set("threads", v)),
+            max_members: limits.max_members.map(|v| at.set("limits.max_members", v)),
+            presence_grace_secs: limits
+                .presence_grace_secs
+                .map(|v| at.set("limits.presence_grace_secs", v)),
+            idle_timeout_secs: limits
+                .idle_timeout_secs
+                .map(|v| at.set("limits.idle_timeout_secs", v)),
+            max_queued_bytes: limits
+                .max_queued_bytes
+                .map(|v| at.set("limits.max_queued_bytes", v)),
+            rate_limit_sends: limits
+                .rate_limit_sends
+                .map(|v| at.set("limits.rate_limit_sends", v)),
+            login_rate_per_ip: limits
+                .login_rate_per_ip
+                .map(|v| at.set("limits.login_rate_per_ip", v)),
+            max_connections: limits
+                .max_connections
+                .map(|v| at.set("limits.max_connections", v)),
+            max_connections_per_ip: limits
+                .max_connections_per_ip
+                .map(|v| at.set("limits.max_connections_per_ip", v)),
+            listen_backlog: limits
+                .listen_backlog
+                .map(|v| at.set("limits.listen_backlog", v)),
+            appid_mode: None,
+            kick_older_logins: None,
+            apps: Some(apps).filter(|a| !a.is_empty()),
+        })
+    }
+
+    /// Checks every rule and makes the server's configuration. `pages`
+    /// are the WebSocket listener's built-in pages. With no seed set, the
+    /// seed comes from the clock and the process id.
+    pub fn build(self, pages: WebSocketOptions) -> Result<Serve, SettingsError> {
+        let mut config = ServerConfig::demo();
+        let mut runner = RunnerConfig::default();
+        config.seed = match &self.seed {
+            Some(s) => s.value,
+            None => {
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)
+                    ^ u64::from(std::process::id()).rotate_left(32)
+            }
+        };
+        if let Some(n) = &self.max_members {
+            config.max_channel_members = n.value;
+        }
+        if let Some(n) = &self.presence_grace_secs {
+            config.presence_grace = Duration::from_secs(n.value);
+        }
+        if let Some(n) = &self.idle_timeout_secs {
+            config.idle_timeout = Duration::from_secs(n.value);
+        }
+        if let Some(n) = &self.max_queued_bytes {
+            config.max_queued_bytes = n.value;
+        }
+        if let Some(n) = &self.rate_limit_sends {
+            config.rate_limit_sends = n.value;
+            let per_uid = u64::try_from(n.value).unwrap_or(u64::MAX).saturating_mul(2);
+            config.rate_limits.sends = RateLimit::new(per_uid, Duration::from_secs(3));
+        }
+        if let Some(n) = &self.login_rate_per_ip {
+            config.rate_limits.logins_per_address =
+                RateLimit::new(at_least_one(n)?, Duration::from_secs(3));
+        }
+        if let Some(n) = &self.max_connections {
+            runner.max_connections = at_least_one(n)?;
+        }
+        if let Some(n) = &self.max_connections_per_ip {
+            runner.max_connections_per_ip = at_least_one(n)?;
+        }
+        if let Some(n) = &self.listen_backlog {
+            runner.listen_backlog = at_least_one(n)?;
+        }
+        if let Some(n) = &self.threads {
+            runner.threads = at_least_one(n)?;
+        }
+
+        let mut websocket = pages;
+        if let Some(o) = &self.ws_allowed_origins {
+            let origins: Vec<&str> = o
+                .value
+                .iter()
+                .map(|o| o.trim())
+                .filter(|o| !o.is_empty())
+                .collect();
+            if origins.is_empty() {
+                return Err(o.from.error("no origin given (leave it out to allow any)"));
+            }
+            websocket = websocket.with_allowed_origins(origins);
+        }
+        if let Some(d) = &self.web_root {
+            if !d.value.is_dir() {
+                return Err(d.from.error(format!("{:?} is not a directory", d.value)));
+            }
+            websocket = websocket.with_web_root(&d.value);
+        }
+        runner = runner.with_websocket(websocket);
+        let mut tls = None;
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let identity = ServerTls::from_pem_files(&cert.value, &key.value)
+                    .map_err(|e| cert.from.error(format!("TLS: {e}")))?;
+                runner = runner.with_tls(identity);
+                tls = Some((cert.value.clone(), key.value.clone()));
+            }
+            (None, None) => {}
+            (Some(one), None) | (None, Some(one)) => {
+                return Err(one.from.error(
+                    "--tls-cert and --tls-key go together (tls_cert and tls_key in a config file)",
+                ))
+            }
+        }
+
+        let listen = self.listen.clone().unwrap_or(Set::new(
+            SocketAddr::from(([127, 0, 0, 1], 7300)),
+            Origin::Flag("listen".into()),
+        ));
+        let mut taken = vec![&listen];
+        for l in [&self.ws_listen, &self.api_listen].into_iter().flatten() {
+            if let Some(other) = taken
+                .iter()
+                .find(|t| t.value.port() != 0 && t.value == l.value)
+            {
+                return Err(l.from.error(format!(
+                    "{} is already a listener's address (see {})",
+                    l.value,
+                    describe(&other.from)
+                )));
+            }
+            taken.push(l);
+        }
+
+        let demo = self.apps.as_ref().is_none_or(Vec::is_empty);
+        let kick = self.kick_older_logins.as_ref().map(|k| k.value);
+        if !demo {
+            config.apps.clear();
+        }
+        for app in self.apps.iter().flatten() {
+            if config.apps.iter().any(|a| a.appid == app.appid) {
+                return Err(app.from.error(format!("app {} is given twice", app.appid)));
+            }
+            let mut a = AppConfig::with_secret(app.appid, "");
+            a.secret = None;
+            if let Some(s) = &app.secret {
+                check_secret(&format!("the secret of app {}", app.appid), &s.value)
+                    .map_err(|m| s.from.error(m))?;
+                a.secret = Some(s.value.clone());
+            }
+            for k in &app.api_keys {
+                check_secret(&format!("an API key of app {}", app.appid), &k.value)
+                    .map_err(|m| k.from.error(m))?;
+                a.api_keys.push(k.value.clone());
+            }
+            a.allow_appid_mode = self
+                .appid_mode
+                .as_ref()
+                .map(|m| m.value)
+                .or(app.appid_mode)
+                .unwrap_or(false);
+            a.kick_older_logins = kick.or(app.kick_older_logins).unwrap_or(false);
+            if a.secret.is_none() && !a.allow_appid_mode {
+                return Err(app.from.error(format!(
+                    "app {} has no secret and appid mode is off: nobody could log in",
+                    app.appid
+                )));
+            }
+            config.apps.push(a);
+        }
+        if demo {
+            for a in &mut config.apps {
+                a.kick_older_logins = kick.unwrap_or(false);
+            }
+        }
+        // The library's own check; the rules above already hold, this keeps
+        // the binary from ever starting with what the library would refuse.
+        config.validate().map_err(|e| {
+            let appid = match &e {
+                ConfigError::WeakSecret { appid, .. } | ConfigError::WeakApiKey { appid, .. } => {
+                    Some(*appid)
+                }
+                _ => None,
+            };
+            match self.apps.iter().flatten().find(|a| Some(a.appid) == appid) {
+                Some(app) => app.from.error(&e),
+                None => SettingsError::command_line(e.to_string()),
+            }
+        })?;
+
+        Ok(Serve {
+            listen: listen.value,
+            ws_listen: self.ws_listen.map(|s| s.value),
+            api_listen: self.api_listen.map(|s| s.value),
+            level: self.log.map_or(tracing::Level::INFO, |l| l.value),
+            demo,
+            tls,
+            config,
+            runner,
+        })
+    }
+}
+
+/// Positions in a config file's text.
+struct Locator<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    /// The origin of `key`, whose value is at `span`.
+    fn origin(&self, key: &str, span: std::ops::Range<usize>) -> Origin {
+        let (line, col) = line_col(self.text, span.start);
+        Origin::File {
+            path: self.path.to_owned(),
+            key: key.to_owned(),
+            line,
+            col,
+        }
+    }
+
+    /// The value of `key`, with its origin.
+    fn set<T>(&self, key: &str, v: Spanned<T>) -> Set<T> {
+        let from = self.origin(key, v.span());
+        Set::new(v.into_inner(), from)
+    }
+
+    /// The text value of `key` parsed by the command line's own `parse`.
+    fn parse<T>(
+        &self,
+        key: &str,
+        v: Option<Spanned<String>>,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<Set<T>>, SettingsError> {
+        v.map(|v| {
+            let from = self.origin(key, v.span());
+            match parse(v.get_ref()) {
+                Ok(x) => Ok(Set::new(x, from)),
+                Err(m) => Err(from.error(m)),
+            }
+        })
+        .transpose()
+    }
+}
+
+/// Where a value was set, in a few words.
+fn describe(from: &Origin) -> String {
+    match from {
+        Origin::Flag(name) => format!("--{name}"),
+        Origin::Env(var) => (*var).to_owned(),
+        Origin::File {
+            path,
+            key,
+            line,
+            col,
+        } => format!("{key} at {}:{line}:{col}", path.display()),
+    }
+}
+
+/// The 1-based line and column (in characters) of byte `offset` of `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// Everything the serve command runs with, every rule checked.
+#[derive(Debug)]
+pub struct Serve {
+    /// The TCP listener's address.
+    pub listen: SocketAddr,
+    /// The WebSocket listener's, if any.
+    pub ws_listen: Option<SocketAddr>,
+    /// The server API listener's, if any.
+    pub api_listen: Option<SocketAddr>,
+    /// The log level.
+    pub level: tracing::Level,
+    /// Whether the demo app is served (no app was given).
+    pub demo: bool,
+    /// The TLS certificate and key files, when TLS is on.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The Server's configuration.
+    pub config: ServerConfig,
+    /// The runner's.
+    pub runner: RunnerConfig,
+}
+
+impl Serve {
+    /// One paragraph on what would be served, for `check-config`. Never
+    /// shows a secret or an API key, only whether there are some.
+    pub fn summary(&self) -> String {
+        let mut s = format!("listens on {} (TCP", self.listen);
+        if let Some((cert, key)) = &self.tls {
+            s += &format!(", TLS with {} and {}", cert.display(), key.display());
+        }
+        s += ")";
+        match self.ws_listen {
+            Some(ws) => s += &format!(", WebSocket and pages on {ws}"),
+            None => s += ", no WebSocket listener",
+        }
+        match self.api_listen {
+            Some(api) => s += &format!(", server API on {api} (not built yet)"),
+            None => s += ", no server API listener",
+        }
+        let apps: Vec<String> = self
+            .config
+            .apps
+            .iter()
+            .map(|a| {
+                let keys = match a.api_keys.len() {
+                    0 => "no API key".to_owned(),
+                    1 => "1 API key".to_owned(),
+                    n => format!("{n} API keys"),
+                };
+                format!(
+                    "{}{} ({}, {keys}, appid mode {}, kick older logins {})",
+                    a.appid,
+                    if self.demo && a.appid == DEMO_APPID {
+                        " (the demo app)"
+                    } else {
+                        ""
+                    },
+                    if a.secret.is_some() {
+                        "token secret set"
+                    } else {
+                        "no token secret"
+                    },
+                    on_off(a.allow_appid_mode),
+                    on_off(a.kick_older_logins),
+                )
+            })
+            .collect();
+        s += &format!("; apps: {}", apps.join(", "));
+        s += &format!(
+            "; {} threads, at most {} connections ({} per IP), log level {}.",
+            self.runner.threads,
+            self.runner.max_connections,
+            self.runner.max_connections_per_ip,
+            self.level.as_str().to_ascii_lowercase()
+        );
+        s
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// The config file, as written (see `server/hummer.example.toml`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Option<Spanned<String>>,
+    ws_listen: Option<Spanned<String>>,
+    api_listen: Option<Spanned<String>>,
+    ws_allowed_origins: Option<Spanned<Vec<String>>>,
+    web_root: Option<Spanned<String>>,
+    tls_cert: Option<Spanned<String>>,
+    tls_key: Option<Spanned<String>>,
+    log: Option<Spanned<String>>,
+    seed: Option<Spanned<u64>>,
+    threads: Option<Spanned<usize>>,
+    limits: Option<FileLimits>,
+    #[serde(default)]
+    app: Vec<FileApp>,
+}
+
+/// The file's `[limits]` table.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_members: Option<Spanned<usize>>,
+    presence_grace_secs: Option<Spanned<u64>>,
+    idle_timeout_secs: Option<Spanned<u64>>,
+    max_queued_bytes: Option<Spanned<usize>>,
+    rate_limit_sends: Option<Spanned<usize>>,
+    login_rate_per_ip: Option<Spanned<u64>>,
+    max_connections: Option<Spanned<usize>>,
+    max_connections_per_ip: Option<Spanned<usize>>,
+    listen_backlog: Option<Spanned<u32>>,
+}
+
+/// One of the file's `[[app]]` tables.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileApp {
+    appid: Spanned<u32>,
+    secret: Option<Spanned<String>>,
+    appid_mode: Option<bool>,
+    kick_older_logins: Option<bool>,
+    #[serde(default)]
+    api_keys: Vec<Spanned<String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// The command line's layer with `vars` as the whole environment.
+    fn cli(flags: &[&str], vars: &[(&str, &str)]) -> Layer {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        command_line(&args(flags), |k| {
+            vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+        .unwrap()
+        .1
+    }
+
+    fn file(text: &str) -> Layer {
+        Layer::from_toml(Path::new("/etc/hummer/h.toml"), text).unwrap()
+    }
+
+    fn file_err(text: &str) -> String {
+        Layer::from_toml(Path::new("h.toml"), text)
+            .and_then(|l| l.build(WebSocketOptions::default()))
+            .unwrap_err()
+            .message
+    }
+
+    fn build(l: Layer) -> Serve {
+        l.build(WebSocketOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn flags_override_the_environment_which_overrides_the_file_key_by_key() {
+        let f = file(
+            "listen = \"127.0.0.1:1001\"\nseed = 5\nthreads = 3\n\
+             [limits]\nmax_members = 7\nidle_timeout_secs = 9\n",
+        );
+        let c = cli(
+            &["--listen", "127.0.0.1:1003", "--max-members", "70"],
+            &[("HUMMER_LISTEN", "127.0.0.1:1002"), ("HUMMER_SEED", "6")],
+        );
+        let s = build(f.overlay(c));
+        assert_eq!(s.listen, "127.0.0.1:1003".parse().unwrap(), "flag over env");
+        assert_eq!(s.config.seed, 6, "env over file");
+        assert_eq!(s.config.max_channel_members, 70, "flag over file");
+        assert_eq!(s.runner.threads, 3, "file alone");
+        assert_eq!(s.config.idle_timeout, Duration::from_secs(9), "file alone");
+        assert_eq!(
+            s.config.presence_grace,
+            ServerConfig::default().presence_grace,
+            "default"
+        );
+    }
+
+    #[test]
+    fn the_origin_follows_the_winning_value() {
+        let f = file("[limits]\nmax_connections = 0\n");
+        let e = f
+            .clone()
+            .build(WebSocketOptions::default())
+            .unwrap_err()
+            .message;
+        assert_eq!(
+            e,
+            "/etc/hummer/h.toml:2:19: limits.max_connections: must be at least 1"
+        );
+        let e = f
+            .clone()
+            .overlay(cli(&[], &[("HUMMER_MAX_CONNECTIONS", "0")]))
+            .build(WebSocketOptions::default())
+            .unwrap_err();
+        assert_eq!(e.message, "HUMMER_MAX_CONNECTIONS: must be at least 1");
+        assert!(!e.in_file);
+        let fixed = f.overlay(cli(&["--max-connections", "4"], &[]));
+        assert_eq!(build(fixed).runner.max_connections, 4);
+    }
+
+    #[test]
+    fn command_line_apps_replace_the_files_apps_and_add_up_among_themselves() {
+        let f = file(&format!(
+            "[[app]]\nappid = 1\nsecret = \"{SECRET}\"\napi_keys = [\"{SECRET}\"]\n\
+             [[app]]\nappid = 2\nsecret = \"{SECRET}\"\nappid_mode = true\n"
+        ));
+        let s = build(f.clone());
+        let ids: Vec<u32> = s.config.apps.iter().map(|a| a.appid).collect();
+        assert_eq!(ids, [1, 2]);
+        assert_eq!(s.config.apps[0].api_keys, [SECRET]);
+        assert!(!s.config.apps[0].allow_appid_mode && s.config.apps[1].allow_appid_mode);
+        assert!(!s.demo);
+
+        let c = cli(
+            &["--app", &format!("4:{SECRET}")],
+            &[("HUMMER_APPS", &format!("3:{SECRET}"))],
+        );
+        let s = build(f.clone().overlay(c));
+        let ids: Vec<u32> = s.config.apps.iter().map(|a| a.appid).collect();
+        assert_eq!(ids, [3, 4], "env and flag apps, none of the file's");
+        assert!(s.config.apps.iter().all(|a| a.api_keys.is_empty()));
+
+        // An empty HUMMER_APPS gives no app: the file's stay.
+        let s = build(f.overlay(cli(&[], &[("HUMMER_APPS", "")])));
+        assert_eq!(s.config.apps.len(), 2);
+    }
+
+    #[test]
+    fn command_line_switches_override_every_apps_own() {
+        let f = file(&format!(
+            "[[app]]\nappid = 1\nsecret = \"{SECRET}\"\nappid_mode = true\n\
+             kick_older_logins = true\n"
+        ));
+        let s = build(f.clone().overlay(cli(
+            &[],
+            &[
+                ("HUMMER_APPID_MODE", "0"),
+                ("HUMMER_KICK_OLDER_LOGINS", "no"),
+            ],
+        )));
+        assert!(!s.config.apps[0].allow_appid_mode);
+        assert!(!s.config.apps[0].kick_older_logins);
+        let s = build(f);
+        assert!(s.config.apps[0].allow_appid_mode && s.config.apps[0].kick_older_logins);
+        // The demo app keeps its appid mode; kick applies to it.
+        let s = build(cli(&["--kick-older-logins"], &[("HUMMER_APPID_MODE", "0")]));
+        assert!(s.demo);
+        assert!(s.config.apps[0].allow_appid_mode && s.config.apps[0].kick_older_logins);
+    }
+
+    #[test]
+    fn the_config_file_path_comes_from_the_flag_over_the_environment() {
+        let env = [("HUMMER_CONFIG", "env.toml")];
+        let (p, _) = command_line(&args(&["--config", "flag.toml"]), |k| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        })
+        .unwrap();
+        assert_eq!(p.unwrap().value, PathBuf::from("flag.toml"));
+        let (p, _) = command_line(&[], |k| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        })
+        .unwrap();
+        assert_eq!(p.unwrap().value, PathBuf::from("env.toml"));
+    }
+
+    #[test]
+    fn file_paths_are_relative_to_the_files_directory() {
+        let f = file("web_root = \"www\"\ntls_cert = \"/abs/c.pem\"\ntls_key = \"k.pem\"\n");
+        assert_eq!(f.web_root.unwrap().value, PathBuf::from("/etc/hummer/www"));
+        assert_eq!(f.tls_cert.unwrap().value, PathBuf::from("/abs/c.pem"));
+        assert_eq!(f.tls_key.unwrap().value, PathBuf::from("/etc/hummer/k.pem"));
+    }
+
+    #[test]
+    fn every_rule_holds_for_the_file_as_for_the_flags() {
+        assert_eq!(
+            file_err("threads = 0\n"),
+            "h.toml:1:11: threads: must be at least 1"
+        );
+        let flag = cli(&["--threads", "0"], &[])
+            .build(WebSocketOptions::default())
+            .unwrap_err();
+        assert_eq!(flag.message, "--threads: must be at least 1");
+        assert_eq!(
+            file_err("[[app]]\nappid = 9\nsecret = \"short\"\n"),
+            "h.toml:3:10: app.secret: the secret of app 9 is 5 bytes; app secrets and API keys \
+             must be at least 32 bytes (e.g. 32 random bytes, base64-encoded: `openssl rand \
+             -base64 32`)"
+        );
+        let flag = cli(&["--app", "9:short"], &[])
+            .build(WebSocketOptions::default())
+            .unwrap_err();
+        assert!(
+            flag.message
+                .starts_with("--app: the secret of app 9 is 5 bytes"),
+            "{}",
+            flag.message
+        );
+        assert!(file_err(&format!(
+            "[[app]]\nappid = 9\nsecret = \"{SECRET}\"\napi_keys = [\"{SECRET}\", \"k\"]\n"
+        ))
+        .starts_with(
+            "h.toml:4:{}: app.api_keys: an API key of app 9 is 1 bytes"
+                .replace("{}", &(15 + SECRET.len() + 2).to_string())
+                .as_str()
+        ));
+        assert!(file_err("ws_allowed_origins = [\" \"]\n").contains("no origin given"));
+        assert!(file_err("log = \"loud\"\n")
+            .starts_with("h.toml:1:7: log: \"loud\" is not a log level"));
+        assert!(file_err("tls_cert = \"c.pem\"\n").contains("--tls-cert and --tls-key go together"));
+        assert!(file_err("[[app]]\nappid = 3\n").contains("app 3 has no secret"));
+        assert!(file_err(&format!(
+            "[[app]]\nappid = 3\nsecret = \"{SECRET}\"\n[[app]]\nappid = 3\nsecret = \"{SECRET}\"\n"
+        ))
+        .starts_with("h.toml:5:9: app.appid: app 3 is given twice"));
+        assert!(
+            file_err("listen = \"127.0.0.1:7000\"\napi_listen = \"127.0.0.1:7000\"\n").starts_with(
+                "h.toml:2:14: api_listen: 127.0.0.1:7000 is already a listener's address"
+            )
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_refused_where_they_are() {
+        assert!(file_err("listen = \"127.0.0.1:1\"\n\n  lisen = 3\n")
+            .starts_with("h.toml:3:3: unknown field `lisen`"));
+        assert!(file_err("[limits]\nmax_members = \"many\"\n")
+            .starts_with("h.toml:2:15: invalid type: string \"many\", expected"));
+        assert!(file_err("[[app]]\nappid = 1\nsecrets = \"x\"\n")
+            .starts_with("h.toml:3:1: unknown field `secrets`"));
+    }
+
+    #[test]
+    fn api_listen_is_parsed_from_every_source() {
+        let f = file("api_listen = \"127.0.0.1:7302\"\n");
+        assert_eq!(
+            build(f.clone()).api_listen,
+            Some("127.0.0.1:7302".parse().unwrap())
+        );
+        let s = build(f.overlay(cli(&[], &[("HUMMER_API_LISTEN", "127.0.0.1:7400")])));
+        assert_eq!(s.api_listen, Some("127.0.0.1:7400".parse().unwrap()));
+        let e = command_line(&args(&["--api-listen", "nowhere"]), |_| None).unwrap_err();
+        assert_eq!(
+            e.message,
+            "--api-listen: \"nowhere\" is not an address like 127.0.0.1:7302"
+        );
+        assert_eq!(build(Layer::default()).api_listen, None);
+    }
+
+    #[test]
+    fn the_summary_tells_the_apps_but_no_secret_or_key() {
+        let key = "K".repeat(40);
+        let s = build(file(&format!(
+            "api_listen = \"127.0.0.1:7302\"\n[[app]]\nappid = 77\nsecret = \"{SECRET}\"\n\
+             api_keys = [\"{key}\"]\n"
+        )));
+        let text = s.summary();
+        assert!(text.contains("77 (token secret set, 1 API key"), "{text}");
+        assert!(text.contains("server API on 127.0.0.1:7302"), "{text}");
+        assert!(!text.contains(SECRET) && !text.contains(&key), "{text}");
+    }
+}
