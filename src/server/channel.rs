@@ -445,25 +445,54 @@ impl Hub {
             }
         }
         let num = self.member_channel(m, req.channel.take())?;
-        let message = Message::from(req.message.unwrap_or_default());
-        self.config.limits.check_message(&message)?;
-        let from_uid = who.1;
-        let ts = self.unix_ms();
-        let now = self.now();
-        let mut push = wire::ChannelMessagePush {
-            channel: num,
-            from_uid,
-            message: Some(message.into()),
-            timestamp_ms: ts,
-            seq: 0,
-        };
-        check_sequenced_fits(self.config.limits.max_frame_size, &push)?;
+        let push = self.channel_push(num, who.1, req.message.unwrap_or_default())?;
         // Counted only once the send is known to be valid.
         if local {
             self.rate_check(inst)?;
         } else if let Some(e) = self.effects.as_mut() {
             e.send_counted = true;
         }
+        let reply = self.publish(num, push, req.unreliable)?;
+        if local {
+            self.remember_sent(who, req.message_id, to, &reply);
+        } else if let Some(e) = self.effects.as_mut() {
+            e.sent = Some((req.message_id, to, reply));
+        }
+        Ok((Body::SendReply(reply), Vec::new()))
+    }
+
+    /// The push of a message from `from_uid` to channel `num`, checked
+    /// against the limits (its size, and that it fits in a frame with the
+    /// longest seq: a reliable push that does not would be replayed, and
+    /// refused, on every rejoin).
+    pub(super) fn channel_push(
+        &self,
+        num: u32,
+        from_uid: u64,
+        message: wire::ChatMessage,
+    ) -> Result<wire::ChannelMessagePush, ServiceError> {
+        let message = Message::from(message);
+        self.config.limits.check_message(&message)?;
+        let push = wire::ChannelMessagePush {
+            channel: num,
+            from_uid,
+            message: Some(message.into()),
+            timestamp_ms: self.unix_ms(),
+            seq: 0,
+        };
+        check_sequenced_fits(self.config.limits.max_frame_size, &push)?;
+        Ok(push)
+    }
+
+    /// Sends `push` to channel `num`'s members: appended to its stream
+    /// (unless unreliable), counted, broadcast.
+    pub(super) fn publish(
+        &mut self,
+        num: u32,
+        mut push: wire::ChannelMessagePush,
+        unreliable: bool,
+    ) -> Result<wire::SendReply, ServiceError> {
+        let (now, ts) = (self.now(), push.timestamp_ms);
         let retention = self.config.channel_retention();
         let Some(ch) = self.channels.get_mut(&num) else {
             return Err(ServiceError::new(
@@ -472,28 +501,23 @@ impl Hub {
             ));
         };
         ch.messages += 1;
-        let (seq, frame) = if req.unreliable {
+        let appid = ch.appid;
+        let (seq, frame) = if unreliable {
             (0, encode_push(Body::ChannelMessage(push)))
         } else {
             let pushed = ch.log.push(now, retention, |seq| {
                 push.seq = seq;
                 encode_push(Body::ChannelMessage(push))
             });
-            self.retained(who.0, pushed.added);
+            self.retained(appid, pushed.added);
             (pushed.seq, pushed.frame)
         };
         self.broadcast(num, &frame);
-        let reply = wire::SendReply {
+        Ok(wire::SendReply {
             timestamp_ms: ts,
             delivered_online: true,
             seq,
-        };
-        if local {
-            self.remember_sent(who, req.message_id, to, &reply);
-        } else if let Some(e) = self.effects.as_mut() {
-            e.sent = Some((req.message_id, to, reply));
-        }
-        Ok((Body::SendReply(reply), Vec::new()))
+        })
     }
 
     pub(super) fn write_attributes(
@@ -510,6 +534,19 @@ impl Hub {
             false => 0,
         };
         self.member_take(m, RateKind::AttributeWrite, 1 + told as u64 / 100)?;
+        self.apply_attributes(num, uid, req, scope)
+    }
+
+    /// Applies an attribute write of `writer` (0: the service) to channel
+    /// `num`: the operation checked against the limits, then the notice
+    /// to the members when asked for.
+    pub(super) fn apply_attributes(
+        &mut self,
+        num: u32,
+        uid: u64,
+        req: wire::AttributesWrite,
+        scope: AttributeScope,
+    ) -> Outcome {
         let op = match AttributeOp::try_from(req.op) {
             Ok(AttributeOp::Unspecified) => Err("attribute op unspecified"),
             Ok(op) => Ok(op),

@@ -34,7 +34,6 @@ use super::shard::{Effects, Member, ShardId, ShardMsg, ToShard};
 use super::{channel_shard, checked_region, encode_push, uid_shard};
 use crate::error::{ErrorCode, ServiceError};
 use crate::limits::AttributeScope;
-use crate::types::Message;
 use crate::wire::{self, Body};
 
 /// An instance homed on another shard, member of channels of this one.
@@ -511,17 +510,8 @@ impl Hub {
             self.park(who, id, conn, rid, Body::SendToUser(req));
             return Ok(());
         }
-        self.config.limits.check_uid(req.receiver)?;
-        let message = Message::from(req.message.unwrap_or_default());
-        self.config.limits.check_message(&message)?;
-        let ts = self.unix_ms();
-        let push = wire::UserMessagePush {
-            from_uid: who.1,
-            message: Some(message.into()),
-            timestamp_ms: ts,
-            seq: 0,
-        };
-        super::seq_log::check_sequenced_fits(self.config.limits.max_frame_size, &push)?;
+        let push = self.user_push(req.receiver, who.1, req.message.unwrap_or_default())?;
+        let ts = push.timestamp_ms;
         self.rate_check(inst)?;
         self.inflight
             .insert((who, req.message_id), (to, Vec::new()));

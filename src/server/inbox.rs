@@ -28,20 +28,8 @@ impl Hub {
         if let Some(reply) = self.sent_before((appid, from_uid), req.message_id, to)? {
             return Ok((Body::SendReply(reply), Vec::new()));
         }
-        self.config.limits.check_uid(req.receiver)?;
-        let message = Message::from(req.message.unwrap_or_default());
-        self.config.limits.check_message(&message)?;
-        let ts = self.unix_ms();
-        let push = wire::UserMessagePush {
-            from_uid,
-            message: Some(message.into()),
-            timestamp_ms: ts,
-            seq: 0,
-        };
-        // The push must fit in a frame a client accepts, with the longest
-        // seq varint (a reliable push that does not would be replayed, and
-        // refused, on every login of the receiver).
-        check_sequenced_fits(self.config.limits.max_frame_size, &push)?;
+        let push = self.user_push(req.receiver, from_uid, req.message.unwrap_or_default())?;
+        let ts = push.timestamp_ms;
         // Counted only once the send is known to be valid.
         self.rate_check(inst)?;
         let (seq, delivered_online) = self.deliver_p2p((appid, req.receiver), push, req.unreliable);
@@ -52,6 +40,30 @@ impl Hub {
         };
         self.remember_sent((appid, from_uid), req.message_id, to, &reply);
         Ok((Body::SendReply(reply), Vec::new()))
+    }
+
+    /// The push of a message from `from_uid` to `receiver`, checked against
+    /// the limits: the receiver's uid, the message's size, and that it fits
+    /// in a frame a client accepts with the longest seq varint (a reliable
+    /// push that does not would be replayed, and refused, on every login of
+    /// the receiver).
+    pub(super) fn user_push(
+        &self,
+        receiver: u64,
+        from_uid: u64,
+        message: wire::ChatMessage,
+    ) -> Result<wire::UserMessagePush, crate::error::ServiceError> {
+        self.config.limits.check_uid(receiver)?;
+        let message = Message::from(message);
+        self.config.limits.check_message(&message)?;
+        let push = wire::UserMessagePush {
+            from_uid,
+            message: Some(message.into()),
+            timestamp_ms: self.unix_ms(),
+            seq: 0,
+        };
+        check_sequenced_fits(self.config.limits.max_frame_size, &push)?;
+        Ok(push)
     }
 
     /// Delivers a P2P message to `(appid, receiver)` of this shard: into
