@@ -181,14 +181,7 @@ impl Hub {
         }
         let num = match existing {
             Some(n) => n,
-            None => {
-                let n = self.new_channel_number();
-                let log = SeqLog::new(self.random_nonzero());
-                self.channels
-                    .insert(n, Channel::new(appid, region, id.clone(), log));
-                self.channel_index.insert((appid, region, id), n);
-                n
-            }
+            None => self.make_channel(appid, region, id),
         };
         if !was_member {
             if m.home == self.shard {
@@ -300,6 +293,17 @@ impl Hub {
     /// (short of 2^32 channels, where in-use numbers are still skipped).
     /// Shard `s` of `n` numbers its channels `1 + s`, `1 + s + n`, ...: no
     /// two shards give the same number (until the numbers wrap).
+    /// Makes channel (appid, region, id), empty, with a stream of a new
+    /// epoch; its number.
+    pub(super) fn make_channel(&mut self, appid: u32, region: Region, id: String) -> u32 {
+        let n = self.new_channel_number();
+        let log = SeqLog::new(self.random_nonzero());
+        self.channels
+            .insert(n, Channel::new(appid, region, id.clone(), log));
+        self.channel_index.insert((appid, region, id), n);
+        n
+    }
+
     fn new_channel_number(&mut self) -> u32 {
         loop {
             let n = self.next_channel;

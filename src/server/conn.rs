@@ -82,6 +82,15 @@ pub enum CloseReason {
     TokenExpired,
     /// The client sent a `Close` frame. No frame queued.
     ClosedByPeer,
+    /// The app's backend kicked the instance (the server API): `Close{code,
+    /// reason}` queued, `code` in 4100..=4199. Like [`CloseReason::Kicked`],
+    /// no grace period: the instance is gone.
+    KickedByService {
+        /// The close code the backend chose.
+        code: u32,
+        /// What the backend said.
+        reason: String,
+    },
 }
 
 impl CloseReason {
@@ -99,6 +108,7 @@ impl CloseReason {
             CloseReason::Shutdown => 4006,
             CloseReason::Replaced => 4007,
             CloseReason::ClosedByPeer => 0,
+            CloseReason::KickedByService { code, .. } => *code,
         }
     }
 }
@@ -121,6 +131,7 @@ impl CloseReason {
             CloseReason::NotLoggedIn => "not_logged_in",
             CloseReason::TokenExpired => "token_expired",
             CloseReason::ClosedByPeer => "closed_by_peer",
+            CloseReason::KickedByService { .. } => "kicked_by_service",
         }
     }
 
@@ -130,6 +141,7 @@ impl CloseReason {
         matches!(
             self,
             CloseReason::Kicked
+                | CloseReason::KickedByService { .. }
                 | CloseReason::Replaced
                 | CloseReason::NotLoggedIn
                 | CloseReason::TokenExpired
@@ -151,6 +163,7 @@ impl fmt::Display for CloseReason {
             CloseReason::NotLoggedIn => f.write_str("a request before login"),
             CloseReason::TokenExpired => f.write_str("the token expired and was not refreshed"),
             CloseReason::ClosedByPeer => f.write_str("closed by peer"),
+            CloseReason::KickedByService { reason, .. } => f.write_str(reason),
         }
     }
 }

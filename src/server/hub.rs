@@ -124,6 +124,8 @@ pub struct Hub {
     pub(super) next_token: u64,
     /// What this shard counted.
     pub(super) stats: Stats,
+    /// Uids whose logins are refused until then (a backend's kick).
+    bans: HashMap<(u32, u64), Instant>,
 }
 
 /// A retention log: a channel's or a uid's inbox.
@@ -206,6 +208,7 @@ impl Hub {
             resuming: IdMap::default(),
             next_token: 1,
             stats: Stats::default(),
+            bans: HashMap::new(),
         }
     }
 
@@ -460,6 +463,7 @@ impl Hub {
         }
         self.sent_ids.sweep(now, self.config.send_dedupe_window);
         self.uid_rates.retain(|_, r| !r.is_idle(now));
+        self.bans.retain(|_, until| *until > now);
         self.login_rates.retain(|_, b| !b.is_idle(now));
     }
 
@@ -486,6 +490,24 @@ impl Hub {
     ) {
         let bounds = (self.config.send_dedupe_window, self.config.send_dedupe_max);
         self.sent_ids.remember(who, id, to, r, self.now(), bounds);
+    }
+
+    /// Refuses the logins of `(appid, uid)` until `until` (a longer ban
+    /// already in force stays).
+    pub(super) fn ban(&mut self, appid: u32, uid: u64, until: Instant) {
+        let at = self.bans.entry((appid, uid)).or_insert(until);
+        *at = (*at).max(until);
+    }
+
+    /// 3000 while `(appid, uid)` is banned.
+    pub(super) fn ban_check(&self, appid: u32, uid: u64) -> Result<(), ServiceError> {
+        match self.bans.get(&(appid, uid)) {
+            Some(until) if *until > self.now() => Err(ServiceError::new(
+                ErrorCode::PERMISSION_DENY,
+                "this uid's logins are refused for now (kicked by the service)",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Counts `bytes` newly retained by `app`, then enforces the app's
@@ -725,7 +747,10 @@ impl Hub {
     pub(super) fn close_conn(&mut self, conn: ConnId, reason: CloseReason) {
         debug_assert!(reason.decided_by_hub());
         let inst = self.links.remove(&conn);
-        let kept = !matches!(reason, CloseReason::Kicked | CloseReason::Replaced);
+        let kept = !matches!(
+            reason,
+            CloseReason::Kicked | CloseReason::KickedByService { .. } | CloseReason::Replaced
+        );
         self.out.push_back(ToGateway::Close { conn, reason });
         if let Some(inst) = inst.filter(|_| kept) {
             self.lose_link(inst);

@@ -55,6 +55,7 @@
 //! - Every closed link gets a `Close` frame first; its codes are listed in
 //!   `docs/protocol.md` ("Close codes").
 
+mod api;
 mod auth;
 mod channel;
 mod config;
@@ -80,6 +81,10 @@ use crate::error::{ErrorCode, ServiceError, WireError};
 use crate::types::Region;
 use crate::wire::{self, encode_frame, Body, Frame};
 
+pub use api::{
+    merge as merge_api_replies, ApiCall, ApiReply, ApiRequest, ChannelInfo, HistoryMessage, Sent,
+    KICK_CODE_MAX, KICK_CODE_MIN, MAX_BAN, MAX_HISTORY, MAX_LISTED_MEMBERS, MAX_PAGE,
+};
 pub use auth::mint_token;
 pub use config::{
     AppConfig, ConfigError, RateLimit, RateLimits, ServerConfig, DEMO_APPID, DEMO_SECRET,
@@ -273,6 +278,43 @@ impl Server {
             g.handle_disconnected(now, conn);
         }
         self.pump(now);
+    }
+
+    /// A call of an app's backend (the server API): split over the hub
+    /// shards that hold what it needs, answered by each, merged; what it
+    /// causes (pushes, closes) is queued like any other output.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use hummer_channel::server::{ApiCall, ApiReply, ApiRequest, Server, ServerConfig, DEMO_APPID};
+    ///
+    /// let now = Instant::now();
+    /// let mut server = Server::new(ServerConfig::demo(), now, 1_700_000_000_000);
+    /// let call = ApiCall { appid: DEMO_APPID, request: ApiRequest::OnlineStatus { uids: vec![7] } };
+    /// match server.api(now, call).unwrap() {
+    ///     ApiReply::Online(status) => assert_eq!(status[&7], false),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// ```
+    pub fn api(&mut self, now: Instant, call: ApiCall) -> Result<ApiReply, ServiceError> {
+        let limit = match &call.request {
+            ApiRequest::ListChannels { limit, .. } => *limit,
+            _ => 0,
+        };
+        let shards = u16::try_from(self.hubs.len()).unwrap_or(MAX_SHARDS);
+        let parts = call
+            .split(shards)
+            .into_iter()
+            .map(|(s, part)| match self.hubs.get_mut(usize::from(s.0)) {
+                Some(h) => h.handle_api(now, part),
+                None => Err(ServiceError::new(
+                    ErrorCode::INTERNAL_SERVER_ERROR,
+                    "no such shard",
+                )),
+            })
+            .collect();
+        self.pump(now);
+        api::merge(parts, limit)
     }
 
     /// Time passed: fires every deadline up to `now` (idle and login

@@ -65,6 +65,7 @@ impl Hub {
             v => Some(checked_region(v)?),
         };
         let grant = token?;
+        self.ban_check(req.appid, req.uid)?;
         let (is_anonymous, exp) = (grant.is_anonymous, grant.expires_at_s);
         let key = (req.appid, req.uid);
 

@@ -58,8 +58,9 @@ impl LinkKind {
 
 /// Why links were closed, as counted: [`CloseReason::name`] for the
 /// server's closes, and `lost` for a transport that went away by itself.
-const CLOSE_CAUSES: [&str; 12] = [
+const CLOSE_CAUSES: [&str; 13] = [
     "kicked",
+    "kicked_by_service",
     "slow_consumer",
     "protocol_error",
     "unsupported_version",
@@ -592,6 +593,10 @@ mod tests {
             CloseReason::NotLoggedIn,
             CloseReason::TokenExpired,
             CloseReason::ClosedByPeer,
+            CloseReason::KickedByService {
+                code: 4100,
+                reason: "spam".into(),
+            },
         ] {
             let mut s = Stats::default();
             s.note_close(Some(&r));

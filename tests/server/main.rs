@@ -9,6 +9,7 @@
 mod common;
 mod support;
 
+mod api;
 mod attributes;
 mod channels;
 mod faults;
