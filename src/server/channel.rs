@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::hooks::{channel_key, HookEventKind};
 use super::hub::{Hub, Outcome, Timer};
 use super::rate::RateKind;
 use super::sent_ids::Destination;
@@ -202,13 +203,20 @@ impl Hub {
                     e.joined = Some((num, key));
                 }
             }
+            let mut created = None;
             let first = self.channels.get_mut(&num).is_some_and(|ch| {
+                if ch.members.is_empty() {
+                    created = Some(channel_key(ch.region, &ch.id));
+                }
                 let set = ch.members.entry(uid).or_default();
                 set.insert(inst);
                 set.len() == 1
             });
             if first {
                 self.note_membership(num, uid, true);
+            }
+            if let Some(channel) = created {
+                self.hook(appid, HookEventKind::ChannelCreated { channel });
             }
         }
         // Only a rejoin replays, only to an instance that is not a member
@@ -358,11 +366,19 @@ impl Hub {
         }
         ch.members.remove(&uid);
         ch.user_attrs.remove(&uid);
+        let mut emptied = None;
         if ch.members.is_empty() {
             ch.attrs.clear();
             ch.attrs_uid = 0;
             ch.attrs_ts = 0;
+            emptied = Some((ch.appid, channel_key(ch.region, &ch.id)));
         }
+        if let Some((appid, channel)) = emptied {
+            self.hook(appid, HookEventKind::ChannelEmptied { channel });
+        }
+        let Some(ch) = self.channels.get_mut(&num) else {
+            return;
+        };
         let forget = ch.is_forgettable();
         if forget {
             let key = (ch.appid, ch.region, ch.id.clone());
@@ -489,7 +505,8 @@ impl Hub {
     }
 
     /// Sends `push` to channel `num`'s members: appended to its stream
-    /// (unless unreliable), counted, broadcast.
+    /// (unless unreliable), counted, broadcast, and told to the app's
+    /// backend when it listens to this channel's messages.
     pub(super) fn publish(
         &mut self,
         num: u32,
@@ -506,6 +523,21 @@ impl Hub {
         };
         ch.messages += 1;
         let appid = ch.appid;
+        // Only copied for a backend that may want it.
+        let event = match self.channels.get(&num) {
+            Some(ch) if self.wants_messages(appid) => {
+                let m = push.message.clone().unwrap_or_default();
+                let channel = channel_key(ch.region, &ch.id);
+                Some((channel, push.from_uid, m.r#type, m.content))
+            }
+            _ => None,
+        };
+        let Some(ch) = self.channels.get_mut(&num) else {
+            return Err(ServiceError::new(
+                ErrorCode::INTERNAL_SERVER_ERROR,
+                "channel vanished",
+            ));
+        };
         let (seq, frame) = if unreliable {
             (0, encode_push(Body::ChannelMessage(push)))
         } else {
@@ -517,6 +549,18 @@ impl Hub {
             (pushed.seq, pushed.frame)
         };
         self.broadcast(num, &frame);
+        if let Some((channel, from_uid, kind, content)) = event {
+            self.hook(
+                appid,
+                HookEventKind::ChannelMessage {
+                    channel,
+                    from_uid,
+                    seq,
+                    kind,
+                    content,
+                },
+            );
+        }
         Ok(wire::SendReply {
             timestamp_ms: ts,
             delivered_online: true,

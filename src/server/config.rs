@@ -32,6 +32,8 @@ pub struct AppConfig {
     /// KEY`) to act for this app; several allow a rotation. Each at least
     /// [`MIN_SECRET_LEN`] bytes. Empty: the app has no API access.
     pub api_keys: Vec<String>,
+    /// Where this app's events go (webhooks); `None`: nowhere.
+    pub hook: Option<super::HookConfig>,
 }
 
 impl AppConfig {
@@ -43,7 +45,14 @@ impl AppConfig {
             allow_appid_mode: false,
             kick_older_logins: false,
             api_keys: Vec::new(),
+            hook: None,
         }
+    }
+
+    /// The same app, whose events go to `hook`.
+    pub fn with_hook(mut self, hook: super::HookConfig) -> Self {
+        self.hook = Some(hook);
+        self
     }
 
     /// The same app, whose backend may use the server API with `key`.
@@ -261,6 +270,20 @@ pub enum ConfigError {
         /// The secret's length.
         len: usize,
     },
+    /// An app's hook URL is not an `http://` or `https://` URL.
+    #[error("the hook URL of app {appid} must start with http:// or https://")]
+    BadHookUrl {
+        /// The app.
+        appid: u32,
+    },
+    /// An app's hook secret is shorter than [`MIN_SECRET_LEN`] bytes.
+    #[error("the hook secret of app {appid} is {len} bytes; at least {MIN_SECRET_LEN} are needed")]
+    WeakHookSecret {
+        /// The app.
+        appid: u32,
+        /// The secret's length.
+        len: usize,
+    },
     /// An app's API key is shorter than [`MIN_SECRET_LEN`] bytes.
     #[error("an API key of app {appid} is {len} bytes; at least {MIN_SECRET_LEN} are needed")]
     WeakApiKey {
@@ -293,6 +316,18 @@ impl ServerConfig {
                     return Err(ConfigError::WeakSecret {
                         appid: app.appid,
                         len: s.len(),
+                    });
+                }
+            }
+            if let Some(h) = &app.hook {
+                let scheme_ok = h.url.starts_with("http://") || h.url.starts_with("https://");
+                if !scheme_ok {
+                    return Err(ConfigError::BadHookUrl { appid: app.appid });
+                }
+                if h.secret.len() < MIN_SECRET_LEN {
+                    return Err(ConfigError::WeakHookSecret {
+                        appid: app.appid,
+                        len: h.secret.len(),
                     });
                 }
             }
@@ -348,6 +383,7 @@ impl ServerConfig {
                 allow_appid_mode: true,
                 kick_older_logins: false,
                 api_keys: Vec::new(),
+                hook: None,
             }],
             ..ServerConfig::default()
         }
@@ -424,6 +460,19 @@ mod tests {
             })
         );
         assert_eq!(config.app_of_api_key(&short), None);
+        config.apps[1].api_keys.clear();
+        config.apps[1].hook = Some(super::super::HookConfig::new("ftp://x", long("h")));
+        assert_eq!(config.validate(), Err(ConfigError::BadHookUrl { appid: 7 }));
+        config.apps[1].hook = Some(super::super::HookConfig::new("https://x", short.clone()));
+        assert_eq!(
+            config.validate(),
+            Err(ConfigError::WeakHookSecret {
+                appid: 7,
+                len: MIN_SECRET_LEN - 1
+            })
+        );
+        config.apps[1].hook = Some(super::super::HookConfig::new("http://x", long("h")));
+        assert_eq!(config.validate(), Ok(()));
         let exact = "y".repeat(MIN_SECRET_LEN);
         config.apps[1].api_keys = vec![exact.clone()];
         assert_eq!(config.app_of_api_key(&exact), Some(7));

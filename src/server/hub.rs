@@ -126,6 +126,8 @@ pub struct Hub {
     pub(super) stats: Stats,
     /// Uids whose logins are refused until then (a backend's kick).
     bans: HashMap<(u32, u64), Instant>,
+    /// Events for the apps' backends, oldest first.
+    pub(super) hooks: VecDeque<super::HookEvent>,
 }
 
 /// A retention log: a channel's or a uid's inbox.
@@ -209,6 +211,7 @@ impl Hub {
             next_token: 1,
             stats: Stats::default(),
             bans: HashMap::new(),
+            hooks: VecDeque::new(),
         }
     }
 

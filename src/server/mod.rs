@@ -62,6 +62,7 @@ mod config;
 mod conn;
 mod cross;
 mod gateway;
+mod hooks;
 mod hub;
 mod inbox;
 mod message;
@@ -92,6 +93,7 @@ pub use config::{
 };
 pub use conn::{CloseReason, ConnId};
 pub use gateway::Gateway;
+pub use hooks::{HookConfig, HookEvent, HookEventKind};
 pub use hub::Hub;
 pub use message::{GatewayId, ToGateway, ToHub, TokenCheck, TokenGrant};
 pub use shard::{channel_shard, uid_shard, ShardId, ToShard, MAX_SHARDS};
@@ -315,6 +317,12 @@ impl Server {
             .collect();
         self.pump(now);
         api::merge(parts, limit)
+    }
+
+    /// The next event for an app's backend (see [`Hub::poll_hook`]), from
+    /// any hub shard.
+    pub fn poll_hook(&mut self) -> Option<HookEvent> {
+        self.hubs.iter_mut().find_map(Hub::poll_hook)
     }
 
     /// Time passed: fires every deadline up to `now` (idle and login

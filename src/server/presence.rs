@@ -7,6 +7,7 @@ use std::time::Instant;
 use std::net::IpAddr;
 
 use super::auth::verify_token;
+use super::hooks::HookEventKind;
 use super::hub::{Hub, Outcome, Timer};
 use super::message::TokenCheck;
 use super::rate::{RateKind, RateLimiter};
@@ -154,7 +155,11 @@ impl Hub {
                         shard_mask: 0,
                     },
                 );
-                self.users.entry(key).or_default().push(id);
+                let ids = self.users.entry(key).or_default();
+                ids.push(id);
+                if ids.len() == 1 {
+                    self.hook(req.appid, HookEventKind::UserOnline { uid: req.uid });
+                }
                 id
             }
         };
@@ -360,6 +365,7 @@ impl Hub {
             ids.retain(|&x| x != inst);
             if ids.is_empty() {
                 self.users.remove(&key);
+                self.hook(key.0, HookEventKind::UserOffline { uid: key.1 });
             }
         }
         if let Some(c) = i.conn {

@@ -14,6 +14,7 @@ mod attributes;
 mod channels;
 mod faults;
 mod gateways;
+mod hooks;
 mod limits;
 mod login;
 mod p2p;
