@@ -43,6 +43,8 @@ export declare const ConnectionReason: {
   readonly INTERRUPTED: "INTERRUPTED";
   readonly LOGOUT: "LOGOUT";
   readonly REMOTE_LOGIN: "REMOTE_LOGIN";
+  /** The app's backend kicked this instance (Close 4100 to 4199). */
+  readonly KICKED: "KICKED";
 };
 export type ConnectionReasonName = keyof typeof ConnectionReason;
 

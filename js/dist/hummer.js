@@ -4057,7 +4057,8 @@ var ConnectionReason = Object.freeze({
   LOGIN_TIMEOUT: "LOGIN_TIMEOUT",
   INTERRUPTED: "INTERRUPTED",
   LOGOUT: "LOGOUT",
-  REMOTE_LOGIN: "REMOTE_LOGIN"
+  REMOTE_LOGIN: "REMOTE_LOGIN",
+  KICKED: "KICKED"
 });
 var ErrorCode = Object.freeze({
   SUCCESS: 0,
@@ -4355,6 +4356,10 @@ var Hummer = class _Hummer extends Emitter {
     }
     if (closeCode === 100 || closeCode === 4007) {
       this._terminate(ConnectionReason.REMOTE_LOGIN);
+      return;
+    }
+    if (closeCode >= 4100 && closeCode <= 4199) {
+      this._terminate(ConnectionReason.KICKED);
       return;
     }
     if (closeCode === 2010) {

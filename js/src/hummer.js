@@ -24,6 +24,7 @@ export const ConnectionReason = Object.freeze({
   INTERRUPTED: "INTERRUPTED",
   LOGOUT: "LOGOUT",
   REMOTE_LOGIN: "REMOTE_LOGIN",
+  KICKED: "KICKED",
 });
 
 export const ErrorCode = Object.freeze({
@@ -369,6 +370,11 @@ export class Hummer extends Emitter {
 
     if (closeCode === 100 || closeCode === 4007) {
       this._terminate(ConnectionReason.REMOTE_LOGIN);
+      return;
+    }
+    // 4100..4199: the app's backend kicked this instance (server API).
+    if (closeCode >= 4100 && closeCode <= 4199) {
+      this._terminate(ConnectionReason.KICKED);
       return;
     }
     if (closeCode === 2010) {

@@ -276,6 +276,21 @@ test("Close{100}: DISCONNECTED/REMOTE_LOGIN and no reconnect; Close{1005}: recon
   assert.equal((await ctx.hummer.getInstanceInfo()).rescode, 1001);
 });
 
+test("Close{4100..4199} (the backend's kick): DISCONNECTED/KICKED and no reconnect; Close{4200} reconnects", async () => {
+  const ctx = await loggedIn();
+  ctx.conn.send({ body: { case: "close", value: { code: 4200, reason: "not a kick" } } });
+  await nextEvent(ctx.hummer, "ConnectionStateChanged", 1000, (s) => s.state === "RECONNECTING");
+  const conn2 = await ctx.server.nextConn();
+  const relogin = await conn2.recv();
+  conn2.loginReply(relogin, { resumed: true });
+  await nextEvent(ctx.hummer, "ConnectionStateChanged", 1000, (s) => s.state === "CONNECTED");
+  conn2.send({ body: { case: "close", value: { code: 4142, reason: "spam" } } });
+  const st = await nextEvent(ctx.hummer, "ConnectionStateChanged", 1000);
+  assert.deepEqual(st, { state: ConnectionState.DISCONNECTED, reason: ConnectionReason.KICKED });
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(ctx.server.conns.length, 2, "no reconnect");
+});
+
 test("an expired token on re-login: TokenExpired, then refreshToken logs in again with the new token", async () => {
   const ctx = await loggedIn();
   const expired = nextEvent(ctx.hummer, "TokenExpired");

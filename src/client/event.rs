@@ -54,6 +54,9 @@ pub enum ConnectionReason {
     Logout,
     /// Another login of the same uid took over.
     RemoteLogin,
+    /// The app's backend closed this instance (the server API's kick,
+    /// `Close` codes 4100 to 4199): the session ends, no reconnect.
+    Kicked,
 }
 
 /// Names one transport the Session asked for with

@@ -56,8 +56,9 @@ impl Session {
         Ok(())
     }
 
-    /// 100 (a newer login) and 4007 (another link resumed this instance)
-    /// end the session; every other code is a lost link, resumed.
+    /// 100 (a newer login), 4007 (another link resumed this instance) and
+    /// 4100..=4199 (the app's backend kicked it) end the session; every
+    /// other code is a lost link, resumed.
     fn on_close(&mut self, now: Instant, close: wire::Close) {
         log!(
             info,
@@ -67,6 +68,7 @@ impl Session {
         );
         match close.code {
             100 | 4007 => self.reset(ConnectionReason::RemoteLogin),
+            4100..=4199 => self.reset(ConnectionReason::Kicked),
             _ => self.link_lost(now, true),
         }
     }

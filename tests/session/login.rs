@@ -235,6 +235,39 @@ fn remote_login_disconnects_without_reconnecting() {
 }
 
 #[test]
+fn a_kick_by_the_apps_backend_ends_the_session_and_its_neighbours_codes_do_not() {
+    for (code, kicked) in [
+        (4099, false),
+        (4100, true),
+        (4150, true),
+        (4199, true),
+        (4200, false),
+    ] {
+        let mut t = Script::logged_in();
+        t.push(Body::Close(wire::Close {
+            code,
+            reason: "spam".into(),
+        }));
+        if kicked {
+            assert_eq!(
+                t.s.connection_state(),
+                (S::Disconnected, R::Kicked),
+                "{code}"
+            );
+            assert_eq!(t.acts(), vec![Act::Close], "{code}");
+            t.run_for(Duration::from_secs(60));
+            assert!(!t.acts().contains(&Act::Connect), "{code}: no reconnect");
+        } else {
+            assert_eq!(
+                t.s.connection_state().0,
+                S::Reconnecting,
+                "{code}: a lost link"
+            );
+        }
+    }
+}
+
+#[test]
 fn token_will_expire_fires_before_the_expiry() {
     let mut t = Script::new();
     let id = t.s.login(t.now, Uid(ME), Some("tok".into()), None).unwrap();

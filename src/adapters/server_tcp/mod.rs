@@ -34,6 +34,9 @@
 //! handle.shutdown();
 //! ```
 
+#[cfg(feature = "http-api")]
+#[allow(dead_code)] // Until the API listener calls it (next commit).
+mod api;
 mod link;
 mod shard;
 mod transport;

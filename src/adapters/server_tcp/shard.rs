@@ -31,6 +31,10 @@ use smol::Timer;
 use super::link::{write_now, Outgoing};
 use super::transport::Stream;
 use super::Control;
+#[cfg(feature = "http-api")]
+use crate::error::ServiceError;
+#[cfg(feature = "http-api")]
+use crate::server::{ApiCall, ApiReply};
 use crate::server::{
     CloseReason, ConnId, Gateway, Hub, IdMap, ShardId, ToGateway, ToHub, ToShard, TransportAction,
 };
@@ -91,6 +95,9 @@ pub(super) enum Envelope {
     Shard(ShardId, ShardId, ToShard),
     /// For a gateway (its `ConnId`s name it).
     Gateway(ToGateway),
+    /// A shard's part of a server API call, and where its answer goes.
+    #[cfg(feature = "http-api")]
+    Api(ShardId, ApiCall, Sender<Result<ApiReply, ServiceError>>),
 }
 
 /// One thread's state.
@@ -171,9 +178,11 @@ impl Shard {
 
     /// Where an envelope goes: this thread's own machines, or a thread's
     /// outbox.
-    fn route(&self, envelope: Envelope) {
+    pub fn route(&self, envelope: Envelope) {
         let to = match &envelope {
             Envelope::Hub(s, _) | Envelope::Shard(_, s, _) => self.owner(*s),
+            #[cfg(feature = "http-api")]
+            Envelope::Api(s, _, _) => self.owner(*s),
             Envelope::Gateway(m) => usize::from(m.gateway().0),
         };
         if to == self.thread {
@@ -235,6 +244,18 @@ impl Shard {
                 }
             }
             Envelope::Gateway(m) => self.gateway.borrow_mut().handle_hub(now, m),
+            #[cfg(feature = "http-api")]
+            Envelope::Api(s, call, reply) => {
+                let answer = match self.hub(s) {
+                    Some(h) => h.borrow_mut().handle_api(now, call),
+                    None => Err(ServiceError::new(
+                        crate::error::ErrorCode::INTERNAL_SERVER_ERROR,
+                        "no such shard",
+                    )),
+                };
+                // The caller may have gone (its request was cancelled).
+                let _ = reply.try_send(answer);
+            }
         }
     }
 
