@@ -6,7 +6,7 @@
 //! `std::net::TcpStream`: the connection cap, a head that never ends and a
 //! chunked body past the cap need control of the socket that an HTTP client
 //! library would hide. Every wait is bounded.
-#![cfg(all(feature = "blocking", feature = "http-api"))]
+#![cfg(all(feature = "blocking", feature = "http-api", feature = "websocket"))]
 
 #[macro_use]
 mod adapters_support;
@@ -39,8 +39,9 @@ fn spawn(api: ApiOptions) -> (ServerHandle, SocketAddr) {
     config.apps.push(seven);
     let runner = RunnerConfig::default().with_threads(2).with_api(api);
     let any = "127.0.0.1:0".parse().unwrap();
-    let listeners =
-        Listeners::new(bind(any, &runner).unwrap()).with_api(bind(any, &runner).unwrap());
+    let listeners = Listeners::new(bind(any, &runner).unwrap())
+        .with_websocket(bind(any, &runner).unwrap())
+        .with_api(bind(any, &runner).unwrap());
     let server = ServerHandle::spawn_on(config, runner, listeners).unwrap();
     let api = server.api_addr().expect("an API listener");
     (server, api)
@@ -591,5 +592,35 @@ fn the_257th_connection_is_closed_and_slow_heads_time_out() {
         "closed after {took:?}"
     );
     drop(open);
+    server.shutdown();
+}
+
+#[test]
+fn links_are_counted_by_their_transport() {
+    use hummer_channel::adapters::Endpoint;
+    watchdog(Duration::from_secs(60));
+    let (server, api) = spawn(ApiOptions::default());
+    let ws = server.websocket_addr().unwrap();
+    let url = Endpoint::parse(&format!("ws://{ws}")).unwrap();
+    let over_ws = Client::connect_to(url, fast_config()).unwrap();
+    over_ws.login(Uid(3), None, None).unwrap();
+    let over_tcp = Client::connect(server.local_addr(), fast_config()).unwrap();
+    over_tcp.login(Uid(4), None, None).unwrap();
+    let s = scrape_until(api, "a ws and a tcp login", |s| {
+        value(s, "hummer_logins_total", &[("transport", "ws")]) == Some(1.0)
+            && value(s, "hummer_logins_total", &[("transport", "tcp")]) == Some(1.0)
+    });
+    for t in ["ws", "tcp"] {
+        assert_eq!(
+            value(&s, "hummer_connections", &[("transport", t)]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&s, "hummer_connections_accepted_total", &[("transport", t)]),
+            Some(1.0)
+        );
+    }
+    over_ws.close();
+    over_tcp.close();
     server.shutdown();
 }
