@@ -8,6 +8,7 @@
 //!               [--max-connections N] [--max-connections-per-ip N] [--listen-backlog N]
 //!               [--threads N] [--ws-listen ADDR] [--ws-allowed-origins LIST]
 //!               [--web-root DIR] [--tls-cert PEM --tls-key PEM] [--api-listen ADDR]
+//!               [--api-key APPID:KEY]...
 //! hummer-server check-config FILE
 //! hummer-server token --appid A --uid U --secret S [--ttl-secs 3600]
 //! ```
@@ -20,7 +21,8 @@
 //! HUMMER_SEED, HUMMER_LOG, HUMMER_MAX_CONNECTIONS,
 //! HUMMER_MAX_CONNECTIONS_PER_IP, HUMMER_LISTEN_BACKLOG, HUMMER_THREADS,
 //! HUMMER_WS_LISTEN, HUMMER_WS_ALLOWED_ORIGINS, HUMMER_WEB_ROOT,
-//! HUMMER_TLS_CERT, HUMMER_TLS_KEY, HUMMER_API_LISTEN) and a key in the
+//! HUMMER_TLS_CERT, HUMMER_TLS_KEY, HUMMER_API_LISTEN, HUMMER_API_KEYS as
+//! comma-separated APPID:KEY) and a key in the
 //! TOML config file (`--config`; `docs/server.md`, "Configuration file",
 //! and `server/hummer.example.toml`). The file is read first, the
 //! environment overrides it and the flags override both, key by key; apps
@@ -32,9 +34,12 @@
 //!
 //! With `--ws-listen`, the same address serves WebSocket clients on
 //! `/v1/ws` and the demo page (built into the binary: `js/demo/` and the
-//! JavaScript client's bundle `js/dist/hummer.js`) on `/`. `--api-listen`
-//! is parsed and checked, but the server API listener is not built yet:
-//! the binary logs so and nothing listens there.
+//! JavaScript client's bundle `js/dist/hummer.js`) on `/`. With
+//! `--api-listen`, that address serves plain HTTP: `/metrics`
+//! (Prometheus), `/healthz`, `/readyz`, the server API under `/v1/` (API
+//! keys: `--api-key`, or the file's `api_keys`) and the live dashboard on
+//! `/dashboard`; `/metrics` needs no key, so bind it on a private address
+//! (`docs/server.md`, "Operating: metrics, health, dashboard").
 //!
 //! At start it raises its soft open-file limit to the hard limit (each
 //! connection is a descriptor) and logs both. App secrets (`--app`, `token
@@ -97,8 +102,12 @@ serve options (environment equivalent in brackets):
                              only TLS (tls://) and --ws-listen only wss:// and https://
                              [HUMMER_TLS_CERT]
   --tls-key PEM              the certificate's private key (PEM) [HUMMER_TLS_KEY]
-  --api-listen ADDR          the server API's listener (not built yet: the address is
-                             checked, nothing listens) [HUMMER_API_LISTEN] (default: off)
+  --api-listen ADDR          serve plain HTTP here: /metrics (no key: bind a private
+                             address), /healthz, /readyz, the server API (/v1/...) and
+                             the dashboard (/dashboard) [HUMMER_API_LISTEN] (default: off)
+  --api-key APPID:KEY        a server API key of app APPID (also for the dashboard);
+                             repeatable [HUMMER_API_KEYS=A:K,A:K]; keys given here
+                             replace the config file's api_keys
   --log LEVEL                error|warn|info|debug|trace [HUMMER_LOG] (default info)
 
 App secrets (--app, token --secret) and API keys must be at least 32 bytes.
@@ -247,9 +256,12 @@ fn run(args: &[String]) -> Result<(), Failure> {
             println!("demo page: {h}://{ws}/");
         }
         if let Some(api) = api_listen {
-            // TODO(api): start the API listener here (bind `api`, serve the
-            // server API with `config.app_of_api_key` for its keys).
-            tracing::info!(%api, "API listener not built yet: nothing listens on api_listen");
+            let l = bind(api, &runner).map_err(|e| format!("cannot listen on {api}: {e}"))?;
+            let api = l.local_addr().map_err(|e| e.to_string())?;
+            listeners = listeners.with_api(l);
+            println!(
+                "hummer-server API on http://{api} (metrics: /metrics, dashboard: /dashboard)"
+            );
         }
         if demo {
             println!(

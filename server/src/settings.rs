@@ -12,7 +12,10 @@
 //!
 //! Apps are the one key not merged piece by piece: apps from the command line
 //! (`--app`, `HUMMER_APPS`, which add up as they always did) replace the
-//! file's `[[app]]` tables entirely. `--appid-mode` and
+//! file's `[[app]]` tables entirely. API keys from the command line
+//! (`--api-key APPID:KEY`, `HUMMER_API_KEYS`, adding up likewise) replace
+//! every app's `api_keys` from the file; each must name an app that is
+//! served. `--appid-mode` and
 //! `--kick-older-logins` (and their variables), when given, set that
 //! switch of every app, overriding the file's per-app values.
 
@@ -157,6 +160,9 @@ pub struct Layer {
     pub kick_older_logins: Option<Set<bool>>,
     /// `None` or empty: the demo app.
     pub apps: Option<Vec<AppSetting>>,
+    /// Server API keys from the command line, by appid (`None` or empty:
+    /// the apps' own, from the file).
+    pub api_keys: Option<Vec<(u32, Set<String>)>>,
 }
 
 /// The serve flags that take no value.
@@ -185,10 +191,12 @@ pub const VALUED_FLAGS: &[&str] = &[
     "tls-cert",
     "tls-key",
     "api-listen",
+    "api-key",
 ];
 
-/// Each environment variable and the flag it stands for (`HUMMER_APPS`,
-/// a comma-separated list of `--app` values, is read after them).
+/// Each environment variable and the flag it stands for (`HUMMER_APPS`
+/// and `HUMMER_API_KEYS`, comma-separated lists of `--app` and `--api-key`
+/// values, are read after them).
 pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("HUMMER_CONFIG", "config"),
     ("HUMMER_LISTEN", "listen"),
@@ -256,6 +264,15 @@ pub fn command_line(
     if let Some(apps) = env("HUMMER_APPS") {
         for a in apps.split(',').filter(|a| !a.is_empty()) {
             given.push((Origin::Env("HUMMER_APPS"), "app".to_owned(), a.to_owned()));
+        }
+    }
+    if let Some(keys) = env("HUMMER_API_KEYS") {
+        for k in keys.split(',').filter(|k| !k.is_empty()) {
+            given.push((
+                Origin::Env("HUMMER_API_KEYS"),
+                "api-key".to_owned(),
+                k.to_owned(),
+            ));
         }
     }
     for (name, v) in
@@ -350,6 +367,16 @@ impl Layer {
                     from: from.clone(),
                 });
             }
+            "api-key" => {
+                let (id, key) = v
+                    .split_once(':')
+                    .ok_or_else(|| from.error("an API key is given as APPID:KEY"))?;
+                let appid = number(id).map_err(e)?;
+                let key = Set::new(key.to_owned(), from.clone());
+                self.api_keys
+                    .get_or_insert_with(Vec::new)
+                    .push((appid, key));
+            }
             "appid-mode" => self.appid_mode = Some(Set::new(truthy(v), from)),
             "kick-older-logins" => self.kick_older_logins = Some(Set::new(truthy(v), from)),
             "max-members" => self.max_members = Some(parsed(number(v), &from)?),
@@ -410,6 +437,10 @@ impl Layer {
             apps: match top.apps {
                 Some(apps) if !apps.is_empty() => Some(apps),
                 _ => self.apps,
+            },
+            api_keys: match top.api_keys {
+                Some(keys) if !keys.is_empty() => Some(keys),
+                _ => self.api_keys,
             },
         }
     }
@@ -505,6 +536,7 @@ impl Layer {
             appid_mode: None,
             kick_older_logins: None,
             apps: Some(apps).filter(|a| !a.is_empty()),
+            api_keys: None,
         })
     }
 
@@ -653,6 +685,21 @@ impl Layer {
                 a.kick_older_logins = kick.unwrap_or(false);
             }
         }
+        if let Some(keys) = self.api_keys.as_ref().filter(|k| !k.is_empty()) {
+            for a in &mut config.apps {
+                a.api_keys.clear();
+            }
+            for (appid, key) in keys {
+                let Some(app) = config.apps.iter_mut().find(|a| a.appid == *appid) else {
+                    return Err(key.from.error(format!(
+                        "app {appid} is not served (an API key is for one of the apps served)"
+                    )));
+                };
+                check_secret(&format!("an API key of app {appid}"), &key.value)
+                    .map_err(|m| key.from.error(m))?;
+                app.api_keys.push(key.value.clone());
+            }
+        }
         // The library's own check; the rules above already hold, this keeps
         // the binary from ever starting with what the library would refuse.
         config.validate().map_err(|e| {
@@ -780,7 +827,7 @@ impl Serve {
             None => s += ", no WebSocket listener",
         }
         match self.api_listen {
-            Some(api) => s += &format!(", server API on {api} (not built yet)"),
+            Some(api) => s += &format!(", server API on {api} (with /metrics and the dashboard)"),
             None => s += ", no server API listener",
         }
         let apps: Vec<String> = self
@@ -1125,5 +1172,45 @@ mod tests {
         assert!(text.contains("77 (token secret set, 1 API key"), "{text}");
         assert!(text.contains("server API on 127.0.0.1:7302"), "{text}");
         assert!(!text.contains(SECRET) && !text.contains(&key), "{text}");
+    }
+
+    #[test]
+    fn api_keys_from_the_command_line_replace_the_files_and_need_a_served_app() {
+        let (k1, k2, k3) = ("1".repeat(32), "2".repeat(32), "3".repeat(40));
+        let f = file(&format!(
+            "[[app]]\nappid = 5\nsecret = \"{SECRET}\"\napi_keys = [\"{k1}\"]\n\
+             [[app]]\nappid = 6\nsecret = \"{SECRET}\"\n"
+        ));
+        assert_eq!(build(f.clone()).config.app_of_api_key(&k1), Some(5));
+        // Flags and the variable add up, and replace the file's keys.
+        let c = cli(
+            &["--api-key", &format!("6:{k2}")],
+            &[("HUMMER_API_KEYS", &format!("5:{k3},"))],
+        );
+        let s = build(f.clone().overlay(c));
+        assert_eq!(s.config.app_of_api_key(&k1), None);
+        assert_eq!(s.config.app_of_api_key(&k2), Some(6));
+        assert_eq!(s.config.app_of_api_key(&k3), Some(5));
+        // The demo app takes keys too.
+        let s = build(cli(&["--api-key", &format!("{DEMO_APPID}:{k2}")], &[]));
+        assert_eq!(s.config.app_of_api_key(&k2), Some(DEMO_APPID));
+        let err = |c: Layer| {
+            f.clone()
+                .overlay(c)
+                .build(WebSocketOptions::default())
+                .unwrap_err()
+                .message
+        };
+        assert_eq!(
+            err(cli(&["--api-key", &format!("9:{k2}")], &[])),
+            "--api-key: app 9 is not served (an API key is for one of the apps served)"
+        );
+        let e = err(cli(&[], &[("HUMMER_API_KEYS", "5:short")]));
+        assert!(
+            e.starts_with("HUMMER_API_KEYS: an API key of app 5 is 5 bytes"),
+            "{e}"
+        );
+        let e = command_line(&args(&["--api-key", "nokey"]), |_| None).unwrap_err();
+        assert_eq!(e.message, "--api-key: an API key is given as APPID:KEY");
     }
 }

@@ -85,7 +85,8 @@ fn finish(mut c: Command) -> (Option<i32>, String, String) {
 struct Running {
     _child: Kill,
     out: mpsc::Receiver<String>,
-    err: mpsc::Receiver<String>,
+    /// Read so that the child never blocks on a full pipe.
+    _err: mpsc::Receiver<String>,
 }
 
 fn lines(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
@@ -110,7 +111,7 @@ fn start(mut c: Command) -> Running {
     Running {
         _child: Kill(child),
         out: lines(out),
-        err: lines(err),
+        _err: lines(err),
     }
 }
 
@@ -433,20 +434,39 @@ fn relative_tls_paths_are_taken_from_the_files_directory() {
 }
 
 #[test]
-fn api_listen_is_checked_and_said_to_be_not_built_yet() {
+fn the_api_listener_serves_health_metrics_and_keyed_stats() {
+    let key = "config-file-test-api-key-given-by-flag-0123";
     let mut c = binary();
-    c.args([
-        "--log",
-        "info",
-        "--listen",
-        "127.0.0.1:0",
-        "--api-listen",
-        "127.0.0.1:7302",
-    ]);
+    c.args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
+        .env("HUMMER_API_KEYS", format!("{DEMO_APPID}:{key}"));
     let server = start(c);
     server.addr();
-    let rest = line_with(&server.err, "API listener not built yet");
-    assert!(rest.contains("127.0.0.1:7302"), "{rest}");
+    let rest = line_with(&server.out, "hummer-server API on http://");
+    let (addr, tail) = rest.split_once(' ').unwrap();
+    assert_eq!(tail, "(metrics: /metrics, dashboard: /dashboard)");
+    let api: SocketAddr = addr.parse().unwrap();
+    let get = |path: &str, auth: Option<&str>| -> String {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(api).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let auth = auth.map_or(String::new(), |k| format!("Authorization: apikey {k}\r\n"));
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{auth}\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    assert!(get("/healthz", None).starts_with("HTTP/1.1 200 OK"));
+    let metrics = get("/metrics", None);
+    assert!(
+        metrics.contains("\nhummer_connections{transport=\"tcp\"} "),
+        "{metrics}"
+    );
+    assert!(get("/v1/stats", Some(key)).starts_with("HTTP/1.1 200 OK"));
+    assert!(get("/v1/stats", None).starts_with("HTTP/1.1 401"));
 
     let mut c = binary();
     c.env("HUMMER_API_LISTEN", "somewhere");
@@ -456,4 +476,10 @@ fn api_listen_is_checked_and_said_to_be_not_built_yet() {
         err.contains("HUMMER_API_LISTEN: \"somewhere\" is not an address"),
         "{err}"
     );
+    // A key for an app that is not served.
+    let mut c = binary();
+    c.args(["--api-key", &format!("4:{key}")]);
+    let (code, _, err) = finish(c);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--api-key: app 4 is not served"), "{err}");
 }

@@ -23,23 +23,23 @@ use crate::server::{
 use crate::types::{Attributes, ChannelKey, Message, Region};
 use crate::wire::AttributeOp;
 
-/// Every route of the server API: method and path pattern (`{x}` is one
-/// path segment). `docs/openapi.json` describes exactly these (a test
+/// Every route of the server API: method and path pattern (`:x` is one
+/// path segment; `{x}` in `docs/openapi.json`). `docs/openapi.json` describes exactly these (a test
 /// checks it).
 pub const API_ROUTES: &[(&str, &str)] = &[
-    ("POST", "/v1/channels/{region}/{channel}/messages"),
-    ("GET", "/v1/channels/{region}/{channel}/messages"),
-    ("GET", "/v1/channels/{region}/{channel}"),
-    ("GET", "/v1/channels/{region}/{channel}/attributes"),
-    ("PUT", "/v1/channels/{region}/{channel}/attributes"),
-    ("PATCH", "/v1/channels/{region}/{channel}/attributes"),
-    ("DELETE", "/v1/channels/{region}/{channel}/attributes"),
-    ("GET", "/v1/channels/{region}/{channel}/user-attributes"),
+    ("POST", "/v1/channels/:region/:channel/messages"),
+    ("GET", "/v1/channels/:region/:channel/messages"),
+    ("GET", "/v1/channels/:region/:channel"),
+    ("GET", "/v1/channels/:region/:channel/attributes"),
+    ("PUT", "/v1/channels/:region/:channel/attributes"),
+    ("PATCH", "/v1/channels/:region/:channel/attributes"),
+    ("DELETE", "/v1/channels/:region/:channel/attributes"),
+    ("GET", "/v1/channels/:region/:channel/user-attributes"),
     ("GET", "/v1/channels"),
     ("GET", "/v1/users/online"),
-    ("POST", "/v1/users/{uid}/messages"),
-    ("POST", "/v1/users/{uid}/kick"),
-    ("GET", "/v1/users/{uid}/channels"),
+    ("POST", "/v1/users/:uid/messages"),
+    ("POST", "/v1/users/:uid/kick"),
+    ("GET", "/v1/users/:uid/channels"),
 ];
 
 /// What the API's routes need of the runner: the first thread's [`Shard`]
@@ -81,12 +81,16 @@ impl ApiContext {
     }
 }
 
-/// A JSON answer: HTTP status and body, and the route's pattern (a
-/// bounded label for metrics; `/v1/*` when no route matched).
+/// A JSON answer: HTTP status and body.
 pub(super) struct ApiResponse {
     pub status: u16,
     pub body: Value,
-    pub route: &'static str,
+}
+
+/// The pattern of the route `method path` matches, a bounded label for
+/// metrics (`/v1/*` when none does).
+pub(super) fn route_label(method: &str, path: &str) -> &'static str {
+    find_route(method, path).map_or("/v1/*", |(p, _)| p)
 }
 
 /// The HTTP status of a refusal with `code`.
@@ -105,11 +109,10 @@ pub(super) fn status_of(code: ErrorCode) -> u16 {
 }
 
 /// The JSON error answer for `e`.
-pub(super) fn error_response(route: &'static str, e: &ServiceError) -> ApiResponse {
+pub(super) fn error_response(e: &ServiceError) -> ApiResponse {
     ApiResponse {
         status: status_of(e.code),
         body: json!({"code": e.code.code(), "message": e.message}),
-        route,
     }
 }
 
@@ -136,21 +139,19 @@ pub(super) async fn handle(
         return ApiResponse {
             status,
             body: json!({"code": code.code(), "message": message}),
-            route: "/v1/*",
         };
     };
     let query = Query::parse(query.unwrap_or(""));
     let request = match request_of(method, route, &params, &query, &body) {
         Ok(r) => r,
-        Err(e) => return error_response(route, &e),
+        Err(e) => return error_response(&e),
     };
     match ctx.call(ApiCall { appid, request }).await {
         Ok(reply) => ApiResponse {
             status: 200,
             body: json_of(reply),
-            route,
         },
-        Err(e) => error_response(route, &e),
+        Err(e) => error_response(&e),
     }
 }
 
@@ -162,7 +163,7 @@ fn find_route(method: &str, path: &str) -> Option<(&'static str, Vec<String>)> {
         .find_map(|(_, p)| Some((*p, matches(p, path)?)))
 }
 
-/// The segments `{x}` of `pattern` capture in `path` (percent-decoded),
+/// The segments `:x` of `pattern` capture in `path` (percent-decoded),
 /// or `None` when it does not match.
 fn matches(pattern: &str, path: &str) -> Option<Vec<String>> {
     let mut want = pattern.split('/');
@@ -171,7 +172,7 @@ fn matches(pattern: &str, path: &str) -> Option<Vec<String>> {
     loop {
         match (want.next(), got.next()) {
             (None, None) => return Some(captured),
-            (Some(w), Some(g)) if w.starts_with('{') => {
+            (Some(w), Some(g)) if w.starts_with(':') => {
                 if g.is_empty() {
                     return None;
                 }
@@ -390,7 +391,7 @@ fn request_of(
         usize::try_from(query.number("limit", default)?).map_err(|_| bad("limit too large"))
     };
     Ok(match (method, route) {
-        ("POST", "/v1/channels/{region}/{channel}/messages") => {
+        ("POST", "/v1/channels/:region/:channel/messages") => {
             let (message_id, from_uid, message, unreliable) =
                 body_of::<MessageBody>(body)?.parts()?;
             ApiRequest::Publish {
@@ -401,19 +402,19 @@ fn request_of(
                 unreliable,
             }
         }
-        ("GET", "/v1/channels/{region}/{channel}/messages") => ApiRequest::History {
+        ("GET", "/v1/channels/:region/:channel/messages") => ApiRequest::History {
             channel: channel()?,
             after_seq: query.number("after_seq", 0)?,
             limit: limit(100)?,
         },
-        ("GET", "/v1/channels/{region}/{channel}")
-        | ("GET", "/v1/channels/{region}/{channel}/attributes") => ApiRequest::Channel {
+        ("GET", "/v1/channels/:region/:channel")
+        | ("GET", "/v1/channels/:region/:channel/attributes") => ApiRequest::Channel {
             channel: channel()?,
         },
         ("PUT", _) => attributes(AttributeOp::Set, false)?,
         ("PATCH", _) => attributes(AttributeOp::AddOrUpdate, false)?,
         ("DELETE", _) => attributes(AttributeOp::Delete, query.flag("notify")?)?,
-        ("GET", "/v1/channels/{region}/{channel}/user-attributes") => ApiRequest::UserAttributes {
+        ("GET", "/v1/channels/:region/:channel/user-attributes") => ApiRequest::UserAttributes {
             channel: channel()?,
         },
         ("GET", "/v1/channels") => {
@@ -440,7 +441,7 @@ fn request_of(
                 .collect::<Result<Vec<_>, _>>()?;
             ApiRequest::OnlineStatus { uids }
         }
-        ("POST", "/v1/users/{uid}/messages") => {
+        ("POST", "/v1/users/:uid/messages") => {
             let (message_id, from_uid, message, unreliable) =
                 body_of::<MessageBody>(body)?.parts()?;
             ApiRequest::SendToUser {
@@ -451,7 +452,7 @@ fn request_of(
                 unreliable,
             }
         }
-        ("POST", "/v1/users/{uid}/kick") => {
+        ("POST", "/v1/users/:uid/kick") => {
             let b: KickBody = if body.is_empty() {
                 body_of(b"{}")?
             } else {
@@ -465,7 +466,7 @@ fn request_of(
                 ban: Duration::from_secs(b.ban_secs),
             }
         }
-        ("GET", "/v1/users/{uid}/channels") => ApiRequest::ChannelsOfUser {
+        ("GET", "/v1/users/:uid/channels") => ApiRequest::ChannelsOfUser {
             uid: uid(&params[0])?,
         },
         _ => {
@@ -576,13 +577,13 @@ mod tests {
         assert_eq!(
             find_route("GET", "/v1/channels/cn/room%201"),
             Some((
-                "/v1/channels/{region}/{channel}",
+                "/v1/channels/:region/:channel",
                 vec!["cn".into(), "room 1".into()]
             ))
         );
         assert_eq!(
             find_route("POST", "/v1/users/42/kick"),
-            Some(("/v1/users/{uid}/kick", vec!["42".into()]))
+            Some(("/v1/users/:uid/kick", vec!["42".into()]))
         );
         assert_eq!(
             find_route("GET", "/v1/users/online").map(|r| r.0),
@@ -593,10 +594,10 @@ mod tests {
         assert_eq!(find_route("POST", "/v1/channels"), None);
         assert_eq!(find_route("GET", "/v1/channels/cn/%zz"), None);
         assert_eq!(
-            matches("/a/{x}", "/a/%E2%82%AC"),
+            matches("/a/:x", "/a/%E2%82%AC"),
             Some(vec!["€".to_string()])
         );
-        assert_eq!(matches("/a/{x}", "/a/%FF"), None, "not UTF-8");
+        assert_eq!(matches("/a/:x", "/a/%FF"), None, "not UTF-8");
     }
 
     #[test]
@@ -605,7 +606,7 @@ mod tests {
         let body = br#"{"message_id": "18446744073709551615", "type": "t", "content": "hi", "reliable": false, "from_uid": 9}"#;
         let r = request_of(
             "POST",
-            "/v1/channels/{region}/{channel}/messages",
+            "/v1/channels/:region/:channel/messages",
             &["us".into(), "r".into()],
             &q,
             body,
@@ -626,7 +627,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let b64 = br#"{"message_id": 1, "content_base64": "AAEC"}"#;
-        match request_of("POST", "/v1/users/{uid}/messages", &["5".into()], &q, b64) {
+        match request_of("POST", "/v1/users/:uid/messages", &["5".into()], &q, b64) {
             Ok(ApiRequest::SendToUser {
                 receiver: 5,
                 message,
@@ -652,16 +653,16 @@ mod tests {
             ),
             (b"not json", "not JSON"),
         ] {
-            let r = request_of("POST", "/v1/users/{uid}/messages", &["5".into()], &q, body);
+            let r = request_of("POST", "/v1/users/:uid/messages", &["5".into()], &q, body);
             assert_eq!(
                 r.map(|_| ()).unwrap_err().code,
                 ErrorCode::INVALID_PARAMETER,
                 "{why}"
             );
         }
-        let bad_uid = request_of("POST", "/v1/users/{uid}/kick", &["0".into()], &q, b"");
+        let bad_uid = request_of("POST", "/v1/users/:uid/kick", &["0".into()], &q, b"");
         assert_eq!(bad_uid.unwrap_err().code, ErrorCode::INVALID_PARAMETER);
-        match request_of("POST", "/v1/users/{uid}/kick", &["3".into()], &q, b"") {
+        match request_of("POST", "/v1/users/:uid/kick", &["3".into()], &q, b"") {
             Ok(ApiRequest::Kick {
                 uid: 3,
                 code: 4100,
@@ -674,7 +675,7 @@ mod tests {
         let q = Query::parse("keys=a,b&notify=true");
         match request_of(
             "DELETE",
-            "/v1/channels/{region}/{channel}/attributes",
+            "/v1/channels/:region/:channel/attributes",
             &["cn".into(), "x".into()],
             &q,
             b"",
@@ -692,7 +693,7 @@ mod tests {
         let q = Query::parse("");
         match request_of(
             "DELETE",
-            "/v1/channels/{region}/{channel}/attributes",
+            "/v1/channels/:region/:channel/attributes",
             &["cn".into(), "x".into()],
             &q,
             b"",
@@ -717,7 +718,7 @@ mod tests {
         let q = Query::parse("");
         assert!(request_of(
             "GET",
-            "/v1/channels/{region}/{channel}",
+            "/v1/channels/:region/:channel",
             &["mars".into(), "x".into()],
             &q,
             b""

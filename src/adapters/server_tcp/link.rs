@@ -15,7 +15,7 @@ use super::shard::{Link, Shard, FRAMES_PER_PUMP};
 use super::transport::{Inbound, Opened, Opener, Outbound, Stream};
 use super::{Admitted, DecoderShare};
 use crate::error::WireError;
-use crate::server::{ConnId, Gateway};
+use crate::server::{ConnId, Gateway, LinkKind};
 use crate::wire::{write_length_prefixed, FrameDecoder};
 
 /// Bytes gathered from the queue into one socket write. A batch is taken
@@ -49,14 +49,15 @@ pub(super) fn start(
     admitted: Admitted,
     opener: &Opener,
 ) {
+    let kind = opener.transport.kind();
     if let Some((inbound, outbound)) = opener.open_now() {
-        return open(ex, shard, stream, admitted, inbound, outbound);
+        return open(ex, shard, stream, admitted, kind, inbound, outbound);
     }
     let (ex2, shard, opener) = (ex.clone(), shard.clone(), opener.clone());
     ex.spawn(async move {
         match opener.open(&stream).await {
             Opened::Link(inbound, outbound) => {
-                open(&ex2, &shard, stream, admitted, inbound, outbound)
+                open(&ex2, &shard, stream, admitted, kind, inbound, outbound)
             }
             Opened::Done => {
                 let _ = stream.get_ref().shutdown(Shutdown::Both);
@@ -75,13 +76,14 @@ fn open(
     shard: &Rc<Shard>,
     stream: Stream,
     admitted: Admitted,
+    kind: LinkKind,
     inbound: Inbound,
     outbound: Outbound,
 ) {
     let ip = admitted.ip;
     let (conn, max_frame) = {
         let mut g = shard.gateway.borrow_mut();
-        let conn = g.accept_from(Instant::now(), Some(ip));
+        let conn = g.accept_link(Instant::now(), Some(ip), kind);
         (conn, g.max_frame_size(conn))
     };
     let direct = matches!(outbound, Outbound::Tcp);

@@ -35,8 +35,9 @@
 //! ```
 
 #[cfg(feature = "http-api")]
-#[allow(dead_code)] // Until the API listener calls it (next commit).
 mod api;
+#[cfg(feature = "http-api")]
+mod http;
 mod link;
 mod shard;
 mod transport;
@@ -61,6 +62,10 @@ use smol::net::TcpListener;
 use smol::{LocalExecutor, Timer};
 
 use crate::server::{ConnId, Gateway, GatewayId, Hub, ServerConfig, ShardId, MAX_SHARDS};
+#[cfg(feature = "http-api")]
+pub use api::API_ROUTES;
+#[cfg(feature = "http-api")]
+pub use http::ApiOptions;
 use shard::{BacklogPeak, Envelope, Shard, QUEUE_BATCHES};
 #[cfg(feature = "tls")]
 pub use transport::ServerTls;
@@ -119,6 +124,9 @@ pub struct RunnerConfig {
     /// The WebSocket listener's origin check and pages.
     #[cfg(feature = "websocket")]
     pub websocket: WebSocketOptions,
+    /// The API listener's rate limit ([`Listeners::with_api`]).
+    #[cfg(feature = "http-api")]
+    pub api: ApiOptions,
 }
 
 impl Default for RunnerConfig {
@@ -132,6 +140,8 @@ impl Default for RunnerConfig {
             tls: None,
             #[cfg(feature = "websocket")]
             websocket: WebSocketOptions::default(),
+            #[cfg(feature = "http-api")]
+            api: ApiOptions::default(),
         }
     }
 }
@@ -172,6 +182,13 @@ impl RunnerConfig {
     #[cfg(feature = "websocket")]
     pub fn with_websocket(mut self, options: WebSocketOptions) -> Self {
         self.websocket = options;
+        self
+    }
+
+    /// The API listener's settings.
+    #[cfg(feature = "http-api")]
+    pub fn with_api(mut self, options: ApiOptions) -> Self {
+        self.api = options;
         self
     }
 
@@ -233,6 +250,9 @@ struct Control {
     accept_errors: AtomicU64,
     decoder_bytes: AtomicUsize,
     backlog: BacklogPeak,
+    /// The threads' counter snapshots and readiness, for the API listener.
+    #[cfg(feature = "http-api")]
+    published: http::Published,
 }
 
 impl Control {
@@ -429,6 +449,11 @@ pub struct Listeners {
     /// WebSocket (`/v1/ws`) and the pages, on HTTP or (with TLS) HTTPS.
     #[cfg(feature = "websocket")]
     pub websocket: Option<TcpListener>,
+    /// The HTTP API listener (plain HTTP/1.1, never TLS): `/metrics`,
+    /// `/healthz`, `/readyz`, the server API under `/v1/` and the
+    /// dashboard. Bind it on a private address.
+    #[cfg(feature = "http-api")]
+    pub api: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -438,6 +463,8 @@ impl Listeners {
             tcp,
             #[cfg(feature = "websocket")]
             websocket: None,
+            #[cfg(feature = "http-api")]
+            api: None,
         }
     }
 
@@ -445,6 +472,13 @@ impl Listeners {
     #[cfg(feature = "websocket")]
     pub fn with_websocket(mut self, listener: TcpListener) -> Listeners {
         self.websocket = Some(listener);
+        self
+    }
+
+    /// Adds the HTTP API listener (metrics, health, server API, dashboard).
+    #[cfg(feature = "http-api")]
+    pub fn with_api(mut self, listener: TcpListener) -> Listeners {
+        self.api = Some(listener);
         self
     }
 }
@@ -481,6 +515,10 @@ async fn run(
     let threads = runner.threads.clamp(1, usize::from(MAX_SHARDS));
     let shards = u16::try_from(threads).unwrap_or(MAX_SHARDS);
     let (stop_tx, stop_rx) = bounded::<()>(1);
+    #[cfg(feature = "http-api")]
+    if listeners.api.is_some() {
+        control.published.enable(threads);
+    }
     let (inbox_txs, inbox_rxs): (Vec<_>, Vec<_>) = (0..threads)
         .map(|_| bounded::<Vec<Envelope>>(QUEUE_BATCHES))
         .unzip();
@@ -528,6 +566,16 @@ async fn run(
     ex.spawn(shard.clone().timer()).detach();
     ex.spawn(shard.clone().flusher()).detach();
     ex.spawn(shard.clone().inbox(first_inbox)).detach();
+    #[cfg(feature = "http-api")]
+    {
+        ex.spawn(shard.clone().publisher()).detach();
+        if let Some(listener) = listeners.api {
+            let context = Rc::new(api::ApiContext::new(shard.clone(), shards));
+            let api = http::Api::new(&config, &runner, control.clone(), context);
+            ex.spawn(http::serve(Rc::downgrade(&ex), listener, Rc::new(api)))
+                .detach();
+        }
+    }
     // The accept loop is a task of its own: a Task handle costs nothing to
     // poll, where the loop itself would try `accept` on every wake.
     let max_frame = config.limits.max_frame_size;
@@ -565,6 +613,8 @@ async fn run(
     let main = async {
         shutdown.or(accept).or(accept_ws).await;
         log!(info, "shutting down");
+        #[cfg(feature = "http-api")]
+        control.published.shutting_down();
         stop_tx.close();
         shut_down(&shard).await;
         // This thread's shard keeps serving the others while they flush.
@@ -589,6 +639,8 @@ async fn serve_thread(
     ex.spawn(shard.clone().timer()).detach();
     ex.spawn(shard.clone().flusher()).detach();
     ex.spawn(shard.clone().inbox(inbox)).detach();
+    #[cfg(feature = "http-api")]
+    ex.spawn(shard.clone().publisher()).detach();
     let serving = async {
         while let Ok(link) = new_links.recv().await {
             link::start(&ex, &shard, link.stream, link.admitted, &link.opener);
@@ -615,6 +667,8 @@ async fn shut_down(shard: &Shard) {
         Timer::after(SHUTDOWN_FLUSH_TIMEOUT).await;
     };
     flushed.or(give_up).await;
+    #[cfg(feature = "http-api")]
+    shard.publish();
 }
 
 /// Accepts connections on the first thread and spreads them over the
@@ -706,6 +760,7 @@ async fn accept_loop(
 pub struct ServerHandle {
     local_addr: SocketAddr,
     websocket_addr: Option<SocketAddr>,
+    api_addr: Option<SocketAddr>,
     control: Arc<Control>,
     stop: Sender<()>,
     thread: Option<JoinHandle<io::Result<()>>>,
@@ -758,6 +813,14 @@ impl ServerHandle {
             .transpose()?;
         #[cfg(not(feature = "websocket"))]
         let websocket_addr = None;
+        #[cfg(feature = "http-api")]
+        let api_addr = listeners
+            .api
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+        #[cfg(not(feature = "http-api"))]
+        let api_addr = None;
         let control = Arc::new(Control::default());
         let (stop, stopped) = bounded::<()>(1);
         let c = control.clone();
@@ -777,6 +840,7 @@ impl ServerHandle {
         Ok(ServerHandle {
             local_addr,
             websocket_addr,
+            api_addr,
             control,
             stop,
             thread: Some(thread),
@@ -797,6 +861,12 @@ impl ServerHandle {
     /// The address of the WebSocket listener, if there is one.
     pub fn websocket_addr(&self) -> Option<SocketAddr> {
         self.websocket_addr
+    }
+
+    /// The address of the HTTP API listener, if there is one
+    /// ([`Listeners::with_api`]).
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_addr
     }
 
     /// Fault injection for tests: closes every client socket now. The server

@@ -396,6 +396,35 @@ impl Shard {
         }
     }
 
+    /// Publishes this thread's counters (its gateway's and its hub
+    /// shards' snapshots, merged) for the API listener's scrapes
+    /// (`Control::published`): one lock per publication, none on a frame's
+    /// path.
+    #[cfg(feature = "http-api")]
+    pub fn publish(&self) {
+        if !self.control.published.enabled() {
+            return;
+        }
+        let mut stats = self.gateway.borrow().stats();
+        for hub in &self.hubs {
+            stats.merge(&hub.borrow().stats());
+        }
+        self.control.published.publish(self.thread, stats);
+    }
+
+    /// Publishes at once (the thread counts as serving from then on), then
+    /// every [`super::http::PUBLISH_EVERY`]; nothing without an API listener.
+    #[cfg(feature = "http-api")]
+    pub async fn publisher(self: Rc<Self>) {
+        if !self.control.published.enabled() {
+            return;
+        }
+        loop {
+            self.publish();
+            Timer::after(super::http::PUBLISH_EVERY).await;
+        }
+    }
+
     /// Receives the other threads' batches for this one. Never waits for
     /// anything else: a thread's inbound queue always drains.
     pub async fn inbox(self: Rc<Self>, rx: Receiver<Vec<Envelope>>) {

@@ -49,6 +49,22 @@ pub(super) enum Transport {
     SecureWebSocket,
 }
 
+impl Transport {
+    /// What the gateway counts links of this transport as.
+    pub fn kind(self) -> crate::server::LinkKind {
+        use crate::server::LinkKind;
+        match self {
+            Transport::Tcp => LinkKind::Tcp,
+            #[cfg(feature = "tls")]
+            Transport::Tls => LinkKind::Tls,
+            #[cfg(feature = "websocket")]
+            Transport::WebSocket => LinkKind::WebSocket,
+            #[cfg(all(feature = "websocket", feature = "tls"))]
+            Transport::SecureWebSocket => LinkKind::SecureWebSocket,
+        }
+    }
+}
+
 /// The server's TLS identity: a certificate chain and its private key,
 /// from PEM. Cloning shares it.
 ///

@@ -1,0 +1,365 @@
+//! The HTTP API listener ([`Listeners::with_api`](super::Listeners::with_api)):
+//! plain HTTP/1.1 (hyper, on the runner's first thread through smol-hyper),
+//! serving
+//!
+//! - `GET /healthz`: `200 ok` while the process serves; `GET /readyz`:
+//!   `200 ready` once every runner thread serves, `503 shutting down` once
+//!   the shutdown started (no key needed for either);
+//! - `GET /metrics`: the Prometheus text format (0.0.4, `text/plain;
+//!   version=0.0.4`), no key needed: bind the listener on a private address;
+//! - `GET /v1/stats`: the dashboard's figures as JSON (API key needed);
+//! - every other `/v1/...` path: the server API (`api.rs`, API key needed);
+//! - `GET /dashboard` (and its files under `/dashboard/`): the live
+//!   dashboard page, which holds no data itself: it asks for an API key and
+//!   polls `/v1/stats`.
+//!
+//! Keys: `Authorization: apikey KEY`, checked with
+//! [`ServerConfig::app_of_api_key`] (constant time). Errors are JSON,
+//! `{"code": <service code>, "message": "..."}`: 400 (2001), 401 (1009,
+//! with `WWW-Authenticate: apikey`), 404 (2004), 405 (2001, with `Allow`),
+//! 411 and 413 (2007), 429 (4003, with `Retry-After`), 500 (4000), 503
+//! (4000: shutting down, or a request over its time).
+//!
+//! What the listener bounds:
+//!
+//! - at most [`MAX_CONNECTIONS`] (256) open connections; one more is
+//!   accepted and closed at once;
+//! - a request's head must arrive within [`HEAD_TIMEOUT`] (10 s) of its
+//!   first byte, and heads are at most 64 KiB (hyper's read buffer);
+//! - a keep-alive connection idle (no request in progress, no byte read or
+//!   written) for [`IDLE_TIMEOUT`] (60 s) is closed;
+//! - a request body is at most [`MAX_BODY`] (1 MiB): a larger
+//!   `Content-Length` gets 413 before the body is read, a chunked body is
+//!   read up to the cap and then gets 413; a `POST` or `PUT` with neither
+//!   `Content-Length` nor `Transfer-Encoding` gets 411;
+//! - every request is answered within [`REQUEST_TIMEOUT`] (30 s), body read
+//!   included, or gets 503;
+//! - API calls are rate limited per app with a token bucket
+//!   ([`ApiOptions`]: 200 a second, bursts of 400, by default); calls
+//!   without a valid key are limited the same way per client address
+//!   (IPv6: per /64), so that guessing keys is slow. Beyond: 429 with
+//!   `Retry-After`, counted in `hummer_rate_limited_total{limit="api_requests"}`.
+//!
+//! The metrics come from snapshots: each runner thread publishes its
+//! gateway's and hub shards' [`Stats`](crate::server::Stats) every
+//! [`PUBLISH_EVERY`] (500 ms) and at shutdown ([`Published`]); a scrape
+//! merges them. No lock is taken on a frame's path.
+
+mod dashboard;
+mod limit;
+mod metrics;
+mod overview;
+mod process;
+mod published;
+mod routes;
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use smol::future::FutureExt as _;
+use smol::io::{AsyncRead, AsyncWrite};
+use smol::net::{TcpListener, TcpStream};
+use smol::{LocalExecutor, Timer};
+use smol_hyper::rt::FuturesIo;
+
+use super::api::ApiContext;
+use super::{Control, RunnerConfig, ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN};
+use crate::server::{Histogram, ServerConfig};
+use limit::Limits;
+pub(super) use published::Published;
+
+/// How often each runner thread publishes its counters.
+pub(super) const PUBLISH_EVERY: Duration = Duration::from_millis(500);
+/// Open API connections at most.
+pub const MAX_CONNECTIONS: usize = 256;
+/// A request head must arrive within this time of its first byte.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A keep-alive connection with nothing going on is closed after this.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A request is answered within this time, or gets 503.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request body's size at most.
+pub const MAX_BODY: usize = 1024 * 1024;
+/// How often a connection's deadlines are checked.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+
+/// Settings of the API listener ([`RunnerConfig::api`]).
+///
+/// ```
+/// use hummer_channel::adapters::server_tcp::{ApiOptions, RunnerConfig};
+///
+/// let runner = RunnerConfig::default().with_api(ApiOptions::default().with_rate_limit(50, 100));
+/// assert_eq!(runner.api.requests_per_second, 50);
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiOptions {
+    /// API calls an app may make per second, on average (its key's token
+    /// bucket refills at this rate); calls without a valid key, per client
+    /// address. Default 200.
+    pub requests_per_second: u32,
+    /// Calls in a burst (the bucket's size). Default 400.
+    pub burst: u32,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        ApiOptions {
+            requests_per_second: 200,
+            burst: 400,
+        }
+    }
+}
+
+impl ApiOptions {
+    /// Sets the rate limit of API calls: `per_second` on average, `burst`
+    /// at once.
+    pub fn with_rate_limit(mut self, per_second: u32, burst: u32) -> Self {
+        self.requests_per_second = per_second;
+        self.burst = burst;
+        self
+    }
+}
+
+/// The API listener's state, on the runner's first thread.
+pub(super) struct Api {
+    config: ServerConfig,
+    control: Arc<Control>,
+    context: Rc<ApiContext>,
+    limits: RefCell<Limits>,
+    open: Cell<usize>,
+    /// Requests answered, by (route pattern, status).
+    requests: RefCell<BTreeMap<(&'static str, u16), u64>>,
+    /// Their durations, by route pattern.
+    latency: RefCell<BTreeMap<&'static str, Histogram>>,
+    /// Calls refused by the rate limits.
+    rate_limited: Cell<u64>,
+}
+
+impl Api {
+    pub fn new(
+        config: &ServerConfig,
+        runner: &RunnerConfig,
+        control: Arc<Control>,
+        context: Rc<ApiContext>,
+    ) -> Api {
+        Api {
+            config: config.clone(),
+            control,
+            context,
+            limits: RefCell::new(Limits::new(&runner.api)),
+            open: Cell::new(0),
+            requests: RefCell::default(),
+            latency: RefCell::default(),
+            rate_limited: Cell::new(0),
+        }
+    }
+
+    /// Counts an answered request.
+    fn note(&self, route: &'static str, status: u16, took: Duration) {
+        *self
+            .requests
+            .borrow_mut()
+            .entry((route, status))
+            .or_default() += 1;
+        self.latency
+            .borrow_mut()
+            .entry(route)
+            .or_default()
+            .observe(took);
+    }
+}
+
+/// Accepts API connections and serves each on a task of the runner's
+/// first thread.
+pub(super) async fn serve(ex: Weak<LocalExecutor<'static>>, listener: TcpListener, api: Rc<Api>) {
+    let mut backoff = Duration::ZERO;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => {
+                backoff = Duration::ZERO;
+                x
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+            Err(e) => {
+                backoff = (backoff * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
+                log!(warn, "API accept failed: {e}; next try in {backoff:?}");
+                Timer::after(backoff).await;
+                continue;
+            }
+        };
+        if api.open.get() >= MAX_CONNECTIONS {
+            log!(
+                debug,
+                "refused an API connection from {peer}: {MAX_CONNECTIONS} open"
+            );
+            drop(stream);
+            continue;
+        }
+        let Some(ex) = ex.upgrade() else {
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        let open = Open::new(api.clone());
+        ex.spawn(connection(stream, peer, api.clone(), open))
+            .detach();
+    }
+}
+
+/// An open API connection's place in [`Api::open`].
+struct Open(Rc<Api>);
+
+impl Open {
+    fn new(api: Rc<Api>) -> Open {
+        api.open.set(api.open.get() + 1);
+        Open(api)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.set(self.0.open.get().saturating_sub(1));
+    }
+}
+
+/// What a connection is doing, for its deadlines.
+struct Activity {
+    /// A request is being answered.
+    busy: Cell<bool>,
+    /// The first byte of a head not yet complete came at this time.
+    head_since: Cell<Option<Instant>>,
+    /// The last byte read or written.
+    last_io: Cell<Instant>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            busy: Cell::new(false),
+            head_since: Cell::new(None),
+            last_io: Cell::new(Instant::now()),
+        }
+    }
+
+    fn read(&self, n: usize) {
+        if n > 0 {
+            let now = Instant::now();
+            self.last_io.set(now);
+            if !self.busy.get() && self.head_since.get().is_none() {
+                self.head_since.set(Some(now));
+            }
+        }
+    }
+
+    fn request(&self, busy: bool) {
+        self.busy.set(busy);
+        self.head_since.set(None);
+        self.last_io.set(Instant::now());
+    }
+
+    /// Completes when a deadline passed: a head too slow, or idle too long.
+    async fn expired(&self) {
+        loop {
+            Timer::after(WATCH_EVERY).await;
+            let now = Instant::now();
+            if let Some(t) = self.head_since.get() {
+                if now.saturating_duration_since(t) > HEAD_TIMEOUT {
+                    log!(
+                        debug,
+                        "API connection closed: no complete head in {HEAD_TIMEOUT:?}"
+                    );
+                    return;
+                }
+            }
+            if !self.busy.get() && now.saturating_duration_since(self.last_io.get()) > IDLE_TIMEOUT
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// The socket, noting its reads and writes in the connection's [`Activity`].
+struct Watched {
+    stream: TcpStream,
+    activity: Rc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.activity.read(n);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            if n > 0 {
+                self.activity.last_io.set(Instant::now());
+            }
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_close(cx)
+    }
+}
+
+/// Serves one connection until the client closes it, hyper ends it, or a
+/// deadline passes.
+async fn connection(stream: TcpStream, peer: SocketAddr, api: Rc<Api>, _open: Open) {
+    let activity = Rc::new(Activity::new());
+    let io = FuturesIo::new(Watched {
+        stream,
+        activity: activity.clone(),
+    });
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |request| {
+            let (api, activity) = (api.clone(), activity.clone());
+            async move {
+                activity.request(true);
+                let response = routes::respond(&api, request, peer.ip()).await;
+                activity.request(false);
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .header_read_timeout(None)
+        .max_buf_size(64 * 1024);
+    let served = async {
+        if let Err(e) = builder.serve_connection(io, service).await {
+            log!(debug, "API connection from {peer}: {e}");
+        }
+    };
+    served.or(activity.expired()).await;
+}
