@@ -24,6 +24,11 @@
 //!   has room for it within 2 s, else it is reset; a slow consumer's unsent
 //!   backlog is dropped first, and either outcome is logged at info.
 //!
+//! With the `webhooks` feature, the apps' events (user online/offline,
+//! channels created/emptied, messages of listed channels) are delivered to
+//! their backends by one thread per app with a hook (`hooks.rs`,
+//! `docs/webhooks.md`).
+//!
 //! ```no_run
 //! use hummer_channel::adapters::server_tcp::{RunnerConfig, ServerHandle};
 //! use hummer_channel::server::ServerConfig;
@@ -34,6 +39,8 @@
 //! handle.shutdown();
 //! ```
 
+#[cfg(feature = "webhooks")]
+mod hooks;
 mod link;
 mod shard;
 mod transport;
@@ -58,6 +65,8 @@ use smol::net::TcpListener;
 use smol::{LocalExecutor, Timer};
 
 use crate::server::{ConnId, Gateway, GatewayId, Hub, ServerConfig, ShardId, MAX_SHARDS};
+#[cfg(feature = "webhooks")]
+pub use hooks::{HookDrop, HookOutcome, HookStats, WebhookOptions, HOOK_EVENT_TYPES};
 use shard::{BacklogPeak, Envelope, Shard, QUEUE_BATCHES};
 #[cfg(feature = "tls")]
 pub use transport::ServerTls;
@@ -116,6 +125,10 @@ pub struct RunnerConfig {
     /// The WebSocket listener's origin check and pages.
     #[cfg(feature = "websocket")]
     pub websocket: WebSocketOptions,
+    /// How the apps' events are delivered to their backends (the apps'
+    /// [`HookConfig`](crate::server::HookConfig)s say where).
+    #[cfg(feature = "webhooks")]
+    pub webhooks: WebhookOptions,
 }
 
 impl Default for RunnerConfig {
@@ -129,6 +142,8 @@ impl Default for RunnerConfig {
             tls: None,
             #[cfg(feature = "websocket")]
             websocket: WebSocketOptions::default(),
+            #[cfg(feature = "webhooks")]
+            webhooks: WebhookOptions::default(),
         }
     }
 }
@@ -169,6 +184,13 @@ impl RunnerConfig {
     #[cfg(feature = "websocket")]
     pub fn with_websocket(mut self, options: WebSocketOptions) -> Self {
         self.websocket = options;
+        self
+    }
+
+    /// How the apps' events are delivered.
+    #[cfg(feature = "webhooks")]
+    pub fn with_webhooks(mut self, options: WebhookOptions) -> Self {
+        self.webhooks = options;
         self
     }
 
@@ -218,6 +240,9 @@ pub struct RunnerStats {
     /// the hub, or the hub's for the other gateways): readers stop reading
     /// past a bound, so this stays near it however hard clients push.
     pub peak_backlog: usize,
+    /// The webhooks' counters: deliveries, drops, queued events.
+    #[cfg(feature = "webhooks")]
+    pub hooks: HookStats,
 }
 
 /// What a running `serve` shares with a [`ServerHandle`] and between its
@@ -230,6 +255,9 @@ struct Control {
     accept_errors: AtomicU64,
     decoder_bytes: AtomicUsize,
     backlog: BacklogPeak,
+    /// The apps' event queues and delivery threads.
+    #[cfg(feature = "webhooks")]
+    hooks: hooks::Hooks,
 }
 
 impl Control {
@@ -258,6 +286,8 @@ impl Control {
             accept_errors: self.accept_errors.load(Ordering::Relaxed),
             decoder_bytes: self.decoder_bytes.load(Ordering::Relaxed),
             peak_backlog: self.backlog.get(),
+            #[cfg(feature = "webhooks")]
+            hooks: self.hooks.stats(),
         }
     }
 }
@@ -478,6 +508,8 @@ async fn run(
     let threads = runner.threads.clamp(1, usize::from(MAX_SHARDS));
     let shards = u16::try_from(threads).unwrap_or(MAX_SHARDS);
     let (stop_tx, stop_rx) = bounded::<()>(1);
+    #[cfg(feature = "webhooks")]
+    control.hooks.start(&config, &runner);
     let (inbox_txs, inbox_rxs): (Vec<_>, Vec<_>) = (0..threads)
         .map(|_| bounded::<Vec<Envelope>>(QUEUE_BATCHES))
         .unzip();
@@ -571,6 +603,13 @@ async fn run(
     };
     ex.run(main).await;
     control.close_all();
+    // The events of the last turns (the users gone offline) are queued:
+    // they get a grace period to go.
+    #[cfg(feature = "webhooks")]
+    {
+        let (c, grace) = (control.clone(), runner.webhooks.shutdown_grace);
+        smol::unblock(move || c.hooks.stop(grace)).await;
+    }
     Ok(())
 }
 
@@ -784,6 +823,12 @@ impl ServerHandle {
     /// accepts, memory held by the frame decoders.
     pub fn stats(&self) -> RunnerStats {
         self.control.stats()
+    }
+
+    /// The webhooks' counters now (also in [`RunnerStats::hooks`]).
+    #[cfg(feature = "webhooks")]
+    pub fn hook_stats(&self) -> HookStats {
+        self.control.hooks.stats()
     }
 
     /// The address the server listens on.
