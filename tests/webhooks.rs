@@ -481,8 +481,9 @@ fn a_receiver_that_never_answers_does_not_slow_the_server_and_drops_are_counted(
     let options = WebhookOptions::default()
         .with_queue_capacity(8)
         .with_max_attempts(2)
-        .with_timeout(Duration::from_millis(700))
-        .with_backoff(Duration::from_millis(100), Duration::from_millis(100));
+        .with_timeout(Duration::from_secs(3))
+        .with_backoff(Duration::from_millis(100), Duration::from_millis(100))
+        .with_shutdown_grace(Duration::from_secs(1));
     let server = spawn(config(&rx.url(), &["live-"]), options);
     let _clients = exchange(server.local_addr(), 200, Duration::from_secs(10));
     let s = server.hook_stats();
@@ -496,20 +497,21 @@ fn a_receiver_that_never_answers_does_not_slow_the_server_and_drops_are_counted(
     // The hung attempts time out: retried, then failed.
     let end = Instant::now() + Duration::from_secs(10);
     let mut s = server.hook_stats();
-    while s.deliveries_total(HookOutcome::Failed) < 2 && Instant::now() < end {
+    while s.deliveries_total(HookOutcome::Failed) < 1 && Instant::now() < end {
         thread::sleep(Duration::from_millis(50));
         s = server.hook_stats();
     }
-    assert!(s.deliveries_total(HookOutcome::Retry) >= 2, "{s:?}");
-    assert!(s.deliveries_total(HookOutcome::Failed) >= 2, "{s:?}");
-    assert!(s.dropped(HookDrop::GaveUp) >= 2, "{s:?}");
+    assert!(s.deliveries_total(HookOutcome::Retry) >= 1, "{s:?}");
+    assert!(s.deliveries_total(HookOutcome::Failed) >= 1, "{s:?}");
+    assert!(s.dropped(HookDrop::GaveUp) >= 1, "{s:?}");
     assert_eq!(s.deliveries_total(HookOutcome::Ok), 0);
-    assert!(rx.requests().len() >= 4, "the receiver was tried");
-    // Shutdown does not wait for the hung deliveries past its grace period.
+    assert!(rx.requests().len() >= 2, "the receiver was tried");
+    // Shutdown does not wait for the hung deliveries past its grace period
+    // (1 s here), though an attempt under way may have up to 3 s left.
     let t = Instant::now();
     server.shutdown();
     assert!(
-        t.elapsed() < Duration::from_secs(5),
+        t.elapsed() < Duration::from_millis(2500),
         "shutdown took {:?}",
         t.elapsed()
     );

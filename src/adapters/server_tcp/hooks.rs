@@ -306,6 +306,9 @@ pub(super) struct Hooks {
     last_log: Mutex<Option<Instant>>,
 }
 
+/// How long past the shutdown grace a delivery thread may take to notice.
+const STOP_SLACK: Duration = Duration::from_millis(200);
+
 /// At most one warning per this long about full queues.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -384,15 +387,18 @@ impl Hooks {
     }
 
     /// Stops the delivery threads: the pending events get `grace` to go,
-    /// the rest is counted as dropped. Blocks until the threads ended.
+    /// the rest is counted as dropped. Blocks until the threads ended, or
+    /// `grace` passed: a thread still in an attempt then is left to end by
+    /// itself when that attempt does (it counts its event as dropped).
     pub fn stop(&self, grace: Duration) {
+        let deadline = Instant::now() + grace;
         {
             let mut d = self
                 .stop
                 .deadline
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            *d = Some(Instant::now() + grace);
+            *d = Some(deadline);
             self.stop.wake.notify_all();
         }
         // Their queues end: a thread ends once it sent (or dropped) the rest.
@@ -403,7 +409,12 @@ impl Hooks {
         let workers =
             std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
         for t in workers {
-            let _ = t.join();
+            while !t.is_finished() && Instant::now() < deadline + STOP_SLACK {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
         }
     }
 
