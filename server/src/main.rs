@@ -102,6 +102,12 @@ serve options (environment equivalent in brackets):
                              only TLS (tls://) and --ws-listen only wss:// and https://
                              [HUMMER_TLS_CERT]
   --tls-key PEM              the certificate's private key (PEM) [HUMMER_TLS_KEY]
+  --hook-url APPID=URL       POST this app's events (user online/offline, channels created
+                             and emptied) to URL, signed; repeatable [HUMMER_HOOK_URLS=A=U,A=U]
+                             (message events: message_channel_prefixes in the config
+                             file; see docs/webhooks.md)
+  --hook-secret APPID=SECRET the app's hook signing key (HMAC-SHA256), needed with its URL;
+                             repeatable [HUMMER_HOOK_SECRETS=A=S,A=S]
   --api-listen ADDR          serve plain HTTP here: /metrics (no key: bind a private
                              address), /healthz, /readyz, the server API (/v1/...) and
                              the dashboard (/dashboard) [HUMMER_API_LISTEN] (default: off)
@@ -110,7 +116,7 @@ serve options (environment equivalent in brackets):
                              replace the config file's api_keys
   --log LEVEL                error|warn|info|debug|trace [HUMMER_LOG] (default info)
 
-App secrets (--app, token --secret) and API keys must be at least 32 bytes.
+App secrets (--app, token --secret), API keys and hook secrets must be at least 32 bytes.
 ";
 
 /// Why the binary stops with exit code 2.
@@ -271,6 +277,16 @@ fn run(args: &[String]) -> Result<(), Failure> {
         } else {
             for a in &config.apps {
                 println!("app {} (appid mode: {})", a.appid, a.allow_appid_mode);
+            }
+        }
+        for a in &config.apps {
+            if let Some(h) = &a.hook {
+                tracing::info!(
+                    appid = a.appid,
+                    to = settings::origin_of(&h.url),
+                    message_channel_prefixes = ?h.message_channel_prefixes,
+                    "webhooks on"
+                );
             }
         }
         println!("connect: cargo run --example chat -- --server {addr}");

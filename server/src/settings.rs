@@ -10,6 +10,11 @@
 //! same for every source and an error names the flag, the variable or the
 //! file's line and column that set the value.
 //!
+//! Webhooks are set per app: the file's `[app.hook]` table, and
+//! `--hook-url APPID=URL` / `--hook-secret APPID=SECRET` (`HUMMER_HOOK_URLS`,
+//! `HUMMER_HOOK_SECRETS`), which override the file's URL or secret of that
+//! app. A URL without a secret or the reverse is refused, naming the appid.
+//!
 //! Apps are the one key not merged piece by piece: apps from the command line
 //! (`--app`, `HUMMER_APPS`, which add up as they always did) replace the
 //! file's `[[app]]` tables entirely. API keys from the command line
@@ -26,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hummer_channel::adapters::server_tcp::{RunnerConfig, ServerTls, WebSocketOptions};
 use hummer_channel::server::{
-    AppConfig, ConfigError, RateLimit, ServerConfig, DEMO_APPID, MIN_SECRET_LEN,
+    AppConfig, ConfigError, HookConfig, RateLimit, ServerConfig, DEMO_APPID, MIN_SECRET_LEN,
 };
 use serde::Deserialize;
 use toml::Spanned;
@@ -129,7 +134,22 @@ pub struct AppSetting {
     pub kick_older_logins: Option<bool>,
     /// Server API keys (only a file gives them).
     pub api_keys: Vec<Set<String>>,
+    /// The file's `[app.hook]` table, if any.
+    pub hook: Option<HookSetting>,
     /// Where the app was given (its `appid` key in a file).
+    pub from: Origin,
+}
+
+/// An app's `[app.hook]` table as a file gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookSetting {
+    /// The receiver's URL.
+    pub url: Option<Set<String>>,
+    /// The signing secret.
+    pub secret: Option<Set<String>>,
+    /// Channels whose messages are events, by prefix.
+    pub message_channel_prefixes: Vec<String>,
+    /// Where the table is (its first key).
     pub from: Origin,
 }
 
@@ -163,6 +183,11 @@ pub struct Layer {
     /// Server API keys from the command line, by appid (`None` or empty:
     /// the apps' own, from the file).
     pub api_keys: Option<Vec<(u32, Set<String>)>>,
+    /// Hook URLs per appid from the command line (`--hook-url`,
+    /// `HUMMER_HOOK_URLS`): over the file's, app by app.
+    pub hook_urls: Vec<(u32, Set<String>)>,
+    /// Hook secrets likewise (`--hook-secret`, `HUMMER_HOOK_SECRETS`).
+    pub hook_secrets: Vec<(u32, Set<String>)>,
 }
 
 /// The serve flags that take no value.
@@ -192,11 +217,14 @@ pub const VALUED_FLAGS: &[&str] = &[
     "tls-key",
     "api-listen",
     "api-key",
+    "hook-url",
+    "hook-secret",
 ];
 
-/// Each environment variable and the flag it stands for (`HUMMER_APPS`
-/// and `HUMMER_API_KEYS`, comma-separated lists of `--app` and `--api-key`
-/// values, are read after them).
+/// Each environment variable and the flag it stands for (`HUMMER_APPS`,
+/// `HUMMER_API_KEYS`, `HUMMER_HOOK_URLS` and `HUMMER_HOOK_SECRETS`,
+/// comma-separated lists of `--app`, `--api-key`, `--hook-url` and
+/// `--hook-secret` values, are read after them).
 pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("HUMMER_CONFIG", "config"),
     ("HUMMER_LISTEN", "listen"),
@@ -261,9 +289,15 @@ pub fn command_line(
             given.push((Origin::Env(var), (*name).to_owned(), v));
         }
     }
-    if let Some(apps) = env("HUMMER_APPS") {
-        for a in apps.split(',').filter(|a| !a.is_empty()) {
-            given.push((Origin::Env("HUMMER_APPS"), "app".to_owned(), a.to_owned()));
+    for (var, name) in [
+        ("HUMMER_APPS", "app"),
+        ("HUMMER_HOOK_URLS", "hook-url"),
+        ("HUMMER_HOOK_SECRETS", "hook-secret"),
+    ] {
+        if let Some(list) = env(var) {
+            for a in list.split(',').filter(|a| !a.is_empty()) {
+                given.push((Origin::Env(var), name.to_owned(), a.to_owned()));
+            }
         }
     }
     if let Some(keys) = env("HUMMER_API_KEYS") {
@@ -364,6 +398,7 @@ impl Layer {
                     appid_mode: None,
                     kick_older_logins: None,
                     api_keys: Vec::new(),
+                    hook: None,
                     from: from.clone(),
                 });
             }
@@ -376,6 +411,21 @@ impl Layer {
                 self.api_keys
                     .get_or_insert_with(Vec::new)
                     .push((appid, key));
+            }
+            "hook-url" | "hook-secret" => {
+                let (id, value) = v.split_once('=').ok_or_else(|| {
+                    let what = if name == "hook-url" { "URL" } else { "SECRET" };
+                    from.error(format!("{v:?} is not APPID={what}"))
+                })?;
+                let appid: u32 = number(id).map_err(e)?;
+                let list = if name == "hook-url" {
+                    &mut self.hook_urls
+                } else {
+                    &mut self.hook_secrets
+                };
+                // A later one for the same app wins (flags over variables).
+                list.retain(|(a, _)| *a != appid);
+                list.push((appid, Set::new(value.to_owned(), from.clone())));
             }
             "appid-mode" => self.appid_mode = Some(Set::new(truthy(v), from)),
             "kick-older-logins" => self.kick_older_logins = Some(Set::new(truthy(v), from)),
@@ -442,6 +492,8 @@ impl Layer {
                 Some(keys) if !keys.is_empty() => Some(keys),
                 _ => self.api_keys,
             },
+            hook_urls: per_app(self.hook_urls, top.hook_urls),
+            hook_secrets: per_app(self.hook_secrets, top.hook_secrets),
         }
     }
 
@@ -488,6 +540,21 @@ impl Layer {
                     .into_iter()
                     .map(|k| at.set("app.api_keys", k))
                     .collect(),
+                hook: app.hook.map(|h| HookSetting {
+                    from: h
+                        .url
+                        .as_ref()
+                        .map(|u| at.origin("app.hook.url", u.span()))
+                        .or_else(|| {
+                            h.secret
+                                .as_ref()
+                                .map(|s| at.origin("app.hook.secret", s.span()))
+                        })
+                        .unwrap_or_else(|| from.clone()),
+                    url: h.url.map(|u| at.set("app.hook.url", u)),
+                    secret: h.secret.map(|s| at.set("app.hook.secret", s)),
+                    message_channel_prefixes: h.message_channel_prefixes,
+                }),
                 from,
             });
         }
@@ -537,6 +604,8 @@ impl Layer {
             kick_older_logins: None,
             apps: Some(apps).filter(|a| !a.is_empty()),
             api_keys: None,
+            hook_urls: Vec::new(),
+            hook_secrets: Vec::new(),
         })
     }
 
@@ -700,9 +769,22 @@ impl Layer {
                 app.api_keys.push(key.value.clone());
             }
         }
+        let hook_origins = self.hooks(&mut config)?;
         // The library's own check; the rules above already hold, this keeps
         // the binary from ever starting with what the library would refuse.
         config.validate().map_err(|e| {
+            let hook = match &e {
+                ConfigError::BadHookUrl { appid } => {
+                    hook_origins.iter().find(|h| h.0 == *appid).map(|h| &h.1)
+                }
+                ConfigError::WeakHookSecret { appid, .. } => {
+                    hook_origins.iter().find(|h| h.0 == *appid).map(|h| &h.2)
+                }
+                _ => None,
+            };
+            if let Some(from) = hook {
+                return from.error(&e);
+            }
             let appid = match &e {
                 ConfigError::WeakSecret { appid, .. } | ConfigError::WeakApiKey { appid, .. } => {
                     Some(*appid)
@@ -726,6 +808,83 @@ impl Layer {
             runner,
         })
     }
+}
+
+impl Layer {
+    /// Sets the hook of each app of `config` that has one (the file's
+    /// `[app.hook]`, its URL and secret overridden by the command line's);
+    /// per hooked app, where its URL and its secret were set.
+    fn hooks(
+        &self,
+        config: &mut ServerConfig,
+    ) -> Result<Vec<(u32, Origin, Origin)>, SettingsError> {
+        for (appid, set) in self.hook_urls.iter().chain(&self.hook_secrets) {
+            if !config.apps.iter().any(|a| a.appid == *appid) {
+                return Err(set.from.error(format!(
+                    "app {appid} is not served (hooks are for the apps of --app or [[app]])"
+                )));
+            }
+        }
+        let mut origins = Vec::new();
+        for app in &mut config.apps {
+            let appid = app.appid;
+            let file = self
+                .apps
+                .iter()
+                .flatten()
+                .find(|a| a.appid == appid)
+                .and_then(|a| a.hook.as_ref());
+            let pick = |cli: &[(u32, Set<String>)], file: Option<&Set<String>>| {
+                cli.iter()
+                    .find(|(a, _)| *a == appid)
+                    .map(|(_, s)| s)
+                    .or(file)
+                    .cloned()
+            };
+            let url = pick(&self.hook_urls, file.and_then(|h| h.url.as_ref()));
+            let secret = pick(&self.hook_secrets, file.and_then(|h| h.secret.as_ref()));
+            let (url, secret) = match (url, secret) {
+                (Some(u), Some(s)) => (u, s),
+                (None, None) => match file {
+                    Some(h) => {
+                        return Err(h
+                            .from
+                            .error(format!("the hook of app {appid} has no url and no secret")))
+                    }
+                    None => continue,
+                },
+                (Some(one), None) => {
+                    return Err(one.from.error(format!(
+                        "app {appid} has a hook URL but no hook secret \
+                         (--hook-secret {appid}=SECRET, or secret in its [app.hook])"
+                    )))
+                }
+                (None, Some(one)) => {
+                    return Err(one.from.error(format!(
+                        "app {appid} has a hook secret but no hook URL \
+                         (--hook-url {appid}=URL, or url in its [app.hook])"
+                    )))
+                }
+            };
+            let mut hook = HookConfig::new(url.value, secret.value);
+            for p in file.map_or(&[][..], |h| &h.message_channel_prefixes) {
+                hook = hook.with_message_prefix(p.clone());
+            }
+            app.hook = Some(hook);
+            origins.push((appid, url.from, secret.from));
+        }
+        Ok(origins)
+    }
+}
+
+/// `top`'s values per appid over `base`'s.
+fn per_app<T>(base: Vec<(u32, T)>, top: Vec<(u32, T)>) -> Vec<(u32, T)> {
+    let mut out: Vec<(u32, T)> = base
+        .into_iter()
+        .filter(|(a, _)| !top.iter().any(|(b, _)| a == b))
+        .collect();
+    out.extend(top);
+    out
 }
 
 /// Positions in a config file's text.
@@ -840,8 +999,16 @@ impl Serve {
                     1 => "1 API key".to_owned(),
                     n => format!("{n} API keys"),
                 };
+                let hook = match &a.hook {
+                    None => String::new(),
+                    Some(h) => format!(
+                        ", webhooks to {} ({} message prefixes)",
+                        origin_of(&h.url),
+                        h.message_channel_prefixes.len()
+                    ),
+                };
                 format!(
-                    "{}{} ({}, {keys}, appid mode {}, kick older logins {})",
+                    "{}{} ({}, {keys}, appid mode {}, kick older logins {}{hook})",
                     a.appid,
                     if self.demo && a.appid == DEMO_APPID {
                         " (the demo app)"
@@ -867,6 +1034,16 @@ impl Serve {
             self.level.as_str().to_ascii_lowercase()
         );
         s
+    }
+}
+
+/// A URL's scheme and authority, without its path and query (which may
+/// carry a token).
+pub fn origin_of(url: &str) -> &str {
+    let rest = url.find("://").map_or(0, |i| i + 3);
+    match url[rest..].find(['/', '?', '#']) {
+        Some(i) => &url[..rest + i],
+        None => url,
     }
 }
 
@@ -922,6 +1099,17 @@ struct FileApp {
     kick_older_logins: Option<bool>,
     #[serde(default)]
     api_keys: Vec<Spanned<String>>,
+    hook: Option<FileHook>,
+}
+
+/// An `[app.hook]` table: where the app's events go.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHook {
+    url: Option<Spanned<String>>,
+    secret: Option<Spanned<String>>,
+    #[serde(default)]
+    message_channel_prefixes: Vec<String>,
 }
 
 #[cfg(test)]
@@ -1159,6 +1347,122 @@ mod tests {
             "--api-listen: \"nowhere\" is not an address like 127.0.0.1:7302"
         );
         assert_eq!(build(Layer::default()).api_listen, None);
+    }
+
+    #[test]
+    fn hooks_come_from_the_file_and_the_command_line_overrides_them_app_by_app() {
+        let hs = "H".repeat(32);
+        let f = file(&format!(
+            "[[app]]\nappid = 1\nsecret = \"{SECRET}\"\n\
+             [app.hook]\nurl = \"https://hooks.example.com/h?t=x\"\nsecret = \"{hs}\"\n\
+             message_channel_prefixes = [\"live-\", \"ops-\"]\n\
+             [[app]]\nappid = 2\nsecret = \"{SECRET}\"\n"
+        ));
+        let s = build(f.clone());
+        let h = s.config.apps[0].hook.clone().unwrap();
+        assert_eq!(h.url, "https://hooks.example.com/h?t=x");
+        assert_eq!(h.secret, hs);
+        assert_eq!(h.message_channel_prefixes, ["live-", "ops-"]);
+        assert_eq!(s.config.apps[1].hook, None);
+        let text = s.summary();
+        assert!(
+            text.contains("webhooks to https://hooks.example.com (2 message prefixes)"),
+            "{text}"
+        );
+        assert!(!text.contains(&hs) && !text.contains("t=x"), "{text}");
+
+        let other = "S".repeat(40);
+        let c = cli(
+            &["--hook-url", "1=http://127.0.0.1:9000/x"],
+            &[
+                ("HUMMER_HOOK_SECRETS", &format!("1={hs}x,2={other}")),
+                ("HUMMER_HOOK_URLS", "2=http://b.example/y"),
+            ],
+        );
+        let s = build(f.overlay(c));
+        let h = s.config.apps[0].hook.clone().unwrap();
+        assert_eq!(h.url, "http://127.0.0.1:9000/x", "the flag's URL");
+        assert_eq!(h.secret, format!("{hs}x"), "the variable's secret");
+        assert_eq!(h.message_channel_prefixes, ["live-", "ops-"], "the file's");
+        let h = s.config.apps[1].hook.clone().unwrap();
+        assert_eq!(
+            (h.url.as_str(), h.secret.as_str()),
+            ("http://b.example/y", other.as_str())
+        );
+        // The demo app can have one too.
+        let s = build(cli(
+            &[
+                "--hook-url",
+                "10000=http://h/",
+                "--hook-secret",
+                &format!("10000={hs}"),
+            ],
+            &[],
+        ));
+        assert!(s.demo && s.config.apps[0].hook.is_some());
+    }
+
+    #[test]
+    fn a_hook_needs_a_url_and_a_secret_that_the_library_accepts() {
+        let hs = "H".repeat(32);
+        assert_eq!(
+            file_err(&format!(
+                "[[app]]\nappid = 5\nsecret = \"{SECRET}\"\n[app.hook]\nurl = \"http://h/\"\n"
+            )),
+            "h.toml:5:7: app.hook.url: app 5 has a hook URL but no hook secret \
+             (--hook-secret 5=SECRET, or secret in its [app.hook])"
+        );
+        let e = cli(&["--hook-secret", &format!("10000={hs}")], &[])
+            .build(WebSocketOptions::default())
+            .unwrap_err();
+        assert!(
+            e.message
+                .starts_with("--hook-secret: app 10000 has a hook secret but no hook URL"),
+            "{}",
+            e.message
+        );
+        let e = cli(&[], &[("HUMMER_HOOK_URLS", "7=http://h/")])
+            .build(WebSocketOptions::default())
+            .unwrap_err();
+        assert!(
+            e.message
+                .starts_with("HUMMER_HOOK_URLS: app 7 is not served"),
+            "{}",
+            e.message
+        );
+        assert!(command_line(&args(&["--hook-url", "http://h/"]), |_| None)
+            .unwrap_err()
+            .message
+            .starts_with("--hook-url: \"http://h/\" is not APPID=URL"));
+        // The library's own rules, at the value's origin.
+        let e = cli(
+            &[
+                "--hook-url",
+                "10000=ftp://h/",
+                "--hook-secret",
+                &format!("10000={hs}"),
+            ],
+            &[],
+        )
+        .build(WebSocketOptions::default())
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            "--hook-url: the hook URL of app 10000 must start with http:// or https://"
+        );
+        let e = file_err(&format!(
+            "[[app]]\nappid = 5\nsecret = \"{SECRET}\"\n[app.hook]\nurl = \"http://h/\"\n\
+             secret = \"short\"\n"
+        ));
+        assert!(
+            e.starts_with("h.toml:6:10: app.hook.secret: the hook secret of app 5 is 5 bytes"),
+            "{e}"
+        );
+        assert!(file_err(&format!(
+            "[[app]]\nappid = 5\nsecret = \"{SECRET}\"\n[app.hook]\nurl = \"http://h/\"\n\
+             prefixes = []\n"
+        ))
+        .starts_with("h.toml:6:1: unknown field `prefixes`"));
     }
 
     #[test]

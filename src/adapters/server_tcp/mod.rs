@@ -24,6 +24,11 @@
 //!   has room for it within 2 s, else it is reset; a slow consumer's unsent
 //!   backlog is dropped first, and either outcome is logged at info.
 //!
+//! With the `webhooks` feature, the apps' events (user online/offline,
+//! channels created/emptied, messages of listed channels) are delivered to
+//! their backends by one thread per app with a hook (`hooks.rs`,
+//! `docs/webhooks.md`).
+//!
 //! ```no_run
 //! use hummer_channel::adapters::server_tcp::{RunnerConfig, ServerHandle};
 //! use hummer_channel::server::ServerConfig;
@@ -36,6 +41,8 @@
 
 #[cfg(feature = "http-api")]
 mod api;
+#[cfg(feature = "webhooks")]
+mod hooks;
 #[cfg(feature = "http-api")]
 mod http;
 mod link;
@@ -64,6 +71,8 @@ use smol::{LocalExecutor, Timer};
 use crate::server::{ConnId, Gateway, GatewayId, Hub, ServerConfig, ShardId, MAX_SHARDS};
 #[cfg(feature = "http-api")]
 pub use api::API_ROUTES;
+#[cfg(feature = "webhooks")]
+pub use hooks::{HookDrop, HookOutcome, HookStats, WebhookOptions, HOOK_EVENT_TYPES};
 #[cfg(feature = "http-api")]
 pub use http::ApiOptions;
 use shard::{BacklogPeak, Envelope, Shard, QUEUE_BATCHES};
@@ -127,6 +136,10 @@ pub struct RunnerConfig {
     /// The API listener's rate limit ([`Listeners::with_api`]).
     #[cfg(feature = "http-api")]
     pub api: ApiOptions,
+    /// How the apps' events are delivered to their backends (the apps'
+    /// [`HookConfig`](crate::server::HookConfig)s say where).
+    #[cfg(feature = "webhooks")]
+    pub webhooks: WebhookOptions,
 }
 
 impl Default for RunnerConfig {
@@ -142,6 +155,8 @@ impl Default for RunnerConfig {
             websocket: WebSocketOptions::default(),
             #[cfg(feature = "http-api")]
             api: ApiOptions::default(),
+            #[cfg(feature = "webhooks")]
+            webhooks: WebhookOptions::default(),
         }
     }
 }
@@ -192,6 +207,13 @@ impl RunnerConfig {
         self
     }
 
+    /// How the apps' events are delivered.
+    #[cfg(feature = "webhooks")]
+    pub fn with_webhooks(mut self, options: WebhookOptions) -> Self {
+        self.webhooks = options;
+        self
+    }
+
     /// How the connections of a listener of this kind are opened.
     fn opener(&self, websocket: bool, max_frame_size: usize) -> Opener {
         #[cfg(feature = "tls")]
@@ -238,6 +260,9 @@ pub struct RunnerStats {
     /// the hub, or the hub's for the other gateways): readers stop reading
     /// past a bound, so this stays near it however hard clients push.
     pub peak_backlog: usize,
+    /// The webhooks' counters: deliveries, drops, queued events.
+    #[cfg(feature = "webhooks")]
+    pub hooks: HookStats,
 }
 
 /// What a running `serve` shares with a [`ServerHandle`] and between its
@@ -253,6 +278,9 @@ struct Control {
     /// The threads' counter snapshots and readiness, for the API listener.
     #[cfg(feature = "http-api")]
     published: http::Published,
+    /// The apps' event queues and delivery threads.
+    #[cfg(feature = "webhooks")]
+    hooks: hooks::Hooks,
 }
 
 impl Control {
@@ -281,6 +309,8 @@ impl Control {
             accept_errors: self.accept_errors.load(Ordering::Relaxed),
             decoder_bytes: self.decoder_bytes.load(Ordering::Relaxed),
             peak_backlog: self.backlog.get(),
+            #[cfg(feature = "webhooks")]
+            hooks: self.hooks.stats(),
         }
     }
 }
@@ -519,6 +549,8 @@ async fn run(
     if listeners.api.is_some() {
         control.published.enable(threads);
     }
+    #[cfg(feature = "webhooks")]
+    control.hooks.start(&config, &runner);
     let (inbox_txs, inbox_rxs): (Vec<_>, Vec<_>) = (0..threads)
         .map(|_| bounded::<Vec<Envelope>>(QUEUE_BATCHES))
         .unzip();
@@ -624,6 +656,13 @@ async fn run(
     };
     ex.run(main).await;
     control.close_all();
+    // The events of the last turns (the users gone offline) are queued:
+    // they get a grace period to go.
+    #[cfg(feature = "webhooks")]
+    {
+        let (c, grace) = (control.clone(), runner.webhooks.shutdown_grace);
+        smol::unblock(move || c.hooks.stop(grace)).await;
+    }
     Ok(())
 }
 
@@ -851,6 +890,12 @@ impl ServerHandle {
     /// accepts, memory held by the frame decoders.
     pub fn stats(&self) -> RunnerStats {
         self.control.stats()
+    }
+
+    /// The webhooks' counters now (also in [`RunnerStats::hooks`]).
+    #[cfg(feature = "webhooks")]
+    pub fn hook_stats(&self) -> HookStats {
+        self.control.hooks.stats()
     }
 
     /// The address the server listens on.

@@ -216,6 +216,14 @@ impl Shard {
                 while let Some((to, m)) = h.poll_shard() {
                     self.route(Envelope::Shard(from, to, m));
                 }
+                // The apps' events: to their delivery threads, never
+                // waiting (without the feature, nowhere).
+                while let Some(event) = h.poll_hook() {
+                    #[cfg(feature = "webhooks")]
+                    self.control.hooks.send(event);
+                    #[cfg(not(feature = "webhooks"))]
+                    drop(event);
+                }
             }
             let Some(envelope) = self.local.borrow_mut().pop_front() else {
                 break;
