@@ -559,3 +559,44 @@ fn a_receiver_that_is_down_does_not_slow_the_server_and_failures_are_counted() {
         "delivered or dropped, never lost silently: {s:?}"
     );
 }
+
+/// The deliveries are in `/metrics` when the API listener is on.
+#[cfg(feature = "http-api")]
+#[test]
+fn deliveries_and_drops_are_in_the_metrics() {
+    use hummer_channel::adapters::server_tcp::{bind, Listeners};
+    watchdog(Duration::from_secs(60));
+    let rx = Receiver::start(&[], None);
+    let runner = RunnerConfig::default().with_threads(2);
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let listeners =
+        Listeners::new(bind(any, &runner).unwrap()).with_api(bind(any, &runner).unwrap());
+    let server = ServerHandle::spawn_on(config(&rx.url(), &[]), runner, listeners).unwrap();
+    let a = fast(server.local_addr());
+    a.login(Uid(43), None, None).unwrap();
+    rx.wait_for("user.online", uid_is(43));
+    let scrape = || {
+        let mut s = TcpStream::connect(server.api_addr().unwrap()).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let want = r#"hummer_hook_deliveries_total{event="user.online",outcome="ok"} 1"#;
+    let mut text = scrape();
+    while !text.contains(want) {
+        assert!(Instant::now() < deadline, "{text}");
+        thread::sleep(Duration::from_millis(50));
+        text = scrape();
+    }
+    assert!(
+        text.contains(r#"hummer_hook_dropped_total{reason="queue_full"} 0"#),
+        "{text}"
+    );
+    assert!(text.contains("hummer_hook_queue 0"), "{text}");
+}

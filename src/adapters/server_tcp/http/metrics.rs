@@ -29,6 +29,9 @@ pub(super) struct Scrape {
     pub api_latency: Vec<(&'static str, Histogram)>,
     /// The process's figures (Linux only).
     pub process: Option<Process>,
+    /// The webhooks' deliveries and drops.
+    #[cfg(feature = "webhooks")]
+    pub hooks: super::super::HookStats,
 }
 
 /// The scrape in the Prometheus text format.
@@ -90,6 +93,47 @@ fn histogram(m: &mut MetricEncoder<'_>, labels: &impl EncodeLabelSet, h: &Histog
         &buckets,
         None,
     )
+}
+
+#[cfg(feature = "webhooks")]
+impl Scrape {
+    fn encode_hooks(&self, e: &mut DescriptorEncoder<'_>) -> R {
+        use super::super::{HookDrop, HookOutcome, HOOK_EVENT_TYPES};
+        let h = &self.hooks;
+        let mut m = family(
+            e,
+            "hummer_hook_deliveries",
+            "Webhook delivery attempts, by event type and outcome (ok, retry, failed).",
+            MetricType::Counter,
+        )?;
+        for event in HOOK_EVENT_TYPES {
+            for outcome in HookOutcome::ALL {
+                let n = h.deliveries(event, outcome);
+                if n > 0 {
+                    counter(
+                        &mut m,
+                        &[("event", event), ("outcome", outcome.as_str())],
+                        n,
+                    )?;
+                }
+            }
+        }
+        let mut m = family(
+            e,
+            "hummer_hook_dropped",
+            "Webhook events given up, by reason (queue_full, gave_up, shutdown).",
+            MetricType::Counter,
+        )?;
+        for reason in HookDrop::ALL {
+            counter(&mut m, &[("reason", reason.as_str())], h.dropped(reason))?;
+        }
+        lone_gauge(
+            e,
+            "hummer_hook_queue",
+            "Webhook events waiting for delivery.",
+            h.queue_len() as f64,
+        )
+    }
 }
 
 impl Collector for Scrape {
@@ -248,6 +292,8 @@ impl Collector for Scrape {
         for (route, h) in &self.api_latency {
             histogram(&mut m, &[("route", *route)], h)?;
         }
+        #[cfg(feature = "webhooks")]
+        self.encode_hooks(&mut e)?;
         if let Some(p) = self.process {
             family(
                 &mut e,

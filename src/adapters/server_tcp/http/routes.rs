@@ -136,6 +136,8 @@ async fn answer(api: &Api, route: Route, request: Request<Incoming>, peer: IpAdd
                     .map(|(k, h)| (*k, h.clone()))
                     .collect(),
                 process: process::read(),
+                #[cfg(feature = "webhooks")]
+                hooks: api.control.hooks.stats(),
             };
             text(
                 StatusCode::OK,
