@@ -146,7 +146,8 @@ impl Histogram {
             .and_then(|(b, _)| b)
     }
 
-    fn merge(&mut self, other: &Histogram) {
+    /// Adds `other`'s observations to these (same buckets).
+    pub fn merge(&mut self, other: &Histogram) {
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
             *a += b;
         }
@@ -522,6 +523,28 @@ mod tests {
             h.cumulative().nth(15),
             Some((Some(Duration::from_secs(10)), 3))
         );
+    }
+
+    #[test]
+    fn merged_histograms_answer_as_one_histogram_of_all() {
+        let (mut a, mut b, mut all) = (
+            Histogram::default(),
+            Histogram::default(),
+            Histogram::default(),
+        );
+        for us in [100u64, 300, 2_000, 40_000] {
+            a.observe(Duration::from_micros(us));
+            all.observe(Duration::from_micros(us));
+        }
+        for us in [90u64, 700, 700, 3_000_000, 20_000_000] {
+            b.observe(Duration::from_micros(us));
+            all.observe(Duration::from_micros(us));
+        }
+        a.merge(&b);
+        assert_eq!(a, all);
+        for q in [0.0, 0.1, 0.5, 0.7, 0.9, 0.99, 1.0] {
+            assert_eq!(a.quantile_bound(q), all.quantile_bound(q), "q = {q}");
+        }
     }
 
     #[test]
