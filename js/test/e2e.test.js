@@ -382,6 +382,43 @@ test("Close{100}: a newer login of the same uid kicks the older one (DISCONNECTE
   }
 });
 
+test("the server API: a backend's publish reaches a JS member (from uid 0), and its kick ends the session (DISCONNECTED/KICKED)", async () => {
+  const key = "e2e-api-key-0123456789-abcdefghijklmnop";
+  const apiServer = await startServer(["--api-listen", "127.0.0.1:0", "--api-key", `10000:${key}`]);
+  try {
+    assert.ok(apiServer.apiUrl, "the API listener's address was printed");
+    const uid = freshUid();
+    const h = await loginAs(uid, { url: apiServer.url });
+    const ch = h.createInstance().createChannel({ region: "cn", channelId: "api-room" });
+    assert.equal((await ch.joinChannel()).rescode, 0);
+    const got = nextEvent(ch, "ChannelMessage", 5000);
+    const call = (method, path, body) => fetch(`${apiServer.apiUrl}${path}`, {
+      method,
+      headers: { authorization: `apikey ${key}`, "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const res = await call("POST", "/v1/channels/cn/api-room/messages", { message_id: "77", type: "notice", content: "from the backend" });
+    assert.equal(res.status, 200);
+    assert.equal((await res.json()).seq, 1);
+    const m = await got;
+    assert.equal(m.fromUid, "0");
+    assert.equal(m.message.content, "from the backend");
+    assert.equal(m.message.type, "notice");
+    // Without the key: refused as JSON.
+    const bare = await fetch(`${apiServer.apiUrl}/v1/users/online?uids=${uid}`);
+    assert.equal(bare.status, 401);
+    assert.equal((await bare.json()).code, 1009);
+    const kicked = nextEvent(h, "ConnectionStateChanged", 5000, (s) => s.state === "DISCONNECTED");
+    const k = await call("POST", `/v1/users/${uid}/kick`, { code: 4101, reason: "policy" });
+    assert.equal((await k.json()).instances, 1);
+    assert.deepEqual(await kicked, { state: "DISCONNECTED", reason: "KICKED" });
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(h.getConnectionState().state, "DISCONNECTED", "no reconnect after a kick");
+  } finally {
+    apiServer.stop();
+  }
+});
+
 test("a link down past the grace period: re-login not resumed, the channel re-joined (RoomMemberOffline), the missed channel messages replayed", async () => {
   const graceServer = await startServer(["--presence-grace-secs", "1"]);
   try {

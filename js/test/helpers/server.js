@@ -22,12 +22,17 @@ export async function startServer(extraArgs = []) {
   let out = "";
   let err = "";
   child.stderr.on("data", (d) => { err += d; });
+  // With --api-listen, the API's line is waited for too.
+  const wantApi = extraArgs.includes("--api-listen");
+  let apiUrl = null;
   const url = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not print its websocket line:\n${out}\n${err}`)), 15000);
     child.stdout.on("data", (d) => {
       out += d;
       const line = out.split("\n").find((l) => l.startsWith(PREFIX));
-      if (line) {
+      const api = /hummer-server API on (http:\/\/\S+)/.exec(out);
+      apiUrl = api ? api[1] : null;
+      if (line && (apiUrl || !wantApi)) {
         clearTimeout(timer);
         resolve(line.slice(PREFIX.length).trim());
       }
@@ -41,6 +46,7 @@ export async function startServer(extraArgs = []) {
   const secret = m ? m[1] : DEMO_SECRET_FALLBACK;
   return {
     url,
+    apiUrl,
     secret,
     pid: child.pid,
     stop() {
