@@ -114,6 +114,9 @@ serve options (environment equivalent in brackets):
   --api-key APPID:KEY        a server API key of app APPID (also for the dashboard);
                              repeatable [HUMMER_API_KEYS=A:K,A:K]; keys given here
                              replace the config file's api_keys
+  --api-rate N               server API calls per second per app (bursts of 2N); calls
+                             without a valid key likewise per address [HUMMER_API_RATE]
+                             (default 200)
   --log LEVEL                error|warn|info|debug|trace [HUMMER_LOG] (default info)
 
 App secrets (--app, token --secret), API keys and hook secrets must be at least 32 bytes.

@@ -175,6 +175,7 @@ pub struct Layer {
     pub max_connections: Option<Set<usize>>,
     pub max_connections_per_ip: Option<Set<usize>>,
     pub listen_backlog: Option<Set<u32>>,
+    pub api_rate: Option<Set<u32>>,
     /// Global switches (command line only): override every app's.
     pub appid_mode: Option<Set<bool>>,
     pub kick_older_logins: Option<Set<bool>>,
@@ -209,6 +210,7 @@ pub const VALUED_FLAGS: &[&str] = &[
     "max-connections",
     "max-connections-per-ip",
     "listen-backlog",
+    "api-rate",
     "threads",
     "ws-listen",
     "ws-allowed-origins",
@@ -241,6 +243,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("HUMMER_MAX_CONNECTIONS", "max-connections"),
     ("HUMMER_MAX_CONNECTIONS_PER_IP", "max-connections-per-ip"),
     ("HUMMER_LISTEN_BACKLOG", "listen-backlog"),
+    ("HUMMER_API_RATE", "api-rate"),
     ("HUMMER_THREADS", "threads"),
     ("HUMMER_WS_LISTEN", "ws-listen"),
     ("HUMMER_WS_ALLOWED_ORIGINS", "ws-allowed-origins"),
@@ -441,6 +444,7 @@ impl Layer {
                 self.max_connections_per_ip = Some(parsed(number(v), &from)?)
             }
             "listen-backlog" => self.listen_backlog = Some(parsed(number(v), &from)?),
+            "api-rate" => self.api_rate = Some(parsed(number(v), &from)?),
             "threads" => self.threads = Some(parsed(number(v), &from)?),
             "ws-allowed-origins" => {
                 let list = v.split(',').map(str::to_owned).collect();
@@ -482,6 +486,7 @@ impl Layer {
             max_connections: top.max_connections.or(self.max_connections),
             max_connections_per_ip: top.max_connections_per_ip.or(self.max_connections_per_ip),
             listen_backlog: top.listen_backlog.or(self.listen_backlog),
+            api_rate: top.api_rate.or(self.api_rate),
             appid_mode: top.appid_mode.or(self.appid_mode),
             kick_older_logins: top.kick_older_logins.or(self.kick_older_logins),
             apps: match top.apps {
@@ -600,6 +605,7 @@ impl Layer {
             listen_backlog: limits
                 .listen_backlog
                 .map(|v| at.set("limits.listen_backlog", v)),
+            api_rate: limits.api_rate.map(|v| at.set("limits.api_rate", v)),
             appid_mode: None,
             kick_older_logins: None,
             apps: Some(apps).filter(|a| !a.is_empty()),
@@ -653,6 +659,12 @@ impl Layer {
         }
         if let Some(n) = &self.listen_backlog {
             runner.listen_backlog = at_least_one(n)?;
+        }
+        if let Some(n) = &self.api_rate {
+            let per_second = at_least_one(n)?;
+            runner.api = runner
+                .api
+                .with_rate_limit(per_second, per_second.saturating_mul(2));
         }
         if let Some(n) = &self.threads {
             runner.threads = at_least_one(n)?;
@@ -1087,6 +1099,7 @@ struct FileLimits {
     max_connections: Option<Spanned<usize>>,
     max_connections_per_ip: Option<Spanned<usize>>,
     listen_backlog: Option<Spanned<u32>>,
+    api_rate: Option<Spanned<u32>>,
 }
 
 /// One of the file's `[[app]]` tables.
@@ -1171,6 +1184,25 @@ mod tests {
             ServerConfig::default().presence_grace,
             "default"
         );
+    }
+
+    #[test]
+    fn the_api_rate_comes_from_the_file_the_environment_or_a_flag() {
+        let f = file("[limits]\napi_rate = 50\n");
+        let r = build(f.clone()).runner.api;
+        assert_eq!((r.requests_per_second, r.burst), (50, 100));
+        let r = build(f.clone().overlay(cli(&[], &[("HUMMER_API_RATE", "60")])))
+            .runner
+            .api;
+        assert_eq!((r.requests_per_second, r.burst), (60, 120));
+        let r = build(f.overlay(cli(&["--api-rate", "70"], &[("HUMMER_API_RATE", "60")])))
+            .runner
+            .api;
+        assert_eq!((r.requests_per_second, r.burst), (70, 140));
+        let r = build(file("")).runner.api;
+        assert_eq!((r.requests_per_second, r.burst), (200, 400), "the default");
+        let e = file_err("[limits]\napi_rate = 0\n");
+        assert_eq!(e, "h.toml:2:12: limits.api_rate: must be at least 1");
     }
 
     #[test]
