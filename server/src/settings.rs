@@ -789,6 +789,7 @@ impl Layer {
                 ConfigError::WeakSecret { appid, .. } | ConfigError::WeakApiKey { appid, .. } => {
                     Some(*appid)
                 }
+                ConfigError::SharedApiKey { second, .. } => Some(*second),
                 _ => None,
             };
             match self.apps.iter().flatten().find(|a| Some(a.appid) == appid) {
@@ -1585,5 +1586,16 @@ mod tests {
         assert!(!e.contains("cret"), "{e}");
         assert!(e.ends_with("expected u32"), "{e}");
         assert_eq!(without_strings("no value here"), "no value here");
+    }
+
+    #[test]
+    fn an_api_key_of_two_apps_is_refused() {
+        let (secret, key) = ("s".repeat(32), "k".repeat(32));
+        let app = |id: u32| {
+            format!("[[app]]\nappid = {id}\nsecret = \"{secret}\"\napi_keys = [\"{key}\"]\n")
+        };
+        let e = file_err(&(app(5) + &app(6)));
+        assert!(e.contains("apps 5 and 6 have the same API key"), "{e}");
+        assert!(!e.contains(&key), "{e}");
     }
 }
