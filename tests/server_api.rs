@@ -557,3 +557,30 @@ fn the_openapi_description_matches_the_routes() {
         assert!(doc.pointer(pointer).is_some(), "{r} resolves");
     }
 }
+
+#[test]
+fn online_status_takes_256_uids_at_most_whatever_the_threads() {
+    // The uids go to the shards that own them: each shard sees only its
+    // share, and the call's limit is the whole list's.
+    let server = spawn(4);
+    let a = api(&server);
+    let uids = |n: u64| (1..=n).map(|u| u.to_string()).collect::<Vec<_>>().join(",");
+    let (status, body) = http(
+        a,
+        "GET",
+        &format!("/v1/users/online?uids={}", uids(256)),
+        Some(KEY),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["online"].as_object().unwrap().len(), 256);
+    let (status, body) = http(
+        a,
+        "GET",
+        &format!("/v1/users/online?uids={}", uids(257)),
+        Some(KEY),
+        None,
+    );
+    assert_eq!((status, body["code"].clone()), (400, json!(2001)), "{body}");
+    server.shutdown();
+}

@@ -286,7 +286,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
             if let Some(h) = &a.hook {
                 tracing::info!(
                     appid = a.appid,
-                    to = settings::origin_of(&h.url),
+                    to = %settings::origin_of(&h.url),
                     message_channel_prefixes = ?h.message_channel_prefixes,
                     "webhooks on"
                 );

@@ -514,7 +514,7 @@ impl Layer {
     /// The settings of the TOML `text`, read from `path`.
     pub fn from_toml(path: &Path, text: &str) -> Result<Layer, SettingsError> {
         let file: File = toml::from_str(text).map_err(|e| {
-            let message = e.message().trim_end().replace('\n', "; ");
+            let message = without_strings(e.message().trim_end()).replace('\n', "; ");
             match e.span() {
                 Some(span) => {
                     let (line, col) = line_col(text, span.start);
@@ -801,6 +801,7 @@ impl Layer {
                 ConfigError::WeakSecret { appid, .. } | ConfigError::WeakApiKey { appid, .. } => {
                     Some(*appid)
                 }
+                ConfigError::SharedApiKey { second, .. } => Some(*second),
                 _ => None,
             };
             match self.apps.iter().flatten().find(|a| Some(a.appid) == appid) {
@@ -1049,14 +1050,45 @@ impl Serve {
     }
 }
 
-/// A URL's scheme and authority, without its path and query (which may
-/// carry a token).
-pub fn origin_of(url: &str) -> &str {
+/// A URL's scheme, host and port, without its user info, path and query
+/// (which may carry a password or a token).
+pub fn origin_of(url: &str) -> String {
     let rest = url.find("://").map_or(0, |i| i + 3);
-    match url[rest..].find(['/', '?', '#']) {
-        Some(i) => &url[..rest + i],
-        None => url,
+    let end = url[rest..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| rest + i);
+    let authority = &url[rest..end];
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    format!("{}{host}", &url[..rest])
+}
+
+/// A TOML error's message with the string values it quotes left out (a
+/// value of the wrong type may be a secret: `api_keys = "KEY"` for
+/// `["KEY"]`).
+fn without_strings(message: &str) -> String {
+    const QUOTED: &str = "string \"";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find(QUOTED) {
+        out.push_str(&rest[..i]);
+        out.push_str("a string");
+        // The value's closing quote (escaped ones are part of the value).
+        let value = &rest[i + QUOTED.len()..];
+        let mut escaped = false;
+        let end = value.char_indices().find(|&(_, c)| {
+            let close = c == '"' && !escaped;
+            escaped = c == '\\' && !escaped;
+            close
+        });
+        rest = match end {
+            Some((j, _)) => &value[j + 1..],
+            None => "",
+        };
     }
+    out.push_str(rest);
+    out
 }
 
 fn on_off(b: bool) -> &'static str {
@@ -1359,7 +1391,7 @@ mod tests {
         assert!(file_err("listen = \"127.0.0.1:1\"\n\n  lisen = 3\n")
             .starts_with("h.toml:3:3: unknown field `lisen`"));
         assert!(file_err("[limits]\nmax_members = \"many\"\n")
-            .starts_with("h.toml:2:15: invalid type: string \"many\", expected"));
+            .starts_with("h.toml:2:15: invalid type: a string, expected"));
         assert!(file_err("[[app]]\nappid = 1\nsecrets = \"x\"\n")
             .starts_with("h.toml:3:1: unknown field `secrets`"));
     }
@@ -1548,5 +1580,54 @@ mod tests {
         );
         let e = command_line(&args(&["--api-key", "nokey"]), |_| None).unwrap_err();
         assert_eq!(e.message, "--api-key: an API key is given as APPID:KEY");
+    }
+
+    #[test]
+    fn urls_are_shown_without_their_user_info_path_or_query() {
+        assert_eq!(
+            origin_of("https://user:hunter2-password@hooks.example.com:8443/x?t=1"),
+            "https://hooks.example.com:8443"
+        );
+        assert_eq!(origin_of("http://h.example/p@q"), "http://h.example");
+        assert_eq!(origin_of("http://h.example"), "http://h.example");
+        let hs = "h".repeat(32);
+        let text = format!(
+            "[[app]]\nappid = 5\nsecret = \"{}\"\n\
+             [app.hook]\nurl = \"https://u:hunter2-password@hooks.example.com/h\"\nsecret = \"{hs}\"\n",
+            "s".repeat(32)
+        );
+        let summary = build(file(&text)).summary();
+        assert!(!summary.contains("hunter2"), "{summary}");
+        assert!(
+            summary.contains("webhooks to https://hooks.example.com "),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn type_errors_do_not_show_string_values() {
+        let key = "APIKEY-0123456789-0123456789-abcdef";
+        let e = file_err(&format!("[[app]]\nappid = 5\napi_keys = \"{key}\"\n"));
+        assert!(!e.contains(key), "{e}");
+        assert!(e.contains("h.toml:3:12"), "{e}");
+        assert!(
+            e.contains("invalid type: a string, expected a sequence"),
+            "{e}"
+        );
+        let e = file_err("[[app]]\nappid = \"se\\\"cret, expected x\"\n");
+        assert!(!e.contains("cret"), "{e}");
+        assert!(e.ends_with("expected u32"), "{e}");
+        assert_eq!(without_strings("no value here"), "no value here");
+    }
+
+    #[test]
+    fn an_api_key_of_two_apps_is_refused() {
+        let (secret, key) = ("s".repeat(32), "k".repeat(32));
+        let app = |id: u32| {
+            format!("[[app]]\nappid = {id}\nsecret = \"{secret}\"\napi_keys = [\"{key}\"]\n")
+        };
+        let e = file_err(&(app(5) + &app(6)));
+        assert!(e.contains("apps 5 and 6 have the same API key"), "{e}");
+        assert!(!e.contains(&key), "{e}");
     }
 }

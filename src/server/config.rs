@@ -292,6 +292,15 @@ pub enum ConfigError {
         /// The key's length.
         len: usize,
     },
+    /// One API key is given to two apps: its calls could only act as one
+    /// of them.
+    #[error("apps {first} and {second} have the same API key; each app needs keys of its own")]
+    SharedApiKey {
+        /// The first app with the key.
+        first: u32,
+        /// The other.
+        second: u32,
+    },
 }
 
 /// The shortest app secret accepted (HS256 wants at least its 32-byte hash).
@@ -336,6 +345,17 @@ impl ServerConfig {
                     appid: app.appid,
                     len: k.len(),
                 });
+            }
+        }
+        // A key maps to one app ([`ServerConfig::app_of_api_key`]).
+        for (i, a) in self.apps.iter().enumerate() {
+            for b in &self.apps[i + 1..] {
+                if a.appid != b.appid && a.api_keys.iter().any(|k| b.api_keys.contains(k)) {
+                    return Err(ConfigError::SharedApiKey {
+                        first: a.appid,
+                        second: b.appid,
+                    });
+                }
             }
         }
         Ok(())

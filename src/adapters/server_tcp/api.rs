@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use super::shard::{Envelope, Shard};
 use crate::error::{ErrorCode, ServiceError};
+use crate::limits::Limits;
 use crate::server::{
     merge_api_replies, ApiCall, ApiReply, ApiRequest, ChannelInfo, HistoryMessage, Sent,
 };
@@ -43,15 +44,21 @@ pub const API_ROUTES: &[(&str, &str)] = &[
 ];
 
 /// What the API's routes need of the runner: the first thread's [`Shard`]
-/// (its router reaches every thread) and the number of hub shards.
+/// (its router reaches every thread), the number of hub shards, and the
+/// limits (those of a whole call, which no shard sees).
 pub(super) struct ApiContext {
     shard: Rc<Shard>,
     shards: u16,
+    limits: Limits,
 }
 
 impl ApiContext {
-    pub(super) fn new(shard: Rc<Shard>, shards: u16) -> ApiContext {
-        ApiContext { shard, shards }
+    pub(super) fn new(shard: Rc<Shard>, shards: u16, limits: Limits) -> ApiContext {
+        ApiContext {
+            shard,
+            shards,
+            limits,
+        }
     }
 
     /// Sends each part of `call` to the thread owning its shard and merges
@@ -59,6 +66,12 @@ impl ApiContext {
     async fn call(&self, call: ApiCall) -> Result<ApiReply, ServiceError> {
         let limit = match &call.request {
             ApiRequest::ListChannels { limit, .. } => *limit,
+            // Each shard checks its share of the uids: the whole list is
+            // checked here (256 at most, not 256 per shard).
+            ApiRequest::OnlineStatus { uids } => {
+                self.limits.check_uid_query(uids)?;
+                0
+            }
             _ => 0,
         };
         let mut waiting = Vec::new();

@@ -602,7 +602,11 @@ async fn run(
     {
         ex.spawn(shard.clone().publisher()).detach();
         if let Some(listener) = listeners.api {
-            let context = Rc::new(api::ApiContext::new(shard.clone(), shards));
+            let context = Rc::new(api::ApiContext::new(
+                shard.clone(),
+                shards,
+                config.limits.clone(),
+            ));
             let api = http::Api::new(&config, &runner, control.clone(), context);
             ex.spawn(http::serve(Rc::downgrade(&ex), listener, Rc::new(api)))
                 .detach();

@@ -22,8 +22,10 @@
 //!
 //! What the listener bounds:
 //!
-//! - at most [`MAX_CONNECTIONS`] (256) open connections; one more is
-//!   accepted and closed at once;
+//! - at most [`MAX_CONNECTIONS`] (256) open connections; one more closes
+//!   the open one that has been idle longest (no request being answered),
+//!   so that idle or half-sent connections cannot lock the listener, or is
+//!   closed at once when every open one is answering a request;
 //! - a request's head must arrive within [`HEAD_TIMEOUT`] (10 s) of its
 //!   first byte, and heads are at most 64 KiB (hyper's read buffer);
 //! - a keep-alive connection idle (no request in progress, no byte read or
@@ -54,7 +56,7 @@ mod published;
 mod routes;
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
@@ -129,6 +131,10 @@ impl ApiOptions {
     }
 }
 
+/// An open connection's activity, and the sending side of its eviction
+/// signal (dropped: the connection closes).
+type Tracked = (Rc<Activity>, smol::channel::Sender<()>);
+
 /// The API listener's state, on the runner's first thread.
 pub(super) struct Api {
     config: ServerConfig,
@@ -136,6 +142,10 @@ pub(super) struct Api {
     context: Rc<ApiContext>,
     limits: RefCell<Limits>,
     open: Cell<usize>,
+    /// The open connections, by a number of their own: what they do, and
+    /// the sending side of their eviction signal (dropped: closed).
+    connections: RefCell<HashMap<u64, Tracked>>,
+    next_connection: Cell<u64>,
     /// Requests answered, by (route pattern, status).
     requests: RefCell<BTreeMap<(&'static str, u16), u64>>,
     /// Their durations, by route pattern.
@@ -157,6 +167,8 @@ impl Api {
             context,
             limits: RefCell::new(Limits::new(&runner.api)),
             open: Cell::new(0),
+            connections: RefCell::default(),
+            next_connection: Cell::new(0),
             requests: RefCell::default(),
             latency: RefCell::default(),
             rate_limited: Cell::new(0),
@@ -196,10 +208,10 @@ pub(super) async fn serve(ex: Weak<LocalExecutor<'static>>, listener: TcpListene
                 continue;
             }
         };
-        if api.open.get() >= MAX_CONNECTIONS {
+        if api.open.get() >= MAX_CONNECTIONS && !api.evict_idlest() {
             log!(
                 debug,
-                "refused an API connection from {peer}: {MAX_CONNECTIONS} open"
+                "refused an API connection from {peer}: {MAX_CONNECTIONS} open, all busy"
             );
             drop(stream);
             continue;
@@ -214,19 +226,57 @@ pub(super) async fn serve(ex: Weak<LocalExecutor<'static>>, listener: TcpListene
     }
 }
 
-/// An open API connection's place in [`Api::open`].
-struct Open(Rc<Api>);
+impl Api {
+    /// Closes the open connection idle longest (none answering a request):
+    /// whether there was one.
+    fn evict_idlest(&self) -> bool {
+        let mut connections = self.connections.borrow_mut();
+        let idlest = connections
+            .iter()
+            .filter(|(_, (a, _))| !a.busy.get())
+            .min_by_key(|(_, (a, _))| a.last_io.get())
+            .map(|(&n, _)| n);
+        match idlest {
+            Some(n) => {
+                // Dropping the sender ends the connection's task.
+                connections.remove(&n);
+                log!(
+                    debug,
+                    "closed the API connection idle longest: {MAX_CONNECTIONS} open"
+                );
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// An open API connection's place in [`Api::open`] and
+/// [`Api::connections`].
+struct Open {
+    api: Rc<Api>,
+    number: u64,
+}
 
 impl Open {
-    fn new(api: Rc<Api>) -> Open {
+    /// Counts a connection; its activity and its eviction signal.
+    fn new(api: Rc<Api>) -> (Open, Rc<Activity>, smol::channel::Receiver<()>) {
         api.open.set(api.open.get() + 1);
-        Open(api)
+        let number = api.next_connection.get();
+        api.next_connection.set(number + 1);
+        let activity = Rc::new(Activity::new());
+        let (tx, rx) = smol::channel::bounded(1);
+        api.connections
+            .borrow_mut()
+            .insert(number, (activity.clone(), tx));
+        (Open { api, number }, activity, rx)
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        self.0.open.set(self.0.open.get().saturating_sub(1));
+        self.api.open.set(self.api.open.get().saturating_sub(1));
+        self.api.connections.borrow_mut().remove(&self.number);
     }
 }
 
@@ -333,8 +383,12 @@ impl AsyncWrite for Watched {
 
 /// Serves one connection until the client closes it, hyper ends it, or a
 /// deadline passes.
-async fn connection(stream: TcpStream, peer: SocketAddr, api: Rc<Api>, _open: Open) {
-    let activity = Rc::new(Activity::new());
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    api: Rc<Api>,
+    (_open, activity, evicted): (Open, Rc<Activity>, smol::channel::Receiver<()>),
+) {
     let io = FuturesIo::new(Watched {
         stream,
         activity: activity.clone(),
@@ -361,5 +415,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, api: Rc<Api>, _open: Op
             log!(debug, "API connection from {peer}: {e}");
         }
     };
-    served.or(activity.expired()).await;
+    let evicted = async {
+        let _ = evicted.recv().await;
+    };
+    served.or(activity.expired()).or(evicted).await;
 }
