@@ -584,3 +584,20 @@ fn online_status_takes_256_uids_at_most_whatever_the_threads() {
     assert_eq!((status, body["code"].clone()), (400, json!(2001)), "{body}");
     server.shutdown();
 }
+
+/// A route's path with a method it does not take: 405 naming the methods
+/// it does take.
+#[test]
+fn a_wrong_method_is_told_the_right_ones() {
+    let server = spawn(1);
+    let mut s = TcpStream::connect(api(&server)).unwrap();
+    let req = format!(
+        "DELETE /v1/channels/cn/x/messages HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: apikey {KEY}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let head = text.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 405"), "{head}");
+    assert!(head.contains("\r\nallow: post, get\r\n"), "{head}");
+}

@@ -600,3 +600,38 @@ fn deliveries_and_drops_are_in_the_metrics() {
     );
     assert!(text.contains("hummer_hook_queue 0"), "{text}");
 }
+
+/// Events are bounded by bytes too: large messages to a receiver that
+/// hangs fill the byte budget long before the event count.
+#[test]
+fn a_queue_is_bounded_by_bytes_as_well_as_by_events() {
+    watchdog(Duration::from_secs(60));
+    let rx = Receiver::start(&[], Some(Answer::Hang));
+    let options = WebhookOptions::default()
+        .with_queue_capacity(10_000)
+        .with_max_queued_bytes(64 * 1024)
+        .with_timeout(Duration::from_secs(5))
+        .with_shutdown_grace(Duration::from_millis(200));
+    let server = spawn(config(&rx.url(), &["big-"]), options);
+    let a = fast(server.local_addr());
+    a.login(Uid(7), None, None).unwrap();
+    let ch = a.create_channel(Region::Cn, "big-room").unwrap();
+    a.join_channel(ch, Default::default()).unwrap();
+    let content = "x".repeat(8 * 1024);
+    for _ in 0..40 {
+        let m = Message::new("chat", content.clone());
+        a.send_message_to_channel(ch, m, SendOptions::default())
+            .unwrap();
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut s = server.hook_stats();
+    while s.dropped(HookDrop::QueueFull) < 30 && Instant::now() < end {
+        thread::sleep(Duration::from_millis(20));
+        s = server.hook_stats();
+    }
+    // 64 KiB hold 7 of these events (8 KiB and a share each), one more is
+    // in flight: of the 40 messages, at least 30 were dropped, counted.
+    let dropped = s.dropped(HookDrop::QueueFull);
+    assert!((30..=40).contains(&dropped), "{s:?}");
+    assert!(s.queue_len() <= 8, "{s:?}");
+}

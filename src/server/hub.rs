@@ -241,13 +241,22 @@ impl Hub {
             self.channels.len() as u64,
             members.sum(),
         );
-        let mut busiest: Vec<&super::channel::Channel> =
-            self.channels.values().filter(|c| c.messages > 0).collect();
-        busiest.sort_by_key(|c| std::cmp::Reverse(c.messages));
-        busiest.truncate(super::stats::BUSIEST_CHANNELS);
+        // The busiest of each app, found without sorting them all.
+        let mut by_app: HashMap<u32, Vec<&super::channel::Channel>> = HashMap::new();
+        for c in self.channels.values().filter(|c| c.messages > 0) {
+            by_app.entry(c.appid).or_default().push(c);
+        }
+        let top = super::stats::BUSIEST_CHANNELS;
+        for list in by_app.values_mut() {
+            if list.len() > top {
+                list.select_nth_unstable_by_key(top - 1, |c| std::cmp::Reverse(c.messages));
+                list.truncate(top);
+            }
+        }
         s.set_busiest(
-            busiest
-                .into_iter()
+            by_app
+                .into_values()
+                .flatten()
                 .map(|c| ChannelActivity {
                     appid: c.appid,
                     region: c.region,

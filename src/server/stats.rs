@@ -191,7 +191,7 @@ pub struct Stats {
     busiest: Vec<ChannelActivity>,
 }
 
-/// How many channels [`Stats::busiest_channels`] lists.
+/// How many channels of each app [`Stats::busiest_channels`] lists.
 pub const BUSIEST_CHANNELS: usize = 10;
 
 /// One channel's activity, in [`Stats::busiest_channels`].
@@ -242,18 +242,28 @@ fn by_tag(table: &[u64; TAGS]) -> impl Iterator<Item = (&'static str, u64)> + '_
     })
 }
 
-/// Sorts busiest first (ties by app and id, so snapshots compare) and
-/// keeps [`BUSIEST_CHANNELS`].
+/// Keeps the [`BUSIEST_CHANNELS`] busiest of each app, busiest first
+/// (ties by app and id, so snapshots compare).
 fn keep_busiest(channels: &mut Vec<ChannelActivity>) {
-    channels.sort_by(|a, b| {
+    let order = |a: &ChannelActivity, b: &ChannelActivity| {
         (b.messages, a.appid, &a.id, a.region as u8).cmp(&(
             a.messages,
             b.appid,
             &b.id,
             b.region as u8,
         ))
+    };
+    channels.sort_by(|a, b| a.appid.cmp(&b.appid).then_with(|| order(a, b)));
+    let mut kept = 0;
+    let mut app = None;
+    channels.retain(|c| {
+        if app != Some(c.appid) {
+            (app, kept) = (Some(c.appid), 0);
+        }
+        kept += 1;
+        kept <= BUSIEST_CHANNELS
     });
-    channels.truncate(BUSIEST_CHANNELS);
+    channels.sort_by(order);
 }
 
 fn add_all(a: &mut [u64], b: &[u64]) {
@@ -387,8 +397,8 @@ impl Stats {
         self.gaps
     }
 
-    /// The channels with the most messages since they were made (at most
-    /// [`BUSIEST_CHANNELS`], busiest first): a dashboard's rates are the
+    /// The channels with the most messages since they were made ([`BUSIEST_CHANNELS`]
+    /// at most of each app, busiest first): a dashboard's rates are the
     /// differences between two snapshots.
     pub fn busiest_channels(&self) -> &[ChannelActivity] {
         &self.busiest
@@ -599,6 +609,38 @@ mod tests {
             (a.resumes(), a.replayed_messages(), a.gaps_reported()),
             (1, 8, 1)
         );
+    }
+
+    #[test]
+    fn the_busiest_are_kept_per_app_so_a_quiet_app_still_sees_its_own() {
+        let ch = |appid, id: &str, messages| ChannelActivity {
+            appid,
+            region: Region::Cn,
+            id: id.into(),
+            members: 1,
+            messages,
+        };
+        let loud: Vec<_> = (0..12)
+            .map(|i| ch(1, &format!("l{i:02}"), 100 + i))
+            .collect();
+        let mut a = Stats::default();
+        a.set_busiest(loud);
+        let mut b = Stats::default();
+        b.set_busiest(vec![ch(2, "q1", 1), ch(2, "q2", 2)]);
+        a.merge(&b);
+        let got: Vec<(u32, u64)> = a
+            .busiest_channels()
+            .iter()
+            .map(|c| (c.appid, c.messages))
+            .collect();
+        let mut want: Vec<(u32, u64)> = (102..112).rev().map(|m| (1, m)).collect();
+        want.extend([(2, 2), (2, 1)]);
+        assert_eq!(got, want, "ten of app 1, busiest first, then app 2's two");
+        // A tie is broken by app, then id.
+        let mut t = Stats::default();
+        t.set_busiest(vec![ch(2, "b", 5), ch(1, "z", 5), ch(1, "a", 5)]);
+        let ids: Vec<&str> = t.busiest_channels().iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["a", "z", "b"]);
     }
 
     #[test]

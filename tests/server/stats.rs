@@ -147,3 +147,40 @@ fn the_busiest_channels_are_listed_busiest_first() {
         .collect();
     assert_eq!(busiest, [("loud", 3, 1), ("quiet", 1, 1)]);
 }
+
+#[test]
+fn a_quiet_app_keeps_its_busiest_channels_beside_a_loud_one() {
+    let mut cfg = flood_config();
+    cfg.apps
+        .push(hummer_channel::server::AppConfig::with_secret(
+            77,
+            "s".repeat(32),
+        ));
+    cfg.apps[1].allow_appid_mode = true;
+    let mut n = Net::new(cfg);
+    let (a, _) = n.login(1);
+    for i in 0..12 {
+        let room = format!("loud{i:02}");
+        n.ok_join(a, &room);
+        for _ in 0..=i {
+            n.sent(a, to_channel(&room, "x"));
+        }
+    }
+    let (q, _) = n.login_app(77, 2);
+    n.ok_join(q, "quiet");
+    n.sent(q, to_channel("quiet", "x"));
+    let s = n.s.stats();
+    let of = |app: u32| -> Vec<u64> {
+        s.busiest_channels()
+            .iter()
+            .filter(|c| c.appid == app)
+            .map(|c| c.messages)
+            .collect()
+    };
+    assert_eq!(
+        of(DEMO_APPID),
+        (3..=12).rev().collect::<Vec<u64>>(),
+        "the ten busiest"
+    );
+    assert_eq!(of(77), [1]);
+}

@@ -94,10 +94,12 @@ impl ApiContext {
     }
 }
 
-/// A JSON answer: HTTP status and body.
+/// A JSON answer: HTTP status and body, and for a 405 the methods the
+/// path takes (the `Allow` header).
 pub(super) struct ApiResponse {
     pub status: u16,
     pub body: Value,
+    pub allow: Option<String>,
 }
 
 /// The pattern of the route `method path` matches, a bounded label for
@@ -126,6 +128,7 @@ pub(super) fn error_response(e: &ServiceError) -> ApiResponse {
     ApiResponse {
         status: status_of(e.code),
         body: json!({"code": e.code.code(), "message": e.message}),
+        allow: None,
     }
 }
 
@@ -144,14 +147,19 @@ pub(super) async fn handle(
     body: Bytes,
 ) -> ApiResponse {
     let Some((route, params)) = find_route(method, path) else {
-        let known = API_ROUTES.iter().any(|(_, p)| matches(p, path).is_some());
-        let (status, code, message) = match known {
-            true => (405, ErrorCode::INVALID_PARAMETER, "method not allowed here"),
-            false => (404, ErrorCode::RESOURCE_NOT_FOUND, "no such API route"),
+        let allowed: Vec<&str> = API_ROUTES
+            .iter()
+            .filter(|(_, p)| matches(p, path).is_some())
+            .map(|(m, _)| *m)
+            .collect();
+        let (status, code, message) = match allowed.is_empty() {
+            false => (405, ErrorCode::INVALID_PARAMETER, "method not allowed here"),
+            true => (404, ErrorCode::RESOURCE_NOT_FOUND, "no such API route"),
         };
         return ApiResponse {
             status,
             body: json!({"code": code.code(), "message": message}),
+            allow: (!allowed.is_empty()).then(|| allowed.join(", ")),
         };
     };
     let query = Query::parse(query.unwrap_or(""));
@@ -163,6 +171,7 @@ pub(super) async fn handle(
         Ok(reply) => ApiResponse {
             status: 200,
             body: json_of(reply),
+            allow: None,
         },
         Err(e) => error_response(&e),
     }
@@ -205,8 +214,11 @@ fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            let hex = b.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(b[i]);
@@ -611,6 +623,8 @@ mod tests {
             Some(vec!["€".to_string()])
         );
         assert_eq!(matches("/a/:x", "/a/%FF"), None, "not UTF-8");
+        assert_eq!(matches("/a/:x", "/a/%+1"), None, "a sign is no hex digit");
+        assert_eq!(matches("/a/:x", "/a/%4"), None, "one digit");
     }
 
     #[test]

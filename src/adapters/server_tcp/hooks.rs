@@ -47,6 +47,10 @@ pub struct WebhookOptions {
     /// Events waiting per app at most; one more is dropped (counted as
     /// [`HookDrop::QueueFull`]). Default 10_000.
     pub queue_capacity: usize,
+    /// Bytes of events waiting per app at most (a message event weighs its
+    /// content); past it events are dropped like in a full queue. Default
+    /// 16 MiB: 10_000 events of 32 KiB messages would otherwise hold 320 MB.
+    pub max_queued_bytes: usize,
     /// Attempts per event in all (at least 1), after which it is dropped
     /// ([`HookDrop::GaveUp`]). Default 6.
     pub max_attempts: u32,
@@ -66,6 +70,7 @@ impl Default for WebhookOptions {
     fn default() -> Self {
         WebhookOptions {
             queue_capacity: 10_000,
+            max_queued_bytes: 16 << 20,
             max_attempts: 6,
             timeout: Duration::from_secs(5),
             first_backoff: Duration::from_millis(500),
@@ -76,6 +81,12 @@ impl Default for WebhookOptions {
 }
 
 impl WebhookOptions {
+    /// Sets [`WebhookOptions::max_queued_bytes`].
+    pub fn with_max_queued_bytes(mut self, n: usize) -> Self {
+        self.max_queued_bytes = n;
+        self
+    }
+
     /// Sets [`WebhookOptions::queue_capacity`].
     pub fn with_queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n;
@@ -297,13 +308,36 @@ impl Stop {
 pub(super) struct Hooks {
     /// Per appid, its queue's sending side (empty: no app has a hook, or
     /// the runner is not running).
-    queues: RwLock<HashMap<u32, SyncSender<HookEvent>>>,
+    queues: RwLock<HashMap<u32, AppQueue>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     counters: Arc<Counters>,
     stop: Arc<Stop>,
     /// Queue-full drops not logged yet, and when the last log was.
     unlogged: AtomicU64,
     last_log: Mutex<Option<Instant>>,
+}
+
+/// One app's queue: its sending side, and the bytes it holds (its
+/// delivery thread takes them off as it takes events).
+struct AppQueue {
+    tx: SyncSender<HookEvent>,
+    bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+/// What an event weighs in [`WebhookOptions::max_queued_bytes`]: its
+/// content, and a fixed share for the rest.
+fn event_bytes(event: &HookEvent) -> usize {
+    const FIXED: usize = 256;
+    match &event.kind {
+        HookEventKind::ChannelMessage {
+            content,
+            channel,
+            kind,
+            ..
+        } => FIXED + content.len() + channel.channel_id.len() + kind.len(),
+        _ => FIXED,
+    }
 }
 
 /// How long past the shutdown grace a delivery thread may take to notice.
@@ -323,6 +357,7 @@ impl Hooks {
         for app in &config.apps {
             let Some(hook) = &app.hook else { continue };
             let (tx, rx) = sync_channel(options.queue_capacity.max(1));
+            let bytes = Arc::new(AtomicUsize::new(0));
             let worker = Worker {
                 appid: app.appid,
                 hook: hook.clone(),
@@ -331,13 +366,20 @@ impl Hooks {
                 stop: self.stop.clone(),
                 ids: ids.clone(),
             };
+            let taken = bytes.clone();
             match std::thread::Builder::new()
                 .name(format!("hummer-hook-{}", app.appid))
-                .spawn(move || worker.run(rx))
+                .spawn(move || worker.run(rx, taken))
             {
                 Ok(t) => {
                     workers.push(t);
-                    queues.insert(app.appid, tx);
+                    let max_bytes = options.max_queued_bytes;
+                    let queue = AppQueue {
+                        tx,
+                        bytes,
+                        max_bytes,
+                    };
+                    queues.insert(app.appid, queue);
                 }
                 Err(e) => log!(
                     error,
@@ -352,13 +394,24 @@ impl Hooks {
     /// queue drops it (counted, logged at most every 10 s).
     pub fn send(&self, event: HookEvent) {
         let queues = self.queues.read().unwrap_or_else(PoisonError::into_inner);
-        let Some(tx) = queues.get(&event.appid) else {
+        let Some(q) = queues.get(&event.appid) else {
             return;
         };
+        let size = event_bytes(&event);
+        // Counted before the send, so the worker never takes off more than
+        // was put on.
+        let held = q.bytes.fetch_add(size, Ordering::Relaxed);
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
-        match tx.try_send(event) {
+        let sent = match held.saturating_add(size) > q.max_bytes {
+            true => Err(event),
+            false => q.tx.try_send(event).map_err(|e| match e {
+                TrySendError::Full(e) | TrySendError::Disconnected(e) => e,
+            }),
+        };
+        match sent {
             Ok(()) => {}
-            Err(TrySendError::Full(e) | TrySendError::Disconnected(e)) => {
+            Err(e) => {
+                q.bytes.fetch_sub(size, Ordering::Relaxed);
                 self.counters.queued.fetch_sub(1, Ordering::Relaxed);
                 self.counters.dropped(HookDrop::QueueFull, 1);
                 self.unlogged.fetch_add(1, Ordering::Relaxed);
@@ -463,9 +516,10 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(self, rx: Receiver<HookEvent>) {
+    fn run(self, rx: Receiver<HookEvent>, bytes: Arc<AtomicUsize>) {
         let agent = agent(&self.hook.url, &self.options);
         while let Ok(event) = rx.recv() {
+            bytes.fetch_sub(event_bytes(&event), Ordering::Relaxed);
             self.counters.queued.fetch_sub(1, Ordering::Relaxed);
             if self.stop.passed() {
                 self.counters.dropped(HookDrop::Shutdown, 1);

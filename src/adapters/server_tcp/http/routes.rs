@@ -195,14 +195,14 @@ async fn server_api(api: &Api, request: Request<Incoming>, peer: IpAddr) -> Answ
         return too_large();
     }
     let method = request.method().clone();
-    if (method == Method::POST || method == Method::PUT)
+    if (method == Method::POST || method == Method::PUT || method == Method::PATCH)
         && declared.is_none()
         && !headers.contains_key(header::TRANSFER_ENCODING)
     {
         return error(
             StatusCode::LENGTH_REQUIRED,
             2007,
-            "a POST or PUT needs a Content-Length (or a chunked body)",
+            "a POST, PUT or PATCH needs a Content-Length (or a chunked body)",
         );
     }
     let path = request.uri().path().to_owned();
@@ -222,7 +222,11 @@ async fn server_api(api: &Api, request: Request<Incoming>, peer: IpAddr) -> Answ
     )
     .await;
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    json_answer(status, answer.body)
+    let mut response = json_answer(status, answer.body);
+    if let Some(allow) = answer.allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
+    response
 }
 
 fn too_large() -> Answer {
