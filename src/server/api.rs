@@ -688,3 +688,57 @@ fn sent(r: &wire::SendReply) -> Sent {
         delivered_online: r.delivered_online,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Region;
+
+    fn page(ids: &[&str], more: bool) -> Result<ApiReply, ServiceError> {
+        let channels = ids
+            .iter()
+            .map(|id| (ChannelKey::new(Region::Cn, *id), 1))
+            .collect();
+        Ok(ApiReply::ChannelPage { channels, more })
+    }
+
+    fn merged(parts: Vec<Result<ApiReply, ServiceError>>, limit: usize) -> (Vec<String>, bool) {
+        match merge(parts, limit) {
+            Ok(ApiReply::ChannelPage { channels, more }) => (
+                channels.into_iter().map(|(k, _)| k.channel_id).collect(),
+                more,
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn pages_of_shards_merge_in_order_and_say_when_there_is_more() {
+        // One shard had more than the page: more, though the page is not full.
+        assert_eq!(
+            merged(vec![page(&["a", "c"], true), page(&[], false)], 2),
+            (vec!["a".into(), "c".into()], true)
+        );
+        assert_eq!(
+            merged(vec![page(&[], false), page(&["b"], true)], 2),
+            (vec!["b".into()], true)
+        );
+        // Neither had more, but together they pass the page.
+        assert_eq!(
+            merged(vec![page(&["a", "d"], false), page(&["b", "c"], false)], 3),
+            (vec!["a".into(), "b".into(), "c".into()], true)
+        );
+        // Exactly a page: no more.
+        assert_eq!(
+            merged(vec![page(&["a"], false), page(&["b"], false)], 2),
+            (vec!["a".into(), "b".into()], false)
+        );
+        // A refusal of any part is the answer.
+        let refused = merge(vec![page(&["a"], false), Err(bad("no"))], 2);
+        assert_eq!(refused.unwrap_err().code, ErrorCode::INVALID_PARAMETER);
+        assert_eq!(
+            merge(vec![], 1).unwrap_err().code,
+            ErrorCode::INTERNAL_SERVER_ERROR
+        );
+    }
+}

@@ -274,6 +274,22 @@ fn one_instance_can_be_kicked_and_bad_kicks_are_refused() {
         );
     }
     assert!(n.closes_of(c2).is_empty(), "refused kicks close nothing");
+    // The longest ban is 30 days, as documented.
+    let ban = |secs| ApiRequest::Kick {
+        uid: 6,
+        instance_id: None,
+        code: 4100,
+        reason: String::new(),
+        ban: Duration::from_secs(secs),
+    };
+    assert_eq!(
+        call(&mut n, ban(2_592_000)),
+        Ok(ApiReply::Kicked { instances: 0 })
+    );
+    assert_eq!(
+        call(&mut n, ban(2_592_001)),
+        Err(ErrorCode::INVALID_PARAMETER.code())
+    );
     // Without a ban the uid logs in again at once.
     n.login(5);
 }
