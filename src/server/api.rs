@@ -510,6 +510,24 @@ impl Hub {
         Ok(self.make_channel(appid, key.region, key.channel_id.clone()))
     }
 
+    /// A send of `who` with `message_id` to `to`: answered as the first
+    /// when it was sent before (within the dedupe window), else done by
+    /// `send` and remembered.
+    fn deduped(
+        &mut self,
+        who: (u32, u64),
+        message_id: u64,
+        to: Destination,
+        send: impl FnOnce(&mut Hub) -> Result<wire::SendReply, ServiceError>,
+    ) -> Result<ApiReply, ServiceError> {
+        if let Some(r) = self.sent_before(who, message_id, to)? {
+            return Ok(ApiReply::Sent(sent(&r)));
+        }
+        let reply = send(self)?;
+        self.remember_sent(who, message_id, to, &reply);
+        Ok(ApiReply::Sent(sent(&reply)))
+    }
+
     fn api_publish(
         &mut self,
         appid: u32,
@@ -519,33 +537,29 @@ impl Hub {
         message: Message,
         unreliable: bool,
     ) -> Result<ApiReply, ServiceError> {
-        let who = (appid, from_uid);
         let to = Destination::Channel(super::channel::channel_key_hash(Some(&channel.to_wire())));
-        if let Some(r) = self.sent_before(who, message_id, to)? {
-            return Ok(ApiReply::Sent(sent(&r)));
-        }
-        // An unreliable message to a channel nobody is in goes nowhere:
-        // no channel is made for it.
-        let num = match self.api_channel_number(appid, &channel, !unreliable) {
-            Ok(n) => n,
-            Err(_) if unreliable => {
-                let ts = self.unix_ms();
-                return Ok(ApiReply::Sent(Sent {
-                    seq: 0,
-                    timestamp_ms: ts,
-                    delivered_online: false,
-                }));
-            }
-            Err(e) => return Err(e),
-        };
-        let push = self.channel_push(num, from_uid, message.into())?;
-        let mut reply = self.publish(num, push, unreliable)?;
-        reply.delivered_online = self
-            .channels
-            .get(&num)
-            .is_some_and(|c| !c.members.is_empty());
-        self.remember_sent(who, message_id, to, &reply);
-        Ok(ApiReply::Sent(sent(&reply)))
+        self.deduped((appid, from_uid), message_id, to, |hub| {
+            // An unreliable message to a channel nobody is in goes nowhere:
+            // no channel is made for it.
+            let num = match hub.api_channel_number(appid, &channel, !unreliable) {
+                Ok(n) => n,
+                Err(_) if unreliable => {
+                    return Ok(wire::SendReply {
+                        seq: 0,
+                        timestamp_ms: hub.unix_ms(),
+                        delivered_online: false,
+                    })
+                }
+                Err(e) => return Err(e),
+            };
+            let push = hub.channel_push(num, from_uid, message.into())?;
+            let mut reply = hub.publish(num, push, unreliable)?;
+            reply.delivered_online = hub
+                .channels
+                .get(&num)
+                .is_some_and(|c| !c.members.is_empty());
+            Ok(reply)
+        })
     }
 
     fn api_send_to_user(
@@ -557,21 +571,17 @@ impl Hub {
         message: Message,
         unreliable: bool,
     ) -> Result<ApiReply, ServiceError> {
-        let who = (appid, from_uid);
         let to = Destination::User(receiver);
-        if let Some(r) = self.sent_before(who, message_id, to)? {
-            return Ok(ApiReply::Sent(sent(&r)));
-        }
-        let push = self.user_push(receiver, from_uid, message.into())?;
-        let ts = push.timestamp_ms;
-        let (seq, delivered_online) = self.deliver_p2p((appid, receiver), push, unreliable);
-        let reply = wire::SendReply {
-            timestamp_ms: ts,
-            delivered_online,
-            seq,
-        };
-        self.remember_sent(who, message_id, to, &reply);
-        Ok(ApiReply::Sent(sent(&reply)))
+        self.deduped((appid, from_uid), message_id, to, |hub| {
+            let push = hub.user_push(receiver, from_uid, message.into())?;
+            let ts = push.timestamp_ms;
+            let (seq, delivered_online) = hub.deliver_p2p((appid, receiver), push, unreliable);
+            Ok(wire::SendReply {
+                timestamp_ms: ts,
+                delivered_online,
+                seq,
+            })
+        })
     }
 
     fn api_kick(

@@ -727,23 +727,17 @@ async fn accept_loop(
 ) {
     let listener: Arc<Async<std::net::TcpListener>> = listener.into();
     let control = shard.control.clone();
-    let mut backoff = Duration::ZERO;
+    let mut backoff = AcceptBackoff::default();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => {
-                backoff = Duration::ZERO;
+                backoff.succeeded();
                 x
             }
-            // The peer gave up before we took it: take the next one.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
             Err(e) => {
-                // Out of descriptors (EMFILE, ENFILE) and the like: `accept`
-                // would fail again at once, so wait, longer each time; the
-                // connections already open keep being served meanwhile.
-                control.accept_errors.fetch_add(1, Ordering::Relaxed);
-                backoff = (backoff * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
-                log!(warn, "accept failed: {e}; next try in {backoff:?}");
-                Timer::after(backoff).await;
+                if backoff.failed(&e, "accept").await {
+                    control.accept_errors.fetch_add(1, Ordering::Relaxed);
+                }
                 continue;
             }
         };
@@ -784,6 +778,32 @@ async fn accept_loop(
                     .await;
             }
         }
+    }
+}
+
+/// How an accept loop goes on after a failed `accept`.
+#[derive(Default)]
+struct AcceptBackoff(Duration);
+
+impl AcceptBackoff {
+    fn succeeded(&mut self) {
+        self.0 = Duration::ZERO;
+    }
+
+    /// After `accept` failed with `e`: at once for a peer that gave up
+    /// before it was taken (false); otherwise (out of descriptors: EMFILE,
+    /// ENFILE, and the like, when `accept` would fail again at once) it
+    /// waits, longer after each failure in a row, while the connections
+    /// already open keep being served (true).
+    async fn failed(&mut self, e: &io::Error, what: &str) -> bool {
+        if e.kind() == io::ErrorKind::ConnectionAborted {
+            return false;
+        }
+        self.0 = (self.0 * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
+        log!(warn, "{what} failed: {e}; next try in {:?}", self.0);
+        let _ = what;
+        Timer::after(self.0).await;
+        true
     }
 }
 

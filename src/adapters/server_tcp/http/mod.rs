@@ -73,7 +73,7 @@ use smol::{LocalExecutor, Timer};
 use smol_hyper::rt::FuturesIo;
 
 use super::api::ApiContext;
-use super::{Control, RunnerConfig, ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN};
+use super::{Control, RunnerConfig};
 use crate::server::{Histogram, ServerConfig};
 use limit::Limits;
 pub(super) use published::Published;
@@ -193,18 +193,15 @@ impl Api {
 /// Accepts API connections and serves each on a task of the runner's
 /// first thread.
 pub(super) async fn serve(ex: Weak<LocalExecutor<'static>>, listener: TcpListener, api: Rc<Api>) {
-    let mut backoff = Duration::ZERO;
+    let mut backoff = super::AcceptBackoff::default();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => {
-                backoff = Duration::ZERO;
+                backoff.succeeded();
                 x
             }
-            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
             Err(e) => {
-                backoff = (backoff * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
-                log!(warn, "API accept failed: {e}; next try in {backoff:?}");
-                Timer::after(backoff).await;
+                backoff.failed(&e, "API accept").await;
                 continue;
             }
         };
