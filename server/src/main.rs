@@ -8,7 +8,8 @@
 //!               [--max-connections N] [--max-connections-per-ip N] [--listen-backlog N]
 //!               [--threads N] [--ws-listen ADDR] [--ws-allowed-origins LIST]
 //!               [--web-root DIR] [--tls-cert PEM --tls-key PEM] [--api-listen ADDR]
-//!               [--api-key APPID:KEY]...
+//!               [--api-key APPID:KEY]... [--api-rate N] [--hook-url APPID=URL]...
+//!               [--hook-secret APPID=SECRET]...
 //! hummer-server check-config FILE
 //! hummer-server token --appid A --uid U --secret S [--ttl-secs 3600]
 //! ```
@@ -22,7 +23,8 @@
 //! HUMMER_MAX_CONNECTIONS_PER_IP, HUMMER_LISTEN_BACKLOG, HUMMER_THREADS,
 //! HUMMER_WS_LISTEN, HUMMER_WS_ALLOWED_ORIGINS, HUMMER_WEB_ROOT,
 //! HUMMER_TLS_CERT, HUMMER_TLS_KEY, HUMMER_API_LISTEN, HUMMER_API_KEYS as
-//! comma-separated APPID:KEY) and a key in the
+//! comma-separated APPID:KEY, HUMMER_API_RATE, HUMMER_HOOK_URLS and
+//! HUMMER_HOOK_SECRETS as comma-separated APPID=VALUE) and a key in the
 //! TOML config file (`--config`; `docs/server.md`, "Configuration file",
 //! and `server/hummer.example.toml`). The file is read first, the
 //! environment overrides it and the flags override both, key by key; apps
@@ -39,7 +41,10 @@
 //! (Prometheus), `/healthz`, `/readyz`, the server API under `/v1/` (API
 //! keys: `--api-key`, or the file's `api_keys`) and the live dashboard on
 //! `/dashboard`; `/metrics` needs no key, so bind it on a private address
-//! (`docs/server.md`, "Operating: metrics, health, dashboard").
+//! (`docs/server.md`, "Operating: metrics, health, dashboard";
+//! `docs/api.md`). With a hook URL and secret, an app's events (user
+//! online/offline, channels created and emptied, listed channels'
+//! messages) are POSTed to its backend, signed (`docs/webhooks.md`).
 //!
 //! At start it raises its soft open-file limit to the hard limit (each
 //! connection is a descriptor) and logs both. App secrets (`--app`, `token
