@@ -382,9 +382,16 @@ fn channel_state_reads_and_writes_as_the_service() {
 
 #[test]
 fn channels_are_listed_by_page_and_by_uid() {
-    let mut n = Net::demo();
+    let mut cfg = ServerConfig::demo();
+    let mut other = hummer_channel::server::AppConfig::with_secret(77, "s".repeat(32));
+    other.allow_appid_mode = true;
+    cfg.apps.push(other);
+    let mut n = Net::new(cfg);
     let (a, _) = n.login(1);
     let (b, _) = n.login(2);
+    // Another app's channel, listed to that app only.
+    let (o, _) = n.login_app(77, 3);
+    n.ok_join(o, "b0-other-app");
     for id in ["c", "a", "e", "b", "d"] {
         n.ok_join(a, id);
     }
@@ -411,6 +418,8 @@ fn channels_are_listed_by_page_and_by_uid() {
     let (p2, more) = page(&mut n, Some("b"), 2);
     assert_eq!(p2, [("c".to_string(), 1), ("d".to_string(), 1)]);
     assert!(more);
+    // A channel with history but no member is not listed.
+    call(&mut n, publish("f-empty", 9, "kept", false)).unwrap();
     let (p3, more) = page(&mut n, Some("d"), 2);
     assert_eq!(p3, [("e".to_string(), 1)]);
     assert!(!more);
@@ -432,7 +441,25 @@ fn channels_are_listed_by_page_and_by_uid() {
         Ok(ApiReply::Channels(keys)) => assert_eq!(keys.len(), 5),
         other => panic!("{other:?}"),
     }
-    // Another app's backend sees none of these.
+    // App 77's backend sees its own channel only.
+    let theirs = n.s.api(
+        n.now,
+        ApiCall {
+            appid: 77,
+            request: ApiRequest::ListChannels {
+                after: None,
+                limit: 10,
+            },
+        },
+    );
+    match theirs {
+        Ok(ApiReply::ChannelPage { channels, more }) => {
+            assert_eq!(channels, [(room("b0-other-app"), 1)]);
+            assert!(!more);
+        }
+        other => panic!("{other:?}"),
+    }
+    // An app the server does not serve is refused.
     let other = n.s.api(
         n.now,
         ApiCall {
