@@ -543,7 +543,7 @@ impl Hub {
             // no channel is made for it.
             let num = match hub.api_channel_number(appid, &channel, !unreliable) {
                 Ok(n) => n,
-                Err(_) if unreliable => {
+                Err(e) if unreliable && e.code == ErrorCode::RESOURCE_NOT_FOUND => {
                     return Ok(wire::SendReply {
                         seq: 0,
                         timestamp_ms: hub.unix_ms(),

@@ -141,6 +141,16 @@ fn publishing_to_an_empty_channel_keeps_a_reliable_message_and_drops_an_unreliab
         }
         other => panic!("{other:?}"),
     }
+    // A channel id past the limits is refused, reliable or not.
+    let long = "x".repeat(65);
+    for unreliable in [false, true] {
+        let r = call(&mut n, publish(&long, 3, "x", unreliable));
+        assert_eq!(
+            r,
+            Err(ErrorCode::INVALID_PARAMETER.code()),
+            "unreliable: {unreliable}"
+        );
+    }
     for bad in [0, hummer_channel::server::MAX_HISTORY + 1] {
         let r = call(
             &mut n,
@@ -274,6 +284,22 @@ fn one_instance_can_be_kicked_and_bad_kicks_are_refused() {
         );
     }
     assert!(n.closes_of(c2).is_empty(), "refused kicks close nothing");
+    // A reason is 256 bytes at most.
+    let said = |reason: String| ApiRequest::Kick {
+        uid: 6,
+        instance_id: None,
+        code: 4100,
+        reason,
+        ban: Duration::ZERO,
+    };
+    assert_eq!(
+        call(&mut n, said("r".repeat(256))),
+        Ok(ApiReply::Kicked { instances: 0 })
+    );
+    assert_eq!(
+        call(&mut n, said("r".repeat(257))),
+        Err(ErrorCode::INVALID_PARAMETER.code())
+    );
     // The longest ban is 30 days, as documented.
     let ban = |secs| ApiRequest::Kick {
         uid: 6,
@@ -418,6 +444,10 @@ fn channels_are_listed_by_page_and_by_uid() {
     let (p2, more) = page(&mut n, Some("b"), 2);
     assert_eq!(p2, [("c".to_string(), 1), ("d".to_string(), 1)]);
     assert!(more);
+    // A page that ends right at the last channel: no more.
+    let (exact, more) = page(&mut n, Some("c"), 2);
+    assert_eq!(exact, [("d".to_string(), 1), ("e".to_string(), 1)]);
+    assert!(!more);
     // A channel with history but no member is not listed.
     call(&mut n, publish("f-empty", 9, "kept", false)).unwrap();
     let (p3, more) = page(&mut n, Some("d"), 2);
