@@ -118,6 +118,24 @@ fn channels_are_created_and_emptied_and_listed_messages_are_events() {
 }
 
 #[test]
+fn an_online_after_another_event_of_the_app_cancels_nothing() {
+    let mut n = Net::new(hooked(&[]));
+    let (a, _) = n.login(1);
+    n.ok_join(a, "room");
+    // uid 1's channel event is the last one queued when uid 2 logs in.
+    n.login(2);
+    let key = hummer_channel::types::ChannelKey::new(hummer_channel::types::Region::Cn, "room");
+    assert_eq!(
+        events(&mut n),
+        [
+            HookEventKind::UserOnline { uid: 1 },
+            HookEventKind::ChannelCreated { channel: key },
+            HookEventKind::UserOnline { uid: 2 },
+        ]
+    );
+}
+
+#[test]
 fn an_app_without_a_hook_gets_no_events() {
     let (mut n, a, _, _, _) = two_in_a_room(ServerConfig::demo());
     n.sent(a, to_channel("room", "x"));
