@@ -234,11 +234,37 @@ pub enum ApiReply {
     },
 }
 
+/// How the answers to a call's parts are put together (from
+/// [`ApiCall::split`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ApiMerge {
+    /// The page size of a listing (0 for other calls).
+    page: usize,
+}
+
 impl ApiCall {
-    /// The shards that hold what this call needs, each with its part: one
+    /// The shards that hold what this call needs, each with its part (one
     /// for a channel's or a uid's state, every shard for a listing, a
-    /// share of the uids each for online status.
-    pub fn split(self, shards: u16) -> Vec<(ShardId, ApiCall)> {
+    /// share of the uids each for online status), and how their answers
+    /// merge. What no shard can check for its share alone is checked here
+    /// first: the whole list of an online status query (`limits`).
+    pub fn split(
+        self,
+        shards: u16,
+        limits: &crate::Limits,
+    ) -> Result<(Vec<(ShardId, ApiCall)>, ApiMerge), ServiceError> {
+        let page = match &self.request {
+            ApiRequest::ListChannels { limit, .. } => *limit,
+            ApiRequest::OnlineStatus { uids } => {
+                limits.check_uid_query(uids)?;
+                0
+            }
+            _ => 0,
+        };
+        Ok((self.parts(shards), ApiMerge { page }))
+    }
+
+    fn parts(self, shards: u16) -> Vec<(ShardId, ApiCall)> {
         let appid = self.appid;
         let one = |s: ShardId, request| vec![(s, ApiCall { appid, request })];
         let of_channel =
@@ -259,10 +285,6 @@ impl ApiCall {
             }
             ApiRequest::OnlineStatus { uids } => {
                 let mut parts: BTreeMap<ShardId, Vec<u64>> = BTreeMap::new();
-                if uids.is_empty() {
-                    // Refused by the shard that checks it.
-                    parts.insert(ShardId(0), Vec::new());
-                }
                 for uid in uids {
                     parts
                         .entry(uid_shard(appid, uid, shards))
@@ -284,9 +306,18 @@ impl ApiCall {
     }
 }
 
-/// The answer to a call from its parts' answers (as [`ApiCall::split`]
-/// made them): the first refusal, or the parts put together.
-pub fn merge(
+impl ApiMerge {
+    /// The answer to the call from its parts' answers: the first refusal,
+    /// or the parts put together.
+    pub fn merge(
+        self,
+        parts: Vec<Result<ApiReply, ServiceError>>,
+    ) -> Result<ApiReply, ServiceError> {
+        merge(parts, self.page)
+    }
+}
+
+fn merge(
     parts: Vec<Result<ApiReply, ServiceError>>,
     limit: usize,
 ) -> Result<ApiReply, ServiceError> {

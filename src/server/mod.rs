@@ -83,8 +83,8 @@ use crate::types::Region;
 use crate::wire::{self, encode_frame, Body, Frame};
 
 pub use api::{
-    merge as merge_api_replies, ApiCall, ApiReply, ApiRequest, ChannelInfo, HistoryMessage, Sent,
-    KICK_CODE_MAX, KICK_CODE_MIN, MAX_BAN, MAX_HISTORY, MAX_LISTED_MEMBERS, MAX_PAGE,
+    ApiCall, ApiMerge, ApiReply, ApiRequest, ChannelInfo, HistoryMessage, Sent, KICK_CODE_MAX,
+    KICK_CODE_MIN, MAX_BAN, MAX_HISTORY, MAX_LISTED_MEMBERS, MAX_PAGE,
 };
 pub use auth::mint_token;
 pub use config::{
@@ -299,13 +299,9 @@ impl Server {
     /// }
     /// ```
     pub fn api(&mut self, now: Instant, call: ApiCall) -> Result<ApiReply, ServiceError> {
-        let limit = match &call.request {
-            ApiRequest::ListChannels { limit, .. } => *limit,
-            _ => 0,
-        };
         let shards = u16::try_from(self.hubs.len()).unwrap_or(MAX_SHARDS);
-        let parts = call
-            .split(shards)
+        let (parts, merge) = call.split(shards, &self.config.limits)?;
+        let answers = parts
             .into_iter()
             .map(|(s, part)| match self.hubs.get_mut(usize::from(s.0)) {
                 Some(h) => h.handle_api(now, part),
@@ -316,7 +312,7 @@ impl Server {
             })
             .collect();
         self.pump(now);
-        api::merge(parts, limit)
+        merge.merge(answers)
     }
 
     /// The next event for an app's backend (see [`Hub::poll_hook`]), from

@@ -526,4 +526,19 @@ fn online_status_spans_every_shard() {
         call(&mut n, ApiRequest::OnlineStatus { uids: vec![] }),
         Err(ErrorCode::INVALID_PARAMETER.code())
     );
+    // The query's limit is the whole list's, not each shard's share.
+    let max = ServerConfig::demo().limits.max_uids_per_query as u64;
+    assert!(matches!(
+        call(&mut n, ApiRequest::OnlineStatus { uids: (1..=max).collect() }),
+        Ok(ApiReply::Online(s)) if s.len() as u64 == max
+    ));
+    assert_eq!(
+        call(
+            &mut n,
+            ApiRequest::OnlineStatus {
+                uids: (1..=max + 1).collect()
+            }
+        ),
+        Err(ErrorCode::INVALID_PARAMETER.code())
+    );
 }

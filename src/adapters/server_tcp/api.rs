@@ -18,9 +18,7 @@ use serde_json::{json, Value};
 use super::shard::{Envelope, Shard};
 use crate::error::{ErrorCode, ServiceError};
 use crate::limits::Limits;
-use crate::server::{
-    merge_api_replies, ApiCall, ApiReply, ApiRequest, ChannelInfo, HistoryMessage, Sent,
-};
+use crate::server::{ApiCall, ApiReply, ApiRequest, ChannelInfo, HistoryMessage, Sent};
 use crate::types::{Attributes, ChannelKey, Message, Region};
 use crate::wire::AttributeOp;
 
@@ -64,18 +62,9 @@ impl ApiContext {
     /// Sends each part of `call` to the thread owning its shard and merges
     /// the answers.
     async fn call(&self, call: ApiCall) -> Result<ApiReply, ServiceError> {
-        let limit = match &call.request {
-            ApiRequest::ListChannels { limit, .. } => *limit,
-            // Each shard checks its share of the uids: the whole list is
-            // checked here (256 at most, not 256 per shard).
-            ApiRequest::OnlineStatus { uids } => {
-                self.limits.check_uid_query(uids)?;
-                0
-            }
-            _ => 0,
-        };
+        let (parts, merge) = call.split(self.shards, &self.limits)?;
         let mut waiting = Vec::new();
-        for (shard, part) in call.split(self.shards) {
+        for (shard, part) in parts {
             let (tx, rx) = smol::channel::bounded(1);
             self.shard.route(Envelope::Api(shard, part, tx));
             waiting.push(rx);
@@ -90,7 +79,7 @@ impl ApiContext {
                 ))
             }));
         }
-        merge_api_replies(parts, limit)
+        merge.merge(parts)
     }
 }
 
