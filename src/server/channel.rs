@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::hooks::{channel_key, HookEventKind};
+use super::hooks::{wants_messages, HookEventKind};
 use super::hub::{Hub, Outcome, Timer};
 use super::rate::RateKind;
 use super::sent_ids::Destination;
@@ -22,7 +22,7 @@ use super::shard::{Member, ShardMsg};
 use super::{add, check_push_fits, checked_key, checked_region, encode_push, ConnId, IdMap};
 use crate::error::{ErrorCode, ServiceError};
 use crate::limits::AttributeScope;
-use crate::types::{Attributes, Message, Region};
+use crate::types::{Attributes, ChannelKey, Message, Region};
 use crate::wire::{self, AttributeOp, Body};
 
 /// One channel, keyed (appid, region, id) and numbered for pushes.
@@ -199,14 +199,14 @@ impl Hub {
                     .channels
                     .insert(num);
                 if let (Some(e), Some(ch)) = (self.effects.as_mut(), self.channels.get(&num)) {
-                    let key = crate::types::ChannelKey::new(ch.region, ch.id.clone()).to_wire();
+                    let key = ChannelKey::new(ch.region, ch.id.clone()).to_wire();
                     e.joined = Some((num, key));
                 }
             }
             let mut created = None;
             let first = self.channels.get_mut(&num).is_some_and(|ch| {
                 if ch.members.is_empty() {
-                    created = Some(channel_key(ch.region, &ch.id));
+                    created = Some(ChannelKey::new(ch.region, ch.id.clone()));
                 }
                 let set = ch.members.entry(uid).or_default();
                 set.insert(inst);
@@ -366,26 +366,21 @@ impl Hub {
         }
         ch.members.remove(&uid);
         ch.user_attrs.remove(&uid);
-        let mut emptied = None;
-        if ch.members.is_empty() {
+        let emptied = ch.members.is_empty().then(|| {
             ch.attrs.clear();
             ch.attrs_uid = 0;
             ch.attrs_ts = 0;
-            emptied = Some((ch.appid, channel_key(ch.region, &ch.id)));
-        }
-        if let Some((appid, channel)) = emptied {
-            self.hook(appid, HookEventKind::ChannelEmptied { channel });
-        }
-        let Some(ch) = self.channels.get_mut(&num) else {
-            return;
-        };
-        let forget = ch.is_forgettable();
-        if forget {
+            (ch.appid, ChannelKey::new(ch.region, ch.id.clone()))
+        });
+        if ch.is_forgettable() {
             let key = (ch.appid, ch.region, ch.id.clone());
             self.channels.remove(&num);
             self.channel_index.remove(&key);
         } else {
             self.note_membership(num, uid, false);
+        }
+        if let Some((appid, channel)) = emptied {
+            self.hook(appid, HookEventKind::ChannelEmptied { channel });
         }
     }
 
@@ -524,20 +519,11 @@ impl Hub {
         ch.messages += 1;
         let appid = ch.appid;
         // Only copied for a backend that may want it.
-        let event = match self.channels.get(&num) {
-            Some(ch) if self.wants_messages(appid) => {
-                let m = push.message.clone().unwrap_or_default();
-                let channel = channel_key(ch.region, &ch.id);
-                Some((channel, push.from_uid, m.r#type, m.content))
-            }
-            _ => None,
-        };
-        let Some(ch) = self.channels.get_mut(&num) else {
-            return Err(ServiceError::new(
-                ErrorCode::INTERNAL_SERVER_ERROR,
-                "channel vanished",
-            ));
-        };
+        let event = wants_messages(&self.config, appid).then(|| {
+            let m = push.message.clone().unwrap_or_default();
+            let channel = ChannelKey::new(ch.region, ch.id.clone());
+            (channel, push.from_uid, m.r#type, m.content)
+        });
         let (seq, frame) = if unreliable {
             (0, encode_push(Body::ChannelMessage(push)))
         } else {

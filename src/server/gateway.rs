@@ -450,9 +450,8 @@ impl Gateway {
     /// and the bytes queued for them now (see [`Stats`]).
     pub fn stats(&self) -> Stats {
         let mut s = self.stats.clone();
-        for kind in LinkKind::ALL {
-            let open = self.links.values().filter(|l| l.kind == kind).count();
-            s.set_links_open(kind, open as u64);
+        for l in self.links.values() {
+            s.note_link_open(l.kind);
         }
         let queued: usize = self.conns.values().map(|c| c.queued_bytes).sum();
         s.set_queued_bytes(queued as u64);
@@ -599,8 +598,6 @@ impl Gateway {
         self.timers.insert((next, Timer::Idle(id)));
     }
 
-    /// Queues `frame` for `conn`; past `max_queued_bytes` the connection is
-    /// closed as a slow consumer instead.
     /// Queues `frame` for `conn`, counted as a delivery; a reply ends its
     /// request's timing.
     fn send(&mut self, conn: ConnId, frame: Bytes) {
@@ -625,7 +622,8 @@ impl Gateway {
         }
     }
 
-    /// Queues `frame` for `conn` (past the queue bound: a slow consumer).
+    /// Queues `frame` for `conn`; past `max_queued_bytes` the connection is
+    /// closed as a slow consumer instead.
     fn queue(&mut self, conn: ConnId, frame: Bytes) {
         let max = self.config.max_queued_bytes;
         let Some(c) = self.conns.get_mut(&conn) else {

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 
 use super::hub::Hub;
-use crate::types::{ChannelKey, Region};
+use crate::types::ChannelKey;
 
 /// Where and how an app's events are delivered, and which it gets.
 #[non_exhaustive]
@@ -144,18 +144,14 @@ impl Hub {
         let at_ms = self.unix_ms();
         self.hooks.push_back(HookEvent { appid, at_ms, kind });
     }
-
-    /// Whether `appid` gets message events for some channel (cheap check
-    /// before a message's content is copied for one).
-    pub(super) fn wants_messages(&self, appid: u32) -> bool {
-        self.config
-            .app(appid)
-            .and_then(|a| a.hook.as_ref())
-            .is_some_and(|h| !h.message_channel_prefixes.is_empty())
-    }
 }
 
-/// A channel's key for an event.
-pub(super) fn channel_key(region: Region, id: &str) -> ChannelKey {
-    ChannelKey::new(region, id)
+/// Whether `appid` gets message events for some channel (a cheap check
+/// before a message's content is copied for one). Of the configuration
+/// alone, so a caller may hold a channel meanwhile.
+pub(super) fn wants_messages(config: &super::ServerConfig, appid: u32) -> bool {
+    config
+        .app(appid)
+        .and_then(|a| a.hook.as_ref())
+        .is_some_and(|h| !h.message_channel_prefixes.is_empty())
 }

@@ -410,8 +410,9 @@ impl Stats {
         self.links_accepted[kind.index()] += 1;
     }
 
-    pub(super) fn set_links_open(&mut self, kind: LinkKind, n: u64) {
-        self.links_open[kind.index()] = n;
+    /// One more link of `kind` open (a snapshot counts them afresh).
+    pub(super) fn note_link_open(&mut self, kind: LinkKind) {
+        self.links_open[kind.index()] += 1;
     }
 
     pub(super) fn note_login(&mut self, kind: LinkKind) {
@@ -574,7 +575,9 @@ mod tests {
         let mut b = Stats::default();
         b.note_accepted(LinkKind::WebSocket);
         b.note_login(LinkKind::Tls);
-        b.set_links_open(LinkKind::Tcp, 3);
+        for _ in 0..3 {
+            b.note_link_open(LinkKind::Tcp);
+        }
         b.note_latency(10, Duration::from_millis(2));
         b.note_latency(17, Duration::from_millis(2));
         b.note_refusal(4003);
