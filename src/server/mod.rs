@@ -73,6 +73,7 @@ mod sent_ids;
 mod seq_log;
 mod shard;
 mod stats;
+mod store;
 
 use std::time::{Duration, Instant};
 
@@ -98,6 +99,7 @@ pub use hub::Hub;
 pub use message::{GatewayId, ToGateway, ToHub, TokenCheck, TokenGrant};
 pub use shard::{channel_shard, uid_shard, ShardId, ToShard, MAX_SHARDS};
 pub use stats::{ChannelActivity, Histogram, LinkKind, Stats, BUSIEST_CHANNELS};
+pub use store::{StoreBatch, StoreKey, StoreKind, StoreWrite, StoredObject};
 
 /// The reference server state machine. See the [module docs](self).
 ///
