@@ -13,8 +13,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::durable::stored_channel_key;
 use super::hooks::{wants_messages, HookEventKind};
-use super::hub::{Hub, Outcome, Timer};
+use super::hub::{Hub, LogId, Outcome, Timer};
 use super::rate::RateKind;
 use super::sent_ids::Destination;
 use super::seq_log::{check_sequenced_fits, Replay, SeqLog};
@@ -59,7 +60,7 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    fn new(appid: u32, region: Region, id: String, log: SeqLog) -> Self {
+    pub(super) fn new(appid: u32, region: Region, id: String, log: SeqLog) -> Self {
         Channel {
             appid,
             region,
@@ -212,6 +213,7 @@ impl Hub {
                 set.insert(inst);
                 set.len() == 1
             });
+            self.touch_channel(num);
             if first {
                 self.note_membership(num, uid, true);
             }
@@ -254,6 +256,7 @@ impl Hub {
             if let Some(ch) = self.channels.get_mut(&num) {
                 ch.since.insert(inst, since);
             }
+            self.touch_channel(num);
         }
         Ok((
             Body::JoinReply(wire::JoinReply {
@@ -309,6 +312,7 @@ impl Hub {
         self.channels
             .insert(n, Channel::new(appid, region, id.clone(), log));
         self.channel_index.insert((appid, region, id), n);
+        self.touch_channel(n);
         n
     }
 
@@ -338,6 +342,7 @@ impl Hub {
         if let Some(ch) = self.channels.get_mut(&num) {
             ch.departed.remove(&uid);
         }
+        self.touch_channel(num);
         self.remove_member(num, uid, inst);
         Ok((Body::Ok(wire::Empty {}), Vec::new()))
     }
@@ -353,6 +358,11 @@ impl Hub {
         };
         set.remove(&inst);
         ch.since.remove(&inst);
+        let now_empty = set.is_empty();
+        self.touch_channel(num);
+        let Some(ch) = self.channels.get_mut(&num) else {
+            return;
+        };
         if !self.guests.is_empty() {
             if let Some(g) = self.guests.get_mut(&inst) {
                 g.channels.remove(&num);
@@ -361,7 +371,7 @@ impl Hub {
                 }
             }
         }
-        if !set.is_empty() {
+        if !now_empty {
             return;
         }
         ch.members.remove(&uid);
@@ -374,8 +384,10 @@ impl Hub {
         });
         if ch.is_forgettable() {
             let key = (ch.appid, ch.region, ch.id.clone());
+            let stored = stored_channel_key(ch);
             self.channels.remove(&num);
             self.channel_index.remove(&key);
+            self.store_delete(stored);
         } else {
             self.note_membership(num, uid, false);
         }
@@ -402,6 +414,7 @@ impl Hub {
             ch.notice_pending = true;
             self.timers.insert((at, Timer::Notice(num)));
         }
+        self.touch_channel(num);
     }
 
     /// Sends the batched `MembershipPush` and then the `UserCountPush`.
@@ -415,6 +428,12 @@ impl Hub {
         if ch.joined.is_empty() && ch.left.is_empty() {
             return;
         }
+        if self.store.is_some() {
+            self.touch_channel(num);
+        }
+        let Some(ch) = self.channels.get_mut(&num) else {
+            return;
+        };
         let joined: Vec<u64> = std::mem::take(&mut ch.joined).into_iter().collect();
         let left: Vec<u64> = std::mem::take(&mut ch.left).into_iter().collect();
         let count = encode_push(Body::UserCountChanged(wire::UserCountPush {
@@ -527,10 +546,14 @@ impl Hub {
         let (seq, frame) = if unreliable {
             (0, encode_push(Body::ChannelMessage(push)))
         } else {
+            let stored = self.store.is_some().then(|| stored_channel_key(ch));
             let pushed = ch.log.push(now, retention, |seq| {
                 push.seq = seq;
                 encode_push(Body::ChannelMessage(push))
             });
+            if let Some(key) = stored {
+                self.store_append(LogId::Channel(num), key, pushed.seq, &pushed.frame);
+            }
             self.retained(appid, pushed.added);
             (pushed.seq, pushed.frame)
         };
@@ -653,6 +676,7 @@ impl Hub {
         } else {
             ch.user_attrs.insert(uid, new);
         }
+        self.touch_channel(num);
         if req.enable_notification {
             self.broadcast(num, &encode_push(body));
         }

@@ -166,6 +166,12 @@ pub struct ServerConfig {
     pub send_dedupe_max: usize,
     /// How often aged-out messages and idle records are swept. Default 30 s.
     pub sweep_interval: Duration,
+    /// Keep the lasting state (channels, inboxes, instances, retained
+    /// messages) in a store: each hub shard then gives batches of changes
+    /// ([`Hub::poll_store`](super::Hub::poll_store)) and holds back output
+    /// until the changes it shows are stored. Default off (the state lives
+    /// in the process only). The TCP runner's store is Redis (`--engine`).
+    pub durable: bool,
 }
 
 impl Default for ServerConfig {
@@ -201,6 +207,7 @@ impl Default for ServerConfig {
             send_dedupe_window: Duration::from_secs(120),
             send_dedupe_max: 1024,
             sweep_interval: Duration::from_secs(30),
+            durable: false,
         }
     }
 }

@@ -26,6 +26,7 @@ use bytes::Bytes;
 
 use super::channel::channel_key_hash;
 use super::conn::ConnId;
+use super::durable::Fence;
 use super::hub::{Current, Hub, Outcome};
 use super::message::ToHub;
 use super::rate::RateKind;
@@ -165,7 +166,11 @@ fn rate_kind(body: &Body) -> RateKind {
 impl Hub {
     /// The next message for another shard, and which.
     pub fn poll_shard(&mut self) -> Option<(ShardId, ToShard)> {
-        self.to_shards.pop_front()
+        let &(tag, ..) = self.to_shards.front()?;
+        if !Fence::released(self.store.as_ref(), tag) {
+            return None;
+        }
+        self.to_shards.pop_front().map(|(_, to, m)| (to, m))
     }
 
     /// A message from shard `from`.
@@ -668,6 +673,7 @@ impl Hub {
         if ch.departed.len() < max || ch.departed.contains_key(&uid) {
             let e = ch.departed.entry(uid).or_insert((since, now));
             *e = (e.0.min(since), now);
+            self.touch_channel(num);
         }
     }
 

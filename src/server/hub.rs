@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::channel::Channel;
 use super::conn::{CloseReason, ConnId};
+use super::durable::{stored_channel_key, Fence};
 use super::gateway::error_frame;
 use super::inbox::Inbox;
 use super::message::{GatewayId, ToGateway, ToHub};
@@ -79,7 +80,8 @@ pub struct Hub {
     pub(super) clock: Clock,
     pub(super) epoch: u64,
     rng: u64,
-    out: VecDeque<ToGateway>,
+    /// Output for gateways, each tagged with the store batch it waits for.
+    out: VecDeque<(u64, ToGateway)>,
     /// The instance logged in on each link.
     links: IdMap<ConnId, u64>,
     pub(super) current: Option<Current>,
@@ -105,7 +107,7 @@ pub struct Hub {
     pub(super) shard: ShardId,
     pub(super) shards: u16,
     /// Messages for other shards, in order.
-    pub(super) to_shards: VecDeque<(ShardId, ToShard)>,
+    pub(super) to_shards: VecDeque<(u64, ShardId, ToShard)>,
     /// Member instances of this shard's channels homed on other shards.
     pub(super) guests: IdMap<u64, super::cross::Guest>,
     /// While a forwarded request is handled: its link, whose frames are
@@ -128,11 +130,14 @@ pub struct Hub {
     bans: HashMap<(u32, u64), Instant>,
     /// Events for the apps' backends, oldest first.
     pub(super) hooks: VecDeque<super::HookEvent>,
+    /// What must reach the store (`None`: the hub keeps nothing beyond
+    /// the process).
+    pub(super) store: Option<super::durable::Durable>,
 }
 
 /// A retention log: a channel's or a uid's inbox.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum LogId {
+pub(super) enum LogId {
     Channel(u32),
     Inbox(u32, u64),
 }
@@ -179,6 +184,7 @@ impl Hub {
         }
         let mut timers = BTreeSet::new();
         timers.insert((add(now, config.sweep_interval), Timer::Sweep));
+        let durable = config.durable;
         Hub {
             config,
             clock: Clock::new(now, unix_ms_at_now),
@@ -212,6 +218,7 @@ impl Hub {
             stats: Stats::default(),
             bans: HashMap::new(),
             hooks: VecDeque::new(),
+            store: durable.then(Default::default),
         }
     }
 
@@ -307,7 +314,7 @@ impl Hub {
                 let outcome = self.login(conn, request, token, peer);
                 if outcome.is_err() && self.link_instance(conn).is_none() {
                     // The gateway let larger frames in for the login.
-                    self.out.push_back(ToGateway::LoggedIn { conn, uid: None });
+                    self.emit(ToGateway::LoggedIn { conn, uid: None });
                 }
                 match self.resuming.get_mut(&conn) {
                     // The reply waits for the resumed channels of other shards.
@@ -355,7 +362,15 @@ impl Hub {
 
     /// The next message for a gateway ([`ToGateway::gateway`] names it).
     pub fn poll_gateway(&mut self) -> Option<ToGateway> {
-        self.out.pop_front()
+        let &(tag, _) = self.out.front()?;
+        if !Fence::released(self.store.as_ref(), tag) {
+            return None;
+        }
+        let (_, m) = self.out.pop_front()?;
+        if let (Some(d), ToGateway::Send { conn, frame }) = (self.store.as_mut(), &m) {
+            d.release(*conn, frame.len());
+        }
+        Some(m)
     }
 
     /// Live instances (connected or within their grace period).
@@ -401,7 +416,7 @@ impl Hub {
     /// `conn` is now logged in as `inst` of `uid`.
     pub(super) fn attach(&mut self, conn: ConnId, inst: u64, uid: u64) {
         self.links.insert(conn, inst);
-        self.out.push_back(ToGateway::LoggedIn {
+        self.emit(ToGateway::LoggedIn {
             conn,
             uid: Some(uid),
         });
@@ -412,13 +427,23 @@ impl Hub {
     pub(super) fn detach(&mut self, conn: ConnId, inst: u64) {
         if self.links.get(&conn) == Some(&inst) {
             self.links.remove(&conn);
-            self.out.push_back(ToGateway::LoggedIn { conn, uid: None });
+            self.emit(ToGateway::LoggedIn { conn, uid: None });
         }
     }
 
     /// Queues a message for another shard.
+    /// Queues `m` for its gateway, after the changes made so far are stored.
+    fn emit(&mut self, m: ToGateway) {
+        let tag = Fence::tag(self.store.as_ref());
+        if let (Some(d), ToGateway::Send { conn, frame }) = (self.store.as_mut(), &m) {
+            d.hold(*conn, frame.len());
+        }
+        self.out.push_back((tag, m));
+    }
+
     pub(super) fn post_shard(&mut self, to: ShardId, m: ShardMsg) {
-        self.to_shards.push_back((to, ToShard(m)));
+        let tag = Fence::tag(self.store.as_ref());
+        self.to_shards.push_back((tag, to, ToShard(m)));
     }
 
     pub(super) fn random_nonzero(&mut self) -> u64 {
@@ -460,12 +485,17 @@ impl Hub {
             self.config.channel_retention(),
             self.config.inbox_retention(),
         );
+        let store = &mut self.store;
         self.channels.retain(|_, ch| {
             ch.log.prune(now, channel_retention);
             // A departure older than the retention has nothing left to replay.
             ch.departed
                 .retain(|_, (_, at)| now.saturating_duration_since(*at) < age);
-            !ch.is_forgettable()
+            let forget = ch.is_forgettable();
+            if let (true, Some(d)) = (forget, store.as_mut()) {
+                d.forget(stored_channel_key(ch));
+            }
+            !forget
         });
         let channels = &self.channels;
         self.channel_index
@@ -591,8 +621,10 @@ impl Hub {
             if let Some(freed) = log.pop_oldest() {
                 total = total.saturating_sub(freed);
             }
-            if !log.is_empty() {
-                heap.push((log.bytes(), id));
+            let left = (!log.is_empty()).then(|| log.bytes());
+            self.touch_log(id);
+            if let Some(bytes) = left {
+                heap.push((bytes, id));
             }
         }
         total
@@ -677,6 +709,11 @@ impl Hub {
             (Some(c), Some(cur)) if cur.conn == c => cur.queued,
             _ => 0,
         };
+        // What waits here for the store is queued all the same.
+        let queued = match (conn, &self.store) {
+            (Some(c), Some(d)) => queued.saturating_add(d.held_for(c)),
+            _ => queued,
+        };
         // Room for a reply and a frame, but never most of a small queue.
         let margin = self
             .config
@@ -699,7 +736,7 @@ impl Hub {
                 return r.held.push(frame);
             }
         }
-        self.out.push_back(ToGateway::Send { conn, frame });
+        self.emit(ToGateway::Send { conn, frame });
     }
 
     /// Queues `frame` for each of `conns`: one message per gateway.
@@ -719,7 +756,7 @@ impl Hub {
         }
         let first = conns[0].gateway();
         if conns.iter().all(|c| c.gateway() == first) {
-            self.out.push_back(ToGateway::Broadcast {
+            self.emit(ToGateway::Broadcast {
                 conns,
                 frame: frame.clone(),
             });
@@ -731,7 +768,7 @@ impl Hub {
             let g: GatewayId = head.gateway();
             let n = rest.iter().take_while(|c| c.gateway() == g).count();
             let (these, tail) = rest.split_at(n);
-            self.out.push_back(ToGateway::Broadcast {
+            self.emit(ToGateway::Broadcast {
                 conns: these.to_vec(),
                 frame: frame.clone(),
             });
@@ -763,7 +800,7 @@ impl Hub {
             reason,
             CloseReason::Kicked | CloseReason::KickedByService { .. } | CloseReason::Replaced
         );
-        self.out.push_back(ToGateway::Close { conn, reason });
+        self.emit(ToGateway::Close { conn, reason });
         if let Some(inst) = inst.filter(|_| kept) {
             self.lose_link(inst);
         }

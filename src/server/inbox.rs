@@ -2,9 +2,10 @@
 //! shared by all its instances, and a bounded inbox of the encoded pushes
 //! that serves offline messages, resumes and fetches.
 
-use super::hub::{Hub, Outcome};
+use super::hub::{Hub, LogId, Outcome};
 use super::sent_ids::Destination;
 use super::seq_log::{check_sequenced_fits, Replay, SeqLog};
+use super::store::StoreKey;
 use super::{encode_push, ConnId};
 use crate::types::Message;
 use crate::wire::{self, Body};
@@ -93,6 +94,18 @@ impl Hub {
                 push.seq = seq;
                 encode_push(Body::UserMessage(push))
             });
+            if self.store.is_some() {
+                let stored = StoreKey::Inbox {
+                    appid,
+                    uid: receiver,
+                };
+                self.store_append(
+                    LogId::Inbox(appid, receiver),
+                    stored,
+                    pushed.seq,
+                    &pushed.frame,
+                );
+            }
             seq = pushed.seq;
             self.retained(appid, pushed.added);
             pushed.frame
@@ -121,8 +134,13 @@ impl Hub {
         let Some(i) = self.instances.get(&inst) else {
             return;
         };
-        if let Some(inbox) = self.inboxes.get_mut(&(i.appid, i.uid)) {
-            inbox.acked = inbox.acked.max(seq.min(inbox.log.head()));
+        let key = (i.appid, i.uid);
+        if let Some(inbox) = self.inboxes.get_mut(&key) {
+            let acked = inbox.acked.max(seq.min(inbox.log.head()));
+            if acked != inbox.acked {
+                inbox.acked = acked;
+                self.touch_inbox(key);
+            }
         }
     }
 
@@ -177,8 +195,9 @@ impl Hub {
                 idle.select_nth_unstable(n);
                 idle.truncate(n);
             }
-            for (_, k) in idle {
-                self.inboxes.remove(&k);
+            for (_, (appid, uid)) in idle {
+                self.inboxes.remove(&(appid, uid));
+                self.store_delete(StoreKey::Inbox { appid, uid });
             }
         }
         // Drawn only for a new inbox: the draws stay deterministic per seed.
@@ -186,6 +205,9 @@ impl Hub {
             true => 0,
             false => self.random_nonzero(),
         };
+        if epoch != 0 {
+            self.touch_inbox(key);
+        }
         self.inboxes.entry(key).or_insert_with(|| Inbox {
             log: SeqLog::new(epoch),
             acked: 0,

@@ -61,6 +61,7 @@ mod channel;
 mod config;
 mod conn;
 mod cross;
+mod durable;
 mod gateway;
 mod hooks;
 mod hub;
@@ -93,6 +94,7 @@ pub use config::{
     MIN_SECRET_LEN,
 };
 pub use conn::{CloseReason, ConnId};
+pub use durable::Restored;
 pub use gateway::Gateway;
 pub use hooks::{HookConfig, HookEvent, HookEventKind};
 pub use hub::Hub;
@@ -315,6 +317,48 @@ impl Server {
             .collect();
         self.pump(now);
         merge.merge(answers)
+    }
+
+    /// The next batch of lasting changes for the store, and the shard that
+    /// made it (see [`Hub::poll_store`]; `None` unless
+    /// [`ServerConfig::durable`]). Batches of one shard must be stored in
+    /// order; shards are independent.
+    pub fn poll_store(&mut self) -> Option<(ShardId, StoreBatch)> {
+        self.hubs
+            .iter_mut()
+            .find_map(|h| Some((h.shard(), h.poll_store()?)))
+    }
+
+    /// `shard`'s batches up to `number` are stored: what waited for them
+    /// goes out.
+    pub fn handle_stored(&mut self, now: Instant, shard: ShardId, number: u64) {
+        if let Some(h) = self.hubs.get_mut(usize::from(shard.0)) {
+            h.handle_stored(number);
+        }
+        self.pump(now);
+    }
+
+    /// The store lost what it held: every shard writes its whole state
+    /// again (see [`Hub::handle_store_lost`]).
+    pub fn handle_store_lost(&mut self) {
+        for h in &mut self.hubs {
+            h.handle_store_lost();
+        }
+    }
+
+    /// Takes what a store kept, before any other input (see
+    /// [`Hub::restore`]): what every shard restored, summed.
+    pub fn restore(&mut self, now: Instant, objects: &[StoredObject]) -> Restored {
+        let mut all = Restored::default();
+        for h in &mut self.hubs {
+            let r = h.restore(now, objects);
+            all.channels += r.channels;
+            all.inboxes += r.inboxes;
+            all.instances += r.instances;
+            all.messages += r.messages;
+            all.unreadable += r.unreadable;
+        }
+        all
     }
 
     /// The next event for an app's backend (see [`Hub::poll_hook`]), from

@@ -11,6 +11,7 @@ use super::hooks::HookEventKind;
 use super::hub::{Hub, Outcome, Timer};
 use super::message::TokenCheck;
 use super::rate::{RateKind, RateLimiter};
+use super::store::StoreKey;
 use super::{add, checked_region, CloseReason, ConnId};
 use crate::error::{ErrorCode, ServiceError};
 use crate::types::Region;
@@ -132,6 +133,7 @@ impl Hub {
                         i.region = region;
                     }
                 }
+                self.touch_instance(id);
                 id
             }
             None => {
@@ -155,6 +157,7 @@ impl Hub {
                         shard_mask: 0,
                     },
                 );
+                self.touch_instance(id);
                 let ids = self.users.entry(key).or_default();
                 ids.push(id);
                 if ids.len() == 1 {
@@ -337,6 +340,9 @@ impl Hub {
             if ch.departed.len() < max || ch.departed.contains_key(&i.uid) {
                 let e = ch.departed.entry(i.uid).or_insert((since, now));
                 *e = (e.0.min(since), now);
+                if let Some(d) = self.store.as_mut() {
+                    d.touch_channel(*num);
+                }
             }
         }
     }
@@ -352,6 +358,11 @@ impl Hub {
         let Some(i) = self.instances.remove(&inst) else {
             return;
         };
+        self.store_delete(StoreKey::Instance {
+            appid: i.appid,
+            uid: i.uid,
+            instance: inst,
+        });
         if i.shard_mask != 0 {
             self.drop_remote(inst, i.uid, i.shard_mask, depart);
         }
@@ -398,6 +409,7 @@ impl Hub {
             i.is_anonymous = false;
             i.token_exp = exp;
         }
+        self.touch_instance(inst);
         self.schedule_token_timers(inst, exp);
         // The new expiry goes back so the client re-arms its warning.
         let reply = wire::RefreshTokenReply {

@@ -188,6 +188,41 @@ impl SeqLog {
         self.head
     }
 
+    /// A stream read back from a store: `epoch`, `head`, and its retained
+    /// pushes `(seq, recorded at, frame)` ascending, kept within
+    /// `retention` at `now` as [`SeqLog::push`] would have. Entries at or
+    /// past the head, or out of order, are dropped (a store never has
+    /// them; a damaged one might).
+    pub fn restore(
+        epoch: u64,
+        head: u64,
+        entries: impl IntoIterator<Item = (u64, Instant, Bytes)>,
+        now: Instant,
+        retention: Retention,
+    ) -> SeqLog {
+        let mut log = SeqLog::new(epoch);
+        for (seq, at, frame) in entries {
+            if seq <= log.head || seq > head {
+                continue;
+            }
+            log.head = seq;
+            log.retain(seq, at, frame, retention);
+        }
+        log.head = head;
+        log.prune(now, retention);
+        log
+    }
+
+    /// The sequence number of the oldest retained push.
+    pub fn first_seq(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.seq)
+    }
+
+    /// The retained pushes `(seq, recorded at, frame)`, oldest first.
+    pub fn entries(&self) -> impl Iterator<Item = (u64, Instant, &Bytes)> {
+        self.entries.iter().map(|e| (e.seq, e.at, &e.frame))
+    }
+
     /// Numbers the next push, encodes it with that number (`encode`) and
     /// retains it: aged-out pushes go first, then the oldest past the
     /// message or byte bound (the new one is kept whatever its size, unless

@@ -17,6 +17,8 @@ pub mod pair;
 pub mod raw;
 pub mod script;
 pub mod sinks;
+#[cfg(feature = "server")]
+pub mod store;
 
 /// An encoded frame (`request_id`, `body`).
 pub fn raw_frame(request_id: u64, body: hummer_channel::wire::Body) -> bytes::Bytes {

@@ -13,6 +13,7 @@ use hummer_channel::wire::{self, decode_frame, encode_frame, Body, DecodedFrame,
 
 use super::clock::{self, T0_UNIX_MS};
 use super::sinks::ServerOut;
+use super::store::MemStore;
 
 /// The frame size bound the harness decodes server frames with.
 pub const MAX: usize = 64 * 1024;
@@ -37,6 +38,14 @@ pub struct Net {
     pub out: HashMap<ConnId, VecDeque<(Bytes, DecodedFrame)>>,
     pub held: HashSet<ConnId>,
     pub closed: Vec<(ConnId, CloseReason)>,
+    /// With a durable server: what its store holds (every batch is stored
+    /// at once, before each drain, unless `store_paused`).
+    pub store: Option<MemStore>,
+    pub store_paused: bool,
+    /// When it started.
+    pub started: Instant,
+    /// The shape it was made with (for a restart).
+    shape: (ServerConfig, u16, u16, u64),
 }
 
 impl Net {
@@ -51,6 +60,12 @@ impl Net {
             .and_then(|s| s.parse().ok())
             .unwrap_or(1);
         let gateways = if shards > 1 { 2 } else { 1 };
+        // `HUMMER_TEST_DURABLE=1` runs every test with a store: output
+        // waits for the store, and nothing may change for clients.
+        let mut config = config;
+        if std::env::var("HUMMER_TEST_DURABLE").is_ok_and(|v| v == "1") {
+            config.durable = true;
+        }
         Net::shaped_at(config, gateways, shards, unix_ms)
     }
 
@@ -62,13 +77,57 @@ impl Net {
     fn shaped_at(config: ServerConfig, gateways: u16, shards: u16, unix_ms: u64) -> Net {
         let now = Instant::now();
         Net {
-            s: Server::with_shape(config, gateways, shards, now, unix_ms),
+            s: Server::with_shape(config.clone(), gateways, shards, now, unix_ms),
             now,
             rid: 0,
             out: HashMap::new(),
             held: HashSet::new(),
             closed: Vec::new(),
+            store: config.durable.then(MemStore::default),
+            store_paused: false,
+            started: now,
+            shape: (config, gateways, shards, unix_ms),
         }
+    }
+
+    /// A durable server (`ServerConfig::durable`) of `shards` hub shards
+    /// with a store double.
+    pub fn durable(mut config: ServerConfig, shards: u16) -> Net {
+        config.durable = true;
+        Net::shaped_at(config, 1, shards, T0_UNIX_MS)
+    }
+
+    /// Stores every batch the server has made (unless paused).
+    pub fn store_batches(&mut self) {
+        if self.store_paused {
+            return;
+        }
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        while let Some((shard, batch)) = self.s.poll_store() {
+            store.apply(&batch);
+            self.s.handle_stored(self.now, shard, batch.number);
+        }
+    }
+
+    /// The process dies `after` from now and a new one (same shape,
+    /// `shards` hub shards) starts from what the store holds: every link is
+    /// gone, batches not stored are lost.
+    pub fn crash_restart(
+        &mut self,
+        after: Duration,
+        shards: u16,
+    ) -> hummer_channel::server::Restored {
+        let store = self.store.take().expect("a durable Net");
+        let (config, gateways, _, unix_ms) = self.shape.clone();
+        let elapsed = self.now.duration_since(self.started) + after;
+        let unix_ms = unix_ms + u64::try_from(elapsed.as_millis()).unwrap();
+        let mut fresh = Net::shaped_at(config, gateways, shards, unix_ms);
+        let restored = fresh.s.restore(fresh.now, &store.objects());
+        fresh.store = Some(store);
+        *self = fresh;
+        restored
     }
 
     pub fn new(config: ServerConfig) -> Net {
@@ -102,6 +161,7 @@ impl Net {
 
     /// One drain of the server: frames of connections not held, then closes.
     pub fn pump(&mut self) {
+        self.store_batches();
         let mut sink = ServerOut {
             held: std::mem::take(&mut self.held),
             ..ServerOut::default()

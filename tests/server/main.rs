@@ -12,6 +12,7 @@ mod support;
 mod api;
 mod attributes;
 mod channels;
+mod durable;
 mod faults;
 mod gateways;
 mod hooks;

@@ -1,0 +1,738 @@
+//! A hub's durable state: what changed since the last batch, the batches
+//! that carry it to a store, the fence that holds output until the changes
+//! it shows are stored, and the restore from what a store kept.
+//!
+//! What lasts: channels (stream epoch and head, attributes, members and
+//! their user attributes, departed members, pending notices), inboxes
+//! (epoch, head, acknowledged position), instances, and every retained
+//! message. What does not: links, rate-limit and ban records, send
+//! dedupe, token timers. A restart is thereby the same as every link being
+//! lost at once: each instance is kept for the grace period from the
+//! restore, and a client that resumes within it finds its memberships and
+//! streams as they were, with nothing lost.
+//!
+//! Changes are collected, not written one by one: each batch carries every
+//! record changed since the last one once, with the retained messages
+//! appended and the evictions trimmed. Output is tagged with the batch
+//! that holds what it shows; [`Fence`] releases it once that batch is
+//! stored.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use prost::Message as _;
+
+use super::channel::Channel;
+use super::hub::{Hub, LogId, Timer};
+use super::inbox::Inbox;
+use super::presence::Instance;
+use super::seq_log::{Retention, SeqLog};
+use super::shard::ShardId;
+use super::store::{StoreBatch, StoreKey, StoreWrite, StoredObject};
+use super::{channel_shard, uid_shard, ConnId, IdMap};
+use crate::types::Region;
+
+/// What changed since the last batch, and where the batches are.
+#[derive(Debug, Default)]
+pub(crate) struct Durable {
+    channels: BTreeSet<u32>,
+    inboxes: BTreeSet<(u32, u64)>,
+    instances: BTreeSet<u64>,
+    /// Logs appended to or evicted from: their trim (or, emptied, their
+    /// record with its head) goes in the next batch.
+    logs: BTreeSet<LogId>,
+    /// Appends and deletes, in the order they happened.
+    writes: Vec<StoreWrite>,
+    /// The last batch made, and the last one stored.
+    sealed: u64,
+    stored: u64,
+    /// Bytes of frames held for each link (a replay's budget counts them).
+    held: IdMap<ConnId, usize>,
+}
+
+impl Durable {
+    fn is_clean(&self) -> bool {
+        self.channels.is_empty()
+            && self.inboxes.is_empty()
+            && self.instances.is_empty()
+            && self.logs.is_empty()
+            && self.writes.is_empty()
+    }
+
+    /// A record of channel `num` changed (for callers holding other
+    /// fields of the hub).
+    pub fn touch_channel(&mut self, num: u32) {
+        self.channels.insert(num);
+    }
+
+    /// Bytes of frames for `conn` held until the store catches up.
+    pub fn held_for(&self, conn: ConnId) -> usize {
+        self.held.get(&conn).copied().unwrap_or(0)
+    }
+
+    /// A frame of `bytes` for `conn` is held.
+    pub fn hold(&mut self, conn: ConnId, bytes: usize) {
+        *self.held.entry(conn).or_default() += bytes;
+    }
+
+    /// A held frame of `bytes` for `conn` went out.
+    pub fn release(&mut self, conn: ConnId, bytes: usize) {
+        if let Some(h) = self.held.get_mut(&conn) {
+            *h = h.saturating_sub(bytes);
+            if *h == 0 {
+                self.held.remove(&conn);
+            }
+        }
+    }
+
+    /// Object `key` is gone.
+    pub fn forget(&mut self, key: StoreKey) {
+        self.writes.push(StoreWrite::Delete { key });
+    }
+
+    /// The batch that will hold every change made so far.
+    fn tag(&self) -> u64 {
+        self.sealed + u64::from(!self.is_clean())
+    }
+}
+
+/// Holds output tagged with a batch until that batch is stored. Without a
+/// store every tag is 0 and nothing waits.
+pub(crate) struct Fence;
+
+impl Fence {
+    /// The tag for output produced now.
+    pub fn tag(store: Option<&Durable>) -> u64 {
+        store.map_or(0, Durable::tag)
+    }
+
+    /// Whether output tagged `tag` may go.
+    pub fn released(store: Option<&Durable>, tag: u64) -> bool {
+        store.map_or(0, |d| d.stored) >= tag
+    }
+}
+
+/// A channel's record.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ChannelRecord {
+    #[prost(uint64, tag = "1")]
+    epoch: u64,
+    #[prost(uint64, tag = "2")]
+    head: u64,
+    #[prost(btree_map = "string, string", tag = "3")]
+    attrs: BTreeMap<String, String>,
+    #[prost(uint64, tag = "4")]
+    attrs_uid: u64,
+    #[prost(uint64, tag = "5")]
+    attrs_ts: u64,
+    #[prost(message, repeated, tag = "6")]
+    members: Vec<MemberRecord>,
+    #[prost(message, repeated, tag = "7")]
+    user_attrs: Vec<UserAttrsRecord>,
+    #[prost(message, repeated, tag = "8")]
+    departed: Vec<DepartedRecord>,
+    #[prost(uint64, repeated, tag = "9")]
+    joined: Vec<u64>,
+    #[prost(uint64, repeated, tag = "10")]
+    left: Vec<u64>,
+    #[prost(uint64, tag = "11")]
+    messages: u64,
+    /// Its number: pushes carry it, retained ones too.
+    #[prost(uint32, tag = "12")]
+    num: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct MemberRecord {
+    #[prost(uint64, tag = "1")]
+    uid: u64,
+    #[prost(uint64, tag = "2")]
+    instance: u64,
+    /// Where its history starts.
+    #[prost(uint64, tag = "3")]
+    since: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct UserAttrsRecord {
+    #[prost(uint64, tag = "1")]
+    uid: u64,
+    #[prost(btree_map = "string, string", tag = "2")]
+    attrs: BTreeMap<String, String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct DepartedRecord {
+    #[prost(uint64, tag = "1")]
+    uid: u64,
+    #[prost(uint64, tag = "2")]
+    since: u64,
+    #[prost(uint64, tag = "3")]
+    at_ms: u64,
+}
+
+/// An inbox's record.
+#[derive(Clone, PartialEq, prost::Message)]
+struct InboxRecord {
+    #[prost(uint64, tag = "1")]
+    epoch: u64,
+    #[prost(uint64, tag = "2")]
+    head: u64,
+    #[prost(uint64, tag = "3")]
+    acked: u64,
+}
+
+/// An instance's record (its memberships are in its channels' records).
+#[derive(Clone, PartialEq, prost::Message)]
+struct InstanceRecord {
+    #[prost(int32, optional, tag = "1")]
+    region: Option<i32>,
+    #[prost(bool, tag = "2")]
+    anonymous: bool,
+    #[prost(uint64, optional, tag = "3")]
+    token_exp: Option<u64>,
+    /// Its place among its uid's instances (oldest login first).
+    #[prost(uint32, tag = "4")]
+    order: u32,
+}
+
+/// An entry: when it was recorded (unix ms, 8 bytes little-endian), then
+/// the encoded push.
+fn encode_entry(at_ms: u64, frame: &Bytes) -> Bytes {
+    let mut b = BytesMut::with_capacity(8 + frame.len());
+    b.put_u64_le(at_ms);
+    b.extend_from_slice(frame);
+    b.freeze()
+}
+
+fn decode_entry(mut entry: Bytes) -> Option<(u64, Bytes)> {
+    (entry.len() >= 8).then(|| (entry.get_u64_le(), entry))
+}
+
+/// What [`Hub::restore`] took from a store.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Restored {
+    /// Channels of this shard restored.
+    pub channels: usize,
+    /// Inboxes of this shard restored.
+    pub inboxes: usize,
+    /// Instances of this shard restored (kept for the grace period).
+    pub instances: usize,
+    /// Retained messages restored (within retention now).
+    pub messages: usize,
+    /// Objects of this shard that could not be read (skipped).
+    pub unreadable: usize,
+}
+
+fn channel_key(ch: &Channel) -> StoreKey {
+    StoreKey::Channel {
+        appid: ch.appid,
+        region: ch.region.to_wire(),
+        id: ch.id.clone(),
+    }
+}
+
+fn encode_channel(num: u32, ch: &Channel, unix_ms: impl Fn(Instant) -> u64) -> Bytes {
+    let record = ChannelRecord {
+        num,
+        epoch: ch.log.epoch(),
+        head: ch.log.head(),
+        attrs: ch.attrs.clone(),
+        attrs_uid: ch.attrs_uid,
+        attrs_ts: ch.attrs_ts,
+        members: ch
+            .members
+            .iter()
+            .flat_map(|(&uid, insts)| insts.iter().map(move |&instance| (uid, instance)))
+            .map(|(uid, instance)| MemberRecord {
+                uid,
+                instance,
+                since: ch.since.get(&instance).copied().unwrap_or(0),
+            })
+            .collect(),
+        user_attrs: ch
+            .user_attrs
+            .iter()
+            .map(|(&uid, attrs)| UserAttrsRecord {
+                uid,
+                attrs: attrs.clone(),
+            })
+            .collect(),
+        departed: ch
+            .departed
+            .iter()
+            .map(|(&uid, &(since, at))| DepartedRecord {
+                uid,
+                since,
+                at_ms: unix_ms(at),
+            })
+            .collect(),
+        joined: ch.joined.iter().copied().collect(),
+        left: ch.left.iter().copied().collect(),
+        messages: ch.messages,
+    };
+    record.encode_to_vec().into()
+}
+
+impl Hub {
+    /// The next batch of changes for the store, if there are any (see
+    /// [`StoreBatch`]). Each call makes a new batch of everything changed
+    /// since the last; a runner may keep several in flight, written in
+    /// order. `None` without a store (`ServerConfig::durable` off).
+    pub fn poll_store(&mut self) -> Option<StoreBatch> {
+        let d = self.store.as_mut()?;
+        if d.is_clean() {
+            return None;
+        }
+        let mut writes = std::mem::take(&mut d.writes);
+        let logs = std::mem::take(&mut d.logs);
+        let mut channels = std::mem::take(&mut d.channels);
+        let inboxes = std::mem::take(&mut d.inboxes);
+        let instances = std::mem::take(&mut d.instances);
+        d.sealed += 1;
+        let number = d.sealed;
+        let mut inboxes = inboxes;
+        for log in logs {
+            // Emptied logs: the record carries the head.
+            match log {
+                LogId::Channel(n) => {
+                    let Some(ch) = self.channels.get(&n) else {
+                        continue;
+                    };
+                    let seq = ch.log.first_seq().unwrap_or_else(|| {
+                        channels.insert(n);
+                        ch.log.head().saturating_add(1)
+                    });
+                    let key = channel_key(ch);
+                    writes.push(StoreWrite::TrimBelow { key, seq });
+                }
+                LogId::Inbox(appid, uid) => {
+                    let Some(b) = self.inboxes.get(&(appid, uid)) else {
+                        continue;
+                    };
+                    let seq = b.log.first_seq().unwrap_or_else(|| {
+                        inboxes.insert((appid, uid));
+                        b.log.head().saturating_add(1)
+                    });
+                    let key = StoreKey::Inbox { appid, uid };
+                    writes.push(StoreWrite::TrimBelow { key, seq });
+                }
+            }
+        }
+        for n in channels {
+            if let Some(ch) = self.channels.get(&n) {
+                let clock = &self.clock;
+                let now = clock.now();
+                let unix_now = clock.unix_ms();
+                let record = encode_channel(n, ch, |at| unix_ms_of(now, unix_now, at));
+                writes.push(StoreWrite::Put {
+                    key: channel_key(ch),
+                    record,
+                });
+            }
+        }
+        for key in inboxes {
+            self.put_inbox(&mut writes, key);
+        }
+        for inst in instances {
+            if let Some(i) = self.instances.get(&inst) {
+                let order = self
+                    .users
+                    .get(&(i.appid, i.uid))
+                    .and_then(|ids| ids.iter().position(|&x| x == inst))
+                    .unwrap_or(0);
+                let record = InstanceRecord {
+                    region: i.region.map(Region::to_wire),
+                    anonymous: i.is_anonymous,
+                    token_exp: i.token_exp,
+                    order: u32::try_from(order).unwrap_or(u32::MAX),
+                };
+                writes.push(StoreWrite::Put {
+                    key: StoreKey::Instance {
+                        appid: i.appid,
+                        uid: i.uid,
+                        instance: inst,
+                    },
+                    record: record.encode_to_vec().into(),
+                });
+            }
+        }
+        Some(StoreBatch::new(number, writes))
+    }
+
+    fn put_inbox(&self, writes: &mut Vec<StoreWrite>, (appid, uid): (u32, u64)) {
+        if let Some(b) = self.inboxes.get(&(appid, uid)) {
+            let record = InboxRecord {
+                epoch: b.log.epoch(),
+                head: b.log.head(),
+                acked: b.acked,
+            };
+            writes.push(StoreWrite::Put {
+                key: StoreKey::Inbox { appid, uid },
+                record: record.encode_to_vec().into(),
+            });
+        }
+    }
+
+    /// Batches up to `number` are durable: output that waited for them
+    /// may go ([`Hub::poll_gateway`], [`Hub::poll_shard`]).
+    pub fn handle_stored(&mut self, number: u64) {
+        if let Some(d) = self.store.as_mut() {
+            d.stored = d.stored.max(number.min(d.sealed));
+        }
+    }
+
+    /// The store lost what it held (a restart without persistence): the
+    /// next batch writes this shard's whole lasting state again. Batches
+    /// in flight count as not stored; output waiting for them goes once
+    /// that batch is stored.
+    pub fn handle_store_lost(&mut self) {
+        let Some(d) = self.store.as_mut() else {
+            return;
+        };
+        let mut writes = Vec::new();
+        for ch in self.channels.values() {
+            let key = channel_key(ch);
+            writes.push(StoreWrite::Delete { key: key.clone() });
+            append_all(&mut writes, &key, &ch.log, &self.clock);
+        }
+        for (&(appid, uid), b) in &self.inboxes {
+            let key = StoreKey::Inbox { appid, uid };
+            writes.push(StoreWrite::Delete { key: key.clone() });
+            append_all(&mut writes, &key, &b.log, &self.clock);
+        }
+        for (&inst, i) in &self.instances {
+            writes.push(StoreWrite::Delete {
+                key: StoreKey::Instance {
+                    appid: i.appid,
+                    uid: i.uid,
+                    instance: inst,
+                },
+            });
+        }
+        d.writes = writes;
+        d.logs.clear();
+        d.channels = self.channels.keys().copied().collect();
+        d.inboxes = self.inboxes.keys().copied().collect();
+        d.instances = self.instances.keys().copied().collect();
+    }
+
+    /// Takes this shard's part of what a store kept (`objects`: everything
+    /// the store returned; each shard picks its own). Call once, before
+    /// any other input. Instances come back as if their links had just
+    /// been lost: each is kept for the grace period from `now`.
+    pub fn restore(&mut self, now: Instant, objects: &[StoredObject]) -> Restored {
+        let now = self.clock.tick(now);
+        let unix_now = self.clock.unix_ms();
+        let shards = self.shards;
+        let mut done = Restored::default();
+        // Channels keep their numbers (pushes carry them, retained ones
+        // too). Every shard reads every channel: a home learns its
+        // instances' channels of other shards, and all number new channels
+        // past every restored one.
+        let mut nums = BTreeSet::new();
+        let mut mine = Vec::new();
+        let mut memberships: BTreeMap<u64, Vec<(ShardId, u32, StoreKey)>> = BTreeMap::new();
+        for o in objects {
+            let StoreKey::Channel { appid, region, id } = &o.key else {
+                continue;
+            };
+            let owner = channel_shard(*appid, *region, id, shards);
+            let record = ChannelRecord::decode(o.record.clone())
+                .ok()
+                .filter(|r| r.epoch != 0 && r.num != 0 && Region::from_wire(*region).is_some());
+            let Some(r) = record.filter(|r| nums.insert(r.num)) else {
+                if owner == self.shard {
+                    done.unreadable += 1;
+                }
+                continue;
+            };
+            for m in &r.members {
+                if uid_shard(*appid, m.uid, shards) == self.shard {
+                    memberships
+                        .entry(m.instance)
+                        .or_default()
+                        .push((owner, r.num, o.key.clone()));
+                }
+            }
+            if owner == self.shard {
+                mine.push((r, o));
+            }
+        }
+        let retention = self.config.channel_retention();
+        let max_age = self.config.channel_retention_age;
+        for (r, o) in mine {
+            let StoreKey::Channel { appid, region, id } = o.key.clone() else {
+                continue;
+            };
+            let Some(region) = Region::from_wire(region) else {
+                continue;
+            };
+            let num = r.num;
+            let log = restore_log(r.epoch, r.head, &o.entries, now, unix_now, retention);
+            done.messages += log.entries().count();
+            let bytes = log.bytes();
+            let mut ch = Channel::new(appid, region, id.clone(), log);
+            ch.attrs = r.attrs;
+            ch.attrs_uid = r.attrs_uid;
+            ch.attrs_ts = r.attrs_ts;
+            ch.messages = r.messages;
+            for m in &r.members {
+                ch.members.entry(m.uid).or_default().insert(m.instance);
+                ch.since.insert(m.instance, m.since);
+                let home = uid_shard(appid, m.uid, shards);
+                if home != self.shard {
+                    self.guests
+                        .entry(m.instance)
+                        .or_insert_with(|| super::cross::Guest {
+                            home,
+                            channels: BTreeSet::new(),
+                        })
+                        .channels
+                        .insert(num);
+                }
+            }
+            ch.user_attrs = r
+                .user_attrs
+                .into_iter()
+                .filter(|u| ch.members.contains_key(&u.uid))
+                .map(|u| (u.uid, u.attrs))
+                .collect();
+            for d in r.departed {
+                let age = Duration::from_millis(unix_now.saturating_sub(d.at_ms));
+                if let (true, Some(at)) = (age < max_age, now.checked_sub(age)) {
+                    ch.departed.insert(d.uid, (d.since, at));
+                }
+            }
+            ch.joined = r.joined.into_iter().collect();
+            ch.left = r.left.into_iter().collect();
+            if !ch.joined.is_empty() || !ch.left.is_empty() {
+                ch.notice_pending = true;
+                self.timers.insert((now, Timer::Notice(num)));
+            }
+            self.channel_index.insert((appid, region, id), num);
+            self.channels.insert(num, ch);
+            self.retained(appid, bytes);
+            done.channels += 1;
+        }
+        // New numbers go on past the highest restored one, in this shard's
+        // residue class.
+        let step = u32::from(shards);
+        let first = 1 + u32::from(self.shard.0);
+        let above = nums.last().copied().unwrap_or(0);
+        let rounds = above.saturating_sub(first) / step + 1;
+        self.next_channel = first.wrapping_add(rounds.wrapping_mul(step));
+        if above < first {
+            self.next_channel = first;
+        }
+
+        let inbox_retention = self.config.inbox_retention();
+        let mut restored_instances: Vec<(u32, u64, u64, InstanceRecord)> = Vec::new();
+        for o in objects {
+            match o.key {
+                StoreKey::Inbox { appid, uid } if uid_shard(appid, uid, shards) == self.shard => {
+                    let Ok(r) = InboxRecord::decode(o.record.clone()) else {
+                        done.unreadable += 1;
+                        continue;
+                    };
+                    if r.epoch == 0 {
+                        done.unreadable += 1;
+                        continue;
+                    }
+                    let log =
+                        restore_log(r.epoch, r.head, &o.entries, now, unix_now, inbox_retention);
+                    done.messages += log.entries().count();
+                    let bytes = log.bytes();
+                    let acked = r.acked.min(log.head());
+                    self.inboxes.insert((appid, uid), Inbox { log, acked });
+                    self.retained(appid, bytes);
+                    done.inboxes += 1;
+                }
+                StoreKey::Instance {
+                    appid,
+                    uid,
+                    instance,
+                } if uid_shard(appid, uid, shards) == self.shard => {
+                    match InstanceRecord::decode(o.record.clone()) {
+                        Ok(r) if instance != 0 => {
+                            restored_instances.push((appid, uid, instance, r))
+                        }
+                        _ => done.unreadable += 1,
+                    }
+                }
+                _ => {}
+            }
+        }
+        restored_instances.sort_by_key(|(a, u, inst, r)| (*a, *u, r.order, *inst));
+        for (appid, uid, inst, r) in restored_instances {
+            let mut channels = BTreeSet::new();
+            let mut keys = BTreeMap::new();
+            let mut shard_mask = 0u64;
+            for (owner, num, key) in memberships.remove(&inst).unwrap_or_default() {
+                channels.insert(num);
+                if owner != self.shard {
+                    if let StoreKey::Channel { region, id, .. } = key {
+                        keys.insert(
+                            num,
+                            crate::wire::ChannelKey {
+                                region,
+                                channel_id: id,
+                            },
+                        );
+                    }
+                    shard_mask |= 1 << owner.0;
+                }
+            }
+            self.instances.insert(
+                inst,
+                Instance {
+                    appid,
+                    uid,
+                    conn: None,
+                    lost_at: Some(now),
+                    region: r.region.and_then(Region::from_wire),
+                    is_anonymous: r.anonymous,
+                    token_exp: r.token_exp,
+                    channels,
+                    rate: Default::default(),
+                    keys,
+                    shard_mask,
+                },
+            );
+            self.users.entry((appid, uid)).or_default().push(inst);
+            self.timers.insert((
+                super::add(now, self.config.presence_grace),
+                Timer::Grace(inst),
+            ));
+            done.instances += 1;
+        }
+        done
+    }
+
+    /// A record of channel `num` changed.
+    pub(super) fn touch_channel(&mut self, num: u32) {
+        if let Some(d) = self.store.as_mut() {
+            d.channels.insert(num);
+        }
+    }
+
+    /// A record of inbox `key` changed.
+    pub(super) fn touch_inbox(&mut self, key: (u32, u64)) {
+        if let Some(d) = self.store.as_mut() {
+            d.inboxes.insert(key);
+        }
+    }
+
+    /// Instance `inst` was made or changed.
+    pub(super) fn touch_instance(&mut self, inst: u64) {
+        if let Some(d) = self.store.as_mut() {
+            d.instances.insert(inst);
+        }
+    }
+
+    /// A log lost entries (evictions): its trim goes in the next batch.
+    pub(super) fn touch_log(&mut self, log: LogId) {
+        if let Some(d) = self.store.as_mut() {
+            d.logs.insert(log);
+        }
+    }
+
+    /// Push `seq` was retained by `log` (named `key`) with `frame`.
+    pub(super) fn store_append(&mut self, log: LogId, key: StoreKey, seq: u64, frame: &Bytes) {
+        let unix_ms = self.clock.unix_ms();
+        if let Some(d) = self.store.as_mut() {
+            d.writes.push(StoreWrite::Append {
+                key,
+                seq,
+                entry: encode_entry(unix_ms, frame),
+            });
+            d.logs.insert(log);
+        }
+    }
+
+    /// The object `key` is gone.
+    pub(super) fn store_delete(&mut self, key: StoreKey) {
+        if let Some(d) = self.store.as_mut() {
+            d.forget(key);
+        }
+    }
+}
+
+/// The store key of channel `ch` (for `channel.rs`'s deletes).
+pub(super) fn stored_channel_key(ch: &Channel) -> StoreKey {
+    channel_key(ch)
+}
+
+/// Unix milliseconds of `at`, given that `now` is `unix_now`.
+fn unix_ms_of(now: Instant, unix_now: u64, at: Instant) -> u64 {
+    match now.checked_duration_since(at) {
+        Some(ago) => unix_now.saturating_sub(ms(ago)),
+        None => unix_now.saturating_add(ms(at - now)),
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Every retained entry of `log` as appends to `key`.
+fn append_all(writes: &mut Vec<StoreWrite>, key: &StoreKey, log: &SeqLog, clock: &super::Clock) {
+    let (now, unix_now) = (clock.now(), clock.unix_ms());
+    for (seq, at, frame) in log.entries() {
+        writes.push(StoreWrite::Append {
+            key: key.clone(),
+            seq,
+            entry: encode_entry(unix_ms_of(now, unix_now, at), frame),
+        });
+    }
+}
+
+/// A log from its record and stored entries; entries older than the
+/// retention's age are dropped.
+fn restore_log(
+    epoch: u64,
+    head: u64,
+    entries: &[(u64, Bytes)],
+    now: Instant,
+    unix_now: u64,
+    retention: Retention,
+) -> SeqLog {
+    let head = entries.iter().map(|(s, _)| *s).max().unwrap_or(0).max(head);
+    let decoded = entries.iter().filter_map(|(seq, e)| {
+        let (at_ms, frame) = decode_entry(e.clone())?;
+        let age = Duration::from_millis(unix_now.saturating_sub(at_ms));
+        Some((*seq, now.checked_sub(age)?, frame))
+    });
+    SeqLog::restore(epoch, head, decoded, now, retention)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_read_back_and_short_ones_are_refused() {
+        let e = encode_entry(1_700_000_000_123, &Bytes::from_static(b"frame"));
+        assert_eq!(
+            decode_entry(e),
+            Some((1_700_000_000_123, Bytes::from_static(b"frame")))
+        );
+        assert_eq!(decode_entry(Bytes::from_static(b"1234567")), None);
+    }
+
+    #[test]
+    fn unix_times_of_instants_either_side_of_now() {
+        let now = Instant::now();
+        assert_eq!(unix_ms_of(now, 10_000, now), 10_000);
+        assert_eq!(
+            unix_ms_of(now, 10_000, now - Duration::from_millis(250)),
+            9_750
+        );
+        assert_eq!(
+            unix_ms_of(now, 10_000, now + Duration::from_millis(5)),
+            10_005
+        );
+    }
+}
