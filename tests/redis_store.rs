@@ -508,7 +508,9 @@ fn rediss_connects_with_the_servers_ca_and_refuses_an_unknown_one() {
                 .with_ca_pem(ca.as_bytes()),
         )
         .await;
+        // (Redis reads the ClientHello as an unfinished inline command:
+        // the connect timeout, 2 s, ends it.)
         assert!(got.is_err());
-        assert!(started.elapsed() <= Duration::from_secs(3));
+        assert!(started.elapsed() <= Duration::from_secs(5));
     });
 }

@@ -288,6 +288,9 @@ struct Conn {
     driver: Driver,
     /// Whether this connection read the generation back.
     checked: bool,
+    /// Whether a request on it failed below the replies (I/O, timeout, a
+    /// reply that does not parse): it is not used again.
+    broken: bool,
 }
 
 /// Redis as the hubs' durable store (see the [module](self) documentation).
@@ -554,7 +557,7 @@ impl RedisStore {
         if let Some(conn) = &mut self.conn {
             // A closed socket ends the driver: polling it once reads
             // whatever end of stream arrived since.
-            if future::poll_once(conn.driver.as_mut()).await.is_some() {
+            if conn.broken || future::poll_once(conn.driver.as_mut()).await.is_some() {
                 self.conn = None;
             }
         }
@@ -564,7 +567,8 @@ impl RedisStore {
         Ok(self.conn.as_mut().expect("just set"))
     }
 
-    /// Drops the connection after an error that may have left it unusable.
+    /// Drops the connection after an error that may have left it unusable
+    /// (a request that failed below its replies marks it broken too).
     fn forget_on_failure<T>(&mut self, result: &Result<T, StoreError>) {
         if let Err(StoreError::Unavailable(_)) = result {
             self.conn = None;
@@ -720,7 +724,12 @@ async fn send(
     count: usize,
     timeout: Duration,
 ) -> Result<Vec<Value>, StoreError> {
-    let Conn { redis, driver, .. } = conn;
+    let Conn {
+        redis,
+        driver,
+        broken,
+        ..
+    } = conn;
     let request = async {
         redis
             .send_packed_commands(pipe, skip, count)
@@ -737,7 +746,11 @@ async fn send(
             "no reply within {timeout:?}"
         )))
     };
-    future::or(request, future::or(closed, late)).await
+    let result = future::or(request, future::or(closed, late)).await;
+    // Whatever failed (and the request possibly half sent), the replies
+    // on this connection can no longer be matched to their requests.
+    *broken |= result.is_err();
+    result
 }
 
 /// A new connection to `config`'s Redis, set up (`AUTH`, `SELECT`), within
@@ -786,6 +799,7 @@ async fn open_now(config: &StoreConfig) -> Result<Conn, StoreError> {
         redis,
         driver,
         checked: false,
+        broken: false,
     })
 }
 
@@ -936,6 +950,13 @@ mod tests {
             StoreConfig::new("redis+unix:///tmp/r.sock"),
             Err(StoreError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn a_store_can_move_to_another_thread() {
+        fn send<T: Send>() {}
+        send::<RedisStore>();
+        send::<StoreConfig>();
     }
 
     #[test]
