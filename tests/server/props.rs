@@ -24,11 +24,11 @@ fn body(uid: u64, ch: u8, n: u64) -> Body {
         0 => Body::Login(login_req(uid)),
         1 => join(&id),
         2 => leave(&id),
-        3 => to_channel_with(&id, "x", n % 3 == 0),
-        4 => to_user_with(uid ^ 1, "p", n % 5 == 0),
+        3 => to_channel_with(&id, "x", n.is_multiple_of(3)),
+        4 => to_user_with(uid ^ 1, "p", n.is_multiple_of(5)),
         5 => Body::Ack(wire::Ack { p2p_seq: n }),
         6 => write(
-            n % 2 == 0,
+            n.is_multiple_of(2),
             &id,
             AttributeOp::try_from((n % 5) as i32).unwrap(),
             attrs(&[("k", "v")]),
@@ -36,7 +36,7 @@ fn body(uid: u64, ch: u8, n: u64) -> Body {
             true,
         ),
         7 => Body::Fetch(wire::FetchRequest {
-            channel: (n % 2 == 0).then(|| key(&id)),
+            channel: (n.is_multiple_of(2)).then(|| key(&id)),
             after_seq: n % 7,
         }),
         8 => Body::Logout(wire::Empty {}),

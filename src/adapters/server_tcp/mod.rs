@@ -47,6 +47,8 @@ mod hooks;
 mod http;
 mod link;
 mod shard;
+#[cfg(feature = "redis")]
+pub mod store;
 mod transport;
 #[cfg(feature = "websocket")]
 mod web;

@@ -1,0 +1,516 @@
+//! The Redis store against a real redis-server (each test its own): what a
+//! batch writes is what a load reads back, namespaces, a refused write,
+//! restarts with and without persistence, an unreachable server, a
+//! password.
+#![cfg(feature = "redis")]
+
+mod redis_support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hummer_channel::adapters::server_tcp::store::{RedisStore, StoreConfig, StoreError};
+use hummer_channel::server::{StoreBatch, StoreKey, StoreWrite, StoredObject};
+use redis_support::{raw_command, Persistence, RedisServer};
+
+fn channel(id: &str) -> StoreKey {
+    StoreKey::Channel {
+        appid: 7,
+        region: -1,
+        id: id.into(),
+    }
+}
+
+fn put(key: &StoreKey, record: &str) -> StoreWrite {
+    StoreWrite::Put {
+        key: key.clone(),
+        record: Bytes::copy_from_slice(record.as_bytes()),
+    }
+}
+
+fn append(key: &StoreKey, seq: u64, entry: &str) -> StoreWrite {
+    StoreWrite::Append {
+        key: key.clone(),
+        seq,
+        entry: Bytes::copy_from_slice(entry.as_bytes()),
+    }
+}
+
+fn trim(key: &StoreKey, seq: u64) -> StoreWrite {
+    StoreWrite::TrimBelow {
+        key: key.clone(),
+        seq,
+    }
+}
+
+fn delete(key: &StoreKey) -> StoreWrite {
+    StoreWrite::Delete { key: key.clone() }
+}
+
+fn object(key: &StoreKey, record: &str, entries: &[(u64, &str)]) -> StoredObject {
+    StoredObject::new(
+        key.clone(),
+        Bytes::copy_from_slice(record.as_bytes()),
+        entries
+            .iter()
+            .map(|(seq, e)| (*seq, Bytes::copy_from_slice(e.as_bytes())))
+            .collect(),
+    )
+}
+
+/// `objects` in a stable order, to compare with an expected list.
+fn sorted(mut objects: Vec<StoredObject>) -> Vec<StoredObject> {
+    objects.sort_by(|a, b| a.key.cmp(&b.key));
+    objects
+}
+
+async fn store(server: &RedisServer, ns: &str) -> RedisStore {
+    let config = StoreConfig::new(&server.url()).unwrap().with_namespace(ns);
+    let mut store = RedisStore::connect(&config).await.unwrap();
+    store.load().await.unwrap();
+    store
+}
+
+#[test]
+fn what_batches_write_is_what_load_reads_back() {
+    let server = RedisServer::start(Persistence::None);
+    smol::block_on(async {
+        let mut store = store(&server, "t").await;
+        let odd = channel("room/1 with spaces ü 漢字");
+        let plain = channel("lobby");
+        let gone = channel("gone");
+        let inbox = StoreKey::Inbox { appid: 7, uid: 42 };
+        let instance = StoreKey::Instance {
+            appid: 7,
+            uid: 42,
+            instance: u64::MAX,
+        };
+        let batches = [
+            vec![
+                put(&odd, "odd v1"),
+                append(&odd, 1, "m1"),
+                append(&odd, 2, "m2"),
+                put(&plain, "plain"),
+                put(&gone, "soon gone"),
+                append(&gone, 1, "x"),
+            ],
+            vec![
+                append(&odd, 3, "m3"),
+                trim(&odd, 3),
+                put(&odd, "odd v2"),
+                put(&inbox, "inbox"),
+                append(&inbox, 10, "p10"),
+                append(&inbox, 11, "p11 \u{0}\u{ff} bytes"),
+                put(&instance, "instance"),
+            ],
+            vec![delete(&gone), append(&inbox, 12, "p12"), trim(&inbox, 11)],
+        ];
+        for (n, writes) in batches.into_iter().enumerate() {
+            store
+                .write(&StoreBatch::new(n as u64 + 1, writes))
+                .await
+                .unwrap();
+        }
+        let want = sorted(vec![
+            object(&odd, "odd v2", &[(3, "m3")]),
+            object(&plain, "plain", &[]),
+            object(
+                &inbox,
+                "inbox",
+                &[(11, "p11 \u{0}\u{ff} bytes"), (12, "p12")],
+            ),
+            object(&instance, "instance", &[]),
+        ]);
+        assert_eq!(sorted(store.load().await.unwrap()), want);
+        assert_eq!(store.skipped(), 0);
+
+        // A second store (a restarted node) reads the same.
+        let mut other = RedisStore::connect(store.config()).await.unwrap();
+        assert_eq!(sorted(other.load().await.unwrap()), want);
+
+        // Deleted, then created again: a new life, sequence numbers anew.
+        store
+            .write(&StoreBatch::new(
+                4,
+                vec![delete(&odd), put(&odd, "odd v3"), append(&odd, 1, "again")],
+            ))
+            .await
+            .unwrap();
+        let loaded = store.load().await.unwrap();
+        let odd_now = loaded.iter().find(|o| o.key == odd).unwrap();
+        assert_eq!(*odd_now, object(&odd, "odd v3", &[(1, "again")]));
+    });
+}
+
+#[test]
+fn load_skips_and_counts_members_that_make_no_object() {
+    let server = RedisServer::start(Persistence::None);
+    smol::block_on(async {
+        let mut store = store(&server, "t").await;
+        let key = channel("kept");
+        store
+            .write(&StoreBatch::new(
+                1,
+                vec![put(&key, "r"), append(&key, 1, "e")],
+            ))
+            .await
+            .unwrap();
+        // Not a name, a name in the wrong set, a name without a record.
+        let orphan = StoreKey::Inbox { appid: 1, uid: 2 }.name();
+        for (set, member) in [
+            ("t:keys:c", "garbage"),
+            ("t:keys:c", orphan.as_str()),
+            ("t:keys:i", orphan.as_str()),
+        ] {
+            assert_eq!(raw_command(server.port(), &["SADD", set, member]), ":1\r\n");
+        }
+        let loaded = store.load().await.unwrap();
+        assert_eq!(loaded, vec![object(&key, "r", &[(1, "e")])]);
+        assert_eq!(store.skipped(), 3);
+
+        // Stored data of the wrong type is an error, not a panic.
+        raw_command(server.port(), &["DEL", &format!("t:e:{}", key.name())]);
+        raw_command(
+            server.port(),
+            &["SET", &format!("t:e:{}", key.name()), "not a stream"],
+        );
+        assert!(matches!(store.load().await, Err(StoreError::Invalid(_))));
+    });
+}
+
+#[test]
+fn namespaces_are_isolated() {
+    let server = RedisServer::start(Persistence::None);
+    smol::block_on(async {
+        let mut a = store(&server, "a").await;
+        let mut b = store(&server, "b").await;
+        let key = channel("same");
+        a.write(&StoreBatch::new(
+            1,
+            vec![put(&key, "of a"), append(&key, 1, "a1")],
+        ))
+        .await
+        .unwrap();
+        b.write(&StoreBatch::new(1, vec![put(&key, "of b")]))
+            .await
+            .unwrap();
+        assert_eq!(
+            a.load().await.unwrap(),
+            vec![object(&key, "of a", &[(1, "a1")])]
+        );
+        assert_eq!(b.load().await.unwrap(), vec![object(&key, "of b", &[])]);
+        b.write(&StoreBatch::new(2, vec![delete(&key)]))
+            .await
+            .unwrap();
+        assert_eq!(b.load().await.unwrap(), vec![]);
+        assert_eq!(a.load().await.unwrap().len(), 1);
+        let mut c = store(&server, "c").await;
+        assert_eq!(c.load().await.unwrap(), vec![]);
+    });
+}
+
+/// MULTI/EXEC does not roll back: the refused write fails alone, the
+/// batch's other writes (before and after it) are applied, and the store
+/// goes on working.
+#[test]
+fn a_write_redis_refuses_is_invalid_and_the_rest_of_its_batch_applies() {
+    let server = RedisServer::start(Persistence::None);
+    smol::block_on(async {
+        let mut store = store(&server, "t").await;
+        let a = channel("a");
+        let b = channel("b");
+        store
+            .write(&StoreBatch::new(1, vec![put(&a, "a"), append(&a, 5, "a5")]))
+            .await
+            .unwrap();
+        let err = store
+            .write(&StoreBatch::new(
+                2,
+                vec![
+                    append(&a, 6, "a6"),
+                    append(&a, 3, "not above the last"),
+                    put(&b, "b"),
+                ],
+            ))
+            .await
+            .unwrap_err();
+        let StoreError::Invalid(why) = &err else {
+            panic!("{err:?}");
+        };
+        assert!(why.contains("batch 2: write 1 (Append"), "{why}");
+        assert_eq!(
+            sorted(store.load().await.unwrap()),
+            vec![
+                object(&a, "a", &[(5, "a5"), (6, "a6")]),
+                object(&b, "b", &[])
+            ]
+        );
+        // An entry numbered 0 is refused too.
+        assert!(matches!(
+            store
+                .write(&StoreBatch::new(3, vec![append(&b, 0, "zero")]))
+                .await,
+            Err(StoreError::Invalid(_))
+        ));
+        store
+            .write(&StoreBatch::new(4, vec![append(&b, 1, "b1")]))
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn a_restart_with_aof_loses_nothing_and_the_next_write_goes_through() {
+    let mut server = RedisServer::start(Persistence::Aof);
+    smol::block_on(async {
+        let mut store = store(&server, "t").await;
+        let key = channel("durable");
+        store
+            .write(&StoreBatch::new(
+                1,
+                vec![put(&key, "r"), append(&key, 1, "e1")],
+            ))
+            .await
+            .unwrap();
+        server.restart();
+        store
+            .write(&StoreBatch::new(2, vec![append(&key, 2, "e2")]))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.load().await.unwrap(),
+            vec![object(&key, "r", &[(1, "e1"), (2, "e2")])]
+        );
+        // Killed, not stopped: appendfsync always kept every write too.
+        server.kill();
+        server.restart();
+        store
+            .write(&StoreBatch::new(3, vec![append(&key, 3, "e3")]))
+            .await
+            .unwrap();
+        let mut fresh = RedisStore::connect(store.config()).await.unwrap();
+        assert_eq!(
+            fresh.load().await.unwrap(),
+            vec![object(&key, "r", &[(1, "e1"), (2, "e2"), (3, "e3")])]
+        );
+    });
+}
+
+#[test]
+fn a_restart_without_persistence_is_lost_once_then_writes_go_on() {
+    let mut server = RedisServer::start(Persistence::None);
+    smol::block_on(async {
+        let mut store = store(&server, "t").await;
+        let old = channel("old");
+        let new = channel("new");
+        store
+            .write(&StoreBatch::new(
+                1,
+                vec![put(&old, "r"), append(&old, 1, "e1")],
+            ))
+            .await
+            .unwrap();
+        server.restart();
+        let batch = StoreBatch::new(2, vec![put(&new, "after")]);
+        assert_eq!(store.write(&batch).await, Err(StoreError::Lost));
+        // The batch that got Lost was not written.
+        let mut peek = RedisStore::connect(store.config()).await.unwrap();
+        assert_eq!(peek.load().await.unwrap(), vec![]);
+        store.write(&batch).await.unwrap();
+        store
+            .write(&StoreBatch::new(3, vec![append(&new, 1, "n1")]))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.load().await.unwrap(),
+            vec![object(&new, "after", &[(1, "n1")])]
+        );
+        // A store that shares the namespace finds the loss as well, once,
+        // and adopts the generation the first set (no back and forth).
+        assert_eq!(
+            peek.write(&StoreBatch::new(1, vec![])).await,
+            Ok(()),
+            "peek loaded after the loss: its generation is the new one"
+        );
+    });
+}
+
+#[test]
+fn two_stores_of_a_namespace_each_find_the_loss_once() {
+    let mut server = RedisServer::start(Persistence::None);
+    smol::block_on(async {
+        let mut a = store(&server, "t").await;
+        let mut b = store(&server, "t").await;
+        server.restart();
+        let empty = |n| StoreBatch::new(n, vec![]);
+        assert_eq!(a.write(&empty(1)).await, Err(StoreError::Lost));
+        assert_eq!(b.write(&empty(1)).await, Err(StoreError::Lost));
+        assert_eq!(a.write(&empty(1)).await, Ok(()));
+        assert_eq!(b.write(&empty(1)).await, Ok(()));
+        assert_eq!(a.write(&empty(2)).await, Ok(()));
+    });
+}
+
+#[test]
+fn a_stopped_redis_is_unavailable_quickly_and_the_store_recovers_by_itself() {
+    let mut server = RedisServer::start(Persistence::Aof);
+    smol::block_on(async {
+        let mut store = store(&server, "t").await;
+        let key = channel("k");
+        store
+            .write(&StoreBatch::new(1, vec![put(&key, "r")]))
+            .await
+            .unwrap();
+        server.stop();
+        for n in 2..4 {
+            let started = Instant::now();
+            let got = store
+                .write(&StoreBatch::new(n, vec![append(&key, n, "e")]))
+                .await;
+            assert!(matches!(got, Err(StoreError::Unavailable(_))), "{got:?}");
+            assert!(started.elapsed() <= Duration::from_secs(3));
+        }
+        let started = Instant::now();
+        assert!(matches!(
+            store.load().await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(started.elapsed() <= Duration::from_secs(3));
+        server.restart();
+        store
+            .write(&StoreBatch::new(4, vec![append(&key, 4, "e4")]))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.load().await.unwrap(),
+            vec![object(&key, "r", &[(4, "e4")])]
+        );
+
+        // Killed likewise.
+        server.kill();
+        let started = Instant::now();
+        assert!(matches!(
+            store
+                .write(&StoreBatch::new(5, vec![append(&key, 5, "e5")]))
+                .await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(started.elapsed() <= Duration::from_secs(3));
+        server.restart();
+        store
+            .write(&StoreBatch::new(6, vec![append(&key, 6, "e6")]))
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn connecting_to_nothing_is_unavailable() {
+    let server = RedisServer::start(Persistence::None);
+    let url = server.url();
+    drop(server);
+    smol::block_on(async {
+        let started = Instant::now();
+        let got = RedisStore::connect(&StoreConfig::new(&url).unwrap()).await;
+        assert!(matches!(got, Err(StoreError::Unavailable(_))), "{got:?}");
+        assert!(started.elapsed() <= Duration::from_secs(3));
+    });
+}
+
+#[test]
+fn a_password_connects_a_wrong_one_is_refused_and_neither_is_shown() {
+    let server = RedisServer::start_with_password(Persistence::None, "s3cret-pw");
+    smol::block_on(async {
+        let config = StoreConfig::new(&server.url()).unwrap();
+        for shown in [
+            format!("{config:?}"),
+            config.to_string(),
+            config.url().into(),
+        ] {
+            assert!(!shown.contains("s3cret-pw"), "{shown}");
+        }
+        let mut store = RedisStore::connect(&config).await.unwrap();
+        store.load().await.unwrap();
+        store
+            .write(&StoreBatch::new(1, vec![put(&channel("x"), "r")]))
+            .await
+            .unwrap();
+
+        let wrong = format!("redis://:wrong@127.0.0.1:{}/0", server.port());
+        let err = RedisStore::connect(&StoreConfig::new(&wrong).unwrap())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+        assert!(!err.to_string().contains("wrong@"), "{err}");
+
+        let none = format!("redis://127.0.0.1:{}/0", server.port());
+        let mut unauthenticated = RedisStore::connect(&StoreConfig::new(&none).unwrap())
+            .await
+            .unwrap();
+        let err = unauthenticated.load().await.unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    });
+}
+
+/// A CA, and a certificate for `localhost` it signed: (the CA's PEM, the
+/// server's chain PEM, the server's key PEM).
+fn certificates() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec!["localhost".into()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn rediss_connects_with_the_servers_ca_and_refuses_an_unknown_one() {
+    let (ca, chain, key) = certificates();
+    let server = RedisServer::start_with_tls(Persistence::None, &ca, &chain, &key);
+    let url = server.tls_url().unwrap();
+    smol::block_on(async {
+        let config = StoreConfig::new(&url).unwrap().with_ca_pem(ca.as_bytes());
+        let mut store = RedisStore::connect(&config).await.unwrap();
+        store.load().await.unwrap();
+        let key = channel("over tls");
+        store
+            .write(&StoreBatch::new(
+                1,
+                vec![put(&key, "r"), append(&key, 1, "e")],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.load().await.unwrap(),
+            vec![object(&key, "r", &[(1, "e")])]
+        );
+
+        // Another CA's certificate is refused (and the system's roots do
+        // not know the test CA either).
+        let (other_ca, _, _) = certificates();
+        let strict = StoreConfig::new(&url)
+            .unwrap()
+            .with_ca_pem(other_ca.as_bytes());
+        assert!(RedisStore::connect(&strict).await.is_err());
+        assert!(RedisStore::connect(&StoreConfig::new(&url).unwrap())
+            .await
+            .is_err());
+        // A TLS client on the plain port fails rather than hangs or panics.
+        let plain_as_tls = format!("rediss://localhost:{}/0", server.port());
+        let started = Instant::now();
+        let got = RedisStore::connect(
+            &StoreConfig::new(&plain_as_tls)
+                .unwrap()
+                .with_ca_pem(ca.as_bytes()),
+        )
+        .await;
+        // (Redis reads the ClientHello as an unfinished inline command:
+        // the connect timeout, 2 s, ends it.)
+        assert!(got.is_err());
+        assert!(started.elapsed() <= Duration::from_secs(5));
+    });
+}
