@@ -9,7 +9,7 @@
 //!               [--threads N] [--ws-listen ADDR] [--ws-allowed-origins LIST]
 //!               [--web-root DIR] [--tls-cert PEM --tls-key PEM] [--api-listen ADDR]
 //!               [--api-key APPID:KEY]... [--api-rate N] [--hook-url APPID=URL]...
-//!               [--hook-secret APPID=SECRET]...
+//!               [--hook-secret APPID=SECRET]... [--engine memory|URL]
 //! hummer-server check-config FILE
 //! hummer-server token --appid A --uid U --secret S [--ttl-secs 3600]
 //! ```
@@ -24,7 +24,7 @@
 //! HUMMER_WS_LISTEN, HUMMER_WS_ALLOWED_ORIGINS, HUMMER_WEB_ROOT,
 //! HUMMER_TLS_CERT, HUMMER_TLS_KEY, HUMMER_API_LISTEN, HUMMER_API_KEYS as
 //! comma-separated APPID:KEY, HUMMER_API_RATE, HUMMER_HOOK_URLS and
-//! HUMMER_HOOK_SECRETS as comma-separated APPID=VALUE) and a key in the
+//! HUMMER_HOOK_SECRETS as comma-separated APPID=VALUE, HUMMER_ENGINE) and a key in the
 //! TOML config file (`--config`; `docs/server.md`, "Configuration file",
 //! and `server/hummer.example.toml`). The file is read first, the
 //! environment overrides it and the flags override both, key by key; apps
@@ -107,6 +107,9 @@ serve options (environment equivalent in brackets):
                              only TLS (tls://) and --ws-listen only wss:// and https://
                              [HUMMER_TLS_CERT]
   --tls-key PEM              the certificate's private key (PEM) [HUMMER_TLS_KEY]
+  --engine memory|URL        where the lasting state lives: memory (default), or Redis at
+                             redis://[:PASSWORD@]HOST:PORT[/DB] (rediss:// for TLS): channels,
+                             inboxes, instances and history survive restarts [HUMMER_ENGINE]
   --hook-url APPID=URL       POST this app's events (user online/offline, channels created
                              and emptied) to URL, signed; repeatable [HUMMER_HOOK_URLS=A=U,A=U]
                              (message events: message_channel_prefixes in the config

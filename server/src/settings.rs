@@ -29,6 +29,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hummer_channel::adapters::server_tcp::store::StoreConfig;
 use hummer_channel::adapters::server_tcp::{RunnerConfig, ServerTls, WebSocketOptions};
 use hummer_channel::server::{
     AppConfig, ConfigError, HookConfig, RateLimit, ServerConfig, DEMO_APPID, MIN_SECRET_LEN,
@@ -176,6 +177,8 @@ pub struct Layer {
     pub max_connections_per_ip: Option<Set<usize>>,
     pub listen_backlog: Option<Set<u32>>,
     pub api_rate: Option<Set<u32>>,
+    /// Where the lasting state lives (`--engine`): `None`, memory.
+    pub engine: Option<Set<Engine>>,
     /// Global switches (command line only): override every app's.
     pub appid_mode: Option<Set<bool>>,
     pub kick_older_logins: Option<Set<bool>>,
@@ -221,6 +224,7 @@ pub const VALUED_FLAGS: &[&str] = &[
     "api-key",
     "hook-url",
     "hook-secret",
+    "engine",
 ];
 
 /// Each environment variable and the flag it stands for (`HUMMER_APPS`,
@@ -251,6 +255,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("HUMMER_TLS_CERT", "tls-cert"),
     ("HUMMER_TLS_KEY", "tls-key"),
     ("HUMMER_API_LISTEN", "api-listen"),
+    ("HUMMER_ENGINE", "engine"),
 ];
 
 /// Flags as (name, value) pairs; boolean flags get an empty value.
@@ -366,6 +371,29 @@ pub fn check_secret(what: &str, secret: &str) -> Result<(), String> {
 }
 
 /// A value parsed from text at `from`, or the parser's error there.
+/// Where the hubs keep their lasting state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// In the process only (the default).
+    Memory,
+    /// In Redis: survives restarts.
+    Redis(StoreConfig),
+}
+
+/// `memory`, or a Redis URL (`redis://[:PASSWORD@]HOST:PORT[/DB]`,
+/// `rediss://` for TLS).
+fn engine(v: &str) -> Result<Engine, String> {
+    if v == "memory" {
+        return Ok(Engine::Memory);
+    }
+    if !(v.starts_with("redis://") || v.starts_with("rediss://")) {
+        return Err("an engine is `memory` or a redis:// or rediss:// URL".into());
+    }
+    StoreConfig::new(v)
+        .map(Engine::Redis)
+        .map_err(|e| e.to_string())
+}
+
 fn parsed<T>(r: Result<T, String>, from: &Origin) -> Result<Set<T>, SettingsError> {
     match r {
         Ok(v) => Ok(Set::new(v, from.clone())),
@@ -390,6 +418,7 @@ impl Layer {
             "listen" => self.listen = Some(parsed(address(v, "127.0.0.1:7300"), &from)?),
             "ws-listen" => self.ws_listen = Some(parsed(address(v, "127.0.0.1:7301"), &from)?),
             "api-listen" => self.api_listen = Some(parsed(address(v, "127.0.0.1:7302"), &from)?),
+            "engine" => self.engine = Some(parsed(engine(v), &from)?),
             "app" => {
                 let (id, secret) = v
                     .split_once(':')
@@ -470,6 +499,7 @@ impl Layer {
             listen: top.listen.or(self.listen),
             ws_listen: top.ws_listen.or(self.ws_listen),
             api_listen: top.api_listen.or(self.api_listen),
+            engine: top.engine.or(self.engine),
             ws_allowed_origins: top.ws_allowed_origins.or(self.ws_allowed_origins),
             web_root: top.web_root.or(self.web_root),
             tls_cert: top.tls_cert.or(self.tls_cert),
@@ -571,6 +601,7 @@ impl Layer {
             api_listen: at.parse("api_listen", file.api_listen, |v| {
                 address(v, "127.0.0.1:7302")
             })?,
+            engine: at.parse("engine", file.engine, engine)?,
             ws_allowed_origins: file
                 .ws_allowed_origins
                 .map(|v| at.set("ws_allowed_origins", v)),
@@ -621,6 +652,9 @@ impl Layer {
     pub fn build(self, pages: WebSocketOptions) -> Result<Serve, SettingsError> {
         let mut config = ServerConfig::demo();
         let mut runner = RunnerConfig::default();
+        if let Some(Engine::Redis(store)) = self.engine.as_ref().map(|e| &e.value) {
+            runner = runner.with_store(store.clone());
+        }
         config.seed = match &self.seed {
             Some(s) => s.value,
             None => {
@@ -1002,6 +1036,11 @@ impl Serve {
             Some(api) => s += &format!(", server API on {api} (with /metrics and the dashboard)"),
             None => s += ", no server API listener",
         }
+        // The store's address, never its password.
+        match &self.runner.store {
+            Some(store) => s += &format!(", state kept in {store}"),
+            None => s += ", state in memory",
+        }
         let apps: Vec<String> = self
             .config
             .apps
@@ -1106,6 +1145,7 @@ struct File {
     listen: Option<Spanned<String>>,
     ws_listen: Option<Spanned<String>>,
     api_listen: Option<Spanned<String>>,
+    engine: Option<Spanned<String>>,
     ws_allowed_origins: Option<Spanned<Vec<String>>>,
     web_root: Option<Spanned<String>>,
     tls_cert: Option<Spanned<String>>,
@@ -1394,6 +1434,33 @@ mod tests {
             .starts_with("h.toml:2:15: invalid type: a string, expected"));
         assert!(file_err("[[app]]\nappid = 1\nsecrets = \"x\"\n")
             .starts_with("h.toml:3:1: unknown field `secrets`"));
+    }
+
+    #[test]
+    fn the_engine_comes_from_the_file_the_environment_or_a_flag_and_hides_its_password() {
+        let store = |s: &Serve| s.runner.store.as_ref().map(|c| c.to_string());
+        let f = file("engine = \"redis://127.0.0.1:6379\"\n");
+        assert_eq!(
+            store(&build(f.clone())).as_deref(),
+            Some("redis://127.0.0.1:6379 (namespace hummer)")
+        );
+        let s = build(f.clone().overlay(cli(&[], &[("HUMMER_ENGINE", "memory")])));
+        assert_eq!(store(&s), None);
+        let s = build(f.overlay(cli(&["--engine", "redis://:hunter2@10.0.0.1:7000/2"], &[])));
+        let shown = store(&s).unwrap();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("10.0.0.1:7000"), "{shown}");
+        assert!(!s.summary().contains("hunter2"));
+        assert!(s.summary().contains("state kept in"), "{}", s.summary());
+        assert_eq!(store(&build(Layer::default())), None);
+        let e = command_line(&args(&["--engine", "postgres://x"]), |_| None).unwrap_err();
+        assert_eq!(
+            e.message,
+            "--engine: an engine is `memory` or a redis:// or rediss:// URL"
+        );
+        let e = file_err("engine = \"redis://:secret@\"\n");
+        assert!(e.starts_with("h.toml:1:10: engine: "), "{e}");
+        assert!(!e.contains("secret"), "{e}");
     }
 
     #[test]

@@ -142,6 +142,12 @@ pub struct RunnerConfig {
     /// [`HookConfig`](crate::server::HookConfig)s say where).
     #[cfg(feature = "webhooks")]
     pub webhooks: WebhookOptions,
+    /// Where the hubs keep their lasting state (`--engine redis://…`):
+    /// channels, inboxes, instances and retained messages survive a
+    /// restart, and a reply or push goes out only once what it shows is
+    /// stored. `None` (the default, `--engine memory`): in the process only.
+    #[cfg(feature = "redis")]
+    pub store: Option<store::StoreConfig>,
 }
 
 impl Default for RunnerConfig {
@@ -159,6 +165,8 @@ impl Default for RunnerConfig {
             api: ApiOptions::default(),
             #[cfg(feature = "webhooks")]
             webhooks: WebhookOptions::default(),
+            #[cfg(feature = "redis")]
+            store: None,
         }
     }
 }
@@ -185,6 +193,13 @@ impl RunnerConfig {
     /// Sets [`RunnerConfig::threads`].
     pub fn with_threads(mut self, n: usize) -> Self {
         self.threads = n;
+        self
+    }
+
+    /// Keeps the lasting state in Redis ([`RunnerConfig::store`]).
+    #[cfg(feature = "redis")]
+    pub fn with_store(mut self, store: store::StoreConfig) -> Self {
+        self.store = Some(store);
         self
     }
 
@@ -534,7 +549,7 @@ pub async fn serve_on(
 
 async fn run(
     listeners: Listeners,
-    config: ServerConfig,
+    #[allow(unused_mut)] mut config: ServerConfig,
     runner: RunnerConfig,
     shutdown: impl Future<Output = ()>,
     control: Arc<Control>,
@@ -553,6 +568,20 @@ async fn run(
     }
     #[cfg(feature = "webhooks")]
     control.hooks.start(&config, &runner);
+    // What the store kept, restored by every shard before anything else.
+    #[cfg(feature = "redis")]
+    let stored: Arc<Vec<crate::server::StoredObject>> = match &runner.store {
+        Some(store) => {
+            let fail = |e| io::Error::other(format!("the store ({}): {e}", store.url()));
+            let mut s = store::RedisStore::connect(store).await.map_err(fail)?;
+            let objects = s.load().await.map_err(fail)?;
+            config.durable = true;
+            Arc::new(objects)
+        }
+        None => Arc::default(),
+    };
+    #[cfg(not(feature = "redis"))]
+    let stored: Arc<Vec<crate::server::StoredObject>> = Arc::default();
     let (inbox_txs, inbox_rxs): (Vec<_>, Vec<_>) = (0..threads)
         .map(|_| bounded::<Vec<Envelope>>(QUEUE_BATCHES))
         .unzip();
@@ -565,7 +594,11 @@ async fn run(
     let machines = |t: usize| {
         let id = u16::try_from(t).unwrap_or(u16::MAX);
         let gateway = Gateway::new(GatewayId(id), config.clone(), now, unix_ms).with_shards(shards);
-        let hub = Hub::new_shard(config.clone(), ShardId(id), shards, now, unix_ms);
+        let mut hub = Hub::new_shard(config.clone(), ShardId(id), shards, now, unix_ms);
+        if config.durable {
+            let restored = hub.restore(now, &stored);
+            log!(info, "shard {id} restored {restored:?}");
+        }
         (gateway, vec![hub])
     };
     let mut new_links = Vec::new();
@@ -577,11 +610,17 @@ async fn run(
         new_links.push(link_tx);
         let (gateway, hubs) = machines(k);
         let (peers, control, stop) = (peers_of(k), control.clone(), stop_rx.clone());
+        #[cfg(feature = "redis")]
+        let store = runner.store.clone();
         let thread = std::thread::Builder::new()
             .name(format!("hummer-{k}"))
             .spawn(move || {
                 let ex = Rc::new(LocalExecutor::new());
                 let shard = Rc::new(Shard::new(k, gateway, hubs, peers, control, READ_CHUNK));
+                #[cfg(feature = "redis")]
+                if let Some(store) = store {
+                    ex.spawn(shard.clone().store_writer(store)).detach();
+                }
                 smol::block_on(ex.run(serve_thread(ex.clone(), shard, inbox, link_rx, stop)));
             })?;
         joins.push(thread);
@@ -597,6 +636,10 @@ async fn run(
         READ_CHUNK,
     ));
     drop(inbox_txs);
+    #[cfg(feature = "redis")]
+    if let Some(store) = runner.store.clone() {
+        ex.spawn(shard.clone().store_writer(store)).detach();
+    }
     ex.spawn(shard.clone().timer()).detach();
     ex.spawn(shard.clone().flusher()).detach();
     ex.spawn(shard.clone().inbox(first_inbox)).detach();

