@@ -91,8 +91,15 @@ export interface WebSocketConstructor {
 
 export interface CreateHummerOptions {
   appid: number;
-  /** Default in a browser: ws(s)://<location.host>/v1/ws after location.protocol. Required in Node. */
-  url?: string;
+  /**
+   * The server's URL, or several servers of one service to fail over between
+   * (a non-empty list, else createHummer throws a TypeError): dialed in order
+   * from the one that last worked; a failed dial moves to the next at once,
+   * a lost link moves to the next (the reconnect and its resume go there);
+   * only after every URL failed once does the reconnect backoff apply.
+   * Default in a browser: ws(s)://<location.host>/v1/ws after location.protocol. Required in Node.
+   */
+  url?: string | string[];
   /** Used when given; else globalThis.WebSocket (Node 20 has none: pass `ws`). */
   WebSocket?: WebSocketConstructor;
   /** Reply timeout of ordinary requests, ms (default 5000). */
@@ -148,7 +155,10 @@ export declare class Hummer extends EventSource<HummerEvents> {
   static createHummer(options: CreateHummerOptions): Hummer;
   constructor(options: CreateHummerOptions);
   readonly appid: number;
+  /** The server URL in use (or dialed next): one of `urls`. */
   readonly url: string | undefined;
+  /** The servers given as `url` (one or several; empty when there is none). */
+  readonly urls: readonly string[];
   /** The logged-in uid (between login and logout). */
   readonly uid: Uid | undefined;
   getConnectionState(): { state: ConnectionStateName; reason: ConnectionReasonName };

@@ -30,6 +30,13 @@ fn guard() {
     watchdog(Duration::from_secs(60));
 }
 
+/// A client for a list of servers.
+macro_rules! connect_any {
+    ($list:expr, $config:expr) => {
+        Client::connect_any($list, $config).expect("a non-empty list, the driver thread")
+    };
+}
+
 #[test]
 fn every_operation_and_notice() {
     guard();
@@ -141,4 +148,16 @@ fn restarted_server_with_the_same_seed_loses_nothing_silently() {
         );
     }
     drop(server);
+}
+
+#[test]
+fn failover_skips_a_dead_address() {
+    guard();
+    scenario_failover_skips_a_dead_address!();
+}
+
+#[test]
+fn failover_to_the_next_server_when_one_stops() {
+    guard();
+    scenario_failover_to_the_next_server!();
 }

@@ -21,6 +21,13 @@ macro_rules! connect {
     };
 }
 
+/// A client for a list of servers.
+macro_rules! connect_any {
+    ($list:expr, $config:expr) => {
+        Client::connect_any($list, $config).expect("a non-empty list")
+    };
+}
+
 #[test]
 fn every_operation_and_notice() {
     run(async { scenario_every_operation!() });
@@ -64,4 +71,14 @@ fn bad_frames_and_streams_drop_the_link_and_redial() {
 #[test]
 fn bulk_traffic_both_ways_at_once() {
     run(async { scenario_bulk_both_ways!(both) });
+}
+
+#[test]
+fn failover_skips_a_dead_address() {
+    run(async { scenario_failover_skips_a_dead_address!() });
+}
+
+#[test]
+fn failover_to_the_next_server_when_one_stops() {
+    run(async { scenario_failover_to_the_next_server!() });
 }

@@ -93,7 +93,7 @@ export function channelKeyString(region, channelId) {
 
 export class Hummer extends Emitter {
   /**
-   * @param {{appid: number, url?: string, WebSocket?: any}} options
+   * @param {{appid: number, url?: string | string[], WebSocket?: any}} options
    */
   static createHummer(options) {
     return new Hummer(options);
@@ -106,7 +106,18 @@ export class Hummer extends Emitter {
       throw new TypeError("createHummer: appid must be a 32-bit unsigned integer");
     }
     this.appid = appid;
-    this.url = options.url ?? defaultUrl();
+    // One URL, or several servers of one service to fail over between.
+    const urls = options.url ?? defaultUrl();
+    if (Array.isArray(urls)) {
+      if (urls.length === 0 || !urls.every((u) => typeof u === "string" && u !== "")) {
+        throw new TypeError("createHummer: url must be a URL or a non-empty list of URLs");
+      }
+      this.urls = Object.freeze([...urls]);
+    } else {
+      this.urls = Object.freeze(urls === undefined ? [] : [urls]);
+    }
+    this._urlIndex = 0; // the URL in use, being dialed, or to dial next
+    this._urlFailures = 0; // failed dials in a row in this round
     this._WebSocket = options.WebSocket;
     this._opts = { ...DEFAULTS };
     for (const k of Object.keys(DEFAULTS)) if (options[k] !== undefined) this._opts[k] = options[k];
@@ -164,6 +175,11 @@ export class Hummer extends Emitter {
 
   get uid() {
     return this._session ? this._session.uid.toString() : undefined;
+  }
+
+  /** The server URL in use (or dialed next): one of `urls`. */
+  get url() {
+    return this.urls[this._urlIndex];
   }
 
   _setState(state, reason) {
@@ -265,6 +281,33 @@ export class Hummer extends Emitter {
 
   // ---------------------------------------------------------------- the link
 
+  // Failover between the servers of `urls`: they are dialed in order,
+  // starting from the one that last worked. A failed dial moves to the next
+  // URL at once; only when every URL failed once (a round) is it a lost link
+  // (the first login fails; a reconnect backs off, and the next round starts
+  // where this one did). A link that was open and is lost (or abandoned: no
+  // login reply, bad input) moves to the next URL, where the reconnect and
+  // its resume go.
+
+  /** The dial failed: true when another URL of the round was dialed instead. */
+  _dialNext() {
+    const n = this.urls.length;
+    this._urlIndex = (this._urlIndex + 1) % n;
+    this._urlFailures++;
+    if (this._urlFailures < n && this._session) {
+      this._connect();
+      return true;
+    }
+    this._urlFailures = 0;
+    return false;
+  }
+
+  /** The open link (or the dial in progress) is given up on: the next URL comes first. */
+  _moveOn() {
+    if (this.urls.length > 0) this._urlIndex = (this._urlIndex + 1) % this.urls.length;
+    this._urlFailures = 0;
+  }
+
   _connect() {
     const WS = this._WebSocket ?? globalThis.WebSocket;
     if (!WS) {
@@ -275,6 +318,8 @@ export class Hummer extends Emitter {
     try {
       ws = new WS(this.url, [SUBPROTOCOL]);
     } catch (e) {
+      this._ws = null;
+      if (this._dialNext()) return;
       this._linkFailed(undefined, String(e && e.message));
       return;
     }
@@ -282,8 +327,11 @@ export class Hummer extends Emitter {
     this._ws = ws;
     this._linkLoggedIn = false;
     this._lastRecv = Date.now();
+    let opened = false;
     ws.onopen = () => {
       if (this._ws !== ws) return;
+      opened = true;
+      this._urlFailures = 0;
       this._sendLogin();
     };
     ws.onmessage = (ev) => {
@@ -293,6 +341,11 @@ export class Hummer extends Emitter {
     ws.onclose = () => {
       if (this._ws !== ws) return;
       this._ws = null;
+      if (!opened) {
+        if (this._dialNext()) return;
+      } else {
+        this._moveOn();
+      }
       this._linkLost(undefined);
     };
     ws.onerror = () => {
@@ -313,6 +366,7 @@ export class Hummer extends Emitter {
   _abandonLink(closeCode) {
     const ws = this._ws;
     this._ws = null;
+    if (ws) this._moveOn();
     if (ws) {
       try {
         ws.close();
@@ -408,6 +462,7 @@ export class Hummer extends Emitter {
   _terminate(reason) {
     const session = this._session;
     this._session = null;
+    this._urlFailures = 0;
     this._awaitingToken = false;
     clearTimeout(this._reconnectTimer);
     this._reconnectTimer = null;

@@ -450,3 +450,59 @@ test("a join or a leave in flight when the link is lost fails 1007 and its chann
   ctx.conn = conn2;
   await finish(ctx);
 });
+
+test("a list of URLs: a refused one is skipped at once, a lost link moves to the next, a whole round refused backs off", async () => {
+  assert.throws(() => Hummer.createHummer({ appid: 1, url: [] }), TypeError);
+  const [a, b, c] = ["ws://a/v1/ws", "ws://b/v1/ws", "ws://c/v1/ws"];
+  assert.equal(Hummer.createHummer({ appid: 1, url: a }).urls.length, 1);
+  const ctx = setup({ url: [a, b, c], reconnectMinDelay: 40, reconnectMaxDelay: 40 });
+  const { server, hummer } = ctx;
+  assert.deepEqual(hummer.urls, [a, b, c]);
+  const dialed = []; // [url, reconnect timers fired so far]
+  let onDial = () => {};
+  const orig = server.WebSocket;
+  hummer._WebSocket = class extends orig {
+    constructor(url, p) {
+      super(url, p); // refused or not on the next tick
+      dialed.push([url, hummer._stats.reconnects]);
+      onDial();
+    }
+  };
+  // The first login: a is refused, b (dialed at once, no backoff) answers.
+  server.refuseUrls.add(a);
+  const p = hummer.login({ uid: "7", token: "", region: "cn" });
+  const conn = await server.nextConn();
+  assert.equal(conn.ws.url, b);
+  conn.loginReply(await conn.recv(), { instanceId: 77n });
+  assert.equal((await p).rescode, 0);
+  assert.equal(hummer.url, b);
+  assert.equal(hummer._stats.reconnects, 0);
+  // b's link is lost: the reconnect goes to c, with the resume.
+  conn.drop();
+  const conn2 = await server.nextConn();
+  assert.equal(conn2.ws.url, c);
+  const relogin = await conn2.recv();
+  assert.equal(relogin.body.value.resume.instanceId, 77n);
+  conn2.loginReply(relogin, { instanceId: 78n, resumed: false });
+  await nextEvent(hummer, "ConnectionStateChanged", 1000, (s) => s.state === "CONNECTED");
+  assert.equal(hummer.url, c);
+  // Every URL refused: each round tries them all at once, from a (after c),
+  // then backs off (one reconnect timer per round) and starts again from a.
+  for (const u of [a, b, c]) server.refuseUrls.add(u);
+  dialed.length = 0;
+  const r = hummer._stats.reconnects;
+  // The third round's first dial is let through.
+  onDial = () => {
+    if (dialed.length === 7) server.refuseUrls.clear();
+  };
+  conn2.drop();
+  const conn3 = await server.nextConn(3000);
+  assert.deepEqual(dialed, [[a, r + 1], [b, r + 1], [c, r + 1], [a, r + 2], [b, r + 2], [c, r + 2], [a, r + 3]],
+    "each round dials every URL at once; one backoff timer per round, not per URL");
+  assert.equal(conn3.ws.url, a);
+  conn3.loginReply(await conn3.recv(), { instanceId: 78n, resumed: true });
+  await nextEvent(hummer, "ConnectionStateChanged", 1000, (s) => s.state === "CONNECTED");
+  assert.equal(hummer.url, a);
+  ctx.conn = conn3;
+  await finish(ctx);
+});

@@ -469,3 +469,40 @@ test("heartbeat: the client pings a real server on its interval and the link sta
   assert.equal(h.getConnectionState().state, "CONNECTED");
   await h.logout();
 });
+
+test("failover: a dead URL of the list is skipped; when the server in use stops, the client logs in on the next by itself", async () => {
+  const serverA = await startServer();
+  const serverB = await startServer();
+  let aRunning = true;
+  try {
+    const ua = freshUid();
+    const ub = freshUid();
+    // Nothing listens on port 9 (discard) here.
+    const a = make(WebSocket, ["ws://127.0.0.1:9/v1/ws", serverA.url, serverB.url]);
+    const res = await a.login({ uid: ua, region: "cn" });
+    assert.equal(res.rescode, 0, res.msg);
+    assert.equal(a.url, serverA.url);
+    const b = await loginAs(ub, { url: serverB.url });
+    const states = collect(a, "ConnectionStateChanged");
+    serverA.stop();
+    aRunning = false;
+    await until(() => states.some((s) => s.state === "CONNECTED"), "a logged in again", 10000);
+    assert.deepEqual(states[0], { state: "RECONNECTING", reason: "INTERRUPTED" });
+    assert.equal(a.url, serverB.url);
+    // B never saw a's instance: the resume was answered as a fresh login.
+    const ca = a.createInstance();
+    const cb = b.createInstance();
+    const toB = collect(cb, "MessageFromUser");
+    const toA = collect(ca, "MessageFromUser");
+    assert.equal((await ca.sendMessageToUser({ type: "text", content: "from a", receiver: ub })).rescode, 0);
+    assert.equal((await cb.sendMessageToUser({ type: "text", content: "to a", receiver: ua })).rescode, 0);
+    await until(() => toB.length >= 1 && toA.length >= 1, "both messages");
+    assert.equal(toB[0].message.content, "from a");
+    assert.equal(toA[0].message.content, "to a");
+    await a.logout();
+    await b.logout();
+  } finally {
+    if (aRunning) serverA.stop();
+    serverB.stop();
+  }
+});

@@ -2,7 +2,8 @@
 //! [`Client::connect_to`] also takes `tls://`, `ws://` and `wss://` URLs
 //! (features `tls`, `websocket`; see [`Endpoint`]): their links run on the
 //! same threads, each blocking call of the link being a small `block_on`
-//! of async-io.
+//! of async-io. [`Client::connect_any`] takes several servers of one
+//! service to fail over between.
 //!
 //! [`Client`] has the same operations as the smol client
 //! (`adapters::smol::Client`), as methods that block until their reply.
@@ -46,7 +47,7 @@ use bytes::BytesMut;
 
 use super::driver::{self, lock, Cmd, Core, CLOSE_LOGOUT_WAIT, READ_CHUNK};
 pub use super::driver::{ClientError, DEFAULT_EVENT_CAPACITY};
-use super::endpoint::{Endpoint, Scheme};
+use super::endpoint::{Endpoint, Endpoints, Scheme};
 #[cfg(any(feature = "tls", feature = "websocket"))]
 use super::link::LinkStream;
 use crate::client::{
@@ -150,7 +151,6 @@ struct Shared {
     room_cv: Condvar,
     /// Passes of the driver loop (for tests of idleness).
     wakeups: AtomicU64,
-    endpoint: Endpoint,
 }
 
 /// The blocking adapter's part of the locked state.
@@ -340,11 +340,65 @@ impl Client {
         Client::connect_with_event_capacity(endpoint, config, DEFAULT_EVENT_CAPACITY)
     }
 
+    /// A client for several servers of one service, tried in order: it
+    /// keeps working when one of them dies. A failed dial moves to the next
+    /// address at once; when every address failed once, the reconnect
+    /// backoff applies before the next round, which starts again from the
+    /// address that last worked. A lost link moves to the next address, where
+    /// the Session's reconnect (and its resume) goes. See [`Endpoints`].
+    ///
+    /// An empty list fails with an error of kind
+    /// [`InvalidInput`](io::ErrorKind::InvalidInput) carrying
+    /// [`NoEndpoints`](super::NoEndpoints) (or build the list with [`Endpoints::new`] and pass it
+    /// to [`with_endpoints`](Self::with_endpoints)); otherwise it fails only
+    /// when the driver thread cannot be spawned.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server-tcp")] {
+    /// use hummer_channel::adapters::server_tcp::ServerHandle;
+    /// use hummer_channel::adapters::{blocking::Client, Endpoint, NoEndpoints};
+    /// use hummer_channel::client::SessionConfig;
+    /// use hummer_channel::server::{ServerConfig, DEMO_APPID};
+    /// use hummer_channel::Uid;
+    ///
+    /// let server = ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    /// // Nothing listens on the first address (port 1): the client goes on to the second.
+    /// let dead: Endpoint = "tcp://127.0.0.1:1".parse().unwrap();
+    /// let servers = [dead, Endpoint::from(server.local_addr())];
+    /// let client = Client::connect_any(servers, SessionConfig::new(DEMO_APPID)).unwrap();
+    /// client.login(Uid(7), None, None).unwrap();
+    /// assert_eq!(client.current_endpoint(), Some(server.local_addr().into()));
+    /// client.close();
+    ///
+    /// let empty = Client::connect_any(Vec::<Endpoint>::new(), SessionConfig::new(DEMO_APPID));
+    /// let err = empty.unwrap_err();
+    /// assert_eq!(err.get_ref().and_then(|e| e.downcast_ref()), Some(&NoEndpoints));
+    /// # }
+    /// ```
+    pub fn connect_any(
+        endpoints: impl IntoIterator<Item = impl Into<Endpoint>>,
+        config: SessionConfig,
+    ) -> io::Result<Client> {
+        let endpoints = Endpoints::new(endpoints)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        Client::with_endpoints(endpoints, config, DEFAULT_EVENT_CAPACITY)
+    }
+
     /// [`connect_to`](Self::connect_to) with a bound on unread events other
     /// than [`DEFAULT_EVENT_CAPACITY`] (see the module docs on
     /// backpressure).
     pub fn connect_with_event_capacity(
         endpoint: impl Into<Endpoint>,
+        config: SessionConfig,
+        event_capacity: usize,
+    ) -> io::Result<Client> {
+        Client::with_endpoints(endpoint.into().into(), config, event_capacity)
+    }
+
+    /// The most general constructor: [`connect_any`](Self::connect_any)'s
+    /// list of servers (never empty) and a bound on unread events.
+    pub fn with_endpoints(
+        endpoints: Endpoints,
         config: SessionConfig,
         event_capacity: usize,
     ) -> io::Result<Client> {
@@ -356,12 +410,11 @@ impl Client {
             dialed: None,
         };
         let shared = Arc::new(Shared {
-            core: Mutex::new(Core::new(config, event_capacity, transport)),
+            core: Mutex::new(Core::new(config, endpoints, event_capacity, transport)),
             driver_cv: Condvar::new(),
             events_cv: Condvar::new(),
             room_cv: Condvar::new(),
             wakeups: AtomicU64::new(0),
-            endpoint: endpoint.into(),
         });
         let driver = {
             let shared = shared.clone();
@@ -502,7 +555,12 @@ fn drive(shared: &Arc<Shared>) {
                         core.transport.link = Some(Arc::new(writer));
                         core.link_up(id);
                     }
-                    Err(_) => core.link_lost(id),
+                    Err(_) => {
+                        if core.dial_failed(id) {
+                            // Another server of the list, at once.
+                            start_dial(shared, &mut core);
+                        }
+                    }
                 }
             }
         }
@@ -517,6 +575,9 @@ fn drive(shared: &Arc<Shared>) {
         let request = core.drain(&mut out);
         if core.has_events() {
             shared.events_cv.notify_all();
+        }
+        if request.close {
+            core.link_closed();
         }
         if request.close || core.shutdown {
             if let Some(link) = &core.transport.link {
@@ -589,11 +650,12 @@ fn drive(shared: &Arc<Shared>) {
 fn start_dial(shared: &Arc<Shared>, core: &mut Core<Transport>) {
     let generation = core.transport.generation;
     let timeout = core.session.config().timing.login_timeout;
+    let target = core.dial_target();
     let dialer = shared.clone();
     let spawned = thread::Builder::new()
         .name("hummer-dial".into())
         .spawn(move || {
-            let result = dial(&dialer.endpoint, timeout);
+            let result = dial(&target, timeout);
             let mut core = lock(&dialer.core);
             core.transport.dialed = Some((generation, result));
             dialer.wake(&mut core);

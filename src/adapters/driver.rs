@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use super::endpoint::{Endpoint, Endpoints, Rotation};
 use crate::client::{
     Event, LinkId, Reply, RequestId, Session, SessionConfig, Sink, TransportAction,
 };
@@ -135,6 +136,8 @@ pub(crate) struct Core<T> {
     events: VecDeque<Event>,
     event_capacity: usize,
     max_frame_size: usize,
+    /// Which server to dial (the failover rule).
+    servers: Rotation,
     /// `close()` was called: the driver flushes, closes the link and stops.
     pub shutdown: bool,
     /// The driver has stopped: no more events, every call fails with `Closed`.
@@ -145,7 +148,12 @@ pub(crate) struct Core<T> {
 }
 
 impl<T> Core<T> {
-    pub fn new(config: SessionConfig, event_capacity: usize, transport: T) -> Core<T> {
+    pub fn new(
+        config: SessionConfig,
+        servers: Endpoints,
+        event_capacity: usize,
+        transport: T,
+    ) -> Core<T> {
         let max_frame_size = config.limits.max_frame_size;
         Core {
             session: Session::new(config, Instant::now()),
@@ -153,6 +161,7 @@ impl<T> Core<T> {
             events: VecDeque::new(),
             event_capacity: event_capacity.max(1),
             max_frame_size,
+            servers: Rotation::new(servers),
             shutdown: false,
             closed: false,
             transport,
@@ -210,14 +219,49 @@ impl<T> Core<T> {
         Ok(())
     }
 
-    /// `link` could not be opened or broke.
-    pub fn link_lost(&mut self, link: LinkId) {
+    /// The server to dial now (the Session asked for a link, or the last
+    /// dial of the link failed and [`dial_failed`](Self::dial_failed) said
+    /// to try the next).
+    pub fn dial_target(&mut self) -> Endpoint {
+        self.servers.dial().clone()
+    }
+
+    /// The dial for `link` failed. `true`: dial [`dial_target`](Self::dial_target)
+    /// now, for the same link (another server of the list is left in this
+    /// round); `false`: every server failed once, the Session was told (it
+    /// backs off before it asks again).
+    pub fn dial_failed(&mut self, link: LinkId) -> bool {
+        if self.servers.dial_failed() {
+            return true;
+        }
         self.session.handle_disconnected(Instant::now(), link);
+        false
+    }
+
+    /// `link`, once open, broke.
+    pub fn link_lost(&mut self, link: LinkId) {
+        self.servers.lost(true);
+        self.session.handle_disconnected(Instant::now(), link);
+    }
+
+    /// The driver closes the link (or abandons its dial) because the Session
+    /// asked: call after the drain that asked it.
+    pub fn link_closed(&mut self) {
+        // A Session that still wants a login (its link was declared dead)
+        // redials: to the next server.
+        let reconnect = self.is_logged_in();
+        self.servers.lost(reconnect);
     }
 
     /// `link` is open.
     pub fn link_up(&mut self, link: LinkId) {
+        self.servers.connected();
         self.session.handle_connected(Instant::now(), link);
+    }
+
+    /// The server of the open link.
+    pub fn current_endpoint(&self) -> Option<&Endpoint> {
+        self.servers.in_use()
     }
 
     /// The timer fired.
@@ -415,6 +459,12 @@ macro_rules! local_operations {
         /// The server's id for this instance, once logged in.
         pub fn instance_id(&self) -> Option<u64> {
             self.core().session.instance_id()
+        }
+
+        /// The server of the open link (one of the list given to
+        /// `connect_any`), `None` while no link is open.
+        pub fn current_endpoint(&self) -> Option<Endpoint> {
+            self.core().current_endpoint().cloned()
         }
     };
 }

@@ -297,6 +297,151 @@ impl From<ServerUrl> for Endpoint {
     }
 }
 
+/// Several servers of one service, in the order a client tries them: never
+/// empty. A client given several (`Client::connect_any` of either adapter)
+/// keeps working when one dies:
+///
+/// - it dials them in order, starting from the one that last worked;
+/// - a failed dial moves to the next address at once; only when every
+///   address failed once (a round) does the Session's reconnect backoff
+///   delay the next round;
+/// - a lost link (the socket broke, or the server stopped answering) moves
+///   to the next address: the Session's reconnect, with its usual backoff
+///   and its resume (instance id, stream cursors), goes there.
+///
+/// A server that does not know the instance answers the resume as a fresh
+/// login; the client stays logged in as the same user.
+///
+/// ```
+/// use hummer_channel::adapters::{Endpoint, Endpoints, NoEndpoints};
+///
+/// let list = Endpoints::new(["tcp://10.0.0.1:7300", "tcp://10.0.0.2:7300"]
+///     .map(|url| Endpoint::parse(url).unwrap()))
+/// .unwrap();
+/// assert_eq!(list.len(), 2);
+/// assert_eq!(list.as_slice()[1].url().host(), "10.0.0.2");
+/// assert_eq!(Endpoints::new(Vec::<Endpoint>::new()), Err(NoEndpoints));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoints(Vec<Endpoint>);
+
+/// The error of an empty list of servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no server address: a client needs at least one")]
+pub struct NoEndpoints;
+
+impl Endpoints {
+    /// The servers, in order; [`NoEndpoints`] if there is none.
+    pub fn new(
+        endpoints: impl IntoIterator<Item = impl Into<Endpoint>>,
+    ) -> Result<Endpoints, NoEndpoints> {
+        let list: Vec<Endpoint> = endpoints.into_iter().map(Into::into).collect();
+        match list.is_empty() {
+            true => Err(NoEndpoints),
+            false => Ok(Endpoints(list)),
+        }
+    }
+
+    /// The servers, in order.
+    pub fn as_slice(&self) -> &[Endpoint] {
+        &self.0
+    }
+
+    /// How many there are (at least one).
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl From<Endpoint> for Endpoints {
+    fn from(endpoint: Endpoint) -> Endpoints {
+        Endpoints(vec![endpoint])
+    }
+}
+
+/// Which server of a list a client dials, the rule both client adapters
+/// share: addresses are tried in order, starting from the one that last
+/// worked; a failed dial moves to the next at once, until every address
+/// failed once (a round): only then is the Session told, and its backoff
+/// delays the next round, which starts where this one did. A link that was
+/// open and is lost (or that the Session drops, e.g. a server that stopped
+/// answering) moves to the next address too; the one lost is tried again
+/// last in the next round.
+#[derive(Clone, Debug)]
+pub(crate) struct Rotation {
+    list: Endpoints,
+    /// The address in use, being dialed, or to dial next.
+    current: usize,
+    /// Dials that failed in a row in this round.
+    failed: usize,
+    state: RotationState,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum RotationState {
+    Idle,
+    Dialing,
+    Up,
+}
+
+impl Rotation {
+    pub fn new(list: Endpoints) -> Rotation {
+        Rotation {
+            list,
+            current: 0,
+            failed: 0,
+            state: RotationState::Idle,
+        }
+    }
+
+    fn advance(&mut self) {
+        self.current = (self.current + 1) % self.list.len();
+    }
+
+    /// A dial starts: to this address.
+    pub fn dial(&mut self) -> &Endpoint {
+        self.state = RotationState::Dialing;
+        &self.list.0[self.current]
+    }
+
+    /// The dial failed. `true`: dial again now (another address of the round
+    /// is left); `false`: the round is over, the Session must hear of it.
+    pub fn dial_failed(&mut self) -> bool {
+        self.advance();
+        self.failed += 1;
+        if self.failed < self.list.len() {
+            return true;
+        }
+        // Every address failed: back where the round started.
+        self.failed = 0;
+        self.state = RotationState::Idle;
+        false
+    }
+
+    /// The dial succeeded: the link is open.
+    pub fn connected(&mut self) {
+        self.failed = 0;
+        self.state = RotationState::Up;
+    }
+
+    /// The link (or the dial in progress) is gone. `reconnect`: the Session
+    /// will dial again (a lost link), so the next address comes first;
+    /// otherwise (a logout, a final close) the address stays.
+    pub fn lost(&mut self, reconnect: bool) {
+        if reconnect && self.state != RotationState::Idle {
+            self.advance();
+        }
+        self.failed = 0;
+        self.state = RotationState::Idle;
+    }
+
+    /// The address of the open link.
+    pub fn in_use(&self) -> Option<&Endpoint> {
+        (self.state == RotationState::Up).then(|| &self.list.0[self.current])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,5 +513,70 @@ mod tests {
         let addr: SocketAddr = "10.0.0.1:5".parse().unwrap();
         assert_eq!(Endpoint::from(addr).url().to_string(), "tcp://10.0.0.1:5");
         assert_eq!(Endpoint::from(addr).roots(), &TlsRoots::System);
+    }
+    fn port(e: &Endpoint) -> u16 {
+        e.url().port()
+    }
+
+    fn rotation(n: u16) -> Rotation {
+        let list = (1..=n).map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
+        Rotation::new(Endpoints::new(list).unwrap())
+    }
+
+    #[test]
+    fn an_empty_list_is_an_error() {
+        assert_eq!(Endpoints::new(Vec::<SocketAddr>::new()), Err(NoEndpoints));
+        let one = Endpoints::from(Endpoint::parse("tcp://h:1").unwrap());
+        assert_eq!(one.len(), 1);
+    }
+
+    #[test]
+    fn failed_dials_go_round_the_list_once_then_back_off() {
+        let mut r = rotation(3);
+        assert_eq!(port(r.dial()), 1);
+        assert!(r.dial_failed());
+        assert_eq!(port(r.dial()), 2);
+        assert!(r.dial_failed());
+        assert_eq!(port(r.dial()), 3);
+        // A whole round failed: the Session backs off; the next round starts
+        // where this one did.
+        assert!(!r.dial_failed());
+        assert_eq!(r.in_use(), None);
+        assert_eq!(port(r.dial()), 1);
+        assert!(r.dial_failed());
+        assert_eq!(port(r.dial()), 2);
+        r.connected();
+        assert_eq!(r.in_use().map(port), Some(2));
+    }
+
+    #[test]
+    fn a_lost_link_moves_to_the_next_address_and_the_lost_one_comes_last() {
+        let mut r = rotation(3);
+        r.dial();
+        r.connected();
+        r.lost(true);
+        assert_eq!(port(r.dial()), 2);
+        assert!(r.dial_failed());
+        assert_eq!(port(r.dial()), 3);
+        assert!(r.dial_failed());
+        assert_eq!(port(r.dial()), 1);
+        r.connected();
+        // A logout keeps the address that worked.
+        r.lost(false);
+        assert_eq!(port(r.dial()), 1);
+        // A dial the Session gave up on (it timed out) moves on too.
+        r.lost(true);
+        assert_eq!(port(r.dial()), 2);
+    }
+
+    #[test]
+    fn one_address_is_the_single_address_client() {
+        let mut r = rotation(1);
+        assert_eq!(port(r.dial()), 1);
+        assert!(!r.dial_failed());
+        assert_eq!(port(r.dial()), 1);
+        r.connected();
+        r.lost(true);
+        assert_eq!(port(r.dial()), 1);
     }
 }

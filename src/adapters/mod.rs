@@ -25,7 +25,7 @@ mod link;
 
 #[cfg(any(feature = "smol", feature = "blocking"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "smol", feature = "blocking"))))]
-pub use endpoint::{Endpoint, Scheme, ServerUrl, TlsRoots, UrlError};
+pub use endpoint::{Endpoint, Endpoints, NoEndpoints, Scheme, ServerUrl, TlsRoots, UrlError};
 
 /// The error of a dial to a URL whose transport this build leaves out.
 #[cfg(all(

@@ -1,6 +1,7 @@
 //! An async client on [smol](https://docs.rs/smol) (async-io), over TCP,
 //! TLS or WebSocket: [`Client::connect_to`] takes a URL (`tcp://`,
-//! `tls://`, `ws://`, `wss://`; see [`Endpoint`]).
+//! `tls://`, `ws://`, `wss://`; see [`Endpoint`]), [`Client::connect_any`]
+//! several servers of one service to fail over between.
 //!
 //! [`Client`] wraps a [`Session`] and a driver task. The driver is one loop,
 //! in the style of quinn's `ConnectionDriver`: it drains what the Session has
@@ -44,7 +45,7 @@ use smol::{Task, Timer};
 
 use super::driver::{self, lock, Cmd, Core, CLOSE_LOGOUT_WAIT, READ_CHUNK};
 pub use super::driver::{ClientError, DEFAULT_EVENT_CAPACITY};
-use super::endpoint::{Endpoint, Scheme};
+use super::endpoint::{Endpoint, Endpoints, NoEndpoints, Scheme};
 use crate::client::{
     AttributeOptions, AttributesReply, ChannelHandle, ConnectionReason, ConnectionState, Event,
     InstanceInfo, LinkId, LoginInfo, MessageSent, Reply, SendOptions, Session, SessionConfig,
@@ -151,6 +152,47 @@ impl Client {
         Client::connect_with_event_capacity(endpoint, config, DEFAULT_EVENT_CAPACITY)
     }
 
+    /// A client for several servers of one service, tried in order: it
+    /// keeps working when one of them dies. A failed dial moves to the next
+    /// address at once; when every address failed once, the reconnect
+    /// backoff applies before the next round, which starts again from the
+    /// address that last worked. A lost link moves to the next address, where
+    /// the Session's reconnect (and its resume) goes. An empty list is
+    /// [`NoEndpoints`]. See [`Endpoints`].
+    ///
+    /// ```
+    /// # #[cfg(feature = "server-tcp")] {
+    /// use hummer_channel::adapters::server_tcp::ServerHandle;
+    /// use hummer_channel::adapters::{smol::Client, Endpoint};
+    /// use hummer_channel::client::SessionConfig;
+    /// use hummer_channel::server::{ServerConfig, DEMO_APPID};
+    /// use hummer_channel::Uid;
+    ///
+    /// let server = ServerHandle::spawn(ServerConfig::demo(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    /// // Nothing listens on the first address (port 1): the client goes on to the second.
+    /// let dead: Endpoint = "tcp://127.0.0.1:1".parse().unwrap();
+    /// let servers = [dead, Endpoint::from(server.local_addr())];
+    /// let client = Client::connect_any(servers, SessionConfig::new(DEMO_APPID)).unwrap();
+    /// smol::block_on(async {
+    ///     client.login(Uid(7), None, None).await.unwrap();
+    ///     assert_eq!(client.current_endpoint(), Some(server.local_addr().into()));
+    ///     client.close().await;
+    /// });
+    /// assert!(Client::connect_any(Vec::<Endpoint>::new(), SessionConfig::new(DEMO_APPID)).is_err());
+    /// # }
+    /// ```
+    pub fn connect_any(
+        endpoints: impl IntoIterator<Item = impl Into<Endpoint>>,
+        config: SessionConfig,
+    ) -> Result<Client, NoEndpoints> {
+        let endpoints = Endpoints::new(endpoints)?;
+        Ok(Client::with_endpoints(
+            endpoints,
+            config,
+            DEFAULT_EVENT_CAPACITY,
+        ))
+    }
+
     /// [`connect_to`](Self::connect_to) with a bound on unread events other
     /// than [`DEFAULT_EVENT_CAPACITY`] (see the module docs on
     /// backpressure).
@@ -159,15 +201,24 @@ impl Client {
         config: SessionConfig,
         event_capacity: usize,
     ) -> Client {
-        let endpoint = endpoint.into();
+        Client::with_endpoints(endpoint.into().into(), config, event_capacity)
+    }
+
+    /// The most general constructor: [`connect_any`](Self::connect_any)'s
+    /// list of servers and a bound on unread events.
+    pub fn with_endpoints(
+        endpoints: Endpoints,
+        config: SessionConfig,
+        event_capacity: usize,
+    ) -> Client {
         let shared = Arc::new(Shared {
-            core: Mutex::new(Core::new(config, event_capacity, ())),
+            core: Mutex::new(Core::new(config, endpoints, event_capacity, ())),
             events_ready: channel::bounded(1),
             wakeups: AtomicU64::new(0),
         });
         let (wake_tx, wake_rx) = channel::bounded(1);
         let (done_tx, done_rx) = channel::bounded(1);
-        let task = smol::spawn(drive(shared.clone(), endpoint, wake_rx, done_tx));
+        let task = smol::spawn(drive(shared.clone(), wake_rx, done_tx));
         Client {
             inner: Arc::new(Inner {
                 shared,
@@ -371,7 +422,7 @@ enum Wake {
     Dialed(io::Result<Opened>),
 }
 
-async fn drive(shared: Arc<Shared>, endpoint: Endpoint, wake: Receiver<()>, done: Sender<()>) {
+async fn drive(shared: Arc<Shared>, wake: Receiver<()>, done: Sender<()>) {
     let mut link: Option<Link> = None;
     // Bytes written to a TLS or WebSocket link since its last flush.
     let mut unflushed = false;
@@ -381,14 +432,19 @@ async fn drive(shared: Arc<Shared>, endpoint: Endpoint, wake: Receiver<()>, done
     loop {
         shared.wakeups.fetch_add(1, Ordering::Relaxed);
         // Drain, and read the timer and the queue bound, on every pass.
-        let (request, deadline, paused, shutdown) = {
+        let (request, target, deadline, paused, shutdown) = {
             let mut core = lock(&shared.core);
             let request = core.drain(&mut out);
             if core.has_events() {
                 let _ = shared.events_ready.0.try_send(());
             }
+            if request.close {
+                core.link_closed();
+            }
+            let target = request.connect.map(|_| core.dial_target());
             (
                 request,
+                target,
                 core.session.poll_timeout(),
                 core.events_full(),
                 core.shutdown,
@@ -418,9 +474,9 @@ async fn drive(shared: Arc<Shared>, endpoint: Endpoint, wake: Receiver<()>, done
         if shutdown {
             break;
         }
-        if let Some(id) = request.connect {
+        if let (Some(id), Some(target)) = (request.connect, target) {
             link = None;
-            dialing = Some((id, Box::pin(dial(endpoint.clone()))));
+            dialing = Some((id, Box::pin(dial(target))));
         }
         // Frames belong to the link they were drained for: without one
         // (the Session never queues then) they are dropped.
@@ -463,13 +519,13 @@ async fn drive(shared: Arc<Shared>, endpoint: Endpoint, wake: Receiver<()>, done
                 _ => future::pending().await,
             }
         };
-        let dial = async {
+        let dialed = async {
             match &mut dialing {
                 Some((_, d)) => Wake::Dialed(d.await),
                 None => future::pending().await,
             }
         };
-        let woke = timer.or(call).or(read).or(write).or(dial).await;
+        let woke = timer.or(call).or(read).or(write).or(dialed).await;
 
         let mut core = lock(&shared.core);
         match woke {
@@ -513,7 +569,12 @@ async fn drive(shared: Arc<Shared>, endpoint: Endpoint, wake: Receiver<()>, done
                         });
                         core.link_up(id);
                     }
-                    Err(_) => core.link_lost(id),
+                    Err(_) => {
+                        if core.dial_failed(id) {
+                            // Another server of the list, at once.
+                            dialing = Some((id, Box::pin(dial(core.dial_target()))));
+                        }
+                    }
                 }
             }
         }

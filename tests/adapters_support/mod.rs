@@ -644,3 +644,86 @@ macro_rules! scenario_bulk_both_ways {
         server.shutdown();
     }};
 }
+
+/// A port nothing listens on (bound, then closed again).
+pub fn dead_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A client given [a dead address, a live server] logs in on the live one;
+/// an empty list is refused. The test file defines `connect_any!` (a list of
+/// endpoints and a config to a client).
+macro_rules! scenario_failover_skips_a_dead_address {
+    () => {{
+        use hummer_channel::adapters::Endpoint;
+        use hummer_channel::client::{ConnectionState, Event, SendOptions};
+        use hummer_channel::{Message, Uid};
+
+        let (server, addr) = spawn_server!();
+        let mut config = fast_config();
+        // A long backoff: had the dead address's failure gone to the Session
+        // (instead of the live address being dialed at once), the login would
+        // time out before the next dial.
+        config.timing.reconnect_min = std::time::Duration::from_secs(30);
+        config.timing.reconnect_max = std::time::Duration::from_secs(30);
+        let alice = connect_any!([Endpoint::from(dead_addr()), Endpoint::from(addr)], config);
+        let bob = connect!(addr, fast_config());
+        assert_eq!(alice.current_endpoint(), None);
+        wait!(alice.login(Uid(1), None, None)).unwrap();
+        wait!(bob.login(Uid(2), None, None)).unwrap();
+        assert_eq!(alice.connection_state().0, ConnectionState::Connected);
+        assert_eq!(alice.current_endpoint(), Some(Endpoint::from(addr)));
+        wait!(bob.send_message_to_user(Uid(1), Message::new("t", "hi"), SendOptions::default())).unwrap();
+        expect_event!(alice, Event::MessageFromUser { message, .. } if &message.content[..] == b"hi");
+        wait!(alice.close());
+        wait!(bob.close());
+        server.shutdown();
+    }};
+}
+
+/// A client given [A, B], logged in on A, goes over to B by itself when A
+/// stops: its resume, offered to B (which never saw the instance), is
+/// answered as a fresh login; it re-joins its channel and can send and
+/// receive there.
+macro_rules! scenario_failover_to_the_next_server {
+    () => {{
+        use hummer_channel::adapters::Endpoint;
+        use hummer_channel::client::{ConnectionReason, ConnectionState, Event, SendOptions};
+        use hummer_channel::{Message, Region, Uid};
+
+        let (server_a, addr_a) = spawn_server!();
+        let (server_b, addr_b) = spawn_server!();
+        let alice = connect_any!([addr_a, addr_b], fast_config());
+        let bob = connect!(addr_b, fast_config());
+        wait!(alice.login(Uid(1), None, None)).unwrap();
+        wait!(bob.login(Uid(2), None, None)).unwrap();
+        assert_eq!(alice.current_endpoint(), Some(Endpoint::from(addr_a)));
+        let first_instance = alice.instance_id();
+        let ra = alice.create_channel(Region::Cn, "failover").unwrap();
+        let rb = bob.create_channel(Region::Cn, "failover").unwrap();
+        wait!(alice.join_channel(ra, attrs(&[]))).unwrap();
+        wait!(bob.join_channel(rb, attrs(&[]))).unwrap();
+
+        server_a.shutdown();
+        expect_event!(alice, Event::ConnectionStateChanged { state: ConnectionState::Reconnecting, .. });
+        expect_event!(alice, Event::ConnectionStateChanged { state: ConnectionState::Connected, reason: ConnectionReason::LoginSuccess });
+        assert_eq!(alice.current_endpoint(), Some(Endpoint::from(addr_b)));
+        assert_ne!(alice.instance_id(), first_instance, "B gave a new instance");
+        // B knows alice now; the re-join has no event of its own: retry
+        // while it is in flight.
+        let mut tries = 0;
+        while let Err(e) = wait!(alice.send_message_to_channel(ra, Message::new("t", "from-alice"), SendOptions::default())) {
+            tries += 1;
+            assert!(tries < 100, "{e}");
+            sleep!(std::time::Duration::from_millis(10));
+        }
+        assert!(alice.is_joined(ra));
+        expect_event!(bob, Event::ChannelMessage { message, .. } if &message.content[..] == b"from-alice");
+        wait!(bob.send_message_to_user(Uid(1), Message::new("t", "to-alice"), SendOptions::default())).unwrap();
+        expect_event!(alice, Event::MessageFromUser { message, .. } if &message.content[..] == b"to-alice");
+        wait!(alice.close());
+        wait!(bob.close());
+        server_b.shutdown();
+    }};
+}

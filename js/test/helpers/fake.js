@@ -7,6 +7,7 @@ export class FakeServer {
     this.conns = [];
     this._waiters = [];
     this.refuse = false;
+    this.refuseUrls = new Set(); // URLs refused while the others connect
     const server = this;
     this.WebSocket = class FakeWebSocket {
       constructor(url, protocols) {
@@ -17,7 +18,7 @@ export class FakeServer {
         const conn = new FakeConn(server, this);
         this._conn = conn;
         setImmediate(() => {
-          if (server.refuse) {
+          if (server.refuse || server.refuseUrls.has(url)) {
             this.readyState = 3;
             this.onclose?.({ code: 1006 });
             return;
