@@ -213,7 +213,7 @@ fn namespaces_are_isolated() {
 /// batch's other writes (before and after it) are applied, and the store
 /// goes on working.
 #[test]
-fn a_write_redis_refuses_is_invalid_and_the_rest_of_its_batch_applies() {
+fn a_write_redis_refuses_is_invalid_and_its_batch_stops_there() {
     let server = RedisServer::start(Persistence::None);
     smol::block_on(async {
         let mut store = store(&server, "t").await;
@@ -237,25 +237,80 @@ fn a_write_redis_refuses_is_invalid_and_the_rest_of_its_batch_applies() {
         let StoreError::Invalid(why) = &err else {
             panic!("{err:?}");
         };
-        assert!(why.contains("batch 2: write 1 (Append"), "{why}");
+        assert!(
+            why.contains("batch 2: Append c/7/-1/61 #3 failed, the writes before it applied"),
+            "{why}"
+        );
         assert_eq!(
             sorted(store.load().await.unwrap()),
-            vec![
-                object(&a, "a", &[(5, "a5"), (6, "a6")]),
-                object(&b, "b", &[])
-            ]
+            vec![object(&a, "a", &[(5, "a5"), (6, "a6")])]
         );
+        store
+            .write(&StoreBatch::new(3, vec![put(&b, "b")]))
+            .await
+            .unwrap();
         // An entry numbered 0 is refused too.
         assert!(matches!(
             store
-                .write(&StoreBatch::new(3, vec![append(&b, 0, "zero")]))
+                .write(&StoreBatch::new(4, vec![append(&b, 0, "zero")]))
                 .await,
             Err(StoreError::Invalid(_))
         ));
         store
-            .write(&StoreBatch::new(4, vec![append(&b, 1, "b1")]))
+            .write(&StoreBatch::new(5, vec![append(&b, 1, "b1")]))
             .await
             .unwrap();
+    });
+}
+
+#[test]
+fn only_the_lease_holder_writes_and_a_lapsed_lease_passes_on() {
+    use hummer_channel::adapters::server_tcp::store::Lease;
+    let server = RedisServer::start(Persistence::None);
+    smol::block_on(async {
+        let config = |owner: &str| {
+            StoreConfig::new(&server.url())
+                .unwrap()
+                .with_namespace("t")
+                .with_lease(owner)
+        };
+        let mut one = RedisStore::connect(&config("one")).await.unwrap();
+        let mut two = RedisStore::connect(&config("two")).await.unwrap();
+        let ttl = Duration::from_millis(300);
+        assert_eq!(one.claim_lease(ttl).await, Ok(Lease::Held));
+        assert_eq!(two.claim_lease(ttl).await, Ok(Lease::HeldBy("one".into())));
+        // Renewed by its holder, still refused to the other.
+        assert_eq!(one.claim_lease(ttl).await, Ok(Lease::Held));
+        let a = channel("a");
+        assert_eq!(
+            two.write(&StoreBatch::new(1, vec![put(&a, "from two")]))
+                .await,
+            Err(StoreError::Fenced)
+        );
+        one.write(&StoreBatch::new(1, vec![put(&a, "from one")]))
+            .await
+            .unwrap();
+        // The holder goes quiet: once the lease lapses the other takes it,
+        // and the old holder's writes are refused.
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(two.claim_lease(ttl).await, Ok(Lease::Held));
+        assert_eq!(
+            one.write(&StoreBatch::new(2, vec![put(&a, "late")])).await,
+            Err(StoreError::Fenced)
+        );
+        two.write(&StoreBatch::new(1, vec![append(&a, 1, "a1")]))
+            .await
+            .unwrap();
+        assert_eq!(
+            sorted(two.load().await.unwrap()),
+            vec![object(&a, "from one", &[(1, "a1")])]
+        );
+        // Without a lease owner every write goes (one node alone).
+        let mut free =
+            RedisStore::connect(&StoreConfig::new(&server.url()).unwrap().with_namespace("t"))
+                .await
+                .unwrap();
+        assert_eq!(free.claim_lease(ttl).await, Ok(Lease::Held));
     });
 }
 

@@ -9,7 +9,7 @@
 //!               [--threads N] [--ws-listen ADDR] [--ws-allowed-origins LIST]
 //!               [--web-root DIR] [--tls-cert PEM --tls-key PEM] [--api-listen ADDR]
 //!               [--api-key APPID:KEY]... [--api-rate N] [--hook-url APPID=URL]...
-//!               [--hook-secret APPID=SECRET]... [--engine memory|URL]
+//!               [--hook-secret APPID=SECRET]... [--engine memory|URL] [--lease-secs N]
 //! hummer-server check-config FILE
 //! hummer-server token --appid A --uid U --secret S [--ttl-secs 3600]
 //! ```
@@ -24,7 +24,7 @@
 //! HUMMER_WS_LISTEN, HUMMER_WS_ALLOWED_ORIGINS, HUMMER_WEB_ROOT,
 //! HUMMER_TLS_CERT, HUMMER_TLS_KEY, HUMMER_API_LISTEN, HUMMER_API_KEYS as
 //! comma-separated APPID:KEY, HUMMER_API_RATE, HUMMER_HOOK_URLS and
-//! HUMMER_HOOK_SECRETS as comma-separated APPID=VALUE, HUMMER_ENGINE) and a key in the
+//! HUMMER_HOOK_SECRETS as comma-separated APPID=VALUE, HUMMER_ENGINE, HUMMER_LEASE_SECS) and a key in the
 //! TOML config file (`--config`; `docs/server.md`, "Configuration file",
 //! and `server/hummer.example.toml`). The file is read first, the
 //! environment overrides it and the flags override both, key by key; apps
@@ -58,7 +58,7 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hummer_channel::adapters::server_tcp::{
-    bind, serve_on, Listeners, Page, RunnerConfig, WebSocketOptions,
+    bind, serve_on, take_lease, Listeners, Page, RunnerConfig, WebSocketOptions,
 };
 use hummer_channel::server::{mint_token, DEMO_APPID, DEMO_SECRET};
 
@@ -110,6 +110,9 @@ serve options (environment equivalent in brackets):
   --engine memory|URL        where the lasting state lives: memory (default), or Redis at
                              redis://[:PASSWORD@]HOST:PORT[/DB] (rediss:// for TLS): channels,
                              inboxes, instances and history survive restarts [HUMMER_ENGINE]
+  --lease-secs N             with --engine redis: one node serves a store at a time; the
+                             others wait (not listening) and take over this long after it
+                             stops renewing (default 5) [HUMMER_LEASE_SECS]
   --hook-url APPID=URL       POST this app's events (user online/offline, channels created
                              and emptied) to URL, signed; repeatable [HUMMER_HOOK_URLS=A=U,A=U]
                              (message events: message_channel_prefixes in the config
@@ -137,6 +140,9 @@ enum Failure {
     Usage(String),
     /// A config file's mistake: the message alone (`FILE:LINE:COL: ...`).
     File(String),
+    /// The server stopped while serving (its store's lease taken, an I/O
+    /// failure): the message alone, exit code 1.
+    Stopped(String),
 }
 
 impl From<String> for Failure {
@@ -182,6 +188,10 @@ fn main() -> ExitCode {
         Err(Failure::File(e)) => {
             eprintln!("{e}");
             ExitCode::from(2)
+        }
+        Err(Failure::Stopped(e)) => {
+            eprintln!("hummer-server: {e}");
+            ExitCode::from(1)
         }
     }
 }
@@ -242,7 +252,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
         demo,
         tls: _,
         config,
-        runner,
+        mut runner,
     } = layer.build(demo_pages())?;
     let secure = runner.tls.is_some();
     tracing_subscriber::fmt()
@@ -252,6 +262,23 @@ fn run(args: &[String]) -> Result<(), Failure> {
     raise_fd_limit(&runner);
 
     smol::block_on(async {
+        // With Redis, one node at a time serves a store: the others wait,
+        // not listening (their clients go to the node that serves), and
+        // take over when its lease lapses.
+        if let Some(store) = runner.store.take() {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let node = format!("{}-{:08x}", std::process::id(), nanos);
+            let store = store.with_lease(&node);
+            take_lease(&store, runner.store_lease, |holder| {
+                println!("hummer-server standby: node {holder} serves {store}; waiting");
+            })
+            .await
+            .map_err(|e| format!("the store ({store}): {e}"))?;
+            println!("hummer-server node {node} serves {store}");
+            runner.store = Some(store);
+        }
         let listener =
             bind(listen, &runner).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -314,7 +341,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
         );
         serve_on(listeners, config, runner, shutdown_signal())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Failure::Stopped(e.to_string()))?;
         tracing::info!("stopped");
         Ok(())
     })

@@ -167,6 +167,7 @@ pub struct Layer {
     pub log: Option<Set<tracing::Level>>,
     pub seed: Option<Set<u64>>,
     pub threads: Option<Set<usize>>,
+    pub lease_secs: Option<Set<u64>>,
     pub max_members: Option<Set<usize>>,
     pub presence_grace_secs: Option<Set<u64>>,
     pub idle_timeout_secs: Option<Set<u64>>,
@@ -215,6 +216,7 @@ pub const VALUED_FLAGS: &[&str] = &[
     "listen-backlog",
     "api-rate",
     "threads",
+    "lease-secs",
     "ws-listen",
     "ws-allowed-origins",
     "web-root",
@@ -249,6 +251,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("HUMMER_LISTEN_BACKLOG", "listen-backlog"),
     ("HUMMER_API_RATE", "api-rate"),
     ("HUMMER_THREADS", "threads"),
+    ("HUMMER_LEASE_SECS", "lease-secs"),
     ("HUMMER_WS_LISTEN", "ws-listen"),
     ("HUMMER_WS_ALLOWED_ORIGINS", "ws-allowed-origins"),
     ("HUMMER_WEB_ROOT", "web-root"),
@@ -377,7 +380,7 @@ pub enum Engine {
     /// In the process only (the default).
     Memory,
     /// In Redis: survives restarts.
-    Redis(StoreConfig),
+    Redis(Box<StoreConfig>),
 }
 
 /// `memory`, or a Redis URL (`redis://[:PASSWORD@]HOST:PORT[/DB]`,
@@ -390,7 +393,7 @@ fn engine(v: &str) -> Result<Engine, String> {
         return Err("an engine is `memory` or a redis:// or rediss:// URL".into());
     }
     StoreConfig::new(v)
-        .map(Engine::Redis)
+        .map(|c| Engine::Redis(Box::new(c)))
         .map_err(|e| e.to_string())
 }
 
@@ -475,6 +478,7 @@ impl Layer {
             "listen-backlog" => self.listen_backlog = Some(parsed(number(v), &from)?),
             "api-rate" => self.api_rate = Some(parsed(number(v), &from)?),
             "threads" => self.threads = Some(parsed(number(v), &from)?),
+            "lease-secs" => self.lease_secs = Some(parsed(number(v), &from)?),
             "ws-allowed-origins" => {
                 let list = v.split(',').map(str::to_owned).collect();
                 self.ws_allowed_origins = Some(Set::new(list, from));
@@ -507,6 +511,7 @@ impl Layer {
             log: top.log.or(self.log),
             seed: top.seed.or(self.seed),
             threads: top.threads.or(self.threads),
+            lease_secs: top.lease_secs.or(self.lease_secs),
             max_members: top.max_members.or(self.max_members),
             presence_grace_secs: top.presence_grace_secs.or(self.presence_grace_secs),
             idle_timeout_secs: top.idle_timeout_secs.or(self.idle_timeout_secs),
@@ -611,6 +616,7 @@ impl Layer {
             log: at.parse("log", file.log, level)?,
             seed: file.seed.map(|v| at.set("seed", v)),
             threads: file.threads.map(|v| at.set("threads", v)),
+            lease_secs: file.lease_secs.map(|v| at.set("lease_secs", v)),
             max_members: limits.max_members.map(|v| at.set("limits.max_members", v)),
             presence_grace_secs: limits
                 .presence_grace_secs
@@ -653,7 +659,7 @@ impl Layer {
         let mut config = ServerConfig::demo();
         let mut runner = RunnerConfig::default();
         if let Some(Engine::Redis(store)) = self.engine.as_ref().map(|e| &e.value) {
-            runner = runner.with_store(store.clone());
+            runner = runner.with_store(store.as_ref().clone());
         }
         config.seed = match &self.seed {
             Some(s) => s.value,
@@ -699,6 +705,9 @@ impl Layer {
             runner.api = runner
                 .api
                 .with_rate_limit(per_second, per_second.saturating_mul(2));
+        }
+        if let Some(n) = &self.lease_secs {
+            runner = runner.with_store_lease(Duration::from_secs(at_least_one(n)?));
         }
         if let Some(n) = &self.threads {
             runner.threads = at_least_one(n)?;
@@ -1153,6 +1162,7 @@ struct File {
     log: Option<Spanned<String>>,
     seed: Option<Spanned<u64>>,
     threads: Option<Spanned<usize>>,
+    lease_secs: Option<Spanned<u64>>,
     limits: Option<FileLimits>,
     #[serde(default)]
     app: Vec<FileApp>,

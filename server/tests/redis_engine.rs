@@ -25,21 +25,23 @@ use redis_support::{Persistence, RedisServer};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// A server process, killed (SIGKILL) when dropped.
-struct Node(Child);
+/// A server process, killed (SIGKILL) when dropped, and its stdout.
+struct Node(Child, mpsc::Receiver<String>);
 
 impl Node {
     /// `hummer-server --engine URL` listening on `addr`, once it says so.
     fn start(addr: SocketAddr, engine: &str) -> Node {
+        let node = Node::spawn(addr, engine, &[]);
+        node.line("hummer-server listening on ");
+        node
+    }
+
+    /// `hummer-server --engine URL ARGS…` on `addr`, as it starts.
+    fn spawn(addr: SocketAddr, engine: &str, args: &[&str]) -> Node {
+        let listen = addr.to_string();
         let mut child = Command::new(env!("CARGO_BIN_EXE_hummer-server"))
-            .args([
-                "--log",
-                "warn",
-                "--listen",
-                &addr.to_string(),
-                "--engine",
-                engine,
-            ])
+            .args(["--log", "warn", "--listen", &listen, "--engine", engine])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -49,15 +51,23 @@ impl Node {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if line.starts_with("hummer-server listening on ") {
-                    let _ = tx.send(());
-                }
+                let _ = tx.send(line);
             }
         });
-        let node = Node(child);
-        rx.recv_timeout(WAIT)
-            .expect("the server prints its address");
-        node
+        Node(child, rx)
+    }
+
+    /// Waits for a line starting with `prefix`; the line.
+    fn line(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.1.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!("no line starting with {prefix:?} within {WAIT:?}"),
+            }
+        }
     }
 
     /// SIGKILL: no chance to flush anything.
@@ -181,4 +191,126 @@ fn a_server_killed_and_started_again_loses_nothing_a_client_saw() {
     // Members as they were.
     let list = a.get_channel_user_list(room_a).unwrap();
     assert_eq!(list.users, [Uid(1), Uid(2)]);
+}
+
+#[test]
+fn a_standby_takes_over_from_a_killed_node_and_clients_resume_on_it_without_loss() {
+    let redis = RedisServer::start(Persistence::Aof);
+    let (addr_a, addr_b) = (free_addr(), free_addr());
+    let lease = ["--lease-secs", "1"];
+    let node_a = Node::spawn(addr_a, &redis.url(), &lease);
+    node_a.line("hummer-server listening on ");
+    // The second node waits for the lease, not listening.
+    let node_b = Node::spawn(addr_b, &redis.url(), &lease);
+    node_b.line("hummer-server standby: node ");
+    assert!(
+        std::net::TcpStream::connect(addr_b).is_err(),
+        "a standby listens"
+    );
+    let member_of_any = |uid: u64| {
+        let c = Client::connect_any([addr_a, addr_b], config()).unwrap();
+        c.login(Uid(uid), None, Some(Region::Cn)).unwrap();
+        let room = c.create_channel(Region::Cn, "room").unwrap();
+        c.join_channel(room, Default::default()).unwrap();
+        (c, room)
+    };
+    let (a, room) = member_of_any(1);
+    let (b, _) = member_of_any(2);
+    let port = |c: &Client| c.current_endpoint().map(|e| e.url().port());
+    assert_eq!(port(&a), Some(addr_a.port()));
+    for t in ["m1", "m2"] {
+        a.send_message_to_channel(room, Message::new("t", t), SendOptions::default())
+            .unwrap();
+        assert_eq!(text(&next_message(&b)), t);
+    }
+    a.send_message_to_user(Uid(3), Message::new("t", "p1"), SendOptions::default())
+        .unwrap();
+    let killed = Instant::now();
+    node_a.kill();
+    node_b.line("hummer-server listening on ");
+    let took_over = killed.elapsed();
+    reconnected(&a);
+    reconnected(&b);
+    assert_eq!(port(&b), Some(addr_b.port()));
+    send_retrying(&a, room, "m3");
+    assert_eq!(text(&next_message(&b)), "m3");
+    let c = Client::connect_any([addr_a, addr_b], config()).unwrap();
+    c.login(Uid(3), None, None).unwrap();
+    assert_eq!(text(&next_message(&c)), "p1");
+    assert!(took_over < Duration::from_secs(5), "{took_over:?}");
+    eprintln!("the standby served {took_over:?} after the active node was killed");
+}
+
+#[test]
+fn a_node_that_finds_its_lease_taken_stops_serving() {
+    let redis = RedisServer::start(Persistence::None);
+    let addr = free_addr();
+    let mut node = Node::spawn(addr, &redis.url(), &["--lease-secs", "1"]);
+    node.line("hummer-server listening on ");
+    // Someone else takes the lease (an operator, or a node that saw it
+    // lapse while this one was cut off from Redis).
+    let reply = redis_support::raw_command(redis.port(), &["SET", "hummer:lease", "intruder"]);
+    assert!(reply.starts_with("+OK"), "{reply}");
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = node.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the node kept serving");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1), "{status:?}");
+}
+
+#[test]
+fn redis_restarted_empty_is_written_again_and_a_later_restart_loses_nothing() {
+    let mut redis = RedisServer::start(Persistence::None);
+    let addr = free_addr();
+    let node = Node::start(addr, &redis.url());
+    let (a, room) = member(addr, 1);
+    let (b, _) = member(addr, 2);
+    a.send_message_to_channel(room, Message::new("t", "m1"), SendOptions::default())
+        .unwrap();
+    assert_eq!(text(&next_message(&b)), "m1");
+    // Redis comes back with nothing: the node writes its whole state again
+    // with its next batch.
+    redis.restart();
+    a.send_message_to_channel(room, Message::new("t", "m2"), SendOptions::default())
+        .unwrap();
+    assert_eq!(text(&next_message(&b)), "m2");
+    node.kill();
+    let _node = Node::start(addr, &redis.url());
+    reconnected(&a);
+    reconnected(&b);
+    send_retrying(&a, room, "m3");
+    assert_eq!(text(&next_message(&b)), "m3");
+}
+
+#[test]
+fn a_redis_outage_holds_the_service_and_it_goes_on_when_redis_is_back() {
+    let mut redis = RedisServer::start(Persistence::Aof);
+    let addr = free_addr();
+    let _node = Node::start(addr, &redis.url());
+    let (a, room) = member(addr, 1);
+    let (b, _) = member(addr, 2);
+    redis.stop();
+    // The send waits (its reply and push wait for the store) ...
+    let sender = std::thread::spawn(move || {
+        let r =
+            a.send_message_to_channel(room, Message::new("t", "during"), SendOptions::default());
+        (a, r)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        b.try_recv_event()
+            .is_none_or(|e| !matches!(e, Event::ChannelMessage { .. })),
+        "a message went out before it was stored"
+    );
+    // ... and goes through once Redis is back, with the links kept.
+    redis.restart();
+    let (a, sent) = sender.join().unwrap();
+    sent.unwrap();
+    assert_eq!(text(&next_message(&b)), "during");
+    assert_eq!(a.connection_state().0, ConnectionState::Connected);
+    assert_eq!(b.connection_state().0, ConnectionState::Connected);
 }

@@ -148,6 +148,14 @@ pub struct RunnerConfig {
     /// stored. `None` (the default, `--engine memory`): in the process only.
     #[cfg(feature = "redis")]
     pub store: Option<store::StoreConfig>,
+    /// With a store whose configuration names a lease owner
+    /// ([`StoreConfig::with_lease`](store::StoreConfig::with_lease)): how
+    /// long the lease lasts unrenewed. The server renews it every third of
+    /// this; a standby node takes over this long after the active one
+    /// died; a node that finds another holding it stops serving. Default
+    /// 5 s.
+    #[cfg(feature = "redis")]
+    pub store_lease: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -167,6 +175,8 @@ impl Default for RunnerConfig {
             webhooks: WebhookOptions::default(),
             #[cfg(feature = "redis")]
             store: None,
+            #[cfg(feature = "redis")]
+            store_lease: Duration::from_secs(5),
         }
     }
 }
@@ -200,6 +210,13 @@ impl RunnerConfig {
     #[cfg(feature = "redis")]
     pub fn with_store(mut self, store: store::StoreConfig) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// Sets [`RunnerConfig::store_lease`].
+    #[cfg(feature = "redis")]
+    pub fn with_store_lease(mut self, ttl: Duration) -> Self {
+        self.store_lease = ttl;
         self
     }
 
@@ -574,6 +591,15 @@ async fn run(
         Some(store) => {
             let fail = |e| io::Error::other(format!("the store ({}): {e}", store.url()));
             let mut s = store::RedisStore::connect(store).await.map_err(fail)?;
+            // A standby waits with `take_lease` before it listens; here the
+            // lease is this node's or it does not serve.
+            if let store::Lease::HeldBy(other) =
+                s.claim_lease(runner.store_lease).await.map_err(fail)?
+            {
+                return Err(io::Error::other(format!(
+                    "node {other} holds the store's lease (a standby waits with take_lease before serving)"
+                )));
+            }
             let objects = s.load().await.map_err(fail)?;
             config.durable = true;
             Arc::new(objects)
@@ -691,8 +717,17 @@ async fn run(
         }
     };
     drop(new_links);
+    let lease_lost = Cell::new(None::<String>);
+    let lease = async {
+        #[cfg(feature = "redis")]
+        if let Some(store) = runner.store.clone().filter(|s| s.lease_owner().is_some()) {
+            lease_lost.set(Some(keep_lease(store, runner.store_lease).await));
+            return;
+        }
+        std::future::pending::<()>().await
+    };
     let main = async {
-        shutdown.or(accept).or(accept_ws).await;
+        shutdown.or(accept).or(accept_ws).or(lease).await;
         log!(info, "shutting down");
         #[cfg(feature = "http-api")]
         control.published.shutting_down();
@@ -712,7 +747,70 @@ async fn run(
         let (c, grace) = (control.clone(), runner.webhooks.shutdown_grace);
         smol::unblock(move || c.hooks.stop(grace)).await;
     }
-    Ok(())
+    match lease_lost.take() {
+        // Another node serves now: this one must not (its supervisor may
+        // start it again, as a standby).
+        Some(why) => Err(io::Error::other(format!("stopped: {why}"))),
+        None => Ok(()),
+    }
+}
+
+/// Waits until `store`'s lease owner holds the store's lease (claiming it
+/// every third of `ttl`), telling `waiting` who holds it meanwhile: a
+/// standby node calls this before it listens, so its clients go to the
+/// active node until it dies.
+#[cfg(feature = "redis")]
+pub async fn take_lease(
+    store: &store::StoreConfig,
+    ttl: Duration,
+    mut waiting: impl FnMut(&str),
+) -> Result<(), store::StoreError> {
+    let mut conn = store::RedisStore::connect(store).await?;
+    let mut told = None;
+    loop {
+        match conn.claim_lease(ttl).await {
+            Ok(store::Lease::Held) => return Ok(()),
+            Ok(store::Lease::HeldBy(other)) => {
+                if told.as_ref() != Some(&other) {
+                    waiting(&other);
+                    told = Some(other);
+                }
+            }
+            Err(store::StoreError::Unavailable(e)) => log!(warn, "store unreachable: {e}"),
+            Err(e) => return Err(e),
+        }
+        Timer::after(ttl / 3).await;
+    }
+}
+
+/// Renews the store's lease every third of `ttl` while this node serves
+/// (taking it again when it lapsed and no one else took it); returns why
+/// it must stop: another node holds the lease. An unreachable Redis is
+/// retried (the writes wait meanwhile, and are refused while the lease is
+/// not this node's).
+#[cfg(feature = "redis")]
+async fn keep_lease(store: store::StoreConfig, ttl: Duration) -> String {
+    let mut conn: Option<store::RedisStore> = None;
+    loop {
+        Timer::after(ttl / 3).await;
+        let claimed = match conn.as_mut() {
+            Some(c) => c.claim_lease(ttl).await,
+            None => match store::RedisStore::connect(&store).await {
+                Ok(c) => conn.insert(c).claim_lease(ttl).await,
+                Err(e) => Err(e),
+            },
+        };
+        match claimed {
+            Ok(store::Lease::Held) => {}
+            Ok(store::Lease::HeldBy(other)) => {
+                return format!("node {other} holds the store's lease")
+            }
+            Err(e) => {
+                log!(warn, "cannot renew the store's lease: {e}");
+                conn = None;
+            }
+        }
+    }
 }
 
 /// A thread other than the first: its gateway, its hub shard, its

@@ -473,9 +473,13 @@ impl Shard {
                                 hub.borrow_mut().handle_stored(batch.number);
                                 break;
                             }
-                            Err(StoreError::Unavailable(e)) => {
+                            // Unreachable, or fenced: the lease lapsed
+                            // (Redis restarted empty, or this node was cut
+                            // off). The lease keeper takes it again or, if
+                            // another node holds it, stops the server.
+                            Err(e @ (StoreError::Unavailable(_) | StoreError::Fenced)) => {
                                 if !self.store_down.replace(true) {
-                                    log!(warn, "store unreachable, readers wait: {e}");
+                                    log!(warn, "store not writable, readers wait: {e}");
                                 }
                                 Timer::after(backoff).await;
                                 backoff = (backoff * 2).min(BACKOFF_MAX);

@@ -112,6 +112,8 @@ pub struct StoreConfig {
     ca_pem: Option<Arc<[u8]>>,
     connect_timeout: Duration,
     response_timeout: Duration,
+    /// The lease owner whose writes are the only ones taken.
+    lease_owner: Option<String>,
 }
 
 impl StoreConfig {
@@ -157,6 +159,7 @@ impl StoreConfig {
             ca_pem: None,
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(2),
+            lease_owner: None,
         })
     }
 
@@ -165,6 +168,21 @@ impl StoreConfig {
     pub fn with_namespace(mut self, ns: &str) -> Self {
         self.namespace = ns.to_owned();
         self
+    }
+
+    /// Writes only while `owner` holds the namespace's lease
+    /// ([`RedisStore::claim_lease`]); otherwise they fail with
+    /// [`StoreError::Fenced`]. One node of several sharing a store is
+    /// thereby its only writer, even one that lost its lease without
+    /// knowing.
+    pub fn with_lease(mut self, owner: &str) -> Self {
+        self.lease_owner = Some(owner.to_owned());
+        self
+    }
+
+    /// The lease owner, if any.
+    pub fn lease_owner(&self) -> Option<&str> {
+        self.lease_owner.as_deref()
     }
 
     /// For `rediss://`: trust the CA certificates in `pem` instead of the
@@ -279,7 +297,72 @@ pub enum StoreError {
     /// decode.
     #[error("Redis store: {0}")]
     Invalid(String),
+    /// Another node holds the namespace's lease (see
+    /// [`StoreConfig::with_lease`]): nothing was written, and this node
+    /// must stop serving.
+    #[error("another node holds the store's lease")]
+    Fenced,
 }
+
+/// Who holds a namespace's lease ([`RedisStore::claim_lease`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Lease {
+    /// This store's owner.
+    Held,
+    /// Another owner (its name).
+    HeldBy(String),
+}
+
+/// A batch's writes, fenced by the lease: `ARGV` is the lease key (empty:
+/// none), its owner, the namespace, then each write as `P name set
+/// record`, `D name set`, `A name seq entry` or `T name seq`. Returns how
+/// many writes it made; stops at the first that fails (`write N: …`).
+const WRITE_SCRIPT: &str = r#"
+if ARGV[1] ~= '' and redis.call('GET', ARGV[1]) ~= ARGV[2] then
+  return redis.error_reply('FENCED another node holds the lease')
+end
+local ns, i, n = ARGV[3], 4, 0
+local function call(...)
+  local r = redis.pcall(...)
+  if type(r) == 'table' and r.err then
+    error({err = 'ERR write ' .. n .. ': ' .. r.err})
+  end
+end
+while i <= #ARGV do
+  local op, name = ARGV[i], ARGV[i + 1]
+  if op == 'P' then
+    call('SET', ns .. ':r:' .. name, ARGV[i + 3])
+    call('SADD', ARGV[i + 2], name)
+    i = i + 4
+  elseif op == 'D' then
+    call('DEL', ns .. ':r:' .. name, ns .. ':e:' .. name)
+    call('SREM', ARGV[i + 2], name)
+    i = i + 3
+  elseif op == 'A' then
+    call('XADD', ns .. ':e:' .. name, ARGV[i + 2] .. '-0', 'd', ARGV[i + 3])
+    i = i + 4
+  elseif op == 'T' then
+    call('XTRIM', ns .. ':e:' .. name, 'MINID', ARGV[i + 2])
+    i = i + 3
+  else
+    return redis.error_reply('ERR write ' .. n .. ': unknown')
+  end
+  n = n + 1
+end
+return n
+"#;
+
+/// Takes or renews the lease `KEYS[1]` for `ARGV[1]` for `ARGV[2]` ms:
+/// 1 when held, else the holder's name.
+const LEASE_SCRIPT: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return holder
+"#;
 
 /// Whether `e` is worth retrying later (else the request itself is wrong).
 fn from_redis(e: RedisError) -> StoreError {
@@ -485,42 +568,37 @@ impl RedisStore {
         }
         let conn = self.conn.as_mut().expect("ready() leaves a connection");
 
-        let mut pipe = redis::pipe();
-        pipe.cmd("MULTI");
-        // The write each queued command belongs to.
-        let mut owner = Vec::with_capacity(batch.writes.len() * 2);
+        // One script: the lease checked, then every write, in order, with
+        // nothing else run in between.
+        let lease = match &self.config.lease_owner {
+            Some(owner) => (format!("{ns}:lease"), owner.clone()),
+            None => (String::new(), String::new()),
+        };
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(WRITE_SCRIPT)
+            .arg(0)
+            .arg(&lease.0)
+            .arg(&lease.1)
+            .arg(&ns);
         for (i, write) in batch.writes.iter().enumerate() {
             match write {
                 StoreWrite::Put { key, record } => {
-                    let name = key.name();
-                    pipe.cmd("SET")
-                        .arg(format!("{ns}:r:{name}"))
+                    eval.arg("P")
+                        .arg(key.name())
+                        .arg(set_of(&ns, key))
                         .arg(record.as_ref());
-                    pipe.cmd("SADD").arg(set_of(&ns, key)).arg(&name);
-                    owner.extend([i, i]);
                 }
                 StoreWrite::Delete { key } => {
-                    let name = key.name();
-                    pipe.cmd("DEL")
-                        .arg(format!("{ns}:r:{name}"))
-                        .arg(format!("{ns}:e:{name}"));
-                    pipe.cmd("SREM").arg(set_of(&ns, key)).arg(&name);
-                    owner.extend([i, i]);
+                    eval.arg("D").arg(key.name()).arg(set_of(&ns, key));
                 }
                 StoreWrite::Append { key, seq, entry } => {
-                    pipe.cmd("XADD")
-                        .arg(format!("{ns}:e:{}", key.name()))
-                        .arg(format!("{seq}-0"))
-                        .arg("d")
+                    eval.arg("A")
+                        .arg(key.name())
+                        .arg(seq.to_string())
                         .arg(entry.as_ref());
-                    owner.push(i);
                 }
                 StoreWrite::TrimBelow { key, seq } => {
-                    pipe.cmd("XTRIM")
-                        .arg(format!("{ns}:e:{}", key.name()))
-                        .arg("MINID")
-                        .arg(seq.to_string());
-                    owner.push(i);
+                    eval.arg("T").arg(key.name()).arg(seq.to_string());
                 }
                 // StoreWrite is non_exhaustive: a write this store does
                 // not know cannot be made durable.
@@ -533,44 +611,65 @@ impl RedisStore {
                 }
             }
         }
-        pipe.cmd("EXEC");
-        // The replies of MULTI and of each queued command are skipped: a
-        // command refused when queued makes EXEC's reply an EXECABORT.
-        let mut replies = send(conn, &pipe, owner.len() + 1, 1, timeout).await?;
-        let exec = replies.pop().unwrap_or(Value::Nil);
-        match exec {
-            Value::Array(results) => {
-                for (n, result) in results.iter().enumerate() {
-                    if let Value::ServerError(e) = result {
-                        let i = owner.get(n).copied().unwrap_or(0);
-                        return Err(StoreError::Invalid(format!(
-                            "batch {}: write {i} ({}) failed: {} {}",
-                            batch.number,
-                            write_name(batch.writes.get(i)),
-                            e.code(),
-                            e.details().unwrap_or("")
-                        )));
-                    }
-                }
-                if results.len() != owner.len() {
-                    return Err(StoreError::Invalid(format!(
-                        "batch {}: EXEC answered {} results for {} commands",
-                        batch.number,
-                        results.len(),
-                        owner.len()
-                    )));
-                }
-                Ok(())
+        let mut pipe = redis::pipe();
+        pipe.add_command(eval);
+        let mut replies = send(conn, &pipe, 0, 1, timeout).await?;
+        match replies.pop().unwrap_or(Value::Nil) {
+            Value::Int(n) if usize::try_from(n).ok() == Some(batch.writes.len()) => Ok(()),
+            Value::ServerError(e) if e.code() == "FENCED" => Err(StoreError::Fenced),
+            Value::ServerError(e) => {
+                // "write N: …" names the write the script stopped at.
+                let details = e.details().unwrap_or("");
+                let at = details
+                    .strip_prefix("write ")
+                    .and_then(|d| d.split(':').next())
+                    .and_then(|n| n.parse::<usize>().ok());
+                Err(StoreError::Invalid(format!(
+                    "batch {}: {} failed, the writes before it applied, none after: {} {details}",
+                    batch.number,
+                    write_name(at.and_then(|i| batch.writes.get(i))),
+                    e.code(),
+                )))
             }
-            Value::ServerError(e) => Err(StoreError::Invalid(format!(
-                "batch {}: refused, nothing applied: {} {}",
-                batch.number,
-                e.code(),
-                e.details().unwrap_or("")
-            ))),
             other => Err(StoreError::Invalid(format!(
-                "batch {}: EXEC answered {}",
+                "batch {}: the write script answered {}",
                 batch.number,
+                describe(&other)
+            ))),
+        }
+    }
+
+    /// Claims the namespace's lease for [`StoreConfig::with_lease`]'s
+    /// owner for `ttl` (or renews it when the owner holds it): whether it
+    /// holds it now, and if not, who does. Without a lease owner, always
+    /// held.
+    pub async fn claim_lease(&mut self, ttl: Duration) -> Result<Lease, StoreError> {
+        let result = self.claim_inner(ttl).await;
+        self.forget_on_failure(&result);
+        result
+    }
+
+    async fn claim_inner(&mut self, ttl: Duration) -> Result<Lease, StoreError> {
+        let Some(owner) = self.config.lease_owner.clone() else {
+            return Ok(Lease::Held);
+        };
+        let key = format!("{}:lease", self.config.namespace);
+        let timeout = self.config.response_timeout;
+        let conn = self.ready().await?;
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(LEASE_SCRIPT)
+            .arg(1)
+            .arg(&key)
+            .arg(&owner)
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        let mut pipe = redis::pipe();
+        pipe.add_command(eval);
+        let mut replies = send(conn, &pipe, 0, 1, timeout).await?;
+        match replies.pop().unwrap_or(Value::Nil) {
+            Value::Int(1) => Ok(Lease::Held),
+            Value::BulkString(other) => Ok(Lease::HeldBy(String::from_utf8_lossy(&other).into())),
+            other => Err(StoreError::Invalid(format!(
+                "the lease script answered {}",
                 describe(&other)
             ))),
         }
