@@ -601,3 +601,51 @@ fn a_wrong_method_is_told_the_right_ones() {
     assert!(head.starts_with("http/1.1 405"), "{head}");
     assert!(head.contains("\r\nallow: post, get\r\n"), "{head}");
 }
+
+/// With Redis as the store, a backend's publish is answered once it is
+/// stored: while Redis is down the answer waits, and it comes (and the
+/// members get the message) when Redis is back.
+#[cfg(feature = "redis")]
+#[test]
+fn a_publish_is_answered_once_the_store_has_it() {
+    #[path = "redis_support/mod.rs"]
+    mod redis_support;
+    use hummer_channel::adapters::server_tcp::store::StoreConfig;
+    use redis_support::{Persistence, RedisServer};
+
+    watchdog(Duration::from_secs(60));
+    let mut redis = RedisServer::start(Persistence::Aof);
+    let mut config = ServerConfig::demo();
+    config.apps[0].api_keys.push(KEY.into());
+    let runner = RunnerConfig::default()
+        .with_threads(2)
+        .with_store(StoreConfig::new(&redis.url()).unwrap());
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let listeners =
+        Listeners::new(bind(any, &runner).unwrap()).with_api(bind(any, &runner).unwrap());
+    let server = ServerHandle::spawn_on(config, runner, listeners).unwrap();
+    let alice = logged_in(&server, 1);
+    let ch = alice.create_channel(Region::Cn, "lobby").unwrap();
+    alice.join_channel(ch, attrs(&[])).unwrap();
+    redis.stop();
+    let addr = api(&server);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let publish = json!({"message_id": 7, "type": "t", "content": "stored first"});
+        let _ = tx.send(http(
+            addr,
+            "POST",
+            "/v1/channels/cn/lobby/messages",
+            Some(KEY),
+            Some(publish),
+        ));
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_millis(700)).is_err(),
+        "answered before the store had it"
+    );
+    redis.restart();
+    let (status, sent) = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!((status, &sent["seq"]), (200, &json!(1)), "{sent}");
+    assert_eq!(channel_message_from(&alice, "stored first"), 0);
+}

@@ -376,6 +376,18 @@ impl Hub {
         }
     }
 
+    /// The store batch that holds every change made so far (0 without a
+    /// store): an answer given now (a server API call's) shows nothing a
+    /// crash could undo once [`Hub::is_stored`] says this batch is.
+    pub fn store_tag(&self) -> u64 {
+        Fence::tag(self.store.as_ref())
+    }
+
+    /// Whether batch `tag` is stored (always, without a store).
+    pub fn is_stored(&self, tag: u64) -> bool {
+        Fence::released(self.store.as_ref(), tag)
+    }
+
     /// Batches up to `number` are durable: output that waited for them
     /// may go ([`Hub::poll_gateway`], [`Hub::poll_shard`]).
     pub fn handle_stored(&mut self, number: u64) {

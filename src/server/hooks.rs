@@ -8,6 +8,7 @@
 
 use bytes::Bytes;
 
+use super::durable::Fence;
 use super::hub::Hub;
 use crate::types::ChannelKey;
 
@@ -113,7 +114,12 @@ impl HookEventKind {
 impl Hub {
     /// The next event for an app's backend, oldest first.
     pub fn poll_hook(&mut self) -> Option<HookEvent> {
-        self.hooks.pop_front()
+        // Like every output, after the changes it tells of are stored.
+        let &(tag, _) = self.hooks.front()?;
+        if !Fence::released(self.store.as_ref(), tag) {
+            return None;
+        }
+        self.hooks.pop_front().map(|(_, e)| e)
     }
 
     /// Queues `kind` for `appid`'s backend, if it has one.
@@ -133,7 +139,7 @@ impl Hub {
         if let HookEventKind::UserOnline { uid } = kind {
             // Offline and online again in one turn (a login that replaced
             // the uid's other instances): the uid never left.
-            let back = self.hooks.back();
+            let back = self.hooks.back().map(|(_, e)| e);
             if back
                 .is_some_and(|e| e.appid == appid && e.kind == HookEventKind::UserOffline { uid })
             {
@@ -142,7 +148,9 @@ impl Hub {
             }
         }
         let at_ms = self.unix_ms();
-        self.hooks.push_back(HookEvent { appid, at_ms, kind });
+        let tag = Fence::tag(self.store.as_ref());
+        self.hooks
+            .push_back((tag, HookEvent { appid, at_ms, kind }));
     }
 }
 

@@ -129,7 +129,8 @@ pub struct Hub {
     /// Uids whose logins are refused until then (a backend's kick).
     bans: HashMap<(u32, u64), Instant>,
     /// Events for the apps' backends, oldest first.
-    pub(super) hooks: VecDeque<super::HookEvent>,
+    /// Each tagged with the store batch it waits for.
+    pub(super) hooks: VecDeque<(u64, super::HookEvent)>,
     /// What must reach the store (`None`: the hub keeps nothing beyond
     /// the process).
     pub(super) store: Option<super::durable::Durable>,

@@ -338,6 +338,15 @@ impl Server {
         self.pump(now);
     }
 
+    /// Whether every change made so far is stored (always, without a
+    /// store). A [`Server::api`] answer shows state that a crash could
+    /// undo until this holds: with [`ServerConfig::durable`], drive
+    /// [`Server::poll_store`] and [`Server::handle_stored`] until it does
+    /// before passing the answer on.
+    pub fn is_stored(&self) -> bool {
+        self.hubs.iter().all(|h| h.is_stored(h.store_tag()))
+    }
+
     /// The store lost what it held: every shard writes its whole state
     /// again (see [`Hub::handle_store_lost`]).
     pub fn handle_store_lost(&mut self) {

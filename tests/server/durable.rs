@@ -340,3 +340,33 @@ fn evicted_and_forgotten_history_leaves_the_store() {
     };
     assert_eq!(n.store.as_ref().unwrap().keys(), [inbox]);
 }
+
+#[test]
+fn backend_events_and_api_answers_wait_for_the_store_too() {
+    use hummer_channel::server::{ApiCall, ApiReply, ApiRequest, HookConfig, HookEventKind};
+    let mut config = ServerConfig::demo();
+    config.apps[0].hook = Some(HookConfig::new("http://127.0.0.1:9/hook", "h".repeat(32)));
+    let mut n = Net::durable(config, 1);
+    n.store_paused = true;
+    let c = n.accept();
+    n.send(c, Body::Login(login_req(1)));
+    assert!(
+        n.s.poll_hook().is_none(),
+        "an event told before it was stored"
+    );
+    // A server API call's answer shows what is not stored yet: its hub
+    // says which batch to wait for.
+    let call = ApiCall {
+        appid: DEMO_APPID,
+        request: ApiRequest::OnlineStatus { uids: vec![1] },
+    };
+    assert!(matches!(n.s.api(n.now, call), Ok(ApiReply::Online(s)) if s[&1]));
+    assert!(!n.s.is_stored());
+    n.store_paused = false;
+    n.pump();
+    assert!(n.s.is_stored());
+    assert_eq!(
+        n.s.poll_hook().map(|e| e.kind),
+        Some(HookEventKind::UserOnline { uid: 1 })
+    );
+}

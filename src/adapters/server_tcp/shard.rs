@@ -135,7 +135,15 @@ pub(super) struct Shard {
     /// The store cannot be written: readers wait (what the hubs hold for
     /// it would otherwise grow without bound).
     store_down: Cell<bool>,
+    /// Server API answers waiting, like every output, for the store batch
+    /// holding what they show: (shard, batch, caller, answer).
+    #[cfg(feature = "http-api")]
+    #[allow(clippy::type_complexity)]
+    parked_api: RefCell<Vec<(ShardId, u64, ApiAnswer, Result<ApiReply, ServiceError>)>>,
 }
+
+#[cfg(feature = "http-api")]
+type ApiAnswer = Sender<Result<ApiReply, ServiceError>>;
 
 impl Shard {
     /// Thread `thread` of `peers.len()`: its gateway, the hub shards it
@@ -170,6 +178,8 @@ impl Shard {
             control,
             store_wake: Notify::default(),
             store_down: Cell::new(false),
+            #[cfg(feature = "http-api")]
+            parked_api: RefCell::new(Vec::new()),
         }
     }
 
@@ -245,6 +255,25 @@ impl Shard {
         self.flush_now();
         self.rearm();
         self.store_wake.notify();
+        #[cfg(feature = "http-api")]
+        self.release_api();
+    }
+
+    /// Answers the parked server API calls whose batches are stored.
+    #[cfg(feature = "http-api")]
+    fn release_api(&self) {
+        let mut parked = self.parked_api.borrow_mut();
+        if parked.is_empty() {
+            return;
+        }
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut *parked)
+            .into_iter()
+            .partition(|(s, tag, ..)| self.hub(*s).is_some_and(|h| h.borrow().is_stored(*tag)));
+        *parked = waiting;
+        drop(parked);
+        for (_, _, reply, answer) in ready {
+            let _ = reply.try_send(answer);
+        }
     }
 
     fn handle(&self, now: Instant, envelope: Envelope) {
@@ -262,15 +291,22 @@ impl Shard {
             Envelope::Gateway(m) => self.gateway.borrow_mut().handle_hub(now, m),
             #[cfg(feature = "http-api")]
             Envelope::Api(s, call, reply) => {
-                let answer = match self.hub(s) {
-                    Some(h) => h.borrow_mut().handle_api(now, call),
-                    None => Err(ServiceError::new(
+                let Some(h) = self.hub(s) else {
+                    let _ = reply.try_send(Err(ServiceError::new(
                         crate::error::ErrorCode::INTERNAL_SERVER_ERROR,
                         "no such shard",
-                    )),
+                    )));
+                    return;
                 };
-                // The caller may have gone (its request was cancelled).
-                let _ = reply.try_send(answer);
+                let mut h = h.borrow_mut();
+                let answer = h.handle_api(now, call);
+                let tag = h.store_tag();
+                if h.is_stored(tag) {
+                    // The caller may have gone (its request was cancelled).
+                    let _ = reply.try_send(answer);
+                } else {
+                    self.parked_api.borrow_mut().push((s, tag, reply, answer));
+                }
             }
         }
     }
