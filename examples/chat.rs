@@ -10,7 +10,8 @@
 //! Lines typed are broadcast to the channel; messages, joins and leaves are
 //! shown as they come. `/quit` (or end of input) logs out and exits.
 //!
-//! Options: `--server ADDR` (host:port), `--uid N`, `--channel NAME`,
+//! Options: `--server ADDR[,ADDR…]` (host:port; several nodes of one
+//! service fail over), `--uid N`, `--channel NAME`,
 //! `--region R` (default `cn`), `--appid A` (default: the demo app),
 //! `--token T` (default: none, appid mode).
 
@@ -26,7 +27,7 @@ use smol::stream::StreamExt as _;
 /// The demo app of `hummer-server` (`server::DEMO_APPID`).
 const DEFAULT_APPID: AppId = 10000;
 
-const USAGE: &str = "usage: chat --server ADDR --uid N --channel NAME \
+const USAGE: &str = "usage: chat --server ADDR[,ADDR...] --uid N --channel NAME \
                      [--region cn] [--appid A] [--token T]";
 
 struct Args {
@@ -87,13 +88,19 @@ fn main() -> ExitCode {
 }
 
 async fn chat(args: Args) -> Result<(), String> {
-    let addr = args
-        .server
-        .to_socket_addrs()
-        .map_err(|e| format!("{}: {e}", args.server))?
-        .next()
-        .ok_or_else(|| format!("{}: no address", args.server))?;
-    let client = Client::connect(addr, SessionConfig::new(args.appid));
+    // Several nodes of one service, comma-separated: the client fails over
+    // between them.
+    let mut addrs = Vec::new();
+    for server in args.server.split(',') {
+        let addr = server
+            .to_socket_addrs()
+            .map_err(|e| format!("{server}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{server}: no address"))?;
+        addrs.push(addr);
+    }
+    let client = Client::connect_any(addrs, SessionConfig::new(args.appid))
+        .map_err(|e| format!("--server: {e}"))?;
     let info = client
         .login(args.uid, args.token, Some(args.region))
         .await
