@@ -69,6 +69,7 @@ export declare const ErrorCode: {
   readonly PERMISSION_DENY: 3000;
   readonly INTERNAL_SERVER_ERROR: 4000;
   readonly OPERATION_TOO_OFTEN: 4003;
+  readonly SERVICE_UNAVAILABLE: 4010;
   readonly USER_NOT_IN_CHANNEL: 5101;
   readonly CHANNEL_USER_LIMIT_EXCEEDED: 5102;
   readonly USER_ATTRIBUTES_ITEMS_OVERFLOW: 5103;

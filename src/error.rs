@@ -62,6 +62,9 @@ impl ErrorCode {
     pub const INTERNAL_SERVER_ERROR: ErrorCode = ErrorCode(4000);
     /// 4003: rate limit hit.
     pub const OPERATION_TOO_OFTEN: ErrorCode = ErrorCode(4003);
+    /// 4010: the server cannot store state now (its store is unreachable):
+    /// nothing was done; retry later.
+    pub const SERVICE_UNAVAILABLE: ErrorCode = ErrorCode(4010);
     /// 5101: the user is not in the channel.
     pub const USER_NOT_IN_CHANNEL: ErrorCode = ErrorCode(5101);
     /// 5102: the channel is full.
@@ -112,6 +115,7 @@ impl ErrorCode {
             3000 => "PERMISSION_DENY",
             4000 => "INTERNAL_SERVER_ERROR",
             4003 => "OPERATION_TOO_OFTEN",
+            4010 => "SERVICE_UNAVAILABLE",
             5101 => "USER_NOT_IN_CHANNEL",
             5102 => "CHANNEL_USER_LIMIT_EXCEEDED",
             5103 => "USER_ATTRIBUTES_ITEMS_OVERFLOW",

@@ -275,8 +275,8 @@ fn redis_restarted_empty_is_written_again_and_a_later_restart_loses_nothing() {
     // Redis comes back with nothing: the node writes its whole state again
     // with its next batch.
     redis.restart();
-    a.send_message_to_channel(room, Message::new("t", "m2"), SendOptions::default())
-        .unwrap();
+    // Refused (4010) until the node holds the lease again, then served.
+    send_retrying(&a, room, "m2");
     assert_eq!(text(&next_message(&b)), "m2");
     node.kill();
     let _node = Node::start(addr, &redis.url());
@@ -287,14 +287,16 @@ fn redis_restarted_empty_is_written_again_and_a_later_restart_loses_nothing() {
 }
 
 #[test]
-fn a_redis_outage_holds_the_service_and_it_goes_on_when_redis_is_back() {
+fn a_redis_outage_refuses_requests_keeps_links_and_recovers_by_itself() {
+    use hummer_channel::adapters::ClientError;
+    use hummer_channel::ErrorCode;
     let mut redis = RedisServer::start(Persistence::Aof);
     let addr = free_addr();
     let _node = Node::start(addr, &redis.url());
     let (a, room) = member(addr, 1);
     let (b, _) = member(addr, 2);
     redis.stop();
-    // The send waits (its reply and push wait for the store) ...
+    // The first send finds the store gone: its reply and push wait ...
     let sender = std::thread::spawn(move || {
         let r =
             a.send_message_to_channel(room, Message::new("t", "during"), SendOptions::default());
@@ -306,11 +308,22 @@ fn a_redis_outage_holds_the_service_and_it_goes_on_when_redis_is_back() {
             .is_none_or(|e| !matches!(e, Event::ChannelMessage { .. })),
         "a message went out before it was stored"
     );
-    // ... and goes through once Redis is back, with the links kept.
+    // ... and the server refuses what comes next, at once, links kept.
+    let refused = b.get_channel_user_list(room).unwrap_err();
+    assert!(
+        matches!(&refused, ClientError::Service(e) if e.code == ErrorCode::SERVICE_UNAVAILABLE),
+        "{refused:?}"
+    );
+    // Redis back: the waiting send goes through and requests are served.
     redis.restart();
     let (a, sent) = sender.join().unwrap();
     sent.unwrap();
     assert_eq!(text(&next_message(&b)), "during");
+    let deadline = Instant::now() + WAIT;
+    while b.get_channel_user_list(room).is_err() {
+        assert!(Instant::now() < deadline, "still refused");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(a.connection_state().0, ConnectionState::Connected);
     assert_eq!(b.connection_state().0, ConnectionState::Connected);
 }

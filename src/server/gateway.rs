@@ -74,6 +74,8 @@ pub struct Gateway {
     ready: ReadyList,
     closes: VecDeque<TransportAction>,
     to_hub: VecDeque<(ShardId, ToHub)>,
+    /// Every request is answered with this, and goes no further.
+    refusing: Option<ServiceError>,
     /// The hub's shards, and the home shard of each link that asked to log
     /// in (its uid's; none with one shard).
     shards: u16,
@@ -110,6 +112,7 @@ impl Gateway {
             shards: 1,
             homes: IdMap::default(),
             stale_inputs: 0,
+            refusing: None,
             links: IdMap::default(),
             stats: Stats::default(),
             ping_nonce: 0,
@@ -238,6 +241,8 @@ impl Gateway {
                     reason: "a request needs a non-zero request_id",
                 }),
             ),
+            // Refused here while the runner says so: nothing goes on.
+            _ if self.refused(conn, request_id) => {}
             Body::Login(request) => {
                 self.time_request(conn, request_id, peek, now);
                 self.login(conn, request_id, request, queued)
@@ -466,6 +471,24 @@ impl Gateway {
     /// Open connections (accepted, not closed, not being closed).
     pub fn connection_count(&self) -> usize {
         self.conns.values().filter(|c| !c.closing).count()
+    }
+
+    /// Answers request `request_id` with the refusal, if one is set.
+    fn refused(&mut self, conn: ConnId, request_id: u64) -> bool {
+        let Some(e) = self.refusing.clone() else {
+            return false;
+        };
+        self.stats.note_refusal(e.code.code());
+        self.send(conn, error_frame(request_id, e));
+        true
+    }
+
+    /// While `Some`, every request (a login too) is answered with this
+    /// error at once and goes no further; pings and the rest of the link's
+    /// life go on. A runner sets it while the hubs cannot store what
+    /// requests would change (`ErrorCode::SERVICE_UNAVAILABLE`).
+    pub fn set_refusing(&mut self, refusal: Option<ServiceError>) {
+        self.refusing = refusal;
     }
 
     /// Bytes queued for `conn` (0 for an unknown connection).

@@ -215,3 +215,39 @@ fn a_gateway_alone_times_closes_and_tells_the_hub_once() {
     );
     assert_eq!(g.connection_count(), 0);
 }
+
+#[test]
+fn a_refusing_gateway_answers_every_request_itself_and_keeps_the_link() {
+    use hummer_channel::server::{Gateway, GatewayId, ToHub};
+    let t0 = Instant::now();
+    let mut g = Gateway::new(GatewayId(0), ServerConfig::demo(), t0, T0_UNIX_MS);
+    let c = g.accept(t0);
+    let refusal = hummer_channel::ServiceError::new(ErrorCode::SERVICE_UNAVAILABLE, "store down");
+    g.set_refusing(Some(refusal));
+    g.handle_frame(t0, c, frame(1, Body::Login(login_req(1))));
+    g.handle_frame(t0, c, frame(2, Body::Ping(wire::Ping { nonce: 7 })));
+    let out: Vec<_> = std::iter::from_fn(|| g.poll_transmit(c))
+        .map(|b| decode_frame(b, MAX).unwrap())
+        .collect();
+    // (A pong may go ahead of replies.)
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(
+        out.iter()
+            .any(|f| matches!(&f.body, Body::Error(e) if e.code == 4010 && f.request_id == 1)),
+        "{out:?}"
+    );
+    assert!(
+        out.iter()
+            .any(|f| matches!(&f.body, Body::Pong(p) if p.nonce == 7)),
+        "{out:?}"
+    );
+    assert!(g.poll_hub().is_none(), "a refused request reached the hub");
+    assert!(g.poll_transport().is_none(), "the link was closed");
+    // Once the store is back, requests go on to the hub.
+    g.set_refusing(None);
+    g.handle_frame(t0, c, frame(3, Body::Login(login_req(1))));
+    assert!(matches!(
+        g.poll_hub(),
+        Some(ToHub::Login { request_id: 3, .. })
+    ));
+}

@@ -107,6 +107,7 @@ pub(super) fn status_of(code: ErrorCode) -> u16 {
         ErrorCode::PERMISSION_DENY | ErrorCode::APPID_UNAVAILABLE => 403,
         ErrorCode::MESSAGE_ID_REUSED => 409,
         ErrorCode::OPERATION_TOO_OFTEN => 429,
+        ErrorCode::SERVICE_UNAVAILABLE => 503,
         ErrorCode::INTERNAL_SERVER_ERROR | ErrorCode::UNKNOWN => 500,
         _ => 400,
     }

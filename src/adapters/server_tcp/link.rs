@@ -169,6 +169,8 @@ async fn read_loop(
         let mut message = message;
         let mut failed = false;
         let mut since_pump = 0u32;
+        // Refused at once while a store is down, from the first frame.
+        shard.sync_refusal();
         loop {
             let next = match message.take() {
                 Some(m) => m.map(Some),

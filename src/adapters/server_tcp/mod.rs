@@ -315,6 +315,9 @@ struct Control {
     /// The apps' event queues and delivery threads.
     #[cfg(feature = "webhooks")]
     hooks: hooks::Hooks,
+    /// Threads whose store cannot be written now: while any, every
+    /// gateway refuses requests (`ErrorCode::SERVICE_UNAVAILABLE`).
+    stores_down: AtomicUsize,
 }
 
 impl Control {

@@ -31,7 +31,6 @@ use smol::Timer;
 use super::link::{write_now, Outgoing};
 use super::transport::Stream;
 use super::Control;
-#[cfg(feature = "http-api")]
 use crate::error::ServiceError;
 #[cfg(feature = "http-api")]
 use crate::server::{ApiCall, ApiReply};
@@ -132,9 +131,12 @@ pub(super) struct Shard {
     pub control: Arc<Control>,
     /// The hubs made changes for the store (its writer waits on it).
     store_wake: Notify,
-    /// The store cannot be written: readers wait (what the hubs hold for
-    /// it would otherwise grow without bound).
+    /// This thread's store cannot be written (counted in
+    /// `Control::stores_down`).
+    #[cfg(feature = "redis")]
     store_down: Cell<bool>,
+    /// The gateway refuses requests (some thread's store is down).
+    refusing: Cell<bool>,
     /// Server API answers waiting, like every output, for the store batch
     /// holding what they show: (shard, batch, caller, answer).
     #[cfg(feature = "http-api")]
@@ -177,7 +179,9 @@ impl Shard {
             read_buf: RefCell::new(vec![0; read_buf]),
             control,
             store_wake: Notify::default(),
+            #[cfg(feature = "redis")]
             store_down: Cell::new(false),
+            refusing: Cell::new(false),
             #[cfg(feature = "http-api")]
             parked_api: RefCell::new(Vec::new()),
         }
@@ -217,6 +221,7 @@ impl Shard {
     /// timer when its deadline moved earlier.
     pub fn pump(&self) {
         let now = Instant::now();
+        self.sync_refusal();
         loop {
             {
                 let mut g = self.gateway.borrow_mut();
@@ -348,7 +353,23 @@ impl Shard {
 
     /// Whether readers of this thread must wait before reading more.
     pub fn backlogged(&self) -> bool {
-        self.out_len.get() > BACKLOG_HIGH || self.store_down.get()
+        self.out_len.get() > BACKLOG_HIGH
+    }
+
+    /// While a store cannot be written, the gateway answers requests with
+    /// `SERVICE_UNAVAILABLE` instead of passing them on: what the hubs
+    /// hold for the store stays bounded, and links stay open.
+    pub fn sync_refusal(&self) {
+        let down = self.control.stores_down.load(Ordering::Relaxed) > 0;
+        if down != self.refusing.replace(down) {
+            let refusal = down.then(|| {
+                ServiceError::new(
+                    crate::error::ErrorCode::SERVICE_UNAVAILABLE,
+                    "the server cannot store state now: retry later",
+                )
+            });
+            self.gateway.borrow_mut().set_refusing(refusal);
+        }
     }
 
     /// Waits until the backlog that made [`Shard::backlogged`] true shrank.
@@ -515,7 +536,9 @@ impl Shard {
                             // another node holds it, stops the server.
                             Err(e @ (StoreError::Unavailable(_) | StoreError::Fenced)) => {
                                 if !self.store_down.replace(true) {
-                                    log!(warn, "store not writable, readers wait: {e}");
+                                    log!(warn, "store not writable, requests refused: {e}");
+                                    self.control.stores_down.fetch_add(1, Ordering::Relaxed);
+                                    self.pump();
                                 }
                                 Timer::after(backoff).await;
                                 backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -533,8 +556,8 @@ impl Shard {
                         }
                     }
                     if self.store_down.replace(false) {
-                        log!(info, "store reachable again");
-                        self.flushed.notify();
+                        log!(info, "store writable again");
+                        self.control.stores_down.fetch_sub(1, Ordering::Relaxed);
                     }
                     backoff = BACKOFF_MIN;
                     self.pump();
