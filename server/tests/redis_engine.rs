@@ -382,8 +382,8 @@ fn three_nodes_two_killed_mid_stream_every_message_arrives_once_in_order() {
         // standby serves each time.
         if (n == 40 && killed == 0) || (n == 90 && killed == 1) {
             nodes.pop().unwrap().kill();
-            let next = standbys.remove(0);
-            next.line("hummer-server listening on ");
+            // Whichever standby takes the lease serves.
+            let next = serving_one_of(&mut standbys);
             nodes.push(next);
             killed += 1;
         }
@@ -413,4 +413,20 @@ fn three_nodes_two_killed_mid_stream_every_message_arrives_once_in_order() {
         retried.len(),
         dups.len()
     );
+}
+
+/// Waits until one of `standbys` listens; takes it out of the list.
+fn serving_one_of(standbys: &mut Vec<Node>) -> Node {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        for i in 0..standbys.len() {
+            while let Ok(line) = standbys[i].1.try_recv() {
+                if line.starts_with("hummer-server listening on ") {
+                    return standbys.remove(i);
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no standby took over");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::channel::Channel;
 use super::conn::CloseReason;
+use super::durable::SentRef;
 use super::hub::Hub;
 use super::sent_ids::Destination;
 use super::shard::{channel_shard, uid_shard, ShardId};
@@ -584,12 +585,21 @@ impl Hub {
                 Err(e) => return Err(e),
             };
             let push = hub.channel_push(num, from_uid, message.into())?;
-            let mut reply = hub.publish(num, push, unreliable)?;
-            reply.delivered_online = hub
+            let delivered_online = hub
                 .channels
                 .get(&num)
                 .is_some_and(|c| !c.members.is_empty());
-            Ok(reply)
+            let sent = SentRef {
+                uid: from_uid,
+                message_id,
+                timestamp_ms: push.timestamp_ms,
+                delivered_online,
+            };
+            let reply = hub.publish(num, push, unreliable, sent)?;
+            Ok(wire::SendReply {
+                delivered_online,
+                ..reply
+            })
         })
     }
 
@@ -606,7 +616,8 @@ impl Hub {
         self.deduped((appid, from_uid), message_id, to, |hub| {
             let push = hub.user_push(receiver, from_uid, message.into())?;
             let ts = push.timestamp_ms;
-            let (seq, delivered_online) = hub.deliver_p2p((appid, receiver), push, unreliable);
+            let (seq, delivered_online) =
+                hub.deliver_p2p((appid, receiver), push, unreliable, message_id);
             Ok(wire::SendReply {
                 timestamp_ms: ts,
                 delivered_online,

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::durable::stored_channel_key;
+use super::durable::{stored_channel_key, SentRef};
 use super::hooks::{wants_messages, HookEventKind};
 use super::hub::{Hub, LogId, Outcome, Timer};
 use super::rate::RateKind;
@@ -486,7 +486,13 @@ impl Hub {
         } else if let Some(e) = self.effects.as_mut() {
             e.send_counted = true;
         }
-        let reply = self.publish(num, push, req.unreliable)?;
+        let sent = SentRef {
+            uid: who.1,
+            message_id: req.message_id,
+            timestamp_ms: push.timestamp_ms,
+            delivered_online: true,
+        };
+        let reply = self.publish(num, push, req.unreliable, sent)?;
         if local {
             self.remember_sent(who, req.message_id, to, &reply);
         } else if let Some(e) = self.effects.as_mut() {
@@ -526,6 +532,7 @@ impl Hub {
         num: u32,
         mut push: wire::ChannelMessagePush,
         unreliable: bool,
+        sent: SentRef,
     ) -> Result<wire::SendReply, ServiceError> {
         let (now, ts) = (self.now(), push.timestamp_ms);
         let retention = self.config.channel_retention();
@@ -552,7 +559,13 @@ impl Hub {
                 encode_push(Body::ChannelMessage(push))
             });
             if let Some(key) = stored {
-                self.store_append(LogId::Channel(num), key, pushed.seq, &pushed.frame);
+                self.store_append(
+                    LogId::Channel(num),
+                    key,
+                    pushed.seq,
+                    &pushed.frame,
+                    Some(sent),
+                );
             }
             self.retained(appid, pushed.added);
             (pushed.seq, pushed.frame)

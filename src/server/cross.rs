@@ -201,7 +201,8 @@ impl Hub {
                     timestamp_ms: ts,
                     seq: 0,
                 };
-                let (seq, delivered_online) = self.deliver_p2p((who.0, receiver), push, unreliable);
+                let (seq, delivered_online) =
+                    self.deliver_p2p((who.0, receiver), push, unreliable, message_id);
                 let reply = wire::SendReply {
                     timestamp_ms: ts,
                     delivered_online,

@@ -20,18 +20,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use prost::Message as _;
 
+use super::channel::channel_key_hash;
 use super::channel::Channel;
 use super::hub::{Hub, LogId, Timer};
 use super::inbox::Inbox;
 use super::presence::Instance;
+use super::sent_ids::Destination;
 use super::seq_log::{Retention, SeqLog};
 use super::shard::ShardId;
 use super::store::{StoreBatch, StoreKey, StoreWrite, StoredObject};
 use super::{channel_shard, uid_shard, ConnId, IdMap};
 use crate::types::Region;
+use crate::wire;
 
 /// What changed since the last batch, and where the batches are.
 #[derive(Debug, Default)]
@@ -197,17 +200,46 @@ struct InstanceRecord {
     order: u32,
 }
 
-/// An entry: when it was recorded (unix ms, 8 bytes little-endian), then
-/// the encoded push.
-fn encode_entry(at_ms: u64, frame: &Bytes) -> Bytes {
-    let mut b = BytesMut::with_capacity(8 + frame.len());
-    b.put_u64_le(at_ms);
-    b.extend_from_slice(frame);
-    b.freeze()
+/// A retained message as stored: when it was recorded, its encoded push,
+/// and the send that made it (so that a re-send after a restart is
+/// answered as the first: the record of a send is stored with what it
+/// delivered, in one batch of the shard that delivered it).
+#[derive(Clone, PartialEq, prost::Message)]
+struct LogEntry {
+    #[prost(uint64, tag = "1")]
+    at_ms: u64,
+    #[prost(bytes = "bytes", tag = "2")]
+    frame: Bytes,
+    #[prost(message, optional, tag = "3")]
+    sent: Option<SentRef>,
 }
 
-fn decode_entry(mut entry: Bytes) -> Option<(u64, Bytes)> {
-    (entry.len() >= 8).then(|| (entry.get_u64_le(), entry))
+/// The send behind a retained message: its sender, message id and reply
+/// (the reply's seq is the entry's).
+#[derive(Copy, Clone, PartialEq, prost::Message)]
+pub(super) struct SentRef {
+    #[prost(uint64, tag = "1")]
+    pub uid: u64,
+    #[prost(uint64, tag = "2")]
+    pub message_id: u64,
+    #[prost(uint64, tag = "3")]
+    pub timestamp_ms: u64,
+    #[prost(bool, tag = "4")]
+    pub delivered_online: bool,
+}
+
+fn encode_entry(at_ms: u64, frame: &Bytes, sent: Option<SentRef>) -> Bytes {
+    LogEntry {
+        at_ms,
+        frame: frame.clone(),
+        sent,
+    }
+    .encode_to_vec()
+    .into()
+}
+
+fn decode_entry(entry: Bytes) -> Option<LogEntry> {
+    LogEntry::decode(entry).ok().filter(|e| !e.frame.is_empty())
 }
 
 /// What [`Hub::restore`] took from a store.
@@ -222,6 +254,9 @@ pub struct Restored {
     pub instances: usize,
     /// Retained messages restored (within retention now).
     pub messages: usize,
+    /// Sends of those messages within the dedupe window: their re-sends
+    /// are answered as the first and deliver nothing.
+    pub sends: usize,
     /// Objects of this shard that could not be read (skipped).
     pub unreadable: usize,
 }
@@ -577,6 +612,7 @@ impl Hub {
                 _ => {}
             }
         }
+        self.restore_sends(now, unix_now, objects, &mut done);
         restored_instances.sort_by_key(|(a, u, inst, r)| (*a, *u, r.order, *inst));
         for (appid, uid, inst, r) in restored_instances {
             let mut channels = BTreeSet::new();
@@ -623,6 +659,69 @@ impl Hub {
         done
     }
 
+    /// The sends behind the stored messages, within the dedupe window,
+    /// remembered where re-sends are looked up: at the sender's home (a
+    /// client's) and at the shard of the stream (the server API's).
+    fn restore_sends(
+        &mut self,
+        now: Instant,
+        unix_now: u64,
+        objects: &[StoredObject],
+        done: &mut Restored,
+    ) {
+        let shards = self.shards;
+        let window = self.config.send_dedupe_window;
+        let mut sends = Vec::new();
+        for o in objects {
+            let (appid, owner, to) = match &o.key {
+                StoreKey::Channel { appid, region, id } => {
+                    let key = wire::ChannelKey {
+                        region: *region,
+                        channel_id: id.clone(),
+                    };
+                    let to = Destination::Channel(channel_key_hash(Some(&key)));
+                    (*appid, channel_shard(*appid, *region, id, shards), to)
+                }
+                StoreKey::Inbox { appid, uid } => (
+                    *appid,
+                    uid_shard(*appid, *uid, shards),
+                    Destination::User(*uid),
+                ),
+                _ => continue,
+            };
+            for (seq, entry) in &o.entries {
+                let Some(LogEntry {
+                    at_ms,
+                    sent: Some(sent),
+                    ..
+                }) = decode_entry(entry.clone())
+                else {
+                    continue;
+                };
+                let mine = owner == self.shard || uid_shard(appid, sent.uid, shards) == self.shard;
+                let age = Duration::from_millis(unix_now.saturating_sub(at_ms));
+                if !mine || sent.message_id == 0 || age >= window {
+                    continue;
+                }
+                let Some(at) = now.checked_sub(age) else {
+                    continue;
+                };
+                let reply = wire::SendReply {
+                    timestamp_ms: sent.timestamp_ms,
+                    delivered_online: sent.delivered_online,
+                    seq: *seq,
+                };
+                sends.push((at, (appid, sent.uid), sent.message_id, to, reply));
+            }
+        }
+        // Oldest first, as they were remembered.
+        sends.sort_by_key(|s| s.0);
+        for (at, who, id, to, reply) in sends {
+            self.remember_sent_at(who, id, to, &reply, at);
+            done.sends += 1;
+        }
+    }
+
     /// A record of channel `num` changed.
     pub(super) fn touch_channel(&mut self, num: u32) {
         if let Some(d) = self.store.as_mut() {
@@ -652,13 +751,20 @@ impl Hub {
     }
 
     /// Push `seq` was retained by `log` (named `key`) with `frame`.
-    pub(super) fn store_append(&mut self, log: LogId, key: StoreKey, seq: u64, frame: &Bytes) {
+    pub(super) fn store_append(
+        &mut self,
+        log: LogId,
+        key: StoreKey,
+        seq: u64,
+        frame: &Bytes,
+        sent: Option<SentRef>,
+    ) {
         let unix_ms = self.clock.unix_ms();
         if let Some(d) = self.store.as_mut() {
             d.writes.push(StoreWrite::Append {
                 key,
                 seq,
-                entry: encode_entry(unix_ms, frame),
+                entry: encode_entry(unix_ms, frame, sent),
             });
             d.logs.insert(log);
         }
@@ -696,7 +802,9 @@ fn append_all(writes: &mut Vec<StoreWrite>, key: &StoreKey, log: &SeqLog, clock:
         writes.push(StoreWrite::Append {
             key: key.clone(),
             seq,
-            entry: encode_entry(unix_ms_of(now, unix_now, at), frame),
+            // (The sends behind them are not kept in memory: a re-send of
+            // one after this and then a restart would deliver again.)
+            entry: encode_entry(unix_ms_of(now, unix_now, at), frame, None),
         });
     }
 }
@@ -713,7 +821,7 @@ fn restore_log(
 ) -> SeqLog {
     let head = entries.iter().map(|(s, _)| *s).max().unwrap_or(0).max(head);
     let decoded = entries.iter().filter_map(|(seq, e)| {
-        let (at_ms, frame) = decode_entry(e.clone())?;
+        let LogEntry { at_ms, frame, .. } = decode_entry(e.clone())?;
         let age = Duration::from_millis(unix_now.saturating_sub(at_ms));
         Some((*seq, now.checked_sub(age)?, frame))
     });
@@ -726,12 +834,20 @@ mod tests {
 
     #[test]
     fn entries_read_back_and_short_ones_are_refused() {
-        let e = encode_entry(1_700_000_000_123, &Bytes::from_static(b"frame"));
+        let sent = SentRef {
+            uid: 7,
+            message_id: 9,
+            timestamp_ms: 11,
+            delivered_online: true,
+        };
+        let e = encode_entry(1_700_000_000_123, &Bytes::from_static(b"frame"), Some(sent));
+        let d = decode_entry(e).unwrap();
         assert_eq!(
-            decode_entry(e),
-            Some((1_700_000_000_123, Bytes::from_static(b"frame")))
+            (d.at_ms, &d.frame[..], d.sent),
+            (1_700_000_000_123, &b"frame"[..], Some(sent))
         );
-        assert_eq!(decode_entry(Bytes::from_static(b"1234567")), None);
+        assert_eq!(decode_entry(Bytes::from_static(b"\xff\xff")), None);
+        assert_eq!(decode_entry(encode_entry(5, &Bytes::new(), None)), None);
     }
 
     #[test]

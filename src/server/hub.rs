@@ -531,8 +531,20 @@ impl Hub {
         to: Destination,
         r: &wire::SendReply,
     ) {
+        self.remember_sent_at(who, id, to, r, self.now());
+    }
+
+    /// [`Hub::remember_sent`] of a send made at `at` (a restored one).
+    pub(super) fn remember_sent_at(
+        &mut self,
+        who: (u32, u64),
+        id: u64,
+        to: Destination,
+        r: &wire::SendReply,
+        at: Instant,
+    ) {
         let bounds = (self.config.send_dedupe_window, self.config.send_dedupe_max);
-        self.sent_ids.remember(who, id, to, r, self.now(), bounds);
+        self.sent_ids.remember(who, id, to, r, at, bounds);
     }
 
     /// Refuses the logins of `(appid, uid)` until `until` (a longer ban

@@ -2,6 +2,7 @@
 //! shared by all its instances, and a bounded inbox of the encoded pushes
 //! that serves offline messages, resumes and fetches.
 
+use super::durable::SentRef;
 use super::hub::{Hub, LogId, Outcome};
 use super::sent_ids::Destination;
 use super::seq_log::{check_sequenced_fits, Replay, SeqLog};
@@ -33,7 +34,8 @@ impl Hub {
         let ts = push.timestamp_ms;
         // Counted only once the send is known to be valid.
         self.rate_check(inst)?;
-        let (seq, delivered_online) = self.deliver_p2p((appid, req.receiver), push, req.unreliable);
+        let (seq, delivered_online) =
+            self.deliver_p2p((appid, req.receiver), push, req.unreliable, req.message_id);
         let reply = wire::SendReply {
             timestamp_ms: ts,
             delivered_online,
@@ -75,6 +77,7 @@ impl Hub {
         (appid, receiver): (u32, u64),
         mut push: wire::UserMessagePush,
         unreliable: bool,
+        message_id: u64,
     ) -> (u64, bool) {
         let key = (appid, receiver);
         let conns: Vec<ConnId> = self
@@ -90,6 +93,12 @@ impl Hub {
         } else {
             let now = self.now();
             let retention = self.config.inbox_retention();
+            let sent = SentRef {
+                uid: push.from_uid,
+                message_id,
+                timestamp_ms: push.timestamp_ms,
+                delivered_online: !conns.is_empty(),
+            };
             let pushed = self.inbox_mut(key).log.push(now, retention, |seq| {
                 push.seq = seq;
                 encode_push(Body::UserMessage(push))
@@ -104,6 +113,7 @@ impl Hub {
                     stored,
                     pushed.seq,
                     &pushed.frame,
+                    Some(sent),
                 );
             }
             seq = pushed.seq;

@@ -365,6 +365,7 @@ impl Server {
             all.inboxes += r.inboxes;
             all.instances += r.instances;
             all.messages += r.messages;
+            all.sends += r.sends;
             all.unreadable += r.unreadable;
         }
         all

@@ -370,3 +370,41 @@ fn backend_events_and_api_answers_wait_for_the_store_too() {
         Some(HookEventKind::UserOnline { uid: 1 })
     );
 }
+
+#[test]
+fn a_re_send_after_a_restart_is_answered_as_the_first_and_delivers_nothing() {
+    let Scene {
+        mut n,
+        a,
+        b,
+        ra,
+        rb,
+        room,
+    } = scene(3);
+    let first = n.sent(a, to_channel_id("room", "once", false, 4242));
+    assert_eq!(first.seq, 4);
+    n.clear(&[b]);
+    let restored = n.crash_restart(secs(2), 3);
+    assert!(restored.sends >= 6, "{restored:?}");
+    let (b2, _) = resume_b(&mut n, &rb, &room, 4);
+    let a2 = n.accept();
+    let ra2 = login_reply(n.login_with(
+        a2,
+        resume_req(
+            1,
+            ra.instance_id,
+            ra.p2p_epoch,
+            0,
+            vec![cursor("room", room.epoch, 4)],
+        ),
+    ));
+    assert!(ra2.resumed);
+    n.clear(&[a2, b2]);
+    // The Session re-sends what it had no reply for, with the same id.
+    let again = n.sent(a2, to_channel_id("room", "once", false, 4242));
+    assert_eq!(again, first);
+    assert!(channel_msgs(&n.bodies(b2)).is_empty(), "delivered twice");
+    // A new send goes on after it.
+    assert_eq!(n.sent(a2, to_channel("room", "next")).seq, 5);
+    let _ = b;
+}
