@@ -279,6 +279,8 @@ struct World {
     p2p_epoch: BTreeMap<u64, u64>,
     p2p_head: BTreeMap<u64, u64>,
     p2p_truth: BTreeMap<(u64, u64), String>,
+    /// Per uid: the highest ack sent while the store kept up.
+    acked: BTreeMap<u64, u64>,
     /// Everything any client received, and what to check at the end of
     /// this step (a push to its own uid comes before the send's reply).
     seen: BTreeMap<(Stream, u64, u64), String>,
@@ -328,6 +330,7 @@ impl World {
             p2p_epoch: BTreeMap::new(),
             p2p_head: BTreeMap::new(),
             p2p_truth: BTreeMap::new(),
+            acked: BTreeMap::new(),
             seen: BTreeMap::new(),
             to_check: Vec::new(),
             unacked: BTreeSet::new(),
@@ -421,16 +424,14 @@ impl World {
             }
             Op::Ack(i) => {
                 if let Some(c) = self.clients[i].usable() {
-                    let seq = self.clients[i].p2p_seq;
-                    self.n.ack(c, seq);
+                    self.ack(i, c);
                 }
             }
             Op::Logout(i) => {
                 if let Some(c) = self.clients[i].usable() {
                     // As the Session does: ack, log out, and forget the
                     // instance (whether the reply comes or not).
-                    let seq = self.clients[i].p2p_seq;
-                    self.n.ack(c, seq);
+                    self.ack(i, c);
                     self.request(i, Body::Logout(wire::Empty {}), Pending::Logout);
                     let paused = self.paused();
                     let cl = &mut self.clients[i];
@@ -467,6 +468,17 @@ impl World {
             } => return self.crash(Duration::from_millis(after_ms), shards, away),
         }
         self.settle()
+    }
+
+    /// Acks the client's P2P cursor (kept by the server unless the store
+    /// is paused).
+    fn ack(&mut self, i: usize, c: ConnId) {
+        let (uid, seq) = (self.clients[i].uid, self.clients[i].p2p_seq);
+        self.n.ack(c, seq);
+        if !self.paused() {
+            let acked = self.acked.entry(uid).or_default();
+            *acked = (*acked).max(seq);
+        }
     }
 
     /// A fresh login, or a resume with everything the client holds.
@@ -971,13 +983,23 @@ impl World {
                 uid
             );
         } else {
-            prop_assert!(r.p2p_seq <= head);
-            if let Some(g) = r.p2p_gap {
-                count(&STATS.retention_gaps, 1);
-                prop_assert!(
-                    g.to == r.p2p_seq && g.to + keep <= head && g.from <= g.to,
-                    "uid {uid}: P2P gap {g:?} on a fresh login (head {head}, keep {keep})"
-                );
+            // A fresh login starts after the uid's acked point, which a
+            // restart keeps.
+            let acked = self.acked.get(&uid).copied().unwrap_or(0);
+            match r.p2p_gap {
+                None => prop_assert_eq!(
+                    r.p2p_seq,
+                    acked,
+                    "uid {}: a fresh login does not start after the acked point",
+                    uid
+                ),
+                Some(g) => {
+                    count(&STATS.retention_gaps, 1);
+                    prop_assert!(
+                        g.from == acked + 1 && g.to == r.p2p_seq && g.to + keep <= head,
+                        "uid {uid}: P2P gap {g:?} on a fresh login (acked {acked}, head {head}, keep {keep})"
+                    );
+                }
             }
         }
         let cl = &mut self.clients[i];
