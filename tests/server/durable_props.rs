@@ -7,16 +7,17 @@
 //! Three uids (1, 2, 3) log in, join and leave two channels, send reliable
 //! channel and P2P messages (also to uid 4, which only logs in at the very
 //! end, and to each other while offline), write channel attributes, ack,
-//! log out, lose their links and resume, while the clock moves (a little, or past
-//! the grace period). After a crash every client with an instance resumes
-//! at once, except some that stay away until a later operation (their
-//! restored instances may outlive the grace period meanwhile). Each client is modelled the way the Session is: its
-//! instance id, its P2P epoch and cursor, and per channel its number, epoch
-//! and cursor, all taken only from frames that reached it; a request whose
-//! reply never came (the store paused, then the crash) fails as with a lost
-//! link (a leave counts as done, nothing is re-sent). After a crash every
-//! client resumes with what it holds and joins again (`rejoin`) what the
-//! resume did not keep.
+//! log out, lose their links and resume, while the clock moves (a little,
+//! or past the grace period). Each client is modelled the way the Session
+//! is: its instance id, its P2P epoch and cursor, and per channel its
+//! number, epoch and cursor, all taken only from frames that reached it; a
+//! request whose reply never came (the store paused, then the crash) fails
+//! as with a lost link (a leave or logout counts as done, nothing is
+//! re-sent). After a crash every client with an instance resumes at once
+//! with what it holds and joins again (`rejoin`) what the resume did not
+//! keep, except those told to stay away until their next `Connect` (their
+//! restored instances may outlive the grace period meanwhile). Each case
+//! ends with a crash, then every client (uid 4 too) logs in or resumes.
 //!
 //! What is checked, for every client, across the whole run:
 //!
@@ -34,6 +35,7 @@
 //!    the count retention, epochs only change for streams that held no
 //!    acknowledged message, and a sender's next number is always one past
 //!    the last acknowledged one (no number is given twice).
+//!    A fresh login starts right after the acked point the store kept.
 //! 4. Whatever a client receives was acknowledged to its sender, with the
 //!    same content: a send whose reply was held by the paused store is
 //!    seen by nobody, before or after the crash.
@@ -42,7 +44,9 @@
 //!    (`GetChannelAttributes`) are those the store had before the crash,
 //!    changed only by what the resumes did (a client that left while the
 //!    store was paused leaves for good; one dropped after the grace period
-//!    joins again), and each channel's epoch and head are the model's.
+//!    joins again; an instance logged out while the store was paused comes
+//!    back, unresumed, for its grace period), and each channel's epoch and
+//!    head (server API) are the model's, before the crash and after.
 //!
 //! Runs stay under the channel retention age (5 min), so only the count
 //! retention (`keep`, small in some cases) ever drops history.
@@ -88,7 +92,9 @@ enum Op {
     Advance(u64),
     /// The store is paused for the `pause` operations before this one, then
     /// the process dies, `after_ms` pass, and a process of `shards` (the
-    /// same number when `None`) starts from the store. Clients resume at
+    /// same number when `None`) starts from the store (a downtime past the
+    /// grace period too: restored instances get a grace period from the
+    /// restart). Clients resume at
     /// once, but those in the bits of `away` (until their next `Connect`).
     Crash {
         pause: usize,
@@ -114,7 +120,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => prop_oneof![4 => 0..3_000u64, 1 => Just(LONG.as_millis() as u64)].prop_map(Op::Advance),
         1 => (
             prop_oneof![1 => Just(0usize), 1 => 1..5usize],
-            0..3_000u64,
+            prop_oneof![4 => 0..3_000u64, 1 => Just(35_000u64)],
             prop_oneof![3 => Just(None), 1 => (1..=4u16).prop_map(Some)],
             prop_oneof![2 => Just(0u8), 1 => 0..8u8],
         )
@@ -556,6 +562,11 @@ impl World {
             count(&STATS.reshards, 1);
         }
         self.shards = shards;
+        let after = if self.elapsed + after > MAX_RUN {
+            Duration::from_millis(after.as_millis() as u64 % 1_000)
+        } else {
+            after
+        };
         self.elapsed += after;
         self.n.crash_restart(after, shards);
         // Instances nobody resumes (logged out while the store was paused)
