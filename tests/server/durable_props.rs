@@ -21,9 +21,10 @@
 //!
 //! What is checked, for every client, across the whole run:
 //!
-//! 1. A (stream, epoch, seq) never arrives with two contents, and every
-//!    push is exactly the next number of its stream for that client (never
-//!    a number seen already, never going backwards).
+//! 1. A (stream, epoch, seq) never arrives with two contents, a message
+//!    never arrives under two numbers, and every push is exactly the next
+//!    number of its stream for that client (never a number seen already,
+//!    never going backwards).
 //! 2. Nothing is lost silently: a resume or rejoin in the same epoch goes
 //!    on from the client's cursor (the reply's seq is the cursor, or a gap
 //!    starts right after it), and once every reply is in, every connected
@@ -249,6 +250,7 @@ struct Stats {
     retention_gaps: AtomicU64,
     epoch_changes: AtomicU64,
     offline_delivered: AtomicU64,
+    slowest_case_us: AtomicU64,
 }
 
 static STATS: Stats = Stats {
@@ -264,6 +266,7 @@ static STATS: Stats = Stats {
     retention_gaps: AtomicU64::new(0),
     epoch_changes: AtomicU64::new(0),
     offline_delivered: AtomicU64::new(0),
+    slowest_case_us: AtomicU64::new(0),
 };
 
 fn count(c: &AtomicU64, n: u64) {
@@ -290,6 +293,7 @@ struct World {
     /// Everything any client received, and what to check at the end of
     /// this step (a push to its own uid comes before the send's reply).
     seen: BTreeMap<(Stream, u64, u64), String>,
+    numbered: BTreeMap<String, (Stream, u64, u64)>,
     to_check: Vec<(u64, Stream, u64, u64, String)>,
     /// Sends whose reply never came (the store was paused).
     unacked: BTreeSet<String>,
@@ -338,6 +342,7 @@ impl World {
             p2p_truth: BTreeMap::new(),
             acked: BTreeMap::new(),
             seen: BTreeMap::new(),
+            numbered: BTreeMap::new(),
             to_check: Vec::new(),
             unacked: BTreeSet::new(),
             snapshot: None,
@@ -797,6 +802,12 @@ impl World {
                 .entry((stream, epoch, seq))
                 .or_insert_with(|| text.clone());
             prop_assert_eq!(&*first, &text, "{:?} {} {} changed", stream, epoch, seq);
+            // Each text is sent once: it never comes under another number.
+            let at = self
+                .numbered
+                .entry(text.clone())
+                .or_insert((stream, epoch, seq));
+            prop_assert_eq!(*at, (stream, epoch, seq), "{} arrived twice", &text);
         }
         if self.paused() {
             return Ok(());
@@ -1195,14 +1206,21 @@ fn crashes_and_restores_never_lose_change_or_invent_what_clients_saw() {
         prop::collection::vec(op(), 1..100),
     );
     let started = Instant::now();
-    let result = runner.run(&strategy, |(shards, keep, ops)| run(shards, keep, &ops));
+    let result = runner.run(&strategy, |(shards, keep, ops)| {
+        let t = Instant::now();
+        let r = run(shards, keep, &ops);
+        let us = t.elapsed().as_micros() as u64;
+        STATS.slowest_case_us.fetch_max(us, Ordering::Relaxed);
+        r
+    });
     let s = &STATS;
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     eprintln!(
-        "durable props: {} cases ({} ops) in {:?}: {} crashes ({} with the store paused, {} with another shard count), {} sends lost unacknowledged, after crashes {} resumed instances, {} rejoins, {} messages replayed; {} retention gaps, {} epoch changes, {} messages to uid 4 delivered at the end",
+        "durable props: {} cases ({} ops) in {:?} (the slowest {} µs): {} crashes ({} with the store paused, {} with another shard count), {} sends lost unacknowledged, after crashes {} resumed instances, {} rejoins, {} messages replayed; {} retention gaps, {} epoch changes, {} messages to uid 4 delivered at the end",
         get(&s.cases),
         get(&s.ops),
         started.elapsed(),
+        get(&s.slowest_case_us),
         get(&s.crashes),
         get(&s.paused_crashes),
         get(&s.reshards),
