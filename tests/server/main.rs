@@ -13,6 +13,7 @@ mod api;
 mod attributes;
 mod channels;
 mod durable;
+mod durable_props;
 mod faults;
 mod gateways;
 mod hooks;
