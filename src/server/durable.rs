@@ -5,8 +5,9 @@
 //! What lasts: channels (stream epoch and head, attributes, members and
 //! their user attributes, departed members, pending notices), inboxes
 //! (epoch, head, acknowledged position), instances, and every retained
-//! message. What does not: links, rate-limit and ban records, send
-//! dedupe, token timers. A restart is thereby the same as every link being
+//! message with the send that made it (its message id and reply: a re-send
+//! after a restart is answered as the first). What does not: links,
+//! rate-limit and ban records, unreliable sends' ids, token timers. A restart is thereby the same as every link being
 //! lost at once: each instance is kept for the grace period from the
 //! restore, and a client that resumes within it finds its memberships and
 //! streams as they were, with nothing lost.
