@@ -1559,12 +1559,17 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
                         commands: engine::delta(&stats0, &stats),
                         cpu: cpu_seconds(pid, p.clk_tck) - cpu0,
                     };
+                    let mut by_name: Vec<(&String, &u64)> = r.commands.iter().collect();
+                    by_name.sort_by(|a, b| b.1.cmp(a.1));
+                    let by_name: Vec<String> =
+                        by_name.iter().map(|(n, c)| format!("{n} {c}")).collect();
                     eprintln!(
-                        "rep {} {w:7} {:19} engine: {} round trips, {} commands for {} published, {} delivered",
+                        "rep {} {w:7} {:19} engine: {} round trips, {} commands ({}) for {} published, {} delivered",
                         rep + 1,
                         t.label,
                         engine::round_trips(&r.commands),
                         engine::total(&r.commands),
+                        by_name.join(", "),
                         r.published,
                         r.delivered
                     );
