@@ -7,11 +7,26 @@
 #   bench/compare.sh --no-raw-check     # without the raw-client check
 #   IDLE_CONNS=10000 bench/compare.sh   # also run bench/idle_connections.sh after
 #   HUMMER_THREADS="1 2" bench/compare.sh   # hummer-server once per --threads N
+#   HUMMER_ENGINES="memory redis" bench/compare.sh   # and once per --engine
 #
 # HUMMER_THREADS (a space-separated list) starts one hummer-server per value
 # with `--threads N`, measured in the same interleaved repetitions and
 # labelled tN, when `hummer-server --help` mentions --threads; otherwise
 # (unset, or a server without the flag) one server as usual.
+#
+# HUMMER_ENGINES (a space-separated list of memory and redis; default
+# memory, one server as before) starts the servers above once per engine:
+# for redis, each hummer-server gets a Redis of its own for `--engine
+# redis://127.0.0.1:PORT` (a separate redis-server, not the pub/sub
+# baseline's: a free port, `--appendonly yes --appendfsync everysec`, in a
+# temporary directory), labelled redis-engine (tN-redis-engine with
+# HUMMER_THREADS). The first server of the list is the baseline of the
+# "/hummer" ratio columns. After the table, the engine's `INFO commandstats`
+# read around each run gives the Redis round trips (EVAL) and commands per
+# published and per delivered message. With redis, leave the scaling
+# workload out (--workloads pubsub,fanout,rtt): at full size its batches
+# outlast the store's response timeout and the server rewrites its whole
+# state (BENCHMARKS.md, "Durable state (Redis engine)").
 #
 # After the table, a raw check runs the brokers' 1 -> 1 and fan-out
 # workloads through hummer-load's clients and through `hummer-load raw` (one
@@ -73,7 +88,7 @@ wait_port() { # port name
 cargo build --release --quiet -p hummer-server -p hummer-load
 BIN=${CARGO_TARGET_DIR:-target}/release
 
-HADDRS=(); HPIDS=(); VARIANTS=()
+HADDRS=(); HPIDS=(); VARIANTS=(); EADDRS=(); EPIDS=()
 start_hummer() { # extra arguments of hummer-server
     local port pid
     port=$(free_port)
@@ -86,6 +101,27 @@ start_hummer() { # extra arguments of hummer-server
     wait_port "$port" hummer-server
     HADDRS+=("127.0.0.1:$port"); HPIDS+=("$pid")
 }
+# A Redis for one hummer-server's --engine: sets EPORT and EPID.
+start_engine_redis() {
+    local dir
+    EPORT=$(free_port)
+    dir="$WORK/engine-$EPORT"
+    mkdir -p "$dir"
+    redis-server --bind 127.0.0.1 --port "$EPORT" --dir "$dir" --save '' \
+        --appendonly yes --appendfsync everysec \
+        --protected-mode yes --daemonize no --logfile "$dir/redis.log" >/dev/null 2>&1 &
+    EPID=$!; PIDS+=("$EPID")
+    wait_port "$EPORT" "engine redis-server"
+}
+ENGINES=()
+read -ra ENGINES <<<"${HUMMER_ENGINES:-memory}"
+for e in "${ENGINES[@]}"; do
+    if [[ $e != memory && $e != redis ]]; then
+        echo "HUMMER_ENGINES: $e is neither memory nor redis" >&2
+        exit 2
+    fi
+done
+if ((${#ENGINES[@]} == 0)); then ENGINES=(memory); fi
 THREADS=()
 if [[ -n ${HUMMER_THREADS:-} ]]; then
     help=$("$BIN/hummer-server" --help 2>&1 || true)
@@ -95,17 +131,34 @@ if [[ -n ${HUMMER_THREADS:-} ]]; then
         echo "HUMMER_THREADS is set but hummer-server has no --threads: one server, as usual" >&2
     fi
 fi
-if ((${#THREADS[@]})); then
-    for n in "${THREADS[@]}"; do
-        start_hummer --threads "$n"
-        VARIANTS+=("t$n")
+# One server per engine and (with HUMMER_THREADS) per thread count.
+SERVER_THREADS=("${THREADS[@]}")
+if ((${#SERVER_THREADS[@]} == 0)); then SERVER_THREADS=(""); fi
+for e in "${ENGINES[@]}"; do
+    for n in "${SERVER_THREADS[@]}"; do
+        args=(); label=""
+        if [[ -n $n ]]; then args+=(--threads "$n"); label="t$n"; fi
+        if [[ $e == redis ]]; then
+            start_engine_redis
+            args+=(--engine "redis://127.0.0.1:$EPORT")
+            label="${label:+$label-}redis-engine"
+            EADDRS+=("127.0.0.1:$EPORT"); EPIDS+=("$EPID")
+        else
+            EADDRS+=(-); EPIDS+=(-)
+        fi
+        start_hummer "${args[@]}"
+        VARIANTS+=("$label")
     done
-else
-    start_hummer
-fi
+done
 join() { local IFS=,; echo "$*"; }
 HARGS=(--hummer "$(join "${HADDRS[@]}")" --hummer-pid "$(join "${HPIDS[@]}")")
-if ((${#VARIANTS[@]})); then HARGS+=(--hummer-variants "$(join "${VARIANTS[@]}")"); fi
+# Labels only when there is more than one server or a non-default one.
+if ((${#VARIANTS[@]} > 1)) || [[ -n ${VARIANTS[0]} ]]; then
+    HARGS+=(--hummer-variants "$(join "${VARIANTS[@]}")")
+fi
+if [[ " ${ENGINES[*]} " == *" redis "* ]]; then
+    HARGS+=(--hummer-engine-redis "$(join "${EADDRS[@]}")" --hummer-engine-pid "$(join "${EPIDS[@]}")")
+fi
 NPORT=$(free_port)
 nats-server -a 127.0.0.1 -p "$NPORT" >"$WORK/nats.out" 2>&1 &
 NPID=$!; PIDS+=("$NPID")
@@ -120,6 +173,9 @@ wait_port "$RPORT" redis-server
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
 echo "versions: hummer-server $(git describe --always --dirty 2>/dev/null || echo '?'), $(nats-server --version), $(redis-server --version | cut -d' ' -f1-3)"
 echo "servers: hummer ${HADDRS[*]} pid ${HPIDS[*]}${VARIANTS[*]:+ (${VARIANTS[*]})}, nats 127.0.0.1:$NPORT pid $NPID, redis 127.0.0.1:$RPORT pid $RPID"
+if [[ " ${ENGINES[*]} " == *" redis "* ]]; then
+    echo "engines: redis ${EADDRS[*]} pid ${EPIDS[*]} (appendonly yes, appendfsync everysec)"
+fi
 
 "$BIN/hummer-load" compare \
     "${HARGS[@]}" --hummer-unlimited \
@@ -138,6 +194,9 @@ rss() { awk '/VmRSS/{print $2" "$3}' "/proc/$1/status"; }
 hrss=""
 for pid in "${HPIDS[@]}"; do hrss+="${hrss:+, }$(rss "$pid")"; done
 echo "server VmRSS after the run: hummer $hrss, nats $(rss "$NPID"), redis $(rss "$RPID")"
+for pid in "${EPIDS[@]}"; do
+    if [[ $pid != - ]]; then echo "engine redis VmRSS after the run: $(rss "$pid") (pid $pid)"; fi
+done
 for f in "$WORK"/hummer-*.err; do
     if grep -qiE "error|panic" "$f"; then
         echo "hummer-server stderr:" >&2; tail -20 "$f" >&2

@@ -58,6 +58,7 @@ use hummer_channel::wire::{
 };
 
 mod count;
+mod engine;
 mod raw;
 mod rawlink;
 mod scale;
@@ -121,6 +122,9 @@ struct Target {
     /// The kind's name, and which of several servers of that kind (e.g.
     /// "hummer t2", started with `--threads 2`).
     label: String,
+    /// The Redis of a hummer-server started with `--engine redis://…`
+    /// (its address and pid), read around each run (engine.rs).
+    engine: Option<(SocketAddr, Option<u32>)>,
 }
 
 impl Target {
@@ -134,6 +138,7 @@ impl Target {
             addr,
             pid,
             label,
+            engine: None,
         }
     }
 }
@@ -1422,6 +1427,8 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
     };
     // Every hummer server to measure: (address, pid, variant label).
     let mut hummers: Vec<(SocketAddr, Option<u32>, String)> = Vec::new();
+    // Per hummer server, the Redis of its `--engine redis://…`, if any.
+    let mut engines: Vec<Option<(SocketAddr, Option<u32>)>> = Vec::new();
     // A sanity run only: an in-process server with no rate limit (so no
     // re-logins), sharing this process's CPU with the clients.
     let mut _inprocess = None;
@@ -1455,6 +1462,19 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
         if addrs.is_empty() {
             return Err("--hummer is required".into());
         }
+        // "-" (or nothing) for a server without a Redis engine.
+        let (engine_addrs, engine_pids) = (list("hummer-engine-redis"), list("hummer-engine-pid"));
+        for i in 0..addrs.len() {
+            let a = match engine_addrs.get(i).map(String::as_str) {
+                None | Some("" | "-") => None,
+                Some(a) => Some(
+                    a.parse::<SocketAddr>()
+                        .map_err(|_| format!("--hummer-engine-redis: {a:?} is not an address"))?,
+                ),
+            };
+            let pid = engine_pids.get(i).and_then(|v| v.parse().ok());
+            engines.push(a.map(|a| (a, pid)));
+        }
         for (i, a) in addrs.iter().enumerate() {
             let a = a
                 .parse()
@@ -1467,7 +1487,12 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
     // after the first one's, then its reliable run.
     let mut all = Vec::new();
     for (i, (a, hpid, v)) in hummers.iter().enumerate() {
-        all.push(Target::new(Kind::Hummer { reliable: false }, *a, *hpid, v));
+        let engine = engines.get(i).copied().flatten();
+        let hummer = |reliable| Target {
+            engine,
+            ..Target::new(Kind::Hummer { reliable }, *a, *hpid, v)
+        };
+        all.push(hummer(false));
         if i == 0 {
             all.push(Target::new(Kind::Nats, addr("nats")?, pid("nats-pid"), ""));
             all.push(Target::new(
@@ -1477,7 +1502,7 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
                 "",
             ));
         }
-        all.push(Target::new(Kind::Hummer { reliable: true }, *a, *hpid, v));
+        all.push(hummer(true));
     }
     let only = |list: &str, name: &str| {
         args.get(list)
@@ -1492,6 +1517,8 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
         .filter(|w| only("workloads", w))
         .collect();
     let mut results: HashMap<(&str, &str), Vec<Outcome>> = HashMap::new();
+    // Per workload and target with a Redis engine: what its Redis ran.
+    let mut engine_runs: HashMap<(&str, &str), Vec<EngineRun>> = HashMap::new();
     let mut run = 1u64;
     for rep in 0..reps {
         for &w in &workloads {
@@ -1500,6 +1527,14 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
             }
             for t in &targets {
                 run += 1;
+                let engine_before = match t.engine {
+                    Some((a, pid)) => Some((
+                        engine::command_stats(a)
+                            .map_err(|e| format!("INFO commandstats of {a}: {e}"))?,
+                        cpu_seconds(pid, p.clk_tck),
+                    )),
+                    None => None,
+                };
                 let o = match w {
                     "pubsub" => pubsub(t, run, p.messages, 1, &p),
                     "fanout" => pubsub(t, run, p.fanout_messages, p.subscribers, &p),
@@ -1507,6 +1542,42 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
                     _ => rtt(t, run, p.rtt_samples, &p),
                 }
                 .map_err(|e| format!("{w} on {}: {e}", t.label))?;
+                if let (Some((a, pid)), Some((stats0, cpu0))) = (t.engine, engine_before) {
+                    let stats = engine::command_stats(a)
+                        .map_err(|e| format!("INFO commandstats of {a}: {e}"))?;
+                    // Published: each delivery of the 1 -> 1 and round-trip
+                    // workloads is one message, the fan-out's go to every
+                    // subscriber, the scaling one's to each member.
+                    let per = match w {
+                        "fanout" => p.subscribers,
+                        "scale" => sp.members,
+                        _ => 1,
+                    };
+                    let r = EngineRun {
+                        published: o.deliveries.div_ceil(per.max(1)),
+                        delivered: o.deliveries,
+                        commands: engine::delta(&stats0, &stats),
+                        cpu: cpu_seconds(pid, p.clk_tck) - cpu0,
+                    };
+                    let mut by_name: Vec<(&String, &u64)> = r.commands.iter().collect();
+                    by_name.sort_by(|a, b| b.1.cmp(a.1));
+                    let by_name: Vec<String> =
+                        by_name.iter().map(|(n, c)| format!("{n} {c}")).collect();
+                    eprintln!(
+                        "rep {} {w:7} {:19} engine: {} round trips, {} commands ({}) for {} published, {} delivered",
+                        rep + 1,
+                        t.label,
+                        engine::round_trips(&r.commands),
+                        engine::total(&r.commands),
+                        by_name.join(", "),
+                        r.published,
+                        r.delivered
+                    );
+                    engine_runs
+                        .entry((w, t.label.as_str()))
+                        .or_default()
+                        .push(r);
+                }
                 eprintln!(
                     "rep {} {w:7} {:19} {:>12.1} {:>9.1} delivered {}/{} errors {} cpu/delivery {:.3e} load cores {:.2}",
                     rep + 1,
@@ -1598,9 +1669,16 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
             header += " nats | redis |";
         }
         header += &format!(" {short}/nats | {short}/redis |");
+        // Every other server against the first one, same reliability.
+        if i >= 2 {
+            header += &format!(" {short}/{} |", hummer_columns[i % 2].2);
+        }
     }
     println!("{header}");
-    println!("| --- |{}", " ---: |".repeat(2 + 3 * hummer_columns.len()));
+    println!(
+        "| --- |{}",
+        " ---: |".repeat(2 + 3 * hummer_columns.len() + hummer_columns.len().saturating_sub(2))
+    );
     for (w, label, f) in rows {
         if !workloads.contains(&w) {
             continue;
@@ -1622,6 +1700,13 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
                     ratio(w, key, "redis", f)
                 );
             }
+            if i >= 2 {
+                if label.starts_with("load generator") {
+                    line += " - |";
+                } else {
+                    line += &format!(" {:.2} |", ratio(w, key, &hummer_columns[i % 2].0, f));
+                }
+            }
         }
         println!("{line}");
     }
@@ -1642,7 +1727,86 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
     } else {
         println!("\nShort runs (time cap or errors): {}", lost.join("; "));
     }
+    print_engine_runs(&engine_runs, &workloads, &all_labels(&targets));
     Ok(())
+}
+
+/// What a hummer-server's Redis engine ran during one run.
+struct EngineRun {
+    published: u64,
+    delivered: u64,
+    commands: engine::CommandStats,
+    /// The engine Redis's CPU over the run, seconds.
+    cpu: f64,
+}
+
+fn all_labels(targets: &[Target]) -> Vec<String> {
+    targets.iter().map(|t| t.label.clone()).collect()
+}
+
+/// The commands each Redis engine ran per published and per delivered
+/// message: medians over the repetitions.
+fn print_engine_runs(
+    runs: &HashMap<(&str, &str), Vec<EngineRun>>,
+    workloads: &[&str],
+    labels: &[String],
+) {
+    if runs.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "Redis engine: the engine's INFO commandstats read before and after each run (medians \
+         of the repetitions). Round trips: EVAL/EVALSHA calls (one per batch, plus the lease's \
+         renewals); commands: every cmdstat call, the scripts' inner commands included. \
+         Published: per message sent (round trip: per message each way)."
+    );
+    println!(
+        "| workload | server | published | delivered | round trips / published | commands / published \
+         | commands / delivered | commands / round trip | engine Redis CPU us / delivery | commands per published, by name |"
+    );
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    for &w in workloads {
+        for label in labels {
+            let Some(v) = runs.get(&(w, label.as_str())) else {
+                continue;
+            };
+            let m = |f: &dyn Fn(&EngineRun) -> f64| median(v.iter().map(f).collect());
+            let per_pub = |r: &EngineRun, x: u64| x as f64 / r.published.max(1) as f64;
+            let mut names: Vec<&String> = v.iter().flat_map(|r| r.commands.keys()).collect();
+            names.sort();
+            names.dedup();
+            let mut by_name: Vec<(f64, &String)> = names
+                .into_iter()
+                .map(|n| {
+                    (
+                        m(&|r| per_pub(r, r.commands.get(n).copied().unwrap_or(0))),
+                        n,
+                    )
+                })
+                .collect();
+            by_name.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let by_name: Vec<String> = by_name
+                .iter()
+                .filter(|(x, _)| *x > 0.0)
+                .map(|(x, n)| format!("{n} {x:.3}"))
+                .collect();
+            println!(
+                "| {w} | {label} | {} | {} | {:.4} | {:.4} | {:.4} | {:.1} | {} | {} |",
+                fmt(m(&|r| r.published as f64)),
+                fmt(m(&|r| r.delivered as f64)),
+                m(&|r| per_pub(r, engine::round_trips(&r.commands))),
+                m(&|r| per_pub(r, engine::total(&r.commands))),
+                m(&|r| engine::total(&r.commands) as f64 / r.delivered.max(1) as f64),
+                m(&|r| {
+                    engine::total(&r.commands) as f64
+                        / engine::round_trips(&r.commands).max(1) as f64
+                }),
+                fmt(m(&|r| r.cpu / r.delivered.max(1) as f64 * 1e6)),
+                by_name.join(", ")
+            );
+        }
+    }
 }
 
 fn fmt(v: f64) -> String {
@@ -1791,7 +1955,8 @@ fn main() -> ExitCode {
                   [--scale-channels 1000] [--scale-members 10] [--scale-messages N] \
                   [--scale-publisher-threads 2] [--scale-reader-threads 2] [--scale-window N] \
                   [--scale-reps 3] \
-                  (--hummer, --hummer-pid: comma-separated lists, with --hummer-variants LABELS)\n       \
+                  (--hummer, --hummer-pid: comma-separated lists, with --hummer-variants LABELS \
+                  and --hummer-engine-redis ADDRS --hummer-engine-pid PIDS, '-' for none)\n       \
                   hummer-load idle --addr ADDR --server-pid PID [--conns 10000] [--hold-secs 3] \
                   [--transport tcp|tls|ws|wss] [--ca PEM] [--server-name NAME]\n       \
                   hummer-load raw --kind nats|redis|hummer --addr ADDR [--subscribers 100] \
