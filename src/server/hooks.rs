@@ -112,8 +112,13 @@ impl HookEventKind {
 
 impl Hub {
     /// The next event for an app's backend, oldest first.
+    /// With a store, an event waits until what it tells of is stored.
     pub fn poll_hook(&mut self) -> Option<HookEvent> {
-        self.hooks.pop_front()
+        let &(tag, _) = self.hooks.front()?;
+        if !super::durable::Fence::released(self.store.as_ref(), tag) {
+            return None;
+        }
+        self.hooks.pop_front().map(|(_, e)| e)
     }
 
     /// Queues `kind` for `appid`'s backend, if it has one.
@@ -135,14 +140,15 @@ impl Hub {
             // the uid's other instances): the uid never left.
             let back = self.hooks.back();
             if back
-                .is_some_and(|e| e.appid == appid && e.kind == HookEventKind::UserOffline { uid })
+                .is_some_and(|(_, e)| e.appid == appid && e.kind == HookEventKind::UserOffline { uid })
             {
                 self.hooks.pop_back();
                 return;
             }
         }
         let at_ms = self.unix_ms();
-        self.hooks.push_back(HookEvent { appid, at_ms, kind });
+        let tag = super::durable::Fence::tag(self.store.as_ref());
+        self.hooks.push_back((tag, HookEvent { appid, at_ms, kind }));
     }
 }
 
