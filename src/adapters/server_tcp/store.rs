@@ -39,12 +39,15 @@
 //!
 //! An I/O error or a timeout drops the connection
 //! ([`StoreError::Unavailable`]); the next call opens a new one. On every
-//! new connection the store reads `{ns}:gen` back: if it is missing or not
-//! the generation this store saw, Redis lost what was written (a restart
-//! without persistence, a flushed database, a failover to an empty
-//! replica). The store then adopts the current generation (setting a fresh
-//! one when there is none) and returns [`StoreError::Lost`] once: the
-//! caller must write its whole state again. With persistence (AOF with
+//! new connection the store reads `{ns}:gen` back, and every write's
+//! script checks it before writing anything: if it is missing or not the
+//! generation this store saw ([`RedisStore::load`]'s, or one given with
+//! [`RedisStore::expect_generation`]), Redis lost what was written (a
+//! restart without persistence, a flushed database, a failover to an empty
+//! replica, even under a connection that stayed open). The store then
+//! adopts the current generation (setting a fresh one when there is none)
+//! and returns [`StoreError::Lost`] once: the caller must write its whole
+//! state again. [`RedisStore::check`] asks the same without writing. With persistence (AOF with
 //! `appendfsync always`) a restart keeps the generation and the data, and
 //! the next write simply goes through.
 //!
@@ -314,15 +317,22 @@ pub enum Lease {
     HeldBy(String),
 }
 
-/// A batch's writes, fenced by the lease: `ARGV` is the lease key (empty:
-/// none), its owner, the namespace, then each write as `P name set
-/// record`, `D name set`, `A name seq entry` or `T name seq`. Returns how
-/// many writes it made; stops at the first that fails (`write N: …`).
+/// A batch's writes, fenced by the lease and by the store's generation:
+/// `ARGV` is the lease key (empty: none), its owner, the namespace, the
+/// generation the writer saw (empty: none yet), then each write as `P name
+/// set record`, `D name set`, `A name seq entry` or `T name seq`. Returns
+/// how many writes it made; stops at the first that fails (`write N: …`).
+/// A generation that is no longer the store's (Redis lost the data, with
+/// or without this connection dropping: a flush, a restart) writes
+/// nothing (`LOST`).
 const WRITE_SCRIPT: &str = r#"
 if ARGV[1] ~= '' and redis.call('GET', ARGV[1]) ~= ARGV[2] then
   return redis.error_reply('FENCED another node holds the lease')
 end
-local ns, i, n = ARGV[3], 4, 0
+if ARGV[4] ~= '' and redis.call('GET', ARGV[3] .. ':gen') ~= ARGV[4] then
+  return redis.error_reply('LOST the store lost its data')
+end
+local ns, i, n = ARGV[3], 5, 0
 local function call(...)
   local r = redis.pcall(...)
   if type(r) == 'table' and r.err then
@@ -514,12 +524,18 @@ impl RedisStore {
                     break;
                 };
                 let name = key.name();
+                // One damaged object (a key of the wrong type, entries
+                // not as written) is skipped and counted: the others load.
                 let record = match record {
                     Value::Nil => {
                         skipped += 1;
                         continue;
                     }
                     Value::BulkString(b) => Bytes::from(b),
+                    Value::ServerError(e) if e.code() == "WRONGTYPE" => {
+                        skipped += 1;
+                        continue;
+                    }
                     other => {
                         return Err(StoreError::Invalid(format!(
                             "{ns}:r:{name}: {}",
@@ -527,8 +543,22 @@ impl RedisStore {
                         )))
                     }
                 };
-                let entries = stream_entries(entries)
-                    .map_err(|why| StoreError::Invalid(format!("{ns}:e:{name}: {why}")))?;
+                let entries = match entries {
+                    Value::ServerError(e) if e.code() != "WRONGTYPE" => {
+                        return Err(StoreError::Invalid(format!(
+                            "{ns}:e:{name}: {}",
+                            describe(&Value::ServerError(e))
+                        )))
+                    }
+                    entries => match stream_entries(entries) {
+                        Ok(entries) => entries,
+                        Err(why) => {
+                            log!(warn, "{ns}:e:{name} skipped: {why}");
+                            skipped += 1;
+                            continue;
+                        }
+                    },
+                };
                 objects.push(StoredObject::new(key.clone(), record, entries));
             }
         }
@@ -579,7 +609,8 @@ impl RedisStore {
             .arg(0)
             .arg(&lease.0)
             .arg(&lease.1)
-            .arg(&ns);
+            .arg(&ns)
+            .arg(self.generation.as_deref().unwrap_or(""));
         for (i, write) in batch.writes.iter().enumerate() {
             match write {
                 StoreWrite::Put { key, record } => {
@@ -617,6 +648,10 @@ impl RedisStore {
         match replies.pop().unwrap_or(Value::Nil) {
             Value::Int(n) if usize::try_from(n).ok() == Some(batch.writes.len()) => Ok(()),
             Value::ServerError(e) if e.code() == "FENCED" => Err(StoreError::Fenced),
+            Value::ServerError(e) if e.code() == "LOST" => {
+                self.generation = Some(adopt_generation(conn, &ns, timeout).await?);
+                Err(StoreError::Lost)
+            }
             Value::ServerError(e) => {
                 // "write N: …" names the write the script stopped at.
                 let details = e.details().unwrap_or("");
@@ -635,6 +670,68 @@ impl RedisStore {
                 "batch {}: the write script answered {}",
                 batch.number,
                 describe(&other)
+            ))),
+        }
+    }
+
+    /// The generation this store saw last ([`RedisStore::load`] records
+    /// it), if any.
+    pub fn generation(&self) -> Option<&str> {
+        self.generation.as_deref()
+    }
+
+    /// Takes `generation` (another store's [`RedisStore::generation`],
+    /// the one that loaded what the caller holds) as the one this store
+    /// saw: a store that lost it since is [`StoreError::Lost`] to the
+    /// next [`RedisStore::write`] or [`RedisStore::check`].
+    pub fn expect_generation(&mut self, generation: &str) {
+        self.generation = Some(generation.to_owned());
+    }
+
+    /// Reads the store's generation back: [`StoreError::Lost`] (once) when
+    /// it is not the one this store saw, as [`RedisStore::write`] would
+    /// say. A writer with nothing to write calls it now and then, so that
+    /// Redis losing its data is noticed without waiting for a change.
+    pub async fn check(&mut self) -> Result<(), StoreError> {
+        let result = self.check_inner().await;
+        self.forget_on_failure(&result);
+        result
+    }
+
+    async fn check_inner(&mut self) -> Result<(), StoreError> {
+        let ns = self.config.namespace.clone();
+        let timeout = self.config.response_timeout;
+        let conn = self.ready().await?;
+        let current = adopt_generation(conn, &ns, timeout).await?;
+        conn.checked = true;
+        let lost = self.generation.as_ref().is_some_and(|g| *g != current);
+        self.generation = Some(current);
+        if lost {
+            return Err(StoreError::Lost);
+        }
+        Ok(())
+    }
+
+    /// The namespace's generation now, if it has one (a store loaded or
+    /// wrote since Redis last lost its data), without adopting it.
+    pub async fn read_generation(&mut self) -> Result<Option<String>, StoreError> {
+        let result = self.read_generation_inner().await;
+        self.forget_on_failure(&result);
+        result
+    }
+
+    async fn read_generation_inner(&mut self) -> Result<Option<String>, StoreError> {
+        let key = format!("{}:gen", self.config.namespace);
+        let timeout = self.config.response_timeout;
+        let conn = self.ready().await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(&key);
+        match send(conn, &pipe, 0, 1, timeout).await?.pop() {
+            Some(Value::Nil) => Ok(None),
+            Some(Value::BulkString(b)) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
+            other => Err(StoreError::Invalid(format!(
+                "GET {key}: {}",
+                describe(&other.unwrap_or(Value::Nil))
             ))),
         }
     }
