@@ -646,3 +646,41 @@ fn a_writer_told_the_loaded_generation_finds_a_loss_before_its_first_write() {
         assert_eq!(writer.write(&batch).await, Err(StoreError::Lost));
     });
 }
+
+/// A batch whose reply did not come in time is `Unavailable`, "applied or
+/// not, unknown", and the runner writes it again. When it was applied, its
+/// appends are now "not above the last": the retry is refused (Invalid),
+/// and the runner falls back to writing its whole state again — which, for
+/// a large state, can itself outlast the reply timeout, over and over. A
+/// retried batch must go through: an entry already stored with the same
+/// content is the same write.
+#[test]
+fn a_batch_retried_after_its_reply_timed_out_goes_through() {
+    let server = RedisServer::start(Persistence::None);
+    smol::block_on(async {
+        let mut store = store(&server, "t").await;
+        let key = channel("busy");
+        let mut writes = vec![put(&key, "r")];
+        writes.extend((1..=30_000).map(|seq| append(&key, seq, "entry")));
+        let batch = StoreBatch::new(1, writes);
+        let hasty = store
+            .config()
+            .clone()
+            .with_timeouts(Duration::from_secs(2), Duration::from_millis(5));
+        let mut hasty = RedisStore::connect(&hasty).await.unwrap();
+        hasty.load().await.unwrap();
+        let first = hasty.write(&batch).await;
+        assert!(matches!(first, Err(StoreError::Unavailable(_))), "{first:?}");
+        // The script ran all the same.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let loaded = store.load().await.unwrap();
+            if loaded.first().is_some_and(|o| o.entries.len() == 30_000) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the first write was not applied");
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
+        assert_eq!(store.write(&batch).await, Ok(()), "the retry was refused");
+    });
+}

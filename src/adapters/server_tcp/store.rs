@@ -24,16 +24,18 @@
 //!
 //! # Atomicity and order
 //!
-//! A batch is sent as one `MULTI` … `EXEC`, pipelined (one round trip), so
+//! A batch is sent as one Lua script (`EVAL`, one round trip) that checks
+//! the lease and the generation and then makes every write in order, so
 //! no other client sees it half done and batches apply in the order they
-//! are written. A command refused when queued (`EXECABORT`) applies
-//! nothing. But Redis does not roll a transaction back: a command that
-//! fails while `EXEC` runs (an `Append` whose sequence number is not above
-//! the stream's last, a key of the wrong type) fails alone, and the
-//! batch's other writes, before and after it, **are applied**.
+//! are written. Redis does not roll a script back: a write that fails (an
+//! `Append` whose sequence number is not above the stream's last and is
+//! not the same entry again, a key of the wrong type) stops the script
+//! there, and the writes **before** it stay applied, none after.
 //! [`RedisStore::write`] then returns [`StoreError::Invalid`] naming the
-//! first failed write; such a batch is a bug of its producer, and the store
-//! is best rebuilt from the producer's state.
+//! failed write; such a batch is a bug of its producer, and the store is
+//! best rebuilt from the producer's state. A batch written again after an
+//! `Unavailable` that had in fact been applied goes through (its appends
+//! find their entries already there).
 //!
 //! # Losing Redis
 //!
@@ -322,6 +324,8 @@ pub enum Lease {
 /// generation the writer saw (empty: none yet), then each write as `P name
 /// set record`, `D name set`, `A name seq entry` or `T name seq`. Returns
 /// how many writes it made; stops at the first that fails (`write N: …`).
+/// An append of an entry already stored with the same content succeeds
+/// (a batch retried after an `Unavailable` that had in fact applied it).
 /// A generation that is no longer the store's (Redis lost the data, with
 /// or without this connection dropping: a flush, a restart) writes
 /// nothing (`LOST`).
@@ -350,7 +354,17 @@ while i <= #ARGV do
     call('SREM', ARGV[i + 2], name)
     i = i + 3
   elseif op == 'A' then
-    call('XADD', ns .. ':e:' .. name, ARGV[i + 2] .. '-0', 'd', ARGV[i + 3])
+    local key, id = ns .. ':e:' .. name, ARGV[i + 2] .. '-0'
+    local r = redis.pcall('XADD', key, id, 'd', ARGV[i + 3])
+    if type(r) == 'table' and r.err then
+      -- The same entry already there (a batch written again after its
+      -- reply was lost) is this write done; anything else is refused.
+      local same = redis.pcall('XRANGE', key, id, id)
+      if type(same) ~= 'table' or same.err or #same ~= 1
+          or same[1][2][1] ~= 'd' or same[1][2][2] ~= ARGV[i + 3] then
+        error({err = 'ERR write ' .. n .. ': ' .. r.err})
+      end
+    end
     i = i + 4
   elseif op == 'T' then
     call('XTRIM', ns .. ':e:' .. name, 'MINID', ARGV[i + 2])
@@ -566,7 +580,7 @@ impl RedisStore {
         Ok(objects)
     }
 
-    /// Makes `batch` durable: all its writes in one `MULTI`/`EXEC`, in
+    /// Makes `batch` durable: all its writes in one script, in
     /// order (see the [module](self) documentation for what a failed
     /// command inside leaves).
     ///
