@@ -684,3 +684,23 @@ fn a_batch_retried_after_its_reply_timed_out_goes_through() {
         assert_eq!(store.write(&batch).await, Ok(()), "the retry was refused");
     });
 }
+
+/// redis-rs's own reply timeout (500 ms by default) cut any reply slower
+/// than that, whatever `StoreConfig::with_timeouts` said (2 s by
+/// default): a store of a few hundred thousand objects never loaded, so
+/// the server never started again.
+#[test]
+fn a_large_store_loads_within_the_configured_reply_timeout() {
+    let server = RedisServer::start(Persistence::None);
+    let fill = "for i = 1, tonumber(ARGV[1]) do \
+        redis.call('SADD', 't:keys:n', 'n/1/1/' .. i); \
+        redis.call('SET', 't:r:n/1/1/' .. i, 'x') end return 1";
+    let reply = raw_command(server.port(), &["EVAL", fill, "0", "300000"]);
+    assert!(reply.starts_with(":1"), "{reply}");
+    smol::block_on(async {
+        let config = StoreConfig::new(&server.url()).unwrap().with_namespace("t");
+        let mut store = RedisStore::connect(&config).await.unwrap();
+        let loaded = store.load().await;
+        assert_eq!(loaded.map(|o| o.len()), Ok(300_000));
+    });
+}

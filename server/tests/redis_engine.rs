@@ -394,3 +394,35 @@ fn a_standby_does_not_take_over_a_store_redis_just_emptied_from_a_live_node() {
         drop(node_b);
     }
 }
+
+/// A standby that takes over loads the store before it serves; the lease
+/// is only renewed once it serves. A store whose load (and restore) takes
+/// longer than the lease lets it lapse meanwhile: a second standby takes
+/// it, and the node that had it stops as soon as it starts serving.
+#[test]
+fn a_node_keeps_its_lease_while_it_loads_a_large_store() {
+    let redis = RedisServer::start(Persistence::None);
+    let (addr_a, addr_b, addr_c) = (free_addr(), free_addr(), free_addr());
+    let lease = ["--lease-secs", "1"];
+    let node_a = Node::spawn(addr_a, &redis.url(), &lease);
+    node_a.line("hummer-server listening on ");
+    let mut node_b = Node::spawn(addr_b, &redis.url(), &lease);
+    node_b.line("hummer-server standby: node ");
+    let mut node_c = Node::spawn(addr_c, &redis.url(), &lease);
+    node_c.line("hummer-server standby: node ");
+    // Many objects (unreadable records: only the time to load them counts).
+    let fill = "for i = 1, tonumber(ARGV[1]) do \
+        redis.call('SADD', 'hummer:keys:n', 'n/1/1/' .. i); \
+        redis.call('SET', 'hummer:r:n/1/1/' .. i, 'x') end return 1";
+    let reply = redis_support::raw_command(redis.port(), &["EVAL", fill, "0", "300000"]);
+    assert!(reply.starts_with(":1"), "{reply}");
+    node_a.kill();
+    // One of the standbys takes over, loads, serves; the other waits.
+    std::thread::sleep(Duration::from_secs(12));
+    let b_out = node_b.0.try_wait().unwrap();
+    let c_out = node_c.0.try_wait().unwrap();
+    assert!(
+        b_out.is_none() && c_out.is_none(),
+        "a node stopped: b {b_out:?}, c {c_out:?} (its lease lapsed while it loaded)"
+    );
+}

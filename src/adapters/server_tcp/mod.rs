@@ -588,6 +588,10 @@ async fn run(
     // What the store kept, restored by every shard before anything else.
     #[cfg(feature = "redis")]
     let mut generation: Option<String> = None;
+    // Renews the lease from the moment it is this node's: loading and
+    // restoring a large store may take longer than the lease.
+    #[cfg(feature = "redis")]
+    let mut lease_keeper: Option<smol::Task<String>> = None;
     #[cfg(feature = "redis")]
     let stored: Arc<Vec<crate::server::StoredObject>> = match &runner.store {
         Some(store) => {
@@ -601,6 +605,10 @@ async fn run(
                 return Err(io::Error::other(format!(
                     "node {other} holds the store's lease (a standby waits with take_lease before serving)"
                 )));
+            }
+            if store.lease_owner().is_some() {
+                // On smol's own threads: the restore below keeps this one.
+                lease_keeper = Some(smol::spawn(keep_lease(store.clone(), runner.store_lease)));
             }
             let objects = s.load().await.map_err(fail)?;
             // The writers expect the generation that was loaded: Redis
@@ -727,8 +735,8 @@ async fn run(
     let lease_lost = Cell::new(None::<String>);
     let lease = async {
         #[cfg(feature = "redis")]
-        if let Some(store) = runner.store.clone().filter(|s| s.lease_owner().is_some()) {
-            lease_lost.set(Some(keep_lease(store, runner.store_lease).await));
+        if let Some(keeper) = lease_keeper {
+            lease_lost.set(Some(keeper.await));
             return;
         }
         std::future::pending::<()>().await

@@ -1008,7 +1008,13 @@ async fn open_now(config: &StoreConfig) -> Result<Conn, StoreError> {
         .await
         .map_err(|e| StoreError::Unavailable(format!("{shown}: {e}")))?;
     let _ = tcp.set_nodelay(true);
-    let setup = AsyncConnectionConfig::new();
+    // redis-rs's own reply timeout (500 ms by default) would cut every
+    // reply that takes longer short, whatever `response_timeout` says: a
+    // large load or batch would never go through. `send` bounds each reply
+    // with ours; the connect timeout bounds the setup.
+    let setup = AsyncConnectionConfig::new()
+        .set_response_timeout(None)
+        .set_connection_timeout(None);
     let (redis, driver) = if config.tls {
         let tls = tls::connect(&config.host, config.ca_pem.as_deref(), tcp)
             .await
