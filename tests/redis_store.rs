@@ -168,13 +168,15 @@ fn load_skips_and_counts_members_that_make_no_object() {
         assert_eq!(loaded, vec![object(&key, "r", &[(1, "e")])]);
         assert_eq!(store.skipped(), 3);
 
-        // Stored data of the wrong type is an error, not a panic.
+        // Stored data of the wrong type is skipped and counted, not a
+        // panic, and not a failed load.
         raw_command(server.port(), &["DEL", &format!("t:e:{}", key.name())]);
         raw_command(
             server.port(),
             &["SET", &format!("t:e:{}", key.name()), "not a stream"],
         );
-        assert!(matches!(store.load().await, Err(StoreError::Invalid(_))));
+        assert_eq!(store.load().await, Ok(vec![]));
+        assert_eq!(store.skipped(), 4);
     });
 }
 
@@ -567,5 +569,168 @@ fn rediss_connects_with_the_servers_ca_and_refuses_an_unknown_one() {
         // the connect timeout, 2 s, ends it.)
         assert!(got.is_err());
         assert!(started.elapsed() <= Duration::from_secs(5));
+    });
+}
+
+// ---- review-durable ----
+
+/// One damaged object (a record of the wrong type, an entry whose ID is
+/// not `SEQ-0`, an entry without its field) must not stop the load of the
+/// others: the server would not start at all. It is skipped and counted.
+#[test]
+fn one_damaged_object_is_skipped_and_counted_not_fatal_to_the_load() {
+    let server = RedisServer::start(Persistence::None);
+    smol::block_on(async {
+        let mut store = store(&server, "t").await;
+        let good = channel("good");
+        let (wrong_record, odd_id, no_field) = (channel("a"), channel("b"), channel("c"));
+        let mut writes = vec![put(&good, "r"), append(&good, 1, "e")];
+        for k in [&wrong_record, &odd_id, &no_field] {
+            writes.push(put(k, "r"));
+        }
+        store.write(&StoreBatch::new(1, writes)).await.unwrap();
+        let port = server.port();
+        let r = format!("t:r:{}", wrong_record.name());
+        raw_command(port, &["DEL", &r]);
+        raw_command(port, &["HSET", &r, "f", "v"]);
+        let e = format!("t:e:{}", odd_id.name());
+        raw_command(port, &["XADD", &e, "5-7", "d", "x"]);
+        let e = format!("t:e:{}", no_field.name());
+        raw_command(port, &["XADD", &e, "5-0", "other", "x"]);
+        let loaded = store.load().await;
+        assert_eq!(
+            loaded,
+            Ok(vec![object(&good, "r", &[(1, "e")])]),
+            "a damaged object failed the whole load"
+        );
+        assert_eq!(store.skipped(), 3);
+    });
+}
+
+/// Redis is flushed (FLUSHDB by an operator, a failover behind a proxy
+/// that keeps the client's connection) while the store's connection stays
+/// open: the next write must be Lost, not go on into an empty store.
+#[test]
+fn a_flush_under_an_open_connection_is_lost_at_the_next_write() {
+    let server = RedisServer::start(Persistence::None);
+    smol::block_on(async {
+        let mut store = store(&server, "t").await;
+        let old = channel("old");
+        store
+            .write(&StoreBatch::new(1, vec![put(&old, "r")]))
+            .await
+            .unwrap();
+        assert_eq!(raw_command(server.port(), &["FLUSHDB"]), "+OK\r\n");
+        let batch = StoreBatch::new(2, vec![put(&channel("new"), "after")]);
+        assert_eq!(store.write(&batch).await, Err(StoreError::Lost));
+        assert_eq!(store.write(&batch).await, Ok(()));
+    });
+}
+
+/// A store that never loaded, told the generation another store loaded
+/// (the TCP runner's writers), finds a loss that happened in between.
+#[test]
+fn a_writer_told_the_loaded_generation_finds_a_loss_before_its_first_write() {
+    let mut server = RedisServer::start(Persistence::None);
+    smol::block_on(async {
+        let loader = store(&server, "t").await;
+        let generation = loader.generation().unwrap().to_owned();
+        server.restart();
+        let mut writer = RedisStore::connect(loader.config()).await.unwrap();
+        writer.expect_generation(&generation);
+        assert_eq!(writer.check().await, Err(StoreError::Lost));
+        assert_eq!(writer.check().await, Ok(()));
+        let mut writer = RedisStore::connect(loader.config()).await.unwrap();
+        writer.expect_generation(&generation);
+        let batch = StoreBatch::new(1, vec![put(&channel("x"), "r")]);
+        assert_eq!(writer.write(&batch).await, Err(StoreError::Lost));
+    });
+}
+
+/// A batch whose reply did not come in time is `Unavailable`, "applied or
+/// not, unknown", and the runner writes it again. When it was applied, its
+/// appends are now "not above the last": the retry is refused (Invalid),
+/// and the runner falls back to writing its whole state again — which, for
+/// a large state, can itself outlast the reply timeout, over and over. A
+/// retried batch must go through: an entry already stored with the same
+/// content is the same write.
+#[test]
+fn a_batch_retried_after_its_reply_timed_out_goes_through() {
+    let server = RedisServer::start(Persistence::None);
+    smol::block_on(async {
+        let mut store = store(&server, "t").await;
+        let key = channel("busy");
+        let mut writes = vec![put(&key, "r")];
+        writes.extend((1..=30_000).map(|seq| append(&key, seq, "entry")));
+        let batch = StoreBatch::new(1, writes);
+        let hasty = store
+            .config()
+            .clone()
+            .with_timeouts(Duration::from_secs(2), Duration::from_millis(5));
+        let mut hasty = RedisStore::connect(&hasty).await.unwrap();
+        hasty.load().await.unwrap();
+        let first = hasty.write(&batch).await;
+        assert!(
+            matches!(first, Err(StoreError::Unavailable(_))),
+            "{first:?}"
+        );
+        // Its first script ran all the same (a batch this large takes
+        // several; the timeout stopped the rest).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let loaded = store.load().await.unwrap();
+            if loaded.first().is_some_and(|o| !o.entries.is_empty()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the first write was not applied");
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
+        assert_eq!(store.write(&batch).await, Ok(()), "the retry was refused");
+        let loaded = store.load().await.unwrap();
+        assert_eq!(loaded[0].entries.len(), 30_000);
+    });
+}
+
+/// redis-rs's own reply timeout (500 ms by default) cut any reply slower
+/// than that, whatever `StoreConfig::with_timeouts` said (2 s by
+/// default): a store of a few hundred thousand objects never loaded, so
+/// the server never started again.
+#[test]
+fn a_large_store_loads_within_the_configured_reply_timeout() {
+    let server = RedisServer::start(Persistence::None);
+    let fill = "for i = 1, tonumber(ARGV[1]) do \
+        redis.call('SADD', 't:keys:n', 'n/1/1/' .. i); \
+        redis.call('SET', 't:r:n/1/1/' .. i, 'x') end return 1";
+    let reply = raw_command(server.port(), &["EVAL", fill, "0", "300000"]);
+    assert!(reply.starts_with(":1"), "{reply}");
+    smol::block_on(async {
+        let config = StoreConfig::new(&server.url()).unwrap().with_namespace("t");
+        let mut store = RedisStore::connect(&config).await.unwrap();
+        let loaded = store.load().await;
+        assert_eq!(loaded.map(|o| o.len()), Ok(300_000));
+    });
+}
+
+#[test]
+fn a_batch_larger_than_one_script_is_written_whole_and_in_order() {
+    let server = RedisServer::start(Persistence::None);
+    smol::block_on(async {
+        let mut store = store(&server, "t").await;
+        let a = channel("big");
+        let mut writes = vec![put(&a, "first")];
+        writes.extend((1..=10_000).map(|s| append(&a, s, "e")));
+        // The last write of the batch wins over the first.
+        writes.push(put(&a, "last"));
+        store
+            .write(&StoreBatch::new(1, writes.clone()))
+            .await
+            .unwrap();
+        // Written again (a retry after a lost reply): the same result.
+        store.write(&StoreBatch::new(1, writes)).await.unwrap();
+        let objects = store.load().await.unwrap();
+        assert_eq!(objects.len(), 1);
+        assert_eq!(&objects[0].record[..], b"last");
+        let seqs: Vec<u64> = objects[0].entries.iter().map(|e| e.0).collect();
+        assert_eq!(seqs, (1..=10_000).collect::<Vec<_>>());
     });
 }

@@ -430,3 +430,119 @@ fn serving_one_of(standbys: &mut Vec<Node>) -> Node {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Redis comes back empty and nothing changes afterwards (no client
+/// writes): the node must still write its whole state again, or a crash
+/// loses all of it. Lost is only noticed by a write, so an idle node (or
+/// an idle shard) never writes it again.
+#[test]
+fn redis_restarted_empty_is_written_again_even_with_no_change_after_it() {
+    let mut redis = RedisServer::start(Persistence::None);
+    let addr = free_addr();
+    let node = Node::start(addr, &redis.url());
+    let (a, room) = member(addr, 1);
+    let (b, _) = member(addr, 2);
+    a.send_message_to_channel(room, Message::new("t", "m1"), SendOptions::default())
+        .unwrap();
+    assert_eq!(text(&next_message(&b)), "m1");
+    // uid 3 has never logged in: its message waits in Redis.
+    a.send_message_to_user(Uid(3), Message::new("t", "p1"), SendOptions::default())
+        .unwrap();
+    redis.restart();
+    // Quiet for a while: no client does anything.
+    std::thread::sleep(Duration::from_secs(4));
+    node.kill();
+    let _node = Node::start(addr, &redis.url());
+    reconnected(&a);
+    reconnected(&b);
+    send_retrying(&a, room, "m2");
+    assert_eq!(text(&next_message(&b)), "m2");
+    let c = Client::connect(addr, config()).unwrap();
+    c.login(Uid(3), None, None).unwrap();
+    assert_eq!(
+        text(&next_message(&c)),
+        "p1",
+        "the offline message was lost"
+    );
+}
+
+/// Redis restarts empty (the lease goes with everything else) under an
+/// active node and a standby: the standby must not win the race for the
+/// free lease and serve an empty store while the active node, which holds
+/// the whole state, is fenced and stops. Several rounds: it is a race.
+#[test]
+fn a_standby_does_not_take_over_a_store_redis_just_emptied_from_a_live_node() {
+    for round in 0..3u64 {
+        let mut redis = RedisServer::start(Persistence::None);
+        let (addr_a, addr_b) = (free_addr(), free_addr());
+        let lease = ["--lease-secs", "1"];
+        let mut node_a = Node::spawn(addr_a, &redis.url(), &lease);
+        node_a.line("hummer-server listening on ");
+        // Each round starts the standby's claims at another phase of the
+        // active node's renewals (both every third of the lease).
+        std::thread::sleep(Duration::from_millis(70 + 110 * round));
+        let node_b = Node::spawn(addr_b, &redis.url(), &lease);
+        node_b.line("hummer-server standby: node ");
+        let member_of_any = |uid: u64| {
+            let c = Client::connect_any([addr_a, addr_b], config()).unwrap();
+            c.login(Uid(uid), None, Some(Region::Cn)).unwrap();
+            let room = c.create_channel(Region::Cn, "room").unwrap();
+            c.join_channel(room, Default::default()).unwrap();
+            (c, room)
+        };
+        let (a, room) = member_of_any(1);
+        let (b, _) = member_of_any(2);
+        a.send_message_to_channel(room, Message::new("t", "m1"), SendOptions::default())
+            .unwrap();
+        assert_eq!(text(&next_message(&b)), "m1");
+        redis.restart();
+        std::thread::sleep(Duration::from_secs(4));
+        assert!(
+            node_a.0.try_wait().unwrap().is_none(),
+            "round {round}: the standby took the lease of a store Redis had just emptied; \
+             the node holding the state stopped"
+        );
+        let mut node_b = node_b;
+        assert!(
+            node_b.0.try_wait().unwrap().is_none(),
+            "round {round}: the standby died"
+        );
+        reconnected(&a);
+        reconnected(&b);
+        send_retrying(&a, room, "m2");
+        assert_eq!(text(&next_message(&b)), "m2");
+        drop(node_b);
+    }
+}
+
+/// A standby that takes over loads the store before it serves; the lease
+/// is only renewed once it serves. A store whose load (and restore) takes
+/// longer than the lease lets it lapse meanwhile: a second standby takes
+/// it, and the node that had it stops as soon as it starts serving.
+#[test]
+fn a_node_keeps_its_lease_while_it_loads_a_large_store() {
+    let redis = RedisServer::start(Persistence::None);
+    let (addr_a, addr_b, addr_c) = (free_addr(), free_addr(), free_addr());
+    let lease = ["--lease-secs", "1"];
+    let node_a = Node::spawn(addr_a, &redis.url(), &lease);
+    node_a.line("hummer-server listening on ");
+    let mut node_b = Node::spawn(addr_b, &redis.url(), &lease);
+    node_b.line("hummer-server standby: node ");
+    let mut node_c = Node::spawn(addr_c, &redis.url(), &lease);
+    node_c.line("hummer-server standby: node ");
+    // Many objects (unreadable records: only the time to load them counts).
+    let fill = "for i = 1, tonumber(ARGV[1]) do \
+        redis.call('SADD', 'hummer:keys:n', 'n/1/1/' .. i); \
+        redis.call('SET', 'hummer:r:n/1/1/' .. i, 'x') end return 1";
+    let reply = redis_support::raw_command(redis.port(), &["EVAL", fill, "0", "300000"]);
+    assert!(reply.starts_with(":1"), "{reply}");
+    node_a.kill();
+    // One of the standbys takes over, loads, serves; the other waits.
+    std::thread::sleep(Duration::from_secs(12));
+    let b_out = node_b.0.try_wait().unwrap();
+    let c_out = node_c.0.try_wait().unwrap();
+    assert!(
+        b_out.is_none() && c_out.is_none(),
+        "a node stopped: b {b_out:?}, c {c_out:?} (its lease lapsed while it loaded)"
+    );
+}

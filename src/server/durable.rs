@@ -53,6 +53,9 @@ pub(crate) struct Durable {
     stored: u64,
     /// Bytes of frames held for each link (a replay's budget counts them).
     held: IdMap<ConnId, usize>,
+    /// The objects deleted by batches made but not yet stored, with their
+    /// batch: a store that loses or refuses a batch gets them again.
+    deleting: Vec<(u64, StoreKey)>,
 }
 
 impl Durable {
@@ -88,6 +91,12 @@ impl Durable {
                 self.held.remove(&conn);
             }
         }
+    }
+
+    /// Log `log` lost entries (aged out at a sweep, for callers holding
+    /// other fields of the hub): its trim goes in the next batch.
+    pub fn touch_log(&mut self, log: LogId) {
+        self.logs.insert(log);
     }
 
     /// Object `key` is gone.
@@ -395,6 +404,13 @@ impl Hub {
                 });
             }
         }
+        if let Some(d) = self.store.as_mut() {
+            for w in &writes {
+                if let StoreWrite::Delete { key } = w {
+                    d.deleting.push((number, key.clone()));
+                }
+            }
+        }
         Some(StoreBatch::new(number, writes))
     }
 
@@ -429,6 +445,8 @@ impl Hub {
     pub fn handle_stored(&mut self, number: u64) {
         if let Some(d) = self.store.as_mut() {
             d.stored = d.stored.max(number.min(d.sealed));
+            let stored = d.stored;
+            d.deleting.retain(|(batch, _)| *batch > stored);
         }
     }
 
@@ -440,7 +458,20 @@ impl Hub {
         let Some(d) = self.store.as_mut() else {
             return;
         };
-        let mut writes = Vec::new();
+        // What batches not stored and the changes not yet in one deleted
+        // stays deleted: the store may still hold it (a refused batch
+        // applies its writes up to the refused one).
+        let mut writes: Vec<StoreWrite> = std::mem::take(&mut d.deleting)
+            .into_iter()
+            .map(|(_, key)| key)
+            .chain(d.writes.drain(..).filter_map(|w| match w {
+                StoreWrite::Delete { key } => Some(key),
+                _ => None,
+            }))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|key| StoreWrite::Delete { key })
+            .collect();
         for ch in self.channels.values() {
             let key = channel_key(ch);
             writes.push(StoreWrite::Delete { key: key.clone() });
@@ -482,6 +513,22 @@ impl Hub {
         // past every restored one.
         let mut nums = BTreeSet::new();
         let mut mine = Vec::new();
+        // The instances kept: a channel's member whose instance is not
+        // (its home stored its removal, this shard had not stored the
+        // member's when the process died) left the channel.
+        let live: BTreeSet<(u32, u64, u64)> = objects
+            .iter()
+            .filter_map(|o| match o.key {
+                StoreKey::Instance {
+                    appid,
+                    uid,
+                    instance,
+                } if instance != 0 && InstanceRecord::decode(o.record.clone()).is_ok() => {
+                    Some((appid, uid, instance))
+                }
+                _ => None,
+            })
+            .collect();
         let mut memberships: BTreeMap<u64, Vec<(ShardId, u32, StoreKey)>> = BTreeMap::new();
         for o in objects {
             let StoreKey::Channel { appid, region, id } = &o.key else {
@@ -491,12 +538,35 @@ impl Hub {
             let record = ChannelRecord::decode(o.record.clone())
                 .ok()
                 .filter(|r| r.epoch != 0 && r.num != 0 && Region::from_wire(*region).is_some());
-            let Some(r) = record.filter(|r| nums.insert(r.num)) else {
+            let Some(mut r) = record.filter(|r| nums.insert(r.num)) else {
                 if owner == self.shard {
                     done.unreadable += 1;
                 }
                 continue;
             };
+            let before: BTreeSet<u64> = r.members.iter().map(|m| m.uid).collect();
+            let count = r.members.len();
+            r.members
+                .retain(|m| live.contains(&(*appid, m.uid, m.instance)));
+            let changed = r.members.len() != count;
+            if changed && r.members.is_empty() {
+                // Emptied: its attributes go, as a last leave's do.
+                r.attrs.clear();
+                r.attrs_uid = 0;
+                r.attrs_ts = 0;
+            }
+            let gone: Vec<u64> = before
+                .into_iter()
+                .filter(|uid| !r.members.iter().any(|m| m.uid == *uid))
+                .collect();
+            for uid in gone {
+                // Its leave is told to the others, as if just now.
+                if let Some(at) = r.joined.iter().position(|&u| u == uid) {
+                    r.joined.remove(at);
+                } else if !r.left.contains(&uid) {
+                    r.left.push(uid);
+                }
+            }
             for m in &r.members {
                 if uid_shard(*appid, m.uid, shards) == self.shard {
                     memberships
@@ -506,12 +576,12 @@ impl Hub {
                 }
             }
             if owner == self.shard {
-                mine.push((r, o));
+                mine.push((r, o, changed));
             }
         }
         let retention = self.config.channel_retention();
         let max_age = self.config.channel_retention_age;
-        for (r, o) in mine {
+        for (r, o, changed) in mine {
             let StoreKey::Channel { appid, region, id } = o.key.clone() else {
                 continue;
             };
@@ -562,6 +632,9 @@ impl Hub {
             }
             self.channel_index.insert((appid, region, id), num);
             self.channels.insert(num, ch);
+            if changed {
+                self.touch_channel(num);
+            }
             self.retained(appid, bytes);
             done.channels += 1;
         }

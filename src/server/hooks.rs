@@ -113,6 +113,7 @@ impl HookEventKind {
 
 impl Hub {
     /// The next event for an app's backend, oldest first.
+    /// With a store, an event waits until what it tells of is stored.
     pub fn poll_hook(&mut self) -> Option<HookEvent> {
         // Like every output, after the changes it tells of are stored.
         let &(tag, _) = self.hooks.front()?;

@@ -128,8 +128,8 @@ pub struct Hub {
     pub(super) stats: Stats,
     /// Uids whose logins are refused until then (a backend's kick).
     bans: HashMap<(u32, u64), Instant>,
-    /// Events for the apps' backends, oldest first.
-    /// Each tagged with the store batch it waits for.
+    /// Events for the apps' backends, oldest first, each tagged with the
+    /// store batch it waits for (as output for gateways).
     pub(super) hooks: VecDeque<(u64, super::HookEvent)>,
     /// What must reach the store (`None`: the hub keeps nothing beyond
     /// the process).
@@ -487,8 +487,13 @@ impl Hub {
             self.config.inbox_retention(),
         );
         let store = &mut self.store;
-        self.channels.retain(|_, ch| {
+        self.channels.retain(|&num, ch| {
+            let first = ch.log.first_seq();
             ch.log.prune(now, channel_retention);
+            if let (true, Some(d)) = (ch.log.first_seq() != first, store.as_mut()) {
+                // Aged out: the store trims them too.
+                d.touch_log(LogId::Channel(num));
+            }
             // A departure older than the retention has nothing left to replay.
             ch.departed
                 .retain(|_, (_, at)| now.saturating_duration_since(*at) < age);
@@ -501,8 +506,12 @@ impl Hub {
         let channels = &self.channels;
         self.channel_index
             .retain(|_, num| channels.contains_key(num));
-        for inbox in self.inboxes.values_mut() {
+        for (&(appid, uid), inbox) in self.inboxes.iter_mut() {
+            let first = inbox.log.first_seq();
             inbox.log.prune(now, inbox_retention);
+            if let (true, Some(d)) = (inbox.log.first_seq() != first, self.store.as_mut()) {
+                d.touch_log(LogId::Inbox(appid, uid));
+            }
         }
         self.sent_ids.sweep(now, self.config.send_dedupe_window);
         self.uid_rates.retain(|_, r| !r.is_idle(now));

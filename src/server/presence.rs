@@ -501,6 +501,7 @@ impl Hub {
         let region = checked_region(region)?;
         if let Some(i) = self.instances.get_mut(&inst) {
             i.region = Some(region);
+            self.touch_instance(inst);
         }
         Ok((Body::Ok(wire::Empty {}), Vec::new()))
     }

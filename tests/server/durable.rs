@@ -341,6 +341,338 @@ fn evicted_and_forgotten_history_leaves_the_store() {
     assert_eq!(n.store.as_ref().unwrap().keys(), [inbox]);
 }
 
+// ---- review-durable: faults found in review ----
+
+fn hooked_durable(shards: u16) -> Net {
+    use hummer_channel::server::HookConfig;
+    let mut c = ServerConfig::demo();
+    c.apps[0].hook = Some(
+        HookConfig::new("http://127.0.0.1:9/hook", "h".repeat(32)).with_message_prefix("room"),
+    );
+    Net::durable(c, shards)
+}
+
+fn hooked_messages(n: &mut Net) -> Vec<(u64, String)> {
+    use hummer_channel::server::HookEventKind;
+    std::iter::from_fn(|| n.s.poll_hook())
+        .filter_map(|e| match e.kind {
+            HookEventKind::ChannelMessage { seq, content, .. } => {
+                Some((seq, String::from_utf8_lossy(&content).into_owned()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A backend's `channel.message` event is output like any push: it must
+/// wait for the store, or a crash gives its seq to another message.
+#[test]
+fn a_webhook_is_not_told_of_a_message_the_store_does_not_have() {
+    let mut n = hooked_durable(1);
+    let (a, ra) = n.login(1);
+    let room = n.ok_join(a, "room");
+    while n.s.poll_hook().is_some() {}
+    n.store_paused = true;
+    n.send(a, to_channel("room", "lost"));
+    let told = hooked_messages(&mut n);
+    n.crash_restart(secs(1), 1);
+    let a2 = n.accept();
+    let ra2 = login_reply(n.login_with(
+        a2,
+        resume_req(
+            1,
+            ra.instance_id,
+            ra.p2p_epoch,
+            0,
+            vec![cursor("room", room.epoch, 0)],
+        ),
+    ));
+    assert!(ra2.resumed);
+    let next = n.sent(a2, to_channel("room", "next")).seq;
+    assert!(
+        told.is_empty(),
+        "the backend was told of {told:?}, which the store never had; after a crash seq {next} is \"next\""
+    );
+    // Once stored, the event goes.
+    assert_eq!(hooked_messages(&mut n), [(next, "next".to_string())]);
+}
+
+/// Stores the batches of `shard` only; the others' are sealed and lost
+/// (the process dies before they are stored).
+fn store_only(n: &mut Net, shard: hummer_channel::server::ShardId) {
+    for _ in 0..8 {
+        let mut any = false;
+        while let Some((s, batch)) = n.s.poll_store() {
+            if s == shard {
+                n.store.as_mut().unwrap().apply(&batch);
+                n.s.handle_stored(n.now, s, batch.number);
+                any = true;
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+}
+
+/// A uid homed on one shard in a channel of another logs out: its home
+/// stores the instance's removal and lets the reply out, the channel's
+/// shard has not stored the member's removal when the process dies. The
+/// restored channel must not keep a member whose instance is gone.
+#[test]
+fn a_logged_out_instance_is_not_a_member_after_a_crash_between_shards() {
+    use hummer_channel::server::{channel_shard, uid_shard};
+    let shards = 3;
+    let owner = channel_shard(DEMO_APPID, cn(), "room", shards);
+    let u = (1..100)
+        .find(|&u| uid_shard(DEMO_APPID, u, shards) != owner)
+        .unwrap();
+    let home = uid_shard(DEMO_APPID, u, shards);
+    let v = (1..100)
+        .find(|&v| v != u && uid_shard(DEMO_APPID, v, shards) == owner)
+        .unwrap();
+    let mut n = Net::durable(ServerConfig::demo(), shards);
+    let (a, _) = n.login(u);
+    let (b, rb) = n.login(v);
+    n.ok_join(a, "room");
+    let room = n.ok_join(b, "room");
+    n.advance(secs(1));
+    n.clear(&[a, b]);
+    n.store_paused = true;
+    n.send(a, Body::Logout(wire::Empty {}));
+    store_only(&mut n, home);
+    n.pump();
+    assert!(
+        n.bodies(a).iter().any(|b| matches!(b, Body::Ok(_))),
+        "the logout was answered"
+    );
+    n.crash_restart(secs(1), shards);
+    let b2 = n.accept();
+    let reply = login_reply(n.login_with(
+        b2,
+        resume_req(
+            v,
+            rb.instance_id,
+            rb.p2p_epoch,
+            0,
+            vec![cursor("room", room.epoch, 0)],
+        ),
+    ));
+    assert!(reply.resumed);
+    // The instance of u is gone for good (its record was deleted): it
+    // never resumes, and no grace period ends for it on the channel's shard.
+    n.advance(secs(1));
+    n.clear(&[b2]);
+    match n.req(b2, Body::GetUserList(key("room"))) {
+        Body::UserList(r) => assert_eq!(r.uids, [v], "uid {u} logged out but is still a member"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `SetUserRegion` is answered Ok: the region is the instance's, and a
+/// restart from the store must keep it.
+#[test]
+fn a_region_set_by_the_client_survives_a_restart() {
+    let mut n = Net::durable(ServerConfig::demo(), 1);
+    let (a, ra) = n.login(1);
+    n.ok(
+        a,
+        Body::SetUserRegion(wire::SetUserRegionRequest {
+            region: wire::Region::Us as i32,
+        }),
+    );
+    n.crash_restart(secs(1), 1);
+    let a2 = n.accept();
+    let reply =
+        login_reply(n.login_with(a2, resume_req(1, ra.instance_id, ra.p2p_epoch, 0, vec![])));
+    assert!(reply.resumed);
+    match n.req(a2, Body::GetInstanceInfo(wire::Empty {})) {
+        Body::InstanceInfo(i) => assert_eq!(
+            i.region,
+            wire::Region::Us as i32,
+            "the region the client set was lost"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The TCP runner answers a refused batch (`StoreError::Invalid`: Redis
+/// applied its writes up to the one it refused, none after) by dropping
+/// it and writing the whole state again (`handle_store_lost`). A rewrite
+/// puts what exists; what was deleted in the dropped batch, or is waiting
+/// in the next, must still be deleted, or it comes back at a restart.
+#[test]
+fn a_rewrite_after_a_refused_batch_still_deletes_what_is_gone() {
+    let Scene {
+        mut n, ra, a, rb, ..
+    } = scene(1);
+    let gone = StoreKey::Instance {
+        appid: DEMO_APPID,
+        uid: 1,
+        instance: ra.instance_id,
+    };
+    assert!(n.store.as_ref().unwrap().keys().contains(&gone));
+    n.store_paused = true;
+    n.send(a, Body::Logout(wire::Empty {}));
+    // The batch with the instance's Delete is refused and dropped.
+    let (_, refused) = n.s.poll_store().expect("a batch");
+    assert!(refused
+        .writes
+        .iter()
+        .any(|w| matches!(w, hummer_channel::server::StoreWrite::Delete { key } if *key == gone)));
+    n.s.handle_store_lost();
+    n.store_paused = false;
+    n.pump();
+    assert!(
+        !n.store.as_ref().unwrap().keys().contains(&gone),
+        "the logged-out instance is still stored"
+    );
+    // And a restart does not bring it back.
+    let restored = n.crash_restart(secs(1), 1);
+    assert_eq!(restored.instances, 1, "{restored:?}");
+    let _ = rb;
+}
+
+/// Messages that age out of an inbox (or a channel that lives on) leave
+/// memory at the sweep; they must leave the store too, or Redis keeps the
+/// whole retention of every idle stream for ever.
+#[test]
+fn aged_out_history_leaves_the_store_without_a_new_message() {
+    let mut config = ServerConfig::demo();
+    config.inbox_max_age = secs(60);
+    config.channel_retention_age = secs(60);
+    let mut n = Net::durable(config, 1);
+    let (a, _) = n.login(1);
+    n.ok_join(a, "room");
+    for t in ["p1", "p2"] {
+        n.sent(a, to_user(3, t));
+    }
+    n.sent(a, to_channel("room", "m1"));
+    let inbox = StoreKey::Inbox {
+        appid: DEMO_APPID,
+        uid: 3,
+    };
+    let ch = StoreKey::Channel {
+        appid: DEMO_APPID,
+        region: cn(),
+        id: "room".into(),
+    };
+    assert_eq!(n.store.as_ref().unwrap().entries(&inbox), [1, 2]);
+    n.run_for(secs(120));
+    let store = n.store.as_ref().unwrap();
+    assert_eq!(
+        store.entries(&inbox),
+        [0u64; 0],
+        "aged-out inbox entries stay"
+    );
+    assert_eq!(
+        store.entries(&ch),
+        [0u64; 0],
+        "aged-out channel entries stay"
+    );
+    // Nothing changes for a restart: the heads are kept.
+    n.crash_restart(secs(1), 1);
+    let (c, rc) = n.login(3);
+    assert_eq!(rc.p2p_seq, 2, "{rc:?}");
+    let _ = c;
+}
+
+/// `channels::a_burst_of_rejoins_after_a_fresh_login_never_closes_the_link_as_a_slow_consumer`
+/// with a store and three shards (it passes with either alone): each
+/// shard sizes a replay by the link's queue as the gateway reports it plus
+/// what *that* shard holds for the store; frames other shards hold for the
+/// store are counted by no one, so the rejoins' replays together overrun
+/// the queue and the link is closed as a slow consumer — what every
+/// client resuming after a restart does.
+#[test]
+#[ignore = "fence: frames held for the store on other shards are not counted in a replay's budget (design change needed)"]
+fn rejoins_on_several_shards_do_not_close_the_link_while_frames_wait_for_the_store() {
+    let mut config = ServerConfig::demo();
+    config.rate_limit_sends = 1_000_000;
+    config.max_queued_bytes = 1024 * 1024;
+    config.rate_limits.sends = RateLimit::new(1_000_000, secs(3));
+    config.rate_limits.memberships = RateLimit::new(1_000, secs(3));
+    let mut n = Net::durable(config, 3);
+    let (a, _) = n.login(1);
+    let (b, _) = n.login(2);
+    let channels: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
+    let mut epochs = Vec::new();
+    for ch in &channels {
+        n.ok_join(a, ch);
+        epochs.push(n.ok_join(b, ch).epoch);
+    }
+    n.lose(b);
+    n.advance(secs(31));
+    let text = "x".repeat(30_000);
+    for ch in &channels {
+        for _ in 0..40 {
+            n.sent(a, to_channel(ch, &text));
+        }
+    }
+    n.clear(&[a]);
+    let c = n.accept();
+    n.held.insert(c);
+    let mut frames = vec![Body::Login(login_req(2))];
+    frames.extend(
+        channels
+            .iter()
+            .zip(&epochs)
+            .map(|(ch, e)| rejoin(ch, *e, 0)),
+    );
+    for body in frames {
+        n.rid += 1;
+        let f = encode_frame(&Frame {
+            request_id: n.rid,
+            body: Some(body),
+        });
+        n.s.handle_frame(n.now, c, f);
+    }
+    n.pump();
+    assert_eq!(n.closes_of(c), vec![], "closed by its own replays");
+}
+
+/// `Server::api` answers at once; with a store the answer may show what a
+/// crash undoes until `Server::is_stored` holds: an embedder waits for it
+/// (the TCP runner does, `tests/server_api.rs`). Here the answer is passed
+/// on too early on purpose, and a crash gives its seq to another message.
+#[test]
+fn a_server_api_answer_is_stored_only_once_is_stored_says_so() {
+    use hummer_channel::server::{ApiCall, ApiReply, ApiRequest};
+    use hummer_channel::types::{ChannelKey, Message, Region};
+    let mut n = Net::durable(ServerConfig::demo(), 1);
+    let (a, ra) = n.login(1);
+    let room = n.ok_join(a, "room");
+    n.store_paused = true;
+    let publish = ApiCall {
+        appid: DEMO_APPID,
+        request: ApiRequest::Publish {
+            channel: ChannelKey::new(Region::Cn, "room"),
+            from_uid: 0,
+            message_id: 1,
+            message: Message::new("text", b"lost".to_vec()),
+            unreliable: false,
+        },
+    };
+    let Ok(ApiReply::Sent(answered)) = n.s.api(n.now, publish) else {
+        panic!("a publish is answered");
+    };
+    assert!(!n.s.is_stored(), "the answer's message is not stored yet");
+    n.crash_restart(secs(1), 1);
+    let a2 = n.accept();
+    let r = login_reply(n.login_with(
+        a2,
+        resume_req(
+            1,
+            ra.instance_id,
+            ra.p2p_epoch,
+            0,
+            vec![cursor("room", room.epoch, 0)],
+        ),
+    ));
+    assert!(r.resumed);
+    assert_eq!(n.sent(a2, to_channel("room", "next")).seq, answered.seq);
+}
+
 #[test]
 fn backend_events_and_api_answers_wait_for_the_store_too() {
     use hummer_channel::server::{ApiCall, ApiReply, ApiRequest, HookConfig, HookEventKind};

@@ -590,6 +590,12 @@ async fn run(
     control.hooks.start(&config, &runner);
     // What the store kept, restored by every shard before anything else.
     #[cfg(feature = "redis")]
+    let mut generation: Option<String> = None;
+    // Renews the lease from the moment it is this node's: loading and
+    // restoring a large store may take longer than the lease.
+    #[cfg(feature = "redis")]
+    let mut lease_keeper: Option<smol::Task<String>> = None;
+    #[cfg(feature = "redis")]
     let stored: Arc<Vec<crate::server::StoredObject>> = match &runner.store {
         Some(store) => {
             let fail = |e| io::Error::other(format!("the store ({}): {e}", store.url()));
@@ -603,7 +609,14 @@ async fn run(
                     "node {other} holds the store's lease (a standby waits with take_lease before serving)"
                 )));
             }
+            if store.lease_owner().is_some() {
+                // On smol's own threads: the restore below keeps this one.
+                lease_keeper = Some(smol::spawn(keep_lease(store.clone(), runner.store_lease)));
+            }
             let objects = s.load().await.map_err(fail)?;
+            // The writers expect the generation that was loaded: Redis
+            // losing it before their first write is then noticed too.
+            generation = s.generation().map(str::to_owned);
             config.durable = true;
             Arc::new(objects)
         }
@@ -640,7 +653,7 @@ async fn run(
         let (gateway, hubs) = machines(k);
         let (peers, control, stop) = (peers_of(k), control.clone(), stop_rx.clone());
         #[cfg(feature = "redis")]
-        let store = runner.store.clone();
+        let (store, generation) = (runner.store.clone(), generation.clone());
         let thread = std::thread::Builder::new()
             .name(format!("hummer-{k}"))
             .spawn(move || {
@@ -648,7 +661,8 @@ async fn run(
                 let shard = Rc::new(Shard::new(k, gateway, hubs, peers, control, READ_CHUNK));
                 #[cfg(feature = "redis")]
                 if let Some(store) = store {
-                    ex.spawn(shard.clone().store_writer(store)).detach();
+                    ex.spawn(shard.clone().store_writer(store, generation))
+                        .detach();
                 }
                 smol::block_on(ex.run(serve_thread(ex.clone(), shard, inbox, link_rx, stop)));
             })?;
@@ -667,7 +681,8 @@ async fn run(
     drop(inbox_txs);
     #[cfg(feature = "redis")]
     if let Some(store) = runner.store.clone() {
-        ex.spawn(shard.clone().store_writer(store)).detach();
+        ex.spawn(shard.clone().store_writer(store, generation.clone()))
+            .detach();
     }
     ex.spawn(shard.clone().timer()).detach();
     ex.spawn(shard.clone().flusher()).detach();
@@ -723,8 +738,8 @@ async fn run(
     let lease_lost = Cell::new(None::<String>);
     let lease = async {
         #[cfg(feature = "redis")]
-        if let Some(store) = runner.store.clone().filter(|s| s.lease_owner().is_some()) {
-            lease_lost.set(Some(keep_lease(store, runner.store_lease).await));
+        if let Some(keeper) = lease_keeper {
+            lease_lost.set(Some(keeper.await));
             return;
         }
         std::future::pending::<()>().await
@@ -770,10 +785,34 @@ pub async fn take_lease(
 ) -> Result<(), store::StoreError> {
     let mut conn = store::RedisStore::connect(store).await?;
     let mut told = None;
+    // Once another node was seen serving, a free lease in a namespace
+    // whose generation is no longer the one seen then is Redis having lost
+    // everything (the lease with it) under a node that may well be alive
+    // and holding the whole state: it takes the lease back within a third
+    // of `ttl` and writes its state again. Taking the lease first would
+    // serve an empty store and stop that node. So the standby waits two
+    // leases more, and takes it only if no one did. (A node that simply
+    // died leaves the generation as it was: no wait.)
+    let mut seen: Option<Option<String>> = None;
+    let mut emptied_since: Option<Instant> = None;
     loop {
+        let current = conn.read_generation().await;
+        if let (Some(seen), Ok(current)) = (&seen, &current) {
+            if current != seen {
+                let since = *emptied_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < ttl * 2 {
+                    Timer::after(ttl / 3).await;
+                    continue;
+                }
+            }
+        }
         match conn.claim_lease(ttl).await {
             Ok(store::Lease::Held) => return Ok(()),
             Ok(store::Lease::HeldBy(other)) => {
+                if let Ok(current) = current {
+                    seen = Some(current);
+                    emptied_since = None;
+                }
                 if told.as_ref() != Some(&other) {
                     waiting(&other);
                     told = Some(other);

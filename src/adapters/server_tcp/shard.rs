@@ -504,10 +504,27 @@ impl Shard {
     /// waited for each. An unreachable store is retried with backoff while
     /// readers wait; a store that lost its data gets the whole state again.
     #[cfg(feature = "redis")]
-    pub async fn store_writer(self: Rc<Self>, config: super::store::StoreConfig) {
+    ///
+    /// `generation` is the store's when the state was loaded: a store
+    /// that lost it since gets the whole state again, and an idle writer
+    /// checks it every [`IDLE_CHECK`] so that Redis losing its data is
+    /// noticed without waiting for a change.
+    pub async fn store_writer(
+        self: Rc<Self>,
+        config: super::store::StoreConfig,
+        generation: Option<String>,
+    ) {
         use super::store::{RedisStore, StoreError};
         const BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(50);
         const BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+        const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+        let connect = || async {
+            let mut s = RedisStore::connect(&config).await?;
+            if let Some(g) = &generation {
+                s.expect_generation(g);
+            }
+            Ok::<_, StoreError>(s)
+        };
         let mut store: Option<RedisStore> = None;
         let mut backoff = BACKOFF_MIN;
         loop {
@@ -520,7 +537,7 @@ impl Shard {
                     loop {
                         let result = match store.as_mut() {
                             Some(s) => s.write(&batch).await,
-                            None => match RedisStore::connect(&config).await {
+                            None => match connect().await {
                                 Ok(s) => store.insert(s).write(&batch).await,
                                 Err(e) => Err(e),
                             },
@@ -563,8 +580,40 @@ impl Shard {
                     self.pump();
                 }
             }
-            if self.store_wake.generation() == generation {
+            if self.store_wake.generation() != generation {
+                continue;
+            }
+            let woke = async {
                 self.store_wake.wait_since(generation).await;
+                true
+            };
+            let idle = async {
+                Timer::after(IDLE_CHECK).await;
+                false
+            };
+            if woke.or(idle).await {
+                continue;
+            }
+            // Nothing to write for a while: has Redis lost what it had?
+            let checked = match store.as_mut() {
+                Some(s) => s.check().await,
+                None => match connect().await {
+                    Ok(s) => store.insert(s).check().await,
+                    Err(e) => Err(e),
+                },
+            };
+            match checked {
+                Err(StoreError::Lost) => {
+                    log!(
+                        warn,
+                        "the store lost its data: writing the whole state again"
+                    );
+                    for hub in &self.hubs {
+                        hub.borrow_mut().handle_store_lost();
+                    }
+                }
+                Err(StoreError::Unavailable(_)) => store = None,
+                _ => {}
             }
         }
     }

@@ -24,27 +24,33 @@
 //!
 //! # Atomicity and order
 //!
-//! A batch is sent as one `MULTI` … `EXEC`, pipelined (one round trip), so
-//! no other client sees it half done and batches apply in the order they
-//! are written. A command refused when queued (`EXECABORT`) applies
-//! nothing. But Redis does not roll a transaction back: a command that
-//! fails while `EXEC` runs (an `Append` whose sequence number is not above
-//! the stream's last, a key of the wrong type) fails alone, and the
-//! batch's other writes, before and after it, **are applied**.
+//! A batch is sent as Lua scripts (`EVAL`, one round trip each) of at
+//! most 4096 writes (most batches take one; a whole state written again
+//! takes several), each checking the lease and the generation and then
+//! making its writes in order, so no other client sees one half done and
+//! batches apply in the order they are written. Redis does not roll a script back: a write that fails (an
+//! `Append` whose sequence number is not above the stream's last and is
+//! not the same entry again, a key of the wrong type) stops the script
+//! there, and the writes **before** it stay applied, none after.
 //! [`RedisStore::write`] then returns [`StoreError::Invalid`] naming the
-//! first failed write; such a batch is a bug of its producer, and the store
-//! is best rebuilt from the producer's state.
+//! failed write; such a batch is a bug of its producer, and the store is
+//! best rebuilt from the producer's state. A batch written again after an
+//! `Unavailable` that had in fact been applied goes through (its appends
+//! find their entries already there).
 //!
 //! # Losing Redis
 //!
 //! An I/O error or a timeout drops the connection
 //! ([`StoreError::Unavailable`]); the next call opens a new one. On every
-//! new connection the store reads `{ns}:gen` back: if it is missing or not
-//! the generation this store saw, Redis lost what was written (a restart
-//! without persistence, a flushed database, a failover to an empty
-//! replica). The store then adopts the current generation (setting a fresh
-//! one when there is none) and returns [`StoreError::Lost`] once: the
-//! caller must write its whole state again. With persistence (AOF with
+//! new connection the store reads `{ns}:gen` back, and every write's
+//! script checks it before writing anything: if it is missing or not the
+//! generation this store saw ([`RedisStore::load`]'s, or one given with
+//! [`RedisStore::expect_generation`]), Redis lost what was written (a
+//! restart without persistence, a flushed database, a failover to an empty
+//! replica, even under a connection that stayed open). The store then
+//! adopts the current generation (setting a fresh one when there is none)
+//! and returns [`StoreError::Lost`] once: the caller must write its whole
+//! state again. [`RedisStore::check`] asks the same without writing. With persistence (AOF with
 //! `appendfsync always`) a restart keeps the generation and the data, and
 //! the next write simply goes through.
 //!
@@ -314,15 +320,27 @@ pub enum Lease {
     HeldBy(String),
 }
 
-/// A batch's writes, fenced by the lease: `ARGV` is the lease key (empty:
-/// none), its owner, the namespace, then each write as `P name set
-/// record`, `D name set`, `A name seq entry` or `T name seq`. Returns how
-/// many writes it made; stops at the first that fails (`write N: …`).
+/// The most writes one script makes (a batch may take several).
+const WRITES_PER_SCRIPT: usize = 4096;
+
+/// A batch's writes, fenced by the lease and by the store's generation:
+/// `ARGV` is the lease key (empty: none), its owner, the namespace, the
+/// generation the writer saw (empty: none yet), then each write as `P name
+/// set record`, `D name set`, `A name seq entry` or `T name seq`. Returns
+/// how many writes it made; stops at the first that fails (`write N: …`).
+/// An append of an entry already stored with the same content succeeds
+/// (a batch retried after an `Unavailable` that had in fact applied it).
+/// A generation that is no longer the store's (Redis lost the data, with
+/// or without this connection dropping: a flush, a restart) writes
+/// nothing (`LOST`).
 const WRITE_SCRIPT: &str = r#"
 if ARGV[1] ~= '' and redis.call('GET', ARGV[1]) ~= ARGV[2] then
   return redis.error_reply('FENCED another node holds the lease')
 end
-local ns, i, n = ARGV[3], 4, 0
+if ARGV[4] ~= '' and redis.call('GET', ARGV[3] .. ':gen') ~= ARGV[4] then
+  return redis.error_reply('LOST the store lost its data')
+end
+local ns, i, n = ARGV[3], 5, 0
 local function call(...)
   local r = redis.pcall(...)
   if type(r) == 'table' and r.err then
@@ -340,7 +358,17 @@ while i <= #ARGV do
     call('SREM', ARGV[i + 2], name)
     i = i + 3
   elseif op == 'A' then
-    call('XADD', ns .. ':e:' .. name, ARGV[i + 2] .. '-0', 'd', ARGV[i + 3])
+    local key, id = ns .. ':e:' .. name, ARGV[i + 2] .. '-0'
+    local r = redis.pcall('XADD', key, id, 'd', ARGV[i + 3])
+    if type(r) == 'table' and r.err then
+      -- The same entry already there (a batch written again after its
+      -- reply was lost) is this write done; anything else is refused.
+      local same = redis.pcall('XRANGE', key, id, id)
+      if type(same) ~= 'table' or same.err or #same ~= 1
+          or same[1][2][1] ~= 'd' or same[1][2][2] ~= ARGV[i + 3] then
+        error({err = 'ERR write ' .. n .. ': ' .. r.err})
+      end
+    end
     i = i + 4
   elseif op == 'T' then
     call('XTRIM', ns .. ':e:' .. name, 'MINID', ARGV[i + 2])
@@ -514,12 +542,18 @@ impl RedisStore {
                     break;
                 };
                 let name = key.name();
+                // One damaged object (a key of the wrong type, entries
+                // not as written) is skipped and counted: the others load.
                 let record = match record {
                     Value::Nil => {
                         skipped += 1;
                         continue;
                     }
                     Value::BulkString(b) => Bytes::from(b),
+                    Value::ServerError(e) if e.code() == "WRONGTYPE" => {
+                        skipped += 1;
+                        continue;
+                    }
                     other => {
                         return Err(StoreError::Invalid(format!(
                             "{ns}:r:{name}: {}",
@@ -527,8 +561,22 @@ impl RedisStore {
                         )))
                     }
                 };
-                let entries = stream_entries(entries)
-                    .map_err(|why| StoreError::Invalid(format!("{ns}:e:{name}: {why}")))?;
+                let entries = match entries {
+                    Value::ServerError(e) if e.code() != "WRONGTYPE" => {
+                        return Err(StoreError::Invalid(format!(
+                            "{ns}:e:{name}: {}",
+                            describe(&Value::ServerError(e))
+                        )))
+                    }
+                    entries => match stream_entries(entries) {
+                        Ok(entries) => entries,
+                        Err(why) => {
+                            log!(warn, "{ns}:e:{name} skipped: {why}");
+                            skipped += 1;
+                            continue;
+                        }
+                    },
+                };
                 objects.push(StoredObject::new(key.clone(), record, entries));
             }
         }
@@ -536,7 +584,7 @@ impl RedisStore {
         Ok(objects)
     }
 
-    /// Makes `batch` durable: all its writes in one `MULTI`/`EXEC`, in
+    /// Makes `batch` durable: all its writes in one script, in
     /// order (see the [module](self) documentation for what a failed
     /// command inside leaves).
     ///
@@ -568,73 +616,149 @@ impl RedisStore {
         }
         let conn = self.conn.as_mut().expect("ready() leaves a connection");
 
-        // One script: the lease checked, then every write, in order, with
-        // nothing else run in between.
+        // Scripts of at most WRITES_PER_SCRIPT writes (a batch that writes
+        // a whole state again can be large; one script must end within the
+        // reply timeout): each checks the lease and the generation, then
+        // makes its writes in order, nothing else run in between.
         let lease = match &self.config.lease_owner {
             Some(owner) => (format!("{ns}:lease"), owner.clone()),
             None => (String::new(), String::new()),
         };
-        let mut eval = redis::cmd("EVAL");
-        eval.arg(WRITE_SCRIPT)
-            .arg(0)
-            .arg(&lease.0)
-            .arg(&lease.1)
-            .arg(&ns);
-        for (i, write) in batch.writes.iter().enumerate() {
-            match write {
-                StoreWrite::Put { key, record } => {
-                    eval.arg("P")
-                        .arg(key.name())
-                        .arg(set_of(&ns, key))
-                        .arg(record.as_ref());
+        for (c, chunk) in batch.writes.chunks(WRITES_PER_SCRIPT).enumerate() {
+            let first = c * WRITES_PER_SCRIPT;
+            let mut eval = redis::cmd("EVAL");
+            eval.arg(WRITE_SCRIPT)
+                .arg(0)
+                .arg(&lease.0)
+                .arg(&lease.1)
+                .arg(&ns)
+                .arg(self.generation.as_deref().unwrap_or(""));
+            for (i, write) in chunk.iter().enumerate() {
+                match write {
+                    StoreWrite::Put { key, record } => {
+                        eval.arg("P")
+                            .arg(key.name())
+                            .arg(set_of(&ns, key))
+                            .arg(record.as_ref());
+                    }
+                    StoreWrite::Delete { key } => {
+                        eval.arg("D").arg(key.name()).arg(set_of(&ns, key));
+                    }
+                    StoreWrite::Append { key, seq, entry } => {
+                        eval.arg("A")
+                            .arg(key.name())
+                            .arg(seq.to_string())
+                            .arg(entry.as_ref());
+                    }
+                    StoreWrite::TrimBelow { key, seq } => {
+                        eval.arg("T").arg(key.name()).arg(seq.to_string());
+                    }
+                    // StoreWrite is non_exhaustive: a write this store does
+                    // not know cannot be made durable.
+                    #[allow(unreachable_patterns)]
+                    other => {
+                        return Err(StoreError::Invalid(format!(
+                            "batch {}: write {} is not supported: {other:?}",
+                            batch.number,
+                            first + i
+                        )))
+                    }
                 }
-                StoreWrite::Delete { key } => {
-                    eval.arg("D").arg(key.name()).arg(set_of(&ns, key));
+            }
+            let mut pipe = redis::pipe();
+            pipe.add_command(eval);
+            let mut replies = send(conn, &pipe, 0, 1, timeout).await?;
+            match replies.pop().unwrap_or(Value::Nil) {
+                Value::Int(n) if usize::try_from(n).ok() == Some(chunk.len()) => {}
+                Value::ServerError(e) if e.code() == "FENCED" => return Err(StoreError::Fenced),
+                Value::ServerError(e) if e.code() == "LOST" => {
+                    self.generation = Some(adopt_generation(conn, &ns, timeout).await?);
+                    return Err(StoreError::Lost);
                 }
-                StoreWrite::Append { key, seq, entry } => {
-                    eval.arg("A")
-                        .arg(key.name())
-                        .arg(seq.to_string())
-                        .arg(entry.as_ref());
+                Value::ServerError(e) => {
+                    // "write N: …" names the write the script stopped at.
+                    let details = e.details().unwrap_or("");
+                    let at = details
+                        .strip_prefix("write ")
+                        .and_then(|d| d.split(':').next())
+                        .and_then(|n| n.parse::<usize>().ok());
+                    return Err(StoreError::Invalid(format!(
+                        "batch {}: {} failed, the writes before it applied, none after: {} {details}",
+                        batch.number,
+                        write_name(at.and_then(|i| batch.writes.get(first + i))),
+                        e.code(),
+                    )));
                 }
-                StoreWrite::TrimBelow { key, seq } => {
-                    eval.arg("T").arg(key.name()).arg(seq.to_string());
-                }
-                // StoreWrite is non_exhaustive: a write this store does
-                // not know cannot be made durable.
-                #[allow(unreachable_patterns)]
                 other => {
                     return Err(StoreError::Invalid(format!(
-                        "batch {}: write {i} is not supported: {other:?}",
-                        batch.number
+                        "batch {}: the write script answered {}",
+                        batch.number,
+                        describe(&other)
                     )))
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The generation this store saw last ([`RedisStore::load`] records
+    /// it), if any.
+    pub fn generation(&self) -> Option<&str> {
+        self.generation.as_deref()
+    }
+
+    /// Takes `generation` (another store's [`RedisStore::generation`],
+    /// the one that loaded what the caller holds) as the one this store
+    /// saw: a store that lost it since is [`StoreError::Lost`] to the
+    /// next [`RedisStore::write`] or [`RedisStore::check`].
+    pub fn expect_generation(&mut self, generation: &str) {
+        self.generation = Some(generation.to_owned());
+    }
+
+    /// Reads the store's generation back: [`StoreError::Lost`] (once) when
+    /// it is not the one this store saw, as [`RedisStore::write`] would
+    /// say. A writer with nothing to write calls it now and then, so that
+    /// Redis losing its data is noticed without waiting for a change.
+    pub async fn check(&mut self) -> Result<(), StoreError> {
+        let result = self.check_inner().await;
+        self.forget_on_failure(&result);
+        result
+    }
+
+    async fn check_inner(&mut self) -> Result<(), StoreError> {
+        let ns = self.config.namespace.clone();
+        let timeout = self.config.response_timeout;
+        let conn = self.ready().await?;
+        let current = adopt_generation(conn, &ns, timeout).await?;
+        conn.checked = true;
+        let lost = self.generation.as_ref().is_some_and(|g| *g != current);
+        self.generation = Some(current);
+        if lost {
+            return Err(StoreError::Lost);
+        }
+        Ok(())
+    }
+
+    /// The namespace's generation now, if it has one (a store loaded or
+    /// wrote since Redis last lost its data), without adopting it.
+    pub async fn read_generation(&mut self) -> Result<Option<String>, StoreError> {
+        let result = self.read_generation_inner().await;
+        self.forget_on_failure(&result);
+        result
+    }
+
+    async fn read_generation_inner(&mut self) -> Result<Option<String>, StoreError> {
+        let key = format!("{}:gen", self.config.namespace);
+        let timeout = self.config.response_timeout;
+        let conn = self.ready().await?;
         let mut pipe = redis::pipe();
-        pipe.add_command(eval);
-        let mut replies = send(conn, &pipe, 0, 1, timeout).await?;
-        match replies.pop().unwrap_or(Value::Nil) {
-            Value::Int(n) if usize::try_from(n).ok() == Some(batch.writes.len()) => Ok(()),
-            Value::ServerError(e) if e.code() == "FENCED" => Err(StoreError::Fenced),
-            Value::ServerError(e) => {
-                // "write N: …" names the write the script stopped at.
-                let details = e.details().unwrap_or("");
-                let at = details
-                    .strip_prefix("write ")
-                    .and_then(|d| d.split(':').next())
-                    .and_then(|n| n.parse::<usize>().ok());
-                Err(StoreError::Invalid(format!(
-                    "batch {}: {} failed, the writes before it applied, none after: {} {details}",
-                    batch.number,
-                    write_name(at.and_then(|i| batch.writes.get(i))),
-                    e.code(),
-                )))
-            }
+        pipe.cmd("GET").arg(&key);
+        match send(conn, &pipe, 0, 1, timeout).await?.pop() {
+            Some(Value::Nil) => Ok(None),
+            Some(Value::BulkString(b)) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
             other => Err(StoreError::Invalid(format!(
-                "batch {}: the write script answered {}",
-                batch.number,
-                describe(&other)
+                "GET {key}: {}",
+                describe(&other.unwrap_or(Value::Nil))
             ))),
         }
     }
@@ -897,7 +1021,13 @@ async fn open_now(config: &StoreConfig) -> Result<Conn, StoreError> {
         .await
         .map_err(|e| StoreError::Unavailable(format!("{shown}: {e}")))?;
     let _ = tcp.set_nodelay(true);
-    let setup = AsyncConnectionConfig::new();
+    // redis-rs's own reply timeout (500 ms by default) would cut every
+    // reply that takes longer short, whatever `response_timeout` says: a
+    // large load or batch would never go through. `send` bounds each reply
+    // with ours; the connect timeout bounds the setup.
+    let setup = AsyncConnectionConfig::new()
+        .set_response_timeout(None)
+        .set_connection_timeout(None);
     let (redis, driver) = if config.tls {
         let tls = tls::connect(&config.host, config.ca_pem.as_deref(), tcp)
             .await
