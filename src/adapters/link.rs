@@ -164,12 +164,8 @@ impl AsyncWrite for LinkStream {
 mod tls {
     use std::io;
     use std::net::TcpStream;
-    use std::sync::{Arc, OnceLock};
 
     use async_io::Async;
-    use futures_rustls::rustls::{self, ClientConfig, RootCertStore};
-    use rustls_pki_types::pem::PemObject as _;
-    use rustls_pki_types::{CertificateDer, ServerName};
 
     use super::super::endpoint::TlsRoots;
 
@@ -180,62 +176,11 @@ mod tls {
         roots: &TlsRoots,
         tcp: Async<TcpStream>,
     ) -> io::Result<futures_rustls::client::TlsStream<Async<TcpStream>>> {
-        let config = match roots {
-            TlsRoots::System => system()?,
-            TlsRoots::Pem(pem) => config(pem_roots(pem)?)?,
+        let ca_pem = match roots {
+            TlsRoots::System => None,
+            TlsRoots::Pem(pem) => Some(&pem[..]),
         };
-        let name = ServerName::try_from(host.to_owned())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        futures_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-    }
-
-    fn config(roots: RootCertStore) -> io::Result<Arc<ClientConfig>> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(io::Error::other)?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Arc::new(config))
-    }
-
-    fn pem_roots(pem: &[u8]) -> io::Result<RootCertStore> {
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            roots
-                .add(cert)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        }
-        if roots.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "no CA certificate in the PEM",
-            ));
-        }
-        Ok(roots)
-    }
-
-    /// The system's roots, read once per process (a few hundred files).
-    fn system() -> io::Result<Arc<ClientConfig>> {
-        static SYSTEM: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
-        SYSTEM
-            .get_or_init(|| {
-                let found = rustls_native_certs::load_native_certs();
-                let mut roots = RootCertStore::empty();
-                let (added, _) = roots.add_parsable_certificates(found.certs);
-                if added == 0 {
-                    return Err(format!(
-                        "no trusted root certificate on this system ({} errors)",
-                        found.errors.len()
-                    ));
-                }
-                config(roots).map_err(|e| e.to_string())
-            })
-            .clone()
-            .map_err(io::Error::other)
+        super::super::tls_client::connect(host, ca_pem, tcp).await
     }
 }
 

@@ -60,3 +60,8 @@ pub mod smol;
 #[cfg(feature = "server-tcp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server-tcp")))]
 pub mod server_tcp;
+#[cfg(any(
+    all(feature = "tls", any(feature = "smol", feature = "blocking")),
+    feature = "redis"
+))]
+mod tls_client;
