@@ -852,6 +852,18 @@ impl Hub {
     }
 }
 
+impl std::ops::AddAssign for Restored {
+    /// Sums another shard's.
+    fn add_assign(&mut self, r: Restored) {
+        self.channels += r.channels;
+        self.inboxes += r.inboxes;
+        self.instances += r.instances;
+        self.messages += r.messages;
+        self.sends += r.sends;
+        self.unreadable += r.unreadable;
+    }
+}
+
 /// The store key of channel `ch` (for `channel.rs`'s deletes).
 pub(super) fn stored_channel_key(ch: &Channel) -> StoreKey {
     channel_key(ch)

@@ -360,13 +360,7 @@ impl Server {
     pub fn restore(&mut self, now: Instant, objects: &[StoredObject]) -> Restored {
         let mut all = Restored::default();
         for h in &mut self.hubs {
-            let r = h.restore(now, objects);
-            all.channels += r.channels;
-            all.inboxes += r.inboxes;
-            all.instances += r.instances;
-            all.messages += r.messages;
-            all.sends += r.sends;
-            all.unreadable += r.unreadable;
+            all += h.restore(now, objects);
         }
         all
     }

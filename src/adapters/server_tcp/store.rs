@@ -604,15 +604,9 @@ impl RedisStore {
     async fn write_inner(&mut self, batch: &StoreBatch) -> Result<(), StoreError> {
         let ns = self.config.namespace.clone();
         let timeout = self.config.response_timeout;
-        let conn = self.ready().await?;
-        if !conn.checked {
-            let current = adopt_generation(conn, &ns, timeout).await?;
-            conn.checked = true;
-            let lost = self.generation.as_ref().is_some_and(|g| *g != current);
-            self.generation = Some(current);
-            if lost {
-                return Err(StoreError::Lost);
-            }
+        // A new connection reads the generation back first.
+        if !self.ready().await?.checked {
+            self.check_inner().await?;
         }
         let conn = self.conn.as_mut().expect("ready() leaves a connection");
 
