@@ -23,10 +23,8 @@
 # HUMMER_THREADS). The first server of the list is the baseline of the
 # "/hummer" ratio columns. After the table, the engine's `INFO commandstats`
 # read around each run gives the Redis round trips (EVAL) and commands per
-# published and per delivered message. With redis, leave the scaling
-# workload out (--workloads pubsub,fanout,rtt): at full size its batches
-# outlast the store's response timeout and the server rewrites its whole
-# state (BENCHMARKS.md, "Durable state (Redis engine)").
+# published and per delivered message (BENCHMARKS.md, "Durable state
+# (Redis engine)").
 #
 # After the table, a raw check runs the brokers' 1 -> 1 and fan-out
 # workloads through hummer-load's clients and through `hummer-load raw` (one
