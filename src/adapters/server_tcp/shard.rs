@@ -502,13 +502,14 @@ impl Shard {
     /// thread, in order (what changes while one is written goes in the
     /// next: a busy store gets fewer, larger batches), and lets out what
     /// waited for each. An unreachable store is retried with backoff while
-    /// readers wait; a store that lost its data gets the whole state again.
-    #[cfg(feature = "redis")]
+    /// every gateway refuses requests (`SERVICE_UNAVAILABLE`); a store that
+    /// lost its data gets the whole state again.
     ///
     /// `generation` is the store's when the state was loaded: a store
     /// that lost it since gets the whole state again, and an idle writer
     /// checks it every [`IDLE_CHECK`] so that Redis losing its data is
     /// noticed without waiting for a change.
+    #[cfg(feature = "redis")]
     pub async fn store_writer(
         self: Rc<Self>,
         config: super::store::StoreConfig,
