@@ -67,12 +67,6 @@ impl Durable {
             && self.writes.is_empty()
     }
 
-    /// A record of channel `num` changed (for callers holding other
-    /// fields of the hub).
-    pub fn touch_channel(&mut self, num: u32) {
-        self.channels.insert(num);
-    }
-
     /// Bytes of frames for `conn` held until the store catches up.
     pub fn held_for(&self, conn: ConnId) -> usize {
         self.held.get(&conn).copied().unwrap_or(0)

@@ -339,10 +339,8 @@ impl Hub {
             };
             if ch.departed.len() < max || ch.departed.contains_key(&i.uid) {
                 let e = ch.departed.entry(i.uid).or_insert((since, now));
+                // (Stored with the member's removal that follows.)
                 *e = (e.0.min(since), now);
-                if let Some(d) = self.store.as_mut() {
-                    d.touch_channel(*num);
-                }
             }
         }
     }

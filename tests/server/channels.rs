@@ -621,15 +621,27 @@ fn a_repeated_channel_send_is_answered_after_the_sender_left_the_channel() {
 /// server_frames.rs guards against, there with three channels).
 #[test]
 fn a_burst_of_rejoins_after_a_fresh_login_never_closes_the_link_as_a_slow_consumer() {
-    let mut config = {
-        let mut cfg = ServerConfig::demo();
-        cfg.rate_limit_sends = 1_000_000;
-        cfg.max_queued_bytes = 1024 * 1024;
-        cfg
-    };
-    config.rate_limits.sends = RateLimit::new(1_000_000, secs(3));
-    config.rate_limits.memberships = RateLimit::new(1_000, secs(3));
-    let mut n = Net::new(config);
+    burst_of_rejoins(Net::new);
+}
+
+/// The configuration of `burst_of_rejoins`: sends and memberships
+/// unlimited, a 1 MiB queue per link.
+pub fn burst_config() -> ServerConfig {
+    let mut cfg = ServerConfig::demo();
+    cfg.rate_limit_sends = 1_000_000;
+    cfg.max_queued_bytes = 1024 * 1024;
+    cfg.rate_limits.sends = RateLimit::new(1_000_000, secs(3));
+    cfg.rate_limits.memberships = RateLimit::new(1_000, secs(3));
+    cfg
+}
+
+/// uid 2, dropped past the grace period from ten channels holding 1.2 MB
+/// each, logs in afresh and rejoins all ten in one read: each replay is
+/// budgeted against what is queued (or held) for the link, so it is never
+/// closed as a slow consumer. `net` makes the server from
+/// [`burst_config`].
+pub fn burst_of_rejoins(net: impl FnOnce(ServerConfig) -> Net) {
+    let mut n = net(burst_config());
     let (a, _) = n.login(1);
     let (b, _) = n.login(2);
     let channels: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
