@@ -931,6 +931,26 @@ mod tests {
     }
 
     #[test]
+    fn held_bytes_are_counted_per_link_until_released() {
+        let g = super::super::GatewayId(1);
+        let (a, b) = (ConnId::new(g, 1), ConnId::new(g, 2));
+        let mut d = Durable::default();
+        d.hold(a, 10);
+        d.hold(a, 5);
+        d.hold(b, 7);
+        assert_eq!((d.held_for(a), d.held_for(b)), (15, 7));
+        d.release(a, 10);
+        assert_eq!(d.held_for(a), 5);
+        d.release(a, 5);
+        d.release(b, 7);
+        assert_eq!((d.held_for(a), d.held_for(b)), (0, 0));
+        assert!(d.held.is_empty(), "links with nothing held are forgotten");
+        // A release of what was not held changes nothing.
+        d.release(a, 3);
+        assert_eq!(d.held_for(a), 0);
+    }
+
+    #[test]
     fn unix_times_of_instants_either_side_of_now() {
         let now = Instant::now();
         assert_eq!(unix_ms_of(now, 10_000, now), 10_000);
