@@ -811,6 +811,14 @@ impl Hub {
         }
     }
 
+    /// Every instance of `(appid, uid)` changed (their login order, which
+    /// each record holds as a place).
+    pub(super) fn touch_instances_of(&mut self, key: (u32, u64)) {
+        if let (Some(d), Some(ids)) = (self.store.as_mut(), self.users.get(&key)) {
+            d.instances.extend(ids.iter().copied());
+        }
+    }
+
     /// A log lost entries (evictions): its trim goes in the next batch.
     pub(super) fn touch_log(&mut self, log: LogId) {
         if let Some(d) = self.store.as_mut() {

@@ -157,10 +157,12 @@ impl Hub {
                         shard_mask: 0,
                     },
                 );
-                self.touch_instance(id);
                 let ids = self.users.entry(key).or_default();
                 ids.push(id);
-                if ids.len() == 1 {
+                let first = ids.len() == 1;
+                // Marked before the event, which waits for it to be stored.
+                self.touch_instances_of(key);
+                if first {
                     self.hook(req.appid, HookEventKind::UserOnline { uid: req.uid });
                 }
                 id
@@ -372,7 +374,9 @@ impl Hub {
         let key = (i.appid, i.uid);
         if let Some(ids) = self.users.get_mut(&key) {
             ids.retain(|&x| x != inst);
-            if ids.is_empty() {
+            // The others' places in the login order moved.
+            self.touch_instances_of(key);
+            if self.users.get(&key).is_some_and(Vec::is_empty) {
                 self.users.remove(&key);
                 self.hook(key.0, HookEventKind::UserOffline { uid: key.1 });
             }

@@ -706,3 +706,87 @@ fn a_re_send_after_a_restart_is_answered_as_the_first_and_delivers_nothing() {
     assert_eq!(n.sent(a2, to_channel("room", "next")).seq, 5);
     let _ = b;
 }
+
+/// A batch stored while a later one (with a delete) is still in flight:
+/// the later one's delete is kept for a rewrite, the stored one's is not
+/// needed.
+#[test]
+fn a_rewrite_keeps_the_deletes_of_batches_after_the_last_stored() {
+    use hummer_channel::server::StoreWrite;
+    let Scene { mut n, ra, a, .. } = scene(1);
+    let gone = StoreKey::Instance {
+        appid: DEMO_APPID,
+        uid: 1,
+        instance: ra.instance_id,
+    };
+    n.store_paused = true;
+    // Batch A: a change with no delete (uid 3 logs in; its reply waits).
+    let c = n.accept();
+    n.send(c, Body::Login(login_req(3)));
+    let (shard, first) = n.s.poll_store().expect("batch A");
+    // Batch B: the logout's delete, in flight.
+    n.send(a, Body::Logout(wire::Empty {}));
+    let (_, second) = n.s.poll_store().expect("batch B");
+    assert!(second.number > first.number);
+    assert!(second
+        .writes
+        .iter()
+        .any(|w| matches!(w, StoreWrite::Delete { key } if *key == gone)));
+    // A is stored, B is lost with the store.
+    n.store.as_mut().unwrap().apply(&first);
+    n.s.handle_stored(n.now, shard, first.number);
+    n.s.handle_store_lost();
+    n.store_paused = false;
+    n.pump();
+    assert!(
+        !n.store.as_ref().unwrap().keys().contains(&gone),
+        "the rewrite forgot the delete of the batch in flight"
+    );
+}
+
+/// A uid's instances come back in their login order: the oldest
+/// disconnected one is the one a login past the per-uid bound drops.
+#[test]
+fn instances_come_back_in_their_login_order() {
+    let mut config = ServerConfig::demo();
+    config.max_instances_per_uid = 2;
+    let mut n = Net::durable(config, 1);
+    let (_, old) = n.login(1);
+    let (_, new) = n.login(1);
+    n.crash_restart(secs(1), 1);
+    // Both are disconnected: a third login drops the older.
+    n.login(1);
+    let again = |n: &mut Net, r: &wire::LoginReply| {
+        let c = n.accept();
+        login_reply(n.login_with(c, resume_req(1, r.instance_id, r.p2p_epoch, 0, vec![])))
+    };
+    assert!(
+        again(&mut n, &new).resumed,
+        "the newer instance was dropped"
+    );
+    // The older is gone: its resume is a fresh login, refused since both
+    // live instances are connected (a kept one would have been resumed).
+    let c = n.accept();
+    let refused = n.login_with(c, resume_req(1, old.instance_id, old.p2p_epoch, 0, vec![]));
+    assert_eq!(code(refused), 2012);
+}
+
+/// A delete not yet in any batch when the store is lost is in the rewrite.
+#[test]
+fn a_rewrite_keeps_the_deletes_not_yet_in_a_batch() {
+    let Scene { mut n, ra, a, .. } = scene(1);
+    let gone = StoreKey::Instance {
+        appid: DEMO_APPID,
+        uid: 1,
+        instance: ra.instance_id,
+    };
+    n.store_paused = true;
+    n.send(a, Body::Logout(wire::Empty {}));
+    n.s.handle_store_lost();
+    n.store_paused = false;
+    n.pump();
+    assert!(
+        !n.store.as_ref().unwrap().keys().contains(&gone),
+        "the rewrite forgot a pending delete"
+    );
+}
