@@ -428,9 +428,7 @@ impl Hub {
         if ch.joined.is_empty() && ch.left.is_empty() {
             return;
         }
-        if self.store.is_some() {
-            self.touch_channel(num);
-        }
+        self.touch_channel(num);
         let Some(ch) = self.channels.get_mut(&num) else {
             return;
         };

@@ -26,7 +26,6 @@ use bytes::Bytes;
 
 use super::channel::channel_key_hash;
 use super::conn::ConnId;
-use super::durable::Fence;
 use super::hub::{Current, Hub, Outcome};
 use super::message::ToHub;
 use super::rate::RateKind;
@@ -166,11 +165,7 @@ fn rate_kind(body: &Body) -> RateKind {
 impl Hub {
     /// The next message for another shard, and which.
     pub fn poll_shard(&mut self) -> Option<(ShardId, ToShard)> {
-        let &(tag, ..) = self.to_shards.front()?;
-        if !Fence::released(self.store.as_ref(), tag) {
-            return None;
-        }
-        self.to_shards.pop_front().map(|(_, to, m)| (to, m))
+        self.to_shards.pop(self.store.as_ref())
     }
 
     /// A message from shard `from`.

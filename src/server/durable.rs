@@ -18,7 +18,7 @@
 //! that holds what it shows; [`Fence`] releases it once that batch is
 //! stored.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -117,6 +117,43 @@ impl Fence {
     /// Whether output tagged `tag` may go.
     pub fn released(store: Option<&Durable>, tag: u64) -> bool {
         store.map_or(0, |d| d.stored) >= tag
+    }
+}
+
+/// Output in order, each item tagged with the store batch it waits for:
+/// the fence's one queue, for gateways, other shards and backends alike.
+#[derive(Debug)]
+pub(crate) struct Fenced<T>(VecDeque<(u64, T)>);
+
+impl<T> Default for Fenced<T> {
+    fn default() -> Self {
+        Fenced(VecDeque::new())
+    }
+}
+
+impl<T> Fenced<T> {
+    /// Queues `item` after the changes made so far (to `store`).
+    pub fn push(&mut self, store: Option<&Durable>, item: T) {
+        self.0.push_back((Fence::tag(store), item));
+    }
+
+    /// The oldest item, once the batch it waits for is stored.
+    pub fn pop(&mut self, store: Option<&Durable>) -> Option<T> {
+        let &(tag, _) = self.0.front()?;
+        if !Fence::released(store, tag) {
+            return None;
+        }
+        self.0.pop_front().map(|(_, item)| item)
+    }
+
+    /// The newest item.
+    pub fn back(&self) -> Option<&T> {
+        self.0.back().map(|(_, item)| item)
+    }
+
+    /// Takes the newest item back.
+    pub fn pop_back(&mut self) -> Option<T> {
+        self.0.pop_back().map(|(_, item)| item)
     }
 }
 

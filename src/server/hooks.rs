@@ -8,7 +8,6 @@
 
 use bytes::Bytes;
 
-use super::durable::Fence;
 use super::hub::Hub;
 use crate::types::ChannelKey;
 
@@ -115,12 +114,7 @@ impl Hub {
     /// The next event for an app's backend, oldest first.
     /// With a store, an event waits until what it tells of is stored.
     pub fn poll_hook(&mut self) -> Option<HookEvent> {
-        // Like every output, after the changes it tells of are stored.
-        let &(tag, _) = self.hooks.front()?;
-        if !Fence::released(self.store.as_ref(), tag) {
-            return None;
-        }
-        self.hooks.pop_front().map(|(_, e)| e)
+        self.hooks.pop(self.store.as_ref())
     }
 
     /// Queues `kind` for `appid`'s backend, if it has one.
@@ -140,7 +134,7 @@ impl Hub {
         if let HookEventKind::UserOnline { uid } = kind {
             // Offline and online again in one turn (a login that replaced
             // the uid's other instances): the uid never left.
-            let back = self.hooks.back().map(|(_, e)| e);
+            let back = self.hooks.back();
             if back
                 .is_some_and(|e| e.appid == appid && e.kind == HookEventKind::UserOffline { uid })
             {
@@ -149,9 +143,8 @@ impl Hub {
             }
         }
         let at_ms = self.unix_ms();
-        let tag = Fence::tag(self.store.as_ref());
         self.hooks
-            .push_back((tag, HookEvent { appid, at_ms, kind }));
+            .push(self.store.as_ref(), HookEvent { appid, at_ms, kind });
     }
 }
 

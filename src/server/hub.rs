@@ -3,7 +3,7 @@
 //! byte of a connection: gateways hand it decoded requests ([`ToHub`]) and
 //! it answers with frames to queue and links to close ([`ToGateway`]).
 
-use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::channel::Channel;
 use super::conn::{CloseReason, ConnId};
-use super::durable::{stored_channel_key, Fence};
+use super::durable::{stored_channel_key, Fenced};
 use super::gateway::error_frame;
 use super::inbox::Inbox;
 use super::message::{GatewayId, ToGateway, ToHub};
@@ -80,8 +80,8 @@ pub struct Hub {
     pub(super) clock: Clock,
     pub(super) epoch: u64,
     rng: u64,
-    /// Output for gateways, each tagged with the store batch it waits for.
-    out: VecDeque<(u64, ToGateway)>,
+    /// Output for gateways, each after the store batch it waits for.
+    out: Fenced<ToGateway>,
     /// The instance logged in on each link.
     links: IdMap<ConnId, u64>,
     pub(super) current: Option<Current>,
@@ -107,7 +107,7 @@ pub struct Hub {
     pub(super) shard: ShardId,
     pub(super) shards: u16,
     /// Messages for other shards, in order.
-    pub(super) to_shards: VecDeque<(u64, ShardId, ToShard)>,
+    pub(super) to_shards: Fenced<(ShardId, ToShard)>,
     /// Member instances of this shard's channels homed on other shards.
     pub(super) guests: IdMap<u64, super::cross::Guest>,
     /// While a forwarded request is handled: its link, whose frames are
@@ -128,9 +128,9 @@ pub struct Hub {
     pub(super) stats: Stats,
     /// Uids whose logins are refused until then (a backend's kick).
     bans: HashMap<(u32, u64), Instant>,
-    /// Events for the apps' backends, oldest first, each tagged with the
-    /// store batch it waits for (as output for gateways).
-    pub(super) hooks: VecDeque<(u64, super::HookEvent)>,
+    /// Events for the apps' backends, oldest first, each after the store
+    /// batch it waits for (as output for gateways).
+    pub(super) hooks: Fenced<super::HookEvent>,
     /// What must reach the store (`None`: the hub keeps nothing beyond
     /// the process).
     pub(super) store: Option<super::durable::Durable>,
@@ -191,7 +191,7 @@ impl Hub {
             clock: Clock::new(now, unix_ms_at_now),
             epoch,
             rng,
-            out: VecDeque::new(),
+            out: Fenced::default(),
             links: IdMap::default(),
             current: None,
             instances: IdMap::default(),
@@ -208,7 +208,7 @@ impl Hub {
             app_retained: HashMap::new(),
             shard,
             shards,
-            to_shards: VecDeque::new(),
+            to_shards: Fenced::default(),
             guests: IdMap::default(),
             capture: None,
             effects: None,
@@ -218,7 +218,7 @@ impl Hub {
             next_token: 1,
             stats: Stats::default(),
             bans: HashMap::new(),
-            hooks: VecDeque::new(),
+            hooks: Fenced::default(),
             store: durable.then(Default::default),
         }
     }
@@ -363,11 +363,7 @@ impl Hub {
 
     /// The next message for a gateway ([`ToGateway::gateway`] names it).
     pub fn poll_gateway(&mut self) -> Option<ToGateway> {
-        let &(tag, _) = self.out.front()?;
-        if !Fence::released(self.store.as_ref(), tag) {
-            return None;
-        }
-        let (_, m) = self.out.pop_front()?;
+        let m = self.out.pop(self.store.as_ref())?;
         if let (Some(d), ToGateway::Send { conn, frame }) = (self.store.as_mut(), &m) {
             d.release(*conn, frame.len());
         }
@@ -432,19 +428,18 @@ impl Hub {
         }
     }
 
-    /// Queues a message for another shard.
     /// Queues `m` for its gateway, after the changes made so far are stored.
     fn emit(&mut self, m: ToGateway) {
-        let tag = Fence::tag(self.store.as_ref());
         if let (Some(d), ToGateway::Send { conn, frame }) = (self.store.as_mut(), &m) {
             d.hold(*conn, frame.len());
         }
-        self.out.push_back((tag, m));
+        self.out.push(self.store.as_ref(), m);
     }
 
+    /// Queues a message for another shard, after the changes made so far
+    /// are stored.
     pub(super) fn post_shard(&mut self, to: ShardId, m: ShardMsg) {
-        let tag = Fence::tag(self.store.as_ref());
-        self.to_shards.push_back((tag, to, ToShard(m)));
+        self.to_shards.push(self.store.as_ref(), (to, ToShard(m)));
     }
 
     pub(super) fn random_nonzero(&mut self) -> u64 {
@@ -488,9 +483,7 @@ impl Hub {
         );
         let store = &mut self.store;
         self.channels.retain(|&num, ch| {
-            let first = ch.log.first_seq();
-            ch.log.prune(now, channel_retention);
-            if let (true, Some(d)) = (ch.log.first_seq() != first, store.as_mut()) {
+            if let (true, Some(d)) = (ch.log.prune(now, channel_retention), store.as_mut()) {
                 // Aged out: the store trims them too.
                 d.touch_log(LogId::Channel(num));
             }
@@ -507,9 +500,7 @@ impl Hub {
         self.channel_index
             .retain(|_, num| channels.contains_key(num));
         for (&(appid, uid), inbox) in self.inboxes.iter_mut() {
-            let first = inbox.log.first_seq();
-            inbox.log.prune(now, inbox_retention);
-            if let (true, Some(d)) = (inbox.log.first_seq() != first, self.store.as_mut()) {
+            if let (true, Some(d)) = (inbox.log.prune(now, inbox_retention), self.store.as_mut()) {
                 d.touch_log(LogId::Inbox(appid, uid));
             }
         }

@@ -277,14 +277,16 @@ impl SeqLog {
         self.bytes
     }
 
-    /// Evicts the pushes that are `max_age` old at `now`.
-    pub fn prune(&mut self, now: Instant, retention: Retention) {
+    /// Evicts the pushes that are `max_age` old at `now`; whether any went.
+    pub fn prune(&mut self, now: Instant, retention: Retention) -> bool {
+        let before = self.entries.len();
         while let Some(e) = self.entries.front() {
             if now.saturating_duration_since(e.at) < retention.max_age {
                 break;
             }
             self.pop_oldest();
         }
+        self.entries.len() != before
     }
 
     /// Nothing retained.
@@ -446,7 +448,7 @@ mod tests {
         fn push(&mut self, now: Instant, encode: impl FnOnce(u64) -> Bytes) -> Sequenced {
             self.log.push(now, self.bounds, encode)
         }
-        fn prune(&mut self, now: Instant) {
+        fn prune(&mut self, now: Instant) -> bool {
             self.log.prune(now, self.bounds)
         }
         fn replay(&mut self, now: Instant, after: u64, budget: usize) -> Replay {
@@ -540,8 +542,9 @@ mod tests {
         let r = l.replay(t, 0, 10 + QUEUED_FRAME_OVERHEAD - 1);
         assert_eq!(shape(&r), (0, None, 0, 0, true, 1));
         // Not aged out a moment before max_age, gone at it.
-        l.prune(t + DAY - Duration::from_millis(1));
+        assert!(!l.prune(t + DAY - Duration::from_millis(1)), "nothing went");
         assert!(!l.is_empty());
+        assert!(l.prune(t + DAY), "the aged-out went");
         let r = l.replay(t + DAY, 1, usize::MAX);
         assert!(l.is_empty());
         assert_eq!(l.bytes(), 0);
