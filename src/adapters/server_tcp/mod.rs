@@ -832,25 +832,16 @@ pub async fn take_lease(
 /// not this node's).
 #[cfg(feature = "redis")]
 async fn keep_lease(store: store::StoreConfig, ttl: Duration) -> String {
-    let mut conn: Option<store::RedisStore> = None;
+    // It connects (again) by itself at the call after a failed one.
+    let mut conn = store::RedisStore::new(&store);
     loop {
         Timer::after(ttl / 3).await;
-        let claimed = match conn.as_mut() {
-            Some(c) => c.claim_lease(ttl).await,
-            None => match store::RedisStore::connect(&store).await {
-                Ok(c) => conn.insert(c).claim_lease(ttl).await,
-                Err(e) => Err(e),
-            },
-        };
-        match claimed {
+        match conn.claim_lease(ttl).await {
             Ok(store::Lease::Held) => {}
             Ok(store::Lease::HeldBy(other)) => {
                 return format!("node {other} holds the store's lease")
             }
-            Err(e) => {
-                log!(warn, "cannot renew the store's lease: {e}");
-                conn = None;
-            }
+            Err(e) => log!(warn, "cannot renew the store's lease: {e}"),
         }
     }
 }

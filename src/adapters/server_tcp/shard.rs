@@ -519,14 +519,11 @@ impl Shard {
         const BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(50);
         const BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(2);
         const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
-        let connect = || async {
-            let mut s = RedisStore::connect(&config).await?;
-            if let Some(g) = &generation {
-                s.expect_generation(g);
-            }
-            Ok::<_, StoreError>(s)
-        };
-        let mut store: Option<RedisStore> = None;
+        // It connects (again) by itself at the call after a failed one.
+        let mut store = RedisStore::new(&config);
+        if let Some(g) = &generation {
+            store.expect_generation(g);
+        }
         let mut backoff = BACKOFF_MIN;
         loop {
             let generation = self.store_wake.generation();
@@ -536,14 +533,7 @@ impl Shard {
                         break;
                     };
                     loop {
-                        let result = match store.as_mut() {
-                            Some(s) => s.write(&batch).await,
-                            None => match connect().await {
-                                Ok(s) => store.insert(s).write(&batch).await,
-                                Err(e) => Err(e),
-                            },
-                        };
-                        match result {
+                        match store.write(&batch).await {
                             Ok(()) => {
                                 hub.borrow_mut().handle_stored(batch.number);
                                 break;
@@ -596,25 +586,14 @@ impl Shard {
                 continue;
             }
             // Nothing to write for a while: has Redis lost what it had?
-            let checked = match store.as_mut() {
-                Some(s) => s.check().await,
-                None => match connect().await {
-                    Ok(s) => store.insert(s).check().await,
-                    Err(e) => Err(e),
-                },
-            };
-            match checked {
-                Err(StoreError::Lost) => {
-                    log!(
-                        warn,
-                        "the store lost its data: writing the whole state again"
-                    );
-                    for hub in &self.hubs {
-                        hub.borrow_mut().handle_store_lost();
-                    }
+            if let Err(StoreError::Lost) = store.check().await {
+                log!(
+                    warn,
+                    "the store lost its data: writing the whole state again"
+                );
+                for hub in &self.hubs {
+                    hub.borrow_mut().handle_store_lost();
                 }
-                Err(StoreError::Unavailable(_)) => store = None,
-                _ => {}
             }
         }
     }

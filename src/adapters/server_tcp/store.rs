@@ -453,13 +453,21 @@ impl RedisStore {
     /// 2 s by default). Call [`RedisStore::load`] before the first write:
     /// it records the store's generation.
     pub async fn connect(config: &StoreConfig) -> Result<RedisStore, StoreError> {
-        let conn = open(config).await?;
-        Ok(RedisStore {
+        let mut store = RedisStore::new(config);
+        store.conn = Some(open(config).await?);
+        Ok(store)
+    }
+
+    /// A store for `config`'s Redis that connects at its first call (and
+    /// again after any call that dropped the connection), for callers
+    /// that retry: it never fails to exist.
+    pub fn new(config: &StoreConfig) -> RedisStore {
+        RedisStore {
             config: config.clone(),
-            conn: Some(conn),
+            conn: None,
             generation: None,
             skipped: 0,
-        })
+        }
     }
 
     /// Its configuration.
