@@ -343,6 +343,25 @@ impl Hub {
         }
     }
 
+    /// Gateway `gateway` is gone with every link it held (its node died,
+    /// or the link between the nodes broke): each of their instances homed
+    /// here keeps its presence for the grace period, as after
+    /// [`ToHub::LinkLost`] for each. Messages of the gateway still on their
+    /// way are handled as usual (a `LinkLost` for a link already lost is
+    /// nothing).
+    pub fn handle_gateway_lost(&mut self, now: Instant, gateway: GatewayId) {
+        let mut lost: Vec<ConnId> = self
+            .links
+            .keys()
+            .copied()
+            .filter(|c| c.gateway() == gateway)
+            .collect();
+        lost.sort_unstable();
+        for conn in lost {
+            self.handle(now, ToHub::LinkLost { conn });
+        }
+    }
+
     /// Time passed: fires every deadline up to `now` (grace ends, token
     /// expiry, batched notices, retention sweeps).
     pub fn handle_timeout(&mut self, now: Instant) {

@@ -251,3 +251,116 @@ fn a_refusing_gateway_answers_every_request_itself_and_keeps_the_link() {
         Some(ToHub::Login { request_id: 3, .. })
     ));
 }
+
+use hummer_channel::server::{Gateway, Hub};
+
+/// Carries every message between hand-wired gateways and one hub
+/// until nothing moves.
+fn settle(now: Instant, hub: &mut Hub, gateways: &mut [&mut Gateway]) {
+    loop {
+        let mut moved = false;
+        for g in gateways.iter_mut() {
+            while let Some(m) = g.poll_hub() {
+                hub.handle(now, m);
+                moved = true;
+            }
+        }
+        while let Some(m) = hub.poll_gateway() {
+            let to = m.gateway();
+            if let Some(g) = gateways.iter_mut().find(|g| g.id() == to) {
+                g.handle_hub(now, m);
+            }
+            moved = true;
+        }
+        if !moved {
+            return;
+        }
+    }
+}
+
+/// What `conn` received, decoded.
+fn received(g: &mut Gateway, conn: ConnId) -> Vec<Body> {
+    std::iter::from_fn(|| g.poll_transmit(conn))
+        .map(|b| decode_frame(b, MAX).unwrap().body)
+        .collect()
+}
+
+/// A gateway that goes away with its links (its node died): their
+/// instances keep their presence for the grace period, then leave; the
+/// other gateway's links are untouched.
+#[test]
+fn a_lost_gateway_loses_its_links_after_the_grace_period_only() {
+    use hummer_channel::server::GatewayId;
+    let config = ServerConfig::demo();
+    let grace = config.presence_grace;
+    let t0 = Instant::now();
+    let mut hub = Hub::new(config.clone(), t0, T0_UNIX_MS);
+    let mut g1 = Gateway::new(GatewayId(1), config.clone(), t0, T0_UNIX_MS);
+    let mut g2 = Gateway::new(GatewayId(2), config.clone(), t0, T0_UNIX_MS);
+    let (a, b) = (g1.accept(t0), g2.accept(t0));
+    let a2 = g1.accept(t0);
+    g1.handle_frame(t0, a, frame(1, Body::Login(login_req(1))));
+    g1.handle_frame(t0, a2, frame(1, Body::Login(login_req(3))));
+    g2.handle_frame(t0, b, frame(1, Body::Login(login_req(2))));
+    settle(t0, &mut hub, &mut [&mut g1, &mut g2]);
+    g1.handle_frame(t0, a, frame(2, join("room")));
+    g1.handle_frame(t0, a2, frame(2, join("room")));
+    g2.handle_frame(t0, b, frame(2, join("room")));
+    settle(t0, &mut hub, &mut [&mut g1, &mut g2]);
+    let t1 = t0 + Duration::from_secs(1);
+    hub.handle_timeout(t1);
+    settle(t1, &mut hub, &mut [&mut g1, &mut g2]);
+    received(&mut g2, b);
+    assert_eq!(hub.instance_count(), 3);
+
+    hub.handle_gateway_lost(t1, GatewayId(1));
+    // A gateway the hub never saw, and the same one again: nothing.
+    hub.handle_gateway_lost(t1, GatewayId(7));
+    hub.handle_gateway_lost(t1, GatewayId(1));
+    let online = |hub: &mut Hub, g2: &mut Gateway, now: Instant, rid: u64| {
+        let q = Body::QueryOnline(wire::QueryOnlineRequest {
+            uids: vec![1, 2, 3],
+        });
+        g2.handle_frame(now, b, frame(rid, q));
+        settle(now, hub, &mut [g2]);
+        received(g2, b)
+            .into_iter()
+            .find_map(|body| match body {
+                Body::OnlineStatus(s) => Some(s.status.into_iter().collect::<Vec<_>>()),
+                _ => None,
+            })
+            .expect("an online status reply")
+    };
+    // Within the grace period both lost uids are still online.
+    let t2 = t1 + grace - Duration::from_millis(1);
+    hub.handle_timeout(t2);
+    assert_eq!(
+        online(&mut hub, &mut g2, t2, 3),
+        [(1, true), (2, true), (3, true)]
+    );
+    assert_eq!(hub.instance_count(), 3);
+    // After it they are gone, and the member on the other gateway hears
+    // that both left the room.
+    let t3 = t1 + grace + Duration::from_secs(2);
+    hub.handle_timeout(t3);
+    assert_eq!(hub.instance_count(), 1);
+    // (Notices are batched over a short window.)
+    let t3 = t3 + Duration::from_secs(2);
+    hub.handle_timeout(t3);
+    settle(t3, &mut hub, &mut [&mut g2]);
+    let heard = received(&mut g2, b);
+    let mut left: Vec<u64> = heard
+        .iter()
+        .filter_map(|body| match body {
+            Body::Membership(m) => Some(m.left.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    left.sort_unstable();
+    assert_eq!(left, [1, 3], "{heard:?}");
+    assert_eq!(
+        online(&mut hub, &mut g2, t3, 4),
+        [(1, false), (2, true), (3, false)]
+    );
+}
