@@ -10,6 +10,7 @@
 //!               [--web-root DIR] [--tls-cert PEM --tls-key PEM] [--api-listen ADDR]
 //!               [--api-key APPID:KEY]... [--api-rate N] [--hook-url APPID=URL]...
 //!               [--hook-secret APPID=SECRET]... [--engine memory|URL] [--lease-secs N]
+//!               [--cluster-listen ADDR [--cluster-advertise HOST:PORT]]
 //! hummer-server check-config FILE
 //! hummer-server token --appid A --uid U --secret S [--ttl-secs 3600]
 //! ```
@@ -24,7 +25,8 @@
 //! HUMMER_WS_LISTEN, HUMMER_WS_ALLOWED_ORIGINS, HUMMER_WEB_ROOT,
 //! HUMMER_TLS_CERT, HUMMER_TLS_KEY, HUMMER_API_LISTEN, HUMMER_API_KEYS as
 //! comma-separated APPID:KEY, HUMMER_API_RATE, HUMMER_HOOK_URLS and
-//! HUMMER_HOOK_SECRETS as comma-separated APPID=VALUE, HUMMER_ENGINE, HUMMER_LEASE_SECS) and a key in the
+//! HUMMER_HOOK_SECRETS as comma-separated APPID=VALUE, HUMMER_ENGINE, HUMMER_LEASE_SECS,
+//! HUMMER_CLUSTER_LISTEN, HUMMER_CLUSTER_ADVERTISE) and a key in the
 //! TOML config file (`--config`; `docs/server.md`, "Configuration file",
 //! and `server/hummer.example.toml`). The file is read first, the
 //! environment overrides it and the flags override both, key by key; apps
@@ -58,7 +60,8 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hummer_channel::adapters::server_tcp::{
-    bind, serve_on, take_lease, Listeners, Page, RunnerConfig, WebSocketOptions,
+    bind, serve_cluster, serve_on, take_lease, ClusterOptions, Listeners, Page, RunnerConfig,
+    WebSocketOptions,
 };
 use hummer_channel::server::{mint_token, DEMO_APPID, DEMO_SECRET};
 
@@ -113,6 +116,12 @@ serve options (environment equivalent in brackets):
   --lease-secs N             with --engine redis: one node serves a store at a time; the
                              others wait (not listening) and take over this long after it
                              stops renewing (default 5) [HUMMER_LEASE_SECS]
+  --cluster-listen ADDR      with --engine redis: every node serves clients, as one service.
+                             The node holding the lease keeps the state; the others relay
+                             to it over links they open to this address (bind a private
+                             one: links are not encrypted) [HUMMER_CLUSTER_LISTEN]
+  --cluster-advertise H:P    where the other nodes reach --cluster-listen, when not its
+                             own address (needed for 0.0.0.0) [HUMMER_CLUSTER_ADVERTISE]
   --hook-url APPID=URL       POST this app's events (user online/offline, channels created
                              and emptied) to URL, signed; repeatable [HUMMER_HOOK_URLS=A=U,A=U]
                              (message events: message_channel_prefixes in the config
@@ -248,6 +257,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
         listen,
         ws_listen,
         api_listen,
+        cluster,
         level,
         demo,
         tls: _,
@@ -262,14 +272,43 @@ fn run(args: &[String]) -> Result<(), Failure> {
     raise_fd_limit(&runner);
 
     smol::block_on(async {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let node = format!("{}-{:08x}", std::process::id(), nanos);
+        // A cluster node: every node serves, the lease says which keeps
+        // the state (serve_cluster finds out, and again when it changes).
+        let cluster = match cluster {
+            Some((listen, advertise)) => {
+                let store = runner
+                    .store
+                    .take()
+                    .ok_or("a cluster needs --engine redis://")?;
+                let store = store.with_lease(&node);
+                println!("hummer-server node {node} of the cluster sharing {store}");
+                runner.store = Some(store);
+                let l = bind(listen, &runner)
+                    .map_err(|e| format!("cannot listen on {listen} for the cluster: {e}"))?;
+                let at = l.local_addr().map_err(|e| e.to_string())?;
+                // Port 0 (tests): tell the port the system chose.
+                let advertise = match advertise.strip_suffix(":0") {
+                    Some(host) => format!("{host}:{}", at.port()),
+                    None => advertise,
+                };
+                println!("hummer-server cluster links on {at} (told as {advertise})");
+                Some(ClusterOptions::new(l, advertise))
+            }
+            None => None,
+        };
         // With Redis, one node at a time serves a store: the others wait,
         // not listening (their clients go to the node that serves), and
         // take over when its lease lapses.
-        if let Some(store) = runner.store.take() {
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            let node = format!("{}-{:08x}", std::process::id(), nanos);
+        let standby = if cluster.is_none() {
+            runner.store.take()
+        } else {
+            None
+        };
+        if let Some(store) = standby {
             let store = store.with_lease(&node);
             take_lease(&store, runner.store_lease, |holder| {
                 println!("hummer-server standby: node {holder} serves {store}; waiting");
@@ -339,9 +378,13 @@ fn run(args: &[String]) -> Result<(), Failure> {
             threads = runner.threads,
             "serving"
         );
-        serve_on(listeners, config, runner, shutdown_signal())
-            .await
-            .map_err(|e| Failure::Stopped(e.to_string()))?;
+        match cluster {
+            Some(cluster) => {
+                serve_cluster(listeners, config, runner, cluster, shutdown_signal()).await
+            }
+            None => serve_on(listeners, config, runner, shutdown_signal()).await,
+        }
+        .map_err(|e| Failure::Stopped(e.to_string()))?;
         tracing::info!("stopped");
         Ok(())
     })

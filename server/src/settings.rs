@@ -160,6 +160,11 @@ pub struct Layer {
     pub listen: Option<Set<SocketAddr>>,
     pub ws_listen: Option<Set<SocketAddr>>,
     pub api_listen: Option<Set<SocketAddr>>,
+    /// Where the other nodes of a cluster connect (`--cluster-listen`):
+    /// with a Redis engine, every node serves.
+    pub cluster_listen: Option<Set<SocketAddr>>,
+    /// The address they reach it at, when not the listener's own.
+    pub cluster_advertise: Option<Set<String>>,
     pub ws_allowed_origins: Option<Set<Vec<String>>>,
     pub web_root: Option<Set<PathBuf>>,
     pub tls_cert: Option<Set<PathBuf>>,
@@ -227,6 +232,8 @@ pub const VALUED_FLAGS: &[&str] = &[
     "hook-url",
     "hook-secret",
     "engine",
+    "cluster-listen",
+    "cluster-advertise",
 ];
 
 /// Each environment variable and the flag it stands for (`HUMMER_APPS`,
@@ -259,6 +266,8 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("HUMMER_TLS_KEY", "tls-key"),
     ("HUMMER_API_LISTEN", "api-listen"),
     ("HUMMER_ENGINE", "engine"),
+    ("HUMMER_CLUSTER_LISTEN", "cluster-listen"),
+    ("HUMMER_CLUSTER_ADVERTISE", "cluster-advertise"),
 ];
 
 /// Flags as (name, value) pairs; boolean flags get an empty value.
@@ -397,6 +406,18 @@ fn engine(v: &str) -> Result<Engine, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A `host:port` other machines resolve.
+fn host_port(v: &str) -> Result<String, String> {
+    match v.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(v.to_owned())
+        }
+        _ => Err(format!(
+            "{v:?} is not HOST:PORT (like node-a.internal:7400)"
+        )),
+    }
+}
+
 fn parsed<T>(r: Result<T, String>, from: &Origin) -> Result<Set<T>, SettingsError> {
     match r {
         Ok(v) => Ok(Set::new(v, from.clone())),
@@ -422,6 +443,10 @@ impl Layer {
             "ws-listen" => self.ws_listen = Some(parsed(address(v, "127.0.0.1:7301"), &from)?),
             "api-listen" => self.api_listen = Some(parsed(address(v, "127.0.0.1:7302"), &from)?),
             "engine" => self.engine = Some(parsed(engine(v), &from)?),
+            "cluster-listen" => {
+                self.cluster_listen = Some(parsed(address(v, "10.0.0.5:7400"), &from)?)
+            }
+            "cluster-advertise" => self.cluster_advertise = Some(parsed(host_port(v), &from)?),
             "app" => {
                 let (id, secret) = v
                     .split_once(':')
@@ -504,6 +529,8 @@ impl Layer {
             ws_listen: top.ws_listen.or(self.ws_listen),
             api_listen: top.api_listen.or(self.api_listen),
             engine: top.engine.or(self.engine),
+            cluster_listen: top.cluster_listen.or(self.cluster_listen),
+            cluster_advertise: top.cluster_advertise.or(self.cluster_advertise),
             ws_allowed_origins: top.ws_allowed_origins.or(self.ws_allowed_origins),
             web_root: top.web_root.or(self.web_root),
             tls_cert: top.tls_cert.or(self.tls_cert),
@@ -607,6 +634,10 @@ impl Layer {
                 address(v, "127.0.0.1:7302")
             })?,
             engine: at.parse("engine", file.engine, engine)?,
+            cluster_listen: at.parse("cluster_listen", file.cluster_listen, |v| {
+                address(v, "10.0.0.5:7400")
+            })?,
+            cluster_advertise: at.parse("cluster_advertise", file.cluster_advertise, host_port)?,
             ws_allowed_origins: file
                 .ws_allowed_origins
                 .map(|v| at.set("ws_allowed_origins", v)),
@@ -754,7 +785,10 @@ impl Layer {
             Origin::Flag("listen".into()),
         ));
         let mut taken = vec![&listen];
-        for l in [&self.ws_listen, &self.api_listen].into_iter().flatten() {
+        for l in [&self.ws_listen, &self.api_listen, &self.cluster_listen]
+            .into_iter()
+            .flatten()
+        {
             if let Some(other) = taken
                 .iter()
                 .find(|t| t.value.port() != 0 && t.value == l.value)
@@ -853,8 +887,42 @@ impl Layer {
             }
         })?;
 
+        let cluster = match (&self.cluster_listen, &self.engine) {
+            (None, _) => None,
+            (
+                Some(l),
+                Some(Set {
+                    value: Engine::Redis(_),
+                    ..
+                }),
+            ) => {
+                let advertise = match &self.cluster_advertise {
+                    Some(a) => a.value.clone(),
+                    None if l.value.ip().is_unspecified() => {
+                        return Err(l.from.error(format!(
+                            "{} is every interface: say where the other nodes reach this one with --cluster-advertise HOST:PORT",
+                            l.value
+                        )))
+                    }
+                    None => l.value.to_string(),
+                };
+                Some((l.value, advertise))
+            }
+            (Some(l), _) => {
+                return Err(l.from.error(
+                    "a cluster shares its state through Redis: give --engine redis://HOST:PORT",
+                ))
+            }
+        };
+        if let (None, Some(a)) = (&self.cluster_listen, &self.cluster_advertise) {
+            return Err(a
+                .from
+                .error("--cluster-advertise goes with --cluster-listen"));
+        }
+
         Ok(Serve {
             listen: listen.value,
+            cluster,
             ws_listen: self.ws_listen.map(|s| s.value),
             api_listen: self.api_listen.map(|s| s.value),
             level: self.log.map_or(tracing::Level::INFO, |l| l.value),
@@ -1016,6 +1084,9 @@ pub struct Serve {
     pub ws_listen: Option<SocketAddr>,
     /// The server API listener's, if any.
     pub api_listen: Option<SocketAddr>,
+    /// With a cluster: where the other nodes' links come, and the address
+    /// they are told.
+    pub cluster: Option<(SocketAddr, String)>,
     /// The log level.
     pub level: tracing::Level,
     /// Whether the demo app is served (no app was given).
@@ -1049,6 +1120,9 @@ impl Serve {
         match &self.runner.store {
             Some(store) => s += &format!(", state kept in {store}"),
             None => s += ", state in memory",
+        }
+        if let Some((listen, advertise)) = &self.cluster {
+            s += &format!(", a cluster node (other nodes connect to {listen}, told {advertise})");
         }
         let apps: Vec<String> = self
             .config
@@ -1155,6 +1229,8 @@ struct File {
     ws_listen: Option<Spanned<String>>,
     api_listen: Option<Spanned<String>>,
     engine: Option<Spanned<String>>,
+    cluster_listen: Option<Spanned<String>>,
+    cluster_advertise: Option<Spanned<String>>,
     ws_allowed_origins: Option<Spanned<Vec<String>>>,
     web_root: Option<Spanned<String>>,
     tls_cert: Option<Spanned<String>>,

@@ -6,159 +6,17 @@
 //! and a Redis that cannot be reached holds the service until it is back.
 //! Every wait is bounded.
 
+mod node_support;
 #[path = "../../tests/redis_support/mod.rs"]
 mod redis_support;
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use hummer_channel::adapters::blocking::Client;
-use hummer_channel::client::{
-    ChannelHandle, ConnectionState, Event, SendOptions, SessionConfig, Timing,
-};
-use hummer_channel::server::DEMO_APPID;
+use hummer_channel::client::{ConnectionState, Event, SendOptions};
 use hummer_channel::{Message, Region, Uid};
+use node_support::*;
 use redis_support::{Persistence, RedisServer};
-
-const WAIT: Duration = Duration::from_secs(15);
-
-/// A server process, killed (SIGKILL) when dropped, and its stdout.
-struct Node(Child, mpsc::Receiver<String>);
-
-impl Node {
-    /// `hummer-server --engine URL` listening on `addr`, once it says so.
-    fn start(addr: SocketAddr, engine: &str) -> Node {
-        let node = Node::spawn(addr, engine, &[]);
-        node.line("hummer-server listening on ");
-        node
-    }
-
-    /// `hummer-server --engine URL ARGS…` on `addr`, as it starts.
-    fn spawn(addr: SocketAddr, engine: &str, args: &[&str]) -> Node {
-        let listen = addr.to_string();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hummer-server"))
-            .args(["--log", "warn", "--listen", &listen, "--engine", engine])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start hummer-server");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        Node(child, rx)
-    }
-
-    /// Waits for a line starting with `prefix`; the line.
-    fn line(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.1.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line,
-                Ok(_) => continue,
-                Err(_) => panic!("no line starting with {prefix:?} within {WAIT:?}"),
-            }
-        }
-    }
-
-    /// SIGKILL: no chance to flush anything.
-    fn kill(mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-fn config() -> SessionConfig {
-    let mut config = SessionConfig::new(DEMO_APPID);
-    config.timing = {
-        let mut t = Timing::default();
-        t.reconnect_min = Duration::from_millis(20);
-        t.reconnect_max = Duration::from_millis(200);
-        t
-    };
-    config
-}
-
-/// Logged in as `uid` and a member of "room".
-fn member(addr: SocketAddr, uid: u64) -> (Client, ChannelHandle) {
-    let c = Client::connect(addr, config()).unwrap();
-    c.login(Uid(uid), None, Some(Region::Cn)).unwrap();
-    let room = c.create_channel(Region::Cn, "room").unwrap();
-    c.join_channel(room, Default::default()).unwrap();
-    (c, room)
-}
-
-/// The next event that is not about the connection or the membership
-/// (bounded); a loss fails the test.
-fn next_message(c: &Client) -> Event {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match c.recv_event(left) {
-            Some(e @ (Event::ChannelMessage { .. } | Event::MessageFromUser { .. })) => return e,
-            Some(Event::MessagesLost { .. }) => panic!("messages were lost"),
-            Some(_) => continue,
-            None => panic!("no message within {WAIT:?}"),
-        }
-    }
-}
-
-fn text(e: &Event) -> String {
-    match e {
-        Event::ChannelMessage { message, .. } | Event::MessageFromUser { message, .. } => {
-            String::from_utf8_lossy(&message.content).into_owned()
-        }
-        other => panic!("{other:?}"),
-    }
-}
-
-/// Waits until `c` is logged in again after a lost link.
-fn reconnected(c: &Client) {
-    let deadline = Instant::now() + WAIT;
-    while c.connection_state().0 != ConnectionState::Connected {
-        assert!(Instant::now() < deadline, "{:?}", c.connection_state());
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Sends `text` to the channel, retrying while the link is down.
-fn send_retrying(c: &Client, room: ChannelHandle, text: &str) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match c.send_message_to_channel(
-            room,
-            Message::new("t", text.to_owned()),
-            SendOptions::default(),
-        ) {
-            Ok(_) => return,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "{e}");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
 
 #[test]
 fn a_server_killed_and_started_again_loses_nothing_a_client_saw() {

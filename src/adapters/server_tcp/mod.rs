@@ -41,6 +41,7 @@
 
 #[cfg(feature = "http-api")]
 mod api;
+mod cluster;
 #[cfg(feature = "webhooks")]
 mod hooks;
 #[cfg(feature = "http-api")]
@@ -509,7 +510,7 @@ struct NewLink {
 /// # }).unwrap();
 /// ```
 #[non_exhaustive]
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Listeners {
     /// Length-prefixed frames, on TCP or (with a TLS identity) TLS.
     pub tcp: TcpListener,
@@ -563,24 +564,46 @@ pub async fn serve_on(
         runner,
         shutdown,
         Arc::new(Control::default()),
+        cluster::Role::Alone,
     )
     .await
+    .map(drop)
+}
+
+/// How a run ended, when it did not fail.
+enum Ended {
+    /// It was told to stop.
+    Shutdown,
+    /// A gateway node lost its hub node (why): it must find it again.
+    HubLost(String),
 }
 
 async fn run(
     listeners: Listeners,
     #[allow(unused_mut)] mut config: ServerConfig,
-    runner: RunnerConfig,
+    #[allow(unused_mut)] mut runner: RunnerConfig,
     shutdown: impl Future<Output = ()>,
     control: Arc<Control>,
-) -> io::Result<()> {
+    role: cluster::Role,
+) -> io::Result<Ended> {
     let unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let now = Instant::now();
-    // A hub shard per thread (shard k on thread k).
+    // A hub shard per thread (shard k on thread k); a gateway node has
+    // none, and routes by the hub node's.
     let threads = runner.threads.clamp(1, usize::from(MAX_SHARDS));
-    let shards = u16::try_from(threads).unwrap_or(MAX_SHARDS);
+    let (first_gateway, shards, relays_hubs) = match &role {
+        cluster::Role::Gateway(link) => (link.first.0, link.shards, true),
+        _ => (0, u16::try_from(threads).unwrap_or(MAX_SHARDS), false),
+    };
+    if relays_hubs {
+        // The hub node keeps the state.
+        #[cfg(feature = "redis")]
+        {
+            runner.store = None;
+        }
+    }
     let (stop_tx, stop_rx) = bounded::<()>(1);
     #[cfg(feature = "http-api")]
     if listeners.api.is_some() {
@@ -635,7 +658,11 @@ async fn run(
     };
     let machines = |t: usize| {
         let id = u16::try_from(t).unwrap_or(u16::MAX);
-        let gateway = Gateway::new(GatewayId(id), config.clone(), now, unix_ms).with_shards(shards);
+        let gateway = Gateway::new(GatewayId(first_gateway + id), config.clone(), now, unix_ms)
+            .with_shards(shards);
+        if relays_hubs {
+            return (gateway, Vec::new());
+        }
         let mut hub = Hub::new_shard(config.clone(), ShardId(id), shards, now, unix_ms);
         if config.durable {
             let restored = hub.restore(now, &stored);
@@ -687,6 +714,35 @@ async fn run(
     ex.spawn(shard.clone().timer()).detach();
     ex.spawn(shard.clone().flusher()).detach();
     ex.spawn(shard.clone().inbox(first_inbox)).detach();
+    // The links to other nodes, on this thread.
+    let uplink_ended = Cell::new(None::<String>);
+    let mut uplink = None;
+    match role {
+        cluster::Role::Alone => {}
+        cluster::Role::Hub {
+            listener,
+            node,
+            secret,
+        } => {
+            let peers = Rc::new(cluster::Peers::default());
+            shard.set_relay(cluster::Relay::Peers(peers.clone()));
+            let accept = cluster::accept_peers(
+                Rc::downgrade(&ex),
+                shard.clone(),
+                peers,
+                listener,
+                node,
+                secret,
+                shards,
+            );
+            ex.spawn(accept).detach();
+        }
+        cluster::Role::Gateway(link) => {
+            let up = cluster::Uplink::new(link.first, u16::try_from(threads).unwrap_or(1));
+            shard.set_relay(cluster::Relay::Uplink(up.clone()));
+            uplink = Some(ex.spawn(cluster::run_uplink(shard.clone(), up, link)));
+        }
+    }
     #[cfg(feature = "http-api")]
     {
         ex.spawn(shard.clone().publisher()).detach();
@@ -744,8 +800,19 @@ async fn run(
         }
         std::future::pending::<()>().await
     };
+    let hub_lost = async {
+        match uplink {
+            Some(task) => uplink_ended.set(Some(task.await)),
+            None => std::future::pending().await,
+        }
+    };
     let main = async {
-        shutdown.or(accept).or(accept_ws).or(lease).await;
+        shutdown
+            .or(accept)
+            .or(accept_ws)
+            .or(lease)
+            .or(hub_lost)
+            .await;
         log!(info, "shutting down");
         #[cfg(feature = "http-api")]
         control.published.shutting_down();
@@ -765,11 +832,14 @@ async fn run(
         let (c, grace) = (control.clone(), runner.webhooks.shutdown_grace);
         smol::unblock(move || c.hooks.stop(grace)).await;
     }
+    if let Some(why) = uplink_ended.take() {
+        return Ok(Ended::HubLost(why));
+    }
     match lease_lost.take() {
         // Another node serves now: this one must not (its supervisor may
         // start it again, as a standby).
         Some(why) => Err(io::Error::other(format!("stopped: {why}"))),
-        None => Ok(()),
+        None => Ok(Ended::Shutdown),
     }
 }
 
@@ -784,35 +854,13 @@ pub async fn take_lease(
     mut waiting: impl FnMut(&str),
 ) -> Result<(), store::StoreError> {
     let mut conn = store::RedisStore::connect(store).await?;
+    let mut watch = LeaseWatch::default();
     let mut told = None;
-    // Once another node was seen serving, a free lease in a namespace
-    // whose generation is no longer the one seen then is Redis having lost
-    // everything (the lease with it) under a node that may well be alive
-    // and holding the whole state: it takes the lease back within a third
-    // of `ttl` and writes its state again. Taking the lease first would
-    // serve an empty store and stop that node. So the standby waits two
-    // leases more, and takes it only if no one did. (A node that simply
-    // died leaves the generation as it was: no wait.)
-    let mut seen: Option<Option<String>> = None;
-    let mut emptied_since: Option<Instant> = None;
     loop {
-        let current = conn.read_generation().await;
-        if let (Some(seen), Ok(current)) = (&seen, &current) {
-            if current != seen {
-                let since = *emptied_since.get_or_insert_with(Instant::now);
-                if since.elapsed() < ttl * 2 {
-                    Timer::after(ttl / 3).await;
-                    continue;
-                }
-            }
-        }
-        match conn.claim_lease(ttl).await {
-            Ok(store::Lease::Held) => return Ok(()),
-            Ok(store::Lease::HeldBy(other)) => {
-                if let Ok(current) = current {
-                    seen = Some(current);
-                    emptied_since = None;
-                }
+        match watch.try_claim(&mut conn, ttl).await {
+            Ok(None) => {}
+            Ok(Some(store::Lease::Held)) => return Ok(()),
+            Ok(Some(store::Lease::HeldBy(other))) => {
                 if told.as_ref() != Some(&other) {
                     waiting(&other);
                     told = Some(other);
@@ -823,6 +871,234 @@ pub async fn take_lease(
         }
         Timer::after(ttl / 3).await;
     }
+}
+
+/// Claims a store's lease as a node that does not hold it must.
+///
+/// Once another node was seen serving, a free lease in a namespace whose
+/// generation is no longer the one seen then is Redis having lost
+/// everything (the lease with it) under a node that may well be alive and
+/// holding the whole state: it takes the lease back within a third of
+/// `ttl` and writes its state again. Taking the lease first would serve an
+/// empty store and stop that node. So the claim waits two leases more,
+/// and takes it only if no one did. (A node that simply died leaves the
+/// generation as it was: no wait.)
+#[cfg(feature = "redis")]
+#[derive(Default)]
+struct LeaseWatch {
+    seen: Option<Option<String>>,
+    emptied_since: Option<Instant>,
+}
+
+#[cfg(feature = "redis")]
+impl LeaseWatch {
+    /// One claim: who holds the lease now, or `None` while the claim must
+    /// wait (the store was just emptied).
+    async fn try_claim(
+        &mut self,
+        conn: &mut store::RedisStore,
+        ttl: Duration,
+    ) -> Result<Option<store::Lease>, store::StoreError> {
+        let current = conn.read_generation().await;
+        if let (Some(seen), Ok(current)) = (&self.seen, &current) {
+            if current != seen {
+                let since = *self.emptied_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < ttl * 2 {
+                    return Ok(None);
+                }
+            }
+        }
+        let lease = conn.claim_lease(ttl).await?;
+        if let (store::Lease::HeldBy(_), Ok(current)) = (&lease, current) {
+            self.seen = Some(current);
+            self.emptied_since = None;
+        }
+        Ok(Some(lease))
+    }
+}
+
+/// Where a node of a cluster takes gateway nodes while it is the hub node
+/// ([`serve_cluster`]).
+#[cfg(feature = "redis")]
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClusterOptions {
+    /// The listener for the other nodes' links. Bind it on an address
+    /// only the nodes reach: a link is let in by the cluster's secret, and
+    /// is not encrypted.
+    pub listener: TcpListener,
+    /// Its address as the other nodes reach it (`host:port`).
+    pub advertise: String,
+}
+
+#[cfg(feature = "redis")]
+impl ClusterOptions {
+    /// Links on `listener`, reached at `advertise`.
+    pub fn new(listener: TcpListener, advertise: impl Into<String>) -> ClusterOptions {
+        ClusterOptions {
+            listener,
+            advertise: advertise.into(),
+        }
+    }
+}
+
+/// Serves `listeners` as one node of a cluster sharing `runner`'s store
+/// (which needs a lease owner, [`store::StoreConfig::with_lease`]: the
+/// node's name).
+///
+/// Every node serves clients. The node that holds the store's lease is
+/// the *hub node*: it keeps the whole state, with its hub shards, and
+/// takes the other nodes' links on `cluster.listener`. Every other node is
+/// a *gateway node*: it serves its clients with its gateways only,
+/// relaying to the hub node over one link. When that link ends (the hub
+/// node died), a gateway node closes its clients' links (`Close{4006}`:
+/// they resume), and claims the lease or joins the new hub node. A hub node
+/// whose lease another node took stops with an error, as [`serve_on`] does.
+///
+/// Every node must be given the same [`ServerConfig`] (apps, secrets and
+/// limits): gateways check tokens and limits with their own.
+///
+/// ```no_run
+/// use hummer_channel::adapters::server_tcp::store::StoreConfig;
+/// use hummer_channel::adapters::server_tcp::{bind, serve_cluster, ClusterOptions, Listeners, RunnerConfig};
+/// use hummer_channel::server::ServerConfig;
+///
+/// # smol::block_on(async {
+/// let store = StoreConfig::new("redis://127.0.0.1:6379").unwrap().with_lease("node-a");
+/// let runner = RunnerConfig::default().with_store(store);
+/// let clients = bind("0.0.0.0:7300".parse().unwrap(), &runner)?;
+/// let nodes = bind("10.0.0.5:7400".parse().unwrap(), &runner)?;
+/// let cluster = ClusterOptions::new(nodes, "10.0.0.5:7400");
+/// serve_cluster(Listeners::new(clients), ServerConfig::demo(), runner, cluster, std::future::pending()).await
+/// # }).unwrap();
+/// ```
+#[cfg(feature = "redis")]
+pub async fn serve_cluster(
+    listeners: Listeners,
+    config: ServerConfig,
+    runner: RunnerConfig,
+    cluster: ClusterOptions,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let Some(store) = runner.store.clone() else {
+        return Err(io::Error::other(
+            "a cluster needs a store (RunnerConfig::with_store)",
+        ));
+    };
+    let Some(node) = store.lease_owner().map(str::to_owned) else {
+        return Err(io::Error::other(
+            "a cluster node needs a name (StoreConfig::with_lease)",
+        ));
+    };
+    let ttl = runner.store_lease;
+    let threads = u16::try_from(runner.threads.clamp(1, usize::from(MAX_SHARDS))).unwrap_or(1);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut conn = store::RedisStore::new(&store);
+    let mut watch = LeaseWatch::default();
+    let mut told = None;
+    loop {
+        let attempt = async {
+            match watch.try_claim(&mut conn, ttl).await? {
+                Some(store::Lease::Held) => {
+                    let secret = conn
+                        .announce_hub(&cluster.advertise, &random_secret())
+                        .await?;
+                    Ok(Some(cluster::Role::Hub {
+                        listener: cluster.listener.clone(),
+                        node: node.clone(),
+                        secret,
+                    }))
+                }
+                Some(store::Lease::HeldBy(other)) => {
+                    let hub = conn.hub_node().await?.filter(|h| h.node == other);
+                    let Some(hub) = hub else { return Ok(None) };
+                    match cluster::connect_hub(&hub.address, &node, &hub.secret, threads).await {
+                        Ok(link) => Ok(Some(cluster::Role::Gateway(link))),
+                        Err(e) => {
+                            if told.as_ref() != Some(&e) {
+                                log!(
+                                    warn,
+                                    "cannot join hub node {} at {}: {e}",
+                                    hub.node,
+                                    hub.address
+                                );
+                                told = Some(e);
+                            }
+                            Ok(None)
+                        }
+                    }
+                }
+                None => Ok(None),
+            }
+        };
+        let role = match attempt.await {
+            Ok(role) => role,
+            Err(store::StoreError::Unavailable(e)) => {
+                log!(warn, "store unreachable: {e}");
+                None
+            }
+            Err(e) => return Err(io::Error::other(format!("the store ({store}): {e}"))),
+        };
+        if let Some(role) = role {
+            match &role {
+                cluster::Role::Hub { .. } => log!(info, "node {node}: hub node"),
+                cluster::Role::Gateway(link) => log!(
+                    info,
+                    "node {node}: gateway node of hub node {}, gateways from {}",
+                    link.hub,
+                    link.first.0
+                ),
+                cluster::Role::Alone => {}
+            }
+            told = None;
+            let stop = std::future::poll_fn(|cx| shutdown.as_mut().poll(cx));
+            let control = Arc::new(Control::default());
+            match run(
+                listeners.clone(),
+                config.clone(),
+                runner.clone(),
+                stop,
+                control,
+                role,
+            )
+            .await?
+            {
+                Ended::Shutdown => return Ok(()),
+                Ended::HubLost(why) => {
+                    log!(warn, "node {node}: {why}; finding the hub node again");
+                    continue;
+                }
+            }
+        }
+        let wait = async {
+            Timer::after(ttl / 3).await;
+            false
+        };
+        let stop = async {
+            std::future::poll_fn(|cx| shutdown.as_mut().poll(cx)).await;
+            true
+        };
+        if wait.or(stop).await {
+            return Ok(());
+        }
+    }
+}
+
+/// A secret no one guesses: 16 bytes of the system's randomness (hex).
+#[cfg(feature = "redis")]
+fn random_secret() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if read.is_err() {
+        // No /dev/urandom: std's per-process random keys, twice.
+        use std::hash::{BuildHasher, RandomState};
+        for (i, half) in bytes.chunks_mut(8).enumerate() {
+            let h = RandomState::new().hash_one((i, std::process::id(), Instant::now()));
+            half.copy_from_slice(&h.to_le_bytes());
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Renews the store's lease every third of `ttl` while this node serves
@@ -1074,7 +1350,9 @@ impl ServerHandle {
                         let _ = stopped.recv().await;
                     },
                     c,
+                    cluster::Role::Alone,
                 ))
+                .map(drop)
             })?;
         Ok(ServerHandle {
             local_addr,

@@ -28,6 +28,7 @@ use smol::channel::{Receiver, Sender, TrySendError};
 use smol::future::FutureExt as _;
 use smol::Timer;
 
+use super::cluster::Relay;
 use super::link::{write_now, Outgoing};
 use super::transport::Stream;
 use super::Control;
@@ -35,7 +36,8 @@ use crate::error::ServiceError;
 #[cfg(feature = "http-api")]
 use crate::server::{ApiCall, ApiReply};
 use crate::server::{
-    CloseReason, ConnId, Gateway, Hub, IdMap, ShardId, ToGateway, ToHub, ToShard, TransportAction,
+    CloseReason, ConnId, Gateway, GatewayId, Hub, IdMap, ShardId, ToGateway, ToHub, ToShard,
+    TransportAction,
 };
 
 /// Messages a thread may hold for another before its producers wait.
@@ -94,6 +96,8 @@ pub(super) enum Envelope {
     Shard(ShardId, ShardId, ToShard),
     /// For a gateway (its `ConnId`s name it).
     Gateway(ToGateway),
+    /// For a hub shard: these gateways (a gateway node's) are gone.
+    GatewaysLost(ShardId, std::ops::Range<u16>),
     /// A shard's part of a server API call, and where its answer goes.
     #[cfg(feature = "http-api")]
     Api(ShardId, ApiCall, Sender<Result<ApiReply, ServiceError>>),
@@ -137,6 +141,10 @@ pub(super) struct Shard {
     store_down: Cell<bool>,
     /// The gateway refuses requests (some thread's store is down).
     refusing: Cell<bool>,
+    /// Where the first thread sends what no machine of this node takes:
+    /// the hub node's links to gateway nodes, or a gateway node's link to
+    /// the hub node (`None`: the node serves alone).
+    relay: RefCell<Option<Relay>>,
     /// Server API answers waiting, like every output, for the store batch
     /// holding what they show: (shard, batch, caller, answer).
     #[cfg(feature = "http-api")]
@@ -182,9 +190,22 @@ impl Shard {
             #[cfg(feature = "redis")]
             store_down: Cell::new(false),
             refusing: Cell::new(false),
+            relay: RefCell::new(None),
             #[cfg(feature = "http-api")]
             parked_api: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Makes this (first) thread the node's relay to other nodes.
+    pub fn set_relay(&self, relay: Relay) {
+        *self.relay.borrow_mut() = Some(relay);
+    }
+
+    /// The thread of this node's gateway `g`, if it is this node's.
+    fn gateway_thread(&self, g: GatewayId) -> Option<usize> {
+        let base = self.gateway.borrow().id().0 - self.thread as u16;
+        let t = usize::from(g.0.checked_sub(base)?);
+        (t < self.threads).then_some(t)
     }
 
     /// The thread that owns hub shard `s`.
@@ -200,11 +221,16 @@ impl Shard {
     /// Where an envelope goes: this thread's own machines, or a thread's
     /// outbox.
     pub fn route(&self, envelope: Envelope) {
+        // What this node has no machine for goes to the first thread,
+        // the relay to other nodes.
         let to = match &envelope {
-            Envelope::Hub(s, _) | Envelope::Shard(_, s, _) => self.owner(*s),
+            _ if self.hubs.is_empty() && !matches!(envelope, Envelope::Gateway(_)) => 0,
+            Envelope::Hub(s, _) | Envelope::Shard(_, s, _) | Envelope::GatewaysLost(s, _) => {
+                self.owner(*s)
+            }
             #[cfg(feature = "http-api")]
             Envelope::Api(s, _, _) => self.owner(*s),
-            Envelope::Gateway(m) => usize::from(m.gateway().0),
+            Envelope::Gateway(m) => self.gateway_thread(m.gateway()).unwrap_or(0),
         };
         if to == self.thread {
             self.local.borrow_mut().push_back(envelope);
@@ -283,23 +309,39 @@ impl Shard {
 
     fn handle(&self, now: Instant, envelope: Envelope) {
         match envelope {
-            Envelope::Hub(s, m) => {
-                if let Some(h) = self.hub(s) {
-                    h.borrow_mut().handle(now, m);
-                }
-            }
+            Envelope::Hub(s, m) => match (self.hub(s), &*self.relay.borrow()) {
+                (Some(h), _) => h.borrow_mut().handle(now, m),
+                (None, Some(Relay::Uplink(up))) => up.to_hub(s, m),
+                _ => {}
+            },
             Envelope::Shard(from, to, m) => {
                 if let Some(h) = self.hub(to) {
                     h.borrow_mut().handle_shard(now, from, m);
                 }
             }
-            Envelope::Gateway(m) => self.gateway.borrow_mut().handle_hub(now, m),
+            Envelope::Gateway(m) => {
+                if m.gateway() == self.gateway.borrow().id() {
+                    self.gateway.borrow_mut().handle_hub(now, m);
+                } else if let Some(Relay::Peers(peers)) = &*self.relay.borrow() {
+                    // (A node that left drops what was for it.)
+                    peers.to_gateway(m);
+                }
+            }
+            Envelope::GatewaysLost(s, gateways) => {
+                if let Some(h) = self.hub(s) {
+                    let mut h = h.borrow_mut();
+                    for g in gateways {
+                        h.handle_gateway_lost(now, GatewayId(g));
+                    }
+                }
+            }
             #[cfg(feature = "http-api")]
             Envelope::Api(s, call, reply) => {
                 let Some(h) = self.hub(s) else {
+                    // A gateway node holds no state to answer from.
                     let _ = reply.try_send(Err(ServiceError::new(
-                        crate::error::ErrorCode::INTERNAL_SERVER_ERROR,
-                        "no such shard",
+                        crate::error::ErrorCode::SERVICE_UNAVAILABLE,
+                        "this node relays to the cluster's hub node: call the server API there",
                     )));
                     return;
                 };

@@ -320,6 +320,29 @@ pub enum Lease {
     HeldBy(String),
 }
 
+/// The node that holds the store's lease and takes gateway nodes
+/// ([`RedisStore::hub_node`]).
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HubNode {
+    /// Its name (the lease owner's).
+    pub node: String,
+    /// Where it takes gateway nodes (`host:port`).
+    pub address: String,
+    /// What a gateway node shows it to be let in.
+    pub secret: String,
+}
+
+impl fmt::Debug for HubNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the secret.
+        f.debug_struct("HubNode")
+            .field("node", &self.node)
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The most writes one script makes (a batch may take several).
 const WRITES_PER_SCRIPT: usize = 4096;
 
@@ -799,6 +822,82 @@ impl RedisStore {
                 describe(&other)
             ))),
         }
+    }
+
+    /// Tells the cluster that this store's lease owner, the hub node,
+    /// takes gateway nodes at `address` (`{ns}:hub` = `OWNER ADDRESS`),
+    /// and returns the cluster's secret (`{ns}:secret`): `candidate`'s
+    /// value if there was none (`SET NX`), so every node that can read the
+    /// store learns the same one and nothing else can join.
+    pub async fn announce_hub(
+        &mut self,
+        address: &str,
+        candidate: &str,
+    ) -> Result<String, StoreError> {
+        let owner = self.config.lease_owner.clone().unwrap_or_default();
+        let ns = self.config.namespace.clone();
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(format!("{ns}:hub"))
+            .arg(format!("{owner} {address}"));
+        pipe.cmd("SET")
+            .arg(format!("{ns}:secret"))
+            .arg(candidate)
+            .arg("NX");
+        pipe.cmd("GET").arg(format!("{ns}:secret"));
+        let result = self.simple(&pipe, 2, 1).await;
+        match result?.pop() {
+            Some(Value::BulkString(b)) => Ok(String::from_utf8_lossy(&b).into_owned()),
+            other => Err(StoreError::Invalid(format!(
+                "GET {ns}:secret: {}",
+                describe(&other.unwrap_or(Value::Nil))
+            ))),
+        }
+    }
+
+    /// The hub node gateway nodes connect to, and the cluster's secret:
+    /// `None` while no node both holds the lease and announced itself
+    /// (an announcement by a node whose lease lapsed is not taken).
+    pub async fn hub_node(&mut self) -> Result<Option<HubNode>, StoreError> {
+        let ns = self.config.namespace.clone();
+        let mut pipe = redis::pipe();
+        for key in ["lease", "hub", "secret"] {
+            pipe.cmd("GET").arg(format!("{ns}:{key}"));
+        }
+        let replies = self.simple(&pipe, 0, 3).await?;
+        let text = |v: &Value| match v {
+            Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        };
+        let [lease, hub, secret] = [0, 1, 2].map(|i| replies.get(i).and_then(text));
+        let (Some(lease), Some(hub), Some(secret)) = (lease, hub, secret) else {
+            return Ok(None);
+        };
+        let Some((node, address)) = hub.split_once(' ') else {
+            return Ok(None);
+        };
+        Ok((node == lease).then(|| HubNode {
+            node: node.to_owned(),
+            address: address.to_owned(),
+            secret,
+        }))
+    }
+
+    /// Sends `pipe` (its first `skip` replies ignored, `n` kept) on the
+    /// open connection, dropping it on failure.
+    async fn simple(
+        &mut self,
+        pipe: &redis::Pipeline,
+        skip: usize,
+        n: usize,
+    ) -> Result<Vec<Value>, StoreError> {
+        let timeout = self.config.response_timeout;
+        let result = match self.ready().await {
+            Ok(conn) => send(conn, pipe, skip, n, timeout).await,
+            Err(e) => Err(e),
+        };
+        self.forget_on_failure(&result);
+        result
     }
 
     /// The open connection, or a new one if there is none or its socket

@@ -1,0 +1,318 @@
+//! Three `hummer-server` nodes and one real `redis-server` as one service
+//! (`--cluster-listen`): the node holding the store's lease keeps the
+//! state, the others relay to it. Clients on different nodes see one
+//! server for every operation; a gateway node killed loses its links
+//! (presence after the grace period) while its clients resume elsewhere;
+//! the hub node killed hands the state to another node and everyone
+//! resumes without loss. Every wait is bounded.
+
+mod node_support;
+#[path = "../../tests/redis_support/mod.rs"]
+mod redis_support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hummer_channel::adapters::blocking::Client;
+use hummer_channel::client::{
+    AttributeOptions, ChannelHandle, ConnectionReason, ConnectionState, Event, SendOptions,
+};
+use hummer_channel::{Message, Region, Uid};
+use node_support::*;
+use redis_support::{Persistence, RedisServer};
+
+/// A cluster's flags: links on a free port, a short lease and grace.
+const CLUSTER: &[&str] = &[
+    "--cluster-listen",
+    "127.0.0.1:0",
+    "--lease-secs",
+    "1",
+    "--presence-grace-secs",
+    "2",
+    "--log",
+    "info",
+];
+
+/// `n` nodes sharing `redis`: the first is the hub node (it starts
+/// first), the others joined it as gateway nodes.
+fn cluster(redis: &RedisServer, n: usize, extra: &[&str]) -> Vec<(SocketAddr, Node)> {
+    let args: Vec<&str> = CLUSTER.iter().chain(extra).copied().collect();
+    (0..n)
+        .map(|i| {
+            let addr = free_addr();
+            let node = Node::spawn(addr, &redis.url(), &args);
+            if i == 0 {
+                node.line_containing(": hub node");
+            } else {
+                node.line_containing(": gateway node of hub node");
+            }
+            (addr, node)
+        })
+        .collect()
+}
+
+/// Logged in as `uid` on `addr` and a member of "room".
+fn member_on(addrs: &[SocketAddr], uid: u64) -> (Client, ChannelHandle) {
+    let c = Client::connect_any(addrs.to_vec(), config()).unwrap();
+    c.login(Uid(uid), None, Some(Region::Cn)).unwrap();
+    let room = c.create_channel(Region::Cn, "room").unwrap();
+    c.join_channel(room, Default::default()).unwrap();
+    (c, room)
+}
+
+/// The next event `pick` takes (bounded); a loss fails the test.
+fn wait_for<T>(c: &Client, what: &str, mut pick: impl FnMut(Event) -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match c.recv_event(left) {
+            Some(Event::MessagesLost { .. }) => panic!("messages were lost"),
+            Some(e) => {
+                if let Some(t) = pick(e) {
+                    return t;
+                }
+            }
+            None => panic!("no {what} within {WAIT:?}"),
+        }
+    }
+}
+
+fn online(c: &Client, uids: &[u64]) -> Vec<(u64, bool)> {
+    let status = c
+        .query_users_online_status(uids.iter().map(|&u| Uid(u)).collect())
+        .unwrap();
+    status.into_iter().map(|(u, on)| (u.0, on)).collect()
+}
+
+#[test]
+fn three_nodes_serve_every_operation_as_one_server() {
+    let redis = RedisServer::start(Persistence::Aof);
+    let nodes = cluster(&redis, 3, &["--kick-older-logins"]);
+    let at = |i: usize| [nodes[i].0];
+    let (a, room_a) = member_on(&at(0), 1);
+    let (b, room_b) = member_on(&at(1), 2);
+    let (c, room_c) = member_on(&at(2), 3);
+
+    // Members and counts, the same from every node.
+    for (client, room) in [(&a, room_a), (&b, room_b), (&c, room_c)] {
+        let list = client.get_channel_user_list(room).unwrap();
+        assert_eq!(list.users, [Uid(1), Uid(2), Uid(3)]);
+        let count = client
+            .get_channel_user_count(room, vec!["room".into(), "empty".into()])
+            .unwrap();
+        assert_eq!(
+            count.user_count,
+            BTreeMap::from([("room".to_owned(), 3), ("empty".to_owned(), 0)])
+        );
+    }
+    // The join notices crossed the nodes: uid 1 (on the hub node) hears
+    // of 2 and 3.
+    let mut joined = Vec::new();
+    while joined.len() < 2 {
+        joined.extend(wait_for(&a, "join notice", |e| match e {
+            Event::NotifyJoinChannel { uids, .. } => Some(uids),
+            _ => None,
+        }));
+    }
+    joined.sort();
+    assert_eq!(joined, [Uid(2), Uid(3)]);
+
+    // A channel message from a gateway node reaches every node, in order.
+    for t in ["m1", "m2", "m3"] {
+        b.send_message_to_channel(room_b, Message::new("t", t), SendOptions::default())
+            .unwrap();
+    }
+    for client in [&a, &c] {
+        for t in ["m1", "m2", "m3"] {
+            let (from, got) = wait_for(client, "channel message", |e| match e {
+                Event::ChannelMessage {
+                    from_uid, message, ..
+                } => Some((
+                    from_uid,
+                    String::from_utf8_lossy(&message.content).into_owned(),
+                )),
+                _ => None,
+            });
+            assert_eq!((from, got.as_str()), (Uid(2), t));
+        }
+    }
+
+    // P2P between two gateway nodes, delivered online.
+    let sent = b
+        .send_message_to_user(Uid(3), Message::new("t", "p2p"), SendOptions::default())
+        .unwrap();
+    assert!(sent.delivered_online);
+    assert_eq!(text(&next_message(&c)), "p2p");
+    // ... and to a uid never seen: kept for it, wherever it logs in.
+    let sent = c
+        .send_message_to_user(Uid(9), Message::new("t", "later"), SendOptions::default())
+        .unwrap();
+    assert!(!sent.delivered_online);
+
+    // Online status, the same from every node.
+    for client in [&a, &b, &c] {
+        assert_eq!(
+            online(client, &[1, 2, 3, 9]),
+            [(1, true), (2, true), (3, true), (9, false)]
+        );
+    }
+    let late = Client::connect(nodes[1].0, config()).unwrap();
+    late.login(Uid(9), None, None).unwrap();
+    assert_eq!(text(&next_message(&late)), "later");
+
+    // User and channel attributes: written on one node, notified and read
+    // on the others.
+    let attrs = BTreeMap::from([("mood".to_owned(), "calm".to_owned())]);
+    c.set_local_user_attributes(room_c, attrs.clone(), AttributeOptions::default())
+        .unwrap();
+    let (uid, set) = wait_for(&a, "user attributes notice", |e| match e {
+        Event::NotifyUserAttributesSet {
+            uid, attributes, ..
+        } => Some((uid, attributes)),
+        _ => None,
+    });
+    assert_eq!((uid, &set), (Uid(3), &attrs));
+    assert_eq!(
+        b.get_user_attributes(room_b, Uid(3)).unwrap().attributes,
+        attrs
+    );
+    let topic = BTreeMap::from([("topic".to_owned(), "rust".to_owned())]);
+    a.set_channel_attributes(room_a, topic.clone(), AttributeOptions::default())
+        .unwrap();
+    assert_eq!(c.get_channel_attributes(room_c).unwrap().attributes, topic);
+
+    // A second login of uid 2 on another node kicks the first (the
+    // service kicks older logins).
+    let again = Client::connect(nodes[2].0, config()).unwrap();
+    again.login(Uid(2), None, Some(Region::Cn)).unwrap();
+    wait_for(&b, "remote-login kick", |e| match e {
+        Event::ConnectionStateChanged {
+            state: ConnectionState::Disconnected,
+            reason: ConnectionReason::RemoteLogin,
+        } => Some(()),
+        _ => None,
+    });
+    assert_eq!(online(&a, &[2]), [(2, true)]);
+
+    // A leave is seen everywhere.
+    c.leave_channel(room_c, Default::default()).unwrap();
+    let count = a
+        .get_channel_user_count(room_a, vec!["room".into()])
+        .unwrap();
+    // uid 2's kicked instance left with its link; its new login never
+    // joined: uid 1 is alone.
+    assert_eq!(count.user_count["room"], 1);
+}
+
+#[test]
+fn a_gateway_node_killed_its_clients_resume_elsewhere_and_the_rest_go_offline() {
+    let redis = RedisServer::start(Persistence::Aof);
+    let mut nodes = cluster(&redis, 3, &[]);
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|(a, _)| *a).collect();
+    let (a, room_a) = member_on(&addrs[..1], 1);
+    // uid 2 knows nodes 1 then 2; uid 5 only node 1.
+    let (b, _) = member_on(&addrs[1..], 2);
+    let (lonely, _) = member_on(&addrs[1..2], 5);
+    assert_eq!(b.current_endpoint(), Some(addrs[1].into()));
+    for t in ["m1", "m2"] {
+        a.send_message_to_channel(room_a, Message::new("t", t), SendOptions::default())
+            .unwrap();
+    }
+    assert_eq!(text(&next_message(&b)), "m1");
+    assert_eq!(text(&next_message(&b)), "m2");
+
+    let (_, gateway) = nodes.remove(1);
+    gateway.kill();
+    // Sent while uid 2 is away: it gets them when it resumed on node 2.
+    for t in ["m3", "m4"] {
+        a.send_message_to_channel(room_a, Message::new("t", t), SendOptions::default())
+            .unwrap();
+    }
+    reconnected(&b);
+    assert_eq!(b.current_endpoint(), Some(addrs[2].into()));
+    assert_eq!(text(&next_message(&b)), "m3");
+    assert_eq!(text(&next_message(&b)), "m4");
+    // uid 5 had nowhere to go: online for the grace period, then gone,
+    // and the room hears it left. uid 2 never left.
+    assert_eq!(online(&a, &[2, 5]), [(2, true), (5, true)]);
+    let left = wait_for(&a, "leave notice", |e| match e {
+        Event::NotifyLeaveChannel { uids, .. } => Some(uids),
+        _ => None,
+    });
+    assert_eq!(left, [Uid(5)]);
+    assert_eq!(online(&a, &[2, 5]), [(2, true), (5, false)]);
+    drop(lonely);
+}
+
+#[test]
+fn the_hub_node_killed_mid_stream_another_node_takes_over_and_nothing_is_lost() {
+    let redis = RedisServer::start(Persistence::Aof);
+    let mut nodes = cluster(&redis, 3, &[]);
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|(a, _)| *a).collect();
+    // The sender is on a gateway node, the receiver on the other; both
+    // know every node.
+    let rotate =
+        |first: usize| -> Vec<SocketAddr> { (0..3).map(|i| addrs[(first + i) % 3]).collect() };
+    let (sender, room) = member_on(&rotate(1), 1);
+    let (receiver, _) = member_on(&rotate(2), 2);
+    const N: u32 = 100;
+    let stream = std::thread::spawn(move || {
+        let mut retried = std::collections::BTreeSet::new();
+        for n in 1..=N {
+            let deadline = Instant::now() + WAIT;
+            while let Err(e) = sender.send_message_to_channel(
+                room,
+                Message::new("t", n.to_string()),
+                SendOptions::default(),
+            ) {
+                assert!(Instant::now() < deadline, "{n}: {e}");
+                retried.insert(n);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        retried
+    });
+    let mut seen: Vec<u32> = Vec::new();
+    let mut hub = Some(nodes.remove(0).1);
+    while seen.last() != Some(&N) {
+        let n: u32 = text(&next_message(&receiver)).parse().unwrap();
+        seen.push(n);
+        if n == 30 {
+            hub.take().unwrap().kill();
+        }
+    }
+    let retried = stream.join().unwrap();
+    // One of the gateway nodes took the state over.
+    let took = nodes
+        .iter()
+        .filter(|(_, n)| {
+            std::iter::from_fn(|| n.1.try_recv().ok()).any(|l| l.contains(": hub node"))
+        })
+        .count();
+    assert_eq!(took, 1, "one node took over");
+    let mut first_seen = Vec::new();
+    let mut dups = Vec::new();
+    for n in &seen {
+        if first_seen.contains(n) {
+            dups.push(*n);
+        } else {
+            first_seen.push(*n);
+        }
+    }
+    assert_eq!(
+        first_seen,
+        (1..=N).collect::<Vec<_>>(),
+        "lost or out of order"
+    );
+    assert!(
+        dups.iter().all(|d| retried.contains(d)),
+        "delivered twice without a retry: {dups:?} (retried {retried:?})"
+    );
+    eprintln!(
+        "{N} messages through the hub node's death: {} retried, {} delivered twice",
+        retried.len(),
+        dups.len()
+    );
+}

@@ -1,0 +1,172 @@
+//! What the tests of `hummer-server` processes share: a node started and
+//! killed by the test, free addresses, and a blocking client's waits.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hummer_channel::adapters::blocking::Client;
+use hummer_channel::client::{
+    ChannelHandle, ConnectionState, Event, SendOptions, SessionConfig, Timing,
+};
+use hummer_channel::server::DEMO_APPID;
+use hummer_channel::{Message, Region, Uid};
+
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// A server process, killed (SIGKILL) when dropped, and its stdout.
+pub struct Node(pub Child, pub mpsc::Receiver<String>);
+
+impl Node {
+    /// `hummer-server --engine URL` listening on `addr`, once it says so.
+    pub fn start(addr: SocketAddr, engine: &str) -> Node {
+        let node = Node::spawn(addr, engine, &[]);
+        node.line("hummer-server listening on ");
+        node
+    }
+
+    /// `hummer-server --engine URL ARGS…` on `addr`, as it starts (with
+    /// `--log warn` unless `args` set a level). Its stdout and stderr
+    /// lines come in one channel.
+    pub fn spawn(addr: SocketAddr, engine: &str, args: &[&str]) -> Node {
+        let listen = addr.to_string();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hummer-server"));
+        if !args.contains(&"--log") {
+            command.args(["--log", "warn"]);
+        }
+        let mut child = command
+            .args(["--listen", &listen, "--engine", engine])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start hummer-server");
+        let (tx, rx) = mpsc::channel();
+        let out: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
+        let err: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
+        for stream in [out, err] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Node(child, rx)
+    }
+
+    /// Waits for a line starting with `prefix`; the line.
+    pub fn line(&self, prefix: &str) -> String {
+        self.line_where(prefix, |l| l.starts_with(prefix))
+    }
+
+    /// Waits for a line holding `part` (a log line); the line.
+    pub fn line_containing(&self, part: &str) -> String {
+        self.line_where(part, |l| l.contains(part))
+    }
+
+    fn line_where(&self, what: &str, found: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.1.recv_timeout(left) {
+                Ok(line) if found(&line) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!("no line with {what:?} within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+pub fn config() -> SessionConfig {
+    let mut config = SessionConfig::new(DEMO_APPID);
+    config.timing = {
+        let mut t = Timing::default();
+        t.reconnect_min = Duration::from_millis(20);
+        t.reconnect_max = Duration::from_millis(200);
+        t
+    };
+    config
+}
+
+/// Logged in as `uid` and a member of "room".
+pub fn member(addr: SocketAddr, uid: u64) -> (Client, ChannelHandle) {
+    let c = Client::connect(addr, config()).unwrap();
+    c.login(Uid(uid), None, Some(Region::Cn)).unwrap();
+    let room = c.create_channel(Region::Cn, "room").unwrap();
+    c.join_channel(room, Default::default()).unwrap();
+    (c, room)
+}
+
+/// The next event that is not about the connection or the membership
+/// (bounded); a loss fails the test.
+pub fn next_message(c: &Client) -> Event {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match c.recv_event(left) {
+            Some(e @ (Event::ChannelMessage { .. } | Event::MessageFromUser { .. })) => return e,
+            Some(Event::MessagesLost { .. }) => panic!("messages were lost"),
+            Some(_) => continue,
+            None => panic!("no message within {WAIT:?}"),
+        }
+    }
+}
+
+pub fn text(e: &Event) -> String {
+    match e {
+        Event::ChannelMessage { message, .. } | Event::MessageFromUser { message, .. } => {
+            String::from_utf8_lossy(&message.content).into_owned()
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Waits until `c` is logged in again after a lost link.
+pub fn reconnected(c: &Client) {
+    let deadline = Instant::now() + WAIT;
+    while c.connection_state().0 != ConnectionState::Connected {
+        assert!(Instant::now() < deadline, "{:?}", c.connection_state());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends `text` to the channel, retrying while the link is down.
+pub fn send_retrying(c: &Client, room: ChannelHandle, text: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match c.send_message_to_channel(
+            room,
+            Message::new("t", text.to_owned()),
+            SendOptions::default(),
+        ) {
+            Ok(_) => return,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}

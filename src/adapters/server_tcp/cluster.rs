@@ -1,0 +1,524 @@
+//! Several nodes serving one service: the links between them.
+//!
+//! One node, the *hub node*, holds the store's lease and every hub shard;
+//! every other node is a *gateway node*: it serves its clients with its
+//! gateways only, and relays what they tell the hub over one TCP link to
+//! the hub node, which relays what the hub has for them back:
+//!
+//! ```text
+//!   gateway node ── Hello ─────────────────────────► hub node
+//!                ◄─ Welcome{first gateway id, shards}
+//!                ── Hub{shard, ToHub} ... Ping ────►   (its gateways' messages)
+//!                ◄─ Gateway(ToGateway) ... Ping ───   (the hub's, for them)
+//! ```
+//!
+//! A link carries messages in order both ways, which is all the gateways
+//! and the hub need (as between the threads of one node). Gateway ids
+//! name their node: the hub node gives each link a range of its own, so a
+//! `ConnId` routes the hub's messages without a table, and a link may only
+//! speak for its range.
+//!
+//! When a link ends (closed, or silent for [`SILENCE_LIMIT`]), the hub
+//! node treats every link of the peer's gateways as lost
+//! ([`Hub::handle_gateway_lost`](crate::server::Hub::handle_gateway_lost)):
+//! presence lasts the grace period, as for any lost link, and the clients
+//! resume on whichever node they reach. The gateway node closes its
+//! clients (`Close{4006}`: they resume) and finds the hub node again,
+//! which may be itself: see [`serve_cluster`](super::serve_cluster).
+
+use std::cell::{Cell, RefCell};
+use std::convert::Infallible;
+use std::ops::Range;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt as _};
+use smol::net::{TcpListener, TcpStream};
+use smol::{LocalExecutor, Timer};
+
+use super::shard::{Envelope, Notify, Shard};
+use crate::server::{
+    decode_node_message, encode_node_message, GatewayId, NodeMessage, ShardId, ToGateway, ToHub,
+    MAX_NODE_FRAME, NODE_PROTOCOL,
+};
+use crate::wire::FrameDecoder;
+
+/// How often each side of a link says it is alive, when it has nothing
+/// else to send.
+pub const PING_EVERY: Duration = Duration::from_millis(500);
+/// A link that received nothing for this long is dead.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(3);
+/// How long a new link has to say `Hello` (and its answer to come).
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// What one link may hold unsent before the hub node drops it (its
+/// node is not reading: its clients resume elsewhere).
+const OUT_MAX: usize = 64 << 20;
+/// The gateway ids a node may have (its threads), and the size of each
+/// link's range: range `k` is ids `64k .. 64k + 64`; the hub node's own
+/// gateways are range 0.
+pub const GATEWAYS_PER_NODE: u16 = 64;
+/// How many ranges ids hold.
+const RANGES: u16 = u16::MAX / GATEWAYS_PER_NODE;
+
+/// What a node does in a cluster.
+pub(super) enum Role {
+    /// It serves alone (the memory engine, or one node and standbys).
+    Alone,
+    /// It holds every hub shard; gateway nodes connect to `listener`.
+    Hub {
+        listener: TcpListener,
+        /// This node's name (the lease owner's), told to peers.
+        node: String,
+        secret: String,
+    },
+    /// It relays its gateways' messages to the hub node over `link`.
+    Gateway(Uplinked),
+}
+
+/// A gateway node's link to the hub node, welcomed.
+pub(super) struct Uplinked {
+    stream: TcpStream,
+    /// What was read past the `Welcome`.
+    decoder: FrameDecoder,
+    /// The id of the node's first gateway (its thread 0's).
+    pub first: GatewayId,
+    /// How many hub shards the hub node has (the gateways route by them).
+    pub shards: u16,
+    /// The hub node's name.
+    pub hub: String,
+}
+
+/// Bytes waiting for a link's writer, and its wake.
+#[derive(Default)]
+struct Outbox {
+    buf: RefCell<BytesMut>,
+    wake: Notify,
+    /// The link is over: nothing more is queued.
+    closed: Cell<bool>,
+}
+
+impl Outbox {
+    /// Queues `m`; false when the link is over or holds too much.
+    fn push(&self, m: &NodeMessage) -> bool {
+        if self.closed.get() {
+            return false;
+        }
+        let mut buf = self.buf.borrow_mut();
+        buf.extend_from_slice(&encode_node_message(m));
+        if buf.len() > OUT_MAX {
+            drop(buf);
+            self.close();
+            return false;
+        }
+        drop(buf);
+        self.wake.notify();
+        true
+    }
+
+    fn close(&self) {
+        self.closed.set(true);
+        self.wake.notify();
+    }
+
+    /// Writes what is queued as it comes, and a ping when nothing came for
+    /// [`PING_EVERY`]; ends when the link is closed or a write fails or
+    /// stalls for [`SILENCE_LIMIT`].
+    async fn write_to(&self, mut stream: TcpStream) -> String {
+        let ping = encode_node_message(&NodeMessage::Ping);
+        loop {
+            let since = self.wake.generation();
+            let pending: Bytes = self.buf.borrow_mut().split().freeze();
+            if self.closed.get() {
+                return "closed".into();
+            }
+            let bytes = if pending.is_empty() {
+                let woke = async {
+                    self.wake.wait_since(since).await;
+                    true
+                };
+                let idle = async {
+                    Timer::after(PING_EVERY).await;
+                    false
+                };
+                if woke.or(idle).await {
+                    continue;
+                }
+                ping.clone()
+            } else {
+                pending
+            };
+            let write = async { stream.write_all(&bytes).await.map_err(|e| e.to_string()) };
+            let stalled = async {
+                Timer::after(SILENCE_LIMIT).await;
+                Err(format!("a write stalled for {SILENCE_LIMIT:?}"))
+            };
+            if let Err(e) = write.or(stalled).await {
+                self.closed.set(true);
+                return e;
+            }
+        }
+    }
+}
+
+/// Reads the next message of `stream` within `limit`.
+async fn next_message(
+    stream: &mut TcpStream,
+    decoder: &mut FrameDecoder,
+    buf: &mut [u8],
+    limit: Duration,
+) -> Result<NodeMessage, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match decoder.next_frame() {
+            Ok(Some(frame)) => return decode_node_message(frame).map_err(|e| e.to_string()),
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        let read = async { stream.read(buf).await.map_err(|e| e.to_string()) };
+        let late = async {
+            Timer::at(deadline).await;
+            Err(format!("silent for {limit:?}"))
+        };
+        match read.or(late).await? {
+            0 => return Err("closed by the peer".into()),
+            n => decoder.extend(&buf[..n]),
+        }
+    }
+}
+
+/// The hub node's links to gateway nodes, on its first thread.
+#[derive(Default)]
+pub(super) struct Peers {
+    links: RefCell<Vec<Rc<Peer>>>,
+    /// The range the next link may take (1 and up: 0 is the hub node's).
+    next_range: Cell<u16>,
+}
+
+struct Peer {
+    gateways: Range<u16>,
+    out: Outbox,
+}
+
+impl Peers {
+    /// Queues `m` for the link of its gateway: false when there is none
+    /// (the node left; its links are lost already).
+    pub fn to_gateway(&self, m: ToGateway) -> bool {
+        let g = m.gateway().0;
+        let peer = self
+            .links
+            .borrow()
+            .iter()
+            .find(|p| p.gateways.contains(&g))
+            .cloned();
+        peer.is_some_and(|p| p.out.push(&NodeMessage::Gateway(m)))
+    }
+
+    /// A free range for a new link: the next one in turn that no live link
+    /// holds (a range comes back in use only after the hub shards were
+    /// told that its former gateways are lost, in the same order).
+    fn allocate(&self) -> Option<Range<u16>> {
+        let links = self.links.borrow();
+        for _ in 0..RANGES {
+            let k = self.next_range.get().max(1);
+            self.next_range.set(if k + 1 >= RANGES { 1 } else { k + 1 });
+            let first = k * GATEWAYS_PER_NODE;
+            if !links.iter().any(|p| p.gateways.start == first) {
+                return Some(first..first + GATEWAYS_PER_NODE);
+            }
+        }
+        None
+    }
+}
+
+/// Takes gateway nodes on `listener` (the hub node's first thread).
+pub(super) async fn accept_peers(
+    ex: std::rc::Weak<LocalExecutor<'static>>,
+    shard: Rc<Shard>,
+    peers: Rc<Peers>,
+    listener: TcpListener,
+    node: String,
+    secret: String,
+    shards: u16,
+) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                log!(warn, "cluster listener: {e}");
+                Timer::after(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Some(ex) = ex.upgrade() else { return };
+        let session = serve_peer(
+            shard.clone(),
+            peers.clone(),
+            stream,
+            node.clone(),
+            secret.clone(),
+            shards,
+        );
+        ex.spawn(session).detach();
+    }
+}
+
+/// One gateway node's link, on the hub node: its hello, then its
+/// gateways' messages to the hub shards until it ends; then its gateways
+/// are lost to every shard.
+async fn serve_peer(
+    shard: Rc<Shard>,
+    peers: Rc<Peers>,
+    mut stream: TcpStream,
+    node: String,
+    secret: String,
+    shards: u16,
+) {
+    let mut decoder = FrameDecoder::new(MAX_NODE_FRAME);
+    let mut buf = vec![0u8; 4096];
+    let refuse = |reason: &str| {
+        encode_node_message(&NodeMessage::Refused {
+            reason: reason.into(),
+        })
+    };
+    let hello = next_message(&mut stream, &mut decoder, &mut buf, HELLO_TIMEOUT).await;
+    let (peer_node, wanted) = match hello {
+        Ok(NodeMessage::Hello {
+            protocol,
+            node,
+            secret: theirs,
+            gateways,
+        }) => {
+            let why = if protocol != NODE_PROTOCOL {
+                Some(format!(
+                    "node protocol {protocol}; this hub speaks {NODE_PROTOCOL}"
+                ))
+            } else if !constant_time_eq(theirs.as_bytes(), secret.as_bytes()) {
+                Some("wrong cluster secret".to_owned())
+            } else if gateways == 0 || gateways > GATEWAYS_PER_NODE {
+                Some(format!("{gateways} gateways (1 to {GATEWAYS_PER_NODE})"))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                log!(warn, "node {node} refused: {why}");
+                let _ = stream.write_all(&refuse(&why)).await;
+                return;
+            }
+            (node, gateways)
+        }
+        Ok(other) => {
+            log!(warn, "a node link began with {other:?}, not a hello");
+            let _ = stream
+                .write_all(&refuse("a link begins with a hello"))
+                .await;
+            return;
+        }
+        Err(e) => {
+            log!(warn, "a node link failed before its hello: {e}");
+            return;
+        }
+    };
+    let Some(range) = peers.allocate() else {
+        let _ = stream.write_all(&refuse("no gateway ids left")).await;
+        return;
+    };
+    let welcome = NodeMessage::Welcome {
+        node,
+        first_gateway: GatewayId(range.start),
+        shards,
+    };
+    if stream
+        .write_all(&encode_node_message(&welcome))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let allowed = range.start..range.start + wanted;
+    log!(
+        info,
+        "node {peer_node} joined: gateways {}..{}",
+        allowed.start,
+        allowed.end
+    );
+    let peer = Rc::new(Peer {
+        gateways: range.clone(),
+        out: Outbox::default(),
+    });
+    peers.links.borrow_mut().push(peer.clone());
+    let writer = peer.out.write_to(stream.clone());
+    let reader = async {
+        let Err(e) = read_peer(&shard, &mut stream, &mut decoder, &allowed, shards).await;
+        e
+    };
+    let why = reader.or(writer).await;
+    peer.out.close();
+    peers.links.borrow_mut().retain(|p| !Rc::ptr_eq(p, &peer));
+    log!(
+        warn,
+        "node {peer_node} left ({why}): its links are lost, their presence kept for the grace period"
+    );
+    for s in 0..shards {
+        shard.route(Envelope::GatewaysLost(ShardId(s), range.clone()));
+    }
+    shard.pump();
+}
+
+/// Hands a gateway node's messages to the hub shards, a read's worth per
+/// turn, until the link fails.
+async fn read_peer(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    decoder: &mut FrameDecoder,
+    allowed: &Range<u16>,
+    shards: u16,
+) -> Result<Infallible, String> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let take = |m: NodeMessage| match m {
+        // A link speaks only for its own node's gateways.
+        NodeMessage::Hub { shard: s, message }
+            if s.0 < shards && allowed.contains(&message.conn().gateway().0) =>
+        {
+            shard.route(Envelope::Hub(s, message));
+            Ok(())
+        }
+        NodeMessage::Ping => Ok(()),
+        other => Err(format!("unexpected {other:?}")),
+    };
+    loop {
+        shard.room().await;
+        take(next_message(stream, decoder, &mut buf, SILENCE_LIMIT).await?)?;
+        // What else that read brought goes in the same turn.
+        while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+            take(decode_node_message(frame).map_err(|e| e.to_string())?)?;
+        }
+        shard.pump();
+    }
+}
+
+/// Compares two secrets in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Connects to the hub node at `address` and says hello: the link, once
+/// welcomed.
+pub(super) async fn connect_hub(
+    address: &str,
+    node: &str,
+    secret: &str,
+    gateways: u16,
+) -> Result<Uplinked, String> {
+    let connect = async { TcpStream::connect(address).await.map_err(|e| e.to_string()) };
+    let late = async {
+        Timer::after(HELLO_TIMEOUT).await;
+        Err(format!("no connection within {HELLO_TIMEOUT:?}"))
+    };
+    let mut stream = connect.or(late).await?;
+    let _ = stream.set_nodelay(true);
+    let hello = NodeMessage::Hello {
+        protocol: NODE_PROTOCOL,
+        node: node.to_owned(),
+        secret: secret.to_owned(),
+        gateways,
+    };
+    stream
+        .write_all(&encode_node_message(&hello))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut decoder = FrameDecoder::new(MAX_NODE_FRAME);
+    let mut buf = vec![0u8; 4096];
+    match next_message(&mut stream, &mut decoder, &mut buf, HELLO_TIMEOUT).await? {
+        NodeMessage::Welcome {
+            node,
+            first_gateway,
+            shards,
+        } => Ok(Uplinked {
+            stream,
+            decoder,
+            first: first_gateway,
+            shards,
+            hub: node,
+        }),
+        NodeMessage::Refused { reason } => Err(format!("refused: {reason}")),
+        other => Err(format!("answered {other:?}, not a welcome")),
+    }
+}
+
+/// A gateway node's link to the hub node, on its first thread.
+pub(super) struct Uplink {
+    out: Outbox,
+    /// The node's gateway ids.
+    gateways: Range<u16>,
+}
+
+impl Uplink {
+    /// Queues a gateway's message for hub shard `s`.
+    pub fn to_hub(&self, s: ShardId, message: ToHub) {
+        self.out.push(&NodeMessage::Hub { shard: s, message });
+    }
+}
+
+impl Uplink {
+    /// The uplink of a node whose `threads` gateways start at `first`.
+    pub fn new(first: GatewayId, threads: u16) -> Rc<Uplink> {
+        Rc::new(Uplink {
+            out: Outbox::default(),
+            gateways: first.0..first.0.saturating_add(threads),
+        })
+    }
+}
+
+/// Runs a gateway node's link until it ends (the hub node died, left or
+/// dropped it): why.
+pub(super) async fn run_uplink(shard: Rc<Shard>, uplink: Rc<Uplink>, link: Uplinked) -> String {
+    let Uplinked {
+        mut stream,
+        mut decoder,
+        hub,
+        ..
+    } = link;
+    let writer = uplink.out.write_to(stream.clone());
+    let reader = async {
+        let Err(e) = read_uplink(&shard, &uplink, &mut stream, &mut decoder).await;
+        e
+    };
+    let why = reader.or(writer).await;
+    uplink.out.close();
+    format!("the link to hub node {hub}: {why}")
+}
+
+/// Hands the hub's messages to this node's gateways until the link fails.
+async fn read_uplink(
+    shard: &Shard,
+    uplink: &Uplink,
+    stream: &mut TcpStream,
+    decoder: &mut FrameDecoder,
+) -> Result<Infallible, String> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let take = |m: NodeMessage| match m {
+        NodeMessage::Gateway(m) if uplink.gateways.contains(&m.gateway().0) => {
+            shard.route(Envelope::Gateway(m));
+            Ok(())
+        }
+        NodeMessage::Ping => Ok(()),
+        other => Err(format!("unexpected {other:?}")),
+    };
+    loop {
+        take(next_message(stream, decoder, &mut buf, SILENCE_LIMIT).await?)?;
+        while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+            take(decode_node_message(frame).map_err(|e| e.to_string())?)?;
+        }
+        shard.pump();
+    }
+}
+
+/// Where a node's first thread sends what its own machines do not take.
+pub(super) enum Relay {
+    /// The hub node: to its gateway nodes.
+    Peers(Rc<Peers>),
+    /// A gateway node: to the hub node.
+    Uplink(Rc<Uplink>),
+}
