@@ -20,7 +20,7 @@ use hummer_channel::client::{
 };
 use hummer_channel::{Message, Region, Uid};
 use node_support::*;
-use redis_support::{Persistence, RedisServer};
+use redis_support::{raw_command, Persistence, RedisServer};
 
 /// A cluster's flags: links on a free port, a short lease and grace.
 const CLUSTER: &[&str] = &[
@@ -37,10 +37,21 @@ const CLUSTER: &[&str] = &[
 /// `n` nodes sharing `redis`: the first is the hub node (it starts
 /// first), the others joined it as gateway nodes.
 fn cluster(redis: &RedisServer, n: usize, extra: &[&str]) -> Vec<(SocketAddr, Node)> {
+    let addrs: Vec<SocketAddr> = (0..n).map(|_| free_addr()).collect();
+    cluster_on(redis, &addrs, extra)
+}
+
+/// The same on `addrs`.
+fn cluster_on(
+    redis: &RedisServer,
+    addrs: &[SocketAddr],
+    extra: &[&str],
+) -> Vec<(SocketAddr, Node)> {
     let args: Vec<&str> = CLUSTER.iter().chain(extra).copied().collect();
-    (0..n)
-        .map(|i| {
-            let addr = free_addr();
+    addrs
+        .iter()
+        .enumerate()
+        .map(|(i, &addr)| {
             let node = Node::spawn(addr, &redis.url(), &args);
             if i == 0 {
                 node.line_containing(": hub node");
@@ -314,5 +325,104 @@ fn the_hub_node_killed_mid_stream_another_node_takes_over_and_nothing_is_lost() 
         "{N} messages through the hub node's death: {} retried, {} delivered twice",
         retried.len(),
         dups.len()
+    );
+}
+
+/// Every node killed and started again (Redis kept, with its AOF): the
+/// clients resume with no loss event, members and offline messages as
+/// they were.
+#[test]
+fn every_node_restarted_loses_nothing_a_client_saw() {
+    let redis = RedisServer::start(Persistence::Aof);
+    let nodes = cluster(&redis, 3, &[]);
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|(a, _)| *a).collect();
+    let (a, room_a) = member_on(&addrs[1..], 1);
+    let (b, _) = member_on(&addrs[2..], 2);
+    a.send_message_to_channel(room_a, Message::new("t", "m1"), SendOptions::default())
+        .unwrap();
+    assert_eq!(text(&next_message(&b)), "m1");
+    a.send_message_to_user(Uid(3), Message::new("t", "p1"), SendOptions::default())
+        .unwrap();
+    for (_, node) in nodes {
+        node.kill();
+    }
+    // The old hub node's lease lapses (1 s); the first node started again
+    // takes it.
+    let _nodes = cluster_on(&redis, &addrs, &[]);
+    reconnected(&a);
+    reconnected(&b);
+    send_retrying(&a, room_a, "m2");
+    assert_eq!(text(&next_message(&b)), "m2");
+    let c = Client::connect(addrs[0], config()).unwrap();
+    c.login(Uid(3), None, None).unwrap();
+    assert_eq!(text(&next_message(&c)), "p1");
+    assert_eq!(
+        a.get_channel_user_list(room_a).unwrap().users,
+        [Uid(1), Uid(2)]
+    );
+}
+
+/// Redis restarted with its AOF under a serving cluster: the service goes
+/// on, nothing is lost.
+#[test]
+fn redis_restarted_with_its_aof_under_a_cluster_loses_nothing() {
+    let mut redis = RedisServer::start(Persistence::Aof);
+    let nodes = cluster(&redis, 2, &[]);
+    let (a, room) = member_on(&[nodes[1].0], 1);
+    let (b, _) = member_on(&[nodes[0].0], 2);
+    a.send_message_to_channel(room, Message::new("t", "m1"), SendOptions::default())
+        .unwrap();
+    assert_eq!(text(&next_message(&b)), "m1");
+    redis.restart();
+    send_retrying(&a, room, "m2");
+    assert_eq!(text(&next_message(&b)), "m2");
+    // A node started now finds the hub node and serves.
+    let late = Node::spawn(free_addr(), &redis.url(), CLUSTER);
+    late.line_containing(": gateway node of hub node");
+}
+
+/// Redis restarted empty under a serving cluster: the hub node writes its
+/// whole state again and announces itself again, so a node started later
+/// joins, and a restart of every node afterwards loses nothing.
+#[test]
+fn redis_restarted_empty_under_a_cluster_is_written_again_and_the_hub_found_again() {
+    let mut redis = RedisServer::start(Persistence::None);
+    let nodes = cluster(&redis, 2, &[]);
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|(a, _)| *a).collect();
+    let (a, room) = member_on(&addrs[1..], 1);
+    let (b, _) = member_on(&addrs, 2);
+    a.send_message_to_channel(room, Message::new("t", "m1"), SendOptions::default())
+        .unwrap();
+    assert_eq!(text(&next_message(&b)), "m1");
+    a.send_message_to_user(Uid(3), Message::new("t", "p1"), SendOptions::default())
+        .unwrap();
+    redis.restart();
+    // A third node finds the hub node again (its announcement went with
+    // the data, and came back).
+    let third = free_addr();
+    let late = Node::spawn(third, &redis.url(), CLUSTER);
+    late.line_containing(": gateway node of hub node");
+    // The hub node writes its whole state again (the inboxes of uids 1,
+    // 2 and 3 among it); then every node restarted loses nothing.
+    let deadline = Instant::now() + WAIT;
+    while raw_command(redis.port(), &["SCARD", "hummer:keys:i"]).trim() != ":3" {
+        assert!(Instant::now() < deadline, "the state was not written again");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(late);
+    for (_, node) in nodes {
+        node.kill();
+    }
+    let _nodes = cluster_on(&redis, &addrs, &[]);
+    reconnected(&a);
+    reconnected(&b);
+    send_retrying(&a, room, "m2");
+    assert_eq!(text(&next_message(&b)), "m2");
+    let c = Client::connect(addrs[0], config()).unwrap();
+    c.login(Uid(3), None, None).unwrap();
+    assert_eq!(
+        text(&next_message(&c)),
+        "p1",
+        "the offline message was lost"
     );
 }

@@ -70,6 +70,8 @@ pub(super) enum Role {
         listener: TcpListener,
         /// This node's name (the lease owner's), told to peers.
         node: String,
+        /// Where the peers reach it.
+        advertise: String,
         secret: String,
     },
     /// It relays its gateways' messages to the hub node over `link`.

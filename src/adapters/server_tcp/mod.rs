@@ -722,8 +722,17 @@ async fn run(
         cluster::Role::Hub {
             listener,
             node,
+            advertise,
             secret,
         } => {
+            // Redis may lose the announcement (restarted empty): say it
+            // again, for the nodes that join later.
+            #[cfg(feature = "redis")]
+            if let Some(store) = runner.store.clone() {
+                let announce =
+                    keep_announcing(store, runner.store_lease, advertise, secret.clone());
+                ex.spawn(announce).detach();
+            }
             let peers = Rc::new(cluster::Peers::default());
             shard.set_relay(cluster::Relay::Peers(peers.clone()));
             let accept = cluster::accept_peers(
@@ -854,7 +863,7 @@ pub async fn take_lease(
     mut waiting: impl FnMut(&str),
 ) -> Result<(), store::StoreError> {
     let mut conn = store::RedisStore::connect(store).await?;
-    let mut watch = LeaseWatch::default();
+    let mut watch = LeaseWatch::new();
     let mut told = None;
     loop {
         match watch.try_claim(&mut conn, ttl).await {
@@ -875,30 +884,43 @@ pub async fn take_lease(
 
 /// Claims a store's lease as a node that does not hold it must.
 ///
-/// Once another node was seen serving, a free lease in a namespace whose
-/// generation is no longer the one seen then is Redis having lost
-/// everything (the lease with it) under a node that may well be alive and
-/// holding the whole state: it takes the lease back within a third of
-/// `ttl` and writes its state again. Taking the lease first would serve an
-/// empty store and stop that node. So the claim waits two leases more,
-/// and takes it only if no one did. (A node that simply died leaves the
-/// generation as it was: no wait.)
+/// A node that just started waits one lease period before it takes a
+/// free lease: Redis may have lost everything (the lease with it) under a
+/// node that is alive and holds the whole state, which takes the lease
+/// back within a third of `ttl` and writes its state again; a newcomer
+/// taking it first would serve an empty store and stop that node. For the
+/// same reason, once another node was seen serving, a free lease in a
+/// namespace whose generation is no longer the one seen then is waited
+/// for two leases more. (A node that simply died leaves the generation as
+/// it was, and a standby watching for longer than a lease takes over at
+/// once.)
 #[cfg(feature = "redis")]
-#[derive(Default)]
 struct LeaseWatch {
+    since: Instant,
     seen: Option<Option<String>>,
     emptied_since: Option<Instant>,
 }
 
 #[cfg(feature = "redis")]
 impl LeaseWatch {
+    fn new() -> LeaseWatch {
+        LeaseWatch {
+            since: Instant::now(),
+            seen: None,
+            emptied_since: None,
+        }
+    }
+
     /// One claim: who holds the lease now, or `None` while the claim must
-    /// wait (the store was just emptied).
+    /// wait (a newcomer, or the store was just emptied).
     async fn try_claim(
         &mut self,
         conn: &mut store::RedisStore,
         ttl: Duration,
     ) -> Result<Option<store::Lease>, store::StoreError> {
+        if self.since.elapsed() < ttl {
+            return Ok(conn.lease_holder().await?.map(store::Lease::HeldBy));
+        }
         let current = conn.read_generation().await;
         if let (Some(seen), Ok(current)) = (&self.seen, &current) {
             if current != seen {
@@ -994,18 +1016,21 @@ pub async fn serve_cluster(
     let threads = u16::try_from(runner.threads.clamp(1, usize::from(MAX_SHARDS))).unwrap_or(1);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut conn = store::RedisStore::new(&store);
-    let mut watch = LeaseWatch::default();
+    let mut watch = LeaseWatch::new();
     let mut told = None;
     loop {
         let attempt = async {
             match watch.try_claim(&mut conn, ttl).await? {
                 Some(store::Lease::Held) => {
-                    let secret = conn
-                        .announce_hub(&cluster.advertise, &random_secret())
-                        .await?;
+                    let secret = random_secret();
+                    if !conn.announce_hub(&cluster.advertise, &secret).await? {
+                        // The lease lapsed since: claim it again.
+                        return Ok(None);
+                    }
                     Ok(Some(cluster::Role::Hub {
                         listener: cluster.listener.clone(),
                         node: node.clone(),
+                        advertise: cluster.advertise.clone(),
                         secret,
                     }))
                 }
@@ -1080,6 +1105,32 @@ pub async fn serve_cluster(
         };
         if wait.or(stop).await {
             return Ok(());
+        }
+    }
+}
+
+/// Announces this hub node again whenever the store does not say it is
+/// (checked every third of `ttl`).
+#[cfg(feature = "redis")]
+async fn keep_announcing(
+    store: store::StoreConfig,
+    ttl: Duration,
+    advertise: String,
+    secret: String,
+) {
+    let mut conn = store::RedisStore::new(&store);
+    let me = store.lease_owner().unwrap_or_default().to_owned();
+    loop {
+        Timer::after(ttl / 3).await;
+        let said = conn.hub_node().await;
+        let current = matches!(&said, Ok(Some(h)) if h.node == me && h.address == advertise && h.secret == secret);
+        if said.is_ok() && !current {
+            match conn.announce_hub(&advertise, &secret).await {
+                Ok(true) => log!(info, "announced this hub node again"),
+                // Not the lease's holder now: the lease keeper stops the node.
+                Ok(false) => {}
+                Err(e) => log!(warn, "cannot announce this hub node: {e}"),
+            }
         }
     }
 }

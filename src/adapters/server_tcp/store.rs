@@ -415,6 +415,17 @@ end
 return holder
 "#;
 
+/// Sets the hub's address `KEYS[2]` to `ARGV[2]` and the cluster's secret
+/// `KEYS[3]` to `ARGV[3]` if the lease `KEYS[1]` is `ARGV[1]`'s: 1 if so.
+const ANNOUNCE_SCRIPT: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[3], ARGV[3])
+return 1
+"#;
+
 /// Whether `e` is worth retrying later (else the request itself is wrong).
 fn from_redis(e: RedisError) -> StoreError {
     use redis::{ErrorKind, ServerErrorKind};
@@ -825,31 +836,44 @@ impl RedisStore {
     }
 
     /// Tells the cluster that this store's lease owner, the hub node,
-    /// takes gateway nodes at `address` (`{ns}:hub` = `OWNER ADDRESS`),
-    /// and returns the cluster's secret (`{ns}:secret`): `candidate`'s
-    /// value if there was none (`SET NX`), so every node that can read the
-    /// store learns the same one and nothing else can join.
-    pub async fn announce_hub(
-        &mut self,
-        address: &str,
-        candidate: &str,
-    ) -> Result<String, StoreError> {
+    /// takes gateway nodes at `address` (`{ns}:hub` = `OWNER ADDRESS`)
+    /// with `secret` (`{ns}:secret`): a node that can read the store
+    /// learns it, and nothing else can join. Only while the owner holds
+    /// the lease (in the same script): whether it did. Each new hub node
+    /// sets a secret of its own.
+    pub async fn announce_hub(&mut self, address: &str, secret: &str) -> Result<bool, StoreError> {
         let owner = self.config.lease_owner.clone().unwrap_or_default();
         let ns = self.config.namespace.clone();
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(ANNOUNCE_SCRIPT)
+            .arg(3)
+            .arg(format!("{ns}:lease"))
             .arg(format!("{ns}:hub"))
-            .arg(format!("{owner} {address}"));
-        pipe.cmd("SET")
             .arg(format!("{ns}:secret"))
-            .arg(candidate)
-            .arg("NX");
-        pipe.cmd("GET").arg(format!("{ns}:secret"));
-        let result = self.simple(&pipe, 2, 1).await;
-        match result?.pop() {
-            Some(Value::BulkString(b)) => Ok(String::from_utf8_lossy(&b).into_owned()),
+            .arg(&owner)
+            .arg(format!("{owner} {address}"))
+            .arg(secret);
+        let mut pipe = redis::pipe();
+        pipe.add_command(eval);
+        match self.simple(&pipe, 0, 1).await?.pop() {
+            Some(Value::Int(n)) => Ok(n == 1),
             other => Err(StoreError::Invalid(format!(
-                "GET {ns}:secret: {}",
+                "the announce script answered {}",
+                describe(&other.unwrap_or(Value::Nil))
+            ))),
+        }
+    }
+
+    /// Who holds the namespace's lease now, if anyone (without claiming it).
+    pub async fn lease_holder(&mut self) -> Result<Option<String>, StoreError> {
+        let key = format!("{}:lease", self.config.namespace);
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(&key);
+        match self.simple(&pipe, 0, 1).await?.pop() {
+            Some(Value::Nil) => Ok(None),
+            Some(Value::BulkString(b)) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
+            other => Err(StoreError::Invalid(format!(
+                "GET {key}: {}",
                 describe(&other.unwrap_or(Value::Nil))
             ))),
         }
