@@ -426,3 +426,41 @@ fn redis_restarted_empty_under_a_cluster_is_written_again_and_the_hub_found_agai
         "the offline message was lost"
     );
 }
+
+/// A browser's transport on a gateway node: a WebSocket client there and
+/// a TCP client on the hub node are one service.
+#[test]
+fn a_websocket_client_on_a_gateway_node_and_a_tcp_client_on_the_hub_node_talk() {
+    let redis = RedisServer::start(Persistence::Aof);
+    let nodes = cluster(&redis, 1, &[]);
+    let ws = free_addr().to_string();
+    let args: Vec<&str> = CLUSTER
+        .iter()
+        .copied()
+        .chain(["--ws-listen", &ws])
+        .collect();
+    let gateway = Node::spawn(free_addr(), &redis.url(), &args);
+    gateway.line_containing(": gateway node of hub node");
+    let url: hummer_channel::adapters::Endpoint = format!("ws://{ws}/v1/ws").parse().unwrap();
+    let (browser, room_w) = {
+        let c = Client::connect_any([url], config()).unwrap();
+        c.login(Uid(7), None, Some(Region::Cn)).unwrap();
+        let room = c.create_channel(Region::Cn, "room").unwrap();
+        c.join_channel(room, Default::default()).unwrap();
+        (c, room)
+    };
+    let (tcp, room_t) = member_on(&[nodes[0].0], 8);
+    browser
+        .send_message_to_channel(room_w, Message::new("t", "from ws"), SendOptions::default())
+        .unwrap();
+    assert_eq!(text(&next_message(&tcp)), "from ws");
+    tcp.send_message_to_channel(
+        room_t,
+        Message::new("t", "from tcp"),
+        SendOptions::default(),
+    )
+    .unwrap();
+    // (The browser's own echo comes first.)
+    assert_eq!(text(&next_message(&browser)), "from ws");
+    assert_eq!(text(&next_message(&browser)), "from tcp");
+}
