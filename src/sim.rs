@@ -8,7 +8,9 @@
 //! (nothing gets through for a while: frames wait, as TCP would retransmit
 //! them, dials fail, and only the timers notice),
 //! [`Sim::set_slow`] (the client stops reading: the server's queue for it
-//! grows), [`Sim::restart_server`] (all server state lost).
+//! grows), [`Sim::restart_server`] (all server state lost),
+//! [`Sim::kill_node`] (one gateway's node dies: its clients' links break,
+//! and the hub learns of it only later).
 //!
 //! A tap, off by default, records every frame put on a link, decoded, with
 //! the client, the link and the server incarnation it belongs to and whether
@@ -51,7 +53,7 @@ use bytes::Bytes;
 
 use crate::client::{Event, LinkId, RequestId, Session, SessionConfig, TransportAction};
 use crate::error::{CommandError, WireError};
-use crate::server::{ConnId, Server, ServerConfig, TransportAction as ServerAction};
+use crate::server::{ConnId, GatewayId, Server, ServerConfig, TransportAction as ServerAction};
 use crate::wire::{decode_frame, Body, DecodedFrame};
 
 /// Names a client of the simulation.
@@ -238,6 +240,8 @@ pub struct Sim {
     queue: BinaryHeap<Reverse<Delivery>>,
     order: u64,
     tap: Tap,
+    /// Gateways killed, and when the hub learns that they are gone.
+    losses: Vec<(Instant, GatewayId)>,
 }
 
 impl Sim {
@@ -258,6 +262,7 @@ impl Sim {
             queue: BinaryHeap::new(),
             order: 0,
             tap: Tap::default(),
+            losses: Vec::new(),
         }
     }
 
@@ -346,6 +351,12 @@ impl Sim {
     /// [`TappedFrame::link`]).
     pub fn link(&self, c: ClientId) -> u64 {
         self.clients[c.0].link
+    }
+
+    /// The gateway of the client's link, while the server holds it (see
+    /// [`Sim::kill_node`]).
+    pub fn gateway(&self, c: ClientId) -> Option<GatewayId> {
+        self.clients[c.0].conn.map(ConnId::gateway)
     }
 
     /// How many times the server was restarted: the incarnation of the
@@ -454,9 +465,74 @@ impl Sim {
         }
     }
 
+    /// The node of gateway `gateway` dies (see [`Server::kill_gateway`]):
+    /// every client whose link is on that gateway sees its link break now,
+    /// as with [`Sim::drop_link`], but the server is not told per link;
+    /// the hub learns that the gateway is gone after `detect_after` of
+    /// simulated time ([`Server::handle_gateway_lost`]: their instances
+    /// stay present for the grace period from then). Meanwhile the clients
+    /// reconnect, to whichever gateway the server gives them (never the dead
+    /// one), and resume. Returns the clients whose links broke. A node
+    /// already dead (the hub has not learned of it yet) does not die again:
+    /// nothing happens.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hummer_channel::client::{ConnectionState, SessionConfig};
+    /// use hummer_channel::server::{ServerConfig, DEMO_APPID};
+    /// use hummer_channel::sim::{Sim, SimConfig};
+    /// use hummer_channel::Uid;
+    ///
+    /// let mut config = SimConfig::new(7, ServerConfig::demo());
+    /// config.gateways = 2;
+    /// let mut sim = Sim::new(config);
+    /// let alice = sim.add_client(SessionConfig::new(DEMO_APPID));
+    /// let bob = sim.add_client(SessionConfig::new(DEMO_APPID));
+    /// sim.command(alice, |s, now| s.login(now, Uid(1), None, None)).unwrap();
+    /// sim.command(bob, |s, now| s.login(now, Uid(2), None, None)).unwrap();
+    /// sim.run_for(Duration::from_secs(1));
+    ///
+    /// // The links are spread over the two gateways: bob's node dies.
+    /// let node = sim.gateway(bob).unwrap();
+    /// assert_ne!(sim.gateway(alice), Some(node));
+    /// assert_eq!(sim.kill_node(node, Duration::from_secs(3)), vec![bob]);
+    /// sim.run_for(Duration::from_secs(10));
+    /// let state = sim.session(bob).connection_state().0;
+    /// assert_eq!(state, ConnectionState::Connected);
+    /// assert_ne!(sim.gateway(bob), Some(node), "on the other node...");
+    /// assert_eq!(sim.server().instance_count(), 2, "...with the same instance");
+    /// ```
+    pub fn kill_node(&mut self, gateway: GatewayId, detect_after: Duration) -> Vec<ClientId> {
+        if self.losses.iter().any(|(_, g)| *g == gateway) {
+            return Vec::new();
+        }
+        let held = self.server.kill_gateway(self.now, gateway);
+        let mut broken = Vec::new();
+        for i in 0..self.clients.len() {
+            let client = &mut self.clients[i];
+            if !client.conn.is_some_and(|c| held.contains(&c)) {
+                continue;
+            }
+            client.conn = None;
+            broken.push(ClientId(i));
+            if client.open {
+                client.open = false;
+                client.link += 1;
+                if let Some(link) = client.link_id {
+                    client.session.handle_disconnected(self.now, link);
+                }
+                self.pump_client(i);
+            }
+        }
+        self.losses.push((self.now + detect_after, gateway));
+        self.pump_server();
+        broken
+    }
+
     /// The server restarts with all its state lost; every link breaks.
     pub fn restart_server(&mut self) {
         self.restarts += 1;
+        self.losses.clear();
         let mut config = self.config.server.clone();
         config.seed = self.config.seed ^ 0x5e_5e_5e ^ (self.restarts << 32);
         let unix =
@@ -500,7 +576,13 @@ impl Sim {
         let deliveries = self.queue.peek().map(|Reverse(d)| d.at);
         let sessions = self.clients.iter().filter_map(|c| c.session.poll_timeout());
         let server = self.server.poll_timeout();
-        deliveries.into_iter().chain(sessions).chain(server).min()
+        let losses = self.losses.iter().map(|(at, _)| *at);
+        deliveries
+            .into_iter()
+            .chain(sessions)
+            .chain(server)
+            .chain(losses)
+            .min()
     }
 
     /// Handles everything due now.
@@ -511,6 +593,11 @@ impl Sim {
                 break;
             };
             self.deliver(d);
+        }
+        while let Some(k) = self.losses.iter().position(|(at, _)| *at <= now) {
+            let (_, gateway) = self.losses.remove(k);
+            self.server.handle_gateway_lost(now, gateway);
+            self.pump_server();
         }
         if self.server.poll_timeout().is_some_and(|t| t <= now) {
             self.server.handle_timeout(now);
@@ -546,7 +633,8 @@ impl Sim {
                 let Some(link) = self.clients[i].link_id else {
                     return;
                 };
-                if self.partitioned(i) {
+                // No node to reach: every gateway is dead.
+                if self.partitioned(i) || !self.server.is_accepting() {
                     self.clients[i].session.handle_disconnected(now, link);
                 } else {
                     let conn = self.server.accept(now);

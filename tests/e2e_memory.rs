@@ -3,7 +3,8 @@
 //! uid, the grace period, offline messages, resume without loss or duplicates,
 //! and the v2 promises in focused schedules: one loss per stream after a
 //! restart, a send in flight across a lost link completed once, a resume
-//! that replays only what is missing (checked on the wire with the tap).
+//! that replays only what is missing (checked on the wire with the tap); a
+//! node's death on a server of three gateways (`Sim::kill_node`).
 
 use std::time::Duration;
 
@@ -598,6 +599,101 @@ fn a_link_down_past_the_grace_period_leaves_and_rejoins() {
         sim.session(bob).connection_state(),
         (S::Connected, R::LoginSuccess)
     );
+}
+
+/// Three nodes (gateways) in front of one hub.
+fn nodes(seed: u64) -> Sim {
+    let mut config = SimConfig::new(seed, ServerConfig::demo());
+    config.gateways = 3;
+    config.hub_latency = (Duration::ZERO, Duration::from_millis(3));
+    Sim::new(config)
+}
+
+#[test]
+fn a_dead_node_s_clients_resume_on_the_others_without_loss_or_flapping() {
+    let mut sim = nodes(11);
+    let alice = login(&mut sim, 1);
+    let bob = login(&mut sim, 2);
+    let carol = login(&mut sim, 3);
+    let ca = join(&mut sim, alice, "room");
+    let cb = join(&mut sim, bob, "room");
+    join(&mut sim, carol, "room");
+    sim.run_for(Duration::from_millis(500));
+    for c in [alice, bob, carol] {
+        sim.take_events(c);
+    }
+    let node = sim.gateway(bob).unwrap();
+    assert_ne!(sim.gateway(alice), Some(node));
+    let carol_too = sim.gateway(carol) == Some(node);
+    let broken = sim.kill_node(node, Duration::from_secs(3));
+    assert_eq!(broken.len(), 1 + usize::from(carol_too));
+    assert!(broken.contains(&bob));
+    // A node already dead does not die again.
+    assert!(sim.kill_node(node, Duration::ZERO).is_empty());
+    for i in 0..5 {
+        sim.command(alice, |s, now| {
+            s.send_message_to_channel(now, ca, msg(&format!("c{i}")), SendOptions::default())
+        })
+        .unwrap();
+        sim.command(alice, |s, now| {
+            s.send_message_to_user(now, Uid(2), msg(&format!("p{i}")), SendOptions::default())
+        })
+        .unwrap();
+        sim.run_for(Duration::from_millis(400));
+    }
+    // Bob is back on another node before the hub learned the first one
+    // died, and long after it did nothing changes.
+    sim.run_for(Duration::from_secs(60));
+    assert_ne!(sim.gateway(bob), Some(node));
+    let ev = sim.take_events(bob);
+    let got = texts(&ev);
+    let channel: Vec<_> = got.iter().filter(|t| t.starts_with('c')).cloned().collect();
+    let p2p: Vec<_> = got.iter().filter(|t| t.starts_with('p')).cloned().collect();
+    assert_eq!(channel, vec!["c0", "c1", "c2", "c3", "c4"]);
+    assert_eq!(p2p, vec!["p0", "p1", "p2", "p3", "p4"]);
+    assert!(sim.session(bob).is_joined(cb));
+    assert!(!ev.iter().any(|e| matches!(
+        e,
+        Event::MessagesLost { .. } | Event::RoomMemberOffline { .. }
+    )));
+    let ev = sim.take_events(alice);
+    assert!(
+        !ev.iter().any(|e| matches!(
+            e,
+            Event::NotifyLeaveChannel { .. } | Event::NotifyJoinChannel { .. }
+        )),
+        "no flapping: {ev:?}"
+    );
+    assert_eq!(sim.server().instance_count(), 3);
+}
+
+#[test]
+fn with_every_node_dead_clients_wait_for_the_hub_to_take_one_back() {
+    let mut sim = nodes(12);
+    let alice = login(&mut sim, 1);
+    let bob = login(&mut sim, 2);
+    sim.run_for(Duration::from_millis(500));
+    let mut broken = Vec::new();
+    for g in 0..3 {
+        let detect = Duration::from_secs(if g == 2 { 5 } else { 60 });
+        broken.extend(sim.kill_node(hummer_channel::server::GatewayId(g), detect));
+    }
+    broken.sort();
+    assert_eq!(broken, vec![alice, bob]);
+    // No node takes them until the hub learned that gateway 2's is gone.
+    sim.run_for(Duration::from_millis(4900));
+    for c in [alice, bob] {
+        assert_eq!(sim.session(c).connection_state().0, S::Reconnecting);
+    }
+    sim.run_for(Duration::from_secs(20));
+    for c in [alice, bob] {
+        assert_eq!(
+            sim.session(c).connection_state(),
+            (S::Connected, R::LoginSuccess)
+        );
+        assert_eq!(sim.gateway(c), Some(hummer_channel::server::GatewayId(2)));
+    }
+    assert_eq!(sim.server().instance_count(), 2, "both resumed");
 }
 
 #[test]

@@ -451,6 +451,32 @@ impl Gateway {
         }
     }
 
+    /// Everything this gateway held is gone at once, as when its process
+    /// dies: every connection (open or closing) with its queue, its
+    /// deadlines, what was still to report and what it had not yet handed
+    /// to the hub. Nothing is queued, for the hub or anyone: a dead process
+    /// says nothing. Returns the connections it held, in id order. Its
+    /// counters and its next connection id stay (ids are never reused).
+    pub(crate) fn crash(&mut self) -> Vec<ConnId> {
+        let mut held: Vec<ConnId> = self.conns.keys().copied().collect();
+        held.sort_unstable();
+        let open = self.conns.values().filter(|c| !c.closing).count();
+        for _ in 0..open {
+            self.stats.note_close(None);
+        }
+        self.conns.clear();
+        self.links.clear();
+        self.homes.clear();
+        self.ready = ReadyList::default();
+        self.closes.clear();
+        self.to_hub.clear();
+        self.timers.clear();
+        #[cfg(feature = "tracing")]
+        self.spans.clear();
+        log!(info, "gateway {} died with {} links", self.id.0, held.len());
+        held
+    }
+
     /// A snapshot of this gateway's counters, with its links open by kind
     /// and the bytes queued for them now (see [`Stats`]).
     pub fn stats(&self) -> Stats {

@@ -152,6 +152,9 @@ pub struct Server {
     /// Messages between the machines in flight, when the wiring simulates
     /// a latency between them (`None`: each is handled at once).
     wire: Option<InFlight>,
+    /// Per gateway: killed ([`Server::kill_gateway`]) and the hub has not
+    /// learned of it yet ([`Server::handle_gateway_lost`]).
+    dead: Vec<bool>,
 }
 
 impl Server {
@@ -189,7 +192,7 @@ impl Server {
         unix_ms_at_now: u64,
     ) -> Server {
         let shards = hub_shards.clamp(1, MAX_SHARDS);
-        let gateways = (0..gateways.max(1))
+        let gateways: Vec<Gateway> = (0..gateways.max(1))
             .map(|g| {
                 Gateway::new(GatewayId(g), config.clone(), now, unix_ms_at_now).with_shards(shards)
             })
@@ -198,6 +201,7 @@ impl Server {
             .map(|s| Hub::new_shard(config.clone(), ShardId(s), shards, now, unix_ms_at_now))
             .collect();
         Server {
+            dead: vec![false; gateways.len()],
             gateways,
             hubs,
             config,
@@ -237,17 +241,129 @@ impl Server {
     }
 
     /// A new connection. It must log in within `login_timeout`.
+    ///
+    /// # Panics
+    ///
+    /// When no gateway takes connections (every one was killed and the
+    /// hub has not learned of it: see [`Server::is_accepting`]).
     pub fn accept(&mut self, now: Instant) -> ConnId {
         self.accept_from(now, None)
     }
 
     /// A new connection from `peer` (its IP address, when the transport
     /// knows it): logins are rate limited per address
-    /// (`rate_limits.logins_per_address`).
+    /// (`rate_limits.logins_per_address`). Connections go to the gateways
+    /// in turn, skipping those killed ([`Server::kill_gateway`]).
+    ///
+    /// # Panics
+    ///
+    /// As [`Server::accept`].
     pub fn accept_from(&mut self, now: Instant, peer: Option<std::net::IpAddr>) -> ConnId {
-        let g = self.next_gateway;
-        self.next_gateway = (g + 1) % self.gateways.len();
+        let n = self.gateways.len();
+        let g = (0..n)
+            .map(|k| (self.next_gateway + k) % n)
+            .find(|&g| !self.dead[g])
+            .expect("no gateway takes connections: every one was killed");
+        self.next_gateway = (g + 1) % n;
         self.gateways[g].accept_from(now, peer)
+    }
+
+    /// Whether some gateway takes connections: every one but those killed
+    /// whose loss the hub has not handled yet.
+    pub fn is_accepting(&self) -> bool {
+        self.dead.iter().any(|d| !d)
+    }
+
+    /// Gateway `gateway` dies, as its node's process would: it loses every
+    /// connection at once, with what was queued for them, and tells the
+    /// hub nothing (no `LinkLost`: the hub keeps those links until
+    /// [`Server::handle_gateway_lost`]). Until then it takes no connection
+    /// ([`Server::accept`] skips it), what the hub sends it is dropped, and
+    /// what its former connections send is ignored (counted in
+    /// [`Server::stale_inputs`]). Messages it had already handed to the
+    /// hub are on their way (when the wiring has a latency) and arrive as
+    /// usual.
+    ///
+    /// Returns the connections it held, whose transports the embedder
+    /// closes now, as a dead process's would break. No
+    /// [`Server::poll_transport`] is reported for them and none needs
+    /// [`Server::handle_disconnected`] (the server has forgotten them; a
+    /// call is ignored as stale). A gateway already dead, or unknown, holds
+    /// none.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use hummer_channel::server::{ApiCall, ApiReply, ApiRequest, GatewayId, Server, ServerConfig, DEMO_APPID};
+    /// use hummer_channel::wire::{self, encode_frame, Body, Frame, LoginRequest};
+    ///
+    /// let t0 = Instant::now();
+    /// let config = ServerConfig::demo();
+    /// let grace = config.presence_grace;
+    /// let mut server = Server::with_gateways(config, 2, t0, 1_700_000_000_000);
+    /// let online = |server: &mut Server, now| {
+    ///     let call = ApiCall { appid: DEMO_APPID, request: ApiRequest::OnlineStatus { uids: vec![7] } };
+    ///     match server.api(now, call).unwrap() {
+    ///         ApiReply::Online(status) => status[&7],
+    ///         other => panic!("{other:?}"),
+    ///     }
+    /// };
+    /// server.accept(t0); // on gateway 0
+    /// let b = server.accept(t0);
+    /// assert_eq!(b.gateway(), GatewayId(1));
+    /// let login = LoginRequest { protocol_version: wire::PROTOCOL_VERSION, appid: DEMO_APPID, uid: 7, ..Default::default() };
+    /// server.handle_frame(t0, b, encode_frame(&Frame { request_id: 1, body: Some(Body::Login(login)) }));
+    /// assert!(online(&mut server, t0));
+    ///
+    /// // Gateway 1's node dies: its link breaks, the hub is told nothing.
+    /// assert_eq!(server.kill_gateway(t0, GatewayId(1)), vec![b]);
+    /// assert_eq!(server.poll_transport(), None);
+    /// assert_eq!(server.accept(t0).gateway(), GatewayId(0), "gateway 1 is skipped");
+    /// assert_eq!(server.accept(t0).gateway(), GatewayId(0));
+    /// assert!(online(&mut server, t0), "the hub still thinks uid 7 is linked");
+    ///
+    /// // Three seconds later the hub node notices: the grace period starts.
+    /// let t1 = t0 + Duration::from_secs(3);
+    /// server.handle_gateway_lost(t1, GatewayId(1));
+    /// assert_eq!(server.accept(t1).gateway(), GatewayId(1), "the node is back");
+    /// server.handle_timeout(t1 + grace - Duration::from_millis(1));
+    /// assert!(online(&mut server, t1 + grace - Duration::from_millis(1)));
+    /// server.handle_timeout(t1 + grace);
+    /// assert!(!online(&mut server, t1 + grace));
+    /// ```
+    pub fn kill_gateway(&mut self, now: Instant, gateway: GatewayId) -> Vec<ConnId> {
+        let g = usize::from(gateway.0);
+        let Some(gw) = self.gateways.get_mut(g) else {
+            return Vec::new();
+        };
+        let held = gw.crash();
+        self.dead[g] = true;
+        self.pump(now);
+        held
+    }
+
+    /// The hub learned that gateway `gateway`, killed by
+    /// [`Server::kill_gateway`], is gone (as the hub node does when the
+    /// link to that gateway's node stays silent): every hub shard loses
+    /// each of its links, as after a `LinkLost` for each (see
+    /// [`Hub::handle_gateway_lost`]: their instances stay present for the
+    /// grace period, from now). What was still on its way between that
+    /// gateway and the hub is dropped first (a silent link carries nothing
+    /// more). Then the gateway takes connections again, as a restarted node
+    /// would, with fresh [`ConnId`]s (ids are never reused). Nothing
+    /// happens for a gateway not killed, or unknown.
+    pub fn handle_gateway_lost(&mut self, now: Instant, gateway: GatewayId) {
+        let g = usize::from(gateway.0);
+        if !self.dead.get(g).copied().unwrap_or(false) {
+            return;
+        }
+        if let Some(w) = &mut self.wire {
+            w.forget_gateway(gateway);
+        }
+        for h in &mut self.hubs {
+            h.handle_gateway_lost(now, gateway);
+        }
+        self.dead[g] = false;
+        self.pump(now);
     }
 
     /// The largest frame `conn` may send now: `pre_login_max_frame_size`
@@ -534,7 +650,7 @@ impl Server {
                     let (from, to) = (Node::Shard(s as u16), Node::Gateway(gateway.0));
                     match &mut self.wire {
                         Some(w) => w.post(now, from, to, Envelope::Gateway(m)),
-                        None => Self::to_gateway(&mut self.gateways, now, m),
+                        None => Self::to_gateway(&mut self.gateways, &self.dead, now, m),
                     }
                     moved = true;
                 }
@@ -559,7 +675,9 @@ impl Server {
             while let Some(envelope) = self.wire.as_mut().and_then(|w| w.take_due(now)) {
                 match envelope {
                     Envelope::Hub(shard, m) => Self::to_hub(&mut self.hubs, now, shard, m),
-                    Envelope::Gateway(m) => Self::to_gateway(&mut self.gateways, now, m),
+                    Envelope::Gateway(m) => {
+                        Self::to_gateway(&mut self.gateways, &self.dead, now, m)
+                    }
                     Envelope::Shard(from, to, m) => {
                         if let Some(h) = self.hubs.get_mut(usize::from(to.0)) {
                             h.handle_shard(now, from, m);
@@ -580,8 +698,13 @@ impl Server {
         }
     }
 
-    fn to_gateway(gateways: &mut [Gateway], now: Instant, m: ToGateway) {
-        if let Some(g) = gateways.get_mut(usize::from(m.gateway().0)) {
+    /// Hands `m` to its gateway, unless that one is `dead` (dropped).
+    fn to_gateway(gateways: &mut [Gateway], dead: &[bool], now: Instant, m: ToGateway) {
+        let g = usize::from(m.gateway().0);
+        if dead.get(g).copied().unwrap_or(false) {
+            return;
+        }
+        if let Some(g) = gateways.get_mut(g) {
             g.handle_hub(now, m);
         }
     }
@@ -643,6 +766,15 @@ impl InFlight {
     fn take_due(&mut self, now: Instant) -> Option<Envelope> {
         let entry = self.queue.first_entry()?;
         (entry.key().0 <= now).then(|| entry.remove())
+    }
+
+    /// Drops every message still on its way between `gateway` and the hub.
+    fn forget_gateway(&mut self, gateway: GatewayId) {
+        self.queue.retain(|_, e| match e {
+            Envelope::Hub(_, m) => m.conn().gateway() != gateway,
+            Envelope::Gateway(m) => m.gateway() != gateway,
+            Envelope::Shard(..) => true,
+        });
     }
 }
 

@@ -19,6 +19,7 @@ mod gateways;
 mod hooks;
 mod limits;
 mod login;
+mod nodes;
 mod p2p;
 mod props;
 mod shards;
