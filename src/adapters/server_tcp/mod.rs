@@ -41,6 +41,8 @@
 
 #[cfg(feature = "http-api")]
 mod api;
+// Its roles are made by `serve_cluster` only (feature `redis`).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 mod cluster;
 #[cfg(feature = "webhooks")]
 mod hooks;
@@ -575,6 +577,7 @@ enum Ended {
     /// It was told to stop.
     Shutdown,
     /// A gateway node lost its hub node (why): it must find it again.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     HubLost(String),
 }
 
@@ -727,6 +730,8 @@ async fn run(
         } => {
             // Redis may lose the announcement (restarted empty): say it
             // again, for the nodes that join later.
+            #[cfg(not(feature = "redis"))]
+            let _ = advertise;
             #[cfg(feature = "redis")]
             if let Some(store) = runner.store.clone() {
                 let announce =
