@@ -21,8 +21,8 @@ use polling::{Event, Events, PollMode, Poller};
 
 use crate::count::Counter;
 use crate::{
-    batch, close, cpu_seconds, own_cpu_seconds, subscribe_finish, subscribe_start, wait_idle, Conn,
-    Outcome, Params, Publisher, Target, Topic, SETTLE_CAP,
+    batch, close, own_cpu_seconds, subscribe_finish, subscribe_start, wait_idle, Conn, Outcome,
+    Params, Publisher, Target, Topic, GATEWAY_NODE, SETTLE_CAP,
 };
 
 pub struct ScaleParams {
@@ -47,7 +47,7 @@ pub fn scale(t: &Target, run: u64, sp: &ScaleParams, p: &Params) -> io::Result<O
     // Uids (hummer) of their own, far from the other workloads'.
     let base = (1 << 32) + run * 10_000_000;
     let (n, members) = (sp.messages, sp.members);
-    let fds_before = t.pid.and_then(open_fds);
+    let fds_before = open_fds_of(t);
     let topics: Vec<Topic> = (0..sp.channels)
         .map(|c| Topic::Channel(format!("scale.{run}.{c}")))
         .collect();
@@ -59,7 +59,12 @@ pub fn scale(t: &Target, run: u64, sp: &ScaleParams, p: &Params) -> io::Result<O
         let wave = first..(first + WAVE).min(total);
         let started: Vec<Conn> = wave
             .clone()
-            .map(|j| subscribe_start(t, base + 1 + j, &topics[(j / members) as usize]))
+            .map(|j| {
+                // A server of several nodes: each channel's members go
+                // round the nodes.
+                let topic = &topics[(j / members) as usize];
+                subscribe_start(&t.on(j as usize), base + 1 + j, topic)
+            })
             .collect::<io::Result<_>>()?;
         for (j, mut c) in wave.zip(started) {
             subscribe_finish(&mut c, &topics[(j / members) as usize])?;
@@ -68,8 +73,13 @@ pub fn scale(t: &Target, run: u64, sp: &ScaleParams, p: &Params) -> io::Result<O
         first += WAVE;
     }
     let mut pubs = Vec::with_capacity(topics.len());
+    let publisher_node = t.on(GATEWAY_NODE);
     for (ch, topic) in topics.iter().enumerate() {
-        pubs.push(Publisher::open(t, base + total + 1 + ch as u64, topic)?);
+        pubs.push(Publisher::open(
+            &publisher_node,
+            base + total + 1 + ch as u64,
+            topic,
+        )?);
     }
 
     eprintln!(
@@ -118,7 +128,7 @@ pub fn scale(t: &Target, run: u64, sp: &ScaleParams, p: &Params) -> io::Result<O
         })
         .collect();
 
-    let cpu0 = cpu_seconds(t.pid, p.clk_tck);
+    let cpu0 = t.cpu_seconds(p.clk_tck);
     let own_cpu0 = own_cpu_seconds(p.clk_tck);
     let start = Instant::now();
     let end = start + p.cap;
@@ -139,7 +149,7 @@ pub fn scale(t: &Target, run: u64, sp: &ScaleParams, p: &Params) -> io::Result<O
         thread::sleep(Duration::from_micros(200));
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(t.pid, p.clk_tck) - cpu0;
+    let cpu = t.cpu_seconds(p.clk_tck) - cpu0;
     let own_cpu = own_cpu_seconds(p.clk_tck) - own_cpu0;
     let delivered: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
 
@@ -306,22 +316,31 @@ fn open_fds(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
+/// Open file descriptors of every process of the server (`None` without
+/// their pids).
+fn open_fds_of(t: &Target) -> Option<usize> {
+    if t.pids.is_empty() {
+        return None;
+    }
+    t.pids.iter().map(|&pid| open_fds(pid)).sum()
+}
+
 /// Waits until the server has closed the run's connections and gone idle
 /// (each at most `SETTLE_CAP`): a server still tearing down thousands of
 /// them would take CPU from the next run, which may be another server's.
 fn settle(t: &Target, fds_before: Option<usize>, clk_tck: f64) {
-    let (Some(pid), Some(before)) = (t.pid, fds_before) else {
+    let Some(before) = fds_before else {
         return;
     };
     let start = Instant::now();
     while start.elapsed() < SETTLE_CAP {
-        match open_fds(pid) {
+        match open_fds_of(t) {
             Some(now) if now > before + 16 => thread::sleep(Duration::from_millis(100)),
             _ => break,
         }
     }
     let closed = start.elapsed();
-    wait_idle(&[pid], clk_tck);
+    wait_idle(&t.pids, clk_tck);
     if start.elapsed() > Duration::from_secs(1) {
         eprintln!(
             "scale: {} took {:.1} s to close the connections, {:.1} s in all to go idle",
