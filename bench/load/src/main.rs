@@ -752,8 +752,15 @@ impl Publisher {
     }
 
     /// A thread that reads and discards what the publisher receives
-    /// (replies, its own echoes), counting errors; ends at `stop`.
-    fn drain_thread(&mut self, stop: Arc<AtomicBool>, errors: Arc<AtomicU64>) -> JoinHandle<()> {
+    /// (replies, its own echoes), counting the replies to its messages
+    /// (hummer `SendReply`, Redis `:N`; NATS sends none) and errors; ends
+    /// at `stop`.
+    fn drain_thread(
+        &mut self,
+        stop: Arc<AtomicBool>,
+        errors: Arc<AtomicU64>,
+        replies: Arc<AtomicU64>,
+    ) -> JoinHandle<()> {
         let mut c = Conn {
             s: self.c.s.try_clone().expect("clone socket"),
             kind: self.c.kind,
@@ -772,6 +779,7 @@ impl Publisher {
                 if r.is_err() {
                     return;
                 }
+                replies.store(counter.replies, Ordering::Relaxed);
             }
         })
     }
@@ -848,6 +856,9 @@ struct Outcome {
     /// cores: near the core count, the load generator is the bottleneck.
     client_cores: f64,
     errors: u64,
+    /// Replies to sent messages the publisher had not received by the time
+    /// cap (1 -> 1 and fan-out).
+    missing_replies: u64,
 }
 
 struct Params {
@@ -940,7 +951,8 @@ fn pubsub(
         }));
     }
     let mut publisher = Publisher::open(&t.on(publisher_node), base + 9_999, &topic)?;
-    let drain = publisher.drain_thread(stop.clone(), errors.clone());
+    let replies = Arc::new(AtomicU64::new(0));
+    let drain = publisher.drain_thread(stop.clone(), errors.clone(), replies.clone());
     let min_received = || {
         counters
             .iter()
@@ -979,10 +991,36 @@ fn pubsub(
             Err(_) => break, // the time cap
         }
     }
+    // A run ends when every subscriber has every message and the publisher
+    // every reply to them (hummer `SendReply`, Redis `:N`; NATS sends
+    // none; an error counts as a reply), within the time cap. A single
+    // server's replies come with the deliveries; a hummer cluster's come
+    // back from the hub node over its link, and may come later: the run
+    // does not end (nor the server's CPU get read) before the work is
+    // done. Reading on also keeps the server from closing a publisher that
+    // stopped reading.
+    let expected_replies = match t.kind {
+        Kind::Nats => 0,
+        _ => sent,
+    };
+    let answered = || replies.load(Ordering::Relaxed) + errors.load(Ordering::Relaxed);
+    let (last_delivery, answered_then) = (start.elapsed().as_secs_f64(), answered());
+    while answered() < expected_replies && Instant::now() < end {
+        thread::sleep(Duration::from_micros(200));
+    }
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = t.cpu_seconds(p.clk_tck) - cpu0;
     let own_cpu = own_cpu_seconds(p.clk_tck) - own_cpu0;
     let delivered = total_received();
+    if answered_then + expected_replies / 10 < expected_replies || answered() < expected_replies {
+        eprintln!(
+            "{} on {}: the publisher had {answered_then} of its {expected_replies} replies at the \
+             last delivery ({last_delivery:.3} s), {} at the end ({elapsed:.3} s)",
+            if subs == 1 { "1 -> 1" } else { "fan-out" },
+            t.label,
+            answered(),
+        );
+    }
     stop.store(true, Ordering::Relaxed);
     for th in threads {
         let _ = th.join();
@@ -997,6 +1035,7 @@ fn pubsub(
         cpu_per_delivery: cpu / delivered.max(1) as f64,
         client_cores: own_cpu / elapsed,
         errors: errors.load(Ordering::Relaxed),
+        missing_replies: expected_replies.saturating_sub(answered()),
     })
 }
 
@@ -1241,6 +1280,7 @@ fn rtt(t: &Target, run: u64, samples: u64, p: &Params) -> io::Result<Outcome> {
         cpu_per_delivery: cpu / (n * 2).max(1) as f64,
         client_cores: f64::NAN,
         errors,
+        missing_replies: 0,
     })
 }
 
@@ -1929,18 +1969,25 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
     }
     let lost: Vec<String> = results
         .iter()
-        .filter(|(_, v)| v.iter().any(|o| o.deliveries < o.expected || o.errors > 0))
+        .filter(|(_, v)| {
+            v.iter()
+                .any(|o| o.deliveries < o.expected || o.errors > 0 || o.missing_replies > 0)
+        })
         .map(|((w, k), v)| {
             format!(
-                "{w}/{k}: delivered {:?} of {}, errors {:?}",
+                "{w}/{k}: delivered {:?} of {}, errors {:?}, replies missing {:?}",
                 v.iter().map(|o| o.deliveries).collect::<Vec<_>>(),
                 v[0].expected,
-                v.iter().map(|o| o.errors).collect::<Vec<_>>()
+                v.iter().map(|o| o.errors).collect::<Vec<_>>(),
+                v.iter().map(|o| o.missing_replies).collect::<Vec<_>>()
             )
         })
         .collect();
     if lost.is_empty() {
-        println!("\nEvery run delivered every message, with no error replies.");
+        println!(
+            "\nEvery run delivered every message, with no error replies; every publisher had \
+             every reply."
+        );
     } else {
         println!("\nShort runs (time cap or errors): {}", lost.join("; "));
     }

@@ -21,8 +21,8 @@ use polling::{Event, Events, PollMode, Poller};
 
 use crate::count::Counter;
 use crate::{
-    batch, close, own_cpu_seconds, subscribe_finish, subscribe_start, wait_idle, Conn, Outcome,
-    Params, Publisher, Target, Topic, GATEWAY_NODE, SETTLE_CAP,
+    batch, close, own_cpu_seconds, subscribe_finish, subscribe_start, wait_idle, Conn, Kind,
+    Outcome, Params, Publisher, Target, Topic, GATEWAY_NODE, SETTLE_CAP,
 };
 
 pub struct ScaleParams {
@@ -93,6 +93,8 @@ pub fn scale(t: &Target, run: u64, sp: &ScaleParams, p: &Params) -> io::Result<O
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
+    // Replies to the publishers' messages (hummer `SendReply`, Redis `:N`).
+    let replies = Arc::new(AtomicU64::new(0));
 
     // Readers: the subscribers, and a second handle on each publisher's
     // socket for what it receives.
@@ -122,9 +124,14 @@ pub fn scale(t: &Target, run: u64, sp: &ScaleParams, p: &Params) -> io::Result<O
     let reader_threads: Vec<_> = entries
         .into_iter()
         .map(|entries| {
-            let (counts, done, stop, errors) =
-                (counts.clone(), done.clone(), stop.clone(), errors.clone());
-            thread::spawn(move || read_all(entries, n, &counts, &done, &stop, &errors))
+            let (counts, done, stop, errors, replies) = (
+                counts.clone(),
+                done.clone(),
+                stop.clone(),
+                errors.clone(),
+                replies.clone(),
+            );
+            thread::spawn(move || read_all(entries, n, &counts, &done, &stop, &errors, &replies))
         })
         .collect();
 
@@ -146,6 +153,18 @@ pub fn scale(t: &Target, run: u64, sp: &ScaleParams, p: &Params) -> io::Result<O
         })
         .collect();
     while done.load(Ordering::Relaxed) < total && Instant::now() < end {
+        thread::sleep(Duration::from_micros(200));
+    }
+    // As in `pubsub`: the run ends with the publishers' last reply too
+    // (every publisher sent its `n` when every subscriber has them).
+    let all_delivered = done.load(Ordering::Relaxed) >= total;
+    let expected_replies = match t.kind {
+        Kind::Nats => 0,
+        _ if all_delivered => sp.channels * n,
+        _ => 0,
+    };
+    let answered = || replies.load(Ordering::Relaxed) + errors.load(Ordering::Relaxed);
+    while answered() < expected_replies && Instant::now() < end {
         thread::sleep(Duration::from_micros(200));
     }
     let elapsed = start.elapsed().as_secs_f64();
@@ -185,6 +204,7 @@ pub fn scale(t: &Target, run: u64, sp: &ScaleParams, p: &Params) -> io::Result<O
         cpu_per_delivery: cpu / delivered.max(1) as f64,
         client_cores: own_cpu / elapsed,
         errors: errors.load(Ordering::Relaxed),
+        missing_replies: expected_replies.saturating_sub(answered()),
     })
 }
 
@@ -205,6 +225,7 @@ fn read_all(
     done: &AtomicU64,
     stop: &AtomicBool,
     errors: &AtomicU64,
+    replies: &AtomicU64,
 ) -> io::Result<()> {
     let poller = Poller::new()?;
     let mut live = vec![true; entries.len()];
@@ -231,8 +252,12 @@ fn read_all(
             let e = &mut entries[ev.key];
             // Level-triggered: a readable socket, so this read does not
             // block (the socket's read timeout bounds it anyway).
+            let replies_before = counter.replies;
             match counter.read(&mut e.c, &mut on_error) {
                 Ok(Some(k)) => {
+                    if counter.replies > replies_before {
+                        replies.fetch_add(counter.replies - replies_before, Ordering::Relaxed);
+                    }
                     if let Some(j) = e.sub {
                         let before = e.got;
                         e.got += k;
