@@ -8,23 +8,35 @@
 #   IDLE_CONNS=10000 bench/compare.sh   # also run bench/idle_connections.sh after
 #   HUMMER_THREADS="1 2" bench/compare.sh   # hummer-server once per --threads N
 #   HUMMER_ENGINES="memory redis" bench/compare.sh   # and once per --engine
+#   HUMMER_ENGINES="memory redis cluster" bench/compare.sh   # and as 2 nodes
 #
 # HUMMER_THREADS (a space-separated list) starts one hummer-server per value
 # with `--threads N`, measured in the same interleaved repetitions and
 # labelled tN, when `hummer-server --help` mentions --threads; otherwise
 # (unset, or a server without the flag) one server as usual.
 #
-# HUMMER_ENGINES (a space-separated list of memory and redis; default
-# memory, one server as before) starts the servers above once per engine:
-# for redis, each hummer-server gets a Redis of its own for `--engine
-# redis://127.0.0.1:PORT` (a separate redis-server, not the pub/sub
-# baseline's: a free port, `--appendonly yes --appendfsync everysec`, in a
-# temporary directory), labelled redis-engine (tN-redis-engine with
-# HUMMER_THREADS). The first server of the list is the baseline of the
-# "/hummer" ratio columns. After the table, the engine's `INFO commandstats`
-# read around each run gives the Redis round trips (EVAL) and commands per
-# published and per delivered message (BENCHMARKS.md, "Durable state
-# (Redis engine)").
+# HUMMER_ENGINES (a space-separated list of memory, redis and cluster;
+# default memory, one server as before) starts the servers above once per
+# engine: for redis, each hummer-server gets a Redis of its own for
+# `--engine redis://127.0.0.1:PORT` (a separate redis-server, not the
+# pub/sub baseline's: a free port, `--appendonly yes --appendfsync
+# everysec`, in a temporary directory), labelled redis-engine
+# (tN-redis-engine with HUMMER_THREADS). For cluster, one server is two
+# hummer-server nodes sharing one such Redis, both with `--cluster-listen
+# 127.0.0.1:0`: the first started (and waited for until it logs that it is
+# the hub node), then the second (until it logs that it is a gateway node
+# of it); each node gets `--threads 1` (two nodes: the threads of a
+# 2-thread single server), or each value of HUMMER_THREADS, labelled
+# cluster (tN-cluster). hummer-load takes it as one server with two
+# addresses and spreads its clients over both nodes, so that the traffic
+# crosses them (BENCHMARKS.md, "Several nodes (cluster)"). A server's CPU
+# and resident memory are the sums over its processes (its nodes and its
+# engine's Redis). The first server of the list is the baseline of the
+# "/hummer" ratio columns; a cluster is also compared with the
+# redis-engine server of the same threads. After the table, the engine's
+# `INFO commandstats` read around each run gives the Redis round trips
+# (EVAL) and commands per published and per delivered message
+# (BENCHMARKS.md, "Durable state (Redis engine)").
 #
 # After the table, a raw check runs the brokers' 1 -> 1 and fan-out
 # workloads through hummer-load's clients and through `hummer-load raw` (one
@@ -86,18 +98,44 @@ wait_port() { # port name
 cargo build --release --quiet -p hummer-server -p hummer-load
 BIN=${CARGO_TARGET_DIR:-target}/release
 
-HADDRS=(); HPIDS=(); VARIANTS=(); EADDRS=(); EPIDS=()
-start_hummer() { # extra arguments of hummer-server
-    local port pid
+HADDRS=(); HPIDS=(); VARIANTS=(); EADDRS=(); EPIDS=(); DESCS=()
+# One hummer-server node: sets HADDR, HPID and HERR (its stderr).
+start_node() { # log level, extra arguments of hummer-server
+    local port log=$1
+    shift
     port=$(free_port)
+    HERR="$WORK/hummer-$port.err"
     # The per-instance send limit (180 / 3 s) would cap a load test; NATS
     # and Redis have none, so neither does hummer-server here.
     # HUMMER_THREADS is this script's list, not the server's setting of
     # the same name (the flag sets each server's).
-    env -u HUMMER_THREADS "$BIN/hummer-server" --listen "127.0.0.1:$port" --rate-limit-sends 1000000000 --login-rate-per-ip 1000000000 --max-connections-per-ip 1000000 --log warn "$@" >"$WORK/hummer-$port.out" 2>"$WORK/hummer-$port.err" &
-    pid=$!; PIDS+=("$pid")
+    env -u HUMMER_THREADS "$BIN/hummer-server" --listen "127.0.0.1:$port" --rate-limit-sends 1000000000 --login-rate-per-ip 1000000000 --max-connections-per-ip 1000000 --log "$log" "$@" >"$WORK/hummer-$port.out" 2>"$HERR" &
+    HPID=$!; PIDS+=("$HPID")
     wait_port "$port" hummer-server
-    HADDRS+=("127.0.0.1:$port"); HPIDS+=("$pid")
+    HADDR="127.0.0.1:$port"
+}
+start_hummer() { # extra arguments of hummer-server
+    start_node warn "$@"
+    HADDRS+=("$HADDR"); HPIDS+=("$HPID")
+}
+wait_log() { # file, text, name: the node's role (it listens before it has one)
+    for _ in $(seq 300); do
+        if grep -qF -- "$2" "$1"; then return 0; fi
+        sleep 0.1
+    done
+    echo "$3 did not log \"$2\" within 30 s:" >&2
+    tail -20 "$1" >&2
+    exit 1
+}
+# Two nodes sharing the engine Redis at $EPORT (logs at info: the role).
+start_cluster() { # extra arguments of both nodes
+    local hub hub_pid
+    start_node info "$@" --engine "redis://127.0.0.1:$EPORT" --cluster-listen 127.0.0.1:0
+    wait_log "$HERR" ": hub node" "the first cluster node"
+    hub=$HADDR; hub_pid=$HPID
+    start_node info "$@" --engine "redis://127.0.0.1:$EPORT" --cluster-listen 127.0.0.1:0
+    wait_log "$HERR" ": gateway node of hub node" "the second cluster node"
+    HADDRS+=("$hub+$HADDR"); HPIDS+=("$hub_pid+$HPID")
 }
 # A Redis for one hummer-server's --engine: sets EPORT and EPID.
 start_engine_redis() {
@@ -114,8 +152,8 @@ start_engine_redis() {
 ENGINES=()
 read -ra ENGINES <<<"${HUMMER_ENGINES:-memory}"
 for e in "${ENGINES[@]}"; do
-    if [[ $e != memory && $e != redis ]]; then
-        echo "HUMMER_ENGINES: $e is neither memory nor redis" >&2
+    if [[ $e != memory && $e != redis && $e != cluster ]]; then
+        echo "HUMMER_ENGINES: $e is none of memory, redis and cluster" >&2
         exit 2
     fi
 done
@@ -132,19 +170,35 @@ fi
 # One server per engine and (with HUMMER_THREADS) per thread count.
 SERVER_THREADS=("${THREADS[@]}")
 if ((${#SERVER_THREADS[@]} == 0)); then SERVER_THREADS=(""); fi
+CORES=$(nproc)
 for e in "${ENGINES[@]}"; do
     for n in "${SERVER_THREADS[@]}"; do
         args=(); label=""
-        if [[ -n $n ]]; then args+=(--threads "$n"); label="t$n"; fi
-        if [[ $e == redis ]]; then
-            start_engine_redis
-            args+=(--engine "redis://127.0.0.1:$EPORT")
-            label="${label:+$label-}redis-engine"
-            EADDRS+=("127.0.0.1:$EPORT"); EPIDS+=("$EPID")
-        else
-            EADDRS+=(-); EPIDS+=(-)
-        fi
-        start_hummer "${args[@]}"
+        threads="--threads default ($CORES, the cores)"
+        if [[ -n $n ]]; then args+=(--threads "$n"); label="t$n"; threads="--threads $n"; fi
+        case $e in
+            redis)
+                start_engine_redis
+                args+=(--engine "redis://127.0.0.1:$EPORT")
+                label="${label:+$label-}redis-engine"
+                EADDRS+=("127.0.0.1:$EPORT"); EPIDS+=("$EPID")
+                start_hummer "${args[@]}"
+                DESCS+=("hummer ${label}: 1 node, $threads, engine redis 127.0.0.1:$EPORT")
+                ;;
+            cluster)
+                start_engine_redis
+                if [[ -z $n ]]; then args+=(--threads 1); threads="--threads 1"; fi
+                label="${label:+$label-}cluster"
+                EADDRS+=("127.0.0.1:$EPORT"); EPIDS+=("$EPID")
+                start_cluster "${args[@]}"
+                DESCS+=("hummer ${label}: 2 nodes (hub, gateway) x $threads, one engine redis 127.0.0.1:$EPORT")
+                ;;
+            *)
+                EADDRS+=(-); EPIDS+=(-)
+                start_hummer "${args[@]}"
+                DESCS+=("hummer${label:+ $label}: 1 node, $threads, engine memory")
+                ;;
+        esac
         VARIANTS+=("$label")
     done
 done
@@ -154,7 +208,7 @@ HARGS=(--hummer "$(join "${HADDRS[@]}")" --hummer-pid "$(join "${HPIDS[@]}")")
 if ((${#VARIANTS[@]} > 1)) || [[ -n ${VARIANTS[0]} ]]; then
     HARGS+=(--hummer-variants "$(join "${VARIANTS[@]}")")
 fi
-if [[ " ${ENGINES[*]} " == *" redis "* ]]; then
+if [[ " ${ENGINES[*]} " == *" redis "* || " ${ENGINES[*]} " == *" cluster "* ]]; then
     HARGS+=(--hummer-engine-redis "$(join "${EADDRS[@]}")" --hummer-engine-pid "$(join "${EPIDS[@]}")")
 fi
 NPORT=$(free_port)
@@ -171,7 +225,8 @@ wait_port "$RPORT" redis-server
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
 echo "versions: hummer-server $(git describe --always --dirty 2>/dev/null || echo '?'), $(nats-server --version), $(redis-server --version | cut -d' ' -f1-3)"
 echo "servers: hummer ${HADDRS[*]} pid ${HPIDS[*]}${VARIANTS[*]:+ (${VARIANTS[*]})}, nats 127.0.0.1:$NPORT pid $NPID, redis 127.0.0.1:$RPORT pid $RPID"
-if [[ " ${ENGINES[*]} " == *" redis "* ]]; then
+echo "variants: $(IFS=';'; echo "${DESCS[*]}" | sed 's/;/; /g')"
+if [[ " ${ENGINES[*]} " == *" redis "* || " ${ENGINES[*]} " == *" cluster "* ]]; then
     echo "engines: redis ${EADDRS[*]} pid ${EPIDS[*]} (appendonly yes, appendfsync everysec)"
 fi
 
@@ -189,15 +244,28 @@ if ((RAW_CHECK)); then
 fi
 
 rss() { awk '/VmRSS/{print $2" "$3}' "/proc/$1/status"; }
-hrss=""
-for pid in "${HPIDS[@]}"; do hrss+="${hrss:+, }$(rss "$pid")"; done
-echo "server VmRSS after the run: hummer $hrss, nats $(rss "$NPID"), redis $(rss "$RPID")"
-for pid in "${EPIDS[@]}"; do
-    if [[ $pid != - ]]; then echo "engine redis VmRSS after the run: $(rss "$pid") (pid $pid)"; fi
+rss_kib() { awk '/VmRSS/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+echo "server VmRSS after the run: nats $(rss "$NPID"), redis $(rss "$RPID")"
+# Per hummer server: the sum over its processes (nodes and engine Redis).
+for i in "${!HPIDS[@]}"; do
+    IFS=+ read -ra pids <<<"${HPIDS[$i]}"
+    if [[ ${EPIDS[$i]} != - ]]; then pids+=("${EPIDS[$i]}"); fi
+    total=0; parts=()
+    for pid in "${pids[@]}"; do
+        kib=$(rss_kib "$pid"); total=$((total + kib)); parts+=("pid $pid $kib kB")
+    done
+    echo "hummer${VARIANTS[$i]:+ ${VARIANTS[$i]}} VmRSS after the run: $total kB in all ($(IFS=,; echo "${parts[*]}" | sed 's/,/, /g'))"
 done
 for f in "$WORK"/hummer-*.err; do
     if grep -qiE "error|panic" "$f"; then
         echo "hummer-server stderr:" >&2; tail -20 "$f" >&2
+    fi
+    # Anything a node warned of during the run (colours stripped), but the
+    # open-file limit every server states at start.
+    warned=$(sed 's/\x1b\[[0-9;]*m//g' "$f" | grep -E " (WARN|ERROR) " | grep -v "open-file limit" || true)
+    if [[ -n $warned ]]; then
+        echo "hummer-server warnings ($(basename "$f" .err)): $(wc -l <<<"$warned") lines, the last ones:"
+        tail -5 <<<"$warned"
     fi
 done
 

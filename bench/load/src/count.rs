@@ -25,6 +25,8 @@ pub const READ_SIZE: usize = 64 * 1024;
 /// What an item that is not a delivery asks of its reader.
 pub enum Control {
     Nothing,
+    /// The reply to one message sent (hummer `SendReply`, Redis `:N`).
+    Reply,
     /// NATS: the server pinged, answer `PONG`.
     Pong,
     Error(String),
@@ -214,7 +216,7 @@ fn control(kind: Kind, item: &[u8]) -> Control {
     match kind {
         Kind::Hummer { .. } => {
             if is_send_reply(item) {
-                return Control::Nothing;
+                return Control::Reply;
             }
             match decode_frame(bytes::Bytes::copy_from_slice(item), MAX_FRAME).map(|f| f.body) {
                 Ok(Body::Error(e)) => Control::Error(format!("{} {}", e.code, e.message)),
@@ -230,6 +232,8 @@ fn control(kind: Kind, item: &[u8]) -> Control {
         Kind::Redis if item.starts_with(b"-") => {
             Control::Error(String::from_utf8_lossy(item).trim_end().to_owned())
         }
+        // PUBLISH's reply: the number of subscribers reached.
+        Kind::Redis if item.starts_with(b":") => Control::Reply,
         _ => Control::Nothing, // NATS INFO, PONG, +OK; Redis :N, confirmations
     }
 }
@@ -239,18 +243,22 @@ fn control(kind: Kind, item: &[u8]) -> Control {
 /// so a thread can serve many connections.
 pub struct Counter {
     buf: Vec<u8>,
+    /// Replies to sent messages read so far (a publisher's).
+    pub replies: u64,
 }
 
 impl Counter {
     pub fn new() -> Counter {
         Counter {
             buf: vec![0; READ_SIZE],
+            replies: 0,
         }
     }
 
     /// Reads once from `c` (bounded by its read timeout) and counts the
-    /// deliveries now whole: `Ok(None)` on a timeout. Error replies go to
-    /// `on_error`; a NATS PING is answered.
+    /// deliveries now whole: `Ok(None)` on a timeout. Replies to sent
+    /// messages are counted in `replies`, error replies go to `on_error`;
+    /// a NATS PING is answered.
     pub fn read(
         &mut self,
         c: &mut Conn,
@@ -277,8 +285,10 @@ impl Counter {
         };
         let end = kept + n;
         let mut pong = false;
+        let replies = &mut self.replies;
         let (used, got) = count(c.kind, &self.buf[..end], &mut |ctl| match ctl {
             Control::Nothing => {}
+            Control::Reply => *replies += 1,
             Control::Pong => pong = true,
             Control::Error(e) => on_error(e),
         })?;

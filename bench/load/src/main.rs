@@ -30,6 +30,15 @@
 //! logged-in idle connections and reports the server's resident memory.
 //! Every loop is bounded in count and in time.
 //!
+//! A hummer server of several nodes (`hummer-server --cluster-listen`,
+//! given as `--hummer HUB+GATEWAY` with `--hummer-pid PID+PID`) is one
+//! target: its clients are spread over its nodes so that the traffic
+//! crosses them (1 -> 1 from the gateway node to the hub node, and back as
+//! a run of its own; the fan-out's subscribers on both nodes in turn, its
+//! publisher on the gateway node; the round trip between the two), with
+//! the same clients as every other server. A hummer server's CPU is the
+//! sum over its processes: its nodes and its engine's Redis.
+//!
 //! Every client does the same work per message, the least its protocol
 //! allows: publishers write `batch()` pre-encoded messages per write (only
 //! hummer patches an id in them), subscribers count deliveries without
@@ -117,8 +126,15 @@ impl Kind {
 #[derive(Clone, Debug)]
 struct Target {
     kind: Kind,
+    /// Where a client connects: one of `nodes` (see [`Target::on`]).
     addr: SocketAddr,
-    pid: Option<u32>,
+    /// Every node's client address (one for a single server): a server of
+    /// several nodes (a cluster) is one target, the hub node's first, then
+    /// the gateway nodes'.
+    nodes: Vec<SocketAddr>,
+    /// Every process of the server (its nodes, and the Redis of its
+    /// engine): the server's CPU is the sum over them.
+    pids: Vec<u32>,
     /// The kind's name, and which of several servers of that kind (e.g.
     /// "hummer t2", started with `--threads 2`).
     label: String,
@@ -126,6 +142,11 @@ struct Target {
     /// (its address and pid), read around each run (engine.rs).
     engine: Option<(SocketAddr, Option<u32>)>,
 }
+
+/// Which node of a server a client connects to: the hub node, or the first
+/// gateway node (the same one for a single server).
+const HUB_NODE: usize = 0;
+const GATEWAY_NODE: usize = 1;
 
 impl Target {
     fn new(kind: Kind, addr: SocketAddr, pid: Option<u32>, variant: &str) -> Target {
@@ -136,10 +157,37 @@ impl Target {
         Target {
             kind,
             addr,
-            pid,
+            nodes: vec![addr],
+            pids: pid.into_iter().collect(),
             label,
             engine: None,
         }
+    }
+
+    /// The same server, its clients connecting to node `i` (modulo the
+    /// nodes: every `i` is the one node of a single server).
+    fn on(&self, i: usize) -> Target {
+        Target {
+            addr: self.nodes[i % self.nodes.len()],
+            ..self.clone()
+        }
+    }
+
+    /// A server of several nodes (whose clients are spread over them).
+    fn several_nodes(&self) -> bool {
+        self.nodes.len() > 1
+    }
+
+    /// utime + stime of every process of the server, in seconds (NaN
+    /// without their pids).
+    fn cpu_seconds(&self, clk_tck: f64) -> f64 {
+        if self.pids.is_empty() {
+            return f64::NAN;
+        }
+        self.pids
+            .iter()
+            .map(|&pid| cpu_seconds(Some(pid), clk_tck))
+            .sum()
     }
 }
 
@@ -704,8 +752,15 @@ impl Publisher {
     }
 
     /// A thread that reads and discards what the publisher receives
-    /// (replies, its own echoes), counting errors; ends at `stop`.
-    fn drain_thread(&mut self, stop: Arc<AtomicBool>, errors: Arc<AtomicU64>) -> JoinHandle<()> {
+    /// (replies, its own echoes), counting the replies to its messages
+    /// (hummer `SendReply`, Redis `:N`; NATS sends none) and errors; ends
+    /// at `stop`.
+    fn drain_thread(
+        &mut self,
+        stop: Arc<AtomicBool>,
+        errors: Arc<AtomicU64>,
+        replies: Arc<AtomicU64>,
+    ) -> JoinHandle<()> {
         let mut c = Conn {
             s: self.c.s.try_clone().expect("clone socket"),
             kind: self.c.kind,
@@ -724,6 +779,7 @@ impl Publisher {
                 if r.is_err() {
                     return;
                 }
+                replies.store(counter.replies, Ordering::Relaxed);
             }
         })
     }
@@ -800,6 +856,9 @@ struct Outcome {
     /// cores: near the core count, the load generator is the bottleneck.
     client_cores: f64,
     errors: u64,
+    /// Replies to sent messages the publisher had not received by the time
+    /// cap (1 -> 1 and fan-out).
+    missing_replies: u64,
 }
 
 struct Params {
@@ -832,7 +891,18 @@ fn params(args: &HashMap<String, String>) -> Params {
 }
 
 /// One publisher to `subs` subscribers; `n` messages, bounded by `cap`.
-fn pubsub(t: &Target, run: u64, n: u64, subs: u64, p: &Params) -> io::Result<Outcome> {
+/// On a server of several nodes the publisher connects to node
+/// `publisher_node` ([`HUB_NODE`] or [`GATEWAY_NODE`]) and the traffic
+/// crosses nodes: one subscriber is on the other of the two, several go
+/// round every node in turn (subscriber `i` on node `i`, modulo).
+fn pubsub(
+    t: &Target,
+    run: u64,
+    n: u64,
+    subs: u64,
+    publisher_node: usize,
+    p: &Params,
+) -> io::Result<Outcome> {
     let base = run * 10_000;
     let name = format!("bench.{run}");
     let topic = if subs == 1 {
@@ -848,7 +918,12 @@ fn pubsub(t: &Target, run: u64, n: u64, subs: u64, p: &Params) -> io::Result<Out
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let mut threads = Vec::new();
     for (i, counter) in counters.iter().enumerate() {
-        let mut c = subscriber(t, base + 1 + i as u64, &topic)?;
+        let node = match (subs, publisher_node) {
+            (1, HUB_NODE) => GATEWAY_NODE,
+            (1, _) => HUB_NODE,
+            _ => i,
+        };
+        let mut c = subscriber(&t.on(node), base + 1 + i as u64, &topic)?;
         let (counter, stop, errors) = (counter.clone(), stop.clone(), errors.clone());
         let done_tx = done_tx.clone();
         threads.push(thread::spawn(move || {
@@ -875,8 +950,9 @@ fn pubsub(t: &Target, run: u64, n: u64, subs: u64, p: &Params) -> io::Result<Out
             close(c);
         }));
     }
-    let mut publisher = Publisher::open(t, base + 9_999, &topic)?;
-    let drain = publisher.drain_thread(stop.clone(), errors.clone());
+    let mut publisher = Publisher::open(&t.on(publisher_node), base + 9_999, &topic)?;
+    let replies = Arc::new(AtomicU64::new(0));
+    let drain = publisher.drain_thread(stop.clone(), errors.clone(), replies.clone());
     let min_received = || {
         counters
             .iter()
@@ -890,7 +966,7 @@ fn pubsub(t: &Target, run: u64, n: u64, subs: u64, p: &Params) -> io::Result<Out
             .map(|c| c.load(Ordering::Relaxed))
             .sum::<u64>()
     };
-    let cpu0 = cpu_seconds(t.pid, p.clk_tck);
+    let cpu0 = t.cpu_seconds(p.clk_tck);
     let own_cpu0 = own_cpu_seconds(p.clk_tck);
     let start = Instant::now();
     let end = start + p.cap;
@@ -915,10 +991,36 @@ fn pubsub(t: &Target, run: u64, n: u64, subs: u64, p: &Params) -> io::Result<Out
             Err(_) => break, // the time cap
         }
     }
+    // A run ends when every subscriber has every message and the publisher
+    // every reply to them (hummer `SendReply`, Redis `:N`; NATS sends
+    // none; an error counts as a reply), within the time cap. A single
+    // server's replies come with the deliveries; a hummer cluster's come
+    // back from the hub node over its link, and may come later: the run
+    // does not end (nor the server's CPU get read) before the work is
+    // done. Reading on also keeps the server from closing a publisher that
+    // stopped reading.
+    let expected_replies = match t.kind {
+        Kind::Nats => 0,
+        _ => sent,
+    };
+    let answered = || replies.load(Ordering::Relaxed) + errors.load(Ordering::Relaxed);
+    let (last_delivery, answered_then) = (start.elapsed().as_secs_f64(), answered());
+    while answered() < expected_replies && Instant::now() < end {
+        thread::sleep(Duration::from_micros(200));
+    }
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(t.pid, p.clk_tck) - cpu0;
+    let cpu = t.cpu_seconds(p.clk_tck) - cpu0;
     let own_cpu = own_cpu_seconds(p.clk_tck) - own_cpu0;
     let delivered = total_received();
+    if answered_then + expected_replies / 10 < expected_replies || answered() < expected_replies {
+        eprintln!(
+            "{} on {}: the publisher had {answered_then} of its {expected_replies} replies at the \
+             last delivery ({last_delivery:.3} s), {} at the end ({elapsed:.3} s)",
+            if subs == 1 { "1 -> 1" } else { "fan-out" },
+            t.label,
+            answered(),
+        );
+    }
     stop.store(true, Ordering::Relaxed);
     for th in threads {
         let _ = th.join();
@@ -933,6 +1035,7 @@ fn pubsub(t: &Target, run: u64, n: u64, subs: u64, p: &Params) -> io::Result<Out
         cpu_per_delivery: cpu / delivered.max(1) as f64,
         client_cores: own_cpu / elapsed,
         errors: errors.load(Ordering::Relaxed),
+        missing_replies: expected_replies.saturating_sub(answered()),
     })
 }
 
@@ -953,10 +1056,12 @@ fn rtt(t: &Target, run: u64, samples: u64, p: &Params) -> io::Result<Outcome> {
     let (a_uid, b_uid) = (base + 1, base + 2);
     let (req_topic, rep_topic) = (format!("rtt.req.{run}"), format!("rtt.rep.{run}"));
     let stop = Arc::new(AtomicBool::new(false));
-    // B: the responder.
-    let b_sub = subscriber(t, b_uid, &Topic::User(b_uid, req_topic.clone()))?;
+    // B: the responder, on the hub node of a server of several nodes, A
+    // on a gateway node: each leg crosses nodes.
+    let (a_t, b_t) = (t.on(GATEWAY_NODE), t.on(HUB_NODE));
+    let b_sub = subscriber(&b_t, b_uid, &Topic::User(b_uid, req_topic.clone()))?;
     let b_pub = match t.kind {
-        Kind::Redis => Some(Publisher::open(t, 0, &Topic::Channel(rep_topic.clone()))?.c),
+        Kind::Redis => Some(Publisher::open(&b_t, 0, &Topic::Channel(rep_topic.clone()))?.c),
         _ => None,
     };
     let mut b = Responder {
@@ -1033,15 +1138,15 @@ fn rtt(t: &Target, run: u64, samples: u64, p: &Params) -> io::Result<Outcome> {
         Ok(())
     });
     // A: the requester.
-    let mut a = subscriber(t, a_uid, &Topic::User(a_uid, rep_topic.clone()))?;
+    let mut a = subscriber(&a_t, a_uid, &Topic::User(a_uid, rep_topic.clone()))?;
     let mut a_pub = match t.kind {
-        Kind::Redis => Some(Publisher::open(t, 0, &Topic::Channel(req_topic.clone()))?.c),
+        Kind::Redis => Some(Publisher::open(&a_t, 0, &Topic::Channel(req_topic.clone()))?.c),
         _ => None,
     };
     let mut payload = vec![b'x'; PAYLOAD];
     let mut lat = Vec::with_capacity(samples as usize);
     let mut sent_on_login = 0;
-    let cpu0 = cpu_seconds(t.pid, p.clk_tck);
+    let cpu0 = t.cpu_seconds(p.clk_tck);
     let end = Instant::now() + p.cap;
     let warmup = 50;
     let mut errors = 0;
@@ -1150,7 +1255,7 @@ fn rtt(t: &Target, run: u64, samples: u64, p: &Params) -> io::Result<Outcome> {
         }
         i += 1;
     }
-    let cpu = cpu_seconds(t.pid, p.clk_tck) - cpu0;
+    let cpu = t.cpu_seconds(p.clk_tck) - cpu0;
     stop.store(true, Ordering::Relaxed);
     close(a);
     if let Some(c) = a_pub {
@@ -1175,6 +1280,7 @@ fn rtt(t: &Target, run: u64, samples: u64, p: &Params) -> io::Result<Outcome> {
         cpu_per_delivery: cpu / (n * 2).max(1) as f64,
         client_cores: f64::NAN,
         errors,
+        missing_replies: 0,
     })
 }
 
@@ -1240,8 +1346,9 @@ fn rawcheck(args: &HashMap<String, String>) -> Result<(), String> {
     if args.contains_key("hummer-unlimited") {
         QUOTA.store(u64::MAX, Ordering::Relaxed);
     }
-    // The first of a comma-separated list.
-    let first = |k: &str| args.get(k).and_then(|v| v.split(',').next());
+    // The first of a comma-separated list (of a server of several nodes,
+    // `ADDR+ADDR`: its first node, as a server of its own here).
+    let first = |k: &str| args.get(k).and_then(|v| v.split([',', '+']).next());
     let pid = |k: &str| first(k).and_then(|v| v.parse().ok());
     let mut targets = Vec::new();
     for (k, kind) in [("nats", Kind::Nats), ("redis", Kind::Redis)] {
@@ -1264,7 +1371,10 @@ fn rawcheck(args: &HashMap<String, String>) -> Result<(), String> {
     // Whatever a server still does after an earlier run (the scaling
     // workload's teardown) would slow this one.
     wait_idle(
-        &targets.iter().filter_map(|t| t.pid).collect::<Vec<_>>(),
+        &targets
+            .iter()
+            .flat_map(|t| t.pids.iter().copied())
+            .collect::<Vec<_>>(),
         p.clk_tck,
     );
     let mut failed = Vec::new();
@@ -1286,10 +1396,12 @@ fn rawcheck(args: &HashMap<String, String>) -> Result<(), String> {
                 // The raw client's names and uids are its own: one run number.
                 run += 1;
                 let load = || {
-                    pubsub(t, run, n, subs, &p).map_err(|e| format!("{label} on {}: {e}", t.label))
+                    pubsub(t, run, n, subs, GATEWAY_NODE, &p)
+                        .map_err(|e| format!("{label} on {}: {e}", t.label))
                 };
                 let raw_run = || {
-                    raw::run(t.kind, t.addr, run, n, subs, p.cap, p.clk_tck, t.pid)
+                    let pid = t.pids.first().copied();
+                    raw::run(t.kind, t.addr, run, n, subs, p.cap, p.clk_tck, pid)
                         .map_err(|e| format!("raw {label} on {}: {e}", t.label))
                 };
                 let pair = if rep % 2 == 0 {
@@ -1387,6 +1499,41 @@ fn rawcheck(args: &HashMap<String, String>) -> Result<(), String> {
 
 // ------------------------------------------------------------------ compare --
 
+/// What a hummer target is made of, and what its server CPU sums.
+fn describe(t: &Target, node_pids: &[u32]) -> String {
+    let pid = |i: usize| {
+        node_pids
+            .get(i)
+            .map_or(String::new(), |p| format!(", pid {p}"))
+    };
+    let nodes: Vec<String> = t
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, a)| match (t.several_nodes(), i) {
+            (false, _) => format!("{a}{}", pid(i)),
+            (true, HUB_NODE) => format!("{a} (hub node{})", pid(i)),
+            (true, _) => format!("{a} (gateway node{})", pid(i)),
+        })
+        .collect();
+    let engine = match t.engine {
+        Some((a, Some(pid))) => format!(" and its engine's Redis ({a}, pid {pid})"),
+        Some((a, None)) => format!("; engine Redis {a} (no pid: not counted)"),
+        None => String::new(),
+    };
+    let what = if t.several_nodes() {
+        format!("{} nodes", t.nodes.len())
+    } else {
+        "1 node".to_owned()
+    };
+    format!(
+        "{}: {what}, {}; server CPU: the sum over the node{}{engine}",
+        t.label,
+        nodes.join(", "),
+        if t.several_nodes() { "s" } else { "" }
+    )
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
@@ -1425,8 +1572,9 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
         // (and goes idle before the next run): 3 repetitions of this one.
         reps: num("scale-reps", p.reps.min(3)),
     };
-    // Every hummer server to measure: (address, pid, variant label).
-    let mut hummers: Vec<(SocketAddr, Option<u32>, String)> = Vec::new();
+    // Every hummer server to measure: (its nodes' addresses, their pids,
+    // variant label); one node but for a cluster.
+    let mut hummers: Vec<(Vec<SocketAddr>, Vec<u32>, String)> = Vec::new();
     // Per hummer server, the Redis of its `--engine redis://…`, if any.
     let mut engines: Vec<Option<(SocketAddr, Option<u32>)>> = Vec::new();
     // A sanity run only: an in-process server with no rate limit (so no
@@ -1445,14 +1593,16 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
         _inprocess = Some(handle);
         QUOTA.store(u64::MAX, Ordering::Relaxed);
         eprintln!("hummer: in-process server on {a} (no rate limit; CPU not measured)");
-        hummers.push((a, None, String::new()));
+        hummers.push((vec![a], Vec::new(), String::new()));
     } else {
         if args.contains_key("hummer-unlimited") {
             // Started with --rate-limit-sends high enough: no re-logins.
             QUOTA.store(u64::MAX, Ordering::Relaxed);
         }
         // Several servers (e.g. one per `--threads N`): comma-separated
-        // addresses, pids and variant labels, in the same order.
+        // addresses, pids and variant labels, in the same order; a server
+        // of several nodes (a cluster) has its nodes' addresses and pids
+        // joined by '+', the hub node's first.
         let list = |k: &str| -> Vec<String> {
             args.get(k)
                 .map_or(Vec::new(), |v| v.split(',').map(str::to_owned).collect())
@@ -1476,22 +1626,41 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
             engines.push(a.map(|a| (a, pid)));
         }
         for (i, a) in addrs.iter().enumerate() {
-            let a = a
-                .parse()
-                .map_err(|_| format!("--hummer: {a:?} is not an address"))?;
-            let pid = pids.get(i).and_then(|v| v.parse().ok());
-            hummers.push((a, pid, variants.get(i).cloned().unwrap_or_default()));
+            let nodes = a
+                .split('+')
+                .map(|a| {
+                    a.parse()
+                        .map_err(|_| format!("--hummer: {a:?} is not an address"))
+                })
+                .collect::<Result<Vec<SocketAddr>, _>>()?;
+            let node_pids: Vec<u32> = pids.get(i).map_or(Vec::new(), |v| {
+                v.split('+').filter_map(|p| p.parse().ok()).collect()
+            });
+            if !node_pids.is_empty() && node_pids.len() != nodes.len() {
+                return Err(format!("--hummer-pid: {} pids for {a}", node_pids.len()));
+            }
+            hummers.push((
+                nodes,
+                node_pids,
+                variants.get(i).cloned().unwrap_or_default(),
+            ));
         }
     }
     // Per repetition: each hummer server's unreliable run, the brokers
     // after the first one's, then its reliable run.
     let mut all = Vec::new();
-    for (i, (a, hpid, v)) in hummers.iter().enumerate() {
+    for (i, (nodes, node_pids, v)) in hummers.iter().enumerate() {
         let engine = engines.get(i).copied().flatten();
+        // The server's CPU: every node's and its engine Redis's.
+        let mut pids = node_pids.clone();
+        pids.extend(engine.and_then(|(_, pid)| pid));
         let hummer = |reliable| Target {
             engine,
-            ..Target::new(Kind::Hummer { reliable }, *a, *hpid, v)
+            nodes: nodes.clone(),
+            pids: pids.clone(),
+            ..Target::new(Kind::Hummer { reliable }, nodes[0], None, v)
         };
+        println!("{}", describe(&hummer(false), node_pids));
         all.push(hummer(false));
         if i == 0 {
             all.push(Target::new(Kind::Nats, addr("nats")?, pid("nats-pid"), ""));
@@ -1512,10 +1681,16 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
         .into_iter()
         .filter(|t| only("targets", t.kind.name()))
         .collect();
-    let workloads: Vec<&str> = ["pubsub", "fanout", "rtt", "scale"]
+    let mut workloads: Vec<&str> = ["pubsub", "fanout", "rtt", "scale"]
         .into_iter()
         .filter(|w| only("workloads", w))
         .collect();
+    // A server of several nodes runs 1 -> 1 both ways: "pubsub" from a
+    // gateway node to the hub node, "pubsub-rev" from the hub node to a
+    // gateway node (only those servers run it).
+    if workloads.contains(&"pubsub") && targets.iter().any(Target::several_nodes) {
+        workloads.insert(1, "pubsub-rev");
+    }
     let mut results: HashMap<(&str, &str), Vec<Outcome>> = HashMap::new();
     // Per workload and target with a Redis engine: what its Redis ran.
     let mut engine_runs: HashMap<(&str, &str), Vec<EngineRun>> = HashMap::new();
@@ -1526,6 +1701,9 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
                 continue;
             }
             for t in &targets {
+                if w == "pubsub-rev" && !t.several_nodes() {
+                    continue;
+                }
                 run += 1;
                 let engine_before = match t.engine {
                     Some((a, pid)) => Some((
@@ -1536,8 +1714,9 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
                     None => None,
                 };
                 let o = match w {
-                    "pubsub" => pubsub(t, run, p.messages, 1, &p),
-                    "fanout" => pubsub(t, run, p.fanout_messages, p.subscribers, &p),
+                    "pubsub" => pubsub(t, run, p.messages, 1, GATEWAY_NODE, &p),
+                    "pubsub-rev" => pubsub(t, run, p.messages, 1, HUB_NODE, &p),
+                    "fanout" => pubsub(t, run, p.fanout_messages, p.subscribers, GATEWAY_NODE, &p),
                     "scale" => scale::scale(t, run, &sp, &p),
                     _ => rtt(t, run, p.rtt_samples, &p),
                 }
@@ -1599,10 +1778,19 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
             .get(&(w, k))
             .map_or(Vec::new(), |v| v.iter().map(f).collect())
     };
+    // The runs a row compares a server against: those of the row's
+    // workload, or for a server that does not run it (only servers of
+    // several nodes run "pubsub-rev"), of the workload it stands for.
+    let runs_of = |w: &'static str, k: &str| -> &'static str {
+        match w {
+            "pubsub-rev" if !results.contains_key(&(w, k)) => "pubsub",
+            w => w,
+        }
+    };
     // The median over repetitions of the ratio within each repetition: the
     // baseline is always measured in the same pass, seconds apart.
-    let ratio = |w: &str, a: &str, b: &str, f: fn(&Outcome) -> f64| -> f64 {
-        let (x, y) = (values(w, a, f), values(w, b, f));
+    let ratio = |w: &'static str, a: &str, b: &str, f: fn(&Outcome) -> f64| -> f64 {
+        let (x, y) = (values(w, a, f), values(runs_of(w, b), b, f));
         median(x.iter().zip(&y).map(|(x, y)| x / y).collect())
     };
     let cpu = |o: &Outcome| o.cpu_per_delivery * 1e6;
@@ -1610,6 +1798,11 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
     type Row = (&'static str, String, fn(&Outcome) -> f64);
     let rows: Vec<Row> = vec![
         ("pubsub", "1 pub -> 1 sub, messages/s".into(), |o| o.rate),
+        (
+            "pubsub-rev",
+            "1 pub -> 1 sub, publisher on the hub node, messages/s".into(),
+            |o| o.rate,
+        ),
         (
             "fanout",
             format!("1 pub -> {} subs, deliveries/s", p.subscribers),
@@ -1626,12 +1819,22 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
         ("rtt", "round trip p50, us".into(), |o| o.rate),
         ("rtt", "round trip p99, us".into(), |o| o.p99),
         ("pubsub", "server CPU us per delivery, pubsub".into(), cpu),
+        (
+            "pubsub-rev",
+            "server CPU us per delivery, pubsub publisher on the hub node".into(),
+            cpu,
+        ),
         ("fanout", "server CPU us per delivery, fanout".into(), cpu),
         ("scale", "server CPU us per delivery, scale".into(), cpu),
         ("rtt", "server CPU us per delivery, rtt".into(), cpu),
         ("pubsub", "load generator CPU, cores, pubsub".into(), |o| {
             o.client_cores
         }),
+        (
+            "pubsub-rev",
+            "load generator CPU, cores, pubsub publisher on the hub node".into(),
+            |o| o.client_cores,
+        ),
         ("fanout", "load generator CPU, cores, fanout".into(), |o| {
             o.client_cores
         }),
@@ -1641,89 +1844,150 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
     ];
     // Columns: each hummer target (the first one's before the brokers'),
     // with its ratios to NATS and Redis.
-    let hummer_columns: Vec<(String, String, String)> = hummers
+    struct Column {
+        /// The target's label (the key of its results).
+        key: String,
+        title: String,
+        short: String,
+        variant: String,
+        reliable: bool,
+    }
+    let hummer_columns: Vec<Column> = hummers
         .iter()
-        .flat_map(|(_, _, v)| {
+        .flat_map(|(nodes, _, v)| {
             [false, true].map(|reliable| {
-                let t = Target::new(Kind::Hummer { reliable }, hummers[0].0, None, v);
+                let t = Target::new(Kind::Hummer { reliable }, nodes[0], None, v);
                 let short = if reliable { "reliable" } else { "hummer" };
                 let short = format!("{short} {v}").trim_end().to_owned();
-                (t.label.clone(), t.label.replace('-', " "), short)
+                Column {
+                    key: t.label.clone(),
+                    title: t.label.replace('-', " "),
+                    short,
+                    variant: v.clone(),
+                    reliable,
+                }
             })
+        })
+        .collect();
+    // The other hummer columns each one is compared with, same reliability:
+    // the first server (every other server), and for a cluster the
+    // single server with the same engine and threads (`redis-engine` for
+    // `cluster`, `t2-redis-engine` for `t2-cluster`).
+    let bases: Vec<Vec<usize>> = hummer_columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut b = Vec::new();
+            if i >= 2 {
+                b.push(i % 2);
+            }
+            if let Some(prefix) = c.variant.strip_suffix("cluster") {
+                let single = format!("{prefix}redis-engine");
+                if let Some(j) = hummer_columns
+                    .iter()
+                    .position(|d| d.variant == single && d.reliable == c.reliable)
+                {
+                    if !b.contains(&j) {
+                        b.push(j);
+                    }
+                }
+            }
+            b
         })
         .collect();
     println!();
     println!(
-        "Medians of {reps} interleaved repetitions{}. Ratios are hummer / broker, computed within each \
-         repetition, then the median taken (rates: higher is better; latencies and CPU: lower is better).",
+        "Medians of {reps} interleaved repetitions{}. Ratios are hummer / broker (and hummer / \
+         another hummer server), computed within each repetition, then the median taken (rates: \
+         higher is better; latencies and CPU: lower is better). Server CPU: the sum over the \
+         server's processes (every node, and the engine's Redis).",
         if workloads.contains(&"scale") && sp.reps < reps {
             format!(" ({} for the channels x subs rows)", sp.reps)
         } else {
             String::new()
         }
     );
+    if targets.iter().any(Target::several_nodes) {
+        println!(
+            "A server of several nodes: 1 -> 1 with the publisher on a gateway node and the \
+             subscriber on the hub node (and the reverse, a row of its own, compared with the \
+             others' 1 -> 1 runs of the same repetition); the fan-out's subscribers on every \
+             node in turn, its publisher on a gateway node; the round trip's requester on a \
+             gateway node, its responder on the hub node."
+        );
+    }
     let mut header = String::from("| workload |");
-    for (i, (_, title, short)) in hummer_columns.iter().enumerate() {
-        header += &format!(" {title} |");
+    let mut columns = 1;
+    for (i, c) in hummer_columns.iter().enumerate() {
+        header += &format!(" {} |", c.title);
         if i == 0 {
             header += " nats | redis |";
+            columns += 2;
         }
-        header += &format!(" {short}/nats | {short}/redis |");
-        // Every other server against the first one, same reliability.
-        if i >= 2 {
-            header += &format!(" {short}/{} |", hummer_columns[i % 2].2);
+        header += &format!(" {short}/nats | {short}/redis |", short = c.short);
+        columns += 3;
+        for &j in &bases[i] {
+            header += &format!(" {}/{} |", c.short, hummer_columns[j].short);
+            columns += 1;
         }
     }
     println!("{header}");
-    println!(
-        "| --- |{}",
-        " ---: |".repeat(2 + 3 * hummer_columns.len() + hummer_columns.len().saturating_sub(2))
-    );
+    println!("| --- |{}", " ---: |".repeat(columns - 1));
     for (w, label, f) in rows {
         if !workloads.contains(&w) {
             continue;
         }
-        let m = |k: &str| median(values(w, k, f));
-        let mut line = format!("| {label} |");
-        for (i, (key, _, _)) in hummer_columns.iter().enumerate() {
-            line += &format!(" {} |", fmt(m(key)));
-            if i == 0 {
-                line += &format!(" {} | {} |", fmt(m("nats")), fmt(m("redis")));
-            }
-            // The load generator's CPU is not the server's: no ratio.
-            if label.starts_with("load generator") {
-                line += " - | - |";
+        // A server without runs of its own for this row: "-".
+        let has = |k: &str| results.contains_key(&(w, k));
+        let m = |k: &str| {
+            if has(k) {
+                fmt(median(values(w, k, f)))
             } else {
-                line += &format!(
-                    " {:.2} | {:.2} |",
-                    ratio(w, key, "nats", f),
-                    ratio(w, key, "redis", f)
-                );
+                "-".into()
             }
-            if i >= 2 {
-                if label.starts_with("load generator") {
-                    line += " - |";
-                } else {
-                    line += &format!(" {:.2} |", ratio(w, key, &hummer_columns[i % 2].0, f));
-                }
+        };
+        // The load generator's CPU is not the server's: no ratio.
+        let r = |k: &str, b: &str| {
+            if has(k) && !label.starts_with("load generator") {
+                format!("{:.2}", ratio(w, k, b, f))
+            } else {
+                "-".into()
+            }
+        };
+        let mut line = format!("| {label} |");
+        for (i, c) in hummer_columns.iter().enumerate() {
+            line += &format!(" {} |", m(&c.key));
+            if i == 0 {
+                line += &format!(" {} | {} |", m("nats"), m("redis"));
+            }
+            line += &format!(" {} | {} |", r(&c.key, "nats"), r(&c.key, "redis"));
+            for &j in &bases[i] {
+                line += &format!(" {} |", r(&c.key, &hummer_columns[j].key));
             }
         }
         println!("{line}");
     }
     let lost: Vec<String> = results
         .iter()
-        .filter(|(_, v)| v.iter().any(|o| o.deliveries < o.expected || o.errors > 0))
+        .filter(|(_, v)| {
+            v.iter()
+                .any(|o| o.deliveries < o.expected || o.errors > 0 || o.missing_replies > 0)
+        })
         .map(|((w, k), v)| {
             format!(
-                "{w}/{k}: delivered {:?} of {}, errors {:?}",
+                "{w}/{k}: delivered {:?} of {}, errors {:?}, replies missing {:?}",
                 v.iter().map(|o| o.deliveries).collect::<Vec<_>>(),
                 v[0].expected,
-                v.iter().map(|o| o.errors).collect::<Vec<_>>()
+                v.iter().map(|o| o.errors).collect::<Vec<_>>(),
+                v.iter().map(|o| o.missing_replies).collect::<Vec<_>>()
             )
         })
         .collect();
     if lost.is_empty() {
-        println!("\nEvery run delivered every message, with no error replies.");
+        println!(
+            "\nEvery run delivered every message, with no error replies; every publisher had \
+             every reply."
+        );
     } else {
         println!("\nShort runs (time cap or errors): {}", lost.join("; "));
     }
@@ -1956,7 +2220,8 @@ fn main() -> ExitCode {
                   [--scale-publisher-threads 2] [--scale-reader-threads 2] [--scale-window N] \
                   [--scale-reps 3] \
                   (--hummer, --hummer-pid: comma-separated lists, with --hummer-variants LABELS \
-                  and --hummer-engine-redis ADDRS --hummer-engine-pid PIDS, '-' for none)\n       \
+                  and --hummer-engine-redis ADDRS --hummer-engine-pid PIDS, '-' for none; a \
+                  server of several nodes: ADDR+ADDR and PID+PID, its hub node's first)\n       \
                   hummer-load idle --addr ADDR --server-pid PID [--conns 10000] [--hold-secs 3] \
                   [--transport tcp|tls|ws|wss] [--ca PEM] [--server-name NAME]\n       \
                   hummer-load raw --kind nats|redis|hummer --addr ADDR [--subscribers 100] \

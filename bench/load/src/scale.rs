@@ -21,8 +21,8 @@ use polling::{Event, Events, PollMode, Poller};
 
 use crate::count::Counter;
 use crate::{
-    batch, close, cpu_seconds, own_cpu_seconds, subscribe_finish, subscribe_start, wait_idle, Conn,
-    Outcome, Params, Publisher, Target, Topic, SETTLE_CAP,
+    batch, close, own_cpu_seconds, subscribe_finish, subscribe_start, wait_idle, Conn, Kind,
+    Outcome, Params, Publisher, Target, Topic, GATEWAY_NODE, SETTLE_CAP,
 };
 
 pub struct ScaleParams {
@@ -47,7 +47,7 @@ pub fn scale(t: &Target, run: u64, sp: &ScaleParams, p: &Params) -> io::Result<O
     // Uids (hummer) of their own, far from the other workloads'.
     let base = (1 << 32) + run * 10_000_000;
     let (n, members) = (sp.messages, sp.members);
-    let fds_before = t.pid.and_then(open_fds);
+    let fds_before = open_fds_of(t);
     let topics: Vec<Topic> = (0..sp.channels)
         .map(|c| Topic::Channel(format!("scale.{run}.{c}")))
         .collect();
@@ -59,7 +59,12 @@ pub fn scale(t: &Target, run: u64, sp: &ScaleParams, p: &Params) -> io::Result<O
         let wave = first..(first + WAVE).min(total);
         let started: Vec<Conn> = wave
             .clone()
-            .map(|j| subscribe_start(t, base + 1 + j, &topics[(j / members) as usize]))
+            .map(|j| {
+                // A server of several nodes: each channel's members go
+                // round the nodes.
+                let topic = &topics[(j / members) as usize];
+                subscribe_start(&t.on(j as usize), base + 1 + j, topic)
+            })
             .collect::<io::Result<_>>()?;
         for (j, mut c) in wave.zip(started) {
             subscribe_finish(&mut c, &topics[(j / members) as usize])?;
@@ -68,8 +73,13 @@ pub fn scale(t: &Target, run: u64, sp: &ScaleParams, p: &Params) -> io::Result<O
         first += WAVE;
     }
     let mut pubs = Vec::with_capacity(topics.len());
+    let publisher_node = t.on(GATEWAY_NODE);
     for (ch, topic) in topics.iter().enumerate() {
-        pubs.push(Publisher::open(t, base + total + 1 + ch as u64, topic)?);
+        pubs.push(Publisher::open(
+            &publisher_node,
+            base + total + 1 + ch as u64,
+            topic,
+        )?);
     }
 
     eprintln!(
@@ -83,6 +93,8 @@ pub fn scale(t: &Target, run: u64, sp: &ScaleParams, p: &Params) -> io::Result<O
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
+    // Replies to the publishers' messages (hummer `SendReply`, Redis `:N`).
+    let replies = Arc::new(AtomicU64::new(0));
 
     // Readers: the subscribers, and a second handle on each publisher's
     // socket for what it receives.
@@ -112,13 +124,18 @@ pub fn scale(t: &Target, run: u64, sp: &ScaleParams, p: &Params) -> io::Result<O
     let reader_threads: Vec<_> = entries
         .into_iter()
         .map(|entries| {
-            let (counts, done, stop, errors) =
-                (counts.clone(), done.clone(), stop.clone(), errors.clone());
-            thread::spawn(move || read_all(entries, n, &counts, &done, &stop, &errors))
+            let (counts, done, stop, errors, replies) = (
+                counts.clone(),
+                done.clone(),
+                stop.clone(),
+                errors.clone(),
+                replies.clone(),
+            );
+            thread::spawn(move || read_all(entries, n, &counts, &done, &stop, &errors, &replies))
         })
         .collect();
 
-    let cpu0 = cpu_seconds(t.pid, p.clk_tck);
+    let cpu0 = t.cpu_seconds(p.clk_tck);
     let own_cpu0 = own_cpu_seconds(p.clk_tck);
     let start = Instant::now();
     let end = start + p.cap;
@@ -138,8 +155,20 @@ pub fn scale(t: &Target, run: u64, sp: &ScaleParams, p: &Params) -> io::Result<O
     while done.load(Ordering::Relaxed) < total && Instant::now() < end {
         thread::sleep(Duration::from_micros(200));
     }
+    // As in `pubsub`: the run ends with the publishers' last reply too
+    // (every publisher sent its `n` when every subscriber has them).
+    let all_delivered = done.load(Ordering::Relaxed) >= total;
+    let expected_replies = match t.kind {
+        Kind::Nats => 0,
+        _ if all_delivered => sp.channels * n,
+        _ => 0,
+    };
+    let answered = || replies.load(Ordering::Relaxed) + errors.load(Ordering::Relaxed);
+    while answered() < expected_replies && Instant::now() < end {
+        thread::sleep(Duration::from_micros(200));
+    }
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(t.pid, p.clk_tck) - cpu0;
+    let cpu = t.cpu_seconds(p.clk_tck) - cpu0;
     let own_cpu = own_cpu_seconds(p.clk_tck) - own_cpu0;
     let delivered: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
 
@@ -175,6 +204,7 @@ pub fn scale(t: &Target, run: u64, sp: &ScaleParams, p: &Params) -> io::Result<O
         cpu_per_delivery: cpu / delivered.max(1) as f64,
         client_cores: own_cpu / elapsed,
         errors: errors.load(Ordering::Relaxed),
+        missing_replies: expected_replies.saturating_sub(answered()),
     })
 }
 
@@ -195,6 +225,7 @@ fn read_all(
     done: &AtomicU64,
     stop: &AtomicBool,
     errors: &AtomicU64,
+    replies: &AtomicU64,
 ) -> io::Result<()> {
     let poller = Poller::new()?;
     let mut live = vec![true; entries.len()];
@@ -221,8 +252,12 @@ fn read_all(
             let e = &mut entries[ev.key];
             // Level-triggered: a readable socket, so this read does not
             // block (the socket's read timeout bounds it anyway).
+            let replies_before = counter.replies;
             match counter.read(&mut e.c, &mut on_error) {
                 Ok(Some(k)) => {
+                    if counter.replies > replies_before {
+                        replies.fetch_add(counter.replies - replies_before, Ordering::Relaxed);
+                    }
                     if let Some(j) = e.sub {
                         let before = e.got;
                         e.got += k;
@@ -306,22 +341,31 @@ fn open_fds(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
+/// Open file descriptors of every process of the server (`None` without
+/// their pids).
+fn open_fds_of(t: &Target) -> Option<usize> {
+    if t.pids.is_empty() {
+        return None;
+    }
+    t.pids.iter().map(|&pid| open_fds(pid)).sum()
+}
+
 /// Waits until the server has closed the run's connections and gone idle
 /// (each at most `SETTLE_CAP`): a server still tearing down thousands of
 /// them would take CPU from the next run, which may be another server's.
 fn settle(t: &Target, fds_before: Option<usize>, clk_tck: f64) {
-    let (Some(pid), Some(before)) = (t.pid, fds_before) else {
+    let Some(before) = fds_before else {
         return;
     };
     let start = Instant::now();
     while start.elapsed() < SETTLE_CAP {
-        match open_fds(pid) {
+        match open_fds_of(t) {
             Some(now) if now > before + 16 => thread::sleep(Duration::from_millis(100)),
             _ => break,
         }
     }
     let closed = start.elapsed();
-    wait_idle(&[pid], clk_tck);
+    wait_idle(&t.pids, clk_tck);
     if start.elapsed() > Duration::from_secs(1) {
         eprintln!(
             "scale: {} took {:.1} s to close the connections, {:.1} s in all to go idle",
