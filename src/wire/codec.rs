@@ -23,9 +23,15 @@ pub fn encode_frame(frame: &Frame) -> Bytes {
 /// Appends a length prefix and `frame` (an encoded frame) to `out`, for byte streams.
 pub fn write_length_prefixed(frame: &[u8], out: &mut BytesMut) {
     out.reserve(LENGTH_PREFIX_LEN + frame.len());
-    // Frames are capped well below 4 GiB by the frame size limit.
-    out.put_u32(frame.len() as u32);
+    put_length_prefix(frame.len(), out);
     out.put_slice(frame);
+}
+
+/// Appends the length prefix of a frame of `len` bytes to `out` (the one
+/// rule of byte streams, for a frame encoded straight after it).
+pub(crate) fn put_length_prefix(len: usize, out: &mut BytesMut) {
+    // Frames are capped well below 4 GiB by the frame size limit.
+    out.put_u32(len as u32);
 }
 
 /// A frame as received: its body is present by type (a frame without a body

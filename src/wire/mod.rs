@@ -5,7 +5,7 @@
 //! (TCP, Unix sockets) carry a 4-byte big-endian length before each frame, see
 //! [`FrameDecoder`] and [`write_length_prefixed`].
 
-mod codec;
+pub(crate) mod codec;
 mod kind;
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 #[rustfmt::skip]
