@@ -67,6 +67,7 @@ mod hooks;
 mod hub;
 mod inbox;
 mod message;
+mod node_codec;
 mod presence;
 mod rate;
 mod ready;
@@ -99,6 +100,9 @@ pub use gateway::Gateway;
 pub use hooks::{HookConfig, HookEvent, HookEventKind};
 pub use hub::Hub;
 pub use message::{GatewayId, ToGateway, ToHub, TokenCheck, TokenGrant};
+pub use node_codec::{
+    decode_node_message, encode_node_message, NodeMessage, MAX_NODE_FRAME, NODE_PROTOCOL,
+};
 pub use shard::{channel_shard, uid_shard, ShardId, ToShard, MAX_SHARDS};
 pub use stats::{ChannelActivity, Histogram, LinkKind, Stats, BUSIEST_CHANNELS};
 pub use store::{StoreBatch, StoreKey, StoreKind, StoreWrite, StoredObject};
