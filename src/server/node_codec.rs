@@ -131,8 +131,10 @@ impl fmt::Debug for NodeMessage {
 
 /// The frame for `m`, with the same length prefix as client frames on byte
 /// streams (so a [`FrameDecoder`](crate::wire::FrameDecoder) of
-/// [`MAX_NODE_FRAME`] splits a node link's stream). One allocation of the
-/// exact size; a client frame in `m` is copied into it once.
+/// [`MAX_NODE_FRAME`] splits a node link's stream), in one buffer of the
+/// exact size. `m` is not consumed: its strings and a request's body are
+/// cloned on the way (a client frame in `m` only shares its buffer), and
+/// every byte is copied into the frame once.
 ///
 /// The caller keeps `m` within [`MAX_NODE_FRAME`] (a longer frame is
 /// encoded all the same, and refused by the peer's decoder).
