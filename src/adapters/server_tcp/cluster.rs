@@ -51,6 +51,10 @@ pub const PING_EVERY: Duration = Duration::from_millis(500);
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(3);
 /// How long a new link has to say `Hello` (and its answer to come).
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest frame before the hello is accepted: a peer that has not
+/// shown the secret makes the hub node hold no more than this (a hello is
+/// a name and a secret), not [`MAX_NODE_FRAME`].
+const MAX_HELLO_FRAME: usize = 16 * 1024;
 /// What one link may hold unsent before the hub node drops it (its
 /// node is not reading: its clients resume elsewhere).
 const OUT_MAX: usize = 64 << 20;
@@ -275,7 +279,7 @@ async fn serve_peer(
     secret: String,
     shards: u16,
 ) {
-    let mut decoder = FrameDecoder::new(MAX_NODE_FRAME);
+    let mut decoder = FrameDecoder::new(MAX_HELLO_FRAME);
     let mut buf = vec![0u8; 4096];
     let refuse = |reason: &str| {
         encode_node_message(&NodeMessage::Refused {
@@ -306,6 +310,7 @@ async fn serve_peer(
                 let _ = stream.write_all(&refuse(&why)).await;
                 return;
             }
+            decoder.set_max_frame_size(MAX_NODE_FRAME);
             (node, gateways)
         }
         Ok(other) => {

@@ -1,0 +1,583 @@
+//! Attacks on a cluster's node links and role changes, with real
+//! `hummer-server` processes and a real `redis-server` per test: raw peers
+//! on the cluster port (wrong secret or protocol, no hello, half a frame,
+//! a huge length prefix, garbage after a hello, ids outside their range, a
+//! peer that never reads, many peers, peers in a loop), a link cut by a
+//! proxy that stops forwarding, the hub node's Redis going away, a node
+//! started while no hub node exists, and two nodes racing to be the hub
+//! node. The servers must never panic, hang, or grow without bound, and
+//! every refusal must be clear. Every wait is bounded.
+
+mod node_support;
+#[path = "../../tests/redis_support/mod.rs"]
+mod redis_support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hummer_channel::adapters::blocking::Client;
+use hummer_channel::client::{ChannelHandle, ConnectionState, SendOptions};
+use hummer_channel::server::{
+    decode_node_message, encode_node_message, ConnId, GatewayId, NodeMessage, ShardId, ToHub,
+    TokenGrant, DEMO_APPID, MAX_NODE_FRAME, NODE_PROTOCOL,
+};
+use hummer_channel::wire::{self, FrameDecoder};
+use hummer_channel::{Message, Region, Uid};
+use node_support::*;
+use redis_support::{raw_command, Persistence, RedisServer};
+
+/// A cluster's flags: links on a free port, a short lease and grace.
+const CLUSTER: &[&str] = &[
+    "--cluster-listen",
+    "127.0.0.1:0",
+    "--lease-secs",
+    "1",
+    "--presence-grace-secs",
+    "2",
+    "--log",
+    "info",
+];
+
+fn flags<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    CLUSTER.iter().chain(extra).copied().collect()
+}
+
+/// The hub node, once it says so.
+fn hub_node(redis: &RedisServer, extra: &[&str]) -> (SocketAddr, Node) {
+    let addr = free_addr();
+    let node = Node::spawn(addr, &redis.url(), &flags(extra));
+    node.line_containing(": hub node");
+    (addr, node)
+}
+
+/// A string value of Redis (`GET key`), if set.
+fn redis_get(redis: &RedisServer, key: &str) -> Option<String> {
+    let reply = raw_command(redis.port(), &["GET", key]);
+    let (head, rest) = reply.split_once("\r\n")?;
+    let len: usize = head.strip_prefix('$')?.parse().ok()?;
+    Some(rest.get(..len)?.to_owned())
+}
+
+/// Where the hub node takes links, and the cluster's secret.
+fn hub_link(redis: &RedisServer) -> (SocketAddr, String) {
+    let hub = redis_get(redis, "hummer:hub").expect("hummer:hub");
+    let (_, address) = hub.split_once(' ').unwrap();
+    let secret = redis_get(redis, "hummer:secret").expect("hummer:secret");
+    (address.parse().unwrap(), secret)
+}
+
+/// The resident memory of a process, in KiB.
+fn rss_kib(node: &Node) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.0.id())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Whether the process still runs (not exited, not panicked).
+fn alive(node: &mut Node) -> bool {
+    node.0.try_wait().unwrap().is_none()
+}
+
+/// A raw peer on a cluster port: frames as the nodes write them.
+struct Peer {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+}
+
+#[derive(Debug, PartialEq)]
+enum Ended {
+    /// The other side closed (EOF or reset).
+    Closed,
+    /// Nothing came for the whole wait.
+    Silent,
+}
+
+impl Peer {
+    fn connect(addr: SocketAddr) -> Peer {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Peer {
+            stream,
+            decoder: FrameDecoder::new(MAX_NODE_FRAME),
+        }
+    }
+
+    /// Connected and welcomed with `secret`: the first gateway id and the
+    /// hub's shard count.
+    fn join(addr: SocketAddr, secret: &str, gateways: u16) -> (Peer, u16, u16) {
+        let mut peer = Peer::connect(addr);
+        peer.send(&hello(NODE_PROTOCOL, secret, gateways));
+        match peer.recv(WAIT) {
+            Ok(NodeMessage::Welcome {
+                first_gateway,
+                shards,
+                ..
+            }) => (peer, first_gateway.0, shards),
+            other => panic!("not welcomed: {other:?}"),
+        }
+    }
+
+    fn send(&mut self, m: &NodeMessage) {
+        self.send_raw(&encode_node_message(m));
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// The next message within `wait`, or how the link ended.
+    fn recv(&mut self, wait: Duration) -> Result<NodeMessage, Ended> {
+        let deadline = Instant::now() + wait;
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            if let Some(frame) = self.decoder.next_frame().unwrap() {
+                return Ok(decode_node_message(frame).unwrap());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Ended::Silent);
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err(Ended::Closed),
+                Ok(n) => self.decoder.extend(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(Ended::Silent)
+                }
+                Err(_) => return Err(Ended::Closed),
+            }
+        }
+    }
+
+    /// The next message that is not a ping.
+    fn recv_not_ping(&mut self, wait: Duration) -> Result<NodeMessage, Ended> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv(left)? {
+                NodeMessage::Ping => continue,
+                m => return Ok(m),
+            }
+        }
+    }
+
+    /// Reads (pings and all) until the hub node closes the link: how long
+    /// that took, or `None` if it did not within `wait`.
+    fn closed_within(&mut self, wait: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        loop {
+            let left = (start + wait).saturating_duration_since(Instant::now());
+            match self.recv(left) {
+                Ok(_) => continue,
+                Err(Ended::Closed) => return Some(start.elapsed()),
+                Err(Ended::Silent) => return None,
+            }
+        }
+    }
+}
+
+fn hello(protocol: u32, secret: &str, gateways: u16) -> NodeMessage {
+    NodeMessage::Hello {
+        protocol,
+        node: "raw-peer".into(),
+        secret: secret.into(),
+        gateways,
+    }
+}
+
+/// A client logged in on `addr` as `uid`, in "room".
+fn member_on(addrs: &[SocketAddr], uid: u64) -> (Client, ChannelHandle) {
+    let c = Client::connect_any(addrs.to_vec(), config()).unwrap();
+    c.login(Uid(uid), None, Some(Region::Cn)).unwrap();
+    let room = c.create_channel(Region::Cn, "room").unwrap();
+    c.join_channel(room, Default::default()).unwrap();
+    (c, room)
+}
+
+/// The hub node still serves: a client logs in and hears its own message.
+fn still_serves(addr: SocketAddr, uid: u64) {
+    let (c, room) = member_on(&[addr], uid);
+    c.send_message_to_channel(room, Message::new("t", "alive"), SendOptions::default())
+        .unwrap();
+}
+
+// ---- The cluster port: hellos ----
+
+#[test]
+fn hellos_with_a_wrong_secret_protocol_or_size_are_refused_with_their_reason() {
+    let redis = RedisServer::start(Persistence::None);
+    let (addr, hub) = hub_node(&redis, &[]);
+    let (link, secret) = hub_link(&redis);
+    let refused = |m: NodeMessage| -> String {
+        let mut peer = Peer::connect(link);
+        peer.send(&m);
+        let reason = match peer.recv(WAIT) {
+            Ok(NodeMessage::Refused { reason }) => reason,
+            other => panic!("{m:?}: {other:?}"),
+        };
+        assert_eq!(peer.recv(WAIT).err(), Some(Ended::Closed), "{m:?}");
+        reason
+    };
+    assert_eq!(
+        refused(hello(NODE_PROTOCOL, "not-the-secret", 1)),
+        "wrong cluster secret"
+    );
+    // A secret of the right length but wrong.
+    let mut wrong = secret.clone().into_bytes();
+    wrong[0] ^= 1;
+    assert_eq!(
+        refused(hello(
+            NODE_PROTOCOL,
+            std::str::from_utf8(&wrong).unwrap(),
+            1
+        )),
+        "wrong cluster secret"
+    );
+    assert!(refused(hello(NODE_PROTOCOL + 1, &secret, 1)).contains("node protocol"));
+    assert!(refused(hello(NODE_PROTOCOL, &secret, 0)).contains("gateways"));
+    assert!(refused(hello(NODE_PROTOCOL, &secret, 65)).contains("gateways"));
+    assert!(refused(NodeMessage::Ping).contains("begins with a hello"));
+    assert!(refused(NodeMessage::Welcome {
+        node: "me".into(),
+        first_gateway: GatewayId(0),
+        shards: 1
+    })
+    .contains("begins with a hello"));
+    // Bytes that are not a node frame at all: closed, nothing said.
+    let mut peer = Peer::connect(link);
+    peer.send_raw(b"\x00\x00\x00\x05hello");
+    assert_eq!(peer.recv(WAIT).err(), Some(Ended::Closed));
+    let mut peer = Peer::connect(link);
+    peer.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(peer.closed_within(WAIT).is_some());
+    // An empty frame.
+    let mut peer = Peer::connect(link);
+    peer.send_raw(&[0, 0, 0, 0]);
+    assert!(peer.closed_within(WAIT).is_some());
+    // And the right hello is still welcomed; the clients still served.
+    let _ = Peer::join(link, &secret, 1);
+    still_serves(addr, 1);
+    drop(hub);
+}
+
+#[test]
+fn a_peer_that_says_nothing_or_half_a_hello_is_dropped_after_the_hello_timeout() {
+    let redis = RedisServer::start(Persistence::None);
+    let (addr, hub) = hub_node(&redis, &[]);
+    let (link, secret) = hub_link(&redis);
+    let start = Instant::now();
+    let mut silent = Peer::connect(link);
+    let mut half = Peer::connect(link);
+    let frame = encode_node_message(&hello(NODE_PROTOCOL, &secret, 1));
+    half.send_raw(&frame[..frame.len() / 2]);
+    // A slowloris: a byte of a hello every 500 ms.
+    let mut drip = Peer::connect(link);
+    let dripping = std::thread::spawn(move || {
+        let start = Instant::now();
+        for b in frame.iter() {
+            if drip.stream.write_all(&[*b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        (drip.closed_within(WAIT), start.elapsed())
+    });
+    for peer in [&mut silent, &mut half] {
+        assert!(peer.closed_within(WAIT).is_some(), "dropped");
+        let took = start.elapsed();
+        assert!(
+            took > Duration::from_secs(3) && took < Duration::from_secs(8),
+            "{took:?}"
+        );
+    }
+    let (closed, took) = dripping.join().unwrap();
+    assert!(
+        closed.is_some() && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    still_serves(addr, 1);
+    drop(hub);
+}
+
+#[test]
+fn a_huge_length_prefix_before_the_hello_is_closed_at_once() {
+    let redis = RedisServer::start(Persistence::None);
+    let (addr, mut hub) = hub_node(&redis, &[]);
+    let (link, _) = hub_link(&redis);
+    // Past the largest node frame: the decoder refuses it.
+    let mut peer = Peer::connect(link);
+    peer.send_raw(&u32::try_from(MAX_NODE_FRAME + 1).unwrap().to_be_bytes());
+    let took = peer.closed_within(WAIT).expect("closed");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    peer = Peer::connect(link);
+    peer.send_raw(&u32::MAX.to_be_bytes());
+    assert!(peer.closed_within(WAIT).expect("closed") < Duration::from_secs(2));
+    // The largest node frame, announced before any hello: no one who has
+    // not shown the secret may make the hub node hold 16 MiB.
+    let mut peer = Peer::connect(link);
+    peer.send_raw(&u32::try_from(MAX_NODE_FRAME).unwrap().to_be_bytes());
+    let took = peer.closed_within(WAIT).expect("closed");
+    assert!(
+        took < Duration::from_secs(2),
+        "held a 16 MiB hello for {took:?}"
+    );
+    // Many peers streaming large hellos: the hub node does not hold them.
+    let before = rss_kib(&hub);
+    let streams: Vec<_> = (0..16)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut peer = Peer::connect(link);
+                peer.send_raw(&u32::try_from(MAX_NODE_FRAME).unwrap().to_be_bytes());
+                let chunk = vec![0x0au8; 64 * 1024];
+                let mut sent = 0usize;
+                while sent < MAX_NODE_FRAME - chunk.len() {
+                    if peer.stream.write_all(&chunk).is_err() {
+                        break;
+                    }
+                    sent += chunk.len();
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut peak = 0;
+    let sent: usize = streams
+        .into_iter()
+        .map(|t| {
+            peak = peak.max(rss_kib(&hub));
+            t.join().unwrap()
+        })
+        .sum();
+    peak = peak.max(rss_kib(&hub));
+    eprintln!("16 streamed hellos: {sent} bytes taken; hub RSS {before} KiB -> peak {peak} KiB");
+    assert!(
+        peak < before + 64 * 1024,
+        "the hub node held {} KiB of hellos",
+        peak - before
+    );
+    assert!(alive(&mut hub));
+    still_serves(addr, 1);
+}
+
+// ---- The cluster port: after the hello ----
+
+#[test]
+fn garbage_after_a_hello_closes_the_link_and_frees_its_range() {
+    let redis = RedisServer::start(Persistence::None);
+    let (addr, mut hub) = hub_node(&redis, &[]);
+    let (link, secret) = hub_link(&redis);
+    let garbage: &[&[u8]] = &[
+        // Not protobuf.
+        b"\x00\x00\x00\x03\xff\xff\xff",
+        // An empty frame.
+        b"\x00\x00\x00\x00",
+        // Past the largest frame.
+        &[0xff, 0xff, 0xff, 0xff],
+    ];
+    for bytes in garbage {
+        let (mut peer, _, _) = Peer::join(link, &secret, 1);
+        peer.send_raw(bytes);
+        assert!(peer.closed_within(WAIT).is_some(), "{bytes:?}");
+    }
+    // Messages a hub node never takes from a peer: a second hello, a
+    // welcome, a refusal, a message for a gateway.
+    let wrong = [
+        hello(NODE_PROTOCOL, &secret, 1),
+        NodeMessage::Welcome {
+            node: "x".into(),
+            first_gateway: GatewayId(64),
+            shards: 1,
+        },
+        NodeMessage::Refused { reason: "x".into() },
+    ];
+    for m in wrong {
+        let (mut peer, _, _) = Peer::join(link, &secret, 1);
+        peer.send(&m);
+        assert!(peer.closed_within(WAIT).is_some(), "{m:?}");
+        hub.line_containing("unexpected");
+    }
+    assert!(alive(&mut hub));
+    still_serves(addr, 1);
+}
+
+fn login(conn: ConnId, uid: u64) -> ToHub {
+    ToHub::Login {
+        conn,
+        request_id: 1,
+        request: wire::LoginRequest {
+            protocol_version: wire::PROTOCOL_VERSION,
+            appid: DEMO_APPID,
+            uid,
+            token: String::new(),
+            region: wire::Region::Cn as i32,
+            resume: None,
+        },
+        token: Ok(TokenGrant {
+            is_anonymous: true,
+            expires_at_s: None,
+        }),
+        peer: None,
+        queued: 0,
+    }
+}
+
+#[test]
+fn a_peer_speaking_for_links_outside_its_range_or_for_a_missing_shard_is_closed() {
+    let redis = RedisServer::start(Persistence::None);
+    let (addr, mut hub) = hub_node(&redis, &["--threads", "2"]);
+    let (link, secret) = hub_link(&redis);
+    // A client of the hub node itself (gateway 0), which no peer may name.
+    let (victim, room) = member_on(&[addr], 1);
+    let (mut peer, first, shards) = Peer::join(link, &secret, 2);
+    assert_eq!(shards, 2);
+    assert!(first >= 64 && first % 64 == 0, "{first}");
+    // Its own links are fine.
+    peer.send(&NodeMessage::Hub {
+        shard: ShardId(0),
+        message: ToHub::LinkLost {
+            conn: ConnId::new(GatewayId(first + 1), 1),
+        },
+    });
+    assert_eq!(
+        peer.recv_not_ping(Duration::from_secs(1)).err(),
+        Some(Ended::Silent)
+    );
+    let outside = [
+        // The hub node's own gateway: would end another client's link.
+        (ShardId(0), GatewayId(0)),
+        (ShardId(1), GatewayId(1)),
+        // Past the two gateways it asked for, within its range.
+        (ShardId(0), GatewayId(first + 2)),
+        // Another range.
+        (ShardId(0), GatewayId(first + 64)),
+        (ShardId(0), GatewayId(u16::MAX)),
+        // A shard the hub node does not have.
+        (ShardId(2), GatewayId(first)),
+        (ShardId(63), GatewayId(first)),
+    ];
+    for (i, (shard, gateway)) in outside.into_iter().enumerate() {
+        if i > 0 {
+            peer = Peer::join(link, &secret, 2).0;
+        }
+        let conn = ConnId::new(gateway, 1);
+        peer.send(&NodeMessage::Hub {
+            shard,
+            message: ToHub::LinkLost { conn },
+        });
+        assert!(peer.closed_within(WAIT).is_some(), "{shard:?} {gateway:?}");
+    }
+    // A shard past MAX_SHARDS does not even decode.
+    let (mut peer, first, _) = Peer::join(link, &secret, 1);
+    let mut bad = encode_node_message(&NodeMessage::Hub {
+        shard: ShardId(1),
+        message: ToHub::LinkLost {
+            conn: ConnId::new(GatewayId(first), 1),
+        },
+    })
+    .to_vec();
+    // HubMsg.shard is its field 1: `0x08 0x01`, made 127.
+    let at = 4 + bad[4..].windows(2).position(|w| w == [0x08, 0x01]).unwrap();
+    bad[at + 1] = 0x7f;
+    peer.send_raw(&bad);
+    assert!(peer.closed_within(WAIT).is_some());
+    // The hub node's own client never noticed.
+    victim
+        .send_message_to_channel(
+            room,
+            Message::new("t", "still here"),
+            SendOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(victim.connection_state().0, ConnectionState::Connected);
+    assert!(alive(&mut hub));
+}
+
+/// A raw peer's link `conn` logged in as `uid` and a member of "room".
+fn raw_member(peer: &mut Peer, conn: ConnId, uid: u64) {
+    peer.send(&NodeMessage::Hub {
+        shard: ShardId(0),
+        message: login(conn, uid),
+    });
+    peer.send(&NodeMessage::Hub {
+        shard: ShardId(0),
+        message: ToHub::Request {
+            conn,
+            request_id: 2,
+            body: wire::Body::Join(wire::JoinRequest {
+                channel: Some(wire::ChannelKey {
+                    region: wire::Region::Cn as i32,
+                    channel_id: "room".into(),
+                }),
+                ..Default::default()
+            }),
+            queued: 0,
+        },
+    });
+}
+
+#[test]
+fn a_peer_that_never_reads_is_dropped_and_the_hub_node_stays_bounded() {
+    let redis = RedisServer::start(Persistence::None);
+    let (addr, mut hub) = hub_node(&redis, &["--threads", "1"]);
+    let (link, secret) = hub_link(&redis);
+    let (mut peer, first, _) = Peer::join(link, &secret, 1);
+    let conn = ConnId::new(GatewayId(first), 1);
+    raw_member(&mut peer, conn, 500);
+    // It answers (the login's reply and the join's come back) ...
+    assert!(matches!(
+        peer.recv_not_ping(WAIT),
+        Ok(NodeMessage::Gateway(_))
+    ));
+    // ... then pings, and never reads again.
+    let pinging = Arc::new(AtomicBool::new(true));
+    let mut writer = peer.stream.try_clone().unwrap();
+    let ping = encode_node_message(&NodeMessage::Ping);
+    let p = pinging.clone();
+    let pinger = std::thread::spawn(move || {
+        while p.load(Ordering::Relaxed) {
+            if writer.write_all(&ping).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    let before = rss_kib(&hub);
+    // A member on the hub node sends what the peer's member must get.
+    let senders: Vec<_> = (0..4)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let (c, room) = member_on(&[addr], 10 + i);
+                let big = "x".repeat(30 * 1024);
+                for n in 0..170 {
+                    if let Err(e) = c.send_message_to_channel(
+                        room,
+                        Message::new("t", big.clone()),
+                        SendOptions::default(),
+                    ) {
+                        panic!("send {n}: {e}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    let left = hub.line_containing("node raw-peer left");
+    eprintln!("{left}");
+    let after = rss_kib(&hub);
+    eprintln!("hub RSS {before} KiB -> {after} KiB");
+    assert!(after < before + 128 * 1024, "{before} -> {after}");
+    pinging.store(false, Ordering::Relaxed);
+    pinger.join().unwrap();
+    assert!(alive(&mut hub));
+    still_serves(addr, 1);
+}
