@@ -581,3 +581,111 @@ fn a_peer_that_never_reads_is_dropped_and_the_hub_node_stays_bounded() {
     assert!(alive(&mut hub));
     still_serves(addr, 1);
 }
+
+// ---- Many peers ----
+
+#[test]
+fn gateway_id_ranges_run_out_at_1022_links_and_links_in_a_loop_leak_none() {
+    let redis = RedisServer::start(Persistence::None);
+    let (addr, mut hub) = hub_node(&redis, &[]);
+    let (link, secret) = hub_link(&redis);
+    let baseline = rss_kib(&hub);
+    // Every range but the hub node's own.
+    let mut peers = Vec::new();
+    let mut firsts = std::collections::BTreeSet::new();
+    for _ in 0..1022 {
+        let (peer, first, _) = Peer::join(link, &secret, 64);
+        assert!(firsts.insert(first), "range {first} given twice");
+        peers.push(peer);
+    }
+    assert_eq!(firsts.first(), Some(&64));
+    assert_eq!(firsts.last(), Some(&(1022 * 64)));
+    let full = rss_kib(&hub);
+    let mut one_more = Peer::connect(link);
+    one_more.send(&hello(NODE_PROTOCOL, &secret, 1));
+    match one_more.recv(WAIT) {
+        Ok(NodeMessage::Refused { reason }) => assert_eq!(reason, "no gateway ids left"),
+        other => panic!("{other:?}"),
+    }
+    // The hub node's own clients are still served.
+    still_serves(addr, 1);
+    drop(peers);
+    // Their ranges come back (once the hub node saw them go).
+    let deadline = Instant::now() + WAIT;
+    let (_peer, first, _) = loop {
+        let mut peer = Peer::connect(link);
+        peer.send(&hello(NODE_PROTOCOL, &secret, 1));
+        match peer.recv(WAIT) {
+            Ok(NodeMessage::Welcome { first_gateway, .. }) => break (peer, first_gateway.0, ()),
+            Ok(NodeMessage::Refused { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(first >= 64);
+    drop(_peer);
+    // Links that come and go, in a loop: no range nor memory kept.
+    let cycle = |n: usize| {
+        for _ in 0..n {
+            let (mut peer, _, _) = Peer::join(link, &secret, 4);
+            peer.send(&NodeMessage::Ping);
+        }
+    };
+    cycle(1500);
+    std::thread::sleep(Duration::from_millis(500));
+    let warm = rss_kib(&hub);
+    cycle(3000);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kib(&hub);
+    eprintln!(
+        "hub RSS: {baseline} KiB at rest, {full} KiB with 1022 links, {warm} KiB after 1500 \
+         links in a loop, {after} KiB after 3000 more"
+    );
+    assert!(after < warm + 8 * 1024, "{warm} KiB -> {after} KiB");
+    // A real gateway node still joins, and a client on it is served.
+    let (gw, _node) = {
+        let a = free_addr();
+        let n = Node::spawn(a, &redis.url(), &flags(&[]));
+        n.line_containing(": gateway node of hub node");
+        (a, n)
+    };
+    still_serves(gw, 2);
+    assert!(alive(&mut hub));
+}
+
+// ---- A welcome the gateway node must not believe ----
+
+#[test]
+fn a_welcome_with_gateway_ids_past_u16_is_refused_by_the_gateway_node() {
+    let redis = RedisServer::start(Persistence::None);
+    // A hub node that is not one: it holds the lease and says where it is.
+    let fake = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = fake.local_addr().unwrap();
+    raw_command(
+        redis.port(),
+        &["SET", "hummer:lease", "fake", "PX", "60000"],
+    );
+    raw_command(redis.port(), &["SET", "hummer:hub", &format!("fake {at}")]);
+    raw_command(redis.port(), &["SET", "hummer:secret", "s"]);
+    let mut node = Node::spawn(free_addr(), &redis.url(), &flags(&["--threads", "2"]));
+    fake.set_nonblocking(false).unwrap();
+    let (stream, _) = fake.accept().unwrap();
+    let mut peer = Peer {
+        stream,
+        decoder: FrameDecoder::new(MAX_NODE_FRAME),
+    };
+    assert!(matches!(
+        peer.recv(WAIT),
+        Ok(NodeMessage::Hello { gateways: 2, .. })
+    ));
+    peer.send(&NodeMessage::Welcome {
+        node: "fake".into(),
+        first_gateway: GatewayId(u16::MAX),
+        shards: 1,
+    });
+    let line = node.line_containing("cannot join hub node fake");
+    assert!(line.contains("past the last id"), "{line}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(alive(&mut node), "the gateway node died");
+}

@@ -436,6 +436,16 @@ pub(super) async fn connect_hub(
     let mut decoder = FrameDecoder::new(MAX_NODE_FRAME);
     let mut buf = vec![0u8; 4096];
     match next_message(&mut stream, &mut decoder, &mut buf, HELLO_TIMEOUT).await? {
+        // Its gateways are `first_gateway + thread`: ids past u16 would
+        // overflow (a hub node never gives them; a fake one might).
+        NodeMessage::Welcome { first_gateway, .. }
+            if usize::from(first_gateway.0) + usize::from(gateways) > 1 << 16 =>
+        {
+            Err(format!(
+                "welcomed with {gateways} gateways from {}, past the last id",
+                first_gateway.0
+            ))
+        }
         NodeMessage::Welcome {
             node,
             first_gateway,
