@@ -689,3 +689,287 @@ fn a_welcome_with_gateway_ids_past_u16_is_refused_by_the_gateway_node() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(alive(&mut node), "the gateway node died");
 }
+
+// ---- Role changes ----
+
+/// A TCP proxy that forwards to `upstream` until frozen: then it forwards
+/// nothing, either way, and connects no new link (a partition); thawed, it
+/// forwards again.
+struct Proxy {
+    addr: SocketAddr,
+    frozen: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(upstream: SocketAddr) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let f = frozen.clone();
+        std::thread::spawn(move || {
+            for down in listener.incoming() {
+                let Ok(down) = down else { return };
+                let f = f.clone();
+                std::thread::spawn(move || {
+                    while f.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    let Ok(up) = TcpStream::connect(upstream) else {
+                        return;
+                    };
+                    let (d2, u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+                    let f2 = f.clone();
+                    std::thread::spawn(move || pump(d2, u2, &f2));
+                    pump(up, down, &f);
+                });
+            }
+        });
+        Proxy { addr, frozen }
+    }
+
+    fn freeze(&self, frozen: bool) {
+        self.frozen.store(frozen, Ordering::Relaxed);
+    }
+}
+
+/// Copies `from` to `to` while not frozen; ends both at EOF or an error.
+fn pump(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool) {
+    from.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if frozen.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+/// Waits for a line holding `part`: how long it took.
+fn line_within(node: &Node, part: &str) -> Duration {
+    let start = Instant::now();
+    node.line_containing(part);
+    start.elapsed()
+}
+
+#[test]
+fn a_partition_between_a_gateway_node_and_the_hub_node_is_seen_by_both_and_heals() {
+    let redis = RedisServer::start(Persistence::None);
+    let cluster_at = free_addr();
+    let proxy = Proxy::start(cluster_at);
+    let (cluster_listen, advertise) = (cluster_at.to_string(), proxy.addr.to_string());
+    let args = [
+        "--cluster-listen",
+        &cluster_listen,
+        "--cluster-advertise",
+        &advertise,
+        "--lease-secs",
+        "1",
+        "--presence-grace-secs",
+        "2",
+        "--log",
+        "info",
+    ];
+    let hub_at = free_addr();
+    let hub = Node::spawn(hub_at, &redis.url(), &args);
+    hub.line_containing(": hub node");
+    let gw_at = free_addr();
+    let gw = Node::spawn(gw_at, &redis.url(), &flags(&[]));
+    gw.line_containing(": gateway node of hub node");
+    let (a, room_a) = member_on(&[hub_at], 1);
+    // uid 2 knows the gateway node, then the hub node; uid 5 only the
+    // gateway node.
+    let (b, _) = member_on(&[gw_at, hub_at], 2);
+    let (lonely, _) = member_on(&[gw_at], 5);
+    a.send_message_to_channel(room_a, Message::new("t", "m1"), SendOptions::default())
+        .unwrap();
+    assert_eq!(text(&next_message(&b)), "m1");
+
+    proxy.freeze(true);
+    let cut = Instant::now();
+    let hub_saw = line_within(&hub, "left (");
+    let gw_saw = line_within(&gw, "finding the hub node again");
+    eprintln!(
+        "the hub node saw the partition after {hub_saw:?}, the gateway node after {:?}",
+        cut.elapsed()
+    );
+    assert!(hub_saw < Duration::from_secs(5), "{hub_saw:?}");
+    assert!(
+        cut.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        cut.elapsed()
+    );
+    let _ = gw_saw;
+    // Sent while uid 2 is away: it gets them once it resumed on the hub
+    // node.
+    for t in ["m2", "m3"] {
+        a.send_message_to_channel(room_a, Message::new("t", t), SendOptions::default())
+            .unwrap();
+    }
+    reconnected(&b);
+    let resumed = cut.elapsed();
+    assert_eq!(b.current_endpoint(), Some(hub_at.into()));
+    assert_eq!(text(&next_message(&b)), "m2");
+    assert_eq!(text(&next_message(&b)), "m3");
+    eprintln!("uid 2 resumed on the hub node {resumed:?} after the cut");
+    // uid 5 had nowhere to go: gone after the grace period.
+    let deadline = Instant::now() + WAIT;
+    while a
+        .query_users_online_status(vec![Uid(5)])
+        .unwrap()
+        .get(&Uid(5))
+        != Some(&false)
+    {
+        assert!(Instant::now() < deadline, "uid 5 still online");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Healed: the gateway node joins again and serves.
+    proxy.freeze(false);
+    gw.line_containing(": gateway node of hub node");
+    reconnected(&lonely);
+    still_serves(gw_at, 6);
+}
+
+#[test]
+fn the_hub_nodes_redis_gone_clients_on_every_node_are_refused_with_4010() {
+    let mut redis = RedisServer::start(Persistence::Aof);
+    let (hub_at, hub) = hub_node(&redis, &[]);
+    let gw_at = free_addr();
+    let gw = Node::spawn(gw_at, &redis.url(), &flags(&[]));
+    gw.line_containing(": gateway node of hub node");
+    let (a, room_a) = member_on(&[hub_at], 1);
+    let (c, room_c) = member_on(&[gw_at], 2);
+    redis.kill();
+    // The hub node's own clients: refused once it found out.
+    let send = |client: &Client, room: ChannelHandle, text: &str| {
+        let start = Instant::now();
+        let r = client.send_message_to_channel(
+            room,
+            Message::new("t", text.to_owned()),
+            SendOptions::default(),
+        );
+        (r.map_err(|e| e.code().map(|c| c.code())), start.elapsed())
+    };
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (r, took) = send(&a, room_a, "a");
+        eprintln!("hub node client: {r:?} after {took:?}");
+        if r == Err(Some(4010)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never refused");
+    }
+    // The gateway node's: refused too, at once, not after a timeout.
+    let (r, took) = send(&c, room_c, "c");
+    eprintln!("gateway node client: {r:?} after {took:?}");
+    assert_eq!(r, Err(Some(4010)));
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    // Redis back: both serve again, and nothing a client saw is lost.
+    redis.restart();
+    let deadline = Instant::now() + WAIT;
+    while send(&c, room_c, "back").0.is_err() {
+        assert!(Instant::now() < deadline, "still refused");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = text(&next_message(&a));
+    assert!(got == "back" || got == "a" || got == "c", "{got}");
+    drop((hub, gw));
+}
+
+#[test]
+fn a_gateway_node_joining_while_the_hub_node_cannot_reach_redis_refuses_with_it() {
+    let redis = RedisServer::start(Persistence::Aof);
+    // The hub node reaches Redis through a proxy that a partition
+    // freezes; the gateway node reaches it directly. The lease is long:
+    // the hub node keeps it through the partition.
+    let to_redis = Proxy::start(format!("127.0.0.1:{}", redis.port()).parse().unwrap());
+    let long_lease = [
+        "--cluster-listen",
+        "127.0.0.1:0",
+        "--lease-secs",
+        "60",
+        "--log",
+        "info",
+    ];
+    let hub_at = free_addr();
+    let hub = Node::spawn(hub_at, &format!("redis://{}/0", to_redis.addr), &long_lease);
+    hub.line_containing(": hub node");
+    let (a, room_a) = member_on(&[hub_at], 1);
+    to_redis.freeze(true);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = a.send_message_to_channel(room_a, Message::new("t", "a"), SendOptions::default());
+        if r.map_err(|e| e.code().map(|c| c.code())) == Err(Some(4010)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never refused");
+    }
+    // A gateway node joins now: told at once that the store is down.
+    let gw_at = free_addr();
+    let gw = Node::spawn(gw_at, &redis.url(), &long_lease);
+    gw.line_containing(": gateway node of hub node");
+    let c = Client::connect(gw_at, config()).unwrap();
+    let start = Instant::now();
+    let r = c.login(Uid(2), None, Some(Region::Cn));
+    assert_eq!(
+        r.map(drop).map_err(|e| e.code().map(|c| c.code())),
+        Err(Some(4010)),
+        "after {:?}",
+        start.elapsed()
+    );
+    // Healed: both serve.
+    to_redis.freeze(false);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let c = Client::connect(gw_at, config()).unwrap();
+        if c.login(Uid(2), None, Some(Region::Cn)).is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop((hub, gw));
+}
+
+#[test]
+fn two_nodes_racing_to_be_the_hub_node_end_as_one_hub_and_one_gateway() {
+    for round in 0..3 {
+        let redis = RedisServer::start(Persistence::None);
+        let (a_at, b_at) = (free_addr(), free_addr());
+        let a = Node::spawn(a_at, &redis.url(), &flags(&[]));
+        let b = Node::spawn(b_at, &redis.url(), &flags(&[]));
+        let roles: Vec<bool> = [&a, &b]
+            .iter()
+            .map(|n| {
+                n.line_containing_any(&[": hub node", ": gateway node of hub node"])
+                    .contains(": hub node")
+            })
+            .collect();
+        assert_eq!(
+            roles.iter().filter(|h| **h).count(),
+            1,
+            "round {round}: {roles:?}"
+        );
+        let (x, room) = member_on(&[a_at], 1);
+        let (y, _) = member_on(&[b_at], 2);
+        x.send_message_to_channel(room, Message::new("t", "hi"), SendOptions::default())
+            .unwrap();
+        assert_eq!(text(&next_message(&y)), "hi", "round {round}");
+    }
+}

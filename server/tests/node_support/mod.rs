@@ -69,6 +69,11 @@ impl Node {
         self.line_where(part, |l| l.contains(part))
     }
 
+    /// Waits for a line holding any of `parts`; the line.
+    pub fn line_containing_any(&self, parts: &[&str]) -> String {
+        self.line_where(&parts.join(" | "), |l| parts.iter().any(|p| l.contains(p)))
+    }
+
     fn line_where(&self, what: &str, found: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + WAIT;
         loop {

@@ -10,6 +10,7 @@
 //!                ◄─ Welcome{first gateway id, shards}
 //!                ── Hub{shard, ToHub} ... Ping ────►   (its gateways' messages)
 //!                ◄─ Gateway(ToGateway) ... Ping ───   (the hub's, for them)
+//!                ◄─ StoreDown{down} ───────────────   (refuse requests, or not)
 //! ```
 //!
 //! A link carries messages in order both ways, which is all the gateways
@@ -30,6 +31,7 @@ use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::ops::Range;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -197,6 +199,8 @@ pub(super) struct Peers {
     links: RefCell<Vec<Rc<Peer>>>,
     /// The range the next link may take (1 and up: 0 is the hub node's).
     next_range: Cell<u16>,
+    /// What the links were last told of the store (`StoreDown`).
+    store_down: Cell<bool>,
 }
 
 struct Peer {
@@ -216,6 +220,17 @@ impl Peers {
             .find(|p| p.gateways.contains(&g))
             .cloned();
         peer.is_some_and(|p| p.out.push(&NodeMessage::Gateway(m)))
+    }
+
+    /// Tells every link that the hub node's store cannot be written
+    /// (`down`), or can again, when that changed: their gateways refuse
+    /// requests meanwhile, as this node's do.
+    pub fn tell_store_down(&self, down: bool) {
+        if self.store_down.replace(down) != down {
+            for p in self.links.borrow().iter() {
+                p.out.push(&NodeMessage::StoreDown { down });
+            }
+        }
     }
 
     /// A free range for a new link: the next one in turn that no live link
@@ -352,6 +367,10 @@ async fn serve_peer(
         gateways: range.clone(),
         out: Outbox::default(),
     });
+    // What the others were told; changes reach it with them from now on.
+    if peers.store_down.get() {
+        peer.out.push(&NodeMessage::StoreDown { down: true });
+    }
     peers.links.borrow_mut().push(peer.clone());
     let writer = peer.out.write_to(stream.clone());
     let reader = async {
@@ -516,6 +535,12 @@ async fn read_uplink(
     let take = |m: NodeMessage| match m {
         NodeMessage::Gateway(m) if uplink.gateways.contains(&m.gateway().0) => {
             shard.route(Envelope::Gateway(m));
+            Ok(())
+        }
+        // Every thread's gateway refuses requests meanwhile (the pump
+        // below tells this thread's, the others see it at their next).
+        NodeMessage::StoreDown { down } => {
+            shard.control.hub_store_down.store(down, Ordering::Relaxed);
             Ok(())
         }
         NodeMessage::Ping => Ok(()),

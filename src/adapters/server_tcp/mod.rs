@@ -60,7 +60,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -319,6 +319,9 @@ struct Control {
     /// Threads whose store cannot be written now: while any, every
     /// gateway refuses requests (`ErrorCode::SERVICE_UNAVAILABLE`).
     stores_down: AtomicUsize,
+    /// A gateway node: the hub node's store cannot be written (it said
+    /// so), and every gateway refuses requests likewise.
+    hub_store_down: AtomicBool,
 }
 
 impl Control {

@@ -402,8 +402,13 @@ impl Shard {
     /// `SERVICE_UNAVAILABLE` instead of passing them on: what the hubs
     /// hold for the store stays bounded, and links stay open.
     pub fn sync_refusal(&self) {
-        let down = self.control.stores_down.load(Ordering::Relaxed) > 0;
+        let down = self.control.stores_down.load(Ordering::Relaxed) > 0
+            || self.control.hub_store_down.load(Ordering::Relaxed);
         if down != self.refusing.replace(down) {
+            // A hub node's gateway nodes refuse with it.
+            if let Some(Relay::Peers(peers)) = &*self.relay.borrow() {
+                peers.tell_store_down(down);
+            }
             let refusal = down.then(|| {
                 ServiceError::new(
                     crate::error::ErrorCode::SERVICE_UNAVAILABLE,
