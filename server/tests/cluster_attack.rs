@@ -822,6 +822,16 @@ fn a_partition_between_a_gateway_node_and_the_hub_node_is_seen_by_both_and_heals
         a.send_message_to_channel(room_a, Message::new("t", t), SendOptions::default())
             .unwrap();
     }
+    // A client new to the service, that knows the gateway node first,
+    // is turned away there and served by the hub node at once.
+    let start = Instant::now();
+    let (newcomer, _) = member_on(&[gw_at, hub_at], 7);
+    assert_eq!(newcomer.current_endpoint(), Some(hub_at.into()));
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
     reconnected(&b);
     let resumed = cut.elapsed();
     assert_eq!(b.current_endpoint(), Some(hub_at.into()));
@@ -945,6 +955,66 @@ fn a_gateway_node_joining_while_the_hub_node_cannot_reach_redis_refuses_with_it(
         std::thread::sleep(Duration::from_millis(200));
     }
     drop((hub, gw));
+}
+
+#[test]
+fn a_node_started_while_another_holds_the_lease_unannounced_waits_then_serves() {
+    let redis = RedisServer::start(Persistence::None);
+    // A node that holds the lease and never says where it is (it is
+    // starting, or it is not a cluster node).
+    raw_command(
+        redis.port(),
+        &["SET", "hummer:lease", "ghost", "PX", "6000"],
+    );
+    let first_at = free_addr();
+    let first = Node::spawn(first_at, &redis.url(), &flags(&[]));
+    first.line("hummer-server listening on ");
+    // Meanwhile it turns its clients away at once (they try another node,
+    // or again later), not leaving them in its listen backlog.
+    for _ in 0..3 {
+        let mut tcp = TcpStream::connect(first_at).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let start = Instant::now();
+        let r = tcp.read(&mut [0u8; 16]);
+        assert!(
+            matches!(r, Ok(0))
+                || r.as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "{r:?} after {:?}",
+            start.elapsed()
+        );
+    }
+    // A client that knows only this node logs in once it serves.
+    let waiting = std::thread::spawn(move || {
+        let start = Instant::now();
+        let c = Client::connect(first_at, config()).unwrap();
+        c.login(Uid(3), None, None).unwrap();
+        start.elapsed()
+    });
+    // Another node starts; once the lease lapses one is the hub node and
+    // the other joins it.
+    let second_at = free_addr();
+    let second = Node::spawn(second_at, &redis.url(), &flags(&[]));
+    let mut hubs = 0;
+    let mut gateways = 0;
+    for n in [&first, &second] {
+        let line = n.line_containing_any(&[": hub node", ": gateway node of hub node"]);
+        if line.contains(": hub node") {
+            hubs += 1;
+        } else {
+            gateways += 1;
+        }
+    }
+    assert_eq!((hubs, gateways), (1, 1));
+    eprintln!(
+        "a client waited {:?} for the node to serve",
+        waiting.join().unwrap()
+    );
+    let (x, room) = member_on(&[first_at], 1);
+    let (y, _) = member_on(&[second_at], 2);
+    x.send_message_to_channel(room, Message::new("t", "hi"), SendOptions::default())
+        .unwrap();
+    assert_eq!(text(&next_message(&y)), "hi");
 }
 
 #[test]

@@ -1034,7 +1034,8 @@ pub async fn serve_cluster(
                 None => Ok(None),
             }
         };
-        let role = match attempt.await {
+        // Its clients are turned away while it has no role (below too).
+        let role = match attempt.or(turn_away(&listeners)).await {
             Ok(role) => role,
             Err(store::StoreError::Unavailable(e)) => {
                 log!(warn, "store unreachable: {e}");
@@ -1081,8 +1082,42 @@ pub async fn serve_cluster(
             std::future::poll_fn(|cx| shutdown.as_mut().poll(cx)).await;
             true
         };
-        if wait.or(stop).await {
+        if wait.or(stop).or(turn_away(&listeners)).await {
             return Ok(());
+        }
+    }
+}
+
+/// While a cluster node has no role (it is finding the hub node, or
+/// waiting for the lease), its client listeners close what they accept at
+/// once: the clients try another node (or again later), where they would
+/// otherwise wait in the listen backlog for a login reply that cannot
+/// come until the node serves. Never ends.
+#[cfg(feature = "redis")]
+async fn turn_away<T>(listeners: &Listeners) -> T {
+    loop {
+        let tcp = listeners.tcp.accept();
+        #[cfg(feature = "websocket")]
+        let ws = async {
+            match &listeners.websocket {
+                Some(l) => l.accept().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(feature = "websocket"))]
+        let ws = std::future::pending();
+        match tcp.or(ws).await {
+            Ok((stream, peer)) => {
+                log!(
+                    debug,
+                    "closed {peer}'s connection: this node serves no one yet"
+                );
+                drop(stream);
+            }
+            // Out of descriptors: wait, as the accept loop does.
+            Err(_) => {
+                Timer::after(ACCEPT_BACKOFF_MAX).await;
+            }
         }
     }
 }
