@@ -262,6 +262,17 @@ fn hellos_with_a_wrong_secret_protocol_or_size_are_refused_with_their_reason() {
     let mut peer = Peer::connect(link);
     peer.send_raw(&[0, 0, 0, 0]);
     assert!(peer.closed_within(WAIT).is_some());
+    // A name that would forge log lines is logged quoted, on its line.
+    let mut peer = Peer::connect(link);
+    peer.send(&NodeMessage::Hello {
+        protocol: NODE_PROTOCOL,
+        node: "x\nFORGED hummer-server listening on 10.0.0.1:7300".into(),
+        secret: "wrong".into(),
+        gateways: 1,
+    });
+    assert!(matches!(peer.recv(WAIT), Ok(NodeMessage::Refused { .. })));
+    let line = hub.line_containing("FORGED");
+    assert!(line.contains(r#"node "x\nFORGED"#), "{line}");
     // And the right hello is still welcomed; the clients still served.
     let _ = Peer::join(link, &secret, 1);
     still_serves(addr, 1);

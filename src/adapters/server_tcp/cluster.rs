@@ -321,7 +321,8 @@ async fn serve_peer(
                 None
             };
             if let Some(why) = why {
-                log!(warn, "node {node} refused: {why}");
+                // Quoted: the name is the peer's, who may not be one.
+                log!(warn, "node {node:?} refused: {why}");
                 let _ = stream.write_all(&refuse(&why)).await;
                 return;
             }
