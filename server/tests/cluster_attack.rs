@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use hummer_channel::adapters::blocking::Client;
 use hummer_channel::client::{ChannelHandle, ConnectionState, SendOptions};
 use hummer_channel::server::{
-    decode_node_message, encode_node_message, ConnId, GatewayId, NodeMessage, ShardId, ToHub,
-    TokenGrant, DEMO_APPID, MAX_NODE_FRAME, NODE_PROTOCOL,
+    decode_node_message, encode_node_message, ConnId, GatewayId, NodeMessage, ShardId, ToGateway,
+    ToHub, TokenGrant, DEMO_APPID, MAX_NODE_FRAME, NODE_PROTOCOL,
 };
 use hummer_channel::wire::{self, FrameDecoder};
 use hummer_channel::{Message, Region, Uid};
@@ -591,6 +591,91 @@ fn a_peer_that_never_reads_is_dropped_and_the_hub_node_stays_bounded() {
     pinger.join().unwrap();
     assert!(alive(&mut hub));
     still_serves(addr, 1);
+}
+
+#[test]
+fn a_peer_that_reads_slowly_keeps_its_link_while_it_reads() {
+    let redis = RedisServer::start(Persistence::None);
+    let (addr, mut hub) = hub_node(&redis, &["--threads", "1"]);
+    let (link, secret) = hub_link(&redis);
+    // A small receive buffer: what the hub node sends waits on its side.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(32 * 1024).unwrap();
+    socket.connect(&link.into()).unwrap();
+    let mut peer = Peer {
+        stream: socket.into(),
+        decoder: FrameDecoder::new(MAX_NODE_FRAME),
+    };
+    peer.send(&hello(NODE_PROTOCOL, &secret, 1));
+    let Ok(NodeMessage::Welcome { first_gateway, .. }) = peer.recv(WAIT) else {
+        panic!("not welcomed")
+    };
+    let conn = ConnId::new(first_gateway, 1);
+    raw_member(&mut peer, conn, 500);
+    // It pings, and reads about 1 MiB a second: slow, never stalled.
+    let reading = Arc::new(AtomicBool::new(true));
+    let mut writer = peer.stream.try_clone().unwrap();
+    let r = reading.clone();
+    let pinger = std::thread::spawn(move || {
+        let ping = encode_node_message(&NodeMessage::Ping);
+        while r.load(Ordering::Relaxed) && writer.write_all(&ping).is_ok() {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    let reader = std::thread::spawn(move || {
+        let mut messages = 0usize;
+        let mut buf = [0u8; 16 * 1024];
+        peer.stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while messages < 450 && Instant::now() < deadline {
+            match peer.stream.read(&mut buf) {
+                Ok(0) => return (messages, true),
+                Ok(n) => peer.decoder.extend(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return (messages, true),
+            }
+            while let Some(frame) = peer.decoder.next_frame().unwrap() {
+                // The channel messages (30 KiB each).
+                if let Ok(NodeMessage::Gateway(
+                    ToGateway::Broadcast { frame, .. } | ToGateway::Send { frame, .. },
+                )) = decode_node_message(frame)
+                {
+                    messages += usize::from(frame.len() > 30 * 1024);
+                }
+            }
+            // 16 KiB per 8 ms: about 2 MiB a second.
+            std::thread::sleep(Duration::from_millis(8));
+        }
+        (messages, false)
+    });
+    let senders: Vec<_> = (0..3)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let (c, room) = member_on(&[addr], 10 + i);
+                let big = "x".repeat(30 * 1024);
+                for _ in 0..150 {
+                    c.send_message_to_channel(
+                        room,
+                        Message::new("t", big.clone()),
+                        SendOptions::default(),
+                    )
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    let (messages, closed) = reader.join().unwrap();
+    reading.store(false, Ordering::Relaxed);
+    pinger.join().unwrap();
+    eprintln!("the slow peer read {messages} messages; closed: {closed}");
+    assert!(!closed, "the hub node dropped a peer that was reading");
+    assert_eq!(messages, 450);
+    assert!(alive(&mut hub));
 }
 
 // ---- Many peers ----

@@ -57,8 +57,9 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// shown the secret makes the hub node hold no more than this (a hello is
 /// a name and a secret), not [`MAX_NODE_FRAME`].
 const MAX_HELLO_FRAME: usize = 16 * 1024;
-/// What one link may hold unsent before the hub node drops it (its
-/// node is not reading: its clients resume elsewhere).
+/// What one link may hold unsent (queued, and in the write under way)
+/// before it is dropped (its node is not reading: its clients resume
+/// elsewhere).
 const OUT_MAX: usize = 64 << 20;
 /// The gateway ids a node may have (its threads), and the size of each
 /// link's range: range `k` is ids `64k .. 64k + 64`; the hub node's own
@@ -102,6 +103,8 @@ struct Outbox {
     wake: Notify,
     /// The link is over: nothing more is queued.
     closed: Cell<bool>,
+    /// Bytes of the write under way not yet taken by the socket.
+    writing: Cell<usize>,
 }
 
 impl Outbox {
@@ -112,7 +115,7 @@ impl Outbox {
         }
         let mut buf = self.buf.borrow_mut();
         buf.extend_from_slice(&encode_node_message(m));
-        if buf.len() > OUT_MAX {
+        if buf.len() + self.writing.get() > OUT_MAX {
             drop(buf);
             self.close();
             return false;
@@ -129,7 +132,8 @@ impl Outbox {
 
     /// Writes what is queued as it comes, and a ping when nothing came for
     /// [`PING_EVERY`]; ends when the link is closed or a write fails or
-    /// stalls for [`SILENCE_LIMIT`].
+    /// the socket takes nothing for [`SILENCE_LIMIT`] (a slow peer is not
+    /// a dead one: [`OUT_MAX`] bounds what it holds).
     async fn write_to(&self, mut stream: TcpStream) -> String {
         let ping = encode_node_message(&NodeMessage::Ping);
         loop {
@@ -154,15 +158,27 @@ impl Outbox {
             } else {
                 pending
             };
-            let write = async { stream.write_all(&bytes).await.map_err(|e| e.to_string()) };
-            let stalled = async {
-                Timer::after(SILENCE_LIMIT).await;
-                Err(format!("a write stalled for {SILENCE_LIMIT:?}"))
-            };
-            if let Err(e) = write.or(stalled).await {
-                self.closed.set(true);
-                return e;
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                self.writing.set(rest.len());
+                let write = async { stream.write(rest).await.map_err(|e| e.to_string()) };
+                let stalled = async {
+                    Timer::after(SILENCE_LIMIT).await;
+                    Err(format!("a write stalled for {SILENCE_LIMIT:?}"))
+                };
+                match write.or(stalled).await {
+                    Ok(n) if n > 0 => rest = &rest[n..],
+                    taken => {
+                        let e = taken
+                            .err()
+                            .unwrap_or_else(|| "the socket took nothing".into());
+                        self.writing.set(0);
+                        self.closed.set(true);
+                        return e;
+                    }
+                }
             }
+            self.writing.set(0);
         }
     }
 }
