@@ -678,6 +678,133 @@ fn a_peer_that_reads_slowly_keeps_its_link_while_it_reads() {
     assert!(alive(&mut hub));
 }
 
+/// A client's frame with its length prefix.
+fn client_frame(request_id: u64, body: wire::Body) -> Vec<u8> {
+    let frame = wire::encode_frame(&wire::Frame {
+        request_id,
+        body: Some(body),
+    });
+    let mut out = bytes::BytesMut::new();
+    wire::write_length_prefixed(&frame, &mut out);
+    out.to_vec()
+}
+
+/// No line holding `part` for `wait`.
+fn no_line_within(node: &Node, part: &str, wait: Duration) {
+    let deadline = Instant::now() + wait;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match node.1.recv_timeout(left) {
+            Ok(line) => assert!(!line.contains(part), "{line}"),
+            Err(_) => return,
+        }
+    }
+}
+
+#[test]
+fn a_client_flooding_a_gateway_node_is_slowed_not_its_link_to_the_hub_node_dropped() {
+    // The flood on the thread of the link to the hub node, then on
+    // another one (connections are spread in turn).
+    flood_a_gateway_node("1");
+    flood_a_gateway_node("2");
+}
+
+fn flood_a_gateway_node(threads: &str) {
+    let redis = RedisServer::start(Persistence::None);
+    let (hub_at, hub) = hub_node(&redis, &[]);
+    let gw_at = free_addr();
+    let gw = Node::spawn(gw_at, &redis.url(), &flags(&["--threads", threads]));
+    gw.line_containing(": gateway node of hub node");
+    let (a, _) = member_on(&[hub_at], 1);
+    let (calm, calm_room) = member_on(&[gw_at], 2);
+    // A client that sends as fast as TCP takes it, never waiting for a
+    // reply.
+    let mut flood = TcpStream::connect(gw_at).unwrap();
+    let room = || wire::ChannelKey {
+        region: wire::Region::Cn as i32,
+        channel_id: "room".into(),
+    };
+    flood
+        .write_all(&client_frame(
+            1,
+            wire::Body::Login(wire::LoginRequest {
+                protocol_version: wire::PROTOCOL_VERSION,
+                appid: DEMO_APPID,
+                uid: 66,
+                region: wire::Region::Cn as i32,
+                ..Default::default()
+            }),
+        ))
+        .unwrap();
+    flood
+        .write_all(&client_frame(
+            2,
+            wire::Body::Join(wire::JoinRequest {
+                channel: Some(room()),
+                ..Default::default()
+            }),
+        ))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // The hub node stalls (2 s: less than the links' silence limit) while
+    // the flood comes.
+    let hub_pid = hub.0.id().to_string();
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &hub_pid])
+            .status()
+            .unwrap();
+    };
+    signal("-STOP");
+    flood
+        .set_write_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let start = Instant::now();
+    let mut sent = 0usize;
+    let mut id = 3u64;
+    while start.elapsed() < Duration::from_secs(2) {
+        let frame = client_frame(
+            id,
+            wire::Body::SendToChannel(wire::SendToChannelRequest {
+                channel: Some(room()),
+                message: Some(wire::ChatMessage {
+                    r#type: "t".into(),
+                    content: vec![b'x'; 30 * 1024].into(),
+                    ..Default::default()
+                }),
+                unreliable: false,
+                message_id: id,
+            }),
+        );
+        id += 1;
+        match flood.write(&frame) {
+            Ok(n) => sent += n,
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    let gw_rss = rss_kib(&gw);
+    signal("-CONT");
+    eprintln!(
+        "{threads} threads: the flood sent {} MiB in 2 s; gateway node RSS {gw_rss} KiB",
+        sent >> 20
+    );
+    drop(flood);
+    // Bounded (the queues between its threads count messages, not bytes:
+    // with two threads they hold a few hundred MiB of 30 KiB requests).
+    assert!(gw_rss < 1 << 20, "{gw_rss} KiB");
+    // The gateway node kept its link, and its other client.
+    no_line_within(&gw, "finding the hub node again", Duration::from_secs(5));
+    assert_eq!(calm.connection_state().0, ConnectionState::Connected);
+    calm.send_message_to_channel(calm_room, Message::new("t", "calm"), SendOptions::default())
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if text(&next_message(&a)) == "calm" {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+    }
+}
+
 // ---- Many peers ----
 
 #[test]

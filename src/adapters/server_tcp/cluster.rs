@@ -39,7 +39,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt as _};
 use smol::net::{TcpListener, TcpStream};
 use smol::{LocalExecutor, Timer};
 
-use super::shard::{Envelope, Notify, Shard};
+use super::shard::{Envelope, Notify, Shard, Wait};
 use crate::server::{
     decode_node_message, encode_node_message, GatewayId, NodeMessage, ShardId, ToGateway, ToHub,
     MAX_NODE_FRAME, NODE_PROTOCOL,
@@ -61,6 +61,10 @@ const MAX_HELLO_FRAME: usize = 16 * 1024;
 /// before it is dropped (its node is not reading: its clients resume
 /// elsewhere).
 const OUT_MAX: usize = 64 << 20;
+/// What a gateway node's link may hold unsent before its readers wait
+/// (the hub node is behind): its clients are slowed, as on one node,
+/// long before [`OUT_MAX`] would drop every one of them.
+const UPLINK_HIGH: usize = 8 << 20;
 /// The gateway ids a node may have (its threads), and the size of each
 /// link's range: range `k` is ids `64k .. 64k + 64`; the hub node's own
 /// gateways are range 0.
@@ -105,6 +109,8 @@ struct Outbox {
     closed: Cell<bool>,
     /// Bytes of the write under way not yet taken by the socket.
     writing: Cell<usize>,
+    /// The socket took some of it.
+    drained: Notify,
 }
 
 impl Outbox {
@@ -128,6 +134,15 @@ impl Outbox {
     fn close(&self) {
         self.closed.set(true);
         self.wake.notify();
+        self.drained.notify();
+    }
+
+    /// Bytes queued or being written; none once the link is over.
+    fn held(&self) -> usize {
+        if self.closed.get() {
+            return 0;
+        }
+        self.buf.borrow().len() + self.writing.get()
     }
 
     /// Writes what is queued as it comes, and a ping when nothing came for
@@ -167,13 +182,17 @@ impl Outbox {
                     Err(format!("a write stalled for {SILENCE_LIMIT:?}"))
                 };
                 match write.or(stalled).await {
-                    Ok(n) if n > 0 => rest = &rest[n..],
+                    Ok(n) if n > 0 => {
+                        rest = &rest[n..];
+                        self.writing.set(rest.len());
+                        self.drained.notify();
+                    }
                     taken => {
                         let e = taken
                             .err()
                             .unwrap_or_else(|| "the socket took nothing".into());
                         self.writing.set(0);
-                        self.closed.set(true);
+                        self.close();
                         return e;
                     }
                 }
@@ -509,6 +528,18 @@ impl Uplink {
     /// Queues a gateway's message for hub shard `s`.
     pub fn to_hub(&self, s: ShardId, message: ToHub) {
         self.out.push(&NodeMessage::Hub { shard: s, message });
+    }
+
+    /// Whether the link holds more than [`UPLINK_HIGH`] unsent: the node's
+    /// readers wait ([`Shard::room`]).
+    pub fn backlogged(&self) -> bool {
+        self.out.held() > UPLINK_HIGH
+    }
+
+    /// Resolves when the socket took some of what the link holds (or the
+    /// link ended).
+    pub fn drained(&self) -> Wait<'_> {
+        self.out.drained.wait()
     }
 }
 
