@@ -595,6 +595,11 @@ async fn read_uplink(
         other => Err(format!("unexpected {other:?}")),
     };
     loop {
+        // While this node's other threads are behind (their gateways'
+        // clients take less than the hub sends), read no more: TCP pushes
+        // back on the hub node, which drops a link it cannot write to
+        // rather than this node holding it all.
+        shard.threads_room().await;
         take(next_message(stream, decoder, &mut buf, SILENCE_LIMIT).await?)?;
         while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
             take(decode_node_message(frame).map_err(|e| e.to_string())?)?;

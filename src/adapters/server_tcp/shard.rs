@@ -445,6 +445,15 @@ impl Shard {
         }
     }
 
+    /// Waits until this thread's queues to the others have room (its link
+    /// to the hub node, if any, not counted: a gateway node's reader of it
+    /// must not wait on it).
+    pub async fn threads_room(&self) {
+        while self.out_len.get() > BACKLOG_HIGH {
+            self.flushed.wait().await;
+        }
+    }
+
     /// Writes what the gateway queued straight to the sockets that take
     /// it (no task hop), leaves the rest to the writers, and flags the
     /// connections to close.
