@@ -708,11 +708,26 @@ fn a_client_flooding_a_gateway_node_is_slowed_not_its_link_to_the_hub_node_dropp
     flood_a_gateway_node("2");
 }
 
-fn flood_a_gateway_node(threads: &str) {
+fn flood_a_gateway_node(threads: &'static str) {
     let redis = RedisServer::start(Persistence::None);
-    let (hub_at, hub) = hub_node(&redis, &[]);
+    // A lease the hub node's stall (below) does not outlast.
+    let args = |threads: &'static str| {
+        [
+            "--cluster-listen",
+            "127.0.0.1:0",
+            "--lease-secs",
+            "10",
+            "--threads",
+            threads,
+            "--log",
+            "info",
+        ]
+    };
+    let hub_at = free_addr();
+    let hub = Node::spawn(hub_at, &redis.url(), &args("2"));
+    hub.line_containing(": hub node");
     let gw_at = free_addr();
-    let gw = Node::spawn(gw_at, &redis.url(), &flags(&["--threads", threads]));
+    let gw = Node::spawn(gw_at, &redis.url(), &args(threads));
     gw.line_containing(": gateway node of hub node");
     let (a, _) = member_on(&[hub_at], 1);
     let (calm, calm_room) = member_on(&[gw_at], 2);
@@ -1178,6 +1193,51 @@ fn a_gateway_node_joining_while_the_hub_node_cannot_reach_redis_refuses_with_it(
         std::thread::sleep(Duration::from_millis(200));
     }
     drop((hub, gw));
+}
+
+#[test]
+fn a_hub_node_cut_off_from_redis_alone_is_taken_over_by_a_gateway_node() {
+    let redis = RedisServer::start(Persistence::Aof);
+    // The hub node reaches Redis through a proxy a partition freezes; the
+    // gateway node reaches it directly.
+    let to_redis = Proxy::start(format!("127.0.0.1:{}", redis.port()).parse().unwrap());
+    let hub_at = free_addr();
+    let mut hub = Node::spawn(hub_at, &format!("redis://{}/0", to_redis.addr), &flags(&[]));
+    hub.line_containing(": hub node");
+    let gw_at = free_addr();
+    let gw = Node::spawn(gw_at, &redis.url(), &flags(&[]));
+    gw.line_containing(": gateway node of hub node");
+    let (a, room_a) = member_on(&[hub_at, gw_at], 1);
+    let (b, room_b) = member_on(&[gw_at], 2);
+    a.send_message_to_channel(room_a, Message::new("t", "m1"), SendOptions::default())
+        .unwrap();
+    assert_eq!(text(&next_message(&b)), "m1");
+    to_redis.freeze(true);
+    let cut = Instant::now();
+    // The lease lapses (1 s); the gateway node, which reaches Redis, takes
+    // the state over.
+    gw.line_containing(": hub node");
+    eprintln!(
+        "the gateway node took over {:?} after the cut",
+        cut.elapsed()
+    );
+    // Its client resumes there, and is served.
+    reconnected(&b);
+    send_retrying(&b, room_b, "m2");
+    assert_eq!(text(&next_message(&b)), "m2");
+    // The old hub node, back in touch with Redis, finds the lease taken
+    // and stops (till then it refuses its clients, as a standby node cut
+    // off from Redis does); its client resumes on the new hub node and
+    // loses nothing.
+    to_redis.freeze(false);
+    let deadline = Instant::now() + WAIT;
+    while alive(&mut hub) {
+        assert!(Instant::now() < deadline, "the old hub node still runs");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(text(&next_message(&a)), "m1");
+    assert_eq!(text(&next_message(&a)), "m2");
+    assert_eq!(a.current_endpoint(), Some(gw_at.into()));
 }
 
 #[test]

@@ -600,13 +600,16 @@ async fn run(
         cluster::Role::Gateway(link) => (link.first.0, link.shards, true),
         _ => (0, u16::try_from(threads).unwrap_or(MAX_SHARDS), false),
     };
-    if relays_hubs {
-        // The hub node keeps the state.
-        #[cfg(feature = "redis")]
-        {
-            runner.store = None;
-        }
-    }
+    // The hub node keeps the state; a gateway node only watches that the
+    // hub node still holds the lease (watch_hub_lease).
+    #[cfg(feature = "redis")]
+    let hub_lease = match &role {
+        cluster::Role::Gateway(link) => runner
+            .store
+            .take()
+            .map(|store| (store, link.hub.clone(), runner.store_lease)),
+        _ => None,
+    };
     let (stop_tx, stop_rx) = bounded::<()>(1);
     #[cfg(feature = "http-api")]
     if listeners.api.is_some() {
@@ -804,8 +807,15 @@ async fn run(
         std::future::pending::<()>().await
     };
     let hub_lost = async {
+        let lease_lapsed = async {
+            #[cfg(feature = "redis")]
+            if let Some((store, hub, ttl)) = hub_lease {
+                return watch_hub_lease(store, hub, ttl).await;
+            }
+            std::future::pending().await
+        };
         match uplink {
-            Some(task) => uplink_ended.set(Some(task.await)),
+            Some(task) => uplink_ended.set(Some(task.or(lease_lapsed).await)),
             None => std::future::pending().await,
         }
     };
@@ -1118,6 +1128,33 @@ async fn turn_away<T>(listeners: &Listeners) -> T {
             Err(_) => {
                 Timer::after(ACCEPT_BACKOFF_MAX).await;
             }
+        }
+    }
+}
+
+/// A gateway node's watch on its hub node's lease: returns (why) once the
+/// lease was seen not to be the hub node's on every check for a whole
+/// lease. A hub node cut off from Redis alone cannot renew it, and would
+/// leave the whole cluster refusing requests until it reaches Redis again
+/// while this node could take over; one that can renews it within a
+/// third of it, so a Redis that was down for every node and is back does
+/// not hand the state over. An unreachable Redis tells nothing.
+#[cfg(feature = "redis")]
+async fn watch_hub_lease(store: store::StoreConfig, hub: String, ttl: Duration) -> String {
+    // It connects (again) by itself at the call after a failed one.
+    let mut conn = store::RedisStore::new(&store);
+    let mut lapsed_since: Option<Instant> = None;
+    loop {
+        Timer::after(ttl / 3).await;
+        match conn.hub_node().await {
+            Ok(Some(h)) if h.node == hub => lapsed_since = None,
+            Ok(_) => {
+                let since = *lapsed_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= ttl {
+                    return format!("hub node {hub} no longer holds the store's lease");
+                }
+            }
+            Err(_) => {}
         }
     }
 }
