@@ -511,6 +511,60 @@ fn a_peer_speaking_for_links_outside_its_range_or_for_a_missing_shard_is_closed(
     assert!(alive(&mut hub));
 }
 
+#[test]
+fn a_large_message_trickling_in_is_not_silence() {
+    let redis = RedisServer::start(Persistence::None);
+    let (addr, mut hub) = hub_node(&redis, &["--threads", "1"]);
+    let (link, secret) = hub_link(&redis);
+    let (mut peer, first, _) = Peer::join(link, &secret, 1);
+    // One message of 1 MiB, at 200 KiB a second: 5 s without a whole
+    // message, never 3 s without a byte.
+    let big = encode_node_message(&NodeMessage::Hub {
+        shard: ShardId(0),
+        message: ToHub::Request {
+            conn: ConnId::new(GatewayId(first), 1),
+            request_id: 1,
+            body: wire::Body::SendToChannel(wire::SendToChannelRequest {
+                channel: Some(wire::ChannelKey {
+                    region: wire::Region::Cn as i32,
+                    channel_id: "room".into(),
+                }),
+                message: Some(wire::ChatMessage {
+                    r#type: "t".into(),
+                    content: vec![b'x'; 1 << 20].into(),
+                    ..Default::default()
+                }),
+                unreliable: false,
+                message_id: 1,
+            }),
+            queued: 0,
+        },
+    });
+    let start = Instant::now();
+    for chunk in big.chunks(20 * 1024) {
+        let sent = peer.stream.write_all(chunk);
+        assert!(
+            sent.is_ok(),
+            "the link was closed after {:?}",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    peer.send(&NodeMessage::Ping);
+    // (It answers the request, of a link that is not logged in.)
+    loop {
+        match peer.recv_not_ping(Duration::from_secs(2)) {
+            Ok(m) => eprintln!("{m:?}"),
+            Err(e) => {
+                assert_eq!(e, Ended::Silent, "the link was closed");
+                break;
+            }
+        }
+    }
+    assert!(alive(&mut hub));
+    still_serves(addr, 1);
+}
+
 /// A raw peer's link `conn` logged in as `uid` and a member of "room".
 fn raw_member(peer: &mut Peer, conn: ConnId, uid: u64) {
     peer.send(&NodeMessage::Hub {

@@ -202,14 +202,25 @@ impl Outbox {
     }
 }
 
-/// Reads the next message of `stream` within `limit`.
+/// How long [`next_message`] waits.
+#[derive(Clone, Copy)]
+enum ReadLimit {
+    /// For the whole message (a hello: a slow one is an attack).
+    Whole(Duration),
+    /// For each byte (a link: a large message may take longer than this
+    /// on a slow network, a link that sends nothing is dead).
+    Silence(Duration),
+}
+
+/// Reads the next message of `stream` within `wait`.
 async fn next_message(
     stream: &mut TcpStream,
     decoder: &mut FrameDecoder,
     buf: &mut [u8],
-    limit: Duration,
+    wait: ReadLimit,
 ) -> Result<NodeMessage, String> {
-    let deadline = Instant::now() + limit;
+    let (ReadLimit::Whole(limit) | ReadLimit::Silence(limit)) = wait;
+    let mut deadline = Instant::now() + limit;
     loop {
         match decoder.next_frame() {
             Ok(Some(frame)) => return decode_node_message(frame).map_err(|e| e.to_string()),
@@ -224,6 +235,9 @@ async fn next_message(
         match read.or(late).await? {
             0 => return Err("closed by the peer".into()),
             n => decoder.extend(&buf[..n]),
+        }
+        if let ReadLimit::Silence(_) = wait {
+            deadline = Instant::now() + limit;
         }
     }
 }
@@ -336,7 +350,13 @@ async fn serve_peer(
             reason: reason.into(),
         })
     };
-    let hello = next_message(&mut stream, &mut decoder, &mut buf, HELLO_TIMEOUT).await;
+    let hello = next_message(
+        &mut stream,
+        &mut decoder,
+        &mut buf,
+        ReadLimit::Whole(HELLO_TIMEOUT),
+    )
+    .await;
     let (peer_node, wanted) = match hello {
         Ok(NodeMessage::Hello {
             protocol,
@@ -449,7 +469,7 @@ async fn read_peer(
     };
     loop {
         shard.room().await;
-        take(next_message(stream, decoder, &mut buf, SILENCE_LIMIT).await?)?;
+        take(next_message(stream, decoder, &mut buf, ReadLimit::Silence(SILENCE_LIMIT)).await?)?;
         // What else that read brought goes in the same turn.
         while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
             take(decode_node_message(frame).map_err(|e| e.to_string())?)?;
@@ -490,7 +510,14 @@ pub(super) async fn connect_hub(
         .map_err(|e| e.to_string())?;
     let mut decoder = FrameDecoder::new(MAX_NODE_FRAME);
     let mut buf = vec![0u8; 4096];
-    match next_message(&mut stream, &mut decoder, &mut buf, HELLO_TIMEOUT).await? {
+    match next_message(
+        &mut stream,
+        &mut decoder,
+        &mut buf,
+        ReadLimit::Whole(HELLO_TIMEOUT),
+    )
+    .await?
+    {
         // Its gateways are `first_gateway + thread`: ids past u16 would
         // overflow (a hub node never gives them; a fake one might).
         NodeMessage::Welcome { first_gateway, .. }
@@ -600,7 +627,7 @@ async fn read_uplink(
         // back on the hub node, which drops a link it cannot write to
         // rather than this node holding it all.
         shard.threads_room().await;
-        take(next_message(stream, decoder, &mut buf, SILENCE_LIMIT).await?)?;
+        take(next_message(stream, decoder, &mut buf, ReadLimit::Silence(SILENCE_LIMIT)).await?)?;
         while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
             take(decode_node_message(frame).map_err(|e| e.to_string())?)?;
         }
