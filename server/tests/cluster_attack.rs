@@ -378,6 +378,44 @@ fn a_huge_length_prefix_before_the_hello_is_closed_at_once() {
     still_serves(addr, 1);
 }
 
+#[test]
+fn a_flood_of_silent_connections_does_not_take_the_hub_nodes_descriptors() {
+    let redis = RedisServer::start(Persistence::None);
+    let (addr, hub) = hub_node(&redis, &["--threads", "1"]);
+    let (link, secret) = hub_link(&redis);
+    // Few descriptors, so that the flood would take them all.
+    let pid = hub.0.id().to_string();
+    let limited = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, "--nofile=256:256"])
+        .status()
+        .unwrap();
+    assert!(limited.success());
+    // Connections that never say hello, more than the hub node has
+    // descriptors for, from another address than the gateway node's.
+    let flood: Vec<TcpStream> = (0..400)
+        .map(|_| {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            let from: SocketAddr = "127.0.0.2:0".parse().unwrap();
+            socket.bind(&from.into()).unwrap();
+            socket.connect(&link.into()).unwrap();
+            socket.into()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // The hub node's clients are served at once all the same ...
+    let start = Instant::now();
+    still_serves(addr, 1);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "a client waited {:?}",
+        start.elapsed()
+    );
+    // ... and a gateway node still joins.
+    let (_peer, _, _) = Peer::join(link, &secret, 1);
+    drop(flood);
+}
+
 // ---- The cluster port: after the hello ----
 
 #[test]

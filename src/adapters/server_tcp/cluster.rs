@@ -28,7 +28,9 @@
 //! which may be itself: see [`serve_cluster`](super::serve_cluster).
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::ops::Range;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -57,6 +59,12 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// shown the secret makes the hub node hold no more than this (a hello is
 /// a name and a secret), not [`MAX_NODE_FRAME`].
 const MAX_HELLO_FRAME: usize = 16 * 1024;
+/// Links that may wait for their hello at once, from one address (IPv6:
+/// one /64) and in all: more are closed at once. Gateway nodes say hello
+/// as they connect; connections that say nothing must not take the hub
+/// node's descriptors (its clients', its store's) for [`HELLO_TIMEOUT`].
+const HELLOS_PER_ADDRESS: usize = 8;
+const HELLOS_MAX: usize = 256;
 /// What one link may hold unsent (queued, and in the write under way)
 /// before it is dropped (its node is not reading: its clients resume
 /// elsewhere).
@@ -309,14 +317,22 @@ pub(super) async fn accept_peers(
     secret: String,
     shards: u16,
 ) {
+    let waiting = Rc::new(Hellos::default());
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 log!(warn, "cluster listener: {e}");
                 Timer::after(Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        let Some(slot) = waiting.take(super::ip_key(from.ip())) else {
+            log!(
+                debug,
+                "closed {from}'s link: too many links wait for their hello"
+            );
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let Some(ex) = ex.upgrade() else { return };
@@ -324,11 +340,54 @@ pub(super) async fn accept_peers(
             shard.clone(),
             peers.clone(),
             stream,
+            slot,
             node.clone(),
             secret.clone(),
             shards,
         );
         ex.spawn(session).detach();
+    }
+}
+
+/// The links waiting for their hello, per address ([`HELLOS_PER_ADDRESS`]).
+#[derive(Default)]
+struct Hellos(RefCell<HashMap<IpAddr, usize>>);
+
+/// A link's place among those waiting for their hello, given back when
+/// dropped.
+struct HelloSlot {
+    hellos: Rc<Hellos>,
+    ip: IpAddr,
+}
+
+impl Hellos {
+    fn take(self: &Rc<Self>, ip: IpAddr) -> Option<HelloSlot> {
+        let mut waiting = self.0.borrow_mut();
+        let all: usize = waiting.values().sum();
+        let n = waiting.entry(ip).or_insert(0);
+        if *n >= HELLOS_PER_ADDRESS || all >= HELLOS_MAX {
+            if *n == 0 {
+                waiting.remove(&ip);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(HelloSlot {
+            hellos: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for HelloSlot {
+    fn drop(&mut self) {
+        let mut waiting = self.hellos.0.borrow_mut();
+        if let Some(n) = waiting.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                waiting.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -339,6 +398,7 @@ async fn serve_peer(
     shard: Rc<Shard>,
     peers: Rc<Peers>,
     mut stream: TcpStream,
+    slot: HelloSlot,
     node: String,
     secret: String,
     shards: u16,
@@ -357,6 +417,7 @@ async fn serve_peer(
         ReadLimit::Whole(HELLO_TIMEOUT),
     )
     .await;
+    drop(slot);
     let (peer_node, wanted) = match hello {
         Ok(NodeMessage::Hello {
             protocol,
