@@ -1393,6 +1393,29 @@ fn a_node_started_while_another_holds_the_lease_unannounced_waits_then_serves() 
 }
 
 #[test]
+fn a_node_started_before_its_redis_waits_then_serves() {
+    let mut redis = RedisServer::start(Persistence::None);
+    redis.kill();
+    let at = free_addr();
+    let node = Node::spawn(at, &redis.url(), &flags(&[]));
+    node.line("hummer-server listening on ");
+    node.line_containing("store unreachable");
+    // It turns clients away meanwhile.
+    let mut tcp = TcpStream::connect(at).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let r = tcp.read(&mut [0u8; 16]);
+    assert!(
+        matches!(r, Ok(0))
+            || r.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{r:?}"
+    );
+    redis.restart();
+    node.line_containing(": hub node");
+    still_serves(at, 1);
+}
+
+#[test]
 fn two_nodes_racing_to_be_the_hub_node_end_as_one_hub_and_one_gateway() {
     for round in 0..3 {
         let redis = RedisServer::start(Persistence::None);
