@@ -1333,6 +1333,30 @@ fn a_hub_node_cut_off_from_redis_alone_is_taken_over_by_a_gateway_node() {
 }
 
 #[test]
+fn redis_losing_its_data_leaves_the_cluster_whole() {
+    let mut redis = RedisServer::start(Persistence::None);
+    let (hub_at, hub) = hub_node(&redis, &[]);
+    let gw_at = free_addr();
+    let gw = Node::spawn(gw_at, &redis.url(), &flags(&[]));
+    gw.line_containing(": gateway node of hub node");
+    let (a, _) = member_on(&[hub_at], 1);
+    let (b, room_b) = member_on(&[gw_at], 2);
+    // Restarted empty: the lease, where the hub node is and the secret
+    // are gone with the state. The hub node takes its lease again and
+    // writes its state again; the gateway node stays with it, or joins it
+    // again.
+    redis.restart();
+    hub.line_containing("the store lost its data");
+    std::thread::sleep(Duration::from_secs(3));
+    send_retrying(&b, room_b, "after");
+    let deadline = Instant::now() + WAIT;
+    while text(&next_message(&a)) != "after" {
+        assert!(Instant::now() < deadline);
+    }
+    drop(gw);
+}
+
+#[test]
 fn a_node_started_while_another_holds_the_lease_unannounced_waits_then_serves() {
     let redis = RedisServer::start(Persistence::None);
     // A node that holds the lease and never says where it is (it is

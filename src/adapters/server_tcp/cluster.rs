@@ -89,6 +89,8 @@ pub(super) enum Role {
         listener: TcpListener,
         /// This node's name (the lease owner's), told to peers.
         node: String,
+        /// Where the others reach `listener`, as announced.
+        address: String,
         secret: String,
     },
     /// It relays its gateways' messages to the hub node over `link`.

@@ -640,7 +640,18 @@ async fn run(
             }
             if store.lease_owner().is_some() {
                 // On smol's own threads: the restore below keeps this one.
-                lease_keeper = Some(smol::spawn(keep_lease(store.clone(), runner.store_lease)));
+                // A hub node keeps its announcement too.
+                let announce = match &role {
+                    cluster::Role::Hub {
+                        address, secret, ..
+                    } => Some((address.clone(), secret.clone())),
+                    _ => None,
+                };
+                lease_keeper = Some(smol::spawn(keep_lease(
+                    store.clone(),
+                    runner.store_lease,
+                    announce,
+                )));
             }
             let objects = s.load().await.map_err(fail)?;
             // The writers expect the generation that was loaded: Redis
@@ -729,6 +740,7 @@ async fn run(
             listener,
             node,
             secret,
+            ..
         } => {
             let peers = Rc::new(cluster::Peers::default());
             shard.set_relay(cluster::Relay::Peers(peers.clone()));
@@ -1019,6 +1031,7 @@ pub async fn serve_cluster(
                     Ok(Some(cluster::Role::Hub {
                         listener: cluster.listener.clone(),
                         node: node.clone(),
+                        address: cluster.advertise.clone(),
                         secret,
                     }))
                 }
@@ -1181,14 +1194,32 @@ fn random_secret() -> String {
 /// it must stop: another node holds the lease. An unreachable Redis is
 /// retried (the writes wait meanwhile, and are refused while the lease is
 /// not this node's).
+///
+/// A hub node (`announce`: where it takes links, and the cluster's
+/// secret) says where it is again with each renewal: a Redis that lost
+/// its data (restarted empty, flushed) lost that too, and gateway nodes
+/// would neither find the hub node nor see that it holds the lease.
 #[cfg(feature = "redis")]
-async fn keep_lease(store: store::StoreConfig, ttl: Duration) -> String {
+async fn keep_lease(
+    store: store::StoreConfig,
+    ttl: Duration,
+    announce: Option<(String, String)>,
+) -> String {
     // It connects (again) by itself at the call after a failed one.
     let mut conn = store::RedisStore::new(&store);
     loop {
         Timer::after(ttl / 3).await;
         match conn.claim_lease(ttl).await {
-            Ok(store::Lease::Held) => {}
+            Ok(store::Lease::Held) => {
+                if let Some((address, secret)) = &announce {
+                    match conn.announce_hub(address, secret).await {
+                        Ok(s) if s == *secret => {}
+                        // Only a node that held the lease sets another.
+                        Ok(_) => log!(warn, "the store holds another cluster secret"),
+                        Err(e) => log!(warn, "cannot announce the hub node: {e}"),
+                    }
+                }
+            }
             Ok(store::Lease::HeldBy(other)) => {
                 return format!("node {other} holds the store's lease")
             }
