@@ -976,9 +976,12 @@ impl ClusterOptions {
 /// takes the other nodes' links on `cluster.listener`. Every other node is
 /// a *gateway node*: it serves its clients with its gateways only,
 /// relaying to the hub node over one link. When that link ends (the hub
-/// node died), a gateway node closes its clients' links (`Close{4006}`:
-/// they resume), and claims the lease or joins the new hub node. A hub node
-/// whose lease another node took stops with an error, as [`serve_on`] does.
+/// node died), or the hub node no longer holds the lease for a whole lease
+/// (it is cut off from Redis), a gateway node closes its clients' links
+/// (`Close{4006}`: they resume), and claims the lease or joins the new hub
+/// node; while it has no role it closes new client connections at once. A
+/// hub node whose lease another node took stops with an error, as
+/// [`serve_on`] does.
 ///
 /// Every node must be given the same [`ServerConfig`] (apps, secrets and
 /// limits): gateways check tokens and limits with their own.
