@@ -7,7 +7,8 @@
 //! it is for; the hub node sends the [`ToGateway`] messages of the peer's
 //! gateways. First the gateway node says [`NodeMessage::Hello`], and the hub
 //! node answers [`NodeMessage::Welcome`] or [`NodeMessage::Refused`]; both
-//! sides send [`NodeMessage::Ping`]s.
+//! sides send [`NodeMessage::Ping`]s, and the hub node says when its store
+//! cannot be written ([`NodeMessage::StoreDown`]).
 //!
 //! A node link is a byte stream of frames with the client wire's length
 //! prefix: [`encode_node_message`] gives a frame with its prefix, a
@@ -35,7 +36,7 @@ use crate::wire::{self, codec::put_length_prefix, LENGTH_PREFIX_LEN};
 
 /// Version of the node link protocol ([`NodeMessage::Hello`] carries it; the
 /// hub node refuses a peer of another version).
-pub const NODE_PROTOCOL: u32 = 1;
+pub const NODE_PROTOCOL: u32 = 2;
 
 /// The largest node frame, prefix not counted (a broadcast may name many
 /// links): 16 MiB. Give it to the link's
@@ -87,6 +88,14 @@ pub enum NodeMessage {
     },
     /// The hub's message for a gateway of the peer.
     Gateway(ToGateway),
+    /// The hub node's store cannot be written (`down`), or can again: the
+    /// peer's gateways refuse requests meanwhile, as the hub node's own do
+    /// ([`Gateway::set_refusing`](super::Gateway::set_refusing)). Sent
+    /// after the welcome when it is down, then at each change.
+    StoreDown {
+        /// Whether it is down now.
+        down: bool,
+    },
 }
 
 impl fmt::Debug for NodeMessage {
@@ -125,6 +134,9 @@ impl fmt::Debug for NodeMessage {
                 .field("message", message)
                 .finish(),
             NodeMessage::Gateway(m) => f.debug_tuple("Gateway").field(m).finish(),
+            NodeMessage::StoreDown { down } => {
+                f.debug_struct("StoreDown").field("down", down).finish()
+            }
         }
     }
 }
@@ -232,6 +244,7 @@ pub fn decode_node_message(frame: Bytes) -> Result<NodeMessage, WireError> {
                 .ok_or(invalid("gateway.message", "missing or unknown"))?;
             NodeMessage::Gateway(to_gateway_from_wire(message)?)
         }
+        Kind::StoreDown(d) => NodeMessage::StoreDown { down: d.down },
     })
 }
 
@@ -248,7 +261,7 @@ fn invalid(field: &'static str, reason: &'static str) -> WireError {
 /// A node frame.
 #[derive(Clone, PartialEq, prost::Message)]
 struct NodeFrame {
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
     kind: Option<Kind>,
 }
 
@@ -267,6 +280,8 @@ enum Kind {
     Hub(HubMsg),
     #[prost(message, tag = "6")]
     Gateway(GatewayMsg),
+    #[prost(message, tag = "7")]
+    StoreDown(StoreDownMsg),
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -298,6 +313,12 @@ struct WelcomeMsg {
 struct RefusedMsg {
     #[prost(string, tag = "1")]
     reason: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoreDownMsg {
+    #[prost(bool, tag = "1")]
+    down: bool,
 }
 
 /// A [`ToHub`] and its shard.
@@ -506,6 +527,7 @@ fn kind_to_wire(m: &NodeMessage) -> Kind {
         NodeMessage::Gateway(m) => Kind::Gateway(GatewayMsg {
             message: Some(to_gateway_to_wire(m)),
         }),
+        NodeMessage::StoreDown { down } => Kind::StoreDown(StoreDownMsg { down: *down }),
     }
 }
 
@@ -867,6 +889,8 @@ mod tests {
                 reason: String::new(),
             },
             NodeMessage::Ping,
+            NodeMessage::StoreDown { down: true },
+            NodeMessage::StoreDown { down: false },
             login(0, grant(false, None), None),
             login(
                 u64::MAX,
@@ -1150,10 +1174,10 @@ mod tests {
             }
         );
         // No variant (an empty frame), or only ones this version does not
-        // know (fields 7 and 999).
+        // know (fields 8 and 999).
         assert!(NodeFrame { kind: None }.encode_to_vec().is_empty());
         assert_eq!(
-            err(Bytes::from_static(&[0x3a, 0x00])),
+            err(Bytes::from_static(&[0x42, 0x00])),
             WireError::MissingBody
         );
         assert_eq!(

@@ -69,14 +69,34 @@ impl Node {
         self.line_where(part, |l| l.contains(part))
     }
 
+    /// The same, waiting up to `within` (a first node in an empty store
+    /// watches the lease for a whole lease period before it takes it).
+    pub fn line_containing_within(&self, part: &str, within: Duration) -> String {
+        self.line_where_within(part, within, |l| l.contains(part))
+    }
+
+    /// Waits for a line holding any of `parts`; the line.
+    pub fn line_containing_any(&self, parts: &[&str]) -> String {
+        self.line_where(&parts.join(" | "), |l| parts.iter().any(|p| l.contains(p)))
+    }
+
     fn line_where(&self, what: &str, found: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
+        self.line_where_within(what, WAIT, found)
+    }
+
+    fn line_where_within(
+        &self,
+        what: &str,
+        within: Duration,
+        found: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.1.recv_timeout(left) {
                 Ok(line) if found(&line) => return line,
                 Ok(_) => continue,
-                Err(_) => panic!("no line with {what:?} within {WAIT:?}"),
+                Err(_) => panic!("no line with {what:?} within {within:?}"),
             }
         }
     }

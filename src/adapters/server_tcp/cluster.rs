@@ -10,6 +10,7 @@
 //!                ◄─ Welcome{first gateway id, shards}
 //!                ── Hub{shard, ToHub} ... Ping ────►   (its gateways' messages)
 //!                ◄─ Gateway(ToGateway) ... Ping ───   (the hub's, for them)
+//!                ◄─ StoreDown{down} ───────────────   (refuse requests, or not)
 //! ```
 //!
 //! A link carries messages in order both ways, which is all the gateways
@@ -27,9 +28,12 @@
 //! which may be itself: see [`serve_cluster`](super::serve_cluster).
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::ops::Range;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -38,7 +42,7 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 use smol::{LocalExecutor, Timer};
 
-use super::shard::{Envelope, Notify, Shard};
+use super::shard::{Envelope, Notify, Shard, Wait};
 use crate::server::{
     decode_node_message, encode_node_message, GatewayId, NodeMessage, ShardId, ToGateway, ToHub,
     MAX_NODE_FRAME, NODE_PROTOCOL,
@@ -52,9 +56,24 @@ pub const PING_EVERY: Duration = Duration::from_millis(500);
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(3);
 /// How long a new link has to say `Hello` (and its answer to come).
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// What one link may hold unsent before the hub node drops it (its
-/// node is not reading: its clients resume elsewhere).
+/// The largest frame before the hello is accepted: a peer that has not
+/// shown the secret makes the hub node hold no more than this (a hello is
+/// a name and a secret), not [`MAX_NODE_FRAME`].
+const MAX_HELLO_FRAME: usize = 16 * 1024;
+/// Links that may wait for their hello at once, from one address (IPv6:
+/// one /64) and in all: more are closed at once. Gateway nodes say hello
+/// as they connect; connections that say nothing must not take the hub
+/// node's descriptors (its clients', its store's) for [`HELLO_TIMEOUT`].
+const HELLOS_PER_ADDRESS: usize = 8;
+const HELLOS_MAX: usize = 256;
+/// What one link may hold unsent (queued, and in the write under way)
+/// before it is dropped (its node is not reading: its clients resume
+/// elsewhere).
 const OUT_MAX: usize = 64 << 20;
+/// What a gateway node's link may hold unsent before its readers wait
+/// (the hub node is behind): its clients are slowed, as on one node,
+/// long before [`OUT_MAX`] would drop every one of them.
+const UPLINK_HIGH: usize = 8 << 20;
 /// The gateway ids a node may have (its threads), and the size of each
 /// link's range: range `k` is ids `64k .. 64k + 64`; the hub node's own
 /// gateways are range 0.
@@ -71,8 +90,8 @@ pub(super) enum Role {
         listener: TcpListener,
         /// This node's name (the lease owner's), told to peers.
         node: String,
-        /// Where the peers reach it.
-        advertise: String,
+        /// Where the others reach `listener`, as announced.
+        address: String,
         secret: String,
     },
     /// It relays its gateways' messages to the hub node over `link`.
@@ -99,6 +118,10 @@ struct Outbox {
     wake: Notify,
     /// The link is over: nothing more is queued.
     closed: Cell<bool>,
+    /// Bytes of the write under way not yet taken by the socket.
+    writing: Cell<usize>,
+    /// The socket took some of it.
+    drained: Notify,
 }
 
 impl Outbox {
@@ -109,7 +132,7 @@ impl Outbox {
         }
         let mut buf = self.buf.borrow_mut();
         buf.extend_from_slice(&encode_node_message(m));
-        if buf.len() > OUT_MAX {
+        if buf.len() + self.writing.get() > OUT_MAX {
             drop(buf);
             self.close();
             return false;
@@ -122,11 +145,21 @@ impl Outbox {
     fn close(&self) {
         self.closed.set(true);
         self.wake.notify();
+        self.drained.notify();
+    }
+
+    /// Bytes queued or being written; none once the link is over.
+    fn held(&self) -> usize {
+        if self.closed.get() {
+            return 0;
+        }
+        self.buf.borrow().len() + self.writing.get()
     }
 
     /// Writes what is queued as it comes, and a ping when nothing came for
     /// [`PING_EVERY`]; ends when the link is closed or a write fails or
-    /// stalls for [`SILENCE_LIMIT`].
+    /// the socket takes nothing for [`SILENCE_LIMIT`] (a slow peer is not
+    /// a dead one: [`OUT_MAX`] bounds what it holds).
     async fn write_to(&self, mut stream: TcpStream) -> String {
         let ping = encode_node_message(&NodeMessage::Ping);
         loop {
@@ -151,27 +184,54 @@ impl Outbox {
             } else {
                 pending
             };
-            let write = async { stream.write_all(&bytes).await.map_err(|e| e.to_string()) };
-            let stalled = async {
-                Timer::after(SILENCE_LIMIT).await;
-                Err(format!("a write stalled for {SILENCE_LIMIT:?}"))
-            };
-            if let Err(e) = write.or(stalled).await {
-                self.closed.set(true);
-                return e;
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                self.writing.set(rest.len());
+                let write = async { stream.write(rest).await.map_err(|e| e.to_string()) };
+                let stalled = async {
+                    Timer::after(SILENCE_LIMIT).await;
+                    Err(format!("a write stalled for {SILENCE_LIMIT:?}"))
+                };
+                match write.or(stalled).await {
+                    Ok(n) if n > 0 => {
+                        rest = &rest[n..];
+                        self.writing.set(rest.len());
+                        self.drained.notify();
+                    }
+                    taken => {
+                        let e = taken
+                            .err()
+                            .unwrap_or_else(|| "the socket took nothing".into());
+                        self.writing.set(0);
+                        self.close();
+                        return e;
+                    }
+                }
             }
+            self.writing.set(0);
         }
     }
 }
 
-/// Reads the next message of `stream` within `limit`.
+/// How long [`next_message`] waits.
+#[derive(Clone, Copy)]
+enum ReadLimit {
+    /// For the whole message (a hello: a slow one is an attack).
+    Whole(Duration),
+    /// For each byte (a link: a large message may take longer than this
+    /// on a slow network, a link that sends nothing is dead).
+    Silence(Duration),
+}
+
+/// Reads the next message of `stream` within `wait`.
 async fn next_message(
     stream: &mut TcpStream,
     decoder: &mut FrameDecoder,
     buf: &mut [u8],
-    limit: Duration,
+    wait: ReadLimit,
 ) -> Result<NodeMessage, String> {
-    let deadline = Instant::now() + limit;
+    let (ReadLimit::Whole(limit) | ReadLimit::Silence(limit)) = wait;
+    let mut deadline = Instant::now() + limit;
     loop {
         match decoder.next_frame() {
             Ok(Some(frame)) => return decode_node_message(frame).map_err(|e| e.to_string()),
@@ -187,6 +247,9 @@ async fn next_message(
             0 => return Err("closed by the peer".into()),
             n => decoder.extend(&buf[..n]),
         }
+        if let ReadLimit::Silence(_) = wait {
+            deadline = Instant::now() + limit;
+        }
     }
 }
 
@@ -196,6 +259,8 @@ pub(super) struct Peers {
     links: RefCell<Vec<Rc<Peer>>>,
     /// The range the next link may take (1 and up: 0 is the hub node's).
     next_range: Cell<u16>,
+    /// What the links were last told of the store (`StoreDown`).
+    store_down: Cell<bool>,
 }
 
 struct Peer {
@@ -215,6 +280,17 @@ impl Peers {
             .find(|p| p.gateways.contains(&g))
             .cloned();
         peer.is_some_and(|p| p.out.push(&NodeMessage::Gateway(m)))
+    }
+
+    /// Tells every link that the hub node's store cannot be written
+    /// (`down`), or can again, when that changed: their gateways refuse
+    /// requests meanwhile, as this node's do.
+    pub fn tell_store_down(&self, down: bool) {
+        if self.store_down.replace(down) != down {
+            for p in self.links.borrow().iter() {
+                p.out.push(&NodeMessage::StoreDown { down });
+            }
+        }
     }
 
     /// A free range for a new link: the next one in turn that no live link
@@ -244,14 +320,22 @@ pub(super) async fn accept_peers(
     secret: String,
     shards: u16,
 ) {
+    let waiting = Rc::new(Hellos::default());
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 log!(warn, "cluster listener: {e}");
                 Timer::after(Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        let Some(slot) = waiting.take(super::ip_key(from.ip())) else {
+            log!(
+                debug,
+                "closed {from}'s link: too many links wait for their hello"
+            );
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let Some(ex) = ex.upgrade() else { return };
@@ -259,11 +343,54 @@ pub(super) async fn accept_peers(
             shard.clone(),
             peers.clone(),
             stream,
+            slot,
             node.clone(),
             secret.clone(),
             shards,
         );
         ex.spawn(session).detach();
+    }
+}
+
+/// The links waiting for their hello, per address ([`HELLOS_PER_ADDRESS`]).
+#[derive(Default)]
+struct Hellos(RefCell<HashMap<IpAddr, usize>>);
+
+/// A link's place among those waiting for their hello, given back when
+/// dropped.
+struct HelloSlot {
+    hellos: Rc<Hellos>,
+    ip: IpAddr,
+}
+
+impl Hellos {
+    fn take(self: &Rc<Self>, ip: IpAddr) -> Option<HelloSlot> {
+        let mut waiting = self.0.borrow_mut();
+        let all: usize = waiting.values().sum();
+        let n = waiting.entry(ip).or_insert(0);
+        if *n >= HELLOS_PER_ADDRESS || all >= HELLOS_MAX {
+            if *n == 0 {
+                waiting.remove(&ip);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(HelloSlot {
+            hellos: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for HelloSlot {
+    fn drop(&mut self) {
+        let mut waiting = self.hellos.0.borrow_mut();
+        if let Some(n) = waiting.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                waiting.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -274,18 +401,26 @@ async fn serve_peer(
     shard: Rc<Shard>,
     peers: Rc<Peers>,
     mut stream: TcpStream,
+    slot: HelloSlot,
     node: String,
     secret: String,
     shards: u16,
 ) {
-    let mut decoder = FrameDecoder::new(MAX_NODE_FRAME);
+    let mut decoder = FrameDecoder::new(MAX_HELLO_FRAME);
     let mut buf = vec![0u8; 4096];
     let refuse = |reason: &str| {
         encode_node_message(&NodeMessage::Refused {
             reason: reason.into(),
         })
     };
-    let hello = next_message(&mut stream, &mut decoder, &mut buf, HELLO_TIMEOUT).await;
+    let hello = next_message(
+        &mut stream,
+        &mut decoder,
+        &mut buf,
+        ReadLimit::Whole(HELLO_TIMEOUT),
+    )
+    .await;
+    drop(slot);
     let (peer_node, wanted) = match hello {
         Ok(NodeMessage::Hello {
             protocol,
@@ -305,10 +440,12 @@ async fn serve_peer(
                 None
             };
             if let Some(why) = why {
-                log!(warn, "node {node} refused: {why}");
+                // Quoted: the name is the peer's, who may not be one.
+                log!(warn, "node {node:?} refused: {why}");
                 let _ = stream.write_all(&refuse(&why)).await;
                 return;
             }
+            decoder.set_max_frame_size(MAX_NODE_FRAME);
             (node, gateways)
         }
         Ok(other) => {
@@ -350,6 +487,10 @@ async fn serve_peer(
         gateways: range.clone(),
         out: Outbox::default(),
     });
+    // What the others were told; changes reach it with them from now on.
+    if peers.store_down.get() {
+        peer.out.push(&NodeMessage::StoreDown { down: true });
+    }
     peers.links.borrow_mut().push(peer.clone());
     let writer = peer.out.write_to(stream.clone());
     let reader = async {
@@ -392,7 +533,7 @@ async fn read_peer(
     };
     loop {
         shard.room().await;
-        take(next_message(stream, decoder, &mut buf, SILENCE_LIMIT).await?)?;
+        take(next_message(stream, decoder, &mut buf, ReadLimit::Silence(SILENCE_LIMIT)).await?)?;
         // What else that read brought goes in the same turn.
         while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
             take(decode_node_message(frame).map_err(|e| e.to_string())?)?;
@@ -433,7 +574,24 @@ pub(super) async fn connect_hub(
         .map_err(|e| e.to_string())?;
     let mut decoder = FrameDecoder::new(MAX_NODE_FRAME);
     let mut buf = vec![0u8; 4096];
-    match next_message(&mut stream, &mut decoder, &mut buf, HELLO_TIMEOUT).await? {
+    match next_message(
+        &mut stream,
+        &mut decoder,
+        &mut buf,
+        ReadLimit::Whole(HELLO_TIMEOUT),
+    )
+    .await?
+    {
+        // Its gateways are `first_gateway + thread`: ids past u16 would
+        // overflow (a hub node never gives them; a fake one might).
+        NodeMessage::Welcome { first_gateway, .. }
+            if usize::from(first_gateway.0) + usize::from(gateways) > 1 << 16 =>
+        {
+            Err(format!(
+                "welcomed with {gateways} gateways from {}, past the last id",
+                first_gateway.0
+            ))
+        }
         NodeMessage::Welcome {
             node,
             first_gateway,
@@ -461,6 +619,18 @@ impl Uplink {
     /// Queues a gateway's message for hub shard `s`.
     pub fn to_hub(&self, s: ShardId, message: ToHub) {
         self.out.push(&NodeMessage::Hub { shard: s, message });
+    }
+
+    /// Whether the link holds more than [`UPLINK_HIGH`] unsent: the node's
+    /// readers wait ([`Shard::room`]).
+    pub fn backlogged(&self) -> bool {
+        self.out.held() > UPLINK_HIGH
+    }
+
+    /// Resolves when the socket took some of what the link holds (or the
+    /// link ended).
+    pub fn drained(&self) -> Wait<'_> {
+        self.out.drained.wait()
     }
 }
 
@@ -506,11 +676,22 @@ async fn read_uplink(
             shard.route(Envelope::Gateway(m));
             Ok(())
         }
+        // Every thread's gateway refuses requests meanwhile (the pump
+        // below tells this thread's, the others see it at their next).
+        NodeMessage::StoreDown { down } => {
+            shard.control.hub_store_down.store(down, Ordering::Relaxed);
+            Ok(())
+        }
         NodeMessage::Ping => Ok(()),
         other => Err(format!("unexpected {other:?}")),
     };
     loop {
-        take(next_message(stream, decoder, &mut buf, SILENCE_LIMIT).await?)?;
+        // While this node's other threads are behind (their gateways'
+        // clients take less than the hub sends), read no more: TCP pushes
+        // back on the hub node, which drops a link it cannot write to
+        // rather than this node holding it all.
+        shard.threads_room().await;
+        take(next_message(stream, decoder, &mut buf, ReadLimit::Silence(SILENCE_LIMIT)).await?)?;
         while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
             take(decode_node_message(frame).map_err(|e| e.to_string())?)?;
         }

@@ -62,7 +62,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -321,6 +321,9 @@ struct Control {
     /// Threads whose store cannot be written now: while any, every
     /// gateway refuses requests (`ErrorCode::SERVICE_UNAVAILABLE`).
     stores_down: AtomicUsize,
+    /// A gateway node: the hub node's store cannot be written (it said
+    /// so), and every gateway refuses requests likewise.
+    hub_store_down: AtomicBool,
 }
 
 impl Control {
@@ -600,13 +603,16 @@ async fn run(
         cluster::Role::Gateway(link) => (link.first.0, link.shards, true),
         _ => (0, u16::try_from(threads).unwrap_or(MAX_SHARDS), false),
     };
-    if relays_hubs {
-        // The hub node keeps the state.
-        #[cfg(feature = "redis")]
-        {
-            runner.store = None;
-        }
-    }
+    // The hub node keeps the state; a gateway node only watches that the
+    // hub node still holds the lease (watch_hub_lease).
+    #[cfg(feature = "redis")]
+    let hub_lease = match &role {
+        cluster::Role::Gateway(link) => runner
+            .store
+            .take()
+            .map(|store| (store, link.hub.clone(), runner.store_lease)),
+        _ => None,
+    };
     let (stop_tx, stop_rx) = bounded::<()>(1);
     #[cfg(feature = "http-api")]
     if listeners.api.is_some() {
@@ -637,7 +643,18 @@ async fn run(
             }
             if store.lease_owner().is_some() {
                 // On smol's own threads: the restore below keeps this one.
-                lease_keeper = Some(smol::spawn(keep_lease(store.clone(), runner.store_lease)));
+                // A hub node keeps its announcement too.
+                let announce = match &role {
+                    cluster::Role::Hub {
+                        address, secret, ..
+                    } => Some((address.clone(), secret.clone())),
+                    _ => None,
+                };
+                lease_keeper = Some(smol::spawn(keep_lease(
+                    store.clone(),
+                    runner.store_lease,
+                    announce,
+                )));
             }
             let objects = s.load().await.map_err(fail)?;
             // The writers expect the generation that was loaded: Redis
@@ -725,19 +742,9 @@ async fn run(
         cluster::Role::Hub {
             listener,
             node,
-            advertise,
             secret,
+            ..
         } => {
-            // Redis may lose the announcement (restarted empty): say it
-            // again, for the nodes that join later.
-            #[cfg(not(feature = "redis"))]
-            let _ = advertise;
-            #[cfg(feature = "redis")]
-            if let Some(store) = runner.store.clone() {
-                let announce =
-                    keep_announcing(store, runner.store_lease, advertise, secret.clone());
-                ex.spawn(announce).detach();
-            }
             let peers = Rc::new(cluster::Peers::default());
             shard.set_relay(cluster::Relay::Peers(peers.clone()));
             let accept = cluster::accept_peers(
@@ -815,8 +822,15 @@ async fn run(
         std::future::pending::<()>().await
     };
     let hub_lost = async {
+        let lease_lapsed = async {
+            #[cfg(feature = "redis")]
+            if let Some((store, hub, ttl)) = hub_lease {
+                return watch_hub_lease(store, hub, ttl).await;
+            }
+            std::future::pending().await
+        };
         match uplink {
-            Some(task) => uplink_ended.set(Some(task.await)),
+            Some(task) => uplink_ended.set(Some(task.or(lease_lapsed).await)),
             None => std::future::pending().await,
         }
     };
@@ -978,9 +992,12 @@ impl ClusterOptions {
 /// takes the other nodes' links on `cluster.listener`. Every other node is
 /// a *gateway node*: it serves its clients with its gateways only,
 /// relaying to the hub node over one link. When that link ends (the hub
-/// node died), a gateway node closes its clients' links (`Close{4006}`:
-/// they resume), and claims the lease or joins the new hub node. A hub node
-/// whose lease another node took stops with an error, as [`serve_on`] does.
+/// node died), or the hub node no longer holds the lease for a whole lease
+/// (it is cut off from Redis), a gateway node closes its clients' links
+/// (`Close{4006}`: they resume), and claims the lease or joins the new hub
+/// node; while it has no role it closes new client connections at once. A
+/// hub node whose lease another node took stops with an error, as
+/// [`serve_on`] does.
 ///
 /// Every node must be given the same [`ServerConfig`] (apps, secrets and
 /// limits): gateways check tokens and limits with their own.
@@ -1035,7 +1052,7 @@ pub async fn serve_cluster(
                     Ok(Some(cluster::Role::Hub {
                         listener: cluster.listener.clone(),
                         node: node.clone(),
-                        advertise: cluster.advertise.clone(),
+                        address: cluster.advertise.clone(),
                         secret,
                     }))
                 }
@@ -1061,7 +1078,8 @@ pub async fn serve_cluster(
                 None => Ok(None),
             }
         };
-        let role = match attempt.await {
+        // Its clients are turned away while it has no role (below too).
+        let role = match attempt.or(turn_away(&listeners)).await {
             Ok(role) => role,
             Err(store::StoreError::Unavailable(e)) => {
                 log!(warn, "store unreachable: {e}");
@@ -1108,34 +1126,69 @@ pub async fn serve_cluster(
             std::future::poll_fn(|cx| shutdown.as_mut().poll(cx)).await;
             true
         };
-        if wait.or(stop).await {
+        if wait.or(stop).or(turn_away(&listeners)).await {
             return Ok(());
         }
     }
 }
 
-/// Announces this hub node again whenever the store does not say it is
-/// (checked every third of `ttl`).
+/// While a cluster node has no role (it is finding the hub node, or
+/// waiting for the lease), its client listeners close what they accept at
+/// once: the clients try another node (or again later), where they would
+/// otherwise wait in the listen backlog for a login reply that cannot
+/// come until the node serves. Never ends.
 #[cfg(feature = "redis")]
-async fn keep_announcing(
-    store: store::StoreConfig,
-    ttl: Duration,
-    advertise: String,
-    secret: String,
-) {
+async fn turn_away<T>(listeners: &Listeners) -> T {
+    loop {
+        let tcp = listeners.tcp.accept();
+        #[cfg(feature = "websocket")]
+        let ws = async {
+            match &listeners.websocket {
+                Some(l) => l.accept().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(feature = "websocket"))]
+        let ws = std::future::pending();
+        match tcp.or(ws).await {
+            Ok((stream, peer)) => {
+                log!(
+                    debug,
+                    "closed {peer}'s connection: this node serves no one yet"
+                );
+                drop(stream);
+            }
+            // Out of descriptors: wait, as the accept loop does.
+            Err(_) => {
+                Timer::after(ACCEPT_BACKOFF_MAX).await;
+            }
+        }
+    }
+}
+
+/// A gateway node's watch on its hub node's lease: returns (why) once the
+/// lease was seen not to be the hub node's on every check for a whole
+/// lease. A hub node cut off from Redis alone cannot renew it, and would
+/// leave the whole cluster refusing requests until it reaches Redis again
+/// while this node could take over; one that can renews it within a
+/// third of it, so a Redis that was down for every node and is back does
+/// not hand the state over. An unreachable Redis tells nothing.
+#[cfg(feature = "redis")]
+async fn watch_hub_lease(store: store::StoreConfig, hub: String, ttl: Duration) -> String {
+    // It connects (again) by itself at the call after a failed one.
     let mut conn = store::RedisStore::new(&store);
-    let me = store.lease_owner().unwrap_or_default().to_owned();
+    let mut lapsed_since: Option<Instant> = None;
     loop {
         Timer::after(ttl / 3).await;
-        let said = conn.hub_node().await;
-        let current = matches!(&said, Ok(Some(h)) if h.node == me && h.address == advertise && h.secret == secret);
-        if said.is_ok() && !current {
-            match conn.announce_hub(&advertise, &secret).await {
-                Ok(true) => log!(info, "announced this hub node again"),
-                // Not the lease's holder now: the lease keeper stops the node.
-                Ok(false) => {}
-                Err(e) => log!(warn, "cannot announce this hub node: {e}"),
+        match conn.hub_node().await {
+            Ok(Some(h)) if h.node == hub => lapsed_since = None,
+            Ok(_) => {
+                let since = *lapsed_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= ttl {
+                    return format!("hub node {hub} no longer holds the store's lease");
+                }
             }
+            Err(_) => {}
         }
     }
 }
@@ -1162,14 +1215,31 @@ fn random_secret() -> String {
 /// it must stop: another node holds the lease. An unreachable Redis is
 /// retried (the writes wait meanwhile, and are refused while the lease is
 /// not this node's).
+///
+/// A hub node (`announce`: where it takes links, and the cluster's
+/// secret) says where it is again with each renewal: a Redis that lost
+/// its data (restarted empty, flushed) lost that too, and gateway nodes
+/// would neither find the hub node nor see that it holds the lease.
 #[cfg(feature = "redis")]
-async fn keep_lease(store: store::StoreConfig, ttl: Duration) -> String {
+async fn keep_lease(
+    store: store::StoreConfig,
+    ttl: Duration,
+    announce: Option<(String, String)>,
+) -> String {
     // It connects (again) by itself at the call after a failed one.
     let mut conn = store::RedisStore::new(&store);
     loop {
         Timer::after(ttl / 3).await;
         match conn.claim_lease(ttl).await {
-            Ok(store::Lease::Held) => {}
+            Ok(store::Lease::Held) => {
+                if let Some((address, secret)) = &announce {
+                    // (Refused only if the lease lapsed since the renewal:
+                    // the next one tells.)
+                    if let Err(e) = conn.announce_hub(address, secret).await {
+                        log!(warn, "cannot announce the hub node: {e}");
+                    }
+                }
+            }
             Ok(store::Lease::HeldBy(other)) => {
                 return format!("node {other} holds the store's lease")
             }

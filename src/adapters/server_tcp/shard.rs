@@ -13,7 +13,11 @@
 //! Backpressure: a reader stops reading while its thread holds more than
 //! [`BACKLOG_HIGH`] messages for the others (their queues are full: they are
 //! behind). A thread's inbound queue is always drained (handling a message
-//! never waits), so two threads can never wait on each other.
+//! never waits), so two threads can never wait on each other. On a gateway
+//! node, the first thread's link to the hub node counts too: past
+//! `cluster::UPLINK_HIGH` its readers wait, and it takes the other threads'
+//! messages for the hub node only as the link drains (it waits on the
+//! network alone).
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -28,7 +32,7 @@ use smol::channel::{Receiver, Sender, TrySendError};
 use smol::future::FutureExt as _;
 use smol::Timer;
 
-use super::cluster::Relay;
+use super::cluster::{Relay, Uplink};
 use super::link::{write_now, Outgoing};
 use super::transport::Stream;
 use super::Control;
@@ -393,17 +397,33 @@ impl Shard {
         self.pump();
     }
 
-    /// Whether readers of this thread must wait before reading more.
+    /// Whether readers of this thread must wait before reading more: its
+    /// queues to the others are full, or (a gateway node's first thread)
+    /// its link to the hub node is.
     pub fn backlogged(&self) -> bool {
         self.out_len.get() > BACKLOG_HIGH
+            || matches!(&*self.relay.borrow(), Some(Relay::Uplink(up)) if up.backlogged())
+    }
+
+    /// A gateway node's link to the hub node (its first thread's).
+    fn uplink(&self) -> Option<Rc<Uplink>> {
+        match &*self.relay.borrow() {
+            Some(Relay::Uplink(up)) => Some(up.clone()),
+            _ => None,
+        }
     }
 
     /// While a store cannot be written, the gateway answers requests with
     /// `SERVICE_UNAVAILABLE` instead of passing them on: what the hubs
     /// hold for the store stays bounded, and links stay open.
     pub fn sync_refusal(&self) {
-        let down = self.control.stores_down.load(Ordering::Relaxed) > 0;
+        let down = self.control.stores_down.load(Ordering::Relaxed) > 0
+            || self.control.hub_store_down.load(Ordering::Relaxed);
         if down != self.refusing.replace(down) {
+            // A hub node's gateway nodes refuse with it.
+            if let Some(Relay::Peers(peers)) = &*self.relay.borrow() {
+                peers.tell_store_down(down);
+            }
             let refusal = down.then(|| {
                 ServiceError::new(
                     crate::error::ErrorCode::SERVICE_UNAVAILABLE,
@@ -417,6 +437,19 @@ impl Shard {
     /// Waits until the backlog that made [`Shard::backlogged`] true shrank.
     pub async fn room(&self) {
         while self.backlogged() {
+            let flushed = self.flushed.wait();
+            match self.uplink() {
+                Some(up) => flushed.or(up.drained()).await,
+                None => flushed.await,
+            }
+        }
+    }
+
+    /// Waits until this thread's queues to the others have room (its link
+    /// to the hub node, if any, not counted: a gateway node's reader of it
+    /// must not wait on it).
+    pub async fn threads_room(&self) {
+        while self.out_len.get() > BACKLOG_HIGH {
             self.flushed.wait().await;
         }
     }
@@ -641,9 +674,20 @@ impl Shard {
     }
 
     /// Receives the other threads' batches for this one. Never waits for
-    /// anything else: a thread's inbound queue always drains.
+    /// anything else (a thread's inbound queue always drains) but on a
+    /// gateway node's first thread, whose inbound queue holds the other
+    /// threads' messages for the hub node.
     pub async fn inbox(self: Rc<Self>, rx: Receiver<Vec<Envelope>>) {
         while let Ok(batch) = rx.recv().await {
+            // It takes them as its link has room, so that their readers
+            // wait (their queues fill) as its own do. Only the network is
+            // waited on: the hub node reads its links without waiting on
+            // this node.
+            if let Some(up) = self.uplink() {
+                while up.backlogged() {
+                    up.drained().await;
+                }
+            }
             self.apply(batch);
         }
     }
