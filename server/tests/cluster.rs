@@ -16,23 +16,11 @@ use std::time::{Duration, Instant};
 
 use hummer_channel::adapters::blocking::Client;
 use hummer_channel::client::{
-    AttributeOptions, ChannelHandle, ConnectionReason, ConnectionState, Event, SendOptions,
+    AttributeOptions, ConnectionReason, ConnectionState, Event, SendOptions,
 };
 use hummer_channel::{Message, Region, Uid};
 use node_support::*;
 use redis_support::{raw_command, Persistence, RedisServer};
-
-/// A cluster's flags: links on a free port, a short lease and grace.
-const CLUSTER: &[&str] = &[
-    "--cluster-listen",
-    "127.0.0.1:0",
-    "--lease-secs",
-    "1",
-    "--presence-grace-secs",
-    "2",
-    "--log",
-    "info",
-];
 
 /// `n` nodes sharing `redis`: the first is the hub node (it starts
 /// first), the others joined it as gateway nodes.
@@ -61,15 +49,6 @@ fn cluster_on(
             (addr, node)
         })
         .collect()
-}
-
-/// Logged in as `uid` on `addr` and a member of "room".
-fn member_on(addrs: &[SocketAddr], uid: u64) -> (Client, ChannelHandle) {
-    let c = Client::connect_any(addrs.to_vec(), config()).unwrap();
-    c.login(Uid(uid), None, Some(Region::Cn)).unwrap();
-    let room = c.create_channel(Region::Cn, "room").unwrap();
-    c.join_channel(room, Default::default()).unwrap();
-    (c, room)
 }
 
 /// The next event `pick` takes (bounded); a loss fails the test.
@@ -268,23 +247,7 @@ fn the_hub_node_killed_mid_stream_another_node_takes_over_and_nothing_is_lost() 
     let (sender, room) = member_on(&rotate(1), 1);
     let (receiver, _) = member_on(&rotate(2), 2);
     const N: u32 = 100;
-    let stream = std::thread::spawn(move || {
-        let mut retried = std::collections::BTreeSet::new();
-        for n in 1..=N {
-            let deadline = Instant::now() + WAIT;
-            while let Err(e) = sender.send_message_to_channel(
-                room,
-                Message::new("t", n.to_string()),
-                SendOptions::default(),
-            ) {
-                assert!(Instant::now() < deadline, "{n}: {e}");
-                retried.insert(n);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        retried
-    });
+    let stream = stream_to_channel(sender, room, N);
     let mut seen: Vec<u32> = Vec::new();
     let mut hub = Some(nodes.remove(0).1);
     while seen.last() != Some(&N) {
@@ -303,28 +266,10 @@ fn the_hub_node_killed_mid_stream_another_node_takes_over_and_nothing_is_lost() 
         })
         .count();
     assert_eq!(took, 1, "one node took over");
-    let mut first_seen = Vec::new();
-    let mut dups = Vec::new();
-    for n in &seen {
-        if first_seen.contains(n) {
-            dups.push(*n);
-        } else {
-            first_seen.push(*n);
-        }
-    }
-    assert_eq!(
-        first_seen,
-        (1..=N).collect::<Vec<_>>(),
-        "lost or out of order"
-    );
-    assert!(
-        dups.iter().all(|d| retried.contains(d)),
-        "delivered twice without a retry: {dups:?} (retried {retried:?})"
-    );
+    let dups = assert_once_in_order(&seen, N, &retried);
     eprintln!(
-        "{N} messages through the hub node's death: {} retried, {} delivered twice",
+        "{N} messages through the hub node's death: {} retried, {dups} delivered twice",
         retried.len(),
-        dups.len()
     );
 }
 
@@ -349,13 +294,7 @@ fn every_node_restarted_loses_nothing_a_client_saw() {
     // The old hub node's lease lapses (1 s); the first node started again
     // takes it.
     let _nodes = cluster_on(&redis, &addrs, &[]);
-    reconnected(&a);
-    reconnected(&b);
-    send_retrying(&a, room_a, "m2");
-    assert_eq!(text(&next_message(&b)), "m2");
-    let c = Client::connect(addrs[0], config()).unwrap();
-    c.login(Uid(3), None, None).unwrap();
-    assert_eq!(text(&next_message(&c)), "p1");
+    assert_resumed_with_nothing_lost(&a, &b, room_a, addrs[0]);
     assert_eq!(
         a.get_channel_user_list(room_a).unwrap().users,
         [Uid(1), Uid(2)]
@@ -414,17 +353,7 @@ fn redis_restarted_empty_under_a_cluster_is_written_again_and_the_hub_found_agai
         node.kill();
     }
     let _nodes = cluster_on(&redis, &addrs, &[]);
-    reconnected(&a);
-    reconnected(&b);
-    send_retrying(&a, room, "m2");
-    assert_eq!(text(&next_message(&b)), "m2");
-    let c = Client::connect(addrs[0], config()).unwrap();
-    c.login(Uid(3), None, None).unwrap();
-    assert_eq!(
-        text(&next_message(&c)),
-        "p1",
-        "the offline message was lost"
-    );
+    assert_resumed_with_nothing_lost(&a, &b, room, addrs[0]);
 }
 
 /// A browser's transport on a gateway node: a WebSocket client there and

@@ -29,18 +29,6 @@ use hummer_channel::{Message, Region, Uid};
 use node_support::*;
 use redis_support::{raw_command, Persistence, RedisServer};
 
-/// A cluster's flags: links on a free port, a short lease and grace.
-const CLUSTER: &[&str] = &[
-    "--cluster-listen",
-    "127.0.0.1:0",
-    "--lease-secs",
-    "1",
-    "--presence-grace-secs",
-    "2",
-    "--log",
-    "info",
-];
-
 fn flags<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     CLUSTER.iter().chain(extra).copied().collect()
 }
@@ -191,15 +179,6 @@ fn hello(protocol: u32, secret: &str, gateways: u16) -> NodeMessage {
         secret: secret.into(),
         gateways,
     }
-}
-
-/// A client logged in on `addr` as `uid`, in "room".
-fn member_on(addrs: &[SocketAddr], uid: u64) -> (Client, ChannelHandle) {
-    let c = Client::connect_any(addrs.to_vec(), config()).unwrap();
-    c.login(Uid(uid), None, Some(Region::Cn)).unwrap();
-    let room = c.create_channel(Region::Cn, "room").unwrap();
-    c.join_channel(room, Default::default()).unwrap();
-    (c, room)
 }
 
 /// The hub node still serves: a client logs in and hears its own message.

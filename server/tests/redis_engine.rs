@@ -213,23 +213,7 @@ fn three_nodes_two_killed_mid_stream_every_message_arrives_once_in_order() {
     // uid 1 sends 1..=N every 10 ms, retrying what fails (a retry after an
     // unknown outcome may deliver twice: those numbers are noted).
     const N: u32 = 150;
-    let sender = std::thread::spawn(move || {
-        let mut retried = std::collections::BTreeSet::new();
-        for n in 1..=N {
-            let deadline = Instant::now() + WAIT;
-            while let Err(e) = a.send_message_to_channel(
-                room,
-                Message::new("t", n.to_string()),
-                SendOptions::default(),
-            ) {
-                assert!(Instant::now() < deadline, "{n}: {e}");
-                retried.insert(n);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        retried
-    });
+    let sender = stream_to_channel(a, room, N);
     let mut seen: Vec<u32> = Vec::new();
     let mut killed = 0;
     let mut nodes: Vec<Node> = vec![first];
@@ -248,28 +232,10 @@ fn three_nodes_two_killed_mid_stream_every_message_arrives_once_in_order() {
     }
     let retried = sender.join().unwrap();
     assert_eq!(killed, 2);
-    let mut first_seen = Vec::new();
-    let mut dups = Vec::new();
-    for n in &seen {
-        if first_seen.contains(n) {
-            dups.push(*n);
-        } else {
-            first_seen.push(*n);
-        }
-    }
-    assert_eq!(
-        first_seen,
-        (1..=N).collect::<Vec<_>>(),
-        "lost or out of order"
-    );
-    assert!(
-        dups.iter().all(|d| retried.contains(d)),
-        "delivered twice without a retry: {dups:?} (retried {retried:?})"
-    );
+    let dups = assert_once_in_order(&seen, N, &retried);
     eprintln!(
-        "{N} messages through two kills: {} retried by the sender, {} delivered twice",
+        "{N} messages through two kills: {} retried by the sender, {dups} delivered twice",
         retried.len(),
-        dups.len()
     );
 }
 
@@ -311,17 +277,7 @@ fn redis_restarted_empty_is_written_again_even_with_no_change_after_it() {
     std::thread::sleep(Duration::from_secs(4));
     node.kill();
     let _node = Node::start(addr, &redis.url());
-    reconnected(&a);
-    reconnected(&b);
-    send_retrying(&a, room, "m2");
-    assert_eq!(text(&next_message(&b)), "m2");
-    let c = Client::connect(addr, config()).unwrap();
-    c.login(Uid(3), None, None).unwrap();
-    assert_eq!(
-        text(&next_message(&c)),
-        "p1",
-        "the offline message was lost"
-    );
+    assert_resumed_with_nothing_lost(&a, &b, room, addr);
 }
 
 /// Redis restarts empty (the lease goes with everything else) under an

@@ -133,11 +133,38 @@ pub fn config() -> SessionConfig {
 
 /// Logged in as `uid` and a member of "room".
 pub fn member(addr: SocketAddr, uid: u64) -> (Client, ChannelHandle) {
-    let c = Client::connect(addr, config()).unwrap();
+    member_on(&[addr], uid)
+}
+
+/// The same, with the addresses of several nodes to fail over between.
+pub fn member_on(addrs: &[SocketAddr], uid: u64) -> (Client, ChannelHandle) {
+    let c = Client::connect_any(addrs.to_vec(), config()).unwrap();
     c.login(Uid(uid), None, Some(Region::Cn)).unwrap();
     let room = c.create_channel(Region::Cn, "room").unwrap();
     c.join_channel(room, Default::default()).unwrap();
     (c, room)
+}
+
+/// After a restart: `a` and `b` resumed, `a`'s next message ("m2")
+/// reaches `b` as the next one (no loss), and uid 3's offline message
+/// "p1" waits for it on `addr`.
+pub fn assert_resumed_with_nothing_lost(
+    a: &Client,
+    b: &Client,
+    room: ChannelHandle,
+    addr: SocketAddr,
+) {
+    reconnected(a);
+    reconnected(b);
+    send_retrying(a, room, "m2");
+    assert_eq!(text(&next_message(b)), "m2");
+    let c = Client::connect(addr, config()).unwrap();
+    c.login(Uid(3), None, None).unwrap();
+    assert_eq!(
+        text(&next_message(&c)),
+        "p1",
+        "the offline message was lost"
+    );
 }
 
 /// The next event that is not about the connection or the membership
@@ -189,4 +216,71 @@ pub fn send_retrying(c: &Client, room: ChannelHandle, text: &str) {
             }
         }
     }
+}
+
+/// A cluster's flags: links on a free port, a short lease and grace.
+pub const CLUSTER: &[&str] = &[
+    "--cluster-listen",
+    "127.0.0.1:0",
+    "--lease-secs",
+    "1",
+    "--presence-grace-secs",
+    "2",
+    "--log",
+    "info",
+];
+
+/// Sends "1" to `n` to the channel from another thread, one every 10 ms,
+/// retrying what fails (a retry after an unknown outcome may deliver
+/// twice): the numbers it retried.
+pub fn stream_to_channel(
+    sender: Client,
+    room: ChannelHandle,
+    n: u32,
+) -> std::thread::JoinHandle<std::collections::BTreeSet<u32>> {
+    std::thread::spawn(move || {
+        let mut retried = std::collections::BTreeSet::new();
+        for i in 1..=n {
+            let deadline = Instant::now() + WAIT;
+            while let Err(e) = sender.send_message_to_channel(
+                room,
+                Message::new("t", i.to_string()),
+                SendOptions::default(),
+            ) {
+                assert!(Instant::now() < deadline, "{i}: {e}");
+                retried.insert(i);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        retried
+    })
+}
+
+/// Checks that `seen` holds 1 to `n` in order, each first seen once, and
+/// that only numbers the sender `retried` came twice: how many did.
+pub fn assert_once_in_order(
+    seen: &[u32],
+    n: u32,
+    retried: &std::collections::BTreeSet<u32>,
+) -> usize {
+    let mut first_seen = Vec::new();
+    let mut dups = Vec::new();
+    for i in seen {
+        if first_seen.contains(i) {
+            dups.push(*i);
+        } else {
+            first_seen.push(*i);
+        }
+    }
+    assert_eq!(
+        first_seen,
+        (1..=n).collect::<Vec<_>>(),
+        "lost or out of order"
+    );
+    assert!(
+        dups.iter().all(|d| retried.contains(d)),
+        "delivered twice without a retry: {dups:?} (retried {retried:?})"
+    );
+    dups.len()
 }
