@@ -1550,6 +1550,49 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_node_needs_redis_and_an_address_the_others_reach() {
+        let redis = "engine = \"redis://127.0.0.1:6379\"\n";
+        let f = file(&format!("{redis}cluster_listen = \"10.0.0.5:7400\"\n"));
+        let s = build(f.clone());
+        assert_eq!(
+            s.cluster,
+            Some(("10.0.0.5:7400".parse().unwrap(), "10.0.0.5:7400".to_owned()))
+        );
+        assert!(s
+            .summary()
+            .contains("a cluster node (other nodes connect to 10.0.0.5:7400"));
+        // The environment and the flags, over the file.
+        let c = cli(
+            &["--cluster-advertise", "node-a.internal:7400"],
+            &[("HUMMER_CLUSTER_LISTEN", "0.0.0.0:7400")],
+        );
+        let s = build(f.overlay(c));
+        assert_eq!(
+            s.cluster,
+            Some((
+                "0.0.0.0:7400".parse().unwrap(),
+                "node-a.internal:7400".to_owned()
+            ))
+        );
+        // Every interface needs an address to tell; no Redis, no cluster.
+        let e = file_err(&format!("{redis}cluster_listen = \"0.0.0.0:7400\"\n"));
+        assert!(e.contains("--cluster-advertise HOST:PORT"), "{e}");
+        let e = file_err("cluster_listen = \"10.0.0.5:7400\"\n");
+        assert!(e.contains("give --engine redis://"), "{e}");
+        let e = file_err(&format!("{redis}cluster_advertise = \"a:1\"\n"));
+        assert!(e.contains("goes with --cluster-listen"), "{e}");
+        for bad in ["nohost", ":7400", "a:0", "a:port"] {
+            let e = command_line(&args(&["--cluster-advertise", bad]), |_| None).unwrap_err();
+            assert!(
+                e.message.contains("is not HOST:PORT"),
+                "{bad}: {}",
+                e.message
+            );
+        }
+        assert_eq!(build(file(redis)).cluster, None);
+    }
+
+    #[test]
     fn api_listen_is_parsed_from_every_source() {
         let f = file("api_listen = \"127.0.0.1:7302\"\n");
         assert_eq!(
