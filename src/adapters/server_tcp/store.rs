@@ -778,18 +778,15 @@ impl RedisStore {
     /// The namespace's generation now, if it has one (a store loaded or
     /// wrote since Redis last lost its data), without adopting it.
     pub async fn read_generation(&mut self) -> Result<Option<String>, StoreError> {
-        let result = self.read_generation_inner().await;
-        self.forget_on_failure(&result);
-        result
+        self.get_text("gen").await
     }
 
-    async fn read_generation_inner(&mut self) -> Result<Option<String>, StoreError> {
-        let key = format!("{}:gen", self.config.namespace);
-        let timeout = self.config.response_timeout;
-        let conn = self.ready().await?;
+    /// The text at `{ns}:{key}`, if set.
+    async fn get_text(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = format!("{}:{key}", self.config.namespace);
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(&key);
-        match send(conn, &pipe, 0, 1, timeout).await?.pop() {
+        match self.round_trip(&pipe, 0, 1).await?.pop() {
             Some(Value::Nil) => Ok(None),
             Some(Value::BulkString(b)) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
             other => Err(StoreError::Invalid(format!(
@@ -804,18 +801,10 @@ impl RedisStore {
     /// holds it now, and if not, who does. Without a lease owner, always
     /// held.
     pub async fn claim_lease(&mut self, ttl: Duration) -> Result<Lease, StoreError> {
-        let result = self.claim_inner(ttl).await;
-        self.forget_on_failure(&result);
-        result
-    }
-
-    async fn claim_inner(&mut self, ttl: Duration) -> Result<Lease, StoreError> {
         let Some(owner) = self.config.lease_owner.clone() else {
             return Ok(Lease::Held);
         };
         let key = format!("{}:lease", self.config.namespace);
-        let timeout = self.config.response_timeout;
-        let conn = self.ready().await?;
         let mut eval = redis::cmd("EVAL");
         eval.arg(LEASE_SCRIPT)
             .arg(1)
@@ -824,8 +813,12 @@ impl RedisStore {
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
         let mut pipe = redis::pipe();
         pipe.add_command(eval);
-        let mut replies = send(conn, &pipe, 0, 1, timeout).await?;
-        match replies.pop().unwrap_or(Value::Nil) {
+        match self
+            .round_trip(&pipe, 0, 1)
+            .await?
+            .pop()
+            .unwrap_or(Value::Nil)
+        {
             Value::Int(1) => Ok(Lease::Held),
             Value::BulkString(other) => Ok(Lease::HeldBy(String::from_utf8_lossy(&other).into())),
             other => Err(StoreError::Invalid(format!(
@@ -855,7 +848,7 @@ impl RedisStore {
             .arg(secret);
         let mut pipe = redis::pipe();
         pipe.add_command(eval);
-        match self.simple(&pipe, 0, 1).await?.pop() {
+        match self.round_trip(&pipe, 0, 1).await?.pop() {
             Some(Value::Int(n)) => Ok(n == 1),
             other => Err(StoreError::Invalid(format!(
                 "the announce script answered {}",
@@ -866,17 +859,7 @@ impl RedisStore {
 
     /// Who holds the namespace's lease now, if anyone (without claiming it).
     pub async fn lease_holder(&mut self) -> Result<Option<String>, StoreError> {
-        let key = format!("{}:lease", self.config.namespace);
-        let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(&key);
-        match self.simple(&pipe, 0, 1).await?.pop() {
-            Some(Value::Nil) => Ok(None),
-            Some(Value::BulkString(b)) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
-            other => Err(StoreError::Invalid(format!(
-                "GET {key}: {}",
-                describe(&other.unwrap_or(Value::Nil))
-            ))),
-        }
+        self.get_text("lease").await
     }
 
     /// The hub node gateway nodes connect to, and the cluster's secret:
@@ -888,7 +871,7 @@ impl RedisStore {
         for key in ["lease", "hub", "secret"] {
             pipe.cmd("GET").arg(format!("{ns}:{key}"));
         }
-        let replies = self.simple(&pipe, 0, 3).await?;
+        let replies = self.round_trip(&pipe, 0, 3).await?;
         let text = |v: &Value| match v {
             Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
             _ => None,
@@ -909,7 +892,7 @@ impl RedisStore {
 
     /// Sends `pipe` (its first `skip` replies ignored, `n` kept) on the
     /// open connection, dropping it on failure.
-    async fn simple(
+    async fn round_trip(
         &mut self,
         pipe: &redis::Pipeline,
         skip: usize,
