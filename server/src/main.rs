@@ -276,17 +276,17 @@ fn run(args: &[String]) -> Result<(), Failure> {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let node = format!("{}-{:08x}", std::process::id(), nanos);
+        // Every node of a store is named: its lease's owner.
+        runner.store = runner.store.take().map(|s| s.with_lease(&node));
         // A cluster node: every node serves, the lease says which keeps
         // the state (serve_cluster finds out, and again when it changes).
         let cluster = match cluster {
             Some((listen, advertise)) => {
                 let store = runner
                     .store
-                    .take()
+                    .as_ref()
                     .ok_or("a cluster needs --engine redis://")?;
-                let store = store.with_lease(&node);
                 println!("hummer-server node {node} of the cluster sharing {store}");
-                runner.store = Some(store);
                 let l = bind(listen, &runner)
                     .map_err(|e| format!("cannot listen on {listen} for the cluster: {e}"))?;
                 let at = l.local_addr().map_err(|e| e.to_string())?;
@@ -303,20 +303,13 @@ fn run(args: &[String]) -> Result<(), Failure> {
         // With Redis, one node at a time serves a store: the others wait,
         // not listening (their clients go to the node that serves), and
         // take over when its lease lapses.
-        let standby = if cluster.is_none() {
-            runner.store.take()
-        } else {
-            None
-        };
-        if let Some(store) = standby {
-            let store = store.with_lease(&node);
-            take_lease(&store, runner.store_lease, |holder| {
+        if let (None, Some(store)) = (&cluster, &runner.store) {
+            take_lease(store, runner.store_lease, |holder| {
                 println!("hummer-server standby: node {holder} serves {store}; waiting");
             })
             .await
             .map_err(|e| format!("the store ({store}): {e}"))?;
             println!("hummer-server node {node} serves {store}");
-            runner.store = Some(store);
         }
         let listener =
             bind(listen, &runner).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
