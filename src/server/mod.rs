@@ -101,7 +101,8 @@ pub use hooks::{HookConfig, HookEvent, HookEventKind};
 pub use hub::Hub;
 pub use message::{GatewayId, ToGateway, ToHub, TokenCheck, TokenGrant};
 pub use node_codec::{
-    decode_node_message, encode_node_message, NodeMessage, MAX_NODE_FRAME, NODE_PROTOCOL,
+    decode_node_message, encode_node_message, put_node_message, NodeMessage, MAX_NODE_FRAME,
+    NODE_PROTOCOL,
 };
 pub use shard::{channel_shard, uid_shard, ShardId, ToShard, MAX_SHARDS};
 pub use stats::{ChannelActivity, Histogram, LinkKind, Stats, BUSIEST_CHANNELS};

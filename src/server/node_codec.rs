@@ -175,15 +175,22 @@ impl fmt::Debug for NodeMessage {
 /// assert_eq!((shard, conn, seq), (ShardId(3), ConnId(7), 42));
 /// ```
 pub fn encode_node_message(m: &NodeMessage) -> Bytes {
+    let mut buf = BytesMut::new();
+    put_node_message(m, &mut buf);
+    buf.freeze()
+}
+
+/// [`encode_node_message`], appended to `buf` (a link's queue of frames:
+/// no frame of its own to copy).
+pub fn put_node_message(m: &NodeMessage, buf: &mut BytesMut) {
     let frame = NodeFrame {
         kind: Some(kind_to_wire(m)),
     };
     let len = frame.encoded_len();
-    let mut buf = BytesMut::with_capacity(LENGTH_PREFIX_LEN + len);
-    put_length_prefix(len, &mut buf);
+    buf.reserve(LENGTH_PREFIX_LEN + len);
+    put_length_prefix(len, buf);
     // Cannot fail: the buffer has the capacity it needs.
-    frame.encode_raw(&mut buf);
-    buf.freeze()
+    frame.encode_raw(buf);
 }
 
 /// Decodes one node frame (its bytes without the length prefix, as a

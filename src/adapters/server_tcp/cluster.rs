@@ -28,8 +28,8 @@
 //! which may be itself: see [`serve_cluster`](super::serve_cluster).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::IpAddr;
 use std::ops::Range;
 use std::rc::Rc;
@@ -43,9 +43,10 @@ use smol::net::{TcpListener, TcpStream};
 use smol::{LocalExecutor, Timer};
 
 use super::shard::{Envelope, Notify, Shard, Wait};
+use super::Admission;
 use crate::server::{
-    decode_node_message, encode_node_message, GatewayId, NodeMessage, ShardId, ToGateway, ToHub,
-    MAX_NODE_FRAME, NODE_PROTOCOL,
+    decode_node_message, encode_node_message, put_node_message, GatewayId, NodeMessage, ShardId,
+    ToGateway, ToHub, MAX_NODE_FRAME, NODE_PROTOCOL,
 };
 use crate::wire::FrameDecoder;
 
@@ -131,7 +132,7 @@ impl Outbox {
             return false;
         }
         let mut buf = self.buf.borrow_mut();
-        buf.extend_from_slice(&encode_node_message(m));
+        put_node_message(m, &mut buf);
         if buf.len() + self.writing.get() > OUT_MAX {
             drop(buf);
             self.close();
@@ -352,9 +353,10 @@ pub(super) async fn accept_peers(
     }
 }
 
-/// The links waiting for their hello, per address ([`HELLOS_PER_ADDRESS`]).
+/// The links waiting for their hello ([`HELLOS_MAX`], and
+/// [`HELLOS_PER_ADDRESS`] per address), counted as clients are.
 #[derive(Default)]
-struct Hellos(RefCell<HashMap<IpAddr, usize>>);
+struct Hellos(RefCell<Admission>);
 
 /// A link's place among those waiting for their hello, given back when
 /// dropped.
@@ -366,15 +368,7 @@ struct HelloSlot {
 impl Hellos {
     fn take(self: &Rc<Self>, ip: IpAddr) -> Option<HelloSlot> {
         let mut waiting = self.0.borrow_mut();
-        let all: usize = waiting.values().sum();
-        let n = waiting.entry(ip).or_insert(0);
-        if *n >= HELLOS_PER_ADDRESS || all >= HELLOS_MAX {
-            if *n == 0 {
-                waiting.remove(&ip);
-            }
-            return None;
-        }
-        *n += 1;
+        waiting.admit(ip, HELLOS_MAX, HELLOS_PER_ADDRESS).ok()?;
         Some(HelloSlot {
             hellos: self.clone(),
             ip,
@@ -384,13 +378,7 @@ impl Hellos {
 
 impl Drop for HelloSlot {
     fn drop(&mut self) {
-        let mut waiting = self.hellos.0.borrow_mut();
-        if let Some(n) = waiting.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                waiting.remove(&self.ip);
-            }
-        }
+        self.hellos.0.borrow_mut().release(self.ip);
     }
 }
 
@@ -510,8 +498,8 @@ async fn serve_peer(
     shard.pump();
 }
 
-/// Hands a gateway node's messages to the hub shards, a read's worth per
-/// turn, until the link fails.
+/// Hands a gateway node's messages to the hub shards until the link
+/// fails.
 async fn read_peer(
     shard: &Shard,
     stream: &mut TcpStream,
@@ -519,7 +507,6 @@ async fn read_peer(
     allowed: &Range<u16>,
     shards: u16,
 ) -> Result<Infallible, String> {
-    let mut buf = vec![0u8; 64 * 1024];
     let take = |m: NodeMessage| match m {
         // A link speaks only for its own node's gateways.
         NodeMessage::Hub { shard: s, message }
@@ -531,8 +518,22 @@ async fn read_peer(
         NodeMessage::Ping => Ok(()),
         other => Err(format!("unexpected {other:?}")),
     };
+    read_link(shard, stream, decoder, || shard.room(), take).await
+}
+
+/// Reads a link's messages into `take`, a read's worth per turn of the
+/// thread (then pumped), waiting for `room` before each read, until the
+/// link fails.
+async fn read_link<R: Future<Output = ()>>(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    decoder: &mut FrameDecoder,
+    room: impl Fn() -> R,
+    take: impl Fn(NodeMessage) -> Result<(), String>,
+) -> Result<Infallible, String> {
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
-        shard.room().await;
+        room().await;
         take(next_message(stream, decoder, &mut buf, ReadLimit::Silence(SILENCE_LIMIT)).await?)?;
         // What else that read brought goes in the same turn.
         while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
@@ -632,9 +633,7 @@ impl Uplink {
     pub fn drained(&self) -> Wait<'_> {
         self.out.drained.wait()
     }
-}
 
-impl Uplink {
     /// The uplink of a node whose `threads` gateways start at `first`.
     pub fn new(first: GatewayId, threads: u16) -> Rc<Uplink> {
         Rc::new(Uplink {
@@ -670,14 +669,13 @@ async fn read_uplink(
     stream: &mut TcpStream,
     decoder: &mut FrameDecoder,
 ) -> Result<Infallible, String> {
-    let mut buf = vec![0u8; 64 * 1024];
     let take = |m: NodeMessage| match m {
         NodeMessage::Gateway(m) if uplink.gateways.contains(&m.gateway().0) => {
             shard.route(Envelope::Gateway(m));
             Ok(())
         }
         // Every thread's gateway refuses requests meanwhile (the pump
-        // below tells this thread's, the others see it at their next).
+        // tells this thread's, the others see it at their next).
         NodeMessage::StoreDown { down } => {
             shard.control.hub_store_down.store(down, Ordering::Relaxed);
             Ok(())
@@ -685,18 +683,11 @@ async fn read_uplink(
         NodeMessage::Ping => Ok(()),
         other => Err(format!("unexpected {other:?}")),
     };
-    loop {
-        // While this node's other threads are behind (their gateways'
-        // clients take less than the hub sends), read no more: TCP pushes
-        // back on the hub node, which drops a link it cannot write to
-        // rather than this node holding it all.
-        shard.threads_room().await;
-        take(next_message(stream, decoder, &mut buf, ReadLimit::Silence(SILENCE_LIMIT)).await?)?;
-        while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
-            take(decode_node_message(frame).map_err(|e| e.to_string())?)?;
-        }
-        shard.pump();
-    }
+    // While this node's other threads are behind (their gateways' clients
+    // take less than the hub sends), read no more: TCP pushes back on the
+    // hub node, which drops a link it cannot write to rather than this
+    // node holding it all.
+    read_link(shard, stream, decoder, || shard.threads_room(), take).await
 }
 
 /// Where a node's first thread sends what its own machines do not take.

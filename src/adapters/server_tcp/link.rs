@@ -767,10 +767,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server_side, peer) = listener.accept().unwrap();
-        control
-            .admission()
-            .admit(peer.ip(), &super::super::RunnerConfig::default())
-            .unwrap();
+        control.admission().admit(peer.ip(), 1, 1).unwrap();
         let admitted = Admitted {
             control: control.clone(),
             ip: peer.ip(),

@@ -358,33 +358,34 @@ impl Control {
     }
 }
 
-/// Open connections, in all and per address.
+/// Open connections, in all and per address (clients; the cluster's links
+/// waiting for their hello).
 #[derive(Default)]
-struct Admission {
+pub(super) struct Admission {
     open: usize,
     per_ip: HashMap<IpAddr, usize>,
 }
 
 impl Admission {
     /// Counts a new connection from `ip` (a key from [`ip_key`]), or says
-    /// which cap refuses it.
-    fn admit(&mut self, ip: IpAddr, runner: &RunnerConfig) -> Result<(), &'static str> {
-        if self.open >= runner.max_connections {
-            return Err("max_connections");
+    /// which cap refuses it: `all` (the first) or `per_ip`.
+    pub(super) fn admit(&mut self, ip: IpAddr, all: usize, per_ip: usize) -> Result<(), Cap> {
+        if self.open >= all {
+            return Err(Cap::All);
         }
         let n = self.per_ip.entry(ip).or_insert(0);
-        if *n >= runner.max_connections_per_ip {
+        if *n >= per_ip {
             if *n == 0 {
                 self.per_ip.remove(&ip);
             }
-            return Err("max_connections_per_ip");
+            return Err(Cap::PerAddress);
         }
         *n += 1;
         self.open += 1;
         Ok(())
     }
 
-    fn release(&mut self, ip: IpAddr) {
+    pub(super) fn release(&mut self, ip: IpAddr) {
         self.open = self.open.saturating_sub(1);
         if let Some(n) = self.per_ip.get_mut(&ip) {
             *n = n.saturating_sub(1);
@@ -393,6 +394,13 @@ impl Admission {
             }
         }
     }
+}
+
+/// Which cap of [`Admission::admit`] refused a connection.
+#[derive(Debug)]
+pub(super) enum Cap {
+    All,
+    PerAddress,
 }
 
 /// The address a connection counts against: IPv4 as is (IPv4-mapped IPv6
@@ -1320,10 +1328,18 @@ async fn accept_loop(
             }
         };
         let ip = ip_key(peer.ip());
-        if let Err(cap) = control.admission().admit(ip, &runner) {
+        let admitted =
+            control
+                .admission()
+                .admit(ip, runner.max_connections, runner.max_connections_per_ip);
+        if let Err(cap) = admitted {
             // Closed with nothing written: no work, no state, and the peer
             // learns nothing it could tune an attack with.
             control.refused.fetch_add(1, Ordering::Relaxed);
+            let cap = match cap {
+                Cap::All => "max_connections",
+                Cap::PerAddress => "max_connections_per_ip",
+            };
             log!(debug, "refused a connection from {peer}: {cap} reached");
             drop(stream);
             continue;
