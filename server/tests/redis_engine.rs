@@ -153,6 +153,20 @@ fn a_redis_outage_refuses_requests_keeps_links_and_recovers_by_itself() {
     let _node = Node::start(addr, &redis.url());
     let (a, room) = member(addr, 1);
     let (b, _) = member(addr, 2);
+    // The server writes after the joins' replies too: the join notice,
+    // flushed after its batch window (100 ms), and a's ack of it (within
+    // 50 ms). Either failing would refuse the send below before it is in
+    // flight, so Redis stops once they are stored.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match a.recv_event(left) {
+            Some(Event::NotifyJoinChannel { uids, .. }) if uids.contains(&Uid(2)) => break,
+            Some(_) => continue,
+            None => panic!("uid 1 did not hear uid 2 join"),
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
     redis.stop();
     // The first send finds the store gone: its reply and push wait ...
     let sender = std::thread::spawn(move || {
