@@ -25,8 +25,20 @@
 //! on a link the death broke, and who logs in again before the hub's
 //! detection plus the grace period, resumes that instance.
 //!
-//! Cases: `HUMMER_CONFORMANCE_CASES` (default 24, so CI stays short), and
-//! `HUMMER_CONFORMANCE_NODE_CASES` for the nodes (default 8). A failure
+//! A third property runs them on a durable server (`ServerConfig::durable`,
+//! a store double the simulator writes each batch to after a latency), in
+//! every shape, restarts more frequent: a restart loses the batches not yet
+//! stored, and the new server starts from the store. There a restart is no
+//! excuse for any loss: every promise above holds as on a server that never
+//! restarted, and (d') each client's first login after a restart goes on in
+//! the epochs it resumed from, with no gap. A fourth runs the same with the
+//! store in a real Redis (`redis-server` on a free port, the TCP runner's
+//! Redis store), with the `redis` feature.
+//!
+//! Cases: `HUMMER_CONFORMANCE_CASES` (default 24, so CI stays short),
+//! `HUMMER_CONFORMANCE_NODE_CASES` for the nodes,
+//! `HUMMER_CONFORMANCE_DURABLE_CASES` and `HUMMER_CONFORMANCE_REDIS_CASES`
+//! for the durable runs (default 8 each). A failure
 //! prints the shrunk operation list and the seed that reproduces it.
 //! `HUMMER_CONFORMANCE_STATS=1` (with `--nocapture`) prints, after each case,
 //! how often the scenarios the v2 checks are about have come up so far.
@@ -39,10 +51,15 @@ use hummer_channel::client::{
     ChannelHandle, ConnectionState, Event, LostStream, Reply, RequestId, SendOptions, SessionConfig,
 };
 use hummer_channel::server::{GatewayId, ServerConfig, DEMO_APPID};
-use hummer_channel::sim::{ClientId, Direction, Sim, SimConfig, TappedFrame};
+use hummer_channel::sim::{
+    ClientId, Direction, MemoryStore, Sim, SimConfig, SimStore, TappedFrame,
+};
 use hummer_channel::wire::{self, Body};
 use hummer_channel::{Attributes, ErrorCode, Message, Region, Uid};
 use proptest::prelude::*;
+
+#[cfg(feature = "redis")]
+mod redis_support;
 
 /// The uid of each client: two instances of uid 2.
 const UIDS: [u64; 4] = [1, 2, 2, 3];
@@ -177,8 +194,9 @@ struct Run {
     joined_at: Vec<Vec<Window>>,
     pending_join: Vec<Option<RequestId>>,
     step: usize,
-    /// The server restarted at some point (losses are then legitimate).
-    restarted: bool,
+    /// The server keeps its state in a store: a restart loses nothing it
+    /// showed, so streams go on across restarts as on one server.
+    durable: bool,
     /// The server keeps only `SMALL_RETENTION` messages per stream:
     /// retention gaps are legitimate.
     small_retention: bool,
@@ -245,8 +263,8 @@ struct MatchedLoss {
 }
 
 /// How often the scenarios the v2 checks are about came up (all cases).
-static STATS: [AtomicU64; 19] = [const { AtomicU64::new(0) }; 19];
-const STAT_NAMES: [&str; 19] = [
+static STATS: [AtomicU64; 22] = [const { AtomicU64::new(0) }; 22];
+const STAT_NAMES: [&str; 22] = [
     "restart re-logins checked (P2P)",
     "restart re-joins checked (channel)",
     "  of which cursor 0 with accepted, undelivered messages",
@@ -266,10 +284,22 @@ const STAT_NAMES: [&str; 19] = [
     "  of which logged in anew: the server had restarted",
     "  of which back within detection + grace, checked resumed",
     "ranges reported lost to a rejoin after another instance of the uid left",
+    "durable restarts",
+    "  first logins after one, resuming: streams checked kept",
+    "    of which resumed their instance",
 ];
 
 fn stat(i: usize, n: u64) {
     STATS[i].fetch_add(n, Ordering::Relaxed);
+}
+
+/// See [`Wire::incarnation`].
+fn streams_incarnation(durable: bool, f: &TappedFrame) -> u64 {
+    if durable {
+        0
+    } else {
+        f.server_incarnation
+    }
 }
 
 /// What went over the wire (the simulator's tap), indexed for the checks.
@@ -279,10 +309,13 @@ struct Wire<'a> {
     requests: HashMap<(usize, u64), &'a Body>,
     /// A stream epoch -> the server incarnation that handed it out.
     epoch_incarnation: HashMap<u64, u64>,
+    /// The server is durable: its restarts keep every stream, so for the
+    /// streams there is one incarnation (see [`Wire::incarnation`]).
+    durable: bool,
 }
 
 impl<'a> Wire<'a> {
-    fn new(frames: &'a [TappedFrame]) -> Self {
+    fn new(frames: &'a [TappedFrame], durable: bool) -> Self {
         let mut requests = HashMap::new();
         let mut epoch_incarnation = HashMap::new();
         for f in frames {
@@ -294,9 +327,10 @@ impl<'a> Wire<'a> {
                     }
                 }
                 Direction::ToClient => {
+                    let incarnation = streams_incarnation(durable, f);
                     let mut note = |e: u64| {
                         if e != 0 {
-                            epoch_incarnation.entry(e).or_insert(f.server_incarnation);
+                            epoch_incarnation.entry(e).or_insert(incarnation);
                         }
                     };
                     match body {
@@ -316,7 +350,14 @@ impl<'a> Wire<'a> {
             frames,
             requests,
             epoch_incarnation,
+            durable,
         }
+    }
+
+    /// The server incarnation whose streams `f` belongs to: the one that
+    /// sent it, or, for a durable server, 0 (its streams outlive it).
+    fn incarnation(&self, f: &TappedFrame) -> u64 {
+        streams_incarnation(self.durable, f)
     }
 
     /// The server's frames to client `i`, in the order sent.
@@ -444,6 +485,18 @@ fn number(content: &[u8]) -> Option<u64> {
 
 impl Run {
     fn new(seed: u64, small_retention: bool, shape: Shape) -> Run {
+        Run::with_store(seed, small_retention, shape, None)
+    }
+
+    /// A run whose server is durable when `store` is given: it keeps its
+    /// state there (a map: [`MemoryStore`]; or Redis).
+    fn with_store(
+        seed: u64,
+        small_retention: bool,
+        shape: Shape,
+        store: Option<Box<dyn SimStore>>,
+    ) -> Run {
+        let durable = store.is_some();
         let mut server = ServerConfig::demo();
         server.rate_limit_sends = 10_000;
         server.max_queued_bytes = 16 * 1024;
@@ -476,7 +529,10 @@ impl Run {
         if config.gateways == 3 {
             config.server.presence_grace = NODE_GRACE;
         }
-        let mut sim = Sim::new(config);
+        let mut sim = match store {
+            Some(store) => Sim::with_store(config, store),
+            None => Sim::new(config),
+        };
         let clients: Vec<_> = UIDS
             .iter()
             .map(|_| sim.add_client(SessionConfig::new(DEMO_APPID)))
@@ -499,7 +555,7 @@ impl Run {
             joined_at: vec![Vec::new(); 4],
             pending_join: vec![None; 4],
             step: 0,
-            restarted: false,
+            durable,
             small_retention,
             killed: Vec::new(),
         };
@@ -600,7 +656,7 @@ impl Run {
                 self.sim.set_slow(self.clients[i], false);
             }
             Op::RestartServer => {
-                self.restarted = true;
+                stat(19, u64::from(self.durable));
                 self.sim.restart_server();
             }
             Op::KillNode {
@@ -846,7 +902,7 @@ impl Run {
                 matched.push(MatchedLoss {
                     stream,
                     frame: f.index,
-                    incarnation: f.server_incarnation,
+                    incarnation: wire.incarnation(f),
                     gap,
                 });
             }
@@ -1046,6 +1102,66 @@ impl Run {
                         i,
                         r,
                         reported
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// (d') A durable server's restart loses nothing it showed: the first
+    /// login of each client on a restarted server that resumes goes on in
+    /// the P2P epoch it resumed from, with no gap (but a retention range),
+    /// and each channel it kept goes on in its cursor's epoch. (That no
+    /// loss is reported anywhere else is checked with the other losses:
+    /// for a durable server, every frame belongs to one incarnation.)
+    fn check_durable_restarts(&self, wire: &Wire) -> Result<(), TestCaseError> {
+        for r in 1..=self.sim.server_incarnation() {
+            for i in 0..4 {
+                let first = wire
+                    .to_client(i)
+                    .filter(|f| f.delivered() && f.server_incarnation == r)
+                    .find_map(|f| match (f.body(), wire.request(i, f)) {
+                        (Some(Body::LoginReply(rep)), Some(Body::Login(req))) => {
+                            Some((rep, req.resume.as_ref().filter(|x| x.p2p_epoch != 0)?))
+                        }
+                        _ => None,
+                    });
+                let Some((rep, resume)) = first else {
+                    continue;
+                };
+                stat(20, 1);
+                stat(21, u64::from(rep.resumed));
+                prop_assert_eq!(
+                    rep.p2p_epoch,
+                    resume.p2p_epoch,
+                    "client {} lost its P2P stream to durable restart {}",
+                    i,
+                    r
+                );
+                prop_assert!(
+                    rep.p2p_gap.is_none()
+                        || (self.small_retention
+                            && rep.p2p_gap.as_ref().is_some_and(|g| g.to != 0)),
+                    "client {} was told of a P2P gap {:?} after durable restart {}",
+                    i,
+                    rep.p2p_gap,
+                    r
+                );
+                for kept in &rep.channels {
+                    let asked = resume
+                        .channels
+                        .iter()
+                        .find(|c| c.channel == kept.channel)
+                        .map(|c| c.epoch);
+                    let epoch = kept.state.as_ref().map_or(0, |s| s.epoch);
+                    prop_assert_eq!(
+                        Some(epoch),
+                        asked,
+                        "client {} kept {:?} in another epoch after durable restart {}",
+                        i,
+                        kept.channel,
+                        r
                     );
                 }
             }
@@ -1327,7 +1443,8 @@ impl Run {
                 .filter(|f| f.link >= k.link)
                 .find_map(|f| Some((f, login_reply(f)?)));
             let Some((f, reply)) = next else { continue };
-            let same_server = f.server_incarnation == k.incarnation;
+            // A durable server's restart keeps the instance.
+            let same_server = self.durable || f.server_incarnation == k.incarnation;
             stat(
                 match (reply.resumed, same_server) {
                     (true, _) => 14,
@@ -1417,7 +1534,7 @@ impl Run {
             if let (Direction::ToClient, true, Some(Body::SendReply(r))) =
                 (f.direction, f.delivered(), f.body())
             {
-                by_request.insert((f.client.0, f.request_id()), (f.server_incarnation, r.seq));
+                by_request.insert((f.client.0, f.request_id()), (wire.incarnation(f), r.seq));
             }
         }
         let mut accepted = BTreeMap::new();
@@ -1446,7 +1563,7 @@ impl Run {
                 continue;
             };
             let uid = if ch == 0 { UIDS[f.client.0] } else { 0 };
-            let key = (f.server_incarnation, uid, ch, seq);
+            let key = (wire.incarnation(f), uid, ch, seq);
             let first = *numbered.entry(n).or_insert(key);
             prop_assert_eq!(first, key, "message {} was numbered twice", n);
             if let Some(&(inc, s)) = accepted.get(&n) {
@@ -1485,7 +1602,7 @@ impl Run {
         // The wire: (a) losses match gaps, (b) no sequenced push twice on a
         // link, (d) one loss per stream per restart; the numbers sends got.
         let frames = self.sim.frames();
-        let wire = Wire::new(frames);
+        let wire = Wire::new(frames, self.durable);
         let losses = self.match_losses(&wire)?;
 
         // Losses are reported only where history was really lost: ranges
@@ -1529,7 +1646,11 @@ impl Run {
         self.check_links(&wire)?;
         self.check_resends(&wire)?;
         let accepted = self.accepted(&wire)?;
-        self.check_restarts(&wire, &losses, &accepted)?;
+        if self.durable {
+            self.check_durable_restarts(&wire)?;
+        } else {
+            self.check_restarts(&wire, &losses, &accepted)?;
+        }
 
         // 2. Deliveries: never duplicated, never of a refused send, in order.
         for i in 0..4 {
@@ -1832,6 +1953,23 @@ fn node_cases() -> u32 {
     cases_of("HUMMER_CONFORMANCE_NODE_CASES", 8)
 }
 
+fn durable_cases() -> u32 {
+    cases_of("HUMMER_CONFORMANCE_DURABLE_CASES", 8)
+}
+
+/// The runs of a durable server: every shape, restarts more often, and on
+/// three nodes, nodes dying too.
+fn durable_case() -> impl Strategy<Value = (Shape, Vec<Op>)> {
+    prop_oneof![shape(), node_shape()].prop_flat_map(|shape| {
+        let ops = match shape {
+            Shape::ThreeNodes | Shape::ThreeNodesByThreeShards => node_op().boxed(),
+            _ => op().boxed(),
+        };
+        let ops = prop_oneof![8 => ops, 1 => Just(Op::RestartServer)];
+        (Just(shape), prop::collection::vec(ops, 1..40))
+    })
+}
+
 /// One case: the operations, then the faults stop, the system settles and
 /// the promises are checked.
 fn run_case(
@@ -1840,7 +1978,18 @@ fn run_case(
     shape: Shape,
     ops: &[Op],
 ) -> Result<(), TestCaseError> {
-    let mut run = Run::new(seed, small_retention, shape);
+    run_case_with(seed, small_retention, shape, ops, None)
+}
+
+/// [`run_case`] with a durable server keeping its state in `store`.
+fn run_case_with(
+    seed: u64,
+    small_retention: bool,
+    shape: Shape,
+    ops: &[Op],
+    store: Option<Box<dyn SimStore>>,
+) -> Result<(), TestCaseError> {
+    let mut run = Run::with_store(seed, small_retention, shape, store);
     for op in ops {
         run.apply(op);
     }
@@ -1884,6 +2033,92 @@ proptest! {
         ops in prop::collection::vec(node_op(), 1..40),
     ) {
         run_case(seed, small_retention, shape, &ops)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: durable_cases(), max_shrink_iters: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_durable_service_keeps_its_promises_across_restarts(
+        seed in any::<u64>(),
+        small_retention in prop::bool::weighted(0.3),
+        (shape, ops) in durable_case(),
+    ) {
+        run_case_with(seed, small_retention, shape, &ops, Some(Box::new(MemoryStore::default())))?;
+    }
+}
+
+/// The durable property with the store in a real Redis.
+#[cfg(feature = "redis")]
+mod in_redis {
+    use super::*;
+    use crate::redis_support::{Persistence, RedisServer};
+    use hummer_channel::adapters::server_tcp::store::{RedisStore, StoreConfig};
+    use hummer_channel::server::{ShardId, StoreBatch, StoredObject};
+    use proptest::test_runner::{Config, TestRunner};
+
+    /// The durable runs with the state in a real Redis (`redis-server`, one
+    /// for the test, a namespace per case), through the TCP runner's store:
+    /// what the server writes is what a restarted one reads back.
+    /// `HUMMER_CONFORMANCE_REDIS_CASES` cases (default 8).
+    #[test]
+    fn a_service_with_its_state_in_redis_keeps_its_promises_across_restarts() {
+        let redis = RedisServer::start(Persistence::None);
+        let cases = cases_of("HUMMER_CONFORMANCE_REDIS_CASES", 8);
+        let mut runner = TestRunner::new(Config {
+            cases,
+            max_shrink_iters: 200,
+            ..Config::default()
+        });
+        let namespaces = AtomicU64::new(0);
+        let strategy = (any::<u64>(), prop::bool::weighted(0.3), durable_case());
+        let result = runner.run(&strategy, |(seed, small_retention, (shape, ops))| {
+            let namespace = format!("conformance{}", namespaces.fetch_add(1, Ordering::Relaxed));
+            let store = RedisSimStore::connect(&redis.url(), &namespace);
+            run_case_with(seed, small_retention, shape, &ops, Some(Box::new(store)))
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+        // The runs went through Redis: batches written, and restarted servers
+        // that read state back.
+        let [batches, restored] = REDIS_COUNTS.each_ref().map(|n| n.load(Ordering::Relaxed));
+        eprintln!(
+            "{cases} cases: {batches} batches written to Redis, {restored} objects read back"
+        );
+        assert!(
+            batches > 0 && restored > 0,
+            "{batches} batches, {restored} objects"
+        );
+    }
+
+    /// Batches [`RedisSimStore`] wrote, and objects it read back at restarts.
+    static REDIS_COUNTS: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+
+    /// The TCP runner's Redis store behind the simulator's store contract.
+    #[derive(Debug)]
+    struct RedisSimStore(RedisStore);
+
+    impl RedisSimStore {
+        fn connect(url: &str, namespace: &str) -> RedisSimStore {
+            let config = StoreConfig::new(url).unwrap().with_namespace(namespace);
+            RedisSimStore(smol::block_on(RedisStore::connect(&config)).unwrap())
+        }
+    }
+
+    impl SimStore for RedisSimStore {
+        fn write(&mut self, _shard: ShardId, batch: &StoreBatch) {
+            smol::block_on(self.0.write(batch)).expect("Redis takes the batch");
+            REDIS_COUNTS[0].fetch_add(1, Ordering::Relaxed);
+        }
+
+        fn load(&mut self) -> Vec<StoredObject> {
+            let objects = smol::block_on(self.0.load()).expect("Redis gives the state back");
+            assert_eq!(self.0.skipped(), 0, "objects Redis could not give back");
+            REDIS_COUNTS[1].fetch_add(objects.len() as u64, Ordering::Relaxed);
+            objects
+        }
     }
 }
 

@@ -8,9 +8,17 @@
 //! (nothing gets through for a while: frames wait, as TCP would retransmit
 //! them, dials fail, and only the timers notice),
 //! [`Sim::set_slow`] (the client stops reading: the server's queue for it
-//! grows), [`Sim::restart_server`] (all server state lost),
+//! grows), [`Sim::restart_server`] (all server state lost, or, for a
+//! durable server, what it had not stored yet),
 //! [`Sim::kill_node`] (one gateway's node dies: its clients' links break,
 //! and the hub learns of it only later).
+//!
+//! A durable server ([`ServerConfig::durable`]) keeps its state in a
+//! [`SimStore`]: a [`MemoryStore`] unless the test brings its own
+//! ([`Sim::with_store`]). Each batch the server makes is written after the
+//! store's latency ([`SimConfig::store_latency`]), in order; a restart
+//! loses the batches not written yet, and the new server starts from what
+//! the store holds.
 //!
 //! A tap, off by default, records every frame put on a link, decoded, with
 //! the client, the link and the server incarnation it belongs to and whether
@@ -45,16 +53,22 @@
 //! assert_eq!(got, 1);
 //! ```
 
+mod store;
+
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::client::{Event, LinkId, RequestId, Session, SessionConfig, TransportAction};
 use crate::error::{CommandError, WireError};
-use crate::server::{ConnId, GatewayId, Server, ServerConfig, TransportAction as ServerAction};
+use crate::server::{
+    ConnId, GatewayId, Server, ServerConfig, ShardId, StoreBatch, TransportAction as ServerAction,
+};
 use crate::wire::{decode_frame, Body, DecodedFrame};
+
+pub use store::{MemoryStore, SimStore};
 
 /// Names a client of the simulation.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -80,6 +94,9 @@ pub struct SimConfig {
     pub hub_latency: (Duration, Duration),
     /// The hub's shards (see [`Server::with_shape`]).
     pub hub_shards: u16,
+    /// With a durable server: how long a batch takes to be stored, drawn
+    /// from this range (batches are stored in the order made).
+    pub store_latency: (Duration, Duration),
 }
 
 impl SimConfig {
@@ -93,6 +110,7 @@ impl SimConfig {
             gateways: 1,
             hub_latency: (Duration::ZERO, Duration::ZERO),
             hub_shards: 1,
+            store_latency: (Duration::from_millis(1), Duration::from_millis(5)),
         }
     }
 }
@@ -242,16 +260,63 @@ pub struct Sim {
     tap: Tap,
     /// Gateways killed, and when the hub learns that they are gone.
     losses: Vec<(Instant, GatewayId)>,
+    /// A durable server's store.
+    store: Option<Box<dyn SimStore>>,
+    /// Batches on their way to the store: when each is stored, in order.
+    storing: VecDeque<(Instant, ShardId, StoreBatch)>,
 }
 
 impl Sim {
     /// A network with a server and no clients, at an arbitrary fixed start.
+    /// A durable server ([`ServerConfig::durable`]) gets a [`MemoryStore`].
     pub fn new(config: SimConfig) -> Sim {
+        let store = config
+            .server
+            .durable
+            .then(|| Box::new(MemoryStore::default()) as _);
+        Sim::with_store_of(config, store)
+    }
+
+    /// A network whose server is durable and keeps its state in `store`,
+    /// starting from what `store` holds.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hummer_channel::client::{Event, SendOptions, SessionConfig};
+    /// use hummer_channel::server::{ServerConfig, DEMO_APPID};
+    /// use hummer_channel::sim::{MemoryStore, Sim, SimConfig};
+    /// use hummer_channel::{Message, Uid};
+    ///
+    /// let mut sim = Sim::with_store(SimConfig::new(7, ServerConfig::demo()), MemoryStore::default());
+    /// let alice = sim.add_client(SessionConfig::new(DEMO_APPID));
+    /// let bob = sim.add_client(SessionConfig::new(DEMO_APPID));
+    /// sim.command(alice, |s, now| s.login(now, Uid(1), None, None)).unwrap();
+    /// sim.command(bob, |s, now| s.login(now, Uid(2), None, None)).unwrap();
+    /// sim.run_for(Duration::from_secs(1));
+    /// sim.command(alice, |s, now| {
+    ///     s.send_message_to_user(now, Uid(2), Message::new("t", "kept"), SendOptions::default())
+    /// }).unwrap();
+    /// sim.run_for(Duration::from_secs(1));
+    ///
+    /// sim.restart_server(); // every link breaks; the state was stored...
+    /// sim.run_for(Duration::from_secs(5));
+    /// let events = sim.take_events(bob);
+    /// // ...so bob resumes with nothing lost, and got the message once.
+    /// assert!(!events.iter().any(|e| matches!(e, Event::MessagesLost { .. })));
+    /// let got = events.iter().filter(|e| matches!(e, Event::MessageFromUser { .. })).count();
+    /// assert_eq!(got, 1);
+    /// ```
+    pub fn with_store(mut config: SimConfig, store: impl SimStore + 'static) -> Sim {
+        config.server.durable = true;
+        Sim::with_store_of(config, Some(Box::new(store)))
+    }
+
+    fn with_store_of(config: SimConfig, store: Option<Box<dyn SimStore>>) -> Sim {
         let now = Instant::now();
         let mut server_config = config.server.clone();
         server_config.seed = config.seed ^ 0x5e_5e_5e;
         let server = Sim::server_of(&config, server_config, now, config.start_unix_ms);
-        Sim {
+        let mut sim = Sim {
             rng: config.seed,
             config,
             now,
@@ -263,6 +328,18 @@ impl Sim {
             order: 0,
             tap: Tap::default(),
             losses: Vec::new(),
+            store: None,
+            storing: VecDeque::new(),
+        };
+        sim.start_from(store);
+        sim
+    }
+
+    /// The server, new, takes what `store` holds (before any other input).
+    fn start_from(&mut self, store: Option<Box<dyn SimStore>>) {
+        self.store = store;
+        if let Some(store) = self.store.as_mut() {
+            self.server.restore(self.now, &store.load());
         }
     }
 
@@ -529,7 +606,9 @@ impl Sim {
         broken
     }
 
-    /// The server restarts with all its state lost; every link breaks.
+    /// The server restarts; every link breaks. It loses all its state or,
+    /// when durable, what it had not stored yet: the new one starts from
+    /// what the store holds.
     pub fn restart_server(&mut self) {
         self.restarts += 1;
         self.losses.clear();
@@ -538,6 +617,9 @@ impl Sim {
         let unix =
             self.config.start_unix_ms + self.now.duration_since(self.start).as_millis() as u64;
         self.server = Sim::server_of(&self.config, config, self.now, unix);
+        self.storing.clear();
+        let store = self.store.take();
+        self.start_from(store);
         for i in 0..self.clients.len() {
             let client = &mut self.clients[i];
             client.conn = None;
@@ -577,11 +659,13 @@ impl Sim {
         let sessions = self.clients.iter().filter_map(|c| c.session.poll_timeout());
         let server = self.server.poll_timeout();
         let losses = self.losses.iter().map(|(at, _)| *at);
+        let stored = self.storing.front().map(|(at, _, _)| *at);
         deliveries
             .into_iter()
             .chain(sessions)
             .chain(server)
             .chain(losses)
+            .chain(stored)
             .min()
     }
 
@@ -593,6 +677,16 @@ impl Sim {
                 break;
             };
             self.deliver(d);
+        }
+        while self.storing.front().is_some_and(|(at, _, _)| *at <= now) {
+            let Some((_, shard, batch)) = self.storing.pop_front() else {
+                break;
+            };
+            if let Some(store) = self.store.as_mut() {
+                store.write(shard, &batch);
+            }
+            self.server.handle_stored(now, shard, batch.number);
+            self.pump_server();
         }
         while let Some(k) = self.losses.iter().position(|(at, _)| *at <= now) {
             let (_, gateway) = self.losses.remove(k);
@@ -682,7 +776,11 @@ impl Sim {
     }
 
     fn latency(&mut self) -> Duration {
-        let (lo, hi) = self.config.latency;
+        self.draw(self.config.latency)
+    }
+
+    /// A duration drawn uniformly from `lo..=hi` (in µs).
+    fn draw(&mut self, (lo, hi): (Duration, Duration)) -> Duration {
         let span = hi.saturating_sub(lo).as_micros() as u64;
         lo + Duration::from_micros(self.next_u64() % (span + 1))
     }
@@ -786,6 +884,14 @@ impl Sim {
                 self.schedule(i, false, What::ServerClosed);
                 self.clients[i].conn = None;
             }
+        }
+        while let Some((shard, batch)) = self.server.poll_store() {
+            let drawn = self.now + self.draw(self.config.store_latency);
+            let at = self
+                .storing
+                .back()
+                .map_or(drawn, |(last, _, _)| drawn.max(*last));
+            self.storing.push_back((at, shard, batch));
         }
     }
 
