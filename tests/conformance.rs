@@ -202,6 +202,8 @@ struct Run {
     small_retention: bool,
     /// The links broken by a node's death.
     killed: Vec<Killed>,
+    /// When the server restarted.
+    restarts: Vec<std::time::Instant>,
 }
 
 /// A client's link broken by a node's death.
@@ -558,6 +560,7 @@ impl Run {
             durable,
             small_retention,
             killed: Vec::new(),
+            restarts: Vec::new(),
         };
         run.sim.record_server_frames(true);
         run.sim.record_client_frames(true);
@@ -657,6 +660,7 @@ impl Run {
             }
             Op::RestartServer => {
                 stat(19, u64::from(self.durable));
+                self.restarts.push(self.sim.now());
                 self.sim.restart_server();
             }
             Op::KillNode {
@@ -1463,10 +1467,15 @@ impl Run {
                 Some(Body::Login(req)) => req.resume.as_ref().map(|x| x.instance_id),
                 _ => None,
             };
+            // The grace period runs from the hub's detection, or from a
+            // durable server's restart before it (the restored instance's
+            // link is lost from then on).
+            let restarted = self.restarts.iter().copied().filter(|&t| t >= k.at).min();
+            let detected = (k.at + k.detect).min(restarted.unwrap_or(k.at + k.detect));
             if on_link.is_some() && on_link == asked && same_server {
-                stat(17, u64::from(f.sent_at < k.at + k.detect + NODE_GRACE));
+                stat(17, u64::from(f.sent_at < detected + NODE_GRACE));
                 prop_assert!(
-                    reply.resumed || f.sent_at >= k.at + k.detect + NODE_GRACE,
+                    reply.resumed || f.sent_at >= detected + NODE_GRACE,
                     "client {} lost its instance {:?} to a node's death within the grace period: {:?} (link {} broken at {:?}, detected after {:?}, answered {:?} later)",
                     i,
                     on_link,
