@@ -12,11 +12,12 @@ use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
 use hummer_channel::server::{
-    decode_node_message, encode_node_message, CloseReason, ConnId, GatewayId, NodeMessage, ShardId,
-    ToGateway, ToHub, TokenGrant, MAX_NODE_FRAME, MAX_SHARDS, NODE_PROTOCOL,
+    decode_node_message, encode_node_message, ApiCall, ApiReply, ApiRequest, CloseReason, ConnId,
+    GatewayId, NodeMessage, ShardId, ToGateway, ToHub, TokenGrant, MAX_NODE_FRAME, MAX_SHARDS,
+    NODE_PROTOCOL,
 };
 use hummer_channel::wire::{self, Body, FrameDecoder, LENGTH_PREFIX_LEN};
-use hummer_channel::{ErrorCode, ServiceError};
+use hummer_channel::{ChannelKey, ErrorCode, Message, Region, ServiceError};
 use proptest::prelude::*;
 
 /// A message the decoder accepted, re-encoded and decoded again, shows the
@@ -60,6 +61,50 @@ fn message() -> impl Strategy<Value = NodeMessage> {
                 conn,
                 reason: CloseReason::KickedByService { code, reason },
             })
+        }),
+        (
+            any::<u64>(),
+            0..MAX_SHARDS,
+            any::<u32>(),
+            prop::collection::vec(any::<u64>(), 0..40)
+        )
+            .prop_map(|(id, s, appid, uids)| NodeMessage::ApiCall {
+                id,
+                shard: ShardId(s),
+                call: ApiCall {
+                    appid,
+                    request: ApiRequest::OnlineStatus { uids },
+                },
+            }),
+        (any::<u64>(), any::<u64>(), frame()).prop_map(|(id, from_uid, content)| {
+            NodeMessage::ApiCall {
+                id,
+                shard: ShardId(0),
+                call: ApiCall {
+                    appid: 1,
+                    request: ApiRequest::Publish {
+                        channel: ChannelKey::new(Region::Us, "room"),
+                        from_uid,
+                        message_id: id,
+                        message: Message::new("t", content),
+                        unreliable: false,
+                    },
+                },
+            }
+        }),
+        (
+            any::<u64>(),
+            prop::collection::btree_map(any::<u64>(), any::<bool>(), 0..20)
+        )
+            .prop_map(|(id, online)| NodeMessage::ApiAnswer {
+                id,
+                answer: Ok(ApiReply::Online(online)),
+            }),
+        (any::<u64>(), any::<u32>(), ".{0,8}").prop_map(|(id, code, message)| {
+            NodeMessage::ApiAnswer {
+                id,
+                answer: Err(ServiceError::new(ErrorCode::new(code), message)),
+            }
         }),
         (any::<u32>(), ".{0,8}", ".{0,8}", any::<u16>()).prop_map(
             |(protocol, node, secret, gateways)| NodeMessage::Hello {
@@ -260,6 +305,30 @@ fn seed_messages() -> Vec<(&'static str, NodeMessage)> {
                     reason: "banned".into(),
                 },
             }),
+        ),
+        (
+            "api-call",
+            NodeMessage::ApiCall {
+                id: 3,
+                shard: ShardId(1),
+                call: ApiCall {
+                    appid: 1,
+                    request: ApiRequest::Publish {
+                        channel: ChannelKey::new(Region::Cn, "room"),
+                        from_uid: 0,
+                        message_id: 8,
+                        message: Message::new("text", "hello"),
+                        unreliable: false,
+                    },
+                },
+            },
+        ),
+        (
+            "api-answer",
+            NodeMessage::ApiAnswer {
+                id: 3,
+                answer: Ok(ApiReply::Online([(42, true), (43, false)].into())),
+            },
         ),
         (
             "close-replaced",

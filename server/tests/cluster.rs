@@ -393,3 +393,235 @@ fn a_websocket_client_on_a_gateway_node_and_a_tcp_client_on_the_hub_node_talk() 
     assert_eq!(text(&next_message(&browser)), "from ws");
     assert_eq!(text(&next_message(&browser)), "from tcp");
 }
+
+/// The server API key of the demo app on the nodes of the API tests.
+const API_KEY: &str = "cluster-test-api-key-0123456789abcdef";
+
+/// A node of a cluster in `redis` on `addr` with its API listener on
+/// `api`, once its log holds `role`.
+fn api_node(redis: &RedisServer, addr: SocketAddr, api: SocketAddr, role: &str) -> Node {
+    let api = api.to_string();
+    let key = format!("{}:{API_KEY}", hummer_channel::server::DEMO_APPID);
+    let args: Vec<&str> = CLUSTER
+        .iter()
+        .copied()
+        .chain(["--api-listen", &api, "--api-key", &key])
+        .collect();
+    let node = Node::spawn(addr, &redis.url(), &args);
+    node.line_containing(role);
+    node
+}
+
+/// One server API call (HTTP/1.1, the demo app's key): its status and
+/// body, or why there was none (the read waits [`WAIT`] at most).
+fn try_call_api(
+    api: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, String), String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(api).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let body = body.unwrap_or("");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+         Authorization: apikey {API_KEY}\r\n"
+    );
+    if matches!(method, "POST" | "PUT" | "PATCH") {
+        request += &format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+    }
+    request += "\r\n";
+    request += body;
+    s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let text = String::from_utf8(raw).map_err(|e| e.to_string())?;
+    let (head, rest) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no whole answer: {text:?}"))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status: {head:?}"))?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    Ok((status, body))
+}
+
+fn call_api(api: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    try_call_api(api, method, path, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        if n == 0 {
+            break;
+        }
+        out += &rest[..n];
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+#[test]
+fn the_server_api_answers_on_a_gateway_node_as_on_the_hub_node() {
+    let redis = RedisServer::start(Persistence::Aof);
+    let (hub_addr, gateway_addr) = (free_addr(), free_addr());
+    let (hub_api, gateway_api) = (free_addr(), free_addr());
+    let hub = api_node(&redis, hub_addr, hub_api, ": hub node");
+    let _gateway = api_node(
+        &redis,
+        gateway_addr,
+        gateway_api,
+        ": gateway node of hub node",
+    );
+
+    // State made by a client of the hub node, and a member on the
+    // gateway node.
+    let (a, room_a) = member(hub_addr, 1);
+    let mood = BTreeMap::from([("mood".to_owned(), "calm".to_owned())]);
+    a.set_local_user_attributes(room_a, mood, AttributeOptions::default())
+        .unwrap();
+    let topic = BTreeMap::from([("topic".to_owned(), "rust".to_owned())]);
+    a.set_channel_attributes(room_a, topic, AttributeOptions::default())
+        .unwrap();
+    let (b, _room_b) = member(gateway_addr, 2);
+
+    // Reads on the gateway node answer what the hub node's own API does.
+    let reads = [
+        "/v1/channels/cn/room",
+        "/v1/channels/cn/room/attributes",
+        "/v1/channels/cn/room/user-attributes",
+        "/v1/users/online?uids=1,2,3",
+        "/v1/users/1/channels",
+        "/v1/channels?limit=10",
+    ];
+    for path in reads {
+        let on_hub = call_api(hub_api, "GET", path, None);
+        assert_eq!(on_hub.0, 200, "{path}: {}", on_hub.1);
+        assert_eq!(call_api(gateway_api, "GET", path, None), on_hub, "{path}");
+    }
+    let (_, channel) = call_api(gateway_api, "GET", "/v1/channels/cn/room", None);
+    assert!(channel.contains(r#""members":[1,2]"#), "{channel}");
+    assert!(channel.contains(r#""topic":"rust""#), "{channel}");
+    let (_, users) = call_api(
+        gateway_api,
+        "GET",
+        "/v1/channels/cn/room/user-attributes",
+        None,
+    );
+    assert!(users.contains(r#""1":{"mood":"calm"}"#), "{users}");
+    let (_, online) = call_api(gateway_api, "GET", "/v1/users/online?uids=1,2,3", None);
+    assert!(
+        online.contains(r#""1":true"#)
+            && online.contains(r#""2":true"#)
+            && online.contains(r#""3":false"#),
+        "{online}"
+    );
+
+    // A publish on the gateway node reaches the members on both nodes; a
+    // message to a user on the hub node reaches it.
+    let (status, sent) = call_api(
+        gateway_api,
+        "POST",
+        "/v1/channels/cn/room/messages",
+        Some(r#"{"message_id": 1001, "type": "notice", "content": "from the gateway's API"}"#),
+    );
+    assert_eq!(status, 200, "{sent}");
+    assert!(sent.contains(r#""delivered_online":true"#), "{sent}");
+    for client in [&a, &b] {
+        assert_eq!(text(&next_message(client)), "from the gateway's API");
+    }
+    let (status, sent) = call_api(
+        gateway_api,
+        "POST",
+        "/v1/users/1/messages",
+        Some(r#"{"message_id": 1002, "type": "notice", "content": "to uid 1"}"#),
+    );
+    assert_eq!(status, 200, "{sent}");
+    assert!(sent.contains(r#""delivered_online":true"#), "{sent}");
+    assert_eq!(text(&next_message(&a)), "to uid 1");
+    // The hub node stored it: its history has it, as the gateway reads.
+    let history = "/v1/channels/cn/room/messages?after_seq=0&limit=10";
+    let (status, on_gateway) = call_api(gateway_api, "GET", history, None);
+    assert_eq!(status, 200, "{on_gateway}");
+    assert!(
+        on_gateway.contains("from the gateway's API"),
+        "{on_gateway}"
+    );
+    assert_eq!(call_api(hub_api, "GET", history, None), (200, on_gateway));
+
+    // The hub node stalls: a call on the gateway node waits for it ...
+    let hub_pid = hub.0.id().to_string();
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &hub_pid])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let waiting =
+        std::thread::spawn(move || try_call_api(gateway_api, "GET", "/v1/channels/cn/room", None));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !waiting.is_finished(),
+        "answered while the hub node was stopped: {:?}",
+        waiting.join()
+    );
+    // ... and is answered 503 as soon as the hub node is gone.
+    let killed = Instant::now();
+    hub.kill();
+    let answer = waiting.join().unwrap();
+    let took = killed.elapsed();
+    let (status, body) = answer.expect("an answer, not a dropped connection");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("the cluster's hub node was lost"), "{body}");
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
+    // The next call does not wait either: 503 while the node finds the
+    // hub node (or, once it took over as the hub node, its answer).
+    let asked = Instant::now();
+    let (status, body) = call_api(gateway_api, "GET", "/v1/users/online?uids=1", None);
+    assert!(status == 503 || status == 200, "{status}: {body}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+}
+
+#[test]
+fn a_node_finding_its_hub_node_answers_the_server_api_503_at_once() {
+    let redis = RedisServer::start(Persistence::Aof);
+    // A lease held by a node that announced no address: this node can be
+    // neither the hub node nor a gateway node until the lease lapses.
+    let set = raw_command(
+        redis.port(),
+        &["SET", "hummer:lease", "ghost", "PX", "60000"],
+    );
+    assert_eq!(set.trim(), "+OK");
+    let api = free_addr();
+    let node = api_node(&redis, free_addr(), api, "hummer-server API on http://");
+    for _ in 0..3 {
+        let asked = Instant::now();
+        let (status, body) = call_api(api, "GET", "/v1/users/online?uids=1", None);
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("finding the cluster's hub node"), "{body}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            asked.elapsed()
+        );
+    }
+    drop(node);
+}

@@ -221,6 +221,11 @@ fn hellos_with_a_wrong_secret_protocol_or_size_are_refused_with_their_reason() {
         "wrong cluster secret"
     );
     assert!(refused(hello(NODE_PROTOCOL + 1, &secret, 1)).contains("node protocol"));
+    // A node of protocol 2 (no server API calls on its link) is told why.
+    assert_eq!(
+        refused(hello(2, &secret, 1)),
+        "node protocol 2; this hub speaks 3"
+    );
     assert!(refused(hello(NODE_PROTOCOL, &secret, 0)).contains("gateways"));
     assert!(refused(hello(NODE_PROTOCOL, &secret, 65)).contains("gateways"));
     assert!(refused(NodeMessage::Ping).contains("begins with a hello"));
@@ -525,6 +530,37 @@ fn a_peer_speaking_for_links_outside_its_range_or_for_a_missing_shard_is_closed(
         )
         .unwrap();
     assert_eq!(victim.connection_state().0, ConnectionState::Connected);
+    assert!(alive(&mut hub));
+}
+
+#[test]
+fn a_peers_server_api_calls_are_answered_and_only_for_the_hubs_shards() {
+    use hummer_channel::server::{uid_shard, ApiCall, ApiReply, ApiRequest};
+    let redis = RedisServer::start(Persistence::None);
+    let (addr, mut hub) = hub_node(&redis, &["--threads", "2"]);
+    let (link, secret) = hub_link(&redis);
+    let (_online, _room) = member_on(&[addr], 1);
+    let (mut peer, _, shards) = Peer::join(link, &secret, 1);
+    let online = |shard| NodeMessage::ApiCall {
+        id: 77,
+        shard,
+        call: ApiCall {
+            appid: DEMO_APPID,
+            request: ApiRequest::OnlineStatus { uids: vec![1, 2] },
+        },
+    };
+    // Both uids asked of the shard of uid 1: it knows uid 1 only.
+    peer.send(&online(uid_shard(DEMO_APPID, 1, shards)));
+    match peer.recv_not_ping(WAIT) {
+        Ok(NodeMessage::ApiAnswer {
+            id: 77,
+            answer: Ok(ApiReply::Online(status)),
+        }) => assert!(status[&1], "{status:?}"),
+        other => panic!("not the answer: {other:?}"),
+    }
+    // A shard the hub node does not have closes the link.
+    peer.send(&online(ShardId(shards)));
+    assert!(peer.closed_within(WAIT).is_some());
     assert!(alive(&mut hub));
 }
 

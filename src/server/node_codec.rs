@@ -8,7 +8,9 @@
 //! gateways. First the gateway node says [`NodeMessage::Hello`], and the hub
 //! node answers [`NodeMessage::Welcome`] or [`NodeMessage::Refused`]; both
 //! sides send [`NodeMessage::Ping`]s, and the hub node says when its store
-//! cannot be written ([`NodeMessage::StoreDown`]).
+//! cannot be written ([`NodeMessage::StoreDown`]). A gateway node relays the
+//! server API calls it takes to the hub node ([`NodeMessage::ApiCall`]),
+//! which answers each ([`NodeMessage::ApiAnswer`]).
 //!
 //! A node link is a byte stream of frames with the client wire's length
 //! prefix: [`encode_node_message`] gives a frame with its prefix, a
@@ -27,16 +29,19 @@ use std::net::IpAddr;
 use bytes::{Bytes, BytesMut};
 use prost::Message as _;
 
-use super::api::{KICK_CODE_MAX, KICK_CODE_MIN};
+use super::api::{ApiCall, ApiReply, KICK_CODE_MAX, KICK_CODE_MIN};
 use super::conn::{CloseReason, ConnId};
 use super::message::{GatewayId, ToGateway, ToHub, TokenGrant};
 use super::shard::{ShardId, MAX_SHARDS};
 use crate::error::{ErrorCode, ServiceError, WireError};
 use crate::wire::{self, codec::put_length_prefix, LENGTH_PREFIX_LEN};
 
+mod api;
+
 /// Version of the node link protocol ([`NodeMessage::Hello`] carries it; the
-/// hub node refuses a peer of another version).
-pub const NODE_PROTOCOL: u32 = 2;
+/// hub node refuses a peer of another version). 3: server API calls cross
+/// the link ([`NodeMessage::ApiCall`], [`NodeMessage::ApiAnswer`]).
+pub const NODE_PROTOCOL: u32 = 3;
 
 /// The largest node frame, prefix not counted (a broadcast may name many
 /// links): 16 MiB. Give it to the link's
@@ -96,6 +101,24 @@ pub enum NodeMessage {
         /// Whether it is down now.
         down: bool,
     },
+    /// A gateway node's server API call: one shard's part of it (as
+    /// [`ApiCall::split`] made it), for hub shard `shard`. The hub node
+    /// answers it with a [`NodeMessage::ApiAnswer`] of the same `id`.
+    ApiCall {
+        /// The gateway node's id of the call (the answer's).
+        id: u64,
+        /// The shard it is for (below [`MAX_SHARDS`]).
+        shard: ShardId,
+        /// The part.
+        call: ApiCall,
+    },
+    /// The hub node's answer to the [`NodeMessage::ApiCall`] `id`.
+    ApiAnswer {
+        /// The call's id.
+        id: u64,
+        /// The shard's answer, as to a call of its own node.
+        answer: Result<ApiReply, ServiceError>,
+    },
 }
 
 impl fmt::Debug for NodeMessage {
@@ -137,6 +160,17 @@ impl fmt::Debug for NodeMessage {
             NodeMessage::StoreDown { down } => {
                 f.debug_struct("StoreDown").field("down", down).finish()
             }
+            NodeMessage::ApiCall { id, shard, call } => f
+                .debug_struct("ApiCall")
+                .field("id", id)
+                .field("shard", shard)
+                .field("call", call)
+                .finish(),
+            NodeMessage::ApiAnswer { id, answer } => f
+                .debug_struct("ApiAnswer")
+                .field("id", id)
+                .field("answer", answer)
+                .finish(),
         }
     }
 }
@@ -252,6 +286,20 @@ pub fn decode_node_message(frame: Bytes) -> Result<NodeMessage, WireError> {
             NodeMessage::Gateway(to_gateway_from_wire(message)?)
         }
         Kind::StoreDown(d) => NodeMessage::StoreDown { down: d.down },
+        Kind::ApiCall(c) => NodeMessage::ApiCall {
+            id: c.id,
+            shard: ShardId(
+                u16::try_from(c.shard)
+                    .ok()
+                    .filter(|&s| s < MAX_SHARDS)
+                    .ok_or(invalid("api_call.shard", "not below MAX_SHARDS"))?,
+            ),
+            call: api::request_from_wire(c.appid, c.request)?,
+        },
+        Kind::ApiAnswer(a) => NodeMessage::ApiAnswer {
+            id: a.id,
+            answer: api::answer_from_wire(a.answer)?,
+        },
     })
 }
 
@@ -268,7 +316,7 @@ fn invalid(field: &'static str, reason: &'static str) -> WireError {
 /// A node frame.
 #[derive(Clone, PartialEq, prost::Message)]
 struct NodeFrame {
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
     kind: Option<Kind>,
 }
 
@@ -289,6 +337,10 @@ enum Kind {
     Gateway(GatewayMsg),
     #[prost(message, tag = "7")]
     StoreDown(StoreDownMsg),
+    #[prost(message, tag = "8")]
+    ApiCall(api::ApiCallMsg),
+    #[prost(message, tag = "9")]
+    ApiAnswer(api::ApiAnswerMsg),
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -535,6 +587,19 @@ fn kind_to_wire(m: &NodeMessage) -> Kind {
             message: Some(to_gateway_to_wire(m)),
         }),
         NodeMessage::StoreDown { down } => Kind::StoreDown(StoreDownMsg { down: *down }),
+        NodeMessage::ApiCall { id, shard, call } => {
+            let (appid, request) = api::request_to_wire(call);
+            Kind::ApiCall(api::ApiCallMsg {
+                id: *id,
+                shard: u32::from(shard.0),
+                appid,
+                request: Some(request),
+            })
+        }
+        NodeMessage::ApiAnswer { id, answer } => Kind::ApiAnswer(api::ApiAnswerMsg {
+            id: *id,
+            answer: Some(api::answer_to_wire(answer)),
+        }),
     }
 }
 
@@ -1022,6 +1087,7 @@ mod tests {
                 uid: Some(u64::MAX),
             }),
         ];
+        all.extend(api::tests::samples());
         all.extend(close_reasons().into_iter().enumerate().map(|(n, reason)| {
             NodeMessage::Gateway(ToGateway::Close {
                 conn: ConnId(n as u64),
@@ -1181,10 +1247,10 @@ mod tests {
             }
         );
         // No variant (an empty frame), or only ones this version does not
-        // know (fields 8 and 999).
+        // know (fields 10 and 999).
         assert!(NodeFrame { kind: None }.encode_to_vec().is_empty());
         assert_eq!(
-            err(Bytes::from_static(&[0x42, 0x00])),
+            err(Bytes::from_static(&[0x52, 0x00])),
             WireError::MissingBody
         );
         assert_eq!(

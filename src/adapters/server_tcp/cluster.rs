@@ -11,6 +11,8 @@
 //!                ── Hub{shard, ToHub} ... Ping ────►   (its gateways' messages)
 //!                ◄─ Gateway(ToGateway) ... Ping ───   (the hub's, for them)
 //!                ◄─ StoreDown{down} ───────────────   (refuse requests, or not)
+//!                ── ApiCall{id, shard, call} ──────►   (its server API's calls)
+//!                ◄─ ApiAnswer{id, answer} ─────────   (the hub shards' answers)
 //! ```
 //!
 //! A link carries messages in order both ways, which is all the gateways
@@ -18,6 +20,18 @@
 //! name their node: the hub node gives each link a range of its own, so a
 //! `ConnId` routes the hub's messages without a table, and a link may only
 //! speak for its range.
+//!
+//! The server API answers on every node: a gateway node holds no state to
+//! answer from, so it sends each shard's part of a call up its link with
+//! an id of its own, keeps the caller's answer channel by that id, and
+//! hands it the hub node's answer. The hub node hands the part to its
+//! shard exactly as a call of its own (the answer waits for the store as
+//! one does) and sends the answer back down the link. At most
+//! [`API_CALLS_MAX`] parts wait per gateway node: more are answered
+//! `SERVICE_UNAVAILABLE` at once (a hub node closes a link that has more
+//! in flight). When the link ends, every part waiting is answered
+//! `SERVICE_UNAVAILABLE` at once (retry: the node finds the hub node
+//! again); on the hub node, the answers for a link that ended are dropped.
 //!
 //! When a link ends (closed, or silent for [`SILENCE_LIMIT`]), the hub
 //! node treats every link of the peer's gateways as lost
@@ -44,11 +58,12 @@ use smol::{LocalExecutor, Timer};
 
 use super::shard::{Envelope, Notify, Shard, Wait};
 use super::Admission;
+use crate::error::{ErrorCode, ServiceError};
 use crate::server::{
-    decode_node_message, encode_node_message, put_node_message, GatewayId, NodeMessage, ShardId,
-    ToGateway, ToHub, MAX_NODE_FRAME, NODE_PROTOCOL,
+    decode_node_message, encode_node_message, put_node_message, ApiCall, ApiReply, GatewayId,
+    NodeMessage, ShardId, ToGateway, ToHub, MAX_NODE_FRAME, NODE_PROTOCOL,
 };
-use crate::wire::FrameDecoder;
+use crate::wire::{FrameDecoder, LENGTH_PREFIX_LEN};
 
 /// How often each side of a link says it is alive, when it has nothing
 /// else to send.
@@ -81,6 +96,14 @@ const UPLINK_HIGH: usize = 8 << 20;
 pub const GATEWAYS_PER_NODE: u16 = 64;
 /// How many ranges ids hold.
 const RANGES: u16 = u16::MAX / GATEWAYS_PER_NODE;
+/// Server API calls (shards' parts of them) a gateway node may have
+/// waiting for the hub node's answers; more are answered
+/// `SERVICE_UNAVAILABLE` at once. A hub node closes a link with more in
+/// flight (its node ignores the bound).
+pub const API_CALLS_MAX: usize = 1024;
+
+/// Where a server API call's answer goes.
+pub(super) type ApiReplyTo = smol::channel::Sender<Result<ApiReply, ServiceError>>;
 
 /// What a node does in a cluster.
 pub(super) enum Role {
@@ -267,6 +290,79 @@ pub(super) struct Peers {
 struct Peer {
     gateways: Range<u16>,
     out: Outbox,
+    /// Its server API calls the hub shards have not answered yet.
+    api_calls: Cell<usize>,
+}
+
+impl Peer {
+    /// Takes the link's server API call `id` for hub shard `s`: handed to
+    /// the shard as a call of this node's (`ex` waits for its answer and
+    /// sends it down the link, or drops it if the link ended meanwhile).
+    /// An error when the link has more than [`API_CALLS_MAX`] in flight.
+    fn take_api_call(
+        self: &Rc<Self>,
+        ex: &std::rc::Weak<LocalExecutor<'static>>,
+        shard: &Shard,
+        id: u64,
+        s: ShardId,
+        call: ApiCall,
+    ) -> Result<(), String> {
+        if self.api_calls.get() >= API_CALLS_MAX {
+            return Err(format!(
+                "more than {API_CALLS_MAX} server API calls in flight"
+            ));
+        }
+        #[cfg(feature = "http-api")]
+        {
+            let Some(ex) = ex.upgrade() else {
+                return Err("the node is stopping".into());
+            };
+            let (tx, rx) = smol::channel::bounded(1);
+            shard.route(Envelope::Api(s, call, tx));
+            self.api_calls.set(self.api_calls.get() + 1);
+            let peer = self.clone();
+            ex.spawn(async move {
+                let answer = rx.recv().await.unwrap_or_else(|_| {
+                    Err(ServiceError::new(
+                        ErrorCode::SERVICE_UNAVAILABLE,
+                        "the hub node is stopping: retry",
+                    ))
+                });
+                peer.api_calls.set(peer.api_calls.get() - 1);
+                peer.answer_api(id, answer);
+            })
+            .detach();
+        }
+        #[cfg(not(feature = "http-api"))]
+        {
+            let _ = (ex, shard, s, call);
+            self.answer_api(
+                id,
+                Err(ServiceError::new(
+                    ErrorCode::SERVICE_UNAVAILABLE,
+                    "the hub node serves no server API (built without http-api)",
+                )),
+            );
+        }
+        Ok(())
+    }
+
+    /// Sends the answer to call `id` down the link (nothing once it
+    /// ended). An answer too large for a node frame is a refusal: the
+    /// peer would drop the link (and its clients) for it.
+    fn answer_api(&self, id: u64, answer: Result<ApiReply, ServiceError>) {
+        let mut m = NodeMessage::ApiAnswer { id, answer };
+        if encode_node_message(&m).len() > LENGTH_PREFIX_LEN + MAX_NODE_FRAME {
+            m = NodeMessage::ApiAnswer {
+                id,
+                answer: Err(ServiceError::new(
+                    ErrorCode::INTERNAL_SERVER_ERROR,
+                    "the answer is too large to relay: call the hub node",
+                )),
+            };
+        }
+        self.out.push(&m);
+    }
 }
 
 impl Peers {
@@ -322,6 +418,11 @@ pub(super) async fn accept_peers(
     shards: u16,
 ) {
     let waiting = Rc::new(Hellos::default());
+    let hub = Rc::new(HubNode {
+        node,
+        secret,
+        shards,
+    });
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -341,16 +442,25 @@ pub(super) async fn accept_peers(
         let _ = stream.set_nodelay(true);
         let Some(ex) = ex.upgrade() else { return };
         let session = serve_peer(
+            Rc::downgrade(&ex),
             shard.clone(),
             peers.clone(),
             stream,
             slot,
-            node.clone(),
-            secret.clone(),
-            shards,
+            hub.clone(),
         );
         ex.spawn(session).detach();
     }
+}
+
+/// What a hub node tells and asks of the nodes that join it.
+struct HubNode {
+    /// Its name.
+    node: String,
+    /// The cluster's secret.
+    secret: String,
+    /// How many hub shards it has.
+    shards: u16,
 }
 
 /// The links waiting for their hello ([`HELLOS_MAX`], and
@@ -386,14 +496,18 @@ impl Drop for HelloSlot {
 /// gateways' messages to the hub shards until it ends; then its gateways
 /// are lost to every shard.
 async fn serve_peer(
+    ex: std::rc::Weak<LocalExecutor<'static>>,
     shard: Rc<Shard>,
     peers: Rc<Peers>,
     mut stream: TcpStream,
     slot: HelloSlot,
-    node: String,
-    secret: String,
-    shards: u16,
+    hub: Rc<HubNode>,
 ) {
+    let HubNode {
+        ref node,
+        ref secret,
+        shards,
+    } = *hub;
     let mut decoder = FrameDecoder::new(MAX_HELLO_FRAME);
     let mut buf = vec![0u8; 4096];
     let refuse = |reason: &str| {
@@ -453,7 +567,7 @@ async fn serve_peer(
         return;
     };
     let welcome = NodeMessage::Welcome {
-        node,
+        node: node.clone(),
         first_gateway: GatewayId(range.start),
         shards,
     };
@@ -474,6 +588,7 @@ async fn serve_peer(
     let peer = Rc::new(Peer {
         gateways: range.clone(),
         out: Outbox::default(),
+        api_calls: Cell::new(0),
     });
     // What the others were told; changes reach it with them from now on.
     if peers.store_down.get() {
@@ -482,7 +597,16 @@ async fn serve_peer(
     peers.links.borrow_mut().push(peer.clone());
     let writer = peer.out.write_to(stream.clone());
     let reader = async {
-        let Err(e) = read_peer(&shard, &mut stream, &mut decoder, &allowed, shards).await;
+        let Err(e) = read_peer(
+            &ex,
+            &shard,
+            &peer,
+            &mut stream,
+            &mut decoder,
+            &allowed,
+            shards,
+        )
+        .await;
         e
     };
     let why = reader.or(writer).await;
@@ -501,7 +625,9 @@ async fn serve_peer(
 /// Hands a gateway node's messages to the hub shards until the link
 /// fails.
 async fn read_peer(
+    ex: &std::rc::Weak<LocalExecutor<'static>>,
     shard: &Shard,
+    peer: &Rc<Peer>,
     stream: &mut TcpStream,
     decoder: &mut FrameDecoder,
     allowed: &Range<u16>,
@@ -514,6 +640,10 @@ async fn read_peer(
         {
             shard.route(Envelope::Hub(s, message));
             Ok(())
+        }
+        // ... and calls only the hub node's shards.
+        NodeMessage::ApiCall { id, shard: s, call } if s.0 < shards => {
+            peer.take_api_call(ex, shard, id, s, call)
         }
         NodeMessage::Ping => Ok(()),
         other => Err(format!("unexpected {other:?}")),
@@ -614,12 +744,56 @@ pub(super) struct Uplink {
     out: Outbox,
     /// The node's gateway ids.
     gateways: Range<u16>,
+    /// The server API calls sent up, waiting for their answers, by id.
+    api_calls: RefCell<std::collections::HashMap<u64, ApiReplyTo>>,
+    /// The next call's id.
+    next_api_call: Cell<u64>,
 }
 
 impl Uplink {
     /// Queues a gateway's message for hub shard `s`.
     pub fn to_hub(&self, s: ShardId, message: ToHub) {
         self.out.push(&NodeMessage::Hub { shard: s, message });
+    }
+
+    /// Sends a server API call for hub shard `s` up the link; `reply`
+    /// gets the hub node's answer, or `SERVICE_UNAVAILABLE` at once when
+    /// [`API_CALLS_MAX`] wait already or the link is over (and when it
+    /// ends: [`Uplink::lose_api_calls`]).
+    #[cfg_attr(not(feature = "http-api"), allow(dead_code))]
+    pub fn call_api(&self, s: ShardId, call: ApiCall, reply: ApiReplyTo) {
+        if self.api_calls.borrow().len() >= API_CALLS_MAX {
+            let _ = reply.try_send(Err(ServiceError::new(
+                ErrorCode::SERVICE_UNAVAILABLE,
+                format!("{API_CALLS_MAX} server API calls wait for the cluster's hub node: retry"),
+            )));
+            return;
+        }
+        let id = self.next_api_call.get();
+        self.next_api_call.set(id.wrapping_add(1));
+        if self.out.push(&NodeMessage::ApiCall { id, shard: s, call }) {
+            self.api_calls.borrow_mut().insert(id, reply);
+        } else {
+            let _ = reply.try_send(Err(hub_lost()));
+        }
+    }
+
+    /// Hands the hub node's answer to call `id` to its caller (who may
+    /// have gone); false for an id that waits for no answer.
+    fn answer_api_call(&self, id: u64, answer: Result<ApiReply, ServiceError>) -> bool {
+        let Some(reply) = self.api_calls.borrow_mut().remove(&id) else {
+            return false;
+        };
+        let _ = reply.try_send(answer);
+        true
+    }
+
+    /// The link ended: every call waiting is answered `SERVICE_UNAVAILABLE`.
+    fn lose_api_calls(&self) {
+        let waiting = std::mem::take(&mut *self.api_calls.borrow_mut());
+        for reply in waiting.into_values() {
+            let _ = reply.try_send(Err(hub_lost()));
+        }
     }
 
     /// Whether the link holds more than [`UPLINK_HIGH`] unsent: the node's
@@ -639,6 +813,8 @@ impl Uplink {
         Rc::new(Uplink {
             out: Outbox::default(),
             gateways: first.0..first.0.saturating_add(threads),
+            api_calls: RefCell::default(),
+            next_api_call: Cell::new(0),
         })
     }
 }
@@ -659,7 +835,16 @@ pub(super) async fn run_uplink(shard: Rc<Shard>, uplink: Rc<Uplink>, link: Uplin
     };
     let why = reader.or(writer).await;
     uplink.out.close();
+    uplink.lose_api_calls();
     format!("the link to hub node {hub}: {why}")
+}
+
+/// The answer to a server API call whose hub node was lost.
+fn hub_lost() -> ServiceError {
+    ServiceError::new(
+        ErrorCode::SERVICE_UNAVAILABLE,
+        "the cluster's hub node was lost: retry",
+    )
 }
 
 /// Hands the hub's messages to this node's gateways until the link fails.
@@ -680,6 +865,10 @@ async fn read_uplink(
             shard.control.hub_store_down.store(down, Ordering::Relaxed);
             Ok(())
         }
+        NodeMessage::ApiAnswer { id, answer } => match uplink.answer_api_call(id, answer) {
+            true => Ok(()),
+            false => Err(format!("an answer to no server API call ({id})")),
+        },
         NodeMessage::Ping => Ok(()),
         other => Err(format!("unexpected {other:?}")),
     };

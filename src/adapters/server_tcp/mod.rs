@@ -1144,9 +1144,25 @@ pub async fn serve_cluster(
 /// waiting for the lease), its client listeners close what they accept at
 /// once: the clients try another node (or again later), where they would
 /// otherwise wait in the listen backlog for a login reply that cannot
-/// come until the node serves. Never ends.
+/// come until the node serves. Its API listener answers every request
+/// `503` at once ([`http::refuse_unserved`]). Never ends.
 #[cfg(feature = "redis")]
 async fn turn_away<T>(listeners: &Listeners) -> T {
+    #[cfg(feature = "http-api")]
+    let api = async {
+        match &listeners.api {
+            Some(l) => http::refuse_unserved(l).await,
+            None => std::future::pending().await,
+        }
+    };
+    #[cfg(not(feature = "http-api"))]
+    let api = std::future::pending();
+    api.or(turn_clients_away(listeners)).await
+}
+
+/// [`turn_away`]'s client listeners.
+#[cfg(feature = "redis")]
+async fn turn_clients_away<T>(listeners: &Listeners) -> T {
     loop {
         let tcp = listeners.tcp.accept();
         #[cfg(feature = "websocket")]

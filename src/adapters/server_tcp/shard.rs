@@ -104,7 +104,7 @@ pub(super) enum Envelope {
     GatewaysLost(ShardId, std::ops::Range<u16>),
     /// A shard's part of a server API call, and where its answer goes.
     #[cfg(feature = "http-api")]
-    Api(ShardId, ApiCall, Sender<Result<ApiReply, ServiceError>>),
+    Api(ShardId, ApiCall, super::cluster::ApiReplyTo),
 }
 
 /// One thread's state.
@@ -157,7 +157,7 @@ pub(super) struct Shard {
 }
 
 #[cfg(feature = "http-api")]
-type ApiAnswer = Sender<Result<ApiReply, ServiceError>>;
+type ApiAnswer = super::cluster::ApiReplyTo;
 
 impl Shard {
     /// Thread `thread` of `peers.len()`: its gateway, the hub shards it
@@ -342,11 +342,17 @@ impl Shard {
             #[cfg(feature = "http-api")]
             Envelope::Api(s, call, reply) => {
                 let Some(h) = self.hub(s) else {
-                    // A gateway node holds no state to answer from.
-                    let _ = reply.try_send(Err(ServiceError::new(
-                        crate::error::ErrorCode::SERVICE_UNAVAILABLE,
-                        "this node relays to the cluster's hub node: call the server API there",
-                    )));
+                    // A gateway node holds no state to answer from: the
+                    // hub node answers.
+                    match &*self.relay.borrow() {
+                        Some(Relay::Uplink(up)) => up.call_api(s, call, reply),
+                        _ => {
+                            let _ = reply.try_send(Err(ServiceError::new(
+                                crate::error::ErrorCode::SERVICE_UNAVAILABLE,
+                                "this node holds no hub shard: retry",
+                            )));
+                        }
+                    }
                     return;
                 };
                 let mut h = h.borrow_mut();

@@ -223,6 +223,74 @@ pub(super) async fn serve(ex: Weak<LocalExecutor<'static>>, listener: TcpListene
     }
 }
 
+/// Requests on the API listener of a cluster node that serves no one
+/// yet (it is finding the hub node) at once get `503` (`{"code": 4010,
+/// ...}`, `Retry-After: 1`) and the connection closes: the caller retries,
+/// there or at another node, rather than waiting in the listen backlog.
+/// At most [`MAX_CONNECTIONS`] are answered at once (each reads its head
+/// for at most a second); more are closed unanswered. Never ends.
+#[cfg(feature = "redis")]
+pub(super) async fn refuse_unserved<T>(listener: &TcpListener) -> T {
+    use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let answering = Arc::new(AtomicUsize::new(0));
+    let body = serde_json::json!({
+        "code": crate::error::ErrorCode::SERVICE_UNAVAILABLE.code(),
+        "message": "this node is finding the cluster's hub node: retry",
+    })
+    .to_string();
+    let response: Arc<[u8]> = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         cache-control: no-store\r\nretry-after: 1\r\nconnection: close\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+    .into();
+    let mut backoff = super::AcceptBackoff::default();
+    loop {
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff.succeeded();
+                stream
+            }
+            Err(e) => {
+                backoff.failed(&e, "API accept").await;
+                continue;
+            }
+        };
+        if answering.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
+            answering.fetch_sub(1, Ordering::Relaxed);
+            continue;
+        }
+        let (answering, response) = (answering.clone(), response.clone());
+        smol::spawn(async move {
+            // The head (what fits in a read or two), so that closing does
+            // not reset the connection before the answer is read.
+            let read_head = async {
+                let mut head = vec![0u8; 8 * 1024];
+                let mut got = 0;
+                while got < head.len() && !head[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut head[got..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got += n,
+                    }
+                }
+            };
+            let late = Timer::after(Duration::from_secs(1));
+            read_head
+                .or(async {
+                    late.await;
+                })
+                .await;
+            let _ = stream.write_all(&response).await;
+            let _ = stream.close().await;
+            answering.fetch_sub(1, Ordering::Relaxed);
+        })
+        .detach();
+    }
+}
+
 impl Api {
     /// Closes the open connection idle longest (none answering a request):
     /// whether there was one.
