@@ -623,5 +623,9 @@ fn a_node_finding_its_hub_node_answers_the_server_api_503_at_once() {
             asked.elapsed()
         );
     }
+    // The process lives (a liveness probe must not restart it); it is not
+    // ready.
+    assert_eq!(call_api(api, "GET", "/healthz", None).0, 200);
+    assert_eq!(call_api(api, "GET", "/readyz", None).0, 503);
     drop(node);
 }

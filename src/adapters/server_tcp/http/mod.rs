@@ -227,6 +227,8 @@ pub(super) async fn serve(ex: Weak<LocalExecutor<'static>>, listener: TcpListene
 /// yet (it is finding the hub node) at once get `503` (`{"code": 4010,
 /// ...}`, `Retry-After: 1`) and the connection closes: the caller retries,
 /// there or at another node, rather than waiting in the listen backlog.
+/// `GET /healthz` gets `200 ok`: the process lives (a liveness probe must
+/// not restart a node for waiting on its cluster); `/readyz` gets the 503.
 /// At most [`MAX_CONNECTIONS`] are answered at once (each reads its head
 /// for at most a second); more are closed unanswered. Never ends.
 #[cfg(feature = "redis")]
@@ -247,6 +249,8 @@ pub(super) async fn refuse_unserved<T>(listener: &TcpListener) -> T {
     )
     .into_bytes()
     .into();
+    const ALIVE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\
+        cache-control: no-store\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok";
     let mut backoff = super::AcceptBackoff::default();
     loop {
         let mut stream = match listener.accept().await {
@@ -267,9 +271,9 @@ pub(super) async fn refuse_unserved<T>(listener: &TcpListener) -> T {
         smol::spawn(async move {
             // The head (what fits in a read or two), so that closing does
             // not reset the connection before the answer is read.
+            let mut head = vec![0u8; 8 * 1024];
+            let mut got = 0;
             let read_head = async {
-                let mut head = vec![0u8; 8 * 1024];
-                let mut got = 0;
                 while got < head.len() && !head[..got].windows(4).any(|w| w == b"\r\n\r\n") {
                     match stream.read(&mut head[got..]).await {
                         Ok(0) | Err(_) => break,
@@ -283,7 +287,10 @@ pub(super) async fn refuse_unserved<T>(listener: &TcpListener) -> T {
                     late.await;
                 })
                 .await;
-            let _ = stream.write_all(&response).await;
+            let alive = head[..got].starts_with(b"GET /healthz ");
+            let _ = stream
+                .write_all(if alive { ALIVE } else { &response })
+                .await;
             let _ = stream.close().await;
             answering.fetch_sub(1, Ordering::Relaxed);
         })
