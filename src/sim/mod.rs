@@ -590,16 +590,8 @@ impl Sim {
             if !client.conn.is_some_and(|c| held.contains(&c)) {
                 continue;
             }
-            client.conn = None;
             broken.push(ClientId(i));
-            if client.open {
-                client.open = false;
-                client.link += 1;
-                if let Some(link) = client.link_id {
-                    client.session.handle_disconnected(self.now, link);
-                }
-                self.pump_client(i);
-            }
+            self.break_link(i);
         }
         self.losses.push((self.now + detect_after, gateway));
         self.pump_server();
@@ -621,16 +613,22 @@ impl Sim {
         let store = self.store.take();
         self.start_from(store);
         for i in 0..self.clients.len() {
-            let client = &mut self.clients[i];
-            client.conn = None;
-            if client.open {
-                client.open = false;
-                client.link += 1;
-                if let Some(link) = client.link_id {
-                    client.session.handle_disconnected(self.now, link);
-                }
-                self.pump_client(i);
+            self.break_link(i);
+        }
+    }
+
+    /// Client `i`'s link breaks with the server side gone (nothing more
+    /// arrives on it either way): its Session sees it at once.
+    fn break_link(&mut self, i: usize) {
+        let client = &mut self.clients[i];
+        client.conn = None;
+        if client.open {
+            client.open = false;
+            client.link += 1;
+            if let Some(link) = client.link_id {
+                client.session.handle_disconnected(self.now, link);
             }
+            self.pump_client(i);
         }
     }
 
