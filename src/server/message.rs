@@ -88,6 +88,17 @@ impl ToHub {
             | ToHub::LinkLost { conn } => *conn,
         }
     }
+
+    /// About the bytes the message holds besides its own size (its
+    /// request's encoded length: prost sums field lengths, it encodes
+    /// nothing), for a runner's bound on what waits between its threads.
+    pub(crate) fn weight(&self) -> usize {
+        match self {
+            ToHub::Login { request, .. } => prost::Message::encoded_len(request),
+            ToHub::Request { body, .. } => body.encoded_len(),
+            ToHub::Ack { .. } | ToHub::LinkLost { .. } => 0,
+        }
+    }
 }
 
 /// From the hub to one gateway.
@@ -138,6 +149,19 @@ impl ToGateway {
             ToGateway::Broadcast { conns, .. } => {
                 conns.first().map_or(GatewayId(0), |c| c.gateway())
             }
+        }
+    }
+
+    /// About the bytes the message holds besides its own size (its frame,
+    /// counted whole for each gateway of a broadcast), for a runner's
+    /// bound on what waits between its threads.
+    pub(crate) fn weight(&self) -> usize {
+        match self {
+            ToGateway::Send { frame, .. } => frame.len(),
+            ToGateway::Broadcast { conns, frame } => {
+                frame.len() + std::mem::size_of_val(&conns[..])
+            }
+            ToGateway::LoggedIn { .. } | ToGateway::Close { .. } => 0,
         }
     }
 }

@@ -94,6 +94,51 @@ pub fn channel_shard(appid: u32, region: i32, channel_id: &str, shards: u16) -> 
 #[derive(Debug)]
 pub struct ToShard(pub(super) ShardMsg);
 
+impl ToShard {
+    /// About the bytes the message holds besides its own size (frames,
+    /// bodies, lists: lengths summed, nothing encoded), for a runner's
+    /// bound on what waits between its threads.
+    pub(crate) fn weight(&self) -> usize {
+        use prost::Message as _;
+        use std::mem::size_of_val;
+        let frames = |f: &[Bytes]| f.iter().map(|b| b.len()).sum::<usize>() + size_of_val(f);
+        let keys = |k: &mut dyn Iterator<Item = &wire::ChannelKey>| {
+            k.map(|k| size_of::<wire::ChannelKey>() + k.channel_id.len())
+                .sum::<usize>()
+        };
+        match &self.0 {
+            ShardMsg::Login(m) => m.weight(),
+            ShardMsg::Channel { body, .. } => body.encoded_len(),
+            ShardMsg::P2p { message, .. } => message.encoded_len(),
+            ShardMsg::Done { frames: f, .. } => frames(f),
+            ShardMsg::Deliver { insts, frame } => frame.len() + size_of_val(&insts[..]),
+            ShardMsg::DropInstance { .. } => 0,
+            ShardMsg::Resume { cursors, .. } => {
+                size_of_val(&cursors[..]) + keys(&mut cursors.iter().map(|c| &c.1))
+            }
+            ShardMsg::Resumed {
+                kept,
+                member,
+                left,
+                frames: f,
+                ..
+            } => {
+                kept.iter()
+                    .map(|(_, k)| 16 + k.encoded_len())
+                    .sum::<usize>()
+                    + keys(&mut member.iter().map(|m| &m.1))
+                    + size_of_val(&left[..])
+                    + frames(f)
+            }
+            ShardMsg::Online { uids, .. } => size_of_val(&uids[..]),
+            ShardMsg::Count { ids, .. } => ids.iter().map(|i| 24 + i.len()).sum(),
+            ShardMsg::Answer { online, counts, .. } => {
+                size_of_val(&online[..]) + counts.iter().map(|(i, _)| 32 + i.len()).sum::<usize>()
+            }
+        }
+    }
+}
+
 /// An instance as a channel shard sees it: who it is and where its home is.
 #[derive(Clone, Debug)]
 pub(super) struct Member {

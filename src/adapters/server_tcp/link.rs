@@ -738,7 +738,7 @@ mod tests {
 
     use smol::LocalExecutor;
 
-    use super::super::shard::{BACKLOG_HIGH, QUEUE_BATCHES};
+    use super::super::shard::{BACKLOG_BYTES, BACKLOG_HIGH, QUEUE_BATCHES};
     use super::super::{Admitted, Control};
     use super::*;
     use crate::server::{Gateway, GatewayId, ServerConfig};
@@ -750,11 +750,60 @@ mod tests {
     /// pushes.
     #[test]
     fn a_hub_that_does_not_keep_up_stops_the_reader() {
-        // Thread 1 of 2, with no hub shard of its own: the hub (shard 0,
-        // thread 0) never reads its queue.
+        // Small requests (the hub answers them; here it never reads them).
+        let control = flood_a_hub_that_never_reads(ServerConfig::demo(), |_| {
+            Body::QueryOnline(wire::QueryOnlineRequest { uids: vec![1] })
+        });
+        let peak = control.backlog.get();
+        assert!(
+            peak >= BACKLOG_HIGH,
+            "the backlog reached its bound: {peak}"
+        );
+        assert!(
+            peak <= BACKLOG_HIGH + FRAMES_PER_PUMP as usize,
+            "and went no further: {peak}"
+        );
+    }
+
+    /// The same with big requests: the byte bound stops the reader long
+    /// before the message bound, and the backlog's bytes pass it by one
+    /// read at most.
+    #[test]
+    fn big_requests_stop_the_reader_at_the_byte_bound() {
+        let mut config = ServerConfig::demo();
+        config.pre_login_max_frame_size = MAX_FRAME;
+        // ~30 KiB each: 3,000 uids of 10 bytes.
+        let control = flood_a_hub_that_never_reads(config, |rid| {
+            Body::QueryOnline(wire::QueryOnlineRequest {
+                uids: vec![u64::MAX - rid; 3000],
+            })
+        });
+        let (peak, bytes) = (control.backlog.get(), control.backlog_bytes.get());
+        assert!(
+            bytes >= BACKLOG_BYTES,
+            "the backlog reached its byte bound: {bytes}"
+        );
+        assert!(
+            bytes <= BACKLOG_BYTES + READ_BUF + MAX_FRAME,
+            "and went one read further at most: {bytes}"
+        );
+        assert!(peak < BACKLOG_HIGH / 16, "long before its count: {peak}");
+    }
+
+    const READ_BUF: usize = 64 * 1024;
+    const MAX_FRAME: usize = 64 * 1024;
+
+    /// Thread 1 of 2, with no hub shard of its own: the hub (shard 0,
+    /// thread 0) never reads its queue. A peer writes requests `body(rid)`
+    /// until the server has not read for half a second; the queue to the
+    /// hub must be full by then. Returns the counters.
+    fn flood_a_hub_that_never_reads(
+        config: ServerConfig,
+        body: impl Fn(u64) -> Body,
+    ) -> Arc<Control> {
         let (to_hub, hub_side) = smol::channel::bounded(QUEUE_BATCHES);
         let control = Arc::new(Control::default());
-        let gateway = Gateway::new(GatewayId(1), ServerConfig::demo(), Instant::now(), 0);
+        let gateway = Gateway::new(GatewayId(1), config, Instant::now(), 0);
         let peers = vec![Some(to_hub), None];
         let shard = Rc::new(Shard::new(
             1,
@@ -762,7 +811,7 @@ mod tests {
             Vec::new(),
             peers,
             control.clone(),
-            64 * 1024,
+            READ_BUF,
         ));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
@@ -779,19 +828,19 @@ mod tests {
             &shard,
             Arc::new(Async::new(server_side).unwrap()),
             admitted,
-            &super::super::RunnerConfig::default().opener(false, 64 * 1024),
+            &super::super::RunnerConfig::default().opener(false, MAX_FRAME),
         );
 
-        // Small requests (the hub answers them; here it never reads them).
         let mut bytes = BytesMut::new();
         for rid in 1..=10_000u64 {
             let f = encode_frame(&Frame {
                 request_id: rid,
-                body: Some(Body::QueryOnline(wire::QueryOnlineRequest {
-                    uids: vec![1],
-                })),
+                body: Some(body(rid)),
             });
             write_length_prefixed(&f, &mut bytes);
+            if bytes.len() > 64 << 20 {
+                break;
+            }
         }
         client.set_nonblocking(true).unwrap();
         let (mut written, mut refused_since) = (0usize, None::<Instant>);
@@ -820,20 +869,12 @@ mod tests {
                 smol::future::yield_now().await;
             }
         }));
-        let peak = control.backlog.get();
         assert!(hub_side.is_full(), "the queue to the hub is full");
-        assert!(
-            peak >= BACKLOG_HIGH,
-            "the backlog reached its bound: {peak}"
-        );
-        assert!(
-            peak <= BACKLOG_HIGH + FRAMES_PER_PUMP as usize,
-            "and went no further: {peak}"
-        );
         // The writes were refused for half a second while the reader's
         // executor ran: it had stopped reading (TCP pushed back on the
         // peer) once the queue and the backlog were full.
         assert!(written > 1 << 20, "the peer wrote {written} bytes first");
         drop(hub_side);
+        control
     }
 }

@@ -297,6 +297,10 @@ pub struct RunnerStats {
     /// the hub, or the hub's for the other gateways): readers stop reading
     /// past a bound, so this stays near it however hard clients push.
     pub peak_backlog: usize,
+    /// The most bytes ever waiting so (about: frames and request bodies
+    /// counted): readers stop past a byte bound too, whatever the
+    /// messages' size.
+    pub peak_backlog_bytes: usize,
     /// The webhooks' counters: deliveries, drops, queued events.
     #[cfg(feature = "webhooks")]
     pub hooks: HookStats,
@@ -312,6 +316,7 @@ struct Control {
     accept_errors: AtomicU64,
     decoder_bytes: AtomicUsize,
     backlog: BacklogPeak,
+    backlog_bytes: BacklogPeak,
     /// The threads' counter snapshots and readiness, for the API listener.
     #[cfg(feature = "http-api")]
     published: http::Published,
@@ -341,8 +346,9 @@ impl Control {
         }
     }
 
-    fn note_backlog(&self, n: usize) {
-        self.backlog.note(n);
+    fn note_backlog(&self, load: shard::Load) {
+        self.backlog.note(load.len);
+        self.backlog_bytes.note(load.bytes);
     }
 
     fn stats(&self) -> RunnerStats {
@@ -352,6 +358,7 @@ impl Control {
             accept_errors: self.accept_errors.load(Ordering::Relaxed),
             decoder_bytes: self.decoder_bytes.load(Ordering::Relaxed),
             peak_backlog: self.backlog.get(),
+            peak_backlog_bytes: self.backlog_bytes.get(),
             #[cfg(feature = "webhooks")]
             hooks: self.hooks.stats(),
         }

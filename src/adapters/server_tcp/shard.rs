@@ -11,8 +11,8 @@
 //!
 //! What is for the thread itself is handled at once, by a direct call.
 //! Backpressure: a reader stops reading while its thread holds more than
-//! [`BACKLOG_HIGH`] messages for the others (their queues are full: they are
-//! behind). A thread's inbound queue is always drained (handling a message
+//! [`BACKLOG_HIGH`] messages or [`BACKLOG_BYTES`] bytes for the others
+//! (their queues are full: they are behind). A thread's inbound queue is always drained (handling a message
 //! never waits), so two threads can never wait on each other. On a gateway
 //! node, the first thread's link to the hub node counts too: past
 //! `cluster::UPLINK_HIGH` its readers wait, and it takes the other threads'
@@ -44,13 +44,22 @@ use crate::server::{
     TransportAction,
 };
 
-/// Messages a thread may hold for another before its producers wait.
+/// Messages a thread may hold for the others before its readers wait ...
 pub(super) const BACKLOG_HIGH: usize = 8 * 1024;
+/// ... or bytes of them ([`Envelope::weight`]): big messages (32 KiB
+/// sends, attribute writes) reach this bound first.
+pub(super) const BACKLOG_BYTES: usize = 4 * 1024 * 1024;
 /// Batches a queue between two threads holds ...
 pub(super) const QUEUE_BATCHES: usize = 16;
-/// ... of at most this many messages: what is in flight between two
-/// threads is bounded by `BACKLOG_HIGH + QUEUE_BATCHES * BATCH_MAX`.
+/// ... of at most this many messages ...
 pub(super) const BATCH_MAX: usize = 1024;
+/// ... and this many bytes, unless the batch is a single message (one
+/// larger than any bound still passes: nothing waits on it forever). What
+/// is in flight between two threads is so bounded by
+/// `BACKLOG_HIGH + QUEUE_BATCHES * BATCH_MAX` messages and
+/// `BACKLOG_BYTES + QUEUE_BATCHES * BATCH_BYTES` bytes, plus one message
+/// per batch and what the readers add before they check the bound.
+pub(super) const BATCH_BYTES: usize = 256 * 1024;
 /// A reader hands what it decoded on after this many frames, so that a
 /// long read adds at most this much to a backlog before it is checked.
 pub(super) const FRAMES_PER_PUMP: u32 = 256;
@@ -107,6 +116,120 @@ pub(super) enum Envelope {
     Api(ShardId, ApiCall, super::cluster::ApiReplyTo),
 }
 
+impl Envelope {
+    /// About the bytes the envelope holds: its own size, and the frames
+    /// and bodies it carries (lengths summed, nothing encoded). A server
+    /// API call counts its size only: its caller waits for each answer, so
+    /// calls in flight are bounded by the API listener's connections.
+    pub fn weight(&self) -> usize {
+        size_of::<Envelope>()
+            + match self {
+                Envelope::Hub(_, m) => m.weight(),
+                Envelope::Shard(_, _, m) => m.weight(),
+                Envelope::Gateway(m) => m.weight(),
+                Envelope::GatewaysLost(..) => 0,
+                #[cfg(feature = "http-api")]
+                Envelope::Api(..) => 0,
+            }
+    }
+}
+
+/// What a thread holds for the others: messages and their bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Load {
+    pub len: usize,
+    pub bytes: usize,
+}
+
+impl Load {
+    /// Past either bound, the thread's readers wait.
+    pub fn over(self) -> bool {
+        self.len > BACKLOG_HIGH || self.bytes > BACKLOG_BYTES
+    }
+
+    fn add(&mut self, len: usize, bytes: usize) {
+        self.len += len;
+        self.bytes += bytes;
+    }
+
+    fn sub(&mut self, len: usize, bytes: usize) {
+        self.len = self.len.saturating_sub(len);
+        self.bytes = self.bytes.saturating_sub(bytes);
+    }
+}
+
+/// Messages for one thread not sent yet, in order, with their weights
+/// (computed once, when routed).
+pub(super) struct Outbox<T> {
+    items: Vec<T>,
+    weights: Vec<usize>,
+}
+
+impl<T> Default for Outbox<T> {
+    fn default() -> Self {
+        Outbox {
+            items: Vec::new(),
+            weights: Vec::new(),
+        }
+    }
+}
+
+/// Messages taken from an [`Outbox`], with their weights (put back
+/// whole if the queue has no room).
+pub(super) struct Batch<T> {
+    pub items: Vec<T>,
+    weights: Vec<usize>,
+    pub bytes: usize,
+}
+
+impl<T> Outbox<T> {
+    pub fn push(&mut self, item: T, weight: usize) {
+        self.items.push(item);
+        self.weights.push(weight);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The oldest messages: at most [`BATCH_MAX`] of them and
+    /// [`BATCH_BYTES`], but at least one, so that a queue of
+    /// `QUEUE_BATCHES` batches is a byte bound too.
+    pub fn take_batch(&mut self) -> Batch<T> {
+        let mut n = 0;
+        let mut bytes = 0;
+        for &w in self.weights.iter().take(BATCH_MAX) {
+            if n > 0 && bytes + w > BATCH_BYTES {
+                break;
+            }
+            n += 1;
+            bytes += w;
+        }
+        let (items, weights) = if n == self.items.len() {
+            (
+                std::mem::take(&mut self.items),
+                std::mem::take(&mut self.weights),
+            )
+        } else {
+            (
+                self.items.drain(..n).collect(),
+                self.weights.drain(..n).collect(),
+            )
+        };
+        Batch {
+            items,
+            weights,
+            bytes,
+        }
+    }
+
+    /// Puts a batch that could not be sent back in front.
+    pub fn put_back(&mut self, items: Vec<T>, weights: Vec<usize>) {
+        put_back(&mut self.items, items);
+        put_back(&mut self.weights, weights);
+    }
+}
+
 /// One thread's state.
 pub(super) struct Shard {
     thread: usize,
@@ -115,8 +238,9 @@ pub(super) struct Shard {
     /// The hub shards this thread owns.
     hubs: Vec<RefCell<Hub>>,
     /// Per thread (index), envelopes not sent yet, in order.
-    outbox: RefCell<Vec<Vec<Envelope>>>,
-    out_len: Cell<usize>,
+    outbox: RefCell<Vec<Outbox<Envelope>>>,
+    /// What the outboxes hold, in all.
+    out: Cell<Load>,
     /// Per thread, its inbound queue (none for this thread).
     peers: Vec<Option<Sender<Vec<Envelope>>>>,
     /// The flusher is waiting for room in a queue: it owns the order.
@@ -177,8 +301,8 @@ impl Shard {
             threads,
             gateway: RefCell::new(gateway),
             hubs: hubs.into_iter().map(RefCell::new).collect(),
-            outbox: RefCell::new((0..threads).map(|_| Vec::new()).collect()),
-            out_len: Cell::new(0),
+            outbox: RefCell::new((0..threads).map(|_| Outbox::default()).collect()),
+            out: Cell::new(Load::default()),
             peers,
             flushing: Cell::new(false),
             flush: Notify::default(),
@@ -239,8 +363,9 @@ impl Shard {
         if to == self.thread {
             self.local.borrow_mut().push_back(envelope);
         } else if let Some(q) = self.outbox.borrow_mut().get_mut(to) {
-            q.push(envelope);
-            self.out_len.set(self.out_len.get() + 1);
+            let weight = envelope.weight();
+            q.push(envelope, weight);
+            self.update_out(|o| o.add(1, weight));
         }
     }
 
@@ -371,7 +496,7 @@ impl Shard {
     /// Sends the outboxes now, as far as the other threads' queues take
     /// them; the rest is the flusher's (it waits for room).
     fn flush_now(&self) {
-        if self.out_len.get() == 0 {
+        if self.out.get().len == 0 {
             return;
         }
         if !self.flushing.get() {
@@ -379,22 +504,32 @@ impl Shard {
             for (q, tx) in outbox.iter_mut().zip(&self.peers) {
                 let Some(tx) = tx else { continue };
                 while !q.is_empty() {
-                    let batch = take_batch(q);
-                    let n = batch.len();
-                    match tx.try_send(batch) {
-                        Ok(()) => self.out_len.set(self.out_len.get() - n),
-                        Err(TrySendError::Full(batch) | TrySendError::Closed(batch)) => {
-                            put_back(q, batch);
+                    let Batch {
+                        items,
+                        weights,
+                        bytes,
+                    } = q.take_batch();
+                    let n = items.len();
+                    match tx.try_send(items) {
+                        Ok(()) => self.update_out(|o| o.sub(n, bytes)),
+                        Err(TrySendError::Full(items) | TrySendError::Closed(items)) => {
+                            q.put_back(items, weights);
                             break;
                         }
                     }
                 }
             }
         }
-        self.control.note_backlog(self.out_len.get());
-        if self.out_len.get() > 0 {
+        self.control.note_backlog(self.out.get());
+        if self.out.get().len > 0 {
             self.flush.notify();
         }
+    }
+
+    fn update_out(&self, f: impl FnOnce(&mut Load)) {
+        let mut out = self.out.get();
+        f(&mut out);
+        self.out.set(out);
     }
 
     /// Handles a batch from another thread.
@@ -407,7 +542,7 @@ impl Shard {
     /// queues to the others are full, or (a gateway node's first thread)
     /// its link to the hub node is.
     pub fn backlogged(&self) -> bool {
-        self.out_len.get() > BACKLOG_HIGH
+        self.out.get().over()
             || matches!(&*self.relay.borrow(), Some(Relay::Uplink(up)) if up.backlogged())
     }
 
@@ -455,7 +590,7 @@ impl Shard {
     /// to the hub node, if any, not counted: a gateway node's reader of it
     /// must not wait on it).
     pub async fn threads_room(&self) {
-        while self.out_len.get() > BACKLOG_HIGH {
+        while self.out.get().over() {
             self.flushed.wait().await;
         }
     }
@@ -530,11 +665,11 @@ impl Shard {
             let mut sent = false;
             for (t, tx) in self.peers.iter().enumerate() {
                 let batch = match self.outbox.borrow_mut().get_mut(t) {
-                    Some(q) if !q.is_empty() => take_batch(q),
+                    Some(q) if !q.is_empty() => q.take_batch(),
                     _ => continue,
                 };
-                self.out_len
-                    .set(self.out_len.get().saturating_sub(batch.len()));
+                self.update_out(|o| o.sub(batch.items.len(), batch.bytes));
+                let batch = batch.items;
                 sent = true;
                 if let Some(tx) = tx {
                     // A thread that ended drops what was for it.
@@ -705,14 +840,6 @@ fn put_back<T>(queue: &mut Vec<T>, mut batch: Vec<T>) {
     *queue = batch;
 }
 
-/// The oldest messages of `queue`, at most [`BATCH_MAX`] of them.
-fn take_batch<T>(queue: &mut Vec<T>) -> Vec<T> {
-    if queue.len() <= BATCH_MAX {
-        return std::mem::take(queue);
-    }
-    queue.drain(..BATCH_MAX).collect()
-}
-
 /// A wake-up for tasks of one thread: [`Notify::wait`] resolves at the next
 /// [`Notify::notify`] after it was called. A task checks its condition,
 /// then waits, with no await between: no notification is lost.
@@ -788,5 +915,125 @@ fn websocket_status(reason: &CloseReason) -> u16 {
         CloseReason::ProtocolError(_) => 1008,
         CloseReason::SlowConsumer | CloseReason::Shutdown => 1013,
         _ => 1000,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox(weights: &[usize]) -> Outbox<usize> {
+        let mut q = Outbox::default();
+        for (i, &w) in weights.iter().enumerate() {
+            q.push(i, w);
+        }
+        q
+    }
+
+    /// Takes every batch: (messages, bytes) of each.
+    fn batches(q: &mut Outbox<usize>) -> Vec<(usize, usize)> {
+        let mut all = Vec::new();
+        let mut next = 0;
+        while !q.is_empty() {
+            let b = q.take_batch();
+            assert_eq!(b.bytes, b.weights.iter().sum::<usize>());
+            // In order, each message once.
+            assert_eq!(b.items, (next..next + b.items.len()).collect::<Vec<_>>());
+            next += b.items.len();
+            all.push((b.items.len(), b.bytes));
+        }
+        all
+    }
+
+    #[test]
+    fn batches_are_cut_by_count() {
+        let mut q = outbox(&[8; 2 * BATCH_MAX + 1]);
+        assert_eq!(
+            batches(&mut q),
+            [
+                (BATCH_MAX, 8 * BATCH_MAX),
+                (BATCH_MAX, 8 * BATCH_MAX),
+                (1, 8)
+            ]
+        );
+    }
+
+    #[test]
+    fn batches_are_cut_by_bytes() {
+        // 32 KiB messages: 8 to a batch, far fewer than BATCH_MAX.
+        let big = 32 * 1024;
+        let mut q = outbox(&[big; 20]);
+        let per = BATCH_BYTES / big;
+        assert_eq!(
+            batches(&mut q),
+            [
+                (per, per * big),
+                (per, per * big),
+                (20 - 2 * per, (20 - 2 * per) * big)
+            ]
+        );
+        // A message that would pass the bound starts the next batch.
+        let mut q = outbox(&[BATCH_BYTES - 10, 5, 6, 1]);
+        assert_eq!(batches(&mut q), [(2, BATCH_BYTES - 5), (2, 7)]);
+    }
+
+    #[test]
+    fn a_message_larger_than_a_batch_passes_alone() {
+        let mut q = outbox(&[10, 3 * BATCH_BYTES, 10, 10]);
+        assert_eq!(batches(&mut q), [(1, 10), (1, 3 * BATCH_BYTES), (2, 20)]);
+    }
+
+    #[test]
+    fn a_batch_put_back_keeps_order_and_weights() {
+        let mut q = outbox(&[BATCH_BYTES, 1, 2]);
+        let b = q.take_batch();
+        assert_eq!(b.items, [0]);
+        q.put_back(b.items, b.weights);
+        assert_eq!(batches(&mut q), [(1, BATCH_BYTES), (2, 3)]);
+    }
+
+    #[test]
+    fn the_backlog_is_over_past_either_bound() {
+        let over = |len, bytes| Load { len, bytes }.over();
+        assert!(!over(BACKLOG_HIGH, BACKLOG_BYTES));
+        assert!(over(BACKLOG_HIGH + 1, 0));
+        assert!(over(1, BACKLOG_BYTES + 1));
+        let mut load = Load::default();
+        load.add(1, BACKLOG_BYTES + 1);
+        assert!(load.over());
+        load.sub(1, BACKLOG_BYTES + 1);
+        assert_eq!(load, Load::default());
+    }
+
+    #[test]
+    fn an_envelope_weighs_what_it_carries() {
+        use crate::server::ConnId;
+        let frame = bytes::Bytes::from(vec![0u8; 32 * 1024]);
+        let conn = ConnId::new(GatewayId(0), 1);
+        let send = Envelope::Gateway(ToGateway::Send {
+            conn,
+            frame: frame.clone(),
+        });
+        assert_eq!(send.weight(), size_of::<Envelope>() + 32 * 1024);
+        let lost = Envelope::Gateway(ToGateway::Close {
+            conn,
+            reason: CloseReason::Shutdown,
+        });
+        assert_eq!(lost.weight(), size_of::<Envelope>());
+        let body = crate::wire::Body::QueryOnline(crate::wire::QueryOnlineRequest {
+            uids: vec![u64::MAX; 4096],
+        });
+        let request = Envelope::Hub(
+            ShardId(0),
+            ToHub::Request {
+                conn,
+                request_id: 1,
+                body,
+                queued: 0,
+            },
+        );
+        // The body's encoded length (10 bytes a uid, and its header).
+        let w = request.weight() - size_of::<Envelope>();
+        assert!((40 * 1024..41 * 1024).contains(&w), "{w}");
     }
 }
