@@ -44,7 +44,7 @@
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -52,12 +52,14 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use smol::future::FutureExt as _;
-use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 use smol::{LocalExecutor, Timer};
 
 use super::shard::{Envelope, Notify, Shard, Wait};
 use super::Admission;
+#[cfg(feature = "redis")]
+pub(super) use super::NodeTls;
 use crate::error::{ErrorCode, ServiceError};
 use crate::server::{
     decode_node_message, encode_node_message, put_node_message, ApiCall, ApiReply, GatewayId,
@@ -117,6 +119,8 @@ pub(super) enum Role {
         /// Where the others reach `listener`, as announced.
         address: String,
         secret: String,
+        /// The links' TLS, if they speak it.
+        tls: Option<NodeTls>,
     },
     /// It relays its gateways' messages to the hub node over `link`.
     Gateway(Uplinked),
@@ -124,7 +128,7 @@ pub(super) enum Role {
 
 /// A gateway node's link to the hub node, welcomed.
 pub(super) struct Uplinked {
-    stream: TcpStream,
+    io: LinkIo,
     /// What was read past the `Welcome`.
     decoder: FrameDecoder,
     /// The id of the node's first gateway (its thread 0's).
@@ -133,6 +137,55 @@ pub(super) struct Uplinked {
     pub shards: u16,
     /// The hub node's name.
     pub hub: String,
+}
+
+/// A node link's two halves, read and written by two tasks of one
+/// thread: clones of its socket, or TLS on it split in two (a lock held
+/// only inside each poll, never contended: one thread).
+pub(super) struct LinkIo {
+    reader: Box<dyn AsyncRead + Unpin>,
+    writer: Box<dyn AsyncWrite + Unpin>,
+}
+
+impl LinkIo {
+    fn plain(stream: TcpStream) -> LinkIo {
+        LinkIo {
+            reader: Box::new(stream.clone()),
+            writer: Box::new(stream),
+        }
+    }
+
+    /// `stream` (TLS) in two halves.
+    pub(super) fn split<S: AsyncRead + AsyncWrite + Unpin + 'static>(stream: S) -> LinkIo {
+        let (reader, writer) = smol::io::split(stream);
+        LinkIo {
+            reader: Box::new(reader),
+            writer: Box::new(writer),
+        }
+    }
+}
+
+/// Without the cluster's feature (`redis`), no TLS for its links: no
+/// node is ever given any.
+#[cfg(not(feature = "redis"))]
+pub(super) enum NodeTls {}
+
+#[cfg(not(feature = "redis"))]
+impl NodeTls {
+    async fn accept(&self, _: TcpStream) -> std::io::Result<LinkIo> {
+        match *self {}
+    }
+
+    async fn connect(&self, _: &str, _: TcpStream) -> std::io::Result<LinkIo> {
+        match *self {}
+    }
+}
+
+/// Writes `bytes` whole and pushes them out (TLS holds what it is given
+/// until flushed).
+async fn send(writer: &mut (dyn AsyncWrite + Unpin), bytes: &[u8]) -> std::io::Result<()> {
+    writer.write_all(bytes).await?;
+    writer.flush().await
 }
 
 /// Bytes waiting for a link's writer, and its wake.
@@ -183,8 +236,9 @@ impl Outbox {
     /// Writes what is queued as it comes, and a ping when nothing came for
     /// [`PING_EVERY`]; ends when the link is closed or a write fails or
     /// the socket takes nothing for [`SILENCE_LIMIT`] (a slow peer is not
-    /// a dead one: [`OUT_MAX`] bounds what it holds).
-    async fn write_to(&self, mut stream: TcpStream) -> String {
+    /// a dead one: [`OUT_MAX`] bounds what it holds). Each batch is
+    /// flushed (TLS holds what it is given until then; TCP holds nothing).
+    async fn write_to(&self, mut stream: Box<dyn AsyncWrite + Unpin>) -> String {
         let ping = encode_node_message(&NodeMessage::Ping);
         loop {
             let since = self.wake.generation();
@@ -233,6 +287,15 @@ impl Outbox {
                 }
             }
             self.writing.set(0);
+            let flush = async { stream.flush().await.map_err(|e| e.to_string()) };
+            let stalled = async {
+                Timer::after(SILENCE_LIMIT).await;
+                Err(format!("a flush stalled for {SILENCE_LIMIT:?}"))
+            };
+            if let Err(e) = flush.or(stalled).await {
+                self.close();
+                return e;
+            }
         }
     }
 }
@@ -240,8 +303,9 @@ impl Outbox {
 /// How long [`next_message`] waits.
 #[derive(Clone, Copy)]
 enum ReadLimit {
-    /// For the whole message (a hello: a slow one is an attack).
-    Whole(Duration),
+    /// For the whole message, until this deadline (a hello: a slow one is
+    /// an attack).
+    Until(Instant),
     /// For each byte (a link: a large message may take longer than this
     /// on a slow network, a link that sends nothing is dead).
     Silence(Duration),
@@ -249,13 +313,15 @@ enum ReadLimit {
 
 /// Reads the next message of `stream` within `wait`.
 async fn next_message(
-    stream: &mut TcpStream,
+    stream: &mut (dyn AsyncRead + Unpin),
     decoder: &mut FrameDecoder,
     buf: &mut [u8],
     wait: ReadLimit,
 ) -> Result<NodeMessage, String> {
-    let (ReadLimit::Whole(limit) | ReadLimit::Silence(limit)) = wait;
-    let mut deadline = Instant::now() + limit;
+    let mut deadline = match wait {
+        ReadLimit::Until(deadline) => deadline,
+        ReadLimit::Silence(limit) => Instant::now() + limit,
+    };
     loop {
         match decoder.next_frame() {
             Ok(Some(frame)) => return decode_node_message(frame).map_err(|e| e.to_string()),
@@ -265,13 +331,16 @@ async fn next_message(
         let read = async { stream.read(buf).await.map_err(|e| e.to_string()) };
         let late = async {
             Timer::at(deadline).await;
-            Err(format!("silent for {limit:?}"))
+            Err(match wait {
+                ReadLimit::Until(_) => format!("no hello or answer within {HELLO_TIMEOUT:?}"),
+                ReadLimit::Silence(limit) => format!("silent for {limit:?}"),
+            })
         };
         match read.or(late).await? {
             0 => return Err("closed by the peer".into()),
             n => decoder.extend(&buf[..n]),
         }
-        if let ReadLimit::Silence(_) = wait {
+        if let ReadLimit::Silence(limit) = wait {
             deadline = Instant::now() + limit;
         }
     }
@@ -413,16 +482,10 @@ pub(super) async fn accept_peers(
     shard: Rc<Shard>,
     peers: Rc<Peers>,
     listener: TcpListener,
-    node: String,
-    secret: String,
-    shards: u16,
+    hub: HubNode,
 ) {
     let waiting = Rc::new(Hellos::default());
-    let hub = Rc::new(HubNode {
-        node,
-        secret,
-        shards,
-    });
+    let hub = Rc::new(hub);
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -446,6 +509,7 @@ pub(super) async fn accept_peers(
             shard.clone(),
             peers.clone(),
             stream,
+            from,
             slot,
             hub.clone(),
         );
@@ -454,13 +518,15 @@ pub(super) async fn accept_peers(
 }
 
 /// What a hub node tells and asks of the nodes that join it.
-struct HubNode {
+pub(super) struct HubNode {
     /// Its name.
-    node: String,
+    pub node: String,
     /// The cluster's secret.
-    secret: String,
+    pub secret: String,
     /// How many hub shards it has.
-    shards: u16,
+    pub shards: u16,
+    /// The links' TLS, if they speak it.
+    pub tls: Option<NodeTls>,
 }
 
 /// The links waiting for their hello ([`HELLOS_MAX`], and
@@ -492,14 +558,16 @@ impl Drop for HelloSlot {
     }
 }
 
-/// One gateway node's link, on the hub node: its hello, then its
-/// gateways' messages to the hub shards until it ends; then its gateways
-/// are lost to every shard.
+/// One gateway node's link, on the hub node: its TLS handshake (with
+/// TLS) and its hello, both within [`HELLO_TIMEOUT`] of its connection
+/// while it holds its `slot`, then its gateways' messages to the hub
+/// shards until it ends; then its gateways are lost to every shard.
 async fn serve_peer(
     ex: std::rc::Weak<LocalExecutor<'static>>,
     shard: Rc<Shard>,
     peers: Rc<Peers>,
-    mut stream: TcpStream,
+    stream: TcpStream,
+    from: SocketAddr,
     slot: HelloSlot,
     hub: Rc<HubNode>,
 ) {
@@ -507,7 +575,34 @@ async fn serve_peer(
         ref node,
         ref secret,
         shards,
+        ref tls,
     } = *hub;
+    let deadline = Instant::now() + HELLO_TIMEOUT;
+    let io = match tls {
+        None => LinkIo::plain(stream),
+        Some(tls) => {
+            let handshake = async { tls.accept(stream).await.map_err(|e| e.to_string()) };
+            let late = async {
+                Timer::at(deadline).await;
+                Err(format!("no TLS handshake within {HELLO_TIMEOUT:?}"))
+            };
+            match handshake.or(late).await {
+                Ok(io) => io,
+                Err(e) => {
+                    // Quoted: it may hold what the peer sent.
+                    log!(
+                        warn,
+                        "a node link from {from} failed its TLS handshake: {e:?}"
+                    );
+                    return;
+                }
+            }
+        }
+    };
+    let LinkIo {
+        mut reader,
+        mut writer,
+    } = io;
     let mut decoder = FrameDecoder::new(MAX_HELLO_FRAME);
     let mut buf = vec![0u8; 4096];
     let refuse = |reason: &str| {
@@ -516,10 +611,10 @@ async fn serve_peer(
         })
     };
     let hello = next_message(
-        &mut stream,
+        &mut *reader,
         &mut decoder,
         &mut buf,
-        ReadLimit::Whole(HELLO_TIMEOUT),
+        ReadLimit::Until(deadline),
     )
     .await;
     drop(slot);
@@ -544,7 +639,7 @@ async fn serve_peer(
             if let Some(why) = why {
                 // Quoted: the name is the peer's, who may not be one.
                 log!(warn, "node {node:?} refused: {why}");
-                let _ = stream.write_all(&refuse(&why)).await;
+                let _ = send(&mut *writer, &refuse(&why)).await;
                 return;
             }
             decoder.set_max_frame_size(MAX_NODE_FRAME);
@@ -552,18 +647,16 @@ async fn serve_peer(
         }
         Ok(other) => {
             log!(warn, "a node link began with {other:?}, not a hello");
-            let _ = stream
-                .write_all(&refuse("a link begins with a hello"))
-                .await;
+            let _ = send(&mut *writer, &refuse("a link begins with a hello")).await;
             return;
         }
         Err(e) => {
-            log!(warn, "a node link failed before its hello: {e}");
+            log!(warn, "a node link from {from} failed before its hello: {e}");
             return;
         }
     };
     let Some(range) = peers.allocate() else {
-        let _ = stream.write_all(&refuse("no gateway ids left")).await;
+        let _ = send(&mut *writer, &refuse("no gateway ids left")).await;
         return;
     };
     let welcome = NodeMessage::Welcome {
@@ -571,8 +664,7 @@ async fn serve_peer(
         first_gateway: GatewayId(range.start),
         shards,
     };
-    if stream
-        .write_all(&encode_node_message(&welcome))
+    if send(&mut *writer, &encode_node_message(&welcome))
         .await
         .is_err()
     {
@@ -595,13 +687,13 @@ async fn serve_peer(
         peer.out.push(&NodeMessage::StoreDown { down: true });
     }
     peers.links.borrow_mut().push(peer.clone());
-    let writer = peer.out.write_to(stream.clone());
+    let writer = peer.out.write_to(writer);
     let reader = async {
         let Err(e) = read_peer(
             &ex,
             &shard,
             &peer,
-            &mut stream,
+            &mut *reader,
             &mut decoder,
             &allowed,
             shards,
@@ -628,7 +720,7 @@ async fn read_peer(
     ex: &std::rc::Weak<LocalExecutor<'static>>,
     shard: &Shard,
     peer: &Rc<Peer>,
-    stream: &mut TcpStream,
+    stream: &mut (dyn AsyncRead + Unpin),
     decoder: &mut FrameDecoder,
     allowed: &Range<u16>,
     shards: u16,
@@ -656,7 +748,7 @@ async fn read_peer(
 /// link fails.
 async fn read_link<R: Future<Output = ()>>(
     shard: &Shard,
-    stream: &mut TcpStream,
+    stream: &mut (dyn AsyncRead + Unpin),
     decoder: &mut FrameDecoder,
     room: impl Fn() -> R,
     take: impl Fn(NodeMessage) -> Result<(), String>,
@@ -678,38 +770,57 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Connects to the hub node at `address` and says hello: the link, once
-/// welcomed.
+/// Connects to the hub node at `address` (with TLS, when `tls`: its
+/// certificate checked for the host of `address`) and says hello: the
+/// link, once welcomed.
 pub(super) async fn connect_hub(
     address: &str,
     node: &str,
     secret: &str,
     gateways: u16,
+    tls: Option<&NodeTls>,
 ) -> Result<Uplinked, String> {
     let connect = async { TcpStream::connect(address).await.map_err(|e| e.to_string()) };
     let late = async {
         Timer::after(HELLO_TIMEOUT).await;
         Err(format!("no connection within {HELLO_TIMEOUT:?}"))
     };
-    let mut stream = connect.or(late).await?;
+    let stream = connect.or(late).await?;
     let _ = stream.set_nodelay(true);
+    let LinkIo {
+        mut reader,
+        mut writer,
+    } = match tls {
+        None => LinkIo::plain(stream),
+        Some(tls) => {
+            let handshake = async {
+                tls.connect(address, stream)
+                    .await
+                    .map_err(|e| format!("TLS handshake: {e}"))
+            };
+            let late = async {
+                Timer::after(HELLO_TIMEOUT).await;
+                Err(format!("no TLS handshake within {HELLO_TIMEOUT:?}"))
+            };
+            handshake.or(late).await?
+        }
+    };
     let hello = NodeMessage::Hello {
         protocol: NODE_PROTOCOL,
         node: node.to_owned(),
         secret: secret.to_owned(),
         gateways,
     };
-    stream
-        .write_all(&encode_node_message(&hello))
+    send(&mut *writer, &encode_node_message(&hello))
         .await
         .map_err(|e| e.to_string())?;
     let mut decoder = FrameDecoder::new(MAX_NODE_FRAME);
     let mut buf = vec![0u8; 4096];
     match next_message(
-        &mut stream,
+        &mut *reader,
         &mut decoder,
         &mut buf,
-        ReadLimit::Whole(HELLO_TIMEOUT),
+        ReadLimit::Until(Instant::now() + HELLO_TIMEOUT),
     )
     .await?
     {
@@ -728,7 +839,7 @@ pub(super) async fn connect_hub(
             first_gateway,
             shards,
         } => Ok(Uplinked {
-            stream,
+            io: LinkIo { reader, writer },
             decoder,
             first: first_gateway,
             shards,
@@ -823,14 +934,14 @@ impl Uplink {
 /// dropped it): why.
 pub(super) async fn run_uplink(shard: Rc<Shard>, uplink: Rc<Uplink>, link: Uplinked) -> String {
     let Uplinked {
-        mut stream,
+        io: LinkIo { mut reader, writer },
         mut decoder,
         hub,
         ..
     } = link;
-    let writer = uplink.out.write_to(stream.clone());
+    let writer = uplink.out.write_to(writer);
     let reader = async {
-        let Err(e) = read_uplink(&shard, &uplink, &mut stream, &mut decoder).await;
+        let Err(e) = read_uplink(&shard, &uplink, &mut *reader, &mut decoder).await;
         e
     };
     let why = reader.or(writer).await;
@@ -851,7 +962,7 @@ fn hub_lost() -> ServiceError {
 async fn read_uplink(
     shard: &Shard,
     uplink: &Uplink,
-    stream: &mut TcpStream,
+    stream: &mut (dyn AsyncRead + Unpin),
     decoder: &mut FrameDecoder,
 ) -> Result<Infallible, String> {
     let take = |m: NodeMessage| match m {

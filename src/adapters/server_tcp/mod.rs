@@ -49,6 +49,8 @@ mod hooks;
 #[cfg(feature = "http-api")]
 mod http;
 mod link;
+#[cfg(feature = "redis")]
+mod node_tls;
 mod shard;
 #[cfg(feature = "redis")]
 pub mod store;
@@ -80,6 +82,8 @@ pub use api::API_ROUTES;
 pub use hooks::{HookDrop, HookOutcome, HookStats, WebhookOptions, HOOK_EVENT_TYPES};
 #[cfg(feature = "http-api")]
 pub use http::ApiOptions;
+#[cfg(feature = "redis")]
+pub use node_tls::NodeTls;
 use shard::{BacklogPeak, Envelope, Shard, QUEUE_BATCHES};
 #[cfg(feature = "tls")]
 pub use transport::ServerTls;
@@ -758,6 +762,7 @@ async fn run(
             listener,
             node,
             secret,
+            tls,
             ..
         } => {
             let peers = Rc::new(cluster::Peers::default());
@@ -767,9 +772,12 @@ async fn run(
                 shard.clone(),
                 peers,
                 listener,
-                node,
-                secret,
-                shards,
+                cluster::HubNode {
+                    node,
+                    secret,
+                    shards,
+                    tls,
+                },
             );
             ex.spawn(accept).detach();
         }
@@ -979,12 +987,16 @@ impl LeaseWatch {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ClusterOptions {
-    /// The listener for the other nodes' links. Bind it on an address
-    /// only the nodes reach: a link is let in by the cluster's secret, and
-    /// is not encrypted.
+    /// The listener for the other nodes' links. A link is let in by the
+    /// cluster's secret; without [`tls`](Self::tls) it is plain TCP, so
+    /// bind it on an address only the nodes reach.
     pub listener: TcpListener,
-    /// Its address as the other nodes reach it (`host:port`).
+    /// Its address as the other nodes reach it (`host:port`). With TLS,
+    /// this node's certificate must be for its host.
     pub advertise: String,
+    /// TLS on every link, both ways authenticated by the cluster's CA
+    /// ([`NodeTls`]); every node of the cluster needs it, or none.
+    pub tls: Option<NodeTls>,
 }
 
 #[cfg(feature = "redis")]
@@ -994,7 +1006,15 @@ impl ClusterOptions {
         ClusterOptions {
             listener,
             advertise: advertise.into(),
+            tls: None,
         }
+    }
+
+    /// Links in TLS with `tls` (the links this node takes as the hub node,
+    /// and its link to the hub node otherwise).
+    pub fn with_tls(mut self, tls: NodeTls) -> ClusterOptions {
+        self.tls = Some(tls);
+        self
     }
 }
 
@@ -1069,12 +1089,15 @@ pub async fn serve_cluster(
                         node: node.clone(),
                         address: cluster.advertise.clone(),
                         secret,
+                        tls: cluster.tls.clone(),
                     }))
                 }
                 Some(store::Lease::HeldBy(other)) => {
                     let hub = conn.hub_node().await?.filter(|h| h.node == other);
                     let Some(hub) = hub else { return Ok(None) };
-                    match cluster::connect_hub(&hub.address, &node, &hub.secret, threads).await {
+                    let tls = cluster.tls.as_ref();
+                    match cluster::connect_hub(&hub.address, &node, &hub.secret, threads, tls).await
+                    {
                         Ok(link) => Ok(Some(cluster::Role::Gateway(link))),
                         Err(e) => {
                             if told.as_ref() != Some(&e) {
