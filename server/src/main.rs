@@ -10,7 +10,8 @@
 //!               [--web-root DIR] [--tls-cert PEM --tls-key PEM] [--api-listen ADDR]
 //!               [--api-key APPID:KEY]... [--api-rate N] [--hook-url APPID=URL]...
 //!               [--hook-secret APPID=SECRET]... [--engine memory|URL] [--lease-secs N]
-//!               [--cluster-listen ADDR [--cluster-advertise HOST:PORT]]
+//!               [--cluster-listen ADDR [--cluster-advertise HOST:PORT]
+//!                [--cluster-tls-cert PEM --cluster-tls-key PEM --cluster-tls-ca PEM]]
 //! hummer-server check-config FILE
 //! hummer-server token --appid A --uid U --secret S [--ttl-secs 3600]
 //! ```
@@ -26,7 +27,8 @@
 //! HUMMER_TLS_CERT, HUMMER_TLS_KEY, HUMMER_API_LISTEN, HUMMER_API_KEYS as
 //! comma-separated APPID:KEY, HUMMER_API_RATE, HUMMER_HOOK_URLS and
 //! HUMMER_HOOK_SECRETS as comma-separated APPID=VALUE, HUMMER_ENGINE, HUMMER_LEASE_SECS,
-//! HUMMER_CLUSTER_LISTEN, HUMMER_CLUSTER_ADVERTISE) and a key in the
+//! HUMMER_CLUSTER_LISTEN, HUMMER_CLUSTER_ADVERTISE, HUMMER_CLUSTER_TLS_CERT,
+//! HUMMER_CLUSTER_TLS_KEY, HUMMER_CLUSTER_TLS_CA) and a key in the
 //! TOML config file (`--config`; `docs/server.md`, "Configuration file",
 //! and `server/hummer.example.toml`). The file is read first, the
 //! environment overrides it and the flags override both, key by key; apps
@@ -119,9 +121,17 @@ serve options (environment equivalent in brackets):
   --cluster-listen ADDR      with --engine redis: every node serves clients, as one service.
                              The node holding the lease keeps the state; the others relay
                              to it over links they open to this address (bind a private
-                             one: links are not encrypted) [HUMMER_CLUSTER_LISTEN]
+                             one, or give --cluster-tls-*: plain links are not encrypted)
+                             [HUMMER_CLUSTER_LISTEN]
   --cluster-advertise H:P    where the other nodes reach --cluster-listen, when not its
                              own address (needed for 0.0.0.0) [HUMMER_CLUSTER_ADVERTISE]
+  --cluster-tls-cert PEM     with --cluster-tls-key and --cluster-tls-ca: links between
+                             nodes in TLS, both ways authenticated. This node's certificate
+                             chain (for the host of --cluster-advertise, serverAuth and
+                             clientAuth) [HUMMER_CLUSTER_TLS_CERT]
+  --cluster-tls-key PEM      its private key [HUMMER_CLUSTER_TLS_KEY]
+  --cluster-tls-ca PEM       the CA that signs every node's certificate; every node of the
+                             cluster needs the three, or none [HUMMER_CLUSTER_TLS_CA]
   --hook-url APPID=URL       POST this app's events (user online/offline, channels created
                              and emptied) to URL, signed; repeatable [HUMMER_HOOK_URLS=A=U,A=U]
                              (message events: message_channel_prefixes in the config
@@ -258,6 +268,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
         ws_listen,
         api_listen,
         cluster,
+        cluster_tls,
         level,
         demo,
         tls: _,
@@ -295,8 +306,13 @@ fn run(args: &[String]) -> Result<(), Failure> {
                     Some(host) => format!("{host}:{}", at.port()),
                     None => advertise,
                 };
-                println!("hummer-server cluster links on {at} (told as {advertise})");
-                Some(ClusterOptions::new(l, advertise))
+                let options = ClusterOptions::new(l, advertise.clone());
+                let (options, how) = match cluster_tls {
+                    Some(t) => (options.with_tls(t.tls), "TLS"),
+                    None => (options, "plain TCP"),
+                };
+                println!("hummer-server cluster links on {at} (told as {advertise}, {how})");
+                Some(options)
             }
             None => None,
         };

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hummer_channel::adapters::server_tcp::store::StoreConfig;
-use hummer_channel::adapters::server_tcp::{RunnerConfig, ServerTls, WebSocketOptions};
+use hummer_channel::adapters::server_tcp::{NodeTls, RunnerConfig, ServerTls, WebSocketOptions};
 use hummer_channel::server::{
     AppConfig, ConfigError, HookConfig, RateLimit, ServerConfig, DEMO_APPID, MIN_SECRET_LEN,
 };
@@ -165,6 +165,11 @@ pub struct Layer {
     pub cluster_listen: Option<Set<SocketAddr>>,
     /// The address they reach it at, when not the listener's own.
     pub cluster_advertise: Option<Set<String>>,
+    /// TLS on the links between nodes: this node's certificate chain and
+    /// key, and the CA that signs every node's (all three or none).
+    pub cluster_tls_cert: Option<Set<PathBuf>>,
+    pub cluster_tls_key: Option<Set<PathBuf>>,
+    pub cluster_tls_ca: Option<Set<PathBuf>>,
     pub ws_allowed_origins: Option<Set<Vec<String>>>,
     pub web_root: Option<Set<PathBuf>>,
     pub tls_cert: Option<Set<PathBuf>>,
@@ -234,6 +239,9 @@ pub const VALUED_FLAGS: &[&str] = &[
     "engine",
     "cluster-listen",
     "cluster-advertise",
+    "cluster-tls-cert",
+    "cluster-tls-key",
+    "cluster-tls-ca",
 ];
 
 /// Each environment variable and the flag it stands for (`HUMMER_APPS`,
@@ -268,6 +276,9 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("HUMMER_ENGINE", "engine"),
     ("HUMMER_CLUSTER_LISTEN", "cluster-listen"),
     ("HUMMER_CLUSTER_ADVERTISE", "cluster-advertise"),
+    ("HUMMER_CLUSTER_TLS_CERT", "cluster-tls-cert"),
+    ("HUMMER_CLUSTER_TLS_KEY", "cluster-tls-key"),
+    ("HUMMER_CLUSTER_TLS_CA", "cluster-tls-ca"),
 ];
 
 /// Flags as (name, value) pairs; boolean flags get an empty value.
@@ -447,6 +458,9 @@ impl Layer {
                 self.cluster_listen = Some(parsed(address(v, "10.0.0.5:7400"), &from)?)
             }
             "cluster-advertise" => self.cluster_advertise = Some(parsed(host_port(v), &from)?),
+            "cluster-tls-cert" => self.cluster_tls_cert = Some(Set::new(v.into(), from)),
+            "cluster-tls-key" => self.cluster_tls_key = Some(Set::new(v.into(), from)),
+            "cluster-tls-ca" => self.cluster_tls_ca = Some(Set::new(v.into(), from)),
             "app" => {
                 let (id, secret) = v
                     .split_once(':')
@@ -531,6 +545,9 @@ impl Layer {
             engine: top.engine.or(self.engine),
             cluster_listen: top.cluster_listen.or(self.cluster_listen),
             cluster_advertise: top.cluster_advertise.or(self.cluster_advertise),
+            cluster_tls_cert: top.cluster_tls_cert.or(self.cluster_tls_cert),
+            cluster_tls_key: top.cluster_tls_key.or(self.cluster_tls_key),
+            cluster_tls_ca: top.cluster_tls_ca.or(self.cluster_tls_ca),
             ws_allowed_origins: top.ws_allowed_origins.or(self.ws_allowed_origins),
             web_root: top.web_root.or(self.web_root),
             tls_cert: top.tls_cert.or(self.tls_cert),
@@ -565,8 +582,8 @@ impl Layer {
     }
 
     /// The settings of the config file at `path`. Relative paths in it
-    /// (`web_root`, `tls_cert`, `tls_key`) are taken from the file's
-    /// directory.
+    /// (`web_root`, `tls_cert`, `tls_key`, `cluster_tls_*`) are taken from
+    /// the file's directory.
     pub fn from_file(path: &Path) -> Result<Layer, SettingsError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| SettingsError::file(format!("{}: cannot read it: {e}", path.display())))?;
@@ -638,6 +655,9 @@ impl Layer {
                 address(v, "10.0.0.5:7400")
             })?,
             cluster_advertise: at.parse("cluster_advertise", file.cluster_advertise, host_port)?,
+            cluster_tls_cert: path_in("cluster_tls_cert", file.cluster_tls_cert),
+            cluster_tls_key: path_in("cluster_tls_key", file.cluster_tls_key),
+            cluster_tls_ca: path_in("cluster_tls_ca", file.cluster_tls_ca),
             ws_allowed_origins: file
                 .ws_allowed_origins
                 .map(|v| at.set("ws_allowed_origins", v)),
@@ -919,10 +939,17 @@ impl Layer {
                 .from
                 .error("--cluster-advertise goes with --cluster-listen"));
         }
+        let cluster_tls = self.cluster_tls()?;
+        if let (None, Some(t)) = (&self.cluster_listen, &cluster_tls) {
+            return Err(t
+                .from
+                .error("--cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca go with --cluster-listen"));
+        }
 
         Ok(Serve {
             listen: listen.value,
             cluster,
+            cluster_tls: cluster_tls.map(|t| t.value),
             ws_listen: self.ws_listen.map(|s| s.value),
             api_listen: self.api_listen.map(|s| s.value),
             level: self.log.map_or(tracing::Level::INFO, |l| l.value),
@@ -935,6 +962,37 @@ impl Layer {
 }
 
 impl Layer {
+    /// The links' TLS between nodes: the three files, read and checked,
+    /// or none of them.
+    fn cluster_tls(&self) -> Result<Option<Set<ClusterTls>>, SettingsError> {
+        const ALL: &str = "--cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca go together \
+             (cluster_tls_cert, cluster_tls_key and cluster_tls_ca in a config file)";
+        match (
+            &self.cluster_tls_cert,
+            &self.cluster_tls_key,
+            &self.cluster_tls_ca,
+        ) {
+            (None, None, None) => Ok(None),
+            (Some(cert), Some(key), Some(ca)) => {
+                let tls = NodeTls::from_pem_files(&cert.value, &key.value, &ca.value)
+                    .map_err(|e| cert.from.error(format!("cluster TLS: {e}")))?;
+                Ok(Some(Set::new(
+                    ClusterTls {
+                        tls,
+                        cert: cert.value.clone(),
+                        key: key.value.clone(),
+                        ca: ca.value.clone(),
+                    },
+                    cert.from.clone(),
+                )))
+            }
+            (cert, key, ca) => {
+                let one = cert.as_ref().or(key.as_ref()).or(ca.as_ref());
+                Err(one.expect("one is set").from.error(ALL))
+            }
+        }
+    }
+
     /// Sets the hook of each app of `config` that has one (the file's
     /// `[app.hook]`, its URL and secret overridden by the command line's);
     /// per hooked app, where its URL and its secret were set.
@@ -1075,6 +1133,15 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, before[line_start..].chars().count() + 1)
 }
 
+/// The TLS of a cluster's links, and the files it was read from.
+#[derive(Clone, Debug)]
+pub struct ClusterTls {
+    pub tls: NodeTls,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
 /// Everything the serve command runs with, every rule checked.
 #[derive(Debug)]
 pub struct Serve {
@@ -1087,6 +1154,8 @@ pub struct Serve {
     /// With a cluster: where the other nodes' links come, and the address
     /// they are told.
     pub cluster: Option<(SocketAddr, String)>,
+    /// With TLS on the links between nodes: it, and its files.
+    pub cluster_tls: Option<ClusterTls>,
     /// The log level.
     pub level: tracing::Level,
     /// Whether the demo app is served (no app was given).
@@ -1122,7 +1191,19 @@ impl Serve {
             None => s += ", state in memory",
         }
         if let Some((listen, advertise)) = &self.cluster {
-            s += &format!(", a cluster node (other nodes connect to {listen}, told {advertise})");
+            s += &format!(", a cluster node (other nodes connect to {listen}, told {advertise}");
+            match &self.cluster_tls {
+                Some(t) => {
+                    s += &format!(
+                        "; links in TLS with {} and {}, nodes' certificates checked against {}",
+                        t.cert.display(),
+                        t.key.display(),
+                        t.ca.display()
+                    )
+                }
+                None => s += "; links in plain TCP",
+            }
+            s += ")";
         }
         let apps: Vec<String> = self
             .config
@@ -1231,6 +1312,9 @@ struct File {
     engine: Option<Spanned<String>>,
     cluster_listen: Option<Spanned<String>>,
     cluster_advertise: Option<Spanned<String>>,
+    cluster_tls_cert: Option<Spanned<String>>,
+    cluster_tls_key: Option<Spanned<String>>,
+    cluster_tls_ca: Option<Spanned<String>>,
     ws_allowed_origins: Option<Spanned<Vec<String>>>,
     web_root: Option<Spanned<String>>,
     tls_cert: Option<Spanned<String>>,
@@ -1590,6 +1674,146 @@ mod tests {
             );
         }
         assert_eq!(build(file(redis)).cluster, None);
+    }
+
+    /// A CA and a node certificate it signed, as files in `dir`: (cert,
+    /// key, ca).
+    fn node_pems(dir: &Path) -> [PathBuf; 3] {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["10.0.0.5".into()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let files = [dir.join("n.pem"), dir.join("n.key"), dir.join("ca.pem")];
+        for (f, text) in files
+            .iter()
+            .zip([cert.pem(), key.serialize_pem(), ca.pem()])
+        {
+            std::fs::write(f, text).unwrap();
+        }
+        files
+    }
+
+    #[test]
+    fn cluster_tls_takes_its_three_files_or_none_from_every_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let [cert, key, ca] = node_pems(dir.path());
+        let redis = "engine = \"redis://127.0.0.1:6379\"\ncluster_listen = \"10.0.0.5:7400\"\n";
+        // The file's paths are relative to its directory.
+        let toml = dir.path().join("h.toml");
+        let text = format!(
+            "{redis}cluster_tls_cert = \"n.pem\"\ncluster_tls_key = \"n.key\"\ncluster_tls_ca = \"ca.pem\"\n"
+        );
+        let f = Layer::from_toml(&toml, &text).unwrap();
+        assert_eq!(f.cluster_tls_ca.as_ref().unwrap().value, ca);
+        let s = build(f);
+        let t = s.cluster_tls.as_ref().expect("cluster TLS");
+        assert_eq!((&t.cert, &t.key, &t.ca), (&cert, &key, &ca));
+        let summary = s.summary();
+        assert!(summary.contains("links in TLS with"), "{summary}");
+        assert!(summary.contains("checked against"), "{summary}");
+        // Plain links say so.
+        assert!(build(file(redis)).summary().contains("links in plain TCP"));
+        assert!(build(file(redis)).cluster_tls.is_none());
+
+        // Flags and variables, each naming one file.
+        let (c, k, a) = (
+            cert.to_str().unwrap(),
+            key.to_str().unwrap(),
+            ca.to_str().unwrap(),
+        );
+        let layer = cli(
+            &["--cluster-tls-cert", c, "--cluster-tls-key", k],
+            &[("HUMMER_CLUSTER_TLS_CA", a)],
+        );
+        assert!(build(file(redis).overlay(layer)).cluster_tls.is_some());
+
+        // One or two of the three: an error naming the rule, where it was set.
+        let all_or_none = "--cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca go together";
+        for flags in [
+            vec!["--cluster-tls-cert", c],
+            vec!["--cluster-tls-key", k],
+            vec!["--cluster-tls-ca", a],
+            vec!["--cluster-tls-cert", c, "--cluster-tls-key", k],
+            vec!["--cluster-tls-key", k, "--cluster-tls-ca", a],
+        ] {
+            let e = file(redis)
+                .overlay(cli(&flags, &[]))
+                .build(WebSocketOptions::default())
+                .unwrap_err();
+            assert!(e.message.contains(all_or_none), "{flags:?}: {}", e.message);
+            assert!(e.message.starts_with("--cluster-tls-"), "{}", e.message);
+        }
+        let e = file(redis)
+            .overlay(cli(&[], &[("HUMMER_CLUSTER_TLS_KEY", k)]))
+            .build(WebSocketOptions::default())
+            .unwrap_err();
+        assert!(
+            e.message.starts_with("HUMMER_CLUSTER_TLS_KEY: "),
+            "{}",
+            e.message
+        );
+        let e = file_err(&format!("{redis}cluster_tls_ca = \"ca.pem\"\n"));
+        assert!(e.contains("cluster_tls_ca in a config file"), "{e}");
+
+        // Files that are not what they should be: the error says which.
+        let e = file(redis)
+            .overlay(cli(
+                &[
+                    "--cluster-tls-cert",
+                    c,
+                    "--cluster-tls-key",
+                    k,
+                    "--cluster-tls-ca",
+                    k,
+                ],
+                &[],
+            ))
+            .build(WebSocketOptions::default())
+            .unwrap_err();
+        assert!(e.message.contains("cluster TLS: CA"), "{}", e.message);
+        let missing = dir.path().join("nothing.pem");
+        let e = file(redis)
+            .overlay(cli(
+                &[
+                    "--cluster-tls-cert",
+                    missing.to_str().unwrap(),
+                    "--cluster-tls-key",
+                    k,
+                    "--cluster-tls-ca",
+                    a,
+                ],
+                &[],
+            ))
+            .build(WebSocketOptions::default())
+            .unwrap_err();
+        assert!(e.message.contains("nothing.pem"), "{}", e.message);
+
+        // Without a cluster, they mean nothing: an error.
+        let e = cli(
+            &[
+                "--cluster-tls-cert",
+                c,
+                "--cluster-tls-key",
+                k,
+                "--cluster-tls-ca",
+                a,
+            ],
+            &[],
+        )
+        .build(WebSocketOptions::default())
+        .unwrap_err();
+        assert!(
+            e.message.contains("go with --cluster-listen"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
