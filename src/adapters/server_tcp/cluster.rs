@@ -322,11 +322,21 @@ async fn next_message(
         ReadLimit::Until(deadline) => deadline,
         ReadLimit::Silence(limit) => Instant::now() + limit,
     };
+    // The first bytes of a link: a TLS record's (a handshake, an alert)
+    // means a TLS node on a plain link.
+    let mut first: Option<[u8; 2]> = None;
     loop {
         match decoder.next_frame() {
             Ok(Some(frame)) => return decode_node_message(frame).map_err(|e| e.to_string()),
             Ok(None) => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => {
+                return Err(match (wait, first) {
+                    (ReadLimit::Until(_), Some([0x15 | 0x16, 3])) => {
+                        format!("{e}: the other node speaks TLS, this one's links do not (TLS on every node, or none)")
+                    }
+                    _ => e.to_string(),
+                })
+            }
         }
         let read = async { stream.read(buf).await.map_err(|e| e.to_string()) };
         let late = async {
@@ -338,7 +348,12 @@ async fn next_message(
         };
         match read.or(late).await? {
             0 => return Err("closed by the peer".into()),
-            n => decoder.extend(&buf[..n]),
+            n => {
+                if n >= 2 {
+                    first.get_or_insert([buf[0], buf[1]]);
+                }
+                decoder.extend(&buf[..n]);
+            }
         }
         if let ReadLimit::Silence(limit) = wait {
             deadline = Instant::now() + limit;

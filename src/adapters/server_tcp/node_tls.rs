@@ -123,7 +123,29 @@ impl NodeTls {
     pub(super) async fn accept(&self, stream: TcpStream) -> io::Result<LinkIo> {
         let tls = futures_rustls::TlsAcceptor::from(self.server.clone())
             .accept(stream)
-            .await?;
+            .await
+            .map_err(|e| {
+                let plain = e
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<rustls::Error>())
+                    .is_some_and(|e| {
+                        matches!(
+                            e,
+                            rustls::Error::InvalidMessage(
+                                rustls::InvalidMessage::InvalidContentType
+                            )
+                        )
+                    });
+                match plain {
+                    true => io::Error::new(
+                        e.kind(),
+                        format!(
+                            "{e} (a plain link: this node's links are in TLS, the other's not)"
+                        ),
+                    ),
+                    false => e,
+                }
+            })?;
         Ok(LinkIo::split(tls))
     }
 
@@ -134,7 +156,14 @@ impl NodeTls {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let tls = futures_rustls::TlsConnector::from(self.client.clone())
             .connect(name, stream)
-            .await?;
+            .await
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => io::Error::new(
+                    e.kind(),
+                    format!("{e} (the hub node closed the link: are its links in TLS?)"),
+                ),
+                _ => e,
+            })?;
         Ok(LinkIo::split(tls))
     }
 }
