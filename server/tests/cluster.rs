@@ -629,3 +629,59 @@ fn a_node_finding_its_hub_node_answers_the_server_api_503_at_once() {
     assert_eq!(call_api(api, "GET", "/readyz", None).0, 503);
     drop(node);
 }
+
+#[test]
+fn a_tls_cluster_carries_channel_and_p2p_messages_between_its_nodes() {
+    let redis = RedisServer::start(Persistence::None);
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    // Each node its own certificate, both signed by the cluster's CA.
+    let hub_tls = ca.node_flags(dir.path(), "hub", &ca.pem);
+    let gateway_tls = ca.node_flags(dir.path(), "gateway", &ca.pem);
+    let (hub_addr, gateway_addr) = (free_addr(), free_addr());
+    let hub = Node::spawn(hub_addr, &redis.url(), &with_cluster(&hub_tls));
+    let line = hub.line_containing("cluster links on");
+    assert!(line.ends_with(", TLS)"), "{line}");
+    hub.line_containing(": hub node");
+    let gateway = Node::spawn(gateway_addr, &redis.url(), &with_cluster(&gateway_tls));
+    gateway.line_containing(": gateway node of hub node");
+    let (a, room_a) = member_on(&[hub_addr], 1);
+    let (b, room_b) = member_on(&[gateway_addr], 2);
+
+    // A channel message each way, across the TLS link (every member,
+    // its sender too, hears it).
+    b.send_message_to_channel(room_b, Message::new("t", "up"), SendOptions::default())
+        .unwrap();
+    a.send_message_to_channel(room_a, Message::new("t", "down"), SendOptions::default())
+        .unwrap();
+    for client in [&a, &b] {
+        let mut got = [text(&next_message(client)), text(&next_message(client))];
+        got.sort();
+        assert_eq!(got, ["down", "up"]);
+    }
+    // P2P each way, delivered online.
+    let sent = b
+        .send_message_to_user(Uid(1), Message::new("t", "p2p up"), SendOptions::default())
+        .unwrap();
+    assert!(sent.delivered_online);
+    assert_eq!(text(&next_message(&a)), "p2p up");
+    let sent = a
+        .send_message_to_user(
+            Uid(2),
+            Message::new("t", "p2p down"),
+            SendOptions::default(),
+        )
+        .unwrap();
+    assert!(sent.delivered_online);
+    assert_eq!(text(&next_message(&b)), "p2p down");
+    // Larger than one TLS record (16 KiB), whole.
+    let big = "x".repeat(30_000);
+    b.send_message_to_channel(
+        room_b,
+        Message::new("t", big.clone()),
+        SendOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(text(&next_message(&a)), big);
+    drop((gateway, hub));
+}

@@ -1036,6 +1036,274 @@ fn a_welcome_with_gateway_ids_past_u16_is_refused_by_the_gateway_node() {
     assert!(alive(&mut node), "the gateway node died");
 }
 
+// ---- TLS links ----
+
+/// A rustls client trusting `trusted` (a CA's PEM), showing `cert` (a
+/// chain and a key, PEM) when given.
+fn tls_client(trusted: &str, cert: Option<(String, String)>) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(trusted.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    Arc::new(match cert {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => {
+            let chain = CertificateDer::pem_slice_iter(chain.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+    })
+}
+
+fn tls_connection(config: Arc<rustls::ClientConfig>) -> rustls::ClientConnection {
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    rustls::ClientConnection::new(config, name).unwrap()
+}
+
+/// A raw peer on a TLS cluster port: connects, says hello with `secret`
+/// (the TLS handshake on the way) and reads the answer: a message, or
+/// why none came (the TLS error, or the link closed).
+fn tls_hello(
+    link: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    secret: &str,
+) -> (
+    Result<NodeMessage, String>,
+    rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+) {
+    let tcp = TcpStream::connect(link).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    let mut tls = rustls::StreamOwned::new(tls_connection(config), tcp);
+    let hello = encode_node_message(&hello(NODE_PROTOCOL, secret, 1));
+    if let Err(e) = tls.write_all(&hello).and_then(|()| tls.flush()) {
+        return (Err(e.to_string()), tls);
+    }
+    let mut decoder = FrameDecoder::new(MAX_NODE_FRAME);
+    let mut buf = [0u8; 4096];
+    let answer = loop {
+        if let Some(frame) = decoder.next_frame().unwrap() {
+            break Ok(decode_node_message(frame).unwrap());
+        }
+        match tls.read(&mut buf) {
+            Ok(0) => break Err("closed".to_owned()),
+            Ok(n) => decoder.extend(&buf[..n]),
+            Err(e) => break Err(e.to_string()),
+        }
+    };
+    (answer, tls)
+}
+
+/// The lines holding `part` for `wait`.
+fn lines_within(node: &Node, part: &str, wait: Duration) -> Vec<String> {
+    let deadline = Instant::now() + wait;
+    let mut found = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match node.1.recv_timeout(left) {
+            Ok(line) if line.contains(part) => found.push(line),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    found
+}
+
+/// A hub node whose links speak TLS with certificates of `ca`.
+fn tls_hub_node(redis: &RedisServer, ca: &TestCa, dir: &std::path::Path) -> (SocketAddr, Node) {
+    let addr = free_addr();
+    let tls = ca.node_flags(dir, "hub", &ca.pem);
+    let node = Node::spawn(addr, &redis.url(), &with_cluster(&tls));
+    node.line_containing(": hub node");
+    (addr, node)
+}
+
+#[test]
+fn a_tls_hub_node_refuses_plain_peers_and_certificates_its_ca_did_not_sign() {
+    let redis = RedisServer::start(Persistence::None);
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, mut hub) = tls_hub_node(&redis, &ca, dir.path());
+    let (link, secret) = hub_link(&redis);
+
+    // A plain peer with the right secret: its hello is no TLS record; at
+    // most an alert comes back, never a welcome.
+    let mut plain = TcpStream::connect(link).unwrap();
+    plain
+        .write_all(&encode_node_message(&hello(NODE_PROTOCOL, &secret, 1)))
+        .unwrap();
+    plain.set_read_timeout(Some(WAIT)).unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(
+        answer.is_empty() || answer[0] == 0x15,
+        "not a TLS alert: {answer:?}"
+    );
+    // A TLS peer without a client certificate, and one whose certificate
+    // another CA signed (it trusts the hub node's): refused.
+    let (no_cert, _) = tls_hello(link, tls_client(&ca.pem, None), &secret);
+    let other = TestCa::new();
+    let (foreign, _) = tls_hello(link, tls_client(&ca.pem, Some(other.node())), &secret);
+    for answer in [&no_cert, &foreign] {
+        assert!(answer.is_err(), "{answer:?}");
+    }
+    eprintln!("no certificate: {no_cert:?}; another CA's: {foreign:?}");
+    // Each said once, quoted.
+    let lines = lines_within(&hub, "failed its TLS handshake", Duration::from_secs(1));
+    eprintln!("{lines:#?}");
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(lines.iter().all(|l| l.contains(": \"")), "{lines:#?}");
+    assert!(lines[0].contains("a plain link"), "{}", lines[0]);
+    assert!(
+        lines[1..].iter().all(|l| l.contains("certificate")),
+        "{lines:#?}"
+    );
+
+    // The CA's certificate and the secret: welcomed (the refusals above
+    // were for what they lacked).
+    let (welcome, _peer) = tls_hello(link, tls_client(&ca.pem, Some(ca.node())), &secret);
+    assert!(
+        matches!(welcome, Ok(NodeMessage::Welcome { .. })),
+        "{welcome:?}"
+    );
+    // With the certificate, the secret is still checked.
+    let (wrong, _) = tls_hello(link, tls_client(&ca.pem, Some(ca.node())), "wrong");
+    assert!(
+        matches!(&wrong, Ok(NodeMessage::Refused { reason }) if reason.contains("secret")),
+        "{wrong:?}"
+    );
+    assert!(alive(&mut hub));
+    still_serves(addr, 1);
+}
+
+#[test]
+fn a_stalled_tls_handshake_holds_its_hello_slot_no_longer_than_the_hello_deadline() {
+    let redis = RedisServer::start(Persistence::None);
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, mut hub) = tls_hub_node(&redis, &ca, dir.path());
+    let (link, secret) = hub_link(&redis);
+    // Half a real ClientHello, then nothing, from every slot of one
+    // address (8).
+    let mut client_hello = Vec::new();
+    tls_connection(tls_client(&ca.pem, Some(ca.node())))
+        .write_tls(&mut client_hello)
+        .unwrap();
+    let start = Instant::now();
+    let mut stalled: Vec<Peer> = (0..8)
+        .map(|_| {
+            let mut peer = Peer::connect(link);
+            peer.send_raw(&client_hello[..client_hello.len() / 2]);
+            peer
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // They hold the address's slots: one more is closed at once.
+    let mut more = Peer::connect(link);
+    let took = more.closed_within(WAIT).expect("closed");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // Each is dropped by the hello deadline (5 s from its connection).
+    for peer in &mut stalled {
+        let mut rest = Vec::new();
+        peer.stream.set_read_timeout(Some(WAIT)).unwrap();
+        let _ = peer.stream.read_to_end(&mut rest);
+        let took = start.elapsed();
+        assert!(
+            took > Duration::from_secs(4) && took < Duration::from_secs(7),
+            "{took:?}"
+        );
+    }
+    let lines = lines_within(&hub, "no TLS handshake within 5s", Duration::from_secs(1));
+    assert_eq!(lines.len(), 8, "{lines:#?}");
+    // ... and gave its slot back: a node joins from that address.
+    let (welcome, _peer) = tls_hello(link, tls_client(&ca.pem, Some(ca.node())), &secret);
+    assert!(
+        matches!(welcome, Ok(NodeMessage::Welcome { .. })),
+        "{welcome:?}"
+    );
+    assert!(alive(&mut hub));
+    still_serves(addr, 1);
+}
+
+/// A client's connection to `addr` is closed at once, before any login.
+fn turned_away(addr: SocketAddr) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 16];
+    match c.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("not turned away: {other:?}"),
+    }
+}
+
+#[test]
+fn a_gateway_node_that_does_not_trust_the_hub_nodes_certificate_does_not_join() {
+    let redis = RedisServer::start(Persistence::None);
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, hub) = tls_hub_node(&redis, &ca, dir.path());
+    // Its own certificate is the cluster CA's, but it trusts another CA.
+    let other = TestCa::new();
+    let tls = ca.node_flags(dir.path(), "gateway", &other.pem);
+    let gateway_addr = free_addr();
+    let gateway = Node::spawn(gateway_addr, &redis.url(), &with_cluster(&tls));
+    let line = gateway.line_containing("cannot join hub node");
+    eprintln!("{line}");
+    assert!(
+        line.contains("TLS handshake") && line.contains("certificate"),
+        "{line}"
+    );
+    // Said once, not at every attempt (one every third of the lease).
+    no_line_within(&gateway, "cannot join hub node", Duration::from_secs(2));
+    no_line_within(
+        &gateway,
+        "gateway node of hub node",
+        Duration::from_millis(10),
+    );
+    // Its clients are turned away meanwhile; the hub node's served.
+    turned_away(gateway_addr);
+    hub.line_containing("failed its TLS handshake");
+    drop(hub);
+}
+
+#[test]
+fn nodes_with_and_without_tls_do_not_join_each_other() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let tls = ca.node_flags(dir.path(), "node", &ca.pem);
+    // A plain node, a TLS hub node.
+    let redis = RedisServer::start(Persistence::None);
+    let (_, hub) = tls_hub_node(&redis, &ca, dir.path());
+    let plain_addr = free_addr();
+    let plain = Node::spawn(plain_addr, &redis.url(), &flags(&[]));
+    let line = plain.line_containing("cannot join hub node");
+    eprintln!("a plain node: {line}");
+    assert!(line.contains("the other node speaks TLS"), "{line}");
+    hub.line_containing("failed its TLS handshake");
+    turned_away(plain_addr);
+    drop((plain, hub));
+    // A TLS node, a plain hub node.
+    let redis = RedisServer::start(Persistence::None);
+    let (_, hub) = hub_node(&redis, &[]);
+    let tls_addr = free_addr();
+    let node = Node::spawn(tls_addr, &redis.url(), &with_cluster(&tls));
+    let line = node.line_containing("cannot join hub node");
+    eprintln!("a TLS node: {line}");
+    assert!(line.contains("TLS handshake"), "{line}");
+    let line = hub.line_containing("failed before its hello");
+    eprintln!("a plain hub node: {line}");
+    assert!(line.contains("the other node speaks TLS"), "{line}");
+    turned_away(tls_addr);
+}
+
 // ---- Role changes ----
 
 /// A TCP proxy that forwards to `upstream` until frozen: then it forwards

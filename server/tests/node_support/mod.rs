@@ -284,3 +284,80 @@ pub fn assert_once_in_order(
     );
     dups.len()
 }
+
+/// A cluster's CA (made by rcgen), signing node certificates for
+/// `localhost` and 127.0.0.1.
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// The CA's certificate (PEM).
+    pub pem: String,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // A name of its own: another CA is another issuer.
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("test cluster CA {}-{n}", std::process::id()),
+        );
+        let cert = params.self_signed(&key).unwrap();
+        TestCa {
+            issuer: Issuer::new(params, key),
+            pem: cert.pem(),
+        }
+    }
+
+    /// A node's certificate and key (PEM), for `localhost` and 127.0.0.1,
+    /// good as a server's and as a client's.
+    pub fn node(&self) -> (String, String) {
+        use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// The `--cluster-tls-*` flags of a node with a certificate of this
+    /// CA that trusts `trusted` (a CA's PEM), its files in `dir` named
+    /// after `name`.
+    pub fn node_flags(&self, dir: &std::path::Path, name: &str, trusted: &str) -> Vec<String> {
+        let (cert, key) = self.node();
+        let files = [
+            (format!("{name}.pem"), cert),
+            (format!("{name}.key"), key),
+            (format!("{name}-ca.pem"), trusted.to_owned()),
+        ];
+        let mut flags = Vec::new();
+        for ((file, text), flag) in files.into_iter().zip([
+            "--cluster-tls-cert",
+            "--cluster-tls-key",
+            "--cluster-tls-ca",
+        ]) {
+            let path = dir.join(file);
+            std::fs::write(&path, text).unwrap();
+            flags.push(flag.to_owned());
+            flags.push(path.to_str().unwrap().to_owned());
+        }
+        flags
+    }
+}
+
+/// [`CLUSTER`] and `extra`, as `Node::spawn` takes them.
+pub fn with_cluster(extra: &[String]) -> Vec<&str> {
+    CLUSTER
+        .iter()
+        .copied()
+        .chain(extra.iter().map(String::as_str))
+        .collect()
+}
