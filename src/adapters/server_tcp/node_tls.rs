@@ -54,6 +54,30 @@ use super::cluster::LinkIo;
 /// # }).unwrap();
 /// ```
 ///
+/// From PEM text (made here by `rcgen`, as the tests do):
+///
+/// ```
+/// # let ca_key = rcgen::KeyPair::generate().unwrap();
+/// # let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+/// # ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+/// # let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+/// # let issuer = rcgen::Issuer::new(ca, ca_key);
+/// # let key = rcgen::KeyPair::generate().unwrap();
+/// # let node = rcgen::CertificateParams::new(vec!["10.0.0.5".to_owned()]).unwrap();
+/// # let (cert_pem, key_pem) = (node.signed_by(&key, &issuer).unwrap().pem(), key.serialize_pem());
+/// use hummer_channel::adapters::server_tcp::{bind, ClusterOptions, NodeTls, RunnerConfig};
+///
+/// let tls = NodeTls::from_pem(cert_pem.as_bytes(), key_pem.as_bytes(), ca_pem.as_bytes())?;
+/// // A CA file that holds no certificate is refused, saying so.
+/// let e = NodeTls::from_pem(cert_pem.as_bytes(), key_pem.as_bytes(), key_pem.as_bytes());
+/// assert!(e.unwrap_err().to_string().starts_with("CA: "));
+///
+/// let nodes = bind("127.0.0.1:0".parse().unwrap(), &RunnerConfig::default())?;
+/// let cluster = ClusterOptions::new(nodes, "10.0.0.5:7400").with_tls(tls.clone());
+/// assert_eq!(cluster.tls, Some(tls));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
 /// [`ClusterOptions::with_tls`]: super::ClusterOptions::with_tls
 #[derive(Clone)]
 pub struct NodeTls {
