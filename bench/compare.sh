@@ -9,6 +9,7 @@
 #   HUMMER_THREADS="1 2" bench/compare.sh   # hummer-server once per --threads N
 #   HUMMER_ENGINES="memory redis" bench/compare.sh   # and once per --engine
 #   HUMMER_ENGINES="memory redis cluster" bench/compare.sh   # and as 2 nodes
+#   HUMMER_ENGINES="cluster cluster-tls" bench/compare.sh   # links in TLS or not
 #
 # HUMMER_THREADS (a space-separated list) starts one hummer-server per value
 # with `--threads N`, measured in the same interleaved repetitions and
@@ -29,7 +30,10 @@
 # 2-thread single server), or each value of HUMMER_THREADS, labelled
 # cluster (tN-cluster). hummer-load takes it as one server with two
 # addresses and spreads its clients over both nodes, so that the traffic
-# crosses them (BENCHMARKS.md, "Several nodes (cluster)"). A server's CPU
+# crosses them (BENCHMARKS.md, "Several nodes (cluster)"). cluster-tls is
+# the same with the links between the nodes in TLS (`--cluster-tls-*`, a
+# CA and a certificate for 127.0.0.1 made with openssl in the work
+# directory), labelled cluster-tls (tN-cluster-tls). A server's CPU
 # and resident memory are the sums over its processes (its nodes and its
 # engine's Redis). The first server of the list is the baseline of the
 # "/hummer" ratio columns; a cluster is also compared with the
@@ -137,6 +141,20 @@ start_cluster() { # extra arguments of both nodes
     wait_log "$HERR" ": gateway node of hub node" "the second cluster node"
     HADDRS+=("$hub+$HADDR"); HPIDS+=("$hub_pid+$HPID")
 }
+# A CA and a node certificate for 127.0.0.1 it signed (openssl), for
+# cluster-tls: sets TLS_ARGS, the nodes' --cluster-tls-* flags.
+make_cluster_tls() {
+    local d="$WORK/cluster-tls"
+    mkdir -p "$d"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=bench cluster CA" -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -subj "/CN=bench node" -keyout "$d/node.key" -out "$d/node.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' >"$d/node.ext"
+    openssl x509 -req -in "$d/node.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+        -days 2 -extfile "$d/node.ext" -out "$d/node.pem" 2>/dev/null
+    TLS_ARGS=(--cluster-tls-cert "$d/node.pem" --cluster-tls-key "$d/node.key" --cluster-tls-ca "$d/ca.pem")
+}
 # A Redis for one hummer-server's --engine: sets EPORT and EPID.
 start_engine_redis() {
     local dir
@@ -152,8 +170,8 @@ start_engine_redis() {
 ENGINES=()
 read -ra ENGINES <<<"${HUMMER_ENGINES:-memory}"
 for e in "${ENGINES[@]}"; do
-    if [[ $e != memory && $e != redis && $e != cluster ]]; then
-        echo "HUMMER_ENGINES: $e is none of memory, redis and cluster" >&2
+    if [[ $e != memory && $e != redis && $e != cluster && $e != cluster-tls ]]; then
+        echo "HUMMER_ENGINES: $e is none of memory, redis, cluster and cluster-tls" >&2
         exit 2
     fi
 done
@@ -185,13 +203,19 @@ for e in "${ENGINES[@]}"; do
                 start_hummer "${args[@]}"
                 DESCS+=("hummer ${label}: 1 node, $threads, engine redis 127.0.0.1:$EPORT")
                 ;;
-            cluster)
+            cluster | cluster-tls)
                 start_engine_redis
                 if [[ -z $n ]]; then args+=(--threads 1); threads="--threads 1"; fi
-                label="${label:+$label-}cluster"
+                label="${label:+$label-}$e"
+                links="plain links"
+                if [[ $e == cluster-tls ]]; then
+                    make_cluster_tls
+                    args+=("${TLS_ARGS[@]}")
+                    links="TLS links"
+                fi
                 EADDRS+=("127.0.0.1:$EPORT"); EPIDS+=("$EPID")
                 start_cluster "${args[@]}"
-                DESCS+=("hummer ${label}: 2 nodes (hub, gateway) x $threads, one engine redis 127.0.0.1:$EPORT")
+                DESCS+=("hummer ${label}: 2 nodes (hub, gateway) x $threads, $links, one engine redis 127.0.0.1:$EPORT")
                 ;;
             *)
                 EADDRS+=(-); EPIDS+=(-)
@@ -208,7 +232,7 @@ HARGS=(--hummer "$(join "${HADDRS[@]}")" --hummer-pid "$(join "${HPIDS[@]}")")
 if ((${#VARIANTS[@]} > 1)) || [[ -n ${VARIANTS[0]} ]]; then
     HARGS+=(--hummer-variants "$(join "${VARIANTS[@]}")")
 fi
-if [[ " ${ENGINES[*]} " == *" redis "* || " ${ENGINES[*]} " == *" cluster "* ]]; then
+if [[ " ${ENGINES[*]} " =~ \ (redis|cluster|cluster-tls)\  ]]; then
     HARGS+=(--hummer-engine-redis "$(join "${EADDRS[@]}")" --hummer-engine-pid "$(join "${EPIDS[@]}")")
 fi
 NPORT=$(free_port)
@@ -226,7 +250,7 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "versions: hummer-server $(git describe --always --dirty 2>/dev/null || echo '?'), $(nats-server --version), $(redis-server --version | cut -d' ' -f1-3)"
 echo "servers: hummer ${HADDRS[*]} pid ${HPIDS[*]}${VARIANTS[*]:+ (${VARIANTS[*]})}, nats 127.0.0.1:$NPORT pid $NPID, redis 127.0.0.1:$RPORT pid $RPID"
 echo "variants: $(IFS=';'; echo "${DESCS[*]}" | sed 's/;/; /g')"
-if [[ " ${ENGINES[*]} " == *" redis "* || " ${ENGINES[*]} " == *" cluster "* ]]; then
+if [[ " ${ENGINES[*]} " =~ \ (redis|cluster|cluster-tls)\  ]]; then
     echo "engines: redis ${EADDRS[*]} pid ${EPIDS[*]} (appendonly yes, appendfsync everysec)"
 fi
 
