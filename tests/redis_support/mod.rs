@@ -275,12 +275,28 @@ impl Drop for RedisServer {
     }
 }
 
-/// A loopback port nobody listens on (now).
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+/// A loopback port nobody listens on now, below Linux's ephemeral range
+/// (32768-60999): a port the kernel hands out meanwhile, to a bind to port
+/// 0 or an outgoing connection of a test running in parallel, cannot be
+/// this one between the check and the server binding it. Ports taken in
+/// one test binary do not repeat (a stride prime to the range's size).
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(2_654_435_761)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + start.wrapping_add(n.wrapping_mul(7_919)) % SPAN;
+        let port = u16::try_from(port).expect("below 32768");
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// One RESP command on a fresh connection, the raw reply back (for the
