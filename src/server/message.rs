@@ -92,6 +92,7 @@ impl ToHub {
     /// About the bytes the message holds besides its own size (its
     /// request's encoded length: prost sums field lengths, it encodes
     /// nothing), for a runner's bound on what waits between its threads.
+    #[cfg(feature = "server-tcp")]
     pub(crate) fn weight(&self) -> usize {
         match self {
             ToHub::Login { request, .. } => prost::Message::encoded_len(request),
@@ -155,6 +156,7 @@ impl ToGateway {
     /// About the bytes the message holds besides its own size (its frame,
     /// counted whole for each gateway of a broadcast), for a runner's
     /// bound on what waits between its threads.
+    #[cfg(feature = "server-tcp")]
     pub(crate) fn weight(&self) -> usize {
         match self {
             ToGateway::Send { frame, .. } => frame.len(),

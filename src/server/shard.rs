@@ -98,6 +98,7 @@ impl ToShard {
     /// About the bytes the message holds besides its own size (frames,
     /// bodies, lists: lengths summed, nothing encoded), for a runner's
     /// bound on what waits between its threads.
+    #[cfg(feature = "server-tcp")]
     pub(crate) fn weight(&self) -> usize {
         use prost::Message as _;
         use std::mem::size_of_val;
