@@ -167,3 +167,59 @@ impl ToGateway {
         }
     }
 }
+
+#[cfg(all(test, feature = "server-tcp"))]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    /// A weight counts what the message carries, and little more.
+    fn weighs(w: usize, payload: usize, slack: usize) {
+        assert!(
+            (payload..=payload + slack).contains(&w),
+            "{w} for {payload} bytes (+{slack})"
+        );
+    }
+
+    #[test]
+    fn messages_between_gateways_and_hubs_weigh_what_they_carry() {
+        let conn = ConnId(1);
+        let login = ToHub::Login {
+            conn,
+            request_id: 1,
+            request: wire::LoginRequest {
+                token: "t".repeat(3_000),
+                ..Default::default()
+            },
+            token: Err(ServiceError::new(ErrorCode::UNAUTHORIZED, "no")),
+            peer: None,
+            queued: 0,
+        };
+        weighs(login.weight(), 3_000, 16);
+        let request = ToHub::Request {
+            conn,
+            request_id: 1,
+            body: Body::SendToChannel(wire::SendToChannelRequest {
+                message: Some(wire::ChatMessage {
+                    content: Bytes::from(vec![1u8; 6_000]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            queued: 0,
+        };
+        weighs(request.weight(), 6_000, 32);
+        weighs(ToHub::Ack { conn, seq: 1 }.weight(), 0, 0);
+        let frame = Bytes::from(vec![2u8; 9_000]);
+        let send = ToGateway::Send {
+            conn,
+            frame: frame.clone(),
+        };
+        weighs(send.weight(), 9_000, 0);
+        let broadcast = ToGateway::Broadcast {
+            conns: vec![conn; 100],
+            frame,
+        };
+        weighs(broadcast.weight(), 9_000 + 800, 0);
+    }
+}

@@ -254,6 +254,175 @@ pub(super) enum ShardMsg {
 mod tests {
     use super::*;
 
+    /// A weight counts what the message carries, and little more: at
+    /// least `payload` bytes, at most `payload + slack`.
+    #[cfg(feature = "server-tcp")]
+    fn assert_weighs(m: ShardMsg, payload: usize, slack: usize) {
+        let w = ToShard(m).weight();
+        assert!(
+            (payload..=payload + slack).contains(&w),
+            "{w} for {payload} bytes (+{slack})"
+        );
+    }
+
+    #[cfg(feature = "server-tcp")]
+    #[test]
+    fn a_shard_message_weighs_what_it_carries() {
+        let frame = |n: usize| Bytes::from(vec![7u8; n]);
+        let key = |id: &str| wire::ChannelKey {
+            region: 1,
+            channel_id: id.into(),
+        };
+        let message = wire::ChatMessage {
+            r#type: "t".into(),
+            content: frame(5_000),
+            app_extras: Default::default(),
+        };
+        let conn = ConnId(1);
+        assert_weighs(
+            ShardMsg::Deliver {
+                insts: vec![1, 2, 3],
+                frame: frame(10_000),
+            },
+            10_000 + 24,
+            0,
+        );
+        assert_weighs(
+            ShardMsg::Done {
+                conn,
+                inst: 1,
+                who: (1, 1),
+                message_id: None,
+                effects: Effects::default(),
+                frames: vec![frame(3_000), frame(4_000)],
+            },
+            7_000,
+            64,
+        );
+        assert_weighs(
+            ShardMsg::P2p {
+                conn,
+                rid: 1,
+                from: (1, 1),
+                message_id: 1,
+                receiver: 2,
+                unreliable: false,
+                message: message.clone(),
+                ts: 0,
+            },
+            5_000,
+            32,
+        );
+        assert_weighs(
+            ShardMsg::Channel {
+                conn,
+                rid: 1,
+                queued: 0,
+                member: Member {
+                    inst: 1,
+                    appid: 1,
+                    uid: 1,
+                    home: ShardId(0),
+                    conn: None,
+                    joined: 0,
+                },
+                body: Body::SendToChannel(wire::SendToChannelRequest {
+                    channel: Some(key("room")),
+                    message: Some(message),
+                    unreliable: false,
+                    message_id: 1,
+                }),
+            },
+            5_000,
+            64,
+        );
+        let long = "r".repeat(2_000);
+        assert_weighs(
+            ShardMsg::Resume {
+                token: 1,
+                inst: 1,
+                appid: 1,
+                uid: 1,
+                cursors: vec![(0, key(&long), 1, 1), (1, key(&long), 1, 1)],
+                budget: 0,
+            },
+            4_000,
+            256,
+        );
+        assert_weighs(
+            ShardMsg::Resumed {
+                token: 1,
+                kept: vec![(
+                    0,
+                    wire::ResumedChannel {
+                        channel: Some(key(&long)),
+                        state: None,
+                    },
+                )],
+                member: vec![(1, key(&long))],
+                left: vec![1, 2],
+                frames: vec![frame(3_000)],
+            },
+            7_000,
+            256,
+        );
+        assert_weighs(
+            ShardMsg::Online {
+                token: 1,
+                appid: 1,
+                uids: vec![1; 1_000],
+            },
+            8_000,
+            0,
+        );
+        assert_weighs(
+            ShardMsg::Count {
+                token: 1,
+                appid: 1,
+                region: crate::types::Region::Cn,
+                ids: vec![long.clone(), long.clone()],
+            },
+            4_000,
+            64,
+        );
+        assert_weighs(
+            ShardMsg::Answer {
+                token: 1,
+                online: vec![(1, true); 100],
+                counts: vec![(long.clone(), 1), (long, 2)],
+            },
+            1_600 + 4_000,
+            128,
+        );
+        assert_weighs(
+            ShardMsg::Login(ToHub::Login {
+                conn,
+                request_id: 1,
+                request: wire::LoginRequest {
+                    token: "t".repeat(3_000),
+                    ..Default::default()
+                },
+                token: Err(crate::error::ServiceError::new(
+                    crate::error::ErrorCode::UNAUTHORIZED,
+                    "no",
+                )),
+                peer: None,
+                queued: 0,
+            }),
+            3_000,
+            16,
+        );
+        assert_weighs(
+            ShardMsg::DropInstance {
+                inst: 1,
+                uid: 1,
+                depart: true,
+            },
+            0,
+            0,
+        );
+    }
+
     #[test]
     fn one_shard_owns_everything() {
         assert_eq!(uid_shard(1, 2, 1), ShardId(0));
