@@ -360,10 +360,10 @@ mod tests {
                     },
                 )],
                 member: vec![(1, key(&long))],
-                left: vec![1, 2],
+                left: vec![1; 1_000],
                 frames: vec![frame(3_000)],
             },
-            7_000,
+            11_000,
             256,
         );
         assert_weighs(
