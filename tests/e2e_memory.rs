@@ -508,6 +508,36 @@ fn offline_messages_arrive_at_the_next_login_in_order() {
     assert!(texts(&sim.take_events(bob3)).is_empty());
 }
 
+/// Bob's events `ev` hold "c0".."c4" from the channel and "p0".."p4"
+/// from alice, once each and in order, with no loss and no one going
+/// offline; bob is still in `cb`, and alice heard no leave or join.
+fn assert_got_all_without_loss_or_flapping(
+    sim: &mut Sim,
+    ev: &[Event],
+    alice: ClientId,
+    bob: ClientId,
+    cb: ChannelHandle,
+) {
+    let got = texts(ev);
+    let channel: Vec<_> = got.iter().filter(|t| t.starts_with('c')).cloned().collect();
+    let p2p: Vec<_> = got.iter().filter(|t| t.starts_with('p')).cloned().collect();
+    assert_eq!(channel, vec!["c0", "c1", "c2", "c3", "c4"]);
+    assert_eq!(p2p, vec!["p0", "p1", "p2", "p3", "p4"]);
+    assert!(sim.session(bob).is_joined(cb));
+    assert!(!ev.iter().any(|e| matches!(
+        e,
+        Event::MessagesLost { .. } | Event::RoomMemberOffline { .. }
+    )));
+    let ev = sim.take_events(alice);
+    assert!(
+        !ev.iter().any(|e| matches!(
+            e,
+            Event::NotifyLeaveChannel { .. } | Event::NotifyJoinChannel { .. }
+        )),
+        "no flapping: {ev:?}"
+    );
+}
+
 #[test]
 fn a_dropped_link_resumes_without_loss_duplicates_or_flapping() {
     let mut sim = sim(6);
@@ -539,24 +569,7 @@ fn a_dropped_link_resumes_without_loss_duplicates_or_flapping() {
         state: S::Connected,
         reason: R::LoginSuccess
     }));
-    let got = texts(&ev);
-    let channel: Vec<_> = got.iter().filter(|t| t.starts_with('c')).cloned().collect();
-    let p2p: Vec<_> = got.iter().filter(|t| t.starts_with('p')).cloned().collect();
-    assert_eq!(channel, vec!["c0", "c1", "c2", "c3", "c4"]);
-    assert_eq!(p2p, vec!["p0", "p1", "p2", "p3", "p4"]);
-    assert!(sim.session(bob).is_joined(cb));
-    assert!(!ev.iter().any(|e| matches!(
-        e,
-        Event::MessagesLost { .. } | Event::RoomMemberOffline { .. }
-    )));
-    let ev = sim.take_events(alice);
-    assert!(
-        !ev.iter().any(|e| matches!(
-            e,
-            Event::NotifyLeaveChannel { .. } | Event::NotifyJoinChannel { .. }
-        )),
-        "no flapping: {ev:?}"
-    );
+    assert_got_all_without_loss_or_flapping(&mut sim, &ev, alice, bob, cb);
 }
 
 #[test]
@@ -646,24 +659,7 @@ fn a_dead_node_s_clients_resume_on_the_others_without_loss_or_flapping() {
     sim.run_for(Duration::from_secs(60));
     assert_ne!(sim.gateway(bob), Some(node));
     let ev = sim.take_events(bob);
-    let got = texts(&ev);
-    let channel: Vec<_> = got.iter().filter(|t| t.starts_with('c')).cloned().collect();
-    let p2p: Vec<_> = got.iter().filter(|t| t.starts_with('p')).cloned().collect();
-    assert_eq!(channel, vec!["c0", "c1", "c2", "c3", "c4"]);
-    assert_eq!(p2p, vec!["p0", "p1", "p2", "p3", "p4"]);
-    assert!(sim.session(bob).is_joined(cb));
-    assert!(!ev.iter().any(|e| matches!(
-        e,
-        Event::MessagesLost { .. } | Event::RoomMemberOffline { .. }
-    )));
-    let ev = sim.take_events(alice);
-    assert!(
-        !ev.iter().any(|e| matches!(
-            e,
-            Event::NotifyLeaveChannel { .. } | Event::NotifyJoinChannel { .. }
-        )),
-        "no flapping: {ev:?}"
-    );
+    assert_got_all_without_loss_or_flapping(&mut sim, &ev, alice, bob, cb);
     assert_eq!(sim.server().instance_count(), 3);
 }
 
