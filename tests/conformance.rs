@@ -2062,18 +2062,22 @@ proptest! {
 #[cfg(feature = "redis")]
 mod in_redis {
     use super::*;
-    use crate::redis_support::{Persistence, RedisServer};
+    use crate::redis_support::{raw_command, Persistence, RedisServer};
     use hummer_channel::adapters::server_tcp::store::{RedisStore, StoreConfig};
     use hummer_channel::server::{ShardId, StoreBatch, StoredObject};
     use proptest::test_runner::{Config, TestRunner};
 
     /// The durable runs with the state in a real Redis (`redis-server`, one
     /// for the test, a namespace per case), through the TCP runner's store:
-    /// what the server writes is what a restarted one reads back.
+    /// what the server writes is what a restarted one reads back. Every
+    /// other case spreads the store over two Redis (each batch split by
+    /// the objects' places, each load merged).
     /// `HUMMER_CONFORMANCE_REDIS_CASES` cases (default 8).
     #[test]
     fn a_service_with_its_state_in_redis_keeps_its_promises_across_restarts() {
         let redis = RedisServer::start(Persistence::None);
+        let second = RedisServer::start(Persistence::None);
+        let both = format!("{},{}", redis.url(), second.url());
         let cases = cases_of("HUMMER_CONFORMANCE_REDIS_CASES", 8);
         let mut runner = TestRunner::new(Config {
             cases,
@@ -2083,8 +2087,13 @@ mod in_redis {
         let namespaces = AtomicU64::new(0);
         let strategy = (any::<u64>(), prop::bool::weighted(0.3), durable_case());
         let result = runner.run(&strategy, |(seed, small_retention, (shape, ops))| {
-            let namespace = format!("conformance{}", namespaces.fetch_add(1, Ordering::Relaxed));
-            let store = RedisSimStore::connect(&redis.url(), &namespace);
+            let n = namespaces.fetch_add(1, Ordering::Relaxed);
+            let url = if n.is_multiple_of(2) {
+                redis.url()
+            } else {
+                both.clone()
+            };
+            let store = RedisSimStore::connect(&url, &format!("conformance{n}"));
             run_case_with(seed, small_retention, shape, &ops, Some(Box::new(store)))
         });
         if let Err(e) = result {
@@ -2099,6 +2108,11 @@ mod in_redis {
         assert!(
             batches > 0 && restored > 0,
             "{batches} batches, {restored} objects"
+        );
+        let on_second = raw_command(second.port(), &["DBSIZE"]);
+        assert!(
+            !on_second.starts_with(":0"),
+            "the second Redis holds nothing"
         );
     }
 

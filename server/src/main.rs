@@ -114,7 +114,9 @@ serve options (environment equivalent in brackets):
   --tls-key PEM              the certificate's private key (PEM) [HUMMER_TLS_KEY]
   --engine memory|URL        where the lasting state lives: memory (default), or Redis at
                              redis://[:PASSWORD@]HOST:PORT[/DB] (rediss:// for TLS): channels,
-                             inboxes, instances and history survive restarts [HUMMER_ENGINE]
+                             inboxes, instances and history survive restarts. Several URLs,
+                             comma-separated, spread the state over several Redis (always
+                             in the same order; --threads a multiple of them) [HUMMER_ENGINE]
   --lease-secs N             with --engine redis: one node serves a store at a time; the
                              others wait (not listening) and take over this long after it
                              stops renewing (default 5) [HUMMER_LEASE_SECS]

@@ -32,7 +32,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hummer_channel::adapters::server_tcp::store::StoreConfig;
 use hummer_channel::adapters::server_tcp::{NodeTls, RunnerConfig, ServerTls, WebSocketOptions};
 use hummer_channel::server::{
-    AppConfig, ConfigError, HookConfig, RateLimit, ServerConfig, DEMO_APPID, MIN_SECRET_LEN,
+    AppConfig, ConfigError, HookConfig, RateLimit, ServerConfig, DEMO_APPID, MAX_SHARDS,
+    MIN_SECRET_LEN,
 };
 use serde::Deserialize;
 use toml::Spanned;
@@ -762,6 +763,23 @@ impl Layer {
         }
         if let Some(n) = &self.threads {
             runner.threads = at_least_one(n)?;
+        }
+        // Each hub shard (one per thread) keeps its objects on one of the
+        // store's Redis instances, so the threads are a multiple of them.
+        if let Some(instances) = runner.store.as_ref().map(|s| s.instances()) {
+            match &self.threads {
+                Some(n) if n.value % instances != 0 => {
+                    return Err(n.from.error(format!(
+                        "must be a multiple of the engine's {instances} Redis instances"
+                    )))
+                }
+                Some(_) => {}
+                None => {
+                    let most = usize::from(MAX_SHARDS) / instances * instances;
+                    runner.threads = runner.threads.div_ceil(instances) * instances;
+                    runner.threads = runner.threads.min(most);
+                }
+            }
         }
 
         let mut websocket = pages;
@@ -1604,6 +1622,38 @@ mod tests {
             .starts_with("h.toml:2:15: invalid type: a string, expected"));
         assert!(file_err("[[app]]\nappid = 1\nsecrets = \"x\"\n")
             .starts_with("h.toml:3:1: unknown field `secrets`"));
+    }
+
+    #[test]
+    fn an_engine_of_several_redis_takes_threads_in_multiples_of_them() {
+        let two = "engine = \"redis://127.0.0.1:6379, redis://:pw@127.0.0.1:6380\"\n";
+        let s = build(file(two).overlay(cli(&["--threads", "4"], &[])));
+        let store = s.runner.store.as_ref().unwrap();
+        assert_eq!(store.instances(), 2);
+        assert_eq!(
+            store.url(),
+            "redis://127.0.0.1:6379,redis://:***@127.0.0.1:6380"
+        );
+        assert_eq!(s.runner.threads, 4);
+        let e = file(two)
+            .overlay(cli(&["--threads", "3"], &[]))
+            .build(WebSocketOptions::default())
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "--threads: must be a multiple of the engine's 2 Redis instances"
+        );
+        // Left to its default (the cores), the count is rounded up.
+        let cores = RunnerConfig::default().threads;
+        let s = build(file(two));
+        assert_eq!(s.runner.threads, cores.div_ceil(2) * 2);
+        let three = "engine = \"redis://h:1,redis://h:2,redis://h:3\"\nthreads = 6\n";
+        assert_eq!(build(file(three)).runner.threads, 6);
+        let s = build(file("engine = \"redis://h:1,redis://h:2,redis://h:3\"\n"));
+        assert_eq!(s.runner.threads % 3, 0);
+        assert!(s.runner.threads <= usize::from(MAX_SHARDS));
+        let e = file_err("engine = \"redis://h:1,redis://h:1\"\n");
+        assert!(e.contains("given twice"), "{e}");
     }
 
     #[test]

@@ -26,21 +26,17 @@ use redis_support::{raw_command, Persistence, RedisServer};
 /// first), the others joined it as gateway nodes.
 fn cluster(redis: &RedisServer, n: usize, extra: &[&str]) -> Vec<(SocketAddr, Node)> {
     let addrs: Vec<SocketAddr> = (0..n).map(|_| free_addr()).collect();
-    cluster_on(redis, &addrs, extra)
+    cluster_on(&redis.url(), &addrs, extra)
 }
 
-/// The same on `addrs`.
-fn cluster_on(
-    redis: &RedisServer,
-    addrs: &[SocketAddr],
-    extra: &[&str],
-) -> Vec<(SocketAddr, Node)> {
+/// The same on `addrs`, with the store at `engine`.
+fn cluster_on(engine: &str, addrs: &[SocketAddr], extra: &[&str]) -> Vec<(SocketAddr, Node)> {
     let args: Vec<&str> = CLUSTER.iter().chain(extra).copied().collect();
     addrs
         .iter()
         .enumerate()
         .map(|(i, &addr)| {
-            let node = Node::spawn(addr, &redis.url(), &args);
+            let node = Node::spawn(addr, engine, &args);
             if i == 0 {
                 node.line_containing(": hub node");
             } else {
@@ -238,8 +234,33 @@ fn a_gateway_node_killed_its_clients_resume_elsewhere_and_the_rest_go_offline() 
 #[test]
 fn the_hub_node_killed_mid_stream_another_node_takes_over_and_nothing_is_lost() {
     let redis = RedisServer::start(Persistence::Aof);
-    let mut nodes = cluster(&redis, 3, &[]);
-    let addrs: Vec<SocketAddr> = nodes.iter().map(|(a, _)| *a).collect();
+    hub_node_killed_mid_stream(&redis.url(), &[]);
+}
+
+/// The same with the store spread over two Redis (two hub shards, one
+/// per instance): the node taking over holds the lease on both and loads
+/// from both.
+#[test]
+fn with_the_store_over_two_redis_the_hub_node_killed_loses_nothing() {
+    let (a, b) = (
+        RedisServer::start(Persistence::Aof),
+        RedisServer::start(Persistence::Aof),
+    );
+    hub_node_killed_mid_stream(&format!("{},{}", a.url(), b.url()), &["--threads", "2"]);
+    for r in [&a, &b] {
+        let lease = raw_command(r.port(), &["GET", "hummer:lease"]);
+        assert!(
+            !lease.starts_with("$-1"),
+            "every instance's lease is held: {lease}"
+        );
+    }
+}
+
+/// Three nodes on `engine`; a sender on one gateway node streams to a
+/// receiver on the other while the hub node is killed.
+fn hub_node_killed_mid_stream(engine: &str, extra: &[&str]) {
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let mut nodes = cluster_on(engine, &addrs, extra);
     // The sender is on a gateway node, the receiver on the other; both
     // know every node.
     let rotate =
@@ -293,7 +314,7 @@ fn every_node_restarted_loses_nothing_a_client_saw() {
     }
     // The old hub node's lease lapses (1 s); the first node started again
     // takes it.
-    let _nodes = cluster_on(&redis, &addrs, &[]);
+    let _nodes = cluster_on(&redis.url(), &addrs, &[]);
     assert_resumed_with_nothing_lost(&a, &b, room_a, addrs[0]);
     assert_eq!(
         a.get_channel_user_list(room_a).unwrap().users,
@@ -352,7 +373,7 @@ fn redis_restarted_empty_under_a_cluster_is_written_again_and_the_hub_found_agai
     for (_, node) in nodes {
         node.kill();
     }
-    let _nodes = cluster_on(&redis, &addrs, &[]);
+    let _nodes = cluster_on(&redis.url(), &addrs, &[]);
     assert_resumed_with_nothing_lost(&a, &b, room, addrs[0]);
 }
 

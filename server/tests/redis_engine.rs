@@ -374,3 +374,123 @@ fn a_node_keeps_its_lease_while_it_loads_a_large_store() {
         "a node stopped: b {b_out:?}, c {c_out:?} (its lease lapsed while it loaded)"
     );
 }
+
+/// A store spread over two Redis (`--engine URL_A,URL_B`, four threads:
+/// two hub shards per instance): every object on its instance, nothing lost
+/// across a kill, one instance restarted empty written again while the
+/// other is left alone, and the instances given in the other order refused.
+#[test]
+fn a_store_over_two_redis_loses_nothing_across_kills_and_one_redis_emptied() {
+    let a = RedisServer::start(Persistence::Aof);
+    let mut b = RedisServer::start(Persistence::None);
+    let engine = format!("{},{}", a.url(), b.url());
+    let args = ["--threads", "4", "--lease-secs", "1"];
+    let addr = free_addr();
+    let start = || {
+        let node = Node::spawn(addr, &engine, &args);
+        node.line("hummer-server listening on ");
+        node
+    };
+    let node = start();
+    let rooms: Vec<String> = (0..6).map(|i| format!("room-{i}")).collect();
+    let join_all = |uid: u64| {
+        let c = Client::connect(addr, config()).unwrap();
+        c.login(Uid(uid), None, Some(Region::Cn)).unwrap();
+        let handles: Vec<_> = rooms
+            .iter()
+            .map(|r| {
+                let h = c.create_channel(Region::Cn, r).unwrap();
+                c.join_channel(h, Default::default()).unwrap();
+                h
+            })
+            .collect();
+        (c, handles)
+    };
+    let (alice, alice_rooms) = join_all(1);
+    let (bob, _) = join_all(2);
+    // Every room, in any order across rooms, each message once.
+    let round = |tag: &str| {
+        for (h, r) in alice_rooms.iter().zip(&rooms) {
+            send_retrying(&alice, *h, &format!("{r} {tag}"));
+        }
+        let mut got: Vec<String> = (0..rooms.len())
+            .map(|_| text(&next_message(&bob)))
+            .collect();
+        got.sort();
+        let mut want: Vec<String> = rooms.iter().map(|r| format!("{r} {tag}")).collect();
+        want.sort();
+        assert_eq!(got, want);
+    };
+    round("m1");
+    // Offline messages for uids never seen: their inboxes wait in Redis.
+    let offline: Vec<u64> = (100..108).collect();
+    for uid in &offline {
+        alice
+            .send_message_to_user(
+                Uid(*uid),
+                Message::new("t", format!("p{uid}")),
+                SendOptions::default(),
+            )
+            .unwrap();
+    }
+    // Both instances hold channels and inboxes.
+    for (name, r) in [("a", &a), ("b", &b)] {
+        for set in ["hummer:keys:c", "hummer:keys:i"] {
+            let n = redis_support::raw_command(r.port(), &["SCARD", set]);
+            assert!(!n.starts_with(":0"), "{name} {set}: {n}");
+        }
+    }
+    let read_offline = |uids: &[u64]| {
+        for uid in uids {
+            let c = Client::connect(addr, config()).unwrap();
+            c.login(Uid(*uid), None, None).unwrap();
+            assert_eq!(text(&next_message(&c)), format!("p{uid}"));
+        }
+    };
+    node.kill();
+    let node = start();
+    reconnected(&alice);
+    reconnected(&bob);
+    round("m2");
+    read_offline(&offline[..4]);
+    // Instance b comes back empty: the node writes its shards' state
+    // there again; instance a keeps its generation.
+    let gen_a = redis_support::raw_command(a.port(), &["GET", "hummer:gen"]);
+    b.restart();
+    round("m3");
+    let deadline = Instant::now() + WAIT;
+    while redis_support::raw_command(b.port(), &["SCARD", "hummer:keys:i"]).starts_with(":0") {
+        assert!(
+            Instant::now() < deadline,
+            "instance b was not written again"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        redis_support::raw_command(a.port(), &["GET", "hummer:gen"]),
+        gen_a
+    );
+    node.kill();
+    let node = start();
+    reconnected(&alice);
+    reconnected(&bob);
+    round("m4");
+    read_offline(&offline[4..]);
+    let members = bob.get_channel_user_list(alice_rooms[5]);
+    assert_eq!(members.unwrap().users, [Uid(1), Uid(2)]);
+    node.kill();
+    // The same Redis in the other order: refused at start, nothing served.
+    let swapped = format!("{},{}", b.url(), a.url());
+    let mut wrong = Node::spawn(free_addr(), &swapped, &args);
+    let why = wrong.line_containing("order and number");
+    assert!(why.contains(&b.url()), "{why}");
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = wrong.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the node kept going");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "{status:?}");
+}

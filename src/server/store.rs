@@ -17,6 +17,8 @@
 
 use bytes::Bytes;
 
+use super::shard::{channel_shard, uid_shard, ShardId};
+
 /// The name of one stored object.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
@@ -65,6 +67,25 @@ pub enum StoreKind {
 }
 
 impl StoreKey {
+    /// The hub shard that owns the object among `shards`: a channel's
+    /// shard ([`channel_shard`]), or its uid's home ([`uid_shard`]) for an
+    /// inbox or an instance.
+    ///
+    /// ```
+    /// use hummer_channel::server::{uid_shard, StoreKey};
+    ///
+    /// let inbox = StoreKey::Inbox { appid: 1, uid: 42 };
+    /// assert_eq!(inbox.shard(4), uid_shard(1, 42, 4));
+    /// ```
+    pub fn shard(&self, shards: u16) -> ShardId {
+        match self {
+            StoreKey::Channel { appid, region, id } => channel_shard(*appid, *region, id, shards),
+            StoreKey::Inbox { appid, uid } | StoreKey::Instance { appid, uid, .. } => {
+                uid_shard(*appid, *uid, shards)
+            }
+        }
+    }
+
     /// Its kind.
     pub fn kind(&self) -> StoreKind {
         match self {
@@ -176,6 +197,18 @@ pub enum StoreWrite {
         /// The first sequence number kept.
         seq: u64,
     },
+}
+
+impl StoreWrite {
+    /// The object it changes.
+    pub fn key(&self) -> &StoreKey {
+        match self {
+            StoreWrite::Put { key, .. }
+            | StoreWrite::Delete { key }
+            | StoreWrite::Append { key, .. }
+            | StoreWrite::TrimBelow { key, .. } => key,
+        }
+    }
 }
 
 /// Writes to make durable together, all or nothing, after every batch

@@ -618,6 +618,19 @@ async fn run(
     // A hub shard per thread (shard k on thread k); a gateway node has
     // none, and routes by the hub node's.
     let threads = runner.threads.clamp(1, usize::from(MAX_SHARDS));
+    // Each hub shard's objects on one Redis instance: its batches atomic.
+    #[cfg(feature = "redis")]
+    if let Some(store) = &runner.store {
+        if threads % store.instances() != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{threads} threads over a store of {} Redis instances: the number of threads must be a multiple of the number of instances",
+                    store.instances()
+                ),
+            ));
+        }
+    }
     let (first_gateway, shards, relays_hubs) = match &role {
         cluster::Role::Gateway(link) => (link.first.0, link.shards, true),
         _ => (0, u16::try_from(threads).unwrap_or(MAX_SHARDS), false),
@@ -719,7 +732,7 @@ async fn run(
         let (gateway, hubs) = machines(k);
         let (peers, control, stop) = (peers_of(k), control.clone(), stop_rx.clone());
         #[cfg(feature = "redis")]
-        let (store, generation) = (runner.store.clone(), generation.clone());
+        let (store, generation) = (writer_store(&runner, k), generation.clone());
         let thread = std::thread::Builder::new()
             .name(format!("hummer-{k}"))
             .spawn(move || {
@@ -746,7 +759,7 @@ async fn run(
     ));
     drop(inbox_txs);
     #[cfg(feature = "redis")]
-    if let Some(store) = runner.store.clone() {
+    if let Some(store) = writer_store(&runner, 0) {
         ex.spawn(shard.clone().store_writer(store, generation.clone()))
             .detach();
     }
@@ -892,6 +905,15 @@ async fn run(
         Some(why) => Err(io::Error::other(format!("stopped: {why}"))),
         None => Ok(Ended::Shutdown),
     }
+}
+
+/// The store thread `k`'s writer writes to: the one Redis instance of its
+/// hub shard's objects (`run` makes the threads a multiple of the
+/// instances).
+#[cfg(feature = "redis")]
+fn writer_store(runner: &RunnerConfig, k: usize) -> Option<store::StoreConfig> {
+    let store = runner.store.as_ref()?;
+    Some(store.instance(k % store.instances()))
 }
 
 /// Waits until `store`'s lease owner holds the store's lease (claiming it
