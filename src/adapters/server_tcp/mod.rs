@@ -8,7 +8,7 @@
 //! [`ToGateway`](crate::server::ToGateway)) through bounded queues, and a
 //! reader whose thread is behind stops reading (see `shard.rs`).
 //!
-//! What the runner itself bounds (the [`Server`] bounds the rest), set with
+//! What the runner itself bounds (the [`Server`](crate::server::Server) bounds the rest), set with
 //! a [`RunnerConfig`]:
 //!
 //! - connections: at most `max_connections` open, and `max_connections_per_ip`
@@ -104,7 +104,7 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// The longest wait between two failed `accept`s.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// Settings of the TCP runner itself (what the [`Server`] state machine does
+/// Settings of the TCP runner itself (what the [`Server`](crate::server::Server) state machine does
 /// not see: sockets and addresses). Start from [`RunnerConfig::default`] and
 /// change what you need with the `with_` methods (or the public fields).
 ///
