@@ -1,7 +1,7 @@
 //! The Redis store against a real redis-server (each test its own): what a
 //! batch writes is what a load reads back, namespaces, a refused write,
 //! restarts with and without persistence, an unreachable server, a
-//! password.
+//! password; and a store over several Redis (`sharding`).
 #![cfg(feature = "redis")]
 
 mod redis_support;
@@ -12,6 +12,9 @@ use bytes::Bytes;
 use hummer_channel::adapters::server_tcp::store::{RedisStore, StoreConfig, StoreError};
 use hummer_channel::server::{StoreBatch, StoreKey, StoreWrite, StoredObject};
 use redis_support::{raw_command, Persistence, RedisServer};
+
+#[path = "redis_store/sharding.rs"]
+mod sharding;
 
 fn channel(id: &str) -> StoreKey {
     StoreKey::Channel {

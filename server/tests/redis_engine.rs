@@ -109,14 +109,7 @@ fn a_node_that_finds_its_lease_taken_stops_serving() {
     // lapse while this one was cut off from Redis).
     let reply = redis_support::raw_command(redis.port(), &["SET", "hummer:lease", "intruder"]);
     assert!(reply.starts_with("+OK"), "{reply}");
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = node.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the node kept serving");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = node.exit_status("stop serving");
     assert_eq!(status.code(), Some(1), "{status:?}");
 }
 
@@ -484,13 +477,6 @@ fn a_store_over_two_redis_loses_nothing_across_kills_and_one_redis_emptied() {
     let mut wrong = Node::spawn(free_addr(), &swapped, &args);
     let why = wrong.line_containing("order and number");
     assert!(why.contains(&b.url()), "{why}");
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = wrong.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the node kept going");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wrong.exit_status("stop");
     assert!(!status.success(), "{status:?}");
 }

@@ -101,6 +101,19 @@ impl Node {
         }
     }
 
+    /// How the process ended, once it does (bounded: `what` it was
+    /// expected to do fails the test past [`WAIT`]).
+    pub fn exit_status(&mut self, what: &str) -> std::process::ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the node did not {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill(mut self) {
         let _ = self.0.kill();

@@ -2,34 +2,12 @@
 //! every object on its hub shard's instance, loads merged, instances given
 //! in another order refused, each instance's loss found apart, the lease
 //! held on all of them, taken in order.
-#![cfg(feature = "redis")]
 
-mod redis_support;
-
-use std::time::Duration;
-
-use bytes::Bytes;
-use hummer_channel::adapters::server_tcp::store::{Lease, RedisStore, StoreConfig, StoreError};
-use hummer_channel::server::{StoreBatch, StoreKey, StoreWrite, StoredObject};
-use redis_support::{raw_command, Persistence, RedisServer};
+use super::*;
+use hummer_channel::adapters::server_tcp::store::Lease;
 
 fn inbox(uid: u64) -> StoreKey {
     StoreKey::Inbox { appid: 7, uid }
-}
-
-fn put(key: &StoreKey, record: &str) -> StoreWrite {
-    StoreWrite::Put {
-        key: key.clone(),
-        record: Bytes::copy_from_slice(record.as_bytes()),
-    }
-}
-
-fn append(key: &StoreKey, seq: u64, entry: &str) -> StoreWrite {
-    StoreWrite::Append {
-        key: key.clone(),
-        seq,
-        entry: Bytes::copy_from_slice(entry.as_bytes()),
-    }
 }
 
 fn urls(servers: &[&RedisServer]) -> String {
