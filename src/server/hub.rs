@@ -118,6 +118,9 @@ pub struct Hub {
     /// message id): where to, and the re-sends with the same id that wait
     /// for the first one's outcome.
     pub(super) inflight: super::cross::InflightSends,
+    /// Replay bytes promised to this shard's links' requests on other
+    /// shards (counted as queued by every later replay budget).
+    pub(super) reserved: super::reserved::Reserved,
     /// Requests whose answer is gathered from other shards, by token.
     pub(super) gathers: IdMap<u64, super::cross::Gather>,
     /// Logins whose resumed channels are on other shards, by link: their
@@ -213,6 +216,7 @@ impl Hub {
             capture: None,
             effects: None,
             inflight: HashMap::new(),
+            reserved: Default::default(),
             gathers: IdMap::default(),
             resuming: IdMap::default(),
             next_token: 1,
@@ -336,6 +340,7 @@ impl Hub {
             }
             ToHub::Ack { conn, seq } => self.handle_ack(conn, seq),
             ToHub::LinkLost { conn } => {
+                self.reserved.forget(conn);
                 if let Some(inst) = self.links.remove(&conn) {
                     self.lose_link(inst);
                 }
@@ -737,15 +742,7 @@ impl Hub {
     /// request (`conn` is the requester's link, or no link at all).
     pub(super) fn replay_budget(&self, conn: Option<ConnId>) -> usize {
         let max = self.config.max_queued_bytes;
-        let queued = match (conn, self.current) {
-            (Some(c), Some(cur)) if cur.conn == c => cur.queued,
-            _ => 0,
-        };
-        // What waits here for the store is queued all the same.
-        let queued = match (conn, &self.store) {
-            (Some(c), Some(d)) => queued.saturating_add(d.held_for(c)),
-            _ => queued,
-        };
+        let queued = conn.map_or(0, |c| self.queued_for(c));
         // Room for a reply and a frame, but never most of a small queue.
         let margin = self
             .config
@@ -754,6 +751,20 @@ impl Hub {
             .saturating_mul(2)
             .min(max / 4);
         (max / 2).min(max.saturating_sub(queued).saturating_sub(margin))
+    }
+
+    /// What counts as queued for `conn` in a replay's budget: what its
+    /// gateway had queued when it read the request, what waits here for
+    /// the store, and what this shard reserved for the link's replays on
+    /// other shards.
+    pub(super) fn queued_for(&self, conn: ConnId) -> usize {
+        let read = match self.current {
+            Some(cur) if cur.conn == conn => cur.queued,
+            _ => 0,
+        };
+        let held = self.store.as_ref().map_or(0, |d| d.held_for(conn));
+        read.saturating_add(held)
+            .saturating_add(self.reserved.of(conn))
     }
 
     /// Queues `frame` for `conn` (its gateway enforces the queue bound).

@@ -641,10 +641,17 @@ pub fn burst_config() -> ServerConfig {
 /// closed as a slow consumer. `net` makes the server from
 /// [`burst_config`].
 pub fn burst_of_rejoins(net: impl FnOnce(ServerConfig) -> Net) {
+    burst_of_rejoins_to(net, (0..10).map(|i| format!("c{i}")).collect());
+}
+
+/// The same with `channels`: the net and the rejoined link, drained.
+pub fn burst_of_rejoins_to(
+    net: impl FnOnce(ServerConfig) -> Net,
+    channels: Vec<String>,
+) -> (Net, ConnId) {
     let mut n = net(burst_config());
     let (a, _) = n.login(1);
     let (b, _) = n.login(2);
-    let channels: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
     let mut epochs = Vec::new();
     for ch in &channels {
         n.ok_join(a, ch);
@@ -688,6 +695,14 @@ pub fn burst_of_rejoins(net: impl FnOnce(ServerConfig) -> Net) {
         .filter(|b| matches!(b, Body::JoinReply(_)))
         .count();
     assert_eq!(joins, channels.len());
+    // What the link took in all stayed within its bound.
+    let took: usize = n
+        .out
+        .get(&c)
+        .map_or(0, |q| q.iter().map(|(b, _)| b.len()).sum());
+    assert!(took <= burst_config().max_queued_bytes, "{took} bytes");
+    n.clear(&[c]);
+    (n, c)
 }
 
 /// Before 39a6dd7 the fetch replayed c1..c3, sent before b joined.

@@ -578,16 +578,51 @@ fn aged_out_history_leaves_the_store_without_a_new_message() {
 }
 
 /// `channels::a_burst_of_rejoins_after_a_fresh_login_never_closes_the_link_as_a_slow_consumer`
-/// with a store and three shards (it passes with either alone): each
-/// shard sizes a replay by the link's queue as the gateway reports it plus
-/// what *that* shard holds for the store; frames other shards hold for the
-/// store are counted by no one, so the rejoins' replays together overrun
-/// the queue and the link is closed as a slow consumer — what every
-/// client resuming after a restart does.
+/// with a store and three shards: each channel shard holds its replay for
+/// the store, where neither the gateway nor the other shards see it; the
+/// link's home reserves each forwarded rejoin's budget until it is done,
+/// so the replays together stay within the queue. (Before the
+/// reservations, they overran it and the link was closed as a slow
+/// consumer.)
 #[test]
-#[ignore = "fence: frames held for the store on other shards are not counted in a replay's budget (design change needed)"]
 fn rejoins_on_several_shards_do_not_close_the_link_while_frames_wait_for_the_store() {
     crate::channels::burst_of_rejoins(|c| Net::durable(c, 3));
+}
+
+/// Every rejoin on a shard that is not the link's home, two shards each
+/// holding theirs for the store: neither sees the other's replays, nor the
+/// gateway either until both are stored. The home's reservations keep
+/// them within the link's queue together.
+#[test]
+fn rejoins_held_on_two_other_shards_stay_within_the_queue_together() {
+    use hummer_channel::server::{channel_shard, uid_shard};
+    let home = uid_shard(DEMO_APPID, 2, 3);
+    let mut by_shard: Vec<Vec<String>> = vec![Vec::new(); 3];
+    for i in 0.. {
+        let id = format!("r{i}");
+        let s = channel_shard(DEMO_APPID, cn(), &id, 3);
+        if s != home && by_shard[usize::from(s.0)].len() < 2 {
+            by_shard[usize::from(s.0)].push(id);
+        }
+        if by_shard.iter().map(Vec::len).sum::<usize>() == 4 {
+            break;
+        }
+    }
+    // Alternating shards: each shard's second replay sees its first.
+    let (x, y): (Vec<_>, Vec<_>) = by_shard
+        .into_iter()
+        .filter(|v| !v.is_empty())
+        .map(|v| (v[0].clone(), v[1].clone()))
+        .unzip();
+    let channels = vec![x[0].clone(), x[1].clone(), y[0].clone(), y[1].clone()];
+    let (mut n, c) = crate::channels::burst_of_rejoins_to(|c| Net::durable(c, 3), channels);
+    // Each reservation ended with its request: a fetch now replays up to
+    // half the queue again (the history holds 1.2 MB).
+    let f = n.fetched(c, fetch(Some(&x[0]), 0));
+    let got: usize = n.raw_frames(c).iter().map(|(b, _)| b.len()).sum();
+    assert!(f.more, "{f:?}");
+    let half = crate::channels::burst_config().max_queued_bytes / 2;
+    assert!(got > half * 9 / 10 && got <= half, "{got} bytes fetched");
 }
 
 /// With one shard, the frames it holds for the store count in a replay's
