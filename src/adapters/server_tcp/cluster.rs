@@ -1012,3 +1012,60 @@ pub(super) enum Relay {
     /// A gateway node: to the hub node.
     Uplink(Rc<Uplink>),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{ApiRequest, DEMO_APPID};
+    use smol::channel::{bounded, Receiver, TryRecvError};
+
+    type Answer = Result<ApiReply, ServiceError>;
+
+    fn call(uplink: &Uplink) -> Receiver<Answer> {
+        let call = ApiCall {
+            appid: DEMO_APPID,
+            request: ApiRequest::OnlineStatus { uids: vec![7] },
+        };
+        let (tx, rx) = bounded(1);
+        uplink.call_api(ShardId(0), call, tx);
+        rx
+    }
+
+    fn waits(rx: &Receiver<Answer>) -> bool {
+        matches!(rx.try_recv(), Err(TryRecvError::Empty))
+    }
+
+    fn refused_at_once(rx: &Receiver<Answer>) -> bool {
+        matches!(rx.try_recv(), Ok(Err(e)) if e.code == ErrorCode::SERVICE_UNAVAILABLE)
+    }
+
+    /// A gateway node relays at most 1,024 parts at a time (the hub node
+    /// would close a link with more); the next is refused with 4010 (HTTP
+    /// 503) at once, and an answer makes room for one more. The number is
+    /// spelled out, not `API_CALLS_MAX`: the documented bound is checked.
+    #[test]
+    fn a_gateway_node_relays_at_most_1024_api_calls_and_refuses_the_next_at_once() {
+        const BOUND: usize = 1024;
+        let uplink = Uplink::new(GatewayId(GATEWAYS_PER_NODE), 2);
+        let waiting: Vec<_> = (0..BOUND).map(|_| call(&uplink)).collect();
+        assert!(waiting.iter().all(waits), "the first {BOUND} wait");
+        let sent = uplink.out.held();
+        let over = call(&uplink);
+        assert!(refused_at_once(&over), "call {} is refused", BOUND + 1);
+        assert_eq!(uplink.out.held(), sent, "and not sent up the link");
+
+        // The hub node answers the first (ids count from 0): one more may wait.
+        assert!(uplink.answer_api_call(0, Ok(ApiReply::Kicked { instances: 1 })));
+        assert!(matches!(
+            waiting[0].try_recv(),
+            Ok(Ok(ApiReply::Kicked { instances: 1 }))
+        ));
+        let next = call(&uplink);
+        assert!(waits(&next));
+        assert!(refused_at_once(&call(&uplink)));
+
+        // A lost link answers every waiting call at once.
+        uplink.lose_api_calls();
+        assert!(waiting[1..].iter().all(refused_at_once) && refused_at_once(&next));
+    }
+}

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use futures_rustls::rustls::{self, RootCertStore};
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, ServerName};
 use smol::net::TcpStream;
 
 use super::cluster::LinkIo;
+use super::transport::{bad_tls_input, chain_and_key_from_pem};
 
 /// The TLS of a cluster's node links ([`ClusterOptions::with_tls`]): this
 /// node's certificate chain and private key, and the CA certificates
@@ -93,41 +94,32 @@ impl NodeTls {
     /// SEC1); `ca` the CA certificates every node's certificate chains to
     /// (one or more). TLS 1.2 and 1.3, with rustls' safe defaults.
     pub fn from_pem(cert_chain: &[u8], key: &[u8], ca: &[u8]) -> io::Result<NodeTls> {
-        let bad = |what: &str, e: &dyn std::fmt::Display| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}"))
-        };
-        let certs = CertificateDer::pem_slice_iter(cert_chain)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad("certificate chain", &e))?;
-        if certs.is_empty() {
-            return Err(bad("certificate chain", &"no CERTIFICATE in the PEM"));
-        }
-        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| bad("private key", &e))?;
+        let (certs, key) = chain_and_key_from_pem(cert_chain, key)?;
         let mut roots = RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(ca) {
-            let cert = cert.map_err(|e| bad("CA", &e))?;
-            roots.add(cert).map_err(|e| bad("CA", &e))?;
+            let cert = cert.map_err(|e| bad_tls_input("CA", &e))?;
+            roots.add(cert).map_err(|e| bad_tls_input("CA", &e))?;
         }
         if roots.is_empty() {
-            return Err(bad("CA", &"no CERTIFICATE in the PEM"));
+            return Err(bad_tls_input("CA", &"no CERTIFICATE in the PEM"));
         }
         let roots = Arc::new(roots);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()
-            .map_err(|e| bad("CA", &e))?;
+            .map_err(|e| bad_tls_input("CA", &e))?;
         let server = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| bad("TLS versions", &e))?
+            .map_err(|e| bad_tls_input("TLS versions", &e))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(certs.clone(), key.clone_key())
-            .map_err(|e| bad("certificate and key", &e))?;
+            .map_err(|e| bad_tls_input("certificate and key", &e))?;
         let client = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| bad("TLS versions", &e))?
+            .map_err(|e| bad_tls_input("TLS versions", &e))?
             .with_root_certificates(roots)
             .with_client_auth_cert(certs, key)
-            .map_err(|e| bad("certificate and key", &e))?;
+            .map_err(|e| bad_tls_input("certificate and key", &e))?;
         Ok(NodeTls {
             server: Arc::new(server),
             client: Arc::new(client),
@@ -235,5 +227,37 @@ mod tests {
     fn pem_that_holds_nothing_is_refused_saying_which() {
         let e = NodeTls::from_pem(b"", b"", b"").unwrap_err();
         assert!(e.to_string().starts_with("certificate chain"), "{e}");
+    }
+
+    /// The server's identity and a node's parse their chain and key with
+    /// one helper: a bad chain or key is refused with the same words.
+    #[cfg(feature = "tls")]
+    #[test]
+    fn a_bad_chain_or_key_is_refused_as_for_the_servers_identity() {
+        use super::super::ServerTls;
+
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["node-a".to_owned()]).unwrap();
+        let cert = params.self_signed(&key).unwrap().pem();
+        let key = key.serialize_pem();
+        for (chain, key, says) in [
+            (
+                "",
+                key.as_str(),
+                "certificate chain: no CERTIFICATE in the PEM",
+            ),
+            (cert.as_str(), "", "private key: "),
+            (cert.as_str(), cert.as_str(), "private key: "),
+        ] {
+            let node = NodeTls::from_pem(chain.as_bytes(), key.as_bytes(), cert.as_bytes());
+            let server = ServerTls::from_pem(chain.as_bytes(), key.as_bytes());
+            let (node, server) = (node.unwrap_err(), server.unwrap_err());
+            assert!(node.to_string().starts_with(says), "{node}");
+            assert_eq!(node.kind(), io::ErrorKind::InvalidData);
+            assert_eq!(
+                (node.kind(), node.to_string()),
+                (server.kind(), server.to_string())
+            );
+        }
     }
 }

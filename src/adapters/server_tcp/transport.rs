@@ -10,7 +10,7 @@
 //! Plain TCP needs no split: both tasks use the socket itself, and the
 //! writer's direct path (`link::write_now`) stays one syscall.
 
-#[cfg(any(feature = "tls", feature = "websocket"))]
+#[cfg(any(feature = "tls", feature = "websocket", feature = "redis"))]
 use std::io;
 use std::net::TcpStream;
 #[cfg(feature = "tls")]
@@ -86,26 +86,15 @@ impl ServerTls {
     /// SEC1). TLS 1.2 and 1.3, with rustls' safe defaults.
     pub fn from_pem(cert_chain: &[u8], key: &[u8]) -> io::Result<ServerTls> {
         use futures_rustls::rustls;
-        use rustls_pki_types::pem::PemObject as _;
-        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-        let bad = |what: &str, e: &dyn std::fmt::Display| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}"))
-        };
-        let certs = CertificateDer::pem_slice_iter(cert_chain)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad("certificate chain", &e))?;
-        if certs.is_empty() {
-            return Err(bad("certificate chain", &"no CERTIFICATE in the PEM"));
-        }
-        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| bad("private key", &e))?;
+        let (certs, key) = chain_and_key_from_pem(cert_chain, key)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| bad("TLS versions", &e))?
+            .map_err(|e| bad_tls_input("TLS versions", &e))?
             .with_no_client_auth()
             .with_single_cert(certs, key)
-            .map_err(|e| bad("certificate and key", &e))?;
+            .map_err(|e| bad_tls_input("certificate and key", &e))?;
         Ok(ServerTls(Arc::new(config)))
     }
 
@@ -120,6 +109,39 @@ impl ServerTls {
     fn acceptor(&self) -> futures_rustls::TlsAcceptor {
         futures_rustls::TlsAcceptor::from(self.0.clone())
     }
+}
+
+/// A certificate chain (first the certificate, then its intermediates)
+/// and its private key from PEM: the server's identity ([`ServerTls`])
+/// and a cluster node's (`NodeTls`), refused with the same words.
+#[cfg(any(feature = "tls", feature = "redis"))]
+pub(super) fn chain_and_key_from_pem(
+    cert_chain: &[u8],
+    key: &[u8],
+) -> io::Result<(
+    Vec<rustls_pki_types::CertificateDer<'static>>,
+    rustls_pki_types::PrivateKeyDer<'static>,
+)> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+    let certs = CertificateDer::pem_slice_iter(cert_chain)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad_tls_input("certificate chain", &e))?;
+    if certs.is_empty() {
+        return Err(bad_tls_input(
+            "certificate chain",
+            &"no CERTIFICATE in the PEM",
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| bad_tls_input("private key", &e))?;
+    Ok((certs, key))
+}
+
+/// The error of a TLS identity that cannot be used: which part, and why.
+#[cfg(any(feature = "tls", feature = "redis"))]
+pub(super) fn bad_tls_input(what: &str, e: &dyn std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}"))
 }
 
 #[cfg(feature = "tls")]
