@@ -263,3 +263,127 @@ fn a_flood_of_big_messages_across_threads_loses_nothing() {
         assert!(stats.peak_backlog_bytes < 8 << 20, "slow {slow}: {stats:?}");
     }
 }
+
+/// A member dropped from channels on both threads' hub shards logs in
+/// afresh and rejoins all of them in one write, each with 1.2 MB of
+/// history after its cursor: the replays, sized on several threads at
+/// once, stay within its 1 MiB queue together (it is never closed as a
+/// slow consumer), and each rejoin is answered.
+#[test]
+fn a_burst_of_rejoins_across_threads_stays_within_the_queue() {
+    for threads in [1, 2] {
+        burst_of_rejoins(threads);
+    }
+}
+
+fn burst_of_rejoins(threads: usize) {
+    use hummer_channel::server::{channel_shard, ShardId, DEMO_APPID};
+    let mut config = ServerConfig::demo();
+    config.rate_limit_sends = 1_000_000;
+    config.rate_limits.sends = RateLimit::new(1_000_000, Duration::from_secs(3));
+    config.rate_limits.memberships = RateLimit::new(1_000, Duration::from_secs(3));
+    config.max_queued_bytes = 1 << 20;
+    config.presence_grace = Duration::from_millis(300);
+    let handle = ServerHandle::spawn_with(
+        config,
+        RunnerConfig::default().with_threads(threads),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .expect("spawn");
+    let addr = handle.local_addr();
+    // Four channels on each shard.
+    let channels: Vec<wire::ChannelKey> = [ShardId(0), ShardId(1)]
+        .iter()
+        .flat_map(|&s| {
+            (0..)
+                .map(|i| format!("burst{i}"))
+                .filter(move |c| channel_shard(DEMO_APPID, wire::Region::Cn as i32, c, 2) == s)
+                .take(4)
+        })
+        .map(|channel_id| wire::ChannelKey {
+            region: wire::Region::Cn as i32,
+            channel_id,
+        })
+        .collect();
+    let join = |c: &mut Client, channel: &wire::ChannelKey, rejoin: Option<(u64, u64)>| {
+        let (epoch, resume_seq) = rejoin.unwrap_or_default();
+        Body::Join(wire::JoinRequest {
+            channel: Some(channel.clone()),
+            rejoin: rejoin.is_some(),
+            epoch,
+            resume_seq,
+            ..Default::default()
+        })
+        .pipe(|b| c.frame(b))
+    };
+    let mut a = Client::connect(addr);
+    a.login(1);
+    let mut b = Client::connect(addr);
+    b.login(2);
+    let mut epochs = Vec::new();
+    for ch in &channels {
+        for c in [&mut a, &mut b] {
+            let (_, f) = join(c, ch, None);
+            c.send_raw(&f);
+        }
+        let Body::JoinReply(r) = b.until(|f| matches!(f.body, Body::JoinReply(_))).body else {
+            unreachable!()
+        };
+        epochs.push(r.epoch);
+        a.until(|f| matches!(f.body, Body::JoinReply(_)));
+    }
+    // b's link goes, and its instance departs after the grace period.
+    drop(b);
+    std::thread::sleep(Duration::from_millis(900));
+    let text = Bytes::from(vec![b'x'; 30_000]);
+    let mut sent = 0;
+    for ch in &channels {
+        for _ in 0..40 {
+            sent += 1;
+            // One at a time: the sender's own echoes fill its queue too.
+            let reply = a.req(Body::SendToChannel(wire::SendToChannelRequest {
+                channel: Some(ch.clone()),
+                message: Some(wire::ChatMessage {
+                    r#type: "t".into(),
+                    content: text.clone(),
+                    ..Default::default()
+                }),
+                unreliable: false,
+                message_id: sent,
+            }));
+            assert!(matches!(reply, Body::SendReply(_)), "{reply:?}");
+        }
+    }
+    // A fresh login, then every rejoin in one write.
+    let mut b = Client::connect(addr);
+    b.login(2);
+    let mut burst = Vec::new();
+    for (ch, epoch) in channels.iter().zip(&epochs) {
+        burst.extend_from_slice(&join(&mut b, ch, Some((*epoch, 0))).1);
+    }
+    b.send_raw(&burst);
+    let mut joined = 0;
+    let mut replayed = 0;
+    while joined < channels.len() {
+        let f = b.next().expect("the link stays open");
+        match f.body {
+            Body::JoinReply(_) => joined += 1,
+            Body::ChannelMessage(_) => replayed += 1,
+            Body::Close(c) => panic!("{threads} threads: closed: {c:?}"),
+            Body::Error(e) => panic!("refused: {e:?}"),
+            _ => {}
+        }
+    }
+    assert!(replayed > 0, "some history was replayed");
+    eprintln!("{threads} threads: {joined} rejoins, {replayed} messages replayed at once");
+    handle.shutdown();
+}
+
+/// `x.pipe(f)` is `f(x)`: a builder's value handed on in one expression.
+trait Pipe: Sized {
+    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
+        f(self)
+    }
+}
+
+impl<T> Pipe for T {}

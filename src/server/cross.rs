@@ -151,15 +151,6 @@ fn channel_key(body: &Body) -> Option<Option<&wire::ChannelKey>> {
     })
 }
 
-/// Whether a channel request may queue a replay (a rejoin, a fetch).
-fn may_replay(body: &Body) -> bool {
-    match body {
-        Body::Join(r) => r.rejoin,
-        Body::Fetch(_) => true,
-        _ => false,
-    }
-}
-
 /// The per-uid limit a channel request counts against.
 fn rate_kind(body: &Body) -> RateKind {
     match body {
@@ -186,10 +177,9 @@ impl Hub {
                 conn,
                 rid,
                 queued,
-                reserved,
                 member,
                 body,
-            } => self.channel_request(conn, rid, (queued, reserved), member, body),
+            } => self.channel_request(conn, rid, queued, member, body),
             ShardMsg::P2p {
                 conn,
                 rid,
@@ -222,7 +212,6 @@ impl Hub {
                     conn,
                     inst: 0,
                     who,
-                    reserved: 0,
                     message_id: Some(message_id),
                     effects,
                     frames: vec![frame],
@@ -233,14 +222,10 @@ impl Hub {
                 conn,
                 inst,
                 who,
-                reserved,
                 message_id,
                 effects,
                 frames,
-            } => {
-                self.reserved.release(conn, reserved);
-                self.done(conn, inst, who, message_id, effects, frames)
-            }
+            } => self.done(conn, inst, who, message_id, effects, frames),
             ShardMsg::Deliver { insts, frame } => self.deliver(from, insts, &frame),
             ShardMsg::DropInstance { inst, uid, depart } => {
                 let Some(g) = self.guests.remove(&inst) else {
@@ -493,19 +478,12 @@ impl Hub {
             self.inflight.insert((who, id), (to, Vec::new()));
         }
         self.mark_shard(inst, owner);
+        // What this shard holds for the link counts on the channel's too.
         let queued = self.queued_for(conn);
-        // The most the channel's shard may replay for it (its own budget
-        // is never larger: it counts `queued` too), reserved until done.
-        let reserved = match may_replay(&body) {
-            true => self.replay_budget(Some(conn)),
-            false => 0,
-        };
-        self.reserved.reserve(conn, reserved);
         let msg = ShardMsg::Channel {
             conn,
             rid,
             queued,
-            reserved,
             member: m,
             body,
         };
@@ -556,14 +534,7 @@ impl Hub {
 
     /// A forwarded channel request, on the channel's shard: done as if
     /// local, its link's frames and what its home must record go back.
-    fn channel_request(
-        &mut self,
-        conn: ConnId,
-        rid: u64,
-        (queued, reserved): (usize, usize),
-        m: Member,
-        body: Body,
-    ) {
+    fn channel_request(&mut self, conn: ConnId, rid: u64, queued: usize, m: Member, body: Body) {
         let message_id = match &body {
             Body::SendToChannel(r) => Some(r.message_id),
             _ => None,
@@ -580,7 +551,6 @@ impl Hub {
             conn,
             inst: m.inst,
             who: (m.appid, m.uid),
-            reserved,
             message_id,
             effects,
             frames,

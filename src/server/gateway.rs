@@ -168,6 +168,7 @@ impl Gateway {
                 peer,
                 kind,
                 waiting: Vec::new(),
+                replays: Vec::new(),
             },
         );
         self.stats.note_accepted(kind);
@@ -220,6 +221,7 @@ impl Gateway {
             Err(e) => return self.close_conn(conn, CloseReason::ProtocolError(e)),
         };
         let request_id = frame.request_id;
+        let queued = self.queued_with_replays(conn, request_id, &frame.body, queued);
         match frame.body {
             Body::Ping(p) => self.pong(conn, request_id, p.nonce),
             Body::Pong(_) => {}
@@ -648,15 +650,48 @@ impl Gateway {
     }
 
     /// Queues `frame` for `conn`, counted as a delivery; a reply ends its
-    /// request's timing.
+    /// request's timing, and its replay is in the queue now.
     fn send(&mut self, conn: ConnId, frame: Bytes) {
         if let Some(p) = wire::peek_frame(&frame) {
             self.stats.note_deliveries(p.body_tag, 1);
             if p.request_id != 0 {
                 self.time_reply(conn, p.request_id);
+                if let Some(link) = self.links.get_mut(&conn) {
+                    if let Some(i) = link.replays.iter().position(|&r| r == p.request_id) {
+                        link.replays.swap_remove(i);
+                    }
+                }
             }
         }
         self.queue(conn, frame);
+    }
+
+    /// What request `request_id` of `conn` reports as queued: the link's
+    /// `queued` bytes, and half the queue bound for each of its replays
+    /// not answered yet. The hub sizes a replay against the queue (at most
+    /// half of its bound), but a replay it made for an earlier request may
+    /// still be on its way here (between threads, from another shard, or
+    /// held until the store has what it shows): counting each as the most
+    /// it may be keeps pipelined rejoins within the queue together. A
+    /// request that may replay is then waited for in turn.
+    fn queued_with_replays(
+        &mut self,
+        conn: ConnId,
+        request_id: u64,
+        body: &Body,
+        queued: usize,
+    ) -> usize {
+        let half = self.config.max_queued_bytes / 2;
+        let Some(link) = self.links.get_mut(&conn) else {
+            return queued;
+        };
+        let waiting = half.saturating_mul(link.replays.len());
+        // Past REPLAYS_WAITED, a request finds the queue taken whole and
+        // replays nothing: it need not be waited for.
+        if may_replay(body) && link.replays.len() < REPLAYS_WAITED {
+            link.replays.push(request_id);
+        }
+        queued.saturating_add(waiting)
     }
 
     /// Ends the timing of request `request_id` of `conn`, if it was timed.
@@ -747,6 +782,21 @@ impl Gateway {
 /// Requests timed at once per link, at most.
 const TIMED_REQUESTS_PER_LINK: usize = 8;
 
+/// Replays waited for at once per link, at most: two may take the whole
+/// queue already.
+const REPLAYS_WAITED: usize = 2;
+
+/// Whether a request may queue a replay (a login that resumes, a rejoin, a
+/// fetch).
+fn may_replay(body: &Body) -> bool {
+    match body {
+        Body::Login(r) => r.resume.is_some(),
+        Body::Join(r) => r.rejoin,
+        Body::Fetch(_) => true,
+        _ => false,
+    }
+}
+
 /// What a gateway keeps of a link beside its queue.
 #[derive(Debug)]
 struct LinkInfo {
@@ -756,6 +806,9 @@ struct LinkInfo {
     /// Requests sent to the hub and not answered yet: request id, body
     /// tag, when the frame arrived.
     waiting: Vec<(u64, u32, Instant)>,
+    /// The requests that may replay, sent to the hub and not answered yet
+    /// (at most [`REPLAYS_WAITED`]).
+    replays: Vec<u64>,
 }
 
 /// An `ErrorReply` frame.

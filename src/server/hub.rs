@@ -118,9 +118,6 @@ pub struct Hub {
     /// message id): where to, and the re-sends with the same id that wait
     /// for the first one's outcome.
     pub(super) inflight: super::cross::InflightSends,
-    /// Replay bytes promised to this shard's links' requests on other
-    /// shards (counted as queued by every later replay budget).
-    pub(super) reserved: super::reserved::Reserved,
     /// Requests whose answer is gathered from other shards, by token.
     pub(super) gathers: IdMap<u64, super::cross::Gather>,
     /// Logins whose resumed channels are on other shards, by link: their
@@ -216,7 +213,6 @@ impl Hub {
             capture: None,
             effects: None,
             inflight: HashMap::new(),
-            reserved: Default::default(),
             gathers: IdMap::default(),
             resuming: IdMap::default(),
             next_token: 1,
@@ -340,7 +336,6 @@ impl Hub {
             }
             ToHub::Ack { conn, seq } => self.handle_ack(conn, seq),
             ToHub::LinkLost { conn } => {
-                self.reserved.forget(conn);
                 if let Some(inst) = self.links.remove(&conn) {
                     self.lose_link(inst);
                 }
@@ -754,9 +749,8 @@ impl Hub {
     }
 
     /// What counts as queued for `conn` in a replay's budget: what its
-    /// gateway had queued when it read the request, what waits here for
-    /// the store, and what this shard reserved for the link's replays on
-    /// other shards.
+    /// gateway counted when it read the request (its queue, and the
+    /// replays it still waits for), and what waits here for the store.
     pub(super) fn queued_for(&self, conn: ConnId) -> usize {
         let read = match self.current {
             Some(cur) if cur.conn == conn => cur.queued,
@@ -764,7 +758,6 @@ impl Hub {
         };
         let held = self.store.as_ref().map_or(0, |d| d.held_for(conn));
         read.saturating_add(held)
-            .saturating_add(self.reserved.of(conn))
     }
 
     /// Queues `frame` for `conn` (its gateway enforces the queue bound).

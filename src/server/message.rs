@@ -48,8 +48,10 @@ pub enum ToHub {
         /// The link's peer address, when the transport told it (logins are
         /// rate limited per address).
         peer: Option<IpAddr>,
-        /// Bytes queued for the link when the request was read (replays are
-        /// budgeted against the queue bound).
+        /// Bytes counted as queued for the link when the request was read:
+        /// its queue, and half the queue bound for each earlier replay of
+        /// the link not answered yet (replays are budgeted against the
+        /// queue bound).
         queued: usize,
     },
     /// Any other request of a link.
@@ -60,7 +62,8 @@ pub enum ToHub {
         request_id: u64,
         /// The request.
         body: Body,
-        /// Bytes queued for the link when the request was read.
+        /// Bytes counted as queued for the link when the request was read
+        /// (as for a login).
         queued: usize,
     },
     /// A link acknowledged the P2P stream through `seq`.

@@ -71,7 +71,6 @@ mod node_codec;
 mod presence;
 mod rate;
 mod ready;
-mod reserved;
 mod sent_ids;
 mod seq_log;
 mod shard;

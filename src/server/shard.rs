@@ -176,12 +176,9 @@ pub(super) enum ShardMsg {
     Channel {
         conn: ConnId,
         rid: u64,
-        /// What counts as queued for the link (its home's view, with
-        /// every reservation but this request's).
+        /// What counts as queued for the link (its home's view: what its
+        /// gateway counted, and what the home holds for the store).
         queued: usize,
-        /// Replay bytes the home reserved for this request (given back
-        /// in its `Done`).
-        reserved: usize,
         member: Member,
         body: Body,
     },
@@ -202,8 +199,6 @@ pub(super) enum ShardMsg {
         conn: ConnId,
         inst: u64,
         who: (u32, u64),
-        /// What the home reserved for the request's replay.
-        reserved: usize,
         /// The message id of a send, whether it succeeded or not.
         message_id: Option<u64>,
         effects: Effects,
@@ -299,7 +294,6 @@ mod tests {
                 conn,
                 inst: 1,
                 who: (1, 1),
-                reserved: 0,
                 message_id: None,
                 effects: Effects::default(),
                 frames: vec![frame(3_000), frame(4_000)],
@@ -326,7 +320,6 @@ mod tests {
                 conn,
                 rid: 1,
                 queued: 0,
-                reserved: 0,
                 member: Member {
                     inst: 1,
                     appid: 1,

@@ -580,10 +580,9 @@ fn aged_out_history_leaves_the_store_without_a_new_message() {
 /// `channels::a_burst_of_rejoins_after_a_fresh_login_never_closes_the_link_as_a_slow_consumer`
 /// with a store and three shards: each channel shard holds its replay for
 /// the store, where neither the gateway nor the other shards see it; the
-/// link's home reserves each forwarded rejoin's budget until it is done,
-/// so the replays together stay within the queue. (Before the
-/// reservations, they overran it and the link was closed as a slow
-/// consumer.)
+/// gateway counts each replay not answered yet as half the queue, so the
+/// replays together stay within it. (Before, they overran it and the link
+/// was closed as a slow consumer.)
 #[test]
 fn rejoins_on_several_shards_do_not_close_the_link_while_frames_wait_for_the_store() {
     crate::channels::burst_of_rejoins(|c| Net::durable(c, 3));
@@ -591,8 +590,8 @@ fn rejoins_on_several_shards_do_not_close_the_link_while_frames_wait_for_the_sto
 
 /// Every rejoin on a shard that is not the link's home, two shards each
 /// holding theirs for the store: neither sees the other's replays, nor the
-/// gateway either until both are stored. The home's reservations keep
-/// them within the link's queue together.
+/// gateway either until both are stored; the gateway's count of the
+/// replays not answered yet keeps them within the link's queue together.
 #[test]
 fn rejoins_held_on_two_other_shards_stay_within_the_queue_together() {
     use hummer_channel::server::{channel_shard, uid_shard};
@@ -616,8 +615,8 @@ fn rejoins_held_on_two_other_shards_stay_within_the_queue_together() {
         .unzip();
     let channels = vec![x[0].clone(), x[1].clone(), y[0].clone(), y[1].clone()];
     let (mut n, c) = crate::channels::burst_of_rejoins_to(|c| Net::durable(c, 3), channels);
-    // Each reservation ended with its request: a fetch now replays up to
-    // half the queue again (the history holds 1.2 MB).
+    // Each replay counted ended with its answer: a fetch now replays up
+    // to half the queue again (the history holds 1.2 MB).
     let f = n.fetched(c, fetch(Some(&x[0]), 0));
     let got: usize = n.raw_frames(c).iter().map(|(b, _)| b.len()).sum();
     assert!(f.more, "{f:?}");
