@@ -2137,11 +2137,16 @@ fn print_engine_runs(
     }
     println!();
     println!(
-        "Redis engine over several instances: each instance's commands per published message \
-         (medians of the repetitions), in the order of --engine."
+        "Redis engine over several instances: commands per published message on each instance, \
+         the busiest first in every run (medians of the repetitions: which instance is the \
+         busiest depends on where the run's channels and inboxes hash, a new set each run), and \
+         every run's commands per instance in the order of --engine."
     );
-    println!("| workload | server | commands / published, per instance | share of the commands, per instance |");
-    println!("| --- | --- | --- | --- |");
+    println!(
+        "| workload | server | commands / published, per instance, busiest first \
+         | share of the commands, busiest first | commands per instance, each run |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
     for &w in workloads {
         for label in labels {
             let Some(v) = runs.get(&(w, label.as_str())) else {
@@ -2152,7 +2157,12 @@ fn print_engine_runs(
                 continue;
             }
             let m = |f: &dyn Fn(&EngineRun) -> f64| median(v.iter().map(f).collect());
-            let at = |r: &EngineRun, i: usize| r.per_instance.get(i).copied().unwrap_or(0) as f64;
+            // The i-th busiest instance of a run.
+            let at = |r: &EngineRun, i: usize| {
+                let mut c = r.per_instance.clone();
+                c.sort_unstable_by(|a, b| b.cmp(a));
+                c.get(i).copied().unwrap_or(0) as f64
+            };
             let per_pub: Vec<String> = (0..n)
                 .map(|i| format!("{:.4}", m(&|r| at(r, i) / r.published.max(1) as f64)))
                 .collect();
@@ -2164,10 +2174,18 @@ fn print_engine_runs(
                     )
                 })
                 .collect();
+            let each: Vec<String> = v
+                .iter()
+                .map(|r| {
+                    let c: Vec<String> = r.per_instance.iter().map(u64::to_string).collect();
+                    c.join(" + ")
+                })
+                .collect();
             println!(
-                "| {w} | {label} | {} | {} |",
+                "| {w} | {label} | {} | {} | {} |",
                 per_pub.join(" + "),
-                share.join(" + ")
+                share.join(" + "),
+                each.join("; ")
             );
         }
     }
