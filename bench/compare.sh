@@ -10,19 +10,30 @@
 #   HUMMER_ENGINES="memory redis" bench/compare.sh   # and once per --engine
 #   HUMMER_ENGINES="memory redis cluster" bench/compare.sh   # and as 2 nodes
 #   HUMMER_ENGINES="cluster cluster-tls" bench/compare.sh   # links in TLS or not
+#   HUMMER_ENGINES="redis redis2" bench/compare.sh   # store on one Redis or two
 #
 # HUMMER_THREADS (a space-separated list) starts one hummer-server per value
 # with `--threads N`, measured in the same interleaved repetitions and
 # labelled tN, when `hummer-server --help` mentions --threads; otherwise
 # (unset, or a server without the flag) one server as usual.
 #
-# HUMMER_ENGINES (a space-separated list of memory, redis and cluster;
-# default memory, one server as before) starts the servers above once per
-# engine: for redis, each hummer-server gets a Redis of its own for
-# `--engine redis://127.0.0.1:PORT` (a separate redis-server, not the
-# pub/sub baseline's: a free port, `--appendonly yes --appendfsync
+# HUMMER_ENGINES (a space-separated list of memory, redis, redis2, cluster
+# and cluster-tls; default memory, one server as before) starts the servers
+# above once per engine: for redis, each hummer-server gets a Redis of its
+# own for `--engine redis://127.0.0.1:PORT` (a separate redis-server, not
+# the pub/sub baseline's: a free port, `--appendonly yes --appendfsync
 # everysec`, in a temporary directory), labelled redis-engine
-# (tN-redis-engine with HUMMER_THREADS). For cluster, one server is two
+# (tN-redis-engine with HUMMER_THREADS). For redis2, one hummer-server
+# spreads its store over two such Redis (each with its own port and
+# directory): `--engine redis://127.0.0.1:A,redis://127.0.0.1:B`, labelled
+# redis2-engine (tN-redis2-engine). Its --threads must be a multiple of
+# 2: a value of HUMMER_THREADS that is not is skipped for redis2 (with a
+# note on stderr). Without HUMMER_THREADS, redis2 gets `--threads 2`, and
+# so does the redis server of the same run (otherwise it would take the
+# default, the number of cores: the same on 2 cores, not on others), so
+# that the two differ only in their Redis; the labels stay redis-engine and
+# redis2-engine, and the "variants:" line says `--threads 2` (memory and
+# cluster keep their threads). For cluster, one server is two
 # hummer-server nodes sharing one such Redis, both with `--cluster-listen
 # 127.0.0.1:0`: the first started (and waited for until it logs that it is
 # the hub node), then the second (until it logs that it is a gateway node
@@ -33,14 +44,16 @@
 # crosses them (BENCHMARKS.md, "Several nodes (cluster)"). cluster-tls is
 # the same with the links between the nodes in TLS (`--cluster-tls-*`, a
 # CA and a certificate for 127.0.0.1 made with openssl in the work
-# directory), labelled cluster-tls (tN-cluster-tls). A server's CPU
-# and resident memory are the sums over its processes (its nodes and its
-# engine's Redis). The first server of the list is the baseline of the
-# "/hummer" ratio columns; a cluster is also compared with the
-# redis-engine server of the same threads. After the table, the engine's
-# `INFO commandstats` read around each run gives the Redis round trips
-# (EVAL) and commands per published and per delivered message
-# (BENCHMARKS.md, "Durable state (Redis engine)").
+# directory), labelled cluster-tls (tN-cluster-tls). A server's CPU and
+# resident memory are the sums over its processes (its nodes and its
+# engine's Redis, both of them for redis2). The first server of the list
+# is the baseline of the "/hummer" ratio columns; a cluster, and a
+# redis2 server, are also compared with the redis-engine server of the
+# same threads. After the table, the engine's `INFO commandstats` read
+# around each run gives the Redis round trips (EVAL) and commands per
+# published and per delivered message (BENCHMARKS.md, "Durable state
+# (Redis engine)"), summed over both Redis for redis2, whose split
+# between them follows in a table of its own.
 #
 # After the table, a raw check runs the brokers' 1 -> 1 and fan-out
 # workloads through hummer-load's clients and through `hummer-load raw` (one
@@ -170,8 +183,8 @@ start_engine_redis() {
 ENGINES=()
 read -ra ENGINES <<<"${HUMMER_ENGINES:-memory}"
 for e in "${ENGINES[@]}"; do
-    if [[ $e != memory && $e != redis && $e != cluster && $e != cluster-tls ]]; then
-        echo "HUMMER_ENGINES: $e is none of memory, redis, cluster and cluster-tls" >&2
+    if [[ $e != memory && $e != redis && $e != redis2 && $e != cluster && $e != cluster-tls ]]; then
+        echo "HUMMER_ENGINES: $e is none of memory, redis, redis2, cluster and cluster-tls" >&2
         exit 2
     fi
 done
@@ -189,11 +202,17 @@ fi
 SERVER_THREADS=("${THREADS[@]}")
 if ((${#SERVER_THREADS[@]} == 0)); then SERVER_THREADS=(""); fi
 CORES=$(nproc)
+# redis2 without HUMMER_THREADS: --threads 2, for the redis server too.
+REDIS2=0
+if [[ " ${ENGINES[*]} " == *" redis2 "* ]]; then REDIS2=1; fi
 for e in "${ENGINES[@]}"; do
     for n in "${SERVER_THREADS[@]}"; do
         args=(); label=""
         threads="--threads default ($CORES, the cores)"
         if [[ -n $n ]]; then args+=(--threads "$n"); label="t$n"; threads="--threads $n"; fi
+        if [[ -z $n ]] && ((REDIS2)) && [[ $e == redis || $e == redis2 ]]; then
+            args+=(--threads 2); threads="--threads 2"
+        fi
         case $e in
             redis)
                 start_engine_redis
@@ -202,6 +221,20 @@ for e in "${ENGINES[@]}"; do
                 EADDRS+=("127.0.0.1:$EPORT"); EPIDS+=("$EPID")
                 start_hummer "${args[@]}"
                 DESCS+=("hummer ${label}: 1 node, $threads, engine redis 127.0.0.1:$EPORT")
+                ;;
+            redis2)
+                if [[ -n $n ]] && ((n % 2)); then
+                    echo "HUMMER_ENGINES: redis2 skipped for --threads $n (not a multiple of its 2 Redis)" >&2
+                    continue
+                fi
+                start_engine_redis
+                e1=$EPORT; p1=$EPID
+                start_engine_redis
+                args+=(--engine "redis://127.0.0.1:$e1,redis://127.0.0.1:$EPORT")
+                label="${label:+$label-}redis2-engine"
+                EADDRS+=("127.0.0.1:$e1+127.0.0.1:$EPORT"); EPIDS+=("$p1+$EPID")
+                start_hummer "${args[@]}"
+                DESCS+=("hummer ${label}: 1 node, $threads, engine redis over 2 instances 127.0.0.1:$e1 and 127.0.0.1:$EPORT")
                 ;;
             cluster | cluster-tls)
                 start_engine_redis
@@ -232,7 +265,7 @@ HARGS=(--hummer "$(join "${HADDRS[@]}")" --hummer-pid "$(join "${HPIDS[@]}")")
 if ((${#VARIANTS[@]} > 1)) || [[ -n ${VARIANTS[0]} ]]; then
     HARGS+=(--hummer-variants "$(join "${VARIANTS[@]}")")
 fi
-if [[ " ${ENGINES[*]} " =~ \ (redis|cluster|cluster-tls)\  ]]; then
+if [[ " ${ENGINES[*]} " =~ \ (redis|redis2|cluster|cluster-tls)\  ]]; then
     HARGS+=(--hummer-engine-redis "$(join "${EADDRS[@]}")" --hummer-engine-pid "$(join "${EPIDS[@]}")")
 fi
 NPORT=$(free_port)
@@ -250,7 +283,7 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "versions: hummer-server $(git describe --always --dirty 2>/dev/null || echo '?'), $(nats-server --version), $(redis-server --version | cut -d' ' -f1-3)"
 echo "servers: hummer ${HADDRS[*]} pid ${HPIDS[*]}${VARIANTS[*]:+ (${VARIANTS[*]})}, nats 127.0.0.1:$NPORT pid $NPID, redis 127.0.0.1:$RPORT pid $RPID"
 echo "variants: $(IFS=';'; echo "${DESCS[*]}" | sed 's/;/; /g')"
-if [[ " ${ENGINES[*]} " =~ \ (redis|cluster|cluster-tls)\  ]]; then
+if [[ " ${ENGINES[*]} " =~ \ (redis|redis2|cluster|cluster-tls)\  ]]; then
     echo "engines: redis ${EADDRS[*]} pid ${EPIDS[*]} (appendonly yes, appendfsync everysec)"
 fi
 
@@ -273,7 +306,7 @@ echo "server VmRSS after the run: nats $(rss "$NPID"), redis $(rss "$RPID")"
 # Per hummer server: the sum over its processes (nodes and engine Redis).
 for i in "${!HPIDS[@]}"; do
     IFS=+ read -ra pids <<<"${HPIDS[$i]}"
-    if [[ ${EPIDS[$i]} != - ]]; then pids+=("${EPIDS[$i]}"); fi
+    if [[ ${EPIDS[$i]} != - ]]; then IFS=+ read -ra epids <<<"${EPIDS[$i]}"; pids+=("${epids[@]}"); fi
     total=0; parts=()
     for pid in "${pids[@]}"; do
         kib=$(rss_kib "$pid"); total=$((total + kib)); parts+=("pid $pid $kib kB")

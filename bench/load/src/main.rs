@@ -139,8 +139,10 @@ struct Target {
     /// "hummer t2", started with `--threads 2`).
     label: String,
     /// The Redis of a hummer-server started with `--engine redis://…`
-    /// (its address and pid), read around each run (engine.rs).
-    engine: Option<(SocketAddr, Option<u32>)>,
+    /// (its address and pid; several for a store spread over several
+    /// instances, none without a Redis engine), read around each run
+    /// (engine.rs).
+    engine: engine::Instances,
 }
 
 /// Which node of a server a client connects to: the hub node, or the first
@@ -160,7 +162,7 @@ impl Target {
             nodes: vec![addr],
             pids: pid.into_iter().collect(),
             label,
-            engine: None,
+            engine: Vec::new(),
         }
     }
 
@@ -1516,10 +1518,36 @@ fn describe(t: &Target, node_pids: &[u32]) -> String {
             (true, _) => format!("{a} (gateway node{})", pid(i)),
         })
         .collect();
-    let engine = match t.engine {
-        Some((a, Some(pid))) => format!(" and its engine's Redis ({a}, pid {pid})"),
-        Some((a, None)) => format!("; engine Redis {a} (no pid: not counted)"),
-        None => String::new(),
+    let engine = match t.engine[..] {
+        [] => String::new(),
+        [(a, Some(pid))] => format!(" and its engine's Redis ({a}, pid {pid})"),
+        [(a, None)] => format!("; engine Redis {a} (no pid: not counted)"),
+        ref several => {
+            let counted: Vec<String> = several
+                .iter()
+                .filter_map(|(a, pid)| pid.map(|p| format!("{a}, pid {p}")))
+                .collect();
+            let uncounted: Vec<String> = several
+                .iter()
+                .filter(|(_, pid)| pid.is_none())
+                .map(|(a, _)| a.to_string())
+                .collect();
+            let mut e = String::new();
+            if !counted.is_empty() {
+                e += &format!(
+                    " and its engine's {} Redis instances ({})",
+                    counted.len(),
+                    counted.join("; ")
+                );
+            }
+            if !uncounted.is_empty() {
+                e += &format!(
+                    "; engine Redis {} (no pid: not counted)",
+                    uncounted.join(", ")
+                );
+            }
+            e
+        }
     };
     let what = if t.several_nodes() {
         format!("{} nodes", t.nodes.len())
@@ -1575,8 +1603,9 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
     // Every hummer server to measure: (its nodes' addresses, their pids,
     // variant label); one node but for a cluster.
     let mut hummers: Vec<(Vec<SocketAddr>, Vec<u32>, String)> = Vec::new();
-    // Per hummer server, the Redis of its `--engine redis://…`, if any.
-    let mut engines: Vec<Option<(SocketAddr, Option<u32>)>> = Vec::new();
+    // Per hummer server, the Redis of its `--engine redis://…` (one per
+    // instance of its store), if any.
+    let mut engines: Vec<engine::Instances> = Vec::new();
     // A sanity run only: an in-process server with no rate limit (so no
     // re-logins), sharing this process's CPU with the clients.
     let mut _inprocess = None;
@@ -1612,19 +1641,13 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
         if addrs.is_empty() {
             return Err("--hummer is required".into());
         }
-        // "-" (or nothing) for a server without a Redis engine.
-        let (engine_addrs, engine_pids) = (list("hummer-engine-redis"), list("hummer-engine-pid"));
-        for i in 0..addrs.len() {
-            let a = match engine_addrs.get(i).map(String::as_str) {
-                None | Some("" | "-") => None,
-                Some(a) => Some(
-                    a.parse::<SocketAddr>()
-                        .map_err(|_| format!("--hummer-engine-redis: {a:?} is not an address"))?,
-                ),
-            };
-            let pid = engine_pids.get(i).and_then(|v| v.parse().ok());
-            engines.push(a.map(|a| (a, pid)));
-        }
+        // "-" (or nothing) for a server without a Redis engine; a store
+        // over several instances has them joined by '+'.
+        engines = engine::parse_servers(
+            &list("hummer-engine-redis"),
+            &list("hummer-engine-pid"),
+            addrs.len(),
+        )?;
         for (i, a) in addrs.iter().enumerate() {
             let nodes = a
                 .split('+')
@@ -1650,12 +1673,12 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
     // after the first one's, then its reliable run.
     let mut all = Vec::new();
     for (i, (nodes, node_pids, v)) in hummers.iter().enumerate() {
-        let engine = engines.get(i).copied().flatten();
+        let engine = engines.get(i).cloned().unwrap_or_default();
         // The server's CPU: every node's and its engine Redis's.
         let mut pids = node_pids.clone();
-        pids.extend(engine.and_then(|(_, pid)| pid));
+        pids.extend(engine.iter().filter_map(|&(_, pid)| pid));
         let hummer = |reliable| Target {
-            engine,
+            engine: engine.clone(),
             nodes: nodes.clone(),
             pids: pids.clone(),
             ..Target::new(Kind::Hummer { reliable }, nodes[0], None, v)
@@ -1705,13 +1728,28 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
                     continue;
                 }
                 run += 1;
-                let engine_before = match t.engine {
-                    Some((a, pid)) => Some((
-                        engine::command_stats(a)
-                            .map_err(|e| format!("INFO commandstats of {a}: {e}"))?,
-                        cpu_seconds(pid, p.clk_tck),
-                    )),
-                    None => None,
+                // Every instance's commands, and the engine's CPU (the sum).
+                let engine_stats =
+                    |t: &Target| -> Result<(Vec<engine::CommandStats>, f64), String> {
+                        let stats = t
+                            .engine
+                            .iter()
+                            .map(|&(a, _)| {
+                                engine::command_stats(a)
+                                    .map_err(|e| format!("INFO commandstats of {a}: {e}"))
+                            })
+                            .collect::<Result<_, _>>()?;
+                        let cpu = t
+                            .engine
+                            .iter()
+                            .map(|&(_, pid)| cpu_seconds(pid, p.clk_tck))
+                            .sum();
+                        Ok((stats, cpu))
+                    };
+                let engine_before = if t.engine.is_empty() {
+                    None
+                } else {
+                    Some(engine_stats(t)?)
                 };
                 let o = match w {
                     "pubsub" => pubsub(t, run, p.messages, 1, GATEWAY_NODE, &p),
@@ -1721,9 +1759,13 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
                     _ => rtt(t, run, p.rtt_samples, &p),
                 }
                 .map_err(|e| format!("{w} on {}: {e}", t.label))?;
-                if let (Some((a, pid)), Some((stats0, cpu0))) = (t.engine, engine_before) {
-                    let stats = engine::command_stats(a)
-                        .map_err(|e| format!("INFO commandstats of {a}: {e}"))?;
+                if let Some((stats0, cpu0)) = engine_before {
+                    let (stats, cpu) = engine_stats(t)?;
+                    let deltas: Vec<engine::CommandStats> = stats0
+                        .iter()
+                        .zip(&stats)
+                        .map(|(b, a)| engine::delta(b, a))
+                        .collect();
                     // Published: each delivery of the 1 -> 1 and round-trip
                     // workloads is one message, the fan-out's go to every
                     // subscriber, the scaling one's to each member.
@@ -1735,15 +1777,23 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
                     let r = EngineRun {
                         published: o.deliveries.div_ceil(per.max(1)),
                         delivered: o.deliveries,
-                        commands: engine::delta(&stats0, &stats),
-                        cpu: cpu_seconds(pid, p.clk_tck) - cpu0,
+                        commands: engine::sum(&deltas),
+                        per_instance: deltas.iter().map(engine::total).collect(),
+                        cpu: cpu - cpu0,
                     };
                     let mut by_name: Vec<(&String, &u64)> = r.commands.iter().collect();
                     by_name.sort_by(|a, b| b.1.cmp(a.1));
                     let by_name: Vec<String> =
                         by_name.iter().map(|(n, c)| format!("{n} {c}")).collect();
+                    // Several instances: how the commands split over them.
+                    let split = if r.per_instance.len() > 1 {
+                        let v: Vec<String> = r.per_instance.iter().map(u64::to_string).collect();
+                        format!(" [per instance: {}]", v.join(" + "))
+                    } else {
+                        String::new()
+                    };
                     eprintln!(
-                        "rep {} {w:7} {:19} engine: {} round trips, {} commands ({}) for {} published, {} delivered",
+                        "rep {} {w:7} {:19} engine: {} round trips, {} commands{split} ({}) for {} published, {} delivered",
                         rep + 1,
                         t.label,
                         engine::round_trips(&r.commands),
@@ -1872,7 +1922,9 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
     // The other hummer columns each one is compared with, same reliability:
     // the first server (every other server), and for a cluster the
     // single server with the same engine and threads (`redis-engine` for
-    // `cluster`, `t2-redis-engine` for `t2-cluster`).
+    // `cluster`, `t2-redis-engine` for `t2-cluster`), and for a server
+    // whose store is on two Redis the one on one (`redis-engine` for
+    // `redis2-engine`).
     let bases: Vec<Vec<usize>> = hummer_columns
         .iter()
         .enumerate()
@@ -1881,7 +1933,11 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
             if i >= 2 {
                 b.push(i % 2);
             }
-            if let Some(prefix) = c.variant.strip_suffix("cluster") {
+            let prefix = c
+                .variant
+                .strip_suffix("cluster")
+                .or_else(|| c.variant.strip_suffix("redis2-engine"));
+            if let Some(prefix) = prefix {
                 let single = format!("{prefix}redis-engine");
                 if let Some(j) = hummer_columns
                     .iter()
@@ -1999,8 +2055,11 @@ fn compare(args: &HashMap<String, String>) -> Result<(), String> {
 struct EngineRun {
     published: u64,
     delivered: u64,
+    /// Summed over the instances of the store.
     commands: engine::CommandStats,
-    /// The engine Redis's CPU over the run, seconds.
+    /// Every command per instance of the store, in the order given.
+    per_instance: Vec<u64>,
+    /// The engine Redis's CPU over the run, seconds (every instance's).
     cpu: f64,
 }
 
@@ -2068,6 +2127,65 @@ fn print_engine_runs(
                 }),
                 fmt(m(&|r| r.cpu / r.delivered.max(1) as f64 * 1e6)),
                 by_name.join(", ")
+            );
+        }
+    }
+    // A store over several instances: each one's share (a table of its
+    // own, so that the one above reads the same for one Redis).
+    if !runs.values().flatten().any(|r| r.per_instance.len() > 1) {
+        return;
+    }
+    println!();
+    println!(
+        "Redis engine over several instances: commands per published message on each instance, \
+         the busiest first in every run (medians of the repetitions: which instance is the \
+         busiest depends on where the run's channels and inboxes hash, a new set each run), and \
+         every run's commands per instance in the order of --engine."
+    );
+    println!(
+        "| workload | server | commands / published, per instance, busiest first \
+         | share of the commands, busiest first | commands per instance, each run |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    for &w in workloads {
+        for label in labels {
+            let Some(v) = runs.get(&(w, label.as_str())) else {
+                continue;
+            };
+            let n = v.iter().map(|r| r.per_instance.len()).max().unwrap_or(0);
+            if n < 2 {
+                continue;
+            }
+            let m = |f: &dyn Fn(&EngineRun) -> f64| median(v.iter().map(f).collect());
+            // The i-th busiest instance of a run.
+            let at = |r: &EngineRun, i: usize| {
+                let mut c = r.per_instance.clone();
+                c.sort_unstable_by(|a, b| b.cmp(a));
+                c.get(i).copied().unwrap_or(0) as f64
+            };
+            let per_pub: Vec<String> = (0..n)
+                .map(|i| format!("{:.4}", m(&|r| at(r, i) / r.published.max(1) as f64)))
+                .collect();
+            let share: Vec<String> = (0..n)
+                .map(|i| {
+                    format!(
+                        "{:.0}%",
+                        m(&|r| at(r, i) / engine::total(&r.commands).max(1) as f64 * 100.0)
+                    )
+                })
+                .collect();
+            let each: Vec<String> = v
+                .iter()
+                .map(|r| {
+                    let c: Vec<String> = r.per_instance.iter().map(u64::to_string).collect();
+                    c.join(" + ")
+                })
+                .collect();
+            println!(
+                "| {w} | {label} | {} | {} | {} |",
+                per_pub.join(" + "),
+                share.join(" + "),
+                each.join("; ")
             );
         }
     }
@@ -2221,7 +2339,8 @@ fn main() -> ExitCode {
                   [--scale-reps 3] \
                   (--hummer, --hummer-pid: comma-separated lists, with --hummer-variants LABELS \
                   and --hummer-engine-redis ADDRS --hummer-engine-pid PIDS, '-' for none; a \
-                  server of several nodes: ADDR+ADDR and PID+PID, its hub node's first)\n       \
+                  server of several nodes: ADDR+ADDR and PID+PID, its hub node's first; an \
+                  engine of several Redis instances: ADDR+ADDR and PID+PID)\n       \
                   hummer-load idle --addr ADDR --server-pid PID [--conns 10000] [--hold-secs 3] \
                   [--transport tcp|tls|ws|wss] [--ca PEM] [--server-name NAME]\n       \
                   hummer-load raw --kind nats|redis|hummer --addr ADDR [--subscribers 100] \
