@@ -350,11 +350,17 @@ impl Hub {
     /// way are handled as usual (a `LinkLost` for a link already lost is
     /// nothing).
     pub fn handle_gateway_lost(&mut self, now: Instant, gateway: GatewayId) {
+        self.handle_gateways_lost(now, |g| g == gateway);
+    }
+
+    /// [`Hub::handle_gateway_lost`] for every gateway `lost` says is gone
+    /// (a node's), in one pass over the links.
+    pub fn handle_gateways_lost(&mut self, now: Instant, lost: impl Fn(GatewayId) -> bool) {
         let mut lost: Vec<ConnId> = self
             .links
             .keys()
             .copied()
-            .filter(|c| c.gateway() == gateway)
+            .filter(|c| lost(c.gateway()))
             .collect();
         lost.sort_unstable();
         for conn in lost {

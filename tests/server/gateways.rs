@@ -364,3 +364,38 @@ fn a_lost_gateway_loses_its_links_after_the_grace_period_only() {
         [(1, false), (2, true), (3, false)]
     );
 }
+
+/// A node's gateways lost at once, in one pass: the links of every
+/// gateway the predicate names go into their grace period, the others'
+/// stay.
+#[test]
+fn gateways_lost_together_lose_exactly_their_links() {
+    use hummer_channel::server::GatewayId;
+    let config = ServerConfig::demo();
+    let grace = config.presence_grace;
+    let t0 = Instant::now();
+    let mut hub = Hub::new(config.clone(), t0, T0_UNIX_MS);
+    let mut gateways: Vec<Gateway> = (1..=3)
+        .map(|g| Gateway::new(GatewayId(g), config.clone(), t0, T0_UNIX_MS))
+        .collect();
+    for (uid, g) in (1..).zip(gateways.iter_mut()) {
+        let c = g.accept(t0);
+        g.handle_frame(t0, c, frame(1, Body::Login(login_req(uid))));
+    }
+    let mut all: Vec<&mut Gateway> = gateways.iter_mut().collect();
+    settle(t0, &mut hub, &mut all);
+    assert_eq!(hub.instance_count(), 3);
+    hub.handle_gateways_lost(t0, |g| g == GatewayId(1) || g == GatewayId(3));
+    // Present through the grace period, then only gateway 2's remains.
+    hub.handle_timeout(t0 + grace - Duration::from_millis(1));
+    assert_eq!(hub.instance_count(), 3);
+    hub.handle_timeout(t0 + grace + Duration::from_secs(1));
+    assert_eq!(hub.instance_count(), 1);
+    hub.handle_gateways_lost(t0, |_| false);
+    hub.handle_timeout(t0 + grace * 3);
+    assert_eq!(
+        hub.instance_count(),
+        1,
+        "a predicate naming none loses none"
+    );
+}

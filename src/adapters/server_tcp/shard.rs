@@ -458,10 +458,8 @@ impl Shard {
             }
             Envelope::GatewaysLost(s, gateways) => {
                 if let Some(h) = self.hub(s) {
-                    let mut h = h.borrow_mut();
-                    for g in gateways {
-                        h.handle_gateway_lost(now, GatewayId(g));
-                    }
+                    h.borrow_mut()
+                        .handle_gateways_lost(now, |g| gateways.contains(&g.0));
                 }
             }
             #[cfg(feature = "http-api")]
