@@ -1442,10 +1442,17 @@ impl Run {
                 Some(Body::LoginReply(r)) if f.delivered() => Some(r.clone()),
                 _ => None,
             };
+            // The next login the server answered, whether or not the
+            // answer reached the client: a resume the server took on a
+            // link then lost (a partition) restarts the instance's grace
+            // period from that loss, and a later login is that loss's.
             let next = wire
                 .to_client(i)
                 .filter(|f| f.link >= k.link)
-                .find_map(|f| Some((f, login_reply(f)?)));
+                .find_map(|f| match f.body() {
+                    Some(Body::LoginReply(r)) => Some((f, r.clone())),
+                    _ => None,
+                });
             let Some((f, reply)) = next else { continue };
             // A durable server's restart keeps the instance.
             let same_server = self.durable || f.server_incarnation == k.incarnation;
@@ -2196,4 +2203,56 @@ fn a_rejoin_after_another_instance_of_the_uid_left_is_told_of_a_gap() {
         "{lost:?}"
     );
     run.check().unwrap();
+}
+
+/// Found by a 2,000-case run of the durable property (shrunk), not fixed:
+/// on three nodes, client 0's reliable P2P message to uid 2 is stored,
+/// pushed (seq 3) and acknowledged; client 0's link died with the node
+/// before the reply reached it, so its Session sends the message again
+/// with the same id once it is back (4 s later). Meanwhile the inbox's
+/// small retention evicted seq 3, and a durable restart came between: the
+/// send's record, stored only with its message, went with the eviction,
+/// so the restarted server takes the re-send as a new message (seq 10), a
+/// second delivery. `docs/server.md` ("Durable state") states the limit
+/// ("as long as the message is retained"); the fix is to store recent
+/// sends apart from the retained messages, for the dedupe window.
+#[test]
+#[ignore = "known: a re-send after a durable restart is delivered again once retention evicted the first (docs/server.md, Durable state)"]
+fn a_re_send_after_a_restart_and_an_eviction_is_not_delivered_twice() {
+    let p = |from, to| Op::P2p {
+        from,
+        to,
+        reliable: false,
+        big: false,
+        cut: None,
+    };
+    let kill = |gateway, detect_ms, away_ms, lead_ms| Op::KillNode {
+        gateway,
+        detect_ms,
+        away_ms,
+        lead_ms,
+    };
+    let ops = [
+        kill(2, 0, None, Some(23)),
+        Op::RestartServer,
+        kill(2, 1000, None, Some(6)),
+        p(0, 1),
+        p(0, 1),
+        kill(1, 0, Some(4000), Some(5)),
+        Op::RestartServer,
+        Op::Join(0),
+        p(0, 1),
+        p(0, 1),
+        Op::Burst {
+            from: 2,
+            to: Some(2),
+            n: 5,
+            every_ms: 5,
+            big: false,
+        },
+        Op::Wait(635),
+        Op::RestartServer,
+    ];
+    let store = Some(Box::new(MemoryStore::default()) as Box<dyn SimStore>);
+    run_case_with(17125790272070869189, true, Shape::ThreeNodes, &ops, store).unwrap();
 }
