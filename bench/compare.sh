@@ -287,11 +287,45 @@ if [[ " ${ENGINES[*]} " =~ \ (redis|redis2|cluster|cluster-tls)\  ]]; then
     echo "engines: redis ${EADDRS[*]} pid ${EPIDS[*]} (appendonly yes, appendfsync everysec)"
 fi
 
+# What the hummer-servers said besides their results: stderr with an error
+# or a panic, and the last warnings of each (colours stripped; not the
+# open-file limit every server states at start); and what the engines'
+# Redis logged of note. Also when hummer-load fails, before the work
+# directory (and the logs) go.
+show_server_warnings() {
+    for f in "$WORK"/hummer-*.err; do
+        if grep -qiE "error|panic" "$f"; then
+            echo "hummer-server stderr:" >&2; tail -20 "$f" >&2
+        fi
+        # Anything a node warned of during the run (colours stripped), but the
+        # open-file limit every server states at start.
+        warned=$(sed 's/\x1b\[[0-9;]*m//g' "$f" | grep -E " (WARN|ERROR) " | grep -v "open-file limit" || true)
+        if [[ -n $warned ]]; then
+            echo "hummer-server warnings ($(basename "$f" .err)): $(wc -l <<<"$warned") lines, the last ones:"
+            tail -5 <<<"$warned"
+        fi
+    done
+    # The engines' Redis: a slow fsync or a restart shows here.
+    for f in "$WORK"/engine-*/redis.log; do
+        [[ -e $f ]] || continue
+        busy=$(grep -E "Asynchronous AOF fsync|slow|Redis is starting|MISCONF|error" "$f" | grep -v "^$" || true)
+        if [[ -n $busy ]]; then
+            echo "engine $(basename "$(dirname "$f")") log: $(wc -l <<<"$busy") notable lines, the last ones:"
+            tail -5 <<<"$busy"
+        fi
+    done
+}
+
 "$BIN/hummer-load" compare \
     "${HARGS[@]}" --hummer-unlimited \
     --nats "127.0.0.1:$NPORT" --nats-pid "$NPID" \
     --redis "127.0.0.1:$RPORT" --redis-pid "$RPID" \
-    --clk-tck "$(getconf CLK_TCK)" "${ARGS[@]}"
+    --clk-tck "$(getconf CLK_TCK)" "${ARGS[@]}" || {
+    status=$?
+    echo "hummer-load failed (exit $status)" >&2
+    show_server_warnings >&2
+    exit "$status"
+}
 
 if ((RAW_CHECK)); then
     "$BIN/hummer-load" rawcheck "${HARGS[@]}" --hummer-unlimited \
@@ -313,18 +347,7 @@ for i in "${!HPIDS[@]}"; do
     done
     echo "hummer${VARIANTS[$i]:+ ${VARIANTS[$i]}} VmRSS after the run: $total kB in all ($(IFS=,; echo "${parts[*]}" | sed 's/,/, /g'))"
 done
-for f in "$WORK"/hummer-*.err; do
-    if grep -qiE "error|panic" "$f"; then
-        echo "hummer-server stderr:" >&2; tail -20 "$f" >&2
-    fi
-    # Anything a node warned of during the run (colours stripped), but the
-    # open-file limit every server states at start.
-    warned=$(sed 's/\x1b\[[0-9;]*m//g' "$f" | grep -E " (WARN|ERROR) " | grep -v "open-file limit" || true)
-    if [[ -n $warned ]]; then
-        echo "hummer-server warnings ($(basename "$f" .err)): $(wc -l <<<"$warned") lines, the last ones:"
-        tail -5 <<<"$warned"
-    fi
-done
+show_server_warnings
 
 if [[ -n "${IDLE_CONNS:-}" ]]; then
     bench/idle_connections.sh "$IDLE_CONNS"
