@@ -267,3 +267,74 @@ fn the_lease_is_held_on_every_instance_and_taken_in_order() {
         assert_eq!(one.claim_lease(ttl).await, Ok(Lease::HeldBy("two".into())));
     });
 }
+
+#[test]
+fn checks_and_generations_report_each_instance() {
+    let (mut a, mut b) = (
+        RedisServer::start(Persistence::None),
+        RedisServer::start(Persistence::None),
+    );
+    smol::block_on(async {
+        let config = config(&[&a, &b]);
+        let mut store = RedisStore::connect(&config).await.unwrap();
+        assert_eq!(
+            store.read_generation().await,
+            Ok(None),
+            "nothing loaded yet"
+        );
+        store.load().await.unwrap();
+        let g = store.generation().unwrap().to_owned();
+        assert_eq!(store.read_generation().await, Ok(Some(g.clone())));
+        // One instance emptied: its part of the text is empty.
+        raw_command(b.port(), &["FLUSHALL"]);
+        let first = g.split(',').next().unwrap();
+        assert_eq!(store.read_generation().await, Ok(Some(format!("{first},"))));
+        // An instance out of reach is said, not hidden by the other's Ok.
+        b.stop();
+        assert!(matches!(
+            store.check().await,
+            Err(StoreError::Unavailable(_))
+        ));
+        // One out of reach and the other lost: the loss is what counts
+        // (the caller must write again; it is told once).
+        b.restart();
+        a.stop();
+        let mut fresh = RedisStore::new(&config);
+        fresh.expect_generation(&g);
+        assert_eq!(fresh.check().await, Err(StoreError::Lost));
+        a.restart();
+    });
+}
+
+#[test]
+fn the_hub_node_is_named_on_the_first_instance_only() {
+    let (a, b) = (
+        RedisServer::start(Persistence::None),
+        RedisServer::start(Persistence::None),
+    );
+    smol::block_on(async {
+        let ttl = Duration::from_secs(5);
+        let mut hub = RedisStore::connect(&config(&[&a, &b]).with_lease("hub-1"))
+            .await
+            .unwrap();
+        hub.load().await.unwrap();
+        assert_eq!(hub.claim_lease(ttl).await, Ok(Lease::Held));
+        assert_eq!(hub.lease_holder().await, Ok(Some("hub-1".into())));
+        assert_eq!(hub.hub_node().await, Ok(None), "not announced yet");
+        assert_eq!(hub.announce_hub("10.0.0.1:7400", "s3cret").await, Ok(true));
+        let mut other = RedisStore::connect(&config(&[&a, &b]).with_lease("node-2"))
+            .await
+            .unwrap();
+        let found = other.hub_node().await.unwrap().unwrap();
+        assert_eq!(
+            (found.node.as_str(), found.address.as_str()),
+            ("hub-1", "10.0.0.1:7400")
+        );
+        assert_eq!(found.secret, "s3cret");
+        // Another node cannot announce itself while the lease is held.
+        assert_eq!(other.announce_hub("10.0.0.2:7400", "x").await, Ok(false));
+        assert!(raw_command(a.port(), &["GET", "t:hub"]).contains("hub-1 10.0.0.1:7400"));
+        assert!(raw_command(b.port(), &["GET", "t:hub"]).contains("$-1"));
+        assert!(raw_command(b.port(), &["GET", "t:lease"]).contains("hub-1"));
+    });
+}

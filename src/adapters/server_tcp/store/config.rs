@@ -361,6 +361,10 @@ mod tests {
         assert_eq!(b.endpoints[0].position, 1);
         assert!(b.endpoints[0].tls);
         assert_eq!(config.instance(7).url(), "redis://a:1/1");
+        assert_eq!(config.lease_owner(), None);
+        let leased = config.clone().with_lease("node-a");
+        assert_eq!(leased.lease_owner(), Some("node-a"));
+        assert_eq!(leased.instance(2).lease_owner(), Some("node-a"));
         assert_ne!(b, config);
         assert_eq!(b, config.instance(1));
         // The same database twice, or a bad one among good ones.
