@@ -387,3 +387,60 @@ trait Pipe: Sized {
 }
 
 impl<T> Pipe for T {}
+
+/// A fresh login replays the uid's inbox (40 messages of 30 KB waiting)
+/// and two P2P fetches follow it in the same write: the login's replay
+/// counts for the fetches' budgets, so the 1 MiB queue holds (found by a
+/// review: only a resuming login was counted).
+#[test]
+fn a_fresh_login_and_pipelined_fetches_stay_within_the_queue() {
+    let mut config = ServerConfig::demo();
+    config.rate_limit_sends = 1_000_000;
+    config.rate_limits.sends = RateLimit::new(1_000_000, Duration::from_secs(3));
+    config.max_queued_bytes = 1 << 20;
+    let handle = ServerHandle::spawn_with(
+        config,
+        RunnerConfig::default().with_threads(1),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .expect("spawn");
+    let addr = handle.local_addr();
+    let mut a = Client::connect(addr);
+    a.login(1);
+    let text = Bytes::from(vec![b'x'; 30_000]);
+    for id in 1..=40u64 {
+        let reply = a.req(Body::SendToUser(wire::SendToUserRequest {
+            receiver: 2,
+            message: Some(wire::ChatMessage {
+                r#type: "t".into(),
+                content: text.clone(),
+                ..Default::default()
+            }),
+            unreliable: false,
+            message_id: id,
+        }));
+        assert!(matches!(reply, Body::SendReply(_)), "{reply:?}");
+    }
+    let mut b = Client::connect(addr);
+    let mut burst = Vec::new();
+    burst.extend_from_slice(&b.frame(tcp::login(2)).1);
+    for _ in 0..2 {
+        let f = Body::Fetch(wire::FetchRequest {
+            channel: None,
+            after_seq: 0,
+        });
+        burst.extend_from_slice(&b.frame(f).1);
+    }
+    b.send_raw(&burst);
+    let (mut replies, mut pushes) = (0, 0);
+    while replies < 3 {
+        match b.next().expect("the link stays open").body {
+            Body::LoginReply(_) | Body::FetchReply(_) => replies += 1,
+            Body::UserMessage(_) => pushes += 1,
+            Body::Close(c) => panic!("closed after {pushes} pushes: {c:?}"),
+            _ => {}
+        }
+    }
+    assert!(pushes > 0, "the login replayed the inbox");
+    handle.shutdown();
+}

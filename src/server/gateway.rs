@@ -786,11 +786,12 @@ const TIMED_REQUESTS_PER_LINK: usize = 8;
 /// queue already.
 const REPLAYS_WAITED: usize = 2;
 
-/// Whether a request may queue a replay (a login that resumes, a rejoin, a
-/// fetch).
+/// Whether a request may queue a replay (a login, which replays the
+/// inbox past its acknowledged position even without a resume; a rejoin;
+/// a fetch).
 fn may_replay(body: &Body) -> bool {
     match body {
-        Body::Login(r) => r.resume.is_some(),
+        Body::Login(_) => true,
         Body::Join(r) => r.rejoin,
         Body::Fetch(_) => true,
         _ => false,
