@@ -338,3 +338,100 @@ fn the_hub_node_is_named_on_the_first_instance_only() {
         assert!(raw_command(b.port(), &["GET", "t:lease"]).contains("hub-1"));
     });
 }
+
+#[test]
+fn a_store_from_before_places_were_recorded_is_one_redis() {
+    let (a, b) = (
+        RedisServer::start(Persistence::None),
+        RedisServer::start(Persistence::None),
+    );
+    smol::block_on(async {
+        // As an older server left it: a generation and objects, no place.
+        raw_command(
+            a.port(),
+            &["SET", "t:gen", "0123456789abcdef0123456789abcdef"],
+        );
+        raw_command(a.port(), &["SET", "t:r:i/7/1", "old"]);
+        raw_command(a.port(), &["SADD", "t:keys:i", "i/7/1"]);
+        // Given as the first of two, it is refused (half its objects would
+        // be left out), and nothing is written on either.
+        let got = RedisStore::new(&config(&[&a, &b])).load().await;
+        assert!(
+            matches!(&got, Err(StoreError::Invalid(w)) if w.contains("0/1")),
+            "{got:?}"
+        );
+        assert!(raw_command(a.port(), &["GET", "t:ring"]).contains("$-1"));
+        assert!(raw_command(b.port(), &["GET", "t:gen"]).contains("$-1"));
+        // Given alone, it loads, and is recorded as one Redis.
+        let mut one = RedisStore::new(&config(&[&a]));
+        let objects = one.load().await.unwrap();
+        assert_eq!(objects.len(), 1);
+        assert!(raw_command(a.port(), &["GET", "t:ring"]).contains("0/1"));
+    });
+}
+
+#[test]
+fn a_lease_is_not_taken_over_instances_in_another_order() {
+    let (a, b) = (
+        RedisServer::start(Persistence::None),
+        RedisServer::start(Persistence::None),
+    );
+    smol::block_on(async {
+        RedisStore::connect(&config(&[&a, &b]))
+            .await
+            .unwrap()
+            .load()
+            .await
+            .unwrap();
+        let mut wrong = RedisStore::new(&config(&[&b, &a]).with_lease("standby"));
+        let got = wrong.claim_lease(Duration::from_secs(5)).await;
+        assert!(
+            matches!(&got, Err(StoreError::Invalid(w)) if w.contains("order")),
+            "{got:?}"
+        );
+        assert!(matches!(
+            wrong.lease_holder().await,
+            Err(StoreError::Invalid(_))
+        ));
+        for r in [&a, &b] {
+            assert!(raw_command(r.port(), &["GET", "t:lease"]).contains("$-1"));
+        }
+    });
+}
+
+#[test]
+fn a_holder_that_cannot_reach_every_instance_lets_its_lease_lapse() {
+    let (a, mut b) = (
+        RedisServer::start(Persistence::None),
+        RedisServer::start(Persistence::None),
+    );
+    smol::block_on(async {
+        let ttl = Duration::from_millis(600);
+        let lease_on_a = || raw_command(a.port(), &["GET", "t:lease"]);
+        let mut one = RedisStore::connect(&config(&[&a, &b]).with_lease("one"))
+            .await
+            .unwrap();
+        assert_eq!(one.claim_lease(ttl).await, Ok(Lease::Held));
+        b.stop();
+        // Renewing every ttl/4: instance a's part is renewed for a while,
+        // then, the whole lease unheld for ttl, no more.
+        let start = std::time::Instant::now();
+        while start.elapsed() < ttl * 3 {
+            assert!(matches!(
+                one.claim_lease(ttl).await,
+                Err(StoreError::Unavailable(_))
+            ));
+            std::thread::sleep(ttl / 4);
+        }
+        assert!(lease_on_a().contains("$-1"), "{}", lease_on_a());
+        // A node that reaches both takes over; the old holder learns it
+        // from the instance it still reaches.
+        raw_command(a.port(), &["SET", "t:lease", "two", "PX", "5000"]);
+        assert_eq!(one.claim_lease(ttl).await, Ok(Lease::HeldBy("two".into())));
+        // Everything back and nobody holding it: claimed as usual.
+        b.restart();
+        raw_command(a.port(), &["DEL", "t:lease"]);
+        assert_eq!(one.claim_lease(ttl).await, Ok(Lease::Held));
+        assert!(lease_on_a().contains("one"));
+    });
+}

@@ -548,7 +548,24 @@ impl Instance {
             }
         }
         if self.conn.is_none() {
-            self.conn = Some(open(config, &self.endpoint).await?);
+            // Every new connection checks the instance's place first, for
+            // lease calls too: a node given the instances in another order
+            // must not take a lease it would serve wrongly.
+            let mut conn = open(config, &self.endpoint).await?;
+            let ns = &config.namespace;
+            let mut eval = redis::cmd("EVAL");
+            eval.arg(PLACE_SCRIPT)
+                .arg(2)
+                .arg(format!("{ns}:gen"))
+                .arg(format!("{ns}:ring"));
+            let mut pipe = redis::pipe();
+            pipe.add_command(eval);
+            let found = send(&mut conn, &pipe, 0, 1, config.response_timeout)
+                .await?
+                .pop()
+                .unwrap_or(Value::Nil);
+            check_place(config, &self.endpoint, found)?;
+            self.conn = Some(conn);
         }
         Ok(self.conn.as_mut().expect("just set"))
     }
@@ -562,12 +579,66 @@ impl Instance {
     }
 }
 
+/// Sets the generation `KEYS[1]` to `ARGV[1]` if there is none, and the
+/// place `KEYS[2]` to `ARGV[2]` if there is none; answers both. A store
+/// that had a generation but no place was made before places were
+/// recorded, on one Redis: its place is `0/1`.
+const ADOPT_SCRIPT: &str = r#"
+local made = redis.call('SET', KEYS[1], ARGV[1], 'NX')
+local ring = redis.call('GET', KEYS[2])
+if not ring then
+  if made then ring = ARGV[2] else ring = '0/1' end
+  redis.call('SET', KEYS[2], ring)
+end
+return {redis.call('GET', KEYS[1]), ring}
+"#;
+
+/// The place `KEYS[2]` as recorded, `0/1` for a store with a generation
+/// `KEYS[1]` and no place (see [`ADOPT_SCRIPT`]), nothing for an empty
+/// one. Writes nothing.
+const PLACE_SCRIPT: &str = r#"
+local ring = redis.call('GET', KEYS[2])
+if ring then
+  return ring
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return '0/1'
+end
+return false
+"#;
+
+/// `endpoint`'s place among `config`'s instances, as `{ns}:ring` records
+/// it: `POSITION/COUNT`.
+fn place_of(config: &StoreConfig, endpoint: &Endpoint) -> String {
+    format!("{}/{}", endpoint.position, config.instances)
+}
+
+/// Refuses an instance whose recorded place (`found`) is not the one it
+/// is given: its objects would be put where no load looks for them.
+fn check_place(config: &StoreConfig, endpoint: &Endpoint, found: Value) -> Result<(), StoreError> {
+    let ns = &config.namespace;
+    let place = place_of(config, endpoint);
+    match found {
+        Value::Nil => Ok(()),
+        Value::BulkString(b) if b == place.as_bytes() => Ok(()),
+        Value::BulkString(b) => Err(StoreError::Invalid(format!(
+            "{}: this Redis is instance {} (from 0, of how many) of the store in namespace {ns}, not {place} as given: give the store's instances in the order and number it was made with",
+            endpoint.shown,
+            String::from_utf8_lossy(&b)
+        ))),
+        // A refusal (no password, a wrong one, a foreign key's type).
+        other => Err(StoreError::Invalid(format!(
+            "{}: {ns}:ring: {}",
+            endpoint.shown,
+            describe(&other)
+        ))),
+    }
+}
+
 /// The generation stored under `ns`, after setting a fresh one if there
-/// was none (`SET NX`: of stores racing, the first one's wins); and the
-/// instance's place in its store (`{ns}:ring`, `POSITION/COUNT`, set the
-/// same way), which must be `endpoint`'s: an instance given in another
-/// place, or a store given another number of instances, would put objects
-/// where no load looks for them.
+/// was none (of stores racing, the first one's wins); and the instance's
+/// place in its store (`{ns}:ring`, set the same way), which must be
+/// `endpoint`'s ([`check_place`]).
 async fn adopt_generation(
     conn: &mut Conn,
     config: &StoreConfig,
@@ -575,38 +646,40 @@ async fn adopt_generation(
 ) -> Result<String, StoreError> {
     let ns = &config.namespace;
     let key = format!("{ns}:gen");
-    let ring = format!("{ns}:ring");
-    let place = format!("{}/{}", endpoint.position, config.instances);
+    let mut eval = redis::cmd("EVAL");
+    eval.arg(ADOPT_SCRIPT)
+        .arg(2)
+        .arg(&key)
+        .arg(format!("{ns}:ring"))
+        .arg(fresh_generation())
+        .arg(place_of(config, endpoint));
     let mut pipe = redis::pipe();
-    pipe.cmd("SET").arg(&key).arg(fresh_generation()).arg("NX");
-    pipe.cmd("GET").arg(&key);
-    pipe.cmd("SET").arg(&ring).arg(&place).arg("NX");
-    pipe.cmd("GET").arg(&ring);
-    let replies = send(conn, &pipe, 1, 3, config.response_timeout).await?;
-    let mut replies = replies.into_iter();
-    let (generation, ring_now) = (replies.next(), replies.nth(1));
-    match ring_now {
-        Some(Value::BulkString(b)) if b == place.as_bytes() => {}
-        Some(Value::BulkString(b)) => {
-            return Err(StoreError::Invalid(format!(
-                "{}: this Redis is instance {} (from 0, of how many) of the store in namespace {ns}, not {place} as given: give the store's instances in the order and number it was made with",
-                endpoint.shown,
-                String::from_utf8_lossy(&b)
-            )))
+    pipe.add_command(eval);
+    let reply = send(conn, &pipe, 0, 1, config.response_timeout)
+        .await?
+        .pop()
+        .unwrap_or(Value::Nil);
+    let Value::Array(mut pair) = reply else {
+        return Err(StoreError::Invalid(format!(
+            "the adopt script answered {}",
+            describe(&reply)
+        )));
+    };
+    let (ring, generation) = match (pair.pop(), pair.pop()) {
+        (Some(ring), Some(generation)) => (ring, generation),
+        _ => {
+            return Err(StoreError::Invalid(
+                "the adopt script answered too little".into(),
+            ))
         }
-        other => {
-            return Err(StoreError::Invalid(format!(
-                "{ring}: {}",
-                describe(&other.unwrap_or(Value::Nil))
-            )))
-        }
-    }
+    };
+    check_place(config, endpoint, ring)?;
     match generation {
-        Some(Value::BulkString(b)) => {
-            String::from_utf8(b).map_err(|_| StoreError::Invalid(format!("{key}: not UTF-8")))
-        }
-        Some(other) => Err(StoreError::Invalid(format!("{key}: {}", describe(&other)))),
-        None => Err(StoreError::Invalid(format!("{key}: no reply"))),
+        Value::BulkString(b) => String::from_utf8(b)
+            .ok()
+            .filter(|g| !g.contains(','))
+            .ok_or_else(|| StoreError::Invalid(format!("{key}: not a generation"))),
+        other => Err(StoreError::Invalid(format!("{key}: {}", describe(&other)))),
     }
 }
 

@@ -110,7 +110,7 @@
 //! ```
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::server::{StoreBatch, StoreWrite, StoredObject};
 
@@ -188,6 +188,8 @@ pub struct RedisStore {
     /// ([`RedisStore::generation`]).
     generation: Option<String>,
     skipped: usize,
+    /// When a claim last found the whole lease this owner's.
+    held_at: Option<Instant>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -230,6 +232,7 @@ impl RedisStore {
             config: config.clone(),
             generation: None,
             skipped: 0,
+            held_at: None,
         }
     }
 
@@ -401,20 +404,52 @@ impl RedisStore {
     /// the writes there, and the owner holds the store's when it holds
     /// all of them. They are taken in order, and one is taken only when
     /// the owner holds every one before it, so that two nodes never wait
-    /// on each other's halves; the ones it holds are renewed whatever the
-    /// others say. [`StoreError::Unavailable`] when an instance could not
-    /// be asked (and no other node holds one).
+    /// on each other's halves; those it holds up to the first another
+    /// node holds are renewed, also past an instance that does not answer
+    /// (a short outage of one costs the others nothing).
+    /// [`StoreError::Unavailable`] when an instance could not be asked
+    /// (and no other node holds one).
+    ///
+    /// A holder that could not hold the whole lease for `ttl` (one
+    /// instance out of its reach) renews nothing more until every instance
+    /// answers again: its parts lapse, so that a node that reaches them
+    /// all takes over, and the holder learns it (`HeldBy`) from any
+    /// instance it still reaches. (With one Redis, the same as before: an
+    /// unreachable Redis renews nothing.)
     pub async fn claim_lease(&mut self, ttl: Duration) -> Result<Lease, StoreError> {
         let Some(owner) = self.config.lease_owner.clone() else {
             return Ok(Lease::Held);
         };
+        if self.held_at.is_some_and(|t| t.elapsed() >= ttl) {
+            let mut unavailable = None;
+            for instance in &mut self.instances {
+                match instance.get_text(&self.config, "lease").await {
+                    Ok(Some(holder)) if holder != owner => return Ok(Lease::HeldBy(holder)),
+                    Ok(_) => {}
+                    Err(e @ StoreError::Unavailable(_)) => {
+                        unavailable.get_or_insert(e);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if let Some(e) = unavailable {
+                return Err(e);
+            }
+        }
+        let lease = self.claim_in_order(&owner, ttl).await;
+        if lease == Ok(Lease::Held) {
+            self.held_at = Some(Instant::now());
+        }
+        lease
+    }
+
+    /// One claim of every instance's lease, in order (see
+    /// [`RedisStore::claim_lease`]).
+    async fn claim_in_order(&mut self, owner: &str, ttl: Duration) -> Result<Lease, StoreError> {
         let mut taking = true;
         let mut unavailable = None;
         for instance in &mut self.instances {
-            match instance
-                .claim_lease(&self.config, &owner, ttl, taking)
-                .await
-            {
+            match instance.claim_lease(&self.config, owner, ttl, taking).await {
                 Ok(LeaseState::Held) => {}
                 Ok(LeaseState::Free) => taking = false,
                 Ok(LeaseState::HeldBy(other)) => return Ok(Lease::HeldBy(other)),
