@@ -341,17 +341,15 @@ fn burst_of_rejoins(threads: usize) {
         for _ in 0..40 {
             sent += 1;
             // One at a time: the sender's own echoes fill its queue too.
-            let reply = a.req(Body::SendToChannel(wire::SendToChannelRequest {
-                channel: Some(ch.clone()),
-                message: Some(wire::ChatMessage {
-                    r#type: "t".into(),
-                    content: text.clone(),
-                    ..Default::default()
+            sent_ok(
+                &mut a,
+                Body::SendToChannel(wire::SendToChannelRequest {
+                    channel: Some(ch.clone()),
+                    message: Some(chat(&text)),
+                    unreliable: false,
+                    message_id: sent,
                 }),
-                unreliable: false,
-                message_id: sent,
-            }));
-            assert!(matches!(reply, Body::SendReply(_)), "{reply:?}");
+            );
         }
     }
     // A fresh login, then a request that replays nothing and every
@@ -387,6 +385,21 @@ fn burst_of_rejoins(threads: usize) {
     handle.shutdown();
 }
 
+/// A chat message of `content`.
+fn chat(content: &Bytes) -> wire::ChatMessage {
+    wire::ChatMessage {
+        r#type: "t".into(),
+        content: content.clone(),
+        ..Default::default()
+    }
+}
+
+/// Sends `body` (a send) and waits for its `SendReply`.
+fn sent_ok(c: &mut Client, body: Body) {
+    let reply = c.req(body);
+    assert!(matches!(reply, Body::SendReply(_)), "{reply:?}");
+}
+
 /// `x.pipe(f)` is `f(x)`: a builder's value handed on in one expression.
 trait Pipe: Sized {
     fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
@@ -417,17 +430,15 @@ fn a_fresh_login_and_pipelined_fetches_stay_within_the_queue() {
     a.login(1);
     let text = Bytes::from(vec![b'x'; 30_000]);
     for id in 1..=40u64 {
-        let reply = a.req(Body::SendToUser(wire::SendToUserRequest {
-            receiver: 2,
-            message: Some(wire::ChatMessage {
-                r#type: "t".into(),
-                content: text.clone(),
-                ..Default::default()
+        sent_ok(
+            &mut a,
+            Body::SendToUser(wire::SendToUserRequest {
+                receiver: 2,
+                message: Some(chat(&text)),
+                unreliable: false,
+                message_id: id,
             }),
-            unreliable: false,
-            message_id: id,
-        }));
-        assert!(matches!(reply, Body::SendReply(_)), "{reply:?}");
+        );
     }
     let mut b = Client::connect(addr);
     let mut burst = Vec::new();

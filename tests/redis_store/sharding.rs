@@ -10,6 +10,14 @@ fn inbox(uid: u64) -> StoreKey {
     StoreKey::Inbox { appid: 7, uid }
 }
 
+/// Two redis-servers without persistence.
+fn two_redis() -> (RedisServer, RedisServer) {
+    (
+        RedisServer::start(Persistence::None),
+        RedisServer::start(Persistence::None),
+    )
+}
+
 fn urls(servers: &[&RedisServer]) -> String {
     let urls: Vec<String> = servers.iter().map(|s| s.url()).collect();
     urls.join(",")
@@ -44,10 +52,7 @@ fn names_on(server: &RedisServer) -> String {
 
 #[test]
 fn each_object_is_written_to_its_instance_and_a_load_merges_them() {
-    let (a, b) = (
-        RedisServer::start(Persistence::None),
-        RedisServer::start(Persistence::None),
-    );
+    let (a, b) = two_redis();
     smol::block_on(async {
         let config = config(&[&a, &b]);
         let [zero, one] = keys_by_instance(&config);
@@ -105,10 +110,7 @@ fn each_object_is_written_to_its_instance_and_a_load_merges_them() {
 
 #[test]
 fn instances_given_in_another_order_or_number_are_refused() {
-    let (a, b) = (
-        RedisServer::start(Persistence::None),
-        RedisServer::start(Persistence::None),
-    );
+    let (a, b) = two_redis();
     smol::block_on(async {
         let mut store = RedisStore::connect(&config(&[&a, &b])).await.unwrap();
         store.load().await.unwrap();
@@ -141,10 +143,7 @@ fn instances_given_in_another_order_or_number_are_refused() {
 
 #[test]
 fn a_narrowed_store_writes_its_instance_only() {
-    let (a, b) = (
-        RedisServer::start(Persistence::None),
-        RedisServer::start(Persistence::None),
-    );
+    let (a, b) = two_redis();
     smol::block_on(async {
         let whole = config(&[&a, &b]);
         let [zero, one] = keys_by_instance(&whole);
@@ -205,10 +204,7 @@ fn a_narrowed_store_writes_its_instance_only() {
 
 #[test]
 fn the_lease_is_held_on_every_instance_and_taken_in_order() {
-    let (a, mut b) = (
-        RedisServer::start(Persistence::None),
-        RedisServer::start(Persistence::None),
-    );
+    let (a, mut b) = two_redis();
     smol::block_on(async {
         let node = |owner: &str| config(&[&a, &b]).with_lease(owner);
         let ttl = Duration::from_millis(1000);
@@ -270,10 +266,7 @@ fn the_lease_is_held_on_every_instance_and_taken_in_order() {
 
 #[test]
 fn checks_and_generations_report_each_instance() {
-    let (mut a, mut b) = (
-        RedisServer::start(Persistence::None),
-        RedisServer::start(Persistence::None),
-    );
+    let (mut a, mut b) = two_redis();
     smol::block_on(async {
         let config = config(&[&a, &b]);
         let mut store = RedisStore::connect(&config).await.unwrap();
@@ -308,10 +301,7 @@ fn checks_and_generations_report_each_instance() {
 
 #[test]
 fn the_hub_node_is_named_on_the_first_instance_only() {
-    let (a, b) = (
-        RedisServer::start(Persistence::None),
-        RedisServer::start(Persistence::None),
-    );
+    let (a, b) = two_redis();
     smol::block_on(async {
         let ttl = Duration::from_secs(5);
         let mut hub = RedisStore::connect(&config(&[&a, &b]).with_lease("hub-1"))
@@ -341,10 +331,7 @@ fn the_hub_node_is_named_on_the_first_instance_only() {
 
 #[test]
 fn a_store_from_before_places_were_recorded_is_one_redis() {
-    let (a, b) = (
-        RedisServer::start(Persistence::None),
-        RedisServer::start(Persistence::None),
-    );
+    let (a, b) = two_redis();
     smol::block_on(async {
         // As an older server left it: a generation and objects, no place.
         raw_command(
@@ -372,10 +359,7 @@ fn a_store_from_before_places_were_recorded_is_one_redis() {
 
 #[test]
 fn a_lease_is_not_taken_over_instances_in_another_order() {
-    let (a, b) = (
-        RedisServer::start(Persistence::None),
-        RedisServer::start(Persistence::None),
-    );
+    let (a, b) = two_redis();
     smol::block_on(async {
         RedisStore::connect(&config(&[&a, &b]))
             .await
@@ -401,10 +385,7 @@ fn a_lease_is_not_taken_over_instances_in_another_order() {
 
 #[test]
 fn a_holder_that_cannot_reach_every_instance_lets_its_lease_lapse() {
-    let (a, mut b) = (
-        RedisServer::start(Persistence::None),
-        RedisServer::start(Persistence::None),
-    );
+    let (a, mut b) = two_redis();
     smol::block_on(async {
         let ttl = Duration::from_millis(600);
         let lease_on_a = || raw_command(a.port(), &["GET", "t:lease"]);
