@@ -221,7 +221,7 @@ impl Gateway {
             Err(e) => return self.close_conn(conn, CloseReason::ProtocolError(e)),
         };
         let request_id = frame.request_id;
-        let queued = self.queued_with_replays(conn, request_id, &frame.body, queued);
+        let replays = may_replay(&frame.body);
         match frame.body {
             Body::Ping(p) => self.pong(conn, request_id, p.nonce),
             Body::Pong(_) => {}
@@ -246,11 +246,11 @@ impl Gateway {
             // Refused here while the runner says so: nothing goes on.
             _ if self.refused(conn, request_id) => {}
             Body::Login(request) => {
-                self.time_request(conn, request_id, peek, now);
+                let queued = self.note_request(conn, request_id, (peek, now), replays, queued);
                 self.login(conn, request_id, request, queued)
             }
             body => {
-                self.time_request(conn, request_id, peek, now);
+                let queued = self.note_request(conn, request_id, (peek, now), replays, queued);
                 self.post_hub(ToHub::Request {
                     conn,
                     request_id,
@@ -261,21 +261,39 @@ impl Gateway {
         }
     }
 
-    /// Starts timing request `request_id` of `conn` (a few in flight per
-    /// link at most: a client that pipelines more is not timed for them).
-    fn time_request(
+    /// Request `request_id` of `conn` goes to the hub (read at `now`,
+    /// `peek` its frame's outline; `replays` whether it may replay): starts
+    /// its timing (a few in flight per link at most: a client that
+    /// pipelines more is not timed for them), and says what it reports as
+    /// queued: the link's `queued` bytes, and half the queue bound for each
+    /// of its replays not answered yet. The hub sizes a replay against the
+    /// queue (at most half of its bound), but a replay it made for an
+    /// earlier request may still be on its way here (between threads, from
+    /// another shard, or held until the store has what it shows): counting
+    /// each as the most it may be keeps pipelined rejoins within the queue
+    /// together. A request that may replay is then waited for in turn.
+    fn note_request(
         &mut self,
         conn: ConnId,
         request_id: u64,
-        peek: Option<wire::FramePeek>,
-        now: Instant,
-    ) {
-        let (Some(p), Some(link)) = (peek, self.links.get_mut(&conn)) else {
-            return;
+        (peek, now): (Option<wire::FramePeek>, Instant),
+        replays: bool,
+        queued: usize,
+    ) -> usize {
+        let half = self.config.max_queued_bytes / 2;
+        let Some(link) = self.links.get_mut(&conn) else {
+            return queued;
         };
-        if link.waiting.len() < TIMED_REQUESTS_PER_LINK {
+        if let Some(p) = peek.filter(|_| link.waiting.len() < TIMED_REQUESTS_PER_LINK) {
             link.waiting.push((request_id, p.body_tag, now));
         }
+        let waiting = half.saturating_mul(link.replays.len());
+        // Past REPLAYS_WAITED, a request finds the queue taken whole and
+        // replays nothing: it need not be waited for.
+        if replays && link.replays.len() < REPLAYS_WAITED {
+            link.replays.push(request_id);
+        }
+        queued.saturating_add(waiting)
     }
 
     /// A byte-stream error before any frame could be cut out (an oversized or
@@ -655,50 +673,21 @@ impl Gateway {
         if let Some(p) = wire::peek_frame(&frame) {
             self.stats.note_deliveries(p.body_tag, 1);
             if p.request_id != 0 {
-                self.time_reply(conn, p.request_id);
-                if let Some(link) = self.links.get_mut(&conn) {
-                    if let Some(i) = link.replays.iter().position(|&r| r == p.request_id) {
-                        link.replays.swap_remove(i);
-                    }
-                }
+                self.note_reply(conn, p.request_id);
             }
         }
         self.queue(conn, frame);
     }
 
-    /// What request `request_id` of `conn` reports as queued: the link's
-    /// `queued` bytes, and half the queue bound for each of its replays
-    /// not answered yet. The hub sizes a replay against the queue (at most
-    /// half of its bound), but a replay it made for an earlier request may
-    /// still be on its way here (between threads, from another shard, or
-    /// held until the store has what it shows): counting each as the most
-    /// it may be keeps pipelined rejoins within the queue together. A
-    /// request that may replay is then waited for in turn.
-    fn queued_with_replays(
-        &mut self,
-        conn: ConnId,
-        request_id: u64,
-        body: &Body,
-        queued: usize,
-    ) -> usize {
-        let half = self.config.max_queued_bytes / 2;
-        let Some(link) = self.links.get_mut(&conn) else {
-            return queued;
-        };
-        let waiting = half.saturating_mul(link.replays.len());
-        // Past REPLAYS_WAITED, a request finds the queue taken whole and
-        // replays nothing: it need not be waited for.
-        if may_replay(body) && link.replays.len() < REPLAYS_WAITED {
-            link.replays.push(request_id);
-        }
-        queued.saturating_add(waiting)
-    }
-
-    /// Ends the timing of request `request_id` of `conn`, if it was timed.
-    fn time_reply(&mut self, conn: ConnId, request_id: u64) {
+    /// The reply to request `request_id` of `conn` is queued: its timing
+    /// ends, if it was timed, and its replay is no longer waited for.
+    fn note_reply(&mut self, conn: ConnId, request_id: u64) {
         let Some(link) = self.links.get_mut(&conn) else {
             return;
         };
+        if let Some(i) = link.replays.iter().position(|&r| r == request_id) {
+            link.replays.swap_remove(i);
+        }
         if let Some(i) = link.waiting.iter().position(|w| w.0 == request_id) {
             let (_, tag, since) = link.waiting.swap_remove(i);
             let took = self.clock.now().saturating_duration_since(since);
