@@ -33,7 +33,7 @@ use super::sent_ids::Destination;
 use super::seq_log::{Retention, SeqLog};
 use super::shard::ShardId;
 use super::store::{StoreBatch, StoreKey, StoreWrite, StoredObject};
-use super::{channel_shard, uid_shard, ConnId, IdMap};
+use super::{uid_shard, ConnId, IdMap};
 use crate::types::Region;
 use crate::wire;
 
@@ -562,10 +562,10 @@ impl Hub {
             .collect();
         let mut memberships: BTreeMap<u64, Vec<(ShardId, u32, StoreKey)>> = BTreeMap::new();
         for o in objects {
-            let StoreKey::Channel { appid, region, id } = &o.key else {
+            let StoreKey::Channel { appid, region, .. } = &o.key else {
                 continue;
             };
-            let owner = channel_shard(*appid, *region, id, shards);
+            let owner = o.key.shard(shards);
             let record = ChannelRecord::decode(o.record.clone())
                 .ok()
                 .filter(|r| r.epoch != 0 && r.num != 0 && Region::from_wire(*region).is_some());
@@ -682,9 +682,10 @@ impl Hub {
 
         let inbox_retention = self.config.inbox_retention();
         let mut restored_instances: Vec<(u32, u64, u64, InstanceRecord)> = Vec::new();
-        for o in objects {
+        let mine = self.shard;
+        for o in objects.iter().filter(|o| o.key.shard(shards) == mine) {
             match o.key {
-                StoreKey::Inbox { appid, uid } if uid_shard(appid, uid, shards) == self.shard => {
+                StoreKey::Inbox { appid, uid } => {
                     let Ok(r) = InboxRecord::decode(o.record.clone()) else {
                         done.unreadable += 1;
                         continue;
@@ -706,14 +707,10 @@ impl Hub {
                     appid,
                     uid,
                     instance,
-                } if uid_shard(appid, uid, shards) == self.shard => {
-                    match InstanceRecord::decode(o.record.clone()) {
-                        Ok(r) if instance != 0 => {
-                            restored_instances.push((appid, uid, instance, r))
-                        }
-                        _ => done.unreadable += 1,
-                    }
-                }
+                } => match InstanceRecord::decode(o.record.clone()) {
+                    Ok(r) if instance != 0 => restored_instances.push((appid, uid, instance, r)),
+                    _ => done.unreadable += 1,
+                },
                 _ => {}
             }
         }
@@ -778,22 +775,18 @@ impl Hub {
         let window = self.config.send_dedupe_window;
         let mut sends = Vec::new();
         for o in objects {
-            let (appid, owner, to) = match &o.key {
+            let (appid, to) = match &o.key {
                 StoreKey::Channel { appid, region, id } => {
                     let key = wire::ChannelKey {
                         region: *region,
                         channel_id: id.clone(),
                     };
-                    let to = Destination::Channel(channel_key_hash(Some(&key)));
-                    (*appid, channel_shard(*appid, *region, id, shards), to)
+                    (*appid, Destination::Channel(channel_key_hash(Some(&key))))
                 }
-                StoreKey::Inbox { appid, uid } => (
-                    *appid,
-                    uid_shard(*appid, *uid, shards),
-                    Destination::User(*uid),
-                ),
+                StoreKey::Inbox { appid, uid } => (*appid, Destination::User(*uid)),
                 _ => continue,
             };
+            let owner = o.key.shard(shards);
             for (seq, entry) in &o.entries {
                 let Some(LogEntry {
                     at_ms,
