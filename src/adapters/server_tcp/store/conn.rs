@@ -99,6 +99,20 @@ pub(super) async fn send(
     result
 }
 
+/// Sends the one command `cmd` (see [`send`]): its reply.
+pub(super) async fn send_one(
+    conn: &mut Conn,
+    cmd: redis::Cmd,
+    timeout: Duration,
+) -> Result<Value, StoreError> {
+    let mut pipe = redis::pipe();
+    pipe.add_command(cmd);
+    Ok(send(conn, &pipe, 0, 1, timeout)
+        .await?
+        .pop()
+        .unwrap_or(Value::Nil))
+}
+
 /// A new connection to `endpoint`, one of `config`'s Redis instances, set
 /// up (`AUTH`, `SELECT`), within the connect timeout.
 pub(super) async fn open(config: &StoreConfig, endpoint: &Endpoint) -> Result<Conn, StoreError> {

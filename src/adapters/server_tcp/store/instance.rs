@@ -7,7 +7,7 @@ use bytes::Bytes;
 use redis::Value;
 
 use super::config::{Endpoint, StoreConfig};
-use super::conn::{open, send, Conn};
+use super::conn::{open, send, send_one, Conn};
 use super::{HubNode, StoreError};
 use crate::server::{StoreKey, StoreKind, StoreWrite, StoredObject};
 
@@ -352,10 +352,7 @@ impl Instance {
                     }
                 }
             }
-            let mut pipe = redis::pipe();
-            pipe.add_command(eval);
-            let mut replies = send(conn, &pipe, 0, 1, timeout).await?;
-            match replies.pop().unwrap_or(Value::Nil) {
+            match send_one(conn, eval, timeout).await? {
                 Value::Int(n) if usize::try_from(n).ok() == Some(chunk.len()) => {}
                 Value::ServerError(e) if e.code() == "FENCED" => return Err(StoreError::Fenced),
                 Value::ServerError(e) if e.code() == "LOST" => {
@@ -416,14 +413,14 @@ impl Instance {
         key: &str,
     ) -> Result<Option<String>, StoreError> {
         let key = format!("{}:{key}", config.namespace);
-        let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(&key);
-        match self.round_trip(config, &pipe, 0, 1).await?.pop() {
-            Some(Value::Nil) => Ok(None),
-            Some(Value::BulkString(b)) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
+        let mut get = redis::cmd("GET");
+        get.arg(&key);
+        match self.call(config, get).await? {
+            Value::Nil => Ok(None),
+            Value::BulkString(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
             other => Err(StoreError::Invalid(format!(
                 "GET {key}: {}",
-                describe(&other.unwrap_or(Value::Nil))
+                describe(&other)
             ))),
         }
     }
@@ -444,14 +441,7 @@ impl Instance {
             .arg(owner)
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
             .arg(if take { "1" } else { "0" });
-        let mut pipe = redis::pipe();
-        pipe.add_command(eval);
-        match self
-            .round_trip(config, &pipe, 0, 1)
-            .await?
-            .pop()
-            .unwrap_or(Value::Nil)
-        {
+        match self.call(config, eval).await? {
             Value::Int(1) => Ok(LeaseState::Held),
             Value::Int(0) => Ok(LeaseState::Free),
             Value::BulkString(other) => {
@@ -482,13 +472,11 @@ impl Instance {
             .arg(&owner)
             .arg(format!("{owner} {address}"))
             .arg(secret);
-        let mut pipe = redis::pipe();
-        pipe.add_command(eval);
-        match self.round_trip(config, &pipe, 0, 1).await?.pop() {
-            Some(Value::Int(n)) => Ok(n == 1),
+        match self.call(config, eval).await? {
+            Value::Int(n) => Ok(n == 1),
             other => Err(StoreError::Invalid(format!(
                 "the announce script answered {}",
-                describe(&other.unwrap_or(Value::Nil))
+                describe(&other)
             ))),
         }
     }
@@ -539,6 +527,17 @@ impl Instance {
         result
     }
 
+    /// Sends the one command `cmd` on the open connection (see
+    /// [`Instance::round_trip`]): its reply.
+    async fn call(&mut self, config: &StoreConfig, cmd: redis::Cmd) -> Result<Value, StoreError> {
+        let result = match self.ready(config).await {
+            Ok(conn) => send_one(conn, cmd, config.response_timeout).await,
+            Err(e) => Err(e),
+        };
+        self.forget_on_failure(&result);
+        result
+    }
+
     /// The open connection, or a new one if there is none or it died
     /// since the last call.
     async fn ready(&mut self, config: &StoreConfig) -> Result<&mut Conn, StoreError> {
@@ -558,12 +557,7 @@ impl Instance {
                 .arg(2)
                 .arg(format!("{ns}:gen"))
                 .arg(format!("{ns}:ring"));
-            let mut pipe = redis::pipe();
-            pipe.add_command(eval);
-            let found = send(&mut conn, &pipe, 0, 1, config.response_timeout)
-                .await?
-                .pop()
-                .unwrap_or(Value::Nil);
+            let found = send_one(&mut conn, eval, config.response_timeout).await?;
             check_place(config, &self.endpoint, found)?;
             self.conn = Some(conn);
         }
@@ -653,12 +647,7 @@ async fn adopt_generation(
         .arg(format!("{ns}:ring"))
         .arg(fresh_generation())
         .arg(place_of(config, endpoint));
-    let mut pipe = redis::pipe();
-    pipe.add_command(eval);
-    let reply = send(conn, &pipe, 0, 1, config.response_timeout)
-        .await?
-        .pop()
-        .unwrap_or(Value::Nil);
+    let reply = send_one(conn, eval, config.response_timeout).await?;
     let Value::Array(mut pair) = reply else {
         return Err(StoreError::Invalid(format!(
             "the adopt script answered {}",
