@@ -1784,6 +1784,14 @@ mod tests {
         );
         assert!(build(file(redis).overlay(layer)).cluster_tls.is_some());
 
+        // What the file with these flags and variables is refused for.
+        let refused = |flags: &[&str], vars: &[(&str, &str)]| {
+            file(redis)
+                .overlay(cli(flags, vars))
+                .build(WebSocketOptions::default())
+                .unwrap_err()
+                .message
+        };
         // One or two of the three: an error naming the rule, where it was set.
         let all_or_none = "--cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca go together";
         for flags in [
@@ -1793,72 +1801,36 @@ mod tests {
             vec!["--cluster-tls-cert", c, "--cluster-tls-key", k],
             vec!["--cluster-tls-key", k, "--cluster-tls-ca", a],
         ] {
-            let e = file(redis)
-                .overlay(cli(&flags, &[]))
-                .build(WebSocketOptions::default())
-                .unwrap_err();
-            assert!(e.message.contains(all_or_none), "{flags:?}: {}", e.message);
-            assert!(e.message.starts_with("--cluster-tls-"), "{}", e.message);
+            let e = refused(&flags, &[]);
+            assert!(e.contains(all_or_none), "{flags:?}: {e}");
+            assert!(e.starts_with("--cluster-tls-"), "{e}");
         }
-        let e = file(redis)
-            .overlay(cli(&[], &[("HUMMER_CLUSTER_TLS_KEY", k)]))
-            .build(WebSocketOptions::default())
-            .unwrap_err();
-        assert!(
-            e.message.starts_with("HUMMER_CLUSTER_TLS_KEY: "),
-            "{}",
-            e.message
-        );
+        let e = refused(&[], &[("HUMMER_CLUSTER_TLS_KEY", k)]);
+        assert!(e.starts_with("HUMMER_CLUSTER_TLS_KEY: "), "{e}");
         let e = file_err(&format!("{redis}cluster_tls_ca = \"ca.pem\"\n"));
         assert!(e.contains("cluster_tls_ca in a config file"), "{e}");
 
         // Files that are not what they should be: the error says which.
-        let e = file(redis)
-            .overlay(cli(
-                &[
-                    "--cluster-tls-cert",
-                    c,
-                    "--cluster-tls-key",
-                    k,
-                    "--cluster-tls-ca",
-                    k,
-                ],
-                &[],
-            ))
-            .build(WebSocketOptions::default())
-            .unwrap_err();
-        assert!(e.message.contains("cluster TLS: CA"), "{}", e.message);
+        let flags = |cert, key, ca| {
+            [
+                "--cluster-tls-cert",
+                cert,
+                "--cluster-tls-key",
+                key,
+                "--cluster-tls-ca",
+                ca,
+            ]
+        };
+        let e = refused(&flags(c, k, k), &[]);
+        assert!(e.contains("cluster TLS: CA"), "{e}");
         let missing = dir.path().join("nothing.pem");
-        let e = file(redis)
-            .overlay(cli(
-                &[
-                    "--cluster-tls-cert",
-                    missing.to_str().unwrap(),
-                    "--cluster-tls-key",
-                    k,
-                    "--cluster-tls-ca",
-                    a,
-                ],
-                &[],
-            ))
-            .build(WebSocketOptions::default())
-            .unwrap_err();
-        assert!(e.message.contains("nothing.pem"), "{}", e.message);
+        let e = refused(&flags(missing.to_str().unwrap(), k, a), &[]);
+        assert!(e.contains("nothing.pem"), "{e}");
 
         // Without a cluster, they mean nothing: an error.
-        let e = cli(
-            &[
-                "--cluster-tls-cert",
-                c,
-                "--cluster-tls-key",
-                k,
-                "--cluster-tls-ca",
-                a,
-            ],
-            &[],
-        )
-        .build(WebSocketOptions::default())
-        .unwrap_err();
+        let e = cli(&flags(c, k, a), &[])
+            .build(WebSocketOptions::default())
+            .unwrap_err();
         assert!(
             e.message.contains("go with --cluster-listen"),
             "{}",
