@@ -13,6 +13,8 @@ use hummer_channel::adapters::server_tcp::store::{RedisStore, StoreConfig, Store
 use hummer_channel::server::{StoreBatch, StoreKey, StoreWrite, StoredObject};
 use redis_support::{raw_command, Persistence, RedisServer};
 
+#[path = "common/certs.rs"]
+mod certs;
 #[path = "redis_store/sharding.rs"]
 mod sharding;
 
@@ -518,16 +520,7 @@ fn a_password_connects_a_wrong_one_is_refused_and_neither_is_shown() {
 /// A CA, and a certificate for `localhost` it signed: (the CA's PEM, the
 /// server's chain PEM, the server's key PEM).
 fn certificates() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec!["localhost".into()]).unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
+    certs::signed(&["localhost"])
 }
 
 #[test]

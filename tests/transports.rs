@@ -13,6 +13,8 @@
 
 #[macro_use]
 mod adapters_support;
+#[path = "common/certs.rs"]
+mod certs;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -27,16 +29,7 @@ use hummer_channel::server::ServerConfig;
 /// A CA, and a certificate for `localhost` and 127.0.0.1 it signed: (the
 /// CA's PEM, the server's chain PEM, the server's key PEM).
 fn certificates() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
+    certs::signed(&["localhost", "127.0.0.1"])
 }
 
 /// A server with a TCP (or TLS) and a WebSocket (or wss) listener, and the

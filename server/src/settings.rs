@@ -1385,6 +1385,11 @@ struct FileHook {
     message_channel_prefixes: Vec<String>,
 }
 
+/// The tests' CA, shared with the library's tests.
+#[cfg(test)]
+#[path = "../../tests/common/certs.rs"]
+mod certs;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1729,22 +1734,9 @@ mod tests {
     /// A CA and a node certificate it signed, as files in `dir`: (cert,
     /// key, ca).
     fn node_pems(dir: &Path) -> [PathBuf; 3] {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params, ca_key);
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["10.0.0.5".into()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
+        let (ca, cert, key) = certs::signed(&["10.0.0.5"]);
         let files = [dir.join("n.pem"), dir.join("n.key"), dir.join("ca.pem")];
-        for (f, text) in files
-            .iter()
-            .zip([cert.pem(), key.serialize_pem(), ca.pem()])
-        {
+        for (f, text) in files.iter().zip([cert, key, ca]) {
             std::fs::write(f, text).unwrap();
         }
         files
