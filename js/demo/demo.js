@@ -126,6 +126,8 @@ function timeOf(ts) {
 
 const STATUS_KEY = 'status';
 const ONLINE_REFRESH_MS = 5000;
+/** RESOURCE_NOT_FOUND: getUserAttributes of a uid no longer in the channel. */
+const NOT_IN_CHANNEL = 2004;
 
 let hummer = null; // the Hummer instance of the current login
 let client = null; // hummer.createInstance() of the current login
@@ -141,6 +143,8 @@ const members = new Map();
 // Rendering
 
 function showError(text) {
+  // Also in the console, with the time, to tell when it happened.
+  console.warn(`${new Date().toISOString()} error shown: ${text}`);
   const p = document.createElement('p');
   p.dataset.testid = 'error';
   p.textContent = text;
@@ -152,7 +156,7 @@ function clearErrors() {
 }
 
 /** Awaits a client call; shows an error (and returns it) unless rescode is 0. */
-async function call(what, promiseOrFn) {
+async function call(what, promiseOrFn, { expected = [] } = {}) {
   let res;
   try {
     res = await (typeof promiseOrFn === 'function' ? promiseOrFn() : promiseOrFn);
@@ -160,7 +164,9 @@ async function call(what, promiseOrFn) {
     res = { rescode: e?.rescode ?? -1, msg: e?.msg ?? e?.message ?? String(e) };
   }
   if (res == null || typeof res !== 'object') res = { rescode: 0, msg: '', value: res };
-  if (res.rescode !== 0) showError(`${what} failed: rescode ${res.rescode}${res.msg ? ` (${res.msg})` : ''}`);
+  const text = `${what} failed: rescode ${res.rescode}${res.msg ? ` (${res.msg})` : ''}`;
+  if (expected.includes(res.rescode)) console.info(`${new Date().toISOString()} ${text}`);
+  else if (res.rescode !== 0) showError(text);
   return res;
 }
 
@@ -267,7 +273,11 @@ async function fetchAttributes(uid) {
   const gen = generation;
   const m = ensureMember(uid);
   const epoch = m.attrEpoch;
-  const res = await call(`getUserAttributes(${uid})`, () => channel.getUserAttributes({ uid }));
+  // 2004: the member left between the list (or its join notice) and this
+  // call; its leave notice is on the way.
+  const res = await call(`getUserAttributes(${uid})`, () => channel.getUserAttributes({ uid }), {
+    expected: [NOT_IN_CHANNEL],
+  });
   if (gen !== generation || res.rescode !== 0) return;
   const cur = members.get(uid);
   if (!cur || cur.attrEpoch !== epoch) return; // a notice is newer than this reply

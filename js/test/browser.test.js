@@ -285,6 +285,12 @@ async function errorsShown(page) {
   return page.$$eval('#errors [data-testid="error"]', (ps) => ps.map((p) => p.textContent));
 }
 
+/** No error shown on the page of `p`; a failure carries the page's console (the demo logs each error there with its time). */
+async function assertNoErrorsShown(p) {
+  const shown = await errorsShown(p.page);
+  assert.deepEqual(shown, [], `${p.record.label}: errors shown; its console:\n${p.record.console.join('\n')}`);
+}
+
 async function screenshot(page, name) {
   fs.mkdirSync(artifactsDir, { recursive: true });
   const file = path.join(artifactsDir, `${name}.png`);
@@ -402,8 +408,8 @@ function scenario(name, { tls, skip }) {
     step('screenshots of both pages', async () => {
       await screenshot(a.page, `${prefix}demo-${UID_A}`);
       await screenshot(b.page, `${prefix}demo-${UID_B}`);
-      assert.deepEqual(await errorsShown(a.page), []);
-      assert.deepEqual(await errorsShown(b.page), []);
+      await assertNoErrorsShown(a);
+      await assertNoErrorsShown(b);
     });
 
     step('a server restart: both pages reconnect by themselves, re-join and chat again', async () => {
@@ -481,7 +487,7 @@ function scenario(name, { tls, skip }) {
     });
 
     step('no errors shown and no script errors', async () => {
-      assert.deepEqual(await errorsShown(a.page), []);
+      await assertNoErrorsShown(a);
       assert.deepEqual(a.record.errors, [], 'page errors of the first page');
       assert.deepEqual(b.record.errors, [], 'page errors of the second page');
     });
