@@ -2205,19 +2205,17 @@ fn a_rejoin_after_another_instance_of_the_uid_left_is_told_of_a_gap() {
     run.check().unwrap();
 }
 
-/// Found by a 2,000-case run of the durable property (shrunk), not fixed:
-/// on three nodes, client 0's reliable P2P message to uid 2 is stored,
-/// pushed (seq 3) and acknowledged; client 0's link died with the node
-/// before the reply reached it, so its Session sends the message again
-/// with the same id once it is back (4 s later). Meanwhile the inbox's
-/// small retention evicted seq 3, and a durable restart came between: the
-/// send's record, stored only with its message, went with the eviction,
-/// so the restarted server takes the re-send as a new message (seq 10), a
-/// second delivery. `docs/server.md` ("Durable state") states the limit
-/// ("as long as the message is retained"); the fix is to store recent
-/// sends apart from the retained messages, for the dedupe window.
+/// Found by a 2,000-case run of the durable property (shrunk): on three
+/// nodes, client 0's reliable P2P message to uid 2 is stored, pushed (seq
+/// 3) and acknowledged; client 0's link died with the node before the reply
+/// reached it, so its Session sends the message again with the same id
+/// once it is back (4 s later). Meanwhile the inbox's small retention
+/// evicted seq 3, and a durable restart came between. The send's record
+/// was stored only with its message and went with the eviction, so the
+/// restarted server took the re-send as a new message (seq 10), a second
+/// delivery. Now the record moves to the inbox's sends object in the batch
+/// that trims the message (`src/server/recent_sends.rs`).
 #[test]
-#[ignore = "known: a re-send after a durable restart is delivered again once retention evicted the first (docs/server.md, Durable state)"]
 fn a_re_send_after_a_restart_and_an_eviction_is_not_delivered_twice() {
     let p = |from, to| Op::P2p {
         from,

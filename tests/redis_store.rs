@@ -90,6 +90,10 @@ fn what_batches_write_is_what_load_reads_back() {
             uid: 42,
             instance: u64::MAX,
         };
+        // A stream's sends object: an empty record, entries trimmed by age.
+        let sends = StoreKey::Sends {
+            of: Box::new(inbox.clone()),
+        };
         let batches = [
             vec![
                 put(&odd, "odd v1"),
@@ -108,7 +112,16 @@ fn what_batches_write_is_what_load_reads_back() {
                 append(&inbox, 11, "p11 \u{0}\u{ff} bytes"),
                 put(&instance, "instance"),
             ],
-            vec![delete(&gone), append(&inbox, 12, "p12"), trim(&inbox, 11)],
+            vec![
+                delete(&gone),
+                append(&inbox, 12, "p12"),
+                trim(&inbox, 11),
+                put(&sends, ""),
+                append(&sends, 8, "s8"),
+                append(&sends, 9, "s9"),
+                append(&sends, 10, "s10"),
+                trim(&sends, 9),
+            ],
         ];
         for (n, writes) in batches.into_iter().enumerate() {
             store
@@ -125,6 +138,7 @@ fn what_batches_write_is_what_load_reads_back() {
                 &[(11, "p11 \u{0}\u{ff} bytes"), (12, "p12")],
             ),
             object(&instance, "instance", &[]),
+            object(&sends, "", &[(9, "s9"), (10, "s10")]),
         ]);
         assert_eq!(sorted(store.load().await.unwrap()), want);
         assert_eq!(store.skipped(), 0);

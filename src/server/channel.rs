@@ -387,7 +387,7 @@ impl Hub {
             let stored = stored_channel_key(ch);
             self.channels.remove(&num);
             self.channel_index.remove(&key);
-            self.store_delete(stored);
+            self.store_delete_stream(LogId::Channel(num), stored);
         } else {
             self.note_membership(num, uid, false);
         }

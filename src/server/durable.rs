@@ -29,6 +29,7 @@ use super::channel::Channel;
 use super::hub::{Hub, LogId, Timer};
 use super::inbox::Inbox;
 use super::presence::Instance;
+use super::recent_sends::{RecentSend, RecentSends};
 use super::sent_ids::Destination;
 use super::seq_log::{Retention, SeqLog};
 use super::shard::ShardId;
@@ -56,6 +57,8 @@ pub(crate) struct Durable {
     /// The objects deleted by batches made but not yet stored, with their
     /// batch: a store that loses or refuses a batch gets them again.
     deleting: Vec<(u64, StoreKey)>,
+    /// The sends behind each stream's messages, within the dedupe window.
+    sends: RecentSends,
 }
 
 impl Durable {
@@ -96,6 +99,24 @@ impl Durable {
     /// Object `key` is gone.
     pub fn forget(&mut self, key: StoreKey) {
         self.writes.push(StoreWrite::Delete { key });
+    }
+
+    /// Stream `log` (object `key`) is gone, with its sends.
+    pub fn forget_stream(&mut self, log: LogId, key: StoreKey) {
+        self.sends.forget(log);
+        let sends = StoreKey::Sends {
+            of: Box::new(key.clone()),
+        };
+        self.forget(key);
+        self.forget(sends);
+    }
+
+    /// Forgets the sends past the dedupe `window` at `now`; the streams
+    /// whose sends object held some get a trim in the next batch.
+    pub fn expire_sends(&mut self, now: Instant, window: Duration) {
+        for log in self.sends.expire(now, window) {
+            self.logs.insert(log);
+        }
     }
 
     /// The batch that will hold every change made so far.
@@ -269,6 +290,34 @@ pub(super) struct SentRef {
     pub delivered_online: bool,
 }
 
+/// An entry of a [`StoreKey::Sends`] object: when the send was recorded,
+/// and the send (the reply's seq is the entry's).
+#[derive(Clone, PartialEq, prost::Message)]
+struct SendEntry {
+    #[prost(uint64, tag = "1")]
+    at_ms: u64,
+    #[prost(message, optional, tag = "2")]
+    sent: Option<SentRef>,
+}
+
+impl SentRef {
+    /// As an entry of a sends object, recorded at `at_ms`.
+    pub(super) fn encode_entry(self, at_ms: u64) -> Bytes {
+        SendEntry {
+            at_ms,
+            sent: Some(self),
+        }
+        .encode_to_vec()
+        .into()
+    }
+
+    /// `(recorded at, send)` of a sends object's entry.
+    pub(super) fn decode_entry(entry: Bytes) -> Option<(u64, SentRef)> {
+        let e = SendEntry::decode(entry).ok()?;
+        Some((e.at_ms, e.sent?))
+    }
+}
+
 fn encode_entry(at_ms: u64, frame: &Bytes, sent: Option<SentRef>) -> Bytes {
     LogEntry {
         at_ms,
@@ -370,19 +419,20 @@ impl Hub {
         d.sealed += 1;
         let number = d.sealed;
         let mut inboxes = inboxes;
+        let (now, unix_now) = (self.clock.now(), self.clock.unix_ms());
+        let window = self.config.send_dedupe_window;
         for log in logs {
-            // Emptied logs: the record carries the head.
-            match log {
+            let (key, seq) = match log {
                 LogId::Channel(n) => {
                     let Some(ch) = self.channels.get(&n) else {
                         continue;
                     };
+                    // Emptied logs: the record carries the head.
                     let seq = ch.log.first_seq().unwrap_or_else(|| {
                         channels.insert(n);
                         ch.log.head().saturating_add(1)
                     });
-                    let key = channel_key(ch);
-                    writes.push(StoreWrite::TrimBelow { key, seq });
+                    (channel_key(ch), seq)
                 }
                 LogId::Inbox(appid, uid) => {
                     let Some(b) = self.inboxes.get(&(appid, uid)) else {
@@ -392,16 +442,19 @@ impl Hub {
                         inboxes.insert((appid, uid));
                         b.log.head().saturating_add(1)
                     });
-                    let key = StoreKey::Inbox { appid, uid };
-                    writes.push(StoreWrite::TrimBelow { key, seq });
+                    (StoreKey::Inbox { appid, uid }, seq)
                 }
+            };
+            // The records of the sends it evicts go in the same batch.
+            if let Some(d) = self.store.as_mut() {
+                let at_ms = |at| unix_ms_of(now, unix_now, at);
+                d.sends
+                    .writes(log, &key, seq, (now, window), at_ms, &mut writes);
             }
+            writes.push(StoreWrite::TrimBelow { key, seq });
         }
         for n in channels {
             if let Some(ch) = self.channels.get(&n) {
-                let clock = &self.clock;
-                let now = clock.now();
-                let unix_now = clock.unix_ms();
                 let record = encode_channel(n, ch, |at| unix_ms_of(now, unix_now, at));
                 writes.push(StoreWrite::Put {
                     key: channel_key(ch),
@@ -503,15 +556,32 @@ impl Hub {
             .into_iter()
             .map(|key| StoreWrite::Delete { key })
             .collect();
-        for ch in self.channels.values() {
-            let key = channel_key(ch);
+        let logs = self
+            .channels
+            .iter()
+            .map(|(&n, ch)| (LogId::Channel(n), channel_key(ch), &ch.log))
+            .chain(self.inboxes.iter().map(|(&(appid, uid), b)| {
+                (
+                    LogId::Inbox(appid, uid),
+                    StoreKey::Inbox { appid, uid },
+                    &b.log,
+                )
+            }));
+        let (now, unix_now) = (self.clock.now(), self.clock.unix_ms());
+        let at_ms = |at| unix_ms_of(now, unix_now, at);
+        for (id, key, log) in logs {
             writes.push(StoreWrite::Delete { key: key.clone() });
-            append_all(&mut writes, &key, &ch.log, &self.clock);
-        }
-        for (&(appid, uid), b) in &self.inboxes {
-            let key = StoreKey::Inbox { appid, uid };
-            writes.push(StoreWrite::Delete { key: key.clone() });
-            append_all(&mut writes, &key, &b.log, &self.clock);
+            for (seq, at, frame) in log.entries() {
+                writes.push(StoreWrite::Append {
+                    key: key.clone(),
+                    seq,
+                    entry: encode_entry(at_ms(at), frame, d.sends.sent(id, seq)),
+                });
+            }
+            let first = log.first_seq().unwrap_or(log.head().saturating_add(1));
+            let window = (now, self.config.send_dedupe_window);
+            d.sends
+                .write_again(id, &key, first, window, at_ms, &mut writes);
         }
         for (&inst, i) in &self.instances {
             writes.push(StoreWrite::Delete {
@@ -761,9 +831,11 @@ impl Hub {
         done
     }
 
-    /// The sends behind the stored messages, within the dedupe window,
-    /// remembered where re-sends are looked up: at the sender's home (a
-    /// client's) and at the shard of the stream (the server API's).
+    /// The sends behind the stored messages (with the messages, and in
+    /// the streams' sends objects), within the dedupe window: remembered
+    /// where re-sends are looked up, at the sender's home (a client's) and
+    /// at the shard of the stream (the server API's), and kept with this
+    /// shard's streams for when retention evicts their messages.
     fn restore_sends(
         &mut self,
         now: Instant,
@@ -774,8 +846,15 @@ impl Hub {
         let shards = self.shards;
         let window = self.config.send_dedupe_window;
         let mut sends = Vec::new();
+        // This shard's streams: their sends, and the last seq of each
+        // sends object.
+        let mut streams: BTreeMap<LogId, (Vec<RecentSend>, u64)> = BTreeMap::new();
         for o in objects {
-            let (appid, to) = match &o.key {
+            let (stream, in_sends_object) = match &o.key {
+                StoreKey::Sends { of } => (&**of, true),
+                key => (key, false),
+            };
+            let (appid, to) = match stream {
                 StoreKey::Channel { appid, region, id } => {
                     let key = wire::ChannelKey {
                         region: *region,
@@ -786,30 +865,39 @@ impl Hub {
                 StoreKey::Inbox { appid, uid } => (*appid, Destination::User(*uid)),
                 _ => continue,
             };
-            let owner = o.key.shard(shards);
+            let owner = stream.shard(shards);
+            let log = (owner == self.shard)
+                .then(|| self.restored_log(stream))
+                .flatten();
+            if let (Some(log), true, Some(&(last, _))) = (log, in_sends_object, o.entries.last()) {
+                streams.entry(log).or_default().1 = last;
+            }
             for (seq, entry) in &o.entries {
-                let Some(LogEntry {
-                    at_ms,
-                    sent: Some(sent),
-                    ..
-                }) = decode_entry(entry.clone())
-                else {
+                let decoded = match in_sends_object {
+                    true => SentRef::decode_entry(entry.clone()),
+                    false => decode_entry(entry.clone()).and_then(|e| Some((e.at_ms, e.sent?))),
+                };
+                let Some((at_ms, sent)) = decoded else {
                     continue;
                 };
-                let mine = owner == self.shard || uid_shard(appid, sent.uid, shards) == self.shard;
                 let age = Duration::from_millis(unix_now.saturating_sub(at_ms));
-                if !mine || sent.message_id == 0 || age >= window {
+                if sent.message_id == 0 || age >= window {
                     continue;
                 }
                 let Some(at) = now.checked_sub(age) else {
                     continue;
                 };
-                let reply = wire::SendReply {
-                    timestamp_ms: sent.timestamp_ms,
-                    delivered_online: sent.delivered_online,
-                    seq: *seq,
-                };
-                sends.push((at, (appid, sent.uid), sent.message_id, to, reply));
+                if let Some(log) = log {
+                    streams.entry(log).or_default().0.push((*seq, at, sent));
+                }
+                if owner == self.shard || uid_shard(appid, sent.uid, shards) == self.shard {
+                    let reply = wire::SendReply {
+                        timestamp_ms: sent.timestamp_ms,
+                        delivered_online: sent.delivered_online,
+                        seq: *seq,
+                    };
+                    sends.push((at, (appid, sent.uid), sent.message_id, to, reply));
+                }
             }
         }
         // Oldest first, as they were remembered.
@@ -817,6 +905,27 @@ impl Hub {
         for (at, who, id, to, reply) in sends {
             self.remember_sent_at(who, id, to, &reply, at);
             done.sends += 1;
+        }
+        if let Some(d) = self.store.as_mut() {
+            for (log, (list, written)) in streams {
+                d.sends.restore(log, list, written);
+            }
+        }
+    }
+
+    /// The log of restored stream `key`, if this shard has it.
+    fn restored_log(&self, key: &StoreKey) -> Option<LogId> {
+        match key {
+            StoreKey::Channel { appid, region, id } => {
+                let region = Region::from_wire(*region)?;
+                let num = self.channel_index.get(&(*appid, region, id.clone()))?;
+                Some(LogId::Channel(*num))
+            }
+            StoreKey::Inbox { appid, uid } => {
+                let log = LogId::Inbox(*appid, *uid);
+                self.inboxes.contains_key(&(*appid, *uid)).then_some(log)
+            }
+            _ => None,
         }
     }
 
@@ -865,7 +974,7 @@ impl Hub {
         frame: &Bytes,
         sent: Option<SentRef>,
     ) {
-        let unix_ms = self.clock.unix_ms();
+        let (now, unix_ms) = (self.clock.now(), self.clock.unix_ms());
         if let Some(d) = self.store.as_mut() {
             d.writes.push(StoreWrite::Append {
                 key,
@@ -873,6 +982,9 @@ impl Hub {
                 entry: encode_entry(unix_ms, frame, sent),
             });
             d.logs.insert(log);
+            if let Some(sent) = sent.filter(|s| s.message_id != 0) {
+                d.sends.record(log, seq, now, sent);
+            }
         }
     }
 
@@ -880,6 +992,13 @@ impl Hub {
     pub(super) fn store_delete(&mut self, key: StoreKey) {
         if let Some(d) = self.store.as_mut() {
             d.forget(key);
+        }
+    }
+
+    /// Stream `log` (object `key`) is gone, with its sends.
+    pub(super) fn store_delete_stream(&mut self, log: LogId, key: StoreKey) {
+        if let Some(d) = self.store.as_mut() {
+            d.forget_stream(log, key);
         }
     }
 }
@@ -911,20 +1030,6 @@ fn unix_ms_of(now: Instant, unix_now: u64, at: Instant) -> u64 {
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Every retained entry of `log` as appends to `key`.
-fn append_all(writes: &mut Vec<StoreWrite>, key: &StoreKey, log: &SeqLog, clock: &super::Clock) {
-    let (now, unix_now) = (clock.now(), clock.unix_ms());
-    for (seq, at, frame) in log.entries() {
-        writes.push(StoreWrite::Append {
-            key: key.clone(),
-            seq,
-            // (The sends behind them are not kept in memory: a re-send of
-            // one after this and then a restart would deliver again.)
-            entry: encode_entry(unix_ms_of(now, unix_now, at), frame, None),
-        });
-    }
 }
 
 /// A log from its record and stored entries; entries older than the

@@ -517,7 +517,7 @@ impl Hub {
                 .retain(|_, (_, at)| now.saturating_duration_since(*at) < age);
             let forget = ch.is_forgettable();
             if let (true, Some(d)) = (forget, store.as_mut()) {
-                d.forget(stored_channel_key(ch));
+                d.forget_stream(LogId::Channel(num), stored_channel_key(ch));
             }
             !forget
         });
@@ -530,6 +530,9 @@ impl Hub {
             }
         }
         self.sent_ids.sweep(now, self.config.send_dedupe_window);
+        if let Some(d) = self.store.as_mut() {
+            d.expire_sends(now, self.config.send_dedupe_window);
+        }
         self.uid_rates.retain(|_, r| !r.is_idle(now));
         self.bans.retain(|_, until| *until > now);
         self.login_rates.retain(|_, b| !b.is_idle(now));

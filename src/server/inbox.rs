@@ -207,7 +207,8 @@ impl Hub {
             }
             for (_, (appid, uid)) in idle {
                 self.inboxes.remove(&(appid, uid));
-                self.store_delete(StoreKey::Inbox { appid, uid });
+                let key = StoreKey::Inbox { appid, uid };
+                self.store_delete_stream(LogId::Inbox(appid, uid), key);
             }
         }
         // Drawn only for a new inbox: the draws stay deterministic per seed.

@@ -71,6 +71,7 @@ mod node_codec;
 mod presence;
 mod rate;
 mod ready;
+mod recent_sends;
 mod sent_ids;
 mod seq_log;
 mod shard;

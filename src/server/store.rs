@@ -52,6 +52,15 @@ pub enum StoreKey {
         /// The instance id (what a resume names).
         instance: u64,
     },
+    /// The records of the sends behind a stream's messages that retention
+    /// evicted within the dedupe window (the stream: a [`StoreKey::Channel`]
+    /// or a [`StoreKey::Inbox`]). Its record is empty; its entries are
+    /// numbered by the messages' sequence numbers. It lives where its
+    /// stream does.
+    Sends {
+        /// The stream.
+        of: Box<StoreKey>,
+    },
 }
 
 /// The kinds of [`StoreKey`], for stores that index each kind apart.
@@ -64,6 +73,8 @@ pub enum StoreKind {
     Inbox,
     /// [`StoreKey::Instance`].
     Instance,
+    /// [`StoreKey::Sends`].
+    Sends,
 }
 
 impl StoreKey {
@@ -83,6 +94,7 @@ impl StoreKey {
             StoreKey::Inbox { appid, uid } | StoreKey::Instance { appid, uid, .. } => {
                 uid_shard(*appid, *uid, shards)
             }
+            StoreKey::Sends { of } => of.shard(shards),
         }
     }
 
@@ -92,12 +104,14 @@ impl StoreKey {
             StoreKey::Channel { .. } => StoreKind::Channel,
             StoreKey::Inbox { .. } => StoreKind::Inbox,
             StoreKey::Instance { .. } => StoreKind::Instance,
+            StoreKey::Sends { .. } => StoreKind::Sends,
         }
     }
 
     /// A printable name, unique per key, that [`StoreKey::parse`] reads
-    /// back: `c/APPID/REGION/HEXID`, `i/APPID/UID`, `n/APPID/UID/INSTANCE`
-    /// (the channel id in lowercase hex, so any id is safe in a key).
+    /// back: `c/APPID/REGION/HEXID`, `i/APPID/UID`, `n/APPID/UID/INSTANCE`,
+    /// and `s/` followed by its stream's name for [`StoreKey::Sends`] (the
+    /// channel id in lowercase hex, so any id is safe in a key).
     ///
     /// ```
     /// use hummer_channel::server::StoreKey;
@@ -121,11 +135,20 @@ impl StoreKey {
                 uid,
                 instance,
             } => format!("n/{appid}/{uid}/{instance}"),
+            StoreKey::Sends { of } => format!("s/{}", of.name()),
         }
     }
 
     /// The key named `name` ([`StoreKey::name`]'s form), if it is one.
     pub fn parse(name: &str) -> Option<StoreKey> {
+        if let Some(stream) = name.strip_prefix("s/") {
+            return match StoreKey::parse(stream)? {
+                of @ (StoreKey::Channel { .. } | StoreKey::Inbox { .. }) => {
+                    Some(StoreKey::Sends { of: Box::new(of) })
+                }
+                _ => None,
+            };
+        }
         let mut parts = name.split('/');
         let kind = parts.next()?;
         let appid = parts.next()?.parse().ok()?;
@@ -275,6 +298,16 @@ mod tests {
                 uid: u64::MAX,
                 instance: 5,
             },
+            StoreKey::Sends {
+                of: Box::new(StoreKey::Inbox { appid: 2, uid: 9 }),
+            },
+            StoreKey::Sends {
+                of: Box::new(StoreKey::Channel {
+                    appid: 1,
+                    region: 2,
+                    id: "x".into(),
+                }),
+            },
         ];
         for k in keys {
             assert_eq!(StoreKey::parse(&k.name()), Some(k.clone()), "{}", k.name());
@@ -288,9 +321,30 @@ mod tests {
             .name(),
             "c/1/0/6162"
         );
+        let sends = StoreKey::Sends {
+            of: Box::new(StoreKey::Inbox { appid: 2, uid: 9 }),
+        };
+        assert_eq!(sends.name(), "s/i/2/9");
+        assert_eq!(sends.kind(), StoreKind::Sends);
+        for shards in [1, 3, 8] {
+            assert_eq!(sends.shard(shards), uid_shard(2, 9, shards));
+        }
         for bad in [
-            "", "x/1/2", "i/1", "i/1/2/3", "c/1/0/6", "c/1/0/zz", "c/1/0/ff", "n/1/2", "i/01/2",
+            "",
+            "x/1/2",
+            "i/1",
+            "i/1/2/3",
+            "c/1/0/6",
+            "c/1/0/zz",
+            "c/1/0/ff",
+            "n/1/2",
+            "i/01/2",
             "i/1/+2",
+            "s/",
+            "s/n/1/2/3",
+            "s/s/i/1/2",
+            "s/i/1",
+            "S/i/1/2",
         ] {
             assert_eq!(StoreKey::parse(bad), None, "{bad}");
         }

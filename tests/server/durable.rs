@@ -824,3 +824,133 @@ fn a_rewrite_keeps_the_deletes_not_yet_in_a_batch() {
         "the rewrite forgot a pending delete"
     );
 }
+
+/// A busy stream: retention evicted a message before its send's dedupe
+/// window ended, and the server restarted. The re-send is still answered
+/// as the first: the send's record moved to the channel's sends object in
+/// the batch that trimmed the message.
+#[test]
+fn a_re_send_after_retention_evicted_its_message_and_a_restart_delivers_nothing() {
+    let mut config = ServerConfig::demo();
+    config.channel_retention_messages = 2;
+    let mut n = Net::durable(config, 3);
+    let (a, ra) = n.login(1);
+    let (b, rb) = n.login(2);
+    let room = n.ok_join(a, "room");
+    n.ok_join(b, "room");
+    let first = n.sent(a, to_channel_id("room", "once", false, 4242));
+    let ch = StoreKey::Channel {
+        appid: DEMO_APPID,
+        region: cn(),
+        id: "room".into(),
+    };
+    let sends = StoreKey::Sends {
+        of: Box::new(ch.clone()),
+    };
+    // Retained: its record is with it, the sends object is not needed.
+    assert!(!n.store.as_ref().unwrap().keys().contains(&sends));
+    for t in ["m2", "m3"] {
+        n.sent(b, to_channel("room", t));
+    }
+    let store = n.store.as_ref().unwrap();
+    assert_eq!(store.entries(&ch), [first.seq + 1, first.seq + 2]);
+    assert_eq!(store.entries(&sends), [first.seq]);
+    n.clear(&[a, b]);
+    let restored = n.crash_restart(secs(2), 3);
+    assert!(restored.sends >= 3, "{restored:?}");
+    let head = first.seq + 2;
+    let (b2, _) = resume_b(&mut n, &rb, &room, head);
+    let a2 = n.accept();
+    let ra2 = login_reply(n.login_with(
+        a2,
+        resume_req(
+            1,
+            ra.instance_id,
+            ra.p2p_epoch,
+            0,
+            vec![cursor("room", room.epoch, head)],
+        ),
+    ));
+    assert!(ra2.resumed);
+    n.clear(&[a2, b2]);
+    let again = n.sent(a2, to_channel_id("room", "once", false, 4242));
+    assert_eq!(again, first);
+    assert!(channel_msgs(&n.bodies(b2)).is_empty(), "delivered twice");
+    assert_eq!(n.sent(a2, to_channel("room", "next")).seq, head + 1);
+}
+
+/// The same for a P2P inbox, after the store lost everything and was
+/// written again (the sends object with it) and then a restart.
+#[test]
+fn a_p2p_re_send_after_an_eviction_a_store_loss_and_a_restart_delivers_nothing() {
+    let mut config = ServerConfig::demo();
+    config.inbox_max_messages = 1;
+    let mut n = Net::durable(config, 2);
+    let (a, ra) = n.login(1);
+    let first = n.sent(a, to_user_id(3, "once", false, 77));
+    n.sent(a, to_user(3, "evicts it"));
+    let inbox = StoreKey::Inbox {
+        appid: DEMO_APPID,
+        uid: 3,
+    };
+    let sends = StoreKey::Sends {
+        of: Box::new(inbox.clone()),
+    };
+    assert_eq!(n.store.as_ref().unwrap().entries(&sends), [first.seq]);
+    let before = n.store.as_ref().unwrap().keys();
+    n.store = Some(Default::default());
+    n.s.handle_store_lost();
+    n.pump();
+    let store = n.store.as_ref().unwrap();
+    assert_eq!(store.keys(), before);
+    assert_eq!(store.entries(&inbox), [first.seq + 1]);
+    assert_eq!(store.entries(&sends), [first.seq]);
+    n.crash_restart(secs(1), 2);
+    let a2 = n.accept();
+    let reply =
+        login_reply(n.login_with(a2, resume_req(1, ra.instance_id, ra.p2p_epoch, 0, vec![])));
+    assert!(reply.resumed);
+    assert_eq!(n.sent(a2, to_user_id(3, "once", false, 77)), first);
+    // Nothing new in the inbox: the re-send delivered nothing.
+    assert_eq!(n.store.as_ref().unwrap().entries(&inbox), [first.seq + 1]);
+}
+
+/// A send's record leaves the sends object when its dedupe window ends,
+/// and the sends object goes with its channel.
+#[test]
+fn the_sends_object_keeps_records_for_the_window_and_goes_with_its_channel() {
+    let mut config = ServerConfig::demo();
+    config.channel_retention_messages = 1;
+    config.channel_retention_age = secs(200);
+    config.sweep_interval = secs(1);
+    let window = config.send_dedupe_window;
+    let mut n = Net::durable(config, 1);
+    let (a, _) = n.login(1);
+    n.ok_join(a, "room");
+    let s1 = n.sent(a, to_channel("room", "m1"));
+    n.advance(secs(10));
+    let s2 = n.sent(a, to_channel("room", "m2"));
+    n.sent(a, to_channel("room", "m3"));
+    let ch = StoreKey::Channel {
+        appid: DEMO_APPID,
+        region: cn(),
+        id: "room".into(),
+    };
+    let sends = StoreKey::Sends {
+        of: Box::new(ch.clone()),
+    };
+    assert_eq!(n.store.as_ref().unwrap().entries(&sends), [s1.seq, s2.seq]);
+    // Empty, the channel is kept while its history is (200 s).
+    n.ok(a, leave("room"));
+    // m1's window ends (the next sweep sees it): its record goes, m2's
+    // stays.
+    n.advance(window - secs(9));
+    assert_eq!(n.store.as_ref().unwrap().entries(&sends), [s2.seq]);
+    n.advance(secs(10));
+    assert_eq!(n.store.as_ref().unwrap().entries(&sends), Vec::<u64>::new());
+    assert!(n.store.as_ref().unwrap().keys().contains(&sends));
+    // The channel is forgotten once aged out: its sends object too.
+    n.advance(secs(80));
+    let keys = n.store.as_ref().unwrap().keys();
+    assert!(!keys.contains(&ch) && !keys.contains(&sends), "{keys:?}");
+}

@@ -176,6 +176,7 @@ impl Instance {
             (StoreKind::Channel, "c"),
             (StoreKind::Inbox, "i"),
             (StoreKind::Instance, "n"),
+            (StoreKind::Sends, "s"),
         ];
         let mut pipe = redis::pipe();
         for (_, tag) in kinds {
@@ -698,6 +699,7 @@ fn set_of(ns: &str, key: &StoreKey) -> String {
     let tag = match key.kind() {
         StoreKind::Channel => "c",
         StoreKind::Inbox => "i",
+        StoreKind::Sends => "s",
         // StoreKind is non_exhaustive; every other kind has its own set
         // name once it exists, Instance's is `n`.
         _ => "n",
