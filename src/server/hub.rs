@@ -851,3 +851,33 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A replay takes half the queue at most, and never the room a reply
+    /// and a frame need; on a small queue that margin is a quarter of it.
+    #[test]
+    fn a_replay_budget_leaves_a_margin_within_the_queue() {
+        let budget = |max_queued: usize, max_frame: usize, held: usize| {
+            let mut config = ServerConfig::demo();
+            config.durable = true;
+            config.max_queued_bytes = max_queued;
+            config.limits.max_frame_size = max_frame;
+            let mut hub = Hub::new(config, Instant::now(), 0);
+            let conn = ConnId(1);
+            hub.store.as_mut().unwrap().hold(conn, held);
+            (hub.replay_budget(Some(conn)), hub.replay_budget(None))
+        };
+        // A big queue: half of it, or the room left less two frames.
+        assert_eq!(budget(1 << 20, 1000, 0), (1 << 19, 1 << 19));
+        assert_eq!(
+            budget(1 << 20, 1000, 600_000),
+            ((1 << 20) - 602_000, 1 << 19)
+        );
+        // A small queue: the margin is a quarter of it, not two frames.
+        assert_eq!(budget(64_000, 64_000, 20_000), (28_000, 32_000));
+        assert_eq!(budget(64_000, 64_000, 60_000), (0, 32_000));
+    }
+}
