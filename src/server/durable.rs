@@ -62,6 +62,15 @@ pub(crate) struct Durable {
 }
 
 impl Durable {
+    /// A hub's, keeping each stream's last `max_sends` sends
+    /// (`send_dedupe_max`).
+    pub fn new(max_sends: usize) -> Durable {
+        Durable {
+            sends: RecentSends::new(max_sends),
+            ..Durable::default()
+        }
+    }
+
     fn is_clean(&self) -> bool {
         self.channels.is_empty()
             && self.inboxes.is_empty()

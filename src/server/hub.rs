@@ -185,7 +185,9 @@ impl Hub {
         }
         let mut timers = BTreeSet::new();
         timers.insert((add(now, config.sweep_interval), Timer::Sweep));
-        let durable = config.durable;
+        let store = config
+            .durable
+            .then(|| super::durable::Durable::new(config.send_dedupe_max));
         Hub {
             config,
             clock: Clock::new(now, unix_ms_at_now),
@@ -219,7 +221,7 @@ impl Hub {
             stats: Stats::default(),
             bans: HashMap::new(),
             hooks: Fenced::default(),
-            store: durable.then(Default::default),
+            store,
         }
     }
 

@@ -8,6 +8,11 @@
 //! message away, so no batch ever drops a record still needed. A restart
 //! reads the records back from both places and answers a re-send as the
 //! first.
+//!
+//! Each stream keeps the records of its last `send_dedupe_max` sends
+//! within the window, the bound the in-memory dedupe has per sender: a
+//! stream whose retention keeps as many messages (a channel's default,
+//! 1,024) never writes its sends object.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -23,7 +28,8 @@ pub(super) type RecentSend = (u64, Instant, SentRef);
 
 #[derive(Debug, Default)]
 struct StreamSends {
-    /// Ascending seq, none older than the window (as of the last expiry).
+    /// Ascending seq, none older than the window (as of the last expiry),
+    /// at most `max` of them.
     sends: VecDeque<RecentSend>,
     /// The highest seq written to the sends object (0: none).
     written: u64,
@@ -32,28 +38,47 @@ struct StreamSends {
 }
 
 impl StreamSends {
+    /// Forgets the sends recorded at or before `cutoff`.
     fn expire(&mut self, cutoff: Instant) {
-        while let Some(&(seq, at, _)) = self.sends.front() {
-            if at > cutoff {
-                break;
-            }
-            self.sends.pop_front();
+        while self.sends.front().is_some_and(|s| s.1 <= cutoff) {
+            self.pop_oldest();
+        }
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some((seq, ..)) = self.sends.pop_front() {
             self.trim |= seq <= self.written;
         }
     }
 }
 
-/// Every durable stream's sends within the dedupe window.
+/// Every durable stream's last sends within the dedupe window.
 #[derive(Debug, Default)]
 pub(crate) struct RecentSends {
     streams: BTreeMap<LogId, StreamSends>,
+    /// Sends kept per stream, at most (`send_dedupe_max`; 0 keeps none).
+    max: usize,
 }
 
 impl RecentSends {
+    /// Keeping at most `max` sends per stream.
+    pub fn new(max: usize) -> RecentSends {
+        RecentSends {
+            streams: BTreeMap::new(),
+            max,
+        }
+    }
+
     /// Message `seq` of `log`, recorded at `at`, came from `sent`.
     pub fn record(&mut self, log: LogId, seq: u64, at: Instant, sent: SentRef) {
+        if self.max == 0 {
+            return;
+        }
         let s = self.streams.entry(log).or_default();
         if s.sends.back().is_none_or(|&(last, ..)| seq > last) {
+            if s.sends.len() >= self.max {
+                s.pop_oldest();
+            }
             s.sends.push_back((seq, at, sent));
         }
     }
@@ -63,8 +88,9 @@ impl RecentSends {
     pub fn restore(&mut self, log: LogId, mut sends: Vec<RecentSend>, written: u64) {
         sends.sort_by_key(|s| s.0);
         sends.dedup_by_key(|s| s.0);
+        let keep = sends.len().saturating_sub(self.max);
         let s = self.streams.entry(log).or_default();
-        s.sends = sends.into();
+        s.sends = sends.split_off(keep).into();
         s.written = written;
         // What expired while the server was down may still be stored.
         s.trim = written > 0;
@@ -121,28 +147,29 @@ impl RecentSends {
         if let Some(cutoff) = now.checked_sub(window) {
             s.expire(cutoff);
         }
+        // Ascending: the evicted ones not written yet are a range.
+        let from = s.sends.partition_point(|x| x.0 <= s.written);
+        let to = s.sends.partition_point(|x| x.0 < first);
+        if from >= to && !s.trim {
+            return;
+        }
         let sends_key = StoreKey::Sends {
             of: Box::new(key.clone()),
         };
-        let evicted: Vec<&RecentSend> = s
-            .sends
-            .iter()
-            .filter(|(seq, ..)| *seq > s.written && *seq < first)
-            .collect();
-        if let Some(&&(last, ..)) = evicted.last() {
+        if from < to {
             // The record makes the object one a load finds.
             out.push(StoreWrite::Put {
                 key: sends_key.clone(),
                 record: Bytes::new(),
             });
-            for &&(seq, at, sent) in &evicted {
+            for &(seq, at, sent) in s.sends.range(from..to) {
                 out.push(StoreWrite::Append {
                     key: sends_key.clone(),
                     seq,
                     entry: sent.encode_entry(at_ms(at)),
                 });
+                s.written = seq;
             }
-            s.written = last;
         }
         if s.trim {
             let seq = s.sends.front().map_or(s.written + 1, |x| x.0);
@@ -236,7 +263,7 @@ mod tests {
     fn evicted_sends_move_to_the_sends_object_once_and_go_when_their_window_ends() {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
-        let mut r = RecentSends::default();
+        let mut r = RecentSends::new(1024);
         for seq in 1..=4 {
             r.record(LOG, seq, t0 + s * seq as u32, sent(seq));
         }
@@ -274,7 +301,7 @@ mod tests {
     #[test]
     fn a_restored_stream_trims_what_expired_and_rewrites_after_a_store_loss() {
         let t0 = Instant::now() + W;
-        let mut r = RecentSends::default();
+        let mut r = RecentSends::new(1024);
         let ms = Duration::from_millis(1);
         r.restore(
             LOG,
@@ -300,12 +327,37 @@ mod tests {
         };
         assert_eq!(SentRef::decode_entry(entry.clone()), Some((9, sent(3))));
         // A restore with nothing in the object trims nothing.
-        let mut fresh = RecentSends::default();
+        let mut fresh = RecentSends::new(1024);
         fresh.restore(LOG, vec![(1, t0, sent(1))], 0);
         assert_eq!(write(&mut fresh, 1, t0), []);
         // Nothing expires before a window has passed since the clock began.
-        assert!(RecentSends::default()
+        assert!(RecentSends::new(1024)
             .expire(Instant::now(), Duration::MAX)
             .is_empty());
+    }
+
+    #[test]
+    fn a_stream_keeps_its_last_max_sends() {
+        let t0 = Instant::now();
+        let mut r = RecentSends::new(2);
+        for seq in 1..=3 {
+            r.record(LOG, seq, t0, sent(seq));
+        }
+        assert_eq!(r.sent(LOG, 1), None);
+        assert_eq!(r.sent(LOG, 2), Some(sent(2)));
+        // Only kept ones are written; the oldest dropped after it was
+        // written wants a trim.
+        assert_eq!(write(&mut r, 4, t0), [('P', 0), ('A', 2), ('A', 3)]);
+        r.record(LOG, 4, t0, sent(4));
+        assert_eq!(write(&mut r, 4, t0), [('T', 3)]);
+        assert_eq!(write(&mut r, 4, t0), []);
+        // A restore keeps the last ones too.
+        r.restore(LOG, (1..=5).map(|q| (q, t0, sent(q))).collect(), 0);
+        assert_eq!((r.sent(LOG, 3), r.sent(LOG, 4)), (None, Some(sent(4))));
+        // Zero keeps none.
+        let mut none = RecentSends::new(0);
+        none.record(LOG, 1, t0, sent(1));
+        assert_eq!(none.sent(LOG, 1), None);
+        assert_eq!(write(&mut none, 2, t0), []);
     }
 }
