@@ -265,8 +265,8 @@ struct MatchedLoss {
 }
 
 /// How often the scenarios the v2 checks are about came up (all cases).
-static STATS: [AtomicU64; 22] = [const { AtomicU64::new(0) }; 22];
-const STAT_NAMES: [&str; 22] = [
+static STATS: [AtomicU64; 23] = [const { AtomicU64::new(0) }; 23];
+const STAT_NAMES: [&str; 23] = [
     "restart re-logins checked (P2P)",
     "restart re-joins checked (channel)",
     "  of which cursor 0 with accepted, undelivered messages",
@@ -289,6 +289,7 @@ const STAT_NAMES: [&str; 22] = [
     "durable restarts",
     "  first logins after one, resuming: streams checked kept",
     "    of which resumed their instance",
+    "send records read back from sends objects (messages evicted within the dedupe window)",
 ];
 
 fn stat(i: usize, n: u64) {
@@ -1997,6 +1998,32 @@ fn run_case(
     run_case_with(seed, small_retention, shape, ops, None)
 }
 
+/// A store that counts the send records a restart reads back from sends
+/// objects (the path a re-send after an eviction and a restart needs).
+#[derive(Debug)]
+struct CountingSends(Box<dyn SimStore>);
+
+impl SimStore for CountingSends {
+    fn write(
+        &mut self,
+        shard: hummer_channel::server::ShardId,
+        batch: &hummer_channel::server::StoreBatch,
+    ) {
+        self.0.write(shard, batch);
+    }
+
+    fn load(&mut self) -> Vec<hummer_channel::server::StoredObject> {
+        let objects = self.0.load();
+        let records = objects
+            .iter()
+            .filter(|o| matches!(o.key, hummer_channel::server::StoreKey::Sends { .. }))
+            .map(|o| o.entries.len() as u64)
+            .sum();
+        stat(22, records);
+        objects
+    }
+}
+
 /// [`run_case`] with a durable server keeping its state in `store`.
 fn run_case_with(
     seed: u64,
@@ -2005,6 +2032,7 @@ fn run_case_with(
     ops: &[Op],
     store: Option<Box<dyn SimStore>>,
 ) -> Result<(), TestCaseError> {
+    let store = store.map(|s| Box::new(CountingSends(s)) as Box<dyn SimStore>);
     let mut run = Run::with_store(seed, small_retention, shape, store);
     for op in ops {
         run.apply(op);
