@@ -337,6 +337,13 @@ fn seed_messages() -> Vec<(&'static str, NodeMessage)> {
                 reason: CloseReason::Replaced,
             }),
         ),
+        (
+            "answered",
+            NodeMessage::Gateway(ToGateway::Answered {
+                conn: ConnId::new(GatewayId(2), 5),
+                request_id: 9,
+            }),
+        ),
     ]
 }
 

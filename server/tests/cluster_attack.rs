@@ -221,10 +221,11 @@ fn hellos_with_a_wrong_secret_protocol_or_size_are_refused_with_their_reason() {
         "wrong cluster secret"
     );
     assert!(refused(hello(NODE_PROTOCOL + 1, &secret, 1)).contains("node protocol"));
-    // A node of protocol 2 (no server API calls on its link) is told why.
+    // A node of protocol 3 (no word of a request answered whole) is told
+    // why.
     assert_eq!(
-        refused(hello(2, &secret, 1)),
-        "node protocol 2; this hub speaks 3"
+        refused(hello(3, &secret, 1)),
+        "node protocol 3; this hub speaks 4"
     );
     assert!(refused(hello(NODE_PROTOCOL, &secret, 0)).contains("gateways"));
     assert!(refused(hello(NODE_PROTOCOL, &secret, 65)).contains("gateways"));

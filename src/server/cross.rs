@@ -215,6 +215,7 @@ impl Hub {
                     message_id: Some(message_id),
                     effects,
                     frames: vec![frame],
+                    answered: None,
                 };
                 self.post_shard(from, done);
             }
@@ -225,7 +226,13 @@ impl Hub {
                 message_id,
                 effects,
                 frames,
-            } => self.done(conn, inst, who, message_id, effects, frames),
+                answered,
+            } => {
+                self.done(conn, inst, who, message_id, effects, frames);
+                if let Some(rid) = answered {
+                    self.replay_answered(conn, rid);
+                }
+            }
             ShardMsg::Deliver { insts, frame } => self.deliver(from, insts, &frame),
             ShardMsg::DropInstance { inst, uid, depart } => {
                 let Some(g) = self.guests.remove(&inst) else {
@@ -543,6 +550,7 @@ impl Hub {
         self.capture = Some((conn, Vec::new()));
         self.effects = Some(Effects::default());
         let outcome = self.dispatch_channel(conn, &m, body);
+        let answered = matches!(&outcome, Ok((body, _)) if super::hub::may_replay(body));
         self.answer(conn, rid, outcome);
         let frames = self.capture.take().map(|(_, f)| f).unwrap_or_default();
         let effects = self.effects.take().unwrap_or_default();
@@ -554,6 +562,7 @@ impl Hub {
             message_id,
             effects,
             frames,
+            answered: answered.then_some(rid),
         };
         self.post_shard(m.home, done);
     }

@@ -369,6 +369,11 @@ impl Gateway {
                 }
             }
             ToGateway::Close { conn, reason } => self.close_conn(conn, reason),
+            ToGateway::Answered { conn, request_id } => {
+                if let Some(link) = self.links.get_mut(&conn) {
+                    link.replay_queued(request_id);
+                }
+            }
         }
     }
 
@@ -668,25 +673,27 @@ impl Gateway {
     }
 
     /// Queues `frame` for `conn`, counted as a delivery; a reply ends its
-    /// request's timing, and its replay is in the queue now.
+    /// request's timing.
     fn send(&mut self, conn: ConnId, frame: Bytes) {
         if let Some(p) = wire::peek_frame(&frame) {
             self.stats.note_deliveries(p.body_tag, 1);
             if p.request_id != 0 {
-                self.note_reply(conn, p.request_id);
+                self.note_reply(conn, p);
             }
         }
         self.queue(conn, frame);
     }
 
-    /// The reply to request `request_id` of `conn` is queued: its timing
-    /// ends, if it was timed, and its replay is no longer waited for.
-    fn note_reply(&mut self, conn: ConnId, request_id: u64) {
+    /// The reply to a request of `conn` is queued: its timing ends, if it
+    /// was timed. A refusal replays nothing: its replay is no longer
+    /// waited for (an answer is, until [`ToGateway::Answered`]).
+    fn note_reply(&mut self, conn: ConnId, reply: wire::FramePeek) {
+        let request_id = reply.request_id;
         let Some(link) = self.links.get_mut(&conn) else {
             return;
         };
-        if let Some(i) = link.replays.iter().position(|&r| r == request_id) {
-            link.replays.swap_remove(i);
+        if reply.body_tag == ERROR_TAG {
+            link.replay_queued(request_id);
         }
         if let Some(i) = link.waiting.iter().position(|w| w.0 == request_id) {
             let (_, tag, since) = link.waiting.swap_remove(i);
@@ -787,6 +794,9 @@ fn may_replay(body: &Body) -> bool {
     }
 }
 
+/// The field number of `Frame.error` (`wire::body_name`).
+const ERROR_TAG: u32 = 5;
+
 /// What a gateway keeps of a link beside its queue.
 #[derive(Debug)]
 struct LinkInfo {
@@ -796,9 +806,18 @@ struct LinkInfo {
     /// Requests sent to the hub and not answered yet: request id, body
     /// tag, when the frame arrived.
     waiting: Vec<(u64, u32, Instant)>,
-    /// The requests that may replay, sent to the hub and not answered yet
-    /// (at most [`REPLAYS_WAITED`]).
+    /// The requests that may replay, sent to the hub and not answered
+    /// whole yet (at most [`REPLAYS_WAITED`]).
     replays: Vec<u64>,
+}
+
+impl LinkInfo {
+    /// Request `request_id`'s replay, if it was waited for, is queued.
+    fn replay_queued(&mut self, request_id: u64) {
+        if let Some(i) = self.replays.iter().position(|&r| r == request_id) {
+            self.replays.swap_remove(i);
+        }
+    }
 }
 
 /// An `ErrorReply` frame.

@@ -705,13 +705,29 @@ impl Hub {
         match outcome {
             Ok((body, after)) => {
                 self.stats.note_answer(&body, after.len());
+                let replays = may_replay(&body);
                 self.reply(conn, rid, body);
                 for f in after {
                     self.send(conn, f);
                 }
+                // A captured answer is relayed by the link's home, which
+                // says so after the frames (`done`).
+                let captured = self.capture.as_ref().is_some_and(|(c, _)| *c == conn);
+                if replays && !captured {
+                    self.replay_answered(conn, rid);
+                }
             }
             Err(e) => self.error(conn, rid, e),
         }
+    }
+
+    /// Request `rid` of `conn` is answered whole (its replay included): its
+    /// gateway stops counting the replay as the most it may be.
+    pub(super) fn replay_answered(&mut self, conn: ConnId, rid: u64) {
+        self.emit(ToGateway::Answered {
+            conn,
+            request_id: rid,
+        });
     }
 
     fn dispatch(&mut self, conn: ConnId, inst: u64, body: Body) -> Outcome {
@@ -852,6 +868,15 @@ impl Hub {
             self.lose_link(inst);
         }
     }
+}
+
+/// Whether a reply is one a replay may follow (a login's, a join's, a
+/// fetch's): the gateway waits for [`ToGateway::Answered`] after it.
+pub(super) fn may_replay(reply: &Body) -> bool {
+    matches!(
+        reply,
+        Body::LoginReply(_) | Body::JoinReply(_) | Body::FetchReply(_)
+    )
 }
 
 #[cfg(test)]

@@ -141,6 +141,17 @@ pub enum ToGateway {
         /// Why.
         reason: CloseReason,
     },
+    /// Everything the hub queues for request `request_id` of `conn` (a
+    /// login, a join or a fetch: its reply and the replay after it) is in
+    /// the messages before this one. Until then the gateway counts that
+    /// replay as the most it may be when it reports what the link has
+    /// queued ([`ToHub::Request`]'s `queued`).
+    Answered {
+        /// The link.
+        conn: ConnId,
+        /// The request.
+        request_id: u64,
+    },
 }
 
 impl ToGateway {
@@ -149,7 +160,8 @@ impl ToGateway {
         match self {
             ToGateway::Send { conn, .. }
             | ToGateway::LoggedIn { conn, .. }
-            | ToGateway::Close { conn, .. } => conn.gateway(),
+            | ToGateway::Close { conn, .. }
+            | ToGateway::Answered { conn, .. } => conn.gateway(),
             ToGateway::Broadcast { conns, .. } => {
                 conns.first().map_or(GatewayId(0), |c| c.gateway())
             }
@@ -166,7 +178,7 @@ impl ToGateway {
             ToGateway::Broadcast { conns, frame } => {
                 frame.len() + std::mem::size_of_val(&conns[..])
             }
-            ToGateway::LoggedIn { .. } | ToGateway::Close { .. } => 0,
+            ToGateway::LoggedIn { .. } | ToGateway::Close { .. } | ToGateway::Answered { .. } => 0,
         }
     }
 }

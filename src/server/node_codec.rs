@@ -40,8 +40,10 @@ mod api;
 
 /// Version of the node link protocol ([`NodeMessage::Hello`] carries it; the
 /// hub node refuses a peer of another version). 3: server API calls cross
-/// the link ([`NodeMessage::ApiCall`], [`NodeMessage::ApiAnswer`]).
-pub const NODE_PROTOCOL: u32 = 3;
+/// the link ([`NodeMessage::ApiCall`], [`NodeMessage::ApiAnswer`]). 4: the
+/// hub node says when a replaying request is answered whole
+/// ([`ToGateway::Answered`]).
+pub const NODE_PROTOCOL: u32 = 4;
 
 /// The largest node frame, prefix not counted (a broadcast may name many
 /// links): 16 MiB. Give it to the link's
@@ -472,7 +474,7 @@ struct LinkLostMsg {
 /// A [`ToGateway`].
 #[derive(Clone, PartialEq, prost::Message)]
 struct GatewayMsg {
-    #[prost(oneof = "ToGatewayKind", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "ToGatewayKind", tags = "1, 2, 3, 4, 5")]
     message: Option<ToGatewayKind>,
 }
 
@@ -486,6 +488,17 @@ enum ToGatewayKind {
     LoggedIn(LoggedInMsg),
     #[prost(message, tag = "4")]
     Close(CloseMsg),
+    #[prost(message, tag = "5")]
+    Answered(AnsweredMsg),
+}
+
+/// [`ToGateway::Answered`].
+#[derive(Clone, PartialEq, prost::Message)]
+struct AnsweredMsg {
+    #[prost(uint64, tag = "1")]
+    conn: u64,
+    #[prost(uint64, tag = "2")]
+    request_id: u64,
 }
 
 /// [`ToGateway::Send`].
@@ -680,6 +693,10 @@ fn to_gateway_to_wire(m: &ToGateway) -> ToGatewayKind {
                 reason,
             })
         }
+        ToGateway::Answered { conn, request_id } => ToGatewayKind::Answered(AnsweredMsg {
+            conn: conn.0,
+            request_id: *request_id,
+        }),
     }
 }
 
@@ -778,6 +795,10 @@ fn to_gateway_from_wire(m: ToGatewayKind) -> Result<ToGateway, WireError> {
         ToGatewayKind::Close(c) => ToGateway::Close {
             conn: ConnId(c.conn),
             reason: close_from_wire(c.kind, c.code, c.reason)?,
+        },
+        ToGatewayKind::Answered(a) => ToGateway::Answered {
+            conn: ConnId(a.conn),
+            request_id: a.request_id,
         },
     })
 }
@@ -1085,6 +1106,14 @@ mod tests {
             NodeMessage::Gateway(ToGateway::LoggedIn {
                 conn: ConnId(u64::MAX),
                 uid: Some(u64::MAX),
+            }),
+            NodeMessage::Gateway(ToGateway::Answered {
+                conn: ConnId(u64::MAX),
+                request_id: u64::MAX,
+            }),
+            NodeMessage::Gateway(ToGateway::Answered {
+                conn: ConnId(0),
+                request_id: 7,
             }),
         ];
         all.extend(api::tests::samples());

@@ -203,6 +203,10 @@ pub(super) enum ShardMsg {
         message_id: Option<u64>,
         effects: Effects,
         frames: Vec<Bytes>,
+        /// The request whose answer the frames end, when a replay may
+        /// follow its reply: the home tells the gateway once they are
+        /// queued (`ToGateway::Answered`).
+        answered: Option<u64>,
     },
     /// Queue `frame` for the links of these instances (homed on the
     /// receiving shard).
@@ -297,6 +301,7 @@ mod tests {
                 message_id: None,
                 effects: Effects::default(),
                 frames: vec![frame(3_000), frame(4_000)],
+                answered: None,
             },
             7_000,
             64,

@@ -399,3 +399,168 @@ fn gateways_lost_together_lose_exactly_their_links() {
         "a predicate naming none loses none"
     );
 }
+
+/// A login's reply reaches the gateway before the inbox replay after it
+/// (between threads, the replay may come in a later batch): a request
+/// read in between reports that replay as the most it may be, half the
+/// queue bound, until the hub says the login is answered whole; then
+/// only what is queued.
+#[test]
+fn a_replay_counts_until_its_request_is_answered_whole_not_until_its_reply() {
+    use hummer_channel::server::{GatewayId, ToGateway, ToHub};
+    let config = ServerConfig::demo();
+    let half = config.max_queued_bytes / 2;
+    let t0 = Instant::now();
+    let mut hub = Hub::new(config.clone(), t0, T0_UNIX_MS);
+    let mut g = Gateway::new(GatewayId(0), config.clone(), t0, T0_UNIX_MS);
+    // uid 2 sends uid 1 (offline) ten messages: its inbox.
+    let b = g.accept(t0);
+    g.handle_frame(t0, b, frame(1, Body::Login(login_req(2))));
+    for n in 0..10 {
+        g.handle_frame(t0, b, frame(2 + n, to_user(1, &"x".repeat(500))));
+    }
+    settle(t0, &mut hub, &mut [&mut g]);
+    // uid 1 logs in: its reply, then the inbox replayed, then the mark.
+    let a = g.accept(t0);
+    g.handle_frame(t0, a, frame(1, Body::Login(login_req(1))));
+    while let Some(m) = g.poll_hub() {
+        hub.handle(t0, m);
+    }
+    let out: Vec<ToGateway> = std::iter::from_fn(|| hub.poll_gateway()).collect();
+    let reply_at = out
+        .iter()
+        .position(|m| matches!(m, ToGateway::Send { frame, .. } if decode_frame(frame.clone(), MAX).is_ok_and(|f| f.request_id == 1)))
+        .expect("the login's reply");
+    assert!(
+        matches!(out.last(), Some(ToGateway::Answered { conn, request_id: 1 }) if *conn == a),
+        "{out:?}"
+    );
+    assert!(
+        out.len() >= reply_at + 12,
+        "the ten pushes follow the reply: {out:?}"
+    );
+    let mut out = out.into_iter();
+    for m in out.by_ref().take(reply_at + 1) {
+        g.handle_hub(t0, m);
+    }
+    // Each request read goes on to the hub; what it reported as queued.
+    let read = |g: &mut Gateway, hub: &mut Hub, rid: u64, body: Body| {
+        g.handle_frame(t0, a, frame(rid, body));
+        let m = g.poll_hub().expect("the request goes to the hub");
+        let ToHub::Request { queued, .. } = &m else {
+            panic!("{m:?}")
+        };
+        let queued = *queued;
+        hub.handle(t0, m);
+        queued
+    };
+    // Read while the replay is on its way.
+    let waiting = read(&mut g, &mut hub, 2, fetch(None, 0));
+    assert_eq!(waiting, g.queued_bytes(a) + half);
+    // The replay and the mark arrive: a request read now reports what is
+    // queued, and the fetch's replay (not answered yet) only.
+    for m in out {
+        g.handle_hub(t0, m);
+    }
+    let info = Body::GetInstanceInfo(wire::Empty {});
+    assert_eq!(
+        read(&mut g, &mut hub, 3, info.clone()),
+        g.queued_bytes(a) + half
+    );
+    settle(t0, &mut hub, &mut [&mut g]);
+    assert_eq!(read(&mut g, &mut hub, 4, info.clone()), g.queued_bytes(a));
+    // A refusal ends a wait too.
+    let rejoin = wire::JoinRequest {
+        rejoin: true,
+        ..Default::default()
+    };
+    read(&mut g, &mut hub, 5, Body::Join(rejoin));
+    settle(t0, &mut hub, &mut [&mut g]);
+    assert_eq!(read(&mut g, &mut hub, 6, info), g.queued_bytes(a));
+}
+
+/// On two hub shards, a fetch of a channel homed on the other shard than
+/// its uid: the channel's shard answers it for the link's home, which
+/// relays the frames and only then says the request is answered whole.
+#[test]
+fn a_forwarded_request_is_said_answered_after_its_relayed_frames() {
+    use hummer_channel::server::{channel_shard, uid_shard, GatewayId, ShardId, ToGateway};
+    let config = ServerConfig::demo();
+    let t0 = Instant::now();
+    let mut hubs: Vec<Hub> = (0..2)
+        .map(|s| Hub::new_shard(config.clone(), ShardId(s), 2, t0, T0_UNIX_MS))
+        .collect();
+    let mut g = Gateway::new(GatewayId(0), config.clone(), t0, T0_UNIX_MS).with_shards(2);
+    let home = uid_shard(DEMO_APPID, 1, 2);
+    let room = (0..)
+        .map(|n| format!("room{n}"))
+        .find(|id| channel_shard(DEMO_APPID, wire::Region::Cn as i32, id, 2) != home)
+        .unwrap();
+    // Every message for the gateway, in the order it got them.
+    let mut told: Vec<ToGateway> = Vec::new();
+    let pump = |g: &mut Gateway, hubs: &mut Vec<Hub>, told: &mut Vec<ToGateway>| loop {
+        let mut moved = false;
+        while let Some((shard, m)) = g.poll_hub_routed() {
+            hubs[usize::from(shard.0)].handle(t0, m);
+            moved = true;
+        }
+        for s in 0..hubs.len() {
+            while let Some(m) = hubs[s].poll_gateway() {
+                told.push(clone_to_gateway(&m));
+                g.handle_hub(t0, m);
+                moved = true;
+            }
+            while let Some((to, m)) = hubs[s].poll_shard() {
+                hubs[usize::from(to.0)].handle_shard(t0, ShardId(s as u16), m);
+                moved = true;
+            }
+        }
+        if !moved {
+            return;
+        }
+    };
+    let a = g.accept(t0);
+    g.handle_frame(t0, a, frame(1, Body::Login(login_req(1))));
+    g.handle_frame(t0, a, frame(2, join(&room)));
+    g.handle_frame(t0, a, frame(3, to_channel(&room, "m1")));
+    pump(&mut g, &mut hubs, &mut told);
+    told.clear();
+    g.handle_frame(t0, a, frame(4, fetch(Some(&room), 0)));
+    pump(&mut g, &mut hubs, &mut told);
+    let reply_at = told
+        .iter()
+        .position(|m| matches!(m, ToGateway::Send { frame, .. } if decode_frame(frame.clone(), MAX).is_ok_and(|f| f.request_id == 4 && matches!(f.body, Body::FetchReply(_)))))
+        .expect("the fetch's reply");
+    let marks: Vec<usize> = told
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| matches!(m, ToGateway::Answered { conn, request_id: 4 } if *conn == a))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(marks, [told.len() - 1], "{told:?}");
+    assert!(reply_at < told.len() - 1);
+}
+
+/// A copy of a message for the gateway (the type is not `Clone`).
+fn clone_to_gateway(m: &hummer_channel::server::ToGateway) -> hummer_channel::server::ToGateway {
+    use hummer_channel::server::ToGateway;
+    match m {
+        ToGateway::Send { conn, frame } => ToGateway::Send {
+            conn: *conn,
+            frame: frame.clone(),
+        },
+        ToGateway::Answered { conn, request_id } => ToGateway::Answered {
+            conn: *conn,
+            request_id: *request_id,
+        },
+        ToGateway::LoggedIn { conn, uid } => ToGateway::LoggedIn {
+            conn: *conn,
+            uid: *uid,
+        },
+        ToGateway::Broadcast { conns, frame } => ToGateway::Broadcast {
+            conns: conns.clone(),
+            frame: frame.clone(),
+        },
+        other => panic!("not expected here: {other:?}"),
+    }
+}
