@@ -6,7 +6,9 @@
 //! their user attributes, departed members, pending notices), inboxes
 //! (epoch, head, acknowledged position), instances, and every retained
 //! message with the send that made it (its message id and reply: a re-send
-//! after a restart is answered as the first). What does not: links,
+//! after a restart is answered as the first; a send whose message
+//! retention evicted within the dedupe window keeps its record in the
+//! stream's sends object, `recent_sends.rs`). What does not: links,
 //! rate-limit and ban records, unreliable sends' ids, token timers. A restart is thereby the same as every link being
 //! lost at once: each instance is kept for the grace period from the
 //! restore, and a client that resumes within it finds its memberships and
