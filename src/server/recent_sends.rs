@@ -9,12 +9,11 @@
 //! reads the records back from both places and answers a re-send as the
 //! first.
 //!
-//! Each stream keeps the records of its last `send_dedupe_max` sends
-//! within the window, the bound the in-memory dedupe has per sender: a
-//! stream whose retention keeps as many messages (a channel's default,
-//! 1,024) never writes its sends object.
+//! A stream keeps each sender's last `send_dedupe_max` sends within the
+//! window, the bound the in-memory dedupe keeps per sender
+//! (`sent_ids.rs`); rate limits bound how many one window holds.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,40 +27,69 @@ pub(super) type RecentSend = (u64, Instant, SentRef);
 
 #[derive(Debug, Default)]
 struct StreamSends {
-    /// Ascending seq, none older than the window (as of the last expiry),
-    /// at most `max` of them.
-    sends: VecDeque<RecentSend>,
+    /// By seq: when, and the send; none older than the window (as of the
+    /// last expiry).
+    sends: BTreeMap<u64, (Instant, SentRef)>,
+    /// Each sender's seqs in `sends`, oldest first (at most `max`).
+    by_sender: HashMap<u64, VecDeque<u64>>,
     /// The highest seq written to the sends object (0: none).
     written: u64,
-    /// The sends object may hold records that expired: trim it.
+    /// The sends object may hold records no longer kept: trim it.
     trim: bool,
 }
 
 impl StreamSends {
-    /// Forgets the sends recorded at or before `cutoff`.
-    fn expire(&mut self, cutoff: Instant) {
-        while self.sends.front().is_some_and(|s| s.1 <= cutoff) {
-            self.pop_oldest();
+    /// Keeps `sent` (message `seq`, recorded `at`), dropping its sender's
+    /// oldest past `max`.
+    fn keep(&mut self, seq: u64, at: Instant, sent: SentRef, max: usize) {
+        if self
+            .sends
+            .last_key_value()
+            .is_some_and(|(&last, _)| seq <= last)
+        {
+            return;
         }
+        let mine = self.by_sender.entry(sent.uid).or_default();
+        if mine.len() >= max {
+            if let Some(old) = mine.pop_front() {
+                self.sends.remove(&old);
+                self.trim |= old <= self.written;
+            }
+        }
+        mine.push_back(seq);
+        self.sends.insert(seq, (at, sent));
     }
 
-    fn pop_oldest(&mut self) {
-        if let Some((seq, ..)) = self.sends.pop_front() {
+    /// Forgets the sends recorded at or before `cutoff` (the oldest first:
+    /// each is its sender's oldest too).
+    fn expire(&mut self, cutoff: Instant) {
+        while let Some((&seq, &(at, sent))) = self.sends.first_key_value() {
+            if at > cutoff {
+                break;
+            }
+            self.sends.pop_first();
+            if let Some(mine) = self.by_sender.get_mut(&sent.uid) {
+                mine.pop_front();
+                if mine.is_empty() {
+                    self.by_sender.remove(&sent.uid);
+                }
+            }
             self.trim |= seq <= self.written;
         }
     }
 }
 
-/// Every durable stream's last sends within the dedupe window.
+/// Every durable stream's recent sends.
 #[derive(Debug, Default)]
 pub(crate) struct RecentSends {
     streams: BTreeMap<LogId, StreamSends>,
-    /// Sends kept per stream, at most (`send_dedupe_max`; 0 keeps none).
+    /// Sends kept per sender and stream, at most (`send_dedupe_max`; 0
+    /// keeps none).
     max: usize,
 }
 
 impl RecentSends {
-    /// Keeping at most `max` sends per stream.
+    /// Keeping at most `max` sends per sender and stream.
     pub fn new(max: usize) -> RecentSends {
         RecentSends {
             streams: BTreeMap::new(),
@@ -71,27 +99,24 @@ impl RecentSends {
 
     /// Message `seq` of `log`, recorded at `at`, came from `sent`.
     pub fn record(&mut self, log: LogId, seq: u64, at: Instant, sent: SentRef) {
-        if self.max == 0 {
-            return;
-        }
-        let s = self.streams.entry(log).or_default();
-        if s.sends.back().is_none_or(|&(last, ..)| seq > last) {
-            if s.sends.len() >= self.max {
-                s.pop_oldest();
-            }
-            s.sends.push_back((seq, at, sent));
+        if self.max > 0 {
+            let s = self.streams.entry(log).or_default();
+            s.keep(seq, at, sent, self.max);
         }
     }
 
     /// A restored stream's sends (any order) and the highest seq its sends
     /// object holds.
     pub fn restore(&mut self, log: LogId, mut sends: Vec<RecentSend>, written: u64) {
+        if self.max == 0 {
+            return;
+        }
         sends.sort_by_key(|s| s.0);
-        sends.dedup_by_key(|s| s.0);
-        let keep = sends.len().saturating_sub(self.max);
         let s = self.streams.entry(log).or_default();
-        s.sends = sends.split_off(keep).into();
         s.written = written;
+        for (seq, at, sent) in sends {
+            s.keep(seq, at, sent, self.max);
+        }
         // What expired while the server was down may still be stored.
         s.trim = written > 0;
     }
@@ -108,9 +133,9 @@ impl RecentSends {
             if s.trim {
                 trim.push(log);
             }
-            // A stream with records in its object keeps its `written`: a
-            // later append must number past it.
-            !s.sends.is_empty() || s.written > 0
+            // Later sends number past anything written: an emptied
+            // stream holds nothing once its object is trimmed.
+            !s.sends.is_empty() || s.trim
         });
         trim
     }
@@ -120,18 +145,16 @@ impl RecentSends {
         self.streams.remove(&log);
     }
 
-    /// The send behind message `seq` of `log`, if within the window.
+    /// The send behind message `seq` of `log`, if kept.
     pub fn sent(&self, log: LogId, seq: u64) -> Option<SentRef> {
-        let sends = &self.streams.get(&log)?.sends;
-        let at = sends.binary_search_by_key(&seq, |s| s.0).ok()?;
-        Some(sends[at].2)
+        Some(self.streams.get(&log)?.sends.get(&seq)?.1)
     }
 
     /// The writes that keep `log`'s sends object (of stream `key`) holding
-    /// the record of every message evicted (numbered below `first`, the
-    /// stream's first retained or next seq) within the window at `now`, and
-    /// no other; `at_ms` gives a time's unix milliseconds. Goes in the
-    /// batch that trims the stream below `first`.
+    /// the record of every kept send whose message was evicted (numbered
+    /// below `first`, the stream's first retained or next seq) as of `now`;
+    /// `at_ms` gives a time's unix milliseconds. Goes in the batch that
+    /// trims the stream below `first`.
     pub fn writes(
         &mut self,
         log: LogId,
@@ -147,32 +170,32 @@ impl RecentSends {
         if let Some(cutoff) = now.checked_sub(window) {
             s.expire(cutoff);
         }
-        // Ascending: the evicted ones not written yet are a range.
-        let from = s.sends.partition_point(|x| x.0 <= s.written);
-        let to = s.sends.partition_point(|x| x.0 < first);
-        if from >= to && !s.trim {
+        let evicted = s.sends.range(s.written + 1..first.max(s.written + 1));
+        if evicted.clone().next().is_none() && !s.trim {
             return;
         }
         let sends_key = StoreKey::Sends {
             of: Box::new(key.clone()),
         };
-        if from < to {
-            // The record makes the object one a load finds.
-            out.push(StoreWrite::Put {
-                key: sends_key.clone(),
-                record: Bytes::new(),
-            });
-            for &(seq, at, sent) in s.sends.range(from..to) {
-                out.push(StoreWrite::Append {
+        let mut written = s.written;
+        for (i, (&seq, &(at, sent))) in evicted.enumerate() {
+            if i == 0 {
+                // The record makes the object one a load finds.
+                out.push(StoreWrite::Put {
                     key: sends_key.clone(),
-                    seq,
-                    entry: sent.encode_entry(at_ms(at)),
+                    record: Bytes::new(),
                 });
-                s.written = seq;
             }
+            out.push(StoreWrite::Append {
+                key: sends_key.clone(),
+                seq,
+                entry: sent.encode_entry(at_ms(at)),
+            });
+            written = seq;
         }
+        s.written = written;
         if s.trim {
-            let seq = s.sends.front().map_or(s.written + 1, |x| x.0);
+            let seq = s.sends.first_key_value().map_or(s.written + 1, |(&q, _)| q);
             out.push(StoreWrite::TrimBelow {
                 key: sends_key,
                 seq,
@@ -182,8 +205,8 @@ impl RecentSends {
     }
 
     /// The store lost everything: `log`'s sends object starts again, with
-    /// the records of the messages evicted within the window (a batch that
-    /// writes the stream again from `first` on).
+    /// the records of the kept sends whose messages were evicted (a batch
+    /// that writes the stream again from `first` on).
     pub fn write_again(
         &mut self,
         log: LogId,
@@ -288,7 +311,7 @@ mod tests {
         assert_eq!(write(&mut r, 4, t0 + 3 * s + W), [('T', 4)]);
         assert!(r.expire(t0 + 4 * s + W, W).is_empty());
         assert_eq!(r.sent(LOG, 4), None);
-        // All gone, the written mark stays: a later eviction numbers on.
+        // All gone (the stream with them); a later eviction numbers on.
         r.record(LOG, 5, t0 + 5 * s + W, sent(5));
         r.record(LOG, 5, t0 + 5 * s + W, sent(9));
         assert_eq!(r.sent(LOG, 5), Some(sent(5)));
@@ -337,7 +360,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_keeps_its_last_max_sends() {
+    fn a_sender_keeps_its_last_max_sends_in_a_stream() {
         let t0 = Instant::now();
         let mut r = RecentSends::new(2);
         for seq in 1..=3 {
@@ -359,5 +382,44 @@ mod tests {
         none.record(LOG, 1, t0, sent(1));
         assert_eq!(none.sent(LOG, 1), None);
         assert_eq!(write(&mut none, 2, t0), []);
+    }
+
+    #[test]
+    fn the_bound_is_per_sender_so_a_busy_sender_drops_only_its_own() {
+        let t0 = Instant::now();
+        let mut r = RecentSends::new(2);
+        let from = |uid, id| SentRef { uid, ..sent(id) };
+        r.record(LOG, 1, t0, from(8, 1));
+        for seq in 2..=10 {
+            r.record(LOG, seq, t0, sent(seq));
+        }
+        // uid 8's one send is kept; uid 7 keeps its last two.
+        assert_eq!(r.sent(LOG, 1), Some(from(8, 1)));
+        assert_eq!((r.sent(LOG, 8), r.sent(LOG, 9)), (None, Some(sent(9))));
+        assert_eq!(
+            write(&mut r, 11, t0),
+            [('P', 0), ('A', 1), ('A', 9), ('A', 10)]
+        );
+    }
+
+    #[test]
+    fn an_idle_stream_holds_nothing_once_its_object_is_trimmed() {
+        let t0 = Instant::now();
+        let mut r = RecentSends::new(1024);
+        for seq in 1..=300 {
+            r.record(LOG, seq, t0, sent(seq));
+        }
+        assert_eq!(write(&mut r, 101, t0).len(), 101);
+        let later = t0 + W + Duration::from_secs(1);
+        assert_eq!(r.expire(later, W), vec![LOG]);
+        // Kept until its object is trimmed, then gone.
+        assert_eq!(r.streams.len(), 1);
+        assert_eq!(write(&mut r, 301, later), [('T', 101)]);
+        assert!(r.expire(later, W).is_empty());
+        assert!(r.streams.is_empty());
+        // A stream whose sends expire unwritten goes at once.
+        r.record(LOG, 301, later, sent(301));
+        assert!(r.expire(later + W, W).is_empty());
+        assert!(r.streams.is_empty());
     }
 }

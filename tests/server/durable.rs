@@ -954,3 +954,128 @@ fn the_sends_object_keeps_records_for_the_window_and_goes_with_its_channel() {
     let keys = n.store.as_ref().unwrap().keys();
     assert!(!keys.contains(&ch) && !keys.contains(&sends), "{keys:?}");
 }
+
+/// Found by a second reader: a busy channel at the default configuration
+/// (retention 1,024 messages, as many as `send_dedupe_max`). uid 1 sends
+/// once; uid 2's next 1,024 messages (within 103 s, inside the 120 s
+/// window) evict it. The in-memory dedupe keeps 1,024 ids per sender, so
+/// before a restart the re-send is answered as the first; a bound per
+/// stream dropped the record as the message went, and after a restart the
+/// re-send was delivered again. The bound is per sender now.
+#[test]
+fn a_re_send_to_a_busy_channel_at_default_retention_after_a_restart_delivers_nothing() {
+    let mut n = Net::durable(ServerConfig::demo(), 1);
+    let (a, ra) = n.login(1);
+    let (b, rb) = n.login(2);
+    let room = n.ok_join(a, "room");
+    n.ok_join(b, "room");
+    let first = n.sent(a, to_channel_id("room", "once", false, 4242));
+    let mut head = first.seq;
+    for i in 0..1024 {
+        n.advance(Duration::from_millis(100));
+        head = n.sent(b, to_channel("room", &format!("m{i}"))).seq;
+        if i % 50 == 0 {
+            n.ping_keepalive(a);
+        }
+        n.clear(&[a, b]);
+    }
+    // Control: without a restart the re-send delivers nothing.
+    assert_eq!(n.sent(a, to_channel_id("room", "once", false, 4242)), first);
+    n.clear(&[a, b]);
+    n.crash_restart(secs(1), 1);
+    let (b2, _) = resume_b(&mut n, &rb, &room, head);
+    let a2 = n.accept();
+    let ra2 = login_reply(n.login_with(
+        a2,
+        resume_req(
+            1,
+            ra.instance_id,
+            ra.p2p_epoch,
+            0,
+            vec![cursor("room", room.epoch, head)],
+        ),
+    ));
+    assert!(ra2.resumed);
+    n.clear(&[a2, b2]);
+    let again = n.sent(a2, to_channel_id("room", "once", false, 4242));
+    assert_eq!(
+        again, first,
+        "the re-send after the restart was delivered again"
+    );
+}
+
+/// Sends retained at a crash, evicted after the restart (on another number
+/// of shards), and re-sent after a second restart: the restored stream
+/// moves their records as it evicts them.
+#[test]
+fn sends_retained_at_a_crash_and_evicted_after_it_are_still_deduped() {
+    let mut config = ServerConfig::demo();
+    config.channel_retention_messages = 3;
+    let mut n = Net::durable(config, 1);
+    let (a, ra) = n.login(1);
+    let (b, rb) = n.login(2);
+    let room = n.ok_join(a, "room");
+    n.ok_join(b, "room");
+    // Evicted before the crash: in the sends object.
+    let s1 = n.sent(a, to_channel_id("room", "one", false, 501));
+    let s2 = n.sent(a, to_channel_id("room", "two", false, 502));
+    for t in ["x", "y"] {
+        n.sent(b, to_channel("room", t));
+    }
+    let s3 = n.sent(a, to_channel_id("room", "three", false, 503));
+    n.clear(&[a, b]);
+    let ch = StoreKey::Channel {
+        appid: DEMO_APPID,
+        region: cn(),
+        id: "room".into(),
+    };
+    let sends = StoreKey::Sends {
+        of: Box::new(ch.clone()),
+    };
+    assert_eq!(n.store.as_ref().unwrap().entries(&sends), [s1.seq, s2.seq]);
+    n.crash_restart(secs(1), 3);
+    let mut head = s3.seq;
+    let (b2, _) = resume_b(&mut n, &rb, &room, head);
+    // After the restart, b's sends evict x, y and a's "three" (whose record
+    // came back from the stream's entries).
+    for t in ["p", "q", "r"] {
+        head = n.sent(b2, to_channel("room", t)).seq;
+    }
+    assert_eq!(
+        n.store.as_ref().unwrap().entries(&sends),
+        (1..=s3.seq).collect::<Vec<_>>()
+    );
+    n.crash_restart(secs(1), 2);
+    let a2 = n.accept();
+    let ra2 = login_reply(n.login_with(
+        a2,
+        resume_req(
+            1,
+            ra.instance_id,
+            ra.p2p_epoch,
+            0,
+            vec![cursor("room", room.epoch, head)],
+        ),
+    ));
+    assert!(ra2.resumed);
+    assert_eq!(n.sent(a2, to_channel_id("room", "three", false, 503)), s3);
+    assert_eq!(n.sent(a2, to_channel_id("room", "one", false, 501)), s1);
+}
+
+/// A retained message's re-send after a store loss (the rewrite keeps the
+/// records with the messages) and a restart delivers nothing.
+#[test]
+fn a_retained_messages_re_send_after_a_store_loss_and_a_restart_delivers_nothing() {
+    let mut n = Net::durable(ServerConfig::demo(), 1);
+    let (a, ra) = n.login(1);
+    let first = n.sent(a, to_user_id(3, "kept", false, 88));
+    n.store = Some(Default::default());
+    n.s.handle_store_lost();
+    n.pump();
+    n.crash_restart(secs(1), 1);
+    let a2 = n.accept();
+    let reply =
+        login_reply(n.login_with(a2, resume_req(1, ra.instance_id, ra.p2p_epoch, 0, vec![])));
+    assert!(reply.resumed);
+    assert_eq!(n.sent(a2, to_user_id(3, "kept", false, 88)), first);
+}

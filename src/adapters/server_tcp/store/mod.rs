@@ -16,7 +16,7 @@
 //! | `{ns}:ring` | string | the instance's place in its store, `POSITION/COUNT` (`0/1` for a store on one Redis), set the same way |
 //! | `{ns}:lease` | string | the node that writes, with an expiry ([`RedisStore::claim_lease`]) |
 //! | `{ns}:hub`, `{ns}:secret` | string | on the first instance: the hub node and its address, the cluster's secret ([`RedisStore::announce_hub`]) |
-//! | `{ns}:keys:c`, `{ns}:keys:i`, `{ns}:keys:n` | set | the [`StoreKey::name`](crate::server::StoreKey::name)s of the channels, inboxes and instances |
+//! | `{ns}:keys:c`, `{ns}:keys:i`, `{ns}:keys:n`, `{ns}:keys:s` | set | the [`StoreKey::name`](crate::server::StoreKey::name)s of the channels, inboxes, instances and streams' sends |
 //! | `{ns}:r:{name}` | string | the object's record |
 //! | `{ns}:e:{name}` | stream | the object's entries: entry ID `{seq}-0`, one field `d` holding the entry |
 //!
