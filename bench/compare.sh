@@ -11,6 +11,12 @@
 #   HUMMER_ENGINES="memory redis cluster" bench/compare.sh   # and as 2 nodes
 #   HUMMER_ENGINES="cluster cluster-tls" bench/compare.sh   # links in TLS or not
 #   HUMMER_ENGINES="redis redis2" bench/compare.sh   # store on one Redis or two
+#   HUMMER_BASELINE_BIN=old/hummer-server bench/compare.sh   # this build against another
+#
+# HUMMER_BASELINE_BIN (a hummer-server binary, for example one built from
+# an earlier commit in a worktree) starts every hummer server below once
+# more from that binary, labelled base (base-LABEL), in the same
+# interleaved repetitions: a change's cost as a ratio in one run.
 #
 # HUMMER_THREADS (a space-separated list) starts one hummer-server per value
 # with `--threads N`, measured in the same interleaved repetitions and
@@ -126,7 +132,7 @@ start_node() { # log level, extra arguments of hummer-server
     # and Redis have none, so neither does hummer-server here.
     # HUMMER_THREADS is this script's list, not the server's setting of
     # the same name (the flag sets each server's).
-    env -u HUMMER_THREADS "$BIN/hummer-server" --listen "127.0.0.1:$port" --rate-limit-sends 1000000000 --login-rate-per-ip 1000000000 --max-connections-per-ip 1000000 --log "$log" "$@" >"$WORK/hummer-$port.out" 2>"$HERR" &
+    env -u HUMMER_THREADS "$SERVER_BIN" --listen "127.0.0.1:$port" --rate-limit-sends 1000000000 --login-rate-per-ip 1000000000 --max-connections-per-ip 1000000 --log "$log" "$@" >"$WORK/hummer-$port.out" 2>"$HERR" &
     HPID=$!; PIDS+=("$HPID")
     wait_port "$port" hummer-server
     HADDR="127.0.0.1:$port"
@@ -205,6 +211,14 @@ CORES=$(nproc)
 # redis2 without HUMMER_THREADS: --threads 2, for the redis server too.
 REDIS2=0
 if [[ " ${ENGINES[*]} " == *" redis2 "* ]]; then REDIS2=1; fi
+BINS=("$BIN/hummer-server")
+if [[ -n ${HUMMER_BASELINE_BIN:-} ]]; then
+    [[ -x $HUMMER_BASELINE_BIN ]] || { echo "HUMMER_BASELINE_BIN: $HUMMER_BASELINE_BIN is no executable" >&2; exit 2; }
+    BINS+=("$HUMMER_BASELINE_BIN")
+fi
+for SERVER_BIN in "${BINS[@]}"; do
+base=""
+if [[ $SERVER_BIN != "$BIN/hummer-server" ]]; then base="base"; fi
 for e in "${ENGINES[@]}"; do
     for n in "${SERVER_THREADS[@]}"; do
         args=(); label=""
@@ -256,8 +270,14 @@ for e in "${ENGINES[@]}"; do
                 DESCS+=("hummer${label:+ $label}: 1 node, $threads, engine memory")
                 ;;
         esac
+        if [[ -n $base ]]; then
+            desc=${DESCS[-1]#hummer}
+            label="base${label:+-$label}"
+            DESCS[-1]="hummer $label:${desc#*:} (baseline build $SERVER_BIN)"
+        fi
         VARIANTS+=("$label")
     done
+done
 done
 join() { local IFS=,; echo "$*"; }
 HARGS=(--hummer "$(join "${HADDRS[@]}")" --hummer-pid "$(join "${HPIDS[@]}")")
