@@ -86,18 +86,30 @@ fn resume_b(
     room: &wire::JoinReply,
     seq: u64,
 ) -> (ConnId, wire::LoginReply) {
-    let b2 = n.accept();
-    let reply = login_reply(n.login_with(
-        b2,
+    resume_in_room(n, 2, s_rb, room, seq)
+}
+
+/// `uid`'s instance (its first login's `reply`) resumes on a new link, with
+/// "room" (`room`) at `seq`.
+fn resume_in_room(
+    n: &mut Net,
+    uid: u64,
+    reply: &wire::LoginReply,
+    room: &wire::JoinReply,
+    seq: u64,
+) -> (ConnId, wire::LoginReply) {
+    let c = n.accept();
+    let resumed = login_reply(n.login_with(
+        c,
         resume_req(
-            2,
-            s_rb.instance_id,
-            s_rb.p2p_epoch,
+            uid,
+            reply.instance_id,
+            reply.p2p_epoch,
             0,
             vec![cursor("room", room.epoch, seq)],
         ),
     ));
-    (b2, reply)
+    (c, resumed)
 }
 
 fn restart_loses_nothing(shards: u16, restart_shards: u16) {
@@ -150,17 +162,7 @@ fn restart_loses_nothing(shards: u16, restart_shards: u16) {
         other => panic!("{other:?}"),
     }
     // a resumes too, and the stream goes on in the same epoch.
-    let a2 = n.accept();
-    let ra2 = login_reply(n.login_with(
-        a2,
-        resume_req(
-            1,
-            ra.instance_id,
-            ra.p2p_epoch,
-            0,
-            vec![cursor("room", room.epoch, 3)],
-        ),
-    ));
+    let (a2, ra2) = resume_in_room(&mut n, 1, &ra, &room, 3);
     assert!(ra2.resumed);
     n.clear(&[a2, b2]);
     assert_eq!(n.sent(a2, to_channel("room", "m4")).seq, 4);
@@ -246,17 +248,7 @@ fn what_the_store_never_took_was_never_seen_and_is_not_missed() {
     assert!(reply.resumed);
     assert_eq!(reply.p2p_gap, None);
     assert!(n.bodies(b2).is_empty());
-    let a2 = n.accept();
-    let ra2 = login_reply(n.login_with(
-        a2,
-        resume_req(
-            1,
-            ra.instance_id,
-            ra.p2p_epoch,
-            0,
-            vec![cursor("room", room.epoch, 3)],
-        ),
-    ));
+    let (a2, ra2) = resume_in_room(&mut n, 1, &ra, &room, 3);
     assert!(ra2.resumed);
     n.clear(&[a2]);
     // The next message takes the number the lost one had: no client saw it.
@@ -376,17 +368,7 @@ fn a_webhook_is_not_told_of_a_message_the_store_does_not_have() {
     n.send(a, to_channel("room", "lost"));
     let told = hooked_messages(&mut n);
     n.crash_restart(secs(1), 1);
-    let a2 = n.accept();
-    let ra2 = login_reply(n.login_with(
-        a2,
-        resume_req(
-            1,
-            ra.instance_id,
-            ra.p2p_epoch,
-            0,
-            vec![cursor("room", room.epoch, 0)],
-        ),
-    ));
+    let (a2, ra2) = resume_in_room(&mut n, 1, &ra, &room, 0);
     assert!(ra2.resumed);
     let next = n.sent(a2, to_channel("room", "next")).seq;
     assert!(
@@ -719,17 +701,7 @@ fn a_re_send_after_a_restart_is_answered_as_the_first_and_delivers_nothing() {
     let restored = n.crash_restart(secs(2), 3);
     assert!(restored.sends >= 6, "{restored:?}");
     let (b2, _) = resume_b(&mut n, &rb, &room, 4);
-    let a2 = n.accept();
-    let ra2 = login_reply(n.login_with(
-        a2,
-        resume_req(
-            1,
-            ra.instance_id,
-            ra.p2p_epoch,
-            0,
-            vec![cursor("room", room.epoch, 4)],
-        ),
-    ));
+    let (a2, ra2) = resume_in_room(&mut n, 1, &ra, &room, 4);
     assert!(ra2.resumed);
     n.clear(&[a2, b2]);
     // The Session re-sends what it had no reply for, with the same id.
@@ -860,17 +832,7 @@ fn a_re_send_after_retention_evicted_its_message_and_a_restart_delivers_nothing(
     assert!(restored.sends >= 3, "{restored:?}");
     let head = first.seq + 2;
     let (b2, _) = resume_b(&mut n, &rb, &room, head);
-    let a2 = n.accept();
-    let ra2 = login_reply(n.login_with(
-        a2,
-        resume_req(
-            1,
-            ra.instance_id,
-            ra.p2p_epoch,
-            0,
-            vec![cursor("room", room.epoch, head)],
-        ),
-    ));
+    let (a2, ra2) = resume_in_room(&mut n, 1, &ra, &room, head);
     assert!(ra2.resumed);
     n.clear(&[a2, b2]);
     let again = n.sent(a2, to_channel_id("room", "once", false, 4242));
@@ -984,17 +946,7 @@ fn a_re_send_to_a_busy_channel_at_default_retention_after_a_restart_delivers_not
     n.clear(&[a, b]);
     n.crash_restart(secs(1), 1);
     let (b2, _) = resume_b(&mut n, &rb, &room, head);
-    let a2 = n.accept();
-    let ra2 = login_reply(n.login_with(
-        a2,
-        resume_req(
-            1,
-            ra.instance_id,
-            ra.p2p_epoch,
-            0,
-            vec![cursor("room", room.epoch, head)],
-        ),
-    ));
+    let (a2, ra2) = resume_in_room(&mut n, 1, &ra, &room, head);
     assert!(ra2.resumed);
     n.clear(&[a2, b2]);
     let again = n.sent(a2, to_channel_id("room", "once", false, 4242));
@@ -1046,17 +998,7 @@ fn sends_retained_at_a_crash_and_evicted_after_it_are_still_deduped() {
         (1..=s3.seq).collect::<Vec<_>>()
     );
     n.crash_restart(secs(1), 2);
-    let a2 = n.accept();
-    let ra2 = login_reply(n.login_with(
-        a2,
-        resume_req(
-            1,
-            ra.instance_id,
-            ra.p2p_epoch,
-            0,
-            vec![cursor("room", room.epoch, head)],
-        ),
-    ));
+    let (a2, ra2) = resume_in_room(&mut n, 1, &ra, &room, head);
     assert!(ra2.resumed);
     assert_eq!(n.sent(a2, to_channel_id("room", "three", false, 503)), s3);
     assert_eq!(n.sent(a2, to_channel_id("room", "one", false, 501)), s1);
