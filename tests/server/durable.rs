@@ -1021,3 +1021,24 @@ fn a_retained_messages_re_send_after_a_store_loss_and_a_restart_delivers_nothing
     assert!(reply.resumed);
     assert_eq!(n.sent(a2, to_user_id(3, "kept", false, 88)), first);
 }
+
+/// A send's record past its dedupe window is not restored: a re-send after
+/// it is a new send, as without a restart.
+#[test]
+fn records_past_the_dedupe_window_are_not_restored() {
+    let config = ServerConfig::demo();
+    let window = config.send_dedupe_window;
+    let mut n = Net::durable(config, 1);
+    let (a, ra) = n.login(1);
+    let first = n.sent(a, to_user_id(3, "old", false, 77));
+    let restored = n.crash_restart(window + secs(1), 1);
+    assert_eq!((restored.messages, restored.sends), (1, 0), "{restored:?}");
+    let a2 = n.accept();
+    let reply =
+        login_reply(n.login_with(a2, resume_req(1, ra.instance_id, ra.p2p_epoch, 0, vec![])));
+    assert!(reply.resumed);
+    assert_eq!(
+        n.sent(a2, to_user_id(3, "old", false, 77)).seq,
+        first.seq + 1
+    );
+}
