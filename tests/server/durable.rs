@@ -1042,3 +1042,70 @@ fn records_past_the_dedupe_window_are_not_restored() {
         first.seq + 1
     );
 }
+
+/// An inbox's sends retained at a crash and evicted after the restart: the
+/// restored inbox moves their records as it evicts them, so a re-send
+/// after a second restart delivers nothing.
+#[test]
+fn an_inboxs_sends_retained_at_a_crash_and_evicted_after_it_are_still_deduped() {
+    let mut config = ServerConfig::demo();
+    config.inbox_max_messages = 2;
+    let mut n = Net::durable(config, 2);
+    let (a, ra) = n.login(1);
+    let first = n.sent(a, to_user_id(3, "one", false, 61));
+    n.crash_restart(secs(1), 2);
+    let (b, _) = n.login(2);
+    for t in ["x", "y"] {
+        n.sent(b, to_user(3, t));
+    }
+    let inbox = StoreKey::Inbox {
+        appid: DEMO_APPID,
+        uid: 3,
+    };
+    let sends = StoreKey::Sends {
+        of: Box::new(inbox.clone()),
+    };
+    assert_eq!(n.store.as_ref().unwrap().entries(&sends), [first.seq]);
+    n.crash_restart(secs(1), 2);
+    let a2 = n.accept();
+    let reply =
+        login_reply(n.login_with(a2, resume_req(1, ra.instance_id, ra.p2p_epoch, 0, vec![])));
+    assert!(reply.resumed);
+    assert_eq!(n.sent(a2, to_user_id(3, "one", false, 61)), first);
+}
+
+/// A server API publish to a channel on another shard than its sender's
+/// (uid 0) home: the channel's shard answers its re-send, and remembers it
+/// across a restart too.
+#[test]
+fn a_server_api_re_send_after_a_restart_is_answered_as_the_first() {
+    use hummer_channel::server::{channel_shard, uid_shard, ApiCall, ApiRequest};
+    use hummer_channel::types::{ChannelKey, Message, Region};
+    let shards = 3;
+    let home = uid_shard(DEMO_APPID, 0, shards);
+    let id = (0..)
+        .map(|n| format!("room{n}"))
+        .find(|id| channel_shard(DEMO_APPID, cn(), id, shards) != home)
+        .unwrap();
+    let mut n = Net::durable(ServerConfig::demo(), shards);
+    let (a, _) = n.login(1);
+    n.ok_join(a, &id);
+    let publish = |n: &mut Net| {
+        let call = ApiCall {
+            appid: DEMO_APPID,
+            request: ApiRequest::Publish {
+                channel: ChannelKey::new(Region::Cn, id.as_str()),
+                from_uid: 0,
+                message_id: 91,
+                message: Message::new("text", b"once".to_vec()),
+                unreliable: false,
+            },
+        };
+        let answer = n.s.api(n.now, call).map_err(|e| e.code);
+        n.pump();
+        answer
+    };
+    let first = publish(&mut n).unwrap();
+    n.crash_restart(secs(1), shards);
+    assert_eq!(publish(&mut n).unwrap(), first);
+}

@@ -564,3 +564,47 @@ fn clone_to_gateway(m: &hummer_channel::server::ToGateway) -> hummer_channel::se
         other => panic!("not expected here: {other:?}"),
     }
 }
+
+/// Each reply ends its own request's timing: two pipelined requests
+/// answered 10 ms and 50 ms after they were read are timed so, each under
+/// its own kind.
+#[test]
+fn each_reply_times_its_own_request() {
+    use hummer_channel::server::{GatewayId, ToGateway};
+    let config = ServerConfig::demo();
+    let t0 = Instant::now();
+    let mut hub = Hub::new(config.clone(), t0, T0_UNIX_MS);
+    let mut g = Gateway::new(GatewayId(0), config, t0, T0_UNIX_MS);
+    let a = g.accept(t0);
+    g.handle_frame(t0, a, frame(1, Body::Login(login_req(1))));
+    settle(t0, &mut hub, &mut [&mut g]);
+    let base: Vec<(&str, u64)> = g
+        .stats()
+        .request_latency()
+        .map(|(n, h)| (n, h.count()))
+        .collect();
+    g.handle_frame(t0, a, frame(10, Body::GetInstanceInfo(wire::Empty {})));
+    let query = wire::QueryOnlineRequest { uids: vec![2] };
+    g.handle_frame(t0, a, frame(11, Body::QueryOnline(query)));
+    while let Some(m) = g.poll_hub() {
+        hub.handle(t0, m);
+    }
+    let replies: Vec<ToGateway> = std::iter::from_fn(|| hub.poll_gateway()).collect();
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    for (m, ms) in replies.into_iter().zip([10, 50]) {
+        g.handle_hub(t0 + Duration::from_millis(ms), m);
+    }
+    let took: Vec<(&str, Duration)> = g
+        .stats()
+        .request_latency()
+        .filter(|(n, _)| !base.iter().any(|(b, _)| b == n))
+        .map(|(n, h)| (n, h.sum()))
+        .collect();
+    assert_eq!(
+        took,
+        [
+            ("get_instance_info", Duration::from_millis(10)),
+            ("query_online", Duration::from_millis(50))
+        ]
+    );
+}
