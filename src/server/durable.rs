@@ -64,7 +64,7 @@ pub(crate) struct Durable {
 }
 
 impl Durable {
-    /// A hub's, keeping each stream's last `max_sends` sends
+    /// A hub's, keeping each sender's last `max_sends` sends per stream
     /// (`send_dedupe_max`).
     pub fn new(max_sends: usize) -> Durable {
         Durable {
@@ -439,21 +439,19 @@ impl Hub {
                         continue;
                     };
                     // Emptied logs: the record carries the head.
-                    let seq = ch.log.first_seq().unwrap_or_else(|| {
+                    if ch.log.is_empty() {
                         channels.insert(n);
-                        ch.log.head().saturating_add(1)
-                    });
-                    (channel_key(ch), seq)
+                    }
+                    (channel_key(ch), ch.log.kept_from())
                 }
                 LogId::Inbox(appid, uid) => {
                     let Some(b) = self.inboxes.get(&(appid, uid)) else {
                         continue;
                     };
-                    let seq = b.log.first_seq().unwrap_or_else(|| {
+                    if b.log.is_empty() {
                         inboxes.insert((appid, uid));
-                        b.log.head().saturating_add(1)
-                    });
-                    (StoreKey::Inbox { appid, uid }, seq)
+                    }
+                    (StoreKey::Inbox { appid, uid }, b.log.kept_from())
                 }
             };
             // The records of the sends it evicts go in the same batch.
@@ -580,6 +578,7 @@ impl Hub {
             }));
         let (now, unix_now) = (self.clock.now(), self.clock.unix_ms());
         let at_ms = |at| unix_ms_of(now, unix_now, at);
+        let now_and_window = (now, self.config.send_dedupe_window);
         for (id, key, log) in logs {
             writes.push(StoreWrite::Delete { key: key.clone() });
             for (seq, at, frame) in log.entries() {
@@ -589,10 +588,9 @@ impl Hub {
                     entry: encode_entry(at_ms(at), frame, d.sends.sent(id, seq)),
                 });
             }
-            let first = log.first_seq().unwrap_or(log.head().saturating_add(1));
-            let window = (now, self.config.send_dedupe_window);
+            let first = log.kept_from();
             d.sends
-                .write_again(id, &key, first, window, at_ms, &mut writes);
+                .write_again(id, &key, first, now_and_window, at_ms, &mut writes);
         }
         for (&inst, i) in &self.instances {
             writes.push(StoreWrite::Delete {

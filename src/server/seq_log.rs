@@ -218,6 +218,14 @@ impl SeqLog {
         self.entries.front().map(|e| e.seq)
     }
 
+    /// Where what is retained begins: the oldest retained push's sequence
+    /// number, or the next one's when none is retained (everything below
+    /// it is evicted).
+    pub fn kept_from(&self) -> u64 {
+        self.first_seq()
+            .unwrap_or_else(|| self.head.saturating_add(1))
+    }
+
     /// The retained pushes `(seq, recorded at, frame)`, oldest first.
     pub fn entries(&self) -> impl Iterator<Item = (u64, Instant, &Bytes)> {
         self.entries.iter().map(|e| (e.seq, e.at, &e.frame))
