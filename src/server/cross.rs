@@ -550,7 +550,7 @@ impl Hub {
         self.capture = Some((conn, Vec::new()));
         self.effects = Some(Effects::default());
         let outcome = self.dispatch_channel(conn, &m, body);
-        let answered = matches!(&outcome, Ok((body, _)) if super::hub::may_replay(body));
+        let answered = matches!(&outcome, Ok((body, _)) if super::hub::replay_may_follow(body));
         self.answer(conn, rid, outcome);
         let frames = self.capture.take().map(|(_, f)| f).unwrap_or_default();
         let effects = self.effects.take().unwrap_or_default();

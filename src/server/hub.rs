@@ -705,7 +705,7 @@ impl Hub {
         match outcome {
             Ok((body, after)) => {
                 self.stats.note_answer(&body, after.len());
-                let replays = may_replay(&body);
+                let replays = replay_may_follow(&body);
                 self.reply(conn, rid, body);
                 for f in after {
                     self.send(conn, f);
@@ -872,7 +872,7 @@ impl Hub {
 
 /// Whether a reply is one a replay may follow (a login's, a join's, a
 /// fetch's): the gateway waits for [`ToGateway::Answered`] after it.
-pub(super) fn may_replay(reply: &Body) -> bool {
+pub(super) fn replay_may_follow(reply: &Body) -> bool {
     matches!(
         reply,
         Body::LoginReply(_) | Body::JoinReply(_) | Body::FetchReply(_)
